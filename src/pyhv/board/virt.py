@@ -1,0 +1,207 @@
+"""The QEMU ``virt`` board: RAM, devices, harts and the boot flow, built from a config.
+
+Everything is placed from the table in memmap.py, and the DTB is generated from the same
+machine, so what the guest is told always matches what it gets. Boot follows QEMU:
+every hart starts in M-mode at the boot ROM (0x1000), whose reset vector jumps to the
+firmware (or, with ``bios=none``, to the kernel) with a0 = hartid, a1 = DTB address and
+a2 = the fw_dynamic_info record naming the payload at 0x8020_0000 for OpenSBI.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..clock import Clock
+from ..cpu.hart import Hart
+from ..cpu.mmu import CodeWatch
+from ..devices.base import Device
+from ..devices.clint import Clint
+from ..devices.plic import Plic
+from ..devices.rom import Rom
+from ..devices.rtc_goldfish import GoldfishRtc
+from ..devices.syscon import SifiveTest
+from ..devices.uart16550 import Uart16550
+from ..devices.virtio_mmio_slot import EmptyVirtioSlot
+from ..errors import ImageError
+from ..memory.bus import Bus
+from ..memory.ram import GuestRAM
+from ..vm.config import MachineConfig
+from . import memmap
+from .bootrom import build_reset_vector
+from .fdt import DtbSpec, build_dtb, dtb_address
+from .loader import LoadedImage, check_overlap, load_image, load_initrd
+
+DEFAULT_BIOS_PATHS = (
+    "/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin",
+    "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
+)
+ISA_STRING = "rv64imafdc"  # what the DT advertises: RV64GC (with zicsr/zifencei implied)
+
+
+def default_bios() -> str:
+    for path in DEFAULT_BIOS_PATHS:
+        if os.path.isfile(path):
+            return path
+    raise ImageError(
+        "no default firmware: OpenSBI fw_dynamic not found at "
+        f"{DEFAULT_BIOS_PATHS[0]} (install the Debian package qemu-system-data, "
+        "or pass --bios FILE or --bios none)"
+    )
+
+
+@dataclass
+class BootInfo:
+    firmware: LoadedImage | None
+    kernel: LoadedImage | None
+    initrd: tuple[int, int] | None
+    dtb_addr: int
+    dtb: bytes
+
+
+class VirtBoard:
+    """All the hardware of one virt machine, wired together."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        clock: Clock,
+        console_out: Callable[[bytes], None],
+        on_power: Callable[[str, int], None],
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.ram = GuestRAM(memmap.DRAM_BASE, config.memory)
+        self.bus = Bus()
+        self.code = CodeWatch()
+        self.harts: list[Hart] = []
+
+        def set_mip(hartid: int, mask: int, level: bool) -> None:
+            if 0 <= hartid < len(self.harts):
+                self.harts[hartid].set_mip_hw(mask, level)
+
+        self.rom = Rom("mrom", memmap.BOOT_ROM.size)
+        self.test = SifiveTest(on_power)
+        self.clint = Clint(config.smp, clock, set_mip)
+        self.plic = Plic(config.smp, set_mip)
+        self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
+        self.rtc = GoldfishRtc(self.plic.irq_line(memmap.RTC.irq or 0), clock)
+        self.virtio_slots = [EmptyVirtioSlot() for _ in memmap.VIRTIO]
+        self.devices: list[tuple[memmap.Region, Device]] = [
+            (memmap.BOOT_ROM, self.rom),
+            (memmap.TEST, self.test),
+            (memmap.RTC, self.rtc),
+            (memmap.CLINT, self.clint),
+            (memmap.PLIC, self.plic),
+            (memmap.UART0, self.uart),
+            *zip(memmap.VIRTIO, self.virtio_slots),
+        ]
+        for region, dev in self.devices:
+            self.bus.attach(region.base, region.size, dev)
+        for hartid in range(config.smp):
+            self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self.clint.mtime))
+        self.boot = self._load()
+        self.reset_harts()
+
+    # -- boot ------------------------------------------------------------------------
+
+    def _load(self) -> BootInfo:
+        cfg = self.config
+        ram = self.ram
+        firmware = None
+        if cfg.bios != "none":
+            bios = default_bios() if cfg.bios == "default" else cfg.bios
+            firmware = load_image(bios, ram, memmap.DRAM_BASE, what="firmware")
+        kernel = None
+        if cfg.kernel is not None:
+            kaddr = (
+                memmap.DRAM_BASE
+                if firmware is None
+                else memmap.DRAM_BASE + memmap.KERNEL_OFFSET_WITH_FIRMWARE
+            )
+            kernel = load_image(cfg.kernel, ram, kaddr, what="kernel")
+            if firmware is not None:
+                check_overlap(firmware, kernel, ("firmware", "kernel"))
+        initrd = None
+        if cfg.initrd is not None:
+            assert kernel is not None
+            initrd = load_initrd(cfg.initrd, ram, kernel.entry, kernel_end=kernel.high)
+        if cfg.dtb is not None:
+            dtb = _read_dtb(cfg.dtb)
+        else:
+            dtb = build_dtb(
+                DtbSpec(
+                    num_harts=cfg.smp,
+                    ram_size=cfg.memory,
+                    bootargs=cfg.append,
+                    initrd=initrd,
+                    isa=ISA_STRING,
+                    mmu_type="riscv,sv48",
+                )
+            )
+        dtb_addr = dtb_address(cfg.memory, len(dtb))
+        dtb_range = (dtb_addr, dtb_addr + len(dtb))
+        for image, name in ((firmware, "firmware"), (kernel, "kernel")):
+            if image is not None:
+                check_overlap(image, dtb_range, (name, "device tree"))
+        if initrd is not None:
+            check_overlap(initrd, dtb_range, ("initrd", "device tree"))
+        ram.write_bytes(dtb_addr, dtb)
+        if firmware is not None:
+            start = firmware.entry
+            next_addr = (
+                kernel.entry
+                if kernel is not None
+                else memmap.DRAM_BASE + memmap.KERNEL_OFFSET_WITH_FIRMWARE
+            )
+            fw_info = (next_addr, 1)  # (next_addr, next_mode = S)
+        else:
+            assert kernel is not None
+            start = kernel.entry
+            fw_info = (kernel.entry, 1)  # QEMU writes the record even without firmware
+        self.rom.load(build_reset_vector(start, dtb_addr, fw_info))
+        return BootInfo(firmware, kernel, initrd, dtb_addr, dtb)
+
+    def reset_harts(self) -> None:
+        for hart in self.harts:
+            hart.restore(Hart(hart.hartid, self.ram, self.bus, self.code).save())
+            hart.pc = memmap.BOOT_ROM.base
+            hart.mip_hw = 0
+
+    def reset(self) -> None:
+        """Warm reset (syscon reboot): reload the images, reset devices and harts."""
+        self.ram.clear()
+        self.code.invalidate_range(self.ram.base, self.ram.size)
+        for _region, dev in self.devices:
+            reset = getattr(dev, "reset", None)
+            if reset is not None:
+                reset()
+        self.boot = self._load()
+        self.reset_harts()
+
+    def poll(self) -> None:
+        """Let time-driven devices raise their interrupts."""
+        self.clint.poll()
+        self.rtc.poll()
+
+    def next_deadline_ns(self) -> int | None:
+        deadlines = [d for d in (self.clint.next_deadline_ns(), self.rtc.next_deadline_ns())
+                     if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def close(self) -> None:
+        self.ram.close()
+
+
+def _read_dtb(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise ImageError(f"device tree '{path}': no such file") from None
+    except OSError as e:
+        raise ImageError(f"device tree '{path}': {e.strerror}") from None
+    if data[:4] != b"\xd0\x0d\xfe\xed":
+        raise ImageError(f"device tree '{path}' is not a flattened device tree blob (.dtb)")
+    return data

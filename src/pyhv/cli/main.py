@@ -1,0 +1,127 @@
+"""The `pyhv` command.
+
+``pyhv run`` boots one machine in the foreground with its serial console on the
+terminal, like ``qemu-system-riscv64 -nographic``; ``pyhv qemu-compat`` accepts QEMU's own
+flags. User mistakes print one line (``pyhv: error: ...``) and exit non-zero; the exit
+status of a guest that powers off is the code it wrote to the test device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..board.loader import parse_size
+from ..errors import PyhvError
+from ..vm.config import ENGINES, MachineConfig
+
+EXIT_USER_ERROR = 2
+
+
+def _add_machine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kernel", "-k", metavar="FILE", help="kernel or bare-metal program (ELF or raw)")
+    p.add_argument(
+        "--bios",
+        default="default",
+        metavar="FILE|none|default",
+        help="firmware: 'default' is OpenSBI fw_dynamic from qemu-system-data; "
+        "'none' runs the kernel in M-mode from 0x80000000",
+    )
+    p.add_argument("--initrd", metavar="FILE", help="initial ramdisk")
+    p.add_argument("--append", metavar="ARGS", help="kernel command line")
+    p.add_argument("--memory", "-m", default="128M", metavar="SIZE", help="RAM size (default 128M)")
+    p.add_argument("--smp", type=int, default=1, metavar="N", help="number of harts, 1-8")
+    p.add_argument("--dtb", metavar="FILE", help="use this device tree instead of the generated one")
+    p.add_argument("--engine", default="interp", choices=ENGINES, help="CPU engine")
+    p.add_argument("--no-reboot", action="store_true", help="exit instead of rebooting")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument(
+        "--max-instructions", type=int, metavar="N", help="stop after N guest instructions"
+    )
+    p.add_argument(
+        "--stats", action="store_true", help="print instructions and MIPS to stderr at exit"
+    )
+
+
+def build_config(ns: argparse.Namespace) -> MachineConfig:
+    return MachineConfig(
+        kernel=ns.kernel,
+        bios=ns.bios,
+        initrd=ns.initrd,
+        append=ns.append,
+        memory=parse_size(ns.memory),
+        smp=ns.smp,
+        dtb=ns.dtb,
+        engine=ns.engine,
+        no_reboot=ns.no_reboot,
+    )
+
+
+def run_machine(
+    config: MachineConfig,
+    timeout: float | None = None,
+    max_instructions: int | None = None,
+    stats: bool = False,
+) -> int:
+    """Build and run one machine on the terminal; return the process exit status."""
+    from ..vm.console import StdioConsole
+    from ..vm.machine import Machine
+
+    console = StdioConsole()
+    try:
+        machine = Machine(config, console=console)
+        result = machine.run(max_instructions=max_instructions, timeout=timeout)
+    finally:
+        console.close()
+    if stats:
+        print(
+            f"pyhv: {result.reason}: {result.instructions} instructions in "
+            f"{result.seconds:.2f} s ({result.mips:.2f} MIPS)",
+            file=sys.stderr,
+        )
+    if result.reason == "timeout":
+        print(f"pyhv: stopped after the {timeout} s timeout", file=sys.stderr)
+        return 124
+    return result.exit_code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(
+        prog="pyhv", description="pyhv: a RISC-V hypervisor written in Python"
+    )
+    parser.add_argument("--version", action="version", version=f"pyhv {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser(
+        "run",
+        help="boot a machine in the foreground (serial console on this terminal)",
+        description="Boot a QEMU-virt compatible RISC-V machine. Ctrl-A x quits.",
+    )
+    _add_machine_args(run)
+    sub.add_parser(
+        "qemu-compat",
+        help="accept qemu-system-riscv64 flags (also installed as pyhv-qemu)",
+        add_help=False,
+    )
+    if argv[:1] == ["qemu-compat"]:
+        from .qemu_compat import main as qemu_main
+
+        return qemu_main(argv[1:])
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return EXIT_USER_ERROR
+    try:
+        config = build_config(ns)
+        return run_machine(config, ns.timeout, ns.max_instructions, ns.stats)
+    except PyhvError as e:
+        print(f"pyhv: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,732 @@
+"""The interpreter: the reference semantics of every instruction, and a fast one.
+
+Each decoded instruction (isa/decoder.py) is turned once into a Python closure with its
+operands and its own pc baked in; the closure performs the instruction and returns the
+next pc. Closures are cached per translation context (privilege level and satp) keyed by
+virtual pc, and dropped when their physical page is written (CodeWatch), on FENCE.I and
+on SFENCE.VMA. The hot loop is then one dict lookup and one call per instruction.
+
+Control leaves the hot loop through exceptions: :class:`~pyhv.cpu.trap.Trap` for guest
+exceptions (precise: the faulting instruction's pc, nothing after it executed),
+:class:`SliceBreak` after an instruction that changed privilege, translation or interrupt
+enables (the loop re-reads its context), and :class:`StopRequest` when a device asked the
+machine to stop (power-off) right after the current instruction.
+
+Simple integer instructions are generated from the expression table ``ALU`` below, so
+each instruction's semantics is written once; the block translator can reuse the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..isa import csr as C
+from ..isa.decoder import Decoded, decode
+from .hart import Hart
+from .mmu import LOAD, STORE, CodeWatch
+from .trap import (
+    BREAKPOINT,
+    LOAD_MISALIGNED,
+    STORE_MISALIGNED,
+    IllegalInstruction,
+    Trap,
+)
+
+M64 = (1 << 64) - 1
+SIGN = 1 << 63
+Op = Callable[[], int]
+
+
+class SliceBreak(Exception):
+    """Raised after an instruction that requires the run loop to re-read its context."""
+
+
+class StopRequest(Exception):
+    """Raised by a device callback: finish the current instruction, then stop."""
+
+
+_SLICE_BREAK = SliceBreak()
+
+
+def _s64(v: int) -> int:
+    return v - ((v & SIGN) << 1)
+
+
+def _sx32(v: int) -> int:
+    return (((v & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64
+
+
+def _div(a: int, b: int) -> int:
+    if b == 0:
+        return M64
+    sa, sb = _s64(a), _s64(b)
+    if sa == -(1 << 63) and sb == -1:
+        return a
+    q = abs(sa) // abs(sb)
+    return (-q if (sa < 0) != (sb < 0) else q) & M64
+
+
+def _rem(a: int, b: int) -> int:
+    if b == 0:
+        return a
+    sa, sb = _s64(a), _s64(b)
+    if sa == -(1 << 63) and sb == -1:
+        return 0
+    r = abs(sa) % abs(sb)
+    return (-r if sa < 0 else r) & M64
+
+
+def _divw(a: int, b: int) -> int:
+    sa, sb = _s64(_sx32(a)), _s64(_sx32(b))
+    if sb == 0:
+        return M64
+    if sa == -(1 << 31) and sb == -1:
+        return _sx32(sa)
+    q = abs(sa) // abs(sb)
+    return _sx32(-q if (sa < 0) != (sb < 0) else q)
+
+
+def _remw(a: int, b: int) -> int:
+    sa, sb = _s64(_sx32(a)), _s64(_sx32(b))
+    if sb == 0:
+        return _sx32(sa)
+    if sa == -(1 << 31) and sb == -1:
+        return 0
+    r = abs(sa) % abs(sb)
+    return _sx32(-r if sa < 0 else r)
+
+
+def _divuw(a: int, b: int) -> int:
+    a &= 0xFFFFFFFF
+    b &= 0xFFFFFFFF
+    return M64 if b == 0 else _sx32(a // b)
+
+
+def _remuw(a: int, b: int) -> int:
+    a &= 0xFFFFFFFF
+    b &= 0xFFFFFFFF
+    return _sx32(a) if b == 0 else _sx32(a % b)
+
+
+# Integer instructions that only compute rd from rs1/rs2/imm. `a` = x[rs1], `b` = x[rs2],
+# `i` = immediate as unsigned 64-bit, `si` = immediate with the sign bit flipped (for
+# signed compares), `sh` = shift amount. Values are unsigned 64-bit Python ints.
+ALU: dict[str, str] = {
+    "add": "(a + b) & M64",
+    "sub": "(a - b) & M64",
+    "sll": "(a << (b & 63)) & M64",
+    "slt": "int((a ^ SIGN) < (b ^ SIGN))",
+    "sltu": "int(a < b)",
+    "xor": "a ^ b",
+    "srl": "a >> (b & 63)",
+    "sra": "((a - ((a & SIGN) << 1)) >> (b & 63)) & M64",
+    "or": "a | b",
+    "and": "a & b",
+    "addi": "(a + i) & M64",
+    "slti": "int((a ^ SIGN) < si)",
+    "sltiu": "int(a < i)",
+    "xori": "a ^ i",
+    "ori": "a | i",
+    "andi": "a & i",
+    "slli": "(a << sh) & M64",
+    "srli": "a >> sh",
+    "srai": "((a - ((a & SIGN) << 1)) >> sh) & M64",
+    "addiw": "_sx32(a + i)",
+    "slliw": "_sx32(a << sh)",
+    "srliw": "_sx32((a & 0xFFFFFFFF) >> sh)",
+    "sraiw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> sh) & M64",
+    "addw": "_sx32(a + b)",
+    "subw": "_sx32(a - b)",
+    "sllw": "_sx32(a << (b & 31))",
+    "srlw": "_sx32((a & 0xFFFFFFFF) >> (b & 31))",
+    "sraw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> (b & 31)) & M64",
+    "mul": "(a * b) & M64",
+    "mulh": "((a - ((a & SIGN) << 1)) * (b - ((b & SIGN) << 1)) >> 64) & M64",
+    "mulhsu": "((a - ((a & SIGN) << 1)) * b >> 64) & M64",
+    "mulhu": "(a * b) >> 64",
+    "div": "_div(a, b)",
+    "divu": "(a // b) if b else M64",
+    "rem": "_rem(a, b)",
+    "remu": "(a % b) if b else a",
+    "mulw": "_sx32(a * b)",
+    "divw": "_divw(a, b)",
+    "divuw": "_divuw(a, b)",
+    "remw": "_remw(a, b)",
+    "remuw": "_remuw(a, b)",
+}
+
+# Branch conditions over a = x[rs1], b = x[rs2].
+BRANCH: dict[str, str] = {
+    "beq": "a == b",
+    "bne": "a != b",
+    "blt": "(a ^ SIGN) < (b ^ SIGN)",
+    "bge": "(a ^ SIGN) >= (b ^ SIGN)",
+    "bltu": "a < b",
+    "bgeu": "a >= b",
+}
+
+# Loads/stores: the MMU method that performs the access.
+LOADS = {
+    "lb": "load_s8", "lh": "load_s16", "lw": "load_s32", "ld": "load_u64",
+    "lbu": "load_u8", "lhu": "load_u16", "lwu": "load_u32",
+}
+STORES = {"sb": "store_u8", "sh": "store_u16", "sw": "store_u32", "sd": "store_u64"}
+
+_NS: dict[str, Any] = {
+    "M64": M64, "SIGN": SIGN, "_sx32": _sx32, "_div": _div, "_rem": _rem, "_divw": _divw,
+    "_divuw": _divuw, "_remw": _remw, "_remuw": _remuw,
+}
+
+
+def _compile(src: str, name: str) -> Callable[..., Op]:
+    ns = dict(_NS)
+    exec(compile(src, f"<pyhv {name}>", "exec"), ns)
+    return ns["make"]
+
+
+def _uses(expr: str, var: str) -> bool:
+    import re
+
+    return re.search(rf"\b{var}\b", expr) is not None
+
+
+def _alu_factory(name: str, expr: str) -> Callable[..., Op]:
+    # Read operands from registers only when the expression needs them.
+    lines = []
+    if _uses(expr, "a"):
+        lines.append("a = x[rs1]")
+    if _uses(expr, "b"):
+        lines.append("b = x[rs2]")
+    body = "; ".join(lines + [f"x[rd] = {expr}"])
+    src = f"""
+def make(hart, d, pc, npc):
+    x = hart.x
+    rd, rs1, rs2 = d.rd, d.rs1, d.rs2
+    i = d.imm & M64
+    si = i ^ SIGN
+    sh = d.imm & 63
+    if rd == 0:
+        def op():
+            return npc
+        return op
+    def op():
+        {body}
+        return npc
+    return op
+"""
+    return _compile(src, name)
+
+
+def _branch_factory(name: str, cond: str) -> Callable[..., Op]:
+    src = f"""
+def make(hart, d, pc, npc):
+    x = hart.x
+    rs1, rs2 = d.rs1, d.rs2
+    t = (pc + d.imm) & M64
+    def op():
+        a = x[rs1]; b = x[rs2]
+        return t if {cond} else npc
+    return op
+"""
+    return _compile(src, name)
+
+
+def _load_factory(name: str, method: str) -> Callable[..., Op]:
+    src = f"""
+def make(hart, d, pc, npc):
+    x = hart.x
+    rd, rs1, imm = d.rd, d.rs1, d.imm
+    ld = hart.mmu.{method}
+    if rd == 0:
+        def op():
+            ld((x[rs1] + imm) & M64)
+            return npc
+        return op
+    def op():
+        x[rd] = ld((x[rs1] + imm) & M64)
+        return npc
+    return op
+"""
+    return _compile(src, name)
+
+
+def _store_factory(name: str, method: str) -> Callable[..., Op]:
+    src = f"""
+def make(hart, d, pc, npc):
+    x = hart.x
+    rs1, rs2, imm = d.rs1, d.rs2, d.imm
+    st = hart.mmu.{method}
+    def op():
+        st((x[rs1] + imm) & M64, x[rs2])
+        return npc
+    return op
+"""
+    return _compile(src, name)
+
+
+FACTORIES: dict[str, Callable[..., Op]] = {}
+for _n, _e in ALU.items():
+    FACTORIES[_n] = _alu_factory(_n, _e)
+for _n, _e in BRANCH.items():
+    FACTORIES[_n] = _branch_factory(_n, _e)
+for _n, _m in LOADS.items():
+    FACTORIES[_n] = _load_factory(_n, _m)
+for _n, _m in STORES.items():
+    FACTORIES[_n] = _store_factory(_n, _m)
+
+
+def _factory(name: str) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
+    def deco(fn: Callable[..., Op]) -> Callable[..., Op]:
+        FACTORIES[name] = fn
+        return fn
+
+    return deco
+
+
+@_factory("lui")
+def _lui(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    x, rd, v = hart.x, d.rd, d.imm & M64
+    if rd == 0:
+        return lambda: npc
+
+    def op() -> int:
+        x[rd] = v
+        return npc
+
+    return op
+
+
+@_factory("auipc")
+def _auipc(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    x, rd, v = hart.x, d.rd, (pc + d.imm) & M64
+    if rd == 0:
+        return lambda: npc
+
+    def op() -> int:
+        x[rd] = v
+        return npc
+
+    return op
+
+
+@_factory("jal")
+def _jal(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    x, rd, t = hart.x, d.rd, (pc + d.imm) & M64
+    if rd == 0:
+        return lambda: t
+
+    def op() -> int:
+        x[rd] = npc
+        return t
+
+    return op
+
+
+@_factory("jalr")
+def _jalr(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    x, rd, rs1, imm = hart.x, d.rd, d.rs1, d.imm
+    mask = M64 & ~1
+
+    def op() -> int:
+        t = (x[rs1] + imm) & mask
+        if rd:
+            x[rd] = npc
+        return t
+
+    return op
+
+
+@_factory("fence")
+def _fence(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    return lambda: npc  # one sequentially consistent memory: nothing to order
+
+
+@_factory("fence.i")
+def _fence_i(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    def op() -> int:
+        hart.flush_decoded(all_contexts=True)
+        hart.pc = npc
+        raise _SLICE_BREAK
+
+    return op
+
+
+@_factory("sfence.vma")
+def _sfence_vma(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    raw = d.raw
+
+    def op() -> int:
+        hart.check_sfence(raw)
+        hart.mmu.flush()
+        hart.flush_decoded(all_contexts=False)
+        hart.pc = npc
+        raise _SLICE_BREAK
+
+    return op
+
+
+@_factory("ecall")
+def _ecall(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    def op() -> int:
+        raise Trap(hart.ecall_cause(), 0)
+
+    return op
+
+
+@_factory("ebreak")
+def _ebreak(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    def op() -> int:
+        raise Trap(BREAKPOINT, pc)
+
+    return op
+
+
+@_factory("illegal")
+def _illegal(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    raw = d.raw
+
+    def op() -> int:
+        raise IllegalInstruction(raw)
+
+    return op
+
+
+@_factory("mret")
+def _mret(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    raw = d.raw
+
+    def op() -> int:
+        hart.pc = hart.mret(raw)
+        raise _SLICE_BREAK
+
+    return op
+
+
+@_factory("sret")
+def _sret(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    raw = d.raw
+
+    def op() -> int:
+        hart.pc = hart.sret(raw)
+        raise _SLICE_BREAK
+
+    return op
+
+
+@_factory("wfi")
+def _wfi(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    raw = d.raw
+
+    def op() -> int:
+        hart.check_wfi(raw)
+        hart.pc = npc
+        # Sleep only if nothing enabled is pending (WFI ignores global enables).
+        if not (hart.mip | hart.mip_hw) & hart.mie:
+            hart.waiting = True
+        raise _SLICE_BREAK
+
+    return op
+
+
+def _csr_factory(kind: str, imm_form: bool) -> Callable[..., Op]:
+    def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+        x, rd, src, csr, raw = hart.x, d.rd, d.rs1, d.csr, d.raw
+        write = kind == "w" or src != 0  # csrrs/csrrc with x0/0 do not write
+        read = kind != "w" or rd != 0  # csrrw with rd=x0 does not read
+
+        def op() -> int:
+            v = src if imm_form else x[src]
+            old = hart.csr_read(csr, raw) if read else 0
+            if write:
+                if kind == "w":
+                    new = v
+                elif kind == "s":
+                    new = old | v
+                else:
+                    new = old & ~v
+                hart.csr_write(csr, new, raw)
+            if rd:
+                x[rd] = old
+            if hart.context_changed:
+                hart.pc = npc
+                raise _SLICE_BREAK
+            return npc
+
+        return op
+
+    return make
+
+
+for _n, _k, _i in (
+    ("csrrw", "w", False), ("csrrs", "s", False), ("csrrc", "c", False),
+    ("csrrwi", "w", True), ("csrrsi", "s", True), ("csrrci", "c", True),
+):
+    FACTORIES[_n] = _csr_factory(_k, _i)
+
+
+# -- A extension ----------------------------------------------------------------------------
+
+_AMO_OPS: dict[str, Callable[[int, int, int], int]] = {
+    # (old, operand, width mask) -> new value; signed ops compare as signed width-bit ints
+    "amoswap": lambda o, v, m: v,
+    "amoadd": lambda o, v, m: (o + v) & m,
+    "amoxor": lambda o, v, m: (o ^ v) & m,
+    "amoand": lambda o, v, m: o & v & m,
+    "amoor": lambda o, v, m: (o | v) & m,
+    "amomin": lambda o, v, m: o if _signed(o, m) <= _signed(v, m) else v & m,
+    "amomax": lambda o, v, m: o if _signed(o, m) >= _signed(v, m) else v & m,
+    "amominu": lambda o, v, m: o if o <= (v & m) else v & m,
+    "amomaxu": lambda o, v, m: o if o >= (v & m) else v & m,
+}
+
+
+def _signed(v: int, mask: int) -> int:
+    top = (mask + 1) >> 1
+    return (v & (top - 1)) - (v & top)
+
+
+def _amo_factory(base: str, width: int) -> Callable[..., Op]:
+    mask = (1 << (8 * width)) - 1
+    fn = _AMO_OPS.get(base)
+
+    def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+        x, rd, rs1, rs2 = hart.x, d.rd, d.rs1, d.rs2
+        mmu = hart.mmu
+        ld = mmu.load_u64 if width == 8 else mmu.load_u32
+        st = mmu.store_u64 if width == 8 else mmu.store_u32
+        ext = (lambda v: v) if width == 8 else _sx32
+
+        if base == "lr":
+
+            def op() -> int:
+                a = x[rs1]
+                if a & (width - 1):
+                    raise Trap(LOAD_MISALIGNED, a)
+                pa = mmu.translate(a, LOAD)
+                v = ld(a)
+                hart.reservation = pa
+                if rd:
+                    x[rd] = ext(v)
+                return npc
+
+            return op
+
+        if base == "sc":
+
+            def op() -> int:
+                a = x[rs1]
+                if a & (width - 1):
+                    raise Trap(STORE_MISALIGNED, a)
+                pa = mmu.translate(a, STORE)
+                ok = hart.reservation == pa
+                hart.reservation = None
+                if ok:
+                    st(a, x[rs2] & mask)
+                if rd:
+                    x[rd] = 0 if ok else 1
+                return npc
+
+            return op
+
+        assert fn is not None
+
+        def op() -> int:
+            a = x[rs1]
+            if a & (width - 1):
+                raise Trap(STORE_MISALIGNED, a)
+            mmu.translate(a, STORE)  # store/AMO faults take precedence (cause 15/7)
+            old = ld(a)
+            st(a, fn(old, x[rs2], mask))
+            if rd:
+                x[rd] = ext(old)
+            return npc
+
+        return op
+
+    return make
+
+
+for _b in ("lr", "sc", *_AMO_OPS):
+    FACTORIES[f"{_b}.w"] = _amo_factory(_b, 4)
+    FACTORIES[f"{_b}.d"] = _amo_factory(_b, 8)
+
+
+# -- F and D extensions ------------------------------------------------------------------------
+
+_FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
+_BOX = 0xFFFFFFFF00000000
+
+
+def _fp_load_factory(width: int) -> Callable[..., Op]:
+    def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+        x, f, rd, rs1, imm, raw = hart.x, hart.f, d.rd, d.rs1, d.imm, d.raw
+        ld = hart.mmu.load_u64 if width == 8 else hart.mmu.load_u32
+        box = 0 if width == 8 else _BOX
+
+        def op() -> int:
+            if not hart.mstatus & C.MSTATUS_FS:
+                raise IllegalInstruction(raw)
+            f[rd] = ld((x[rs1] + imm) & M64) | box
+            hart.mstatus |= _FS_DIRTY
+            return npc
+
+        return op
+
+    return make
+
+
+def _fp_store_factory(width: int) -> Callable[..., Op]:
+    def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+        x, f, rs1, rs2, imm, raw = hart.x, hart.f, d.rs1, d.rs2, d.imm, d.raw
+        st = hart.mmu.store_u64 if width == 8 else hart.mmu.store_u32
+        mask = M64 if width == 8 else 0xFFFFFFFF
+
+        def op() -> int:
+            if not hart.mstatus & C.MSTATUS_FS:
+                raise IllegalInstruction(raw)
+            st((x[rs1] + imm) & M64, f[rs2] & mask)
+            return npc
+
+        return op
+
+    return make
+
+
+FACTORIES["flw"] = _fp_load_factory(4)
+FACTORIES["fld"] = _fp_load_factory(8)
+FACTORIES["fsw"] = _fp_store_factory(4)
+FACTORIES["fsd"] = _fp_store_factory(8)
+
+
+def _fp_op_factory(fn: Callable[[Any, Decoded], None]) -> Callable[..., Op]:
+    def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+        raw = d.raw
+
+        def op() -> int:
+            if not hart.mstatus & C.MSTATUS_FS:
+                raise IllegalInstruction(raw)
+            fn(hart, d)
+            hart.mstatus |= _FS_DIRTY
+            return npc
+
+        return op
+
+    return make
+
+
+def _install_fp_ops() -> None:
+    from .fpu import FP_OPS
+
+    for name, fn in FP_OPS.items():
+        FACTORIES[name] = _fp_op_factory(fn)
+
+
+_install_fp_ops()
+
+
+def make_op(hart: Hart, d: Decoded, pc: int) -> Op:
+    """Turn one decoded instruction at ``pc`` into its executable closure."""
+    npc = (pc + d.length) & M64
+    factory = FACTORIES.get(d.name) or FACTORIES["illegal"]
+    op = factory(hart, d, pc, npc)
+    op.npc = npc  # type: ignore[attr-defined]  # where a StopRequest resumes
+    return op
+
+
+# -- the run loop --------------------------------------------------------------------------------
+
+_MAX_CONTEXTS = 64
+
+
+class Interpreter:
+    """Runs one hart: fetch through the decode cache, execute closures, take traps."""
+
+    def __init__(self, hart: Hart, code: CodeWatch) -> None:
+        self.hart = hart
+        self.code = code
+        self._caches: dict[tuple[int, int], tuple[int, dict[int, Op]]] = {}
+        self._free_ids: list[int] = []
+        hart.flush_decoded = self.flush  # type: ignore[method-assign]
+
+    def flush(self, all_contexts: bool = True) -> None:
+        """Drop decoded instructions: all (FENCE.I) or the translated ones (SFENCE.VMA)."""
+        for key, (_cid, cache) in self._caches.items():
+            if all_contexts or key[0] != C.PRV_M:
+                cache.clear()
+
+    def _cache(self) -> tuple[int, dict[int, Op]]:
+        hart = self.hart
+        key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0)
+        entry = self._caches.get(key)
+        if entry is None:
+            if len(self._caches) >= _MAX_CONTEXTS:
+                for old_id, old_cache in self._caches.values():
+                    old_cache.clear()
+                    self._free_ids.append(old_id)
+                self._caches.clear()
+            cache: dict[int, Op] = {}
+            if self._free_ids:
+                cid = self._free_ids.pop()
+                self.code.caches[cid] = cache
+            else:
+                cid = self.code.register(cache)
+            entry = self._caches[key] = (cid, cache)
+        return entry
+
+    def _decode_into(self, pc: int, cid: int, cache: dict[int, Op]) -> Op:
+        mmu = self.hart.mmu
+        lo, pa = mmu.fetch16(pc)
+        pages = [pa >> 12]
+        if lo & 3 == 3:
+            hi, pa2 = mmu.fetch16((pc + 2) & M64)
+            pages.append(pa2 >> 12)
+            d = decode(lo | hi << 16, 4)
+        else:
+            d = decode(lo, 2)
+        op = make_op(self.hart, d, pc)
+        cache[pc] = op
+        for ppn in pages:
+            self.code.add(ppn, cid, pc)
+        return op
+
+    def run(self, budget: int) -> int:
+        """Execute up to ``budget`` instructions; return how many retired.
+
+        Returns early when the hart enters WFI or a device requests a stop.
+        """
+        hart = self.hart
+        done = 0
+        while done < budget:
+            if hart.waiting:
+                break
+            if (hart.mip | hart.mip_hw) & hart.mie:
+                irq = hart.interrupt_to_take()
+                if irq is not None:
+                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
+            hart.context_changed = False
+            cid, cache = self._cache()
+            pc = hart.pc
+            n = budget - done
+            i = 0
+            op: Op | None = None
+            try:
+                for i in range(n):  # noqa: B007 - i is read after the loop
+                    op = cache.get(pc)
+                    if op is None:
+                        op = self._decode_into(pc, cid, cache)
+                    pc = op()
+                done += n
+                hart.pc = pc
+            except Trap as t:
+                done += i
+                hart.take_trap(t.cause, t.tval, pc)
+            except SliceBreak:
+                done += i + 1
+            except StopRequest:
+                done += i + 1
+                assert op is not None
+                hart.pc = getattr(op, "npc", pc)
+                break
+        hart.instret += done
+        return done

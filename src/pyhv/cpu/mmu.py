@@ -1,0 +1,395 @@
+"""Address translation (Sv39/Sv48) and the guest load/store paths.
+
+This is a hot path: every guest load and store goes through one of the ``load_*`` /
+``store_*`` methods. The fast path is a dict lookup in a software TLB (keyed by virtual
+page, holding the physical page address) and an index into a typed view of guest RAM;
+misaligned accesses, page-crossing accesses and MMIO take the slow path.
+
+TLBs are kept per translation context (effective privilege, SUM, MXR), so toggling SUM in
+the kernel's uaccess helpers flushes nothing; SFENCE.VMA and satp writes flush them all.
+Stores into pages that hold decoded instructions notify the code watcher, which drops
+the stale decoded instructions (self-modifying code, loaders, FENCE.I-free kernels).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..isa import csr as C
+from ..memory.bus import Bus
+from ..memory.ram import GuestRAM
+from .trap import (
+    INSN_ACCESS_FAULT,
+    INSN_PAGE_FAULT,
+    LOAD_ACCESS_FAULT,
+    LOAD_PAGE_FAULT,
+    STORE_ACCESS_FAULT,
+    STORE_PAGE_FAULT,
+    Trap,
+)
+
+if TYPE_CHECKING:
+    from .hart import Hart
+
+FETCH, LOAD, STORE = 0, 1, 2
+_PAGE_FAULT = (INSN_PAGE_FAULT, LOAD_PAGE_FAULT, STORE_PAGE_FAULT)
+_ACCESS_FAULT = (INSN_ACCESS_FAULT, LOAD_ACCESS_FAULT, STORE_ACCESS_FAULT)
+
+PTE_V, PTE_R, PTE_W, PTE_X, PTE_U, PTE_G, PTE_A, PTE_D = (1 << i for i in range(8))
+_PTE_RESERVED = 0x3FF << 54  # N, PBMT and reserved bits: no Svnapot/Svpbmt here
+_PPN_MASK = (1 << 44) - 1
+M64 = (1 << 64) - 1
+
+
+class CodeWatch:
+    """Physical pages holding decoded instructions, shared by all harts of a machine.
+
+    ``pages[ppn]`` holds (cache id, key) pairs to drop from the registered decode caches
+    when the page is written, by any hart or device.
+    """
+
+    def __init__(self) -> None:
+        self.pages: dict[int, set[tuple[int, int]]] = {}
+        self.caches: list[dict] = []
+
+    def register(self, cache: dict) -> int:
+        self.caches.append(cache)
+        return len(self.caches) - 1
+
+    def add(self, ppn: int, cache_id: int, key: int) -> None:
+        entries = self.pages.get(ppn)
+        if entries is None:
+            entries = self.pages[ppn] = set()
+        entries.add((cache_id, key))
+
+    def invalidate(self, ppn: int) -> None:
+        caches = self.caches
+        for cache_id, key in self.pages.pop(ppn, ()):
+            caches[cache_id].pop(key, None)
+
+    def invalidate_range(self, paddr: int, length: int) -> None:
+        """A device (DMA) or loader wrote guest RAM: drop code decoded from it."""
+        for ppn in range(paddr >> 12, (paddr + length + 0xFFF) >> 12):
+            if ppn in self.pages:
+                self.invalidate(ppn)
+
+
+class Mmu:
+    """One hart's view of memory: translation, permission checks and RAM/MMIO access."""
+
+    def __init__(self, hart: Hart, ram: GuestRAM, bus: Bus, code: CodeWatch) -> None:
+        self.hart = hart
+        self.ram = ram
+        self.bus = bus
+        self.code = code
+        self.code_pages = code.pages
+        self.ram_base = ram.base
+        self.ram_size = ram.size
+        self.u8, self.u16, self.u32, self.u64 = ram.u8, ram.u16, ram.u32, ram.u64
+        self.s8, self.s16, self.s32 = ram.s8, ram.s16, ram.s32
+        self._tlbs: dict[tuple[int, int, int], tuple[dict, dict]] = {}
+        self._itlbs: dict[int, dict] = {}
+        self.tlb_r: dict[int, int] = {}
+        self.tlb_w: dict[int, int] = {}
+        self.tlb_x: dict[int, int] = {}
+        self.dmode = False  # data accesses translated
+        self.imode = False  # instruction fetches translated
+        self.dpriv = C.PRV_M
+        self.update_mode()
+
+    # -- translation context -------------------------------------------------------
+
+    def update_mode(self) -> None:
+        """Recompute the translation context after a priv, mstatus or satp change."""
+        h = self.hart
+        mode = h.satp >> 60
+        priv = h.priv
+        ms = h.mstatus
+        dpriv = priv
+        if priv == C.PRV_M and ms & C.MSTATUS_MPRV:
+            dpriv = (ms >> C.MSTATUS_MPP_SHIFT) & 3
+        self.dpriv = dpriv
+        self.dmode = mode != 0 and dpriv != C.PRV_M
+        self.imode = mode != 0 and priv != C.PRV_M
+        key = (dpriv, 1 if ms & C.MSTATUS_SUM else 0, 1 if ms & C.MSTATUS_MXR else 0)
+        pair = self._tlbs.get(key)
+        if pair is None:
+            pair = self._tlbs[key] = ({}, {})
+        self.tlb_r, self.tlb_w = pair
+        itlb = self._itlbs.get(priv)
+        if itlb is None:
+            itlb = self._itlbs[priv] = {}
+        self.tlb_x = itlb
+
+    def flush(self) -> None:
+        """SFENCE.VMA / satp write: forget every cached translation."""
+        for r, w in self._tlbs.values():
+            r.clear()
+            w.clear()
+        for x in self._itlbs.values():
+            x.clear()
+
+    def walk(self, va: int, access: int, priv: int) -> int:
+        """Translate ``va`` for ``access`` at privilege ``priv``; return the physical page.
+
+        Implements the Sv39/Sv48 walk of privileged spec 4.3.2, with hardware A/D update
+        (as QEMU does). Raises the page fault or access fault the spec prescribes.
+        """
+        h = self.hart
+        satp = h.satp
+        mode = satp >> 60
+        levels = 3 if mode == C.SATP_MODE_SV39 else 4
+        vabits = 12 + 9 * levels
+        top = va >> (vabits - 1)
+        if top != 0 and top != (M64 >> (vabits - 1)):
+            raise Trap(_PAGE_FAULT[access], va)
+        ms = h.mstatus
+        a = (satp & _PPN_MASK) << 12
+        ram = self.ram
+        for level in range(levels - 1, -1, -1):
+            pte_addr = a + ((va >> (12 + 9 * level)) & 0x1FF) * 8
+            if not ram.contains(pte_addr, 8):
+                raise Trap(_ACCESS_FAULT[access], va)
+            off = pte_addr - self.ram_base
+            pte = self.u64[off >> 3]
+            if not pte & PTE_V or (not pte & PTE_R and pte & PTE_W) or pte & _PTE_RESERVED:
+                raise Trap(_PAGE_FAULT[access], va)
+            if not pte & (PTE_R | PTE_X):
+                if level == 0:
+                    raise Trap(_PAGE_FAULT[access], va)
+                a = ((pte >> 10) & _PPN_MASK) << 12
+                continue
+            # Leaf: permission checks.
+            if priv == C.PRV_U:
+                if not pte & PTE_U:
+                    raise Trap(_PAGE_FAULT[access], va)
+            elif pte & PTE_U and (access == FETCH or not ms & C.MSTATUS_SUM):
+                raise Trap(_PAGE_FAULT[access], va)
+            if access == FETCH:
+                ok = pte & PTE_X
+            elif access == LOAD:
+                ok = pte & PTE_R or (ms & C.MSTATUS_MXR and pte & PTE_X)
+            else:
+                ok = pte & PTE_W
+            if not ok:
+                raise Trap(_PAGE_FAULT[access], va)
+            ppn = (pte >> 10) & _PPN_MASK
+            low = (1 << (9 * level)) - 1
+            if ppn & low:  # misaligned superpage
+                raise Trap(_PAGE_FAULT[access], va)
+            new = pte | PTE_A | (PTE_D if access == STORE else 0)
+            if new != pte:
+                self.u64[off >> 3] = new
+                if pte_addr >> 12 in self.code_pages:
+                    self.code.invalidate(pte_addr >> 12)
+            return (ppn | ((va >> 12) & low)) << 12
+        raise Trap(_PAGE_FAULT[access], va)  # unreachable: level 0 handled above
+
+    def _fill(self, va: int, access: int) -> int:
+        page = self.walk(va, access, self.dpriv)
+        (self.tlb_w if access == STORE else self.tlb_r)[va >> 12] = page
+        return page
+
+    def translate(self, va: int, access: int) -> int:
+        """Physical address for a data access (slow path helper, any alignment)."""
+        if not self.dmode:
+            return va
+        tlb = self.tlb_w if access == STORE else self.tlb_r
+        page = tlb.get(va >> 12)
+        if page is None:
+            page = self._fill(va, access)
+        return page | (va & 0xFFF)
+
+    def translate_fetch(self, va: int) -> int:
+        if not self.imode:
+            return va
+        page = self.tlb_x.get(va >> 12)
+        if page is None:
+            page = self.walk(va, FETCH, self.hart.priv)
+            self.tlb_x[va >> 12] = page
+        return page | (va & 0xFFF)
+
+    # -- instruction fetch ------------------------------------------------------------
+
+    def fetch16(self, va: int) -> tuple[int, int]:
+        """Fetch a 16-bit parcel: (value, physical address). Raises fetch faults."""
+        pa = self.translate_fetch(va)
+        off = pa - self.ram_base
+        if 0 <= off < self.ram_size - 1:
+            return self.ram.read(pa, 2), pa
+        value = self.bus.read(pa, 2)
+        if value is None:
+            raise Trap(INSN_ACCESS_FAULT, va)
+        return value, pa
+
+    # -- data access slow paths -----------------------------------------------------------
+
+    def _slow_load(self, va: int, size: int) -> int:
+        if (va & 0xFFF) + size > 0x1000:  # crosses a page: bytewise, each translated
+            value = 0
+            for i in range(size):
+                value |= self._slow_load((va + i) & M64, 1) << (8 * i)
+            return value
+        pa = self.translate(va, LOAD)
+        if self.ram.contains(pa, size):
+            return self.ram.read(pa, size)
+        value = self.bus.read(pa, size)
+        if value is None:
+            raise Trap(LOAD_ACCESS_FAULT, va)
+        return value
+
+    def _slow_store(self, va: int, size: int, value: int) -> None:
+        if (va & 0xFFF) + size > 0x1000:
+            # Translate both pages first, so a fault leaves memory untouched.
+            self.translate(va, STORE)
+            self.translate((va + size - 1) & M64, STORE)
+            for i in range(size):
+                self._slow_store((va + i) & M64, 1, value >> (8 * i))
+            return
+        pa = self.translate(va, STORE)
+        if self.ram.contains(pa, size):
+            self.ram.write(pa, size, value)
+            if pa >> 12 in self.code_pages:
+                self.code.invalidate(pa >> 12)
+            return
+        if not self.bus.write(pa, size, value):
+            raise Trap(STORE_ACCESS_FAULT, va)
+
+    def check_store(self, va: int, size: int) -> int:
+        """Translate + check a store target without storing (AMOs, SC). Returns pa."""
+        return self.translate(va, STORE)
+
+    # -- data access fast paths (hot) ---------------------------------------------------------
+
+    def load_u64(self, va: int) -> int:
+        if self.dmode:
+            page = self.tlb_r.get(va >> 12)
+            if page is None:
+                page = self._fill(va, LOAD)
+            off = (page | (va & 0xFFF)) - self.ram_base
+        else:
+            off = va - self.ram_base
+        if not off & 7 and 0 <= off < self.ram_size:
+            return self.u64[off >> 3]
+        return self._slow_load(va, 8)
+
+    def load_u32(self, va: int) -> int:
+        if self.dmode:
+            page = self.tlb_r.get(va >> 12)
+            if page is None:
+                page = self._fill(va, LOAD)
+            off = (page | (va & 0xFFF)) - self.ram_base
+        else:
+            off = va - self.ram_base
+        if not off & 3 and 0 <= off < self.ram_size:
+            return self.u32[off >> 2]
+        return self._slow_load(va, 4)
+
+    def load_s32(self, va: int) -> int:
+        if self.dmode:
+            page = self.tlb_r.get(va >> 12)
+            if page is None:
+                page = self._fill(va, LOAD)
+            off = (page | (va & 0xFFF)) - self.ram_base
+        else:
+            off = va - self.ram_base
+        if not off & 3 and 0 <= off < self.ram_size:
+            return self.s32[off >> 2] & M64
+        v = self._slow_load(va, 4)
+        return v | 0xFFFFFFFF00000000 if v & 0x80000000 else v
+
+    def load_u16(self, va: int) -> int:
+        if self.dmode:
+            page = self.tlb_r.get(va >> 12)
+            if page is None:
+                page = self._fill(va, LOAD)
+            off = (page | (va & 0xFFF)) - self.ram_base
+        else:
+            off = va - self.ram_base
+        if not off & 1 and 0 <= off < self.ram_size:
+            return self.u16[off >> 1]
+        return self._slow_load(va, 2)
+
+    def load_s16(self, va: int) -> int:
+        v = self.load_u16(va)
+        return v | 0xFFFFFFFFFFFF0000 if v & 0x8000 else v
+
+    def load_u8(self, va: int) -> int:
+        if self.dmode:
+            page = self.tlb_r.get(va >> 12)
+            if page is None:
+                page = self._fill(va, LOAD)
+            off = (page | (va & 0xFFF)) - self.ram_base
+        else:
+            off = va - self.ram_base
+        if 0 <= off < self.ram_size:
+            return self.u8[off]
+        return self._slow_load(va, 1)
+
+    def load_s8(self, va: int) -> int:
+        v = self.load_u8(va)
+        return v | 0xFFFFFFFFFFFFFF00 if v & 0x80 else v
+
+    def store_u64(self, va: int, value: int) -> None:
+        if self.dmode:
+            page = self.tlb_w.get(va >> 12)
+            if page is None:
+                page = self._fill(va, STORE)
+            pa = page | (va & 0xFFF)
+        else:
+            pa = va
+        off = pa - self.ram_base
+        if not off & 7 and 0 <= off < self.ram_size:
+            self.u64[off >> 3] = value
+            if pa >> 12 in self.code_pages:
+                self.code.invalidate(pa >> 12)
+            return
+        self._slow_store(va, 8, value)
+
+    def store_u32(self, va: int, value: int) -> None:
+        if self.dmode:
+            page = self.tlb_w.get(va >> 12)
+            if page is None:
+                page = self._fill(va, STORE)
+            pa = page | (va & 0xFFF)
+        else:
+            pa = va
+        off = pa - self.ram_base
+        if not off & 3 and 0 <= off < self.ram_size:
+            self.u32[off >> 2] = value & 0xFFFFFFFF
+            if pa >> 12 in self.code_pages:
+                self.code.invalidate(pa >> 12)
+            return
+        self._slow_store(va, 4, value & 0xFFFFFFFF)
+
+    def store_u16(self, va: int, value: int) -> None:
+        if self.dmode:
+            page = self.tlb_w.get(va >> 12)
+            if page is None:
+                page = self._fill(va, STORE)
+            pa = page | (va & 0xFFF)
+        else:
+            pa = va
+        off = pa - self.ram_base
+        if not off & 1 and 0 <= off < self.ram_size:
+            self.u16[off >> 1] = value & 0xFFFF
+            if pa >> 12 in self.code_pages:
+                self.code.invalidate(pa >> 12)
+            return
+        self._slow_store(va, 2, value & 0xFFFF)
+
+    def store_u8(self, va: int, value: int) -> None:
+        if self.dmode:
+            page = self.tlb_w.get(va >> 12)
+            if page is None:
+                page = self._fill(va, STORE)
+            pa = page | (va & 0xFFF)
+        else:
+            pa = va
+        off = pa - self.ram_base
+        if 0 <= off < self.ram_size:
+            self.u8[off] = value & 0xFF
+            if pa >> 12 in self.code_pages:
+                self.code.invalidate(pa >> 12)
+            return
+        self._slow_store(va, 1, value & 0xFF)

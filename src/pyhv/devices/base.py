@@ -1,0 +1,50 @@
+"""What every device on the bus looks like.
+
+Devices receive *offsets* within their own window, never absolute addresses: only the
+board knows where things live (board/memmap.py). Interrupt outputs are :class:`IrqLine`
+objects handed in by the board, so a device never reaches into the interrupt controller.
+State is explicit: ``save()`` returns a plain dict and ``restore()`` takes it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+class Device:
+    """Base class: an MMIO window of ``size`` bytes with read/write callbacks."""
+
+    name: str = "device"
+    size: int = 0x1000
+
+    def read(self, offset: int, size: int) -> int:
+        """Read ``size`` (1, 2, 4 or 8) bytes at ``offset``; unknown registers read as 0."""
+        raise NotImplementedError
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        """Write ``size`` bytes of ``value`` at ``offset``; unknown registers ignore writes."""
+        raise NotImplementedError
+
+    def save(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class IrqLine:
+    """A level-triggered interrupt wire from a device to an interrupt controller input."""
+
+    __slots__ = ("_sink", "level")
+
+    def __init__(self, sink: Callable[[bool], None] | None = None) -> None:
+        self._sink = sink
+        self.level = False
+
+    def set(self, level: bool) -> None:
+        level = bool(level)
+        if level != self.level:
+            self.level = level
+            if self._sink is not None:
+                self._sink(level)

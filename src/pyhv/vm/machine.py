@@ -1,0 +1,143 @@
+"""A running virtual machine: the board plus the loop that runs its harts.
+
+The loop gives each runnable hart a slice of instructions in turn, then lets devices
+catch up (timers, console input). Harts in WFI cost nothing: when every hart waits, the
+loop sleeps until the next timer deadline or console input. A power-off or reset written
+to the test device stops the loop right after the writing instruction.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from dataclasses import dataclass
+
+from ..board.virt import VirtBoard
+from ..clock import Clock
+from ..cpu.interp import Interpreter, StopRequest
+from .config import MachineConfig
+from .console import BufferConsole, Console
+
+SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
+MAX_IDLE_SLEEP = 0.05
+
+
+@dataclass
+class RunResult:
+    reason: str  # "poweroff", "quit", "limit", "timeout"
+    exit_code: int
+    instructions: int
+    seconds: float
+
+    @property
+    def mips(self) -> float:
+        return self.instructions / self.seconds / 1e6 if self.seconds > 0 else 0.0
+
+
+class Machine:
+    """One VM: build it from a config, then ``run()`` it until it powers off."""
+
+    def __init__(
+        self,
+        config: MachineConfig,
+        console: Console | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.console = console if console is not None else BufferConsole()
+        self.clock = clock if clock is not None else Clock()
+        self._power: tuple[str, int] | None = None
+        self.board = VirtBoard(config, self.clock, self.console.write, self._on_power)
+        self.harts = self.board.harts
+        self.engines = [Interpreter(h, self.board.code) for h in self.harts]
+        self.instructions = 0
+
+    def _on_power(self, event: str, code: int) -> None:
+        self._power = (event, code)
+        raise StopRequest()
+
+    def _feed_console(self) -> None:
+        uart = self.board.uart
+        space = uart.rx_space()
+        if space > 0:
+            data = self.console.read_input()
+            if data:
+                uart.receive(data[:space])
+
+    def run(
+        self, max_instructions: int | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Run until power-off (or reset with ``no_reboot``), a quit key, or a limit."""
+        start = time.monotonic()
+        deadline = start + timeout if timeout is not None else None
+        board = self.board
+        console = self.console
+        harts = self.harts
+        engines = self.engines
+        multi = len(harts) > 1
+        reason = "poweroff"
+        code = 0
+        try:
+            while True:
+                ran = 0
+                for hart, engine in zip(harts, engines):
+                    if hart.waiting or hart.stopped:
+                        continue
+                    if multi:
+                        hart.reservation = None  # another hart ran since its LR
+                    ran += engine.run(SLICE)
+                    if self._power is not None:
+                        break
+                self.instructions += ran
+                if self._power is not None:
+                    event, code = self._power
+                    self._power = None
+                    if event == "reset" and not self.config.no_reboot:
+                        self.reset()
+                        continue
+                    reason = "poweroff"
+                    break
+                board.poll()
+                self._feed_console()
+                console.flush()
+                if console.quit_requested:
+                    reason, code = "quit", 0
+                    break
+                if max_instructions is not None and self.instructions >= max_instructions:
+                    reason, code = "limit", 0
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    reason, code = "timeout", 0
+                    break
+                if ran == 0:
+                    self._idle(deadline)
+        finally:
+            console.flush()
+        return RunResult(reason, code, self.instructions, time.monotonic() - start)
+
+    def _idle(self, run_deadline: float | None) -> None:
+        """Every hart waits: sleep until a timer fires or console input arrives."""
+        wait = MAX_IDLE_SLEEP
+        next_ns = self.board.next_deadline_ns()
+        if next_ns is not None:
+            wait = min(wait, max(0.0, (next_ns - self.clock.monotonic_ns()) / 1e9))
+        if run_deadline is not None:
+            wait = min(wait, max(0.0, run_deadline - time.monotonic()))
+        fd = self.console.input_fd()
+        if wait <= 0:
+            return
+        if fd is not None:
+            try:
+                select.select([fd], [], [], wait)
+                return
+            except (OSError, ValueError):
+                pass
+        time.sleep(wait)
+
+    def reset(self) -> None:
+        self.board.reset()
+        for engine in self.engines:
+            engine.flush()
+
+    def close(self) -> None:
+        self.board.close()
