@@ -117,6 +117,12 @@ void fail_val2(unsigned code, const char *what, uint64_t got, uint64_t got2,
 #define CHECK(cond, what) do { if (!(cond)) fail(__COUNTER__ + 1, (what)); } while (0)
 #define CHECK_EQ(got, exp, what) do { uint64_t __g = (uint64_t)(got), __e = (uint64_t)(exp); \
     if (__g != __e) fail_val(__COUNTER__ + 1, (what), __g, __e); } while (0)
+/* two values checked under one exit code (e.g. result + flags, rd + memory) */
+#define CHECK_EQ2(got, got2, exp, exp2, what) do { \
+    uint64_t __g = (uint64_t)(got), __g2 = (uint64_t)(got2); \
+    uint64_t __e = (uint64_t)(exp), __e2 = (uint64_t)(exp2); \
+    if (__g != __e || __g2 != __e2) fail_val2(__COUNTER__ + 1, (what), __g, __g2, __e, __e2); \
+} while (0)
 /* place at the end of every program */
 #define CHECK_COUNT_OK() _Static_assert(__COUNTER__ < 240, "too many checks for distinct 8-bit exit codes")
 
@@ -157,6 +163,9 @@ void *memmove(void *d, const void *s, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 
 int main(uint64_t hartid, uint64_t dtb);
+void main_returned(int ret) __attribute__((noreturn));
+void m_trap_c(struct trapframe *tf);
+void s_trap_c(struct trapframe *tf);
 void secondary_main(uint64_t hartid, uint64_t dtb);
 
 #endif

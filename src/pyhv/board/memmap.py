@@ -33,7 +33,7 @@ VIRTIO = tuple(
 )
 DRAM_BASE = 0x8000_0000
 
-PLIC_NUM_SOURCES = 96  # sources 1..95 usable (riscv,ndev = 95)
+PLIC_NUM_SOURCES = 97  # source 0 (none) + sources 1..96: riscv,ndev = 96, as QEMU 7.2
 PLIC_NUM_PRIORITIES = 7
 CLINT_TIMEBASE_HZ = 10_000_000
 UART_CLOCK_HZ = 3_686_400

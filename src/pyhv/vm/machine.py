@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import select
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..board.virt import VirtBoard
@@ -24,7 +25,7 @@ MAX_IDLE_SLEEP = 0.05
 
 @dataclass
 class RunResult:
-    reason: str  # "poweroff", "quit", "limit", "timeout"
+    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped"
     exit_code: int
     instructions: int
     seconds: float
@@ -51,6 +52,8 @@ class Machine:
         self.harts = self.board.harts
         self.engines = [Interpreter(h, self.board.code) for h in self.harts]
         self.instructions = 0
+        self._seen = 0
+        self.last_result: RunResult | None = None
 
     def _on_power(self, event: str, code: int) -> None:
         self._power = (event, code)
@@ -64,10 +67,39 @@ class Machine:
             if data:
                 uart.receive(data[:space])
 
+    def run_until(self, text: str | bytes, timeout: float) -> bool:
+        """Run until the console output contains ``text`` (BufferConsole only).
+
+        Returns True when it appeared, False on timeout or power-off. Output already
+        seen before this call counts only if it comes after the last ``run_until`` match.
+        """
+        console = self.console
+        if not isinstance(console, BufferConsole):
+            raise TypeError("run_until needs a BufferConsole")
+        needle = text.encode() if isinstance(text, str) else text
+        start = self._seen
+        found = console.output.find(needle, start)
+        if found < 0:
+            def check() -> bool:
+                return console.output.find(needle, max(start, len(console.output) - 65536)) >= 0
+
+            self.last_result = self.run(timeout=timeout, stop_when=check)
+            found = console.output.find(needle, start)
+        if found < 0:
+            return False
+        self._seen = found + len(needle)
+        return True
+
     def run(
-        self, max_instructions: int | None = None, timeout: float | None = None
+        self,
+        max_instructions: int | None = None,
+        timeout: float | None = None,
+        stop_when: Callable[[], bool] | None = None,
     ) -> RunResult:
-        """Run until power-off (or reset with ``no_reboot``), a quit key, or a limit."""
+        """Run until power-off (or reset with ``no_reboot``), a quit key, or a limit.
+
+        ``stop_when`` is checked after every round of hart slices.
+        """
         start = time.monotonic()
         deadline = start + timeout if timeout is not None else None
         board = self.board
@@ -100,6 +132,9 @@ class Machine:
                 board.poll()
                 self._feed_console()
                 console.flush()
+                if stop_when is not None and stop_when():
+                    reason, code = "stopped", 0
+                    break
                 if console.quit_requested:
                     reason, code = "quit", 0
                     break
