@@ -12,14 +12,14 @@ that does not answer at its address): ``pci@30000000``, ``flash@20000000``,
 ``fw-cfg@10100000`` and ``platform-bus@4000000`` (QEMU's container for dynamic sysbus
 devices). ``/chosen/rng-seed`` is left out because it is random per boot.
 
-Deliberate differences from the QEMU 7.2 dump:
+``riscv,ndev`` is ``memmap.PLIC_NUM_SOURCES - 1``: the highest source number the PLIC
+model implements (96 on this board, as QEMU 7.2 says), so the tree never promises a
+source the PLIC lacks.
 
-- ``riscv,ndev`` is 95 (``PLIC_NUM_SOURCES - 1``), not QEMU 7.2's 96. The PLIC has
-  sources 0..95; with 96, Linux programs priority/enable of a non-existent source 96
-  (QEMU only logs a guest error; later QEMU releases emit 95 too).
-- ``linux,initrd-start``/``-end`` are one 32-bit cell each, as QEMU 7.2 writes them
-  (``qemu_fdt_setprop_cell``), except that a value above 4 GiB is written as two cells
-  instead of being truncated. Consumers read the property length, so both forms work.
+One deliberate difference from the QEMU 7.2 dump: ``linux,initrd-start``/``-end`` are
+one 32-bit cell each, as QEMU 7.2 writes them (``qemu_fdt_setprop_cell``), except that a
+value at or above 4 GiB is written as two cells instead of being truncated. Consumers
+read the property length, so both forms work.
 
 Every address, size and interrupt number comes from :mod:`pyhv.board.memmap`.
 """

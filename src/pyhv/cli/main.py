@@ -13,9 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..board.loader import parse_size
 from ..errors import PyhvError
-from ..vm.config import ENGINES, MachineConfig
+from ..vm.config import ENGINES, MachineConfig, parse_memory
 
 EXIT_USER_ERROR = 2
 
@@ -51,7 +50,7 @@ def build_config(ns: argparse.Namespace) -> MachineConfig:
         bios=ns.bios,
         initrd=ns.initrd,
         append=ns.append,
-        memory=parse_size(ns.memory),
+        memory=parse_memory(ns.memory),
         smp=ns.smp,
         dtb=ns.dtb,
         engine=ns.engine,

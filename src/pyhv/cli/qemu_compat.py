@@ -17,9 +17,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..board.loader import parse_size
 from ..errors import ConfigError, PyhvError
-from ..vm.config import MachineConfig
+from ..vm.config import MachineConfig, parse_memory
 from .main import run_machine
 
 
@@ -82,7 +81,7 @@ def _memory(value: str) -> int:
         key, _, val = part.partition("=")
         if val and key == "size":
             size = val
-    return parse_size(size)
+    return parse_memory(size)
 
 
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:

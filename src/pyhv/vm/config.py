@@ -12,6 +12,20 @@ MIN_RAM = 16 * 1024 * 1024
 MAX_RAM = 16 * 1024 * 1024 * 1024
 
 
+def parse_memory(text: str) -> int:
+    """A user's memory size ("128M", "1G", QEMU's -m syntax), checked against the limits."""
+    from ..board.loader import parse_size
+
+    size = parse_size(text)
+    if not MIN_RAM <= size <= MAX_RAM:
+        raise ConfigError(
+            f"memory size '{text}' is out of range ({MIN_RAM >> 20} MiB to {MAX_RAM >> 30} GiB)"
+        )
+    if size % (1024 * 1024):
+        raise ConfigError(f"memory size '{text}' must be a whole number of MiB")
+    return size
+
+
 @dataclass(frozen=True)
 class MachineConfig:
     kernel: str | None = None

@@ -192,7 +192,7 @@ def test_irq_line_range():
     with pytest.raises(ValueError):
         p.irq_line(0)
     with pytest.raises(ValueError):
-        p.irq_line(96)
+        p.irq_line(97)  # sources are 1..96 as on QEMU 7.2 (riscv,ndev = 96)
 
 
 def test_save_restore():

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install what pyhv and its tests need on a fresh Debian machine, then pyhv itself.
+# Idempotent: packages already present are not reinstalled.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages: OpenSBI firmware (qemu-system-data), U-Boot (u-boot-qemu), and QEMU
+# itself as the reference the benchmarks compare against (qemu-system-misc).
+need=()
+[ -f /usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin ] || need+=(qemu-system-data)
+[ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)
+command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+python3 -m pip install -q -e '.[test]'
