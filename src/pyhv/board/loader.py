@@ -131,9 +131,7 @@ def _ram_end(ram: GuestMemory) -> int:
     return ram.base + ram.size
 
 
-def _check_fits(
-    label: str, low: int, high: int, ram: GuestMemory, *, what_range: str = "it"
-) -> None:
+def _check_fits(label: str, low: int, high: int, ram: GuestMemory) -> None:
     """Raise unless ``[low, high)`` lies inside guest RAM."""
     size = high - low
     if size > ram.size:
@@ -142,7 +140,7 @@ def _check_fits(
         )
     if low < ram.base or high > _ram_end(ram):
         raise ImageError(
-            f"{label} does not fit in RAM: {what_range} would occupy {low:#x}-{high:#x} but "
+            f"{label} does not fit in RAM: it would occupy {low:#x}-{high:#x} but "
             f"RAM is {ram.base:#x}-{_ram_end(ram):#x}"
         )
 

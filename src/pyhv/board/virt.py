@@ -126,7 +126,7 @@ class VirtBoard:
         initrd = None
         if cfg.initrd is not None:
             assert kernel is not None
-            initrd = load_initrd(cfg.initrd, ram, kernel.entry, kernel_end=kernel.high)
+            initrd = load_initrd(cfg.initrd, ram, kernel)
         if cfg.dtb is not None:
             dtb = _read_dtb(cfg.dtb)
         else:

@@ -132,14 +132,14 @@ ALU: dict[str, str] = {
     "slli": "(a << sh) & M64",
     "srli": "a >> sh",
     "srai": "((a - ((a & SIGN) << 1)) >> sh) & M64",
-    "addiw": "_sx32(a + i)",
-    "slliw": "_sx32(a << sh)",
-    "srliw": "_sx32((a & 0xFFFFFFFF) >> sh)",
+    "addiw": "(((((a + i) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
+    "slliw": "(((((a << sh) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
+    "srliw": "((((((a & 0xFFFFFFFF) >> sh) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
     "sraiw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> sh) & M64",
-    "addw": "_sx32(a + b)",
-    "subw": "_sx32(a - b)",
-    "sllw": "_sx32(a << (b & 31))",
-    "srlw": "_sx32((a & 0xFFFFFFFF) >> (b & 31))",
+    "addw": "(((((a + b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
+    "subw": "(((((a - b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
+    "sllw": "(((((a << (b & 31)) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
+    "srlw": "((((((a & 0xFFFFFFFF) >> (b & 31)) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
     "sraw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> (b & 31)) & M64",
     "mul": "(a * b) & M64",
     "mulh": "((a - ((a & SIGN) << 1)) * (b - ((b & SIGN) << 1)) >> 64) & M64",
@@ -149,7 +149,7 @@ ALU: dict[str, str] = {
     "divu": "(a // b) if b else M64",
     "rem": "_rem(a, b)",
     "remu": "(a % b) if b else a",
-    "mulw": "_sx32(a * b)",
+    "mulw": "(((((a * b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
     "divw": "_divw(a, b)",
     "divuw": "_divuw(a, b)",
     "remw": "_remw(a, b)",
@@ -710,9 +710,10 @@ class Interpreter:
             n = budget - done
             i = 0
             op: Op | None = None
+            get = cache.get
             try:
                 for i in range(n):  # noqa: B007 - i is read after the loop
-                    op = cache.get(pc)
+                    op = get(pc)
                     if op is None:
                         op = self._decode_into(pc, cid, cache)
                     pc = op()
