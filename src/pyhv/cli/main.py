@@ -80,6 +80,9 @@ def run_machine(
             f"{result.seconds:.2f} s ({result.mips:.2f} MIPS)",
             file=sys.stderr,
         )
+    if result.reason == "crash":
+        print(f"pyhv: guest crashed: {machine.crash}", file=sys.stderr)
+        return result.exit_code
     if result.reason == "timeout":
         print(f"pyhv: stopped after the {timeout} s timeout", file=sys.stderr)
         return 124

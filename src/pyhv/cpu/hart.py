@@ -40,6 +40,15 @@ _ASID_BITS = ((1 << 16) - 1) << 44
 _PMPADDR_MASK = (1 << 54) - 1
 
 
+EXCEPTION_NAMES = {
+    0: "instruction address misaligned", 1: "instruction access fault",
+    2: "illegal instruction", 3: "breakpoint", 4: "load address misaligned",
+    5: "load access fault", 6: "store/AMO address misaligned", 7: "store/AMO access fault",
+    8: "ecall from U-mode", 9: "ecall from S-mode", 11: "ecall from M-mode",
+    12: "instruction page fault", 13: "load page fault", 15: "store/AMO page fault",
+}
+
+
 class Hart:
     """Architectural state of one hart plus its privileged-architecture behaviour."""
 
@@ -89,6 +98,9 @@ class Hart:
         # Set by CSR writes and xRET that change translation, privilege or interrupt
         # enables: the run loop then re-reads its context before the next instruction.
         self.context_changed = False
+        # The two most recent traps (mcause-style code, tval, pc): crash reports use them.
+        self.prev_trap: tuple[int, int, int] | None = None
+        self.last_trap: tuple[int, int, int] | None = None
 
     # -- interrupts -------------------------------------------------------------------
 
@@ -129,6 +141,7 @@ class Hart:
         """Enter the trap handler for ``cause`` raised at ``pc`` (priv spec 3.1.6-3.1.20)."""
         deleg = self.mideleg if interrupt else self.medeleg
         code = cause | (1 << 63) if interrupt else cause
+        self.prev_trap, self.last_trap = self.last_trap, (code, tval, pc)
         ms = self.mstatus
         if self.priv <= C.PRV_S and (deleg >> cause) & 1:
             self.scause = code

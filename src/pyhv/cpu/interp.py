@@ -23,10 +23,12 @@ from typing import Any
 
 from ..isa import csr as C
 from ..isa.decoder import Decoded, decode
-from .hart import Hart
+from .hart import EXCEPTION_NAMES, Hart
 from .mmu import LOAD, STORE, CodeWatch
 from .trap import (
     BREAKPOINT,
+    INSN_ACCESS_FAULT,
+    INSN_PAGE_FAULT,
     LOAD_MISALIGNED,
     STORE_MISALIGNED,
     IllegalInstruction,
@@ -44,6 +46,21 @@ class SliceBreak(Exception):
 
 class StopRequest(Exception):
     """Raised by a device callback: finish the current instruction, then stop."""
+
+
+class GuestCrash(Exception):
+    """The hart can never make progress again: its trap vector itself cannot be fetched."""
+
+    def __init__(self, hart: Hart) -> None:
+        first = hart.prev_trap if hart.prev_trap and hart.prev_trap[2] != hart.pc else None
+        what = ""
+        if first is not None:
+            code, tval, pc = first
+            what = f"{EXCEPTION_NAMES.get(code, f'cause {code:#x}')} (tval {tval:#x}) at pc {pc:#x}, then "
+        super().__init__(
+            f"hart {hart.hartid}: {what}the trap vector {hart.pc:#x} is not executable "
+            f"(mtvec {hart.mtvec:#x}, stvec {hart.stvec:#x})"
+        )
 
 
 _SLICE_BREAK = SliceBreak()
@@ -722,6 +739,11 @@ class Interpreter:
             except Trap as t:
                 done += i
                 hart.take_trap(t.cause, t.tval, pc)
+                if hart.pc == pc and t.cause in (INSN_ACCESS_FAULT, INSN_PAGE_FAULT):
+                    # The handler's first instruction is the one that just failed to
+                    # fetch: the hart would trap forever. Report it instead of spinning.
+                    hart.instret += done
+                    raise GuestCrash(hart) from None
             except SliceBreak:
                 done += i + 1
             except StopRequest:

@@ -15,17 +15,18 @@ from dataclasses import dataclass
 
 from ..board.virt import VirtBoard
 from ..clock import Clock
-from ..cpu.interp import Interpreter, StopRequest
+from ..cpu.interp import GuestCrash, Interpreter, StopRequest
 from .config import MachineConfig
 from .console import BufferConsole, Console
 
+EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond recovery
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
 MAX_IDLE_SLEEP = 0.05
 
 
 @dataclass
 class RunResult:
-    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped"
+    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped", "crash"
     exit_code: int
     instructions: int
     seconds: float
@@ -53,6 +54,7 @@ class Machine:
         self.engines = [Interpreter(h, self.board.code) for h in self.harts]
         self.instructions = 0
         self._seen = 0
+        self.crash: str | None = None
         self.last_result: RunResult | None = None
 
     def _on_power(self, event: str, code: int) -> None:
@@ -117,7 +119,13 @@ class Machine:
                         continue
                     if multi:
                         hart.reservation = None  # another hart ran since its LR
-                    ran += engine.run(SLICE)
+                    try:
+                        ran += engine.run(SLICE)
+                    except GuestCrash as crash:
+                        self.crash = str(crash)
+                        self.instructions += ran
+                        return RunResult("crash", EXIT_GUEST_CRASH, self.instructions,
+                                         time.monotonic() - start)
                     if self._power is not None:
                         break
                 self.instructions += ran
