@@ -7,7 +7,8 @@
  *    if the PMP CSRs do not exist the write traps to a local label and we
  *    carry on.
  *  - mstatus.FS = Initial, fcsr = 0
- *  - hart 0 clears .bss, sets boot_flag and calls main(hartid, dtb);
+ *  - hart 0 (by mhartid) clears .bss, sets boot_flag and calls
+ *    main(a0, a1) with the a0/a1 values the loader passed;
  *    main returning 0 -> pass(), nonzero -> fail(ret, "main returned nonzero")
  *  - other harts wait for boot_flag and call secondary_main(hartid, dtb)
  *    (weak default: park in a wfi loop).
@@ -21,13 +22,13 @@ _start:
     .option norelax
     la      gp, __global_pointer$
     .option pop
-    csrr    a0, mhartid
+    csrr    t2, mhartid             /* a0 (hartid from the loader) is kept for main */
     li      t0, 8                   /* MAX_HARTS in link.ld */
-    bgeu    a0, t0, .Lpark_forever
+    bgeu    t2, t0, .Lpark_forever
 
     /* per-hart stack */
     la      sp, __stack_top
-    slli    t0, a0, 14              /* 16 KiB per hart */
+    slli    t0, t2, 14              /* 16 KiB per hart */
     sub     sp, sp, t0
 
     /* PMP: allow everything for S/U (skipped if not implemented) */
@@ -49,7 +50,7 @@ _start:
     csrs    mstatus, t0
     csrwi   fcsr, 0
 
-    bnez    a0, .Lsecondary
+    bnez    t2, .Lsecondary
 
     /* hart 0: clear .bss */
     la      t0, __bss_start
@@ -63,7 +64,6 @@ _start:
     li      t1, 1
     sw      t1, 0(t0)
     fence   rw, rw
-    csrr    a0, mhartid
     call    main
     tail    main_returned
 
@@ -72,7 +72,6 @@ _start:
 3:  lw      t1, 0(t0)
     beqz    t1, 3b
     fence   rw, rw
-    csrr    a0, mhartid
     call    secondary_main
 .Lpark_forever:
     wfi
@@ -179,7 +178,9 @@ s_trap_entry:
 /* uint64_t run_in_mode(int mode, uint64_t (*fn)(uint64_t), uint64_t arg)
  * Enter fn(arg) in privilege `mode` (0=U, 1=S, 3=M) via mret.  When fn returns
  * (to lower_exit) or calls lower_exit(v), the magic ecall brings us back here
- * in M-mode returning fn's a0.  Not reentrant, one hart at a time. */
+ * in M-mode returning fn's a0.  mstatus.MIE is restored to its value at the
+ * call; in the lower mode mstatus.MIE = 0 (M interrupts are enabled there
+ * anyway).  Not reentrant, one hart at a time. */
     .globl  run_in_mode
 run_in_mode:
     la      t0, rim_ctx
@@ -198,7 +199,11 @@ run_in_mode:
     sd      s10, 12*8(t0)
     sd      s11, 13*8(t0)
     sd      tp, 14*8(t0)
-    li      t1, (3 << 11)
+    csrr    t1, mstatus
+    sd      t1, 15*8(t0)
+    /* MPP = mode; MPIE = 0 so that mstatus.MIE is 0 after the magic ecall's
+     * mret back to M (restored from the saved mstatus in rim_return) */
+    li      t1, (3 << 11) | (1 << 7)
     csrc    mstatus, t1
     andi    a0, a0, 3
     slli    a0, a0, 11
@@ -232,6 +237,9 @@ rim_return:
     ld      s10, 12*8(t0)
     ld      s11, 13*8(t0)
     ld      tp, 14*8(t0)
+    ld      t1, 15*8(t0)
+    andi    t1, t1, (1 << 3)        /* restore the caller's mstatus.MIE */
+    csrs    mstatus, t1
     ret
 
     .data

@@ -63,7 +63,14 @@ class GuestCrash(Exception):
         )
 
 
+class CounterAccess(Exception):
+    """Raised by an instruction that reads or writes cycle/instret: the run loop knows
+    the exact retired count mid-slice, so it performs the access itself (``op.exact``)."""
+
+
 _SLICE_BREAK = SliceBreak()
+_COUNTER_ACCESS = CounterAccess()
+_COUNTER_CSRS = frozenset((C.CYCLE, C.INSTRET, C.MCYCLE, C.MINSTRET))
 
 
 def _s64(v: int) -> int:
@@ -361,22 +368,28 @@ def _fence(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
 
 @_factory("fence.i")
 def _fence_i(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
-    def op() -> int:
-        hart.flush_decoded(all_contexts=True)
-        hart.pc = npc
-        raise _SLICE_BREAK
-
-    return op
+    # Decoded instructions are dropped the moment their page is written (CodeWatch), by
+    # any hart, the page walker or a loader, so instruction fetch is always coherent with
+    # memory and FENCE.I has nothing left to do. (Flushing here would make every Linux
+    # flush_icache_all re-decode the whole kernel.)
+    return lambda: npc
 
 
 @_factory("sfence.vma")
 def _sfence_vma(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
-    raw = d.raw
+    raw, x, rs1, rs2 = d.raw, hart.x, d.rs1, d.rs2
 
     def op() -> int:
         hart.check_sfence(raw)
-        hart.mmu.flush()
-        hart.flush_decoded(all_contexts=False)
+        if rs1:
+            vpn = x[rs1] >> 12
+            hart.mmu.flush_page(vpn)
+            hart.flush_decoded_page(vpn)
+        else:
+            hart.mmu.flush()
+            # An ASID-specific fence (rs2 != x0) leaves global mappings alone; S-mode
+            # only ever fetches from non-user pages, which Linux maps global.
+            hart.flush_decoded(all_contexts=False, supervisor=rs2 == 0)
         hart.pc = npc
         raise _SLICE_BREAK
 
@@ -470,6 +483,12 @@ def _csr_factory(kind: str, imm_form: bool) -> Callable[..., Op]:
                 raise _SLICE_BREAK
             return npc
 
+        if csr in _COUNTER_CSRS:
+            def counter_op() -> int:
+                raise _COUNTER_ACCESS
+
+            counter_op.exact = op  # type: ignore[attr-defined]
+            return counter_op
         return op
 
     return make
@@ -664,13 +683,32 @@ class Interpreter:
         self.code = code
         self._caches: dict[tuple[int, int], tuple[int, dict[int, Op]]] = {}
         self._free_ids: list[int] = []
+        # Per cache: virtual page -> pcs decoded from it, for SFENCE.VMA of one page.
+        self._vpages: dict[int, dict[int, list[int]]] = {}
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
+        hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
 
-    def flush(self, all_contexts: bool = True) -> None:
-        """Drop decoded instructions: all (FENCE.I) or the translated ones (SFENCE.VMA)."""
-        for key, (_cid, cache) in self._caches.items():
-            if all_contexts or key[0] != C.PRV_M:
+    def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
+        """Drop decoded instructions: all, or those fetched through translation.
+
+        With ``all_contexts`` False only translated contexts (S and U) are dropped, and
+        S-mode ones only if ``supervisor``.
+        """
+        for key, (cid, cache) in self._caches.items():
+            priv = key[0]
+            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
                 cache.clear()
+                self._vpages.get(cid, {}).clear()
+
+    def flush_page(self, vpn: int) -> None:
+        """SFENCE.VMA of one virtual page: drop what was decoded from it."""
+        for key, (cid, cache) in self._caches.items():
+            if key[0] == C.PRV_M:
+                continue
+            pcs = self._vpages.get(cid, {}).pop(vpn, None)
+            if pcs:
+                for pc in pcs:
+                    cache.pop(pc, None)
 
     def _cache(self) -> tuple[int, dict[int, Op]]:
         hart = self.hart
@@ -680,6 +718,7 @@ class Interpreter:
             if len(self._caches) >= _MAX_CONTEXTS:
                 for old_id, old_cache in self._caches.values():
                     old_cache.clear()
+                    self._vpages.pop(old_id, None)
                     self._free_ids.append(old_id)
                 self._caches.clear()
             cache: dict[int, Op] = {}
@@ -705,6 +744,11 @@ class Interpreter:
         cache[pc] = op
         for ppn in pages:
             self.code.add(ppn, cid, pc)
+        if self.hart.mmu.imode:
+            vpages = self._vpages.setdefault(cid, {})
+            vpages.setdefault(pc >> 12, []).append(pc)
+            if (pc & 0xFFF) == 0xFFE and lo & 3 == 3:  # straddles two virtual pages
+                vpages.setdefault((pc >> 12) + 1, []).append(pc)
         return op
 
     def run(self, budget: int) -> int:
@@ -714,6 +758,7 @@ class Interpreter:
         """
         hart = self.hart
         done = 0
+        base = hart.instret  # hart.instret = base + done, written back on the way out
         while done < budget:
             if hart.waiting:
                 break
@@ -742,14 +787,26 @@ class Interpreter:
                 if hart.pc == pc and t.cause in (INSN_ACCESS_FAULT, INSN_PAGE_FAULT):
                     # The handler's first instruction is the one that just failed to
                     # fetch: the hart would trap forever. Report it instead of spinning.
-                    hart.instret += done
+                    hart.instret = base + done
                     raise GuestCrash(hart) from None
             except SliceBreak:
                 done += i + 1
+            except CounterAccess:
+                done += i
+                hart.instret = base + done
+                try:
+                    hart.pc = op.exact()  # type: ignore[union-attr]
+                    base = hart.instret - done  # a write to minstret moves the base
+                    done += 1
+                except SliceBreak:
+                    base = hart.instret - done
+                    done += 1
+                except Trap as t:
+                    hart.take_trap(t.cause, t.tval, pc)
             except StopRequest:
                 done += i + 1
                 assert op is not None
                 hart.pc = getattr(op, "npc", pc)
                 break
-        hart.instret += done
+        hart.instret = base + done
         return done

@@ -95,6 +95,7 @@ class Mmu:
         self.dmode = False  # data accesses translated
         self.imode = False  # instruction fetches translated
         self.dpriv = C.PRV_M
+        self._superpages = False  # some TLB entry was splintered from a superpage
         self.update_mode()
 
     # -- translation context -------------------------------------------------------
@@ -128,6 +129,19 @@ class Mmu:
             w.clear()
         for x in self._itlbs.values():
             x.clear()
+        self._superpages = False
+
+    def flush_page(self, vpn: int) -> None:
+        """SFENCE.VMA of one address. TLB entries are 4 KiB splinters, so if any came
+        from a superpage, the other splinters of it may be stale too: flush everything."""
+        if self._superpages:
+            self.flush()
+            return
+        for r, w in self._tlbs.values():
+            r.pop(vpn, None)
+            w.pop(vpn, None)
+        for x in self._itlbs.values():
+            x.pop(vpn, None)
 
     def walk(self, va: int, access: int, priv: int) -> int:
         """Translate ``va`` for ``access`` at privilege ``priv``; return the physical page.
@@ -182,6 +196,8 @@ class Mmu:
                 self.u64[off >> 3] = new
                 if pte_addr >> 12 in self.code_pages:
                     self.code.invalidate(pte_addr >> 12)
+            if level:
+                self._superpages = True
             return (ppn | ((va >> 12) & low)) << 12
         raise Trap(_PAGE_FAULT[access], va)  # unreachable: level 0 handled above
 
