@@ -26,11 +26,14 @@ DEFAULT = ROOT / "guests" / "bench" / "bench.elf"
 
 def run(cmd: list[str], timeout: float) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        sys.exit(f"{cmd[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        sys.exit(
+            f"{cmd[0]} failed ({proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
     return elapsed, proc.stdout
 
 
@@ -56,26 +59,49 @@ def main() -> int:
     qemu = shutil.which("qemu-system-riscv64")
     qemu_time = None
     if qemu:
-        cmd = [qemu, "-M", "virt", "-m", "128M", "-nographic", "-bios", "none",
-               "-kernel", str(args.program)]
-        times, outs = zip(*(run(cmd, args.timeout) for _ in range(args.runs)))
+        cmd = [
+            qemu,
+            "-M",
+            "virt",
+            "-m",
+            "128M",
+            "-nographic",
+            "-bios",
+            "none",
+            "-kernel",
+            str(args.program),
+        ]
+        times, outs = zip(*(run(cmd, args.timeout) for _ in range(args.runs)), strict=False)
         qemu_time = statistics.median(times)
         rows.append(("qemu-system-riscv64 (TCG)", qemu_time, *parse(outs[0])))
     else:
         print("qemu-system-riscv64 not found: no reference column", file=sys.stderr)
 
     for engine in args.engines.split(","):
-        cmd = [sys.executable, "-m", "pyhv.cli.main", "run", "--bios", "none",
-               "--engine", engine, "--kernel", str(args.program)]
-        times, outs = zip(*(run(cmd, args.timeout) for _ in range(args.runs)))
+        cmd = [
+            sys.executable,
+            "-m",
+            "pyhv.cli.main",
+            "run",
+            "--bios",
+            "none",
+            "--engine",
+            engine,
+            "--kernel",
+            str(args.program),
+        ]
+        times, outs = zip(*(run(cmd, args.timeout) for _ in range(args.runs)), strict=False)
         rows.append((f"pyhv --engine {engine}", statistics.median(times), *parse(outs[0])))
 
-    print(f"program: {args.program.relative_to(ROOT) if args.program.is_relative_to(ROOT) else args.program}"
-          f"  (median of {args.runs} runs, whole-process wall time)")
-    print(f"{'runner':32} {'seconds':>9} {'guest instr':>12} {'MIPS':>9} {'time vs QEMU':>13}  checksum")
+    prog = args.program
+    shown = prog.relative_to(ROOT) if prog.is_relative_to(ROOT) else prog
+    print(f"program: {shown}  (median of {args.runs} runs, whole-process wall time)")
+    head = ("runner", "seconds", "guest instr", "MIPS", "time vs QEMU", "checksum")
+    print(f"{head[0]:32} {head[1]:>9} {head[2]:>12} {head[3]:>9} {head[4]:>13}  {head[5]}")
     for name, secs, checksum, instret in rows:
         ratio = f"{secs / qemu_time:.1f}x" if qemu_time else "-"
-        print(f"{name:32} {secs:9.2f} {instret:12,} {instret / secs / 1e6:9.2f} {ratio:>13}  {checksum}")
+        mips = instret / secs / 1e6
+        print(f"{name:32} {secs:9.2f} {instret:12,} {mips:9.2f} {ratio:>13}  {checksum}")
     sums = {r[2] for r in rows}
     if len(sums) != 1:
         print("CHECKSUM MISMATCH between runners", file=sys.stderr)

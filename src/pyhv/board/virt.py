@@ -95,7 +95,7 @@ class VirtBoard:
             (memmap.CLINT, self.clint),
             (memmap.PLIC, self.plic),
             (memmap.UART0, self.uart),
-            *zip(memmap.VIRTIO, self.virtio_slots),
+            *zip(memmap.VIRTIO, self.virtio_slots, strict=False),
         ]
         for region, dev in self.devices:
             self.bus.attach(region.base, region.size, dev)

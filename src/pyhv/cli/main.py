@@ -20,7 +20,9 @@ EXIT_USER_ERROR = 2
 
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kernel", "-k", metavar="FILE", help="kernel or bare-metal program (ELF or raw)")
+    p.add_argument(
+        "--kernel", "-k", metavar="FILE", help="kernel or bare-metal program (ELF or raw)"
+    )
     p.add_argument(
         "--bios",
         default="default",
@@ -32,7 +34,9 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--append", metavar="ARGS", help="kernel command line")
     p.add_argument("--memory", "-m", default="128M", metavar="SIZE", help="RAM size (default 128M)")
     p.add_argument("--smp", type=int, default=1, metavar="N", help="number of harts, 1-8")
-    p.add_argument("--dtb", metavar="FILE", help="use this device tree instead of the generated one")
+    p.add_argument(
+        "--dtb", metavar="FILE", help="use this device tree instead of the generated one"
+    )
     p.add_argument("--engine", default="interp", choices=ENGINES, help="CPU engine")
     p.add_argument("--no-reboot", action="store_true", help="exit instead of rebooting")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")

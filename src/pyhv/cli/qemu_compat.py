@@ -89,7 +89,9 @@ def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Names
     _machine(ns.machine)
     for flag, values in (("-device", ns.device), ("-drive", ns.drive), ("-netdev", ns.netdev)):
         if values:
-            raise ConfigError(f"{flag} {values[0]}: devices beyond the base board are not supported yet")
+            raise ConfigError(
+                f"{flag} {values[0]}: devices beyond the base board are not supported yet"
+            )
     for serial in ns.serial:
         if serial not in ("mon:stdio", "stdio"):
             raise ConfigError(f"-serial {serial}: only 'stdio' and 'mon:stdio' are supported")

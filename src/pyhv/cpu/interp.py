@@ -56,7 +56,8 @@ class GuestCrash(Exception):
         what = ""
         if first is not None:
             code, tval, pc = first
-            what = f"{EXCEPTION_NAMES.get(code, f'cause {code:#x}')} (tval {tval:#x}) at pc {pc:#x}, then "
+            name = EXCEPTION_NAMES.get(code, f"cause {code:#x}")
+            what = f"{name} (tval {tval:#x}) at pc {pc:#x}, then "
         super().__init__(
             f"hart {hart.hartid}: {what}the trap vector {hart.pc:#x} is not executable "
             f"(mtvec {hart.mtvec:#x}, stvec {hart.stvec:#x})"

@@ -114,7 +114,7 @@ class Machine:
         try:
             while True:
                 ran = 0
-                for hart, engine in zip(harts, engines):
+                for hart, engine in zip(harts, engines, strict=False):
                     if hart.waiting or hart.stopped:
                         continue
                     if multi:
