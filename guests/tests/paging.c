@@ -290,7 +290,7 @@ static void run_mode(uint64_t mode, const char *name)
     CHECK_EQ(run_u_load(VA_A_NOU), VA_A_NOU, "U load from non-U page: rd unchanged");
     CHECK_EQ2(trap_mode, trap_cause, PRV_S, EXC_LOAD_PAGE_FAULT, "U load from non-U page faults");
     CHECK_EQ2(trap_tval, trap_epc, VA_A_NOU, VA_UCODE, "U load from non-U page: stval/sepc");
-    /* SUM does not let U... and MXR/SUM are irrelevant: U page loads work with SUM too */
+    /* sstatus.SUM only affects S-mode: U loads from U pages still work */
     csr_set(sstatus, MSTATUS_SUM);
     CHECK_EQ(run_u_load(VA_C + 0x18), 0xcccc000000000003ULL, "U load from U page (SUM=1)");
     csr_clear(sstatus, MSTATUS_SUM);

@@ -10,6 +10,7 @@ see how many programs were compared.
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -23,10 +24,12 @@ from hypothesis import strategies as st
 pytest.importorskip("unicorn")
 
 _FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# PYHV_DIFF_SCALE=10 runs ten times as many hypothesis examples (and slow-run programs).
+_SCALE = float(os.environ.get("PYHV_DIFF_SCALE", "1"))
 
 
 def _random_program_test(category: str, examples: int):
-    @settings(_FAST, max_examples=examples)
+    @settings(_FAST, max_examples=max(1, int(examples * _SCALE)))
     @given(rng=st.randoms(use_true_random=False))
     def test(harness, rng: random.Random) -> None:
         harness.run_and_check(harness.generate(rng, category))
@@ -35,12 +38,12 @@ def _random_program_test(category: str, examples: int):
     return test
 
 
-test_random_integer_programs = _random_program_test("int", 150)
-test_random_muldiv_programs = _random_program_test("muldiv", 100)
-test_random_memory_programs = _random_program_test("mem", 150)
-test_random_compressed_programs = _random_program_test("rvc", 150)
-test_random_fp_programs = _random_program_test("fp", 300)
-test_random_mixed_programs = _random_program_test("all", 200)
+test_random_integer_programs = _random_program_test("int", 100)
+test_random_muldiv_programs = _random_program_test("muldiv", 60)
+test_random_memory_programs = _random_program_test("mem", 100)
+test_random_compressed_programs = _random_program_test("rvc", 100)
+test_random_fp_programs = _random_program_test("fp", 200)
+test_random_mixed_programs = _random_program_test("all", 120)
 
 
 def _run_many(harness, seed: int, count: int, label: str) -> None:
@@ -75,7 +78,7 @@ def test_fixed_seed_random_programs(harness) -> None:
 
 @pytest.mark.slow
 def test_many_random_programs(harness) -> None:
-    _run_many(harness, 0xC0FFEE, 30000, "slow run")
+    _run_many(harness, 0xC0FFEE, int(30000 * _SCALE), "slow run")
 
 
 # -- systematic sweeps ----------------------------------------------------------------------
@@ -154,9 +157,7 @@ def _fp_sweep(h, mnemonics: list[str], rms: list[int], arity: int, values_s: lis
     xdst = h.WRITABLE_NZ[:14]
     xflags = h.WRITABLE_NZ[14:]
     for mn in mnemonics:
-        sfx = mn.split(".")[-1] if not mn.startswith("fcvt.s.d") else "d"
-        if mn == "fcvt.d.s":
-            sfx = "s"
+        sfx = mn.split(".")[-1]  # the source format: fadd.s, fcvt.w.d, fcvt.s.d ...
         vals = values_s if sfx == "s" else values_d
         f = [(h.BOX | v) if sfx == "s" else v for v in vals]
         regs = list(range(len(vals)))
@@ -184,6 +185,30 @@ def test_fp_binary_special_values(harness) -> None:
     _check_all(h, _fp_sweep(h, other, [0], 2, F32_SPECIAL, F64_SPECIAL))
 
 
+# Operands whose products/quotients/sums land next to the underflow threshold (tininess is
+# detected after rounding on RISC-V) and the overflow threshold.
+F32_BOUNDARY = [
+    0x0080_0000, 0x00FF_FFFF, 0x0080_0001, 0x007F_FFFF, 0x3F00_0000, 0x3F7F_FFFF,
+    0x3F80_0001, 0x3EFF_FFFF, 0x8080_0000, 0xBF00_0000, 0x0000_0001, 0x3E80_0000,
+    0x4000_0000, 0x3FFF_FFFF, 0x3380_0000, 0x7F7F_FFFF,
+]
+F64_BOUNDARY = [
+    0x0010 << 48, 0x001F_FFFF_FFFF_FFFF, 0x0010_0000_0000_0001, 0x000F_FFFF_FFFF_FFFF,
+    0x3FE0 << 48, 0x3FEF_FFFF_FFFF_FFFF, 0x3FF0_0000_0000_0001, 0x3FDF_FFFF_FFFF_FFFF,
+    0x8010 << 48, 0xBFE0 << 48, 1, 0x3FD0 << 48, 0x4000 << 48, 0x3FFF_FFFF_FFFF_FFFF,
+    0x3CA0 << 48, 0x7FEF_FFFF_FFFF_FFFF,
+]
+
+
+def test_fp_rounding_boundaries(harness) -> None:
+    """Arithmetic at the underflow/overflow thresholds in every rounding mode (UF vs NX)."""
+    h = harness
+    arith = [f"{op}.{s}" for op in ("fmul", "fdiv", "fadd", "fsub") for s in "sd"]
+    _check_all(h, _fp_sweep(h, arith, [0, 1, 2, 3, 4], 2, F32_BOUNDARY, F64_BOUNDARY))
+    _check_all(h, _fp_sweep(h, ["fsqrt.s", "fsqrt.d", "fcvt.s.d"], [0, 1, 2, 3, 4], 1,
+                            F32_BOUNDARY, F64_BOUNDARY))
+
+
 def test_fp_fused_special_values(harness) -> None:
     """fmadd/fmsub/fnmsub/fnmadd on all triples of a smaller special-value set."""
     h = harness
@@ -198,16 +223,12 @@ def test_fp_fused_special_values(harness) -> None:
 def test_fp_unary_special_values(harness) -> None:
     """fsqrt, fclass, fcvt to integers and between formats, on the full value pools."""
     h = harness
-    vs = [v for v in h.F32_VALUES]
-    vd = [v for v in h.F64_VALUES]
+    vs, vd = h.F32_VALUES, h.F64_VALUES
     mns = [f"{op}.{s}" for op in ("fsqrt", "fclass", "fcvt.w", "fcvt.wu", "fcvt.l", "fcvt.lu")
            for s in "sd"] + ["fcvt.s.d", "fcvt.d.s"]
-    progs = []
-    for lo in range(0, max(len(vs), len(vd)), 16):
-        progs.append(_fp_sweep(h, mns, [0, 1, 2, 3, 4], 1, vs[lo:lo + 16] or vs[:1],
-                               vd[lo:lo + 16] or vd[:1]))
-    for p in progs:
-        _check_all(h, p)
+    for lo in range(0, max(len(vs), len(vd)), 16):  # the sweep holds 16 sources at a time
+        _check_all(h, _fp_sweep(h, mns, [0, 1, 2, 3, 4], 1, vs[lo:lo + 16] or vs[:1],
+                                vd[lo:lo + 16] or vd[:1]))
 
 
 def test_fcvt_from_integer_edge_values(harness) -> None:
@@ -248,6 +269,41 @@ def test_dynamic_rounding_mode_follows_frm(harness) -> None:
                       h.flags_capture(10 + k)]
         progs.append(_program(h, insns, f=f, frm=frm))
     _check_all(h, progs)
+
+
+def test_self_modifying_code_with_fence_i(harness) -> None:
+    """An instruction that already ran is overwritten, fence.i, then run again: the new
+    instruction must execute (pyhv caches decoded instructions per pc)."""
+    h = harness
+    progs = []
+    expected = []
+    for patch_kind in ("sw", "sh", "sh-hi"):
+        if patch_kind == "sw":  # addi x5, x5, 1  ->  addi x5, x5, 16
+            first = h.I(h.enc_i(0x13, 5, 0, 5, 1), "addi x5, x5, 1")
+            new, f3, off, x5 = h.enc_i(0x13, 5, 0, 5, 16), 2, -12, 100 + 1 + 16
+        elif patch_kind == "sh":  # c.addi x5, 1 + c.nop  ->  c.addi x5, -7
+            first = h.I(h.c_ci(0, 5, 1, 1) | 0x0001 << 16, "c.addi x5, 1; c.nop")
+            new, f3, off, x5 = h.c_ci(0, 5, -7 & 0x3F, 1), 1, -12, 100 + 1 - 7
+        else:  # patch the upper half of addi x5, x5, 1 -> addi x5, x5, 0x7ff
+            first = h.I(h.enc_i(0x13, 5, 0, 5, 1), "addi x5, x5, 1")
+            new, f3, off, x5 = h.enc_i(0x13, 5, 0, 5, 0x7FF) >> 16, 1, -10, 100 + 1 + 0x7FF
+        store = h.I(h.enc_s(0x23, f3, 7, 10, off), f"s{'hw'[f3 - 1]} x10, {off}(x7)")
+        expected.append(x5)
+        insns = [
+            first,  # 0
+            h.I(h.enc_b(1, 6, 0, 24), "bne x6, x0, +24"),  # 4 -> 28 (end)
+            h.I(h.enc_i(0x13, 6, 0, 0, 1), "addi x6, x0, 1"),  # 8
+            h.I(h.enc_u(0x17, 7, 0), "auipc x7, 0"),  # 12
+            store,  # 16: patch the instruction at 0
+            h.I(0x0000_100F, "fence.i"),  # 20
+            h.I(h.enc_j(0, -24), "jal x0, -24"),  # 24 -> 0
+        ]
+        prog = _program(h, insns, {5: 100, 6: 0, 10: new})
+        # Loops back once; pyhv spins on the final `j .` for the rest of the budget.
+        progs.append(h.Program(prog.units, prog.x, prog.f, 0, 0, prog.data, budget=20))
+    _check_all(h, progs)
+    for prog, x5 in zip(progs, expected, strict=True):  # the patched instruction really ran
+        assert h.run_pyhv(prog).x[5] == x5
 
 
 # -- the encoders themselves -----------------------------------------------------------------

@@ -30,6 +30,7 @@ from .trap import (
     INSN_ACCESS_FAULT,
     INSN_PAGE_FAULT,
     LOAD_MISALIGNED,
+    MIP_SEIP,
     STORE_MISALIGNED,
     IllegalInstruction,
     Trap,
@@ -472,10 +473,11 @@ def _csr_factory(kind: str, imm_form: bool) -> Callable[..., Op]:
             if write:
                 if kind == "w":
                     new = v
-                elif kind == "s":
-                    new = old | v
                 else:
-                    new = old & ~v
+                    # mip.SEIP: only the software-writable bit takes part in a CSRRS/
+                    # CSRRC read-modify-write, never the PLIC's signal (priv spec 3.1.9).
+                    cur = hart.mip | (hart.mip_hw & ~MIP_SEIP) if csr == C.MIP else old
+                    new = cur | v if kind == "s" else cur & ~v
                 hart.csr_write(csr, new, raw)
             if rd:
                 x[rd] = old
