@@ -30,6 +30,7 @@ def test_unmapped_load_without_handler_is_reported_as_crash(tmp_path: Path) -> N
     assert "Traceback" not in proc.stderr
     assert "guest crashed" in proc.stderr
     assert "load access fault (tval 0x40000000) at pc 0x80000004" in proc.stderr
+    assert "raises instruction access fault (tval 0x0)" in proc.stderr
 
 
 def test_illegal_instruction_without_handler_is_reported(tmp_path: Path) -> None:

@@ -27,8 +27,6 @@ from .hart import EXCEPTION_NAMES, Hart
 from .mmu import LOAD, STORE, CodeWatch
 from .trap import (
     BREAKPOINT,
-    INSN_ACCESS_FAULT,
-    INSN_PAGE_FAULT,
     LOAD_MISALIGNED,
     MIP_SEIP,
     STORE_MISALIGNED,
@@ -50,7 +48,8 @@ class StopRequest(Exception):
 
 
 class GuestCrash(Exception):
-    """The hart can never make progress again: its trap vector itself cannot be fetched."""
+    """The hart can never make progress again: the first instruction of its trap handler
+    raises the very exception that sent it there."""
 
     def __init__(self, hart: Hart) -> None:
         first = hart.prev_trap if hart.prev_trap and hart.prev_trap[2] != hart.pc else None
@@ -59,9 +58,11 @@ class GuestCrash(Exception):
             code, tval, pc = first
             name = EXCEPTION_NAMES.get(code, f"cause {code:#x}")
             what = f"{name} (tval {tval:#x}) at pc {pc:#x}, then "
+        code, tval, _pc = hart.last_trap or (0, 0, 0)
+        name = EXCEPTION_NAMES.get(code, f"cause {code:#x}")
         super().__init__(
-            f"hart {hart.hartid}: {what}the trap vector {hart.pc:#x} is not executable "
-            f"(mtvec {hart.mtvec:#x}, stvec {hart.stvec:#x})"
+            f"hart {hart.hartid}: {what}the trap handler at {hart.pc:#x} itself raises "
+            f"{name} (tval {tval:#x}); mtvec {hart.mtvec:#x}, stvec {hart.stvec:#x}"
         )
 
 
@@ -761,8 +762,9 @@ class Interpreter:
         """
         hart = self.hart
         done = 0
+        trapped = 0  # trapping instructions retire nothing but still use up the budget
         base = hart.instret  # hart.instret = base + done, written back on the way out
-        while done < budget:
+        while done + trapped < budget:
             if hart.waiting:
                 break
             if (hart.mip | hart.mip_hw) & hart.mie:
@@ -772,7 +774,7 @@ class Interpreter:
             hart.context_changed = False
             cid, cache = self._cache()
             pc = hart.pc
-            n = budget - done
+            n = budget - done - trapped
             i = 0
             op: Op | None = None
             get = cache.get
@@ -786,10 +788,12 @@ class Interpreter:
                 hart.pc = pc
             except Trap as t:
                 done += i
+                trapped += 1
                 hart.take_trap(t.cause, t.tval, pc)
-                if hart.pc == pc and t.cause in (INSN_ACCESS_FAULT, INSN_PAGE_FAULT):
-                    # The handler's first instruction is the one that just failed to
-                    # fetch: the hart would trap forever. Report it instead of spinning.
+                if hart.pc == pc:
+                    # The trap handler's first instruction is the one that just trapped
+                    # (e.g. mtvec unset and nothing mapped there): the hart would trap
+                    # forever. Report it instead of spinning.
                     hart.instret = base + done
                     raise GuestCrash(hart) from None
             except SliceBreak:

@@ -152,7 +152,7 @@ class Machine:
                 if deadline is not None and time.monotonic() >= deadline:
                     reason, code = "timeout", 0
                     break
-                if ran == 0:
+                if all(h.waiting or h.stopped for h in harts):
                     self._idle(deadline)
         finally:
             console.flush()
