@@ -10,6 +10,7 @@ need=()
 [ -f /usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin ] || need+=(qemu-system-data)
 [ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
+command -v dtc >/dev/null || need+=(device-tree-compiler)  # DTB checks in the tests
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
