@@ -23,11 +23,21 @@ from ..devices.rom import Rom
 from ..devices.rtc_goldfish import GoldfishRtc
 from ..devices.syscon import SifiveTest
 from ..devices.uart16550 import Uart16550
-from ..devices.virtio_mmio_slot import EmptyVirtioSlot
+from ..devices.virtio.device import VirtioDevice
+from ..devices.virtio.dma import GuestDMA
+from ..devices.virtio.mmio import VirtioMmio
 from ..errors import ImageError
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
-from ..vm.config import MachineConfig
+from ..vm.config import (
+    BalloonSpec,
+    ConsoleSpec,
+    DeviceSpec,
+    DiskSpec,
+    MachineConfig,
+    NetSpec,
+    RngSpec,
+)
 from . import memmap
 from .bootrom import build_reset_vector
 from .fdt import DtbSpec, build_dtb, dtb_address
@@ -87,7 +97,25 @@ class VirtBoard:
         self.plic = Plic(config.smp, set_mip)
         self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
         self.rtc = GoldfishRtc(self.plic.irq_line(memmap.RTC.irq or 0), clock)
-        self.virtio_slots = [EmptyVirtioSlot() for _ in memmap.VIRTIO]
+        self.dma = GuestDMA(self.ram, self.code)
+        self.console_out = console_out
+        # As on QEMU, the first -device lands in the highest slot (0x1000_8000), which the
+        # DTB lists first, so the guest numbers devices in command-line order.
+        slot_devices: list[VirtioDevice | None] = [None] * len(memmap.VIRTIO)
+        self.virtio_devices: list[VirtioDevice] = []
+        try:
+            for n, spec in enumerate(config.devices):
+                dev = self._make_device(spec)
+                self.virtio_devices.append(dev)
+                slot_devices[len(memmap.VIRTIO) - 1 - n] = dev
+        except BaseException:
+            self.close()
+            raise
+        self.virtio_slots = [
+            VirtioMmio(self.plic.irq_line(region.irq or 0), self.dma, dev)
+            for region, dev in zip(memmap.VIRTIO, slot_devices, strict=True)
+        ]
+        self._active_slots = [slot for slot in self.virtio_slots if slot.device is not None]
         self.devices: list[tuple[memmap.Region, Device]] = [
             (memmap.BOOT_ROM, self.rom),
             (memmap.TEST, self.test),
@@ -101,7 +129,11 @@ class VirtBoard:
             self.bus.attach(region.base, region.size, dev)
         for hartid in range(config.smp):
             self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self.clint.mtime))
-        self.boot = self._load()
+        try:
+            self.boot = self._load()
+        except BaseException:
+            self.close()  # release disk locks and sockets opened above
+            raise
         self.reset_harts()
 
     # -- boot ------------------------------------------------------------------------
@@ -180,10 +212,53 @@ class VirtBoard:
         self.boot = self._load()
         self.reset_harts()
 
+    def _make_device(self, spec: DeviceSpec) -> VirtioDevice:
+        if isinstance(spec, DiskSpec):
+            from ..devices.virtio.blk import VirtioBlk
+            from ..devices.virtio.block_backend import open_disk
+
+            overlay = spec.overlay
+            if overlay == "":
+                overlay = self._temporary_overlay(spec.path)
+            return VirtioBlk(open_disk(spec.path, read_only=spec.read_only, overlay=overlay))
+        if isinstance(spec, NetSpec):
+            from ..devices.virtio.net import VirtioNet
+
+            return VirtioNet.on_switch(spec.switch, spec.mac)
+        if isinstance(spec, RngSpec):
+            from ..devices.virtio.rng import VirtioRng
+
+            return VirtioRng()
+        if isinstance(spec, BalloonSpec):
+            from ..devices.virtio.balloon import VirtioBalloon, madvise_release
+
+            return VirtioBalloon(self.ram, madvise_release(self.ram))
+        if isinstance(spec, ConsoleSpec):
+            from ..devices.virtio.console import VirtioConsole
+
+            return VirtioConsole(self.console_out)
+        raise TypeError(f"unknown device spec {spec!r}")
+
+    def _temporary_overlay(self, base: str) -> str:
+        import tempfile
+
+        if not hasattr(self, "_tmpdir"):
+            self._tmpdir = tempfile.TemporaryDirectory(prefix="pyhv-overlay-")
+        name = os.path.basename(base) or "disk"
+        return os.path.join(self._tmpdir.name, f"{len(os.listdir(self._tmpdir.name))}-{name}.ovl")
+
     def poll(self) -> None:
-        """Let time-driven devices raise their interrupts."""
+        """Let time-driven devices raise their interrupts, and host I/O reach the guest."""
         self.clint.poll()
         self.rtc.poll()
+        for slot in self._active_slots:
+            slot.poll()
+
+    def wait_fds(self) -> list[int]:
+        fds: list[int] = []
+        for dev in self.virtio_devices:
+            fds.extend(dev.wait_fds())
+        return fds
 
     def next_deadline_ns(self) -> int | None:
         deadlines = [d for d in (self.clint.next_deadline_ns(), self.rtc.next_deadline_ns())
@@ -191,6 +266,11 @@ class VirtBoard:
         return min(deadlines) if deadlines else None
 
     def close(self) -> None:
+        for dev in getattr(self, "virtio_devices", []):
+            dev.close()
+        tmp = getattr(self, "_tmpdir", None)
+        if tmp is not None:
+            tmp.cleanup()
         self.ram.close()
 
 

@@ -14,7 +14,17 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import PyhvError
-from ..vm.config import ENGINES, MachineConfig, parse_memory
+from ..vm.config import (
+    ENGINES,
+    BalloonSpec,
+    ConsoleSpec,
+    DeviceSpec,
+    MachineConfig,
+    RngSpec,
+    parse_disk_option,
+    parse_memory,
+    parse_net_option,
+)
 
 EXIT_USER_ERROR = 2
 
@@ -46,6 +56,40 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stats", action="store_true", help="print instructions and MIPS to stderr at exit"
     )
+    dev = p.add_argument_group("virtio devices (in slot order, as on QEMU)")
+    dev.add_argument(
+        "--disk",
+        action=_DeviceAction,
+        metavar="PATH[,ro][,overlay[=FILE]]",
+        help="virtio-blk disk from a raw image; 'overlay' alone keeps writes in a "
+        "temporary copy-on-write file, overlay=FILE in a persistent one",
+    )
+    dev.add_argument(
+        "--net", action=_DeviceAction, metavar="switch=NAME[,mac=ADDR]",
+        help="virtio-net NIC on the in-host virtual switch NAME",
+    )
+    dev.add_argument("--rng", action=_DeviceAction, nargs=0, help="virtio-rng (host entropy)")
+    dev.add_argument("--balloon", action=_DeviceAction, nargs=0, help="virtio-balloon")
+    dev.add_argument(
+        "--vconsole", action=_DeviceAction, nargs=0, help="virtio-console (hvc0) on the terminal"
+    )
+
+
+class _DeviceAction(argparse.Action):
+    """Collects device options in command-line order (it decides the virtio slots)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        items = list(getattr(namespace, "devices", None) or [])
+        items.append((self.dest, values))
+        namespace.devices = items
+
+
+def _device_spec(kind: str, value: object) -> DeviceSpec:
+    if kind == "disk":
+        return parse_disk_option(str(value))
+    if kind == "net":
+        return parse_net_option(str(value))
+    return {"rng": RngSpec, "balloon": BalloonSpec, "vconsole": ConsoleSpec}[kind]()
 
 
 def build_config(ns: argparse.Namespace) -> MachineConfig:
@@ -59,6 +103,7 @@ def build_config(ns: argparse.Namespace) -> MachineConfig:
         dtb=ns.dtb,
         engine=ns.engine,
         no_reboot=ns.no_reboot,
+        devices=tuple(_device_spec(k, v) for k, v in (getattr(ns, "devices", None) or [])),
     )
 
 

@@ -7,18 +7,33 @@ Existing Makefiles and scripts work by swapping the program name, e.g.::
 
 Flags that only shape QEMU's own UI (``-nographic``, ``-serial mon:stdio``,
 ``-display none``, ``-monitor none``) are accepted because pyhv always behaves that way.
-Flags for hardware pyhv does not have yet are refused with a one-line error rather than
-silently ignored.
+Flags for hardware pyhv does not have are refused with a one-line error rather than
+silently ignored. Devices: ``-drive file=..,format=raw,if=none,id=X[,readonly=on]
+[,snapshot=on]`` with ``-device virtio-blk-device,drive=X``; ``-netdev user,id=N``
+(a private switch: no host network, as ``restrict=on``) or pyhv's own
+``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
+``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
+``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, PyhvError
-from ..vm.config import MachineConfig, parse_memory
+from ..vm.config import (
+    BalloonSpec,
+    ConsoleSpec,
+    DeviceSpec,
+    DiskSpec,
+    MachineConfig,
+    NetSpec,
+    RngSpec,
+    parse_memory,
+)
 from .main import run_machine
 
 
@@ -52,7 +67,98 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-drive", action="append", default=[])
     p.add_argument("-netdev", action="append", default=[])
     p.add_argument("-global", dest="globals", action="append", default=[])
+    p.add_argument("-object", dest="objects", action="append", default=[])
+    p.add_argument("-chardev", dest="chardevs", action="append", default=[])
     return p
+
+
+def _opts(text: str, first_key: str) -> dict[str, str]:
+    """QEMU's key=value,... option syntax (the first item may be a bare value)."""
+    out: dict[str, str] = {}
+    for i, part in enumerate(text.split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            if i == 0:
+                out[first_key] = key
+            else:
+                out[key] = "on"
+        else:
+            out[key] = value
+    return out
+
+
+def _on(value: str | None) -> bool:
+    return value in ("on", "true", "yes", "1")
+
+
+def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
+    """Translate -drive/-netdev/-object/-chardev/-device into pyhv device specs."""
+    drives: dict[str, DiskSpec] = {}
+    devices: list[DeviceSpec] = []
+    for text in ns.drive:
+        o = _opts(text, "file")
+        if "file" not in o:
+            raise ConfigError(f"-drive {text}: file= is required")
+        if o.get("format", "raw") != "raw":
+            raise ConfigError(f"-drive {text}: only format=raw images are supported")
+        read_only = _on(o.get("readonly"))
+        spec = DiskSpec(o["file"], read_only, "" if _on(o.get("snapshot")) else None)
+        interface = o.get("if", "none")
+        if interface == "virtio":
+            devices.append(spec)
+        elif interface == "none":
+            drives[o.get("id", "")] = spec
+        else:
+            raise ConfigError(f"-drive {text}: if={interface} is not supported (use if=none)")
+    netdevs: dict[str, str] = {}
+    for text in ns.netdev:
+        o = _opts(text, "type")
+        kind, ident = o.get("type"), o.get("id", "")
+        if kind == "user":
+            # No host network is reachable: the NIC sits alone on a private switch,
+            # which is what QEMU's `user,restrict=on` gives the guest.
+            netdevs[ident] = f"user-{os.getpid()}-{ident}"
+        elif kind == "switch":  # pyhv's own: -netdev switch,id=n0,name=NAME
+            if not o.get("name"):
+                raise ConfigError(f"-netdev {text}: name=SWITCH is required")
+            netdevs[ident] = o["name"]
+        else:
+            raise ConfigError(f"-netdev {text}: only 'user' and pyhv's 'switch' are supported")
+    for text in ns.objects:
+        kind = _opts(text, "type").get("type")
+        if kind not in ("rng-builtin", "rng-random"):
+            raise ConfigError(f"-object {text}: not supported")
+    for text in ns.chardevs:
+        kind = _opts(text, "type").get("type")
+        if kind not in ("null", "stdio"):
+            raise ConfigError(f"-chardev {text}: only null and stdio are supported")
+    for text in ns.device:
+        o = _opts(text, "driver")
+        driver = o.get("driver")
+        if driver == "virtio-blk-device":
+            drive = drives.pop(o.get("drive", ""), None)
+            if drive is None:
+                raise ConfigError(f"-device {text}: no -drive with id={o.get('drive')}")
+            devices.append(drive)
+        elif driver == "virtio-net-device":
+            switch = netdevs.get(o.get("netdev", ""))
+            if switch is None:
+                raise ConfigError(f"-device {text}: no -netdev with id={o.get('netdev')}")
+            devices.append(NetSpec(switch, o.get("mac")))
+        elif driver == "virtio-rng-device":
+            devices.append(RngSpec())
+        elif driver == "virtio-balloon-device":
+            devices.append(BalloonSpec())
+        elif driver == "virtio-serial-device":
+            devices.append(ConsoleSpec())
+        elif driver == "virtconsole":
+            continue  # the console port on virtio-serial-device
+        else:
+            raise ConfigError(f"-device {text}: device '{driver}' is not supported")
+    for text in ns.globals:
+        if text not in ("virtio-mmio.force-legacy=false", "virtio-mmio.force-legacy=off"):
+            raise ConfigError(f"-global {text}: not supported (pyhv's virtio-mmio is modern)")
+    return tuple(devices)
 
 
 def _machine(value: str) -> None:
@@ -87,11 +193,6 @@ def _memory(value: str) -> int:
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:
     ns = _parser().parse_args(list(argv))
     _machine(ns.machine)
-    for flag, values in (("-device", ns.device), ("-drive", ns.drive), ("-netdev", ns.netdev)):
-        if values:
-            raise ConfigError(
-                f"{flag} {values[0]}: devices beyond the base board are not supported yet"
-            )
     for serial in ns.serial:
         if serial not in ("mon:stdio", "stdio"):
             raise ConfigError(f"-serial {serial}: only 'stdio' and 'mon:stdio' are supported")
@@ -106,6 +207,7 @@ def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Names
         smp=_smp(ns.smp),
         dtb=ns.dtb,
         no_reboot=ns.no_reboot,
+        devices=_devices(ns),
     )
     return config, ns
 

@@ -8,6 +8,7 @@ from ..board import memmap
 from ..errors import ConfigError
 
 ENGINES = ("interp",)
+MAX_VIRTIO_DEVICES = 8  # the virt board's virtio-mmio slots
 MIN_RAM = 16 * 1024 * 1024
 MAX_RAM = 16 * 1024 * 1024 * 1024
 
@@ -27,6 +28,65 @@ def parse_memory(text: str) -> int:
 
 
 @dataclass(frozen=True)
+class DiskSpec:
+    """A virtio-blk disk: a raw image, optionally read-only or behind a COW overlay.
+
+    ``overlay`` is a file path (created if missing, kept afterwards), or "" for a
+    temporary overlay dropped when the VM exits (QEMU's ``snapshot=on``)."""
+
+    path: str
+    read_only: bool = False
+    overlay: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_only and self.overlay is not None:
+            raise ConfigError(f"disk '{self.path}': 'ro' and 'overlay' cannot be combined")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A virtio-net NIC on the in-host virtual switch ``switch``."""
+
+    switch: str
+    mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
+
+    def __post_init__(self) -> None:
+        if self.mac is not None and parse_mac(self.mac) is None:
+            raise ConfigError(f"invalid MAC address '{self.mac}' (expected 52:54:00:12:34:56)")
+
+
+@dataclass(frozen=True)
+class RngSpec:
+    """virtio-rng fed from the host's entropy."""
+
+
+@dataclass(frozen=True)
+class BalloonSpec:
+    """virtio-balloon: the host can ask the guest to give memory back."""
+
+
+@dataclass(frozen=True)
+class ConsoleSpec:
+    """virtio-console (hvc0) alongside the UART; output goes to the same terminal."""
+
+
+DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec
+
+
+def parse_mac(text: str) -> bytes | None:
+    parts = text.split(":")
+    if len(parts) != 6:
+        return None
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        return None
+    if any(len(p) != 2 for p in parts) or raw[0] & 1:  # no multicast addresses
+        return None
+    return raw
+
+
+@dataclass(frozen=True)
 class MachineConfig:
     kernel: str | None = None
     bios: str = "default"  # "default" (OpenSBI fw_dynamic), "none", or a firmware path
@@ -37,6 +97,7 @@ class MachineConfig:
     dtb: str | None = None
     engine: str = "interp"
     no_reboot: bool = False
+    devices: tuple[DeviceSpec, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1 <= self.smp <= memmap.MAX_HARTS:
@@ -58,3 +119,45 @@ class MachineConfig:
             raise ConfigError("--bios none needs a --kernel to run")
         if self.initrd is not None and self.kernel is None:
             raise ConfigError("--initrd needs a --kernel")
+        if len(self.devices) > MAX_VIRTIO_DEVICES:
+            raise ConfigError(
+                f"{len(self.devices)} virtio devices: the virt board has "
+                f"{MAX_VIRTIO_DEVICES} virtio-mmio slots"
+            )
+        disks = [d.path for d in self.devices if isinstance(d, DiskSpec)]
+        for path in disks:
+            if disks.count(path) > 1:
+                raise ConfigError(f"disk '{path}' is attached twice")
+
+
+def parse_disk_option(text: str) -> DiskSpec:
+    """``--disk PATH[,ro][,overlay[=FILE]]``."""
+    path, *opts = text.split(",")
+    if not path:
+        raise ConfigError(f"--disk '{text}': missing the image path")
+    read_only = False
+    overlay = None
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key in ("ro", "readonly") and not eq:
+            read_only = True
+        elif key == "overlay":
+            overlay = value if eq else ""
+            if eq and not value:
+                raise ConfigError(f"--disk '{text}': overlay= needs a file name")
+        else:
+            raise ConfigError(f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE])")
+    return DiskSpec(path, read_only, overlay)
+
+
+def parse_net_option(text: str) -> NetSpec:
+    """``--net switch=NAME[,mac=52:54:00:..]``."""
+    fields: dict[str, str] = {}
+    for opt in text.split(","):
+        key, eq, value = opt.partition("=")
+        if not eq or key not in ("switch", "mac"):
+            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS]")
+        fields[key] = value
+    if not fields.get("switch"):
+        raise ConfigError(f"--net '{text}': switch=NAME is required")
+    return NetSpec(fields["switch"], fields.get("mac"))

@@ -166,12 +166,15 @@ class Machine:
             wait = min(wait, max(0.0, (next_ns - self.clock.monotonic_ns()) / 1e9))
         if run_deadline is not None:
             wait = min(wait, max(0.0, run_deadline - time.monotonic()))
-        fd = self.console.input_fd()
         if wait <= 0:
             return
+        fds = self.board.wait_fds()
+        fd = self.console.input_fd()
         if fd is not None:
+            fds.append(fd)
+        if fds:
             try:
-                select.select([fd], [], [], wait)
+                select.select(fds, [], [], wait)
                 return
             except (OSError, ValueError):
                 pass

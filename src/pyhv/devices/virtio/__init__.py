@@ -1,0 +1,1 @@
+"""virtio: one MMIO transport and one virtqueue shared by every paravirtual device."""

@@ -1,0 +1,128 @@
+"""virtio-blk (virtio 1.1, section 5.2): a disk backed by a host file.
+
+Requests are handled synchronously when the driver notifies the queue: read the 16-byte
+header, move the data between guest buffers and the backend (block_backend.py), write
+the status byte. A request that is malformed, out of range or not sector aligned fails
+with VIRTIO_BLK_S_IOERR for that request only; a broken chain resets the device.
+FLUSH reaches the host disk (fsync), so a guest's `sync` really persists its data.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from .block_backend import DiskBackend, DiskError
+from .device import VIRTIO_ID_BLOCK, VirtioDevice
+from .queue import Chain, Virtqueue
+
+SECTOR = 512
+
+VIRTIO_BLK_F_SEG_MAX = 1 << 2
+VIRTIO_BLK_F_RO = 1 << 5
+VIRTIO_BLK_F_BLK_SIZE = 1 << 6
+VIRTIO_BLK_F_FLUSH = 1 << 9
+
+VIRTIO_BLK_T_IN = 0
+VIRTIO_BLK_T_OUT = 1
+VIRTIO_BLK_T_FLUSH = 4
+VIRTIO_BLK_T_GET_ID = 8
+
+VIRTIO_BLK_S_OK = 0
+VIRTIO_BLK_S_IOERR = 1
+VIRTIO_BLK_S_UNSUPP = 2
+
+SEG_MAX = 126  # data segments per request (queue size 128 minus header and status)
+_HEADER = struct.Struct("<IIQ")
+
+
+class VirtioBlk(VirtioDevice):
+    device_id = VIRTIO_ID_BLOCK
+    num_queues = 1
+    queue_max_size = 128
+    name = "virtio-blk"
+
+    def __init__(self, disk: DiskBackend) -> None:
+        super().__init__()
+        self.disk = disk
+        self.stats = {"reads": 0, "writes": 0, "flushes": 0, "read_bytes": 0,
+                      "write_bytes": 0, "errors": 0}
+
+    def device_features(self) -> int:
+        features = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH
+        if self.disk.read_only:
+            features |= VIRTIO_BLK_F_RO
+        return features
+
+    def config_bytes(self) -> bytes:
+        capacity = self.disk.size // SECTOR
+        # capacity, size_max, seg_max, geometry (c, h, s), blk_size
+        return struct.pack("<QIIHBBI", capacity, 0, SEG_MAX, 0, 0, 0, SECTOR)
+
+    def queue_notify(self, index: int, queue: Virtqueue) -> None:
+        pushed = False
+        while (chain := queue.pop()) is not None:
+            written = self._request(queue, chain)
+            queue.push(chain, written)
+            pushed = True
+        if pushed:
+            self.used_buffers(index)
+
+    def _request(self, queue: Virtqueue, chain: Chain) -> int:
+        """Serve one request; return the number of bytes written into the chain."""
+        if not chain.writable or chain.writable[-1][1] < 1:
+            # No room for a status byte: nothing sensible can be reported.
+            self.stats["errors"] += 1
+            return 0
+        status_addr = chain.writable[-1][0] + chain.writable[-1][1] - 1
+        header = queue.read_chain(chain, _HEADER.size)
+        if len(header) < _HEADER.size:
+            return self._finish(queue, status_addr, VIRTIO_BLK_S_IOERR, 0)
+        rtype, _reserved, sector = _HEADER.unpack(header)
+        data_in = chain.writable_len - 1  # writable bytes before the status byte
+        try:
+            if rtype == VIRTIO_BLK_T_IN:
+                if data_in % SECTOR:
+                    raise DiskError(f"read of {data_in} bytes is not whole sectors")
+                data = self.disk.read(sector * SECTOR, data_in)
+                queue.write_chain(chain, data)
+                self.stats["reads"] += 1
+                self.stats["read_bytes"] += data_in
+                return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, data_in)
+            if rtype == VIRTIO_BLK_T_OUT:
+                data = queue.read_chain(chain)[_HEADER.size :]
+                if self.disk.read_only:
+                    return self._finish(queue, status_addr, VIRTIO_BLK_S_IOERR, 0)
+                if len(data) % SECTOR:
+                    raise DiskError(f"write of {len(data)} bytes is not whole sectors")
+                self.disk.write(sector * SECTOR, data)
+                self.stats["writes"] += 1
+                self.stats["write_bytes"] += len(data)
+                return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, 0)
+            if rtype == VIRTIO_BLK_T_FLUSH:
+                if not self.disk.read_only:
+                    self.disk.flush()
+                self.stats["flushes"] += 1
+                return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, 0)
+            if rtype == VIRTIO_BLK_T_GET_ID:
+                ident = self.disk.device_id()[:20].ljust(20, b"\0")
+                n = min(20, data_in)
+                queue.write_chain(chain, ident[:n])
+                return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, n)
+        except DiskError:
+            self.stats["errors"] += 1
+            return self._finish(queue, status_addr, VIRTIO_BLK_S_IOERR, 0)
+        return self._finish(queue, status_addr, VIRTIO_BLK_S_UNSUPP, 0)
+
+    def _finish(self, queue: Virtqueue, status_addr: int, status: int, data: int) -> int:
+        queue.dma.write(status_addr, bytes((status,)))
+        return data + 1
+
+    def close(self) -> None:
+        self.disk.close()
+
+    def save(self) -> dict[str, Any]:
+        return {"stats": dict(self.stats)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.stats.update(state.get("stats", {}))

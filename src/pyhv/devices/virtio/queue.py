@@ -1,0 +1,211 @@
+"""The split virtqueue (virtio 1.1, section 2.6), shared by every virtio device.
+
+The driver publishes descriptor chains in the available ring; a device takes them with
+:meth:`Virtqueue.pop`, reads its requests from the chain's readable buffers, writes its
+replies into the writable ones and returns the chain with :meth:`Virtqueue.push`.
+Indirect descriptors and event-index notification suppression are supported.
+
+Everything the driver wrote is hostile: descriptor indices, chain lengths, loops,
+addresses and lengths are all checked (GuestDMA checks every buffer against guest RAM),
+and a malformed chain raises :class:`VirtqueueError`; the transport then marks the
+device DEVICE_NEEDS_RESET for that guest, as the spec prescribes.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from .dma import DmaError, GuestDMA
+
+VIRTQ_DESC_F_NEXT = 1
+VIRTQ_DESC_F_WRITE = 2
+VIRTQ_DESC_F_INDIRECT = 4
+VIRTQ_AVAIL_F_NO_INTERRUPT = 1
+VIRTQ_USED_F_NO_NOTIFY = 1
+
+_DESC = struct.Struct("<QIHH")
+MAX_CHAIN_BYTES = 1 << 28  # no single request may describe more than 256 MiB
+
+
+class VirtqueueError(Exception):
+    """The driver put something malformed in the queue."""
+
+
+@dataclass
+class Chain:
+    """One descriptor chain: driver-to-device buffers, then device-to-driver buffers."""
+
+    head: int
+    readable: list[tuple[int, int]] = field(default_factory=list)  # (guest addr, length)
+    writable: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def readable_len(self) -> int:
+        return sum(n for _, n in self.readable)
+
+    @property
+    def writable_len(self) -> int:
+        return sum(n for _, n in self.writable)
+
+
+class Virtqueue:
+    """Device side of one split virtqueue."""
+
+    def __init__(self, dma: GuestDMA, max_size: int = 256) -> None:
+        self.dma = dma
+        self.max_size = max_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.num = self.max_size
+        self.ready = False
+        self.desc_addr = 0
+        self.avail_addr = 0
+        self.used_addr = 0
+        self.last_avail = 0
+        self.used_idx = 0
+        self.event_idx = False  # VIRTIO_F_RING_EVENT_IDX negotiated
+        self.signalled_used = 0  # used_idx when the driver was last interrupted
+        self.signalled_valid = False
+
+    # -- rings ---------------------------------------------------------------------
+
+    def _avail_idx(self) -> int:
+        return self.dma.read_u16(self.avail_addr + 2)
+
+    def has_work(self) -> bool:
+        return self.ready and self._avail_idx() != self.last_avail
+
+    def pop(self) -> Chain | None:
+        """The next available chain, or None. Raises VirtqueueError for a malformed one."""
+        if not self.ready:
+            return None
+        try:
+            avail_idx = self._avail_idx()
+            if avail_idx == self.last_avail:
+                return None
+            if (avail_idx - self.last_avail) & 0xFFFF > self.num:
+                raise VirtqueueError(
+                    f"available index {avail_idx} is more than {self.num} ahead of "
+                    f"{self.last_avail}"
+                )
+            slot = self.avail_addr + 4 + 2 * (self.last_avail % self.num)
+            head = self.dma.read_u16(slot)
+            self.last_avail = (self.last_avail + 1) & 0xFFFF
+            if self.event_idx:  # avail_event: tell the driver to notify at the next one
+                self.dma.write_u16(self.used_addr + 4 + 8 * self.num, self.last_avail)
+            return self._walk(head)
+        except DmaError as e:
+            raise VirtqueueError(str(e)) from None
+
+    def _walk(self, head: int) -> Chain:
+        if head >= self.num:
+            raise VirtqueueError(f"descriptor index {head} out of range (queue size {self.num})")
+        chain = Chain(head)
+        table, size = self.desc_addr, self.num
+        index = head
+        seen = 0
+        indirect = False
+        total = 0
+        while True:
+            seen += 1
+            if seen > size:
+                raise VirtqueueError("descriptor chain loops or is longer than its table")
+            addr, length, flags, nxt = _DESC.unpack(self.dma.read(table + 16 * index, 16))
+            if flags & VIRTQ_DESC_F_INDIRECT:
+                if indirect:
+                    raise VirtqueueError("nested indirect descriptor table")
+                if flags & VIRTQ_DESC_F_NEXT:
+                    raise VirtqueueError("indirect descriptor with NEXT flag")
+                if length == 0 or length % 16:
+                    raise VirtqueueError(f"indirect table length {length} is not a multiple of 16")
+                self.dma.check(addr, length)
+                table, size, index, seen, indirect = addr, length // 16, 0, 0, True
+                continue
+            self.dma.check(addr, length)
+            total += length
+            if total > MAX_CHAIN_BYTES:
+                raise VirtqueueError("descriptor chain describes more than 256 MiB")
+            if flags & VIRTQ_DESC_F_WRITE:
+                chain.writable.append((addr, length))
+            else:
+                if chain.writable:
+                    raise VirtqueueError("readable descriptor after a writable one")
+                chain.readable.append((addr, length))
+            if not flags & VIRTQ_DESC_F_NEXT:
+                return chain
+            if nxt >= size:
+                raise VirtqueueError(f"next descriptor {nxt} out of range ({size})")
+            index = nxt
+
+    def push(self, chain: Chain, written: int) -> None:
+        """Return a chain to the driver, saying how many bytes were written into it."""
+        try:
+            slot = self.used_addr + 4 + 8 * (self.used_idx % self.num)
+            self.dma.write(slot, struct.pack("<II", chain.head, written))
+            self.used_idx = (self.used_idx + 1) & 0xFFFF
+            self.dma.write_u16(self.used_addr + 2, self.used_idx)
+        except DmaError as e:
+            raise VirtqueueError(str(e)) from None
+
+    def needs_interrupt(self) -> bool:
+        """Whether the driver wants to hear about the buffers pushed since last time."""
+        try:
+            if self.event_idx:
+                used_event = self.dma.read_u16(self.avail_addr + 4 + 2 * self.num)
+                old = self.signalled_used
+                new = self.used_idx
+                valid = self.signalled_valid
+                self.signalled_used = new
+                self.signalled_valid = True
+                if not valid:
+                    return True
+                # vring_need_event (virtio 1.1, 2.6.7.2)
+                return ((new - used_event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
+            flags = self.dma.read_u16(self.avail_addr)
+            return not flags & VIRTQ_AVAIL_F_NO_INTERRUPT
+        except DmaError:
+            return True
+
+    # -- chain data helpers ------------------------------------------------------------
+
+    def read_chain(self, chain: Chain, limit: int | None = None) -> bytes:
+        """All readable bytes of a chain (or the first ``limit``)."""
+        out = bytearray()
+        for addr, length in chain.readable:
+            if limit is not None:
+                length = min(length, limit - len(out))
+                if length <= 0:
+                    break
+            out += self.dma.read(addr, length)
+        return bytes(out)
+
+    def write_chain(self, chain: Chain, data: bytes, skip: int = 0) -> int:
+        """Write ``data`` into the chain's writable buffers from byte ``skip``; return the
+        number of bytes written (less than len(data) if the buffers are too small)."""
+        done = 0
+        pos = 0
+        for addr, length in chain.writable:
+            if pos + length <= skip:
+                pos += length
+                continue
+            start = max(0, skip - pos)
+            room = length - start
+            piece = data[done : done + room]
+            if piece:
+                self.dma.write(addr + start, piece)
+                done += len(piece)
+            pos += length
+            if done >= len(data):
+                break
+        return done
+
+    def save(self) -> dict[str, int | bool]:
+        return {k: getattr(self, k) for k in (
+            "num", "ready", "desc_addr", "avail_addr", "used_addr", "last_avail", "used_idx",
+            "event_idx", "signalled_used", "signalled_valid")}
+
+    def restore(self, state: dict[str, int | bool]) -> None:
+        for k, v in state.items():
+            setattr(self, k, v)

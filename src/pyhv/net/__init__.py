@@ -1,0 +1,12 @@
+"""Host-side networking for VMs.
+
+Why it exists: a guest's virtio-net device needs somewhere to put the Ethernet frames it
+transmits and something to take received frames from. :class:`SwitchPort` is that
+somewhere for VMs on the same host: every VM process attached to the same switch name
+(``pyhv run ... --net switch=NAME``) can reach every other, with no daemon to run. See
+:mod:`pyhv.net.switch` for the protocol.
+"""
+
+from .switch import MAX_FRAME, MIN_FRAME, SwitchPort, default_runtime_dir, switch_directory
+
+__all__ = ["MAX_FRAME", "MIN_FRAME", "SwitchPort", "default_runtime_dir", "switch_directory"]
