@@ -146,7 +146,9 @@ def parse_disk_option(text: str) -> DiskSpec:
             if eq and not value:
                 raise ConfigError(f"--disk '{text}': overlay= needs a file name")
         else:
-            raise ConfigError(f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE])")
+            raise ConfigError(
+                f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE])"
+            )
     return DiskSpec(path, read_only, overlay)
 
 
