@@ -98,6 +98,34 @@ class Hart:
         # Set by CSR writes and xRET that change translation, privilege or interrupt
         # enables: the run loop then re-reads its context before the next instruction.
         self.context_changed = False
+        # CSRs whose read is a plain attribute or a masked view (hot in trap handlers).
+        self._simple_csrs: dict[int, Callable[[], int | None]] = {
+            C.SIE: lambda: self.mie & self.mideleg,
+            C.SIP: lambda: (self.mip | self.mip_hw) & self.mideleg,
+            C.STVEC: lambda: self.stvec,
+            C.SCOUNTEREN: lambda: self.scounteren,
+            C.SSCRATCH: lambda: self.sscratch,
+            C.SEPC: lambda: self.sepc,
+            C.SCAUSE: lambda: self.scause,
+            C.STVAL: lambda: self.stval,
+            C.SATP: self._read_satp,
+            C.MISA: lambda: C.MISA_RV64GC,
+            C.MEDELEG: lambda: self.medeleg,
+            C.MIDELEG: lambda: self.mideleg,
+            C.MIE: lambda: self.mie,
+            C.MTVEC: lambda: self.mtvec,
+            C.MCOUNTEREN: lambda: self.mcounteren,
+            C.MCOUNTINHIBIT: lambda: self.mcountinhibit,
+            C.MSCRATCH: lambda: self.mscratch,
+            C.MEPC: lambda: self.mepc,
+            C.MCAUSE: lambda: self.mcause,
+            C.MTVAL: lambda: self.mtval,
+            C.MIP: lambda: self.mip | self.mip_hw,
+            C.MVENDORID: lambda: 0,
+            C.MARCHID: lambda: 0,
+            C.MIMPID: lambda: 0,
+            C.MHARTID: lambda: self.hartid,
+        }
         # The two most recent traps (mcause-style code, tval, pc): crash reports use them.
         self.prev_trap: tuple[int, int, int] | None = None
         self.last_trap: tuple[int, int, int] | None = None
@@ -257,33 +285,7 @@ class Hart:
             return self.instret
         if C.MHPMCOUNTER3 <= num <= C.MHPMCOUNTER31 or C.MHPMEVENT3 <= num <= C.MHPMEVENT31:
             return 0
-        simple = {
-            C.SIE: lambda: self.mie & self.mideleg,
-            C.SIP: lambda: (self.mip | self.mip_hw) & self.mideleg,
-            C.STVEC: lambda: self.stvec,
-            C.SCOUNTEREN: lambda: self.scounteren,
-            C.SSCRATCH: lambda: self.sscratch,
-            C.SEPC: lambda: self.sepc,
-            C.SCAUSE: lambda: self.scause,
-            C.STVAL: lambda: self.stval,
-            C.SATP: self._read_satp,
-            C.MISA: lambda: C.MISA_RV64GC,
-            C.MEDELEG: lambda: self.medeleg,
-            C.MIDELEG: lambda: self.mideleg,
-            C.MIE: lambda: self.mie,
-            C.MTVEC: lambda: self.mtvec,
-            C.MCOUNTEREN: lambda: self.mcounteren,
-            C.MCOUNTINHIBIT: lambda: self.mcountinhibit,
-            C.MSCRATCH: lambda: self.mscratch,
-            C.MEPC: lambda: self.mepc,
-            C.MCAUSE: lambda: self.mcause,
-            C.MTVAL: lambda: self.mtval,
-            C.MIP: lambda: self.mip | self.mip_hw,
-            C.MVENDORID: lambda: 0,
-            C.MARCHID: lambda: 0,
-            C.MIMPID: lambda: 0,
-            C.MHARTID: lambda: self.hartid,
-        }.get(num)
+        simple = self._simple_csrs.get(num)
         if simple is not None:
             return simple()
         if num in (C.PMPCFG0, C.PMPCFG0 + 2):

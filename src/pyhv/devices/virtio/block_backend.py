@@ -424,6 +424,10 @@ class OverlayDisk:
         tmp = f"{overlay_path}.tmp-{os.getpid()}"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileNotFoundError:
+            raise DiskError(
+                f"overlay '{overlay_path}': cannot create: directory '{directory}' does not exist"
+            ) from None
         except OSError as exc:
             raise _open_error(overlay_path, exc, "overlay") from None
         try:

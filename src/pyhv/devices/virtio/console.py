@@ -106,7 +106,11 @@ class VirtioConsole(VirtioDevice):
 
     def poll(self) -> None:
         if self.input_source is not None:
-            data = self.input_source()
+            try:
+                data = self.input_source()
+            except OSError as e:  # a host pipe that went away: no more input
+                log.debug("%s: input failed: %s", self.name, e)
+                data = None
             if data:
                 self._enqueue(data)
         self._deliver()
@@ -183,8 +187,8 @@ class VirtioConsole(VirtioDevice):
         t = self.transport
         if t is None:
             return False
-        return bool(t.status & DRIVER_OK) and not t.status & DEVICE_NEEDS_RESET and \
-            t.queues[RECEIVEQ].ready
+        return (bool(t.status & DRIVER_OK) and not t.status & DEVICE_NEEDS_RESET
+                and t.queues[RECEIVEQ].ready)
 
     def _deliver(self) -> None:
         """Fill posted receive buffers with pending input. Raises VirtqueueError/DmaError

@@ -167,7 +167,8 @@ class VirtioMmio(Device):
             return
         if offset >= CONFIG:
             if self.status & DRIVER_OK or self.status & DRIVER:
-                dev.config_write(offset - CONFIG, value.to_bytes(size, "little"))
+                mask = (1 << (8 * size)) - 1
+                dev.config_write(offset - CONFIG, (value & mask).to_bytes(size, "little"))
             return
         if size != 4 or offset & 3:
             return
@@ -247,7 +248,15 @@ class VirtioMmio(Device):
         was_ok = self.status & DRIVER_OK
         self.status = value | (self.status & DEVICE_NEEDS_RESET)
         if value & DRIVER_OK and not was_ok:
-            dev.activate()
+            try:
+                dev.activate()
+                # Drivers may post buffers and notify before DRIVER_OK (Linux's balloon
+                # posts its stats buffer during probe): serve what is already queued.
+                for index, q in enumerate(self.queues):
+                    if q.ready and q.has_work():
+                        dev.queue_notify(index, q)
+            except (VirtqueueError, DmaError) as e:
+                self.fail(str(e))
 
     def _notify(self, index: int) -> None:
         dev = self.device
