@@ -132,11 +132,10 @@ class Machine:
                 if self._power is not None:
                     event, code = self._power
                     self._power = None
-                    if event == "reset" and not self.config.no_reboot:
-                        self.reset()
-                        continue
-                    reason = "poweroff"
-                    break
+                    if event != "reset" or self.config.no_reboot:
+                        reason = "poweroff"
+                        break
+                    self.reset()  # a warm reboot, then carry on (limits still apply)
                 board.poll()
                 self._feed_console()
                 console.flush()
