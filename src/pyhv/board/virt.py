@@ -47,7 +47,9 @@ DEFAULT_BIOS_PATHS = (
     "/usr/share/qemu/opensbi-riscv64-generic-fw_dynamic.bin",
     "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
 )
-ISA_STRING = "rv64imafdc"  # what the DT advertises: RV64GC (with zicsr/zifencei implied)
+# What the DT advertises: RV64GC, plus Zihintpause so that Linux's cpu_relax() spins on
+# `pause`, which pyhv turns into "let another hart run" (see interp's fence factory).
+ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause"
 
 
 def default_bios() -> str:
@@ -128,7 +130,7 @@ class VirtBoard:
         for region, dev in self.devices:
             self.bus.attach(region.base, region.size, dev)
         for hartid in range(config.smp):
-            self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self.clint.mtime))
+            self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self._read_time))
         try:
             self.boot = self._load()
         except BaseException:
@@ -211,6 +213,13 @@ class VirtBoard:
                 reset()
         self.boot = self._load()
         self.reset_harts()
+
+    def _read_time(self) -> int:
+        """The `time` CSR. Counting the reads tells GuestTime when the guest polls."""
+        reads = getattr(self.clock, "time_reads", None)
+        if reads is not None:
+            self.clock.time_reads = reads + 1  # type: ignore[attr-defined]
+        return self.clint.mtime()
 
     def _make_device(self, spec: DeviceSpec) -> VirtioDevice:
         if isinstance(spec, DiskSpec):

@@ -93,6 +93,7 @@ class Hart:
         self.instret = 0  # instructions retired (advanced by the run loop)
         self.reservation: int | None = None  # LR/SC reserved physical address
         self.waiting = False  # in WFI
+        self.yield_on_pause = False  # set by the machine when other harts share the host thread
         self.stopped = False  # not running (e.g. parked by the board)
         self.mmu = Mmu(self, ram, bus, code)
         # Set by CSR writes and xRET that change translation, privilege or interrupt

@@ -364,8 +364,27 @@ def _jalr(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
     return op
 
 
+class YieldSlice(Exception):
+    """Raised after a spin-wait hint: end this hart's slice so another hart can run."""
+
+
+_YIELD = YieldSlice()
+PAUSE = 0x0100000F  # Zihintpause: fence w, 0
+
+
 @_factory("fence")
 def _fence(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
+    if d.raw == PAUSE:
+        # A spinning hart waits for another one (a lock holder, a flag): with all harts
+        # taking turns on one host thread, the best use of the rest of its slice is to
+        # hand it over. Single-hart machines ignore the hint.
+        def pause() -> int:
+            if hart.yield_on_pause:
+                hart.pc = npc
+                raise _YIELD
+            return npc
+
+        return pause
     return lambda: npc  # one sequentially consistent memory: nothing to order
 
 
@@ -457,6 +476,10 @@ def _wfi(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
         # Sleep only if nothing enabled is pending (WFI ignores global enables).
         if not (hart.mip | hart.mip_hw) & hart.mie:
             hart.waiting = True
+        elif hart.yield_on_pause:
+            # Awake at once with interrupts masked: firmware wait loops (OpenSBI's HSM
+            # wait) spin like this; let the other harts run instead.
+            raise _YIELD
         raise _SLICE_BREAK
 
     return op
@@ -798,6 +821,9 @@ class Interpreter:
                     raise GuestCrash(hart) from None
             except SliceBreak:
                 done += i + 1
+            except YieldSlice:
+                done += i + 1
+                break
             except CounterAccess:
                 done += i
                 hart.instret = base + done

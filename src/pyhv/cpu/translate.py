@@ -1,65 +1,70 @@
-"""Tier 1 of the fast engine: guest code compiled into Python functions, one per block.
+"""Tier 1 of the fast engine: hot guest code compiled into Python functions, one per block.
 
 Why: the interpreter pays a dict lookup, a closure call and a ``return npc`` per guest
-instruction. The block translator generates one Python function per guest block in which
-integer ALU operations, loads, stores and branches are plain Python statements, guest
-registers live in Python locals, and only one dispatch per block remains. ``compile()``
-is expensive (~250 µs for a 10-instruction block), so a block first runs *cold* through
-the interpreter's own closures and is compiled once it has started ``threshold`` times.
+instruction. The translator generates one Python function per guest block in which
+integer ALU operations, loads, stores and branches are plain Python statements on Python
+locals, so only one dispatch per block remains (none per loop iteration). ``compile()``
+is expensive (about 60 µs per guest instruction here), so code runs *cold* first, one
+instruction at a time through the interpreter's own closures, and a block is compiled
+only once ``threshold`` instructions have run cold from its start pc.
 
 How:
 
 * **One semantics.** Instructions come from the one decoder (isa/decoder.py). The inline
   Python is generated from the interpreter's ``ALU`` / ``BRANCH`` expression tables and
   its ``LOADS`` / ``STORES`` MMU methods; every other instruction (CSR, AMO, LR/SC, F/D,
-  system) is a call to the interpreter closure that ``make_op`` builds for it.
-* **Blocks** follow one path from their start pc: through not-taken conditional branches
-  (a taken branch is a side exit) and through ``jal`` to a target in the same page. A
-  block ends with (and includes) ``jalr``, a ``jal`` or branch it does not follow, any
-  instruction whose closure may raise :class:`SliceBreak` or :class:`CounterAccess` or
-  always traps (CSR accesses, ``mret``/``sret``/``wfi``/``sfence.vma``, ``ecall``/
-  ``ebreak``/illegal), ``fence.i`` (so code stored before it is re-fetched after it), the
-  last instruction that starts in the start pc's 4 KiB virtual page, or the
-  ``MAX_BLOCK``-th instruction. A branch or jump back to the block's own start becomes a
-  ``while`` loop inside the function, bounded by the run loop's remaining budget. Code
-  fetched from outside RAM (the boot ROM) is never read ahead and never compiled.
-* **Registers** that a block reads repeatedly or writes are Python locals, loaded on
-  entry and written back at every exit, before every interpreter-closure call (closures
-  use ``hart.x``) and, through a ``try``/``except`` around the body (free in CPython
-  3.11 unless an exception occurs), when anything is raised. Constants and known value
-  widths are propagated along the path, so ``auipc``/``lui`` address arithmetic folds and
-  provably unneeded 64-bit masks are dropped. Loads and stores whose translation context
-  has data translation off (M-mode, bare S-mode) index guest RAM inline and call the MMU
-  only for MMIO, misaligned or out-of-range addresses; otherwise they call the MMU method.
-* **Precise traps.** When instruction j of a block raises, its locals hold exactly the
-  effects of the instructions before it, and the handler writes them back. The run loop
-  then only needs j, and gets it for free from the exception's traceback: every
-  instruction is emitted on its own source lines, so the traceback's line number in the
-  block's frame maps back to j (a loop block adds its local iteration count ``k``; a cold
-  block's frame holds its loop index). Nothing is counted on the fast path. From j the
-  loop derives the faulting pc, the exact retired count (instret), where a
-  :class:`StopRequest` resumes and which closure performs an exact counter access.
-* **Caching and invalidation** follow the interpreter: one block cache per translation
-  context (privilege, satp, and whether data accesses are translated, since that is baked
-  into inline loads) keyed by virtual pc; every physical page an instruction of the block
-  came from is registered with the machine's :class:`CodeWatch`, so any store into it (by
-  any hart, the page walker or a device) drops the block; SFENCE.VMA drops the blocks of
-  the flushed virtual pages (``flush``/``flush_page``, installed as
-  ``hart.flush_decoded*``). A store into the block that is executing drops it for its
-  next execution, but the current execution finishes with the instructions it was
-  compiled from (RISC-V only guarantees that a hart sees its own instruction stores
-  after FENCE.I, which ends a block; QEMU re-translates mid-block, no known guest needs
-  it). The same holds for a loop block until its budget runs out.
+  system) is a call to the closure that the interpreter's ``make_op`` builds for it.
+* **Blocks.** A block is a small tree of paths from its start pc. A path goes through
+  not-taken conditional branches and through ``jal`` to targets in the same page; it
+  ends with (and includes) ``jalr``, a ``jal`` it does not follow, any instruction whose
+  closure may raise :class:`SliceBreak` or :class:`CounterAccess` or always traps (CSR
+  accesses, ``mret``/``sret``/``wfi``/``sfence.vma``, ``ecall``/``ebreak``/illegal),
+  ``fence.i`` (so code stored before it is re-fetched after it), or the last instruction
+  that starts in the start pc's 4 KiB virtual page. The taken side of a branch is either
+  a side exit or, while the block's budget of ``MAX_BLOCK`` instructions lasts, a path of
+  its own (if-then-else code stays inside the function). A branch or jump back to the
+  start makes the function a ``while`` loop, bounded by the run loop's remaining budget.
+  Code fetched from outside RAM (the boot ROM) is never read ahead and never compiled.
+* **Registers** read repeatedly or written are Python locals. Outside loops every write
+  also goes to ``hart.x`` (``x[5] = r5 = ...``), so exits, traps and interpreter
+  closures need no write-back. Loop functions load their locals on entry and write the
+  written ones back at every exit, before every closure call and, through a ``try``/
+  ``except`` around the loop (free in CPython 3.11 until something is raised), when
+  anything is raised. Constants and known value widths are propagated along each path,
+  so ``auipc``/``lui`` address arithmetic folds and provably useless 64-bit masks and
+  signed-compare fix-ups go. Where data translation is off (M-mode, bare S-mode; part of
+  the cache key) loads and stores index guest RAM inline on small offsets and call the
+  MMU only for MMIO, misaligned or out-of-range addresses; otherwise they call the MMU.
+* **Precise traps.** When instruction j of a block raises, the hart (after the loop
+  write-back) holds exactly the effects of the instructions before it. The run loop only
+  needs j, and gets it for free from the exception's traceback: every instruction is
+  emitted on its own source lines, so the line number in the block's frame maps back to
+  j, and the frame's ``k`` counts the instructions of earlier loop iterations. Nothing is
+  counted on the fast path. From j the loop derives the faulting pc, the exact retired
+  count (instret), where a :class:`StopRequest` resumes and which closure performs an
+  exact counter access. Cold code runs like the interpreter: pc is the faulting one.
+* **Caching and invalidation** follow the interpreter: per translation context
+  (privilege, satp, data translation on/off) one dict of compiled blocks and one of
+  decoded instructions for cold code, keyed by virtual pc; every physical page an
+  instruction came from is registered with the machine's :class:`CodeWatch`, so a store
+  into it (by any hart, the page walker or a device) drops what was built from it, and
+  SFENCE.VMA drops the virtual pages it names (``flush``/``flush_page``, installed as
+  ``hart.flush_decoded*``). A store that drops the block executing it ends the block
+  right after the store, so even self-modifying code without FENCE.I sees its new
+  instructions at once, as on the interpreter (and QEMU). A block dropped again and
+  again (code sharing a page with written data) needs twice as many cold instructions
+  before each recompilation.
 * **Interrupts** are checked at the start of each ``run`` slice, as in the interpreter.
-  ``run(budget)`` runs whole blocks (and loop iterations) until the budget is used up,
-  so it may overshoot it by less than one block path (``MAX_BLOCK`` instructions); the
-  returned count and ``hart.instret`` are exact.
+  ``run(budget)`` runs whole blocks and loop iterations until the budget is used up, so
+  it may overshoot by less than one path (``MAX_BLOCK`` instructions); the count it
+  returns and ``hart.instret`` are exact.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from ..isa import csr as C
@@ -76,7 +81,6 @@ from .interp import (
     STORES,
     CounterAccess,
     GuestCrash,
-    Interpreter,
     SliceBreak,
     StopRequest,
     make_op,
@@ -85,7 +89,9 @@ from .mmu import CodeWatch
 from .trap import Trap
 
 MAX_BLOCK = 64  # instructions per block path at most
-HOT_THRESHOLD = 8  # times a block starts cold (interpreter closures) before it is compiled
+# Instructions run cold (through interpreter closures) from a block's start pc before the
+# block is compiled: compiling costs about as much as interpreting a thousand instructions.
+HOT_THRESHOLD = 1000
 
 _BRANCHES = frozenset(BRANCH)
 # Instructions that always end a block (inclusive), besides branches and jal not followed.
@@ -110,25 +116,57 @@ _LOAD_VIEWS = {
 }
 _STORE_VIEWS = {"sb": ("u8", 1), "sh": ("u16", 2), "sw": ("u32", 4), "sd": ("u64", 8)}
 _VIEW_SHIFT = {1: 0, 2: 1, 4: 2, 8: 3}
-_NAMES = re.compile(r"\b[A-Za-z_]\w*")
+_IDENT = re.compile(r"\b[A-Za-z]")
+_MISS = -(1 << 70)  # TLB miss: far below any RAM offset
 
 Block = Callable[[int], tuple[int, int]]
 
 
+class _StoreExit(Exception):
+    """Raised by a block right after a store that dropped the block itself."""
+
+
+_STORE_EXIT = _StoreExit()
+
+
+# A block is a tree of paths: [pc, decoded, taken] entries, where ``taken`` is the path
+# compiled for a taken conditional branch (None: the branch leaves the block).
+Path = list[list[Any]]
+
+
 class BlockInfo:
-    """What the run loop needs to know about a block when one of its instructions raises."""
+    """What the run loop needs to know about a block when one of its instructions raises.
 
-    __slots__ = ("start", "insns", "pcs", "npcs", "ops", "lines", "hits", "code")
+    Per instruction (in source order; a block tree may hold a pc more than once): its pc,
+    where it resumes, its closure (if it runs one) and how many instructions of the
+    current iteration retired before it.
+    """
 
-    def __init__(self, start: int, insns: list[Decoded], pcs: list[int]) -> None:
+    __slots__ = ("start", "pcs", "npcs", "ops", "depth", "lines", "code")
+
+    def __init__(self, start: int) -> None:
         self.start = start
-        self.insns = insns
-        self.pcs = pcs  # path order: pcs[j] is the j-th instruction executed
-        self.npcs = [(pc + d.length) & M64 for pc, d in zip(pcs, insns, strict=True)]
-        self.ops: list[Any] = [None] * len(insns)  # interpreter closures, where built
-        self.lines: list[int] | None = None  # source line -> instruction (compiled only)
-        self.hits = 0
-        self.code: Any = None  # the code object of the function that runs the block
+        self.pcs: list[int] = []
+        self.npcs: list[int] = []
+        self.ops: list[Any] = []
+        self.depth: list[int] = []
+        self.lines: list[int] = []  # source line -> instruction
+        self.code: Any = None  # the code object of the block's function
+
+    def add(self, pc: int, d: Decoded, depth: int) -> int:
+        self.pcs.append(pc)
+        self.npcs.append((pc + d.length) & M64)
+        self.ops.append(None)
+        self.depth.append(depth)
+        return len(self.pcs) - 1
+
+
+def _walk(tree: Path):
+    """Every (pc, decoded) of a block tree."""
+    for pc, d, taken in tree:
+        yield pc, d
+        if taken:
+            yield from _walk(taken)
 
 
 def _subst(expr: str, values: dict[str, str]) -> str:
@@ -137,15 +175,22 @@ def _subst(expr: str, values: dict[str, str]) -> str:
     return _VARS.sub(lambda m: values[m.group(1)], expr)
 
 
+@lru_cache(maxsize=1 << 12)
 def _fold(expr: str) -> int | None:
     """The value of an expression without register operands, else None."""
-    if any(name not in _NS for name in _NAMES.findall(expr)):
+    # Any name but the table helpers (_div, ...) is a register, temporary or call.
+    if _IDENT.search(expr):
         return None
     return eval(expr, dict(_NS)) & M64  # noqa: S307 - our own generated expression
 
 
 def _bits(v: int) -> int:
     return max(v.bit_length(), 1)
+
+
+def _stores(name: str) -> bool:
+    """Whether an instruction run through its closure may store to memory."""
+    return name.startswith(("amo", "sc.")) or name in ("fsw", "fsd")
 
 
 def _uses_b(name: str) -> bool:
@@ -178,7 +223,9 @@ class _Emitter:
     that may differ from x. Values are always unsigned 64-bit, as in the interpreter.
     """
 
-    def __init__(self, hart: Hart, info: BlockInfo, inline_ram: bool) -> None:
+    def __init__(
+        self, hart: Hart, info: BlockInfo, tree: Path, inline_ram: bool, cache: dict[int, Any]
+    ) -> None:
         self.hart = hart
         self.info = info
         self.inline_ram = inline_ram
@@ -187,49 +234,38 @@ class _Emitter:
         self.body: list[str] = []
         self.line_insn: list[int] = []  # per body line: instruction index
         self.closure_lines: list[int] = []  # body lines that call interpreter closures
-        self.env: dict[str, Any] = {"x": hart.x}
+        self.env: dict[str, Any] = {"x": hart.x, "cache": cache, "mmu": hart.mmu}
+        self.tlbs: set[str] = set()  # TLB lookups used (bound on entry)
         self.idx = 0
-        self.indent = 2
+        self.indent = 1
         self.const: dict[int, int] = {}  # register -> known value along the path
         self.width: dict[int, int] = {}  # register -> known bit width (absent: 64)
         self.written: set[int] = set()  # locals written since x was last brought up to date
         self.bound: set[int] = set()  # locals assigned so far along the path
         start = info.start
-        self.n = len(info.insns)
+        insns = list(_walk(tree))
         # A branch or jal back to the start makes the block a loop.
-        back = [
-            j for j, (pc, d) in enumerate(zip(info.pcs, info.insns, strict=True))
-            if (d.name in _BRANCHES or d.name == "jal") and (pc + d.imm) & M64 == start
-        ]
-        self.loop = bool(back)
+        self.loop = any(
+            (d.name in _BRANCHES or d.name == "jal") and (pc + d.imm) & M64 == start
+            for pc, d in insns
+        )
         reads: dict[int, int] = {}
         writes: set[int] = set()
-        live_in: set[int] = set()  # read before any write along the path
-        for d in info.insns:
+        for _pc, d in insns:
             srcs, dst = _operands(d)
             for r in srcs:
                 if r:
                     reads[r] = reads.get(r, 0) + 1
-                    if r not in writes:
-                        live_in.add(r)
             if dst:
                 writes.add(dst)
         # Locals: registers read more than once, or read and written, or read in a loop.
         # Those only written are stored straight into x; those read once read from x.
         self.locals = {r for r, cnt in reads.items() if r in writes or cnt > 1 or self.loop}
         self.all_written = writes & self.locals
-        # In a loop, what an earlier iteration wrote is dirty anywhere in the body.
-        self.loop_written: set[int] = set()
-        self.entry: list[int] = []
         if self.loop:
-            for d in info.insns[: back[-1] + 1]:
-                dst = _operands(d)[1]
-                if dst in self.locals:
-                    self.loop_written.add(dst)
-            # Live-in locals are loaded on entry; the others are written before any read
-            # in every iteration (until then their value is in x).
-            self.entry = sorted(self.locals & live_in)
-            self.bound = set(self.entry)
+            # Every local is loaded on entry; what any iteration wrote is dirty.
+            self.bound = set(self.locals)
+            self.indent = 2
             self.emit("while True:")
             self.indent = 3
 
@@ -271,12 +307,15 @@ class _Emitter:
                 self.width[r] = width
             else:
                 self.width.pop(r, None)
-        if r in self.locals:
+        if r not in self.locals:
+            self.emit(f"x[{r}] = {expr}")
+        elif self.loop:
             self.emit(f"r{r} = {expr}")
             self.written.add(r)
             self.bound.add(r)
-        else:
-            self.emit(f"x[{r}] = {expr}")
+        else:  # outside loops x stays up to date: exits and traps need no write-back
+            self.emit(f"x[{r}] = r{r} = {expr}")
+            self.bound.add(r)
 
     def wide(self, r: int) -> int:
         """Known bit width of x[r]."""
@@ -284,13 +323,9 @@ class _Emitter:
 
     def writeback(self) -> None:
         """Bring x up to date with the locals."""
-        regs = sorted(self.written | (self.loop_written & self.bound))
+        regs = sorted(self.all_written if self.loop else self.written)
         if regs:
             self.emit("; ".join(f"x[{r}] = r{r}" for r in regs))
-        # Locals a previous iteration wrote that this one has not bound yet.
-        later = sorted(self.loop_written - self.bound)
-        if later:
-            self.emit("if k: " + "; ".join(f"x[{r}] = r{r}" for r in later))
 
     def exit(self, target: str, n: int) -> None:
         """Leave the block after ``n`` instructions of this iteration, going to ``target``."""
@@ -311,9 +346,14 @@ class _Emitter:
     def source(self) -> str:
         params = ", ".join(f"{k}={k}" for k in self.env)
         head = [f"def block(rem, {params}):"]
-        if self.loop:
-            entry = [f"r{r} = x[{r}]" for r in self.entry]
-            head.append("    " + "; ".join([*entry, "k = 0"]))
+        if self.tlbs:  # the TLBs of the current context (SUM, MXR and MPRV pick them)
+            head.append("    " + "; ".join(
+                f"{t} = mmu.tlb_{t[-1]}.get" for t in sorted(self.tlbs)))
+        if not self.loop:
+            self.head_lines = len(head)
+            return "\n".join([*head, *self.body, ""])
+        entry = [f"r{r} = x[{r}]" for r in sorted(self.locals)]
+        head.append("    " + "; ".join([*entry, "k = 0"]))
         head.append("    try:")
         regs = sorted(self.all_written)
         if regs:
@@ -341,12 +381,18 @@ class _Emitter:
 
     # -- instructions -----------------------------------------------------------------------
 
-    def insn(self, j: int, pc: int, d: Decoded) -> bool:
-        """Emit instruction ``j`` of the path; return True if control never falls through."""
-        self.idx = j
+    def path(self, path: Path, depth: int) -> None:
+        """Emit a path of the block tree whose first instruction has ``depth`` before it."""
+        for p, (pc, d, taken) in enumerate(path):
+            if self.insn(pc, d, depth + p, p == len(path) - 1, taken):
+                return
+        raise AssertionError("a path always leaves the block")
+
+    def insn(self, pc: int, d: Decoded, depth: int, last: bool, taken: Path | None) -> bool:
+        """Emit one instruction; return True if control never falls through it."""
+        j = self.idx = self.info.add(pc, d, depth)
         name = d.name
-        n = j + 1
-        last = j == self.n - 1
+        n = depth + 1  # instructions of this iteration retired after it
         npc = (pc + d.length) & M64
         rd, rs1, rs2 = d.rd, d.rs1, d.rs2
         start = self.info.start
@@ -370,7 +416,12 @@ class _Emitter:
                 if value is None:
                     self.emit(f"if {cond}:")
                     self.indent += 1
-                if t == start and self.loop:
+                if taken:  # the taken side is compiled too: fork what is known
+                    saved = (dict(self.const), dict(self.width), set(self.written),
+                             set(self.bound))
+                    self.path(taken, n)
+                    self.const, self.width, self.written, self.bound = saved
+                elif t == start and self.loop:
                     self.back_edge(n)
                 else:
                     self.exit(hex(t), n)
@@ -420,6 +471,8 @@ class _Emitter:
             if last:
                 self.exit("t", n)
                 return True
+            if _stores(name):
+                self.smc_guard()
         if last:
             self.exit(hex(npc), n)
             return True
@@ -482,12 +535,35 @@ class _Emitter:
 
     # -- memory -------------------------------------------------------------------------------
 
-    def _inline_offset(self, d: Decoded, size: int) -> tuple[str, str, int | None]:
+    def _inline_offset(
+        self, d: Decoded, size: int, store: bool = False
+    ) -> tuple[str, str, int | None]:
         """Emit what an inline access needs: (condition for the fast path, address for
         the MMU slow path, constant RAM offset or None). The offset lands in ``o``."""
         base = self.read(d.rs1)
         imm = d.imm
         value = _fold(base)
+        if not self.inline_ram:
+            # Translated: look the page up in the MMU's TLB (the dict of the current
+            # translation context, fetched on entry); a miss gives a hugely negative
+            # offset, so the MMU method (which fills the TLB) does the access. An
+            # unmasked address (>= 2**64 or < 0) misses as well.
+            tlb = "tlbw" if store else "tlbr"
+            self.tlbs.add(tlb)
+            if value is not None:
+                a = (value + imm) & M64
+                self.emit(f"o = {tlb}({a >> 12:#x}, {_MISS}) + {(a & 0xFFF) - self.ram_base}")
+                return f"not o & {size - 1} and 0 <= o < {self.ram_size:#x}", hex(a), None
+            if imm:
+                self.emit(f"a = {base} + {imm}")
+                base, addr = "a", f"a & {M64:#x}"
+            else:
+                addr = base
+            self.emit(f"o = {tlb}({base} >> 12, {_MISS}) - {self.ram_base:#x} + ({base} & 0xFFF)")
+            cond = f"0 <= o < {self.ram_size:#x}"
+            if size > 1:
+                cond = f"not o & {size - 1} and {cond}"
+            return cond, addr, None
         if value is not None:
             addr = (value + imm) & M64
             off = addr - self.ram_base
@@ -507,18 +583,6 @@ class _Emitter:
         mmu = self.hart.mmu
         method = self.bind(LOADS[name], getattr(mmu, LOADS[name]))
         view_name, size, signed, width = _LOAD_VIEWS[name]
-        if not self.inline_ram:
-            base = self.read(d.rs1)
-            value = _fold(base)
-            if value is not None:
-                addr = hex((value + d.imm) & M64)
-            else:
-                addr = f"({base} + {d.imm}) & {M64:#x}" if d.imm else base
-            if d.rd:
-                self.write(d.rd, f"{method}({addr})", width)
-            else:
-                self.emit(f"{method}({addr})")
-            return
         view = self.bind(view_name, getattr(mmu.ram, view_name))
         cond, addr, off = self._inline_offset(d, size)
         shift = _VIEW_SHIFT[size]
@@ -536,25 +600,43 @@ class _Emitter:
         else:
             self.emit(expr)
 
+    def smc_guard(self) -> None:
+        """After a store: if it dropped this block (self-modifying code), leave the block
+        right after the store, so the next instruction is fetched anew (as QEMU does)."""
+        self.bind("store_exit", _STORE_EXIT)
+        self.emit(f"if {self.info.start:#x} not in cache: raise store_exit")
+
+    def store_helpers(self) -> None:
+        """Bind ``smc(ppn)`` (a store hit a page holding code) and ``sst(method, addr,
+        value)`` (a store through the MMU): both leave the block if it was dropped."""
+        if "smc" in self.env:
+            return
+        cache, start = self.env["cache"], self.info.start
+        invalidate = self.hart.mmu.code.invalidate
+
+        def smc(ppn: int) -> None:
+            invalidate(ppn)
+            if start not in cache:
+                raise _STORE_EXIT
+
+        def sst(method: Callable[[int, int], None], addr: int, value: int) -> None:
+            method(addr, value)
+            if start not in cache:
+                raise _STORE_EXIT
+
+        self.bind("smc", smc)
+        self.bind("sst", sst)
+
     def store(self, name: str, d: Decoded) -> None:
         mmu = self.hart.mmu
         method = self.bind(STORES[name], getattr(mmu, STORES[name]))
         view_name, size = _STORE_VIEWS[name]
         value = self.read(d.rs2)
-        if not self.inline_ram:
-            base = self.read(d.rs1)
-            folded = _fold(base)
-            if folded is not None:
-                addr = hex((folded + d.imm) & M64)
-            else:
-                addr = f"({base} + {d.imm}) & {M64:#x}" if d.imm else base
-            self.emit(f"{method}({addr}, {value})")
-            return
         view = self.bind(view_name, getattr(mmu.ram, view_name))
         self.bind("code_pages", mmu.code_pages)
-        self.bind("invalidate", mmu.code.invalidate)
-        cond, addr, off = self._inline_offset(d, size)
-        slow = f"{method}({addr}, {value})"
+        self.store_helpers()
+        cond, addr, off = self._inline_offset(d, size, store=True)
+        slow = f"sst({method}, {addr}, {value})"
         if cond == "False":
             self.emit(slow)
             return
@@ -567,32 +649,31 @@ class _Emitter:
         shift = _VIEW_SHIFT[size]
         if off is not None:
             index, page = str(off >> shift), hex((off + self.ram_base) >> 12)
-        else:
+        else:  # the page from the (small) offset: cheaper than from the address
             index = f"o >> {shift}" if shift else "o"
-            base = self.read(d.rs1)
-            page = f"({base} + {d.imm}) >> 12" if d.imm else f"{base} >> 12"
+            page = f"(o >> 12) + {self.ram_base >> 12:#x}"
         if cond != "True":
             self.emit(f"if {cond}:")
             self.indent += 1
         self.emit(f"{view}[{index}] = {value}")
-        self.emit(f"if {page} in code_pages: invalidate({page})")
+        self.emit(f"if {page} in code_pages: smc({page})")
         if cond != "True":
             self.indent -= 1
-            self.emit("else:")
-            self.emit(f"    {slow}")
+            self.emit(f"else: {slow}")
 
 
-def translate(hart: Hart, info: BlockInfo, inline_ram: bool = False) -> Block:
-    """Compile a scanned block into one function ``block(rem) -> (next pc, retired)``.
+def translate(
+    hart: Hart, start: int, tree: Path, cache: dict[int, Any], inline_ram: bool = False
+) -> Block:
+    """Compile a scanned block tree into one function ``block(rem) -> (next pc, retired)``.
 
-    ``inline_ram``: data accesses are not translated in the block's context, so guest
-    RAM is indexed inline.
+    ``cache`` is the block cache it goes into: a store that drops the block from it ends
+    the block. ``inline_ram``: data accesses are not translated in the block's context,
+    so guest RAM is indexed inline.
     """
-    info = BlockInfo(info.start, info.insns, info.pcs)  # its own ops and line table
-    em = _Emitter(hart, info, inline_ram)
-    for j, (pc, d) in enumerate(zip(info.pcs, info.insns, strict=True)):
-        if em.insn(j, pc, d):
-            break
+    info = BlockInfo(start)
+    em = _Emitter(hart, info, tree, inline_ram, cache)
+    em.path(tree, 0)
     src = em.source()
     ns = {**_NS, **em.env}  # helpers (_div, ...) as globals, the rest as default args
     exec(compile(src, f"<pyhv block {info.start:#x}>", "exec"), ns)  # noqa: S102
@@ -605,151 +686,234 @@ def translate(hart: Hart, info: BlockInfo, inline_ram: bool = False) -> Block:
     return fn
 
 
-class Translator(Interpreter):
-    """Runs one hart through compiled blocks; same interface as :class:`Interpreter`."""
+class _Context:
+    """The caches of one translation context (privilege, satp, data translation on/off)."""
+
+    __slots__ = ("blocks", "ops", "heat", "recompiles", "block_id", "op_id")
+
+    def __init__(self, code: CodeWatch, free: list[tuple[int, int]]) -> None:
+        # Compiled blocks by start pc, and decoded instructions for cold code by pc, as
+        # (closure, pc the path goes on at or -1 if the instruction ends a block). Both
+        # are registered with the CodeWatch, which drops entries whose pages are written.
+        self.blocks: dict[int, Block] = {}
+        self.ops: dict[int, tuple[Any, int]] = {}
+        # Block start -> instructions run cold from there (negative after a compile: how
+        # many more it needs if the block is dropped), and how often it was compiled.
+        self.heat: dict[int, int] = {}
+        self.recompiles: dict[int, int] = {}
+        if free:
+            self.block_id, self.op_id = free.pop()
+            code.caches[self.block_id] = self.blocks
+            code.caches[self.op_id] = self.ops
+        else:
+            self.block_id = code.register(self.blocks)
+            self.op_id = code.register(self.ops)
+
+
+@lru_cache(maxsize=1 << 16)
+def _decode(word: int, length: int) -> Decoded:
+    return decode(word, length)
+
+
+class Translator:
+    """Runs one hart through compiled blocks; same interface as :class:`Interpreter`.
+
+    Cold code is interpreted one instruction at a time through the interpreter's
+    closures (decoded once per context, as the interpreter does). A cold stretch runs
+    from a block start (the target of a taken jump or branch, or the instruction after
+    one that ends blocks) to the next one; its length is added to its start's heat, and
+    once that reaches ``threshold`` instructions the block there is compiled. A block
+    that stores drop again and again (code sharing a page with written data) needs
+    twice as much heat for each recompilation; a flush (SFENCE.VMA, reset) only resets
+    the heat.
+    """
 
     def __init__(
         self, hart: Hart, code: CodeWatch, threshold: int = HOT_THRESHOLD,
         max_block: int = MAX_BLOCK, superblocks: bool = True,
     ) -> None:
-        super().__init__(hart, code)
-        self.threshold = threshold
+        self.hart = hart
+        self.code = code
+        self.threshold = max(threshold, 1)  # cold instructions from a start pc
         self.max_block = max_block
         self.superblocks = superblocks
         self.compiled = 0  # blocks compiled so far (statistics)
+        self._contexts: dict[tuple[int, int, bool], _Context] = {}
+        self._free_ids: list[tuple[int, int]] = []
+        # Per registered cache id: virtual page -> pcs from it, for SFENCE.VMA of a page.
+        self._vpages: dict[int, dict[int, list[int]]] = {}
+        hart.flush_decoded = self.flush  # type: ignore[method-assign]
+        hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
 
     # -- caches -----------------------------------------------------------------------------
 
-    def _cache(self) -> tuple[int, dict[int, Any]]:
-        # Like the interpreter's, plus whether data accesses are translated (MPRV): inline
-        # RAM accesses depend on it. Every change of it goes through a SliceBreak.
+    def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
+        """Drop blocks and decoded instructions: all, or those fetched through translation.
+
+        With ``all_contexts`` False only translated contexts (S and U) are dropped, and
+        S-mode ones only if ``supervisor``.
+        """
+        for key, ctx in self._contexts.items():
+            priv = key[0]
+            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
+                for cid, cache in ((ctx.block_id, ctx.blocks), (ctx.op_id, ctx.ops)):
+                    cache.clear()
+                    self._vpages.get(cid, {}).clear()
+                ctx.heat.clear()  # not the blocks' fault: no backoff
+                ctx.recompiles.clear()
+
+    def flush_page(self, vpn: int) -> None:
+        """SFENCE.VMA of one virtual page: drop what was fetched from it."""
+        for key, ctx in self._contexts.items():
+            if key[0] == C.PRV_M:
+                continue
+            for cid, cache in ((ctx.block_id, ctx.blocks), (ctx.op_id, ctx.ops)):
+                pcs = self._vpages.get(cid, {}).pop(vpn, None)
+                if pcs:
+                    for pc in pcs:
+                        cache.pop(pc, None)  # type: ignore[arg-type]
+
+    def _context(self) -> _Context:
+        # Like the interpreter's contexts, plus whether data accesses are translated
+        # (MPRV), which inline RAM accesses depend on; it only changes with a SliceBreak.
         hart = self.hart
         key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
-        entry = self._caches.get(key)  # type: ignore[call-overload]
-        if entry is None:
-            if len(self._caches) >= _MAX_CONTEXTS:
-                for old_id, old_cache in self._caches.values():
-                    old_cache.clear()
-                    self._vpages.pop(old_id, None)
-                    self._free_ids.append(old_id)
-                self._caches.clear()
-            cache: dict[int, Any] = {}
-            if self._free_ids:
-                cid = self._free_ids.pop()
-                self.code.caches[cid] = cache
-            else:
-                cid = self.code.register(cache)
-            entry = self._caches[key] = (cid, cache)  # type: ignore[index]
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            if len(self._contexts) >= _MAX_CONTEXTS:
+                for old in self._contexts.values():
+                    old.blocks.clear()
+                    old.ops.clear()
+                    for cid in (old.block_id, old.op_id):
+                        self._vpages.pop(cid, None)
+                    self._free_ids.append((old.block_id, old.op_id))
+                self._contexts.clear()
+            ctx = self._contexts[key] = _Context(self.code, self._free_ids)
+        return ctx
+
+    def _register(self, cid: int, start: int, pages: set[int], vpns: set[int]) -> None:
+        for ppn in pages:
+            self.code.add(ppn, cid, start)
+        if self.hart.mmu.imode:
+            vpages = self._vpages.setdefault(cid, {})
+            for vpn in vpns:
+                vpages.setdefault(vpn, []).append(start)
+
+    def _fetch(self, pc: int) -> tuple[Decoded, list[int], int]:
+        """Fetch and decode at ``pc``: (decoded, physical pages, physical address)."""
+        mmu = self.hart.mmu
+        pa = mmu.translate_fetch(pc)
+        off = pa - mmu.ram_base
+        if 0 <= off < mmu.ram_size - 2 and (pa & 0xFFF) < 0xFFE:  # RAM, within a page
+            lo = mmu.u16[off >> 1]
+            if lo & 3 == 3:
+                return _decode(lo | mmu.u16[(off >> 1) + 1] << 16, 4), [pa >> 12], pa
+            return _decode(lo, 2), [pa >> 12], pa
+        lo, pa = mmu.fetch16(pc)
+        if lo & 3 == 3:
+            hi, pa2 = mmu.fetch16((pc + 2) & M64)
+            return _decode(lo | hi << 16, 4), [pa >> 12, pa2 >> 12], pa
+        return _decode(lo, 2), [pa >> 12], pa
+
+    def _decode_op(self, pc: int, ctx: _Context) -> tuple[Any, int]:
+        """Decode one instruction for cold execution (raises its fetch fault)."""
+        d, ppns, _ = self._fetch(pc)
+        op = make_op(self.hart, d, pc)
+        npc = (pc + d.length) & M64
+        ends = d.name in _ENDS_BLOCK or npc >> 12 != pc >> 12
+        entry = (op, -1 if ends else npc)
+        ctx.ops[pc] = entry
+        last = ((pc + d.length - 1) & M64) >> 12
+        self._register(ctx.op_id, pc, set(ppns), {pc >> 12, last})
         return entry
 
     # -- building blocks --------------------------------------------------------------------
 
-    def _scan(self, start: int) -> tuple[list[int], list[Decoded], set[int], bool]:
-        """Decode the block path at ``start``: (pcs, decoded, physical pages, in RAM).
+    def _scan(self, start: int) -> tuple[Path, set[int], bool]:
+        """Decode the block tree at ``start``: (tree, physical pages, in RAM).
 
-        A fetch fault on the first instruction is raised (it is that instruction's trap);
-        one further on just ends the block before it.
+        The main path goes through not-taken branches and followed jumps; then, while
+        the instruction budget lasts, the taken side of each branch (in path order) that
+        stays in the page and does not go back to the path gets its own path. A fetch
+        fault on the first instruction is raised (it is that instruction's trap); one
+        further on just ends the path before it.
         """
         mmu = self.hart.mmu
         ram_lo, ram_hi = mmu.ram_base, mmu.ram_base + mmu.ram_size
-        pcs: list[int] = []
-        insns: list[Decoded] = []
         pages: set[int] = set()
-        seen: set[int] = set()
         page = start >> 12
-        pc = start
-        in_ram = True
-        while True:
-            try:
-                lo, pa = mmu.fetch16(pc)
-                ppns = [pa >> 12]
-                if lo & 3 == 3:
-                    hi, pa2 = mmu.fetch16((pc + 2) & M64)
-                    ppns.append(pa2 >> 12)
-                    d = decode(lo | hi << 16, 4)
-                else:
-                    d = decode(lo, 2)
-            except Trap:
-                if not pcs:
-                    raise
-                break
-            pcs.append(pc)
-            insns.append(d)
-            seen.add(pc)
-            pages.update(ppns)
-            if not ram_lo <= pa < ram_hi:
-                in_ram = False
-                break  # never read ahead from a device
-            name = d.name
-            npc = (pc + d.length) & M64
-            if len(pcs) >= self.max_block or name in _ENDS_BLOCK:
-                break
-            if name == "jal":
-                pc = (pc + d.imm) & M64
-                if not self.superblocks or pc == start or pc >> 12 != page or pc in seen:
+        budget = [self.max_block]
+        in_ram = [True]
+        superblocks = self.superblocks
+
+        def path(pc: int, on: set[int]) -> Path:
+            out: Path = []
+            on = set(on)
+            while budget[0] > 0:
+                try:
+                    d, ppns, pa = self._fetch(pc)
+                except Trap:
+                    if pc == start:
+                        raise
                     break
-                continue
-            if name in _BRANCHES and not self.superblocks:
-                break
-            if npc >> 12 != page or npc in seen:
-                break
-            pc = npc
-        return pcs, insns, pages, in_ram
+                budget[0] -= 1
+                out.append([pc, d, None])
+                on.add(pc)
+                pages.update(ppns)
+                if not ram_lo <= pa < ram_hi:
+                    in_ram[0] = False
+                    break  # never read ahead from a device
+                name = d.name
+                npc = (pc + d.length) & M64
+                if name in _ENDS_BLOCK:
+                    break
+                if name == "jal":
+                    pc = (pc + d.imm) & M64
+                    if not superblocks or pc == start or pc >> 12 != page or pc in on:
+                        break
+                    continue
+                if name in _BRANCHES and not superblocks:
+                    break
+                if npc >> 12 != page or npc in on:
+                    break
+                pc = npc
+            if superblocks:
+                prefix = set(on)
+                for entry in out:
+                    pc, d = entry[0], entry[1]
+                    prefix.add(pc)
+                    if d.name not in _BRANCHES or budget[0] < 2:
+                        continue
+                    t = (pc + d.imm) & M64
+                    if t != start and t >> 12 == page and t not in prefix:
+                        entry[2] = path(t, {p for p in prefix})
+            return out
 
-    def _miss(self, pc: int, cid: int, cache: dict[int, Any]) -> Block:
-        pcs, insns, pages, in_ram = self._scan(pc)
-        info = BlockInfo(pc, insns, pcs)
-        for ppn in pages:
-            self.code.add(ppn, cid, pc)
-        if self.hart.mmu.imode:
-            vpns = set()
-            for ipc, d in zip(pcs, insns, strict=True):
-                vpns.add(ipc >> 12)
-                vpns.add(((ipc + d.length - 1) & M64) >> 12)
-            vpages = self._vpages.setdefault(cid, {})
-            for vpn in vpns:
-                vpages.setdefault(vpn, []).append(pc)
-        if in_ram and self.threshold <= 1:
-            fn = self._translate(info)
-        else:
-            fn = self._cold(info, cache, in_ram)
-        cache[pc] = fn
-        return fn
+        tree = path(start, set())
+        return tree, pages, in_ram[0]
 
-    def _translate(self, info: BlockInfo) -> Block:
+    def _compile(self, pc: int, ctx: _Context) -> Block | None:
+        """Compile the block at ``pc`` into ``ctx``; None if it must stay cold."""
+        try:
+            tree, pages, in_ram = self._scan(pc)
+        except Trap:
+            return None  # the cold path raises the fetch fault
+        if not in_ram:
+            ctx.heat[pc] = -(1 << 62)  # code outside RAM (the boot ROM) stays cold
+            return None
+        vpns = set()
+        for ipc, d in _walk(tree):
+            vpns.add(ipc >> 12)
+            vpns.add(((ipc + d.length - 1) & M64) >> 12)
+        self._register(ctx.block_id, pc, pages, vpns)
+        fn = translate(self.hart, pc, tree, ctx.blocks, inline_ram=not self.hart.mmu.dmode)
+        ctx.blocks[pc] = fn
         self.compiled += 1
-        return translate(self.hart, info, inline_ram=not self.hart.mmu.dmode)
-
-    def _cold(self, info: BlockInfo, cache: dict[int, Any], in_ram: bool) -> Block:
-        """A block run through interpreter closures; compiled once it is hot."""
-        hart = self.hart
-        ops = []
-        for j, (pc, d) in enumerate(zip(info.pcs, info.insns, strict=True)):
-            op = make_op(hart, d, pc)
-            info.ops[j] = op
-            ops.append(op)
-        n = len(ops)
-        nxt = [*info.pcs[1:], -1]  # where the path goes on after each instruction
-        threshold = self.threshold if in_ram else 1 << 62
-        promote = self._promote
-
-        def cold(rem: int) -> tuple[int, int]:
-            info.hits += 1
-            if info.hits >= threshold:
-                promote(info, cache, cold)
-            for i in range(n):
-                pc = ops[i]()
-                if pc != nxt[i]:
-                    return pc, i + 1
-            raise AssertionError("unreachable: the last instruction always leaves")
-
-        cold.info = info  # type: ignore[attr-defined]
-        info.code = cold.__code__
-        return cold
-
-    def _promote(self, info: BlockInfo, cache: dict[int, Any], cold: Block) -> None:
-        if cache.get(info.start) is cold:  # still current: not invalidated meanwhile
-            cache[info.start] = self._translate(info)
+        # If it is dropped (its page written), it must get hotter to be compiled again.
+        again = ctx.recompiles.get(pc, -1) + 1
+        ctx.recompiles[pc] = again
+        ctx.heat[pc] = -(self.threshold << min(again, 16)) + self.threshold
+        return fn
 
     # -- running --------------------------------------------------------------------------
 
@@ -762,11 +926,8 @@ class Translator(Interpreter):
         while tb is not None and tb.tb_frame.f_code is not code:
             tb = tb.tb_next
         assert tb is not None, "exception did not come through the block"
-        if info.lines is None:  # cold
-            j = tb.tb_frame.f_locals["i"]
-            return j, j
         j = info.lines[tb.tb_lineno]
-        return tb.tb_frame.f_locals.get("k", 0) + j, j
+        return tb.tb_frame.f_locals.get("k", 0) + info.depth[j], j
 
     def run(self, budget: int) -> int:
         """Execute about ``budget`` instructions (whole blocks); return how many retired.
@@ -774,6 +935,7 @@ class Translator(Interpreter):
         Returns early when the hart enters WFI or a device requests a stop.
         """
         hart = self.hart
+        threshold = self.threshold - 1
         done = 0
         trapped = 0  # trapping instructions retire nothing but still use up the budget
         base = hart.instret  # hart.instret = base + done, written back on the way out
@@ -785,21 +947,42 @@ class Translator(Interpreter):
                 if irq is not None:
                     hart.take_trap(irq, 0, hart.pc, interrupt=True)
             hart.context_changed = False
-            cid, cache = self._cache()
-            get = cache.get
+            ctx = self._context()
+            bget = ctx.blocks.get
+            oget = ctx.ops.get
+            heat = ctx.heat
             pc = hart.pc
             limit = budget - trapped
             e: Any = None
+            op: Any = None
             try:
                 while done < limit:
-                    e = get(pc)
+                    e = bget(pc)
                     if e is None:
-                        e = self._miss(pc, cid, cache)
-                    pc, k = e(limit - done)
-                    done += k
+                        h = heat.get(pc, 0)
+                        if h >= threshold:
+                            e = self._compile(pc, ctx)
+                    if e is not None:
+                        pc, k = e(limit - done)
+                        done += k
+                        continue
+                    # Cold: interpret up to a taken jump, an instruction ending blocks, or
+                    # the end of the budget. On an exception pc is the faulting insn's.
+                    start = pc
+                    first = done
+                    while True:
+                        o = oget(pc)
+                        if o is None:
+                            o = self._decode_op(pc, ctx)
+                        op, nx = o
+                        pc = op()
+                        done += 1
+                        if pc != nx or done >= limit:
+                            break
+                    heat[start] = h + done - first
                 hart.pc = pc
             except Trap as t:
-                if e is None:  # fetching the block's first instruction faulted
+                if e is None:  # cold (or fetching): pc is the faulting instruction's
                     fpc = pc
                 else:
                     k, j = self._faulting(e, t)
@@ -813,27 +996,43 @@ class Translator(Interpreter):
                     hart.instret = base + done
                     raise GuestCrash(hart) from None
             except SliceBreak as s:
-                k, _ = self._faulting(e, s)
-                done += k + 1  # the closure has set hart.pc
+                # The closure has set hart.pc.
+                done += 1 if e is None else self._faulting(e, s)[0] + 1
+                s.__traceback__ = None  # a shared instance: do not let tracebacks pile up
             except CounterAccess as c:
-                k, j = self._faulting(e, c)
-                done += k
+                if e is None:
+                    fpc = pc
+                else:
+                    k, j = self._faulting(e, c)
+                    done += k
+                    op, fpc = e.info.ops[j], e.info.pcs[j]
+                c.__traceback__ = None
                 hart.instret = base + done
-                op = e.info.ops[j]
                 try:
                     hart.pc = op.exact()
                     base = hart.instret - done  # a write to minstret moves the base
                     done += 1
-                except SliceBreak:
+                except SliceBreak as s:
+                    s.__traceback__ = None
                     base = hart.instret - done
                     done += 1
                 except Trap as t:
                     trapped += 1
-                    hart.take_trap(t.cause, t.tval, e.info.pcs[j])
-            except StopRequest as s:
+                    hart.take_trap(t.cause, t.tval, fpc)
+            except _StoreExit as s:
                 k, j = self._faulting(e, s)
+                s.__traceback__ = None
                 done += k + 1
-                hart.pc = e.info.npcs[j]
+                pc = e.info.npcs[j]
+                hart.pc = pc
+            except StopRequest as s:
+                if e is None:
+                    done += 1
+                    hart.pc = op.npc
+                else:
+                    k, j = self._faulting(e, s)
+                    done += k + 1
+                    hart.pc = e.info.npcs[j]
                 break
         hart.instret = base + done
         return done

@@ -18,6 +18,7 @@ from ..clock import Clock
 from ..cpu.interp import GuestCrash, Interpreter, StopRequest
 from .config import MachineConfig
 from .console import BufferConsole, Console
+from .guest_time import GuestTime
 
 EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond recovery
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
@@ -47,11 +48,14 @@ class Machine:
     ) -> None:
         self.config = config
         self.console = console if console is not None else BufferConsole()
-        self.clock = clock if clock is not None else Clock()
+        self.host_clock = clock if clock is not None else Clock()
+        self.clock = GuestTime(self.host_clock)  # what mtime and the timers follow
         self._power: tuple[str, int] | None = None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power)
         self.harts = self.board.harts
         self.engines = [Interpreter(h, self.board.code) for h in self.harts]
+        for hart in self.harts:
+            hart.yield_on_pause = len(self.harts) > 1
         self.instructions = 0
         self._seen = 0
         self.crash: str | None = None
@@ -129,6 +133,7 @@ class Machine:
                     if self._power is not None:
                         break
                 self.instructions += ran
+                self.clock.advance(ran)
                 if self._power is not None:
                     event, code = self._power
                     self._power = None
@@ -153,6 +158,7 @@ class Machine:
                     break
                 if all(h.waiting or h.stopped for h in harts):
                     self._idle(deadline)
+                    self.clock.advance(0, idle=True)
         finally:
             console.flush()
         return RunResult(reason, code, self.instructions, time.monotonic() - start)
