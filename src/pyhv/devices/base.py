@@ -8,23 +8,24 @@ State is explicit: ``save()`` returns a plain dict and ``restore()`` takes it ba
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
 
-class Device:
+class Device(ABC):
     """Base class: an MMIO window of ``size`` bytes with read/write callbacks."""
 
     name: str = "device"
     size: int = 0x1000
 
+    @abstractmethod
     def read(self, offset: int, size: int) -> int:
         """Read ``size`` (1, 2, 4 or 8) bytes at ``offset``; unknown registers read as 0."""
-        raise NotImplementedError
 
+    @abstractmethod
     def write(self, offset: int, size: int, value: int) -> None:
         """Write ``size`` bytes of ``value`` at ``offset``; unknown registers ignore writes."""
-        raise NotImplementedError
 
     def save(self) -> dict[str, Any]:
         return {}

@@ -12,18 +12,20 @@ import select
 import sys
 import termios
 import tty
+from abc import ABC, abstractmethod
 from typing import BinaryIO
 
 CTRL_A = 0x01
 
 
-class Console:
+class Console(ABC):
     """Where guest serial output goes and where guest input comes from."""
 
     quit_requested = False
 
+    @abstractmethod
     def write(self, data: bytes) -> None:
-        raise NotImplementedError
+        """Guest output (bytes from the UART or virtio-console)."""
 
     def read_input(self) -> bytes:
         """Input available now, without blocking (b"" when none)."""
