@@ -30,8 +30,8 @@ class Device(ABC):
     def save(self) -> dict[str, Any]:
         return {}
 
-    def restore(self, state: dict[str, Any]) -> None:
-        pass
+    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless by default
+        """Take back what ``save()`` returned (stateless devices need nothing)."""
 
 
 class IrqLine:

@@ -35,11 +35,11 @@ class Console(ABC):
         """A file descriptor to wait on for input while the guest idles, if any."""
         return None
 
-    def flush(self) -> None:
-        pass
+    def flush(self) -> None:  # noqa: B027 - unbuffered consoles need nothing
+        """Push buffered output out."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Restore the terminal and release resources."""
 
 
 class BufferConsole(Console):
