@@ -266,3 +266,12 @@ def test_trap_storm_is_reported_not_spun() -> None:
         interp.run(1000)
     assert "load access fault (tval 0x0) at pc 0x80000000" in str(e.value)
     assert "itself raises illegal instruction" in str(e.value)
+
+
+def test_control_flow_exceptions_do_not_accumulate_tracebacks() -> None:
+    """The run loop reuses exception instances; their tracebacks must not grow."""
+    from pyhv.cpu import interp
+
+    hart, it, _ = machine([0x30001073, 0xFFDFF06F])  # csrw mstatus, zero ; j -4
+    it.run(20_000)  # 10,000 SliceBreaks
+    assert interp._SLICE_BREAK.__traceback__ is None

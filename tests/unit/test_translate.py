@@ -658,6 +658,34 @@ def test_stop_request_in_the_middle_of_a_block() -> None:
     assert worlds[0].state() == worlds[1].state()
 
 
+def test_pause_and_wfi_yield_the_slice() -> None:
+    # loop: pause ; addi a0, a0, 1 ; addi a3, a3, -1 ; bnez a3, loop ; j .
+    # then (after the loop) nothing: wfi is tested on its own below.
+    from pyhv.cpu.interp import PAUSE
+    from pyhv.cpu.trap import MIP_MTIP
+
+    def spin(w: World) -> None:
+        w.put(BASE, [PAUSE, addi(10, 10, 1), addi(13, 13, -1), bne(13, 0, -12), J_SELF])
+        w.hart.x[13] = 5
+        w.hart.yield_on_pause = True
+
+    def wfi(w: World) -> None:
+        w.put(BASE, [addi(10, 10, 1), 0x10500073, addi(10, 10, 1), J_SELF])
+        w.hart.mie = w.hart.mip_hw = MIP_MTIP  # pending, but masked by mstatus.MIE
+        w.hart.yield_on_pause = True
+
+    for setup in (spin, wfi):
+        for kw in ({"threshold": 1}, {}):
+            runs = {}
+            for engine in ("interp", "translate"):
+                w = World(engine, **(kw if engine == "translate" else {}))
+                setup(w)
+                runs[engine] = ([w.engine.run(100) for _ in range(8)], w.state())
+            assert runs["translate"] == runs["interp"]
+            counts = runs["interp"][0]
+            assert counts[0] < 100  # the slice ended at the hint
+
+
 def test_trap_storm_is_reported() -> None:
     t = World("translate", threshold=1)
     t.put(BASE, [ld(11, 0, 0)])
@@ -714,10 +742,14 @@ def _boot(path: Path, smp: int, **kw) -> tuple[object, str]:
     return result, console.text
 
 
-@pytest.mark.parametrize("threshold", [1, 50, 1000])
-@pytest.mark.parametrize("name", PROGRAMS)
-def test_guest_programs_pass_on_the_translator(name: str, threshold: int) -> None:
-    result, text = _boot(GUESTS / f"{name}.elf", 4 if name == "smp" else 1, threshold=threshold)
+GUEST_RUNS = [(name, 4 if name == "smp" else 1, threshold)
+              for name in PROGRAMS for threshold in (1, 1000)]
+GUEST_RUNS += [(name, 2, 50) for name in PROGRAMS if name != "smp"]  # a second hart parks
+
+
+@pytest.mark.parametrize("name,smp,threshold", GUEST_RUNS)
+def test_guest_programs_pass_on_the_translator(name: str, smp: int, threshold: int) -> None:
+    result, text = _boot(GUESTS / f"{name}.elf", smp, threshold=threshold)
     assert result.reason == "poweroff", text
     if name == "exit_code":
         assert result.exit_code == 3 and "FAIL exit_code" in text, text

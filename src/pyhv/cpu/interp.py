@@ -819,19 +819,25 @@ class Interpreter:
                     # forever. Report it instead of spinning.
                     hart.instret = base + done
                     raise GuestCrash(hart) from None
-            except SliceBreak:
+            # The shared exception instances below would keep growing their traceback
+            # each time they are raised again: drop it in every handler.
+            except SliceBreak as e:
+                e.__traceback__ = None
                 done += i + 1
-            except YieldSlice:
+            except YieldSlice as e:
+                e.__traceback__ = None
                 done += i + 1
                 break
-            except CounterAccess:
+            except CounterAccess as e:
+                e.__traceback__ = None
                 done += i
                 hart.instret = base + done
                 try:
                     hart.pc = op.exact()  # type: ignore[union-attr]
                     base = hart.instret - done  # a write to minstret moves the base
                     done += 1
-                except SliceBreak:
+                except SliceBreak as e2:
+                    e2.__traceback__ = None
                     base = hart.instret - done
                     done += 1
                 except Trap as t:

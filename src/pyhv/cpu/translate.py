@@ -17,10 +17,10 @@ How:
 * **Blocks.** A block is a small tree of paths from its start pc. A path goes through
   not-taken conditional branches and through ``jal`` to targets in the same page; it
   ends with (and includes) ``jalr``, a ``jal`` it does not follow, any instruction whose
-  closure may raise :class:`SliceBreak` or :class:`CounterAccess` or always traps (CSR
-  accesses, ``mret``/``sret``/``wfi``/``sfence.vma``, ``ecall``/``ebreak``/illegal),
-  ``fence.i`` (so code stored before it is re-fetched after it), or the last instruction
-  that starts in the start pc's 4 KiB virtual page. The taken side of a branch is either
+  closure may raise :class:`SliceBreak`, :class:`YieldSlice` or :class:`CounterAccess`
+  or always traps (CSR accesses, ``mret``/``sret``/``wfi``/``sfence.vma``/``pause``,
+  ``ecall``/``ebreak``/illegal), ``fence.i``, or the last instruction that starts in
+  the start pc's 4 KiB virtual page. The taken side of a branch is either
   a side exit or, while the block's budget of ``MAX_BLOCK`` instructions lasts, a path of
   its own (if-then-else code stays inside the function). A branch or jump back to the
   start makes the function a ``while`` loop, bounded by the run loop's remaining budget.
@@ -77,12 +77,14 @@ from .interp import (
     BRANCH,
     LOADS,
     M64,
+    PAUSE,
     SIGN,
     STORES,
     CounterAccess,
     GuestCrash,
     SliceBreak,
     StopRequest,
+    YieldSlice,
     make_op,
 )
 from .mmu import CodeWatch
@@ -188,6 +190,18 @@ def _bits(v: int) -> int:
     return max(v.bit_length(), 1)
 
 
+def _ends_block(d: Decoded) -> bool:
+    """Whether ``d`` always ends a block (besides branches and jal not followed)."""
+    return d.name in _ENDS_BLOCK or d.raw == PAUSE  # pause may yield the slice
+
+
+def _writes_x(name: str) -> bool:
+    """Whether an instruction run through its closure may write an integer register."""
+    if name.startswith(("f", "fence")):  # F/D: only compares, fclass, fmv.x, fcvt to int
+        return name.startswith(("feq", "flt", "fle", "fclass", "fmv.x", "fcvt.w", "fcvt.l"))
+    return True
+
+
 def _stores(name: str) -> bool:
     """Whether an instruction run through its closure may store to memory."""
     return name.startswith(("amo", "sc.")) or name in ("fsw", "fsd")
@@ -263,8 +277,10 @@ class _Emitter:
         self.locals = {r for r, cnt in reads.items() if r in writes or cnt > 1 or self.loop}
         self.all_written = writes & self.locals
         if self.loop:
-            # Every local is loaded on entry; what any iteration wrote is dirty.
+            # Every local is loaded on entry; at the top of an iteration whatever the
+            # previous one wrote is dirty.
             self.bound = set(self.locals)
+            self.written = set(self.all_written)
             self.indent = 2
             self.emit("while True:")
             self.indent = 3
@@ -323,7 +339,7 @@ class _Emitter:
 
     def writeback(self) -> None:
         """Bring x up to date with the locals."""
-        regs = sorted(self.all_written if self.loop else self.written)
+        regs = sorted(self.written)
         if regs:
             self.emit("; ".join(f"x[{r}] = r{r}" for r in regs))
 
@@ -451,7 +467,7 @@ class _Emitter:
             self.write(rd, hex(npc))
             self.exit(target, n)
             return True
-        elif name == "fence":
+        elif name == "fence" and d.raw != PAUSE:
             pass  # one sequentially consistent memory: nothing to order
         else:
             op = make_op(self.hart, d, pc)
@@ -461,9 +477,7 @@ class _Emitter:
             self.written.clear()
             self.closure_lines.append(len(self.body))
             self.emit(f"t = {ref}()" if last else f"{ref}()")
-            # Closures write at most x[rd] (for F/D ones rd may name an f register: then
-            # reloading x[rd] is merely useless).
-            if rd:
+            if rd and _writes_x(name):  # closures write at most x[rd]
                 self.const.pop(rd, None)
                 self.width.pop(rd, None)
                 if rd in self.bound:
@@ -553,7 +567,8 @@ class _Emitter:
             if value is not None:
                 a = (value + imm) & M64
                 self.emit(f"o = {tlb}({a >> 12:#x}, {_MISS}) + {(a & 0xFFF) - self.ram_base}")
-                return f"not o & {size - 1} and 0 <= o < {self.ram_size:#x}", hex(a), None
+                cond = f"0 <= o < {self.ram_size:#x}"
+                return (f"not o & {size - 1} and {cond}" if size > 1 else cond), hex(a), None
             if imm:
                 self.emit(f"a = {base} + {imm}")
                 base, addr = "a", f"a & {M64:#x}"
@@ -820,7 +835,7 @@ class Translator:
         d, ppns, _ = self._fetch(pc)
         op = make_op(self.hart, d, pc)
         npc = (pc + d.length) & M64
-        ends = d.name in _ENDS_BLOCK or npc >> 12 != pc >> 12
+        ends = _ends_block(d) or npc >> 12 != pc >> 12
         entry = (op, -1 if ends else npc)
         ctx.ops[pc] = entry
         last = ((pc + d.length - 1) & M64) >> 12
@@ -865,7 +880,7 @@ class Translator:
                     break  # never read ahead from a device
                 name = d.name
                 npc = (pc + d.length) & M64
-                if name in _ENDS_BLOCK:
+                if _ends_block(d):
                     break
                 if name == "jal":
                     pc = (pc + d.imm) & M64
@@ -999,6 +1014,10 @@ class Translator:
                 # The closure has set hart.pc.
                 done += 1 if e is None else self._faulting(e, s)[0] + 1
                 s.__traceback__ = None  # a shared instance: do not let tracebacks pile up
+            except YieldSlice as y:  # pause / wfi on a multi-hart machine: hand over
+                done += 1 if e is None else self._faulting(e, y)[0] + 1
+                y.__traceback__ = None
+                break
             except CounterAccess as c:
                 if e is None:
                     fpc = pc
