@@ -23,68 +23,46 @@ import importlib.util
 import random
 import re
 import struct
-import sys
 from pathlib import Path
 
 import pytest
 
 from pyhv import BufferConsole, Machine, MachineConfig
-from pyhv.cpu.hart import Hart
-from pyhv.cpu.interp import GuestCrash, Interpreter, StopRequest
-from pyhv.cpu.mmu import PTE_A, PTE_D, PTE_R, PTE_V, PTE_W, PTE_X, CodeWatch
+from pyhv.cpu.interp import GuestCrash, StopRequest
+from pyhv.cpu.mmu import PTE_V
 from pyhv.cpu.translate import Translator
 from pyhv.devices.base import Device
 from pyhv.isa import csr as C
-from pyhv.isa.decoder import decode
-from pyhv.memory.bus import Bus
 from pyhv.memory.ram import GuestRAM
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_harness():
-    spec = importlib.util.spec_from_file_location(
-        "pyhv_conformance_harness", ROOT / "tests" / "conformance" / "conftest.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def _load_world():
+    import sys
+
+    name = "pyhv_engine_world"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-H = _load_harness()
-BASE = 0x8000_0000
-RWX = PTE_V | PTE_R | PTE_W | PTE_X | PTE_A | PTE_D
-NOP = 0x00000013
-J_SELF = 0x0000006F
+W = _load_world()  # the shared engine-test helpers (tests/engine_world.py)
+H = W.H  # the conformance program generator (tests/conformance/conftest.py)
+BASE, RWX, NOP, J_SELF = W.BASE, W.RWX, W.NOP, W.J_SELF
+World = W.World
+addi, add, ld, sd, bne = W.addi, W.add, W.ld, W.sd, W.bne
 
 
-# -- encodings used by the targeted tests -----------------------------------------------------
-
-
-def addi(rd: int, rs1: int, imm: int) -> int:
-    return H.enc_i(0x13, rd, 0, rs1, imm)
-
-
-def add(rd: int, rs1: int, rs2: int) -> int:
-    return H.enc_r(0x33, rd, 0, rs1, rs2, 0)
-
-
-def ld(rd: int, rs1: int, imm: int) -> int:
-    return H.enc_i(0x03, rd, 3, rs1, imm)
-
-
-def sd(rs2: int, rs1: int, imm: int) -> int:
-    return H.enc_s(0x23, 3, rs1, rs2, imm)
+# -- encodings used by the targeted tests (addi, add, ld, sd, bne: above) ----------------------
 
 
 def sw(rs2: int, rs1: int, imm: int) -> int:
     return H.enc_s(0x23, 2, rs1, rs2, imm)
-
-
-def bne(rs1: int, rs2: int, off: int) -> int:
-    return H.enc_b(1, rs1, rs2, off)
 
 
 def jal(rd: int, off: int) -> int:
@@ -108,34 +86,7 @@ ECALL = 0x00000073
 SFENCE_VMA = 0x12000073
 
 
-# -- machines ---------------------------------------------------------------------------------
-
-
-class World:
-    """A hart with RAM and a bus, driven by one engine."""
-
-    def __init__(self, engine: str, ram_size: int = 4 << 20, **kw) -> None:
-        self.ram = GuestRAM(BASE, ram_size)
-        self.code = CodeWatch()
-        self.bus = Bus()
-        self.hart = Hart(0, self.ram, self.bus, self.code)
-        if engine == "interp":
-            self.engine: Interpreter = Interpreter(self.hart, self.code)
-        else:
-            self.engine = Translator(self.hart, self.code, **kw)
-        self.hart.pc = BASE
-
-    def put(self, addr: int, words: list[int]) -> None:
-        self.ram.write_bytes(addr, struct.pack(f"<{len(words)}I", *words))
-
-    def state(self) -> dict:
-        h = self.hart
-        return {
-            "x": list(h.x), "f": list(h.f), "pc": h.pc, "instret": h.instret,
-            "fflags": h.fflags, "frm": h.frm, "priv": h.priv, "mcause": h.mcause,
-            "mepc": h.mepc, "mtval": h.mtval, "scause": h.scause, "sepc": h.sepc,
-            "mstatus": h.mstatus,
-        }
+# -- machines (World: tests/engine_world.py) ---------------------------------------------------
 
 
 def both(setup, budget: int, slices: list[int] | None = None, **kw) -> tuple[World, World]:
@@ -165,106 +116,7 @@ def both(setup, budget: int, slices: list[int] | None = None, **kw) -> tuple[Wor
 # -- differential: random programs -----------------------------------------------------------
 
 
-def _written_registers(placed) -> set[int]:
-    regs = set()
-    for _pc, ins in placed:
-        d = decode(ins.word, ins.size)
-        regs.add(d.rd)
-    return regs
-
-
-def _looped(prog, rng: random.Random, with_trap: bool):
-    """The program as a loop of 1-5 iterations, maybe faulting in one iteration.
-
-    Returns (code bytes, counter register, iterations) or None when no register is free.
-    """
-    units = list(prog.units)
-    _, placed, _ = prog.with_units(units).assemble()
-    used = _written_registers(placed)
-    free = [r for r in H.WRITABLE_NZ if r not in used]
-    if len(free) < (3 if with_trap else 1):
-        return None
-    rng.shuffle(free)
-    counter = free[0]
-    iterations = rng.randint(1, 5)
-    if with_trap:
-        # t = (counter == K) << 40; load from x8 + t: outside RAM (access fault) only in
-        # the iteration where the counter equals K.
-        t, t2 = free[1], free[2]
-        k = rng.randint(1, iterations)
-        trap_unit = H.Unit([
-            H.I(addi(t, counter, -k), "addi"),
-            H.I(H.enc_i(0x13, t, 3, t, 1), "sltiu"),
-            H.I(H.enc_i(0x13, t, 1, t, 40), "slli"),
-            H.I(add(t, t, 8), "add"),
-            H.I(ld(t2, t, 0), "ld"),
-        ])
-        units.insert(rng.randrange(len(units) + 1), trap_unit)
-    code, placed, end = prog.with_units(units).assemble()
-    body = code[:-4]  # without the final j .
-    tail_pc = H.CODE + len(body)
-    tail = struct.pack("<III", addi(counter, counter, -1), bne(counter, 0, H.CODE - tail_pc - 4),
-                       J_SELF)
-    return body + tail, counter, iterations
-
-
-def _run_program(engine: str, code: bytes, prog, counter: int, iterations: int,
-                 budget: int, rng: random.Random | None, paged: bool = False, **kw) -> dict:
-    """Run until parked on a ``j .`` (the end, or the trap handler).
-
-    In one go, or (``rng``) in slices of random sizes as a machine with several harts
-    would; the translator may overshoot a slice by part of a block, so instret is only
-    compared for runs in one go. ``paged``: in S-mode through an Sv39 identity mapping
-    (a 1 GiB page), so loads and stores go through the TLB; traps go to M-mode.
-    """
-    w = World(engine, ram_size=H.RAM_SIZE, **kw)
-    w.ram.write_bytes(H.CODE, code)
-    w.ram.write_bytes(H.DATA, prog.data)
-    w.ram.write_bytes(H.TRAP_PC, J_SELF.to_bytes(4, "little"))
-    h = w.hart
-    h.x[:] = prog.x
-    h.x[0] = 0
-    h.x[counter] = iterations
-    h.f[:] = prog.f
-    h.mstatus |= 0x6000  # FS dirty
-    h.frm = prog.frm
-    h.fflags = prog.fflags
-    h.mtvec = H.TRAP_PC
-    h.pc = H.CODE
-    if paged:
-        root = H.CODE + H.RAM_SIZE - 0x1000
-        w.ram.write(root + 8 * (H.CODE >> 30), 8, ((H.CODE >> 12) << 10) | RWX)
-        h.satp = (8 << 60) | (root >> 12)
-        h.priv = C.PRV_S
-        h.mmu.update_mode()
-    parked = (H.TRAP_PC, H.CODE + len(code) - 4)
-    if rng is None:
-        w.engine.run(budget)
-    else:
-        for _ in range(budget):
-            if h.pc in parked:
-                break
-            w.engine.run(rng.randint(1, 300))
-    st = w.state()
-    assert st["pc"] in parked
-    if rng is not None:
-        del st["instret"]
-    st["data"] = w.ram.read_bytes(H.DATA, H.DATA_SIZE)
-    return st
-
-
-def _listing(code: bytes) -> str:
-    out = []
-    pc = 0
-    while pc < len(code):
-        half = int.from_bytes(code[pc:pc + 2], "little")
-        size = 4 if half & 3 == 3 else 2
-        d = decode(int.from_bytes(code[pc:pc + size], "little"), size)
-        out.append(f"{H.CODE + pc:#x}: {d.name} rd=x{d.rd} rs1=x{d.rs1} rs2=x{d.rs2} "
-                   f"imm={d.imm}")
-        pc += size
-    return "\n".join(out)
-
+_looped, _run_program, _listing = W.looped, W.run_program, W.listing
 
 CONFIGS = {
     "hot-at-once": {"threshold": 1},
@@ -405,6 +257,102 @@ def test_fp_and_amo_traps_inside_compiled_blocks() -> None:
                 cause, BASE + 8, 2, 77)
         else:
             assert t.hart.x[10] == 3
+
+
+def _dbits(v: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", v))[0]
+
+
+_FP_EDGES = [0.0, -0.0, 1.0, -1.5, 3.0, 0.1, 1e-300, -1e-310, 5e-324, 2.2250738585072014e-308,
+             1e300, -1.7976931348623157e308, float("inf"), float("-inf"), 4.0, 2.0**-1022]
+_FP_NANS = [0x7FF8000000000000, 0x7FF0000000000001, 0xFFF4000000000000]
+
+
+def test_inline_double_precision_matches_the_interpreter() -> None:
+    """The translator runs fadd/fsub/fmul/fdiv/fsqrt/fmadd & co., compares, sign
+    injection, moves and int->double conversions inline (host floats, with shortcuts once
+    NX is set); the result, fflags and the trap behaviour must be the interpreter's, for
+    edge values (zeros, subnormals, overflow, division by zero, sqrt of negatives, NaNs),
+    with FS dirty or not, fflags empty or not, and frm RNE or not."""
+    fp = H.fp_insn
+    body = [
+        fp("fadd.d", 3, 1, 2, rm=7), fp("fmul.d", 4, 3, 1, rm=7), fp("fdiv.d", 5, 4, 2, rm=7),
+        fp("fsqrt.d", 6, 5, rm=7), fp("fmadd.d", 7, 1, 2, 3, rm=7),
+        fp("fnmsub.d", 8, 4, 5, 6, rm=0), fp("fmsub.d", 9, 2, 2, 1, rm=7),
+        fp("fnmadd.d", 10, 3, 4, 2, rm=7), fp("fle.d", 10, 1, 2), fp("flt.d", 11, 2, 1),
+        fp("feq.d", 12, 3, 3), fp("fsub.d", 11, 4, 3, rm=7), fp("fsgnjn.d", 12, 1, 2),
+        fp("fsgnjx.d", 13, 4, 3), fp("fsgnj.d", 14, 5, 5), fp("fmv.x.d", 14, 6),
+        fp("fmv.d.x", 15, 12), fp("fcvt.d.w", 16, 9, rm=7), fp("fcvt.d.wu", 17, 14, rm=0),
+        fp("fdiv.d", 18, 2, 1, rm=1), fp("fmul.d", 19, 1, 1, rm=7),
+        fp("fsqrt.d", 20, 2, rm=7), fp("fsub.d", 21, 2, 2, rm=7),
+    ]
+    rng = random.Random(5)
+    values = [_dbits(v) for v in _FP_EDGES] + _FP_NANS
+    dirty = C.MSTATUS_FS | C.MSTATUS_SD
+    # Every edge value against a random one with the inline paths enabled (NX set and
+    # not), then random mixes of everything.
+    cases = [(v, rng.choice(values), nx, 0, dirty) for v in values for nx in (1, 0)]
+    cases += [(rng.choice(values), v, 1, 0, dirty) for v in values]
+    for _ in range(40):
+        cases.append((
+            rng.choice(values + [_dbits(rng.uniform(-10, 10))]),
+            rng.choice(values + [_dbits(rng.uniform(-10, 10))]),
+            rng.choice([0, 1, 1, 0x1F, 0x10]), rng.choice([0, 0, 0, 1, 5]),
+            rng.choice([dirty, dirty, C.MSTATUS_FS, 1 << 13, 0]),
+        ))
+    for f1, f2, fflags, frm, fs in cases:
+
+        def setup(w: World, f1=f1, f2=f2, fflags=fflags, frm=frm, fs=fs) -> None:
+            # loop: <body> ; addi a3, a3, -1 ; bnez a3, loop ; j .
+            words = [ins.word for ins in body]
+            w.put(BASE, words + [addi(13, 13, -1), bne(13, 0, -4 * len(words) - 4), J_SELF])
+            w.put(BASE + 0x400, [J_SELF])
+            w.hart.mtvec = BASE + 0x400
+            h = w.hart
+            h.f[1], h.f[2] = f1, f2
+            h.x[9], h.x[12], h.x[13] = f2 ^ 0x80000000, f2, 3
+            h.fflags, h.frm = fflags, frm
+            h.mstatus = (h.mstatus & ~(C.MSTATUS_FS | C.MSTATUS_SD)) | fs
+
+        for threshold in (1, 2):
+            both(setup, 3 * (len(body) + 2) + 5, threshold=threshold)
+
+
+def test_inline_fused_multiply_add_near_ties() -> None:
+    """The inline fmadd/fnmsub (NX already set: value only) on thousands of operand
+    triples built to land on or next to rounding ties and cancellations, which it must
+    recognise and hand to softfloat; every result must be the interpreter's."""
+    import math
+
+    rng = random.Random(11)
+    table = BASE + 0x10000
+    triples = []
+    for _ in range(2500):
+        a = math.ldexp(rng.randrange(1 << 26, 1 << 27) | 1, rng.randint(-30, 30))
+        b = math.ldexp(rng.randrange(1 << 26, 1 << 27) | 1, rng.randint(-30, 30))
+        if rng.random() < 0.3:
+            a, b = rng.uniform(-4, 4), rng.uniform(-4, 4)
+        p = a * b
+        c = rng.choice([0.0, -p, math.ulp(p) * rng.choice([0.5, -0.5, 0.25, 1.5]),
+                        -p + math.ulp(p) * rng.randint(-4, 4), rng.uniform(-abs(p), abs(p)),
+                        2.0 ** rng.randint(-60, 60)])
+        triples.append((a, b, c))
+    fp = H.fp_insn
+    fld = lambda rd, off: H.enc_i(0x07, rd, 3, 10, off)  # noqa: E731
+    fsd = lambda rs, off: H.enc_s(0x27, 3, 10, rs, off)  # noqa: E731
+    body = [fld(1, 0), fld(2, 8), fld(3, 16), fp("fmadd.d", 4, 1, 2, 3, rm=7).word,
+            fp("fnmsub.d", 5, 1, 2, 3, rm=0).word, fsd(4, 24), fsd(5, 32),
+            addi(10, 10, 40), addi(13, 13, -1)]
+    words = body + [bne(13, 0, -4 * len(body)), J_SELF]
+
+    def setup(w: World) -> None:
+        w.put(BASE, words)
+        w.ram.write_bytes(table, b"".join(struct.pack("<3d16x", *t) for t in triples))
+        w.hart.x[10], w.hart.x[13] = table, len(triples)
+        w.hart.fflags, w.hart.frm = 1, 0
+        w.hart.mstatus |= C.MSTATUS_FS | C.MSTATUS_SD
+
+    both(setup, len(triples) * (len(body) + 1) + 10, threshold=1)
 
 
 def test_self_modifying_code_is_seen_at_once() -> None:
@@ -574,7 +522,7 @@ def test_blocks_end_at_the_page_boundary() -> None:
 
     _, t = both(setup, 9, threshold=1)
     assert t.hart.x[10] == 36
-    tree, pages, _ = t.engine._scan(start)
+    tree, pages, _, _ = t.engine._scan(start)
     assert [pc for pc, _d, _taken in tree] == [start + 4 * i for i in range(4)]
     assert pages == {start >> 12}
 
@@ -728,7 +676,20 @@ def test_flush_drops_blocks() -> None:
 # -- whole machines ---------------------------------------------------------------------------
 
 GUESTS = ROOT / "guests" / "tests"
-PROGRAMS = sorted(p.stem for p in GUESTS.glob("*.elf") if p.stem != "echo")
+
+
+def _not_self_checking() -> set[str]:
+    """The guest programs tests/integration/test_guest_programs.py does not boot to a
+    verdict (they wait for input or run until stopped), from its INTERACTIVE set."""
+    spec = importlib.util.spec_from_file_location(
+        "pyhv_guest_programs", ROOT / "tests" / "integration" / "test_guest_programs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return set(module.INTERACTIVE)
+
+
+PROGRAMS = sorted(p.stem for p in GUESTS.glob("*.elf") if p.stem not in _not_self_checking())
 
 
 def _boot(path: Path, smp: int, **kw) -> tuple[object, str]:

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
+from ..cpu.engines import DEFAULT_ENGINE
 from ..errors import PyhvError
 from ..vm.config import (
     ENGINES,
@@ -47,7 +48,15 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtb", metavar="FILE", help="use this device tree instead of the generated one"
     )
-    p.add_argument("--engine", default="interp", choices=ENGINES, help="CPU engine")
+    # No argparse `choices`: an unknown name is a one-line ConfigError like other mistakes.
+    p.add_argument(
+        "--engine",
+        default=DEFAULT_ENGINE,
+        metavar="{" + ",".join(ENGINES) + "}",
+        help="CPU engine: 'interp' (the reference interpreter), 'translate' (hot blocks "
+        "compiled to Python), 'jit' (LLVM, needs llvmlite), 'auto' (default: 'jit' where "
+        "it works, else 'translate')",
+    )
     p.add_argument("--no-reboot", action="store_true", help="exit instead of rebooting")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
     p.add_argument(
@@ -126,7 +135,7 @@ def run_machine(
     if stats:
         print(
             f"pyhv: {result.reason}: {result.instructions} instructions in "
-            f"{result.seconds:.2f} s ({result.mips:.2f} MIPS)",
+            f"{result.seconds:.2f} s ({result.mips:.2f} MIPS, engine {machine.engine_name})",
             file=sys.stderr,
         )
     if result.reason == "crash":
@@ -156,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accept qemu-system-riscv64 flags (also installed as pyhv-qemu)",
         add_help=False,
     )
+    from .manage import add_manage_commands
+
+    add_manage_commands(parser, sub)  # create, list, info, set, destroy
     if argv[:1] == ["qemu-compat"]:
         from .qemu_compat import main as qemu_main
 
@@ -164,6 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return EXIT_USER_ERROR
+    if getattr(ns, "manage_command", None) is not None:
+        return int(ns.manage_command(ns))
     try:
         config = build_config(ns)
         return run_machine(config, ns.timeout, ns.max_instructions, ns.stats)

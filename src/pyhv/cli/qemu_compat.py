@@ -14,6 +14,13 @@ silently ignored. Devices: ``-drive file=..,format=raw,if=none,id=X[,readonly=on
 ``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
 ``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
 ``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
+
+CPU engine: ``-accel tcg`` (QEMU's default, so also no ``-accel`` at all; its properties
+such as ``thread=single`` are ignored) runs pyhv's default engine ``auto`` (the LLVM JIT
+where llvmlite works, else the block translator); ``-accel pyhv,engine=NAME`` picks one
+of ``auto``, ``interp``, ``translate``, ``jit`` (``pyhv run --engine``). Several
+``-accel`` options are tried in order, as QEMU does, so ``-accel kvm -accel tcg`` works;
+accelerators pyhv does not have (kvm, hvf, ...) are skipped, and an error if none is left.
 """
 
 from __future__ import annotations
@@ -23,8 +30,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ..cpu.engines import DEFAULT_ENGINE
 from ..errors import ConfigError, PyhvError
 from ..vm.config import (
+    ENGINES,
     BalloonSpec,
     ConsoleSpec,
     DeviceSpec,
@@ -44,7 +53,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="pyhv-qemu", description="qemu-system-riscv64 compatible front end")
+    p = _Parser(
+        prog="pyhv-qemu",
+        description="qemu-system-riscv64 compatible front end",
+        epilog="Engines: -accel tcg (default) = --engine auto; -accel pyhv,engine=NAME "
+        "= --engine NAME.",
+    )
     p.add_argument("-machine", "-M", dest="machine", default="virt")
     p.add_argument("-bios", default="default")
     p.add_argument("-kernel")
@@ -54,7 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-m", dest="memory", default="128M")
     p.add_argument("-smp", default="1")
     p.add_argument("-cpu", default="rv64")
-    p.add_argument("-accel", default="tcg")
+    p.add_argument(
+        "-accel",
+        dest="accel",
+        action="append",
+        default=[],
+        metavar="tcg|pyhv,engine=NAME",
+        help="CPU engine: 'tcg' (the default) is pyhv's default engine 'auto' (the LLVM "
+        "JIT where it works, else the block translator); 'pyhv,engine=NAME' picks one of "
+        f"{', '.join(ENGINES)}. Repeatable: the first accelerator pyhv has wins "
+        "(kvm, hvf, ... are skipped)",
+    )
     p.add_argument("-nographic", action="store_true")
     p.add_argument("-no-reboot", dest="no_reboot", action="store_true")
     p.add_argument("-serial", action="append", default=[])
@@ -190,6 +214,34 @@ def _memory(value: str) -> int:
     return parse_memory(size)
 
 
+def _engine(accels: list[str]) -> str:
+    """The pyhv engine for QEMU's ``-accel`` options (the first one pyhv has wins)."""
+    if not accels:
+        return DEFAULT_ENGINE
+    for text in accels:
+        o = _opts(text, "accel")
+        name = o.pop("accel", "")
+        if name == "tcg":
+            return DEFAULT_ENGINE  # tcg's own properties (thread=, tb-size=) do not apply
+        if name == "pyhv":
+            engine = o.pop("engine", DEFAULT_ENGINE)
+            if o:
+                raise ConfigError(
+                    f"-accel {text}: unknown option '{next(iter(o))}' (known: engine=NAME)"
+                )
+            if engine not in ENGINES:
+                raise ConfigError(
+                    f"-accel {text}: engine '{engine}' is not available "
+                    f"(choose from: {', '.join(ENGINES)})"
+                )
+            return engine
+    names = ", ".join(_opts(t, "accel").get("accel", "") for t in accels)
+    raise ConfigError(
+        f"-accel {names}: not available; pyhv provides 'tcg' (its default engine) and "
+        "'pyhv,engine=NAME'"
+    )
+
+
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:
     ns = _parser().parse_args(list(argv))
     _machine(ns.machine)
@@ -206,6 +258,7 @@ def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Names
         memory=_memory(ns.memory),
         smp=_smp(ns.smp),
         dtb=ns.dtb,
+        engine=_engine(ns.accel),
         no_reboot=ns.no_reboot,
         devices=_devices(ns),
     )

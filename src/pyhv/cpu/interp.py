@@ -23,6 +23,7 @@ from typing import Any
 
 from ..isa import csr as C
 from ..isa.decoder import Decoded, decode
+from .code_cache import MAX_CONTEXTS, CodeCache
 from .hart import EXCEPTION_NAMES, Hart
 from .mmu import LOAD, STORE, CodeWatch
 from .trap import (
@@ -699,7 +700,7 @@ def make_op(hart: Hart, d: Decoded, pc: int) -> Op:
 
 # -- the run loop --------------------------------------------------------------------------------
 
-_MAX_CONTEXTS = 64
+_MAX_CONTEXTS = MAX_CONTEXTS  # (kept for importers)
 
 
 class Interpreter:
@@ -708,10 +709,8 @@ class Interpreter:
     def __init__(self, hart: Hart, code: CodeWatch) -> None:
         self.hart = hart
         self.code = code
-        self._caches: dict[tuple[int, int], tuple[int, dict[int, Op]]] = {}
-        self._free_ids: list[int] = []
-        # Per cache: virtual page -> pcs decoded from it, for SFENCE.VMA of one page.
-        self._vpages: dict[int, dict[int, list[int]]] = {}
+        # Decoded closures by virtual pc, one table per translation context.
+        self.cache = CodeCache(hart, code)
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
         hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
 
@@ -721,61 +720,29 @@ class Interpreter:
         With ``all_contexts`` False only translated contexts (S and U) are dropped, and
         S-mode ones only if ``supervisor``.
         """
-        for key, (cid, cache) in self._caches.items():
-            priv = key[0]
-            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
-                cache.clear()
-                self._vpages.get(cid, {}).clear()
+        self.cache.flush(all_contexts, supervisor)
 
     def flush_page(self, vpn: int) -> None:
         """SFENCE.VMA of one virtual page: drop what was decoded from it."""
-        for key, (cid, cache) in self._caches.items():
-            if key[0] == C.PRV_M:
-                continue
-            pcs = self._vpages.get(cid, {}).pop(vpn, None)
-            if pcs:
-                for pc in pcs:
-                    cache.pop(pc, None)
+        self.cache.flush_page(vpn)
 
     def _cache(self) -> tuple[int, dict[int, Op]]:
-        hart = self.hart
-        key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0)
-        entry = self._caches.get(key)
-        if entry is None:
-            if len(self._caches) >= _MAX_CONTEXTS:
-                for old_id, old_cache in self._caches.values():
-                    old_cache.clear()
-                    self._vpages.pop(old_id, None)
-                    self._free_ids.append(old_id)
-                self._caches.clear()
-            cache: dict[int, Op] = {}
-            if self._free_ids:
-                cid = self._free_ids.pop()
-                self.code.caches[cid] = cache
-            else:
-                cid = self.code.register(cache)
-            entry = self._caches[key] = (cid, cache)
-        return entry
+        ctx = self.cache.current()
+        return ctx.ids[0], ctx.tables[0]
 
     def _decode_into(self, pc: int, cid: int, cache: dict[int, Op]) -> Op:
         mmu = self.hart.mmu
         lo, pa = mmu.fetch16(pc)
-        pages = [pa >> 12]
         if lo & 3 == 3:
             hi, pa2 = mmu.fetch16((pc + 2) & M64)
-            pages.append(pa2 >> 12)
+            pages: tuple[int, ...] = (pa >> 12, pa2 >> 12)
             d = decode(lo | hi << 16, 4)
         else:
+            pages = (pa >> 12,)
             d = decode(lo, 2)
         op = make_op(self.hart, d, pc)
         cache[pc] = op
-        for ppn in pages:
-            self.code.add(ppn, cid, pc)
-        if self.hart.mmu.imode:
-            vpages = self._vpages.setdefault(cid, {})
-            vpages.setdefault(pc >> 12, []).append(pc)
-            if (pc & 0xFFF) == 0xFFE and lo & 3 == 3:  # straddles two virtual pages
-                vpages.setdefault((pc >> 12) + 1, []).append(pc)
+        self.cache.add_insn(cid, pc, pages, d.length)
         return op
 
     def run(self, budget: int) -> int:

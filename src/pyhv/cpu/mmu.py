@@ -13,6 +13,7 @@ the stale decoded instructions (self-modifying code, loaders, FENCE.I-free kerne
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ..isa import csr as C
@@ -45,12 +46,14 @@ class CodeWatch:
     """Physical pages holding decoded instructions, shared by all harts of a machine.
 
     ``pages[ppn]`` holds (cache id, key) pairs to drop from the registered decode caches
-    when the page is written, by any hart or device.
+    when the page is written, by any hart or device. ``watchers`` are told when a page
+    starts or stops holding code (the JIT keeps native stores away from such pages).
     """
 
     def __init__(self) -> None:
         self.pages: dict[int, set[tuple[int, int]]] = {}
         self.caches: list[dict] = []
+        self.watchers: list[Callable[[int, bool], None]] = []
 
     def register(self, cache: dict) -> int:
         self.caches.append(cache)
@@ -60,12 +63,18 @@ class CodeWatch:
         entries = self.pages.get(ppn)
         if entries is None:
             entries = self.pages[ppn] = set()
+            for watcher in self.watchers:
+                watcher(ppn, True)
         entries.add((cache_id, key))
 
     def invalidate(self, ppn: int) -> None:
         caches = self.caches
-        for cache_id, key in self.pages.pop(ppn, ()):
+        entries = self.pages.pop(ppn, ())
+        for cache_id, key in entries:
             caches[cache_id].pop(key, None)
+        if entries:
+            for watcher in self.watchers:
+                watcher(ppn, False)
 
     def invalidate_range(self, paddr: int, length: int) -> None:
         """A device (DMA) or loader wrote guest RAM: drop code decoded from it."""

@@ -19,16 +19,29 @@ RISC-V specifics (unprivileged spec, chapter "F"):
   ignored, ``-0 < +0``);
 * float-to-integer conversions saturate (NaN converts to the largest positive value).
 
-A fast path using the host's binary64 arithmetic is used for round-to-nearest-even
-add/sub/mul/div of doubles when the operands are in a range where an error-free
-transformation (TwoSum / Dekker TwoProduct) proves whether the host result was exact, so the
-result and flags are identical to the integer path.
+Fast paths use the host's binary64 arithmetic for round-to-nearest-even doubles (the
+``*_d_rne`` functions, which the general entry points call for RNE binary64): the host
+result is correctly rounded, and an error-free transformation proves whether it was
+exact, so result and flags are identical to the integer path:
+
+* add/sub: TwoSum gives the exact rounding error (NX iff it is nonzero; a finite sum
+  cannot overflow and a subnormal sum is exact, so no OF/UF);
+* mul/div/sqrt: operands are kept in an exponent window where the result is normal and
+  cannot overflow; the host result is exact iff the integer product of significands
+  ``a*b`` has at most 53 significant bits, and ``q*b`` (``r*r``) equals ``a`` exactly;
+* fma: ``a*b = p + e`` (TwoProduct), then TwoSums give ``a*b + c = r + w + v`` exactly
+  with ``r = fl(fl(p + c) + ...)``; ``r`` is the correctly rounded result when
+  ``|w| + |v|`` is below half the distance to ``r``'s neighbour (checked conservatively),
+  which is almost always;
+* compares of non-NaN values.
+
+NaN, infinite, zero (where its sign matters), subnormal and out-of-window operands, and
+the rare fma near a rounding tie, fall back to the integer path.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 
 # Rounding modes (frm / instruction rm field encodings).
 RNE = 0  # round to nearest, ties to even
@@ -258,20 +271,28 @@ def _add_exact(
 
 # ------------------------------------------------- binary64 fast path (host arithmetic)
 
-_PACK_D = struct.Struct("<d")
-_PACK_Q = struct.Struct("<Q")
-_SPLITTER = 134217729.0  # 2**27 + 1, Veltkamp split constant for binary64
-
-# When False the fast path is bypassed (used by the tests to check both paths agree).
+# When False the general entry points (add, mul, ...) skip the fast paths (the tests use it
+# to check both paths agree); the ``*_d_rne`` functions always try them.
 FAST_PATH = True
+
+# Bits <-> float through one shared buffer: two views of the same 32 bytes.
+_BUF = bytearray(32)
+_U = memoryview(_BUF).cast("Q")
+_D = memoryview(_BUF).cast("d")
+_SPLITTER = 134217729.0  # 2**27 + 1, Veltkamp split constant for binary64
+_ulp = math.ulp
+_frexp = math.frexp
+_sqrt = math.sqrt
 
 
 def _to_float(a: int) -> float:
-    return _PACK_D.unpack(_PACK_Q.pack(a))[0]
+    _U[0] = a
+    return _D[0]
 
 
 def _to_bits(x: float) -> int:
-    return _PACK_Q.unpack(_PACK_D.pack(x))[0]
+    _D[0] = x
+    return _U[0]
 
 
 def _two_product_err(a: float, b: float) -> float:
@@ -286,11 +307,169 @@ def _two_product_err(a: float, b: float) -> float:
     return ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-# Biased-exponent window for the mul/div fast path: |unbiased exponent| <= 480 keeps
-# products, quotients, Veltkamp splits and Dekker error terms clear of overflow and
-# underflow, so the error-free transformations are exact.
+# Biased-exponent window for the mul/div/sqrt/fma fast paths: |unbiased exponent| <= 480
+# keeps products, quotients, Veltkamp splits and Dekker error terms clear of overflow and
+# underflow, so the error-free transformations are exact. (x >> 52 & 0x7FF) - _FAST_LO
+# must lie in [0, _FAST_SPAN].
 _FAST_LO = 1023 - 480
 _FAST_HI = 1023 + 480
+_FAST_SPAN = _FAST_HI - _FAST_LO
+_FRAC = (1 << 52) - 1
+_HIDDEN = 1 << 52
+_LOW52 = (1 << 52) - 1
+_LOW53 = (1 << 53) - 1
+_TINY = 2.0**-1000  # fma results at least this large are normal (no UF)
+_HUGE = 2.0**1000  # fma addends below this cannot overflow TwoSum
+
+
+def add_d_rne(a: int, b: int) -> tuple[int, int]:
+    """binary64 a + b, round to nearest even: (bits, flags)."""
+    _U[0] = a
+    _U[1] = b
+    x = _D[0]
+    y = _D[1]
+    s = x + y
+    if s - s == 0.0:  # finite, so were x and y
+        bb = s - x
+        err = (x - (s - bb)) + (y - bb)
+        if err - err == 0.0:  # no spurious overflow inside TwoSum
+            _D[2] = s
+            return _U[2], (NX if err != 0.0 else 0)
+    return _add(F64, a, b, RNE)
+
+
+def sub_d_rne(a: int, b: int) -> tuple[int, int]:
+    """binary64 a - b, round to nearest even."""
+    return add_d_rne(a, b ^ 0x8000000000000000)
+
+
+def mul_d_rne(a: int, b: int) -> tuple[int, int]:
+    """binary64 a * b, round to nearest even."""
+    if ((a >> 52 & 0x7FF) - _FAST_LO) & 0xFFFFFFFF <= _FAST_SPAN and (
+        (b >> 52 & 0x7FF) - _FAST_LO
+    ) & 0xFFFFFFFF <= _FAST_SPAN:
+        _U[0] = a
+        _U[1] = b
+        _D[2] = _D[0] * _D[1]
+        # Normal operands: exact iff the 105/106-bit product of the significands has
+        # nothing below its top 53 bits.
+        m = ((a & _FRAC) | _HIDDEN) * ((b & _FRAC) | _HIDDEN)
+        return _U[2], (NX if m & (_LOW53 if m >> 105 else _LOW52) else 0)
+    return _mul(F64, a, b, RNE)
+
+
+def div_d_rne(a: int, b: int) -> tuple[int, int]:
+    """binary64 a / b, round to nearest even."""
+    if ((a >> 52 & 0x7FF) - _FAST_LO) & 0xFFFFFFFF <= _FAST_SPAN and (
+        (b >> 52 & 0x7FF) - _FAST_LO
+    ) & 0xFFFFFFFF <= _FAST_SPAN:
+        _U[0] = a
+        _U[1] = b
+        _D[2] = _D[0] / _D[1]
+        q = _U[2]
+        # Exact iff q * b == a exactly: the significands' product is a's significand
+        # times a power of two (the quotient of normals in the window is normal).
+        m = ((q & _FRAC) | _HIDDEN) * ((b & _FRAC) | _HIDDEN)
+        return q, (0 if m == ((a & _FRAC) | _HIDDEN) << (m.bit_length() - 53) else NX)
+    return _div(F64, a, b, RNE)
+
+
+def sqrt_d_rne(a: int) -> tuple[int, int]:
+    """binary64 square root, round to nearest even."""
+    # Positive (sign bit clear) and inside the window: the host root is correctly
+    # rounded, and exact iff r * r == a exactly.
+    if ((a >> 52) - _FAST_LO) & 0xFFFFFFFF <= _FAST_SPAN:
+        _U[0] = a
+        _D[1] = _sqrt(_D[0])
+        r = _U[1]
+        m = ((r & _FRAC) | _HIDDEN) ** 2
+        return r, (0 if m == ((a & _FRAC) | _HIDDEN) << (m.bit_length() - 53) else NX)
+    return _sqrt_general(F64, a, RNE)
+
+
+def fma_d_rne(a: int, b: int, c: int) -> tuple[int, int]:
+    """binary64 a * b + c with a single rounding to nearest even."""
+    if ((a >> 52 & 0x7FF) - _FAST_LO) & 0xFFFFFFFF <= _FAST_SPAN and (
+        (b >> 52 & 0x7FF) - _FAST_LO
+    ) & 0xFFFFFFFF <= _FAST_SPAN:
+        _U[0] = a
+        _U[1] = b
+        _U[2] = c
+        x = _D[0]
+        y = _D[1]
+        z = _D[2]
+        if -_HUGE < z < _HUGE:  # finite (not NaN) and TwoSum cannot overflow
+            p = x * y  # Dekker's TwoProduct: x*y == p + e
+            t = _SPLITTER * x
+            xh = t - (t - x)
+            xl = x - xh
+            t = _SPLITTER * y
+            yh = t - (t - y)
+            yl = y - yh
+            e = ((xh * yh - p) + xh * yl + xl * yh) + xl * yl
+            s = p + z  # TwoSum: p + z == s + t
+            bb = s - p
+            t = (p - (s - bb)) + (z - bb)
+            u = t + e  # TwoSum: t + e == u + v
+            bb = u - t
+            v = (t - (u - bb)) + (e - bb)
+            r = s + u  # TwoSum: s + u == r + w, so x*y + z == r + w + v exactly
+            bb = r - s
+            w = (s - (r - bb)) + (u - bb)
+            if w == 0.0 and v == 0.0:
+                if r != 0.0:  # an exact zero takes its sign from the operands' rules
+                    _D[3] = r
+                    return _U[3], 0
+            elif _TINY <= abs(r):
+                # r is the correctly rounded x*y + z iff |w + v| is below half the gap
+                # to r's neighbour on that side (a quarter ulp below a power of two);
+                # fl(|w| + |v|) < h proves it (rounding is monotonic, h is a float).
+                h = _ulp(r) * 0.5
+                if abs(_frexp(r)[0]) == 0.5:
+                    h *= 0.5
+                if abs(w) + abs(v) < h:
+                    _D[3] = r
+                    return _U[3], (NX if w + v != 0.0 else 0)
+    return _fma(F64, a, b, c, RNE)
+
+
+def int_to_d_exact(v: int) -> int:
+    """binary64 bits of an integer that converts exactly (|v| < 2**53), any rounding."""
+    _D[3] = v
+    return _U[3]
+
+
+def eq_d(a: int, b: int) -> tuple[int, int]:
+    """binary64 quiet equality."""
+    _U[0] = a
+    _U[1] = b
+    x = _D[0]
+    y = _D[1]
+    if x == x and y == y:
+        return (1 if x == y else 0), 0
+    return 0, _nan_flags(F64, a, b)
+
+
+def lt_d(a: int, b: int) -> tuple[int, int]:
+    """binary64 signaling less-than."""
+    _U[0] = a
+    _U[1] = b
+    x = _D[0]
+    y = _D[1]
+    if x == x and y == y:
+        return (1 if x < y else 0), 0
+    return 0, NV
+
+
+def le_d(a: int, b: int) -> tuple[int, int]:
+    """binary64 signaling less-or-equal."""
+    _U[0] = a
+    _U[1] = b
+    x = _D[0]
+    y = _D[1]
+    if x == x and y == y:
+        return (1 if x <= y else 0), 0
+    return 0, NV
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -298,6 +477,13 @@ _FAST_HI = 1023 + 480
 
 def add(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
     """a + b."""
+    if rm == RNE and fmt is F64 and FAST_PATH:
+        return add_d_rne(a, b)
+    return _add(fmt, a, b, rm)
+
+
+def _add(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
+    """a + b on the integer path."""
     inf = fmt.inf
     ma_ = a & fmt.mag_mask
     mb_ = b & fmt.mag_mask
@@ -307,18 +493,6 @@ def add(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
         if ma_ == inf and mb_ == inf and a != b:
             return fmt.canonical_nan, NV  # inf - inf
         return (a if ma_ == inf else b), 0
-    if rm == RNE and fmt is F64 and FAST_PATH:
-        # Finite + finite under RNE: the host sum is correctly rounded; a finite sum never
-        # overflowed, and a subnormal sum is always exact, so UF cannot occur.  TwoSum
-        # gives the exact rounding error to decide NX.
-        x = _to_float(a)
-        y = _to_float(b)
-        s = x + y
-        if s - s == 0.0:  # finite
-            bb = s - x
-            err = (x - (s - bb)) + (y - bb)
-            if err - err == 0.0:  # no spurious overflow inside TwoSum
-                return _to_bits(s), (NX if err != 0.0 else 0)
     sa, siga, xa = _decode(fmt, a)
     sb, sigb, xb = _decode(fmt, b)
     return _add_exact(sa, siga, xa, sb, sigb, xb, fmt, rm)
@@ -331,6 +505,13 @@ def sub(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
 
 def mul(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
     """a * b."""
+    if rm == RNE and fmt is F64 and FAST_PATH:
+        return mul_d_rne(a, b)
+    return _mul(fmt, a, b, rm)
+
+
+def _mul(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
+    """a * b on the integer path."""
     inf = fmt.inf
     ma_ = a & fmt.mag_mask
     mb_ = b & fmt.mag_mask
@@ -341,13 +522,6 @@ def mul(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
         if ma_ == 0 or mb_ == 0:
             return fmt.canonical_nan, NV  # inf * 0
         return (sign << fmt.sign_shift) | inf, 0
-    if rm == RNE and fmt is F64 and FAST_PATH:
-        ea = ma_ >> 52
-        eb = mb_ >> 52
-        if _FAST_LO <= ea <= _FAST_HI and _FAST_LO <= eb <= _FAST_HI:
-            x = _to_float(a)
-            y = _to_float(b)
-            return _to_bits(x * y), (NX if _two_product_err(x, y) != 0.0 else 0)
     _, siga, xa = _decode(fmt, a)
     _, sigb, xb = _decode(fmt, b)
     return round_pack(sign, siga * sigb, xa + xb, fmt, rm)
@@ -355,6 +529,13 @@ def mul(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
 
 def div(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
     """a / b."""
+    if rm == RNE and fmt is F64 and FAST_PATH:
+        return div_d_rne(a, b)
+    return _div(fmt, a, b, rm)
+
+
+def _div(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
+    """a / b on the integer path."""
     inf = fmt.inf
     ma_ = a & fmt.mag_mask
     mb_ = b & fmt.mag_mask
@@ -373,16 +554,6 @@ def div(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
         return (sign << fmt.sign_shift) | inf, DZ
     if ma_ == 0:
         return sign << fmt.sign_shift, 0
-    if rm == RNE and fmt is F64 and FAST_PATH:
-        ea = ma_ >> 52
-        eb = mb_ >> 52
-        if _FAST_LO <= ea <= _FAST_HI and _FAST_LO <= eb <= _FAST_HI:
-            x = _to_float(a)
-            y = _to_float(b)
-            q = x / y
-            # Exact iff q*y == x exactly, i.e. fl(q*y) == x with zero product error.
-            exact = q * y == x and _two_product_err(q, y) == 0.0
-            return _to_bits(q), (0 if exact else NX)
     _, siga, xa = _decode(fmt, a)
     _, sigb, xb = _decode(fmt, b)
     # Scale the dividend so the integer quotient has at least p+2 bits, then append a
@@ -396,6 +567,13 @@ def div(fmt: Format, a: int, b: int, rm: int) -> tuple[int, int]:
 
 def sqrt(fmt: Format, a: int, rm: int) -> tuple[int, int]:
     """Square root (sqrt(-0) = -0; any other negative input is invalid)."""
+    if rm == RNE and fmt is F64 and FAST_PATH:
+        return sqrt_d_rne(a)
+    return _sqrt_general(fmt, a, rm)
+
+
+def _sqrt_general(fmt: Format, a: int, rm: int) -> tuple[int, int]:
+    """Square root on the integer path."""
     inf = fmt.inf
     mag = a & fmt.mag_mask
     if mag > inf:
@@ -425,6 +603,13 @@ def fma(fmt: Format, a: int, b: int, c: int, rm: int) -> tuple[int, int]:
 
     Callers implement fmsub/fnmadd/fnmsub by flipping the sign bits of the operands.
     """
+    if rm == RNE and fmt is F64 and FAST_PATH:
+        return fma_d_rne(a, b, c)
+    return _fma(fmt, a, b, c, rm)
+
+
+def _fma(fmt: Format, a: int, b: int, c: int, rm: int) -> tuple[int, int]:
+    """a * b + c on the integer path."""
     inf = fmt.inf
     ma_ = a & fmt.mag_mask
     mb_ = b & fmt.mag_mask
@@ -489,6 +674,8 @@ def fmax(fmt: Format, a: int, b: int) -> tuple[int, int]:
 
 def eq(fmt: Format, a: int, b: int) -> tuple[int, int]:
     """Quiet equality: NaN compares unequal, NV only for signaling NaNs."""
+    if fmt is F64 and FAST_PATH:
+        return eq_d(a, b)
     if is_nan(fmt, a) or is_nan(fmt, b):
         return 0, _nan_flags(fmt, a, b)
     return (1 if _value_key(fmt, a) == _value_key(fmt, b) else 0), 0
@@ -496,6 +683,8 @@ def eq(fmt: Format, a: int, b: int) -> tuple[int, int]:
 
 def lt(fmt: Format, a: int, b: int) -> tuple[int, int]:
     """Signaling less-than: any NaN operand raises NV."""
+    if fmt is F64 and FAST_PATH:
+        return lt_d(a, b)
     if is_nan(fmt, a) or is_nan(fmt, b):
         return 0, NV
     return (1 if _value_key(fmt, a) < _value_key(fmt, b) else 0), 0
@@ -503,6 +692,8 @@ def lt(fmt: Format, a: int, b: int) -> tuple[int, int]:
 
 def le(fmt: Format, a: int, b: int) -> tuple[int, int]:
     """Signaling less-or-equal: any NaN operand raises NV."""
+    if fmt is F64 and FAST_PATH:
+        return le_d(a, b)
     if is_nan(fmt, a) or is_nan(fmt, b):
         return 0, NV
     return (1 if _value_key(fmt, a) <= _value_key(fmt, b) else 0), 0

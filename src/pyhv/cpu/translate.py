@@ -13,7 +13,14 @@ How:
 * **One semantics.** Instructions come from the one decoder (isa/decoder.py). The inline
   Python is generated from the interpreter's ``ALU`` / ``BRANCH`` expression tables and
   its ``LOADS`` / ``STORES`` MMU methods; every other instruction (CSR, AMO, LR/SC, F/D,
-  system) is a call to the closure that the interpreter's ``make_op`` builds for it.
+  system) is a call to the closure that the interpreter's ``make_op`` builds for it,
+  except the common double-precision ones (arithmetic, fused multiply-add, compares,
+  sign injection, moves, int32 conversions; ``_FP_INLINE``): while mstatus.FS is dirty
+  and frm is round-to-nearest-even (``fpok``, read on entry: only a block's last
+  instruction can change them) they run inline through softfloat's binary64 RNE fast
+  paths, and once fflags.NX is set (``fpnx``: the flag is sticky, so exactness need not
+  be proved again) add/sub/mul/div/sqrt are plain host float operations whose result is
+  checked to rule out every other flag; anything else falls back to the closure.
 * **Blocks.** A block is a small tree of paths from its start pc. A path goes through
   not-taken conditional branches and through ``jal`` to targets in the same page; it
   ends with (and includes) ``jalr``, a ``jal`` it does not follow, any instruction whose
@@ -23,7 +30,8 @@ How:
   the start pc's 4 KiB virtual page. The taken side of a branch is either
   a side exit or, while the block's budget of ``MAX_BLOCK`` instructions lasts, a path of
   its own (if-then-else code stays inside the function). A branch or jump back to the
-  start makes the function a ``while`` loop, bounded by the run loop's remaining budget.
+  start, or an instruction falling through into it, makes the function a ``while``
+  loop, bounded by the run loop's remaining budget.
   Code fetched from outside RAM (the boot ROM) is never read ahead and never compiled.
 * **Registers** read repeatedly or written are Python locals. Outside loops every write
   also goes to ``hart.x`` (``x[5] = r5 = ...``), so exits, traps and interpreter
@@ -43,16 +51,21 @@ How:
   counted on the fast path. From j the loop derives the faulting pc, the exact retired
   count (instret), where a :class:`StopRequest` resumes and which closure performs an
   exact counter access. Cold code runs like the interpreter: pc is the faulting one.
-* **Caching and invalidation** follow the interpreter: per translation context
-  (privilege, satp, data translation on/off) one dict of compiled blocks and one of
-  decoded instructions for cold code, keyed by virtual pc; every physical page an
-  instruction came from is registered with the machine's :class:`CodeWatch`, so a store
-  into it (by any hart, the page walker or a device) drops what was built from it, and
-  SFENCE.VMA drops the virtual pages it names (``flush``/``flush_page``, installed as
+* **Caching and invalidation** follow the interpreter (a
+  :class:`~.code_cache.CodeCache`): per translation context (privilege, satp, data
+  translation on/off) one dict of compiled blocks and one of decoded instructions for
+  cold code, keyed by virtual pc; every physical page an instruction came from is
+  registered with the machine's :class:`CodeWatch`, so a store into it (by any hart, the
+  page walker or a device) drops what was built from it, and SFENCE.VMA drops the
+  virtual pages it names (``flush``/``flush_page``, installed as
   ``hart.flush_decoded*``). A store that drops the block executing it ends the block
   right after the store, so even self-modifying code without FENCE.I sees its new
-  instructions at once, as on the interpreter (and QEMU). A block dropped again and
-  again (code sharing a page with written data) needs twice as many cold instructions
+  instructions at once, as on the interpreter (and QEMU). Data often shares a page with
+  code: an inline store into such a page first asks :class:`~.code_cache.CodeBytes`
+  (which bytes of the page hold registered instructions) and leaves the page's code
+  alone when it wrote none of them; a block dropped anyway (a store through the MMU,
+  DMA) is put back as it was if its instruction bytes are unchanged (``_revive``). A
+  block whose code really changes again and again needs twice as many cold instructions
   before each recompilation.
 * **Interrupts** are checked at the start of each ``run`` slice, as in the interpreter.
   ``run(budget)`` runs whole blocks and loop iterations until the budget is used up, so
@@ -62,6 +75,7 @@ How:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from functools import lru_cache
@@ -69,9 +83,10 @@ from typing import Any
 
 from ..isa import csr as C
 from ..isa.decoder import Decoded, decode
+from . import softfloat as sf
+from .code_cache import CodeBytes, CodeCache, CodeContext
 from .hart import Hart
 from .interp import (
-    _MAX_CONTEXTS,
     _NS,
     ALU,
     BRANCH,
@@ -119,6 +134,34 @@ _LOAD_VIEWS = {
 _STORE_VIEWS = {"sb": ("u8", 1), "sh": ("u16", 2), "sw": ("u32", 4), "sd": ("u64", 8)}
 _VIEW_SHIFT = {1: 0, 2: 1, 4: 2, 8: 3}
 _IDENT = re.compile(r"\b[A-Za-z]")
+
+# Double-precision instructions emitted inline (see _Emitter.fp): kind, and for the
+# arithmetic ones the softfloat function that computes them under round-to-nearest-even
+# (host floats with exact flags), as (bits, flags). They run inline while the block's
+# ``fpok`` holds (computed on entry: mstatus.FS and SD set, so nothing to check or mark,
+# and frm = RNE); otherwise, and for static rounding modes other than RNE, through the
+# interpreter's closure.
+_SIGN64 = 1 << 63
+_FP_INLINE: dict[str, tuple[str, Any]] = {
+    "fadd.d": ("bin", sf.add_d_rne), "fsub.d": ("bin", sf.sub_d_rne),
+    "fmul.d": ("bin", sf.mul_d_rne), "fdiv.d": ("bin", sf.div_d_rne),
+    "fsqrt.d": ("un", sf.sqrt_d_rne),
+    "fmadd.d": ("fma", (0, 0)), "fmsub.d": ("fma", (0, _SIGN64)),
+    "fnmsub.d": ("fma", (_SIGN64, 0)), "fnmadd.d": ("fma", (_SIGN64, _SIGN64)),
+    "feq.d": ("cmp", sf.eq_d), "flt.d": ("cmp", sf.lt_d), "fle.d": ("cmp", sf.le_d),
+    "fsgnj.d": ("sgnj", 0), "fsgnjn.d": ("sgnj", 1), "fsgnjx.d": ("sgnj", 2),
+    "fmv.x.d": ("mvxd", None), "fmv.d.x": ("mvdx", None),
+    "fcvt.d.w": ("cvt", 32), "fcvt.d.wu": ("cvt", -32),
+}
+# Those inline in host floats alone once NX is set (the operator, or None: a function).
+_FP_STICKY = {"fadd.d": "+", "fsub.d": "-", "fmul.d": "*", "fdiv.d": "/", "fsqrt.d": "sqrt"}
+_MINN = 2.2250738585072014e-308  # smallest normal binary64
+_MAXF = 1.7976931348623157e308  # largest finite binary64
+_FBUF = bytearray(32)  # bits <-> float: two views of one buffer
+_FU = memoryview(_FBUF).cast("Q")
+_FD = memoryview(_FBUF).cast("d")
+# Those with a rounding-mode field (inline only for rm = RNE or dynamic).
+_FP_RM = frozenset(n for n, (k, _) in _FP_INLINE.items() if k in ("bin", "un", "fma", "cvt"))
 _MISS = -(1 << 70)  # TLB miss: far below any RAM offset
 
 Block = Callable[[int], tuple[int, int]]
@@ -195,6 +238,16 @@ def _ends_block(d: Decoded) -> bool:
     return d.name in _ENDS_BLOCK or d.raw == PAUSE  # pause may yield the slice
 
 
+def _falls_through(d: Decoded) -> bool:
+    """Whether the generated code may go on to the next instruction after ``d`` (not
+    for jumps, nor for instructions run by a closure at the end of a path, whose next
+    pc is the closure's result)."""
+    return d.name not in ("jal", "jalr") and not _ends_block(d) and (
+        d.name in ALU or d.name in _BRANCHES or d.name in LOADS or d.name in STORES
+        or d.name in ("lui", "auipc", "fence") or d.name in _FP_INLINE
+    )
+
+
 def _writes_x(name: str) -> bool:
     """Whether an instruction run through its closure may write an integer register."""
     if name.startswith(("f", "fence")):  # F/D: only compares, fclass, fmv.x, fcvt to int
@@ -222,6 +275,13 @@ def _operands(d: Decoded) -> tuple[tuple[int, ...], int]:
         return (d.rs1, d.rs2), 0
     if name in ("lui", "auipc", "jal"):
         return (), d.rd
+    if name in _FP_INLINE:  # inline FP: which of them touch x
+        kind = _FP_INLINE[name][0]
+        if kind in ("cmp", "mvxd"):
+            return (), d.rd
+        if kind in ("mvdx", "cvt"):
+            return (d.rs1,), 0
+        return (), 0
     # fence, or a closure (it works on hart.x; its rd is reloaded after it)
     return (), 0
 
@@ -250,6 +310,8 @@ class _Emitter:
         self.closure_lines: list[int] = []  # body lines that call interpreter closures
         self.env: dict[str, Any] = {"x": hart.x, "cache": cache, "mmu": hart.mmu}
         self.tlbs: set[str] = set()  # TLB lookups used (bound on entry)
+        self.fp_used = False  # inline FP instructions (``fpok`` computed on entry)
+        self.fp_sticky = False  # and some that use ``fpok`` and NX already set (``fpnx``)
         self.idx = 0
         self.indent = 1
         self.const: dict[int, int] = {}  # register -> known value along the path
@@ -258,9 +320,11 @@ class _Emitter:
         self.bound: set[int] = set()  # locals assigned so far along the path
         start = info.start
         insns = list(_walk(tree))
-        # A branch or jal back to the start makes the block a loop.
+        # A branch or jal back to the start, or an instruction falling through into it
+        # (always the last of its path), makes the block a loop.
         self.loop = any(
-            (d.name in _BRANCHES or d.name == "jal") and (pc + d.imm) & M64 == start
+            ((d.name in _BRANCHES or d.name == "jal") and (pc + d.imm) & M64 == start)
+            or ((pc + d.length) & M64 == start and _falls_through(d))
             for pc, d in insns
         )
         reads: dict[int, int] = {}
@@ -365,6 +429,11 @@ class _Emitter:
         if self.tlbs:  # the TLBs of the current context (SUM, MXR and MPRV pick them)
             head.append("    " + "; ".join(
                 f"{t} = mmu.tlb_{t[-1]}.get" for t in sorted(self.tlbs)))
+        if self.fp_used:  # nothing in a block can change FS or frm but its last insn
+            dirty = C.MSTATUS_FS | C.MSTATUS_SD  # what an FP instruction would set
+            head.append(f"    fpok = (hart.mstatus & {dirty:#x}) == {dirty:#x} and hart.frm == 0")
+            if self.fp_sticky:
+                head.append("    fpnx = fpok and (hart.fflags & 1) != 0")
         if not self.loop:
             self.head_lines = len(head)
             return "\n".join([*head, *self.body, ""])
@@ -469,6 +538,8 @@ class _Emitter:
             return True
         elif name == "fence" and d.raw != PAUSE:
             pass  # one sequentially consistent memory: nothing to order
+        elif name in _FP_INLINE and (name not in _FP_RM or d.rm in (0, 7)):
+            self.fp(name, d, j, pc)
         else:
             op = make_op(self.hart, d, pc)
             self.info.ops[j] = op
@@ -488,9 +559,189 @@ class _Emitter:
             if _stores(name):
                 self.smc_guard()
         if last:
-            self.exit(hex(npc), n)
+            if npc == start and self.loop:  # falls through into the start: iterate
+                self.back_edge(n)
+            else:
+                self.exit(hex(npc), n)
             return True
         return False
+
+    def fp(self, name: str, d: Decoded, j: int, pc: int) -> None:
+        """Emit a double-precision instruction inline, with the interpreter's closure as
+        the fallback when ``fpok`` does not hold (FS not dirty, frm not RNE)."""
+        kind, arg = _FP_INLINE[name]
+        rd, rs1, rs2, rs3 = d.rd, d.rs1, d.rs2, d.rs3
+        op = make_op(self.hart, d, pc)
+        self.info.ops[j] = op
+        ref = self.bind(f"op{j}", op)
+        self.bind("f", self.hart.f)
+        self.bind("hart", self.hart)
+        self.fp_used = True
+        x_out = kind in ("cmp", "mvxd") and rd != 0
+        # Operands from x are read (and lazily loaded) before the branch, so both sides
+        # see them; the fast side's register write is then undone for the closure side.
+        value = self.read(rs1) if kind in ("mvdx", "cvt") else ""
+        saved = (dict(self.const), dict(self.width), set(self.written), set(self.bound))
+        sticky = _FP_STICKY.get(name)
+        if kind == "fma":
+            self.fma_sticky(d, arg)
+            self.emit("elif fpok:")
+        elif sticky is not None:
+            # NX already set (fflags is sticky, fpnx): an operation whose only possible
+            # flag is NX needs no exactness check, just a result that rules out the
+            # others (finite, and normal where UF could arise); anything else runs the
+            # closure. Host floats round to nearest even, as fpnx requires.
+            fu, fd = self.bind("fu", _FU), self.bind("fd", _FD)
+            self.fp_sticky = True
+            self.emit("if fpnx:")
+            self.indent += 1
+            self.emit(f"{fu}[0] = f[{rs1}]" + (f"; {fu}[1] = f[{rs2}]" if kind == "bin" else ""))
+            if name == "fsqrt.d":
+                fn = self.bind("fsqrt", math.sqrt)
+                cond = f"(fy := {fd}[0]) > 0.0 and (fz := {fn}(fy)) <= {_MAXF!r}"
+            elif name == "fdiv.d":
+                cond = (f"(fy := {fd}[1]) != 0.0 and (fz := {fd}[0] / fy) - fz == 0.0 "
+                        f"and not {-_MINN!r} < fz < {_MINN!r}")
+            elif name == "fmul.d":
+                # Not below the smallest normal (UF), unless exactly zero times finite.
+                cond = (f"(fz := {fd}[0] * {fd}[1]) - fz == 0.0 "
+                        f"and (not {-_MINN!r} < fz < {_MINN!r} "
+                        f"or {fd}[0] == 0.0 or {fd}[1] == 0.0)")
+            else:
+                cond = f"(fz := {fd}[0] {sticky} {fd}[1]) - fz == 0.0"
+            self.emit(f"if {cond}:")
+            self.emit(f"    {fd}[2] = fz; f[{rd}] = {fu}[2]")
+            self.emit("else:")
+            self.emit(f"    {ref}()")
+            self.indent -= 1
+            self.emit("elif fpok:")
+        else:
+            self.emit("if fpok:")
+        self.indent += 1
+        if kind in ("bin", "un", "fma"):
+            if kind == "bin":
+                fn = self.bind(f"fp_{name[:-2]}", arg)
+                self.emit(f"v, fl = {fn}(f[{rs1}], f[{rs2}])")
+            elif kind == "un":
+                fn = self.bind(f"fp_{name[:-2]}", arg)
+                self.emit(f"v, fl = {fn}(f[{rs1}])")
+            else:
+                fn = self.bind("fp_fma", sf.fma_d_rne)
+                pflip, cflip = arg
+                a = f"f[{rs1}] ^ {pflip:#x}" if pflip else f"f[{rs1}]"
+                c = f"f[{rs3}] ^ {cflip:#x}" if cflip else f"f[{rs3}]"
+                self.emit(f"v, fl = {fn}({a}, f[{rs2}], {c})")
+            self.emit(f"f[{rd}] = v")
+            self.emit("if fl: hart.fflags |= fl")
+        elif kind == "cmp":
+            # Host float compares for non-NaN operands (-0 == +0); NaNs: softfloat.
+            fn = self.bind(f"fp_{name[:-2]}", arg)
+            fu, fd = self.bind("fu", _FU), self.bind("fd", _FD)
+            rel = {"feq.d": "==", "flt.d": "<", "fle.d": "<="}[name]
+            self.emit(f"{fu}[0] = f[{rs1}]; {fu}[1] = f[{rs2}]")
+            self.emit(f"if (fx := {fd}[0]) == fx and (fy := {fd}[1]) == fy:")
+            self.emit(f"    v = 1 if fx {rel} fy else 0")
+            self.emit("else:")
+            self.emit(f"    v, fl = {fn}(f[{rs1}], f[{rs2}])")
+            self.emit("    hart.fflags |= fl")
+            if rd:
+                self.write(rd, "v", 1)
+        elif kind == "sgnj":
+            a, b = f"f[{rs1}]", f"f[{rs2}]"
+            if rs1 == rs2 and arg == 0:  # fmv.d
+                expr = a
+            elif rs1 == rs2 and arg == 1:  # fneg.d
+                expr = f"{a} ^ {_SIGN64:#x}"
+            elif rs1 == rs2:  # fabs.d
+                expr = f"{a} & {_SIGN64 - 1:#x}"
+            else:
+                sign = (f"{b} & {_SIGN64:#x}", f"~{b} & {_SIGN64:#x}",
+                        f"({a} ^ {b}) & {_SIGN64:#x}")[arg]
+                expr = f"({a} & {_SIGN64 - 1:#x}) | ({sign})"
+            self.emit(f"f[{rd}] = {expr}")
+        elif kind == "mvxd":
+            if rd:
+                self.write(rd, f"f[{rs1}]")
+            else:
+                self.emit("pass")
+        elif kind == "mvdx":
+            self.emit(f"f[{rd}] = {value}")
+        else:  # cvt: int32/uint32 -> binary64 is exact
+            fn = self.bind("fp_cvt_d_i", sf.int_to_d_exact)
+            if arg > 0:
+                self.emit(f"w = {value} & 0xFFFFFFFF")
+                self.emit(f"f[{rd}] = {fn}(w - ((w & 0x80000000) << 1))")
+            else:
+                self.emit(f"f[{rd}] = {fn}({value} & 0xFFFFFFFF)")
+        self.indent -= 1
+        self.const, self.width, self.written, self.bound = saved
+        self.emit("else:")
+        self.indent += 1
+        if kind in ("cmp", "mvxd", "mvdx", "cvt"):  # the closure works on hart.x
+            self.writeback()
+            self.closure_lines.append(len(self.body))
+        self.emit(f"{ref}()")
+        if x_out and rd in self.locals:
+            self.emit(f"r{rd} = x[{rd}]")
+        self.indent -= 1
+        if x_out:  # both sides leave x[rd] (and its local) holding the result
+            self.const.pop(rd, None)
+            if kind == "cmp":
+                self.width[rd] = 1
+            else:
+                self.width.pop(rd, None)
+            if rd in self.locals:
+                self.bound.add(rd)
+                if self.loop:
+                    self.written.add(rd)
+
+    def fma_sticky(self, d: Decoded, flips: tuple[int, int]) -> None:
+        """The ``if fpnx:`` side of a fused multiply-add: once NX is set only the value
+        matters. ``x*y = p + e`` exactly (Dekker's TwoProduct: the operands are normal and
+        below 2**995 and the product above 2**-969, so the split cannot overflow and the
+        error is representable), then TwoSums: ``p + z = s + t``, ``t + e = u + w``, ``s + u
+        = r + v``, so ``x*y + z = r + v + w`` exactly, and ``r`` is the correctly rounded
+        result when ``|v| + |w|`` (rounded up or exact: a float sum is monotonic) stays
+        below half the gap to ``r``'s neighbours: ulp(r)/2, or ulp(r)/4 below a power of two
+        (as in softfloat's fma_d_rne). ``|s|`` above 2**-1000 keeps ``r`` normal (no UF);
+        the bounds rule out OF. Otherwise (rarely) softfloat's fma decides."""
+        rd, rs1, rs2, rs3 = d.rd, d.rs1, d.rs2, d.rs3
+        fu, fd = self.bind("fu", _FU), self.bind("fd", _FD)
+        fn = self.bind("fp_fma", sf.fma_d_rne)
+        ulp, frexp = self.bind("ulp", math.ulp), self.bind("frexp", math.frexp)
+        self.fp_sticky = True
+        pflip, cflip = flips
+        a = f"f[{rs1}] ^ {pflip:#x}" if pflip else f"f[{rs1}]"
+        c = f"f[{rs3}] ^ {cflip:#x}" if cflip else f"f[{rs3}]"
+        big, small, tiny = 2.0**995, 2.0**-969, 2.0**-1000
+        spl = 134217729.0
+        self.emit("if fpnx:")
+        self.indent += 1
+        self.emit(f"{fu}[0] = {a}; {fu}[1] = f[{rs2}]; {fu}[2] = {c}")
+        self.emit(f"fx = {fd}[0]; fy = {fd}[1]; fz = {fd}[2]")
+        self.emit(f"if ({-big!r} < fx < {big!r} and {-big!r} < fy < {big!r} "
+                  f"and {-big!r} < fz < {big!r} and not {-_MINN!r} < fx < {_MINN!r} "
+                  f"and not {-_MINN!r} < fy < {_MINN!r} "
+                  f"and not {-small!r} < (fp := fx * fy) < {small!r}"
+                  f" and not {-tiny!r} < (fs := fp + fz) < {tiny!r}):")
+        self.emit(f"    t = {spl!r} * fx; xh = t - (t - fx); xl = fx - xh")
+        self.emit(f"    t = {spl!r} * fy; yh = t - (t - fy); yl = fy - yh")
+        self.emit("    fe = ((xh * yh - fp) + xh * yl + xl * yh) + xl * yl")
+        self.emit("    t = fs - fp; ft = (fp - (fs - t)) + (fz - t)")
+        self.emit("    fv = ft + fe; t = fv - ft; fw = (ft - (fv - t)) + (fe - t)")
+        self.emit("    fr = fs + fv; t = fr - fs; fv = (fs - (fr - t)) + (fv - t)")
+        self.emit(f"    fg = abs(fv) + abs(fw); fh = {ulp}(fr) * 0.25")
+        self.emit(f"    if fg < fh or (fg < fh + fh and abs({frexp}(fr)[0]) != 0.5):")
+        self.emit(f"        {fd}[3] = fr; f[{rd}] = {fu}[3]")
+        self.emit("    else:")
+        self.emit(f"        v, fl = {fn}({a}, f[{rs2}], {c}); f[{rd}] = v; hart.fflags |= fl")
+        # A zero factor (the other finite) and a nonzero addend: exactly the addend.
+        self.emit(f"elif (fx == 0.0 or fy == 0.0) and fz != 0.0 and {-big!r} < fx < {big!r} "
+                  f"and {-big!r} < fy < {big!r} and {-big!r} < fz < {big!r}:")
+        self.emit(f"    f[{rd}] = {fu}[2]")
+        self.emit("else:")
+        self.emit(f"    v, fl = {fn}({a}, f[{rs2}], {c}); f[{rd}] = v; hart.fflags |= fl")
+        self.indent -= 1
 
     def alu(self, name: str, d: Decoded) -> None:
         rd, rs1, rs2 = d.rd, d.rs1, d.rs2
@@ -622,14 +873,22 @@ class _Emitter:
         self.emit(f"if {self.info.start:#x} not in cache: raise store_exit")
 
     def store_helpers(self) -> None:
-        """Bind ``smc(ppn)`` (a store hit a page holding code) and ``sst(method, addr,
-        value)`` (a store through the MMU): both leave the block if it was dropped."""
+        """Bind ``smc(o, size)`` (an inline store of ``size`` bytes at RAM offset ``o`` hit
+        a page holding code) and ``sst(method, addr, value)`` (a store through the MMU):
+        both leave the block if it was dropped."""
         if "smc" in self.env:
             return
         cache, start = self.env["cache"], self.info.start
-        invalidate = self.hart.mmu.code.invalidate
+        mmu = self.hart.mmu
+        invalidate = mmu.code.invalidate
+        clean = CodeBytes.of(mmu.code).clean
+        ram_base = self.ram_base
 
-        def smc(ppn: int) -> None:
+        def smc(o: int, size: int) -> None:
+            pa = o + ram_base
+            ppn = pa >> 12
+            if clean(ppn, pa & 0xFFF, size):
+                return  # data next to code: no instruction was written
             invalidate(ppn)
             if start not in cache:
                 raise _STORE_EXIT
@@ -671,7 +930,7 @@ class _Emitter:
             self.emit(f"if {cond}:")
             self.indent += 1
         self.emit(f"{view}[{index}] = {value}")
-        self.emit(f"if {page} in code_pages: smc({page})")
+        self.emit(f"if {page} in code_pages: smc({'o' if off is None else hex(off)}, {size})")
         if cond != "True":
             self.indent -= 1
             self.emit(f"else: {slow}")
@@ -701,28 +960,59 @@ def translate(
     return fn
 
 
-class _Context:
+class _Context(CodeContext):
     """The caches of one translation context (privilege, satp, data translation on/off)."""
 
-    __slots__ = ("blocks", "ops", "heat", "recompiles", "block_id", "op_id")
+    __slots__ = ("blocks", "ops", "heat", "recompiles", "block_id", "op_id", "built")
 
-    def __init__(self, code: CodeWatch, free: list[tuple[int, int]]) -> None:
+    def __init__(self, tables: tuple[dict[int, Any], ...], ids: tuple[int, ...]) -> None:
+        super().__init__(tables, ids)
         # Compiled blocks by start pc, and decoded instructions for cold code by pc, as
         # (closure, pc the path goes on at or -1 if the instruction ends a block). Both
         # are registered with the CodeWatch, which drops entries whose pages are written.
-        self.blocks: dict[int, Block] = {}
-        self.ops: dict[int, tuple[Any, int]] = {}
+        self.blocks: dict[int, Block]
+        self.ops: dict[int, tuple[Any, int]]
+        self.blocks, self.ops = tables
+        self.block_id, self.op_id = ids
         # Block start -> instructions run cold from there (negative after a compile: how
         # many more it needs if the block is dropped), and how often it was compiled.
         self.heat: dict[int, int] = {}
         self.recompiles: dict[int, int] = {}
-        if free:
-            self.block_id, self.op_id = free.pop()
-            code.caches[self.block_id] = self.blocks
-            code.caches[self.op_id] = self.ops
+        # Block start -> what revives the block if a store drops it but leaves its
+        # instructions as they were (data next to code): (function, physical pages,
+        # virtual pages, RAM ranges as (offset, size), their bytes when compiled).
+        self.built: dict[int, tuple[Any, set[int], set[int], list[tuple[int, int]], bytes]] = {}
+
+    def cleared(self) -> None:
+        self.heat.clear()  # a flush is not the blocks' fault: no backoff
+        self.recompiles.clear()
+        self.built.clear()  # translations may have changed
+
+    def forget(self, pcs: list[int]) -> None:
+        built = self.built
+        for pc in pcs:
+            built.pop(pc, None)
+
+
+def _spans(pa: int, length: int, ppns: list[int]) -> tuple[tuple[int, int, int], ...]:
+    """The bytes of an instruction at physical ``pa`` as (ppn, offset, size) per page
+    (``ppns``: the physical pages it came from, two if it straddles a page boundary)."""
+    off = pa & 0xFFF
+    if off + length <= 0x1000:
+        return ((pa >> 12, off, length),)
+    first = 0x1000 - off
+    return ((pa >> 12, off, first), (ppns[-1], 0, length - first))
+
+
+def _ranges(spans: list[tuple[int, int, int]], ram_base: int) -> list[tuple[int, int]]:
+    """(ppn, offset, size) spans of RAM as merged (RAM offset, size) ranges."""
+    out: list[list[int]] = []
+    for o, n in sorted(((ppn << 12) + off - ram_base, size) for ppn, off, size in spans):
+        if out and o <= out[-1][0] + out[-1][1]:
+            out[-1][1] = max(out[-1][1], o + n - out[-1][0])
         else:
-            self.block_id = code.register(self.blocks)
-            self.op_id = code.register(self.ops)
+            out.append([o, n])
+    return [(o, n) for o, n in out]
 
 
 @lru_cache(maxsize=1 << 16)
@@ -753,10 +1043,13 @@ class Translator:
         self.max_block = max_block
         self.superblocks = superblocks
         self.compiled = 0  # blocks compiled so far (statistics)
-        self._contexts: dict[tuple[int, int, bool], _Context] = {}
-        self._free_ids: list[tuple[int, int]] = []
-        # Per registered cache id: virtual page -> pcs from it, for SFENCE.VMA of a page.
-        self._vpages: dict[int, dict[int, list[int]]] = {}
+        self.revived = 0  # blocks dropped by a store and put back unchanged (statistics)
+        # Like the interpreter's contexts, plus whether data accesses are translated
+        # (MPRV), which inline RAM accesses depend on; it only changes with a SliceBreak.
+        self.cache = CodeCache(hart, code, tables=2, context=_Context, by_data_mode=True)
+        # Which bytes of code pages hold instructions (shared by the harts): a store next
+        # to code (data in the same page) leaves blocks alone.
+        self.code_bytes = CodeBytes.of(code)
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
         hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
 
@@ -768,51 +1061,14 @@ class Translator:
         With ``all_contexts`` False only translated contexts (S and U) are dropped, and
         S-mode ones only if ``supervisor``.
         """
-        for key, ctx in self._contexts.items():
-            priv = key[0]
-            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
-                for cid, cache in ((ctx.block_id, ctx.blocks), (ctx.op_id, ctx.ops)):
-                    cache.clear()
-                    self._vpages.get(cid, {}).clear()
-                ctx.heat.clear()  # not the blocks' fault: no backoff
-                ctx.recompiles.clear()
+        self.cache.flush(all_contexts, supervisor)
 
     def flush_page(self, vpn: int) -> None:
         """SFENCE.VMA of one virtual page: drop what was fetched from it."""
-        for key, ctx in self._contexts.items():
-            if key[0] == C.PRV_M:
-                continue
-            for cid, cache in ((ctx.block_id, ctx.blocks), (ctx.op_id, ctx.ops)):
-                pcs = self._vpages.get(cid, {}).pop(vpn, None)
-                if pcs:
-                    for pc in pcs:
-                        cache.pop(pc, None)  # type: ignore[arg-type]
+        self.cache.flush_page(vpn)
 
     def _context(self) -> _Context:
-        # Like the interpreter's contexts, plus whether data accesses are translated
-        # (MPRV), which inline RAM accesses depend on; it only changes with a SliceBreak.
-        hart = self.hart
-        key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
-        ctx = self._contexts.get(key)
-        if ctx is None:
-            if len(self._contexts) >= _MAX_CONTEXTS:
-                for old in self._contexts.values():
-                    old.blocks.clear()
-                    old.ops.clear()
-                    for cid in (old.block_id, old.op_id):
-                        self._vpages.pop(cid, None)
-                    self._free_ids.append((old.block_id, old.op_id))
-                self._contexts.clear()
-            ctx = self._contexts[key] = _Context(self.code, self._free_ids)
-        return ctx
-
-    def _register(self, cid: int, start: int, pages: set[int], vpns: set[int]) -> None:
-        for ppn in pages:
-            self.code.add(ppn, cid, start)
-        if self.hart.mmu.imode:
-            vpages = self._vpages.setdefault(cid, {})
-            for vpn in vpns:
-                vpages.setdefault(vpn, []).append(start)
+        return self.cache.current()  # type: ignore[return-value]
 
     def _fetch(self, pc: int) -> tuple[Decoded, list[int], int]:
         """Fetch and decode at ``pc``: (decoded, physical pages, physical address)."""
@@ -832,20 +1088,23 @@ class Translator:
 
     def _decode_op(self, pc: int, ctx: _Context) -> tuple[Any, int]:
         """Decode one instruction for cold execution (raises its fetch fault)."""
-        d, ppns, _ = self._fetch(pc)
+        d, ppns, pa = self._fetch(pc)
         op = make_op(self.hart, d, pc)
         npc = (pc + d.length) & M64
         ends = _ends_block(d) or npc >> 12 != pc >> 12
         entry = (op, -1 if ends else npc)
         ctx.ops[pc] = entry
         last = ((pc + d.length - 1) & M64) >> 12
-        self._register(ctx.op_id, pc, set(ppns), {pc >> 12, last})
+        self.cache.add(ctx.op_id, pc, ppns, {pc >> 12, last})
+        for ppn, off, size in _spans(pa, d.length, ppns):
+            self.code_bytes.mark(ppn, ctx.op_id, pc, off, size)
         return entry
 
     # -- building blocks --------------------------------------------------------------------
 
-    def _scan(self, start: int) -> tuple[Path, set[int], bool]:
-        """Decode the block tree at ``start``: (tree, physical pages, in RAM).
+    def _scan(self, start: int) -> tuple[Path, set[int], bool, list[tuple[int, int, int]]]:
+        """Decode the block tree at ``start``: (tree, physical pages, in RAM, the bytes
+        its instructions occupy as (ppn, offset, size)).
 
         The main path goes through not-taken branches and followed jumps; then, while
         the instruction budget lasts, the taken side of each branch (in path order) that
@@ -856,6 +1115,7 @@ class Translator:
         mmu = self.hart.mmu
         ram_lo, ram_hi = mmu.ram_base, mmu.ram_base + mmu.ram_size
         pages: set[int] = set()
+        spans: list[tuple[int, int, int]] = []
         page = start >> 12
         budget = [self.max_block]
         in_ram = [True]
@@ -875,6 +1135,7 @@ class Translator:
                 out.append([pc, d, None])
                 on.add(pc)
                 pages.update(ppns)
+                spans.extend(_spans(pa, d.length, ppns))
                 if not ram_lo <= pa < ram_hi:
                     in_ram[0] = False
                     break  # never read ahead from a device
@@ -905,12 +1166,12 @@ class Translator:
             return out
 
         tree = path(start, set())
-        return tree, pages, in_ram[0]
+        return tree, pages, in_ram[0], spans
 
     def _compile(self, pc: int, ctx: _Context) -> Block | None:
         """Compile the block at ``pc`` into ``ctx``; None if it must stay cold."""
         try:
-            tree, pages, in_ram = self._scan(pc)
+            tree, pages, in_ram, spans = self._scan(pc)
         except Trap:
             return None  # the cold path raises the fetch fault
         if not in_ram:
@@ -920,14 +1181,45 @@ class Translator:
         for ipc, d in _walk(tree):
             vpns.add(ipc >> 12)
             vpns.add(((ipc + d.length - 1) & M64) >> 12)
-        self._register(ctx.block_id, pc, pages, vpns)
+        self.cache.add(ctx.block_id, pc, pages, vpns)
+        for ppn, off, size in spans:
+            self.code_bytes.mark(ppn, ctx.block_id, pc, off, size)
         fn = translate(self.hart, pc, tree, ctx.blocks, inline_ram=not self.hart.mmu.dmode)
         ctx.blocks[pc] = fn
         self.compiled += 1
+        ranges = _ranges(spans, self.hart.mmu.ram_base)
+        ctx.built[pc] = (fn, pages, vpns, ranges, self._ram_bytes(ranges))
         # If it is dropped (its page written), it must get hotter to be compiled again.
         again = ctx.recompiles.get(pc, -1) + 1
         ctx.recompiles[pc] = again
         ctx.heat[pc] = -(self.threshold << min(again, 16)) + self.threshold
+        return fn
+
+    def _ram_bytes(self, ranges: list[tuple[int, int]]) -> bytes:
+        mv = self.hart.mmu.ram.mv
+        return b"".join(mv[o:o + n] for o, n in ranges)
+
+    def _revive(self, pc: int, ctx: _Context) -> Block | None:
+        """Put back the block at ``pc`` dropped by a store that left its instructions as
+        they were (e.g. a store to data sharing its page, through the MMU); None if they
+        changed. No flush happened since (it would have forgotten the block), so the
+        virtual-to-physical mapping is the one it was compiled with."""
+        fn, pages, vpns, ranges, code = ctx.built[pc]
+        if self._ram_bytes(ranges) != code:
+            del ctx.built[pc]
+            return None
+        self.cache.add(ctx.block_id, pc, pages, vpns)
+        base = self.hart.mmu.ram_base
+        mark = self.code_bytes.mark
+        for o, n in ranges:
+            pa = base + o
+            while n > 0:  # ranges may cross pages
+                size = min(n, 0x1000 - (pa & 0xFFF))
+                mark(pa >> 12, ctx.block_id, pc, pa & 0xFFF, size)
+                pa += size
+                n -= size
+        ctx.blocks[pc] = fn
+        self.revived += 1
         return fn
 
     # -- running --------------------------------------------------------------------------
@@ -966,6 +1258,7 @@ class Translator:
             bget = ctx.blocks.get
             oget = ctx.ops.get
             heat = ctx.heat
+            built = ctx.built
             pc = hart.pc
             limit = budget - trapped
             e: Any = None
@@ -975,7 +1268,9 @@ class Translator:
                     e = bget(pc)
                     if e is None:
                         h = heat.get(pc, 0)
-                        if h >= threshold:
+                        if pc in built:
+                            e = self._revive(pc, ctx)
+                        if e is None and h >= threshold:
                             e = self._compile(pc, ctx)
                     if e is not None:
                         pc, k = e(limit - done)

@@ -28,6 +28,17 @@ class GuestRAM:
         # Unsigned and signed views: indexing one is the aligned fast path.
         self.u8, self.u16, self.u32, self.u64 = (mv.cast(c) for c in "BHIQ")
         self.s8, self.s16, self.s32 = (mv.cast(c) for c in "bhi")
+        self._anchor: object | None = None  # keeps the buffer exported to native code
+        self._host = 0
+
+    def host_address(self) -> int:
+        """Host address of the first byte, for native code (valid until ``close``)."""
+        if self._anchor is None:
+            import ctypes
+
+            self._anchor = ctypes.c_char.from_buffer(self.buf)
+            self._host = ctypes.addressof(self._anchor)
+        return self._host
 
     def contains(self, paddr: int, length: int = 1) -> bool:
         return self.base <= paddr and paddr + length <= self.end
@@ -58,4 +69,5 @@ class GuestRAM:
     def close(self) -> None:
         for v in (self.u8, self.u16, self.u32, self.u64, self.s8, self.s16, self.s32, self.mv):
             v.release()
+        self._anchor = None
         self.buf.close()

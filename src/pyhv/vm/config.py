@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..board import memmap
+from ..cpu.engines import DEFAULT_ENGINE, ENGINE_NAMES
 from ..errors import ConfigError
 
-ENGINES = ("interp",)
+ENGINES = ENGINE_NAMES  # "auto" picks "jit" where llvmlite works, else "translate"
 MAX_VIRTIO_DEVICES = 8  # the virt board's virtio-mmio slots
 MIN_RAM = 16 * 1024 * 1024
 MAX_RAM = 16 * 1024 * 1024 * 1024
@@ -95,7 +96,7 @@ class MachineConfig:
     memory: int = 128 * 1024 * 1024
     smp: int = 1
     dtb: str | None = None
-    engine: str = "interp"
+    engine: str = DEFAULT_ENGINE  # one of ENGINES; resolved when the Machine is built
     no_reboot: bool = False
     devices: tuple[DeviceSpec, ...] = ()
 

@@ -15,13 +15,15 @@ from dataclasses import dataclass
 
 from ..board.virt import VirtBoard
 from ..clock import Clock
-from ..cpu.interp import GuestCrash, Interpreter, StopRequest
+from ..cpu.engines import make_engines, resolve_engine
+from ..cpu.interp import GuestCrash, StopRequest
 from .config import MachineConfig
 from .console import BufferConsole, Console
 from .guest_time import GuestTime
 
 EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond recovery
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
+# (an engine may prefer another slice: its ``preferred_slice`` attribute)
 MAX_IDLE_SLEEP = 0.05
 
 
@@ -53,7 +55,12 @@ class Machine:
         self._power: tuple[str, int] | None = None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power)
         self.harts = self.board.harts
-        self.engines = [Interpreter(h, self.board.code) for h in self.harts]
+        try:
+            self.engine_name = resolve_engine(config.engine)  # "auto" made concrete
+            self.engines = make_engines(self.engine_name, self.board)
+        except BaseException:
+            self.board.close()
+            raise
         for hart in self.harts:
             hart.yield_on_pause = len(self.harts) > 1
         self.instructions = 0
@@ -112,19 +119,21 @@ class Machine:
         console = self.console
         harts = self.harts
         engines = self.engines
+        turns = [(h, e, getattr(e, "preferred_slice", SLICE))
+                 for h, e in zip(harts, engines, strict=True)]
         multi = len(harts) > 1
         reason = "poweroff"
         code = 0
         try:
             while True:
                 ran = 0
-                for hart, engine in zip(harts, engines, strict=False):
+                for hart, engine, budget in turns:
                     if hart.waiting or hart.stopped:
                         continue
                     if multi:
                         hart.reservation = None  # another hart ran since its LR
                     try:
-                        ran += engine.run(SLICE)
+                        ran += engine.run(budget)
                     except GuestCrash as crash:
                         self.crash = str(crash)
                         self.instructions += ran
@@ -164,26 +173,41 @@ class Machine:
         return RunResult(reason, code, self.instructions, time.monotonic() - start)
 
     def _idle(self, run_deadline: float | None) -> None:
-        """Every hart waits: sleep until a timer fires or console input arrives."""
-        wait = MAX_IDLE_SLEEP
-        next_ns = self.board.next_deadline_ns()
+        """Every hart waits: sleep until a timer fires or input arrives.
+
+        The sleep lasts until the next timer deadline (or the run's deadline), however
+        far off, and waitable input (the console's fd, device fds) ends it at once, so
+        an idle guest costs nothing between its own timer interrupts. Input that cannot
+        be waited on is polled every MAX_IDLE_SLEEP seconds instead: a console with no
+        fd (BufferConsole, fed by send()), a device ``input_source`` without an fd, and
+        console input held back while the UART's receive queue is full (its fd would
+        stay readable and turn the wait into a busy loop).
+        """
+        board = self.board
+        wait = 86400.0  # no limit (a day keeps the timeout in select()'s range)
+        fds = board.wait_fds()
+        fd = self.console.input_fd()
+        if fd is not None and board.uart.rx_space() > 0:
+            fds.append(fd)
+        else:
+            wait = MAX_IDLE_SLEEP
+        if any(getattr(dev, "input_source", None) is not None and not dev.wait_fds()
+               for dev in board.virtio_devices):
+            wait = MAX_IDLE_SLEEP
+        next_ns = board.next_deadline_ns()
         if next_ns is not None:
             wait = min(wait, max(0.0, (next_ns - self.clock.monotonic_ns()) / 1e9))
         if run_deadline is not None:
             wait = min(wait, max(0.0, run_deadline - time.monotonic()))
         if wait <= 0:
             return
-        fds = self.board.wait_fds()
-        fd = self.console.input_fd()
-        if fd is not None:
-            fds.append(fd)
         if fds:
             try:
                 select.select(fds, [], [], wait)
                 return
-            except (OSError, ValueError):
+            except (OSError, ValueError):  # a closed fd: poll as if there were none
                 pass
-        time.sleep(wait)
+        time.sleep(min(wait, MAX_IDLE_SLEEP))
 
     def reset(self) -> None:
         self.board.reset()
@@ -191,4 +215,8 @@ class Machine:
             engine.flush()
 
     def close(self) -> None:
+        for engine in self.engines:
+            finish = getattr(engine, "close", None)
+            if finish is not None:
+                finish()  # e.g. the JIT saves what it compiled to its code cache
         self.board.close()

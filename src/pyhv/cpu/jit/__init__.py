@@ -1,0 +1,41 @@
+"""Tier 2 of the fast engine: hot guest blocks compiled to host machine code by LLVM.
+
+``unavailable_reason()`` says why the JIT cannot run on this host (llvmlite missing or
+unable to build native code), or None; ``make_jit_engines(board)`` builds one engine per
+hart of a board, all sharing one compiler and code cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_REASON: list[str | None] = []
+
+
+def unavailable_reason() -> str | None:
+    if not _REASON:
+        try:
+            from .compiler import compiler
+
+            compiler()
+            _REASON.append(None)
+        except ImportError as e:
+            _REASON.append(f"llvmlite is not installed ({e})")
+        except Exception as e:  # noqa: BLE001 - any LLVM failure means: no JIT here
+            _REASON.append(f"LLVM cannot generate native code here: {e}")
+    return _REASON[0]
+
+
+def make_jit_engines(board: Any, threshold: int | None = None, sync: bool = False) -> list[Any]:
+    """One JIT engine per hart of ``board``. ``threshold``: cold instructions from a block
+    start before it is compiled; ``sync``: compile at once on the calling thread instead
+    of in the background (deterministic, for tests)."""
+    from .compiler import compiler
+    from .engine import HOT_THRESHOLD, JitMachine
+
+    machine = JitMachine(board, compiler(), threshold if threshold is not None else HOT_THRESHOLD,
+                         sync=sync)
+    return machine.engines
+
+
+__all__ = ["make_jit_engines", "unavailable_reason"]

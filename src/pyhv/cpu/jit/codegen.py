@@ -1,0 +1,834 @@
+"""Guest blocks to LLVM IR (text), and the native dispatch loop.
+
+A block is a straight run of decoded instructions from one start pc, ending with (and
+including) a branch or jump, or just before an instruction native code does not do
+(CSR accesses, traps, AMOs, system instructions...), a page end or ``MAX_INSNS``.
+
+Each block becomes ``i32 @name(ptr %s)``: guest registers it uses live in allocas (SSA
+after mem2reg), loaded once at entry and written back on exit. Every way out goes through
+one shared exit block that writes back the registers the block writes, stores pc,
+charges the retired instructions to the budget and returns an exit code (state.py). A
+load or store the native fast path cannot do (soft-TLB miss, misaligned, outside RAM,
+a store into a page holding code) leaves through that exit *before* the instruction,
+with ``EXIT_SLOW``: the instruction then runs in Python with exactly the state the
+interpreter would have, so traps stay precise. A branch back to the block's start
+becomes a loop inside the function, bounded by the budget.
+
+Semantics follow the interpreter's tables (cpu/interp.py); the differential tests run
+random programs on both.
+"""
+
+from __future__ import annotations
+
+from ...isa import csr as C
+from ...isa.decoder import Decoded
+from ..interp import PAUSE
+from . import state as S
+
+M64 = (1 << 64) - 1
+MAX_INSNS = 64
+RAM_BASE = 0x80000000
+
+_BIN = {"add": "add", "sub": "sub", "xor": "xor", "or": "or", "and": "and", "mul": "mul"}
+_IMM = {"addi": "add", "xori": "xor", "ori": "or", "andi": "and"}
+_SHIFT = {"sll": "shl", "srl": "lshr", "sra": "ashr"}
+_SHIFTI = {"slli": "shl", "srli": "lshr", "srai": "ashr"}
+_W = {"addw": "add", "subw": "sub", "mulw": "mul"}
+_SHIFTW = {"sllw": "shl", "srlw": "lshr", "sraw": "ashr"}
+_SHIFTIW = {"slliw": "shl", "srliw": "lshr", "sraiw": "ashr"}
+_CMP = {"slt": "slt", "sltu": "ult"}
+_CMPI = {"slti": "slt", "sltiu": "ult"}
+_MULH = {"mulh": ("sext", "sext"), "mulhsu": ("sext", "zext"), "mulhu": ("zext", "zext")}
+_DIV = {"div", "divu", "rem", "remu", "divw", "divuw", "remw", "remuw"}
+BRANCHES = {"beq": "eq", "bne": "ne", "blt": "slt", "bge": "sge", "bltu": "ult", "bgeu": "uge"}
+LOADS = {"lb": (8, "sext"), "lh": (16, "sext"), "lw": (32, "sext"), "ld": (64, None),
+         "lbu": (8, "zext"), "lhu": (16, "zext"), "lwu": (32, "zext")}
+STORES = {"sb": 8, "sh": 16, "sw": 32, "sd": 64}
+
+# Double-precision F/D work done natively (round-to-nearest-even, or the static rounding
+# named below); exception flags come from the host FPU (MXCSR, read by the dispatcher),
+# so the host operations must run exactly as the guest's: constrained ("strictfp")
+# intrinsics keep LLVM from folding, dropping or reordering them.
+FP_ARITH = {"fadd.d": "fadd", "fsub.d": "fsub", "fmul.d": "fmul", "fdiv.d": "fdiv"}
+FP_FMA = {"fmadd.d": (False, False), "fmsub.d": (False, True), "fnmsub.d": (True, False),
+          "fnmadd.d": (True, True)}  # (negate product, negate addend)
+FP_CMP = {"feq.d": ("fcmp", "oeq"), "flt.d": ("fcmps", "olt"), "fle.d": ("fcmps", "ole")}
+FP_SGNJ = {"fsgnj.d", "fsgnjn.d", "fsgnjx.d"}
+FP_TO_INT = {"fcvt.w.d": 32, "fcvt.l.d": 64}
+INT_TO_FP = {"fcvt.d.w": ("sext", 32), "fcvt.d.wu": ("zext", 32), "fcvt.d.l": (None, 64)}
+FP_LOADS = {"fld": 64, "flw": 32}
+FP_STORES = {"fsd": 64, "fsw": 32}
+FP_NAMES = (set(FP_ARITH) | set(FP_FMA) | set(FP_CMP) | FP_SGNJ | set(FP_TO_INT)
+            | set(INT_TO_FP) | set(FP_LOADS) | set(FP_STORES)
+            | {"fsqrt.d", "fmv.x.d", "fmv.d.x", "fmv.x.w", "fmv.w.x"})
+_RM_DYN = 7
+_CANON_D = 0x7FF8000000000000
+_CANON_S = 0x7FC00000
+_BOX = 0xFFFFFFFF00000000
+_CI = 'metadata !"round.tonearest", metadata !"fpexcept.strict"'
+_CX = 'metadata !"fpexcept.strict"'
+
+# Atomics: harts of a VM take turns on one host thread, so a plain load + store is atomic.
+AMOS = {"amoswap": None, "amoadd": "add", "amoxor": "xor", "amoand": "and", "amoor": "or",
+        "amomin": "slt", "amomax": "sgt", "amominu": "ult", "amomaxu": "ugt"}
+AMO_NAMES = {f"{b}.{w}" for b in AMOS for w in "wd"} | {"lr.w", "lr.d", "sc.w", "sc.d"}
+
+ALU_NAMES = (set(_BIN) | set(_IMM) | set(_SHIFT) | set(_SHIFTI) | set(_W) | set(_SHIFTW)
+             | set(_SHIFTIW) | set(_CMP) | set(_CMPI) | set(_MULH) | _DIV)
+NATIVE = ALU_NAMES | set(BRANCHES) | set(LOADS) | set(STORES) | {
+    "lui", "auipc", "jal", "jalr", "fence", "fence.i", "addiw"} | FP_NAMES | AMO_NAMES
+ENDS = set(BRANCHES) | {"jal", "jalr"}
+
+
+# sstatus reads and SIE set/clear (Linux's local_irq_save/restore), in S-mode only.
+CSR_SIE = {"csrrs": "set", "csrrc": "clear", "csrrsi": "set", "csrrci": "clear"}
+
+
+def supported(d: Decoded, supervisor: bool = False) -> bool:
+    """Whether native code does this instruction (else the block ends before it)."""
+    if d.name in CSR_SIE:
+        if not supervisor or d.csr != C.SSTATUS:
+            return False
+        return not d.name.endswith("i") or d.rs1 & ~C.MSTATUS_SIE == 0  # uimm is in rs1
+    if d.name not in NATIVE or d.raw == PAUSE:
+        return False
+    if d.name in FP_TO_INT:
+        return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
+    if d.name in FP_ARITH or d.name in FP_FMA or d.name in ("fsqrt.d", "fcvt.d.l"):
+        return d.rm in (0, _RM_DYN)
+    return True
+
+
+def _c(v: int) -> str:
+    """A 64-bit constant as LLVM wants it (signed decimal)."""
+    v &= M64
+    return str(v - (1 << 64) if v >> 63 else v)
+
+
+class _Block:
+    def __init__(self, name: str, start: int, insns: list[tuple[int, Decoded]],
+                 translated: bool) -> None:
+        self.name = name
+        self.start = start
+        self.insns = insns
+        self.translated = translated
+        self.lines: list[str] = []
+        self.n = 0
+        self.label = "i0"
+        self.exits: list[tuple[str, int, str, int]] = []  # (from label, code, pc, n)
+        # Registers are SSA values tracked here (no allocas): reg -> current value.
+        self.x: dict[int, str] = {}
+        self.f: dict[int, str] = {}
+        self.dirty: set[int] = set()
+        self.fdirty: set[int] = set()
+        self.fs_dirty = False
+        self.prologue: list[str] = []  # loads in the entry block (dominate everything)
+        self.fields: dict[int, str] = {}
+        self.loop = self._is_loop()
+        self.header: list[str] = []  # phis of the loop header
+
+    def _is_loop(self) -> bool:
+        pc, d = self.insns[-1]
+        return (d.name in BRANCHES or d.name == "jal") and (pc + d.imm) & M64 == self.start
+
+    # -- helpers -------------------------------------------------------------------
+    def t(self) -> str:
+        self.n += 1
+        return f"%t{self.n}"
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+    def start_label(self, label: str) -> None:
+        self.lines.append(f"{label}:")
+        self.label = label
+
+    def field(self, offset: int, ty: str = "i64") -> str:
+        """A hart-state field that native code does not change (loaded once, at entry)."""
+        v = self.fields.get(offset)
+        if v is None:
+            v = self.fields[offset] = f"%fld{offset}"
+            self.prologue.append(f"  %pfld{offset} = getelementptr i8, ptr %s, i64 {offset}")
+            self.prologue.append(f"  {v} = load {ty}, ptr %pfld{offset}")
+        return v
+
+    def rd(self, r: int) -> str:
+        if r == 0:
+            return "0"
+        v = self.x.get(r)
+        if v is None:
+            v = self.x[r] = f"%ix{r}"
+            self.prologue.append(f"  %pix{r} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}")
+            self.prologue.append(f"  %ix{r} = load i64, ptr %pix{r}")
+        return v
+
+    def wr(self, r: int, v: str) -> None:
+        if r == 0:
+            return
+        if v.lstrip("-").isdigit():  # a constant: give it a name for the phis
+            v = self.op(f"add i64 0, {v}")
+        self.x[r] = v
+        self.dirty.add(r)
+
+    def frd(self, r: int) -> str:
+        v = self.f.get(r)
+        if v is None:
+            v = self.f[r] = f"%if{r}"
+            self.prologue.append(f"  %pif{r} = getelementptr i8, ptr %s, i64 {S.F + 8 * r}")
+            self.prologue.append(f"  %if{r} = load i64, ptr %pif{r}")
+        return v
+
+    def fwr(self, r: int, v: str) -> None:
+        self.f[r] = v
+        self.fdirty.add(r)
+        self.fs_dirty = True
+
+    def dbl(self, bits: str) -> str:
+        return self.op(f"bitcast i64 {bits} to double")
+
+    def bits(self, d: str) -> str:
+        return self.op(f"bitcast double {d} to i64")
+
+    def canon(self, d: str) -> str:
+        """Bits of a double result, NaNs made canonical (RISC-V never propagates payloads)."""
+        b = self.bits(d)
+        mag = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
+        nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
+        return self.op(f"select i1 {nan}, i64 {_CANON_D}, i64 {b}")
+
+    def fp_check(self, k: int, pc: int, rm: int | None) -> None:
+        """FP disabled (mstatus.FS = Off) or a dynamic rounding mode other than RNE:
+        leave before instruction k, Python does it (or raises the illegal instruction)."""
+        mode = self.field(S.FPMODE)
+        need = S.FP_ENABLED | (S.FP_RNE if rm == _RM_DYN else 0)
+        m = self.op(f"and i64 {mode}, {need}")
+        ok = self.op(f"icmp eq i64 {m}, {need}")
+        go, out = f"p{k}g", f"p{k}o"
+        self.emit(f"br i1 {ok}, label %{go}, label %{out}")
+        self.start_label(out)
+        p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}")
+        self.emit(f"store i64 0, ptr {p}")
+        self.exit(S.EXIT_SLOW, _c(pc), k)
+        self.start_label(go)
+
+    def call(self, ret: str, fn: str, args: str) -> str:
+        return self.op(f"call {ret} @llvm.experimental.constrained.{fn}({args}) #1")
+
+    def fp(self, k: int, pc: int, d: Decoded) -> None:  # noqa: C901 - one case per group
+        name = d.name
+        self.fp_check(k, pc, d.rm)
+        if name in FP_LOADS or name in FP_STORES:
+            bits = FP_LOADS.get(name) or FP_STORES[name]
+            a = self.rd(d.rs1)
+            addr = self.op(f"add i64 {a}, {_c(d.imm)}")
+            ptr = self.access(k, pc, addr, bits // 8, store=name in FP_STORES)
+            if name in FP_LOADS:
+                v = self.op(f"load i{bits}, ptr {ptr}, align 1")
+                if bits == 32:
+                    v = self.op(f"zext i32 {v} to i64")
+                    v = self.op(f"or i64 {v}, {_c(_BOX)}")
+                self.fwr(d.rd, v)
+            else:
+                v = self.frd(d.rs2)
+                if bits == 32:
+                    v = self.op(f"trunc i64 {v} to i32")
+                self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
+        elif name in FP_ARITH:
+            a, b = self.dbl(self.frd(d.rs1)), self.dbl(self.frd(d.rs2))
+            r = self.call("double", f"{FP_ARITH[name]}.f64", f"double {a}, double {b}, {_CI}")
+            self.fwr(d.rd, self.canon(r))
+        elif name == "fsqrt.d":
+            a = self.dbl(self.frd(d.rs1))
+            r = self.call("double", "sqrt.f64", f"double {a}, {_CI}")
+            self.fwr(d.rd, self.canon(r))
+        elif name in FP_FMA:
+            neg_p, neg_c = FP_FMA[name]
+            a, b, c = self.frd(d.rs1), self.frd(d.rs2), self.frd(d.rs3)
+            if neg_p:
+                a = self.op(f"xor i64 {a}, {_c(1 << 63)}")
+            if neg_c:
+                c = self.op(f"xor i64 {c}, {_c(1 << 63)}")
+            da, db, dc = self.dbl(a), self.dbl(b), self.dbl(c)
+            # RISC-V raises invalid for inf * 0 even when the addend is a quiet NaN; the
+            # host does not: raise it here.
+            ma = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+            mb = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
+            ia = self.op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
+            ib = self.op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
+            za = self.op(f"icmp eq i64 {ma}, 0")
+            zb = self.op(f"icmp eq i64 {mb}, 0")
+            p1 = self.op(f"and i1 {ia}, {zb}")
+            p2 = self.op(f"and i1 {za}, {ib}")
+            bad = self.op(f"or i1 {p1}, {p2}")
+            nv = self.op(f"select i1 {bad}, i64 16, i64 0")
+            pf = self.op(f"getelementptr i8, ptr %s, i64 {S.FFLAGS}")
+            old = self.op(f"load i64, ptr {pf}")
+            self.emit(f"store i64 {self.op(f'or i64 {old}, {nv}')}, ptr {pf}")
+            r = self.call("double", "fma.f64", f"double {da}, double {db}, double {dc}, {_CI}")
+            self.fwr(d.rd, self.canon(r))
+        elif name in FP_CMP:
+            fn, cc = FP_CMP[name]
+            a, b = self.dbl(self.frd(d.rs1)), self.dbl(self.frd(d.rs2))
+            c = self.call("i1", f"{fn}.f64", f'double {a}, double {b}, metadata !"{cc}", {_CX}')
+            self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
+            self.fs_dirty = True  # may have raised flags
+        elif name in FP_SGNJ:
+            a, b = self.frd(d.rs1), self.frd(d.rs2)
+            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+            sb = self.op(f"and i64 {b}, {_c(1 << 63)}")
+            if name == "fsgnjn.d":
+                sb = self.op(f"xor i64 {sb}, {_c(1 << 63)}")
+            elif name == "fsgnjx.d":
+                sa = self.op(f"and i64 {a}, {_c(1 << 63)}")
+                sb = self.op(f"xor i64 {sb}, {sa}")
+            self.fwr(d.rd, self.op(f"or i64 {mag}, {sb}"))
+        elif name in FP_TO_INT:
+            width = FP_TO_INT[name]
+            a = self.frd(d.rs1)
+            x = self.dbl(a)
+            if d.rm != 1:  # round to nearest even first (raises inexact), then convert
+                x = self.call("double", "rint.f64", f"double {x}, {_CI}")
+            ty = f"i{width}"
+            r = self.call(ty, f"fptosi.{ty}.f64", f"double {x}, {_CX}")
+            # The host gives INT_MIN for NaN and out of range (and raises invalid);
+            # RISC-V saturates: NaN and too large give INT_MAX.
+            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+            nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
+            minv = -(1 << (width - 1))
+            ismin = self.op(f"icmp eq {ty} {r}, {minv}")
+            pos = self.op(f"icmp sge i64 {a}, 0")
+            big = self.op(f"and i1 {ismin}, {pos}")
+            sat = self.op(f"or i1 {nan}, {big}")
+            r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
+            if width == 32:
+                r = self.op(f"sext i32 {r} to i64")
+            self.wr(d.rd, r)
+            self.fs_dirty = True
+        elif name in INT_TO_FP:
+            ext, width = INT_TO_FP[name]
+            a = self.rd(d.rs1)
+            if ext:
+                a = self.op(f"trunc i64 {a} to i32")
+                a = self.op(f"{ext} i32 {a} to i64")
+            r = self.call("double", "sitofp.f64.i64", f"i64 {a}, {_CI}")
+            self.fwr(d.rd, self.bits(r))
+        elif name == "fmv.x.d":
+            self.wr(d.rd, self.frd(d.rs1))
+        elif name == "fmv.d.x":
+            self.fwr(d.rd, self.rd(d.rs1))
+        elif name == "fmv.x.w":
+            v = self.frd(d.rs1)
+            self.wr(d.rd, self.sext32(v))
+        elif name == "fmv.w.x":
+            v = self.rd(d.rs1)
+            v = self.op(f"and i64 {v}, {0xFFFFFFFF}")
+            self.fwr(d.rd, self.op(f"or i64 {v}, {_c(_BOX)}"))
+        else:  # pragma: no cover
+            raise AssertionError(name)
+
+    def op(self, expr: str) -> str:
+        v = self.t()
+        self.emit(f"{v} = {expr}")
+        return v
+
+    def exit(self, code: int, pc: str, n: int) -> None:
+        """Leave the block: write back what it changed, then the shared tail."""
+        for r in sorted(self.dirty):
+            p = self.t()
+            self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}")
+            self.emit(f"store i64 {self.x[r]}, ptr {p}")
+        for r in sorted(self.fdirty):
+            p = self.t()
+            self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.F + 8 * r}")
+            self.emit(f"store i64 {self.f[r]}, ptr {p}")
+        if self.fs_dirty:
+            p = self.t()
+            self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.FSDIRTY}")
+            self.emit(f"store i64 1, ptr {p}")
+        self.exits.append((self.label, code, pc, n))
+        self.emit("br label %exit")
+
+    def sext32(self, v: str) -> str:
+        t = self.op(f"trunc i64 {v} to i32")
+        return self.op(f"sext i32 {t} to i64")
+
+    # -- instructions --------------------------------------------------------------------
+    def insn(self, k: int, pc: int, d: Decoded, last: bool) -> bool:
+        """Emit instruction k; returns False when it ended the block itself."""
+        name = d.name
+        npc = (pc + d.length) & M64
+        imm = d.imm & M64
+        if name in _BIN or name in _IMM:
+            a = self.rd(d.rs1)
+            b = self.rd(d.rs2) if name in _BIN else _c(imm)
+            self.wr(d.rd, self.op(f"{_BIN.get(name) or _IMM[name]} i64 {a}, {b}"))
+        elif name in _SHIFT:
+            a, b = self.rd(d.rs1), self.rd(d.rs2)
+            sh = self.op(f"and i64 {b}, 63")
+            self.wr(d.rd, self.op(f"{_SHIFT[name]} i64 {a}, {sh}"))
+        elif name in _SHIFTI:
+            a = self.rd(d.rs1)
+            self.wr(d.rd, self.op(f"{_SHIFTI[name]} i64 {a}, {d.imm & 63}"))
+        elif name in _W:
+            a, b = self.rd(d.rs1), self.rd(d.rs2)
+            self.wr(d.rd, self.sext32(self.op(f"{_W[name]} i64 {a}, {b}")))
+        elif name == "addiw":
+            a = self.rd(d.rs1)
+            self.wr(d.rd, self.sext32(self.op(f"add i64 {a}, {_c(imm)}")))
+        elif name in _SHIFTW or name in _SHIFTIW:
+            a = self.rd(d.rs1)
+            a32 = self.op(f"trunc i64 {a} to i32")
+            if name in _SHIFTW:
+                b = self.rd(d.rs2)
+                b32 = self.op(f"trunc i64 {b} to i32")
+                sh = self.op(f"and i32 {b32}, 31")
+                opc = _SHIFTW[name]
+            else:
+                sh = str(d.imm & 31)
+                opc = _SHIFTIW[name]
+            r = self.op(f"{opc} i32 {a32}, {sh}")
+            self.wr(d.rd, self.op(f"sext i32 {r} to i64"))
+        elif name in _CMP or name in _CMPI:
+            a = self.rd(d.rs1)
+            b = self.rd(d.rs2) if name in _CMP else _c(imm)
+            c = self.op(f"icmp {_CMP.get(name) or _CMPI[name]} i64 {a}, {b}")
+            self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
+        elif name in _MULH:
+            ea, eb = _MULH[name]
+            a, b = self.rd(d.rs1), self.rd(d.rs2)
+            wa = self.op(f"{ea} i64 {a} to i128")
+            wb = self.op(f"{eb} i64 {b} to i128")
+            p = self.op(f"mul i128 {wa}, {wb}")
+            h = self.op(f"lshr i128 {p}, 64")
+            self.wr(d.rd, self.op(f"trunc i128 {h} to i64"))
+        elif name in _DIV:
+            self.div(name, d)
+        elif name in FP_NAMES:
+            self.fp(k, pc, d)
+        elif name in AMO_NAMES:
+            self.atomic(k, pc, d)
+        elif name in CSR_SIE:
+            return self.sstatus(k, pc, d)
+        elif name == "lui":
+            self.wr(d.rd, _c(imm))
+        elif name == "auipc":
+            self.wr(d.rd, _c(pc + imm))
+        elif name in ("fence", "fence.i"):
+            pass
+        elif name == "jal":
+            self.wr(d.rd, _c(npc))
+            self.jump((pc + imm) & M64, k + 1)
+            return False
+        elif name == "jalr":
+            a = self.rd(d.rs1)
+            t = self.op(f"add i64 {a}, {_c(imm)}")
+            t = self.op(f"and i64 {t}, -2")
+            self.wr(d.rd, _c(npc))
+            self.exit(S.EXIT_CONTINUE, t, k + 1)
+            return False
+        elif name in BRANCHES:
+            a, b = self.rd(d.rs1), self.rd(d.rs2)
+            c = self.op(f"icmp {BRANCHES[name]} i64 {a}, {b}")
+            taken, fall = f"k{k}t", f"k{k}f"
+            self.emit(f"br i1 {c}, label %{taken}, label %{fall}")
+            self.start_label(taken)
+            self.jump((pc + imm) & M64, k + 1)
+            self.start_label(fall)
+            self.exit(S.EXIT_CONTINUE, _c(npc), k + 1)
+            return False
+        elif name in LOADS:
+            bits, ext = LOADS[name]
+            a = self.rd(d.rs1)
+            addr = self.op(f"add i64 {a}, {_c(imm)}")
+            ptr = self.access(k, pc, addr, bits // 8, store=False)
+            v = self.op(f"load i{bits}, ptr {ptr}, align 1")
+            if ext:
+                v = self.op(f"{ext} i{bits} {v} to i64")
+            self.wr(d.rd, v)
+        elif name in STORES:
+            bits = STORES[name]
+            a, b = self.rd(d.rs1), self.rd(d.rs2)
+            addr = self.op(f"add i64 {a}, {_c(imm)}")
+            ptr = self.access(k, pc, addr, bits // 8, store=True)
+            if bits < 64:
+                b = self.op(f"trunc i64 {b} to i{bits}")
+            self.emit(f"store i{bits} {b}, ptr {ptr}, align 1")
+        else:  # pragma: no cover - supported() guards this
+            raise AssertionError(name)
+        return True
+
+    def atomic(self, k: int, pc: int, d: Decoded) -> None:
+        base, _, width = d.name.partition(".")
+        bits = 32 if width == "w" else 64
+        ty = f"i{bits}"
+        addr = self.rd(d.rs1)
+        presv = self.op(f"getelementptr i8, ptr %s, i64 {S.RESV}")
+        if base == "lr":
+            ptr = self.access(k, pc, addr, bits // 8, store=False)
+            v = self.op(f"load {ty}, ptr {ptr}, align 1")
+            self.emit(f"store i64 {self.guest_pa(ptr)}, ptr {presv}")
+            self.wr(d.rd, self.op(f"sext {ty} {v} to i64") if bits == 32 else v)
+            return
+        if base == "sc":
+            ptr = self.access(k, pc, addr, bits // 8, store=True)
+            resv = self.op(f"load i64, ptr {presv}")
+            ok = self.op(f"icmp eq i64 {resv}, {self.guest_pa(ptr)}")
+            yes, join = f"k{k}y", f"k{k}j"
+            src = self.rd(d.rs2)
+            if bits == 32:
+                src = self.op(f"trunc i64 {src} to i32")
+            self.emit(f"br i1 {ok}, label %{yes}, label %{join}")
+            self.start_label(yes)
+            self.emit(f"store {ty} {src}, ptr {ptr}, align 1")
+            self.emit(f"br label %{join}")
+            self.start_label(join)
+            self.emit(f"store i64 -1, ptr {presv}")
+            self.wr(d.rd, self.op(f"select i1 {ok}, i64 0, i64 1"))
+            return
+        ptr = self.access(k, pc, addr, bits // 8, store=True)
+        old = self.op(f"load {ty}, ptr {ptr}, align 1")
+        v = self.rd(d.rs2)
+        if bits == 32:
+            v = self.op(f"trunc i64 {v} to i32")
+        kind = AMOS[base]
+        if kind is None:
+            new = v
+        elif kind in ("add", "xor", "and", "or"):
+            new = self.op(f"{kind} {ty} {old}, {v}")
+        else:  # min/max: keep old when it wins the comparison
+            keep = self.op(f"icmp {kind} {ty} {old}, {v}")
+            new = self.op(f"select i1 {keep}, {ty} {old}, {ty} {v}")
+        self.emit(f"store {ty} {new}, ptr {ptr}, align 1")
+        self.wr(d.rd, self.op(f"sext {ty} {old} to i64") if bits == 32 else old)
+
+    def sstatus(self, k: int, pc: int, d: Decoded) -> bool:
+        """csrr(s|c)[i] sstatus with at most SIE changing; the value read is the
+        interpreter's (FS dirty folded in, SD from FS). Setting SIE while an interrupt
+        waits for it leaves the block (EXIT_IRQ) so that Python takes it."""
+        npc = (pc + d.length) & M64
+        if d.name.endswith("i"):
+            bits = str(d.rs1)
+        else:
+            bits = self.rd(d.rs1)
+            if d.rs1:
+                other = self.op(f"and i64 {bits}, {_c(~C.MSTATUS_SIE)}")
+                ok = self.op(f"icmp eq i64 {other}, 0")
+                go, out = f"c{k}g", f"c{k}o"
+                self.emit(f"br i1 {ok}, label %{go}, label %{out}")
+                self.start_label(out)
+                p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}")
+                self.emit(f"store i64 0, ptr {p}")
+                self.exit(S.EXIT_SLOW, _c(pc), k)
+                self.start_label(go)
+        pms = self.op(f"getelementptr i8, ptr %s, i64 {S.MSTATUS}")
+        ms = self.op(f"load i64, ptr {pms}")
+        if d.rd:
+            pfs = self.op(f"getelementptr i8, ptr %s, i64 {S.FSDIRTY}")
+            fsd = self.op(f"load i64, ptr {pfs}")
+            dirty = self.op(f"icmp ne i64 {fsd}, 0")
+            withfs = self.op(f"or i64 {ms}, {C.MSTATUS_FS}")
+            m2 = self.op(f"select i1 {dirty}, i64 {withfs}, i64 {ms}")
+            m3 = self.op(f"or i64 {m2}, {_c(C.MSTATUS_UXL | C.MSTATUS_SXL)}")
+            fs = self.op(f"and i64 {m3}, {C.MSTATUS_FS}")
+            full = self.op(f"icmp eq i64 {fs}, {C.MSTATUS_FS}")
+            sd = self.op(f"select i1 {full}, i64 {_c(C.MSTATUS_SD)}, i64 0")
+            m4 = self.op(f"and i64 {m3}, {_c(~C.MSTATUS_SD)}")
+            m5 = self.op(f"or i64 {m4}, {sd}")
+            self.wr(d.rd, self.op(f"and i64 {m5}, {_c(C.SSTATUS_MASK)}"))
+        if bits == "0":
+            return True
+        if CSR_SIE[d.name] == "clear":
+            inv = self.op(f"xor i64 {bits}, -1")
+            self.emit(f"store i64 {self.op(f'and i64 {ms}, {inv}')}, ptr {pms}")
+            return True
+        new = self.op(f"or i64 {ms}, {bits}")
+        self.emit(f"store i64 {new}, ptr {pms}")
+        sie = self.op(f"and i64 {new}, {C.MSTATUS_SIE}")
+        on = self.op(f"icmp ne i64 {sie}, 0")
+        want = self.op(f"icmp ne i64 {self.field(S.IRQSIE)}, 0")
+        irq = self.op(f"and i1 {on}, {want}")
+        go, out = f"c{k}c", f"c{k}x"
+        self.emit(f"br i1 {irq}, label %{out}, label %{go}")
+        self.start_label(out)
+        self.exit(S.EXIT_IRQ, _c(npc), k + 1)
+        self.start_label(go)
+        return True
+
+    def guest_pa(self, ptr: str) -> str:
+        """Guest physical address of a host pointer into guest RAM."""
+        host = self.op(f"ptrtoint ptr {self.field(S.RAM_HOST, 'ptr')} to i64")
+        h = self.op(f"ptrtoint ptr {ptr} to i64")
+        off = self.op(f"sub i64 {h}, {host}")
+        return self.op(f"add i64 {off}, {RAM_BASE}")
+
+    def jump(self, target: int, n: int) -> None:
+        if target == self.start and self.loop:
+            pb = self.t()
+            self.emit(f"{pb} = getelementptr i8, ptr %s, i64 {S.BUDGET}")
+            b = self.op(f"load i64, ptr {pb}")
+            b2 = self.op(f"sub i64 {b}, {n}")
+            self.emit(f"store i64 {b2}, ptr {pb}")
+            c = self.op(f"icmp sgt i64 {b2}, 0")
+            out = f"L{self.n}"
+            latch = self.label
+            self.latch = (latch, dict(self.x), dict(self.f))
+            self.emit(f"br i1 {c}, label %i0, label %{out}")
+            self.start_label(out)
+            self.exit(S.EXIT_CONTINUE, _c(target), 0)
+        else:
+            self.exit(S.EXIT_CONTINUE, _c(target), n)
+
+    def div(self, name: str, d: Decoded) -> None:
+        a, b = self.rd(d.rs1), self.rd(d.rs2)
+        w = name.endswith("w")
+        ty = "i32" if w else "i64"
+        if w:
+            a = self.op(f"trunc i64 {a} to i32")
+            b = self.op(f"trunc i64 {b} to i32")
+        signed = name in ("div", "rem", "divw", "remw")
+        is_rem = name.startswith("rem")
+        zero = self.op(f"icmp eq {ty} {b}, 0")
+        minv = "-2147483648" if w else "-9223372036854775808"
+        if signed:
+            amin = self.op(f"icmp eq {ty} {a}, {minv}")
+            bneg = self.op(f"icmp eq {ty} {b}, -1")
+            ovf = self.op(f"and i1 {amin}, {bneg}")
+            bad = self.op(f"or i1 {zero}, {ovf}")
+        else:
+            bad = zero
+        safe = self.op(f"select i1 {bad}, {ty} 1, {ty} {b}")
+        opc = ("s" if signed else "u") + ("rem" if is_rem else "div")
+        q = self.op(f"{opc} {ty} {a}, {safe}")
+        if is_rem:
+            # x % 0 = x; MIN % -1 = 0
+            r = self.op(f"select i1 {zero}, {ty} {a}, {ty} {q}")
+            if signed:
+                r = self.op(f"select i1 {ovf}, {ty} 0, {ty} {r}")
+        else:
+            # x / 0 = all ones; MIN / -1 = MIN
+            r = self.op(f"select i1 {zero}, {ty} -1, {ty} {q}")
+            if signed:
+                r = self.op(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
+        if w:
+            r = self.op(f"sext i32 {r} to i64")
+        self.wr(d.rd, r)
+
+    def access(self, k: int, pc: int, addr: str, size: int, store: bool) -> str:
+        """Host pointer for a guest access, or the slow exit before instruction k."""
+        fast, slow = f"m{k}f", f"m{k}s"
+        if size > 1:
+            low = self.op(f"and i64 {addr}, {size - 1}")
+            aligned = self.op(f"icmp eq i64 {low}, 0")
+        else:
+            aligned = "true"
+        if self.translated:
+            vpn = self.op(f"lshr i64 {addr}, 12")
+            idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
+            off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
+            off = self.op(f"add i64 {off}, {S.TLB}")
+            ent = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+            tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
+            tag = self.op(f"load i64, ptr {tagp}")
+            hit = self.op(f"icmp eq i64 {tag}, {vpn}")
+            ok = self.op(f"and i1 {hit}, {aligned}")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+            self.slow_exit(slow, addr, store, k, pc)
+            self.start_label(fast)
+            addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
+            add = self.op(f"load i64, ptr {addp}")
+            host = self.op(f"add i64 {addr}, {add}")
+            return self.op(f"inttoptr i64 {host} to ptr")
+        off = self.op(f"sub i64 {addr}, {RAM_BASE}")
+        size_ram = self.field(S.RAM_SIZE)
+        lim = self.op(f"sub i64 {size_ram}, {size - 1}")
+        inr = self.op(f"icmp ult i64 {off}, {lim}")
+        ok = self.op(f"and i1 {inr}, {aligned}")
+        if store:
+            chk = f"m{k}c"
+            self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
+            self.start_label(chk)
+            cmap = self.field(S.CODEMAP, "ptr")
+            page = self.op(f"lshr i64 {off}, 12")
+            bp = self.op(f"getelementptr i8, ptr {cmap}, i64 {page}")
+            byte = self.op(f"load i8, ptr {bp}")
+            clean = self.op(f"icmp eq i8 {byte}, 0")
+            self.emit(f"br i1 {clean}, label %{fast}, label %{slow}")
+        else:
+            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+        self.slow_exit(slow, addr, store, k, pc)
+        self.start_label(fast)
+        host = self.field(S.RAM_HOST, "ptr")
+        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+
+    def slow_exit(self, label: str, addr: str, store: bool, k: int, pc: int) -> None:
+        self.start_label(label)
+        p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_VADDR}")
+        self.emit(f"store i64 {addr}, ptr {p}")
+        p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}")
+        self.emit(f"store i64 {2 if store else 1}, ptr {p}")
+        self.exit(S.EXIT_SLOW, _c(pc), k)
+
+    # -- the function ----------------------------------------------------------------------
+    def build(self) -> str:
+        if self.loop:
+            # Registers the body writes get a phi at the loop header: (value at entry,
+            # value at the back edge). Their entry values are loaded in the prologue.
+            xw = sorted({d.rd for _, d in self.insns if d.rd and _writes_x(d)})
+            fw = sorted({d.rd for _, d in self.insns if _writes_f(d)})
+            for r in xw:
+                self.rd(r)
+                self.x[r] = f"%hx{r}"
+                self.dirty.add(r)
+            for r in fw:
+                self.frd(r)
+                self.f[r] = f"%hf{r}"
+                self.fdirty.add(r)
+        last_pc, last_d = self.insns[-1]
+        ended = False
+        for k, (pc, d) in enumerate(self.insns):
+            if not self.insn(k, pc, d, k == len(self.insns) - 1):
+                ended = True
+                break
+        if not ended:
+            self.exit(S.EXIT_CONTINUE, _c(last_pc + last_d.length), len(self.insns))
+        out = [f"define i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
+        out.extend(self.prologue)
+        out.append("  br label %i0")
+        out.append("i0:")
+        if self.loop:
+            latch, lx, lf = self.latch
+            for r in xw:
+                out.append(f"  %hx{r} = phi i64 [ %ix{r}, %entry ], [ {lx[r]}, %{latch} ]")
+            for r in fw:
+                out.append(f"  %hf{r} = phi i64 [ %if{r}, %entry ], [ {lf[r]}, %{latch} ]")
+        out.extend(self.lines)
+        out.append("exit:")
+        codes = ", ".join(f"[ {c}, %{lb} ]" for lb, c, _p, _n in self.exits)
+        pcs = ", ".join(f"[ {p}, %{lb} ]" for lb, _c2, p, _n in self.exits)
+        ns = ", ".join(f"[ {n}, %{lb} ]" for lb, _c2, _p, n in self.exits)
+        out.append(f"  %ec = phi i32 {codes}")
+        out.append(f"  %epc = phi i64 {pcs}")
+        out.append(f"  %en = phi i64 {ns}")
+        out.append(f"  %ppc = getelementptr i8, ptr %s, i64 {S.PC}")
+        out.append("  store i64 %epc, ptr %ppc")
+        out.append(f"  %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}")
+        out.append("  %b0 = load i64, ptr %pb")
+        out.append("  %b1 = sub i64 %b0, %en")
+        out.append("  store i64 %b1, ptr %pb")
+        out.append("  ret i32 %ec")
+        out.append("}")
+        return "\n".join(out)
+
+
+def _writes_x(d: Decoded) -> bool:
+    n = d.name
+    if n in FP_NAMES:
+        return n in FP_CMP or n in FP_TO_INT or n in ("fmv.x.d", "fmv.x.w")
+    return n not in STORES and n not in BRANCHES and n not in ("fence", "fence.i")
+
+
+def _writes_f(d: Decoded) -> bool:
+    n = d.name
+    return n in FP_NAMES and not (n in FP_CMP or n in FP_TO_INT or n in FP_STORES
+                                  or n in ("fmv.x.d", "fmv.x.w"))
+
+
+def block_ir(name: str, start: int, insns: list[tuple[int, Decoded]], translated: bool) -> str:
+    # (whether sstatus accesses are in the block was decided by the caller's supported())
+    """LLVM IR for one block (a function named ``name``)."""
+    return _Block(name, start, insns, translated).build()
+
+
+_DECLS = [
+    f"declare double @llvm.experimental.constrained.{op}.f64(double, double, metadata, metadata)"
+    for op in ("fadd", "fsub", "fmul", "fdiv")
+] + [
+    "declare double @llvm.experimental.constrained.sqrt.f64(double, metadata, metadata)",
+    "declare double @llvm.experimental.constrained.rint.f64(double, metadata, metadata)",
+    "declare double @llvm.experimental.constrained.fma.f64(double, double, double, metadata,"
+    " metadata)",
+    "declare i1 @llvm.experimental.constrained.fcmp.f64(double, double, metadata, metadata)",
+    "declare i1 @llvm.experimental.constrained.fcmps.f64(double, double, metadata, metadata)",
+    "declare i32 @llvm.experimental.constrained.fptosi.i32.f64(double, metadata)",
+    "declare i64 @llvm.experimental.constrained.fptosi.i64.f64(double, metadata)",
+    "declare double @llvm.experimental.constrained.sitofp.f64.i64(i64, metadata, metadata)",
+    "declare void @llvm.x86.sse.ldmxcsr(ptr)",
+    "declare void @llvm.x86.sse.stmxcsr(ptr)",
+]
+HEADER = "\n".join(_DECLS) + """
+attributes #0 = { nounwind strictfp "frame-pointer"="none" }
+attributes #1 = { strictfp }
+"""
+
+DISPATCH = f"""
+define i32 @pyhv_dispatch(ptr %s) #0 {{
+entry:
+  %mx = alloca i32
+  store i32 8064, ptr %mx  ; 0x1F80: all exceptions masked, round to nearest, flags clear
+  call void @llvm.x86.sse.ldmxcsr(ptr %mx) #1
+  %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}
+  %ppc = getelementptr i8, ptr %s, i64 {S.PC}
+  %ptab = getelementptr i8, ptr %s, i64 {S.TABLE}
+  br label %loop
+loop:
+  %b = load i64, ptr %pb
+  %over = icmp sle i64 %b, 0
+  br i1 %over, label %budget, label %look
+look:
+  %pc = load i64, ptr %ppc
+  %tab = load ptr, ptr %ptab
+  %h = lshr i64 %pc, 1
+  %i = and i64 %h, {S.NDISPATCH - 1}
+  %o = shl i64 %i, 4
+  %ent0 = getelementptr i8, ptr %tab, i64 %o
+  %tag = load i64, ptr %ent0
+  %hit = icmp eq i64 %tag, %pc
+  br i1 %hit, label %call, label %way2
+way2:
+  %o2 = xor i64 %o, 16
+  %ent1 = getelementptr i8, ptr %tab, i64 %o2
+  %tag2 = load i64, ptr %ent1
+  %hit2 = icmp eq i64 %tag2, %pc
+  br i1 %hit2, label %call, label %miss
+call:
+  %ent = phi ptr [ %ent0, %look ], [ %ent1, %way2 ]
+  %pfn = getelementptr i8, ptr %ent, i64 8
+  %fn = load ptr, ptr %pfn
+  %r = call i32 %fn(ptr %s)
+  %cont = icmp eq i32 %r, 0
+  br i1 %cont, label %loop, label %out
+out:
+  br label %done
+budget:
+  br label %done
+miss:
+  br label %done
+done:
+  %code = phi i32 [ %r, %out ], [ {S.EXIT_BUDGET}, %budget ], [ {S.EXIT_LOOKUP}, %miss ]
+  call void @llvm.x86.sse.stmxcsr(ptr %mx) #1
+  %m = load i32, ptr %mx
+  %m64 = zext i32 %m to i64
+  %ie = and i64 %m64, 1
+  %nv = shl i64 %ie, 4
+  %ze = lshr i64 %m64, 2
+  %ze1 = and i64 %ze, 1
+  %dz = shl i64 %ze1, 3
+  %oe = lshr i64 %m64, 3
+  %oe1 = and i64 %oe, 1
+  %of = shl i64 %oe1, 2
+  %ue = lshr i64 %m64, 4
+  %ue1 = and i64 %ue, 1
+  %uf = shl i64 %ue1, 1
+  %pe = lshr i64 %m64, 5
+  %nx = and i64 %pe, 1
+  %f1 = or i64 %nv, %dz
+  %f2 = or i64 %f1, %of
+  %f3 = or i64 %f2, %uf
+  %f4 = or i64 %f3, %nx
+  %pff = getelementptr i8, ptr %s, i64 {S.FFLAGS}
+  %old = load i64, ptr %pff
+  %new = or i64 %old, %f4
+  store i64 %new, ptr %pff
+  ret i32 %code
+}}
+"""

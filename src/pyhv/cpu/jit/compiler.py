@@ -1,0 +1,320 @@
+"""LLVM: turns batches of block IR into machine code, and keeps it on disk.
+
+One :class:`Compiler` per process serves every hart and machine in it. A batch of blocks
+becomes one module, optimised with a light pipeline (SROA/mem2reg, instcombine,
+simplifycfg: most of O2's speed for a fraction of its cost on small blocks), turned into
+an object file by the target machine and loaded into MCJIT from that object. The same
+object is written to the code cache directory, keyed by the blocks' content (engine
+version, host CPU, translation mode, pc and instruction bytes), so a second run of the
+same guest loads machine code instead of compiling it (``add_object_file``). The code
+holds no host addresses (everything goes through the hart-state pointer), which is what
+makes reloading it in another process valid.
+
+Cache location: ``$PYHV_JIT_CACHE`` (``off`` disables it), else
+``$XDG_CACHE_HOME/pyhv/jit`` or ``~/.cache/pyhv/jit``; one subdirectory per host CPU and
+engine version. Objects are written to a temporary name and renamed, index lines are
+appended with one ``write``: two pyhv processes can share the cache.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import queue
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import llvmlite.binding as llvm
+
+from . import codegen
+
+ENGINE_VERSION = "pyhv-jit-1"
+# IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
+MAX_BATCH = 64  # blocks per module
+OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
+
+
+def _cache_root() -> Path | None:
+    env = os.environ.get("PYHV_JIT_CACHE")
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyhv" / "jit"
+
+
+class Compiler:
+    """Compiles and loads native blocks; ``address(key)`` finds one compiled before."""
+
+    def __init__(self) -> None:
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
+        self.triple = llvm.get_process_triple()
+        target = llvm.Target.from_triple(self.triple)
+        cpu = llvm.get_host_cpu_name()
+        features = llvm.get_host_cpu_features().flatten()
+        self.tm = target.create_target_machine(
+            cpu=cpu, features=features, opt=0, reloc="pic", codemodel="default"
+        )
+        self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
+        self._objects: list[object] = []  # keep loaded object files alive
+        self.blocks_compiled = 0
+        self.blocks_loaded = 0
+        self.compile_seconds = 0.0
+        # The code generator's own source is part of the key: any change to it starts a
+        # new cache rather than reusing machine code it would no longer produce.
+        gen = Path(codegen.__file__).read_bytes()
+        tag = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|".encode() + gen).hexdigest()[:16]
+        root = _cache_root()
+        self.cache_dir = root / tag if root is not None else None
+        self._index: dict[str, str] = {}  # block key -> object file name
+        self.known: dict[str, int] = {}  # block key -> address, for every hart and machine
+        # Start pcs of every block compiled or on disk: only these are worth a lookup.
+        self.starts: set[int] = set()
+        self._loaded_files: set[str] = set()
+        self._load_index()
+        self.dispatch = self._compile_dispatch()
+        self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
+        self._batch: list[tuple[str, str]] = []
+        self._waiting: dict[str, list[Callable[[int], None]]] = {}
+        self._todo: queue.Queue = queue.Queue()
+        # Finished batches: appended by the worker, taken by ``poll`` (a deque: checking
+        # it costs nothing on the guest thread's hot path, unlike a Queue's locks).
+        self._done: collections.deque = collections.deque()
+        self._finished = threading.Event()
+        self._inflight = 0
+        self._worker: threading.Thread | None = None
+
+    # -- the disk cache -----------------------------------------------------------------
+    def _load_index(self) -> None:
+        if self.cache_dir is None:
+            return
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            text = (self.cache_dir / "index").read_text()
+        except FileNotFoundError:
+            return
+        except OSError:
+            self.cache_dir = None  # unusable: run without a cache
+            return
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                self._index[parts[0]] = parts[1]
+                pc = key_pc(parts[0])
+                if pc is not None:
+                    self.starts.add(pc)
+
+    def _save(self, keys: list[str], obj: bytes) -> None:
+        if self.cache_dir is None:
+            return
+        name = hashlib.sha256(obj).hexdigest()[:24] + ".o"
+        try:
+            tmp = self.cache_dir / f".{name}.{os.getpid()}"
+            tmp.write_bytes(obj)
+            os.replace(tmp, self.cache_dir / name)
+            lines = "".join(f"{k} {name}\n" for k in keys).encode()
+            fd = os.open(self.cache_dir / "index", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, lines)
+            finally:
+                os.close(fd)
+        except OSError:
+            return
+        for k in keys:
+            self._index[k] = name
+        self._loaded_files.add(name)
+
+    def cached(self, key: str) -> int | None:
+        """Address of block ``key`` from the disk cache (loading its object), or None."""
+        fname = self._index.get(key)
+        if fname is None:
+            return None
+        if fname not in self._loaded_files:
+            assert self.cache_dir is not None
+            try:
+                data = (self.cache_dir / fname).read_bytes()
+            except OSError:
+                self._index.pop(key, None)
+                return None
+            self._loaded_files.add(fname)
+            obj = llvm.ObjectFileRef.from_data(data)
+            self.ee.add_object_file(obj)
+            self._objects.append(obj)
+            self.ee.finalize_object()
+        addr = self.ee.get_function_address(symbol(key))
+        if not addr:
+            return None
+        self.blocks_loaded += 1
+        return addr
+
+    # -- compiling --------------------------------------------------------------------------
+    def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None) -> None:
+        if not OPT_PASSES:
+            return
+        tuning = llvm.create_pipeline_tuning_options(speed_level=1)
+        pb = llvm.create_pass_builder(tm or self.tm, tuning)
+        mpm = llvm.create_new_module_pass_manager()
+        mpm.add_sroa_pass()
+        mpm.add_instruction_combine_pass()
+        mpm.add_simplify_cfg_pass()
+        mpm.run(mod, pb)
+
+    def _load(self, ir: str) -> bytes:
+        mod = llvm.parse_assembly(ir)
+        self._optimise(mod)
+        obj = self.tm.emit_object(mod)
+        ref = llvm.ObjectFileRef.from_data(obj)
+        self.ee.add_object_file(ref)
+        self._objects.append(ref)
+        self.ee.finalize_object()
+        return obj
+
+    def _compile_dispatch(self) -> int:
+        self._load(codegen.HEADER + codegen.DISPATCH)  # one small function: always fresh
+        return self.ee.get_function_address("pyhv_dispatch")
+
+    def compile(self, blocks: list[tuple[str, str]]) -> dict[str, int]:
+        """Compile ``(key, ir)`` blocks as one module now; return key -> address."""
+        t0 = time.perf_counter()
+        ir = codegen.HEADER + "\n".join(text for _key, text in blocks)
+        obj = self._load(ir)
+        keys = [k for k, _ in blocks]
+        self._save(keys, obj)
+        out = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+        self.known.update(out)
+        self.starts.update(key_pc(k) for k in keys)
+        self.blocks_compiled += len(blocks)
+        self.compile_seconds += time.perf_counter() - t0
+        return out
+
+    # -- compiling in the background ---------------------------------------------------------
+    #
+    # Generating machine code is the expensive part (a few ms a block) and llvmlite drops
+    # the GIL while LLVM works, so a worker thread does it on another host CPU while the
+    # hart goes on running the block cold. Only the worker parses, optimises and emits
+    # (in its own LLVMContext and target machine); loading objects into MCJIT stays on
+    # the thread that runs guest code, at a point of its choosing (``poll``).
+
+    def submit(self, key: str, ir: str, done: Callable[[int], None]) -> None:
+        """Queue one block; ``done(address)`` runs on the guest thread once it is loaded."""
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._waiting[key] = [done]
+        self._batch.append((key, ir))
+        if self.background and self._inflight == 0:
+            self._send()
+
+    def _send(self) -> None:
+        batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
+        if not batch:
+            return
+        if self._worker is None:
+            # The guest thread gives the GIL up for every native run and must get it
+            # back at once, not after the default 5 ms switch interval.
+            sys.setswitchinterval(min(sys.getswitchinterval(), 0.0002))
+            self._worker = threading.Thread(target=self._work, name="pyhv-jit", daemon=True)
+            self._worker.start()
+        self._inflight += 1
+        self._todo.put(batch)
+
+    def _work(self) -> None:
+        tm = self._worker_tm()
+        while True:
+            batch = self._todo.get()
+            t0 = time.perf_counter()
+            try:
+                ctx = llvm.create_context()
+                ir = codegen.HEADER + "\n".join(text for _key, text in batch)
+                mod = llvm.parse_assembly(ir, context=ctx)
+                self._optimise(mod, tm)
+                obj = tm.emit_object(mod)
+                self._done.append(([k for k, _ in batch], obj, time.perf_counter() - t0))
+            except Exception as e:  # noqa: BLE001 - reported on the guest thread
+                self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
+            self._finished.set()
+
+    def _worker_tm(self) -> llvm.TargetMachine:
+        target = llvm.Target.from_triple(self.triple)
+        return target.create_target_machine(
+            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+            opt=0, reloc="pic", codemodel="default")
+
+    def poll(self, wait: bool = False) -> int:
+        """Load what the worker finished (all of it, with ``wait``); returns blocks loaded."""
+        if not self.background:
+            if self._batch:
+                batch, self._batch = self._batch, []
+                self._finish([k for k, _ in batch], self.compile(batch))
+                return len(batch)
+            return 0
+        loaded = 0
+        while self._inflight:
+            if not self._done:
+                if not wait:
+                    break
+                self._finished.wait()
+                self._finished.clear()
+                continue
+            keys, obj, seconds = self._done.popleft()
+            self._inflight -= 1
+            self.compile_seconds += seconds
+            if isinstance(obj, Exception):
+                raise RuntimeError(f"JIT compile failed: {obj}") from obj
+            ref = llvm.ObjectFileRef.from_data(obj)
+            self.ee.add_object_file(ref)
+            self._objects.append(ref)
+            self.ee.finalize_object()
+            self._save(keys, obj)
+            addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+            self.known.update(addrs)
+            self.starts.update(key_pc(k) for k in keys)
+            self.blocks_compiled += len(keys)
+            self._finish(keys, addrs)
+            loaded += len(keys)
+        if self._batch and self._inflight == 0:
+            self._send()
+            if wait:
+                loaded += self.poll(wait=True)
+        return loaded
+
+    def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
+        for k in keys:
+            for done in self._waiting.pop(k, ()):
+                done(addrs[k])
+
+    def pending(self) -> int:
+        return len(self._waiting)
+
+
+def symbol(key: str) -> str:
+    return "b" + key
+
+
+def key_pc(key: str) -> int | None:
+    """The start pc inside a block key (None for other keys)."""
+    try:
+        return int(key[2:-32], 16)
+    except ValueError:
+        return None
+
+
+def block_key(translated: bool, start: int, raw: bytes, supervisor: bool = False) -> str:
+    """Content key of a block: translation mode, privilege class, start pc and bytes."""
+    digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+    return f"{int(translated)}{int(supervisor)}{start:x}{digest}"
+
+
+_COMPILER: Compiler | None = None
+
+
+def compiler() -> Compiler:
+    global _COMPILER
+    if _COMPILER is None:
+        _COMPILER = Compiler()
+    return _COMPILER

@@ -1,0 +1,657 @@
+"""Tier 2: the native JIT engine (same interface as the interpreter).
+
+How control moves:
+
+* Cold code runs in Python through the interpreter's closures, one instruction at a
+  time, in stretches that end at a control transfer or at a pc that has a native block.
+  Each stretch adds its length to the heat of its start pc; at ``threshold`` the block
+  there is compiled (codegen.py → compiler.py) and installed in the context's dispatch
+  table. A block already on disk (code cache) is installed the first time its pc is seen.
+* At a pc with a native block, Python copies the registers into the hart's C struct
+  (state.py) once and calls the native dispatch loop, which runs block after block, each
+  looking up the next one in the table, until the budget is used up (``EXIT_BUDGET``), a
+  pc has no native block (``EXIT_LOOKUP``: Python runs it cold) or an instruction needs
+  Python (``EXIT_SLOW``). A slow exit for a soft-TLB miss refills the native TLB from
+  the MMU and goes straight back; anything else (MMIO, a store into a code page, a
+  misaligned access, a fault) runs that one instruction in Python, with precise state.
+* Interrupts are checked between runs, as in the interpreter; every instruction that can
+  change the interrupt state (CSR writes, mret/sret, wfi) runs in Python.
+
+Invalidation: native blocks are registered with the machine's CodeWatch like decoded
+instructions, so a write to their pages (any hart, the page walker, DMA) unlinks them
+from the dispatch table. Native stores never write a page holding code: in the code map
+(bare mode) or with no write tag in the soft TLB (translated mode) they exit to Python,
+which does the store and the invalidation. SFENCE.VMA and satp writes flush the soft TLB
+and drop blocks fetched through translation, as for the interpreter.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import struct
+from functools import lru_cache
+from typing import Any
+
+from ...isa import csr as C
+from ...isa.decoder import Decoded, decode
+from ..hart import Hart
+from ..interp import (
+    CounterAccess,
+    GuestCrash,
+    SliceBreak,
+    StopRequest,
+    YieldSlice,
+    make_op,
+)
+from ..mmu import FETCH, LOAD, STORE, CodeWatch
+from ..trap import Trap
+from . import codegen
+from . import state as S
+from .compiler import Compiler, block_key
+
+M64 = (1 << 64) - 1
+# Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
+HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
+MAX_CONTEXTS = 64
+_ENDS_COLD = frozenset(
+    {"jalr", "ecall", "ebreak", "illegal", "mret", "sret", "wfi", "sfence.vma", "fence.i",
+     "csrrw", "csrrs", "csrrc", "csrrwi", "csrrsi", "csrrci"} | set(codegen.BRANCHES) | {"jal"}
+)
+_REGS = struct.Struct("<32Q")
+_FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
+_DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+
+
+@lru_cache(maxsize=1 << 16)
+def _decode(word: int, length: int) -> Decoded:
+    return decode(word, length)
+
+
+class _NativeBlocks(dict):
+    """pc -> native function address for one context; dropping an entry (CodeWatch,
+    SFENCE.VMA) also unlinks it from the context's dispatch table."""
+
+    def __init__(self, table: ctypes.Array) -> None:
+        super().__init__()
+        self.table = table
+        self._flip = False
+
+    def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
+        value = dict.pop(self, pc, default)
+        i = S.slot(pc)
+        for j in (2 * i, 2 * (i ^ 1)):
+            if self.table[j] == pc:
+                self.table[j] = S.EMPTY_TAG
+        return value
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.table[0::2] = [S.EMPTY_TAG] * S.NDISPATCH
+
+    def install(self, pc: int, addr: int) -> None:
+        self[pc] = addr
+        self.link(pc)
+
+    def link(self, pc: int) -> None:
+        """Put ``pc`` in one of its two slots: a free one, else evict the other way's."""
+        table = self.table
+        i = S.slot(pc)
+        a, b = 2 * i, 2 * (i ^ 1)
+        if table[a] == pc or table[b] == pc:
+            return
+        if table[a] == S.EMPTY_TAG or table[b] != S.EMPTY_TAG and self._flip:
+            j = a
+        else:
+            j = b
+        self._flip = not self._flip
+        table[j] = pc
+        table[j + 1] = self[pc]
+
+
+class _Context:
+    __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
+                 "table_addr", "translated", "key", "vmap")
+
+    def __init__(self, code: CodeWatch, key: tuple[int, int, bool]) -> None:
+        table = S.new_table()
+        self.native = _NativeBlocks(table)
+        self.table_addr = ctypes.addressof(table)
+        self.ops: dict[int, tuple[Any, int]] = {}
+        self.heat: dict[int, int] = {}
+        self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
+        self.queued: set[int] = set()  # starts waiting for the compiler
+        self.vmap: dict[int, int] = {}  # virtual page -> physical page code came from
+        self.native_id = code.register(self.native)
+        self.op_id = code.register(self.ops)
+        self.key = key
+        self.translated = key[2]
+
+
+class JitMachine:
+    """What the harts of one machine share: the compiler, the code map, their engines."""
+
+    def __init__(self, board: Any, compiler: Compiler, threshold: int = HOT_THRESHOLD,
+                 sync: bool = False) -> None:
+        self.board = board
+        self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
+        self.compiler = compiler
+        ram = board.ram
+        self.ram_base = ram.base
+        self.ram_size = ram.size
+        self.ram_host = ram.host_address()
+        self.ram_mv = ram.mv
+        self.codemap = (ctypes.c_uint8 * (ram.size >> 12))()
+        # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
+        # valid while RAM still holds those bytes (checked on use)
+        self.scans: dict[tuple[int, int], tuple[list, bytes]] = {}
+        self.engines = [JitEngine(h, self, threshold) for h in board.harts]
+        code: CodeWatch = board.code
+        for ppn in code.pages:
+            self.watch(ppn, True)
+        code.watchers.append(self.watch)
+
+    def watch(self, ppn: int, added: bool) -> None:
+        """A physical page starts or stops holding decoded code."""
+        i = ppn - (self.ram_base >> 12)
+        if 0 <= i < len(self.codemap):
+            self.codemap[i] = 1 if added else 0
+        if added:
+            for e in self.engines:
+                e._saved_tlbs.clear()  # parked TLBs may allow writes to the page
+                slots = e.wslots.pop(ppn, None)
+                if slots:
+                    tlb = e.st.tlb
+                    for idx in slots:
+                        tlb[idx].wtag = S.INVALID_TLB
+
+
+class JitEngine:
+    """Runs one hart: cold code in Python, hot blocks native."""
+
+    preferred_slice = 65536
+
+    def __init__(self, hart: Hart, machine: JitMachine, threshold: int) -> None:
+        self.hart = hart
+        self.machine = machine
+        self.code: CodeWatch = machine.board.code
+        self.compiler = machine.compiler
+        self.threshold = max(1, threshold)
+        self.st = S.HartState()
+        self.st_addr = ctypes.addressof(self.st)
+        self.st.ram_host = machine.ram_host
+        self.st.ram_size = machine.ram_size
+        self.st.codemap = ctypes.addressof(machine.codemap)
+        S.flush_tlb(self.st)
+        self.wslots: dict[int, list[int]] = {}  # ppn -> soft-TLB slots with a write tag
+        self._saved_tlbs: dict[tuple[int, ...], tuple[bytes, dict[int, list[int]]]] = {}
+        self.st_mv = memoryview(self.st).cast("B")
+        self._tlb_key: tuple[int, ...] | None = None
+        self._dispatch = _DISPATCH(self.compiler.dispatch)
+        self._contexts: dict[tuple[int, int, bool], _Context] = {}
+        self._vpages: dict[int, dict[int, list[int]]] = {}  # cache id -> vpn -> pcs
+        self._op_pool: dict[tuple[int, int], tuple[Any, int]] = {}
+        self.native_instructions = 0
+        self.native_entries = 0
+        self.slow_exits = 0
+        self.tlb_fills = 0
+        self.irq_exits = 0
+        hart.flush_decoded = self.flush  # type: ignore[method-assign]
+        hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
+        mmu = hart.mmu
+        mmu_flush, mmu_flush_page = mmu.flush, mmu.flush_page
+
+        def flush_all() -> None:
+            mmu_flush()
+            self.flush_tlb()
+
+        def flush_page(vpn: int) -> None:
+            mmu_flush_page(vpn)
+            self.flush_tlb()
+
+        mmu.flush = flush_all  # type: ignore[method-assign]
+        mmu.flush_page = flush_page  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        """The machine stops: finish queued compiles so the disk cache gets them."""
+        self.compiler.poll(wait=True)
+
+    # -- caches --------------------------------------------------------------------------
+    def flush_tlb(self) -> None:
+        S.flush_tlb(self.st)
+        self.wslots.clear()
+        self._saved_tlbs.clear()
+
+    def _switch_tlb(self, key: tuple[int, ...]) -> None:
+        """Another data-translation context (privilege, SUM, MXR, satp): park this soft
+        TLB and bring back the one of ``key`` (the kernel toggles SUM around every user
+        access; refilling each time would cost a trip to Python per page)."""
+        old = self._tlb_key
+        tlb = self.st_mv[S.TLB:S.TLB + S.NTLB * S.TLB_ENTRY]
+        if old is not None:
+            if len(self._saved_tlbs) >= 8:
+                self._saved_tlbs.clear()
+            self._saved_tlbs[old] = (bytes(tlb), self.wslots)
+        saved = self._saved_tlbs.pop(key, None)
+        if saved is None:
+            S.flush_tlb(self.st)
+            self.wslots = {}
+        else:
+            tlb[:] = saved[0]
+            self.wslots = saved[1]
+        self._tlb_key = key
+
+    def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
+        """SFENCE.VMA (or reset): forget code fetched through translations that may have
+        changed. A context of the current address space keeps the code of every virtual
+        page that still maps, executable, to the physical page it was fetched from (as
+        QEMU finds its translations again by physical address): Linux fences the whole
+        TLB now and then, and re-decoding the kernel each time would cost seconds."""
+        hart = self.hart
+        for key, ctx in self._contexts.items():
+            priv = key[0]
+            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
+                if not all_contexts and key[1] == hart.satp and hart.satp:
+                    self._revalidate(ctx, priv, None)
+                    continue
+                ctx.native.clear()
+                ctx.ops.clear()
+                ctx.heat.clear()
+                ctx.nojit.clear()
+                ctx.queued.clear()
+                ctx.vmap.clear()
+                for cid in (ctx.native_id, ctx.op_id):
+                    self._vpages.get(cid, {}).clear()
+        self.flush_tlb()
+
+    def flush_page(self, vpn: int) -> None:
+        """SFENCE.VMA of one page: drop its code unless it still maps where it did."""
+        hart = self.hart
+        for key, ctx in self._contexts.items():
+            if key[0] == C.PRV_M:
+                continue
+            if key[1] == hart.satp and hart.satp:
+                self._revalidate(ctx, key[0], vpn)
+                continue
+            for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
+                pcs = self._vpages.get(cid, {}).pop(vpn, None)
+                if pcs:
+                    for pc in pcs:
+                        cache.pop(pc, None)
+
+    def _revalidate(self, ctx: _Context, priv: int, only: int | None) -> None:
+        walk = self.hart.mmu.walk
+        vmap = ctx.vmap
+        moved: set[int] = set()
+        for vpn in ([only] if only is not None else list(vmap)):
+            ppn = vmap.get(vpn)
+            if ppn is None:
+                continue
+            try:
+                now = walk(vpn << 12, FETCH, priv) >> 12
+            except Trap:
+                now = -1
+            if now != ppn:
+                moved.add(vpn)
+                del vmap[vpn]
+        if only is not None and only not in vmap:
+            moved.add(only)
+        for vpn in moved:
+            for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
+                pcs = self._vpages.get(cid, {}).pop(vpn, None)
+                if pcs:
+                    for pc in pcs:
+                        cache.pop(pc, None)
+
+    def _current_key(self) -> tuple[int, int, bool]:
+        hart = self.hart
+        return (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
+
+    def _fetch_pa(self, pc: int) -> int | None:
+        try:
+            return self.hart.mmu.translate_fetch(pc)
+        except Trap:
+            return None
+
+    def _context(self) -> _Context:
+        hart = self.hart
+        key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
+        ctx = self._contexts.get(key)
+        if ctx is None:
+            if len(self._contexts) >= MAX_CONTEXTS:
+                self.flush()
+                for old in self._contexts.values():
+                    self.code.caches[old.native_id] = {}
+                    self.code.caches[old.op_id] = {}
+                self._contexts.clear()
+                self._vpages.clear()
+            ctx = self._contexts[key] = _Context(self.code, key)
+        return ctx
+
+    def _register(self, cid: int, pc: int, ppns: set[int], vpns: set[int]) -> None:
+        for ppn in ppns:
+            self.code.add(ppn, cid, pc)
+        if self.hart.mmu.imode:
+            vpages = self._vpages.setdefault(cid, {})
+            for vpn in vpns:
+                vpages.setdefault(vpn, []).append(pc)
+
+    # -- fetching --------------------------------------------------------------------------
+    def _fetch(self, pc: int) -> tuple[int, int, set[int]]:
+        """(instruction word, length, physical pages) at ``pc``; raises fetch faults."""
+        mmu = self.hart.mmu
+        pa = mmu.translate_fetch(pc)
+        m = self.machine
+        off = pa - m.ram_base
+        if 0 <= off < m.ram_size - 4 and (pa & 0xFFF) < 0xFFD:  # RAM, within a page
+            mv = m.ram_mv
+            lo = mv[off] | mv[off + 1] << 8
+            if lo & 3 == 3:
+                return lo | (mv[off + 2] | mv[off + 3] << 8) << 16, 4, {pa >> 12}
+            return lo, 2, {pa >> 12}
+        lo, pa = mmu.fetch16(pc)
+        if lo & 3 == 3:
+            hi, pa2 = mmu.fetch16((pc + 2) & M64)
+            return lo | hi << 16, 4, {pa >> 12, pa2 >> 12}
+        return lo, 2, {pa >> 12}
+
+    def _decode_op(self, pc: int, ctx: _Context) -> tuple[Any, int]:
+        word, length, ppns = self._fetch(pc)
+        # The closure for an instruction depends only on its pc and bytes: contexts (other
+        # address spaces running the same program, code dropped by a fence) share it.
+        entry = self._op_pool.get((pc, word))
+        npc = (pc + length) & M64
+        if entry is None:
+            d = _decode(word, length)
+            op = make_op(self.hart, d, pc)
+            # A stretch also ends after an instruction native code does not do, so that
+            # what follows it starts a stretch of its own, gets heat and is compiled.
+            ends = (d.name in _ENDS_COLD or not codegen.supported(d)
+                    or npc >> 12 != pc >> 12)
+            entry = (op, -1 if ends else npc)
+            if len(self._op_pool) >= 1 << 20:
+                self._op_pool.clear()
+            self._op_pool[(pc, word)] = entry
+        ctx.ops[pc] = entry
+        self._register(ctx.op_id, pc, ppns, {pc >> 12, ((npc - 1) & M64) >> 12})
+        if ctx.key[1]:  # fetched through translation: remember where the page mapped
+            if len(ppns) == 1 and (npc - 1) >> 12 == pc >> 12:
+                ctx.vmap.setdefault(pc >> 12, next(iter(ppns)))
+            else:  # straddles two pages: never kept across a fence
+                ctx.vmap[pc >> 12] = ctx.vmap[((npc - 1) & M64) >> 12] = -2
+        return entry
+
+    def _scan(self, start: int, pa: int, supervisor: bool
+              ) -> tuple[list[tuple[int, Decoded]], bytes]:
+        """The native block at ``start`` (physical ``pa``, in RAM; blocks never leave
+        its page): its instructions and their bytes."""
+        m = self.machine
+        off = pa - m.ram_base
+        end = (off | 0xFFF) + 1
+        mv = m.ram_mv
+        insns: list[tuple[int, Decoded]] = []
+        pc = start
+        o = off
+        while len(insns) < codegen.MAX_INSNS and o + 2 <= end:
+            lo = mv[o] | mv[o + 1] << 8
+            if lo & 3 == 3:
+                if o + 4 > end:
+                    break  # straddles the page end
+                d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
+            else:
+                d = _decode(lo, 2)
+            if not codegen.supported(d, supervisor):
+                break
+            insns.append((pc, d))
+            o += d.length
+            if d.name in codegen.ENDS:
+                break
+            pc = (pc + d.length) & M64
+        return insns, bytes(mv[off:o])
+
+    def _jit(self, ctx: _Context, start: int, compile_now: bool) -> bool:
+        """Install the native block at ``start`` if it exists (this process or the disk
+        cache); else, with ``compile_now``, queue it for the compiler. True if installed."""
+        mmu = self.hart.mmu
+        m = self.machine
+        try:
+            pa = mmu.translate_fetch(start)
+        except Trap:
+            return False  # the cold path raises the fetch fault
+        page = pa & ~0xFFF
+        if not m.ram_base <= page < m.ram_base + m.ram_size:
+            ctx.nojit.add(start)  # never compile code from devices (the boot ROM)
+            return False
+        sup = ctx.key[0] == C.PRV_S
+        cached = m.scans.get((start, pa, sup))
+        if cached is not None and m.ram_mv[pa - m.ram_base:pa - m.ram_base + len(cached[1])] \
+                == cached[1]:
+            insns, raw = cached
+        else:
+            insns, raw = m.scans[(start, pa, sup)] = self._scan(start, pa, sup)
+        if not insns:
+            ctx.nojit.add(start)
+            return False
+        key = block_key(ctx.translated, start, raw, sup)
+        comp = self.compiler
+        addr = comp.known.get(key)
+        if addr is None:
+            addr = comp.cached(key)
+            if addr is not None:
+                comp.known[key] = addr
+        if addr is not None:
+            self._install(ctx, start, page, addr)
+            return True
+        if not compile_now or start in ctx.queued:
+            return False
+        ctx.queued.add(start)
+        ir = codegen.block_ir(f"b{key}", start, insns, ctx.translated)
+
+        def done(addr: int) -> None:
+            ctx.queued.discard(start)
+            # Still wanted? The context may be gone, the page rewritten, or the block
+            # installed by another route meanwhile.
+            off = pa - m.ram_base
+            if (self._contexts.get(ctx.key) is ctx and start not in ctx.native
+                    and self._current_key() == ctx.key and self._fetch_pa(start) == pa
+                    and m.ram_mv[off:off + len(raw)] == raw):
+                self._install(ctx, start, page, addr)
+
+        comp.submit(key, ir, done)
+        if self.machine.sync:
+            comp.poll(wait=True)
+            return start in ctx.native
+        return False
+
+    def _install(self, ctx: _Context, start: int, page: int, addr: int) -> None:
+        self._register(ctx.native_id, start, {page >> 12}, {start >> 12})
+        if ctx.key[1]:
+            ctx.vmap.setdefault(start >> 12, page >> 12)
+        ctx.native.install(start, addr)
+
+    # -- native runs -------------------------------------------------------------------------
+    def _enter(self, ctx: _Context, budget: int) -> tuple[int, int]:
+        """Run native code from hart.pc; return (instructions retired, exit code)."""
+        hart, st = self.hart, self.st
+        mmu = hart.mmu
+        if mmu.dmode:
+            key = (mmu.dpriv, hart.mstatus & (C.MSTATUS_SUM | C.MSTATUS_MXR), hart.satp)
+            if key != self._tlb_key:
+                self._switch_tlb(key)
+        _REGS.pack_into(self.st_mv, S.X, *hart.x)
+        fs = hart.mstatus & C.MSTATUS_FS
+        if fs:
+            st.f[:] = hart.f
+            st.fpmode = S.FP_ENABLED | (S.FP_RNE if hart.frm == 0 else 0)
+        else:
+            st.fpmode = 0
+        st.pc = hart.pc
+        st.budget = budget
+        st.table = ctx.table_addr
+        resv = hart.reservation
+        st.resv = M64 if resv is None else resv
+        ms = hart.mstatus
+        st.mstatus = ms
+        if hart.priv == C.PRV_S and not ms & C.MSTATUS_SIE:
+            # Would setting SIE let a pending interrupt in? (Then native code exits.)
+            hart.mstatus = ms | C.MSTATUS_SIE
+            st.irqsie = hart.interrupt_to_take() is not None
+            hart.mstatus = ms
+        else:
+            st.irqsie = 0
+        code = self._dispatch(self.st_addr)
+        if st.mstatus != ms:
+            hart.mstatus = st.mstatus
+        hart.x[:] = _REGS.unpack_from(self.st_mv, S.X)
+        hart.pc = st.pc
+        resv = st.resv
+        hart.reservation = None if resv == M64 else resv
+        if fs:
+            if st.fsdirty:
+                hart.f[:] = st.f
+                hart.mstatus |= _FS_DIRTY
+                st.fsdirty = 0
+            if st.fflags:
+                hart.fflags |= st.fflags
+        st.fflags = 0
+        n = budget - st.budget
+        self.native_instructions += n
+        self.native_entries += 1
+        return n, code
+
+    def _fill(self) -> bool:
+        """After a slow exit: refill the soft TLB if that is all it takes."""
+        st, mmu = self.st, self.hart.mmu
+        if not mmu.dmode:
+            return False
+        va, access = st.exit_vaddr, st.exit_access
+        if access not in (1, 2):
+            return False
+        try:
+            pa = mmu.translate(va, STORE if access == 2 else LOAD)
+        except Trap:
+            return False
+        page = pa & ~0xFFF
+        m = self.machine
+        if not m.ram_base <= page < m.ram_base + m.ram_size:
+            return False
+        vpn = va >> 12
+        idx = vpn & (S.NTLB - 1)
+        e = st.tlb[idx]
+        addend = (m.ram_host + (page - m.ram_base) - (vpn << 12)) & M64
+        if e.addend != addend or e.rtag != vpn:
+            e.wtag = S.INVALID_TLB
+        e.addend = addend
+        e.rtag = vpn
+        if access == 2:
+            if pa >> 12 in self.code.pages:
+                return False
+            e.wtag = vpn
+            self.wslots.setdefault(pa >> 12, []).append(idx)
+        self.tlb_fills += 1
+        return True
+
+    # -- the run loop --------------------------------------------------------------------------
+    def run(self, budget: int) -> int:  # noqa: C901 - one loop, like the interpreter's
+        hart = self.hart
+        comp = self.compiler
+        threshold = self.threshold
+        done = 0
+        trapped = 0
+        base = hart.instret
+        refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
+        while done + trapped < budget:
+            if hart.waiting:
+                break
+            if (hart.mip | hart.mip_hw) & hart.mie:
+                irq = hart.interrupt_to_take()
+                if irq is not None:
+                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
+            hart.context_changed = False
+            if comp._done or comp._batch:
+                comp.poll()
+            ctx = self._context()
+            native = ctx.native
+            pc = hart.pc
+            op: Any = None
+            step = False
+            start: int | None = None
+            try:
+                if pc in native:
+                    native.link(pc)
+                    n, code = self._enter(ctx, budget - done - trapped)
+                    done += n
+                    if code != S.EXIT_SLOW:
+                        if code == S.EXIT_IRQ:
+                            self.irq_exits += 1
+                        continue
+                    self.slow_exits += 1
+                    pc = hart.pc
+                    if pc != refilled and self._fill():
+                        refilled = pc
+                        continue
+                    step = True  # run the instruction that exited in Python
+                refilled = -1
+                heat = ctx.heat
+                h = heat.get(pc, 0)
+                if h == 0 and not step and pc in comp.starts and pc not in ctx.nojit:
+                    if self._jit(ctx, pc, compile_now=False):
+                        continue  # compiled before (another hart, machine or run)
+                start = pc
+                first = done
+                limit = budget - trapped
+                oget = ctx.ops.get
+                while True:
+                    o = oget(pc)
+                    if o is None:
+                        o = self._decode_op(pc, ctx)
+                    op, nx = o
+                    pc = op()
+                    done += 1
+                    if pc != nx or done >= limit or step or pc in native:
+                        break
+                hart.pc = pc
+                if not step:
+                    h += done - first
+                    heat[start] = h
+                    if h >= threshold and start not in native and start not in ctx.nojit:
+                        self._jit(ctx, start, compile_now=True)
+            except Trap as t:
+                trapped += 1
+                hart.take_trap(t.cause, t.tval, pc)
+                if hart.pc == pc:
+                    hart.instret = base + done
+                    raise GuestCrash(hart) from None
+            except SliceBreak as s:
+                done += 1
+                s.__traceback__ = None
+                # A stretch ending in a CSR write or fence still heats its start.
+                if start is not None and not step:
+                    h += done - first
+                    heat[start] = h
+                    if h >= threshold and start not in native and start not in ctx.nojit:
+                        self._jit(ctx, start, compile_now=True)
+            except YieldSlice as y:
+                done += 1
+                y.__traceback__ = None
+                break
+            except CounterAccess as c:
+                c.__traceback__ = None
+                hart.instret = base + done
+                try:
+                    hart.pc = op.exact()
+                    base = hart.instret - done
+                    done += 1
+                except SliceBreak as s:
+                    s.__traceback__ = None
+                    base = hart.instret - done
+                    done += 1
+                except Trap as t:
+                    trapped += 1
+                    hart.take_trap(t.cause, t.tval, pc)
+            except StopRequest:
+                done += 1
+                hart.pc = op.npc
+                break
+        hart.instret = base + done
+        return done

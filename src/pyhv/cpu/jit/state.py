@@ -1,0 +1,116 @@
+"""The native view of one hart: a flat C struct that generated code reads and writes.
+
+Native blocks address everything through the pointer to this struct (registers, the
+budget, guest RAM's host address, the soft TLB, the dispatch table), so the machine code
+holds no host address and can be cached on disk and reloaded in another process.
+
+Layout (byte offsets, all fields 64-bit):
+
+====== ==================================================================
+0      x[32]   integer registers (x[0] is always 0)
+256    f[32]   FP registers (NaN-boxed 64-bit patterns)
+512    pc
+520    budget  instructions left in this run (signed; blocks may overshoot)
+528    ram_host   host address of guest RAM's first byte
+536    ram_size   bytes of guest RAM (guest physical base is ``RAM_BASE``)
+544    exit_vaddr  guest address of the access a block could not do natively
+552    exit_access 1 = load, 2 = store
+560    table   pointer to the dispatch table of the current context
+568    codemap pointer to one byte per RAM page: 1 = page holds decoded code
+576    fpmode  bit 0: FP enabled (mstatus.FS != Off); bit 1: frm is round-to-nearest-even
+584    fsdirty set to 1 by a block that wrote an FP register or fflags
+592    fflags  exception flags raised by native FP code (ORed into fcsr on exit)
+600    resv    LR/SC reservation: guest physical address, or all ones for none
+608    mstatus the hart's mstatus (native code changes only sstatus.SIE)
+616    irqsie  1 if setting sstatus.SIE now would let an interrupt in (exit to take it)
+1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
+====== ==================================================================
+
+The dispatch table is an array of ``NDISPATCH`` {pc, function} pairs, two-way: a pc
+lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of 1 (no pc is
+odd) marks an empty slot.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+X, F, PC, BUDGET, RAM_HOST, RAM_SIZE = 0, 256, 512, 520, 528, 536
+EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS, IRQSIE = (
+    544, 552, 560, 568, 576, 584, 592, 600, 608, 616,
+)
+TLB = 1024
+NTLB = 1024
+TLB_ENTRY = 24
+NDISPATCH = 32768
+EMPTY_TAG = 1
+INVALID_TLB = (1 << 64) - 1
+
+# Exit codes of blocks and of the dispatcher.
+EXIT_CONTINUE = 0  # a block's normal end: the dispatcher goes on at s->pc
+EXIT_BUDGET = 1  # the run's instruction budget is used up
+EXIT_LOOKUP = 2  # no native block at s->pc: Python runs it (cold) or compiles it
+EXIT_SLOW = 3  # the instruction at s->pc needs Python (TLB miss, MMIO, code page, ...)
+EXIT_IRQ = 4  # sstatus.SIE was set with an interrupt pending: Python takes it
+
+FP_ENABLED, FP_RNE = 1, 2
+
+
+class TlbEntry(ctypes.Structure):
+    _fields_ = [("rtag", ctypes.c_uint64), ("wtag", ctypes.c_uint64), ("addend", ctypes.c_uint64)]
+
+
+class HartState(ctypes.Structure):
+    _fields_ = [
+        ("x", ctypes.c_uint64 * 32),
+        ("f", ctypes.c_uint64 * 32),
+        ("pc", ctypes.c_uint64),
+        ("budget", ctypes.c_int64),
+        ("ram_host", ctypes.c_uint64),
+        ("ram_size", ctypes.c_uint64),
+        ("exit_vaddr", ctypes.c_uint64),
+        ("exit_access", ctypes.c_uint64),
+        ("table", ctypes.c_void_p),
+        ("codemap", ctypes.c_void_p),
+        ("fpmode", ctypes.c_uint64),
+        ("fsdirty", ctypes.c_uint64),
+        ("fflags", ctypes.c_uint64),
+        ("resv", ctypes.c_uint64),
+        ("mstatus", ctypes.c_uint64),
+        ("irqsie", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 624) // 8)),
+        ("tlb", TlbEntry * NTLB),
+    ]
+
+
+DispatchTable = ctypes.c_uint64 * (2 * NDISPATCH)  # {pc, function} pairs
+
+
+def _check_layout() -> None:
+    s = HartState
+    for name, off in (("pc", PC), ("budget", BUDGET), ("ram_host", RAM_HOST),
+                      ("ram_size", RAM_SIZE), ("exit_vaddr", EXIT_VADDR),
+                      ("exit_access", EXIT_ACCESS), ("table", TABLE), ("codemap", CODEMAP),
+                      ("fpmode", FPMODE), ("fsdirty", FSDIRTY), ("fflags", FFLAGS),
+                      ("resv", RESV), ("mstatus", MSTATUS), ("irqsie", IRQSIE),
+                      ("tlb", TLB)):
+        assert getattr(s, name).offset == off, name
+
+
+_check_layout()
+
+
+def new_table() -> ctypes.Array:
+    """An empty dispatch table (every tag odd, so no pc matches)."""
+    table = DispatchTable()
+    table[0::2] = [EMPTY_TAG] * NDISPATCH
+    return table
+
+
+def slot(pc: int) -> int:
+    """The first of the two table slots of ``pc``."""
+    return (pc >> 1) & (NDISPATCH - 1)
+
+
+def flush_tlb(state: HartState) -> None:
+    ctypes.memset(ctypes.addressof(state) + TLB, 0xFF, NTLB * TLB_ENTRY)

@@ -1,0 +1,103 @@
+"""Every CPU engine against the interpreter, its reference, on random RV64 programs.
+
+Programs come from the conformance generator (conftest.py here: integer ALU, M, loads
+and stores to a 4 KiB scratch window, forward branches, RVC, F/D), turned into loops of
+1-5 iterations so that engines compiling hot code compile them (at once, and after a
+few cold iterations), and a third of them get an instruction that traps in a chosen
+iteration (a load or store access fault, ecall, ebreak or an illegal instruction; the
+handler parks). Each ends in ``wfi``, which stops every engine exactly, so instret is
+compared too. Each program runs from identical state on the interpreter and on the
+engine under test, built as ``make_engines`` builds it for a minimal board, in M-mode
+and in S-mode through Sv39, in one go and in slices of random sizes; every x register,
+pc, instret, the trap CSRs, f registers, fflags and the scratch window must agree.
+
+The engines are every name of ``pyhv.cpu.engines.ENGINE_NAMES`` but ``interp`` and
+``auto`` (which is one of the others): ``jit`` takes part where it works on this host
+and is skipped with the reason elsewhere. ``PYHV_DIFF_PROGRAMS`` (default 12 per
+category and configuration) scales the number of programs.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from pyhv.cpu.engines import ENGINE_NAMES, jit_unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _world():
+    import importlib.util
+    import sys
+
+    name = "pyhv_engine_world"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+W = _world()
+H = W.H
+
+ENGINES = [name for name in ENGINE_NAMES if name not in ("interp", "auto")]
+CATEGORIES = ["int", "muldiv", "mem", "rvc", "fp", "all"]
+# Hot at once (everything compiled before it first runs) and after some cold runs.
+CONFIGS = {
+    "hot": {"threshold": 1},
+    "warm": {"threshold": 12},
+    "paged-hot": {"threshold": 1, "paged": True},
+}
+PROGRAMS = int(os.environ.get("PYHV_DIFF_PROGRAMS", "12"))
+
+
+def _available(engine: str) -> None:
+    if engine == "jit":
+        reason = jit_unavailable_reason()
+        if reason is not None:
+            pytest.skip(f"jit unavailable: {reason}")
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+@pytest.mark.parametrize("config", list(CONFIGS))
+@pytest.mark.parametrize("engine", ENGINES)
+def test_engine_matches_interpreter(engine: str, config: str, category: str) -> None:
+    _available(engine)
+    kw = dict(CONFIGS[config])
+    paged = kw.pop("paged", False)
+    rng = random.Random(f"engines-{engine}-{config}-{category}")
+    compared = traps = 0
+    for n in range(PROGRAMS):
+        prog = H.generate(rng, category)
+        with_trap = n % 3 == 0
+        trap = rng.choice(W.TRAPS)
+        looped = W.looped(prog, rng, with_trap, trap=trap, park=W.WFI)
+        if looped is None:
+            continue
+        code, counter, iterations = looped
+        budget = (prog.n_insns() + 10) * (iterations + 1) + 50
+        ref = W.run_program("interp", code, prog, counter, iterations, budget, None, paged,
+                            park=W.WFI)
+        traps += ref["pc"] == H.TRAP_PC + 4
+        for sliced in (False, True):
+            got = W.run_program(engine, code, prog, counter, iterations, budget,
+                                random.Random(n) if sliced else None, paged, park=W.WFI,
+                                **kw)
+            diffs = W.differences(ref, got, ("interp", engine))
+            if diffs:
+                pytest.fail(
+                    f"program {n} (counter x{counter}, {iterations} iterations, "
+                    f"trap {trap if with_trap else None}, sliced {sliced}):\n"
+                    + "\n".join(diffs) + "\n" + W.listing(code)
+                )
+        compared += 1
+    assert compared >= PROGRAMS // 2
+    if PROGRAMS >= 6:
+        assert traps, "no program trapped"

@@ -1,0 +1,371 @@
+"""The LLVM JIT against the interpreter: FP edge values and flags, self-modifying code,
+native execution actually happening, and the on-disk code cache.
+
+The random-program differential over every engine is tests/conformance/
+test_engines_differential.py; here are the cases random programs rarely hit.
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = 0x8000_0000
+DATA = BASE + 0x10000
+OUT = BASE + 0x40000
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+
+def _world_module():
+    import importlib.util
+    import sys
+
+    name = "pyhv_engine_world"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+W = _world_module()
+H = W.H
+
+
+def jit_world(**kw):
+    from pyhv.cpu.jit import make_jit_engines
+
+    world = W.World("interp")
+    world.engine = make_jit_engines(world, threshold=kw.pop("threshold", 1), sync=True, **kw)[0]
+    return world
+
+
+def run(world, budget: int = 2_000_000) -> None:
+    h = world.hart
+    done = 0
+    while done < budget and not h.waiting:
+        done += world.engine.run(min(65536, budget - done))
+
+
+# -- encoders -------------------------------------------------------------------------------
+
+def i_type(op, rd, f3, rs1, imm):
+    return H.enc_i(op, rd, f3, rs1, imm)
+
+
+def r_type(op, rd, f3, rs1, rs2, f7):
+    return H.enc_r(op, rd, f3, rs1, rs2, f7)
+
+
+def fld(rd, rs1, imm):
+    return i_type(0x07, rd, 3, rs1, imm)
+
+
+def fsd(rs2, rs1, imm):
+    return H.enc_s(0x27, 3, rs1, rs2, imm)
+
+
+def sd(rs2, rs1, imm):
+    return H.enc_s(0x23, 3, rs1, rs2, imm)
+
+
+def addi(rd, rs1, imm):
+    return i_type(0x13, rd, 0, rs1, imm)
+
+
+def lui(rd, imm20):
+    return (imm20 << 12) | (rd << 7) | 0x37
+
+
+def csrrw_fflags(rd, rs1):
+    return (0x001 << 20) | (rs1 << 15) | (1 << 12) | (rd << 7) | 0x73
+
+
+def bne(rs1, rs2, off):
+    return H.enc_b(1, rs1, rs2, off)
+
+
+WFI = 0x10500073
+
+
+def li32(rd, value):
+    """lui+addi for a 32-bit value (sign-extended)."""
+    hi = ((value + 0x800) >> 12) & 0xFFFFF
+    lo = value - (hi << 12)
+    lo = ((lo + 0x800) & 0xFFF) - 0x800
+    return [lui(rd, hi), addi(rd, rd, lo)]
+
+
+def set_fs():
+    # t0 = 1 << 13 (FS = Initial); csrrs zero, mstatus, t0
+    return [lui(5, 2), (0x300 << 20) | (5 << 15) | (2 << 12) | 0x73]
+
+
+# Special double-precision operands.
+SPECIALS = [
+    0.0, -0.0, 1.0, -1.0, 0.5, 1.5, 2.5, -2.5, 1 / 3, 1e308, -1e308, 1e-308,
+    float("inf"), float("-inf"), 2.0 ** 31, -(2.0 ** 31) - 1, 2.0 ** 63, -(2.0 ** 63),
+    2.0 ** 53 + 2, 3.0e-320, 2.2250738585072014e-308,
+]
+NAN_BITS = [0x7FF8000000000000, 0xFFF8000000000000, 0x7FF4000000000000, 0x7FF0000000000001]
+
+
+def operand_bits() -> list[int]:
+    return [struct.unpack("<Q", struct.pack("<d", v))[0] for v in SPECIALS] + NAN_BITS
+
+
+OPS = {
+    # name: (words producing f4 and/or x7, arity)
+    "fadd.d": ([r_type(0x53, 4, 7, 1, 2, 0x01)], 2),
+    "fsub.d": ([r_type(0x53, 4, 7, 1, 2, 0x05)], 2),
+    "fmul.d": ([r_type(0x53, 4, 0, 1, 2, 0x09)], 2),
+    "fdiv.d": ([r_type(0x53, 4, 7, 1, 2, 0x0D)], 2),
+    "fsqrt.d": ([r_type(0x53, 4, 0, 1, 0, 0x2D)], 1),
+    "fmadd.d": ([(3 << 27) | (1 << 25) | (2 << 20) | (1 << 15) | (7 << 12) | (4 << 7) | 0x43], 3),
+    "fmsub.d": ([(3 << 27) | (1 << 25) | (2 << 20) | (1 << 15) | (0 << 12) | (4 << 7) | 0x47], 3),
+    "fnmsub.d": ([(3 << 27) | (1 << 25) | (2 << 20) | (1 << 15) | (7 << 12) | (4 << 7) | 0x4B],
+                 3),
+    "fnmadd.d": ([(3 << 27) | (1 << 25) | (2 << 20) | (1 << 15) | (0 << 12) | (4 << 7) | 0x4F],
+                 3),
+    "feq.d": ([r_type(0x53, 7, 2, 1, 2, 0x51)], 2),
+    "flt.d": ([r_type(0x53, 7, 1, 1, 2, 0x51)], 2),
+    "fle.d": ([r_type(0x53, 7, 0, 1, 2, 0x51)], 2),
+    "fsgnjx.d": ([r_type(0x53, 4, 2, 1, 2, 0x11)], 2),
+    "fcvt.w.d rtz": ([r_type(0x53, 7, 1, 1, 0, 0x61)], 1),
+    "fcvt.w.d dyn": ([r_type(0x53, 7, 7, 1, 0, 0x61)], 1),
+    "fcvt.l.d rne": ([r_type(0x53, 7, 0, 1, 2, 0x61)], 1),
+    "fcvt.d.w": ([r_type(0x53, 4, 7, 6, 0, 0x69)], 0),
+    "fcvt.d.wu": ([r_type(0x53, 4, 7, 6, 1, 0x69)], 0),
+    "fcvt.d.l": ([r_type(0x53, 4, 7, 6, 2, 0x69)], 0),
+    "fmv.x.d": ([r_type(0x53, 7, 0, 1, 0, 0x71)], 1),
+}
+
+
+def _image(op: str):
+    words, arity = OPS[op]
+    values = operand_bits()
+    if arity == 0:  # integer operand: x6 from the first operand word's bits
+        words = [i_type(0x03, 6, 3, 10, 0)] + words
+        tuples = [(v, 0, 0) for v in values + [0x7FFFFFFF, 0xFFFFFFFF80000000, 0xFFFFFFFF,
+                                               (1 << 63) | 12345, (1 << 53) + 1]]
+    elif arity == 1:
+        tuples = [(v, 0, 0) for v in values]
+    elif arity == 2:
+        tuples = [(a, b, 0) for a in values for b in values]
+    else:
+        tuples = [(a, b, c) for a in values[::2] for b in values[1::2] for c in values[::3]]
+    prog = set_fs()
+    # x10 = DATA, x11 = OUT: 0x80000000 + offset, built as lui (sign-extends) + zext
+    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
+             i_type(0x13, 10, 5, 10, 32)]
+    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
+             i_type(0x13, 11, 5, 11, 32)]
+    prog += li32(12, len(tuples))
+    loop = len(prog)
+    body = [fld(1, 10, 0), fld(2, 10, 8), fld(3, 10, 16)] + words
+    body += [fsd(4, 11, 0), sd(7, 11, 8), csrrw_fflags(13, 0), sd(13, 11, 16)]
+    body += [addi(10, 10, 24), addi(11, 11, 24), addi(12, 12, -1)]
+    prog += body
+    here = len(prog)
+    prog.append(bne(12, 0, -4 * (here - loop)))
+    prog.append(WFI)
+    data = b"".join(struct.pack("<3Q", *t) for t in tuples)
+    return prog, data, len(tuples)
+
+
+def _run_image(world, prog, data, n):
+    world.put(BASE, prog)
+    world.ram.write_bytes(DATA, data)
+    run(world)
+    assert world.hart.waiting, "program did not reach its end"
+    return world.ram.read_bytes(OUT, 24 * n), world.state()
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_fp_edge_values_and_flags_match_interpreter(op):
+    prog, data, n = _image(op)
+    want_mem, want = _run_image(W.World("interp"), prog, data, n)
+    world = jit_world()
+    got_mem, got = _run_image(world, prog, data, n)
+    assert world.engine.native_instructions > 0, "nothing ran natively"
+    if got_mem != want_mem:
+        for i in range(n):
+            w = struct.unpack_from("<3Q", want_mem, 24 * i)
+            g = struct.unpack_from("<3Q", got_mem, 24 * i)
+            if w != g:
+                t = struct.unpack_from("<3Q", data, 24 * i)
+                pytest.fail(f"{op} operands {[hex(v) for v in t]}: interpreter "
+                            f"(f, x, flags) {[hex(v) for v in w]}, jit {[hex(v) for v in g]}")
+    assert got == want
+
+
+def test_self_modifying_loop_sees_its_new_instruction():
+    """A hot native loop rewrites an instruction of its own page (no FENCE.I): the next
+    iteration must run the new one, as on the interpreter."""
+    new = addi(5, 5, 100)
+    prog = li32(6, 50) + li32(7, new)  # x6 = iterations, x7 = the new instruction
+    prog += [(0 << 12) | (8 << 7) | 0x17, addi(8, 8, 8)]  # x8 = auipc + 8 = index 6
+    assert len(prog) == 6
+    prog += [
+        addi(5, 5, 1),  # 6: rewritten to addi x5, x5, 100 when x6 reaches 25
+        addi(6, 6, -1),
+        addi(9, 6, -25),
+        bne(9, 0, 8),
+        H.enc_s(0x23, 2, 8, 7, 0),  # 10: sw x7, 0(x8)
+        bne(6, 0, -4 * 5),
+        WFI,
+    ]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp)
+    world = jit_world()
+    world.put(BASE, prog)
+    run(world)
+    assert interp.hart.waiting and world.hart.waiting
+    assert interp.hart.x[5] == 25 + 25 * 100
+    assert world.state() == interp.state()
+    assert world.engine.native_instructions > 0
+
+
+def test_code_cache_on_disk_serves_a_second_run(tmp_path, monkeypatch):
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    prog, data, n = _image("fadd.d")
+    results = []
+    for _ in range(2):
+        world = W.World("interp")
+        comp = Compiler()
+        world.engine = JitMachine(world, comp, threshold=1, sync=True).engines[0]
+        mem, state = _run_image(world, prog, data, n)
+        results.append((mem, state, comp.blocks_compiled, comp.blocks_loaded))
+    (mem1, st1, compiled1, loaded1), (mem2, st2, compiled2, loaded2) = results
+    assert compiled1 > 0 and loaded1 == 0
+    assert compiled2 == 0 and loaded2 > 0, "the second run compiled instead of loading"
+    assert (mem1, st1) == (mem2, st2)
+    assert any(tmp_path.rglob("*.o"))
+
+
+def test_damaged_cache_index_is_ignored(tmp_path, monkeypatch):
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    comp = Compiler()
+    assert comp.cache_dir is not None
+    (comp.cache_dir / "index").write_text("garbage\nkey-without-file\nk missing.o\n")
+    comp2 = Compiler()
+    assert comp2.cached("k") is None  # the object file is missing: compile instead
+
+
+def _amo(funct5, width3, rd, rs1, rs2):
+    return (funct5 << 27) | (rs2 << 20) | (rs1 << 15) | (width3 << 12) | (rd << 7) | 0x2F
+
+
+AMO_FUNCT5 = {"amoadd": 0x00, "amoswap": 0x01, "amoxor": 0x04, "amoor": 0x08, "amoand": 0x0C,
+              "amomin": 0x10, "amomax": 0x14, "amominu": 0x18, "amomaxu": 0x1C}
+
+
+@pytest.mark.parametrize("width", ["w", "d"])
+@pytest.mark.parametrize("op", [*AMO_FUNCT5, "lr/sc"])
+def test_atomics_match_interpreter(op, width):
+    """AMOs and LR/SC on random values, natively, as the interpreter does them: old
+    value in rd (sign-extended for .w), memory updated, SC failing without a reservation."""
+    import random
+
+    rng = random.Random(f"{op}{width}")
+    w3 = 2 if width == "w" else 3
+    step = 4 if width == "w" else 8
+    n = 64
+    prog = set_fs()
+    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
+             i_type(0x13, 10, 5, 10, 32)]
+    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
+             i_type(0x13, 11, 5, 11, 32)]
+    prog += li32(12, n)
+    loop = len(prog)
+    prog += [i_type(0x03, 6, 3, 10, 0x400)]  # x6 = operand (ld from DATA+0x400+...)
+    if op == "lr/sc":
+        # sc without reservation (fails), then lr + sc (succeeds), then sc again (fails)
+        prog += [_amo(0x03, w3, 7, 10, 6), sd(7, 11, 0)]
+        prog += [_amo(0x02, w3, 13, 10, 0), _amo(0x03, w3, 7, 10, 6), sd(13, 11, 8),
+                 sd(7, 11, 16), _amo(0x03, w3, 7, 10, 6), sd(7, 11, 24)]
+    else:
+        prog += [_amo(AMO_FUNCT5[op], w3, 7, 10, 6), sd(7, 11, 0)]
+    prog += [addi(10, 10, step), addi(11, 11, 32), addi(12, 12, -1)]
+    here = len(prog)
+    prog.append(bne(12, 0, -4 * (here - loop)))
+    prog.append(WFI)
+    mem = bytes(rng.getrandbits(8) for _ in range(0x400))
+    ops = b"".join(struct.pack("<Q", rng.choice([0, 1, (1 << 64) - 1, 1 << 31, 1 << 63,
+                                                  rng.getrandbits(64)])) for _ in range(128))
+    results = []
+    for world in (W.World("interp"), jit_world()):
+        world.put(BASE, prog)
+        world.ram.write_bytes(DATA, mem + ops)
+        run(world)
+        assert world.hart.waiting
+        results.append((world.ram.read_bytes(DATA, 0x800), world.ram.read_bytes(OUT, 32 * n),
+                        world.state()))
+        if hasattr(world.engine, "native_instructions"):
+            assert world.engine.native_instructions > 0
+    assert results[0] == results[1]
+
+
+def _csr(f3, rd, csr, rs1_or_uimm):
+    return (csr << 20) | (rs1_or_uimm << 15) | (f3 << 12) | (rd << 7) | 0x73
+
+
+def _la(rd, addr):
+    """rd = addr (0x8xxxxxxx): a sign-extended 32-bit load, then zero-extended."""
+    return li32(rd, addr - (1 << 32)) + [i_type(0x13, rd, 1, rd, 32), i_type(0x13, rd, 5, rd, 32)]
+
+
+def test_sstatus_sie_natively_and_interrupt_on_enable():
+    """S-mode code toggling sstatus.SIE as Linux's local_irq_save/restore does, in a hot
+    loop, with a software interrupt made pending while SIE is clear: native code must
+    read sstatus as the interpreter does and let the interrupt in exactly where
+    re-enabling happens (same instret, same sepc, same handler count)."""
+    s_code = BASE + 0x100
+    handler = BASE + 0x200
+    prog = li32(5, 2) + [_csr(1, 0, 0x303, 5), _csr(1, 0, 0x304, 5)]  # mideleg, mie = SSIP
+    prog += _la(5, handler) + [_csr(1, 0, 0x105, 5)]  # stvec
+    prog += _la(5, s_code) + [_csr(1, 0, 0x341, 5)]  # mepc
+    prog += li32(5, (1 << 11) | 2) + [_csr(1, 0, 0x300, 5), 0x30200073]  # MPP=S, SIE; mret
+    words = {BASE: prog}
+    loop = [
+        _csr(7, 6, 0x100, 2),  # csrrci t1, sstatus, SIE  (t1 = old sstatus)
+        addi(10, 10, 1),
+        addi(7, 10, -50),
+        bne(7, 0, 8),
+        _csr(6, 0, 0x144, 2),  # csrrsi zero, sip, SSIP: pending while SIE is clear
+        i_type(0x13, 6, 7, 6, 2),  # andi t1, t1, SIE
+        _csr(2, 0, 0x100, 6),  # csrrs zero, sstatus, t1 (restore): the interrupt comes here
+        _csr(2, 28, 0x100, 0),  # csrr t3, sstatus
+        addi(29, 29, -1),
+        bne(29, 0, -4 * 9),
+        WFI,
+    ]
+    words[s_code] = li32(29, 200) + loop
+    words[handler] = [addi(11, 11, 1), _csr(7, 0, 0x144, 2), 0x10200073]  # a1++; clear; sret
+    results = []
+    for world in (W.World("interp"), jit_world()):
+        for addr, ws in words.items():
+            world.put(addr, ws)
+        run(world, 100_000)
+        results.append(world.state())
+        if hasattr(world.engine, "native_instructions"):
+            assert world.engine.native_instructions > 0
+    interp, jit = results
+    assert world.engine.irq_exits == 1, "the interrupt did not come through native code"
+    assert interp["x"][11] == 1 and interp["x"][10] == 200
+    assert jit == interp
