@@ -15,7 +15,9 @@ import pytest
 from pyhv import BufferConsole, Machine, MachineConfig
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests" / "tests"
-INTERACTIVE = {"echo"}  # waits for typed input: tests/integration/test_console_tty.py
+# echo waits for typed input (tests/integration/test_console_tty.py); idle and spin run
+# until the host asks them to power off (tests/integration/test_host_daemon.py)
+INTERACTIVE = {"echo", "idle", "spin"}
 PROGRAMS = sorted(p.stem for p in GUESTS.glob("*.elf") if p.stem not in INTERACTIVE)
 EXPECTED_EXIT = {"exit_code": 3}
 SMP = {"smp": 4}

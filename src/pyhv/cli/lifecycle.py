@@ -1,0 +1,228 @@
+"""``pyhv host serve`` and the commands that need it: ``start``, ``stop``, ``reboot``,
+``pause``, ``resume``, ``console`` and ``top``.
+
+``pyhv host serve`` runs the host daemon (:mod:`pyhv.host.daemon`) in the foreground;
+the other commands ask it, through :class:`pyhv.Host`, over its control socket, and fail
+with one line when no daemon serves the state directory. ``pyhv console NAME`` attaches
+the terminal to a running VM's serial console like ``virsh console`` (``Ctrl-]``
+detaches); ``pyhv top`` shows per-VM CPU %, entitlement, guest MIPS, memory, I/O and
+state, refreshed every second, like esxtop or virt-top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+TOP_FIELDS = ("NAME", "STATE", "ACT", "CPU%", "ENT%", "SHARES", "RSV%", "LIMIT%", "MIPS",
+              "MEMORY", "RSS", "BALLOON", "DISK-R", "DISK-W", "NET-TX", "NET-RX", "UPTIME")
+
+
+def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Register the commands with ``command(name, handler, **add_parser_kwargs)`` (the
+    helper of :func:`pyhv.cli.manage.add_manage_commands`)."""
+    p = command(
+        "host", _host_command, help="run the host daemon (pyhv host serve)",
+        description="The host daemon runs VMs, each in its own process, and shares the "
+        "host's CPUs among them under their shares, reservations and limits.",
+    )
+    p.add_argument("action", choices=["serve"], help="serve: run the daemon in the foreground")
+    p.add_argument("--policy", choices=["shares", "round-robin"],
+                   help="CPU scheduling policy (default: host.toml's, else shares)")
+    p.add_argument("--cpus", type=int, metavar="N",
+                   help="host CPUs the VMs may use (default: host.toml's, else all)")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="on SIGTERM, how long guests get to power off before they are "
+                   "stopped (default 30)")
+    p.add_argument("--quantum-ms", type=float, default=20.0, metavar="MS",
+                   help="scheduling quantum (default 20 ms)")
+
+    p = command("start", _start, help="start a VM (needs the host daemon)")
+    p.add_argument("name", metavar="NAME")
+    p = command("stop", _stop, help="stop a running VM: guest power-off, then forced",
+                description="Ask the guest to power off; stop it from the host side if it "
+                "has not after --timeout seconds (or at once with --force).")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--force", action="store_true", help="stop the machine at once")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="how long the guest gets to power off (default: the daemon's, 30 s)")
+    p = command("reboot", _reboot, help="warm-reset a running VM")
+    p.add_argument("name", metavar="NAME")
+    p = command("pause", _pause, help="stop running a VM's guest until resumed")
+    p.add_argument("name", metavar="NAME")
+    p = command("resume", _resume, help="resume a paused VM")
+    p.add_argument("name", metavar="NAME")
+    p = command("console", _console, help="attach to a running VM's serial console",
+                description="Attach this terminal to a running VM's serial console "
+                "(Ctrl-] detaches). Piped input is sent to the guest.")
+    p.add_argument("name", metavar="NAME")
+    p = command("top", _top, help="live per-VM CPU, MIPS, memory, I/O and state",
+                description="Show what every VM gets, refreshed every --delay seconds: "
+                "CPU % of one host CPU over the last second (CPU%%) and what the scheduler "
+                "entitles it to (ENT%%), shares, reservation, limit, guest MIPS, memory, "
+                "I/O counters and state (ACT: running or idle: every vCPU in WFI).")
+    p.add_argument("--delay", "-d", type=float, default=1.0, metavar="SECONDS")
+    p.add_argument("--iterations", "-n", type=int, metavar="N", help="stop after N updates")
+    p.add_argument("--batch", "-b", action="store_true",
+                   help="print one table after another (no screen refresh)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON lines")
+
+
+def _host(ns: argparse.Namespace) -> Any:
+    from ..host.api import Host
+
+    return Host(getattr(ns, "state_dir", None) or None)
+
+
+def _host_command(ns: argparse.Namespace) -> int:
+    from ..host.daemon import serve
+    from ..host.errors import Invalid
+
+    if ns.quantum_ms <= 0 or ns.shutdown_timeout < 0:
+        raise Invalid("--quantum-ms must be positive and --shutdown-timeout not negative")
+    host = _host(ns)
+    return serve(host.state_dir, policy=ns.policy, cpus=ns.cpus,
+                 shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000)
+
+
+def _start(ns: argparse.Namespace) -> int:
+    vm = _host(ns).start(ns.name)
+    print(f"started VM '{vm.name}' (pid {vm.pid})")
+    return 0
+
+
+def _stop(ns: argparse.Namespace) -> int:
+    outcome = _host(ns).stop(ns.name, force=ns.force, timeout=ns.timeout)
+    how = {
+        "poweroff": "the guest powered off",
+        "quit": "stopped by the host",
+        "killed": "its process was killed",
+    }.get(outcome.get("reason") or "", outcome.get("reason") or "")
+    state = outcome.get("state", "stopped")
+    print(f"VM '{ns.name}' {state}" + (f" ({how})" if how else ""))
+    return 0
+
+
+def _reboot(ns: argparse.Namespace) -> int:
+    _host(ns).reboot(ns.name)
+    print(f"rebooting VM '{ns.name}'")
+    return 0
+
+
+def _pause(ns: argparse.Namespace) -> int:
+    _host(ns).pause(ns.name)
+    print(f"paused VM '{ns.name}'")
+    return 0
+
+
+def _resume(ns: argparse.Namespace) -> int:
+    _host(ns).resume(ns.name)
+    print(f"resumed VM '{ns.name}'")
+    return 0
+
+
+def _console(ns: argparse.Namespace) -> int:
+    from ..host.console import attach, connect
+    from ..host.errors import Conflict
+
+    path = _host(ns).console_path(ns.name)
+    try:
+        sock = connect(path)
+    except OSError:
+        raise Conflict(f"VM '{ns.name}' is not running (its console does not answer)") from None
+    with sock:
+        return attach(sock, ns.name)
+
+
+# ------------------------------------------------------------------------ top
+
+
+def _size(value: Any) -> str:
+    if value is None:
+        return "-"
+    value = float(value)
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(value) < 1024 or unit == "T":
+            return f"{value:.0f}{unit}" if unit == "" or value >= 100 else f"{value:.1f}{unit}"
+        value /= 1024
+    return "-"
+
+
+def _duration(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def top_table(metrics: dict[str, Any]) -> list[str]:
+    """The lines ``pyhv top`` prints for one :meth:`pyhv.Host.metrics` answer."""
+    host = metrics["host"]
+    lines = [
+        f"pyhv top - {time.strftime('%H:%M:%S')}  {host['cpus']} CPUs, policy "
+        f"{host['policy']}, {host['vms_running']} VM(s) running; VMs use "
+        f"{host['cpu_pct']:.1f}% CPU (capacity {host.get('capacity_pct', 0):.0f}%), the "
+        f"daemon {host['daemon_cpu_pct']:.1f}%",
+        "",
+    ]
+    rows = [TOP_FIELDS]
+    for vm in metrics["vms"]:
+        running = vm.get("pid") is not None
+        limit = vm.get("limit")
+        rows.append((
+            vm["name"],
+            vm["state"],
+            vm.get("activity", "-") if running else "-",
+            _pct(vm.get("cpu_pct")) if running else "-",
+            _pct(vm.get("entitlement_pct")) if running else "-",
+            str(vm.get("shares", "-")),
+            _pct(vm.get("reservation")),
+            "-" if limit is None else _pct(limit),
+            f"{vm['mips']:.2f}" if running else "-",
+            _size(vm.get("memory")),
+            _size(vm.get("rss")) if running else "-",
+            _size(vm.get("balloon_target")) if running and vm.get("balloon_target") else "-",
+            _size(vm.get("disk_read")) if running else "-",
+            _size(vm.get("disk_write")) if running else "-",
+            str(vm.get("net_tx", "-")) if running else "-",
+            str(vm.get("net_rx", "-")) if running else "-",
+            _duration(vm.get("uptime")) if running else "-",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(TOP_FIELDS))]
+    for r in rows:
+        lines.append("  ".join(
+            cell.ljust(w) if i < 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(r, widths, strict=True))
+        ).rstrip())
+    return lines
+
+
+def _top(ns: argparse.Namespace) -> int:
+    host = _host(ns)
+    refresh = not ns.batch and not ns.json and sys.stdout.isatty()
+    count = 0
+    while True:
+        metrics = host.metrics()
+        if ns.json:
+            print(json.dumps(metrics), flush=True)
+        else:
+            text = "\n".join(top_table(metrics))
+            if refresh:
+                sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
+            else:
+                sys.stdout.write(text + "\n\n")
+            sys.stdout.flush()
+        count += 1
+        if ns.iterations is not None and count >= ns.iterations:
+            return 0
+        time.sleep(max(ns.delay, 0.1))

@@ -1,0 +1,450 @@
+"""The Python API of the host: what the ``pyhv`` CLI and the REST API both call.
+
+    >>> from pyhv import Host
+    >>> host = Host("/tmp/pyhv-state")
+    >>> vm = host.create({"name": "web", "memory": "256M", "boot": {"kernel": "Image"}})
+    >>> host.set("web", shares="high", reservation=50)
+    >>> [v.name for v in host.list()]
+    ['web']
+    >>> host.destroy("web")
+
+With a host daemon serving the state directory (``pyhv host serve``,
+:mod:`pyhv.host.daemon`), VMs also run: :meth:`Host.start`, :meth:`Host.stop`,
+:meth:`Host.reboot`, :meth:`Host.pause`, :meth:`Host.resume`, :meth:`Host.set_live` and
+:meth:`Host.metrics` ask it over its control socket (:mod:`pyhv.host.control`); without
+one they raise :class:`~pyhv.host.errors.Unavailable` (503).
+
+Every failure is a :class:`~pyhv.host.errors.HostError` with a one-line message and an
+``http_status``; nothing is half-done when one is raised.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import random
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .definition import (
+    VMDefinition,
+    _bad_type,
+    _is_int,
+    _is_number,
+    parse_memory_value,
+    parse_shares_value,
+)
+from .errors import DefinitionError, HostError, Invalid, NotFound
+from .registry import HostSettings, Registry, check_admission, check_fits
+
+#: Fields :meth:`Host.set` changes.
+SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon")
+#: What changes at once on a running VM (the rest applies at its next start).
+LIVE = ("shares", "reservation", "limit", "balloon")
+#: VM states (:attr:`VM.state`). A running VM is starting, running, paused or stopping.
+RUNNING_STATES = ("starting", "running", "paused", "stopping")
+_UNSET: Any = object()
+
+
+def random_mac() -> str:
+    """A locally administered unicast address in QEMU's 52:54:00 range."""
+    tail = random.SystemRandom().getrandbits(24)
+    return "52:54:00:" + ":".join(f"{(tail >> s) & 0xFF:02x}" for s in (16, 8, 0))
+
+
+def check_files(definition: VMDefinition, source: str | None = None) -> None:
+    """Refuse a definition whose kernel, firmware, initrd, DTB or disk images are missing
+    (a persistent overlay may be missing: it is created; its directory may not)."""
+    boot = definition.boot
+    wanted: list[tuple[str, str]] = []
+    if boot.firmware not in ("default", "none"):
+        wanted.append(("boot.firmware", boot.firmware))
+    for key in ("kernel", "initrd", "dtb"):
+        value = getattr(boot, key)
+        if value is not None:
+            wanted.append((f"boot.{key}", value))
+    for i, disk in enumerate(definition.disks):
+        wanted.append((f"disk[{i}].path", disk.path))
+    for field, path in wanted:
+        if not os.path.exists(path):
+            raise DefinitionError(field, f"{path}: no such file", source)
+        if os.path.isdir(path):
+            raise DefinitionError(field, f"{path} is a directory", source)
+    for i, disk in enumerate(definition.disks):
+        if disk.overlay:
+            parent = os.path.dirname(disk.overlay) or "."
+            if not os.path.isdir(parent):
+                raise DefinitionError(
+                    f"disk[{i}].overlay", f"directory {parent} does not exist", source
+                )
+            if os.path.isdir(disk.overlay):
+                raise DefinitionError(
+                    f"disk[{i}].overlay", f"{disk.overlay} is a directory", source
+                )
+
+
+class VM:
+    """One defined VM of a :class:`Host`.
+
+    ``definition`` is the definition as read when this object was made (:meth:`refresh`
+    reads it again); ``state`` is read from the VM's run files on every access."""
+
+    def __init__(self, host: Host, definition: VMDefinition) -> None:
+        self.host = host
+        self.definition = definition
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def path(self) -> Path:
+        """The VM's directory in the state directory."""
+        return self.host.registry.vm_dir(self.name)
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the VM process while it runs."""
+        return self.host.registry.running_pid(self.name)
+
+    @property
+    def state(self) -> str:
+        """"starting", "running", "paused", "stopping" while its process runs (as the
+        daemon records it in ``run/state``; "running" without one); else "crashed" when
+        its last run ended in a crash (:attr:`crash`), or "stopped"."""
+        registry = self.host.registry
+        if self.pid is not None:
+            try:
+                state = (registry.run_dir(self.name) / "state").read_text().strip()
+            except OSError:
+                state = "running"
+            return state if state in RUNNING_STATES else "running"
+        if self.crash is not None:
+            return "crashed"
+        return "stopped"
+
+    @property
+    def crash(self) -> dict[str, Any] | None:
+        """How the VM's last run crashed (``reason``, ``time``, ``status``, ``log``: the
+        end of its process's output), None unless it did; cleared by the next start."""
+        import json
+
+        try:
+            text = (self.host.registry.vm_dir(self.name) / "crashed").read_text()
+            record = json.loads(text)
+        except (OSError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def refresh(self) -> VM:
+        self.definition = self.host.registry.load(self.name)
+        return self
+
+    def set(self, **changes: Any) -> VM:
+        """:meth:`Host.set` on this VM; the object then holds the new definition."""
+        self.definition = self.host.set(self.name, **changes).definition
+        return self
+
+    def destroy(self) -> None:
+        self.host.destroy(self.name)
+
+    def start(self) -> VM:
+        return self.host.start(self.name)
+
+    def stop(self, *, force: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        return self.host.stop(self.name, force=force, timeout=timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: name, state, pid, path, the definition (as its TOML document) and,
+        after a crash, the crash record."""
+        data = {
+            "name": self.name,
+            "state": self.state,
+            "pid": self.pid,
+            "path": str(self.path),
+            "definition": self.definition.to_dict(),
+        }
+        crash = self.crash
+        if crash is not None and data["state"] == "crashed":
+            data["crash"] = crash
+        return data
+
+    def __repr__(self) -> str:
+        return f"<VM {self.name} {self.state}>"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, VM)
+            and other.host.registry.root == self.host.registry.root
+            and other.definition == self.definition
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.host.registry.root, self.name))
+
+
+class Host:
+    """The VMs defined in one state directory (default: see
+    :func:`~pyhv.host.registry.default_state_dir`)."""
+
+    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+        self.registry = Registry(state_dir)
+
+    def __repr__(self) -> str:
+        return f"Host({str(self.state_dir)!r})"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.registry.root
+
+    @property
+    def settings(self) -> HostSettings:
+        """host.toml, read on each access (defaults when the file is absent)."""
+        return self.registry.load_settings()
+
+    # ----------------------------------------------------------------- definitions
+
+    def create(
+        self,
+        spec: VMDefinition | str | Mapping[str, Any] | os.PathLike[str],
+        *,
+        source: str | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+        require_files: bool = True,
+    ) -> VM:
+        """Define a new VM from a :class:`VMDefinition`, TOML text, a dict (the TOML
+        document) or the path of a TOML file (a ``Path``; a ``str`` is TOML text).
+
+        Relative paths resolve against ``base_dir`` (default: the file's directory, else
+        the current directory). A NIC without a MAC address is given a random one so it
+        keeps its address across restarts. With ``require_files`` the kernel, firmware,
+        initrd, DTB and disk images must exist. Raises :class:`DefinitionError` (422) for
+        an invalid definition, :class:`DuplicateName` (409) for a name in use; nothing is
+        written then."""
+        definition, source = self._definition(spec, source, base_dir)
+        if any(n.mac is None for n in definition.nets):
+            nets = tuple(n if n.mac else replace(n, mac=random_mac()) for n in definition.nets)
+            definition = replace(definition, nets=nets)
+        try:
+            check_fits(definition, self.settings)
+        except DefinitionError as e:
+            raise e.with_source(source) from None
+        if require_files:
+            check_files(definition, source)
+        self.registry.create(definition)
+        return VM(self, definition)
+
+    @staticmethod
+    def _definition(
+        spec: object, source: str | None, base_dir: str | os.PathLike[str] | None
+    ) -> tuple[VMDefinition, str | None]:
+        if isinstance(spec, VMDefinition):
+            return spec, source
+        if isinstance(spec, str):
+            return VMDefinition.from_toml(spec, source, base_dir or os.getcwd()), source
+        if isinstance(spec, os.PathLike):
+            path = os.fspath(spec)
+            if base_dir is None:
+                return VMDefinition.load(path), source or path
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                raise DefinitionError(None, f"cannot read: {e}", path) from None
+            return VMDefinition.from_toml(text, source or path, base_dir), source or path
+        if isinstance(spec, Mapping):
+            return VMDefinition.from_dict(spec, source, base_dir), source
+        raise Invalid(
+            f"cannot make a VM definition from {type(spec).__name__} "
+            "(give a VMDefinition, TOML text, a dict or a Path)"
+        )
+
+    def get(self, name: str) -> VM:
+        """The VM called ``name``; :class:`NotFound` (404) if there is none."""
+        return VM(self, self.registry.load(name))
+
+    def scan(self) -> tuple[builtins.list[VM], dict[str, HostError]]:
+        """All VMs, and the errors of those whose definition cannot be read (hand-edited
+        into an invalid state), by name."""
+        vms: builtins.list[VM] = []
+        broken: dict[str, HostError] = {}
+        for name in self.registry.names():
+            try:
+                vms.append(self.get(name))
+            except NotFound:
+                continue  # removed meanwhile
+            except HostError as e:
+                broken[name] = e
+        return vms, broken
+
+    def list(self) -> builtins.list[VM]:
+        """The VMs whose definitions are valid, sorted by name (see :meth:`scan`)."""
+        return self.scan()[0]
+
+    def destroy(self, name: str) -> None:
+        """Remove a stopped VM: its definition and every file in its directory.
+        :class:`NotFound` (404), :class:`VMRunning` (409) while it runs."""
+        self.registry.remove(name)
+
+    def set(self, name: str, **changes: Any) -> VM:
+        """Change fields of a VM's definition: ``memory`` (bytes or a size string such as
+        "512M"), ``shares`` (an integer or "low", "normal", "high" per vCPU),
+        ``reservation``, ``limit`` (percent of one host CPU; ``limit=None``: unlimited),
+        ``autostart``. The whole definition is validated again. On a VM the daemon runs,
+        ``shares``, ``reservation`` and ``limit`` apply at once (:meth:`set_live`, which
+        refuses a reservation the host cannot give), ``balloon`` (running VMs only) sets
+        its balloon target, and the rest applies at its next start."""
+        unknown = [k for k in changes if k not in SETTABLE]
+        if unknown:
+            raise DefinitionError(
+                unknown[0], f"cannot be set (settable: {', '.join(SETTABLE)})", name
+            )
+        if not changes:
+            raise Invalid(f"{name}: nothing to change (settable: {', '.join(SETTABLE)})")
+        live = {k: v for k, v in changes.items() if k in LIVE}
+        changes = {k: v for k, v in changes.items() if k not in LIVE or k == "balloon"}
+        changes.pop("balloon", None)
+        vm = self.get(name)
+        if "balloon" in live and vm.state not in RUNNING_STATES:
+            from .errors import Conflict
+
+            raise Conflict(f"VM '{name}' is not running: a balloon target is for a running VM")
+        if live and (vm.state in RUNNING_STATES and self.daemon_pid is not None
+                     or "balloon" in live):
+            if changes:  # check everything before changing anything
+                try:
+                    check_fits(_apply(vm.definition, {**changes, **live}), self.settings)
+                except DefinitionError as e:
+                    raise e.with_source(name) from None
+            self.set_live(name, **live)
+            if not changes:
+                return self.get(name)
+        else:
+            changes.update(live)
+        with self.registry.lock():
+            current = self.registry.load(name)
+            try:
+                updated = _apply(current, changes)
+                check_fits(updated, self.settings)
+            except DefinitionError as e:
+                raise e.with_source(name) from None
+            if updated != current:
+                self.registry.replace(updated)
+        return VM(self, updated)
+
+    # ----------------------------------------------------------------- running VMs
+
+    @property
+    def daemon_pid(self) -> int | None:
+        """The pid of the host daemon serving this state directory, None without one."""
+        from .control import daemon_pid
+
+        return daemon_pid(self.state_dir)
+
+    def _call(self, op: str, timeout: float | None = 60.0, **args: Any) -> Any:
+        from .control import call
+
+        return call(self.state_dir, op, timeout=timeout, **args)
+
+    def start(self, name: str) -> VM:
+        """Start VM ``name`` in the daemon; returns once its machine is built and its
+        console served. :class:`NotFound` (404), :class:`VMRunning` (409),
+        :class:`InsufficientResources` (409: its reservation or memory does not fit next
+        to the running VMs), :class:`DiskInUse` (409), :class:`DefinitionError` (422: a
+        missing kernel...), :class:`Unavailable` (503: no daemon). Nothing is left
+        behind by a start that fails."""
+        self.get(name)
+        self._call("start", timeout=None, name=name)
+        return self.get(name)
+
+    def stop(self, name: str, *, force: bool = False,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Stop VM ``name``: its guest is asked to power off and, after ``timeout``
+        seconds (default: the daemon's, 30 s), the machine is stopped from the host
+        side; ``force`` does that at once. Returns when the VM has stopped: ``{"name",
+        "state": "stopped" or "crashed", "reason"}``. :class:`Conflict` (409) when it
+        is not running."""
+        self.get(name)
+        args: dict[str, Any] = {"name": name, "force": force}
+        if timeout is not None:
+            args["timeout"] = timeout
+        result: dict[str, Any] = self._call("stop", timeout=None, **args)
+        return result
+
+    def reboot(self, name: str) -> VM:
+        """Warm-reset a running VM."""
+        self.get(name)
+        self._call("reboot", name=name)
+        return self.get(name)
+
+    def pause(self, name: str) -> VM:
+        """Stop running a VM's guest until :meth:`resume` (its memory stays)."""
+        self.get(name)
+        self._call("pause", name=name)
+        return self.get(name)
+
+    def resume(self, name: str) -> VM:
+        self.get(name)
+        self._call("resume", name=name)
+        return self.get(name)
+
+    def set_live(self, name: str, **changes: Any) -> VM:
+        """Change a running VM at once: ``shares``, ``reservation``, ``limit`` (also
+        stored in its definition; a reservation that does not fit next to the other
+        running VMs is refused with :class:`InsufficientResources`) and ``balloon``: the
+        memory its guest should keep (a size such as "256M", or bytes; None gives all of
+        it back), which its virtio-balloon driver is asked to reach."""
+        self.get(name)
+        self._call("set", name=name, **changes)
+        return self.get(name)
+
+    def metrics(self, name: str | None = None) -> dict[str, Any]:
+        """What ``pyhv top`` shows: ``{"host": {...}, "vms": [{...}, ...]}`` with each
+        VM's state, CPU % (last second) and entitlement, guest MIPS, memory and I/O."""
+        if name is not None:
+            self.get(name)
+        result: dict[str, Any] = self._call("metrics", name=name)
+        return result
+
+    def console_path(self, name: str) -> Path:
+        """The UNIX socket of a running VM's serial console (:class:`Conflict` when it
+        does not run)."""
+        from .errors import Conflict
+
+        vm = self.get(name)
+        path = self.registry.run_dir(name) / "console.sock"
+        if vm.pid is None or not path.exists():
+            raise Conflict(f"VM '{name}' is not running")
+        return path
+
+    # ----------------------------------------------------------------- for the daemon
+
+    def running(self) -> builtins.list[VMDefinition]:
+        """Definitions of the running VMs."""
+        return [vm.definition for vm in self.list() if vm.state in RUNNING_STATES]
+
+    def check_admission(self, name: str) -> None:
+        """May VM ``name`` start now? (see :func:`~pyhv.host.registry.check_admission`)"""
+        candidate = self.get(name).definition
+        check_admission(self.running(), candidate, self.settings)
+
+
+def _apply(current: VMDefinition, changes: Mapping[str, Any]) -> VMDefinition:
+    fields: dict[str, Any] = {}
+    qos = current.qos
+    if "memory" in changes:
+        value = changes["memory"]
+        fields["memory"] = value if _is_int(value) else parse_memory_value(value)
+    if "autostart" in changes:
+        fields["autostart"] = changes["autostart"]
+    if "shares" in changes:
+        qos = replace(qos, shares=parse_shares_value(changes["shares"], current.vcpus))
+    if "reservation" in changes:
+        value = changes["reservation"]
+        if not _is_number(value):
+            raise _bad_type("qos.reservation", value, "a percentage (number)")
+        qos = replace(qos, reservation=value)
+    if "limit" in changes:
+        qos = replace(qos, limit=changes["limit"])
+    return replace(current, **fields, qos=qos)

@@ -1,0 +1,1057 @@
+"""The host daemon (``pyhv host serve``): runs VMs, shares the CPUs among them, and
+answers the CLI, the Python API and (later) the REST API.
+
+    pyhv host serve [--state-dir DIR] [--policy shares|round-robin] [--cpus N]
+
+**One process per VM.** Each running VM is a VM process (:mod:`pyhv.host.worker`),
+started with one end of a socket pair as its control channel, a status page in shared
+memory (:class:`~pyhv.host.ipc.StatusPage`) and a pidfd that tells the daemon when it
+exits. A VM process that dies, however it dies, takes only its VM along: the VM is
+reported ``crashed`` (reason and the end of its log in ``vms/NAME/crashed``) and can be
+started again; an ``autostart`` VM is restarted after 1, 5, then 30 s, at most three
+times in ten minutes. Autostart VMs are started when the daemon starts.
+
+**Scheduling.** The :class:`~pyhv.host.scheduler.Scheduler` decides which VM processes
+hold the host's CPUs (at most ``cpus`` at a time); the daemon applies each decision with
+SIGSTOP/SIGCONT, measures what every process really used (its CPU clock,
+``clock_gettime`` of the process) and feeds that back, so the split converges on the
+targets. It decides again when a quantum or a limited VM's tokens run out, and at once
+when a VM process says it went idle or woke up (it says so only when the status page
+asks it to: under contention, or for a limited VM). A stopped VM process still gets its
+control messages: they wait in the channel.
+
+**Stopping.** ``stop`` asks the guest to power off (:mod:`pyhv.host.worker`) and, after
+a timeout (default 30 s), stops the machine from the host side (``quit``: disks closed
+cleanly), then SIGKILLs the process 3 s later if it is still there. SIGTERM or SIGINT to
+the daemon stops every VM that way (``--shutdown-timeout``) and then the daemon.
+
+**Requests.** :meth:`Daemon.submit` (thread-safe) and the control socket
+(:mod:`pyhv.host.control`) run the operations, each a method that returns a
+:class:`~concurrent.futures.Future`: ``start``, ``stop``, ``reboot``, ``pause``,
+``resume``, ``set`` (QoS live, balloon target), ``list``, ``metrics``, ``ping``. Errors are
+:class:`~pyhv.host.errors.HostError` s, raised before anything is changed: an unknown
+VM, a reservation that does not fit (admission control, as in
+:func:`~pyhv.host.registry.check_admission`), a disk in use by another running VM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import fcntl
+import json
+import os
+import queue
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from ..errors import PyhvError
+from .api import Host, _apply, check_files
+from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
+from .definition import VMDefinition, format_memory, parse_memory_value
+from .errors import (
+    Conflict,
+    DefinitionError,
+    HostError,
+    InsufficientResources,
+    Invalid,
+    NotFound,
+    Unavailable,
+    VMRunning,
+)
+from .ipc import (
+    IDLE,
+    NOTIFY_IDLE,
+    NOTIFY_WAKE,
+    LineBuffer,
+    ProtocolError,
+    StatusPage,
+    encode,
+    unix_address,
+)
+from .registry import HostSettings, Registry, atomic_write, check_admission, write_pid_file
+from .scheduler import MAX_VM_CPU, QUANTUM, Scheduler, Terms, make_policy
+
+SHUTDOWN_TIMEOUT = 30.0  # seconds a guest gets to power off before the host stops it
+QUIT_GRACE = 3.0  # seconds a VM process gets to close down before SIGKILL
+START_TIMEOUT = 120.0  # seconds to build a machine
+METRICS_EVERY = 1.0  # seconds between metric samples (CPU %, MIPS)
+RESTART_DELAYS = (1.0, 5.0, 30.0)  # autostart VMs that crash are restarted after these
+RESTART_WINDOW = 600.0
+LOG_TAIL = 2000  # characters of a crashed VM process's log kept in its crash record
+CRASH_FILE = "crashed"
+STATE_FILE = "state"
+
+
+def _cpu_clock(pid: int) -> int:
+    """The clock id of process ``pid``'s CPU time (Linux: CPUCLOCK_SCHED of the process,
+    the precise sum of its threads' run time)."""
+    return ((~pid) << 3) | 2
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%H:%M:%S")
+    print(f"{stamp} pyhv host: {message}", file=sys.stderr, flush=True)
+
+
+@dataclasses.dataclass
+class _Running:
+    """A VM the daemon runs: its process and everything the daemon holds of it."""
+
+    name: str
+    definition: VMDefinition
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    channel: socket.socket
+    status: StatusPage
+    run_dir: Path
+    started: float  # monotonic
+    started_wall: float
+    state: str = "starting"  # starting, running, paused, stopping
+    ready: bool = False
+    sigstopped: bool = False
+    notify: int = 0  # the notify flags last written to its status page
+    start_waiters: list[Future[Any]] = dataclasses.field(default_factory=list)
+    stop_waiters: list[Future[Any]] = dataclasses.field(default_factory=list)
+    lines: LineBuffer = dataclasses.field(default_factory=LineBuffer)
+    exit_info: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    quit_at: float | None = None  # when to stop the machine host-side
+    kill_at: float | None = None  # when to SIGKILL
+    start_deadline: float = 0.0
+    killed: bool = False  # the daemon SIGKILLed it
+    stopping: bool = False  # the daemon asked it to stop
+    cpu_clock: int = 0
+    # metrics
+    sample_at: float = 0.0
+    sample_cpu: float = 0.0
+    sample_instr: int = 0
+    cpu_pct: float = 0.0
+    mips: float = 0.0
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float | None:
+        try:
+            return time.clock_gettime(self.cpu_clock)
+        except OSError:
+            return None
+
+
+class Daemon:
+    """The host daemon of one state directory (module docstring)."""
+
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        policy: str | None = None,
+        cpus: int | None = None,
+        quantum: float = QUANTUM,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    ) -> None:
+        self.host = Host(state_dir)
+        self.registry: Registry = self.host.registry
+        self.root = self.registry.root
+        settings = self.registry.load_settings()
+        changes: dict[str, Any] = {}
+        if cpus is not None:
+            changes["cpus"] = cpus
+        if policy is not None:
+            changes["policy"] = policy
+        self.settings: HostSettings = dataclasses.replace(settings, **changes)
+        self.cpus = self.settings.host_cpus
+        self.scheduler = Scheduler(make_policy(self.settings.policy), self.cpus, quantum)
+        self.shutdown_timeout = shutdown_timeout
+        self.vms: dict[str, _Running] = {}
+        self.crashes: dict[str, list[float]] = {}  # restart history of autostart VMs
+        self.restarts: dict[str, float] = {}  # name -> when to restart it
+        self.shutting_down = False
+        self._sel = selectors.DefaultSelector()
+        self._requests: queue.SimpleQueue[tuple[str, dict[str, Any], Future[Any]]] = (
+            queue.SimpleQueue()
+        )
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._resched = True
+        self._next_at = 0.0
+        self._next_metrics = 0.0
+        self._listener: socket.socket | None = None
+        self._lock_fd: int | None = None
+        self._clients: dict[int, tuple[socket.socket, LineBuffer]] = {}
+        self._started = time.monotonic()
+        self._own_cpu = (time.process_time(), time.monotonic())
+        self.daemon_cpu_pct = 0.0
+        self._ops: dict[str, Callable[..., Future[Any]]] = {
+            "ping": self.ping,
+            "start": self.start,
+            "stop": self.stop,
+            "reboot": self.reboot,
+            "pause": self.pause,
+            "resume": self.resume,
+            "set": self.set_live,
+            "list": self.list,
+            "metrics": self.metrics,
+        }
+
+    # ================================================================= the loop
+
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT (or :meth:`shutdown`); then stop every VM. Returns
+        the process exit status."""
+        self._open()
+        try:
+            self._recover()
+            self._autostart()
+            log(
+                f"serving {self.root} ({self.cpus} CPU{'s' if self.cpus > 1 else ''}, "
+                f"policy {self.scheduler.policy.name}, pid {os.getpid()})"
+            )
+            while True:
+                self._poll()
+                if self.shutting_down and not self.vms:
+                    break
+        finally:
+            self._close()
+        log("stopped")
+        return 0
+
+    def submit(self, op: str, **args: Any) -> Future[Any]:
+        """Run operation ``op`` in the daemon's loop (callable from any thread)."""
+        future: Future[Any] = Future()
+        self._requests.put((op, args, future))
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"r")
+        return future
+
+    def shutdown(self) -> None:
+        """Stop every VM, then the daemon (callable from any thread)."""
+        self.submit("_shutdown")
+
+    def _open(self) -> None:
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise Unavailable(f"another pyhv host daemon already serves {self.root}") from None
+            raise
+        self._lock_fd = fd
+        write_pid_file(self.root / PID_NAME, os.getpid())
+        path = self.root / SOCKET_NAME
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with unix_address(path) as address:
+            listener.bind(address)
+        os.chmod(path, 0o600)
+        listener.listen(64)
+        listener.setblocking(False)
+        self._listener = listener
+        self._sel.register(listener, selectors.EVENT_READ, self._on_accept)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, self._on_wake)
+        signal.set_wakeup_fd(self._wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
+
+    def _close(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for vm in list(self.vms.values()):  # only after an error in the loop
+            with contextlib.suppress(OSError):
+                os.kill(vm.pid, signal.SIGKILL)
+            self._on_exit(vm)
+        for sock, _ in list(self._clients.values()):
+            sock.close()
+        if self._listener is not None:
+            self._listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / SOCKET_NAME).unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / PID_NAME).unlink()
+        self._sel.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+
+    def _poll(self) -> None:
+        now = time.monotonic()
+        deadline = min(self._next_at, self._next_metrics, self._timers_due())
+        if self._resched:
+            deadline = now
+        events = self._sel.select(max(0.0, deadline - now))
+        for key, _mask in events:
+            try:
+                key.data(key)
+            except Exception:  # a bug in handling one event must not stop every VM
+                log("internal error:\n" + traceback.format_exc())
+        while True:
+            try:
+                op, args, future = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            self._run_op(op, args, future)
+        now = time.monotonic()
+        try:
+            self._run_timers(now)
+            if self._resched or now >= self._next_at:
+                self._schedule(now)
+            if now >= self._next_metrics:
+                self._sample_metrics(now)
+        except Exception:
+            log("internal error:\n" + traceback.format_exc())
+            self._next_at = now + 0.1  # the VMs keep their last grants meanwhile
+
+    # ================================================================= scheduling
+
+    def _schedule(self, now: float) -> None:
+        self._resched = False
+        cpu: dict[str, float] = {}
+        runnable: dict[str, bool] = {}
+        for name, vm in self.vms.items():
+            used = vm.cpu_seconds()
+            if used is not None:
+                cpu[name] = used
+            runnable[name] = vm.status.state != IDLE
+        sched = self.scheduler
+        sched.update(now, cpu, runnable)
+        decision = sched.decide(now)
+        # Stop first, then continue: never more than `cpus` VM processes running.
+        for name in decision.hold:
+            vm = self.vms[name]
+            if not vm.sigstopped:
+                self._signal(vm, signal.SIGSTOP)
+                vm.sigstopped = True
+        for name, vm in self.vms.items():
+            if name not in decision.hold and vm.sigstopped:
+                self._signal(vm, signal.SIGCONT)
+                vm.sigstopped = False
+            flags = (NOTIFY_IDLE if name in decision.notify_idle else 0) | (
+                NOTIFY_WAKE if name in decision.notify_wake else 0
+            )
+            if vm.notify != flags:
+                vm.status.notify = vm.notify = flags
+        self._next_at = decision.next_at
+
+    def _signal(self, vm: _Running, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(vm.pid, signum)
+
+    def _terms(self, definition: VMDefinition) -> Terms:
+        qos = definition.qos
+        assert qos.shares is not None
+        return Terms(qos.shares, float(qos.reservation),
+                     None if qos.limit is None else float(qos.limit))
+
+    # ================================================================= VM processes
+
+    def _spawn(self, definition: VMDefinition) -> _Running:
+        name = definition.name
+        run_dir = self.registry.run_dir(name)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(mode=0o700)
+        vm_dir = self.registry.vm_dir(name)
+        with contextlib.suppress(FileNotFoundError):
+            (vm_dir / CRASH_FILE).unlink()
+        status = StatusPage(run_dir / "status", create=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p
+        )
+        try:
+            with open(vm_dir / "worker.log", "wb") as log_file:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "pyhv.host.worker", "--state-dir", str(self.root),
+                     "--channel-fd", str(theirs.fileno()), name],
+                    pass_fds=(theirs.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    env=env,
+                    cwd=vm_dir,
+                )
+        except BaseException:
+            ours.close()
+            status.close()
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            theirs.close()
+        pidfd = os.pidfd_open(proc.pid)
+        # The state file first: whoever sees the pid file sees the VM as starting.
+        atomic_write(run_dir / STATE_FILE, "starting\n")
+        write_pid_file(run_dir / "pid", proc.pid)
+        ours.setblocking(False)
+        now = time.monotonic()
+        vm = _Running(
+            name=name, definition=definition, proc=proc, pidfd=pidfd, channel=ours,
+            status=status, run_dir=run_dir, started=now, started_wall=time.time(),
+            start_deadline=now + START_TIMEOUT, cpu_clock=_cpu_clock(proc.pid),
+            sample_at=now,
+        )
+        self.vms[name] = vm
+        self._sel.register(ours, selectors.EVENT_READ, lambda key: self._on_channel(vm))
+        self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
+        self.scheduler.add(name, self._terms(definition), now, vm.cpu_seconds())
+        # Starting (Python, building the machine) is the host's work: it runs at once,
+        # whatever the VM's terms; the VM is charged from when its guest starts.
+        self.scheduler.set_urgent(name, True)
+        self._write_state(vm)
+        self._resched = True
+        return vm
+
+    def _write_state(self, vm: _Running) -> None:
+        with contextlib.suppress(OSError):
+            atomic_write(vm.run_dir / STATE_FILE, vm.state + "\n")
+
+    def _send(self, vm: _Running, message: dict[str, Any]) -> None:
+        """A control message; it waits in the channel while the process is stopped."""
+        try:
+            vm.channel.send(encode(message))
+        except BlockingIOError:
+            log(f"VM '{vm.name}': control channel full, {message.get('op')} dropped")
+        except OSError:
+            pass
+
+    def _on_channel(self, vm: _Running) -> None:
+        try:
+            data = vm.channel.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(vm.channel)
+            return
+        try:
+            messages = vm.lines.feed(data)
+        except ProtocolError as e:
+            log(f"VM '{vm.name}': bad message from its process: {e}")
+            return
+        for message in messages:
+            event = message.get("ev")
+            if event in ("idle", "wake"):
+                self._resched = True
+            elif event == "ready":
+                vm.ready = True
+                if vm.state == "starting":
+                    vm.state = "running"
+                    self._write_state(vm)
+                if not vm.stopping:
+                    self.scheduler.set_urgent(vm.name, False)
+                    self.scheduler.begin(vm.name, time.monotonic(), vm.cpu_seconds())
+                    self._resched = True
+                log(f"VM '{vm.name}' running (pid {vm.pid}, engine {message.get('engine')})")
+                for future in vm.start_waiters:
+                    future.set_result(self._describe(vm.name))
+                vm.start_waiters.clear()
+            elif event == "exit":
+                vm.exit_info = message
+            elif event == "error":
+                vm.error = message
+
+    def _on_exit(self, vm: _Running) -> None:
+        """The VM process is gone: reap it, record how it ended, clean up."""
+        if self.vms.get(vm.name) is not vm:
+            return
+        self._on_channel(vm)  # the last messages (exit, error) may still be unread
+        for obj in (vm.channel, vm.pidfd):
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(obj)
+        code = vm.proc.wait()
+        vm.channel.close()
+        os.close(vm.pidfd)
+        vm.status.close()
+        del self.vms[vm.name]
+        self.scheduler.remove(vm.name)
+        self._resched = True
+        shutil.rmtree(vm.run_dir, ignore_errors=True)
+
+        info = vm.exit_info or {}
+        reason = info.get("reason")
+        outcome: dict[str, Any] = {"name": vm.name, "state": "stopped", "reason": reason}
+        if not vm.ready:
+            error: HostError
+            if vm.error is not None:
+                error = error_from_dict({**vm.error, "message": (
+                    f"VM '{vm.name}' failed to start: {vm.error.get('message')}")})
+            elif vm.stopping:
+                error = Conflict(f"VM '{vm.name}' was stopped while it started")
+            else:
+                error = Unavailable(
+                    f"VM '{vm.name}' failed to start ({self._how(code)}): "
+                    f"{self._log_tail(vm.name, 300).strip() or 'no output'}"
+                )
+            log(f"VM '{vm.name}' did not start: {error}")
+            for future in vm.start_waiters:
+                future.set_exception(error)
+            vm.start_waiters.clear()
+            if code < 0 and not (vm.killed or vm.stopping):  # killed from outside
+                outcome.update(state="crashed", reason=f"VM process {self._how(code)}")
+                self._record_crash(vm, outcome["reason"], code)
+            self._finish_stop(vm, outcome)
+            return
+        if reason in ("poweroff", "quit", "stopped", "timeout", "limit"):
+            log(f"VM '{vm.name}' stopped ({reason}, guest exit code {info.get('code')})")
+            outcome["exit_code"] = info.get("code")
+        elif vm.killed or (vm.stopping and reason is None):
+            outcome["reason"] = "killed"
+            log(f"VM '{vm.name}' stopped (killed after the stop timeout)")
+        else:
+            if reason == "crash":
+                why = f"guest crashed: {info.get('crash')}"
+            else:
+                why = f"VM process {self._how(code)}"
+            outcome.update(state="crashed", reason=why)
+            self._record_crash(vm, why, code)
+        self._finish_stop(vm, outcome)
+
+    def _finish_stop(self, vm: _Running, outcome: dict[str, Any]) -> None:
+        for future in vm.stop_waiters:
+            future.set_result(outcome)
+        vm.stop_waiters.clear()
+
+    @staticmethod
+    def _how(code: int) -> str:
+        if code < 0:
+            try:
+                return f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"killed by signal {-code}"
+        return f"exited with status {code}"
+
+    def _log_tail(self, name: str, size: int = LOG_TAIL) -> str:
+        try:
+            with open(self.registry.vm_dir(name) / "worker.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - size))
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def _record_crash(self, vm: _Running, why: str, code: int) -> None:
+        log(f"VM '{vm.name}' crashed: {why}")
+        record = {"time": time.time(), "reason": why, "status": code,
+                  "log": self._log_tail(vm.name)}
+        with contextlib.suppress(OSError, NotFound):
+            atomic_write(self.registry.vm_dir(vm.name) / CRASH_FILE, json.dumps(record) + "\n")
+        if vm.definition.autostart and not self.shutting_down:
+            now = time.monotonic()
+            history = [t for t in self.crashes.get(vm.name, []) if now - t < RESTART_WINDOW]
+            if len(history) < len(RESTART_DELAYS):
+                delay = RESTART_DELAYS[len(history)]
+                history.append(now)
+                self.restarts[vm.name] = now + delay
+                log(f"VM '{vm.name}' (autostart) will be restarted in {delay:g} s")
+            else:
+                log(f"VM '{vm.name}' (autostart) crashed {len(history)} times in "
+                    f"{RESTART_WINDOW / 60:g} minutes: not restarted")
+            self.crashes[vm.name] = history
+
+    # ================================================================= timers
+
+    def _timers_due(self) -> float:
+        times = [t for t in self.restarts.values()]
+        for vm in self.vms.values():
+            times.extend(t for t in (vm.quit_at, vm.kill_at) if t is not None)
+            if not vm.ready:
+                times.append(vm.start_deadline)
+        return min(times, default=float("inf"))
+
+    def _run_timers(self, now: float) -> None:
+        for vm in list(self.vms.values()):
+            if vm.quit_at is not None and now >= vm.quit_at:
+                vm.quit_at = None
+                log(f"VM '{vm.name}' did not power off in time: stopping it")
+                self._quit(vm, now)
+            if vm.kill_at is not None and now >= vm.kill_at:
+                vm.kill_at = None
+                vm.killed = True
+                log(f"VM '{vm.name}' did not stop: killing its process {vm.pid}")
+                self._signal(vm, signal.SIGKILL)
+            if not vm.ready and now >= vm.start_deadline and not vm.killed:
+                vm.killed = True
+                vm.error = error_to_dict(Unavailable(
+                    f"VM '{vm.name}' did not start within {START_TIMEOUT:g} s"))
+                self._signal(vm, signal.SIGKILL)
+        for name, when in list(self.restarts.items()):
+            if now >= when:
+                del self.restarts[name]
+                self._start_logged(name, "restarted")
+
+    def _quit(self, vm: _Running, now: float) -> None:
+        self._send(vm, {"op": "quit"})
+        vm.kill_at = now + QUIT_GRACE
+
+    # ================================================================= start-up
+
+    def _recover(self) -> None:
+        """Clean up after a daemon that died: run directories of VMs it ran (their
+        processes end when they see it gone; stragglers are killed)."""
+        names = self.registry.names()
+        stragglers = []
+        for name in names:
+            pid = self.registry.running_pid(name)
+            if pid is not None:
+                stragglers.append((name, pid))
+        deadline = time.monotonic() + QUIT_GRACE
+        for name, pid in stragglers:
+            log(f"VM '{name}': process {pid} of a previous daemon is still there: stopping it")
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGTERM)
+        for name, pid in stragglers:
+            while time.monotonic() < deadline and self.registry.running_pid(name) == pid:
+                time.sleep(0.05)
+            if self.registry.running_pid(name) == pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        for name in names:
+            with contextlib.suppress(NotFound):
+                shutil.rmtree(self.registry.run_dir(name), ignore_errors=True)
+
+    def _autostart(self) -> None:
+        vms, broken = self.host.scan()
+        for name, error in broken.items():
+            log(f"VM '{name}' skipped: {error}")
+        for vm in vms:
+            if vm.definition.autostart:
+                self._start_logged(vm.name, "started")
+
+    def _start_logged(self, name: str, what: str) -> None:
+        """Start an autostart VM; a failure is logged (nobody waits for the answer)."""
+        try:
+            future = self.start(name)
+        except HostError as e:
+            log(f"VM '{name}' (autostart) not {what}: {e}")
+            return
+
+        def done(f: Future[Any]) -> None:  # never f.exception() before done: it blocks
+            if f.exception() is not None:
+                log(f"VM '{name}' (autostart) not {what}: {f.exception()}")
+
+        future.add_done_callback(done)
+
+    # ================================================================= signals, clients
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum == signal.SIGHUP:
+            return  # a closed terminal does not stop the VMs
+        self._requests.put(("_shutdown", {}, Future()))
+
+    def _on_wake(self, key: selectors.SelectorKey) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._wake_r, 4096)
+
+    def _on_accept(self, key: selectors.SelectorKey) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sock.setblocking(False)
+            self._clients[sock.fileno()] = (sock, LineBuffer())
+            self._sel.register(sock, selectors.EVENT_READ, self._on_client)
+
+    def _on_client(self, key: selectors.SelectorKey) -> None:
+        sock = key.fileobj
+        assert isinstance(sock, socket.socket)
+        fd = sock.fileno()
+        entry = self._clients.get(fd)
+        if entry is None:
+            return
+        try:
+            data = sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop_client(sock)
+            return
+        try:
+            requests = entry[1].feed(data)
+        except ProtocolError as e:
+            self._reply(sock, {"ok": False, "error": error_to_dict(Invalid(str(e)))})
+            self._drop_client(sock)
+            return
+        for request in requests:
+            op = request.get("op")
+            args = request.get("args") or {}
+            future: Future[Any] = Future()
+            if not isinstance(op, str) or op.startswith("_") or not isinstance(args, dict):
+                future.set_exception(Invalid(f"bad request: {request!r}"))
+            else:
+                self._run_op(op, args, future)
+
+            def done(f: Future[Any], sock: socket.socket = sock) -> None:
+                error = f.exception()
+                if error is None:
+                    self._reply(sock, {"ok": True, "result": f.result()})
+                else:
+                    self._reply(sock, {"ok": False, "error": error_to_dict(error)})
+
+            future.add_done_callback(done)
+
+    def _reply(self, sock: socket.socket, message: dict[str, Any]) -> None:
+        try:
+            sock.setblocking(True)
+            sock.settimeout(5.0)
+            sock.sendall(encode(message))
+            sock.setblocking(False)
+        except OSError:
+            self._drop_client(sock)
+
+    def _drop_client(self, sock: socket.socket) -> None:
+        if self._clients.pop(sock.fileno(), None) is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(sock)
+            sock.close()
+
+    def _run_op(self, op: str, args: dict[str, Any], future: Future[Any]) -> None:
+        if op == "_shutdown":
+            self._begin_shutdown()
+            future.set_result(None)
+            return
+        method = self._ops.get(op)
+        if method is None:
+            future.set_exception(Invalid(f"unknown operation {op!r}"))
+            return
+        try:
+            result = method(**args)
+        except TypeError as e:
+            future.set_exception(Invalid(f"{op}: {e}"))
+            return
+        except (HostError, PyhvError) as e:
+            future.set_exception(e if isinstance(e, HostError) else Invalid(str(e)))
+            return
+        except Exception as e:  # a bug must not take the daemon down
+            log(f"operation {op} failed: {type(e).__name__}: {e}")
+            future.set_exception(e)
+            return
+
+        def chain(f: Future[Any]) -> None:
+            error = f.exception()
+            if error is None:
+                future.set_result(f.result())
+            else:
+                future.set_exception(error)
+
+        result.add_done_callback(chain)
+
+    def _begin_shutdown(self) -> None:
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.restarts.clear()
+        log(f"shutting down: stopping {len(self.vms)} VM(s)")
+        for vm in list(self.vms.values()):
+            self._begin_stop(vm, force=False, timeout=self.shutdown_timeout)
+
+    # ================================================================= operations
+
+    @staticmethod
+    def _done(value: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        future.set_result(value)
+        return future
+
+    def _running(self, name: str) -> _Running:
+        if not isinstance(name, str):
+            raise Invalid(f"a VM name must be a string, not {name!r}")
+        vm = self.vms.get(name)
+        if vm is None:
+            self.registry.load(name)  # NotFound for an unknown VM
+            raise Conflict(f"VM '{name}' is not running")
+        return vm
+
+    def ping(self) -> Future[Any]:
+        return self._done({"pid": os.getpid(), "state_dir": str(self.root)})
+
+    def start(self, name: str) -> Future[Any]:
+        """Start VM ``name``; the future resolves when its machine is built and its
+        console served (or with the error that stopped it)."""
+        if self.shutting_down:
+            raise Unavailable("the host daemon is shutting down")
+        if not isinstance(name, str):
+            raise Invalid(f"a VM name must be a string, not {name!r}")
+        if name in self.vms:
+            raise VMRunning(f"VM '{name}' is already running")
+        definition = self.registry.load(name)
+        try:
+            check_files(definition)
+        except DefinitionError as e:
+            raise e.with_source(name) from None
+        if definition.qos.reservation > MAX_VM_CPU:
+            raise InsufficientResources(
+                f"VM '{name}': qos.reservation {definition.qos.reservation:g}% cannot be "
+                f"delivered: a VM's vCPUs run on one host CPU (at most {MAX_VM_CPU:g}%)"
+            )
+        running = [vm.definition for vm in self.vms.values()]
+        check_admission(running, definition, self.settings)
+        self.restarts.pop(name, None)
+        vm = self._spawn(definition)
+        log(f"VM '{name}' starting (pid {vm.pid})")
+        future: Future[Any] = Future()
+        vm.start_waiters.append(future)
+        return future
+
+    def stop(self, name: str, force: bool = False, timeout: float | None = None) -> Future[Any]:
+        """Stop VM ``name``: ask the guest to power off, and after ``timeout`` seconds
+        (default: the daemon's shutdown timeout) stop it from the host side; ``force``
+        stops it host-side at once. Resolves when its process has exited."""
+        vm = self._running(name)
+        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
+            raise Invalid(f"stop timeout {timeout!r}: expected a number of seconds >= 0")
+        future: Future[Any] = Future()
+        vm.stop_waiters.append(future)
+        self._begin_stop(vm, force=bool(force),
+                         timeout=self.shutdown_timeout if timeout is None else float(timeout))
+        return future
+
+    def _begin_stop(self, vm: _Running, force: bool, timeout: float) -> None:
+        now = time.monotonic()
+        if vm.state == "paused":
+            self.scheduler.set_paused(vm.name, False)
+        if not vm.stopping:
+            vm.stopping = True
+            vm.state = "stopping"
+            self._write_state(vm)
+            self.scheduler.set_urgent(vm.name, True)
+            self._resched = True
+        if force or not vm.ready:
+            if vm.kill_at is None:
+                vm.quit_at = None
+                self._quit(vm, now)
+        elif vm.quit_at is None and vm.kill_at is None:
+            self._send(vm, {"op": "powerdown"})
+            vm.quit_at = now + timeout
+
+    def reboot(self, name: str) -> Future[Any]:
+        """Warm reset of a running VM (as the guest's own reboot request does)."""
+        vm = self._running(name)
+        if vm.state != "running":
+            raise Conflict(f"VM '{name}' is {vm.state}: it cannot be rebooted now")
+        self._send(vm, {"op": "reboot"})
+        return self._done(self._describe(name))
+
+    def pause(self, name: str) -> Future[Any]:
+        """Stop running the VM's guest (its process is kept stopped) until resumed."""
+        vm = self._running(name)
+        if vm.state not in ("running", "paused"):
+            raise Conflict(f"VM '{name}' is {vm.state}: it cannot be paused now")
+        if vm.state == "running":
+            vm.state = "paused"
+            self.scheduler.set_paused(name, True)
+            self._write_state(vm)
+            self._schedule(time.monotonic())
+        return self._done(self._describe(name))
+
+    def resume(self, name: str) -> Future[Any]:
+        vm = self._running(name)
+        if vm.state not in ("running", "paused"):
+            raise Conflict(f"VM '{name}' is {vm.state}: it cannot be resumed now")
+        if vm.state == "paused":
+            vm.state = "running"
+            self.scheduler.set_paused(name, False)
+            self._write_state(vm)
+            self._schedule(time.monotonic())
+        return self._done(self._describe(name))
+
+    def set_live(self, name: str, **changes: Any) -> Future[Any]:
+        """Change a running VM's CPU terms (``shares``, ``reservation``, ``limit``: kept
+        in its definition too) and its balloon target (``balloon``: the memory the guest
+        should keep, bytes or a size such as "256M"; None: give it all back) at once."""
+        vm = self._running(name)
+        allowed = ("shares", "reservation", "limit", "balloon")
+        unknown = [k for k in changes if k not in allowed]
+        if unknown:
+            raise DefinitionError(unknown[0], "cannot be changed on a running VM (live: "
+                                  f"{', '.join(allowed)})", name)
+        if not changes:
+            raise Invalid(f"{name}: nothing to change (live: {', '.join(allowed)})")
+        balloon_bytes: int | None = None
+        if "balloon" in changes:
+            balloon_bytes = self._balloon_size(vm, changes.pop("balloon"))
+        updated = vm.definition
+        if changes:
+            with self.registry.lock():
+                current = self.registry.load(name)
+                try:
+                    updated = _apply(current, changes)
+                except DefinitionError as e:
+                    raise e.with_source(name) from None
+                if updated.qos.reservation > MAX_VM_CPU:
+                    raise InsufficientResources(
+                        f"VM '{name}': qos.reservation {updated.qos.reservation:g}% cannot "
+                        f"be delivered: a VM's vCPUs run on one host CPU"
+                    )
+                others = [v.definition for v in self.vms.values() if v.name != name]
+                check_admission(others, updated, self.settings)
+                if updated != current:
+                    self.registry.replace(updated)
+            # What runs keeps its memory and devices: only the terms change.
+            vm.definition = dataclasses.replace(vm.definition, qos=updated.qos)
+            self.scheduler.set_terms(name, self._terms(vm.definition))
+            self._resched = True
+        if balloon_bytes is not None:
+            self._send(vm, {"op": "balloon", "bytes": balloon_bytes})
+            vm.status.balloon_target = balloon_bytes
+        return self._done(self._describe(name))
+
+    def _balloon_size(self, vm: _Running, value: Any) -> int:
+        if not vm.definition.balloon:
+            raise Invalid(f"VM '{vm.name}' has no balloon device (devices.balloon = false)")
+        memory = vm.definition.memory
+        if value is None:
+            return 0
+        keep = value if isinstance(value, int) and not isinstance(value, bool) else (
+            parse_memory_value(value, "balloon"))
+        if not 0 < keep <= memory:
+            raise DefinitionError(
+                "balloon", f"{format_memory(keep)} is out of range (the VM has "
+                f"{format_memory(memory)})", vm.name)
+        return memory - keep
+
+    def list(self) -> Future[Any]:
+        return self._done([self._describe(name) for name in sorted(self.vms)])
+
+    def metrics(self, name: str | None = None) -> Future[Any]:
+        """Per-VM figures (every defined VM, or ``name``): state, CPU % over the last
+        second, entitlement, guest MIPS, memory, I/O counters; plus the host's."""
+        if name is not None:
+            self.registry.load(name)
+            names = [name]
+        else:
+            names = self.registry.names()
+        vms = [self._vm_metrics(n) for n in names]
+        return self._done({
+            "host": {
+                "cpus": self.cpus,
+                "policy": self.scheduler.policy.name,
+                "vms_running": len(self.vms),
+                "cpu_pct": round(sum(v.cpu_pct for v in self.vms.values()), 2),
+                # what the VMs get while they contend (less than cpus x 100 when other
+                # processes take CPU): the entitlements divide this
+                "capacity_pct": round(self.scheduler.capacity, 1),
+                "daemon_cpu_pct": round(self.daemon_cpu_pct, 2),
+                "uptime": round(time.monotonic() - self._started, 1),
+                "pid": os.getpid(),
+            },
+            "vms": vms,
+        })
+
+    # ================================================================= reporting
+
+    def _describe(self, name: str) -> dict[str, Any]:
+        vm = self.vms.get(name)
+        if vm is None:
+            return {"name": name, "state": self._stopped_state(name), "pid": None}
+        return {"name": name, "state": vm.state, "pid": vm.pid}
+
+    def _stopped_state(self, name: str) -> str:
+        with contextlib.suppress(NotFound):
+            if (self.registry.vm_dir(name) / CRASH_FILE).exists():
+                return "crashed"
+        return "stopped"
+
+    def _vm_metrics(self, name: str) -> dict[str, Any]:
+        vm = self.vms.get(name)
+        if vm is None:
+            data: dict[str, Any] = {"name": name, "state": self._stopped_state(name),
+                                    "pid": None}
+            with contextlib.suppress(HostError):
+                d = self.registry.load(name)
+                data.update(vcpus=d.vcpus, memory=d.memory, shares=d.qos.shares,
+                            reservation=d.qos.reservation, limit=d.qos.limit)
+            return data
+        d = vm.definition
+        status = vm.status.snapshot()
+        account = self.scheduler.accounts.get(name)
+        return {
+            "name": name,
+            "state": vm.state,
+            "pid": vm.pid,
+            "activity": status["state"],  # starting, running, idle, exiting
+            "engine": status["engine"],
+            "vcpus": d.vcpus,
+            "memory": d.memory,
+            "shares": d.qos.shares,
+            "reservation": d.qos.reservation,
+            "limit": d.qos.limit,
+            "cpu_pct": round(vm.cpu_pct, 2),
+            "entitlement_pct": round(account.entitlement, 2) if account else 0.0,
+            "cpu_seconds": round(vm.cpu_seconds() or vm.sample_cpu, 3),
+            "mips": round(vm.mips, 3),
+            "instructions": status["instructions"],
+            "rss": _rss(vm.pid),
+            "balloon_target": status["balloon_target"],
+            "balloon_actual": status["balloon_actual"],
+            "disk_read": status["disk_read"],
+            "disk_write": status["disk_write"],
+            "net_tx": status["net_tx"],
+            "net_rx": status["net_rx"],
+            "console_in": status["console_in"],
+            "console_out": status["console_out"],
+            "wakeups": status["wakeups"],
+            "uptime": round(time.monotonic() - vm.started, 1),
+        }
+
+    def _sample_metrics(self, now: float) -> None:
+        self._next_metrics = now + METRICS_EVERY
+        for vm in self.vms.values():
+            cpu = vm.cpu_seconds()
+            instr = vm.status.instructions
+            dt = now - vm.sample_at
+            if cpu is not None and dt > 0:
+                vm.cpu_pct = max(0.0, cpu - vm.sample_cpu) / dt * 100
+                vm.mips = max(0, instr - vm.sample_instr) / dt / 1e6
+                vm.sample_cpu = cpu
+            vm.sample_instr = instr
+            vm.sample_at = now
+        own, at = self._own_cpu
+        cpu_now = time.process_time()
+        if now > at:
+            self.daemon_cpu_pct = (cpu_now - own) / (now - at) * 100
+        self._own_cpu = (cpu_now, now)
+
+
+def _rss(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def serve(
+    state_dir: str | os.PathLike[str] | None = None,
+    policy: str | None = None,
+    cpus: int | None = None,
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    quantum: float = QUANTUM,
+) -> int:
+    """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT."""
+    daemon = Daemon(state_dir, policy=policy, cpus=cpus, quantum=quantum,
+                    shutdown_timeout=shutdown_timeout)
+    return daemon.serve()
+

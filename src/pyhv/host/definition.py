@@ -1,0 +1,689 @@
+"""VM definitions: the persisted, human-editable description of one VM.
+
+A :class:`VMDefinition` is immutable and always valid: its constructor checks every
+field and raises :class:`~pyhv.host.errors.DefinitionError` naming the field as it is
+spelled in the TOML file (``memory``, ``boot.kernel``, ``disk[1].path``, ``qos.limit``).
+:meth:`VMDefinition.from_toml` / :meth:`VMDefinition.from_dict` also refuse unknown keys
+(a typo must not be silently ignored) and values of the wrong type, and resolve relative
+paths against the directory of the definition file. The layout is documented, with an
+example, in ``docs/vm-definition.md``.
+
+:meth:`VMDefinition.to_machine_config` turns a definition into the
+:class:`~pyhv.vm.config.MachineConfig` that :class:`~pyhv.vm.machine.Machine` builds.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from ..board import memmap
+from ..errors import ConfigError
+from ..vm.config import MAX_RAM, MAX_VIRTIO_DEVICES, MIN_RAM, parse_mac
+from .errors import DefinitionError
+
+if TYPE_CHECKING:
+    from ..vm.config import MachineConfig
+
+MiB = 1024 * 1024
+GiB = 1024 * MiB
+
+ENGINES = ("auto", "interp", "translate", "jit")
+FIRMWARE_KEYWORDS = ("default", "none")
+#: ESXi's share levels, per vCPU.
+SHARE_LEVELS = {"low": 500, "normal": 1000, "high": 2000}
+DEFAULT_SHARES_PER_VCPU = SHARE_LEVELS["normal"]
+MAX_VCPUS = memmap.MAX_HARTS
+
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}\Z")
+NAME_RULE = (
+    "lowercase letters, digits, '-' and '_', starting with a letter or digit, "
+    "at most 63 characters"
+)
+SWITCH_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
+def valid_name(name: object) -> bool:
+    return isinstance(name, str) and NAME_RE.match(name) is not None
+
+
+def format_memory(size: int) -> str:
+    """``268435456`` -> ``"256M"``, ``2147483648`` -> ``"2G"`` (whole MiB sizes)."""
+    if size % GiB == 0:
+        return f"{size // GiB}G"
+    if size % MiB == 0:
+        return f"{size // MiB}M"
+    return f"{size}B"
+
+
+def format_percent(value: float | None) -> str:
+    if value is None:
+        return "unlimited"
+    return f"{value:g}%"
+
+
+# ------------------------------------------------------------------------ the dataclasses
+
+
+@dataclass(frozen=True)
+class Boot:
+    """How the VM boots (``[boot]``): firmware, payload, initrd, command line, DTB.
+
+    ``firmware`` is ``"default"`` (OpenSBI fw_dynamic from qemu-system-data), ``"none"``
+    (the kernel runs in M-mode from 0x80000000) or a firmware file."""
+
+    firmware: str = "default"
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    dtb: str | None = None
+
+
+@dataclass(frozen=True)
+class Disk:
+    """A virtio-blk disk (``[[disk]]``).
+
+    ``overlay`` is None (writes go to the image), ``""`` (writes go to a temporary
+    copy-on-write file dropped when the VM stops; ``overlay = true`` in TOML) or the
+    path of a persistent overlay file (created when missing)."""
+
+    path: str
+    readonly: bool = False
+    overlay: str | None = None
+
+    @property
+    def writes_image(self) -> bool:
+        """True when the guest's writes reach the image file itself."""
+        return not self.readonly and self.overlay is None
+
+
+@dataclass(frozen=True)
+class Net:
+    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``."""
+
+    switch: str
+    mac: str | None = None
+
+
+@dataclass(frozen=True)
+class QoS:
+    """CPU terms (``[qos]``), see DESIGN.md "Scheduling terms".
+
+    ``shares``: weight under contention (None: 1000 per vCPU, filled in by
+    :class:`VMDefinition`); ``reservation``: guaranteed CPU in percent of one host CPU;
+    ``limit``: maximum CPU in percent of one host CPU (None: unlimited)."""
+
+    shares: int | None = None
+    reservation: float = 0
+    limit: float | None = None
+
+
+@dataclass(frozen=True)
+class VMDefinition:
+    name: str
+    vcpus: int = 1
+    memory: int = 128 * MiB  # bytes
+    engine: str = "auto"
+    boot: Boot = field(default_factory=Boot)
+    disks: tuple[Disk, ...] = ()
+    nets: tuple[Net, ...] = ()
+    rng: bool = False
+    balloon: bool = False
+    vconsole: bool = False
+    qos: QoS = field(default_factory=QoS)
+    autostart: bool = False
+
+    def __post_init__(self) -> None:
+        # Lists are accepted from Python callers; the definition keeps tuples.
+        object.__setattr__(self, "disks", tuple(self.disks))
+        object.__setattr__(self, "nets", tuple(self.nets))
+        _validate(self)
+        if self.qos.shares is None:
+            object.__setattr__(
+                self, "qos", replace(self.qos, shares=DEFAULT_SHARES_PER_VCPU * self.vcpus)
+            )
+
+    # --------------------------------------------------------------------- reading
+
+    @classmethod
+    def from_toml(
+        cls,
+        text: str,
+        source: str | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> VMDefinition:
+        """Parse and validate a TOML definition.
+
+        ``source`` names the text in error messages (usually the file name). Relative
+        paths resolve against ``base_dir``; by default the directory of ``source`` when
+        one is given (a file name), else the current directory."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise DefinitionError(None, f"invalid TOML: {e}", source) from None
+        if base_dir is None and source is not None and not source.startswith("<"):
+            base_dir = os.path.dirname(os.path.abspath(source))
+        return cls.from_dict(data, source, base_dir)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> VMDefinition:
+        """Read a definition file (relative paths in it resolve against its directory)."""
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            raise DefinitionError(None, f"cannot read: {e.strerror}", path) from None
+        except UnicodeDecodeError:
+            raise DefinitionError(None, "not a text (UTF-8) file", path) from None
+        return cls.from_toml(text, path)
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        source: str | None = None,
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> VMDefinition:
+        """Validate a definition given as the dict its TOML file parses to (also the
+        JSON form of the REST API)."""
+        base = os.fspath(base_dir) if base_dir is not None else os.getcwd()
+        try:
+            return cls(**_kwargs_from_dict(data, base))
+        except DefinitionError as e:
+            raise e.with_source(source) from None
+
+    # --------------------------------------------------------------------- writing
+
+    def to_dict(self) -> dict[str, Any]:
+        """The definition as its TOML document (a dict of TOML/JSON values, no None)."""
+        doc: dict[str, Any] = {
+            "name": self.name,
+            "vcpus": self.vcpus,
+            "memory": format_memory(self.memory),
+            "engine": self.engine,
+            "autostart": self.autostart,
+        }
+        boot: dict[str, Any] = {"firmware": self.boot.firmware}
+        for key in ("kernel", "initrd", "cmdline", "dtb"):
+            value = getattr(self.boot, key)
+            if value is not None:
+                boot[key] = value
+        doc["boot"] = boot
+        if self.disks:
+            disks = []
+            for d in self.disks:
+                entry: dict[str, Any] = {"path": d.path, "readonly": d.readonly}
+                if d.overlay is not None:
+                    entry["overlay"] = d.overlay if d.overlay else True
+                disks.append(entry)
+            doc["disk"] = disks
+        if self.nets:
+            doc["net"] = [
+                {"switch": n.switch, **({"mac": n.mac} if n.mac is not None else {})}
+                for n in self.nets
+            ]
+        doc["devices"] = {"rng": self.rng, "balloon": self.balloon, "vconsole": self.vconsole}
+        qos: dict[str, Any] = {"shares": self.qos.shares, "reservation": self.qos.reservation}
+        if self.qos.limit is not None:
+            qos["limit"] = self.qos.limit
+        doc["qos"] = qos
+        return doc
+
+    def to_toml(self) -> str:
+        """The definition as a TOML file, laid out for people: top-level keys, then
+        ``[boot]``, ``[[disk]]``, ``[[net]]``, ``[devices]``, ``[qos]``."""
+        import tomli_w
+
+        doc = self.to_dict()
+        top = {k: v for k, v in doc.items() if not isinstance(v, dict | list)}
+        parts = [
+            f"# pyhv VM definition of '{self.name}' (layout: docs/vm-definition.md)\n",
+            tomli_w.dumps(top),
+            "\n[boot]\n" + tomli_w.dumps(doc["boot"]),
+        ]
+        for disk in doc.get("disk", []):
+            parts.append("\n[[disk]]\n" + tomli_w.dumps(disk))
+        for net in doc.get("net", []):
+            parts.append("\n[[net]]\n" + tomli_w.dumps(net))
+        parts.append("\n[devices]\n" + tomli_w.dumps(doc["devices"]))
+        parts.append("\n[qos]\n" + tomli_w.dumps(doc["qos"]))
+        return "".join(parts)
+
+    # --------------------------------------------------------------------- using
+
+    def to_machine_config(
+        self, *, engine: str | None = None, no_reboot: bool = False
+    ) -> MachineConfig:
+        """The :class:`MachineConfig` of this VM. Virtio devices take the slots in a stable
+        order: disks, NICs, rng, balloon, vconsole. ``engine`` overrides the definition's;
+        ``"auto"`` lets the machine choose (the interpreter while it is the only engine)."""
+        from ..vm import config as mc
+
+        devices: list[mc.DeviceSpec] = []
+        for d in self.disks:
+            devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay))
+        for n in self.nets:
+            devices.append(mc.NetSpec(n.switch, n.mac))
+        if self.rng:
+            devices.append(mc.RngSpec())
+        if self.balloon:
+            devices.append(mc.BalloonSpec())
+        if self.vconsole:
+            devices.append(mc.ConsoleSpec())
+        chosen = engine or self.engine
+        if chosen == "auto" and "auto" not in mc.ENGINES:
+            chosen = "interp"
+        return mc.MachineConfig(
+            kernel=self.boot.kernel,
+            bios=self.boot.firmware,
+            initrd=self.boot.initrd,
+            append=self.boot.cmdline,
+            memory=self.memory,
+            smp=self.vcpus,
+            dtb=self.boot.dtb,
+            engine=chosen,
+            no_reboot=no_reboot,
+            devices=tuple(devices),
+        )
+
+    def disk_usage(self) -> list[tuple[str, bool]]:
+        """(realpath, writable) of every file the VM's disks open: images (writable when
+        the guest writes them directly) and persistent overlays (always writable)."""
+        used = []
+        for d in self.disks:
+            used.append((os.path.realpath(d.path), d.writes_image))
+            if d.overlay:
+                used.append((os.path.realpath(d.overlay), True))
+        return used
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return f"a boolean ({str(value).lower()})"
+    if isinstance(value, int):
+        return f"an integer ({value})"
+    if isinstance(value, float):
+        return f"a float ({value})"
+    if isinstance(value, str):
+        return f'a string ("{value}")' if len(value) <= 40 else "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    if value is None:
+        return "nothing"
+    return f"a {type(value).__name__}"
+
+
+def _bad_type(path: str, value: object, expected: str) -> DefinitionError:
+    return DefinitionError(path, f"expected {expected}, got {_type_name(value)}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _validate(d: VMDefinition) -> None:
+    """Every rule of a definition; field names as in the TOML file."""
+    if not isinstance(d.name, str):
+        raise _bad_type("name", d.name, "a string")
+    if not NAME_RE.match(d.name):
+        raise DefinitionError("name", f"'{d.name}' is not a valid VM name ({NAME_RULE})")
+    if not _is_int(d.vcpus):
+        raise _bad_type("vcpus", d.vcpus, "an integer")
+    if not 1 <= d.vcpus <= MAX_VCPUS:
+        raise DefinitionError("vcpus", f"{d.vcpus} is out of range (1 to {MAX_VCPUS})")
+    if not _is_int(d.memory):
+        raise _bad_type("memory", d.memory, "a size in bytes")
+    if not MIN_RAM <= d.memory <= MAX_RAM:
+        raise DefinitionError(
+            "memory",
+            f"{_human_size(d.memory)} is out of range ({MIN_RAM >> 20} MiB to {MAX_RAM >> 30} GiB)",
+        )
+    if d.memory % MiB:
+        raise DefinitionError("memory", f"{d.memory} bytes is not a whole number of MiB")
+    if d.engine not in ENGINES:
+        raise DefinitionError(
+            "engine", f"unknown engine {d.engine!r} (choose from: {', '.join(ENGINES)})"
+        )
+    for key in ("rng", "balloon", "vconsole"):
+        if not isinstance(getattr(d, key), bool):
+            raise _bad_type(f"devices.{key}", getattr(d, key), "a boolean")
+    if not isinstance(d.autostart, bool):
+        raise _bad_type("autostart", d.autostart, "a boolean")
+    _validate_boot(d.boot)
+    _validate_disks(d.disks)
+    _validate_nets(d.nets)
+    count = len(d.disks) + len(d.nets) + d.rng + d.balloon + d.vconsole
+    if count > MAX_VIRTIO_DEVICES:
+        raise DefinitionError(
+            "devices",
+            f"{count} virtio devices (disks, NICs, rng, balloon, vconsole): the virt board "
+            f"has {MAX_VIRTIO_DEVICES} virtio-mmio slots",
+        )
+    _validate_qos(d.qos, d.vcpus)
+
+
+def _human_size(size: int) -> str:
+    if size % MiB == 0:
+        return f"{size // MiB} MiB"
+    return f"{size} bytes"
+
+
+def _validate_boot(boot: Boot) -> None:
+    if not isinstance(boot, Boot):
+        raise _bad_type("boot", boot, "a Boot")
+    if not isinstance(boot.firmware, str) or not boot.firmware:
+        raise _bad_type("boot.firmware", boot.firmware, '"default", "none" or a file path')
+    for key in ("kernel", "initrd", "cmdline", "dtb"):
+        value = getattr(boot, key)
+        if value is not None and not isinstance(value, str):
+            raise _bad_type(f"boot.{key}", value, "a string")
+        if key != "cmdline" and value == "":
+            raise DefinitionError(f"boot.{key}", "empty path (leave the key out instead)")
+    if boot.firmware == "none" and boot.kernel is None:
+        raise DefinitionError("boot.kernel", 'required when boot.firmware is "none"')
+    if boot.initrd is not None and boot.kernel is None:
+        raise DefinitionError("boot.initrd", "needs boot.kernel")
+
+
+def _validate_disks(disks: tuple[Disk, ...]) -> None:
+    seen: dict[str, str] = {}
+    for i, disk in enumerate(disks):
+        where = f"disk[{i}]"
+        if not isinstance(disk, Disk):
+            raise _bad_type(where, disk, "a Disk")
+        if not isinstance(disk.path, str) or not disk.path:
+            raise _bad_type(f"{where}.path", disk.path, "a file path")
+        if not isinstance(disk.readonly, bool):
+            raise _bad_type(f"{where}.readonly", disk.readonly, "a boolean")
+        if disk.overlay is not None and not isinstance(disk.overlay, str):
+            raise _bad_type(f"{where}.overlay", disk.overlay, "true, false or a file path")
+        if disk.readonly and disk.overlay is not None:
+            raise DefinitionError(
+                f"{where}.overlay", "cannot be combined with readonly = true"
+            )
+        files = [(disk.path, f"{where}.path")]
+        if disk.overlay:
+            files.append((disk.overlay, f"{where}.overlay"))
+        for path, name in files:
+            real = os.path.realpath(path)
+            if real in seen:
+                raise DefinitionError(name, f"{path} is already used by {seen[real]}")
+            seen[real] = name
+
+
+def _validate_nets(nets: tuple[Net, ...]) -> None:
+    macs: dict[str, int] = {}
+    for i, net in enumerate(nets):
+        where = f"net[{i}]"
+        if not isinstance(net, Net):
+            raise _bad_type(where, net, "a Net")
+        if not isinstance(net.switch, str):
+            raise _bad_type(f"{where}.switch", net.switch, "a switch name")
+        if not SWITCH_RE.match(net.switch):
+            raise DefinitionError(
+                f"{where}.switch",
+                f"'{net.switch}' is not a valid switch name (letters, digits, '_', '.', '-'; "
+                "1 to 64 characters)",
+            )
+        if net.mac is not None:
+            if not isinstance(net.mac, str):
+                raise _bad_type(f"{where}.mac", net.mac, "a MAC address string")
+            if parse_mac(net.mac) is None:
+                raise DefinitionError(
+                    f"{where}.mac",
+                    f"'{net.mac}' is not a unicast MAC address (expected 52:54:00:12:34:56)",
+                )
+            key = net.mac.lower()
+            if key in macs:
+                raise DefinitionError(f"{where}.mac", f"{net.mac} is also net[{macs[key]}].mac")
+            macs[key] = i
+
+
+def _validate_qos(qos: QoS, vcpus: int) -> None:
+    if not isinstance(qos, QoS):
+        raise _bad_type("qos", qos, "a QoS")
+    cap = 100 * vcpus
+    if qos.shares is not None:
+        if not _is_int(qos.shares):
+            raise _bad_type("qos.shares", qos.shares, 'an integer or "low", "normal", "high"')
+        if qos.shares <= 0:
+            raise DefinitionError("qos.shares", f"{qos.shares} must be positive")
+    if not _is_number(qos.reservation):
+        raise _bad_type("qos.reservation", qos.reservation, "a percentage (number)")
+    if qos.reservation < 0:
+        raise DefinitionError("qos.reservation", f"{qos.reservation:g} is negative")
+    if qos.reservation > cap:
+        raise DefinitionError(
+            "qos.reservation",
+            f"{qos.reservation:g}% is more than {vcpus} vCPU{'s' if vcpus > 1 else ''} "
+            f"can use ({cap}%)",
+        )
+    if qos.limit is not None:
+        if not _is_number(qos.limit):
+            raise _bad_type("qos.limit", qos.limit, "a percentage (number)")
+        if qos.limit <= 0:
+            raise DefinitionError(
+                "qos.limit", f"{qos.limit:g} must be positive (leave it out for unlimited)"
+            )
+        if qos.limit < qos.reservation:
+            raise DefinitionError(
+                "qos.limit", f"{qos.limit:g} is below qos.reservation {qos.reservation:g}"
+            )
+        if qos.limit > cap:
+            raise DefinitionError(
+                "qos.limit",
+                f"{qos.limit:g}% is more than {vcpus} vCPU{'s' if vcpus > 1 else ''} "
+                f"can use ({cap}%; leave it out for unlimited)",
+            )
+
+
+# ------------------------------------------------------------------------ dict -> fields
+
+
+class _Table:
+    """One TOML table being read: typed getters that name the field, and a final check
+    that no unknown key is left."""
+
+    def __init__(self, data: object, prefix: str, known: Sequence[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise _bad_type(prefix.rstrip(".") or "definition", data, "a table")
+        self.data = data
+        self.prefix = prefix
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), known, n=1)
+                detail = (
+                    f"unknown key (did you mean '{prefix}{hint[0]}'?)"
+                    if hint
+                    else f"unknown key (known: {', '.join(known)})"
+                )
+                raise DefinitionError(f"{prefix}{key}", detail)
+
+    def has(self, key: str) -> bool:
+        return key in self.data
+
+    def raw(self, key: str) -> Any:
+        return self.data[key]
+
+    def path(self, key: str) -> str:
+        return f"{self.prefix}{key}"
+
+    def get_str(self, key: str) -> str:
+        value = self.data[key]
+        if not isinstance(value, str):
+            raise _bad_type(self.path(key), value, "a string")
+        return value
+
+    def get_bool(self, key: str) -> bool:
+        value = self.data[key]
+        if not isinstance(value, bool):
+            raise _bad_type(self.path(key), value, "true or false")
+        return value
+
+    def get_int(self, key: str) -> int:
+        value = self.data[key]
+        if not _is_int(value):
+            raise _bad_type(self.path(key), value, "an integer")
+        return int(value)
+
+    def get_number(self, key: str) -> float:
+        value = self.data[key]
+        if not _is_number(value):
+            raise _bad_type(self.path(key), value, "a number")
+        return value  # type: ignore[no-any-return]
+
+    def file(self, key: str, base: str) -> str:
+        value = self.get_str(key)
+        if not value:
+            raise DefinitionError(self.path(key), "empty path (leave the key out instead)")
+        return resolve_path(value, base)
+
+    def tables(self, key: str) -> list[object]:
+        value = self.data[key]
+        if not isinstance(value, list):
+            raise _bad_type(
+                self.path(key), value, f"an array of tables ([[{self.prefix}{key}]])"
+            )
+        return value
+
+
+def resolve_path(path: str, base: str) -> str:
+    """``~`` expanded; a relative path taken relative to ``base``; normalised."""
+    path = os.path.expanduser(path)
+    return os.path.normpath(os.path.join(base, path))
+
+
+def parse_memory_value(value: object, where: str = "memory") -> int:
+    """A TOML memory value: a size string ("256M", "1G", QEMU's -m syntax) or an integer
+    number of MiB. Range checks are the definition's."""
+    if isinstance(value, str):
+        from ..board.loader import parse_size
+
+        try:
+            return parse_size(value)
+        except ConfigError as e:
+            raise DefinitionError(where, str(e)) from None
+    if _is_int(value):
+        if value <= 0:  # type: ignore[operator]
+            raise DefinitionError(where, f"{value} must be positive")
+        return value * MiB  # type: ignore[operator,no-any-return]
+    raise _bad_type(where, value, 'a size such as "256M" or an integer number of MiB')
+
+
+def parse_shares_value(value: object, vcpus: int, where: str = "qos.shares") -> int:
+    """An integer, or an ESXi level ("low", "normal", "high") times the vCPU count."""
+    if isinstance(value, str):
+        level = SHARE_LEVELS.get(value.lower())
+        if level is None:
+            raise DefinitionError(
+                where, f"'{value}' is not a share level (low, normal, high) or an integer"
+            )
+        return level * vcpus
+    if not _is_int(value):
+        raise _bad_type(where, value, 'an integer or "low", "normal", "high"')
+    return value  # type: ignore[return-value]
+
+
+TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "net",
+            "devices", "qos")
+BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
+DISK_KEYS = ("path", "readonly", "overlay")
+NET_KEYS = ("switch", "mac")
+DEVICE_KEYS = ("rng", "balloon", "vconsole")
+QOS_KEYS = ("shares", "reservation", "limit")
+
+
+def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
+    top = _Table(data, "", TOP_KEYS)
+    kw: dict[str, Any] = {}
+    if not top.has("name"):
+        raise DefinitionError("name", "missing (every VM needs a name)")
+    kw["name"] = top.get_str("name")
+    if top.has("vcpus"):
+        kw["vcpus"] = top.get_int("vcpus")
+    if top.has("memory"):
+        kw["memory"] = parse_memory_value(top.raw("memory"))
+    if top.has("engine"):
+        kw["engine"] = top.get_str("engine")
+    if top.has("autostart"):
+        kw["autostart"] = top.get_bool("autostart")
+
+    if top.has("boot"):
+        bt = _Table(top.raw("boot"), "boot.", BOOT_KEYS)
+        boot: dict[str, Any] = {}
+        if bt.has("firmware"):
+            fw = bt.get_str("firmware")
+            boot["firmware"] = fw if fw in FIRMWARE_KEYWORDS or not fw else resolve_path(fw, base)
+        for key in ("kernel", "initrd", "dtb"):
+            if bt.has(key):
+                boot[key] = bt.file(key, base)
+        if bt.has("cmdline"):
+            boot["cmdline"] = bt.get_str("cmdline")
+        kw["boot"] = Boot(**boot)
+
+    if top.has("disk"):
+        disks = []
+        for i, item in enumerate(top.tables("disk")):
+            dt = _Table(item, f"disk[{i}].", DISK_KEYS)
+            if not dt.has("path"):
+                raise DefinitionError(f"disk[{i}].path", "missing (the disk image file)")
+            overlay: str | None = None
+            if dt.has("overlay"):
+                raw = dt.raw("overlay")
+                if isinstance(raw, bool):
+                    overlay = "" if raw else None
+                elif isinstance(raw, str) and raw:
+                    overlay = resolve_path(raw, base)
+                else:
+                    raise _bad_type(dt.path("overlay"), raw, "true, false or a file path")
+            disks.append(
+                Disk(
+                    path=dt.file("path", base),
+                    readonly=dt.get_bool("readonly") if dt.has("readonly") else False,
+                    overlay=overlay,
+                )
+            )
+        kw["disks"] = tuple(disks)
+
+    if top.has("net"):
+        nets = []
+        for i, item in enumerate(top.tables("net")):
+            nt = _Table(item, f"net[{i}].", NET_KEYS)
+            if not nt.has("switch"):
+                raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name)")
+            nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None))
+        kw["nets"] = tuple(nets)
+
+    if top.has("devices"):
+        dv = _Table(top.raw("devices"), "devices.", DEVICE_KEYS)
+        for key in DEVICE_KEYS:
+            if dv.has(key):
+                kw[key] = dv.get_bool(key)
+
+    if top.has("qos"):
+        qt = _Table(top.raw("qos"), "qos.", QOS_KEYS)
+        qos: dict[str, Any] = {}
+        if qt.has("shares"):
+            vcpus = kw.get("vcpus", 1)
+            qos["shares"] = parse_shares_value(qt.raw("shares"), vcpus if _is_int(vcpus) else 1)
+        if qt.has("reservation"):
+            qos["reservation"] = qt.get_number("reservation")
+        if qt.has("limit"):
+            qos["limit"] = qt.get_number("limit")
+        kw["qos"] = QoS(**qos)
+    return kw

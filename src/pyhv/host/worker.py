@@ -1,0 +1,392 @@
+"""The VM process: one VM of the host daemon, in an OS process of its own.
+
+    python -m pyhv.host.worker --state-dir DIR [--channel-fd FD] [--engine E] NAME
+
+A crash of the machine, of Python or of a hostile guest takes down only this process;
+the daemon (:mod:`pyhv.host.daemon`) sees it exit and reports the VM crashed. The process
+builds the :class:`~pyhv.vm.machine.Machine` of the VM's definition and runs it until
+the guest powers off or the daemon says to stop. In ``vms/NAME/run/`` it keeps:
+
+* ``pid``: its pid and start time (so ``pyhv list`` sees it run without the daemon);
+* ``console.sock``: the serial console (:class:`~pyhv.host.console.SocketConsole`),
+  for ``pyhv console NAME`` and anything else that speaks bytes; ``console.log``: what
+  the guest printed (capped);
+* ``status``: the status page (:class:`~pyhv.host.ipc.StatusPage`): state (starting,
+  running, idle), guest instructions retired, I/O counters, balloon.
+
+**Control channel.** The daemon hands it one end of a socket pair (``--channel-fd``),
+JSON lines both ways. From the daemon: ``powerdown`` (ask the guest to power off),
+``quit`` (stop the machine now, host side), ``reboot`` (warm reset), ``balloon``
+(``bytes``: the balloon size to ask for). To the daemon: ``ready`` (machine built,
+console served), ``idle`` / ``wake`` (only when the status page's ``notify`` flags ask
+for them: the scheduler wants them under contention), ``exit`` (``reason``: poweroff,
+quit, crash; ``code``: the guest's exit code), ``error`` (the machine could not be
+built: ``type``, ``status``, ``message``). The end of the channel (the daemon died)
+stops the machine; the process asks for SIGCONT on its parent's death
+(``PR_SET_PDEATHSIG``) so that it notices even while the daemon keeps it stopped.
+
+**Scheduling** is done from outside: the daemon stops and continues this process
+(SIGSTOP/SIGCONT) to grant it CPU time. The process only says when the guest idles:
+the machine's idle wait (every vCPU in WFI) is where it gives its CPU back.
+
+**Power-off request.** The virt board has no power button; like a serial console
+server, the host asks with a BREAK on the UART followed by a Magic SysRq key: ``s``
+(sync), ``u`` (remount read-only), ``o`` (power off), half a second apart, which Linux
+obeys (``CONFIG_MAGIC_SYSRQ_SERIAL``); pyhv's test guests power off on the BREAK.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import PyhvError
+from ..vm.machine import EXIT_GUEST_CRASH, Machine
+from .console import SocketConsole
+from .ipc import (
+    EXITING,
+    IDLE,
+    NOTIFY_IDLE,
+    NOTIFY_WAKE,
+    RUNNING,
+    STARTING,
+    LineBuffer,
+    ProtocolError,
+    StatusPage,
+    encode,
+)
+
+EXIT_START_FAILED = 2
+TICK = 0.001  # seconds between the run loop's checks of the channel and status updates
+STATS_EVERY = 0.1  # seconds between I/O counter updates on the status page
+SYSRQ_POWEROFF = (b"s", b"u", b"o")  # sync, remount read-only, power off
+SYSRQ_GAP = 0.5  # seconds between the SysRq keys
+PR_SET_PDEATHSIG = 1
+
+_IDLE_MSG = encode({"ev": "idle"})
+_WAKE_MSG = encode({"ev": "wake"})
+
+
+def send_break(uart: Any, key: bytes = b"") -> None:
+    """A serial BREAK, then ``key``: received as a NUL byte with LSR.BI set (what a
+    16550 reports for a break condition), as Linux's 8250 driver expects for SysRq."""
+    hook = getattr(uart, "send_break", None)
+    if hook is not None:
+        hook(key)
+        return
+    from ..devices.uart16550 import LSR_BI
+
+    uart.receive(b"\0" + key)
+    uart.lsr |= LSR_BI
+    uart._update_irq()  # the model has no public way to raise a line-status event
+
+
+class _WorkerMachine(Machine):
+    """A :class:`Machine` that tells its VM process when the guest idles and wakes."""
+
+    worker: Worker | None = None
+
+    def _idle(self, run_deadline: float | None) -> None:
+        worker = self.worker
+        if worker is None:
+            super()._idle(run_deadline)
+            return
+        worker.idle_begin()
+        try:
+            super()._idle(run_deadline)
+        finally:
+            worker.idle_end()
+
+
+class Worker:
+    """Runs one VM's machine under the daemon's control (module docstring)."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        console: SocketConsole,
+        status: StatusPage,
+        channel: socket.socket | None,
+    ) -> None:
+        self.machine = machine
+        self.console = console
+        self.status = status
+        self.channel = channel
+        self.request: str | None = None  # "quit" or "reboot": stop the run loop for it
+        self._lines = LineBuffer()
+        self._next_tick = 0.0
+        self._next_stats = 0.0
+        self._sysrq: list[tuple[float, bytes]] = []
+        if channel is not None:
+            channel.setblocking(False)
+            console.watch(channel.fileno(), self._on_channel)
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        console.watch(self._wakeup_r, self._on_signal)
+
+    # ----------------------------------------------------------------- running
+
+    def run(self) -> tuple[str, int, str | None]:
+        """Run the machine until it powers off, crashes or is told to quit: (reason, the
+        guest's exit code, the crash description)."""
+        machine = self.machine
+        old = signal.set_wakeup_fd(self._wakeup_w)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self.status.state = RUNNING
+            while True:
+                result = machine.run(stop_when=self.tick)
+                if result.reason == "stopped":
+                    request, self.request = self.request, None
+                    if request == "quit":
+                        return "quit", 0, None
+                    if request == "reboot":
+                        machine.reset()
+                    continue
+                if result.reason == "crash":
+                    return "crash", result.exit_code, machine.crash
+                return result.reason, result.exit_code, None
+        finally:
+            signal.set_wakeup_fd(old)
+            self.status.instructions = machine.instructions
+            self.status.state = EXITING
+
+    def tick(self) -> bool:
+        """The run loop's ``stop_when``, called after every round of hart slices: every
+        TICK seconds, serve the channel and the console and update the status page."""
+        now = time.monotonic()
+        if now < self._next_tick:
+            return self.request is not None
+        self._next_tick = now + TICK
+        status = self.status
+        status.instructions = self.machine.instructions
+        status.heartbeat_ns = time.monotonic_ns()
+        console = self.console
+        console.service()
+        if console.has_input():
+            # Typed bytes read from the socket just now: hand them to the UART before
+            # the machine may go idle (its idle wait only sees bytes still in a socket).
+            data = console.read_input()
+            if data:
+                self.machine.board.uart.receive(data)
+        if self._sysrq and now >= self._sysrq[0][0]:
+            _, key = self._sysrq.pop(0)
+            send_break(self.machine.board.uart, key)
+        if now >= self._next_stats:
+            self._next_stats = now + STATS_EVERY
+            self._update_stats()
+        return self.request is not None
+
+    def idle_begin(self) -> None:
+        status = self.status
+        status.instructions = self.machine.instructions
+        status.state = IDLE
+        if status.notify & NOTIFY_IDLE:
+            self._notify(_IDLE_MSG)
+
+    def idle_end(self) -> None:
+        status = self.status
+        status.state = RUNNING
+        status.wakeups += 1
+        if status.notify & NOTIFY_WAKE:
+            self._notify(_WAKE_MSG)
+
+    def _update_stats(self) -> None:
+        status = self.status
+        console = self.console
+        status.console_out = console.bytes_out
+        status.console_in = console.bytes_in
+        disk_read = disk_write = net_tx = net_rx = 0
+        for device in self.machine.board.virtio_devices:
+            stats = getattr(device, "stats", None)
+            if isinstance(stats, dict):
+                disk_read += stats.get("read_bytes", 0)
+                disk_write += stats.get("write_bytes", 0)
+                net_tx += stats.get("tx_frames", 0)
+                net_rx += stats.get("rx_frames", 0)
+        status.disk_read = disk_read
+        status.disk_write = disk_write
+        status.net_tx = net_tx
+        status.net_rx = net_rx
+        balloon = self._balloon()
+        if balloon is not None:
+            status.balloon_target = balloon.target_bytes()
+            status.balloon_actual = balloon.actual_bytes()
+
+    def _balloon(self) -> Any:
+        from ..devices.virtio.balloon import VirtioBalloon
+
+        for device in self.machine.board.virtio_devices:
+            if isinstance(device, VirtioBalloon):
+                return device
+        return None
+
+    # ----------------------------------------------------------------- the channel
+
+    def send(self, message: dict[str, Any]) -> None:
+        """A message the daemon must get (blocks until sent; a dead daemon is ignored)."""
+        if self.channel is None:
+            return
+        try:
+            self.channel.setblocking(True)
+            self.channel.sendall(encode(message))
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                self.channel.setblocking(False)
+
+    def _notify(self, data: bytes) -> None:
+        """A hint (idle, wake): dropped when the channel is full, the status page has it."""
+        if self.channel is None:
+            return
+        with contextlib.suppress(OSError):
+            self.channel.send(data, socket.MSG_DONTWAIT)
+
+    def _on_channel(self) -> None:
+        assert self.channel is not None
+        try:
+            data = self.channel.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the daemon is gone: stop, cleanly
+            self.console.unwatch(self.channel.fileno())
+            self.channel.close()
+            self.channel = None
+            self.request = "quit"
+            return
+        try:
+            messages = self._lines.feed(data)
+        except ProtocolError:
+            return
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message.get("op")
+        if op == "quit":
+            self.request = "quit"
+        elif op == "reboot":
+            self.request = self.request or "reboot"
+        elif op == "powerdown":
+            now = time.monotonic()
+            self._sysrq = [(now + i * SYSRQ_GAP, key) for i, key in enumerate(SYSRQ_POWEROFF)]
+        elif op == "balloon":
+            balloon = self._balloon()
+            size = message.get("bytes")
+            if balloon is not None and isinstance(size, int):
+                balloon.set_target(size)
+                self.status.balloon_target = balloon.target_bytes()
+
+    def _on_signal(self) -> None:
+        with contextlib.suppress(OSError):
+            os.read(self._wakeup_r, 512)
+
+    def _on_sigterm(self, signum: int, frame: object) -> None:
+        self.request = "quit"
+
+
+# ------------------------------------------------------------------------ the process
+
+
+def _continue_when_parent_dies() -> None:
+    """Get SIGCONT when the daemon dies, so a VM process it keeps stopped wakes up and
+    sees its channel closed (a daemon already gone shows as a closed channel at once)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGCONT, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _error_message(error: BaseException) -> dict[str, Any]:
+    from .errors import HostError
+
+    status = error.http_status if isinstance(error, HostError) else 422
+    if isinstance(error, OSError):
+        status = 500
+    return {"ev": "error", "type": type(error).__name__, "status": status, "message": str(error)}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pyhv.host.worker",
+        description="Run one VM of a pyhv state directory (the host daemon starts these).",
+    )
+    parser.add_argument("--state-dir", required=True, metavar="DIR")
+    parser.add_argument("--channel-fd", type=int, metavar="FD",
+                        help="the daemon's end of the control channel (a socket)")
+    parser.add_argument("--engine", metavar="NAME", help="override the definition's engine")
+    parser.add_argument("name", metavar="NAME")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when VMs stop
+
+    from .registry import Registry, write_pid_file
+
+    channel = socket.socket(fileno=args.channel_fd) if args.channel_fd is not None else None
+    if channel is not None:
+        _continue_when_parent_dies()
+    registry = Registry(args.state_dir)
+    status: StatusPage | None = None
+    console: SocketConsole | None = None
+    machine: _WorkerMachine | None = None
+
+    def failed(error: BaseException) -> int:
+        message = _error_message(error)
+        print(f"pyhv worker: cannot start VM '{args.name}': {error}", file=sys.stderr)
+        if channel is not None:
+            with contextlib.suppress(OSError):
+                channel.sendall(encode(message))
+        if console is not None:
+            console.close()
+        return EXIT_START_FAILED
+
+    try:
+        definition = registry.load(args.name)
+        run_dir = registry.run_dir(args.name)
+        run_dir.mkdir(mode=0o700, exist_ok=True)
+        if channel is None:
+            write_pid_file(run_dir / "pid", os.getpid())
+        status = StatusPage(run_dir / "status", create=channel is None)
+        status.pid = os.getpid()
+        status.state = STARTING
+        status.started_ns = time.monotonic_ns()
+        status.memory = definition.memory
+        console = SocketConsole(run_dir / "console.sock", log=run_dir / "console.log")
+        machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
+    except (PyhvError, OSError, ValueError) as e:
+        return failed(e)
+    console.uart = machine.board.uart
+    status.engine = machine.engine_name
+    worker = Worker(machine, console, status, channel)
+    machine.worker = worker
+    worker.send({"ev": "ready", "pid": os.getpid(), "engine": machine.engine_name})
+    reason, code, crash = "crash", EXIT_GUEST_CRASH, None
+    try:
+        reason, code, crash = worker.run()
+    finally:
+        try:
+            machine.close()
+        finally:
+            console.close()
+            worker.send({"ev": "exit", "reason": reason, "code": code, "crash": crash,
+                         "instructions": machine.instructions})
+            if channel is None:
+                for name in ("pid", "status"):
+                    with contextlib.suppress(OSError):
+                        (Path(run_dir) / name).unlink()
+    return EXIT_GUEST_CRASH if reason == "crash" else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,434 @@
+"""The host daemon driven as a user would: ``pyhv host serve`` in a private state
+directory, VMs running the tiny guests of guests/tests (``spin``: CPU-bound, ``idle``:
+waits in WFI and echoes its console), ``pyhv start|stop|...`` and the Python API."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyhv.host import Host
+from pyhv.host.console import connect
+from pyhv.host.errors import (
+    Conflict,
+    DefinitionError,
+    DiskInUse,
+    HostError,
+    InsufficientResources,
+    NotFound,
+    Unavailable,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+SPIN = ROOT / "guests" / "tests" / "spin.elf"
+IDLE = ROOT / "guests" / "tests" / "idle.elf"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items() if k not in ("PYHV_STATE_DIR", "XDG_DATA_HOME")}
+    e["HOME"] = str(tmp_path / "home")
+    e["PYTHONPATH"] = str(SRC)
+    return e
+
+
+def pyhv(env: dict[str, str], state: Path, *args: str,
+         input: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), *args],
+        capture_output=True, text=True, timeout=60, env=env, input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def error(proc: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pyhv: error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+def define(host: Host, name: str, guest: Path = SPIN, **extra: object) -> None:
+    doc: dict[str, object] = {
+        "name": name, "memory": "32M", "engine": "interp",
+        "boot": {"firmware": "none", "kernel": str(guest)},
+    }
+    doc.update(extra)
+    host.create(doc)
+
+
+class Daemon:
+    def __init__(self, proc: subprocess.Popen[str], state: Path, log: Path) -> None:
+        self.proc = proc
+        self.state = state
+        self.log = log
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, env: dict[str, str]) -> Iterator[Daemon]:
+    """A daemon (2 CPUs, 3 s shutdown timeout) on a fresh state directory."""
+    state = tmp_path / "state"
+    state.mkdir()
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+             "--cpus", "2", "--shutdown-timeout", "3"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, text=True,
+        )
+    d = Daemon(proc, state, log)
+    deadline = time.monotonic() + 20
+    while not (state / "daemon.sock").exists():
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the daemon did not come up"
+        time.sleep(0.05)
+    try:
+        yield d
+    finally:
+        d.stop()
+        for pid_file in state.glob("vms/*/run/pid"):  # never leave a VM process behind
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+def cpu_seconds(pid: int) -> float:
+    return time.clock_gettime(((~pid) << 3) | 2)
+
+
+def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def read_until(fd: int, needle: bytes, timeout: float) -> bytes:
+    buf = b""
+    end = time.monotonic() + timeout
+    while needle not in buf and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                buf += os.read(fd, 4096)
+            except OSError:
+                break
+    return buf
+
+
+def console_until(sock: socket.socket, text: bytes, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    seen = b""
+    while text not in seen:
+        data = sock.recv(4096)
+        assert data, f"console closed before {text!r}: {seen!r}"
+        seen += data
+    return seen
+
+
+# ------------------------------------------------------------------------ lifecycle
+
+
+def test_start_list_console_stop(daemon: Daemon, env: dict[str, str]) -> None:
+    host = Host(daemon.state)
+    define(host, "spin1")
+    define(host, "idle1", IDLE)
+    assert "started VM 'spin1'" in ok(pyhv(env, daemon.state, "start", "spin1"))
+    vm = host.start("idle1")
+    assert vm.state == "running" and vm.pid is not None
+    table = ok(pyhv(env, daemon.state, "list"))
+    assert [line.split()[:2] for line in table.splitlines()[1:]] == [
+        ["idle1", "running"], ["spin1", "running"]]
+
+    # the console: typed bytes come back from the guest's echo
+    with connect(host.console_path("idle1")) as sock:
+        sock.sendall(b"hello")
+        console_until(sock, b"hello")
+    out = pyhv(env, daemon.state, "console", "idle1", input="xyz")
+    assert "xyz" in ok(out)
+    wait_for(lambda: b"IDLE-READY" in (daemon.state / "vms/idle1/run/console.log").read_bytes(),
+             what="console.log")
+
+    # top and metrics
+    metrics = host.metrics()
+    by_name = {m["name"]: m for m in metrics["vms"]}
+    assert by_name["spin1"]["state"] == "running" and by_name["idle1"]["pid"] == vm.pid
+    assert metrics["host"]["cpus"] == 2 and metrics["host"]["policy"] == "shares"
+    top = ok(pyhv(env, daemon.state, "top", "-n", "1", "-b"))
+    assert "NAME" in top and "spin1" in top and "idle1" in top
+
+    # stop: the guests power off when asked
+    outcome = host.stop("idle1")
+    assert outcome == {"name": "idle1", "state": "stopped", "reason": "poweroff", "exit_code": 0}
+    assert "stopped (the guest powered off)" in ok(pyhv(env, daemon.state, "stop", "spin1"))
+    assert [vm.state for vm in host.list()] == ["stopped", "stopped"]
+    assert not (daemon.state / "vms/spin1/run").exists()
+    error(pyhv(env, daemon.state, "stop", "spin1"), 2, "VM 'spin1' is not running")
+
+
+def test_console_on_a_terminal_detaches_with_ctrl_close_bracket(
+    daemon: Daemon, env: dict[str, str]
+) -> None:
+    host = Host(daemon.state)
+    define(host, "tty1", IDLE)
+    host.start("tty1")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(daemon.state), "console",
+         "tty1"],
+        stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True,
+    )
+    os.close(slave)
+    try:
+        assert b"escape character is ^]" in read_until(master, b"^]", 20)
+        os.write(master, b"typed")
+        assert b"typed" in read_until(master, b"typed", 10)
+        os.write(master, b"\x1d")  # Ctrl-]
+        assert proc.wait(timeout=10) == 0
+        assert host.get("tty1").state == "running"  # detaching leaves the VM running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+
+
+def test_sigkill_of_a_vm_process_is_a_crash_that_spares_the_others(
+    daemon: Daemon, env: dict[str, str]
+) -> None:
+    host = Host(daemon.state)
+    for name in ("a", "b"):
+        define(host, name)
+        host.start(name)
+    victim = host.get("a").pid
+    survivor = host.get("b").pid
+    assert victim is not None and survivor is not None
+    os.kill(victim, signal.SIGKILL)
+    wait_for(lambda: host.get("a").state == "crashed", what="the crash to be seen")
+    vm = host.get("a")
+    assert vm.crash is not None and "killed by SIGKILL" in vm.crash["reason"]
+    assert vm.to_dict()["crash"]["reason"] == vm.crash["reason"]
+    info = ok(pyhv(env, daemon.state, "info", "a"))
+    assert "State:" in info and "crashed" in info and "killed by SIGKILL" in info
+    # the daemon and the other VM carry on
+    assert daemon.proc.poll() is None
+    assert host.get("b").state == "running" and host.get("b").pid == survivor
+    before = cpu_seconds(survivor)
+    time.sleep(0.5)
+    assert cpu_seconds(survivor) > before
+    # and the crashed VM starts again
+    again = host.start("a")
+    assert again.state == "running" and again.pid not in (None, victim)
+    assert host.get("a").crash is None
+
+
+def test_pause_resume_reboot_and_live_qos(daemon: Daemon, env: dict[str, str]) -> None:
+    host = Host(daemon.state)
+    define(host, "s")
+    define(host, "t", IDLE)
+    host.start("s")
+    host.start("t")
+    pid = host.get("s").pid
+    assert pid is not None
+    assert "paused VM 's'" in ok(pyhv(env, daemon.state, "pause", "s"))
+    assert host.get("s").state == "paused"
+    time.sleep(0.2)
+    before = cpu_seconds(pid)
+    time.sleep(0.5)
+    assert cpu_seconds(pid) == before  # a paused VM gets no CPU at all
+    error(pyhv(env, daemon.state, "reboot", "s"), 2, "paused")
+    ok(pyhv(env, daemon.state, "resume", "s"))
+    assert host.get("s").state == "running"
+    time.sleep(0.3)
+    assert cpu_seconds(pid) > before
+
+    # live QoS: applied at once and kept in the definition
+    out = ok(pyhv(env, daemon.state, "set", "s", "--limit", "20", "--shares", "high"))
+    assert "qos.limit unlimited -> 20%" in out and "(applied now)" in out
+    assert host.get("s").definition.qos.limit == 20
+    time.sleep(0.3)
+    start, t0 = cpu_seconds(pid), time.monotonic()
+    time.sleep(1.5)
+    assert (cpu_seconds(pid) - start) / (time.monotonic() - t0) < 0.20 * 1.05 + 0.01
+    out = ok(pyhv(env, daemon.state, "set", "s", "--memory", "48M", "--limit", "none"))
+    assert "QoS applied now; memory at its next start" in out
+    # no balloon device: a clear error; with one, the target is set at once
+    error(pyhv(env, daemon.state, "set", "t", "--balloon", "16M"), 2, "no balloon device")
+    define(host, "b", IDLE, devices={"balloon": True})
+    error(pyhv(env, daemon.state, "set", "b", "--balloon", "16M"), 2, "not running")
+    host.start("b")
+    out = ok(pyhv(env, daemon.state, "set", "b", "--balloon", "24M"))
+    assert "balloon target 24M" in out
+    assert host.metrics("b")["vms"][0]["balloon_target"] == 8 << 20  # 32M - 24M
+    error(pyhv(env, daemon.state, "set", "b", "--balloon", "64M"), 2, "out of range")
+
+    # reboot: the guest starts over (prints its banner again)
+    log = daemon.state / "vms/t/run/console.log"
+    wait_for(lambda: log.read_bytes().count(b"IDLE-READY") == 1, what="the banner")
+    ok(pyhv(env, daemon.state, "reboot", "t"))
+    wait_for(lambda: log.read_bytes().count(b"IDLE-READY") == 2, what="the reboot")
+
+
+def test_bad_requests_fail_cleanly_and_change_nothing(daemon: Daemon, env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    host = Host(daemon.state)
+    error(pyhv(env, daemon.state, "start", "nosuch"), 2, "no VM named 'nosuch'")
+    with pytest.raises(NotFound):
+        host.start("nosuch")
+
+    # reservations: 2 CPUs = 200%; a VM process can use at most one CPU
+    define(host, "r1", qos={"reservation": 100})
+    define(host, "r2", qos={"reservation": 80})
+    define(host, "r3", qos={"reservation": 40})
+    define(host, "r4", qos={"reservation": 20})
+    host.start("r1")
+    host.start("r2")
+    line = error(pyhv(env, daemon.state, "start", "r3"), 2, "does not fit")
+    assert "reserve 180%" in line
+    assert host.get("r3").state == "stopped"
+    assert not (daemon.state / "vms/r3/run").exists()
+    host.start("r4")
+    with pytest.raises(InsufficientResources, match="does not fit"):
+        host.set("r2", reservation=81)  # live: 100 + 81 + 20 > 200
+    error(pyhv(env, daemon.state, "set", "r2", "--reservation", "81"), 2, "does not fit")
+    assert host.get("r2").definition.qos.reservation == 80
+    define(host, "big", vcpus=2, qos={"reservation": 150})
+    with pytest.raises(InsufficientResources, match="one host CPU"):
+        host.start("big")
+    for name in ("r1", "r2", "r4"):
+        host.stop(name, force=True)
+
+    # disks: a writable image is for one running VM at a time
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+    define(host, "d1", disk=[{"path": str(image)}])
+    define(host, "d2", disk=[{"path": str(image), "readonly": True}])
+    host.start("d1")
+    with pytest.raises(DiskInUse, match="in use by running VM 'd1'"):
+        host.start("d2")
+    error(pyhv(env, daemon.state, "start", "d2"), 2, "in use by running VM 'd1'")
+    assert host.get("d2").state == "stopped"
+
+    # a VM whose kernel has gone
+    gone = tmp_path / "gone.elf"
+    gone.write_bytes(SPIN.read_bytes())
+    define(host, "g", gone)
+    gone.unlink()
+    with pytest.raises(DefinitionError, match="no such file"):
+        host.start("g")
+    # a kernel that is no program: the VM process fails to build it, start says why
+    junk = tmp_path / "junk.elf"
+    junk.write_bytes(b"\x7fELF" + b"\0" * 60)
+    define(host, "j", junk)
+    with pytest.raises(HostError, match="VM 'j' failed to start: "):
+        host.start("j")
+    error(pyhv(env, daemon.state, "start", "j"), 2, "VM 'j' failed to start: ")
+    assert host.get("j").state == "stopped" and not (daemon.state / "vms/j/run").exists()
+
+    # running VMs cannot be destroyed; double starts are refused
+    with pytest.raises(Conflict):
+        host.destroy("d1")
+    with pytest.raises(Conflict, match="already running"):
+        host.start("d1")
+    assert daemon.proc.poll() is None
+
+
+def test_sigterm_stops_every_vm_then_the_daemon(daemon: Daemon) -> None:
+    host = Host(daemon.state)
+    define(host, "a")
+    define(host, "b", IDLE)
+    define(host, "stubborn", IDLE)
+    for name in ("a", "b", "stubborn"):
+        host.start(name)
+    pids = [host.get(n).pid for n in ("a", "b", "stubborn")]
+    os.kill(pids[2], signal.SIGSTOP)  # cannot power off: the daemon must force it
+    t0 = time.monotonic()
+    assert daemon.stop() == 0
+    assert time.monotonic() - t0 < 15
+    for pid in pids:
+        assert pid is not None
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert [vm.state for vm in host.list()] == ["stopped", "stopped", "stopped"]
+    assert not list(daemon.state.glob("vms/*/run")) and not (daemon.state / "daemon.sock").exists()
+    text = daemon.log.read_text()
+    assert "VM 'a' stopped (poweroff" in text and "stubborn" in text
+
+
+def test_autostart_vms_start_with_the_daemon_and_restart_after_a_crash(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    state = tmp_path / "state"
+    host = Host(state)
+    define(host, "auto", IDLE, autostart=True)
+    define(host, "manual", IDLE)
+    log = tmp_path / "daemon.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+             "--shutdown-timeout", "2"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    try:
+        wait_for(lambda: host.get("auto").state == "running", 20, "autostart")
+        assert host.get("manual").state == "stopped"
+        pid = host.get("auto").pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: host.get("auto").pid not in (None, pid), 20, "the restart")
+        assert "will be restarted" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+
+
+def test_without_a_daemon(tmp_path: Path, env: dict[str, str]) -> None:
+    state = tmp_path / "state"
+    host = Host(state)
+    define(host, "vm")
+    error(pyhv(env, state, "start", "vm"), 1, "no pyhv host daemon serves")
+    with pytest.raises(Unavailable):
+        host.start("vm")
+    error(pyhv(env, state, "start", "nosuch"), 2, "no VM named")
+    # a second daemon on the same state directory is refused
+    out = tmp_path / "d.log"
+    with open(out, "w") as o:
+        first = subprocess.Popen(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve"],
+            stdout=o, stderr=subprocess.STDOUT, env=env)
+    try:
+        wait_for(lambda: (state / "daemon.sock").exists(), 20, "the daemon")
+        error(pyhv(env, state, "host", "serve"), 1, "already serves")
+        info = json.loads(ok(pyhv(env, state, "info", "vm", "--json")))
+        assert info["state"] == "stopped"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
