@@ -34,6 +34,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,15 +68,27 @@ class RunFailed(Exception):
     """A runner exited non-zero, timed out or printed no result."""
 
 
-def run_once(cmd: list[str], timeout: float) -> tuple[float, float, str, str]:
-    """(wall seconds from spawn to exit, CPU seconds of the process, stdout, stderr)."""
+def run_once(cmd: list[str], timeout: float, cache: str | None = None,
+             ) -> tuple[float, float, str, str]:
+    """(wall seconds from spawn to exit, CPU seconds of the process, stdout, stderr).
+
+    ``cache``: the JIT's code-cache directory; None gives each run a new, empty one
+    (so the JIT's time includes compiling everything it runs)."""
+    env = _env()
+    fresh = None
+    if cache is None:
+        fresh = tempfile.mkdtemp(prefix="pyhv-cpu-bench-")
+    env["PYHV_JIT_CACHE"] = cache or fresh
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL, env=_env())
+                              stdin=subprocess.DEVNULL, env=env)
     except subprocess.TimeoutExpired:
         raise RunFailed(f"no exit within {timeout:.0f} s") from None
+    finally:
+        if fresh is not None:
+            shutil.rmtree(fresh, ignore_errors=True)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -92,10 +105,11 @@ def checksum_of(out: str) -> str:
     return found.group(1)
 
 
-def measure(name: str, cmd: list[str], runs: int, timeout: float, pyhv: bool) -> Row:
+def measure(name: str, cmd: list[str], runs: int, timeout: float, pyhv: bool,
+            cache: str | None = None) -> Row:
     results = []
     for i in range(runs):
-        wall, cpu, out, err = run_once(cmd, timeout)
+        wall, cpu, out, err = run_once(cmd, timeout, cache)
         print(f"  {name}: run {i + 1}/{runs}: {wall:.2f} s wall, {cpu:.2f} s CPU",
               file=sys.stderr, flush=True)
         results.append((wall, cpu, out, err))
@@ -189,6 +203,17 @@ def main(argv: list[str] | None = None) -> int:
         if row.engine and row.engine != name:
             row.name += f" ({row.engine})"
         rows.append(row)
+        if row.engine == "jit":
+            # Second run of the same guest: machine code from the first run's cache.
+            warm = tempfile.mkdtemp(prefix="pyhv-cpu-bench-warm-")
+            try:
+                run_once(cmd, args.timeout, warm)  # fills the cache (not counted)
+                rows.append(measure(f"pyhv --engine {name}, warm cache", cmd, args.runs,
+                                    args.timeout, True, warm))
+            except RunFailed as e:
+                failed.append((f"pyhv --engine {name}, warm cache", str(e)))
+            finally:
+                shutil.rmtree(warm, ignore_errors=True)
 
     shown = guest.relative_to(ROOT) if guest.is_relative_to(ROOT) else guest
     print(table(rows, qemu_row, str(shown), args.runs))

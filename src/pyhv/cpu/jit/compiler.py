@@ -35,6 +35,7 @@ from . import codegen
 ENGINE_VERSION = "pyhv-jit-1"
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
 MAX_BATCH = 64  # blocks per module
+SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
 OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
 
 
@@ -217,7 +218,7 @@ class Compiler:
         if self._worker is None:
             # The guest thread gives the GIL up for every native run and must get it
             # back at once, not after the default 5 ms switch interval.
-            sys.setswitchinterval(min(sys.getswitchinterval(), 0.0002))
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
             self._worker = threading.Thread(target=self._work, name="pyhv-jit", daemon=True)
             self._worker.start()
         self._inflight += 1
@@ -245,7 +246,7 @@ class Compiler:
             cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
             opt=0, reloc="pic", codemodel="default")
 
-    def poll(self, wait: bool = False) -> int:
+    def poll(self, wait: bool = False, finishing: bool = False) -> int:
         """Load what the worker finished (all of it, with ``wait``); returns blocks loaded."""
         if not self.background:
             if self._batch:
@@ -277,11 +278,18 @@ class Compiler:
             self.blocks_compiled += len(keys)
             self._finish(keys, addrs)
             loaded += len(keys)
-        if self._batch and self._inflight == 0:
+        if self._batch and self._inflight == 0 and not finishing:
             self._send()
             if wait:
                 loaded += self.poll(wait=True)
         return loaded
+
+    def finish(self) -> None:
+        """A machine stops: load (and so cache on disk) the batch being compiled, but
+        start no new one, so exit waits for one batch at most. Blocks still queued stay
+        queued for other machines of this process."""
+        if self.background:
+            self.poll(wait=True, finishing=True)
 
     def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
         for k in keys:

@@ -54,6 +54,7 @@ M64 = (1 << 64) - 1
 # Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
 HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
 MAX_CONTEXTS = 64
+STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
 _ENDS_COLD = frozenset(
     {"jalr", "ecall", "ebreak", "illegal", "mret", "sret", "wfi", "sfence.vma", "fence.i",
      "csrrw", "csrrs", "csrrc", "csrrwi", "csrrsi", "csrrci"} | set(codegen.BRANCHES) | {"jal"}
@@ -135,6 +136,7 @@ class JitMachine:
                  sync: bool = False) -> None:
         self.board = board
         self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
+        self.closed = False
         self.compiler = compiler
         ram = board.ram
         self.ram_base = ram.base
@@ -213,8 +215,9 @@ class JitEngine:
         mmu.flush_page = flush_page  # type: ignore[method-assign]
 
     def close(self) -> None:
-        """The machine stops: finish queued compiles so the disk cache gets them."""
-        self.compiler.poll(wait=True)
+        """The machine stops: the batch being compiled still reaches the disk cache."""
+        self.compiler.finish()
+        self.machine.closed = True
 
     # -- caches --------------------------------------------------------------------------
     def flush_tlb(self) -> None:
@@ -449,6 +452,8 @@ class JitEngine:
 
         def done(addr: int) -> None:
             ctx.queued.discard(start)
+            if m.closed:
+                return  # its machine is gone (RAM unmapped)
             # Still wanted? The context may be gone, the page rewritten, or the block
             # installed by another route meanwhile.
             off = pa - m.ram_base
@@ -615,7 +620,12 @@ class JitEngine:
                     h += done - first
                     heat[start] = h
                     if h >= threshold and start not in native and start not in ctx.nojit:
-                        self._jit(ctx, start, compile_now=True)
+                        if start in ctx.queued and h >= threshold * STUCK:
+                            # The guest keeps running this block cold while it waits for
+                            # the compiler: waiting costs less than running it in Python.
+                            comp.poll(wait=True)
+                        else:
+                            self._jit(ctx, start, compile_now=True)
             except Trap as t:
                 trapped += 1
                 hart.take_trap(t.cause, t.tval, pc)
