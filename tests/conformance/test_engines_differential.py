@@ -30,21 +30,8 @@ from pyhv.cpu.engines import ENGINE_NAMES, jit_unavailable_reason
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _world():
-    import importlib.util
-    import sys
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
-    name = "pyhv_engine_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _world()
 H = W.H
 
 ENGINES = [name for name in ENGINE_NAMES if name not in ("interp", "auto")]

@@ -13,8 +13,6 @@ translator builds on it: blocks survive stores to data that shares their page.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 from pyhv.cpu.code_cache import MAX_CONTEXTS, CodeBytes, CodeCache, CodeContext
@@ -28,18 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BASE = 0x8000_0000
 
 
-def _world():
-    name = "pyhv_engine_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _world()
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
 
 def _hart() -> tuple[Hart, CodeWatch]:

@@ -23,21 +23,8 @@ pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
 
-def _world_module():
-    import importlib.util
-    import sys
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
-    name = "pyhv_engine_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _world_module()
 H = W.H
 
 

@@ -38,20 +38,8 @@ from pyhv.memory.ram import GuestRAM
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_world():
-    import sys
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
-    name = "pyhv_engine_world"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "engine_world.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-W = _load_world()  # the shared engine-test helpers (tests/engine_world.py)
 H = W.H  # the conformance program generator (tests/conformance/conftest.py)
 BASE, RWX, NOP, J_SELF = W.BASE, W.RWX, W.NOP, W.J_SELF
 World = W.World

@@ -202,8 +202,11 @@ class _Block:
         mode = self.field(S.FPMODE)
         need = S.FP_ENABLED | (S.FP_RNE if rm == _RM_DYN else 0)
         m = self.op(f"and i64 {mode}, {need}")
-        ok = self.op(f"icmp eq i64 {m}, {need}")
-        go, out = f"p{k}g", f"p{k}o"
+        self.unless(self.op(f"icmp eq i64 {m}, {need}"), k, pc)
+
+    def unless(self, ok: str, k: int, pc: int) -> None:
+        """Go on only if ``ok``; else leave before instruction k for Python to do it."""
+        go, out = f"u{k}g{self.n}", f"u{k}o{self.n}"
         self.emit(f"br i1 {ok}, label %{go}, label %{out}")
         self.start_label(out)
         p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}")
@@ -512,14 +515,7 @@ class _Block:
             bits = self.rd(d.rs1)
             if d.rs1:
                 other = self.op(f"and i64 {bits}, {_c(~C.MSTATUS_SIE)}")
-                ok = self.op(f"icmp eq i64 {other}, 0")
-                go, out = f"c{k}g", f"c{k}o"
-                self.emit(f"br i1 {ok}, label %{go}, label %{out}")
-                self.start_label(out)
-                p = self.op(f"getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}")
-                self.emit(f"store i64 0, ptr {p}")
-                self.exit(S.EXIT_SLOW, _c(pc), k)
-                self.start_label(go)
+                self.unless(self.op(f"icmp eq i64 {other}, 0"), k, pc)
         pms = self.op(f"getelementptr i8, ptr %s, i64 {S.MSTATUS}")
         ms = self.op(f"load i64, ptr {pms}")
         if d.rd:
