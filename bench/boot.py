@@ -69,11 +69,12 @@ def main() -> int:
     mode = "pyhv.selftest=1" if args.selftest else "pyhv.bootonly=1"
     common = ["-m", "128M", "-smp", str(args.smp), "-bios", FW, "-kernel", str(GUESTS / "Image"),
               "-initrd", str(GUESTS / "initramfs.cpio"), "-append", f"console=ttyS0 {mode}"]
-    runners: list[tuple[str, list[str], dict | None]] = []
+    # (name, command, environment, empty the code cache before each run)
+    runners: list[tuple[str, list[str], dict | None, bool]] = []
     qemu = shutil.which("qemu-system-riscv64")
     if qemu:
         runners.append(("qemu-system-riscv64 (TCG)",
-                        [qemu, "-M", "virt", "-nographic", "-no-reboot", *common], None))
+                        [qemu, "-M", "virt", "-nographic", "-no-reboot", *common], None, False))
     pyhv = [sys.executable, "-m", "pyhv.cli.qemu_compat", "-M", "virt", "-nographic",
             "-no-reboot", *common]
     cache = tempfile.mkdtemp(prefix="pyhv-boot-cache-")
@@ -83,15 +84,15 @@ def main() -> int:
             # First boot with an empty code cache, then a second boot that finds it warm.
             # (The cache is emptied before every first boot; second boots run after.)
             env = dict(os.environ, PYHV_JIT_CACHE=cache)
-            runners.append((f"pyhv {engine}, first boot", cmd, env | {"_FRESH": "1"}))
-            runners.append((f"pyhv {engine}, second boot", cmd, env))
+            runners.append((f"pyhv {engine}, first boot", cmd, env, True))
+            runners.append((f"pyhv {engine}, second boot", cmd, env, False))
         else:
-            runners.append((f"pyhv {engine}", cmd, None))
+            runners.append((f"pyhv {engine}", cmd, None, False))
     results = []
-    for name, cmd, env in runners:
+    for name, cmd, env, fresh in runners:
         runs = []
         for _ in range(args.runs):
-            if env is not None and env.get("_FRESH"):
+            if fresh:
                 shutil.rmtree(cache, ignore_errors=True)
             runs.append(timed(cmd, args.timeout, env))
         if any(code != 0 for _, _, code in runs):

@@ -730,8 +730,8 @@ def _writes_f(d: Decoded) -> bool:
 
 
 def block_ir(name: str, start: int, insns: list[tuple[int, Decoded]], translated: bool) -> str:
-    # (whether sstatus accesses are in the block was decided by the caller's supported())
-    """LLVM IR for one block (a function named ``name``)."""
+    """LLVM IR for one block (a function named ``name``). The caller chose the
+    instructions with :func:`supported` (sstatus accesses only for S-mode blocks)."""
     return _Block(name, start, insns, translated).build()
 
 

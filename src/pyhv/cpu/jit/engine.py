@@ -307,6 +307,7 @@ class JitEngine:
                         cache.pop(pc, None)
 
     def _current_key(self) -> tuple[int, int, bool]:
+        """The translation context: privilege, satp (not in M-mode), data translation."""
         hart = self.hart
         return (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
 
@@ -317,8 +318,7 @@ class JitEngine:
             return None
 
     def _context(self) -> _Context:
-        hart = self.hart
-        key = (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
+        key = self._current_key()
         ctx = self._contexts.get(key)
         if ctx is None:
             if len(self._contexts) >= MAX_CONTEXTS:
