@@ -103,7 +103,7 @@ def daemon(tmp_path: Path, env: dict[str, str]) -> Iterator[Daemon]:
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
-             "--cpus", "2", "--shutdown-timeout", "3"],
+             "--cpus", "2", "--shutdown-timeout", "3", "--listen", "none"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, text=True,
         )
     d = Daemon(proc, state, log)

@@ -1,12 +1,13 @@
 """``pyhv host serve`` and the commands that need it: ``start``, ``stop``, ``reboot``,
 ``pause``, ``resume``, ``console`` and ``top``.
 
-``pyhv host serve`` runs the host daemon (:mod:`pyhv.host.daemon`) in the foreground;
-the other commands ask it, through :class:`pyhv.Host`, over its control socket, and fail
-with one line when no daemon serves the state directory. ``pyhv console NAME`` attaches
-the terminal to a running VM's serial console like ``virsh console`` (``Ctrl-]``
-detaches); ``pyhv top`` shows per-VM CPU %, entitlement, guest MIPS, memory, I/O and
-state, refreshed every second, like esxtop or virt-top.
+``pyhv host serve`` runs the host daemon (:mod:`pyhv.host.daemon`) in the foreground,
+with the REST API (:mod:`pyhv.host.rest`, loopback by default); the other commands
+ask it, through :class:`pyhv.Host`, over its control socket, and fail with one line when
+no daemon serves the state directory. ``pyhv console NAME`` attaches the terminal to a
+running VM's serial console like ``virsh console`` (``Ctrl-]`` detaches); ``pyhv top``
+shows per-VM CPU %, entitlement, guest MIPS, memory, I/O and state, refreshed every
+second, like esxtop or virt-top.
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
                    "stopped (default 30)")
     p.add_argument("--quantum-ms", type=float, default=20.0, metavar="MS",
                    help="scheduling quantum (default 20 ms)")
+    p.add_argument("--listen", nargs="?", const="", metavar="ADDR:PORT",
+                   help="serve the REST API on ADDR:PORT (PORT 0: any free port; 'none': no "
+                   "API). Default: host.toml's api.bind, 127.0.0.1:7480 unless set there. "
+                   "An address other than loopback needs a token")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="require 'Authorization: Bearer TOKEN' on every REST request, "
+                   "TOKEN being this file's contents (default: $PYHV_API_TOKEN, if set)")
 
     p = command("start", _start, help="start a VM (needs the host daemon)")
     p.add_argument("name", metavar="NAME")
@@ -85,8 +93,27 @@ def _host_command(ns: argparse.Namespace) -> int:
     if ns.quantum_ms <= 0 or ns.shutdown_timeout < 0:
         raise Invalid("--quantum-ms must be positive and --shutdown-timeout not negative")
     host = _host(ns)
+    api = _api_config(ns, host)
     return serve(host.state_dir, policy=ns.policy, cpus=ns.cpus,
-                 shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000)
+                 shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000, api=api)
+
+
+def _api_config(ns: argparse.Namespace, host: Any) -> Any:
+    """The REST API's address and token from --listen and --token-file (None: no API).
+    Checked before the daemon starts: a non-loopback address without a token is refused."""
+    from ..host.errors import Invalid
+
+    from ..host.rest import ApiConfig, parse_listen, read_token
+
+    # On by default, on loopback (host.toml's api.bind); asked for explicitly, a port in
+    # use is an error, by default the daemon runs without the API.
+    address = parse_listen(ns.listen or host.settings.api_bind)
+    if address is None:
+        if ns.token_file is not None:
+            raise Invalid("--token-file needs the REST API (it is off with --listen none)")
+        return None
+    return ApiConfig(address[0], address[1], read_token(ns.token_file),
+                     required=ns.listen is not None)
 
 
 def _start(ns: argparse.Namespace) -> int:

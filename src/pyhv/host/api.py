@@ -23,7 +23,7 @@ from __future__ import annotations
 import builtins
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -189,8 +189,18 @@ class Host:
     """The VMs defined in one state directory (default: see
     :func:`~pyhv.host.registry.default_state_dir`)."""
 
-    def __init__(self, state_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: str | os.PathLike[str] | None = None,
+        *,
+        call: Callable[..., Any] | None = None,
+    ) -> None:
+        """``call(op, args, wait)`` is how requests reach the host daemon: by default
+        over its control socket (:func:`pyhv.host.control.call`); the daemon's own REST API
+        passes one that hands them to the daemon in the same process, so both take the
+        same path through this class."""
         self.registry = Registry(state_dir)
+        self._transport = call
 
     def __repr__(self) -> str:
         return f"Host({str(self.state_dir)!r})"
@@ -342,10 +352,15 @@ class Host:
 
         return daemon_pid(self.state_dir)
 
-    def _call(self, op: str, timeout: float | None = 60.0, **args: Any) -> Any:
+    def _call(self, op: str, args: dict[str, Any], *, wait: float | None = 60.0) -> Any:
+        """Run daemon operation ``op`` with ``args`` (a dict: an operation may have an
+        argument called ``timeout`` too), waiting ``wait`` seconds at most (None: until
+        it is done)."""
+        if self._transport is not None:
+            return self._transport(op, args, wait)
         from .control import call
 
-        return call(self.state_dir, op, timeout=timeout, **args)
+        return call(self.state_dir, op, wait, **args)
 
     def start(self, name: str) -> VM:
         """Start VM ``name`` in the daemon; returns once its machine is built and its
@@ -355,7 +370,7 @@ class Host:
         missing kernel...), :class:`Unavailable` (503: no daemon). Nothing is left
         behind by a start that fails."""
         self.get(name)
-        self._call("start", timeout=None, name=name)
+        self._call("start", {"name": name}, wait=None)
         return self.get(name)
 
     def stop(self, name: str, *, force: bool = False,
@@ -369,24 +384,24 @@ class Host:
         args: dict[str, Any] = {"name": name, "force": force}
         if timeout is not None:
             args["timeout"] = timeout
-        result: dict[str, Any] = self._call("stop", timeout=None, **args)
+        result: dict[str, Any] = self._call("stop", args, wait=None)
         return result
 
     def reboot(self, name: str) -> VM:
         """Warm-reset a running VM."""
         self.get(name)
-        self._call("reboot", name=name)
+        self._call("reboot", {"name": name})
         return self.get(name)
 
     def pause(self, name: str) -> VM:
         """Stop running a VM's guest until :meth:`resume` (its memory stays)."""
         self.get(name)
-        self._call("pause", name=name)
+        self._call("pause", {"name": name})
         return self.get(name)
 
     def resume(self, name: str) -> VM:
         self.get(name)
-        self._call("resume", name=name)
+        self._call("resume", {"name": name})
         return self.get(name)
 
     def set_live(self, name: str, **changes: Any) -> VM:
@@ -396,7 +411,7 @@ class Host:
         memory its guest should keep (a size such as "256M", or bytes; None gives all of
         it back), which its virtio-balloon driver is asked to reach."""
         self.get(name)
-        self._call("set", name=name, **changes)
+        self._call("set", {**changes, "name": name})
         return self.get(name)
 
     def metrics(self, name: str | None = None) -> dict[str, Any]:
@@ -404,7 +419,7 @@ class Host:
         VM's state, CPU % (last second) and entitlement, guest MIPS, memory and I/O."""
         if name is not None:
             self.get(name)
-        result: dict[str, Any] = self._call("metrics", name=name)
+        result: dict[str, Any] = self._call("metrics", {"name": name})
         return result
 
     def console_path(self, name: str) -> Path:

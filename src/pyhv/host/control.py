@@ -76,7 +76,7 @@ def not_running(state_dir: Path) -> errors.Unavailable:
     )
 
 
-def call(state_dir: str | Path, op: str, timeout: float | None = 60.0, **args: Any) -> Any:
+def call(state_dir: str | Path, op: str, timeout: float | None = 60.0, /, **args: Any) -> Any:
     """Send one request to the daemon of ``state_dir`` and return its result (or raise
     the :class:`HostError` it answered with; :class:`Unavailable` without a daemon)."""
     state_dir = Path(state_dir)

@@ -1,7 +1,8 @@
 """The host daemon (``pyhv host serve``): runs VMs, shares the CPUs among them, and
-answers the CLI, the Python API and (later) the REST API.
+answers the CLI, the Python API and, with ``--listen``, the REST API.
 
     pyhv host serve [--state-dir DIR] [--policy shares|round-robin] [--cpus N]
+                    [--listen [ADDR:PORT]] [--token-file FILE]
 
 **One process per VM.** Each running VM is a VM process (:mod:`pyhv.host.worker`),
 started with one end of a socket pair as its control channel, a status page in shared
@@ -32,6 +33,12 @@ the daemon stops every VM that way (``--shutdown-timeout``) and then the daemon.
 :class:`~pyhv.host.errors.HostError` s, raised before anything is changed: an unknown
 VM, a reservation that does not fit (admission control, as in
 :func:`~pyhv.host.registry.check_admission`), a disk in use by another running VM.
+
+**The REST API** (:mod:`pyhv.host.rest`, off unless ``--listen``) is an HTTP server in a
+thread of this process; it reaches the operations through :meth:`Daemon.submit`, like
+the control socket. Its port is bound before anything else starts, so a port in use
+stops the daemon at once; requests still queued when the daemon stops fail with
+:class:`~pyhv.host.errors.Unavailable` (503) instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -49,13 +56,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..errors import PyhvError
 from .api import Host, _apply, check_files
 from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
@@ -82,6 +91,9 @@ from .ipc import (
 )
 from .registry import HostSettings, Registry, atomic_write, check_admission, write_pid_file
 from .scheduler import MAX_VM_CPU, QUANTUM, Scheduler, Terms, make_policy
+
+if TYPE_CHECKING:
+    from .rest import ApiConfig, ApiServer
 
 SHUTDOWN_TIMEOUT = 30.0  # seconds a guest gets to power off before the host stops it
 QUIT_GRACE = 3.0  # seconds a VM process gets to close down before SIGKILL
@@ -162,6 +174,7 @@ class Daemon:
         cpus: int | None = None,
         quantum: float = QUANTUM,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        api: ApiConfig | None = None,
     ) -> None:
         self.host = Host(state_dir)
         self.registry: Registry = self.host.registry
@@ -192,6 +205,11 @@ class Daemon:
         self._lock_fd: int | None = None
         self._clients: dict[int, tuple[socket.socket, LineBuffer]] = {}
         self._started = time.monotonic()
+        self.api_config = api
+        self._api_socket: socket.socket | None = None
+        self._api: ApiServer | None = None
+        self._closed = False  # no more requests: submit() fails them at once
+        self._submit_lock = threading.Lock()
         self._own_cpu = (time.process_time(), time.monotonic())
         self.daemon_cpu_pct = 0.0
         self._ops: dict[str, Callable[..., Future[Any]]] = {
@@ -213,6 +231,7 @@ class Daemon:
         the process exit status."""
         self._open()
         try:
+            self._start_api()
             self._recover()
             self._autostart()
             log(
@@ -231,7 +250,11 @@ class Daemon:
     def submit(self, op: str, **args: Any) -> Future[Any]:
         """Run operation ``op`` in the daemon's loop (callable from any thread)."""
         future: Future[Any] = Future()
-        self._requests.put((op, args, future))
+        with self._submit_lock:
+            if self._closed:
+                future.set_exception(Unavailable("the host daemon has stopped"))
+                return future
+            self._requests.put((op, args, future))
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"r")
         return future
@@ -250,6 +273,20 @@ class Daemon:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise Unavailable(f"another pyhv host daemon already serves {self.root}") from None
             raise
+        if self.api_config is not None:
+            from .rest import bind
+
+            try:
+                self._api_socket = bind(self.api_config)
+            except Unavailable as e:
+                if self.api_config.required:
+                    os.close(fd)
+                    raise
+                log(f"{e}; the daemon runs without it (--listen ADDR:PORT for another "
+                    "address, --listen none to turn it off)")
+            except BaseException:
+                os.close(fd)
+                raise
         self._lock_fd = fd
         write_pid_file(self.root / PID_NAME, os.getpid())
         path = self.root / SOCKET_NAME
@@ -268,12 +305,37 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
 
+    def _start_api(self) -> None:
+        if self._api_socket is None:
+            return
+        from .rest import ApiServer
+
+        assert self.api_config is not None
+        self._api = ApiServer(self, self.api_config, self._api_socket)
+        self._api.start()
+        log(f"REST API on {self._api.url} ("
+            + ("bearer token required" if self.api_config.token else "no token: loopback only")
+            + ")")
+
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)
         for vm in list(self.vms.values()):  # only after an error in the loop
             with contextlib.suppress(OSError):
                 os.kill(vm.pid, signal.SIGKILL)
             self._on_exit(vm)
+        # Nobody may wait for an answer that will never come (a REST request's thread).
+        with self._submit_lock:
+            self._closed = True
+        while True:
+            try:
+                _, _, future = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            future.set_exception(Unavailable("the host daemon has stopped"))
+        if self._api is not None:
+            self._api.stop()
+        elif self._api_socket is not None:
+            self._api_socket.close()
         for sock, _ in list(self._clients.values()):
             sock.close()
         if self._listener is not None:
@@ -785,7 +847,17 @@ class Daemon:
         return vm
 
     def ping(self) -> Future[Any]:
-        return self._done({"pid": os.getpid(), "state_dir": str(self.root)})
+        """Who answers: the daemon's pid, state directory, version, CPUs and policy."""
+        return self._done({
+            "pid": os.getpid(),
+            "state_dir": str(self.root),
+            "version": __version__,
+            "cpus": self.cpus,
+            "policy": self.scheduler.policy.name,
+            "uptime": round(time.monotonic() - self._started, 1),
+            "vms_running": len(self.vms),
+            "shutting_down": self.shutting_down,
+        })
 
     def start(self, name: str) -> Future[Any]:
         """Start VM ``name``; the future resolves when its machine is built and its
@@ -842,9 +914,12 @@ class Daemon:
             if vm.kill_at is None:
                 vm.quit_at = None
                 self._quit(vm, now)
-        elif vm.quit_at is None and vm.kill_at is None:
-            self._send(vm, {"op": "powerdown"})
-            vm.quit_at = now + timeout
+        elif vm.kill_at is None:
+            if vm.quit_at is None:
+                self._send(vm, {"op": "powerdown"})
+                vm.quit_at = now + timeout
+            else:  # stopped again (SIGTERM, a second request): the earlier deadline holds
+                vm.quit_at = min(vm.quit_at, now + timeout)
 
     def reboot(self, name: str) -> Future[Any]:
         """Warm reset of a running VM (as the guest's own reboot request does)."""
@@ -1049,9 +1124,11 @@ def serve(
     cpus: int | None = None,
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     quantum: float = QUANTUM,
+    api: ApiConfig | None = None,
 ) -> int:
-    """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT."""
+    """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT; with
+    ``api``, serve the REST API too."""
     daemon = Daemon(state_dir, policy=policy, cpus=cpus, quantum=quantum,
-                    shutdown_timeout=shutdown_timeout)
+                    shutdown_timeout=shutdown_timeout, api=api)
     return daemon.serve()
 

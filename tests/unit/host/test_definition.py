@@ -240,6 +240,8 @@ BAD = [
      "300% is more than 2 vCPUs can use (200%"),
     ('name = "a"\n[qos]\nreservation = -5', "qos.reservation", "-5 is negative"),
     ('name = "a"\n[qos]\nreservation = "50%"', "qos.reservation", "expected a number"),
+    ('name = "a"\n[qos]\nreservation = nan', "qos.reservation", "expected a number"),
+    ('name = "a"\n[qos]\nlimit = inf', "qos.limit", "expected a number"),
     ('name = "a"\n[qos]\nlimit = 0', "qos.limit", "must be positive"),
     ('name = "a"\n[qos]\nshares = 0', "qos.shares", "0 must be positive"),
     ('name = "a"\n[qos]\nshares = "huge"', "qos.shares", "'huge' is not a share level"),

@@ -1,0 +1,680 @@
+"""The REST API of the host daemon: what the CLI does, over HTTP and JSON, with an OpenAPI
+document and Prometheus metrics (endpoints and examples: docs/host-daemon.md).
+
+    pyhv host serve --listen [ADDR:PORT] [--token-file FILE]
+
+It is an HTTP server (uvicorn serving a FastAPI app) in a thread of the daemon process,
+and, as Firecracker's API server does, it only turns requests into operations: every
+endpoint calls :class:`pyhv.Host`, the Python API the CLI uses, whose definitions live in
+the registry and whose running-VM operations this module hands to
+:meth:`Daemon.submit <pyhv.host.daemon.Daemon.submit>` in the same process (the
+``call`` transport of :class:`~pyhv.host.api.Host`) instead of the control socket. So an
+error is the same :class:`~pyhv.host.errors.HostError` the CLI prints, answered with its
+``http_status`` and ``{"error": message}`` (plus ``"field"`` for an invalid field).
+
+**Who may use it.** The daemon's control socket is mode 0600: only its owner gets in. A
+TCP port is open to every local user, and a web page in a browser can send requests to
+it too, so the API is off unless ``--listen`` asks for it, and then:
+
+* a non-loopback address needs a token (``--token-file`` or ``$PYHV_API_TOKEN``): a VM
+  definition names host files the daemon opens, so an open API is the daemon user's
+  files for anyone who can reach it;
+* with a token, every request needs ``Authorization: Bearer TOKEN`` (else 401; compared
+  in constant time);
+* without one (loopback only), requests must be addressed to a loopback name (``Host``
+  header: a DNS-rebinding page is refused) and must not come from a page of another
+  origin (``Origin`` header), both 403.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import logging
+import math
+import os
+import socket
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Body, FastAPI, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictFloat
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .. import __version__
+from ..errors import PyhvError
+from .api import SETTABLE, Host
+from .errors import DefinitionError, HostError, Invalid, Unavailable
+from .registry import _parse_bind
+
+if TYPE_CHECKING:
+    from .daemon import Daemon
+
+TOKEN_ENV = "PYHV_API_TOKEN"
+MIN_TOKEN_LENGTH = 16
+MAX_BODY = 1 << 20  # bytes; a definition is a few hundred
+MAX_STOP_TIMEOUT = 3600.0  # seconds a stop request may let the guest take
+CALL_TIMEOUT = 60.0  # seconds to wait for a quick operation (not start, not stop)
+STOP_GRACE = 3.0  # seconds open requests get to finish when the daemon stops
+
+# ------------------------------------------------------------------------ configuration
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Where the REST API listens and the token it requires (None: no token, which only
+    a loopback address may do). ``port`` 0 takes any free port (the log says which)."""
+
+    host: str
+    port: int
+    token: str | None = None
+    # False for the default address: a port in use then leaves the daemon without the
+    # API (one log line) instead of refusing to start.
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise Invalid(f"REST API port {self.port!r} is out of range (0 to 65535)")
+        if self.token is not None:
+            check_token(self.token, "the API token")
+        if self.token is None and not self.loopback:
+            raise Invalid(
+                f"--listen {self.display}: not a loopback address, so the REST API needs a "
+                f"token (--token-file FILE or ${TOKEN_ENV})"
+            )
+
+    @property
+    def display(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def resolve(self) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+        """The family and socket address to bind (the first one ``host`` resolves to)."""
+        try:
+            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM,
+                                       flags=socket.AI_PASSIVE)
+        except socket.gaierror as e:
+            raise Invalid(f"--listen {self.display}: cannot resolve {self.host}: "
+                          f"{e.strerror}") from None
+        family, _, _, _, sockaddr = infos[0]
+        return family, sockaddr
+
+    @property
+    def loopback(self) -> bool:
+        return ipaddress.ip_address(self.resolve()[1][0]).is_loopback
+
+
+def check_token(token: str, where: str) -> None:
+    """A token must be long enough to resist guessing and fit in an HTTP header (its
+    value is never put in a message)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise Invalid(
+            f"{where} has {len(token)} characters: use at least {MIN_TOKEN_LENGTH} (e.g. "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+        )
+    if not all(0x21 <= ord(c) <= 0x7E for c in token):
+        raise Invalid(f"{where} may hold only printable ASCII characters, no spaces")
+
+
+def read_token(token_file: str | os.PathLike[str] | None,
+               environ: Mapping[str, str] | None = None) -> str | None:
+    """The API token: the contents of ``token_file`` (surrounding whitespace dropped),
+    else ``$PYHV_API_TOKEN``, else None."""
+    if token_file is not None:
+        try:
+            text = Path(token_file).read_text(encoding="utf-8")
+        except OSError as e:
+            raise Invalid(f"--token-file {token_file}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise Invalid(f"--token-file {token_file}: not a text file") from None
+        token = text.strip()
+        if not token:
+            raise Invalid(f"--token-file {token_file} is empty")
+        check_token(token, f"the token in {token_file}")
+        return token
+    token = (os.environ if environ is None else environ).get(TOKEN_ENV, "").strip()
+    if not token:
+        return None
+    check_token(token, f"${TOKEN_ENV}")
+    return token
+
+
+def parse_listen(text: str) -> tuple[str, int] | None:
+    """``--listen``'s value: ``ADDR:PORT`` (``[v6addr]:PORT``; PORT 0 for any free port)
+    or ``none``/``off`` (None)."""
+    if text.strip().lower() in ("none", "off"):
+        return None
+    host, sep, port = text.rpartition(":")
+    # host.toml's api.bind syntax, with port 0 allowed here
+    address = _parse_bind(host + ":1") if sep and port == "0" else _parse_bind(text)
+    if address is None:
+        raise Invalid(
+            f"--listen '{text}': expected ADDR:PORT (e.g. 127.0.0.1:7480, [::1]:7480, "
+            "0.0.0.0:7480) or none"
+        )
+    return address[0], 0 if port == "0" else address[1]
+
+
+def bind(config: ApiConfig) -> socket.socket:
+    """The listening socket of the API; :class:`Unavailable` naming the address when it
+    cannot be had (a port in use...)."""
+    family, sockaddr = config.resolve()
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise Unavailable(
+            f"cannot serve the REST API on {config.display}: {e.strerror or e}"
+        ) from None
+    return sock
+
+
+# ------------------------------------------------------------------------ the server
+
+
+def in_process(submit: Callable[..., Future[Any]]) -> Callable[..., Any]:
+    """A :class:`~pyhv.host.api.Host` transport that hands requests to ``submit``
+    (:meth:`Daemon.submit`) and waits for the answer."""
+
+    def call(op: str, args: Mapping[str, Any], wait: float | None) -> Any:
+        future = submit(op, **args)
+        try:
+            return future.result(wait)
+        except FutureTimeout:
+            raise Unavailable(f"the host daemon did not answer '{op}' within {wait:g} s") from None
+
+    return call
+
+
+class ApiServer:
+    """The REST API's HTTP server, in a thread of the daemon process."""
+
+    def __init__(self, daemon: Daemon, config: ApiConfig, sock: socket.socket) -> None:
+        import uvicorn
+
+        self.sock = sock
+        address = sock.getsockname()
+        host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
+        self.url = f"http://{host}:{address[1]}"
+        call = in_process(daemon.submit)
+        app = create_app(Host(daemon.root, call=call), lambda: call("ping", {}, CALL_TIMEOUT),
+                         config, self.url)
+        _route_logs()
+        self._server = uvicorn.Server(uvicorn.Config(
+            app, lifespan="off", log_config=None, log_level="warning", access_log=False,
+            server_header=False, timeout_graceful_shutdown=int(STOP_GRACE),
+        ))
+        self._thread = threading.Thread(target=self._run, name="pyhv-rest-api", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._server.run(sockets=[self.sock])
+        except BaseException as e:  # logged: the daemon and its VMs carry on without it
+            logging.getLogger("uvicorn.error").error(
+                "the REST API stopped: %s: %s", type(e).__name__, e)
+
+    def stop(self) -> None:
+        """Stop accepting requests; open ones get :data:`STOP_GRACE` s to finish."""
+        self._server.should_exit = True
+        self._thread.join(STOP_GRACE + 2)
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def _route_logs() -> None:
+    """uvicorn's own messages (warnings and errors only) as lines of the daemon's log."""
+    logger = logging.getLogger("uvicorn")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s pyhv host: REST API: %(message)s",
+                                               "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+# ------------------------------------------------------------------------ access
+
+
+def _loopback_name(host_header: str) -> bool:
+    """Does a ``Host`` header name this machine's loopback (with or without a port)?"""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        host = host[1:host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Guard:
+    """Who may use the API (module docstring), checked before routing, so an unknown
+    path is a 401 too for a client without the token."""
+
+    def __init__(self, app: ASGIApp, token: str | None) -> None:
+        self.app = app
+        self.token = token.encode("ascii") if token is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self._refusal(Headers(scope=scope))
+            if refusal is not None:
+                status, message, headers = refusal
+                await JSONResponse({"error": message}, status, headers)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
+        if self.token is not None:
+            scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                    given.strip().encode("latin-1"), self.token):
+                return (401, "missing or wrong API token (send Authorization: Bearer TOKEN)",
+                        {"WWW-Authenticate": 'Bearer realm="pyhv"'})
+            return None
+        host = headers.get("host")
+        if host is not None and not _loopback_name(host):
+            return (403, f"Host '{host}' is not a loopback name: without a token the API "
+                    "answers only requests addressed to localhost", {})
+        origin = headers.get("origin")
+        if origin is not None and origin != f"http://{host}":
+            return (403, f"requests from a web page of another origin ({origin}) need an "
+                    "API token", {})
+        return None
+
+
+# ------------------------------------------------------------------------ documents
+
+
+class ErrorBody(BaseModel):
+    """Every error answer."""
+
+    error: str = Field(description="one line saying what is wrong")
+    field: str | None = Field(
+        None, description="the invalid field, as spelled in the definition (qos.limit)")
+
+
+Name = Annotated[str, PathParam(description="the VM's name", examples=["web"])]
+VMState = Literal["starting", "running", "paused", "stopping", "stopped", "crashed"]
+
+
+class VMInfo(BaseModel):
+    """A VM: its state and its definition (``pyhv info NAME --json``)."""
+
+    name: str
+    state: VMState = Field(description="starting, running, paused, stopping (its process "
+                           "runs), stopped, or crashed (its last run crashed)")
+    pid: int | None = Field(description="the VM process while it runs")
+    path: str = Field(description="its directory in the state directory")
+    definition: dict[str, Any] = Field(
+        description="the definition, as its TOML document (docs/vm-definition.md)")
+    crash: dict[str, Any] | None = Field(
+        None, description="how its last run crashed (reason, time, status, log)")
+
+
+class VMList(BaseModel):
+    vms: list[VMInfo] = Field(description="the VMs, sorted by name")
+    errors: dict[str, str] = Field(
+        description="VMs whose definition cannot be read (edited by hand), by name")
+
+
+Seconds = Annotated[StrictFloat, Field(ge=0, le=MAX_STOP_TIMEOUT, allow_inf_nan=False)]
+
+
+class StopRequest(BaseModel):
+    """How to stop a VM (``pyhv stop``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    force: StrictBool = Field(False, description="stop the machine from the host side at "
+                              "once, without asking the guest to power off")
+    timeout: Seconds | None = Field(
+        None, description="seconds the guest gets to power off before the host stops the "
+        "machine (default: the daemon's --shutdown-timeout)")
+
+
+class StopResult(BaseModel):
+    name: str
+    state: Literal["stopped", "crashed"]
+    reason: str | None = Field(description="poweroff (the guest powered off), quit (stopped "
+                               "by the host), killed, or why it crashed")
+    exit_code: int | None = Field(None, description="the guest's exit code, when it gave one")
+
+
+_SIZE: list[JsonValue] = [{"type": "integer", "minimum": 1}, {"type": "string"}]
+
+
+class VMChanges(BaseModel):
+    """Fields to change (``pyhv set``); give at least one. On a running VM, shares,
+    reservation and limit apply at once and balloon sets its balloon target; memory and
+    autostart apply at its next start."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "minProperties": 1,
+        "examples": [{"shares": "high", "reservation": 50, "limit": 150}, {"balloon": "256M"}],
+    })
+    # The values are checked by pyhv.Host.set, as for the CLI (one set of rules, errors
+    # naming the field); the schemas below document them.
+    memory: Any = Field(None, description='RAM: bytes or a size such as "512M" (next start)',
+                        json_schema_extra={"anyOf": _SIZE})
+    shares: Any = Field(None, description='CPU weight: an integer or "low", "normal", "high"',
+                        json_schema_extra={"anyOf": [
+                            {"type": "integer", "minimum": 1},
+                            {"enum": ["low", "normal", "high"]}]})
+    reservation: Any = Field(None, description="guaranteed CPU, percent of one host CPU",
+                             json_schema_extra={"type": "number", "minimum": 0})
+    limit: Any = Field(None, description="maximum CPU, percent of one host CPU; null: "
+                       "unlimited", json_schema_extra={"type": ["number", "null"]})
+    balloon: Any = Field(None, description="running VM with a balloon: the memory its guest "
+                         "keeps (bytes or a size); null gives it all back",
+                         json_schema_extra={"anyOf": [*_SIZE, {"type": "null"}]})
+    autostart: Any = Field(None, description="start the VM when the daemon starts",
+                           json_schema_extra={"type": "boolean"})
+
+
+class Metrics(BaseModel):
+    """What ``pyhv top`` shows (see docs/host-daemon.md)."""
+
+    host: dict[str, Any] = Field(description="cpus, policy, vms_running, cpu_pct, "
+                                 "capacity_pct, daemon_cpu_pct, uptime, pid")
+    vms: list[dict[str, Any]] = Field(description="per VM: name, state, pid, vcpus, memory, "
+                                      "shares, reservation, limit and, while it runs, "
+                                      "activity, engine, cpu_pct, entitlement_pct, "
+                                      "cpu_seconds, mips, instructions, rss, balloon_target, "
+                                      "balloon_actual, disk_read, disk_write, net_tx, net_rx, "
+                                      "console_in, console_out, wakeups, uptime")
+
+
+class HostInfo(BaseModel):
+    version: str
+    pid: int
+    state_dir: str
+    cpus: int = Field(description="host CPUs the VMs may use")
+    policy: str = Field(description="the CPU scheduling policy")
+    uptime: float = Field(description="seconds since the daemon started")
+    vms_running: int
+    shutting_down: bool
+    settings: dict[str, Any] = Field(description="host.toml (defaults filled in)")
+    api: dict[str, Any] = Field(description="url, and whether a token is required")
+
+
+_WHY = {
+    400: "malformed JSON",
+    401: "no or wrong bearer token (only when the daemon has one)",
+    403: "without a token: a request not addressed to localhost, or from another origin",
+    404: "no VM of that name",
+    409: "the request clashes with the current state: a running VM, a duplicate name, a "
+         "reservation or memory that does not fit, a disk in use by another running VM",
+    413: "body larger than 1 MiB",
+    422: "an invalid field (named in the answer) or request",
+    503: "the daemon is shutting down",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an endpoint declares (every endpoint: 401, 403)."""
+    return {code: {"model": ErrorBody, "description": _WHY[code]}
+            for code in sorted({401, 403, *codes})}
+
+
+# ------------------------------------------------------------------------ request checks
+
+
+def _finite(value: Any, where: str) -> None:
+    """JSON as Python reads it allows NaN and Infinity, which no field of pyhv means."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DefinitionError(where or None, f"{value} is not a finite number")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _finite(item, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _finite(item, f"{where}[{i}]")
+
+
+def _absolute_paths(spec: Mapping[str, Any]) -> None:
+    """Paths in a definition sent over HTTP must be absolute: the daemon's current
+    directory means nothing to the client. (Wrong types are the definition's to report.)"""
+    wanted: list[tuple[str, Any]] = []
+    boot = spec.get("boot")
+    if isinstance(boot, Mapping):
+        if boot.get("firmware") not in ("default", "none"):
+            wanted.append(("boot.firmware", boot.get("firmware")))
+        wanted.extend((f"boot.{k}", boot.get(k)) for k in ("kernel", "initrd", "dtb"))
+    disks = spec.get("disk")
+    if isinstance(disks, list):
+        for i, disk in enumerate(disks):
+            if isinstance(disk, Mapping):
+                wanted.extend((f"disk[{i}].{k}", disk.get(k)) for k in ("path", "overlay"))
+    for field, path in wanted:
+        if isinstance(path, str) and path and not os.path.isabs(os.path.expanduser(path)):
+            raise DefinitionError(field, f"'{path}' is relative: give an absolute path "
+                                  "(the REST API has no current directory)")
+
+
+def _validation_error(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    """FastAPI's validation error as (status, one line, field)."""
+    first = exc.errors()[0]
+    kind = first.get("type")
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if kind == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        return 400, f"malformed JSON body: {detail}", None
+    field = ".".join(loc) or None
+    where = field or "body"
+    if kind == "extra_forbidden":
+        return 422, f"{where}: unknown field", field
+    if kind == "missing" and not loc:
+        return 422, "a JSON body is required (Content-Type: application/json)", None
+    if kind in ("dict_type", "model_attributes_type") and not loc:
+        return 422, ("the body must be a JSON object (Content-Type: application/json), got "
+                     f"{type(first.get('input')).__name__}"), None
+    return 422, f"{where}: {first.get('msg', 'invalid')}", field
+
+
+def _error_response(exc: HostError | PyhvError) -> JSONResponse:
+    status = exc.http_status if isinstance(exc, HostError) else 422
+    body: dict[str, Any] = {"error": str(exc)}
+    if isinstance(exc, DefinitionError) and exc.field:
+        body["field"] = exc.field
+    return JSONResponse(body, status)
+
+
+# ------------------------------------------------------------------------ the app
+
+
+def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiConfig,
+               url: str = "") -> FastAPI:
+    """The API's ASGI app: endpoints over ``host`` (a :class:`pyhv.Host` whose transport
+    reaches the daemon), ``info()`` the daemon's ``ping`` answer."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
+    from prometheus_client.exposition import choose_encoder, generate_latest
+
+    from .prometheus import HostCollector
+
+    app = FastAPI(
+        title="pyhv host API",
+        version=__version__,
+        description="Define, run and watch the VMs of a pyhv host daemon "
+        "(docs/host-daemon.md). Errors are `{\"error\": message}` with the HTTP status of "
+        "the failure; nothing is changed by a request that fails.",
+        openapi_tags=[
+            {"name": "vms", "description": "VM definitions (pyhv create, list, info, set, "
+             "destroy)"},
+            {"name": "lifecycle", "description": "running VMs (pyhv start, stop, reboot, "
+             "pause, resume)"},
+            {"name": "metrics", "description": "figures (pyhv top) and Prometheus"},
+            {"name": "host", "description": "the daemon"},
+        ],
+        redoc_url=None,
+        max_body_size=MAX_BODY,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.add_middleware(_Guard, token=config.token)
+
+    @app.exception_handler(HostError)
+    @app.exception_handler(PyhvError)
+    async def _host_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, PyhvError)
+        return _error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        status, message, field = _validation_error(exc)
+        body: dict[str, Any] = {"error": message}
+        if field:
+            body["field"] = field
+        return JSONResponse(body, status)
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)
+        where = f"{request.method} {request.url.path}"
+        message = {
+            404: f"no such endpoint: {where} (see /openapi.json)",
+            405: f"method not allowed: {where}",
+        }.get(exc.status_code, str(exc.detail))
+        return JSONResponse({"error": message}, exc.status_code, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+        # a bug: uvicorn logs the traceback; the client gets JSON like any other error
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    # The daemon's own process figures next to the VMs' (process_cpu_seconds_total...).
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(HostCollector(host.metrics, __version__))
+    ProcessCollector(registry=registry)
+
+    # ----------------------------------------------------------------- definitions
+
+    @app.get("/v1/vms", tags=["vms"], response_model=VMList, responses=_errors(503),
+             summary="List the VMs with their state")
+    def list_vms() -> Any:
+        vms, broken = host.scan()
+        return {"vms": [vm.to_dict() for vm in vms],
+                "errors": {name: str(e) for name, e in broken.items()}}
+
+    @app.post("/v1/vms", tags=["vms"], status_code=201, response_model=VMInfo,
+              responses=_errors(400, 409, 413, 422, 503), summary="Define a VM")
+    def create_vm(
+        response: Response,
+        spec: Annotated[dict[str, Any], Body(
+            description="the definition, as its TOML document in JSON "
+            "(docs/vm-definition.md); paths must be absolute",
+            examples=[{"name": "web", "memory": "256M", "boot": {
+                "kernel": "/srv/pyhv/Image", "cmdline": "console=ttyS0 root=/dev/vda"},
+                "disk": [{"path": "/srv/pyhv/web.img", "overlay": True}],
+                "qos": {"shares": "high", "reservation": 25, "limit": 100}}],
+        )],
+    ) -> Any:
+        _finite(spec, "")
+        _absolute_paths(spec)
+        vm = host.create(spec, base_dir="/")
+        response.headers["Location"] = f"/v1/vms/{vm.name}"
+        return vm.to_dict()
+
+    @app.get("/v1/vms/{name}", tags=["vms"], response_model=VMInfo,
+             responses=_errors(404, 422, 503), summary="A VM's state and definition")
+    def get_vm(name: Name) -> Any:
+        return host.get(name).to_dict()
+
+    @app.patch("/v1/vms/{name}", tags=["vms"], response_model=VMInfo,
+               responses=_errors(400, 404, 409, 413, 422, 503),
+               summary="Change a VM's QoS, balloon target, memory or autostart")
+    def set_vm(name: Name, changes: VMChanges) -> Any:
+        fields = changes.model_dump(exclude_unset=True)
+        _finite(fields, "")
+        if not fields:
+            raise Invalid(f"{name}: nothing to change (settable: {', '.join(SETTABLE)})")
+        return host.set(name, **fields).to_dict()
+
+    @app.delete("/v1/vms/{name}", tags=["vms"], status_code=204, response_class=Response,
+                responses=_errors(404, 409, 422, 503),
+                summary="Delete a stopped VM and its directory (409 while it runs)")
+    def delete_vm(name: Name) -> Response:
+        host.destroy(name)
+        return Response(status_code=204)
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @app.post("/v1/vms/{name}/start", tags=["lifecycle"], response_model=VMInfo,
+              responses=_errors(404, 409, 422, 503),
+              summary="Start a VM; answers once its machine is built")
+    def start_vm(name: Name) -> Any:
+        return host.start(name).to_dict()
+
+    @app.post("/v1/vms/{name}/stop", tags=["lifecycle"], response_model=StopResult,
+              responses=_errors(400, 404, 409, 413, 422, 503),
+              summary="Stop a VM: guest power-off, then from the host side")
+    def stop_vm(name: Name, how: StopRequest | None = None) -> Any:
+        if how is None:
+            return host.stop(name)
+        return host.stop(name, force=how.force, timeout=how.timeout)
+
+    @app.post("/v1/vms/{name}/reboot", tags=["lifecycle"], response_model=VMInfo,
+              responses=_errors(404, 409, 422, 503), summary="Warm-reset a running VM")
+    def reboot_vm(name: Name) -> Any:
+        return host.reboot(name).to_dict()
+
+    @app.post("/v1/vms/{name}/pause", tags=["lifecycle"], response_model=VMInfo,
+              responses=_errors(404, 409, 422, 503), summary="Stop running a VM's guest")
+    def pause_vm(name: Name) -> Any:
+        return host.pause(name).to_dict()
+
+    @app.post("/v1/vms/{name}/resume", tags=["lifecycle"], response_model=VMInfo,
+              responses=_errors(404, 409, 422, 503), summary="Resume a paused VM")
+    def resume_vm(name: Name) -> Any:
+        return host.resume(name).to_dict()
+
+    # ----------------------------------------------------------------- figures
+
+    @app.get("/v1/metrics", tags=["metrics"], response_model=Metrics,
+             responses=_errors(503), summary="Per-VM and host figures (pyhv top)")
+    def metrics() -> Any:
+        return host.metrics()
+
+    @app.get("/v1/vms/{name}/metrics", tags=["metrics"], response_model=dict[str, Any],
+             responses=_errors(404, 422, 503), summary="One VM's figures")
+    def vm_metrics(name: Name) -> Any:
+        return host.metrics(name)["vms"][0]
+
+    @app.get("/metrics", tags=["metrics"], response_class=Response,
+             responses={200: {"description": "Prometheus text exposition format (OpenMetrics "
+                              "when the Accept header asks for it)",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        **_errors(503)},
+             summary="Prometheus metrics")
+    def prometheus(request: Request) -> Response:
+        try:
+            encoder, content_type = choose_encoder(request.headers.get("accept", ""))
+        except (TypeError, ValueError):  # a malformed version in Accept
+            encoder, content_type = generate_latest, CONTENT_TYPE_LATEST
+        return Response(encoder(registry), media_type=content_type)
+
+    @app.get("/v1/host", tags=["host"], response_model=HostInfo, responses=_errors(503),
+             summary="The daemon: version, CPUs, policy, settings")
+    def host_info() -> Any:
+        return {**info(), "settings": host.settings.to_dict(),
+                "api": {"url": url, "token": config.token is not None}}
+
+    return app

@@ -1,0 +1,542 @@
+"""The REST API driven as its users would: ``pyhv host serve --listen 127.0.0.1:0`` in a
+private state directory, plain HTTP requests, VMs running the tiny guests of guests/tests
+(``spin``: CPU-bound, ``idle``: waits in WFI), and a schemathesis fuzz of the live
+OpenAPI document."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+
+from pyhv.host import Host
+from pyhv.host.errors import Invalid
+from pyhv.host.rest import ApiConfig, parse_listen, read_token
+
+ROOT = Path(__file__).resolve().parents[2]
+SRC = ROOT / "src"
+SPIN = ROOT / "guests" / "tests" / "spin.elf"
+IDLE = ROOT / "guests" / "tests" / "idle.elf"
+TOKEN = "s3cret-token-for-the-tests-0123456789"
+
+
+def definition(name: str, guest: Path = IDLE, **extra: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "name": name, "memory": "32M", "engine": "interp",
+        "boot": {"firmware": "none", "kernel": str(guest)},
+    }
+    doc.update(extra)
+    return doc
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def error(self) -> str:
+        data = self.json()
+        assert set(data) <= {"error", "field"}, data
+        assert isinstance(data["error"], str) and "\n" not in data["error"]
+        return str(data["error"])
+
+
+class Api:
+    """A daemon serving the REST API, and an HTTP client for it."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], state: Path, log: Path, url: str,
+                 token: str | None) -> None:
+        self.proc = proc
+        self.state = state
+        self.log = log
+        self.url = url
+        self.token = token
+        parts = urlsplit(url)
+        self.address = (parts.hostname or "", parts.port or 80)
+
+    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                headers: dict[str, str] | None = None, auth: bool = True) -> Reply:
+        sent = dict(headers or {})
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        if auth and self.token is not None:
+            sent.setdefault("Authorization", f"Bearer {self.token}")
+        conn = http.client.HTTPConnection(*self.address, timeout=120)
+        try:
+            conn.request(method, path, body=data, headers=sent)
+            resp = conn.getresponse()
+            return Reply(resp.status, resp.headers, resp.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str, **kw: Any) -> Reply:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("POST", path, body, **kw)
+
+    def ok(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        reply = self.request(method, path, body)
+        assert reply.status == status, (method, path, reply.status, reply.body)
+        return reply.json() if reply.body else None
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    e = {k: v for k, v in os.environ.items()
+         if k not in ("PYHV_STATE_DIR", "XDG_DATA_HOME", "PYHV_API_TOKEN")}
+    e["HOME"] = str(tmp_path / "home")
+    e["PYTHONPATH"] = str(SRC)
+    return e
+
+
+def serve(tmp_path: Path, env: dict[str, str], *args: str,
+          token: str | None = None) -> Iterator[Api]:
+    """``pyhv host serve --listen ...`` (2 CPUs, 3 s shutdown timeout); stopped after the
+    test, every VM process with it."""
+    state = tmp_path / "state"
+    state.mkdir(exist_ok=True)
+    log = tmp_path / "daemon.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+             "--cpus", "2", "--shutdown-timeout", "3", *(args or ("--listen", "127.0.0.1:0"))],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    url = None
+    deadline = time.monotonic() + 30
+    while url is None:
+        found = re.search(r"REST API on (http://\S+)", log.read_text())
+        if found:
+            url = found.group(1)
+            break
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "the daemon did not come up: " + log.read_text()
+        time.sleep(0.05)
+    api = Api(proc, state, log, url, token)
+    try:
+        yield api
+    finally:
+        code = api.stop()
+        for pid_file in state.glob("vms/*/run/pid"):  # never leave a VM process behind
+            with contextlib.suppress(ValueError, OSError):
+                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        assert code == 0, log.read_text()
+        assert "Traceback" not in log.read_text(), log.read_text()
+
+
+@pytest.fixture
+def api(tmp_path: Path, env: dict[str, str]) -> Iterator[Api]:
+    yield from serve(tmp_path, env)
+
+
+def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def prometheus(api: Api) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    reply = api.get("/metrics")
+    assert reply.status == 200, reply.body
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(reply.body.decode()):
+        for s in family.samples:
+            samples.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return samples
+
+
+# ------------------------------------------------------------------------ lifecycle
+
+
+def test_create_start_list_metrics_stop(api: Api) -> None:
+    reply = api.post("/v1/vms", definition("spin1", SPIN))
+    assert reply.status == 201, reply.body
+    assert reply.headers["Location"] == "/v1/vms/spin1"
+    created = reply.json()
+    assert created["state"] == "stopped" and created["pid"] is None
+    assert created["definition"]["memory"] == "32M"
+    api.ok("POST", "/v1/vms", definition("idle1", devices={"balloon": True}), status=201)
+    listing = api.ok("GET", "/v1/vms")
+    assert [(v["name"], v["state"]) for v in listing["vms"]] == [
+        ("idle1", "stopped"), ("spin1", "stopped")]
+    assert listing["errors"] == {}
+
+    # start: answers once the machine is built; the CLI's view agrees
+    vm = api.ok("POST", "/v1/vms/spin1/start")
+    assert vm["state"] == "running" and vm["pid"] > 0
+    assert Host(api.state).get("spin1").pid == vm["pid"]
+    api.ok("POST", "/v1/vms/idle1/start")
+    assert [v["state"] for v in api.ok("GET", "/v1/vms")["vms"]] == ["running", "running"]
+    assert api.ok("GET", "/v1/vms/idle1")["state"] == "running"
+
+    # live QoS and balloon, as pyhv set does
+    changed = api.ok("PATCH", "/v1/vms/spin1", {"limit": 50, "shares": "high"})
+    assert changed["definition"]["qos"] == {"shares": 2000, "reservation": 0, "limit": 50}
+    assert Host(api.state).get("spin1").definition.qos.limit == 50
+    api.ok("PATCH", "/v1/vms/idle1", {"balloon": "24M"})
+    assert api.ok("GET", "/v1/vms/idle1/metrics")["balloon_target"] == 8 << 20
+
+    assert api.ok("POST", "/v1/vms/spin1/pause")["state"] == "paused"
+    assert api.ok("POST", "/v1/vms/spin1/resume")["state"] == "running"
+    assert api.ok("POST", "/v1/vms/idle1/reboot")["state"] == "running"
+
+    # JSON figures: what pyhv top shows
+    wait_for(lambda: api.ok("GET", "/v1/vms/spin1/metrics")["instructions"] > 0,
+             what="spin1 to run")
+    figures = api.ok("GET", "/v1/metrics")
+    assert figures["host"]["cpus"] == 2 and figures["host"]["vms_running"] == 2
+    by_name = {v["name"]: v for v in figures["vms"]}
+    assert by_name["spin1"]["state"] == "running" and by_name["spin1"]["limit"] == 50
+
+    # Prometheus: parsed with prometheus_client's own parser
+    wait_for(lambda: prometheus(api)["pyhv_vm_cpu_seconds_total"][(("vm", "spin1"),)] > 0.05,
+             what="CPU seconds")
+    m = prometheus(api)
+    spin = (("vm", "spin1"),)
+    assert m["pyhv_vm_state"][(("state", "running"), ("vm", "spin1"))] == 1
+    assert m["pyhv_vm_state"][(("state", "stopped"), ("vm", "spin1"))] == 0
+    assert m["pyhv_vm_guest_instructions_total"][spin] > 0
+    assert m["pyhv_vm_limit_percent"][spin] == 50
+    assert m["pyhv_vm_memory_bytes"][(("vm", "idle1"),)] == 32 << 20
+    assert m["pyhv_host_cpus"][()] == 2 and m["pyhv_host_vms_running"][()] == 2
+    assert m["process_cpu_seconds_total"][()] > 0  # the daemon's own
+
+    # stop: the idle guest powers off when asked; --force stops the machine at once
+    assert api.ok("POST", "/v1/vms/idle1/stop", {"timeout": 10}) == {
+        "name": "idle1", "state": "stopped", "reason": "poweroff", "exit_code": 0}
+    outcome = api.ok("POST", "/v1/vms/spin1/stop", {"force": True})
+    assert outcome["state"] == "stopped" and outcome["reason"] == "quit"
+    assert not (api.state / "vms/spin1/run").exists()
+    assert prometheus(api)["pyhv_vm_state"][(("state", "stopped"), ("vm", "spin1"))] == 1
+
+    # undefine
+    assert api.request("DELETE", "/v1/vms/idle1").status == 204
+    assert api.get("/v1/vms/idle1").status == 404
+    assert not (api.state / "vms/idle1").exists()
+
+    info = api.ok("GET", "/v1/host")
+    assert info["cpus"] == 2 and info["policy"] == "shares" and info["api"]["token"] is False
+    assert info["pid"] == api.proc.pid and info["api"]["url"] == api.url
+
+
+def test_openapi_document(api: Api) -> None:
+    doc = api.ok("GET", "/openapi.json")
+    assert doc["info"]["title"] == "pyhv host API" and doc["info"]["version"]
+    ops = {(method.upper(), path): op for path, item in doc["paths"].items()
+           for method, op in item.items()}
+    assert set(ops) == {
+        ("GET", "/v1/vms"), ("POST", "/v1/vms"), ("GET", "/v1/vms/{name}"),
+        ("PATCH", "/v1/vms/{name}"), ("DELETE", "/v1/vms/{name}"),
+        ("POST", "/v1/vms/{name}/start"), ("POST", "/v1/vms/{name}/stop"),
+        ("POST", "/v1/vms/{name}/reboot"), ("POST", "/v1/vms/{name}/pause"),
+        ("POST", "/v1/vms/{name}/resume"), ("GET", "/v1/metrics"),
+        ("GET", "/v1/vms/{name}/metrics"), ("GET", "/metrics"), ("GET", "/v1/host"),
+    }
+    for (method, path), op in ops.items():
+        errors = [code for code in op["responses"] if code.startswith(("4", "5"))]
+        assert "401" in errors and "503" in errors, (method, path)
+        if "{name}" in path:
+            assert "404" in errors, (method, path)
+        for code in errors:  # every error answer is {"error": ...}, as documented
+            schema = op["responses"][code]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/ErrorBody"}, (method, path, code)
+    assert "409" in ops[("DELETE", "/v1/vms/{name}")]["responses"]
+    assert "422" in ops[("POST", "/v1/vms")]["responses"]
+
+
+# ------------------------------------------------------------------------ errors
+
+
+def test_errors_have_the_status_of_their_cause_and_change_nothing(
+        api: Api, tmp_path: Path) -> None:
+    # unknown VMs
+    reply = api.get("/v1/vms/nosuch")
+    assert reply.status == 404 and "no VM named 'nosuch'" in reply.error
+    for op in ("start", "stop", "reboot", "pause", "resume"):
+        assert api.post(f"/v1/vms/nosuch/{op}").status == 404, op
+    assert api.request("PATCH", "/v1/vms/nosuch", {"limit": 5}).status == 404
+    assert api.request("DELETE", "/v1/vms/nosuch").status == 404
+    assert api.get("/v1/vms/..%2Fetc/metrics").status == 404
+
+    # malformed definitions: 422 naming the field, nothing created
+    for doc, field, words in [
+        (definition("bad", qos={"limit": "lots"}), "qos.limit", "expected a number"),
+        ({**definition("bad"), "memroy": "32M"}, "memroy", "did you mean 'memory'"),
+        (definition("bad", vcpus=99), "vcpus", "out of range"),
+        (definition("Bad Name"), "name", "not a valid VM name"),
+        (definition("bad", boot={"firmware": "none", "kernel": str(tmp_path / "nope.elf")}),
+         "boot.kernel", "no such file"),
+        (definition("bad", boot={"firmware": "none", "kernel": "guests/tests/idle.elf"}),
+         "boot.kernel", "relative"),
+        (definition("bad", memory="1T"), "memory", "out of range"),
+    ]:
+        reply = api.post("/v1/vms", doc)
+        assert reply.status == 422, (doc, reply.body)
+        assert reply.json()["field"] == field and words in reply.error, reply.body
+    nan = b'{"name": "bad", "qos": {"reservation": NaN}}'
+    reply = api.post("/v1/vms", raw=nan, headers={"Content-Type": "application/json"})
+    assert reply.status == 422 and reply.json()["field"] == "qos.reservation"
+    reply = api.post("/v1/vms", raw=b'{"name": ', headers={"Content-Type": "application/json"})
+    assert reply.status == 400 and "malformed JSON" in reply.error
+    reply = api.post("/v1/vms", [definition("bad")])
+    assert reply.status == 422 and "JSON object" in reply.error
+    reply = api.post("/v1/vms", raw=json.dumps(definition("bad")).encode())  # no Content-Type
+    assert reply.status == 422 and "Content-Type: application/json" in reply.error
+    reply = api.post("/v1/vms", raw=b"x" * (2 << 20), headers={"Content-Type": "application/json"})
+    assert reply.status == 413
+    assert api.ok("GET", "/v1/vms")["vms"] == []
+    assert not list(api.state.glob("vms/*"))  # not even a leftover temporary directory
+
+    # duplicate name
+    api.ok("POST", "/v1/vms", definition("r1", qos={"reservation": 100}), status=201)
+    reply = api.post("/v1/vms", definition("r1"))
+    assert reply.status == 409 and "already exists" in reply.error
+    assert Host(api.state).get("r1").definition.qos.reservation == 100  # untouched
+
+    # reservations: 2 CPUs = 200%
+    api.ok("POST", "/v1/vms", definition("r2", qos={"reservation": 80}), status=201)
+    api.ok("POST", "/v1/vms", definition("r3", qos={"reservation": 40}), status=201)
+    api.ok("POST", "/v1/vms", definition("r4", qos={"reservation": 20}), status=201)
+    api.ok("POST", "/v1/vms/r1/start")
+    api.ok("POST", "/v1/vms/r2/start")
+    reply = api.post("/v1/vms/r3/start")
+    assert reply.status == 409 and "reserve 180%" in reply.error
+    assert api.ok("GET", "/v1/vms/r3")["state"] == "stopped"
+    assert not (api.state / "vms/r3/run").exists()
+    api.ok("POST", "/v1/vms/r4/start")  # 100 + 80 + 20: the host is fully reserved
+    reply = api.request("PATCH", "/v1/vms/r2", {"reservation": 81})  # live
+    assert reply.status == 409 and "does not fit" in reply.error
+    assert api.ok("GET", "/v1/vms/r2")["definition"]["qos"]["reservation"] == 80
+    reply = api.post("/v1/vms", definition("huge", qos={"reservation": 250}))
+    assert reply.status == 422 and reply.json()["field"] == "qos.reservation"
+
+    # running VMs: no undefine, no second start, no balloon without a balloon device
+    reply = api.request("DELETE", "/v1/vms/r1")
+    assert reply.status == 409 and "stop it first" in reply.error
+    assert api.post("/v1/vms/r1/start").status == 409
+    reply = api.request("PATCH", "/v1/vms/r1", {"balloon": "16M"})
+    assert reply.status == 422 and "no balloon device" in reply.error
+    reply = api.post("/v1/vms/r3/pause")
+    assert reply.status == 409 and "not running" in reply.error
+    for name in ("r1", "r2", "r4"):
+        api.ok("POST", f"/v1/vms/{name}/stop", {"force": True})
+
+    # a disk in use by another running VM
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+    api.ok("POST", "/v1/vms", definition("d1", disk=[{"path": str(image)}]), status=201)
+    api.ok("POST", "/v1/vms", definition("d2", disk=[{"path": str(image), "readonly": True}]),
+           status=201)
+    api.ok("POST", "/v1/vms/d1/start")
+    reply = api.post("/v1/vms/d2/start")
+    assert reply.status == 409 and "in use by running VM 'd1'" in reply.error
+    assert api.ok("GET", "/v1/vms/d2")["state"] == "stopped"
+
+    # bad bodies of the other endpoints
+    for body, field in [({"memroy": 1}, "memroy"), ({"limit": "x"}, "qos.limit"),
+                        ({"autostart": None}, "autostart")]:
+        reply = api.request("PATCH", "/v1/vms/d2", body)
+        assert reply.status == 422 and reply.json().get("field") == field, reply.body
+    assert api.request("PATCH", "/v1/vms/d2", {}).status == 422
+    for body, field in [({"force": "yes"}, "force"), ({"timeout": -1}, "timeout"),
+                        ({"timeout": 1e9}, "timeout"), ({"now": True}, "now")]:
+        reply = api.post("/v1/vms/d1/stop", body)
+        assert reply.status == 422 and reply.json()["field"] == field, reply.body
+    assert api.ok("GET", "/v1/vms/d1")["state"] == "running"
+
+    # unknown paths and methods
+    reply = api.get("/v2/vms")
+    assert reply.status == 404 and "no such endpoint" in reply.error
+    assert api.request("PUT", "/v1/vms").status == 405
+    assert api.proc.poll() is None
+
+
+def test_browser_pages_cannot_use_a_loopback_api_without_token(api: Api) -> None:
+    reply = api.get("/v1/vms", headers={"Host": "attacker.example:7480"})  # DNS rebinding
+    assert reply.status == 403 and "loopback" in reply.error
+    reply = api.post("/v1/vms", definition("x"), headers={"Origin": "http://attacker.example"})
+    assert reply.status == 403 and "origin" in reply.error
+    assert api.get("/v1/vms", headers={"Host": "localhost:1"}).status == 200
+    same = f"http://{api.address[0]}:{api.address[1]}"
+    assert api.get("/v1/vms", headers={"Origin": same}).status == 200
+
+
+# ------------------------------------------------------------------------ access
+
+
+def test_a_token_is_required_on_every_request(tmp_path: Path, env: dict[str, str]) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    for api in serve(tmp_path, env, "--listen", "127.0.0.1:0", "--token-file", str(token_file),
+                     token=TOKEN):
+        for path in ("/v1/vms", "/openapi.json", "/metrics", "/nosuch"):
+            reply = api.get(path, auth=False)
+            assert reply.status == 401, path
+            assert reply.headers["WWW-Authenticate"].startswith("Bearer")
+            assert "Bearer" in reply.error
+        for wrong in ("Bearer " + TOKEN[:-1], "Bearer " + TOKEN + "x", "Basic " + TOKEN, TOKEN):
+            assert api.get("/v1/vms", headers={"Authorization": wrong}).status == 401
+        assert api.ok("GET", "/v1/vms") == {"vms": [], "errors": {}}
+        assert api.ok("GET", "/v1/host")["api"]["token"] is True
+        assert "Bearer" not in api.log.read_text() and TOKEN not in api.log.read_text()
+
+
+def test_non_loopback_needs_a_token(tmp_path: Path, env: dict[str, str]) -> None:
+    state = tmp_path / "state"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+         "--listen", "0.0.0.0:0"],
+        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "pyhv: error: --listen 0.0.0.0:0: not a loopback address, so the REST API needs a "
+        "token (--token-file FILE or $PYHV_API_TOKEN)"]
+    assert not (state / "daemon.sock").exists()
+    # with one (from the environment) it serves, and asks for it
+    for api in serve(tmp_path, {**env, "PYHV_API_TOKEN": TOKEN}, "--listen", "0.0.0.0:0",
+                     token=TOKEN):
+        api.address = ("127.0.0.1", api.address[1])
+        assert api.get("/v1/vms", auth=False).status == 401
+        assert api.get("/v1/vms").status == 200
+
+
+def test_listen_arguments() -> None:
+    assert parse_listen("127.0.0.1:7480") == ("127.0.0.1", 7480)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    assert parse_listen("none") is None and parse_listen("off") is None
+    for bad in ("7480", "localhost", "::1:80", "h:99999", "h:-1"):
+        with pytest.raises(Invalid, match="expected ADDR:PORT"):
+            parse_listen(bad)
+    assert ApiConfig("127.0.0.1", 0).loopback
+    assert ApiConfig("localhost", 7480).loopback
+    with pytest.raises(Invalid, match="needs a token"):
+        ApiConfig("0.0.0.0", 7480)
+    assert not ApiConfig("0.0.0.0", 7480, TOKEN).loopback
+    with pytest.raises(Invalid, match="use at least 16"):
+        ApiConfig("0.0.0.0", 7480, "short")
+    with pytest.raises(Invalid, match="printable ASCII"):
+        ApiConfig("127.0.0.1", 7480, "a token with spaces in it")
+    assert read_token(None, {}) is None
+    assert read_token(None, {"PYHV_API_TOKEN": TOKEN}) == TOKEN
+
+
+def test_a_port_in_use_stops_the_daemon_at_once(tmp_path: Path, env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(tmp_path / "state"),
+             "host", "serve", "--listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == (
+        f"pyhv: error: cannot serve the REST API on 127.0.0.1:{port}: Address already in use")
+    assert not (tmp_path / "state" / "daemon.sock").exists()
+
+
+def test_served_on_loopback_by_default(tmp_path: Path, env: dict[str, str]) -> None:
+    """Without --listen the daemon serves host.toml's api.bind; a port in use there
+    leaves it running without the API (it was not asked for explicitly)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "host.toml").write_text(f'[api]\nbind = "127.0.0.1:{port}"\n')
+    for api in serve(tmp_path, env, "--listen", ""):  # --listen alone: api.bind
+        assert api.url == f"http://127.0.0.1:{port}"
+    (tmp_path / "daemon.log").unlink()
+    for api in serve(tmp_path, env, "--cpus", "2"):  # no --listen: the default, the same
+        assert api.url == f"http://127.0.0.1:{port}"
+        assert api.ok("GET", "/v1/vms") is not None
+        # meanwhile a second daemon, same api.bind: the port is taken, it runs without API
+        state2 = tmp_path / "state2"
+        state2.mkdir()
+        (state2 / "host.toml").write_text(f'[api]\nbind = "127.0.0.1:{port}"\n')
+        log2 = tmp_path / "daemon2.log"
+        with open(log2, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state2), "host",
+                 "serve"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env=env)
+        try:
+            wait_for(lambda: (state2 / "daemon.sock").exists(), 30, "the second daemon")
+            assert "runs without it" in log2.read_text()
+            assert proc.poll() is None
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+
+
+# ------------------------------------------------------------------------ fuzzing
+
+
+@pytest.fixture
+def fuzz_api(tmp_path: Path, env: dict[str, str]) -> Iterator[Api]:
+    """A daemon whose host has 32 MiB for VMs: one small idle VM ("web", the OpenAPI
+    examples' name) fits, anything the fuzzer defines with the default 128 MiB does not,
+    so it cannot start heavy work."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "host.toml").write_text('memory = "32M"\n')
+    Host(state).create(definition("web", devices={"balloon": True}))
+    yield from serve(tmp_path, env)
+
+
+@pytest.fixture
+def fuzz_schema(fuzz_api: Api) -> Any:
+    return schemathesis.openapi.from_url(fuzz_api.url + "/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("fuzz_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=10, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+def test_fuzz_no_server_errors(case: Any, fuzz_api: Api) -> None:
+    """Whatever schemathesis sends (bodies, names, types), the answer is never a 5xx."""
+    case.call_and_validate(checks=[not_a_server_error], timeout=60)
