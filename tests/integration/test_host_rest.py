@@ -503,7 +503,7 @@ def test_served_on_loopback_by_default(tmp_path: Path, env: dict[str, str]) -> N
                  "serve"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env=env)
         try:
-            wait_for(lambda: (state2 / "daemon.sock").exists(), 30, "the second daemon")
+            wait_for((state2 / "daemon.sock").exists, 30, "the second daemon")
             assert "runs without it" in log2.read_text()
             assert proc.poll() is None
         finally:

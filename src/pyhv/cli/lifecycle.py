@@ -102,7 +102,6 @@ def _api_config(ns: argparse.Namespace, host: Any) -> Any:
     """The REST API's address and token from --listen and --token-file (None: no API).
     Checked before the daemon starts: a non-loopback address without a token is refused."""
     from ..host.errors import Invalid
-
     from ..host.rest import ApiConfig, parse_listen, read_token
 
     # On by default, on loopback (host.toml's api.bind); asked for explicitly, a port in
