@@ -356,3 +356,69 @@ def test_sstatus_sie_natively_and_interrupt_on_enable():
     assert world.engine.irq_exits == 1, "the interrupt did not come through native code"
     assert interp["x"][11] == 1 and interp["x"][10] == 200
     assert jit == interp
+
+
+def _pte(pa: int, flags: int) -> int:
+    return ((pa >> 12) << 10) | flags
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["native", "cold"])
+def test_address_spaces_share_code_by_physical_page(threshold):
+    """S-mode code in three address spaces: page X maps to the same physical page in
+    all of them; page Y, which X calls, maps to one physical page in two of them and to
+    another page with other code in the third. Code is kept across satp switches and
+    SFENCE.VMA where its page still maps where it was fetched from; a call from native
+    code into Y never runs Y's code of another address space (the native fetch check),
+    nor does Python's cold path; the results are the interpreter's."""
+    x_va, y_va = 0x10000, 0x11000
+    p0, p1, p2 = BASE + 0x30000, BASE + 0x31000, BASE + 0x32000
+    handler = BASE + 0x400
+    satps = []
+    tables: dict[int, int] = {}
+    for k, target in enumerate((p1, p2, p1)):  # roots A, B, C
+        root, l1, l0 = (BASE + 0x20000 + 0x3000 * k + 0x1000 * j for j in range(3))
+        satps.append((8 << 60) | (root >> 12))
+        # root -> l1 -> l0 -> V|R|X|A leaves (S-mode only)
+        tables.update({root: _pte(l1, 1), l1: _pte(l0, 1),
+                       l0 + 8 * (x_va >> 12): _pte(p0, 0x4B),
+                       l0 + 8 * (y_va >> 12): _pte(target, 0x4B)})
+    order = [0, 1, 2, 0, 1, 2, 1, 0, 2]
+    driver = _la(5, handler) + [_csr(1, 0, 0x305, 5)]  # mtvec
+    driver += [addi(9, 0, 0), addi(18, 0, len(order))]  # s1 = 0, s2 = rounds
+    top = len(driver)
+    driver += _la(6, DATA) + [
+        i_type(0x13, 28, 1, 9, 3),  # slli t3, s1, 3
+        r_type(0x33, 6, 0, 6, 28, 0),  # add t1, t1, t3
+        i_type(0x03, 7, 3, 6, 0),  # ld t2, 0(t1)
+        _csr(1, 0, 0x180, 7),  # csrw satp, t2
+        0x12000073,  # sfence.vma
+    ] + li32(5, x_va) + [_csr(1, 0, 0x341, 5)] + li32(5, 1 << 11) + [
+        _csr(1, 0, 0x300, 5), 0x30200073]  # mstatus = MPP=S; mret
+    # the handler (an ecall from S): next round, or park
+    handler_code = [addi(9, 9, 1), bne(9, 18, (BASE + 4 * top) - (handler + 4)), WFI]
+    # X: 300 calls of Y, then ecall; Y: a0 += step; ret
+    x_code = [addi(29, 0, 300), H.enc_j(1, y_va - (x_va + 4)), addi(29, 29, -1),
+              bne(29, 0, -8), 0x00000073]
+
+    def y_code(step: int) -> list[int]:
+        return [addi(10, 10, step), i_type(0x67, 0, 0, 1, 0)]
+
+    # (other bytes for Y in the cold run: the compiler has the native run's blocks)
+    small = 1 if threshold == 1 else 2
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        for addr, value in tables.items():
+            world.ram.write_bytes(addr, value.to_bytes(8, "little"))
+        world.ram.write_bytes(DATA, b"".join(satps[i].to_bytes(8, "little") for i in order))
+        world.put(BASE, driver)
+        world.put(handler, handler_code)
+        world.put(p0, x_code)
+        world.put(p1, y_code(small))
+        world.put(p2, y_code(1000 * small))
+        run(world, 200_000)
+        results.append(world.state())
+    interp, jit = results
+    assert interp["x"][10] == 300 * small * (6 + 3 * 1000), interp["x"][10]
+    assert jit == interp
+    if threshold == 1:
+        assert world.engine.native_instructions > 300 * 4 * len(order) // 2

@@ -129,7 +129,10 @@ def run_machine(
     console = StdioConsole()
     try:
         machine = Machine(config, console=console)
-        result = machine.run(max_instructions=max_instructions, timeout=timeout)
+        try:
+            result = machine.run(max_instructions=max_instructions, timeout=timeout)
+        finally:
+            machine.close()  # disks flushed and closed, the JIT's last batch cached
     finally:
         console.close()
     if stats:

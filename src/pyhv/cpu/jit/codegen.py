@@ -628,7 +628,14 @@ class _Block:
             hit = self.op(f"icmp eq i64 {tag}, {vpn}")
             ok = self.op(f"and i1 {hit}, {aligned}")
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
-            self.slow_exit(slow, addr, store, k, pc)
+            # A miss walks the page tables natively (the refill behind the state's
+            # pointer); only what that cannot do leaves for Python.
+            self.start_label(slow)
+            fn = self.field(S.REFILL, "ptr")
+            got = self.op(f"call i1 {fn}(ptr %s, i64 {addr}, i64 {1 if store else 0})")
+            ok2 = self.op(f"and i1 {got}, {aligned}")
+            self.emit(f"br i1 {ok2}, label %{fast}, label %{slow}x")
+            self.slow_exit(f"{slow}x", addr, store, k, pc)
             self.start_label(fast)
             addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
             add = self.op(f"load i64, ptr {addp}")
@@ -756,7 +763,237 @@ attributes #0 = { nounwind strictfp "frame-pointer"="none" }
 attributes #1 = { strictfp }
 """
 
-DISPATCH = f"""
+# The soft-TLB refill: an Sv39/Sv48 walk (privileged spec 4.3.2) in native code, for the
+# common case only: every PTE in RAM, valid, no reserved bits, the leaf's A bit set (and
+# D for a store), permissions granted, the page in RAM. Anything else (a fault, A/D to
+# set, MMIO, a store to a page holding code) returns 0 and Python's walk does it. A load
+# fill also grants stores when the page is writable, dirty and holds no code.
+_PPN = (1 << 44) - 1
+REFILL = f"""
+; The table walk: the leaf PTE of va and 9 x its level, or {{0, 0}} (not valid) when
+; something needs Python (a fault, a PTE outside RAM, reserved bits, no Sv39/Sv48).
+define internal {{i64, i64}} @pyhv_walk(ptr %s, i64 %va) #0 {{
+entry:
+  %psatp = getelementptr i8, ptr %s, i64 {S.SATP}
+  %satp = load i64, ptr %psatp
+  %mode = lshr i64 %satp, 60
+  %sv39 = icmp eq i64 %mode, {C.SATP_MODE_SV39}
+  %sv48 = icmp eq i64 %mode, {C.SATP_MODE_SV48}
+  %okm = or i1 %sv39, %sv48
+  br i1 %okm, label %canon, label %fail
+canon:
+  %sh = select i1 %sv39, i64 25, i64 16
+  %t1 = shl i64 %va, %sh
+  %t2 = ashr i64 %t1, %sh
+  %isc = icmp eq i64 %t2, %va
+  br i1 %isc, label %start, label %fail
+start:
+  %root = and i64 %satp, {_PPN}
+  %a0 = shl i64 %root, 12
+  %lvl0 = select i1 %sv39, i64 2, i64 3
+  %prh = getelementptr i8, ptr %s, i64 {S.RAM_HOST}
+  %rh = load ptr, ptr %prh
+  %prs = getelementptr i8, ptr %s, i64 {S.RAM_SIZE}
+  %rs = load i64, ptr %prs
+  %lim = sub i64 %rs, 7
+  br label %walk
+walk:
+  %a = phi i64 [ %a0, %start ], [ %anext, %next ]
+  %lvl = phi i64 [ %lvl0, %start ], [ %lvlm1, %next ]
+  %s9 = mul i64 %lvl, 9
+  %s12 = add i64 %s9, 12
+  %vi = lshr i64 %va, %s12
+  %vi9 = and i64 %vi, 511
+  %vo = shl i64 %vi9, 3
+  %pa = add i64 %a, %vo
+  %off = sub i64 %pa, {RAM_BASE}
+  %inram = icmp ult i64 %off, %lim
+  br i1 %inram, label %rd, label %fail
+rd:
+  %pp = getelementptr i8, ptr %rh, i64 %off
+  %pte = load i64, ptr %pp
+  %v = and i64 %pte, 1
+  %valid = icmp ne i64 %v, 0
+  %hi = lshr i64 %pte, 54
+  %nores = icmp eq i64 %hi, 0
+  %rw = and i64 %pte, 6
+  %wnr = icmp eq i64 %rw, 4
+  %ok0 = and i1 %valid, %nores
+  %ok1 = xor i1 %wnr, true
+  %ok2 = and i1 %ok0, %ok1
+  br i1 %ok2, label %kind, label %fail
+kind:
+  %rx = and i64 %pte, 10
+  %isleaf = icmp ne i64 %rx, 0
+  %ppn = lshr i64 %pte, 10
+  %ppnm = and i64 %ppn, {_PPN}
+  br i1 %isleaf, label %leaf, label %next
+next:
+  %last = icmp eq i64 %lvl, 0
+  %anext = shl i64 %ppnm, 12
+  %lvlm1 = sub i64 %lvl, 1
+  br i1 %last, label %fail, label %walk
+leaf:
+  %r0 = insertvalue {{i64, i64}} undef, i64 %pte, 0
+  %r1 = insertvalue {{i64, i64}} %r0, i64 %s9, 1
+  ret {{i64, i64}} %r1
+fail:
+  ret {{i64, i64}} {{i64 0, i64 0}}
+}}
+
+; The guest physical page of a leaf (superpages: the 4 KiB page of va in it), or -1 if
+; the superpage is misaligned or the page is not in RAM.
+define internal i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9) #0 {{
+entry:
+  %ppn = lshr i64 %pte, 10
+  %ppnm = and i64 %ppn, {_PPN}
+  %lowbits = shl i64 1, %s9
+  %low = sub i64 %lowbits, 1
+  %mis = and i64 %ppnm, %low
+  %alok = icmp eq i64 %mis, 0
+  %vpn = lshr i64 %va, 12
+  %vlow = and i64 %vpn, %low
+  %pg = or i64 %ppnm, %vlow
+  %ppage = shl i64 %pg, 12
+  %poff = sub i64 %ppage, {RAM_BASE}
+  %prs = getelementptr i8, ptr %s, i64 {S.RAM_SIZE}
+  %rs = load i64, ptr %prs
+  %inram = icmp ult i64 %poff, %rs
+  %ok = and i1 %alok, %inram
+  %r = select i1 %ok, i64 %ppage, i64 -1
+  ret i64 %r
+}}
+
+; Fetch: the physical page number instructions at va come from, or -1 (Python decides).
+define i64 @pyhv_fetch_page(ptr %s, i64 %va) #0 {{
+entry:
+  %w = call {{i64, i64}} @pyhv_walk(ptr %s, i64 %va)
+  %pte = extractvalue {{i64, i64}} %w, 0
+  %s9 = extractvalue {{i64, i64}} %w, 1
+  %pip = getelementptr i8, ptr %s, i64 {S.IPRIV}
+  %ipriv = load i64, ptr %pip
+  %ub = and i64 %pte, 16
+  %isub = icmp ne i64 %ub, 0
+  %isu = icmp eq i64 %ipriv, 0
+  %pok = icmp eq i1 %isu, %isub
+  %axv = and i64 %pte, 73
+  %axok = icmp eq i64 %axv, 73
+  %ok = and i1 %pok, %axok
+  br i1 %ok, label %page, label %fail
+page:
+  %pg = call i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9)
+  %bad = icmp eq i64 %pg, -1
+  %ppn = lshr i64 %pg, 12
+  %r = select i1 %bad, i64 -1, i64 %ppn
+  ret i64 %r
+fail:
+  ret i64 -1
+}}
+
+; Loads and stores: fill the soft-TLB entry of va; false if Python must do it.
+define i1 @pyhv_refill(ptr %s, i64 %va, i64 %store) #0 {{
+entry:
+  %w = call {{i64, i64}} @pyhv_walk(ptr %s, i64 %va)
+  %pte = extractvalue {{i64, i64}} %w, 0
+  %s9 = extractvalue {{i64, i64}} %w, 1
+  %pdp = getelementptr i8, ptr %s, i64 {S.DPRIV}
+  %dpriv = load i64, ptr %pdp
+  %pms = getelementptr i8, ptr %s, i64 {S.MSTATUS}
+  %ms = load i64, ptr %pms
+  %ub = and i64 %pte, 16
+  %isub = icmp ne i64 %ub, 0
+  %sumb = and i64 %ms, {C.MSTATUS_SUM}
+  %sum = icmp ne i64 %sumb, 0
+  %mxrb = and i64 %ms, {C.MSTATUS_MXR}
+  %mxr = icmp ne i64 %mxrb, 0
+  %isu = icmp eq i64 %dpriv, 0
+  %notub = xor i1 %isub, true
+  %sok = or i1 %notub, %sum
+  %pok = select i1 %isu, i1 %isub, i1 %sok
+  %avb = and i64 %pte, 65
+  %aok = icmp eq i64 %avb, 65
+  %rb = and i64 %pte, 2
+  %rok = icmp ne i64 %rb, 0
+  %xb = and i64 %pte, 8
+  %xok = icmp ne i64 %xb, 0
+  %mx = and i1 %mxr, %xok
+  %readable = or i1 %rok, %mx
+  %wdb = and i64 %pte, 132
+  %wd = icmp eq i64 %wdb, 132
+  %c1 = and i1 %pok, %aok
+  br i1 %c1, label %page, label %fail
+page:
+  %ppage = call i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9)
+  %inram = icmp ne i64 %ppage, -1
+  br i1 %inram, label %perm, label %fail
+perm:
+  %poff = sub i64 %ppage, {RAM_BASE}
+  %pcm = getelementptr i8, ptr %s, i64 {S.CODEMAP}
+  %cm = load ptr, ptr %pcm
+  %pidx = lshr i64 %poff, 12
+  %cbp = getelementptr i8, ptr %cm, i64 %pidx
+  %cb = load i8, ptr %cbp
+  %clean = icmp eq i8 %cb, 0
+  %wok = and i1 %wd, %clean
+  %isst = icmp ne i64 %store, 0
+  %need = select i1 %isst, i1 %wok, i1 %readable
+  br i1 %need, label %fill, label %fail
+fill:
+  %vpn = lshr i64 %va, 12
+  %idx = and i64 %vpn, {S.NTLB - 1}
+  %eo = mul i64 %idx, {S.TLB_ENTRY}
+  %eo2 = add i64 %eo, {S.TLB}
+  %ent = getelementptr i8, ptr %s, i64 %eo2
+  %rtag = select i1 %readable, i64 %vpn, i64 -1
+  %wtag = select i1 %wok, i64 %vpn, i64 -1
+  store i64 %rtag, ptr %ent
+  %pw = getelementptr i8, ptr %ent, i64 8
+  store i64 %wtag, ptr %pw
+  %prh = getelementptr i8, ptr %s, i64 {S.RAM_HOST}
+  %rh = load ptr, ptr %prh
+  %rhi = ptrtoint ptr %rh to i64
+  %hp = add i64 %rhi, %poff
+  %vb = shl i64 %vpn, 12
+  %add = sub i64 %hp, %vb
+  %pa2 = getelementptr i8, ptr %ent, i64 16
+  store i64 %add, ptr %pa2
+  ret i1 true
+fail:
+  ret i1 false
+}}
+
+; A page starts holding code: no soft-TLB entry may write it natively any more.
+define void @pyhv_revoke(ptr %s, i64 %hostpage) #0 {{
+entry:
+  br label %loop
+loop:
+  %i = phi i64 [ 0, %entry ], [ %i1, %step ]
+  %eo = mul i64 %i, {S.TLB_ENTRY}
+  %eo2 = add i64 %eo, {S.TLB}
+  %ent = getelementptr i8, ptr %s, i64 %eo2
+  %pw = getelementptr i8, ptr %ent, i64 8
+  %w = load i64, ptr %pw
+  %pa = getelementptr i8, ptr %ent, i64 16
+  %add = load i64, ptr %pa
+  %wb = shl i64 %w, 12
+  %h = add i64 %wb, %add
+  %hit = icmp eq i64 %h, %hostpage
+  %live = icmp ne i64 %w, -1
+  %both = and i1 %hit, %live
+  br i1 %both, label %drop, label %step
+drop:
+  store i64 -1, ptr %pw
+  br label %step
+step:
+  %i1 = add i64 %i, 1
+  %end = icmp eq i64 %i1, {S.NTLB}
+  br i1 %end, label %out, label %loop
+out:
+  ret void
+}}
+"""
+
+DISPATCH = REFILL + f"""
 define i32 @pyhv_dispatch(ptr %s) #0 {{
 entry:
   %mx = alloca i32
@@ -765,6 +1002,9 @@ entry:
   %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}
   %ppc = getelementptr i8, ptr %s, i64 {S.PC}
   %ptab = getelementptr i8, ptr %s, i64 {S.TABLE}
+  %pichk = getelementptr i8, ptr %s, i64 {S.ICHK}
+  %ichk = load i64, ptr %pichk
+  %checked = icmp ne i64 %ichk, 0
   br label %loop
 loop:
   %b = load i64, ptr %pb
@@ -775,19 +1015,46 @@ look:
   %tab = load ptr, ptr %ptab
   %h = lshr i64 %pc, 1
   %i = and i64 %h, {S.NDISPATCH - 1}
-  %o = shl i64 %i, 4
+  %o = shl i64 %i, 5
   %ent0 = getelementptr i8, ptr %tab, i64 %o
   %tag = load i64, ptr %ent0
   %hit = icmp eq i64 %tag, %pc
-  br i1 %hit, label %call, label %way2
+  br i1 %hit, label %found, label %way2
 way2:
-  %o2 = xor i64 %o, 16
+  %o2 = xor i64 %o, 32
   %ent1 = getelementptr i8, ptr %tab, i64 %o2
   %tag2 = load i64, ptr %ent1
   %hit2 = icmp eq i64 %tag2, %pc
-  br i1 %hit2, label %call, label %miss
-call:
+  br i1 %hit2, label %found, label %miss
+found:
   %ent = phi ptr [ %ent0, %look ], [ %ent1, %way2 ]
+  br i1 %checked, label %itlb, label %call
+itlb:
+  ; a block fetched through translation runs only while its page still maps where it
+  ; was fetched from: the I-TLB remembers pages checked since the last fence
+  %vpn = lshr i64 %pc, 12
+  %ii = and i64 %vpn, {S.NITLB - 1}
+  %io = shl i64 %ii, 4
+  %io2 = add i64 %io, {S.ITLB}
+  %ient = getelementptr i8, ptr %s, i64 %io2
+  %itag = load i64, ptr %ient
+  %iep = getelementptr i8, ptr %ient, i64 8
+  %ippn = load i64, ptr %iep
+  %pbp = getelementptr i8, ptr %ent, i64 16
+  %bppn = load i64, ptr %pbp
+  %t1 = icmp eq i64 %itag, %vpn
+  %t2 = icmp eq i64 %ippn, %bppn
+  %t3 = and i1 %t1, %t2
+  br i1 %t3, label %call, label %iwalk
+iwalk:
+  %np = call i64 @pyhv_fetch_page(ptr %s, i64 %pc)
+  %same = icmp eq i64 %np, %bppn
+  br i1 %same, label %ifill, label %miss
+ifill:
+  store i64 %vpn, ptr %ient
+  store i64 %np, ptr %iep
+  br label %call
+call:
   %pfn = getelementptr i8, ptr %ent, i64 8
   %fn = load ptr, ptr %pfn
   %r = call i32 %fn(ptr %s)

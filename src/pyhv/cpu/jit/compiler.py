@@ -32,7 +32,7 @@ import llvmlite.binding as llvm
 
 from . import codegen
 
-ENGINE_VERSION = "pyhv-jit-1"
+ENGINE_VERSION = "pyhv-jit-2"
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
 MAX_BATCH = 64  # blocks per module
 SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
@@ -73,11 +73,15 @@ class Compiler:
         self.cache_dir = root / tag if root is not None else None
         self._index: dict[str, str] = {}  # block key -> object file name
         self.known: dict[str, int] = {}  # block key -> address, for every hart and machine
-        # Start pcs of every block compiled or on disk: only these are worth a lookup.
-        self.starts: set[int] = set()
+        # Start pc -> {(mode, length in bytes)} of every block compiled or on disk: only
+        # these are worth a lookup, and the length finds the bytes to hash without
+        # decoding them.
+        self.starts: dict[int, set[tuple[str, int]]] = {}
         self._loaded_files: set[str] = set()
         self._load_index()
         self.dispatch = self._compile_dispatch()
+        self.refill = self.ee.get_function_address("pyhv_refill")
+        self.revoke = self.ee.get_function_address("pyhv_revoke")
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, str]] = []
         self._waiting: dict[str, list[Callable[[int], None]]] = {}
@@ -105,9 +109,12 @@ class Compiler:
             parts = line.split()
             if len(parts) == 2:
                 self._index[parts[0]] = parts[1]
-                pc = key_pc(parts[0])
-                if pc is not None:
-                    self.starts.add(pc)
+                self._add_start(parts[0])
+
+    def _add_start(self, key: str) -> None:
+        shape = key_shape(key)
+        if shape is not None:
+            self.starts.setdefault(shape[0], set()).add(shape[1:])
 
     def _save(self, keys: list[str], obj: bytes) -> None:
         if self.cache_dir is None:
@@ -175,7 +182,7 @@ class Compiler:
         return obj
 
     def _compile_dispatch(self) -> int:
-        self._load(codegen.HEADER + codegen.DISPATCH)  # one small function: always fresh
+        self._load(codegen.HEADER + codegen.DISPATCH)  # small functions: always fresh
         return self.ee.get_function_address("pyhv_dispatch")
 
     def compile(self, blocks: list[tuple[str, str]]) -> dict[str, int]:
@@ -187,7 +194,8 @@ class Compiler:
         self._save(keys, obj)
         out = {k: self.ee.get_function_address(symbol(k)) for k in keys}
         self.known.update(out)
-        self.starts.update(key_pc(k) for k in keys)
+        for k in keys:
+            self._add_start(k)
         self.blocks_compiled += len(blocks)
         self.compile_seconds += time.perf_counter() - t0
         return out
@@ -274,7 +282,8 @@ class Compiler:
             self._save(keys, obj)
             addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
             self.known.update(addrs)
-            self.starts.update(key_pc(k) for k in keys)
+            for k in keys:
+                self._add_start(k)
             self.blocks_compiled += len(keys)
             self._finish(keys, addrs)
             loaded += len(keys)
@@ -304,10 +313,11 @@ def symbol(key: str) -> str:
     return "b" + key
 
 
-def key_pc(key: str) -> int | None:
-    """The start pc inside a block key (None for other keys)."""
+def key_shape(key: str) -> tuple[int, str, int] | None:
+    """(start pc, mode, length in bytes) of a block key (None for other keys)."""
     try:
-        return int(key[2:-32], 16)
+        pc, length, _digest = key[2:].split("_")
+        return int(pc, 16), key[:2], int(length, 16)
     except ValueError:
         return None
 
@@ -315,7 +325,7 @@ def key_pc(key: str) -> int | None:
 def block_key(translated: bool, start: int, raw: bytes, supervisor: bool = False) -> str:
     """Content key of a block: translation mode, privilege class, start pc and bytes."""
     digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
-    return f"{int(translated)}{int(supervisor)}{start:x}{digest}"
+    return f"{int(translated)}{int(supervisor)}{start:x}_{len(raw):x}_{digest}"
 
 
 _COMPILER: Compiler | None = None

@@ -11,9 +11,10 @@ How control moves:
   (state.py) once and calls the native dispatch loop, which runs block after block, each
   looking up the next one in the table, until the budget is used up (``EXIT_BUDGET``), a
   pc has no native block (``EXIT_LOOKUP``: Python runs it cold) or an instruction needs
-  Python (``EXIT_SLOW``). A slow exit for a soft-TLB miss refills the native TLB from
-  the MMU and goes straight back; anything else (MMIO, a store into a code page, a
-  misaligned access, a fault) runs that one instruction in Python, with precise state.
+  Python (``EXIT_SLOW``). A soft-TLB miss walks the page tables natively
+  (codegen.REFILL); what that cannot do (setting A/D bits, a fault, MMIO, a store into
+  a code page, a misaligned access) exits, and Python runs that one instruction with
+  precise state (or refills the TLB after its own walk and goes straight back).
 * Interrupts are checked between runs, as in the interpreter; every instruction that can
   change the interrupt state (CSR writes, mret/sret, wfi) runs in Python.
 
@@ -21,8 +22,15 @@ Invalidation: native blocks are registered with the machine's CodeWatch like dec
 instructions, so a write to their pages (any hart, the page walker, DMA) unlinks them
 from the dispatch table. Native stores never write a page holding code: in the code map
 (bare mode) or with no write tag in the soft TLB (translated mode) they exit to Python,
-which does the store and the invalidation. SFENCE.VMA and satp writes flush the soft TLB
-and drop blocks fetched through translation, as for the interpreter.
+which does the store and the invalidation.
+
+Address spaces: code fetched through translation belongs to a context shared by every
+satp (one per privilege and translation mode, ``_Context``), remembered with the
+physical page it came from. After a satp write or SFENCE.VMA a page is checked again
+before its code runs: in Python at the start of a cold stretch (``_verify``: a page that
+maps elsewhere now loses its code), and in the native dispatcher through an I-TLB
+filled by a native fetch walk (a block whose page maps elsewhere is not entered). So
+the kernel, and a program run by many processes, are decoded and compiled once.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 from functools import lru_cache
 from typing import Any
 
@@ -53,6 +62,8 @@ from .compiler import Compiler, block_key
 M64 = (1 << 64) - 1
 # Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
 HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
+# PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
+STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
 _ENDS_COLD = frozenset(
@@ -62,6 +73,7 @@ _ENDS_COLD = frozenset(
 _REGS = struct.Struct("<32Q")
 _FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
 _DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
+_REVOKE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -70,8 +82,9 @@ def _decode(word: int, length: int) -> Decoded:
 
 
 class _NativeBlocks(dict):
-    """pc -> native function address for one context; dropping an entry (CodeWatch,
-    SFENCE.VMA) also unlinks it from the context's dispatch table."""
+    """pc -> (native function address, physical page) for one context; dropping an
+    entry (CodeWatch, a page that maps elsewhere) also unlinks it from the context's
+    dispatch table."""
 
     def __init__(self, table: ctypes.Array) -> None:
         super().__init__()
@@ -80,25 +93,29 @@ class _NativeBlocks(dict):
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
         value = dict.pop(self, pc, default)
-        i = S.slot(pc)
-        for j in (2 * i, 2 * (i ^ 1)):
-            if self.table[j] == pc:
-                self.table[j] = S.EMPTY_TAG
+        self.unlink(pc)
         return value
 
     def clear(self) -> None:
         dict.clear(self)
-        self.table[0::2] = [S.EMPTY_TAG] * S.NDISPATCH
+        S.empty_table(self.table)
 
-    def install(self, pc: int, addr: int) -> None:
-        self[pc] = addr
+    def unlink(self, pc: int) -> None:
+        """Take ``pc`` out of the table (it stays known: ``link`` puts it back)."""
+        i = S.slot(pc)
+        for j in (4 * i, 4 * (i ^ 1)):
+            if self.table[j] == pc:
+                self.table[j] = S.EMPTY_TAG
+
+    def install(self, pc: int, addr: int, ppn: int) -> None:
+        self[pc] = (addr, ppn)
         self.link(pc)
 
     def link(self, pc: int) -> None:
         """Put ``pc`` in one of its two slots: a free one, else evict the other way's."""
         table = self.table
         i = S.slot(pc)
-        a, b = 2 * i, 2 * (i ^ 1)
+        a, b = 4 * i, 4 * (i ^ 1)
         if table[a] == pc or table[b] == pc:
             return
         if table[a] == S.EMPTY_TAG or table[b] != S.EMPTY_TAG and self._flip:
@@ -107,12 +124,20 @@ class _NativeBlocks(dict):
             j = b
         self._flip = not self._flip
         table[j] = pc
-        table[j + 1] = self[pc]
+        table[j + 1], table[j + 2] = self[pc]
 
 
 class _Context:
+    """The code of one translation context: privilege, instruction translation on or
+    off, data translation on or off. Code fetched through translation is shared by every
+    address space (satp): each virtual page remembers the physical page its code came
+    from (``vmap``) and is checked against the page tables the first time it runs after
+    a satp write or SFENCE.VMA (``verified``), as QEMU finds its translations by
+    physical address. So the kernel, and a program run by many processes, are decoded,
+    heated and compiled once, not once per process."""
+
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
-                 "table_addr", "translated", "key", "vmap")
+                 "table_addr", "translated", "key", "vmap", "verified", "satp")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool]) -> None:
         table = S.new_table()
@@ -123,6 +148,8 @@ class _Context:
         self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
         self.queued: set[int] = set()  # starts waiting for the compiler
         self.vmap: dict[int, int] = {}  # virtual page -> physical page code came from
+        self.verified: set[int] = set()  # virtual pages checked since the last fence
+        self.satp = -1  # the address space ``verified`` holds for
         self.native_id = code.register(self.native)
         self.op_id = code.register(self.ops)
         self.key = key
@@ -158,14 +185,11 @@ class JitMachine:
         i = ppn - (self.ram_base >> 12)
         if 0 <= i < len(self.codemap):
             self.codemap[i] = 1 if added else 0
-        if added:
+        if added and 0 <= i < len(self.codemap):
+            host = self.ram_host + (i << 12)
             for e in self.engines:
                 e._saved_tlbs.clear()  # parked TLBs may allow writes to the page
-                slots = e.wslots.pop(ppn, None)
-                if slots:
-                    tlb = e.st.tlb
-                    for idx in slots:
-                        tlb[idx].wtag = S.INVALID_TLB
+                e._revoke(e.st_addr, host)
 
 
 class JitEngine:
@@ -185,11 +209,13 @@ class JitEngine:
         self.st.ram_size = machine.ram_size
         self.st.codemap = ctypes.addressof(machine.codemap)
         S.flush_tlb(self.st)
-        self.wslots: dict[int, list[int]] = {}  # ppn -> soft-TLB slots with a write tag
-        self._saved_tlbs: dict[tuple[int, ...], tuple[bytes, dict[int, list[int]]]] = {}
+        self._saved_tlbs: dict[tuple[int, ...], bytes] = {}
         self.st_mv = memoryview(self.st).cast("B")
         self._tlb_key: tuple[int, ...] | None = None
+        self._itlb_for: tuple[Any, ...] | None = None  # (context key, satp) of the I-TLB
         self._dispatch = _DISPATCH(self.compiler.dispatch)
+        self._revoke = _REVOKE(self.compiler.revoke)
+        self.st.refill = self.compiler.refill
         self._contexts: dict[tuple[int, int, bool], _Context] = {}
         self._vpages: dict[int, dict[int, list[int]]] = {}  # cache id -> vpn -> pcs
         self._op_pool: dict[tuple[int, int], tuple[Any, int]] = {}
@@ -218,11 +244,15 @@ class JitEngine:
         """The machine stops: the batch being compiled still reaches the disk cache."""
         self.compiler.finish()
         self.machine.closed = True
+        if STATS:
+            print(f"pyhv jit: hart {self.hart.hartid}: {self.native_instructions} native "
+                  f"instructions, {self.native_entries} native entries, {self.slow_exits} "
+                  f"slow exits, {self.tlb_fills} soft-TLB fills, {self.irq_exits} irq exits",
+                  file=sys.stderr)
 
     # -- caches --------------------------------------------------------------------------
     def flush_tlb(self) -> None:
         S.flush_tlb(self.st)
-        self.wslots.clear()
         self._saved_tlbs.clear()
 
     def _switch_tlb(self, key: tuple[int, ...]) -> None:
@@ -234,82 +264,73 @@ class JitEngine:
         if old is not None:
             if len(self._saved_tlbs) >= 8:
                 self._saved_tlbs.clear()
-            self._saved_tlbs[old] = (bytes(tlb), self.wslots)
+            self._saved_tlbs[old] = bytes(tlb)
         saved = self._saved_tlbs.pop(key, None)
         if saved is None:
             S.flush_tlb(self.st)
-            self.wslots = {}
         else:
-            tlb[:] = saved[0]
-            self.wslots = saved[1]
+            tlb[:] = saved
         self._tlb_key = key
+        st = self.st
+        st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
-        """SFENCE.VMA (or reset): forget code fetched through translations that may have
-        changed. A context of the current address space keeps the code of every virtual
-        page that still maps, executable, to the physical page it was fetched from (as
-        QEMU finds its translations again by physical address): Linux fences the whole
-        TLB now and then, and re-decoding the kernel each time would cost seconds."""
-        hart = self.hart
-        for key, ctx in self._contexts.items():
-            priv = key[0]
-            if all_contexts or priv == C.PRV_U or (priv == C.PRV_S and supervisor):
-                if not all_contexts and key[1] == hart.satp and hart.satp:
-                    self._revalidate(ctx, priv, None)
-                    continue
+        """SFENCE.VMA (``all_contexts=False``) or reset: code fetched through
+        translation is checked again, page by page, before it runs next (``_verify``);
+        a reset forgets all code."""
+        for ctx in self._contexts.values():
+            if all_contexts:
                 ctx.native.clear()
                 ctx.ops.clear()
                 ctx.heat.clear()
                 ctx.nojit.clear()
                 ctx.queued.clear()
                 ctx.vmap.clear()
+                ctx.verified.clear()
                 for cid in (ctx.native_id, ctx.op_id):
                     self._vpages.get(cid, {}).clear()
+            elif ctx.key[1]:
+                self._unverify(ctx)
         self.flush_tlb()
 
     def flush_page(self, vpn: int) -> None:
-        """SFENCE.VMA of one page: drop its code unless it still maps where it did."""
-        hart = self.hart
-        for key, ctx in self._contexts.items():
-            if key[0] == C.PRV_M:
-                continue
-            if key[1] == hart.satp and hart.satp:
-                self._revalidate(ctx, key[0], vpn)
-                continue
-            for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
-                pcs = self._vpages.get(cid, {}).pop(vpn, None)
-                if pcs:
-                    for pc in pcs:
-                        cache.pop(pc, None)
+        """SFENCE.VMA of one page: check that page again before its code runs."""
+        for ctx in self._contexts.values():
+            if ctx.key[1]:
+                ctx.verified.discard(vpn)
+        itlb = self.st.itlb
+        i = 2 * (vpn & (S.NITLB - 1))
+        if itlb[i] == vpn:
+            itlb[i] = S.EMPTY_TAG
 
-    def _revalidate(self, ctx: _Context, priv: int, only: int | None) -> None:
-        walk = self.hart.mmu.walk
-        vmap = ctx.vmap
-        moved: set[int] = set()
-        for vpn in ([only] if only is not None else list(vmap)):
-            ppn = vmap.get(vpn)
-            if ppn is None:
-                continue
+    def _unverify(self, ctx: _Context) -> None:
+        ctx.verified.clear()
+        S.flush_itlb(self.st)
+
+    def _verify(self, ctx: _Context, vpn: int) -> None:
+        """First run of virtual page ``vpn`` since a fence or satp write: keep its code if
+        the page still maps, executable, to the physical page it was fetched from, else
+        drop it; then link its native blocks again."""
+        ppn = ctx.vmap.get(vpn)
+        if ppn is not None:
             try:
-                now = walk(vpn << 12, FETCH, priv) >> 12
+                now = self.hart.mmu.walk(vpn << 12, FETCH, ctx.key[0]) >> 12
             except Trap:
                 now = -1
             if now != ppn:
-                moved.add(vpn)
-                del vmap[vpn]
-        if only is not None and only not in vmap:
-            moved.add(only)
-        for vpn in moved:
-            for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
-                pcs = self._vpages.get(cid, {}).pop(vpn, None)
-                if pcs:
-                    for pc in pcs:
-                        cache.pop(pc, None)
+                del ctx.vmap[vpn]
+                for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
+                    pcs = self._vpages.get(cid, {}).pop(vpn, None)
+                    if pcs:
+                        for pc in pcs:
+                            cache.pop(pc, None)
+        ctx.verified.add(vpn)
 
     def _current_key(self) -> tuple[int, int, bool]:
-        """The translation context: privilege, satp (not in M-mode), data translation."""
+        """The translation context: privilege, instruction and data translation."""
         hart = self.hart
-        return (hart.priv, hart.satp if hart.priv != C.PRV_M else 0, hart.mmu.dmode)
+        mmu = hart.mmu
+        return (hart.priv, 1 if mmu.imode else 0, mmu.dmode)
 
     def _fetch_pa(self, pc: int) -> int | None:
         try:
@@ -329,6 +350,9 @@ class JitEngine:
                 self._contexts.clear()
                 self._vpages.clear()
             ctx = self._contexts[key] = _Context(self.code, key)
+        if key[1] and ctx.satp != self.hart.satp:
+            self._unverify(ctx)  # another address space: check pages again
+            ctx.satp = self.hart.satp
         return ctx
 
     def _register(self, cid: int, pc: int, ppns: set[int], vpns: set[int]) -> None:
@@ -340,8 +364,9 @@ class JitEngine:
                 vpages.setdefault(vpn, []).append(pc)
 
     # -- fetching --------------------------------------------------------------------------
-    def _fetch(self, pc: int) -> tuple[int, int, set[int]]:
-        """(instruction word, length, physical pages) at ``pc``; raises fetch faults."""
+    def _fetch(self, pc: int) -> tuple[int, int, tuple[int, ...]]:
+        """(instruction word, length, physical page of each half) at ``pc``; raises
+        fetch faults."""
         mmu = self.hart.mmu
         pa = mmu.translate_fetch(pc)
         m = self.machine
@@ -350,13 +375,13 @@ class JitEngine:
             mv = m.ram_mv
             lo = mv[off] | mv[off + 1] << 8
             if lo & 3 == 3:
-                return lo | (mv[off + 2] | mv[off + 3] << 8) << 16, 4, {pa >> 12}
-            return lo, 2, {pa >> 12}
+                return lo | (mv[off + 2] | mv[off + 3] << 8) << 16, 4, (pa >> 12,)
+            return lo, 2, (pa >> 12,)
         lo, pa = mmu.fetch16(pc)
         if lo & 3 == 3:
             hi, pa2 = mmu.fetch16((pc + 2) & M64)
-            return lo | hi << 16, 4, {pa >> 12, pa2 >> 12}
-        return lo, 2, {pa >> 12}
+            return lo | hi << 16, 4, (pa >> 12, pa2 >> 12)
+        return lo, 2, (pa >> 12,)
 
     def _decode_op(self, pc: int, ctx: _Context) -> tuple[Any, int]:
         word, length, ppns = self._fetch(pc)
@@ -375,13 +400,18 @@ class JitEngine:
             if len(self._op_pool) >= 1 << 20:
                 self._op_pool.clear()
             self._op_pool[(pc, word)] = entry
+        vpns = (pc >> 12, ((pc + 2) & M64) >> 12) if len(ppns) == 2 else (pc >> 12,)
+        if ctx.key[1]:
+            # Fetched through translation: remember where each page mapped (an
+            # instruction straddling two pages is registered under both, so a change
+            # of either drops it). Code of a page that maps elsewhere than its other
+            # code came from runs, but is not kept.
+            vmap = ctx.vmap
+            for vpn, ppn in zip(vpns, ppns, strict=True):
+                if vmap.setdefault(vpn, ppn) != ppn:
+                    return entry
         ctx.ops[pc] = entry
-        self._register(ctx.op_id, pc, ppns, {pc >> 12, ((npc - 1) & M64) >> 12})
-        if ctx.key[1]:  # fetched through translation: remember where the page mapped
-            if len(ppns) == 1 and (npc - 1) >> 12 == pc >> 12:
-                ctx.vmap.setdefault(pc >> 12, next(iter(ppns)))
-            else:  # straddles two pages: never kept across a fence
-                ctx.vmap[pc >> 12] = ctx.vmap[((npc - 1) & M64) >> 12] = -2
+        self._register(ctx.op_id, pc, set(ppns), set(vpns))
         return entry
 
     def _scan(self, start: int, pa: int, supervisor: bool
@@ -426,6 +456,25 @@ class JitEngine:
             ctx.nojit.add(start)  # never compile code from devices (the boot ROM)
             return False
         sup = ctx.key[0] == C.PRV_S
+        comp = self.compiler
+        if not compile_now:
+            # A start compiled before (this process or the disk cache): find the block by
+            # its bytes, without decoding them.
+            mode = f"{int(ctx.translated)}{int(sup)}"
+            off = pa - m.ram_base
+            room = 0x1000 - (pa & 0xFFF)
+            for shape, length in comp.starts.get(start, ()):
+                if shape != mode or length > room:
+                    continue
+                key = block_key(ctx.translated, start, bytes(m.ram_mv[off:off + length]), sup)
+                addr = comp.known.get(key)
+                if addr is None:
+                    addr = comp.cached(key)
+                    if addr is None:
+                        continue
+                    comp.known[key] = addr
+                return self._install(ctx, start, page, addr)
+            return False
         cached = m.scans.get((start, pa, sup))
         if cached is not None and m.ram_mv[pa - m.ram_base:pa - m.ram_base + len(cached[1])] \
                 == cached[1]:
@@ -436,16 +485,14 @@ class JitEngine:
             ctx.nojit.add(start)
             return False
         key = block_key(ctx.translated, start, raw, sup)
-        comp = self.compiler
         addr = comp.known.get(key)
         if addr is None:
             addr = comp.cached(key)
             if addr is not None:
                 comp.known[key] = addr
         if addr is not None:
-            self._install(ctx, start, page, addr)
-            return True
-        if not compile_now or start in ctx.queued:
+            return self._install(ctx, start, page, addr)
+        if start in ctx.queued:
             return False
         ctx.queued.add(start)
         ir = codegen.block_ir(f"b{key}", start, insns, ctx.translated)
@@ -468,11 +515,18 @@ class JitEngine:
             return start in ctx.native
         return False
 
-    def _install(self, ctx: _Context, start: int, page: int, addr: int) -> None:
-        self._register(ctx.native_id, start, {page >> 12}, {start >> 12})
+    def _install(self, ctx: _Context, start: int, page: int, addr: int) -> bool:
+        """Link the native block at ``start`` (physical page ``page``); False if the
+        virtual page's code came from another physical page (it stays cold)."""
         if ctx.key[1]:
-            ctx.vmap.setdefault(start >> 12, page >> 12)
-        ctx.native.install(start, addr)
+            vpn = start >> 12
+            if vpn not in ctx.verified:
+                self._verify(ctx, vpn)
+            if ctx.vmap.setdefault(vpn, page >> 12) != page >> 12:
+                return False
+        self._register(ctx.native_id, start, {page >> 12}, {start >> 12})
+        ctx.native.install(start, addr, page >> 12)
+        return True
 
     # -- native runs -------------------------------------------------------------------------
     def _enter(self, ctx: _Context, budget: int) -> tuple[int, int]:
@@ -493,6 +547,15 @@ class JitEngine:
         st.pc = hart.pc
         st.budget = budget
         st.table = ctx.table_addr
+        if ctx.key[1]:
+            st.ichk = 1
+            st.ipriv = hart.priv
+            st.satp = hart.satp
+            if self._itlb_for != (ctx.key, hart.satp):
+                S.flush_itlb(st)  # checked for another context or address space
+                self._itlb_for = (ctx.key, hart.satp)
+        else:
+            st.ichk = 0
         resv = hart.reservation
         st.resv = M64 if resv is None else resv
         ms = hart.mstatus
@@ -552,7 +615,6 @@ class JitEngine:
             if pa >> 12 in self.code.pages:
                 return False
             e.wtag = vpn
-            self.wslots.setdefault(pa >> 12, []).append(idx)
         self.tlb_fills += 1
         return True
 
@@ -565,6 +627,7 @@ class JitEngine:
         trapped = 0
         base = hart.instret
         refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
+        ctx: _Context | None = None
         while done + trapped < budget:
             if hart.waiting:
                 break
@@ -572,12 +635,15 @@ class JitEngine:
                 irq = hart.interrupt_to_take()
                 if irq is not None:
                     hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            hart.context_changed = False
             if comp._done or comp._batch:
                 comp.poll()
-            ctx = self._context()
+            if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
+                hart.context_changed = False
+                ctx = self._context()
             native = ctx.native
             pc = hart.pc
+            if ctx.key[1] and pc >> 12 not in ctx.verified:
+                self._verify(ctx, pc >> 12)
             op: Any = None
             step = False
             start: int | None = None
@@ -589,12 +655,16 @@ class JitEngine:
                     if code != S.EXIT_SLOW:
                         if code == S.EXIT_IRQ:
                             self.irq_exits += 1
-                        continue
-                    self.slow_exits += 1
-                    pc = hart.pc
-                    if pc != refilled and self._fill():
-                        refilled = pc
-                        continue
+                        if code != S.EXIT_LOOKUP or n or hart.pc != pc:
+                            continue
+                        # Native code would not run this block (its page did not
+                        # check out natively): one instruction in Python moves on.
+                    else:
+                        self.slow_exits += 1
+                        pc = hart.pc
+                        if pc != refilled and self._fill():
+                            refilled = pc
+                            continue
                     step = True  # run the instruction that exited in Python
                 refilled = -1
                 heat = ctx.heat

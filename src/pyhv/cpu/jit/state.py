@@ -23,12 +23,20 @@ Layout (byte offsets, all fields 64-bit):
 600    resv    LR/SC reservation: guest physical address, or all ones for none
 608    mstatus the hart's mstatus (native code changes only sstatus.SIE)
 616    irqsie  1 if setting sstatus.SIE now would let an interrupt in (exit to take it)
+624    satp    the satp the soft TLB translates with
+632    dpriv   the privilege data accesses are checked at (0 = U, 1 = S)
+640    refill  pointer to the native soft-TLB refill (a page-table walk, codegen.py)
+648    ipriv   the privilege instructions are fetched at
+656    ichk    1: blocks were fetched through translation, check their page (I-TLB)
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
+25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
 
-The dispatch table is an array of ``NDISPATCH`` {pc, function} pairs, two-way: a pc
-lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of 1 (no pc is
-odd) marks an empty slot.
+The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, -} entries
+(the page a translated block was fetched from: the dispatcher runs it only while its
+virtual page still maps there, checked through the I-TLB), two-way: a pc
+lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of all ones (no pc is
+odd: all ones) marks an empty slot.
 """
 
 from __future__ import annotations
@@ -39,11 +47,14 @@ X, F, PC, BUDGET, RAM_HOST, RAM_SIZE = 0, 256, 512, 520, 528, 536
 EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS, IRQSIE = (
     544, 552, 560, 568, 576, 584, 592, 600, 608, 616,
 )
+SATP, DPRIV, REFILL, IPRIV, ICHK = 624, 632, 640, 648, 656
 TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
+ITLB = TLB + NTLB * TLB_ENTRY
+NITLB = 256
 NDISPATCH = 32768
-EMPTY_TAG = 1
+EMPTY_TAG = (1 << 64) - 1  # odd, so no pc matches; all ones, so memset empties a table
 INVALID_TLB = (1 << 64) - 1
 
 # Exit codes of blocks and of the dispatcher.
@@ -78,12 +89,18 @@ class HartState(ctypes.Structure):
         ("resv", ctypes.c_uint64),
         ("mstatus", ctypes.c_uint64),
         ("irqsie", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 624) // 8)),
+        ("satp", ctypes.c_uint64),
+        ("dpriv", ctypes.c_uint64),
+        ("refill", ctypes.c_void_p),
+        ("ipriv", ctypes.c_uint64),
+        ("ichk", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 664) // 8)),
         ("tlb", TlbEntry * NTLB),
+        ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
 
 
-DispatchTable = ctypes.c_uint64 * (2 * NDISPATCH)  # {pc, function} pairs
+DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, -}
 
 
 def _check_layout() -> None:
@@ -93,7 +110,8 @@ def _check_layout() -> None:
                       ("exit_access", EXIT_ACCESS), ("table", TABLE), ("codemap", CODEMAP),
                       ("fpmode", FPMODE), ("fsdirty", FSDIRTY), ("fflags", FFLAGS),
                       ("resv", RESV), ("mstatus", MSTATUS), ("irqsie", IRQSIE),
-                      ("tlb", TLB)):
+                      ("satp", SATP), ("dpriv", DPRIV), ("refill", REFILL), ("ipriv", IPRIV),
+                      ("ichk", ICHK), ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
 
@@ -103,8 +121,13 @@ _check_layout()
 def new_table() -> ctypes.Array:
     """An empty dispatch table (every tag odd, so no pc matches)."""
     table = DispatchTable()
-    table[0::2] = [EMPTY_TAG] * NDISPATCH
+    empty_table(table)
     return table
+
+
+def empty_table(table: ctypes.Array) -> None:
+    """Unlink every block from a dispatch table."""
+    ctypes.memset(ctypes.addressof(table), 0xFF, ctypes.sizeof(table))
 
 
 def slot(pc: int) -> int:
@@ -114,3 +137,7 @@ def slot(pc: int) -> int:
 
 def flush_tlb(state: HartState) -> None:
     ctypes.memset(ctypes.addressof(state) + TLB, 0xFF, NTLB * TLB_ENTRY)
+
+
+def flush_itlb(state: HartState) -> None:
+    ctypes.memset(ctypes.addressof(state) + ITLB, 0xFF, NITLB * 16)
