@@ -422,3 +422,25 @@ def test_address_spaces_share_code_by_physical_page(threshold):
     assert jit == interp
     if threshold == 1:
         assert world.engine.native_instructions > 300 * 4 * len(order) // 2
+
+
+@pytest.mark.parametrize("yield_on_pause", [False, True])
+def test_pause_hint_natively(yield_on_pause):
+    """PAUSE in a hot spin loop runs natively: a no-op on a one-hart machine, the end of
+    the slice where harts take turns (each run() stops right after it, as the
+    interpreter's does)."""
+    pause = 0x0100000F
+    prog = [addi(6, 0, 500), addi(10, 10, 1), pause, bne(10, 6, -8), WFI]
+    runs = []
+    for world in (W.World("interp"), jit_world()):
+        world.hart.yield_on_pause = yield_on_pause
+        world.put(BASE, prog)
+        counts = [world.engine.run(100_000) for _ in range(30)]
+        runs.append((counts, world.state()))
+    assert runs[1] == runs[0]
+    counts, state = runs[0]
+    if yield_on_pause:
+        assert counts[:3] == [3, 3, 3] and state["x"][10] == 30
+    else:
+        assert state["x"][10] == 500
+        assert world.engine.native_instructions > 1000

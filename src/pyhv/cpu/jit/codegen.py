@@ -90,7 +90,7 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
         if not supervisor or d.csr != C.SSTATUS:
             return False
         return not d.name.endswith("i") or d.rs1 & ~C.MSTATUS_SIE == 0  # uimm is in rs1
-    if d.name not in NATIVE or d.raw == PAUSE:
+    if d.name not in NATIVE:
         return False
     if d.name in FP_TO_INT:
         return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
@@ -417,7 +417,16 @@ class _Block:
         elif name == "auipc":
             self.wr(d.rd, _c(pc + imm))
         elif name in ("fence", "fence.i"):
-            pass
+            if d.raw == PAUSE:
+                # A spin-wait hint: on a machine whose harts take turns, hand the rest
+                # of the slice over (as the interpreter does); else nothing.
+                y = self.field(S.YIELD)
+                go = self.op(f"icmp eq i64 {y}, 0")
+                stay, leave = f"p{k}c", f"p{k}y"
+                self.emit(f"br i1 {go}, label %{stay}, label %{leave}")
+                self.start_label(leave)
+                self.exit(S.EXIT_YIELD, _c(npc), k + 1)
+                self.start_label(stay)
         elif name == "jal":
             self.wr(d.rd, _c(npc))
             self.jump((pc + imm) & M64, k + 1)

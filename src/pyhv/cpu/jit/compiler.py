@@ -204,9 +204,11 @@ class Compiler:
     #
     # Generating machine code is the expensive part (a few ms a block) and llvmlite drops
     # the GIL while LLVM works, so a worker thread does it on another host CPU while the
-    # hart goes on running the block cold. Only the worker parses, optimises and emits
-    # (in its own LLVMContext and target machine); loading objects into MCJIT stays on
-    # the thread that runs guest code, at a point of its choosing (``poll``).
+    # hart goes on running the block cold. The worker parses, optimises and emits (in
+    # its own LLVMContext and target machine), then loads the object into MCJIT and
+    # looks its functions up (llvmlite serialises every LLVM call with one lock, so this
+    # never overlaps the guest thread's own loads from the disk cache); the guest thread
+    # only takes the addresses, at a point of its choosing (``poll``).
 
     def submit(self, key: str, ir: str, done: Callable[[int], None]) -> None:
         """Queue one block; ``done(address)`` runs on the guest thread once it is loaded."""
@@ -243,7 +245,14 @@ class Compiler:
                 mod = llvm.parse_assembly(ir, context=ctx)
                 self._optimise(mod, tm)
                 obj = tm.emit_object(mod)
-                self._done.append(([k for k, _ in batch], obj, time.perf_counter() - t0))
+                keys = [k for k, _ in batch]
+                ref = llvm.ObjectFileRef.from_data(obj)
+                self.ee.add_object_file(ref)
+                self._objects.append(ref)
+                self.ee.finalize_object()
+                addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+                self._save(keys, obj)
+                self._done.append((keys, addrs, time.perf_counter() - t0))
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
             self._finished.set()
@@ -270,17 +279,11 @@ class Compiler:
                 self._finished.wait()
                 self._finished.clear()
                 continue
-            keys, obj, seconds = self._done.popleft()
+            keys, addrs, seconds = self._done.popleft()
             self._inflight -= 1
             self.compile_seconds += seconds
-            if isinstance(obj, Exception):
-                raise RuntimeError(f"JIT compile failed: {obj}") from obj
-            ref = llvm.ObjectFileRef.from_data(obj)
-            self.ee.add_object_file(ref)
-            self._objects.append(ref)
-            self.ee.finalize_object()
-            self._save(keys, obj)
-            addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+            if isinstance(addrs, Exception):
+                raise RuntimeError(f"JIT compile failed: {addrs}") from addrs
             self.known.update(addrs)
             for k in keys:
                 self._add_start(k)

@@ -547,6 +547,7 @@ class JitEngine:
         st.pc = hart.pc
         st.budget = budget
         st.table = ctx.table_addr
+        st.yield_ = hart.yield_on_pause
         if ctx.key[1]:
             st.ichk = 1
             st.ipriv = hart.priv
@@ -655,6 +656,8 @@ class JitEngine:
                     if code != S.EXIT_SLOW:
                         if code == S.EXIT_IRQ:
                             self.irq_exits += 1
+                        elif code == S.EXIT_YIELD:
+                            break
                         if code != S.EXIT_LOOKUP or n or hart.pc != pc:
                             continue
                         # Native code would not run this block (its page did not

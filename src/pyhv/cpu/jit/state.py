@@ -28,6 +28,7 @@ Layout (byte offsets, all fields 64-bit):
 640    refill  pointer to the native soft-TLB refill (a page-table walk, codegen.py)
 648    ipriv   the privilege instructions are fetched at
 656    ichk    1: blocks were fetched through translation, check their page (I-TLB)
+664    yield   1: a PAUSE ends the run (harts take turns on one thread)
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
 25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
@@ -47,7 +48,7 @@ X, F, PC, BUDGET, RAM_HOST, RAM_SIZE = 0, 256, 512, 520, 528, 536
 EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS, IRQSIE = (
     544, 552, 560, 568, 576, 584, 592, 600, 608, 616,
 )
-SATP, DPRIV, REFILL, IPRIV, ICHK = 624, 632, 640, 648, 656
+SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
 TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
@@ -63,6 +64,7 @@ EXIT_BUDGET = 1  # the run's instruction budget is used up
 EXIT_LOOKUP = 2  # no native block at s->pc: Python runs it (cold) or compiles it
 EXIT_SLOW = 3  # the instruction at s->pc needs Python (TLB miss, MMIO, code page, ...)
 EXIT_IRQ = 4  # sstatus.SIE was set with an interrupt pending: Python takes it
+EXIT_YIELD = 5  # a PAUSE on a machine whose harts take turns: the slice ends
 
 FP_ENABLED, FP_RNE = 1, 2
 
@@ -94,7 +96,8 @@ class HartState(ctypes.Structure):
         ("refill", ctypes.c_void_p),
         ("ipriv", ctypes.c_uint64),
         ("ichk", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 664) // 8)),
+        ("yield_", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 672) // 8)),
         ("tlb", TlbEntry * NTLB),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
@@ -111,7 +114,7 @@ def _check_layout() -> None:
                       ("fpmode", FPMODE), ("fsdirty", FSDIRTY), ("fflags", FFLAGS),
                       ("resv", RESV), ("mstatus", MSTATUS), ("irqsie", IRQSIE),
                       ("satp", SATP), ("dpriv", DPRIV), ("refill", REFILL), ("ipriv", IPRIV),
-                      ("ichk", ICHK), ("tlb", TLB), ("itlb", ITLB)):
+                      ("ichk", ICHK), ("yield_", YIELD), ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
 
