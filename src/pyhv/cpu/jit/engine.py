@@ -127,6 +127,33 @@ class _NativeBlocks(dict):
         table[j + 1], table[j + 2] = self[pc]
 
 
+class _OpCache(dict):
+    """pc -> (closure, next pc) of the instructions one context ran cold. Registered with
+    the CodeWatch per (virtual page, physical page), not per instruction: a write to a
+    physical page the code came from drops every instruction of that virtual page
+    (``pop(("v", vpn))``), which costs one registration per page instead of one per
+    instruction decoded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pages: dict[int, list[int]] = {}  # virtual page -> pcs decoded there
+        self.registered: dict[int, set[int]] = {}  # virtual page -> physical pages
+
+    def pop(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
+        if type(key) is tuple:  # ("v", vpn): the whole virtual page
+            vpn = key[1]
+            self.registered.pop(vpn, None)
+            for pc in self.pages.pop(vpn, ()):
+                dict.pop(self, pc, None)
+            return default
+        return dict.pop(self, key, default)
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self.pages.clear()
+        self.registered.clear()
+
+
 class _Context:
     """The code of one translation context: privilege, instruction translation on or
     off, data translation on or off. Code fetched through translation is shared by every
@@ -143,7 +170,7 @@ class _Context:
         table = S.new_table()
         self.native = _NativeBlocks(table)
         self.table_addr = ctypes.addressof(table)
-        self.ops: dict[int, tuple[Any, int]] = {}
+        self.ops = _OpCache()
         self.heat: dict[int, int] = {}
         self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
         self.queued: set[int] = set()  # starts waiting for the compiler
@@ -287,8 +314,7 @@ class JitEngine:
                 ctx.queued.clear()
                 ctx.vmap.clear()
                 ctx.verified.clear()
-                for cid in (ctx.native_id, ctx.op_id):
-                    self._vpages.get(cid, {}).clear()
+                self._vpages.get(ctx.native_id, {}).clear()
             elif ctx.key[1]:
                 self._unverify(ctx)
         self.flush_tlb()
@@ -319,11 +345,9 @@ class JitEngine:
                 now = -1
             if now != ppn:
                 del ctx.vmap[vpn]
-                for cid, cache in ((ctx.native_id, ctx.native), (ctx.op_id, ctx.ops)):
-                    pcs = self._vpages.get(cid, {}).pop(vpn, None)
-                    if pcs:
-                        for pc in pcs:
-                            cache.pop(pc, None)
+                ctx.ops.pop(("v", vpn))
+                for pc in self._vpages.get(ctx.native_id, {}).pop(vpn, ()):
+                    ctx.native.pop(pc, None)
         ctx.verified.add(vpn)
 
     def _current_key(self) -> tuple[int, int, bool]:
@@ -346,7 +370,7 @@ class JitEngine:
                 self.flush()
                 for old in self._contexts.values():
                     self.code.caches[old.native_id] = {}
-                    self.code.caches[old.op_id] = {}
+                    self.code.caches[old.op_id] = _OpCache()
                 self._contexts.clear()
                 self._vpages.clear()
             ctx = self._contexts[key] = _Context(self.code, key)
@@ -410,8 +434,17 @@ class JitEngine:
             for vpn, ppn in zip(vpns, ppns, strict=True):
                 if vmap.setdefault(vpn, ppn) != ppn:
                     return entry
-        ctx.ops[pc] = entry
-        self._register(ctx.op_id, pc, set(ppns), set(vpns))
+        ops = ctx.ops
+        ops[pc] = entry
+        registered = ops.registered
+        for vpn, ppn in zip(vpns, ppns, strict=True):
+            ops.pages.setdefault(vpn, []).append(pc)
+            seen = registered.get(vpn)
+            if seen is None:
+                seen = registered[vpn] = set()
+            if ppn not in seen:
+                seen.add(ppn)
+                self.code.add(ppn, ctx.op_id, ("v", vpn))
         return entry
 
     def _scan(self, start: int, pa: int, supervisor: bool
@@ -561,7 +594,8 @@ class JitEngine:
         st.resv = M64 if resv is None else resv
         ms = hart.mstatus
         st.mstatus = ms
-        if hart.priv == C.PRV_S and not ms & C.MSTATUS_SIE:
+        if (hart.priv == C.PRV_S and not ms & C.MSTATUS_SIE
+                and (hart.mip | hart.mip_hw) & hart.mie):
             # Would setting SIE let a pending interrupt in? (Then native code exits.)
             hart.mstatus = ms | C.MSTATUS_SIE
             st.irqsie = hart.interrupt_to_take() is not None
