@@ -274,8 +274,10 @@ class JitEngine:
         if STATS:
             print(f"pyhv jit: hart {self.hart.hartid}: {self.native_instructions} native "
                   f"instructions, {self.native_entries} native entries, {self.slow_exits} "
-                  f"slow exits, {self.tlb_fills} soft-TLB fills, {self.irq_exits} irq exits",
-                  file=sys.stderr)
+                  f"slow exits, {self.tlb_fills} soft-TLB fills, {self.irq_exits} irq exits; "
+                  f"compiler: {self.compiler.blocks_compiled} blocks compiled in "
+                  f"{self.compiler.compile_seconds:.2f} s, {self.compiler.blocks_loaded} "
+                  "loaded from the disk cache", file=sys.stderr)
 
     # -- caches --------------------------------------------------------------------------
     def flush_tlb(self) -> None:
