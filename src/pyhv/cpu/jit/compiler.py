@@ -62,6 +62,8 @@ class Compiler:
         )
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self._objects: list[object] = []  # keep loaded object files alive
+        self._passes: dict[int, tuple[object, object, object]] = {}
+        self._saving = threading.Lock()
         self.blocks_compiled = 0
         self.blocks_loaded = 0
         self.compile_seconds = 0.0
@@ -163,13 +165,17 @@ class Compiler:
     def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None) -> None:
         if not OPT_PASSES:
             return
-        tuning = llvm.create_pipeline_tuning_options(speed_level=1)
-        pb = llvm.create_pass_builder(tm or self.tm, tuning)
-        mpm = llvm.create_new_module_pass_manager()
-        mpm.add_sroa_pass()
-        mpm.add_instruction_combine_pass()
-        mpm.add_simplify_cfg_pass()
-        mpm.run(mod, pb)
+        tm = tm or self.tm
+        passes = self._passes.get(id(tm))
+        if passes is None:  # built once per target machine (thread): not per batch
+            tuning = llvm.create_pipeline_tuning_options(speed_level=1)
+            pb = llvm.create_pass_builder(tm, tuning)
+            mpm = llvm.create_new_module_pass_manager()
+            mpm.add_sroa_pass()
+            mpm.add_instruction_combine_pass()
+            mpm.add_simplify_cfg_pass()
+            passes = self._passes[id(tm)] = (tm, pb, mpm)
+        passes[2].run(mod, passes[1])
 
     def _load(self, ir: str) -> bytes:
         mod = llvm.parse_assembly(ir)
@@ -251,8 +257,11 @@ class Compiler:
                 self._objects.append(ref)
                 self.ee.finalize_object()
                 addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
-                self._save(keys, obj)
-                self._done.append((keys, addrs, time.perf_counter() - t0))
+                with self._saving:  # finish() waits for the disk cache too
+                    self._done.append((keys, addrs, time.perf_counter() - t0))
+                    self._finished.set()  # the guest thread may go on meanwhile
+                    self._save(keys, obj)
+                continue
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
             self._finished.set()
@@ -302,6 +311,8 @@ class Compiler:
         queued for other machines of this process."""
         if self.background:
             self.poll(wait=True, finishing=True)
+            with self._saving:
+                pass
 
     def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
         for k in keys:
