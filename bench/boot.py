@@ -66,6 +66,7 @@ def byte_compile() -> None:
 
     compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src" / "pyhv"), quiet=1)
 
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--smp", type=int, default=1)

@@ -167,6 +167,7 @@ def byte_compile() -> None:
 
     compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src" / "pyhv"), quiet=1)
 
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--guest", type=Path, default=DEFAULT_GUEST,
