@@ -63,7 +63,6 @@ class Compiler:
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self._objects: list[object] = []  # keep loaded object files alive
         self._passes: dict[int, tuple[object, object, object]] = {}
-        self._saving = threading.Lock()
         self.blocks_compiled = 0
         self.blocks_loaded = 0
         self.compile_seconds = 0.0
@@ -210,11 +209,11 @@ class Compiler:
     #
     # Generating machine code is the expensive part (a few ms a block) and llvmlite drops
     # the GIL while LLVM works, so a worker thread does it on another host CPU while the
-    # hart goes on running the block cold. The worker parses, optimises and emits (in
-    # its own LLVMContext and target machine), then loads the object into MCJIT and
-    # looks its functions up (llvmlite serialises every LLVM call with one lock, so this
-    # never overlaps the guest thread's own loads from the disk cache); the guest thread
-    # only takes the addresses, at a point of its choosing (``poll``).
+    # hart goes on running the block cold. Only the worker parses, optimises and emits
+    # (in its own LLVMContext and target machine); loading objects into MCJIT stays on
+    # the thread that runs guest code, at a point of its choosing (``poll``): done by
+    # the worker, its many short LLVM calls each take the GIL back from the guest
+    # thread, which measured 20% slower on a Linux boot.
 
     def submit(self, key: str, ir: str, done: Callable[[int], None]) -> None:
         """Queue one block; ``done(address)`` runs on the guest thread once it is loaded."""
@@ -251,17 +250,7 @@ class Compiler:
                 mod = llvm.parse_assembly(ir, context=ctx)
                 self._optimise(mod, tm)
                 obj = tm.emit_object(mod)
-                keys = [k for k, _ in batch]
-                ref = llvm.ObjectFileRef.from_data(obj)
-                self.ee.add_object_file(ref)
-                self._objects.append(ref)
-                self.ee.finalize_object()
-                addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
-                with self._saving:  # finish() waits for the disk cache too
-                    self._done.append((keys, addrs, time.perf_counter() - t0))
-                    self._finished.set()  # the guest thread may go on meanwhile
-                    self._save(keys, obj)
-                continue
+                self._done.append(([k for k, _ in batch], obj, time.perf_counter() - t0))
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
             self._finished.set()
@@ -288,11 +277,17 @@ class Compiler:
                 self._finished.wait()
                 self._finished.clear()
                 continue
-            keys, addrs, seconds = self._done.popleft()
+            keys, obj, seconds = self._done.popleft()
             self._inflight -= 1
             self.compile_seconds += seconds
-            if isinstance(addrs, Exception):
-                raise RuntimeError(f"JIT compile failed: {addrs}") from addrs
+            if isinstance(obj, Exception):
+                raise RuntimeError(f"JIT compile failed: {obj}") from obj
+            ref = llvm.ObjectFileRef.from_data(obj)
+            self.ee.add_object_file(ref)
+            self._objects.append(ref)
+            self.ee.finalize_object()
+            self._save(keys, obj)
+            addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
             self.known.update(addrs)
             for k in keys:
                 self._add_start(k)
@@ -311,8 +306,6 @@ class Compiler:
         queued for other machines of this process."""
         if self.background:
             self.poll(wait=True, finishing=True)
-            with self._saving:
-                pass
 
     def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
         for k in keys:
