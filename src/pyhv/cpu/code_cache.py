@@ -18,6 +18,10 @@ the memory it came from is unchanged. This module does that bookkeeping once:
   virtual pages an entry spans, so SFENCE.VMA of one page (:meth:`CodeCache.flush_page`)
   drops exactly what was fetched through it; a full SFENCE.VMA or a reset drops whole
   contexts (:meth:`CodeCache.flush`).
+* **Stores next to code**, for engines that store to RAM inline: :class:`CodePages`
+  (which RAM pages hold code: a list the store indexes) and :class:`CodeBytes` (which
+  bytes of such a page hold instructions) let a store leave code alone when it wrote
+  none of it.
 
 The engine's hot loop only does ``ctx = cache.current()`` when it (re)enters its loop
 (after a trap, a context change, a new slice) and then plain dict lookups in
@@ -220,6 +224,24 @@ class CodeBytes:
         rec[1].add((cid, key))
         rec[2][off:off + size] = b"\x01" * size
 
+    def mark_spans(self, cid: int, keys: Iterable[int], spans: Iterable[tuple[int, int, int]]
+                   ) -> None:
+        """:meth:`mark` for several entries (``keys``) built from the same instructions,
+        given as (ppn, offset, size) spans: each byte is marked once, not once per entry."""
+        keys = list(keys)
+        by_page: dict[int, list[tuple[int, int]]] = {}
+        for ppn, off, size in spans:
+            by_page.setdefault(ppn, []).append((off, size))
+        for ppn, pieces in by_page.items():
+            entries = self.code.pages.get(ppn)
+            rec = self.pages.get(ppn)
+            if rec is None or rec[0] is not entries:
+                rec = self.pages[ppn] = [entries, set(), bytearray(4096)]
+            rec[1].update((cid, key) for key in keys)
+            bytemap = rec[2]
+            for off, size in pieces:
+                bytemap[off:off + size] = b"\x01" * size
+
     def clean(self, ppn: int, off: int, size: int) -> bool:
         """Whether a store to bytes [off, off + size) of page ``ppn`` can leave the
         page's decoded code alone."""
@@ -234,4 +256,41 @@ class CodeBytes:
         return rec[2].find(1, off, off + size) < 0
 
 
-__all__ = ["MAX_CONTEXTS", "CodeBytes", "CodeCache", "CodeContext"]
+class CodePages:
+    """Which RAM pages hold code, as a list of bools (index: RAM offset >> 12), for one
+    CodeWatch and RAM.
+
+    The translator's inline stores ask it on every store (``if cpg[o >> 12]``): indexing
+    a list is CPython's cheapest lookup, cheaper than a set lookup of the physical page
+    number or a bytearray index. It mirrors ``CodeWatch.pages`` through the CodeWatch's
+    watchers, which are told whenever a page starts or stops holding code. One instance
+    per (CodeWatch, RAM): :meth:`of`.
+    """
+
+    _instances: weakref.WeakKeyDictionary[Any, dict[tuple[int, int], CodePages]] = (
+        weakref.WeakKeyDictionary())
+
+    @classmethod
+    def of(cls, code: CodeWatch, ram_base: int, ram_size: int) -> CodePages:
+        per_ram = cls._instances.get(code)
+        if per_ram is None:
+            per_ram = cls._instances[code] = {}
+        inst = per_ram.get((ram_base, ram_size))
+        if inst is None:
+            inst = per_ram[(ram_base, ram_size)] = cls(code, ram_base, ram_size)
+        return inst
+
+    def __init__(self, code: CodeWatch, ram_base: int, ram_size: int) -> None:
+        self.first = ram_base >> 12
+        self.map = [False] * ((ram_size + 0xFFF) >> 12)
+        for ppn in code.pages:
+            self.watch(ppn, True)
+        code.watchers.append(self.watch)
+
+    def watch(self, ppn: int, holds_code: bool) -> None:
+        i = ppn - self.first
+        if 0 <= i < len(self.map):
+            self.map[i] = holds_code
+
+
+__all__ = ["MAX_CONTEXTS", "CodeBytes", "CodeCache", "CodeContext", "CodePages"]
