@@ -124,8 +124,9 @@ def run_machine(
 ) -> int:
     """Build and run one machine on the terminal; return the process exit status."""
     from ..vm.console import StdioConsole
-    from ..vm.machine import Machine
+    from ..vm.machine import Machine, tune_gc_for_vm
 
+    tune_gc_for_vm()
     console = StdioConsole()
     try:
         machine = Machine(config, console=console)

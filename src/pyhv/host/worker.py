@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PyhvError
-from ..vm.machine import EXIT_GUEST_CRASH, Machine
+from ..vm.machine import EXIT_GUEST_CRASH, Machine, tune_gc_for_vm
 from .console import SocketConsole
 from .ipc import (
     EXITING,
@@ -363,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.started_ns = time.monotonic_ns()
         status.memory = definition.memory
         console = SocketConsole(run_dir / "console.sock", log=run_dir / "console.log")
+        tune_gc_for_vm()
         machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
     except (PyhvError, OSError, ValueError) as e:
         return failed(e)
