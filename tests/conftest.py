@@ -1,5 +1,6 @@
 """Shared by every test directory: tests/engine_world.py (one hart on any engine, random
-looped programs) is importable as ``engine_world``."""
+looped programs) is importable as ``engine_world``, tests/daemon_process.py as
+``daemon_process``."""
 
 import sys
 from pathlib import Path

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon_process import stop_daemon
 from pyhv.host import Host
 from pyhv.host.console import connect
 from pyhv.host.errors import (
@@ -85,13 +86,7 @@ class Daemon:
         self.log = log
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_daemon(self.proc, timeout)
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 
+from daemon_process import stop_daemon
 from pyhv.host import Host
 from pyhv.host.errors import Invalid
 from pyhv.host.rest import ApiConfig, parse_listen, read_token
@@ -104,13 +105,7 @@ class Api:
         return reply.json() if reply.body else None
 
     def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+        return stop_daemon(self.proc, timeout)
 
 
 @pytest.fixture
