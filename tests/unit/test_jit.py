@@ -195,7 +195,11 @@ def test_fp_edge_values_and_flags_match_interpreter(op):
     assert got == want
 
 
-def test_self_modifying_loop_sees_its_new_instruction():
+TIERS = pytest.mark.parametrize("threshold", [1, 10**9], ids=["native", "cold"])
+
+
+@TIERS
+def test_self_modifying_loop_sees_its_new_instruction(threshold):
     """A hot native loop rewrites an instruction of its own page (no FENCE.I): the next
     iteration must run the new one, as on the interpreter."""
     new = addi(5, 5, 100)
@@ -214,7 +218,7 @@ def test_self_modifying_loop_sees_its_new_instruction():
     interp = W.World("interp")
     interp.put(BASE, prog)
     run(interp)
-    world = jit_world()
+    world = jit_world(threshold=threshold)
     world.put(BASE, prog)
     run(world)
     assert interp.hart.waiting and world.hart.waiting
@@ -262,9 +266,10 @@ AMO_FUNCT5 = {"amoadd": 0x00, "amoswap": 0x01, "amoxor": 0x04, "amoor": 0x08, "a
               "amomin": 0x10, "amomax": 0x14, "amominu": 0x18, "amomaxu": 0x1C}
 
 
+@TIERS
 @pytest.mark.parametrize("width", ["w", "d"])
 @pytest.mark.parametrize("op", [*AMO_FUNCT5, "lr/sc"])
-def test_atomics_match_interpreter(op, width):
+def test_atomics_match_interpreter(op, width, threshold):
     """AMOs and LR/SC on random values, natively, as the interpreter does them: old
     value in rd (sign-extended for .w), memory updated, SC failing without a reservation."""
     import random
@@ -296,7 +301,7 @@ def test_atomics_match_interpreter(op, width):
     ops = b"".join(struct.pack("<Q", rng.choice([0, 1, (1 << 64) - 1, 1 << 31, 1 << 63,
                                                   rng.getrandbits(64)])) for _ in range(128))
     results = []
-    for world in (W.World("interp"), jit_world()):
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
         world.put(BASE, prog)
         world.ram.write_bytes(DATA, mem + ops)
         run(world)
@@ -317,7 +322,8 @@ def _la(rd, addr):
     return li32(rd, addr - (1 << 32)) + [i_type(0x13, rd, 1, rd, 32), i_type(0x13, rd, 5, rd, 32)]
 
 
-def test_sstatus_sie_natively_and_interrupt_on_enable():
+@TIERS
+def test_sstatus_sie_natively_and_interrupt_on_enable(threshold):
     """S-mode code toggling sstatus.SIE as Linux's local_irq_save/restore does, in a hot
     loop, with a software interrupt made pending while SIE is clear: native code must
     read sstatus as the interpreter does and let the interrupt in exactly where
@@ -345,7 +351,7 @@ def test_sstatus_sie_natively_and_interrupt_on_enable():
     words[s_code] = li32(29, 200) + loop
     words[handler] = [addi(11, 11, 1), _csr(7, 0, 0x144, 2), 0x10200073]  # a1++; clear; sret
     results = []
-    for world in (W.World("interp"), jit_world()):
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
         for addr, ws in words.items():
             world.put(addr, ws)
         run(world, 100_000)
@@ -424,15 +430,16 @@ def test_address_spaces_share_code_by_physical_page(threshold):
         assert world.engine.native_instructions > 300 * 4 * len(order) // 2
 
 
+@TIERS
 @pytest.mark.parametrize("yield_on_pause", [False, True])
-def test_pause_hint_natively(yield_on_pause):
+def test_pause_hint_natively(yield_on_pause, threshold):
     """PAUSE in a hot spin loop runs natively: a no-op on a one-hart machine, the end of
     the slice where harts take turns (each run() stops right after it, as the
     interpreter's does)."""
     pause = 0x0100000F
     prog = [addi(6, 0, 500), addi(10, 10, 1), pause, bne(10, 6, -8), WFI]
     runs = []
-    for world in (W.World("interp"), jit_world()):
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
         world.hart.yield_on_pause = yield_on_pause
         world.put(BASE, prog)
         counts = [world.engine.run(100_000) for _ in range(30)]
@@ -444,3 +451,121 @@ def test_pause_hint_natively(yield_on_pause):
     else:
         assert state["x"][10] == 500
         assert world.engine.native_instructions > 1000
+
+
+# -- the native interpreter (cold code) ----------------------------------------------------
+
+def _timed_world(engine_threshold=None, mtime=123456789):
+    """A world whose time CSR reads ``mtime`` and counts its reads, as the board's does
+    (the JIT reads it natively through the board's ``clint`` and hands its reads to the
+    board's ``clock``)."""
+    import types
+
+    world = W.World("interp")
+    world.clock = types.SimpleNamespace(time_reads=0)
+    world.clint = types.SimpleNamespace(mtime=lambda: mtime)
+
+    def read_time():
+        world.clock.time_reads += 1
+        return mtime
+
+    world.hart.read_mtime = read_time
+    if engine_threshold is not None:
+        from pyhv.cpu.jit import make_jit_engines
+
+        world.engine = make_jit_engines(world, threshold=engine_threshold, sync=True)[0]
+    return world
+
+
+@TIERS
+@pytest.mark.parametrize("allowed", [True, False], ids=["allowed", "denied"])
+def test_time_csr_natively(threshold, allowed):
+    """rdtime in an S-mode loop: the value and the number of reads (what tells guest
+    time that the guest polls) as on the interpreter; with mcounteren.TM clear it is an
+    illegal instruction, as on the interpreter."""
+    handler = BASE + 0x200
+    s_code = BASE + 0x100
+    prog = li32(5, 2 if allowed else 0) + [_csr(1, 0, 0x306, 5)]  # mcounteren.TM
+    prog += _la(5, handler) + [_csr(1, 0, 0x305, 5)]  # mtvec
+    prog += _la(5, s_code) + [_csr(1, 0, 0x341, 5)]  # mepc
+    prog += li32(5, 1 << 11) + [_csr(1, 0, 0x300, 5), 0x30200073]  # MPP=S; mret
+    loop = [_csr(2, 7, 0xC01, 0), r_type(0x33, 10, 0, 10, 7, 0), addi(6, 6, -1),
+            bne(6, 0, -12), WFI]
+    words = {BASE: prog, s_code: li32(6, 100) + loop,
+             handler: [_csr(2, 11, 0x342, 0), WFI]}  # a1 = mcause; park
+    results = []
+    for world in (_timed_world(), _timed_world(threshold)):
+        for addr, ws in words.items():
+            world.put(addr, ws)
+        run(world, 100_000)
+        assert world.hart.waiting
+        results.append((world.state(), world.clock.time_reads))
+    interp, jit = results
+    if allowed:
+        assert interp[0]["x"][10] == 100 * 123456789 and interp[1] == 100
+    else:
+        assert interp[0]["x"][11] == 2 and interp[1] == 0  # illegal instruction
+    assert jit == interp
+
+
+def test_instruction_across_a_page_boundary_natively():
+    """A loop whose 32-bit instruction straddles two pages runs in the native
+    interpreter (its upper half fetched from the next page), as on the interpreter,
+    without leaving native code for it."""
+    page = BASE + 0x1000
+    c_addi = 0x0685  # c.addi a3, 1
+    body = struct.pack("<III", addi(10, 10, 1), addi(11, 11, 3), addi(14, 14, 7))
+    body += struct.pack("<H", c_addi) + struct.pack("<I", addi(12, 12, 5))  # at page - 2
+    body += struct.pack("<II", addi(6, 6, -1), bne(6, 0, -(len(body) + 4)))
+    body += struct.pack("<I", WFI)
+    loop = page - 0x10
+    prog = li32(6, 200) + [H.enc_j(0, 0)]
+    jump_at = BASE + 4 * (len(prog) - 1)
+    prog[-1] = H.enc_j(0, loop - jump_at)
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=10**9)):
+        world.put(BASE, prog)
+        world.ram.write_bytes(loop, body)
+        run(world, 100_000)
+        assert world.hart.waiting
+        results.append(world.state())
+    assert results[0]["x"][12] == 200 * 5 and results[0]["x"][13] == 200
+    assert results[1] == results[0]
+    assert world.engine.slow_exits < 10, world.engine.slow_exits
+    assert world.engine.native_instructions > 200 * 7
+
+
+def test_native_interpreter_makes_hot_code_native():
+    """Cold code runs in the native interpreter; a loop start that runs ``threshold``
+    times becomes a compiled block, and the results stay the interpreter's."""
+    prog = li32(6, 1000) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=50)):
+        world.put(BASE, prog)
+        run(world)
+        results.append(world.state())
+    assert results[1] == results[0]
+    contexts = list(world.engine._contexts.values())
+    assert any(ctx.native for ctx in contexts), "the hot loop was not compiled"
+    assert world.engine.native_instructions >= 3000
+
+
+def test_code_cache_serves_cold_code_at_its_first_run(tmp_path, monkeypatch):
+    """A second process finds blocks in the code cache when their start first runs in
+    the native interpreter, even though nothing there would become hot."""
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    prog, data, n = _image("fmul.d")
+    results = []
+    for threshold in (1, 10**9):
+        world = W.World("interp")
+        comp = Compiler()
+        world.engine = JitMachine(world, comp, threshold=threshold, sync=True).engines[0]
+        results.append((_run_image(world, prog, data, n), comp.blocks_compiled,
+                        comp.blocks_loaded))
+    (first, compiled1, _), (second, compiled2, loaded2) = results
+    assert compiled1 > 0
+    assert compiled2 == 0 and loaded2 > 0
+    assert first == second

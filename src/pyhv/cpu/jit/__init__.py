@@ -26,15 +26,17 @@ def unavailable_reason() -> str | None:
     return _REASON[0]
 
 
-def make_jit_engines(board: Any, threshold: int | None = None, sync: bool = False) -> list[Any]:
-    """One JIT engine per hart of ``board``. ``threshold``: cold instructions from a block
-    start before it is compiled; ``sync``: compile at once on the calling thread instead
-    of in the background (deterministic, for tests)."""
+def make_jit_engines(board: Any, threshold: int | None = None, sync: bool = False,
+                     native_interp: bool | None = None) -> list[Any]:
+    """One JIT engine per hart of ``board``. ``threshold``: runs of a block start before
+    it is compiled (1: at once); ``sync``: compile at once on the calling thread instead
+    of in the background (deterministic, for tests); ``native_interp=False``: cold code
+    runs in Python instead of the native interpreter."""
     from .compiler import compiler
     from .engine import HOT_THRESHOLD, JitMachine
 
     machine = JitMachine(board, compiler(), threshold if threshold is not None else HOT_THRESHOLD,
-                         sync=sync)
+                         sync=sync, native_interp=native_interp)
     return machine.engines
 
 

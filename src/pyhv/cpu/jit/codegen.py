@@ -1074,9 +1074,22 @@ out:
 budget:
   br label %done
 miss:
+  ; no compiled block here: the native interpreter runs the stretch (if there is one)
+  %pint = getelementptr i8, ptr %s, i64 {S.INTERP}
+  %ifn = load ptr, ptr %pint
+  %noint = icmp eq ptr %ifn, null
+  br i1 %noint, label %lookup, label %interp
+interp:
+  %r2 = call i32 %ifn(ptr %s)
+  %c2 = icmp eq i32 %r2, 0
+  br i1 %c2, label %loop, label %out2
+out2:
+  br label %done
+lookup:
   br label %done
 done:
-  %code = phi i32 [ %r, %out ], [ {S.EXIT_BUDGET}, %budget ], [ {S.EXIT_LOOKUP}, %miss ]
+  %code = phi i32 [ %r, %out ], [ {S.EXIT_BUDGET}, %budget ], [ %r2, %out2 ],
+                 [ {S.EXIT_LOOKUP}, %lookup ]
   call void @llvm.x86.sse.stmxcsr(ptr %mx) #1
   %m = load i32, ptr %mx
   %m64 = zext i32 %m to i64

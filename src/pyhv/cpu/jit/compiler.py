@@ -19,6 +19,7 @@ appended with one ``write``: two pyhv processes can share the cache.
 from __future__ import annotations
 
 import collections
+import ctypes
 import hashlib
 import os
 import queue
@@ -30,7 +31,8 @@ from pathlib import Path
 
 import llvmlite.binding as llvm
 
-from . import codegen
+from ...isa.compressed import expand
+from . import codegen, native_interp
 
 ENGINE_VERSION = "pyhv-jit-2"
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
@@ -79,6 +81,11 @@ class Compiler:
         # decoding them.
         self.starts: dict[int, set[tuple[str, int]]] = {}
         self._loaded_files: set[str] = set()
+        # For the native interpreter: which starts the code cache may hold (a bit map
+        # indexed by pc, shared by every hart), and the compressed-instruction table.
+        self.known_map = (ctypes.c_uint8 * (native_interp.NKNOWN // 8))()
+        self.rvc = (ctypes.c_uint32 * 65536)(
+            *[0 if h & 3 == 3 else expand(h) for h in range(65536)])
         self._load_index()
         self.dispatch = self._compile_dispatch()
         self.refill = self.ee.get_function_address("pyhv_refill")
@@ -116,6 +123,8 @@ class Compiler:
         shape = key_shape(key)
         if shape is not None:
             self.starts.setdefault(shape[0], set()).add(shape[1:])
+            i = native_interp.known_index(shape[0])
+            self.known_map[i >> 3] |= 1 << (i & 7)
 
     def _save(self, keys: list[str], obj: bytes) -> None:
         if self.cache_dir is None:
@@ -187,7 +196,11 @@ class Compiler:
         return obj
 
     def _compile_dispatch(self) -> int:
-        self._load(codegen.HEADER + codegen.DISPATCH)  # small functions: always fresh
+        t0 = time.perf_counter()
+        self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir())
+        self.interp_bare = self.ee.get_function_address("pyhv_interp_bare")
+        self.interp_tlb = self.ee.get_function_address("pyhv_interp_tlb")
+        self.dispatch_seconds = time.perf_counter() - t0
         return self.ee.get_function_address("pyhv_dispatch")
 
     def compile(self, blocks: list[tuple[str, str]]) -> dict[str, int]:

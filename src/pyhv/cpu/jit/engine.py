@@ -2,21 +2,28 @@
 
 How control moves:
 
-* Cold code runs in Python through the interpreter's closures, one instruction at a
-  time, in stretches that end at a control transfer or at a pc that has a native block.
-  Each stretch adds its length to the heat of its start pc; at ``threshold`` the block
-  there is compiled (codegen.py → compiler.py) and installed in the context's dispatch
-  table. A block already on disk (code cache) is installed the first time its pc is seen.
-* At a pc with a native block, Python copies the registers into the hart's C struct
-  (state.py) once and calls the native dispatch loop, which runs block after block, each
-  looking up the next one in the table, until the budget is used up (``EXIT_BUDGET``), a
-  pc has no native block (``EXIT_LOOKUP``: Python runs it cold) or an instruction needs
-  Python (``EXIT_SLOW``). A soft-TLB miss walks the page tables natively
-  (codegen.REFILL); what that cannot do (setting A/D bits, a fault, MMIO, a store into
-  a code page, a misaligned access) exits, and Python runs that one instruction with
-  precise state (or refills the TLB after its own walk and goes straight back).
+* Python copies the registers into the hart's C struct (state.py) and calls the native
+  dispatch loop, which runs until the budget is used up (``EXIT_BUDGET``) or an
+  instruction needs Python (``EXIT_SLOW``). At each pc it looks up the context's
+  dispatch table: a compiled block runs the whole block; a pc without one goes to the
+  native interpreter (native_interp.py), which runs the stretch up to the next control
+  transfer one instruction at a time, decoding as it goes. Cold code so never leaves
+  native code; Python runs only what native code does not do (CSR accesses other than
+  time and sstatus.SIE, traps, xRET, WFI, SFENCE.VMA, FP in the interpreter, MMIO),
+  one instruction at a time, with precise state.
+* Each stretch start counts its runs; at ``hot_runs`` the interpreter leaves with
+  ``EXIT_HOT`` and its block is compiled (codegen.py → compiler.py, on a worker thread)
+  and linked into the dispatch table. A start the disk cache may hold leaves at its
+  first run, and its machine code is loaded at once.
+* A soft-TLB miss walks the page tables natively (codegen.REFILL); what that cannot do
+  (setting A/D bits, a fault, MMIO, a store into a code page, a misaligned access)
+  exits, and Python runs that one instruction (or refills the TLB after its own walk
+  and goes straight back).
 * Interrupts are checked between runs, as in the interpreter; every instruction that can
-  change the interrupt state (CSR writes, mret/sret, wfi) runs in Python.
+  change the interrupt state (CSR writes, mret/sret, wfi) runs in Python, except
+  setting sstatus.SIE, which leaves native code (``EXIT_IRQ``) when an interrupt waits.
+* ``PYHV_JIT_INTERP=0`` runs cold code in Python instead (the tier before the native
+  interpreter: decoded closures, in stretches heated by instructions run).
 
 Invalidation: native blocks are registered with the machine's CodeWatch like decoded
 instructions, so a write to their pages (any hart, the page walker, DMA) unlinks them
@@ -55,13 +62,17 @@ from ..interp import (
 )
 from ..mmu import FETCH, LOAD, STORE, CodeWatch
 from ..trap import Trap
-from . import codegen
+from . import codegen, native_interp
 from . import state as S
 from .compiler import Compiler, block_key
 
 M64 = (1 << 64) - 1
 # Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
 HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
+# With the native interpreter: runs of a stretch start before its block is compiled.
+HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", "256"))
+# PYHV_JIT_INTERP=0: cold code runs in Python (the tier before the native interpreter).
+NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
@@ -164,7 +175,8 @@ class _Context:
     heated and compiled once, not once per process."""
 
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
-                 "table_addr", "translated", "key", "vmap", "verified", "satp")
+                 "table_addr", "translated", "key", "vmap", "verified", "satp",
+                 "runs", "runs_addr")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool]) -> None:
         table = S.new_table()
@@ -172,6 +184,9 @@ class _Context:
         self.table_addr = ctypes.addressof(table)
         self.ops = _OpCache()
         self.heat: dict[int, int] = {}
+        # stretch-start run counters of the native interpreter (native_interp.py)
+        self.runs = (ctypes.c_uint32 * native_interp.NHEAT)()
+        self.runs_addr = ctypes.addressof(self.runs)
         self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
         self.queued: set[int] = set()  # starts waiting for the compiler
         self.vmap: dict[int, int] = {}  # virtual page -> physical page code came from
@@ -187,8 +202,13 @@ class JitMachine:
     """What the harts of one machine share: the compiler, the code map, their engines."""
 
     def __init__(self, board: Any, compiler: Compiler, threshold: int = HOT_THRESHOLD,
-                 sync: bool = False) -> None:
+                 sync: bool = False, native_interp: bool | None = None,
+                 hot_runs: int | None = None) -> None:
         self.board = board
+        self.native_interp = NATIVE_INTERP if native_interp is None else native_interp
+        # runs of a stretch start that make it hot; an explicit instruction threshold
+        # (tests: 1 = compile at once, huge = never) carries over
+        self.hot_runs = hot_runs or (HOT_RUNS if threshold == HOT_THRESHOLD else threshold)
         self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
         self.closed = False
         self.compiler = compiler
@@ -243,6 +263,18 @@ class JitEngine:
         self._dispatch = _DISPATCH(self.compiler.dispatch)
         self._revoke = _REVOKE(self.compiler.revoke)
         self.st.refill = self.compiler.refill
+        self.st.rvc = ctypes.addressof(self.compiler.rvc)
+        self.st.known = ctypes.addressof(self.compiler.known_map)
+        self.st.thresh = min(machine.hot_runs, (1 << 32) - 1)
+        self._interp = ((self.compiler.interp_bare, self.compiler.interp_tlb)
+                        if machine.native_interp else (0, 0))
+        if machine.native_interp:
+            self.run = self._run_interp  # type: ignore[method-assign]
+        # the time CSR, read natively: mtime without counting a read (native reads are
+        # counted in the state and handed to the guest clock after each run)
+        clint = getattr(machine.board, "clint", None)
+        self._mtime = clint.mtime if clint is not None else None
+        self._clock = getattr(machine.board, "clock", None)
         self._contexts: dict[tuple[int, int, bool], _Context] = {}
         self._vpages: dict[int, dict[int, list[int]]] = {}  # cache id -> vpn -> pcs
         self._op_pool: dict[tuple[int, int], tuple[Any, int]] = {}
@@ -582,6 +614,9 @@ class JitEngine:
         st.pc = hart.pc
         st.budget = budget
         st.table = ctx.table_addr
+        st.priv = hart.priv
+        st.heat = ctx.runs_addr
+        st.interp = self._interp[1 if mmu.dmode else 0]
         st.yield_ = hart.yield_on_pause
         if ctx.key[1]:
             st.ichk = 1
@@ -773,4 +808,127 @@ class JitEngine:
                 hart.pc = op.npc
                 break
         hart.instret = base + done
+        return done
+
+    # -- the run loop with the native interpreter -------------------------------------------
+    def _hot(self, ctx: _Context, pc: int) -> None:
+        """The native interpreter found the stretch start ``pc`` hot (or its first run,
+        with a block for it perhaps in the code cache): install or queue its block."""
+        if pc in ctx.native:
+            ctx.native.link(pc)  # known, but pushed out of its table slots
+            return
+        if pc in ctx.nojit or pc in ctx.queued:
+            return
+        if ctx.key[1] and pc >> 12 not in ctx.verified:
+            self._verify(ctx, pc >> 12)
+        if pc in self.compiler.starts and self._jit(ctx, pc, compile_now=False):
+            return
+        if ctx.runs[native_interp.heat_index(pc)] >= self.machine.hot_runs:
+            self._jit(ctx, pc, compile_now=True)
+
+    def _sync_time(self) -> None:
+        """What native reads of the time CSR see: guest time moves between runs only
+        (GuestTime), so mtime is fixed for a run, unless the guest writes it (MMIO,
+        done in Python: synced again after each such access)."""
+        st = self.st
+        if self._mtime is None:
+            st.timeok = 0
+            return
+        st.mtime = self._mtime()
+        st.timeok = 1 if self.hart._counter_allowed(C.TIME) else 0
+
+    def _run_interp(self, budget: int) -> int:  # noqa: C901 - one loop, like run()
+        """``run`` when cold code runs in the native interpreter: Python runs only the
+        instructions native code leaves to it, one at a time."""
+        hart = self.hart
+        comp = self.compiler
+        st = self.st
+        self._sync_time()
+        done = 0
+        trapped = 0
+        base = hart.instret
+        refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
+        ctx: _Context | None = None
+        while done + trapped < budget:
+            if hart.waiting:
+                break
+            if (hart.mip | hart.mip_hw) & hart.mie:
+                irq = hart.interrupt_to_take()
+                if irq is not None:
+                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
+            if comp._done or comp._batch:
+                comp.poll()
+            if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
+                hart.context_changed = False
+                ctx = self._context()
+                st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
+            pc = hart.pc
+            if ctx.key[1] and pc >> 12 not in ctx.verified:
+                self._verify(ctx, pc >> 12)
+            op: Any = None
+            try:
+                n, code = self._enter(ctx, budget - done - trapped)
+                done += n
+                if code == S.EXIT_SLOW:
+                    self.slow_exits += 1
+                    pc = hart.pc
+                    if pc != refilled and self._fill():
+                        refilled = pc
+                        continue
+                elif code == S.EXIT_HOT:
+                    self._hot(ctx, hart.pc)
+                    continue
+                elif code == S.EXIT_YIELD:
+                    break
+                elif code == S.EXIT_IRQ:
+                    self.irq_exits += 1
+                    continue
+                elif code != S.EXIT_LOOKUP:
+                    continue  # the budget is used up
+                refilled = -1
+                pc = hart.pc
+                o = ctx.ops.get(pc)
+                if o is None:
+                    o = self._decode_op(pc, ctx)
+                op = o[0]
+                hart.pc = op()
+                done += 1
+                if st.exit_access:  # a device access: it may have been mtime
+                    self._sync_time()
+            except Trap as t:
+                trapped += 1
+                hart.take_trap(t.cause, t.tval, pc)
+                if hart.pc == pc:
+                    hart.instret = base + done
+                    raise GuestCrash(hart) from None
+            except SliceBreak as s:
+                done += 1
+                s.__traceback__ = None
+            except YieldSlice as y:
+                done += 1
+                y.__traceback__ = None
+                break
+            except CounterAccess as c:
+                c.__traceback__ = None
+                hart.instret = base + done
+                try:
+                    hart.pc = op.exact()
+                    base = hart.instret - done
+                    done += 1
+                except SliceBreak as s:
+                    s.__traceback__ = None
+                    base = hart.instret - done
+                    done += 1
+                except Trap as t:
+                    trapped += 1
+                    hart.take_trap(t.cause, t.tval, pc)
+            except StopRequest:
+                done += 1
+                hart.pc = op.npc
+                break
+        hart.instret = base + done
+        if st.treads:
+            if self._clock is not None and hasattr(self._clock, "time_reads"):
+                self._clock.time_reads += st.treads
+            st.treads = 0
         return done

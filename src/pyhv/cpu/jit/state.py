@@ -29,6 +29,15 @@ Layout (byte offsets, all fields 64-bit):
 648    ipriv   the privilege instructions are fetched at
 656    ichk    1: blocks were fetched through translation, check their page (I-TLB)
 664    yield   1: a PAUSE ends the run (harts take turns on one thread)
+672    heat    pointer to the context's heat counters (u32, native_interp.py)
+680    known   pointer to the bit map of starts the code cache may hold
+688    rvc     pointer to the compressed-instruction expansion table (u32[65536])
+696    thresh  runs of a stretch start that make it hot (EXIT_HOT)
+704    interp  pointer to the native interpreter for this context (null: none)
+712    priv    the hart's privilege (the interpreter's sstatus accesses are S-mode only)
+720    mtime   what the time CSR reads during this run (guest time moves between runs)
+728    timeok  1 if the time CSR may be read at this privilege (mcounteren/scounteren)
+736    treads  time CSR reads done natively (they tell guest time the guest polls)
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
 25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
@@ -49,6 +58,8 @@ EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS,
     544, 552, 560, 568, 576, 584, 592, 600, 608, 616,
 )
 SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
+HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
+PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
@@ -65,6 +76,7 @@ EXIT_LOOKUP = 2  # no native block at s->pc: Python runs it (cold) or compiles i
 EXIT_SLOW = 3  # the instruction at s->pc needs Python (TLB miss, MMIO, code page, ...)
 EXIT_IRQ = 4  # sstatus.SIE was set with an interrupt pending: Python takes it
 EXIT_YIELD = 5  # a PAUSE on a machine whose harts take turns: the slice ends
+EXIT_HOT = 6  # the stretch start at s->pc is hot (or may be in the code cache): compile it
 
 FP_ENABLED, FP_RNE = 1, 2
 
@@ -97,7 +109,16 @@ class HartState(ctypes.Structure):
         ("ipriv", ctypes.c_uint64),
         ("ichk", ctypes.c_uint64),
         ("yield_", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 672) // 8)),
+        ("heat", ctypes.c_void_p),
+        ("known", ctypes.c_void_p),
+        ("rvc", ctypes.c_void_p),
+        ("thresh", ctypes.c_uint64),
+        ("interp", ctypes.c_void_p),
+        ("priv", ctypes.c_uint64),
+        ("mtime", ctypes.c_uint64),
+        ("timeok", ctypes.c_uint64),
+        ("treads", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 744) // 8)),
         ("tlb", TlbEntry * NTLB),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
@@ -114,7 +135,10 @@ def _check_layout() -> None:
                       ("fpmode", FPMODE), ("fsdirty", FSDIRTY), ("fflags", FFLAGS),
                       ("resv", RESV), ("mstatus", MSTATUS), ("irqsie", IRQSIE),
                       ("satp", SATP), ("dpriv", DPRIV), ("refill", REFILL), ("ipriv", IPRIV),
-                      ("ichk", ICHK), ("yield_", YIELD), ("tlb", TLB), ("itlb", ITLB)):
+                      ("ichk", ICHK), ("yield_", YIELD), ("heat", HEAT),
+                      ("known", KNOWN), ("rvc", RVC), ("thresh", THRESH), ("interp", INTERP),
+                      ("priv", PRIV), ("mtime", MTIME), ("timeok", TIMEOK), ("treads", TREADS),
+                      ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
 

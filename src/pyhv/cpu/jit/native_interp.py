@@ -1,0 +1,737 @@
+"""The native interpreter: cold guest code run by machine code, one instruction at a time.
+
+Most of a Linux boot is code that runs a few times only (start-up paths, each program's
+first run): compiling it costs more than it saves, and running it in Python costs ~1 us
+an instruction plus a trip out of native code at every block that has no machine code.
+So the dispatcher (codegen.DISPATCH) hands a pc without a compiled block to this
+interpreter, written once in LLVM IR: it fetches (through the I-TLB and the native fetch
+walk when instructions are translated), decodes (compressed instructions through a
+65536-entry expansion table built from isa.compressed), and runs the integer, memory
+and atomic instructions of RV64IMAC with the blocks' soft TLB, from one control transfer
+to the next (a *stretch*, which stays in one page). What it does not do (CSRs, traps,
+system and FP instructions, a fetch or access the soft TLB cannot do) leaves with
+``EXIT_SLOW`` before the instruction, exactly like a block's slow exit, and Python runs
+that one instruction.
+
+Heat: each stretch start counts its runs in the context's heat table (``HEAT``); the
+run that reaches the threshold leaves with ``EXIT_HOT`` before doing anything, and Python
+queues the block there for the compiler. A start that the code cache may hold (its bit
+set in the ``KNOWN`` map) leaves on its first run, so that a warm start installs cached
+machine code at once.
+
+There is one interpreter per data-translation mode (bare or through the soft TLB),
+generated from the same template; they live in the dispatcher's module.
+"""
+
+from __future__ import annotations
+
+from ...isa import csr as C
+from ..interp import PAUSE
+from . import state as S
+
+RAM_BASE = 0x80000000
+NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
+NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
+
+
+def _s64(v: int) -> int:
+    """A 64-bit constant as LLVM reads it (signed)."""
+    v &= (1 << 64) - 1
+    return v - (1 << 64) if v >> 63 else v
+
+
+def heat_index(pc: int) -> int:
+    return (pc >> 1) & (NHEAT - 1)
+
+
+def known_index(pc: int) -> int:
+    return (pc >> 1) & (NKNOWN - 1)
+
+
+class _Gen:
+    def __init__(self, translated: bool) -> None:
+        self.translated = translated
+        self.lines: list[str] = []
+        self.n = 0
+        self.k = 0  # label counter
+
+    def op(self, expr: str) -> str:
+        self.n += 1
+        v = f"%v{self.n}"
+        self.lines.append(f"  {v} = {expr}")
+        return v
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+    def label(self, name: str) -> None:
+        self.lines.append(f"{name}:")
+
+    def fresh(self, stem: str) -> str:
+        self.k += 1
+        return f"{stem}{self.k}"
+
+    def field(self, off: int, ty: str = "i64") -> str:
+        p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+        return self.op(f"load {ty}, ptr {p}")
+
+    def set_field(self, off: int, v: str, ty: str = "i64") -> None:
+        p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+        self.emit(f"store {ty} {v}, ptr {p}")
+
+    def xget(self, r: str) -> str:
+        p = self.op(f"getelementptr i64, ptr %s, i64 {r}")
+        return self.op(f"load i64, ptr {p}")
+
+    def result(self, v: str) -> None:
+        """The instruction's value for rd; then on to the next instruction."""
+        self.emit(f"store i64 {v}, ptr %res")
+        self.emit("br label %wb")
+
+    def sext32(self, v: str) -> str:
+        t = self.op(f"trunc i64 {v} to i32")
+        return self.op(f"sext i32 {t} to i64")
+
+    def slow(self) -> None:
+        self.emit("br label %slow")
+
+    # -- memory ------------------------------------------------------------------------
+    def access(self, addr: str, size: int, store: bool) -> str:
+        """Host pointer for a guest access of ``size`` bytes; else leave for Python
+        (before the instruction, with the access described for a refill)."""
+        fast, miss, out = self.fresh("mf"), self.fresh("mm"), self.fresh("mo")
+        if size > 1:
+            low = self.op(f"and i64 {addr}, {size - 1}")
+            aligned = self.op(f"icmp eq i64 {low}, 0")
+        else:
+            aligned = "true"
+        if self.translated:
+            vpn = self.op(f"lshr i64 {addr}, 12")
+            idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
+            off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
+            off = self.op(f"add i64 {off}, {S.TLB}")
+            ent = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+            tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
+            tag = self.op(f"load i64, ptr {tagp}")
+            hit = self.op(f"icmp eq i64 {tag}, {vpn}")
+            ok = self.op(f"and i1 {hit}, {aligned}")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{miss}")
+            self.label(miss)
+            got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {int(store)})")
+            ok2 = self.op(f"and i1 {got}, {aligned}")
+            self.emit(f"br i1 {ok2}, label %{fast}, label %{out}")
+            self._slow_access(out, addr, store)
+            self.label(fast)
+            addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
+            add = self.op(f"load i64, ptr {addp}")
+            host = self.op(f"add i64 {addr}, {add}")
+            return self.op(f"inttoptr i64 {host} to ptr")
+        off = self.op(f"sub i64 {addr}, {RAM_BASE}")
+        lim = self.op(f"sub i64 %ramsize, {size - 1}")
+        inr = self.op(f"icmp ult i64 {off}, {lim}")
+        ok = self.op(f"and i1 {inr}, {aligned}")
+        if store:
+            chk = self.fresh("mc")
+            self.emit(f"br i1 {ok}, label %{chk}, label %{out}")
+            self.label(chk)
+            page = self.op(f"lshr i64 {off}, 12")
+            bp = self.op(f"getelementptr i8, ptr %codemap, i64 {page}")
+            byte = self.op(f"load i8, ptr {bp}")
+            clean = self.op(f"icmp eq i8 {byte}, 0")
+            self.emit(f"br i1 {clean}, label %{fast}, label %{out}")
+        else:
+            self.emit(f"br i1 {ok}, label %{fast}, label %{out}")
+        self._slow_access(out, addr, store)
+        self.label(fast)
+        return self.op(f"getelementptr i8, ptr %ramhost, i64 {off}")
+
+    def _slow_access(self, label: str, addr: str, store: bool) -> None:
+        self.label(label)
+        self.set_field(S.EXIT_VADDR, addr)
+        self.emit(f"store i64 {2 if store else 1}, ptr %acc")
+        self.emit("br label %slowmem")
+
+    def guest_pa(self, ptr: str) -> str:
+        h = self.op(f"ptrtoint ptr {ptr} to i64")
+        host = self.op("ptrtoint ptr %ramhost to i64")
+        off = self.op(f"sub i64 {h}, {host}")
+        return self.op(f"add i64 {off}, {RAM_BASE}")
+
+    # -- instruction groups ------------------------------------------------------------
+    def switch(self, value: str, ty: str, cases: dict[int, str], default: str) -> None:
+        arms = " ".join(f"{ty} {k}, label %{v}" for k, v in cases.items())
+        self.emit(f"switch {ty} {value}, label %{default} [ {arms} ]")
+
+    def op_imm(self) -> None:
+        names = {f: f"oi{f}" for f in range(8)}
+        self.switch("%f3", "i32", names, "slow")
+        for f3, expr in ((0, "add"), (2, "slt"), (3, "ult"), (4, "xor"), (6, "or"), (7, "and")):
+            self.label(f"oi{f3}")
+            if f3 in (2, 3):
+                c = self.op(f"icmp {expr} i64 %a, %immi")
+                self.result(self.op(f"zext i1 {c} to i64"))
+            else:
+                self.result(self.op(f"{expr} i64 %a, %immi"))
+        # shifts: imm[11:6] selects the kind (000000 logical, 010000 arithmetic right)
+        self.label("oi1")
+        ok = self.op("icmp eq i32 %f6, 0")
+        self.emit(f"br i1 {ok}, label %oi1x, label %slow")
+        self.label("oi1x")
+        self.result(self.op("shl i64 %a, %shamt"))
+        self.label("oi5")
+        self.switch("%f6", "i32", {0: "oi5l", 16: "oi5a"}, "slow")
+        self.label("oi5l")
+        self.result(self.op("lshr i64 %a, %shamt"))
+        self.label("oi5a")
+        self.result(self.op("ashr i64 %a, %shamt"))
+
+    def op_imm32(self) -> None:
+        self.switch("%f3", "i32", {0: "ow0", 1: "ow1", 5: "ow5"}, "slow")
+        self.label("ow0")
+        self.result(self.sext32(self.op("add i64 %a, %immi")))
+        a32 = "%a32"
+        sh = "%sh5"
+        self.label("ow1")
+        ok = self.op("icmp eq i32 %f7, 0")
+        self.emit(f"br i1 {ok}, label %ow1x, label %slow")
+        self.label("ow1x")
+        r = self.op(f"shl i32 {a32}, {sh}")
+        self.result(self.op(f"sext i32 {r} to i64"))
+        self.label("ow5")
+        self.switch("%f7", "i32", {0: "ow5l", 32: "ow5a"}, "slow")
+        for lab, opc in (("ow5l", "lshr"), ("ow5a", "ashr")):
+            self.label(lab)
+            r = self.op(f"{opc} i32 {a32}, {sh}")
+            self.result(self.op(f"sext i32 {r} to i64"))
+
+    def op_reg(self) -> None:
+        # key = funct7 << 3 | funct3
+        simple = {0: "add", 4: "xor", 6: "or", 7: "and", 256: "sub", 8: "mul"}
+        cases = {k: f"or{k}" for k in (*simple, 1, 2, 3, 5, 261, 9, 10, 11, 12, 13, 14, 15)}
+        self.switch("%key", "i32", cases, "slow")
+        for k, opc in simple.items():
+            self.label(f"or{k}")
+            self.result(self.op(f"{opc} i64 %a, %b"))
+        sh = "%sh6r"
+        for k, opc in ((1, "shl"), (5, "lshr"), (261, "ashr")):
+            self.label(f"or{k}")
+            self.result(self.op(f"{opc} i64 %a, {sh}"))
+        for k, cc in ((2, "slt"), (3, "ult")):
+            self.label(f"or{k}")
+            c = self.op(f"icmp {cc} i64 %a, %b")
+            self.result(self.op(f"zext i1 {c} to i64"))
+        for k, (ea, eb) in ((9, ("sext", "sext")), (10, ("sext", "zext")), (11, ("zext", "zext"))):
+            self.label(f"or{k}")
+            wa = self.op(f"{ea} i64 %a to i128")
+            wb = self.op(f"{eb} i64 %b to i128")
+            p = self.op(f"mul i128 {wa}, {wb}")
+            h = self.op(f"lshr i128 {p}, 64")
+            self.result(self.op(f"trunc i128 {h} to i64"))
+        for k, name in ((12, "div"), (13, "divu"), (14, "rem"), (15, "remu")):
+            self.label(f"or{k}")
+            self.result(self.div(name, "%a", "%b", wide=True))
+
+    def op_reg32(self) -> None:
+        cases = {0: "ox0", 256: "ox256", 1: "ox1", 5: "ox5", 261: "ox261", 8: "ox8",
+                 12: "ox12", 13: "ox13", 14: "ox14", 15: "ox15"}
+        self.switch("%key", "i32", cases, "slow")
+        for k, opc in ((0, "add"), (256, "sub"), (8, "mul")):
+            self.label(f"ox{k}")
+            self.result(self.sext32(self.op(f"{opc} i64 %a, %b")))
+        for k, opc in ((1, "shl"), (5, "lshr"), (261, "ashr")):
+            self.label(f"ox{k}")
+            b32 = self.op("trunc i64 %b to i32")
+            sh = self.op(f"and i32 {b32}, 31")
+            r = self.op(f"{opc} i32 %a32, {sh}")
+            self.result(self.op(f"sext i32 {r} to i64"))
+        for k, name in ((12, "div"), (13, "divu"), (14, "rem"), (15, "remu")):
+            self.label(f"ox{k}")
+            a = self.op("trunc i64 %a to i32")
+            b = self.op("trunc i64 %b to i32")
+            r = self.div(name, a, b, wide=False)
+            self.result(self.op(f"sext i32 {r} to i64"))
+
+    def div(self, name: str, a: str, b: str, wide: bool) -> str:
+        ty = "i64" if wide else "i32"
+        minv = "-9223372036854775808" if wide else "-2147483648"
+        signed = name in ("div", "rem")
+        zero = self.op(f"icmp eq {ty} {b}, 0")
+        if signed:
+            amin = self.op(f"icmp eq {ty} {a}, {minv}")
+            bneg = self.op(f"icmp eq {ty} {b}, -1")
+            ovf = self.op(f"and i1 {amin}, {bneg}")
+            bad = self.op(f"or i1 {zero}, {ovf}")
+        else:
+            bad = zero
+        safe = self.op(f"select i1 {bad}, {ty} 1, {ty} {b}")
+        opc = ("s" if signed else "u") + ("rem" if name.startswith("rem") else "div")
+        q = self.op(f"{opc} {ty} {a}, {safe}")
+        if name.startswith("rem"):
+            r = self.op(f"select i1 {zero}, {ty} {a}, {ty} {q}")
+            if signed:
+                r = self.op(f"select i1 {ovf}, {ty} 0, {ty} {r}")
+        else:
+            r = self.op(f"select i1 {zero}, {ty} -1, {ty} {q}")
+            if signed:
+                r = self.op(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
+        return r
+
+    def loads(self) -> None:
+        kinds = {0: (8, "sext"), 1: (16, "sext"), 2: (32, "sext"), 3: (64, None),
+                 4: (8, "zext"), 5: (16, "zext"), 6: (32, "zext")}
+        self.switch("%f3", "i32", {f: f"ld{f}" for f in kinds}, "slow")
+        for f3, (bits, ext) in kinds.items():
+            self.label(f"ld{f3}")
+            addr = self.op("add i64 %a, %immi")
+            ptr = self.access(addr, bits // 8, store=False)
+            v = self.op(f"load i{bits}, ptr {ptr}, align 1")
+            if ext:
+                v = self.op(f"{ext} i{bits} {v} to i64")
+            self.result(v)
+
+    def stores(self) -> None:
+        self.switch("%f3", "i32", {f: f"st{f}" for f in range(4)}, "slow")
+        for f3 in range(4):
+            bits = 8 << f3
+            self.label(f"st{f3}")
+            addr = self.op("add i64 %a, %imms")
+            ptr = self.access(addr, bits // 8, store=True)
+            v = "%b" if bits == 64 else self.op(f"trunc i64 %b to i{bits}")
+            self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
+            self.emit("br label %next")
+
+    def atomics(self) -> None:
+        self.switch("%f3", "i32", {2: "amow", 3: "amod"}, "slow")
+        ops = {1: None, 0: "add", 4: "xor", 12: "and", 8: "or",
+               16: "slt", 20: "sgt", 24: "ult", 28: "ugt"}  # funct5 -> operation
+        for width, bits in (("w", 32), ("d", 64)):
+            ty = f"i{bits}"
+            cases = {f: f"a{width}{f}" for f in (2, 3, *ops)}
+            self.label(f"amo{width}")
+            self.switch("%f5", "i32", cases, "slow")
+
+            def ext(v: str, ty: str = ty, bits: int = bits) -> str:
+                return self.op(f"sext {ty} {v} to i64") if bits == 32 else v
+
+            # lr: rs2 must be 0
+            self.label(f"a{width}2")
+            ok = self.op("icmp eq i32 %rs2, 0")
+            go = self.fresh("lr")
+            self.emit(f"br i1 {ok}, label %{go}, label %slow")
+            self.label(go)
+            ptr = self.access("%a", bits // 8, store=False)
+            v = self.op(f"load {ty}, ptr {ptr}, align 1")
+            self.set_field(S.RESV, self.guest_pa(ptr))
+            self.result(ext(v))
+            # sc
+            self.label(f"a{width}3")
+            ptr = self.access("%a", bits // 8, store=True)
+            resv = self.field(S.RESV)
+            ok = self.op(f"icmp eq i64 {resv}, {self.guest_pa(ptr)}")
+            yes, join = self.fresh("scy"), self.fresh("scj")
+            src = "%b" if bits == 64 else self.op("trunc i64 %b to i32")
+            self.emit(f"br i1 {ok}, label %{yes}, label %{join}")
+            self.label(yes)
+            self.emit(f"store {ty} {src}, ptr {ptr}, align 1")
+            self.emit(f"br label %{join}")
+            self.label(join)
+            self.set_field(S.RESV, "-1")
+            self.result(self.op(f"select i1 {ok}, i64 0, i64 1"))
+            for f5, kind in ops.items():
+                self.label(f"a{width}{f5}")
+                ptr = self.access("%a", bits // 8, store=True)
+                old = self.op(f"load {ty}, ptr {ptr}, align 1")
+                v = "%b" if bits == 64 else self.op("trunc i64 %b to i32")
+                if kind is None:
+                    new = v
+                elif kind in ("add", "xor", "and", "or"):
+                    new = self.op(f"{kind} {ty} {old}, {v}")
+                else:
+                    keep = self.op(f"icmp {kind} {ty} {old}, {v}")
+                    new = self.op(f"select i1 {keep}, {ty} {old}, {ty} {v}")
+                self.emit(f"store {ty} {new}, ptr {ptr}, align 1")
+                self.result(ext(old))
+
+    def system(self) -> None:
+        """The CSR accesses worth doing natively: reading ``time`` (Linux's clock
+        source) and sstatus reads and SIE set/clear in S-mode (local_irq_save/restore),
+        with the interpreter's view of sstatus (FS dirty folded in, SD from FS). Setting
+        SIE while an interrupt waits for it leaves after the instruction (EXIT_IRQ)."""
+        e = self.emit
+        csr = self.op("lshr i32 %w, 20")
+        self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat"}, "slow")
+        self.label("rdtime")
+        f2 = self.op("icmp eq i32 %f3, 2")
+        r0 = self.op("icmp eq i32 %rs1, 0")
+        ok = self.op(f"and i1 {f2}, {r0}")
+        tok = self.op(f"icmp ne i64 {self.field(S.TIMEOK)}, 0")
+        ok = self.op(f"and i1 {ok}, {tok}")
+        e(f"br i1 {ok}, label %rdtime1, label %slow")
+        self.label("rdtime1")
+        n = self.field(S.TREADS)
+        self.set_field(S.TREADS, self.op(f"add i64 {n}, 1"))
+        self.result(self.field(S.MTIME))
+        self.label("sstat")
+        iss = self.op(f"icmp eq i64 {self.field(S.PRIV)}, {C.PRV_S}")
+        e(f"br i1 {iss}, label %sst1, label %slow")
+        self.label("sst1")
+        self.switch("%f3", "i32", {2: "ssreg", 3: "ssreg", 6: "ssimm", 7: "ssimm"}, "slow")
+        self.label("ssreg")
+        e("br label %ssop")
+        self.label("ssimm")
+        uimm = self.op("zext i32 %rs1 to i64")
+        e("br label %ssop")
+        self.label("ssop")
+        bits = self.op(f"phi i64 [ %a, %ssreg ], [ {uimm}, %ssimm ]")
+        other = self.op(f"and i64 {bits}, {~C.MSTATUS_SIE}")
+        only = self.op(f"icmp eq i64 {other}, 0")
+        e(f"br i1 {only}, label %ss2, label %slow")
+        self.label("ss2")
+        pms = self.op(f"getelementptr i8, ptr %s, i64 {S.MSTATUS}")
+        ms = self.op(f"load i64, ptr {pms}")
+        fsd = self.op(f"icmp ne i64 {self.field(S.FSDIRTY)}, 0")
+        withfs = self.op(f"or i64 {ms}, {C.MSTATUS_FS}")
+        m2 = self.op(f"select i1 {fsd}, i64 {withfs}, i64 {ms}")
+        m3 = self.op(f"or i64 {m2}, {C.MSTATUS_UXL | C.MSTATUS_SXL}")
+        fs = self.op(f"and i64 {m3}, {C.MSTATUS_FS}")
+        full = self.op(f"icmp eq i64 {fs}, {C.MSTATUS_FS}")
+        sd = self.op(f"select i1 {full}, i64 {_s64(C.MSTATUS_SD)}, i64 0")
+        m4 = self.op(f"and i64 {m3}, {_s64(~C.MSTATUS_SD)}")
+        m5 = self.op(f"or i64 {m4}, {sd}")
+        val = self.op(f"and i64 {m5}, {_s64(C.SSTATUS_MASK)}")
+        f1 = self.op("and i32 %f3, 1")
+        setting = self.op(f"icmp eq i32 {f1}, 0")
+        inv = self.op(f"xor i64 {bits}, -1")
+        cleared = self.op(f"and i64 {ms}, {inv}")
+        set_ = self.op(f"or i64 {ms}, {bits}")
+        new = self.op(f"select i1 {setting}, i64 {set_}, i64 {cleared}")
+        e(f"store i64 {new}, ptr {pms}")
+        rdx = self.op("zext i32 %rd to i64")
+        e(f"store i64 {val}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        e("store i64 0, ptr %s")
+        sie = self.op(f"and i64 {new}, {C.MSTATUS_SIE}")
+        on = self.op(f"icmp ne i64 {sie}, 0")
+        want = self.op(f"icmp ne i64 {self.field(S.IRQSIE)}, 0")
+        irq = self.op(f"and i1 {on}, {want}")
+        irq = self.op(f"and i1 {irq}, {setting}")
+        e(f"br i1 {irq}, label %irqexit, label %next")
+        self.label("irqexit")
+        e("store i64 %npc, ptr %pcv")
+        b1 = self.op("sub i64 %bud, 1")
+        e(f"store i64 {b1}, ptr %budv")
+        self._writeback(S.EXIT_IRQ)
+
+    def fetch_page(self, va: str, fail: str) -> str:
+        """Host address of the page instructions at ``va`` come from (I-TLB, else the
+        native fetch walk); branches to ``fail`` if Python must fetch."""
+        e = self.emit
+        itlb, ihit, iwalk, ifill, itr, phys, ok = (self.fresh(n) for n in (
+            "itlb", "ihit", "iwalk", "ifill", "itr", "phys", "pok"))
+        start = self.fresh("fp")
+        e(f"br label %{start}")
+        self.label(start)
+        vpage = self.op(f"and i64 {va}, -4096")
+        ichk = self.op(f"icmp ne i64 {self.field(S.ICHK)}, 0")
+        e(f"br i1 {ichk}, label %{itlb}, label %{phys}")
+        self.label(itlb)
+        vpn = self.op(f"lshr i64 {va}, 12")
+        ii = self.op(f"and i64 {vpn}, {S.NITLB - 1}")
+        io = self.op(f"shl i64 {ii}, 4")
+        io = self.op(f"add i64 {io}, {S.ITLB}")
+        ient = self.op(f"getelementptr i8, ptr %s, i64 {io}")
+        itag = self.op(f"load i64, ptr {ient}")
+        iep = self.op(f"getelementptr i8, ptr {ient}, i64 8")
+        hit = self.op(f"icmp eq i64 {itag}, {vpn}")
+        e(f"br i1 {hit}, label %{ihit}, label %{iwalk}")
+        self.label(ihit)
+        ippn = self.op(f"load i64, ptr {iep}")
+        e(f"br label %{itr}")
+        self.label(iwalk)
+        np = self.op(f"call i64 @pyhv_fetch_page(ptr %s, i64 {va})")
+        bad = self.op(f"icmp eq i64 {np}, -1")
+        e(f"br i1 {bad}, label %{fail}, label %{ifill}")
+        self.label(ifill)
+        e(f"store i64 {vpn}, ptr {ient}")
+        e(f"store i64 {np}, ptr {iep}")
+        e(f"br label %{itr}")
+        self.label(itr)
+        ppn = self.op(f"phi i64 [ {ippn}, %{ihit} ], [ {np}, %{ifill} ]")
+        tpage = self.op(f"shl i64 {ppn}, 12")
+        e(f"br label %{phys}")
+        self.label(phys)
+        ppage = self.op(f"phi i64 [ {tpage}, %{itr} ], [ {vpage}, %{start} ]")
+        poff = self.op(f"sub i64 {ppage}, {RAM_BASE}")
+        inram = self.op(f"icmp ult i64 {poff}, %ramsize")
+        e(f"br i1 {inram}, label %{ok}, label %{fail}")
+        self.label(ok)
+        hostp = self.op("ptrtoint ptr %ramhost to i64")
+        return self.op(f"add i64 {hostp}, {poff}")
+
+    # -- the function ----------------------------------------------------------------------
+    def build(self, name: str) -> str:  # noqa: PLR0915 - one function, in order
+        e = self.emit
+        self.label("entry")
+        e("%res = alloca i64")
+        e("%acc = alloca i64")
+        e("%pcv = alloca i64")
+        e("%budv = alloca i64")
+        pc0 = self.field(S.PC)
+        e(f"store i64 {pc0}, ptr %pcv")
+        e(f"store i64 {self.field(S.BUDGET)}, ptr %budv")
+        e(f"%ramhost = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_HOST}')}")
+        e(f"%ramsize = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_SIZE}')}")
+        e(f"%codemap = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEMAP}')}")
+        # heat of this stretch start
+        heat = self.field(S.HEAT, "ptr")
+        hi = self.op(f"lshr i64 {pc0}, 1")
+        hi = self.op(f"and i64 {hi}, {NHEAT - 1}")
+        hp = self.op(f"getelementptr i32, ptr {heat}, i64 {hi}")
+        h = self.op(f"load i32, ptr {hp}")
+        h1 = self.op(f"add i32 {h}, 1")
+        e(f"store i32 {h1}, ptr {hp}")
+        thr = self.op(f"trunc i64 {self.field(S.THRESH)} to i32")
+        hot = self.op(f"icmp eq i32 {h1}, {thr}")
+        e(f"br i1 {hot}, label %hot, label %first")
+        self.label("first")
+        once = self.op(f"icmp eq i32 {h1}, 1")
+        e(f"br i1 {once}, label %known, label %fetchpage")
+        self.label("known")
+        known = self.field(S.KNOWN, "ptr")
+        ki = self.op(f"lshr i64 {pc0}, 1")
+        ki = self.op(f"and i64 {ki}, {NKNOWN - 1}")
+        kb = self.op(f"lshr i64 {ki}, 3")
+        kp = self.op(f"getelementptr i8, ptr {known}, i64 {kb}")
+        byte = self.op(f"load i8, ptr {kp}")
+        bit = self.op(f"and i64 {ki}, 7")
+        bit8 = self.op(f"trunc i64 {bit} to i8")
+        sh = self.op(f"lshr i8 {byte}, {bit8}")
+        one = self.op(f"and i8 {sh}, 1")
+        isk = self.op(f"icmp ne i8 {one}, 0")
+        e(f"br i1 {isk}, label %hot, label %fetchpage")
+        self.label("hot")
+        e(f"ret i32 {S.EXIT_HOT}")
+        # the page of the stretch: host address = pc + delta
+        self.label("fetchpage")
+        vpage = self.op(f"and i64 {pc0}, -4096")
+        hpage = self.fetch_page(pc0, "slow")
+        e(f"%delta = sub i64 {hpage}, {vpage}")
+        e(f"%rvc = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RVC}')}")
+        e(f"%yield = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.YIELD}')}")
+        e("br label %loop")
+
+        # one instruction
+        self.label("loop")
+        e("%pc = load i64, ptr %pcv")
+        e("%bud = load i64, ptr %budv")
+        over = self.op("icmp sle i64 %bud, 0")
+        e(f"br i1 {over}, label %leave, label %l1")
+        self.label("l1")
+        pg = self.op("and i64 %pc, -4096")
+        same = self.op(f"icmp eq i64 {pg}, {vpage}")
+        e(f"br i1 {same}, label %fetch, label %leave")
+        self.label("fetch")
+        e("%pgo = and i64 %pc, 4095")
+        ha = self.op("add i64 %pc, %delta")
+        e(f"%hptr = inttoptr i64 {ha} to ptr")
+        lo = self.op("load i16, ptr %hptr, align 1")
+        e(f"%lo32 = zext i16 {lo} to i32")
+        l3 = self.op("and i32 %lo32, 3")
+        is32 = self.op(f"icmp eq i32 {l3}, 3")
+        e(f"br i1 {is32}, label %f32, label %f16")
+        self.label("f32")
+        cross = self.op("icmp ugt i64 %pgo, 4092")
+        e(f"br i1 {cross}, label %f32x, label %f32b")
+        self.label("f32b")
+        e("%w32 = load i32, ptr %hptr, align 1")
+        e("br label %dec")
+        # an instruction straddling two pages: its upper half from the next one
+        self.label("f32x")
+        pc2 = self.op("add i64 %pc, 2")
+        h2 = self.fetch_page(pc2, "slow")
+        hi = self.op(f"load i16, ptr {self.op(f'inttoptr i64 {h2} to ptr')}, align 1")
+        hi = self.op(f"zext i16 {hi} to i32")
+        hi = self.op(f"shl i32 {hi}, 16")
+        e(f"%wx = or i32 %lo32, {hi}")
+        e("br label %f32y")
+        self.label("f32y")
+        e("br label %dec")
+        self.label("f16")
+        lo64 = self.op("zext i32 %lo32 to i64")
+        rp = self.op(f"getelementptr i32, ptr %rvc, i64 {lo64}")
+        e(f"%w16 = load i32, ptr {rp}")
+        ill = self.op("icmp eq i32 %w16, 0")
+        e(f"br i1 {ill}, label %slow, label %dec")
+        self.label("dec")
+        e("%w = phi i32 [ %w32, %f32b ], [ %w16, %f16 ], [ %wx, %f32y ]")
+        e("%len = phi i64 [ 4, %f32b ], [ 2, %f16 ], [ 4, %f32y ]")
+        e("%npc = add i64 %pc, %len")
+        e("%opc = and i32 %w, 127")
+        t = self.op("lshr i32 %w, 7")
+        e(f"%rd = and i32 {t}, 31")
+        t = self.op("lshr i32 %w, 12")
+        e(f"%f3 = and i32 {t}, 7")
+        t = self.op("lshr i32 %w, 15")
+        e(f"%rs1 = and i32 {t}, 31")
+        t = self.op("lshr i32 %w, 20")
+        e(f"%rs2 = and i32 {t}, 31")
+        e("%f7 = lshr i32 %w, 25")
+        e("%f6 = lshr i32 %w, 26")
+        e("%f5 = lshr i32 %w, 27")
+        k = self.op("shl i32 %f7, 3")
+        e(f"%key = or i32 {k}, %f3")
+        r1 = self.op("zext i32 %rs1 to i64")
+        r2 = self.op("zext i32 %rs2 to i64")
+        e(f"%a = load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {r1}')}")
+        e(f"%b = load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {r2}')}")
+        e("%a32 = trunc i64 %a to i32")
+        t = self.op("ashr i32 %w, 20")
+        e(f"%immi = sext i32 {t} to i64")
+        t = self.op("lshr i32 %w, 20")
+        e(f"%sh5 = and i32 {t}, 31")
+        t = self.op("and i32 %w, 67108863")  # bits 25:0 -> shamt in 25:20
+        t = self.op(f"lshr i32 {t}, 20")
+        e(f"%shamt = zext i32 {t} to i64")
+        e("%sh6r = and i64 %b, 63")
+        # S-immediate: imm[11:5] = w[31:25], imm[4:0] = w[11:7]
+        hi7 = self.op("ashr i32 %w, 25")
+        hi7 = self.op(f"shl i32 {hi7}, 5")
+        s = self.op(f"or i32 {hi7}, %rd")
+        e(f"%imms = sext i32 {s} to i64")
+        self.switch("%opc", "i32", {
+            0x13: "opimm", 0x1B: "opimm32", 0x33: "opreg", 0x3B: "opreg32", 0x37: "lui",
+            0x17: "auipc", 0x6F: "jal", 0x67: "jalr", 0x63: "branch", 0x03: "load",
+            0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system"}, "slow")
+
+        self.label("opimm")
+        self.op_imm()
+        self.label("opimm32")
+        self.op_imm32()
+        self.label("opreg")
+        self.op_reg()
+        self.label("opreg32")
+        self.op_reg32()
+        self.label("lui")
+        u = self.op("and i32 %w, -4096")
+        self.result(self.op(f"sext i32 {u} to i64"))
+        self.label("auipc")
+        u = self.op("and i32 %w, -4096")
+        u = self.op(f"sext i32 {u} to i64")
+        self.result(self.op(f"add i64 %pc, {u}"))
+        self.label("load")
+        self.loads()
+        self.label("store")
+        self.stores()
+        self.label("amo")
+        self.atomics()
+        self.label("system")
+        self.system()
+        self.label("miscmem")
+        self.switch("%f3", "i32", {0: "fence", 1: "next"}, "slow")  # fence.i: nothing
+        self.label("fence")
+        pause = self.op(f"icmp eq i32 %w, {PAUSE}")
+        yld = self.op("icmp ne i64 %yield, 0")
+        both = self.op(f"and i1 {pause}, {yld}")
+        e(f"br i1 {both}, label %pause, label %next")
+        self.label("pause")
+        e("store i64 %npc, ptr %pcv")
+        b1 = self.op("sub i64 %bud, 1")
+        e(f"store i64 {b1}, ptr %budv")
+        e("br label %yielded")
+
+        # control transfers end the stretch: the dispatcher looks the target up
+        self.label("jal")
+        # J-immediate: imm[20|10:1|11|19:12] = w[31|30:21|20|19:12]
+        b20 = self.op("ashr i32 %w, 11")
+        b20 = self.op(f"and i32 {b20}, -1048576")  # sign and bit 20
+        b1912 = self.op("and i32 %w, 1044480")
+        b11 = self.op("lshr i32 %w, 9")
+        b11 = self.op(f"and i32 {b11}, 2048")
+        b101 = self.op("lshr i32 %w, 20")
+        b101 = self.op(f"and i32 {b101}, 2046")
+        j = self.op(f"or i32 {b20}, {b1912}")
+        j = self.op(f"or i32 {j}, {b11}")
+        j = self.op(f"or i32 {j}, {b101}")
+        j = self.op(f"sext i32 {j} to i64")
+        tgt = self.op(f"add i64 %pc, {j}")
+        self.link_and_go(tgt, "jal")
+        self.label("jalr")
+        z = self.op("icmp eq i32 %f3, 0")
+        e(f"br i1 {z}, label %jalr1, label %slow")
+        self.label("jalr1")
+        tgt = self.op("add i64 %a, %immi")
+        tgt = self.op(f"and i64 {tgt}, -2")
+        self.link_and_go(tgt, "jalr1")
+        self.label("branch")
+        # B-immediate: imm[12|10:5|4:1|11] = w[31|30:25|11:8|7]
+        b12 = self.op("ashr i32 %w, 19")
+        b12 = self.op(f"and i32 {b12}, -4096")
+        b105 = self.op("lshr i32 %w, 20")
+        b105 = self.op(f"and i32 {b105}, 2016")
+        b41 = self.op("lshr i32 %w, 7")
+        b41 = self.op(f"and i32 {b41}, 30")
+        b11 = self.op("shl i32 %w, 4")
+        b11 = self.op(f"and i32 {b11}, 2048")
+        bi = self.op(f"or i32 {b12}, {b105}")
+        bi = self.op(f"or i32 {bi}, {b41}")
+        bi = self.op(f"or i32 {bi}, {b11}")
+        bi = self.op(f"sext i32 {bi} to i64")
+        e(f"%btgt = add i64 %pc, {bi}")
+        conds = {0: "eq", 1: "ne", 4: "slt", 5: "sge", 6: "ult", 7: "uge"}
+        self.switch("%f3", "i32", {f: f"br{f}" for f in conds}, "slow")
+        for f3, cc in conds.items():
+            self.label(f"br{f3}")
+            c = self.op(f"icmp {cc} i64 %a, %b")
+            tgt = self.op(f"select i1 {c}, i64 %btgt, i64 %npc")
+            e(f"store i64 {tgt}, ptr %pcv")
+            e("br label %retire")
+
+        # write rd, retire, go on
+        self.label("wb")
+        v = self.op("load i64, ptr %res")
+        rdx = self.op("zext i32 %rd to i64")
+        e(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        e("store i64 0, ptr %s")  # x0 stays zero
+        e("br label %next")
+        self.label("next")
+        e("store i64 %npc, ptr %pcv")
+        b1 = self.op("sub i64 %bud, 1")
+        e(f"store i64 {b1}, ptr %budv")
+        e("br label %loop")
+        self.label("retire")  # a control transfer: the dispatcher takes over
+        b1 = self.op("sub i64 %bud, 1")
+        e(f"store i64 {b1}, ptr %budv")
+        e("br label %leave")
+
+        self.label("leave")
+        self._writeback(0)
+        self.label("slow")
+        e("store i64 0, ptr %acc")
+        e("br label %slowmem")
+        self.label("slowmem")
+        self.set_field(S.EXIT_ACCESS, self.op("load i64, ptr %acc"))
+        self._writeback(S.EXIT_SLOW)
+        self.label("yielded")
+        self._writeback(S.EXIT_YIELD)
+        body = "\n".join(self.lines)
+        return f"define i32 @{name}(ptr noalias %s) #0 {{\n{body}\n}}\n"
+
+    def link_and_go(self, target: str, _label: str) -> None:
+        rdx = self.op("zext i32 %rd to i64")
+        self.emit(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        self.emit("store i64 0, ptr %s")
+        self.emit(f"store i64 {target}, ptr %pcv")
+        self.emit("br label %retire")
+
+    def _writeback(self, code: int) -> None:
+        self.set_field(S.PC, self.op("load i64, ptr %pcv"))
+        self.set_field(S.BUDGET, self.op("load i64, ptr %budv"))
+        self.emit(f"ret i32 {code}")
+
+
+def interpreter_ir() -> str:
+    """Both interpreters (bare data accesses, soft-TLB data accesses)."""
+    return (_Gen(False).build("pyhv_interp_bare") + "\n"
+            + _Gen(True).build("pyhv_interp_tlb"))
+
+
+__all__ = ["interpreter_ir", "heat_index", "known_index", "NHEAT", "NKNOWN"]
