@@ -33,6 +33,7 @@ import llvmlite.binding as llvm
 
 from ...isa.compressed import expand
 from . import codegen, native_interp
+from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
@@ -70,7 +71,7 @@ class Compiler:
         self.compile_seconds = 0.0
         # The code generator's own source is part of the key: any change to it starts a
         # new cache rather than reusing machine code it would no longer produce.
-        gen = Path(codegen.__file__).read_bytes()
+        gen = b"".join(Path(m.__file__).read_bytes() for m in (codegen, native_interp, S))
         tag = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|".encode() + gen).hexdigest()[:16]
         root = _cache_root()
         self.cache_dir = root / tag if root is not None else None
@@ -84,9 +85,8 @@ class Compiler:
         # For the native interpreter: which starts the code cache may hold (a bit map
         # indexed by pc, shared by every hart), and the compressed-instruction table.
         self.known_map = (ctypes.c_uint8 * (native_interp.NKNOWN // 8))()
-        self.rvc = (ctypes.c_uint32 * 65536)(
-            *[0 if h & 3 == 3 else expand(h) for h in range(65536)])
         self._load_index()
+        self.rvc = self._rvc_table()
         self.dispatch = self._compile_dispatch()
         self.refill = self.ee.get_function_address("pyhv_refill")
         self.revoke = self.ee.get_function_address("pyhv_revoke")
@@ -118,6 +118,34 @@ class Compiler:
             if len(parts) == 2:
                 self._index[parts[0]] = parts[1]
                 self._add_start(parts[0])
+
+    def _rvc_table(self) -> ctypes.Array:
+        """Compressed instruction -> its 32-bit expansion (0: illegal), for the native
+        interpreter; kept in the cache directory (building it takes ~40 ms)."""
+        table = (ctypes.c_uint32 * 65536)()
+        path = self.cache_dir / "rvc.bin" if self.cache_dir is not None else None
+        if path is not None:
+            try:
+                data = path.read_bytes()
+                if len(data) == ctypes.sizeof(table):
+                    ctypes.memmove(table, data, len(data))
+                    return table
+            except OSError:
+                pass
+        for h in range(65536):
+            if h & 3 != 3:
+                table[h] = expand(h)
+        if path is not None:
+            self._write_atomic(path, bytes(table))
+        return table
+
+    def _write_atomic(self, path: Path, data: bytes) -> None:
+        try:
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            pass
 
     def _add_start(self, key: str) -> None:
         shape = key_shape(key)
@@ -197,7 +225,24 @@ class Compiler:
 
     def _compile_dispatch(self) -> int:
         t0 = time.perf_counter()
-        self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir())
+        # The dispatcher and the native interpreter: loaded from the cache directory
+        # (compiling them takes ~60 ms of every start), else compiled and kept there.
+        path = self.cache_dir / "dispatch.o" if self.cache_dir is not None else None
+        obj = None
+        if path is not None:
+            try:
+                obj = path.read_bytes()
+            except OSError:
+                obj = None
+        if obj and hashlib.sha256(obj[32:]).digest() == obj[:32]:  # whole, not torn
+            ref = llvm.ObjectFileRef.from_data(obj[32:])
+            self.ee.add_object_file(ref)
+            self._objects.append(ref)
+            self.ee.finalize_object()
+        else:
+            obj = self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir())
+            if path is not None:
+                self._write_atomic(path, hashlib.sha256(obj).digest() + obj)
         self.interp_bare = self.ee.get_function_address("pyhv_interp_bare")
         self.interp_tlb = self.ee.get_function_address("pyhv_interp_tlb")
         self.dispatch_seconds = time.perf_counter() - t0

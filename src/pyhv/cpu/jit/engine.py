@@ -97,19 +97,27 @@ class _NativeBlocks(dict):
     entry (CodeWatch, a page that maps elsewhere) also unlinks it from the context's
     dispatch table."""
 
-    def __init__(self, table: ctypes.Array) -> None:
+    def __init__(self, table: ctypes.Array, runs: ctypes.Array, hot_runs: int) -> None:
         super().__init__()
         self.table = table
+        self.runs = runs  # the native interpreter's run counters of the context
+        self.rearm = max(0, min(hot_runs, (1 << 32) - 1) - 1)
         self._flip = False
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
         value = dict.pop(self, pc, default)
         self.unlink(pc)
+        if value is not None:
+            # its next run in the native interpreter asks for the block again
+            i = native_interp.heat_index(pc)
+            if self.runs[i] > self.rearm:
+                self.runs[i] = self.rearm
         return value
 
     def clear(self) -> None:
         dict.clear(self)
         S.empty_table(self.table)
+        ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
     def unlink(self, pc: int) -> None:
         """Take ``pc`` out of the table (it stays known: ``link`` puts it back)."""
@@ -178,15 +186,15 @@ class _Context:
                  "table_addr", "translated", "key", "vmap", "verified", "satp",
                  "runs", "runs_addr")
 
-    def __init__(self, code: CodeWatch, key: tuple[int, int, bool]) -> None:
+    def __init__(self, code: CodeWatch, key: tuple[int, int, bool], hot_runs: int) -> None:
         table = S.new_table()
-        self.native = _NativeBlocks(table)
-        self.table_addr = ctypes.addressof(table)
-        self.ops = _OpCache()
-        self.heat: dict[int, int] = {}
         # stretch-start run counters of the native interpreter (native_interp.py)
         self.runs = (ctypes.c_uint32 * native_interp.NHEAT)()
         self.runs_addr = ctypes.addressof(self.runs)
+        self.native = _NativeBlocks(table, self.runs, hot_runs)
+        self.table_addr = ctypes.addressof(table)
+        self.ops = _OpCache()
+        self.heat: dict[int, int] = {}
         self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
         self.queued: set[int] = set()  # starts waiting for the compiler
         self.vmap: dict[int, int] = {}  # virtual page -> physical page code came from
@@ -407,7 +415,7 @@ class JitEngine:
                     self.code.caches[old.op_id] = _OpCache()
                 self._contexts.clear()
                 self._vpages.clear()
-            ctx = self._contexts[key] = _Context(self.code, key)
+            ctx = self._contexts[key] = _Context(self.code, key, self.machine.hot_runs)
         if key[1] and ctx.satp != self.hart.satp:
             self._unverify(ctx)  # another address space: check pages again
             ctx.satp = self.hart.satp

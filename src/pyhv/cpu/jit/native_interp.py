@@ -15,9 +15,11 @@ that one instruction.
 
 Heat: each stretch start counts its runs in the context's heat table (``HEAT``); the
 run that reaches the threshold leaves with ``EXIT_HOT`` before doing anything, and Python
-queues the block there for the compiler. A start that the code cache may hold (its bit
-set in the ``KNOWN`` map) leaves on its first run, so that a warm start installs cached
-machine code at once.
+queues the block there for the compiler; a start still interpreted after that asks again
+every ``REHEAT`` runs (a safety net: a block dropped since, its page written, re-arms its
+start's counter to leave at the next run). A
+start that the code cache may hold (its bit set in the ``KNOWN`` map) leaves on its
+first run, so that a warm start installs cached machine code at once.
 
 There is one interpreter per data-translation mode (bare or through the soft TLB),
 generated from the same template; they live in the dispatcher's module.
@@ -32,6 +34,7 @@ from . import state as S
 RAM_BASE = 0x80000000
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
 NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
+REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
 
 
 def _s64(v: int) -> int:
@@ -491,6 +494,13 @@ class _Gen:
         e(f"store i32 {h1}, ptr {hp}")
         thr = self.op(f"trunc i64 {self.field(S.THRESH)} to i32")
         hot = self.op(f"icmp eq i32 {h1}, {thr}")
+        # past the threshold, ask again every REHEAT runs: a block dropped since (its
+        # page written, say) is linked again or recompiled
+        low = self.op(f"and i32 {h1}, {REHEAT - 1}")
+        again = self.op(f"icmp eq i32 {low}, 0")
+        past = self.op(f"icmp ugt i32 {h1}, {thr}")
+        again = self.op(f"and i1 {again}, {past}")
+        hot = self.op(f"or i1 {hot}, {again}")
         e(f"br i1 {hot}, label %hot, label %first")
         self.label("first")
         once = self.op(f"icmp eq i32 {h1}, 1")
