@@ -799,24 +799,28 @@ class JitEngine:
                 break
             except CounterAccess as c:
                 c.__traceback__ = None
-                hart.instret = base + done
-                try:
-                    hart.pc = op.exact()
-                    base = hart.instret - done
-                    done += 1
-                except SliceBreak as s:
-                    s.__traceback__ = None
-                    base = hart.instret - done
-                    done += 1
-                except Trap as t:
-                    trapped += 1
-                    hart.take_trap(t.cause, t.tval, pc)
+                base, done, trapped = self._exact(op, pc, base, done, trapped)
             except StopRequest:
                 done += 1
                 hart.pc = op.npc
                 break
         hart.instret = base + done
         return done
+
+    def _exact(self, op: Any, pc: int, base: int, done: int, trapped: int
+               ) -> tuple[int, int, int]:
+        """Run a counter-reading instruction with instret exact (CounterAccess):
+        returns the run loop's new (base, done, trapped)."""
+        hart = self.hart
+        hart.instret = base + done
+        try:
+            hart.pc = op.exact()
+        except SliceBreak as s:
+            s.__traceback__ = None
+        except Trap as t:
+            hart.take_trap(t.cause, t.tval, pc)
+            return base, done, trapped + 1
+        return hart.instret - done, done + 1, trapped
 
     # -- the run loop with the native interpreter -------------------------------------------
     def _hot(self, ctx: _Context, pc: int) -> None:
@@ -918,18 +922,7 @@ class JitEngine:
                 break
             except CounterAccess as c:
                 c.__traceback__ = None
-                hart.instret = base + done
-                try:
-                    hart.pc = op.exact()
-                    base = hart.instret - done
-                    done += 1
-                except SliceBreak as s:
-                    s.__traceback__ = None
-                    base = hart.instret - done
-                    done += 1
-                except Trap as t:
-                    trapped += 1
-                    hart.take_trap(t.cause, t.tval, pc)
+                base, done, trapped = self._exact(op, pc, base, done, trapped)
             except StopRequest:
                 done += 1
                 hart.pc = op.npc
