@@ -95,9 +95,6 @@ class _Gen:
         t = self.op(f"trunc i64 {v} to i32")
         return self.op(f"sext i32 {t} to i64")
 
-    def slow(self) -> None:
-        self.emit("br label %slow")
-
     # -- memory ------------------------------------------------------------------------
     def access(self, addr: str, size: int, store: bool) -> str:
         """Host pointer for a guest access of ``size`` bytes; else leave for Python
@@ -663,14 +660,14 @@ class _Gen:
         j = self.op(f"or i32 {j}, {b101}")
         j = self.op(f"sext i32 {j} to i64")
         tgt = self.op(f"add i64 %pc, {j}")
-        self.link_and_go(tgt, "jal")
+        self.link_and_go(tgt)
         self.label("jalr")
         z = self.op("icmp eq i32 %f3, 0")
         e(f"br i1 {z}, label %jalr1, label %slow")
         self.label("jalr1")
         tgt = self.op("add i64 %a, %immi")
         tgt = self.op(f"and i64 {tgt}, -2")
-        self.link_and_go(tgt, "jalr1")
+        self.link_and_go(tgt)
         self.label("branch")
         # B-immediate: imm[12|10:5|4:1|11] = w[31|30:25|11:8|7]
         b12 = self.op("ashr i32 %w, 19")
@@ -725,7 +722,8 @@ class _Gen:
         body = "\n".join(self.lines)
         return f"define i32 @{name}(ptr noalias %s) #0 {{\n{body}\n}}\n"
 
-    def link_and_go(self, target: str, _label: str) -> None:
+    def link_and_go(self, target: str) -> None:
+        """jal/jalr: rd = the next pc, then end the stretch at ``target``."""
         rdx = self.op("zext i32 %rd to i64")
         self.emit(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
         self.emit("store i64 0, ptr %s")
