@@ -4,18 +4,20 @@ translator builds on it: blocks survive stores to data that shares their page.
 * CodeCache: one context per (privilege, satp[, data translation]); tables registered
   with the CodeWatch (a store into a page drops its entries); SFENCE.VMA of one page and
   full flushes; contexts beyond MAX_CONTEXTS are all dropped and their ids reused.
-* CodeBytes: a store next to code (same page, no instruction bytes) is "clean"; one over
-  an instruction, or into a page where someone else registered entries, is not.
+* CodeWatch: entries are registered with their bytes; a store next to code (same page,
+  no instruction bytes) drops nothing, one over an instruction drops exactly the entries
+  whose bytes it overlaps; the page's granule mask follows and watchers are told.
 * The translator: a loop storing into data on its own code page keeps its compiled block
-  (inline stores ask CodeBytes; MMU stores drop it, and it is revived unchanged), while a
-  store over its instructions still takes effect at once.
+  (inline and MMU stores alike), a rewrite of an instruction with the same bytes drops
+  the block and it is revived unchanged, while a store over its instructions still takes
+  effect at once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pyhv.cpu.code_cache import MAX_CONTEXTS, CodeBytes, CodeCache, CodeContext
+from pyhv.cpu.code_cache import MAX_CONTEXTS, CodeCache, CodeContext
 from pyhv.cpu.hart import Hart
 from pyhv.cpu.mmu import CodeWatch
 from pyhv.isa import csr as C
@@ -108,27 +110,31 @@ def test_too_many_contexts_are_dropped_and_their_ids_reused() -> None:
     assert MAX_CONTEXTS == 64
 
 
-def test_code_bytes_tell_data_next_to_code_from_code() -> None:
+def test_code_watch_drops_exactly_the_entries_a_write_overlaps() -> None:
     code = CodeWatch()
-    code.register({})  # cache ids 0 and 1
-    code.register({})
-    cb = CodeBytes.of(code)
-    assert CodeBytes.of(code) is cb and CodeBytes.of(CodeWatch()) is not cb
+    t0, t1 = {}, {}
+    c0, c1 = code.register(t0), code.register(t1)
+    seen: list[tuple[int, int]] = []
+    code.watchers.append(lambda ppn, mask: seen.append((ppn, mask)))
     ppn = 0x80001
-    assert not cb.clean(ppn, 0, 4)  # nothing known
-    code.add(ppn, 0, 0x1000)
-    cb.mark(ppn, 0, 0x1000, 0x000, 4)
-    code.add(ppn, 0, 0x1ffe)
-    cb.mark(ppn, 0, 0x1ffe, 0xFFE, 2)
-    assert cb.clean(ppn, 0x800, 8) and cb.clean(ppn, 4, 4)
-    assert not cb.clean(ppn, 0, 1) and not cb.clean(ppn, 2, 4) and not cb.clean(ppn, 0xFF8, 8)
-    code.add(ppn, 1, 0x1400)  # someone registered without marking: unknown
-    assert not cb.clean(ppn, 0x800, 8)
-    code.invalidate(ppn)  # all gone: the page starts afresh
-    assert not cb.clean(ppn, 0x800, 8)
-    code.add(ppn, 0, 0x1100)
-    cb.mark(ppn, 0, 0x1100, 0x100, 4)
-    assert cb.clean(ppn, 0, 4) and not cb.clean(ppn, 0x102, 1)
+    pa = ppn << 12
+    assert not code.holds_code(pa, 8)
+    for key, off, size in ((0x1000, 0, 4), (0x1004, 4, 2), (0x1ffe, 0xFFE, 2)):
+        t0[key] = key
+        code.add(ppn, c0, key, off, size)
+    t1["blk"] = 1
+    code.add(ppn, c1, "blk", 0, 6)  # a block over the first two instructions
+    assert code.masks[ppn] == 1 | 1 << 511 and seen == [(ppn, 1), (ppn, 1 | 1 << 511)]
+    code.written(pa + 0x800, 8)  # data next to code
+    code.written(pa + 6, 2)  # same granule as code, other bytes
+    assert set(t0) == {0x1000, 0x1004, 0x1ffe} and t1 and code.dropped == 0
+    assert code.holds_code(pa + 6, 2) and not code.holds_code(pa + 8, 8)
+    code.written(pa + 4, 1)  # the second instruction and the block
+    assert set(t0) == {0x1000, 0x1ffe} and not t1 and code.dropped == 2
+    code.invalidate_range(pa - 0x10, 0x14)  # DMA over the first instruction
+    assert set(t0) == {0x1ffe} and code.masks[ppn] == 1 << 511
+    code.written(pa + 0xFFF, 1)
+    assert not t0 and ppn not in code.masks and ppn not in code.pages and seen[-1] == (ppn, 0)
 
 
 def _data_loop(w) -> None:
@@ -157,8 +163,10 @@ def test_blocks_dropped_by_mmu_stores_are_revived_unchanged() -> None:
     _data_loop(t)
     t.engine.run(100)
     assert t.engine.compiled == 1
-    t.ram.write(BASE + 0x900, 4, 7)  # a device or a cold store through the MMU
+    t.ram.write(BASE + 0x900, 4, 7)  # a device writes data next to the code: kept
     t.code.invalidate_range(BASE + 0x900, 4)
+    assert t.engine._context().blocks
+    t.code.invalidate_range(BASE + 4, 4)  # the same instruction written again: dropped
     assert not t.engine._context().blocks
     t.engine.run(3000)
     assert t.engine._context().recompiles[BASE] == 0 and t.engine.revived >= 1

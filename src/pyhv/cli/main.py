@@ -142,6 +142,11 @@ def run_machine(
             f"{result.seconds:.2f} s ({result.mips:.2f} MIPS, engine {machine.engine_name})",
             file=sys.stderr,
         )
+        counters = machine.engine_stats()
+        if counters:
+            print(f"pyhv: {machine.engine_name}: "
+                  + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in counters.items()),
+                  file=sys.stderr)
     if result.reason == "crash":
         print(f"pyhv: guest crashed: {machine.crash}", file=sys.stderr)
         return result.exit_code

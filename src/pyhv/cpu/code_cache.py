@@ -10,18 +10,17 @@ the memory it came from is unchanged. This module does that bookkeeping once:
   context holds ``tables``: dicts keyed by virtual pc (an engine may keep several, e.g.
   compiled blocks and decoded instructions). Past ``MAX_CONTEXTS`` contexts (a guest
   cycling through address spaces) all are dropped and their tables reused.
-* **Physical pages.** Every table is registered with the machine's
-  :class:`~pyhv.cpu.mmu.CodeWatch`, and :meth:`CodeCache.add` records the physical pages
-  an entry came from: a store into one of them (by any hart, the page walker, a device
-  or a loader) drops the entry.
+* **Physical bytes.** Every table is registered with the machine's
+  :class:`~pyhv.cpu.mmu.CodeWatch`, and :meth:`CodeCache.add` records the bytes of the
+  physical pages an entry came from: a store into them (by any hart, the page walker, a
+  device or a loader) drops the entry; a store to other bytes of the page does not.
 * **Virtual pages.** Where fetches are translated, :meth:`CodeCache.add` also records the
   virtual pages an entry spans, so SFENCE.VMA of one page (:meth:`CodeCache.flush_page`)
   drops exactly what was fetched through it; a full SFENCE.VMA or a reset drops whole
   contexts (:meth:`CodeCache.flush`).
 * **Stores next to code**, for engines that store to RAM inline: :class:`CodePages`
-  (which RAM pages hold code: a list the store indexes) and :class:`CodeBytes` (which
-  bytes of such a page hold instructions) let a store leave code alone when it wrote
-  none of it.
+  (which RAM pages hold code: a list the store indexes) tells when to ask the
+  CodeWatch, which leaves code alone when the store wrote none of it.
 
 The engine's hot loop only does ``ctx = cache.current()`` when it (re)enters its loop
 (after a trap, a context change, a new slice) and then plain dict lookups in
@@ -126,12 +125,18 @@ class CodeCache:
         ctx = self.contexts[key] = self.context_class(tables, ids)
         return ctx
 
-    def add(self, cid: int, pc: int, ppns: Iterable[int], vpns: Iterable[int]) -> None:
+    def add(self, cid: int, pc: int, ppns: Iterable[int], vpns: Iterable[int],
+            spans: Iterable[tuple[int, int, int]] | None = None) -> None:
         """Record that the entry at ``pc`` of table ``cid`` was built from the physical
-        pages ``ppns``, fetched through the virtual pages ``vpns``."""
+        pages ``ppns`` (exactly: from the bytes ``spans``, as (ppn, offset, size)),
+        fetched through the virtual pages ``vpns``."""
         add = self.code.add
-        for ppn in ppns:
-            add(ppn, cid, pc)
+        if spans is None:
+            for ppn in ppns:
+                add(ppn, cid, pc)
+        else:
+            for ppn, off, size in spans:
+                add(ppn, cid, pc, off, size)
         if self.hart.mmu.imode:
             vpages = self._vpages.get(cid)
             if vpages is None:
@@ -143,12 +148,13 @@ class CodeCache:
                 else:
                     pcs.append(pc)
 
-    def add_insn(self, cid: int, pc: int, ppns: Iterable[int], length: int) -> None:
-        """:meth:`add` for one instruction of ``length`` bytes at ``pc`` (the decode
+    def add_insn(self, cid: int, pc: int, pa: int, ppns: tuple[int, ...], length: int
+                 ) -> None:
+        """:meth:`add` for one instruction of ``length`` bytes at ``pc``, physical ``pa``
+        (``ppns``: its physical pages, two if it straddles a page boundary; the decode
         path of an interpreter: the virtual pages are only worked out when needed)."""
-        add = self.code.add
-        for ppn in ppns:
-            add(ppn, cid, pc)
+        for ppn, off, size in insn_spans(pa, length, ppns):
+            self.code.add(ppn, cid, pc, off, size)
         if self.hart.mmu.imode:
             last = ((pc + length - 1) & 0xFFFFFFFFFFFFFFFF) >> 12
             vpn = pc >> 12
@@ -184,76 +190,27 @@ class CodeCache:
                     ctx.forget(pcs)
 
 
-class CodeBytes:
-    """Which bytes of each physical page hold instructions, for one CodeWatch.
+def insn_spans(pa: int, length: int, ppns: tuple[int, ...] | list[int]
+               ) -> tuple[tuple[int, int, int], ...]:
+    """The bytes of an instruction at physical ``pa`` as (ppn, offset, size) per page
+    (``ppns``: the physical pages it came from, two if it straddles a page boundary)."""
+    off = pa & 0xFFF
+    if off + length <= 0x1000:
+        return ((pa >> 12, off, length),)
+    first = 0x1000 - off
+    return ((pa >> 12, off, first), (ppns[-1], 0, length - first))
 
-    A store into a page holding code drops everything built from that page (CodeWatch).
-    Guests often keep written data in the same 4 KiB page as code (a small program's
-    ``.data`` right after its ``.text``), and then each store into that data would drop
-    and rebuild the code. Engines that register entries through :meth:`mark` as well
-    record which bytes their instructions occupy, so a store can first ask :meth:`clean`:
-    True when every entry the CodeWatch holds for the page was marked here and none of
-    them occupies the stored bytes, i.e. nothing decoded can be stale (QEMU keeps a
-    similar bitmap of code per page). Entries registered by anyone else make the page
-    "unknown" (False) until it is invalidated. One instance per CodeWatch, shared by all
-    the engines (harts) that use it: :meth:`of`.
-    """
 
-    _instances: weakref.WeakKeyDictionary[Any, CodeBytes] = weakref.WeakKeyDictionary()
-
-    @classmethod
-    def of(cls, code: CodeWatch) -> CodeBytes:
-        inst = cls._instances.get(code)
-        if inst is None:
-            inst = cls._instances[code] = cls(code)
-        return inst
-
-    def __init__(self, code: CodeWatch) -> None:
-        self.code = code
-        # ppn -> [the CodeWatch's entry set for the page when marked, the marked
-        # (cache id, key) entries in it, a 4096-byte map: nonzero = instruction byte]
-        self.pages: dict[int, list[Any]] = {}
-
-    def mark(self, ppn: int, cid: int, key: int, off: int, size: int) -> None:
-        """Entry (``cid``, ``key``), just added to the CodeWatch for page ``ppn``, holds an
-        instruction at bytes [off, off + size) of that page."""
-        entries = self.code.pages.get(ppn)
-        rec = self.pages.get(ppn)
-        if rec is None or rec[0] is not entries:  # new, or the page was invalidated since
-            rec = self.pages[ppn] = [entries, set(), bytearray(4096)]
-        rec[1].add((cid, key))
-        rec[2][off:off + size] = b"\x01" * size
-
-    def mark_spans(self, cid: int, keys: Iterable[int], spans: Iterable[tuple[int, int, int]]
-                   ) -> None:
-        """:meth:`mark` for several entries (``keys``) built from the same instructions,
-        given as (ppn, offset, size) spans: each byte is marked once, not once per entry."""
-        keys = list(keys)
-        by_page: dict[int, list[tuple[int, int]]] = {}
-        for ppn, off, size in spans:
-            by_page.setdefault(ppn, []).append((off, size))
-        for ppn, pieces in by_page.items():
-            entries = self.code.pages.get(ppn)
-            rec = self.pages.get(ppn)
-            if rec is None or rec[0] is not entries:
-                rec = self.pages[ppn] = [entries, set(), bytearray(4096)]
-            rec[1].update((cid, key) for key in keys)
-            bytemap = rec[2]
-            for off, size in pieces:
-                bytemap[off:off + size] = b"\x01" * size
-
-    def clean(self, ppn: int, off: int, size: int) -> bool:
-        """Whether a store to bytes [off, off + size) of page ``ppn`` can leave the
-        page's decoded code alone."""
-        rec = self.pages.get(ppn)
-        if rec is None:
-            return False
-        entries = self.code.pages.get(ppn)
-        # Entries only ever leave a page all at once (CodeWatch.invalidate), so the
-        # marked ones are a subset of the current set: equal sizes mean all are marked.
-        if rec[0] is not entries or entries is None or len(entries) != len(rec[1]):
-            return False
-        return rec[2].find(1, off, off + size) < 0
+def merge_spans(spans: Iterable[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """(ppn, offset, size) spans with touching or overlapping ones of a page merged."""
+    out: list[list[int]] = []
+    for ppn, off, size in sorted(spans):
+        if out and out[-1][0] == ppn and off <= out[-1][1] + out[-1][2]:
+            last = out[-1]
+            last[2] = max(last[2], off + size - last[1])
+        else:
+            out.append([ppn, off, size])
+    return [(p, o, n) for p, o, n in out]
 
 
 class CodePages:
@@ -283,14 +240,14 @@ class CodePages:
     def __init__(self, code: CodeWatch, ram_base: int, ram_size: int) -> None:
         self.first = ram_base >> 12
         self.map = [False] * ((ram_size + 0xFFF) >> 12)
-        for ppn in code.pages:
-            self.watch(ppn, True)
+        for ppn, mask in code.masks.items():
+            self.watch(ppn, mask)
         code.watchers.append(self.watch)
 
-    def watch(self, ppn: int, holds_code: bool) -> None:
+    def watch(self, ppn: int, mask: int) -> None:
         i = ppn - self.first
         if 0 <= i < len(self.map):
-            self.map[i] = holds_code
+            self.map[i] = mask != 0
 
 
-__all__ = ["MAX_CONTEXTS", "CodeBytes", "CodeCache", "CodeContext", "CodePages"]
+__all__ = ["MAX_CONTEXTS", "CodeCache", "CodeContext", "CodePages", "insn_spans", "merge_spans"]

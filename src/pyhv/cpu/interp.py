@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..isa import csr as C
-from ..isa.decoder import Decoded, decode
+from ..isa.decoder import PAUSE, Decoded, decode
 from .code_cache import MAX_CONTEXTS, CodeCache
 from .hart import EXCEPTION_NAMES, Hart
 from .mmu import LOAD, STORE, CodeWatch
@@ -370,7 +370,6 @@ class YieldSlice(Exception):
 
 
 _YIELD = YieldSlice()
-PAUSE = 0x0100000F  # Zihintpause: fence w, 0
 
 
 @_factory("fence")
@@ -742,7 +741,7 @@ class Interpreter:
             d = decode(lo, 2)
         op = make_op(self.hart, d, pc)
         cache[pc] = op
-        self.cache.add_insn(cid, pc, pages, d.length)
+        self.cache.add_insn(cid, pc, pa, pages, d.length)
         return op
 
     def run(self, budget: int) -> int:

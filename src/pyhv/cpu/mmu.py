@@ -8,13 +8,14 @@ misaligned accesses, page-crossing accesses and MMIO take the slow path.
 TLBs are kept per translation context (effective privilege, SUM, MXR), so toggling SUM in
 the kernel's uaccess helpers flushes nothing; SFENCE.VMA and satp writes flush them all.
 Stores into pages that hold decoded instructions notify the code watcher, which drops
-the stale decoded instructions (self-modifying code, loaders, FENCE.I-free kernels).
+the decoded instructions whose bytes they overlap (self-modifying code, loaders,
+FENCE.I-free kernels), and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..isa import csr as C
 from ..memory.bus import Bus
@@ -42,45 +43,129 @@ _PPN_MASK = (1 << 44) - 1
 M64 = (1 << 64) - 1
 
 
-class CodeWatch:
-    """Physical pages holding decoded instructions, shared by all harts of a machine.
+GRANULE = 8  # bytes of a page per bit of a code mask (an aligned store of <= 8 bytes hits one)
 
-    ``pages[ppn]`` holds (cache id, key) pairs to drop from the registered decode caches
-    when the page is written, by any hart or device. ``watchers`` are told when a page
-    starts or stops holding code (the JIT keeps native stores away from such pages).
+
+def granule_mask(off: int, size: int) -> int:
+    """The bits of a page's code mask that bytes [off, off + size) of the page touch."""
+    first = off // GRANULE
+    last = (off + size - 1) // GRANULE
+    return ((1 << (last - first + 1)) - 1) << first
+
+
+class CodeWatch:
+    """Which bytes of guest RAM hold code that was decoded or translated, shared by all
+    harts of a machine (QEMU keeps the same per-page record of translated bytes).
+
+    Every engine registers what it built (a decoded instruction, a block, a function)
+    with the byte range it came from: ``add(ppn, cache id, key, off, size)``. A write by
+    any hart, the page walker, a device (DMA) or a loader drops exactly the entries
+    whose bytes it overlaps (``written``, ``invalidate_range``), popping their keys from
+    the registered caches; a write to other bytes of the same page leaves them alone,
+    so data that shares a page with code costs nothing.
+
+    ``masks[ppn]`` is a quick summary per page: bit g set when bytes [8g, 8g + 8) hold
+    registered code. Stores ask it first; ``watchers(ppn, mask)`` are told whenever it
+    changes (0: the page holds no code any more), so native code can keep a copy.
     """
 
     def __init__(self) -> None:
-        self.pages: dict[int, set[tuple[int, int]]] = {}
+        # ppn -> {(cache id, key): [[lo, hi], ...] byte ranges of the page}
+        self.pages: dict[int, dict[tuple[int, Any], list[list[int]]]] = {}
+        self.masks: dict[int, int] = {}
         self.caches: list[dict] = []
-        self.watchers: list[Callable[[int, bool], None]] = []
+        self.watchers: list[Callable[[int, int], None]] = []
+        self.dropped = 0  # entries dropped by writes (statistics)
 
     def register(self, cache: dict) -> int:
         self.caches.append(cache)
         return len(self.caches) - 1
 
-    def add(self, ppn: int, cache_id: int, key: int) -> None:
+    def add(self, ppn: int, cache_id: int, key: Any, off: int = 0, size: int = 0x1000) -> None:
+        """Entry ``key`` of cache ``cache_id`` was built from bytes [off, off + size) of
+        physical page ``ppn`` (by default the whole page)."""
         entries = self.pages.get(ppn)
         if entries is None:
-            entries = self.pages[ppn] = set()
+            entries = self.pages[ppn] = {}
+        end = off + size
+        ranges = entries.get((cache_id, key))
+        if ranges is None:
+            entries[(cache_id, key)] = [[off, end]]
+        else:
+            last = ranges[-1]
+            if last[0] <= off <= last[1]:
+                if end > last[1]:
+                    last[1] = end
+            elif not any(r[0] <= off and end <= r[1] for r in ranges):
+                ranges.append([off, end])
+        old = self.masks.get(ppn, 0)
+        mask = old | granule_mask(off, size)
+        if mask != old:
+            self.masks[ppn] = mask
             for watcher in self.watchers:
-                watcher(ppn, True)
-        entries.add((cache_id, key))
+                watcher(ppn, mask)
+
+    def holds_code(self, pa: int, size: int) -> bool:
+        """Whether bytes [pa, pa + size) (within one page) may hold registered code."""
+        mask = self.masks.get(pa >> 12)
+        return mask is not None and bool(mask & granule_mask(pa & 0xFFF, size))
+
+    def written(self, pa: int, size: int) -> None:
+        """Bytes [pa, pa + size), within one page, were written: drop the code there."""
+        mask = self.masks.get(pa >> 12)
+        if mask is not None and mask & granule_mask(pa & 0xFFF, size):
+            self._drop(pa >> 12, pa & 0xFFF, (pa & 0xFFF) + size)
+
+    def _drop(self, ppn: int, lo: int, hi: int) -> None:
+        """Drop the entries of page ``ppn`` that overlap bytes [lo, hi); recompute the
+        page's mask from what is left."""
+        entries = self.pages.get(ppn)
+        if entries is None:
+            return
+        caches = self.caches
+        gone = [k for k, ranges in entries.items()
+                if any(r[0] < hi and lo < r[1] for r in ranges)]
+        if not gone:
+            return
+        for k in gone:
+            del entries[k]
+            caches[k[0]].pop(k[1], None)
+        self.dropped += len(gone)
+        # Popping an entry may have dropped others of this page (a cache that forgets a
+        # group of keys at once): recompute from what the page still holds.
+        mask = 0
+        for ranges in entries.values():
+            for r in ranges:
+                mask |= granule_mask(r[0], r[1] - r[0])
+        if not entries:
+            del self.pages[ppn]
+        if mask:
+            self.masks[ppn] = mask
+        else:
+            self.masks.pop(ppn, None)
+        for watcher in self.watchers:
+            watcher(ppn, mask)
 
     def invalidate(self, ppn: int) -> None:
-        caches = self.caches
-        entries = self.pages.pop(ppn, ())
-        for cache_id, key in entries:
-            caches[cache_id].pop(key, None)
-        if entries:
-            for watcher in self.watchers:
-                watcher(ppn, False)
+        """Drop everything built from page ``ppn``."""
+        self._drop(ppn, 0, 0x1000)
 
     def invalidate_range(self, paddr: int, length: int) -> None:
-        """A device (DMA) or loader wrote guest RAM: drop code decoded from it."""
-        for ppn in range(paddr >> 12, (paddr + length + 0xFFF) >> 12):
-            if ppn in self.pages:
-                self.invalidate(ppn)
+        """A device (DMA) or loader wrote guest RAM: drop code built from those bytes."""
+        if length <= 0 or not self.masks:
+            return
+        end = paddr + length
+        first, last = paddr >> 12, (end - 1) >> 12
+        if last - first > len(self.masks):
+            ppns = [p for p in self.masks if first <= p <= last]
+        else:
+            ppns = [p for p in range(first, last + 1) if p in self.masks]
+        for ppn in ppns:
+            base = ppn << 12
+            lo = max(paddr, base) - base
+            hi = min(end, base + 0x1000) - base
+            if self.masks.get(ppn, 0) & granule_mask(lo, hi - lo):
+                self._drop(ppn, lo, hi)
 
 
 class Mmu:
@@ -204,7 +289,7 @@ class Mmu:
             if new != pte:
                 self.u64[off >> 3] = new
                 if pte_addr >> 12 in self.code_pages:
-                    self.code.invalidate(pte_addr >> 12)
+                    self.code.written(pte_addr, 8)
             if level:
                 self._superpages = True
             return (ppn | ((va >> 12) & low)) << 12
@@ -275,7 +360,7 @@ class Mmu:
         if self.ram.contains(pa, size):
             self.ram.write(pa, size, value)
             if pa >> 12 in self.code_pages:
-                self.code.invalidate(pa >> 12)
+                self.code.written(pa, size)
             return
         if not self.bus.write(pa, size, value):
             raise Trap(STORE_ACCESS_FAULT, va)
@@ -367,7 +452,7 @@ class Mmu:
         if not off & 7 and 0 <= off < self.ram_size:
             self.u64[off >> 3] = value
             if pa >> 12 in self.code_pages:
-                self.code.invalidate(pa >> 12)
+                self.code.written(pa, 8)
             return
         self._slow_store(va, 8, value)
 
@@ -383,7 +468,7 @@ class Mmu:
         if not off & 3 and 0 <= off < self.ram_size:
             self.u32[off >> 2] = value & 0xFFFFFFFF
             if pa >> 12 in self.code_pages:
-                self.code.invalidate(pa >> 12)
+                self.code.written(pa, 4)
             return
         self._slow_store(va, 4, value & 0xFFFFFFFF)
 
@@ -399,7 +484,7 @@ class Mmu:
         if not off & 1 and 0 <= off < self.ram_size:
             self.u16[off >> 1] = value & 0xFFFF
             if pa >> 12 in self.code_pages:
-                self.code.invalidate(pa >> 12)
+                self.code.written(pa, 2)
             return
         self._slow_store(va, 2, value & 0xFFFF)
 
@@ -415,6 +500,6 @@ class Mmu:
         if 0 <= off < self.ram_size:
             self.u8[off] = value & 0xFF
             if pa >> 12 in self.code_pages:
-                self.code.invalidate(pa >> 12)
+                self.code.written(pa, 1)
             return
         self._slow_store(va, 1, value & 0xFF)

@@ -73,19 +73,19 @@ How:
 * **Caching and invalidation** follow the interpreter (a
   :class:`~.code_cache.CodeCache`): per translation context (privilege, satp, data
   translation on/off) one dict of compiled entries and one of decoded instructions for
-  cold code, keyed by virtual pc; every physical page an instruction came from is
-  registered with the machine's :class:`CodeWatch`, so a store into it (by any hart, the
-  page walker or a device) drops what was built from it, and SFENCE.VMA drops the
+  cold code, keyed by virtual pc; the physical bytes every instruction came from are
+  registered with the machine's :class:`CodeWatch`, so a store into them (by any hart,
+  the page walker or a device) drops what was built from them, and SFENCE.VMA drops the
   virtual pages it names (``flush``/``flush_page``, installed as
   ``hart.flush_decoded*``). A store that drops the function executing it ends it right
   after the store, so even self-modifying code without FENCE.I sees its new
   instructions at once, as on the interpreter (and QEMU). Data often shares a page with
-  code: an inline store into a page holding code (:class:`~.code_cache.CodePages`)
-  first asks :class:`~.code_cache.CodeBytes` (which bytes of the page hold registered
-  instructions) and leaves the page's code alone when it wrote none of them; an entry
-  dropped anyway (a store through the MMU, DMA) is put back as it was if its function's
-  instruction bytes are unchanged (``_revive``). A block whose code really changes again
-  and again needs twice as many cold instructions before each recompilation.
+  code: the CodeWatch knows which bytes of a page hold registered instructions, so an
+  inline store into a page holding code (:class:`~.code_cache.CodePages`) drops only
+  the functions whose bytes it wrote; one dropped although its bytes are unchanged (the
+  guest rewrote the same instruction) is put back as it was (``_revive``). A block
+  whose code really changes again and again needs twice as many cold instructions
+  before each recompilation.
 * **Interrupts** are checked at the start of each ``run`` slice, as in the interpreter.
   ``run(budget)`` runs whole paths until the budget is used up, so it may overshoot by
   less than one path (``MAX_BLOCK`` instructions); the count it returns and
@@ -105,7 +105,7 @@ from typing import Any
 from ..isa import csr as C
 from ..isa.decoder import Decoded, decode
 from . import softfloat as sf
-from .code_cache import CodeBytes, CodeCache, CodeContext, CodePages
+from .code_cache import CodeCache, CodeContext, CodePages, insn_spans, merge_spans
 from .hart import Hart
 from .interp import (
     _NS,
@@ -1282,16 +1282,11 @@ class _Emitter:
             return
         cache, start = self.env["cache"], self.token
         mmu = self.hart.mmu
-        invalidate = mmu.code.invalidate
-        clean = CodeBytes.of(mmu.code).clean
+        written = mmu.code.written
         ram_base = self.ram_base
 
         def smc(o: int, size: int) -> None:
-            pa = o + ram_base
-            ppn = pa >> 12
-            if clean(ppn, pa & 0xFFF, size):
-                return  # data next to code: no instruction was written
-            invalidate(ppn)
+            written(o + ram_base, size)  # data next to code drops nothing
             if start not in cache:
                 raise _STORE_EXIT
 
@@ -1432,16 +1427,6 @@ class _Context(CodeContext):
             built.pop(pc, None)
 
 
-def _spans(pa: int, length: int, ppns: list[int]) -> tuple[tuple[int, int, int], ...]:
-    """The bytes of an instruction at physical ``pa`` as (ppn, offset, size) per page
-    (``ppns``: the physical pages it came from, two if it straddles a page boundary)."""
-    off = pa & 0xFFF
-    if off + length <= 0x1000:
-        return ((pa >> 12, off, length),)
-    first = 0x1000 - off
-    return ((pa >> 12, off, first), (ppns[-1], 0, length - first))
-
-
 def _ranges(spans: list[tuple[int, int, int]], ram_base: int) -> list[tuple[int, int]]:
     """(ppn, offset, size) spans of RAM as merged (RAM offset, size) ranges."""
     out: list[list[int]] = []
@@ -1495,9 +1480,6 @@ class Translator:
         # Like the interpreter's contexts, plus whether data accesses are translated
         # (MPRV), which inline RAM accesses depend on; it only changes with a SliceBreak.
         self.cache = CodeCache(hart, code, tables=2, context=_Context, by_data_mode=True)
-        # Which bytes of code pages hold instructions (shared by the harts): a store next
-        # to code (data in the same page) leaves blocks alone.
-        self.code_bytes = CodeBytes.of(code)
         hart.flush_decoded = self.flush  # type: ignore[attr-defined]
         hart.flush_decoded_page = self.flush_page  # type: ignore[attr-defined]
 
@@ -1543,9 +1525,7 @@ class Translator:
         entry = (op, -1 if ends else npc)
         ctx.ops[pc] = entry
         last = ((pc + d.length - 1) & M64) >> 12
-        self.cache.add(ctx.op_id, pc, ppns, {pc >> 12, last})
-        for ppn, off, size in _spans(pa, d.length, ppns):
-            self.code_bytes.mark(ppn, ctx.op_id, pc, off, size)
+        self.cache.add(ctx.op_id, pc, ppns, {pc >> 12, last}, insn_spans(pa, d.length, ppns))
         return entry
 
     # -- building blocks --------------------------------------------------------------------
@@ -1589,7 +1569,7 @@ class Translator:
                 out.append([pc, d, None])
                 on.add(pc)
                 pages.update(ppns)
-                spans.extend(_spans(pa, d.length, ppns))
+                spans.extend(insn_spans(pa, d.length, ppns))
                 if not ram_lo <= pa < ram_hi:
                     in_ram[0] = False
                     break  # never read ahead from a device
@@ -1799,13 +1779,12 @@ class Translator:
         registered with all its pages, so whatever drops one drops all, and the
         function's stores leave it once its token is gone (see _Emitter.smc_guard). The
         token's key is negative, never a pc the run loop looks up."""
+        spans = merge_spans(spans)
         for pc, fn in [(built.token, built.entries[0][1]), *entries]:
-            self.cache.add(ctx.block_id, pc, built.pages, built.vpns)
+            self.cache.add(ctx.block_id, pc, built.pages, built.vpns, spans)
             ctx.blocks[pc] = fn
         for pc, _fn in entries:
             ctx.built[pc] = built
-        keys = [built.token, *(pc for pc, _fn in entries)]
-        self.code_bytes.mark_spans(ctx.block_id, keys, spans)
 
     def _revive(self, pc: int, ctx: _Context) -> Block | None:
         """Put back the function of entry ``pc`` dropped by a store that left its

@@ -12,6 +12,8 @@ from typing import NamedTuple
 
 from .compressed import expand
 
+PAUSE = 0x0100000F  # Zihintpause: fence w, 0 (a hint; the engines end a slice on it)
+
 
 class Decoded(NamedTuple):
     name: str  # mnemonic as in the spec, e.g. "addi", "fmadd.d", "amoadd.w", "illegal"

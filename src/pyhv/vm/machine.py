@@ -223,6 +223,17 @@ class Machine:
         for engine in self.engines:
             engine.flush()
 
+    def engine_stats(self) -> dict[str, int]:
+        """The engine's counters summed over the harts (``pyhv run --stats``); empty for
+        an engine that keeps none."""
+        total: dict[str, int] = {}
+        for engine in self.engines:
+            stats = getattr(engine, "stats", None)
+            if callable(stats):
+                for key, value in stats().items():
+                    total[key] = total.get(key, 0) + value
+        return total
+
     def close(self) -> None:
         for engine in self.engines:
             finish = getattr(engine, "close", None)

@@ -20,9 +20,10 @@ random programs on both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...isa import csr as C
-from ...isa.decoder import Decoded
-from ..interp import PAUSE
+from ...isa.decoder import PAUSE, Decoded
 from . import state as S
 
 M64 = (1 << 64) - 1
@@ -99,6 +100,40 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
     return True
 
 
+def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, stem: str,
+                       fresh: Callable[[], str]) -> list[str]:
+    """IR lines for an aligned store of at most 8 bytes at RAM offset ``off`` in bare
+    mode: on to ``fast`` if its page holds no code (``codemap``) or its 8-byte granule
+    holds none (the bitmap ``bits``, CodeWatch's masks; such stores are counted in
+    ``smcok``), else to ``slow`` (Python stores and drops the code it overlaps).
+    ``fresh`` names temporaries; ``stem`` the extra labels."""
+    t = [fresh() for _ in range(13)]
+    return [
+        f"  {t[11]} = lshr i64 {off}, 12",
+        f"  {t[12]} = getelementptr i8, ptr {codemap}, i64 {t[11]}",
+        f"  %{stem}c = load i8, ptr {t[12]}",
+        f"  %{stem}z = icmp eq i8 %{stem}c, 0",
+        f"  br i1 %{stem}z, label %{fast}, label %{stem}a",
+        f"{stem}a:",
+        f"  {t[0]} = lshr i64 {off}, 6",
+        f"  {t[1]} = getelementptr i8, ptr {bits}, i64 {t[0]}",
+        f"  {t[2]} = load i8, ptr {t[1]}",
+        f"  {t[4]} = lshr i64 {off}, 3",
+        f"  {t[5]} = and i64 {t[4]}, 7",
+        f"  {t[6]} = trunc i64 {t[5]} to i8",
+        f"  {t[7]} = lshr i8 {t[2]}, {t[6]}",
+        f"  {t[8]} = and i8 {t[7]}, 1",
+        f"  {t[9]} = icmp eq i8 {t[8]}, 0",
+        f"  br i1 {t[9]}, label %{stem}n, label %{slow}",
+        f"{stem}n:",
+        f"  {t[10]} = getelementptr i8, ptr %s, i64 {S.SMCOK}",
+        f"  %{stem}v = load i64, ptr {t[10]}",
+        f"  %{stem}w = add i64 %{stem}v, 1",
+        f"  store i64 %{stem}w, ptr {t[10]}",
+        f"  br label %{fast}",
+    ]
+
+
 def _c(v: int) -> str:
     """A 64-bit constant as LLVM wants it (signed decimal)."""
     v &= M64
@@ -115,7 +150,9 @@ class _Block:
         self.lines: list[str] = []
         self.n = 0
         self.label = "i0"
-        self.exits: list[tuple[str, int, str, int]] = []  # (from label, code, pc, n)
+        # (from label, code, pc, instructions retired, stores done)
+        self.exits: list[tuple[str, int, str, int, int]] = []
+        self.stores = 0  # stores done since entry (or since the loop header)
         # Registers are SSA values tracked here (no allocas): reg -> current value.
         self.x: dict[int, str] = {}
         self.f: dict[int, str] = {}
@@ -334,8 +371,10 @@ class _Block:
         self.emit(f"{v} = {expr}")
         return v
 
-    def exit(self, code: int, pc: str, n: int) -> None:
-        """Leave the block: write back what it changed, then the shared tail."""
+    def exit(self, code: int, pc: str, n: int, stores: int | None = None) -> None:
+        """Leave the block: write back what it changed, then the shared tail (which
+        charges ``n`` instructions and counts ``stores``, by default the stores done so
+        far)."""
         for r in sorted(self.dirty):
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}")
@@ -348,7 +387,7 @@ class _Block:
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.FSDIRTY}")
             self.emit(f"store i64 1, ptr {p}")
-        self.exits.append((self.label, code, pc, n))
+        self.exits.append((self.label, code, pc, n, self.stores if stores is None else stores))
         self.emit("br label %exit")
 
     def sext32(self, v: str) -> str:
@@ -573,13 +612,17 @@ class _Block:
             b = self.op(f"load i64, ptr {pb}")
             b2 = self.op(f"sub i64 {b}, {n}")
             self.emit(f"store i64 {b2}, ptr {pb}")
+            if self.stores:
+                ps = self.op(f"getelementptr i8, ptr %s, i64 {S.STORES}")
+                ns = self.op(f"load i64, ptr {ps}")
+                self.emit(f"store i64 {self.op(f'add i64 {ns}, {self.stores}')}, ptr {ps}")
             c = self.op(f"icmp sgt i64 {b2}, 0")
             out = f"L{self.n}"
             latch = self.label
             self.latch = (latch, dict(self.x), dict(self.f))
             self.emit(f"br i1 {c}, label %i0, label %{out}")
             self.start_label(out)
-            self.exit(S.EXIT_CONTINUE, _c(target), 0)
+            self.exit(S.EXIT_CONTINUE, _c(target), 0, 0)
         else:
             self.exit(S.EXIT_CONTINUE, _c(target), n)
 
@@ -641,7 +684,7 @@ class _Block:
             # pointer); only what that cannot do leaves for Python.
             self.start_label(slow)
             fn = self.field(S.REFILL, "ptr")
-            got = self.op(f"call i1 {fn}(ptr %s, i64 {addr}, i64 {1 if store else 0})")
+            got = self.op(f"call i1 {fn}(ptr %s, i64 {addr}, i64 {size if store else 0})")
             ok2 = self.op(f"and i1 {got}, {aligned}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{slow}x")
             self.slow_exit(f"{slow}x", addr, store, k, pc)
@@ -659,12 +702,9 @@ class _Block:
             chk = f"m{k}c"
             self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
             self.start_label(chk)
-            cmap = self.field(S.CODEMAP, "ptr")
-            page = self.op(f"lshr i64 {off}, 12")
-            bp = self.op(f"getelementptr i8, ptr {cmap}, i64 {page}")
-            byte = self.op(f"load i8, ptr {bp}")
-            clean = self.op(f"icmp eq i8 {byte}, 0")
-            self.emit(f"br i1 {clean}, label %{fast}, label %{slow}")
+            self.lines.extend(code_granule_check(
+                off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
+                f"m{k}g", self.t))
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
@@ -701,6 +741,8 @@ class _Block:
             if not self.insn(k, pc, d, k == len(self.insns) - 1):
                 ended = True
                 break
+            if d.name in STORES or d.name in FP_STORES:
+                self.stores += 1
         if not ended:
             self.exit(S.EXIT_CONTINUE, _c(last_pc + last_d.length), len(self.insns))
         out = [f"define i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
@@ -715,12 +757,19 @@ class _Block:
                 out.append(f"  %hf{r} = phi i64 [ %if{r}, %entry ], [ {lf[r]}, %{latch} ]")
         out.extend(self.lines)
         out.append("exit:")
-        codes = ", ".join(f"[ {c}, %{lb} ]" for lb, c, _p, _n in self.exits)
-        pcs = ", ".join(f"[ {p}, %{lb} ]" for lb, _c2, p, _n in self.exits)
-        ns = ", ".join(f"[ {n}, %{lb} ]" for lb, _c2, _p, n in self.exits)
+        codes = ", ".join(f"[ {e[1]}, %{e[0]} ]" for e in self.exits)
+        pcs = ", ".join(f"[ {e[2]}, %{e[0]} ]" for e in self.exits)
+        ns = ", ".join(f"[ {e[3]}, %{e[0]} ]" for e in self.exits)
         out.append(f"  %ec = phi i32 {codes}")
         out.append(f"  %epc = phi i64 {pcs}")
         out.append(f"  %en = phi i64 {ns}")
+        if any(e[4] for e in self.exits):
+            sts = ", ".join(f"[ {e[4]}, %{e[0]} ]" for e in self.exits)
+            out.append(f"  %es = phi i64 {sts}")
+            out.append(f"  %pst = getelementptr i8, ptr %s, i64 {S.STORES}")
+            out.append("  %st0 = load i64, ptr %pst")
+            out.append("  %st1 = add i64 %st0, %es")
+            out.append("  store i64 %st1, ptr %pst")
         out.append(f"  %ppc = getelementptr i8, ptr %s, i64 {S.PC}")
         out.append("  store i64 %epc, ptr %ppc")
         out.append(f"  %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}")
@@ -775,8 +824,9 @@ attributes #1 = { strictfp }
 # The soft-TLB refill: an Sv39/Sv48 walk (privileged spec 4.3.2) in native code, for the
 # common case only: every PTE in RAM, valid, no reserved bits, the leaf's A bit set (and
 # D for a store), permissions granted, the page in RAM. Anything else (a fault, A/D to
-# set, MMIO, a store to a page holding code) returns 0 and Python's walk does it. A load
-# fill also grants stores when the page is writable, dirty and holds no code.
+# set, MMIO, a store over translated code) returns 0 and Python's walk does it. A load
+# fill also grants stores when the page is writable and dirty; a page holding code gets
+# the write tag vpn | CODE_TAG, so each store there asks the code granule bitmap.
 _PPN = (1 << 44) - 1
 REFILL = f"""
 ; The table walk: the leaf PTE of va and 9 x its level, or {{0, 0}} (not valid) when
@@ -899,9 +949,73 @@ fail:
   ret i64 -1
 }}
 
-; Loads and stores: fill the soft-TLB entry of va; false if Python must do it.
+; A store of va (RAM offset poff) into a writable page that holds code (write tag
+; vpn | CODE_TAG, at %pw): true if its 8-byte granule holds no translated code (counted
+; in smcok), false if Python must do it and drop the code it overlaps. A page that no
+; longer holds code gets its plain write tag back.
+define internal i1 @pyhv_code_store(ptr %s, i64 %poff, i64 %vpn, ptr %pw) #0 {{
+entry:
+  %pcm = getelementptr i8, ptr %s, i64 {S.CODEMAP}
+  %cm = load ptr, ptr %pcm
+  %pidx = lshr i64 %poff, 12
+  %cbp = getelementptr i8, ptr %cm, i64 %pidx
+  %cb = load i8, ptr %cbp
+  %nocode = icmp eq i8 %cb, 0
+  br i1 %nocode, label %plain, label %bits
+plain:
+  store i64 %vpn, ptr %pw
+  ret i1 true
+bits:
+  %pcb = getelementptr i8, ptr %s, i64 {S.CODEBITS}
+  %cbits = load ptr, ptr %pcb
+  %gi = lshr i64 %poff, 6
+  %gp = getelementptr i8, ptr %cbits, i64 %gi
+  %gb = load i8, ptr %gp
+  %sh = lshr i64 %poff, 3
+  %sh7 = and i64 %sh, 7
+  %sh8 = trunc i64 %sh7 to i8
+  %bit0 = lshr i8 %gb, %sh8
+  %bit = and i8 %bit0, 1
+  %clear = icmp eq i8 %bit, 0
+  br i1 %clear, label %count, label %code
+count:
+  %pok = getelementptr i8, ptr %s, i64 {S.SMCOK}
+  %n0 = load i64, ptr %pok
+  %n1 = add i64 %n0, 1
+  store i64 %n1, ptr %pok
+  ret i1 true
+code:
+  ret i1 false
+}}
+
+; Loads and stores: fill the soft-TLB entry of va; false if Python must do it. %store
+; is 0 for a load, else the store's size.
 define i1 @pyhv_refill(ptr %s, i64 %va, i64 %store) #0 {{
 entry:
+  %isst0 = icmp ne i64 %store, 0
+  br i1 %isst0, label %stchk, label %walk0
+stchk:
+  %vpn0 = lshr i64 %va, 12
+  %idx0 = and i64 %vpn0, {S.NTLB - 1}
+  %eo0 = mul i64 %idx0, {S.TLB_ENTRY}
+  %eo02 = add i64 %eo0, {S.TLB}
+  %ent0 = getelementptr i8, ptr %s, i64 %eo02
+  %pw0 = getelementptr i8, ptr %ent0, i64 8
+  %w0 = load i64, ptr %pw0
+  %cvpn0 = or i64 %vpn0, {S.CODE_TAG}
+  %known = icmp eq i64 %w0, %cvpn0
+  br i1 %known, label %codepage, label %walk0
+codepage:
+  %pad0 = getelementptr i8, ptr %ent0, i64 16
+  %add0 = load i64, ptr %pad0
+  %host0 = add i64 %va, %add0
+  %prh0 = getelementptr i8, ptr %s, i64 {S.RAM_HOST}
+  %rh0 = load ptr, ptr %prh0
+  %rhi0 = ptrtoint ptr %rh0 to i64
+  %poff0 = sub i64 %host0, %rhi0
+  %r0 = call i1 @pyhv_code_store(ptr %s, i64 %poff0, i64 %vpn0, ptr %pw0)
+  ret i1 %r0
+walk0:
   %w = call {{i64, i64}} @pyhv_walk(ptr %s, i64 %va)
   %pte = extractvalue {{i64, i64}} %w, 0
   %s9 = extractvalue {{i64, i64}} %w, 1
@@ -944,8 +1058,10 @@ perm:
   %cb = load i8, ptr %cbp
   %clean = icmp eq i8 %cb, 0
   %wok = and i1 %wd, %clean
+  %notclean = xor i1 %clean, true
+  %wcode = and i1 %wd, %notclean
   %isst = icmp ne i64 %store, 0
-  %need = select i1 %isst, i1 %wok, i1 %readable
+  %need = select i1 %isst, i1 %wd, i1 %readable
   br i1 %need, label %fill, label %fail
 fill:
   %vpn = lshr i64 %va, 12
@@ -954,7 +1070,9 @@ fill:
   %eo2 = add i64 %eo, {S.TLB}
   %ent = getelementptr i8, ptr %s, i64 %eo2
   %rtag = select i1 %readable, i64 %vpn, i64 -1
-  %wtag = select i1 %wok, i64 %vpn, i64 -1
+  %cvpn = or i64 %vpn, {S.CODE_TAG}
+  %wtag1 = select i1 %wcode, i64 %cvpn, i64 -1
+  %wtag = select i1 %wok, i64 %vpn, i64 %wtag1
   store i64 %rtag, ptr %ent
   %pw = getelementptr i8, ptr %ent, i64 8
   store i64 %wtag, ptr %pw
@@ -966,6 +1084,14 @@ fill:
   %add = sub i64 %hp, %vb
   %pa2 = getelementptr i8, ptr %ent, i64 16
   store i64 %add, ptr %pa2
+  %chk = and i1 %isst, %wcode
+  br i1 %chk, label %codest, label %done
+codest:
+  %vo = and i64 %va, 4095
+  %soff = add i64 %poff, %vo
+  %r1 = call i1 @pyhv_code_store(ptr %s, i64 %soff, i64 %vpn, ptr %pw)
+  ret i1 %r1
+done:
   ret i1 true
 fail:
   ret i1 false

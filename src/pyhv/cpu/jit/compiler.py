@@ -26,11 +26,13 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import llvmlite.binding as llvm
 
+from ...isa import compressed, csr, decoder
 from ...isa.compressed import expand
 from . import codegen, native_interp
 from . import state as S
@@ -40,6 +42,23 @@ ENGINE_VERSION = "pyhv-jit-2"
 MAX_BATCH = 64  # blocks per module
 SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
 OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
+
+
+def generator_modules() -> tuple[Any, ...]:
+    """Every pyhv module whose source decides the machine code the JIT generates or the
+    tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
+    their pyhv imports stay within this set)."""
+    return (codegen, native_interp, S, decoder, compressed, csr, sys.modules[__name__])
+
+
+def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
+    """The code cache's directory name: engine version, host CPU, IR pass setting and the
+    sources of :func:`generator_modules`; any change starts a new cache rather than
+    reusing machine code the generator would no longer produce."""
+    h = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|opt={int(OPT_PASSES)}|".encode())
+    for src in sources:
+        h.update(hashlib.sha256(src).digest())
+    return h.hexdigest()[:16]
 
 
 def _cache_root() -> Path | None:
@@ -69,10 +88,8 @@ class Compiler:
         self.blocks_compiled = 0
         self.blocks_loaded = 0
         self.compile_seconds = 0.0
-        # The code generator's own source is part of the key: any change to it starts a
-        # new cache rather than reusing machine code it would no longer produce.
-        gen = b"".join(Path(m.__file__).read_bytes() for m in (codegen, native_interp, S))
-        tag = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|".encode() + gen).hexdigest()[:16]
+        tag = cache_tag(cpu, features,
+                        (Path(m.__file__).read_bytes() for m in generator_modules()))
         root = _cache_root()
         self.cache_dir = root / tag if root is not None else None
         self._index: dict[str, str] = {}  # block key -> object file name

@@ -43,6 +43,7 @@ the kernel, and a program run by many processes, are decoded and compiled once.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import struct
 import sys
@@ -51,6 +52,7 @@ from typing import Any
 
 from ...isa import csr as C
 from ...isa.decoder import Decoded, decode
+from ..code_cache import insn_spans
 from ..hart import Hart
 from ..interp import (
     CounterAccess,
@@ -103,8 +105,19 @@ class _NativeBlocks(dict):
         self.runs = runs  # the native interpreter's run counters of the context
         self.rearm = max(0, min(hot_runs, (1 << 32) - 1) - 1)
         self._flip = False
+        self.invalidated = 0  # blocks dropped by writes over their code (statistics)
+        self.dropped: set[int] = set()  # starts dropped by writes, not installed since
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
+        """The CodeWatch drops the block: a write overlapped its bytes."""
+        value = self.forget(pc, default)
+        if value is not None:
+            self.invalidated += 1
+            self.dropped.add(pc)
+        return value
+
+    def forget(self, pc: int, default: Any = None) -> Any:
+        """Drop the block at ``pc`` (its bytes changed, or its page maps elsewhere)."""
         value = dict.pop(self, pc, default)
         self.unlink(pc)
         if value is not None:
@@ -116,6 +129,7 @@ class _NativeBlocks(dict):
 
     def clear(self) -> None:
         dict.clear(self)
+        self.dropped.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
@@ -148,21 +162,17 @@ class _NativeBlocks(dict):
 
 class _OpCache(dict):
     """pc -> (closure, next pc) of the instructions one context ran cold. Registered with
-    the CodeWatch per (virtual page, physical page), not per instruction: a write to a
-    physical page the code came from drops every instruction of that virtual page
-    (``pop(("v", vpn))``), which costs one registration per page instead of one per
-    instruction decoded."""
+    the CodeWatch under one key per virtual page (``("v", vpn)``), with the bytes of
+    each instruction: a write over any of them drops every instruction of that virtual
+    page (``pop(("v", vpn))``); a write to other bytes drops none."""
 
     def __init__(self) -> None:
         super().__init__()
         self.pages: dict[int, list[int]] = {}  # virtual page -> pcs decoded there
-        self.registered: dict[int, set[int]] = {}  # virtual page -> physical pages
 
     def pop(self, key: Any, default: Any = None) -> Any:  # type: ignore[override]
         if type(key) is tuple:  # ("v", vpn): the whole virtual page
-            vpn = key[1]
-            self.registered.pop(vpn, None)
-            for pc in self.pages.pop(vpn, ()):
+            for pc in self.pages.pop(key[1], ()):
                 dict.pop(self, pc, None)
             return default
         return dict.pop(self, key, default)
@@ -170,7 +180,6 @@ class _OpCache(dict):
     def clear(self) -> None:
         dict.clear(self)
         self.pages.clear()
-        self.registered.clear()
 
 
 class _Context:
@@ -226,21 +235,31 @@ class JitMachine:
         self.ram_host = ram.host_address()
         self.ram_mv = ram.mv
         self.codemap = (ctypes.c_uint8 * (ram.size >> 12))()
+        # The CodeWatch's code granules (one bit per 8 bytes of RAM), which native stores
+        # into pages holding code check. Anonymous memory: only the parts that describe
+        # code pages are ever touched (1/64 of RAM's size, most of it never resident).
+        self._codebits_map = mmap.mmap(-1, max(4096, ram.size >> 6))
+        self.codebits = (ctypes.c_uint8 * len(self._codebits_map)).from_buffer(
+            self._codebits_map)
+        self.codebits_addr = ctypes.addressof(self.codebits)
         # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
         # valid while RAM still holds those bytes (checked on use)
         self.scans: dict[tuple[int, int], tuple[list, bytes]] = {}
         self.engines = [JitEngine(h, self, threshold) for h in board.harts]
         code: CodeWatch = board.code
-        for ppn in code.pages:
-            self.watch(ppn, True)
+        for ppn, mask in code.masks.items():
+            self.watch(ppn, mask)
         code.watchers.append(self.watch)
 
-    def watch(self, ppn: int, added: bool) -> None:
-        """A physical page starts or stops holding decoded code."""
+    def watch(self, ppn: int, mask: int) -> None:
+        """The code granules of a physical page changed (mask 0: it holds no code)."""
         i = ppn - (self.ram_base >> 12)
-        if 0 <= i < len(self.codemap):
-            self.codemap[i] = 1 if added else 0
-        if added and 0 <= i < len(self.codemap):
+        if not 0 <= i < len(self.codemap):
+            return
+        self._codebits_map[i << 6:(i + 1) << 6] = mask.to_bytes(64, "little")
+        had = self.codemap[i]
+        self.codemap[i] = 1 if mask else 0
+        if mask and not had:
             host = self.ram_host + (i << 12)
             for e in self.engines:
                 e._saved_tlbs.clear()  # parked TLBs may allow writes to the page
@@ -263,6 +282,7 @@ class JitEngine:
         self.st.ram_host = machine.ram_host
         self.st.ram_size = machine.ram_size
         self.st.codemap = ctypes.addressof(machine.codemap)
+        self.st.codebits = machine.codebits_addr
         S.flush_tlb(self.st)
         self._saved_tlbs: dict[tuple[int, ...], bytes] = {}
         self.st_mv = memoryview(self.st).cast("B")
@@ -291,6 +311,9 @@ class JitEngine:
         self.slow_exits = 0
         self.tlb_fills = 0
         self.irq_exits = 0
+        self._invalidated_gone = 0  # invalidations counted by contexts since dropped
+        self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
+        self.retranslations = 0  # blocks installed again after a write dropped them
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
         hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
         mmu = hart.mmu
@@ -312,12 +335,34 @@ class JitEngine:
         self.compiler.finish()
         self.machine.closed = True
         if STATS:
-            print(f"pyhv jit: hart {self.hart.hartid}: {self.native_instructions} native "
-                  f"instructions, {self.native_entries} native entries, {self.slow_exits} "
-                  f"slow exits, {self.tlb_fills} soft-TLB fills, {self.irq_exits} irq exits; "
-                  f"compiler: {self.compiler.blocks_compiled} blocks compiled in "
+            st = self.stats()
+            print(f"pyhv jit: hart {self.hart.hartid}: "
+                  + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in st.items())
+                  + f"; compiler: {self.compiler.blocks_compiled} blocks compiled in "
                   f"{self.compiler.compile_seconds:.2f} s, {self.compiler.blocks_loaded} "
                   "loaded from the disk cache", file=sys.stderr)
+
+    def stats(self) -> dict[str, int]:
+        """This hart's counters (``pyhv run --stats``): how much ran natively, and how
+        stores met translated code (a pathology shows as many slow stores, blocks
+        invalidated by writes and retranslations)."""
+        return {
+            "native_instructions": self.native_instructions,
+            "native_entries": self.native_entries,
+            "slow_exits": self.slow_exits,
+            "native_stores": self.st.stores,
+            "native_stores_near_code": self.st.smcok,
+            "slow_path_stores": self.slow_stores,
+            "blocks_invalidated_by_writes": self.invalidated,
+            "retranslations": self.retranslations,
+            "soft_tlb_fills": self.tlb_fills,
+            "irq_exits": self.irq_exits,
+        }
+
+    @property
+    def invalidated(self) -> int:
+        return self._invalidated_gone + sum(
+            c.native.invalidated for c in self._contexts.values())
 
     # -- caches --------------------------------------------------------------------------
     def flush_tlb(self) -> None:
@@ -389,7 +434,7 @@ class JitEngine:
                 del ctx.vmap[vpn]
                 ctx.ops.pop(("v", vpn))
                 for pc in self._vpages.get(ctx.native_id, {}).pop(vpn, ()):
-                    ctx.native.pop(pc, None)
+                    ctx.native.forget(pc)
         ctx.verified.add(vpn)
 
     def _current_key(self) -> tuple[int, int, bool]:
@@ -409,6 +454,7 @@ class JitEngine:
         ctx = self._contexts.get(key)
         if ctx is None:
             if len(self._contexts) >= MAX_CONTEXTS:
+                self._invalidated_gone = self.invalidated
                 self.flush()
                 for old in self._contexts.values():
                     self.code.caches[old.native_id] = {}
@@ -421,9 +467,12 @@ class JitEngine:
             ctx.satp = self.hart.satp
         return ctx
 
-    def _register(self, cid: int, pc: int, ppns: set[int], vpns: set[int]) -> None:
-        for ppn in ppns:
-            self.code.add(ppn, cid, pc)
+    def _register(self, cid: int, pc: int, spans: tuple[tuple[int, int, int], ...],
+                  vpns: set[int]) -> None:
+        """Entry ``pc`` of cache ``cid`` came from the physical bytes ``spans`` ((ppn,
+        offset, size)), fetched through the virtual pages ``vpns``."""
+        for ppn, off, size in spans:
+            self.code.add(ppn, cid, pc, off, size)
         if self.hart.mmu.imode:
             vpages = self._vpages.setdefault(cid, {})
             for vpn in vpns:
@@ -478,15 +527,10 @@ class JitEngine:
                     return entry
         ops = ctx.ops
         ops[pc] = entry
-        registered = ops.registered
-        for vpn, ppn in zip(vpns, ppns, strict=True):
+        spans = insn_spans((ppns[0] << 12) | (pc & 0xFFF), length, ppns)
+        for vpn, (ppn, off, size) in zip(vpns, spans, strict=False):  # one span: one page
             ops.pages.setdefault(vpn, []).append(pc)
-            seen = registered.get(vpn)
-            if seen is None:
-                seen = registered[vpn] = set()
-            if ppn not in seen:
-                seen.add(ppn)
-                self.code.add(ppn, ctx.op_id, ("v", vpn))
+            self.code.add(ppn, ctx.op_id, ("v", vpn), off, size)
         return entry
 
     def _scan(self, start: int, pa: int, supervisor: bool
@@ -548,7 +592,7 @@ class JitEngine:
                     if addr is None:
                         continue
                     comp.known[key] = addr
-                return self._install(ctx, start, page, addr)
+                return self._install(ctx, start, page, addr, length)
             return False
         cached = m.scans.get((start, pa, sup))
         if cached is not None and m.ram_mv[pa - m.ram_base:pa - m.ram_base + len(cached[1])] \
@@ -566,7 +610,7 @@ class JitEngine:
             if addr is not None:
                 comp.known[key] = addr
         if addr is not None:
-            return self._install(ctx, start, page, addr)
+            return self._install(ctx, start, page, addr, len(raw))
         if start in ctx.queued:
             return False
         ctx.queued.add(start)
@@ -582,7 +626,7 @@ class JitEngine:
             if (self._contexts.get(ctx.key) is ctx and start not in ctx.native
                     and self._current_key() == ctx.key and self._fetch_pa(start) == pa
                     and m.ram_mv[off:off + len(raw)] == raw):
-                self._install(ctx, start, page, addr)
+                self._install(ctx, start, page, addr, len(raw))
 
         comp.submit(key, ir, done)
         if self.machine.sync:
@@ -590,16 +634,21 @@ class JitEngine:
             return start in ctx.native
         return False
 
-    def _install(self, ctx: _Context, start: int, page: int, addr: int) -> bool:
-        """Link the native block at ``start`` (physical page ``page``); False if the
-        virtual page's code came from another physical page (it stays cold)."""
+    def _install(self, ctx: _Context, start: int, page: int, addr: int, length: int) -> bool:
+        """Link the native block at ``start`` (physical page ``page``, ``length`` bytes of
+        code); False if the virtual page's code came from another physical page (it
+        stays cold)."""
         if ctx.key[1]:
             vpn = start >> 12
             if vpn not in ctx.verified:
                 self._verify(ctx, vpn)
             if ctx.vmap.setdefault(vpn, page >> 12) != page >> 12:
                 return False
-        self._register(ctx.native_id, start, {page >> 12}, {start >> 12})
+        self._register(ctx.native_id, start, ((page >> 12, start & 0xFFF, length),),
+                       {start >> 12})
+        if start in ctx.native.dropped:
+            ctx.native.dropped.discard(start)
+            self.retranslations += 1
         ctx.native.install(start, addr, page >> 12)
         return True
 
@@ -692,9 +741,13 @@ class JitEngine:
         e.addend = addend
         e.rtag = vpn
         if access == 2:
-            if pa >> 12 in self.code.pages:
-                return False
-            e.wtag = vpn
+            if self.code.masks.get(pa >> 12):
+                # A page holding code: each store checks its granule (codegen.REFILL).
+                e.wtag = vpn | S.CODE_TAG
+                if self.code.holds_code(pa, 1):
+                    return False  # over code: Python stores and drops what it overlaps
+            else:
+                e.wtag = vpn
         self.tlb_fills += 1
         return True
 
@@ -747,6 +800,8 @@ class JitEngine:
                         if pc != refilled and self._fill():
                             refilled = pc
                             continue
+                        if self.st.exit_access == 2:
+                            self.slow_stores += 1
                     step = True  # run the instruction that exited in Python
                 refilled = -1
                 heat = ctx.heat
@@ -887,6 +942,8 @@ class JitEngine:
                     if pc != refilled and self._fill():
                         refilled = pc
                         continue
+                    if st.exit_access == 2:
+                        self.slow_stores += 1
                 elif code == S.EXIT_HOT:
                     self._hot(ctx, hart.pc)
                     continue

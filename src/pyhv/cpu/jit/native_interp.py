@@ -28,8 +28,9 @@ generated from the same template; they live in the dispatcher's module.
 from __future__ import annotations
 
 from ...isa import csr as C
-from ..interp import PAUSE
+from ...isa.decoder import PAUSE
 from . import state as S
+from .codegen import code_granule_check
 
 RAM_BASE = 0x80000000
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
@@ -117,7 +118,7 @@ class _Gen:
             ok = self.op(f"and i1 {hit}, {aligned}")
             self.emit(f"br i1 {ok}, label %{fast}, label %{miss}")
             self.label(miss)
-            got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {int(store)})")
+            got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {size if store else 0})")
             ok2 = self.op(f"and i1 {got}, {aligned}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{out}")
             self._slow_access(out, addr, store)
@@ -134,11 +135,9 @@ class _Gen:
             chk = self.fresh("mc")
             self.emit(f"br i1 {ok}, label %{chk}, label %{out}")
             self.label(chk)
-            page = self.op(f"lshr i64 {off}, 12")
-            bp = self.op(f"getelementptr i8, ptr %codemap, i64 {page}")
-            byte = self.op(f"load i8, ptr {bp}")
-            clean = self.op(f"icmp eq i8 {byte}, 0")
-            self.emit(f"br i1 {clean}, label %{fast}, label %{out}")
+            self.lines.extend(code_granule_check(
+                off, "%codemap", "%codebits", fast, out, self.fresh("mg"),
+                lambda: "%" + self.fresh("gt")))
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{out}")
         self._slow_access(out, addr, store)
@@ -298,6 +297,8 @@ class _Gen:
             ptr = self.access(addr, bits // 8, store=True)
             v = "%b" if bits == 64 else self.op(f"trunc i64 %b to i{bits}")
             self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
+            n = self.field(S.STORES)
+            self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
             self.emit("br label %next")
 
     def atomics(self) -> None:
@@ -481,6 +482,7 @@ class _Gen:
         e(f"%ramhost = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_HOST}')}")
         e(f"%ramsize = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_SIZE}')}")
         e(f"%codemap = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEMAP}')}")
+        e(f"%codebits = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEBITS}')}")
         # heat of this stretch start
         heat = self.field(S.HEAT, "ptr")
         hi = self.op(f"lshr i64 {pc0}, 1")

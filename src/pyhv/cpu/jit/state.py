@@ -38,9 +38,18 @@ Layout (byte offsets, all fields 64-bit):
 720    mtime   what the time CSR reads during this run (guest time moves between runs)
 728    timeok  1 if the time CSR may be read at this privilege (mcounteren/scounteren)
 736    treads  time CSR reads done natively (they tell guest time the guest polls)
+744    codebits   pointer to the code granule bitmap: bit (RAM offset >> 3) set = those 8
+               bytes hold translated code (CodeWatch masks; a store there needs Python)
+752    stores  guest stores done natively (statistics)
+760    smcok   of those, stores into pages holding code that hit no code (statistics)
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
 25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
+
+A soft-TLB write tag ``vpn | CODE_TAG`` marks a writable page that holds code: the
+inline compare fails, and the refill checks the store's granule in ``codebits`` (data
+next to code stays native; a store over code leaves for Python, which drops exactly the
+blocks it overlaps).
 
 The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, -} entries
 (the page a translated block was fetched from: the dispatcher runs it only while its
@@ -60,6 +69,7 @@ EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS,
 SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
 HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
 PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
+CODEBITS, STORES, SMCOK = 744, 752, 760
 TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
@@ -68,6 +78,7 @@ NITLB = 256
 NDISPATCH = 32768
 EMPTY_TAG = (1 << 64) - 1  # odd, so no pc matches; all ones, so memset empties a table
 INVALID_TLB = (1 << 64) - 1
+CODE_TAG = 1 << 62  # in a write tag: the page holds code, check the store's granule
 
 # Exit codes of blocks and of the dispatcher.
 EXIT_CONTINUE = 0  # a block's normal end: the dispatcher goes on at s->pc
@@ -118,7 +129,10 @@ class HartState(ctypes.Structure):
         ("mtime", ctypes.c_uint64),
         ("timeok", ctypes.c_uint64),
         ("treads", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 744) // 8)),
+        ("codebits", ctypes.c_void_p),
+        ("stores", ctypes.c_uint64),
+        ("smcok", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 768) // 8)),
         ("tlb", TlbEntry * NTLB),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
@@ -138,6 +152,7 @@ def _check_layout() -> None:
                       ("ichk", ICHK), ("yield_", YIELD), ("heat", HEAT),
                       ("known", KNOWN), ("rvc", RVC), ("thresh", THRESH), ("interp", INTERP),
                       ("priv", PRIV), ("mtime", MTIME), ("timeok", TIMEOK), ("treads", TREADS),
+                      ("codebits", CODEBITS), ("stores", STORES), ("smcok", SMCOK),
                       ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 

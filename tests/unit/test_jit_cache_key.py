@@ -1,0 +1,62 @@
+"""The JIT's on-disk code cache is keyed by everything that decides its machine code:
+a change to any source file the code generator depends on (its pyhv imports, followed
+transitively) starts a new cache, so a stale object is never loaded."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+
+def _pyhv_imports(module) -> set[str]:
+    """Names of the pyhv modules ``module`` imports (relative imports resolved)."""
+    tree = ast.parse(Path(module.__file__).read_text())
+    package = module.__name__.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                               package) if node.level else node.module
+            if not base or not base.startswith("pyhv"):
+                continue
+            base_mod = importlib.import_module(base)
+            for alias in node.names:  # "from . import codegen" imports a module
+                sub = f"{base}.{alias.name}"
+                is_module = hasattr(base_mod, "__path__") and importlib.util.find_spec(sub)
+                found.add(sub if is_module else base)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("pyhv"))
+    return {name for name in found if name not in ("pyhv", "pyhv.cpu", "pyhv.isa")}
+
+
+def test_generator_modules_cover_their_own_imports() -> None:
+    from pyhv.cpu.jit.compiler import generator_modules
+
+    covered = {m.__name__ for m in generator_modules()}
+    for module in generator_modules():
+        missing = _pyhv_imports(module) - covered
+        assert not missing, f"{module.__name__} imports {missing}, not in the cache key"
+
+
+def test_a_change_to_any_generator_source_changes_the_cache_tag() -> None:
+    from pyhv.cpu.jit.compiler import cache_tag, generator_modules
+
+    sources = [Path(m.__file__).read_bytes() for m in generator_modules()]
+    base = cache_tag("cpu", "+f", sources)
+    assert base == cache_tag("cpu", "+f", sources)
+    assert base != cache_tag("othercpu", "+f", sources)
+    for i in range(len(sources)):
+        changed = list(sources)
+        changed[i] += b"\n# edited\n"
+        assert cache_tag("cpu", "+f", changed) != base, generator_modules()[i].__name__
+    names = {m.__name__.rsplit(".", 1)[1] for m in generator_modules()}
+    assert {"decoder", "compressed", "codegen", "native_interp", "state", "compiler"} <= names

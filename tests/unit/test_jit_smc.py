@@ -1,0 +1,155 @@
+"""Stores next to and over translated code, on the JIT (issue: the engine without cliffs).
+
+The CodeWatch knows which bytes of a page hold translated code (8-byte granules), and
+native code checks a store into a page holding code against them:
+
+* a loop that writes data in its own code page keeps running native code: its stores
+  are done natively (``native_stores_near_code``), none leave for Python, no block is
+  dropped, in bare mode and through Sv39 translation;
+* a store over the bytes of the block that is running, with or without FENCE.I, drops
+  that block and the next instruction is the new one, exactly as on the interpreter;
+* DMA over one block of a page drops that block only; DMA over the data part of the
+  page drops none.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+from test_jit import BASE, WFI, addi, bne, i_type, jit_world, li32, run  # noqa: E402
+
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
+
+H = W.H
+CODE = BASE + 0x3000  # the loop's page; its data word sits at CODE + 0x400
+ROOT = BASE + 0x20000  # Sv39 root table: one gigapage mapping RAM onto itself
+TIERS = pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+
+
+def sw(rs2: int, rs1: int, imm: int) -> int:
+    return H.enc_s(0x23, 2, rs1, rs2, imm)
+
+
+def _csrw(csr: int, rs1: int) -> int:
+    return (csr << 20) | (rs1 << 15) | (1 << 12) | 0x73
+
+
+def _lu32(rd: int, value: int) -> list[int]:
+    """rd = a 32-bit value, zero-extended."""
+    return li32(rd, value) + [i_type(0x13, rd, 1, rd, 32), i_type(0x13, rd, 5, rd, 32)]
+
+
+def _enter(world, translated: bool, target: int) -> None:
+    """Start at ``target``: in M-mode (bare), or in S-mode under Sv39 where the gigapage
+    at 0x8000_0000 maps RAM to itself (V R W X A D)."""
+    if not translated:
+        world.hart.pc = target
+        return
+    pte = ((BASE >> 12) << 10) | 0xCF
+    world.ram.write_bytes(ROOT + 8 * (BASE >> 30), pte.to_bytes(8, "little"))
+    satp = (8 << 60) | (ROOT >> 12)
+    # (t5 and t6 only: the programs use the other registers)
+    prog = li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)]  # t5 = satp (hi) << 32
+    prog += _lu32(31, satp & 0xFFFFFFFF) + [
+        0x01FF6F33,  # or t5, t5, t6
+        _csrw(0x180, 30),  # satp
+        0x12000073,  # sfence.vma
+    ] + _lu32(30, target) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
+        _csrw(0x300, 30), 0x30200073]  # mstatus.MPP = S; mret
+    world.put(BASE, prog)
+    world.hart.pc = BASE
+
+
+def _pair(threshold: int, setup) -> tuple:
+    worlds = (W.World("interp"), jit_world(threshold=threshold))
+    for w in worlds:
+        setup(w)
+        run(w, 400_000)
+        assert w.hart.waiting
+    return worlds
+
+
+@TIERS
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_stores_to_data_in_a_code_page_stay_native(threshold, translated):
+    n = 3000
+    loop = [sw(11, 12, 0x400), addi(11, 11, 1), addi(13, 13, -1), bne(13, 0, -12), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, loop)
+        w.hart.x[12], w.hart.x[13] = CODE, n
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert jit.state() == interp.state()
+    assert jit.ram.read(CODE + 0x400, 4) == interp.ram.read(CODE + 0x400, 4) == n - 1
+    stats = jit.engine.stats()
+    assert stats["slow_path_stores"] <= 2, stats
+    assert stats["blocks_invalidated_by_writes"] == 0, stats
+    assert stats["native_stores"] >= n, stats
+    if threshold == 1:  # the loop's block is code: every store was checked, natively
+        assert stats["native_stores_near_code"] >= n - 2, stats
+
+
+@TIERS
+@pytest.mark.parametrize("fence_i", [False, True], ids=["no-fence.i", "fence.i"])
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_store_over_the_running_block(threshold, fence_i, translated):
+    """Each iteration stores t2 over the instruction right after the store (the block
+    that is running); t2 holds that instruction's own bytes until iteration 25, then
+    ``addi t0, t0, 100``: from then on the new instruction runs, as on the interpreter."""
+    n = 50
+    new = addi(5, 5, 100)
+    old = addi(5, 5, 1)
+    body = [
+        sw(7, 8, 4),  # 0: store t2 over the next instruction
+        old,  # 4: the instruction rewritten
+    ] + ([0x0000100F] if fence_i else []) + [  # fence.i
+        addi(6, 6, -1),
+        addi(9, 6, -25),
+        bne(9, 0, 8),
+        addi(7, 28, 0),  # at 25 left: t2 = the new instruction
+        bne(6, 0, 0),  # patched below: back to the store
+        WFI,
+    ]
+    back = len(body) - 2
+    body[back] = bne(6, 0, -4 * back)
+
+    def setup(w) -> None:
+        w.put(CODE, body)
+        w.hart.x[6], w.hart.x[7], w.hart.x[8], w.hart.x[28] = n, old, CODE, new
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert interp.hart.x[5] == 25 + 25 * 100
+    assert jit.state() == interp.state()
+    if threshold == 1:
+        assert jit.engine.stats()["blocks_invalidated_by_writes"] >= 1
+
+
+def test_dma_drops_exactly_the_blocks_it_overlaps():
+    """Two compiled loops in one page, then DMA: over the data part of the page (no
+    block dropped), over the first loop's bytes (that loop only)."""
+    from pyhv.devices.virtio.dma import GuestDMA
+
+    first = [addi(10, 10, 1), addi(6, 6, -1), bne(6, 0, -8)]
+    second = [addi(11, 11, 2), addi(7, 7, -1), bne(7, 0, -8), WFI]
+    world = jit_world(threshold=1)
+    world.put(CODE, first + second)
+    world.hart.pc = CODE
+    world.hart.x[6], world.hart.x[7] = 100, 100
+    run(world)
+    native = world.engine._context().native
+    starts = {CODE, CODE + 12}
+    assert starts <= set(native)
+    dma = GuestDMA(world.ram, world.code)
+    dma.write(CODE + 0x800, b"\x01" * 64)  # data next to the code
+    assert starts <= set(native)
+    dma.write(CODE + 4, world.ram.read_bytes(CODE + 4, 4))  # the first loop's bytes
+    assert CODE not in native and CODE + 12 in native
+    assert world.engine.stats()["blocks_invalidated_by_writes"] == 1
