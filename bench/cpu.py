@@ -22,6 +22,8 @@ runner must print the same checksum, and every pyhv engine the same instruction 
 
     python3 bench/cpu.py [--guest guests/bench/bench-small.elf] [--engines interp,translate]
                          [--runs 3] [--no-qemu]
+    python3 bench/cpu.py --suite [--runs 3] [--only sort,strings]   (bench/programs.py:
+        ordinary C programs, default link and page-aligned data, pyhv against QEMU)
 """
 
 from __future__ import annotations
@@ -105,6 +107,26 @@ def checksum_of(out: str) -> str:
     return found.group(1)
 
 
+def parse_stats(err: str) -> tuple[int, float, str | None]:
+    """(retired instructions, run-loop seconds, engine) from pyhv's --stats line."""
+    stats = STATS.search(err)
+    if not stats:
+        raise RunFailed("no --stats line on stderr")
+    return int(stats.group(2)), float(stats.group(3)), stats.group(4)
+
+
+def qemu_command(qemu: str, guest: Path) -> list[str]:
+    return [qemu, "-M", "virt", "-m", "128M", "-bios", "none", "-nographic",
+            "-kernel", str(guest)]
+
+
+def pyhv_command(guest: Path, engine: str | None = None) -> list[str]:
+    """``pyhv run`` of a bare-metal guest with --stats; engine None: pyhv's default."""
+    cmd = [sys.executable, "-m", "pyhv.cli.main", "run", "--bios", "none", "--kernel",
+           str(guest), "--stats"]
+    return cmd + ["--engine", engine] if engine else cmd
+
+
 def measure(name: str, cmd: list[str], runs: int, timeout: float, pyhv: bool,
             cache: str | None = None) -> Row:
     results = []
@@ -118,10 +140,7 @@ def measure(name: str, cmd: list[str], runs: int, timeout: float, pyhv: bool,
     _, _, out, err = min(results, key=lambda r: abs(r[0] - wall))  # the run nearest the median
     run = instructions = engine = None
     if pyhv:
-        stats = STATS.search(err)
-        if not stats:
-            raise RunFailed("no --stats line on stderr")
-        instructions, run, engine = int(stats.group(2)), float(stats.group(3)), stats.group(4)
+        instructions, run, engine = parse_stats(err)
     return Row(name, wall, cpu, run, instructions, checksum_of(out), engine)
 
 
@@ -169,7 +188,14 @@ def byte_compile() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--suite" in argv:
+        import programs
+
+        return programs.main([a for a in argv if a != "--suite"])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", action="store_true",
+                    help="the program suite instead (bench/programs.py; its options follow)")
     ap.add_argument("--guest", type=Path, default=DEFAULT_GUEST,
                     help="bare-metal benchmark ELF (default: guests/bench/bench.elf)")
     ap.add_argument("--engines", default=None,
@@ -191,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[tuple[str, str]] = []
     qemu = None if args.no_qemu else shutil.which("qemu-system-riscv64")
     if qemu:
-        cmd = [qemu, "-M", "virt", "-m", "128M", "-bios", "none", "-nographic",
-               "-kernel", str(guest)]
+        cmd = qemu_command(qemu, guest)
         try:
             qemu_row = measure("qemu-system-riscv64 (TCG)", cmd, args.runs, args.timeout, False)
         except RunFailed as e:
@@ -203,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     for name in names:
-        cmd = [sys.executable, "-m", "pyhv.cli.main", "run", "--bios", "none", "--kernel",
-               str(guest), "--engine", name, "--stats"]
+        cmd = pyhv_command(guest, name)
         try:
             row = measure(f"pyhv --engine {name}", cmd, args.runs, args.timeout, True)
         except RunFailed as e:
