@@ -78,6 +78,7 @@ NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
+SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
 _ENDS_COLD = frozenset(
     {"jalr", "ecall", "ebreak", "illegal", "mret", "sret", "wfi", "sfence.vma", "fence.i",
@@ -893,6 +894,18 @@ class JitEngine:
         if ctx.runs[native_interp.heat_index(pc)] >= self.machine.hot_runs:
             self._jit(ctx, pc, compile_now=True)
 
+    def _slow_heat(self, ctx: _Context, pc: int) -> None:
+        """The native interpreter left at ``pc`` for an instruction it does not do (FP,
+        say): each run costs a trip to Python, so a block starting there is compiled
+        after SLOW_HOT runs, not the usual hot_runs; while it is being compiled, and the
+        guest keeps coming back, wait for the compiler rather than run it in Python."""
+        n = ctx.heat.get(pc, 0) + 1
+        ctx.heat[pc] = n
+        if n == SLOW_HOT:
+            self._jit(ctx, pc, compile_now=True)  # nojit if no block can start here
+        elif n % (SLOW_HOT * STUCK * 8) == 0 and pc in ctx.queued:
+            self.compiler.poll(wait=True)
+
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only
         (GuestTime), so mtime is fixed for a run, unless the guest writes it (MMIO,
@@ -944,6 +957,8 @@ class JitEngine:
                         continue
                     if st.exit_access == 2:
                         self.slow_stores += 1
+                    elif not st.exit_access and pc not in ctx.nojit:
+                        self._slow_heat(ctx, pc)
                 elif code == S.EXIT_HOT:
                     self._hot(ctx, hart.pc)
                     continue

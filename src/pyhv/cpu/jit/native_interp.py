@@ -714,6 +714,15 @@ class _Gen:
         self.label("leave")
         self._writeback(0)
         self.label("slow")
+        # An instruction this interpreter does not do. Past the stretch's first
+        # instruction, hand it back to the dispatcher, which runs a compiled block
+        # starting here if there is one (FP code: blocks do it natively) or calls this
+        # interpreter again, which then leaves for Python (and counts the pc's heat, so
+        # such a block gets compiled).
+        cur = self.op("load i64, ptr %pcv")
+        first = self.op(f"icmp eq i64 {cur}, {pc0}")
+        e("br i1 " + first + ", label %slowpy, label %leave")
+        self.label("slowpy")
         e("store i64 0, ptr %acc")
         e("br label %slowmem")
         self.label("slowmem")
