@@ -569,3 +569,24 @@ def test_code_cache_serves_cold_code_at_its_first_run(tmp_path, monkeypatch):
     assert compiled1 > 0
     assert compiled2 == 0 and loaded2 > 0
     assert first == second
+
+
+def test_a_block_that_runs_a_lot_is_compiled_again_optimised():
+    """A quickly compiled loop counts the instructions it runs; past OPT_AFTER it is
+    compiled again by the optimising code generator and swapped in, and the results
+    stay the interpreter's."""
+    from pyhv.cpu.jit.codegen import OPT_AFTER
+
+    n = OPT_AFTER // 3 + 5000
+    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=1)):
+        world.put(BASE, prog)
+        run(world, 4 * n)
+        results.append(world.state())
+    assert results[1] == results[0] and results[0]["x"][10] == 3 * n
+    native = world.engine._context().native
+    loop = BASE + 8
+    assert loop in native.optimised, "the hot loop was not compiled again"
+    compiled = world.engine.compiler
+    assert any(k.endswith("_o") for k in compiled.known)

@@ -66,7 +66,7 @@ from ..mmu import FETCH, LOAD, STORE, CodeWatch
 from ..trap import Trap
 from . import codegen, native_interp
 from . import state as S
-from .compiler import Compiler, block_key
+from .compiler import OPT, Compiler, block_key
 
 M64 = (1 << 64) - 1
 # Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
@@ -107,6 +107,7 @@ class _NativeBlocks(dict):
         self.rearm = max(0, min(hot_runs, (1 << 32) - 1) - 1)
         self._flip = False
         self.invalidated = 0  # blocks dropped by writes over their code (statistics)
+        self.optimised: set[int] = set()  # starts compiled again, optimised (or queued)
         self.dropped: set[int] = set()  # starts dropped by writes, not installed since
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
@@ -120,6 +121,7 @@ class _NativeBlocks(dict):
     def forget(self, pc: int, default: Any = None) -> Any:
         """Drop the block at ``pc`` (its bytes changed, or its page maps elsewhere)."""
         value = dict.pop(self, pc, default)
+        self.optimised.discard(pc)
         self.unlink(pc)
         if value is not None:
             # its next run in the native interpreter asks for the block again
@@ -131,6 +133,7 @@ class _NativeBlocks(dict):
     def clear(self) -> None:
         dict.clear(self)
         self.dropped.clear()
+        self.optimised.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
@@ -159,6 +162,15 @@ class _NativeBlocks(dict):
         self._flip = not self._flip
         table[j] = pc
         table[j + 1], table[j + 2] = self[pc]
+        table[j + 3] = 0  # instructions run (codegen.OPT_AFTER)
+
+    def replace(self, pc: int, addr: int) -> None:
+        """The block at ``pc`` compiled again (optimised): new code, same everything."""
+        self[pc] = (addr, self[pc][1])
+        i = S.slot(pc)
+        for j in (4 * i, 4 * (i ^ 1)):
+            if self.table[j] == pc:
+                self.table[j + 1] = addr
 
 
 class _OpCache(dict):
@@ -587,12 +599,9 @@ class JitEngine:
                 if shape != mode or length > room:
                     continue
                 key = block_key(ctx.translated, start, bytes(m.ram_mv[off:off + length]), sup)
-                addr = comp.known.get(key)
+                addr = comp.find(key)
                 if addr is None:
-                    addr = comp.cached(key)
-                    if addr is None:
-                        continue
-                    comp.known[key] = addr
+                    continue
                 return self._install(ctx, start, page, addr, length)
             return False
         cached = m.scans.get((start, pa, sup))
@@ -605,17 +614,13 @@ class JitEngine:
             ctx.nojit.add(start)
             return False
         key = block_key(ctx.translated, start, raw, sup)
-        addr = comp.known.get(key)
-        if addr is None:
-            addr = comp.cached(key)
-            if addr is not None:
-                comp.known[key] = addr
+        addr = comp.find(key)
         if addr is not None:
             return self._install(ctx, start, page, addr, len(raw))
         if start in ctx.queued:
             return False
         ctx.queued.add(start)
-        ir = codegen.block_ir(f"b{key}", start, insns, ctx.translated)
+        ir = codegen.block_ir(f"b{key}", start, insns, ctx.translated, counted=True)
 
         def done(addr: int) -> None:
             ctx.queued.discard(start)
@@ -634,6 +639,45 @@ class JitEngine:
             comp.poll(wait=True)
             return start in ctx.native
         return False
+
+    def _reoptimise(self, ctx: _Context, start: int) -> None:
+        """The quickly compiled block at ``start`` ran codegen.OPT_AFTER instructions:
+        have it compiled again, optimised, and swap it in when it is ready (if its code
+        and mapping are still what it was compiled from)."""
+        native = ctx.native
+        if start in native.optimised or start not in native:
+            return
+        native.optimised.add(start)
+        ppn = native[start][1]
+        m = self.machine
+        pa = (ppn << 12) | (start & 0xFFF)
+        off = pa - m.ram_base
+        sup = ctx.key[0] == C.PRV_S
+        cached = m.scans.get((start, pa, sup))
+        if cached is not None and m.ram_mv[off:off + len(cached[1])] == cached[1]:
+            insns, raw = cached
+        else:
+            insns, raw = m.scans[(start, pa, sup)] = self._scan(start, pa, sup)
+        if not insns:
+            return
+        key = block_key(ctx.translated, start, raw, sup) + OPT
+        comp = self.compiler
+
+        def done(addr: int) -> None:
+            if m.closed:
+                return
+            now = native.get(start)
+            if (self._contexts.get(ctx.key) is ctx and now is not None and now[1] == ppn
+                    and m.ram_mv[off:off + len(raw)] == raw):
+                native.replace(start, addr)
+
+        addr = comp.find(key)
+        if addr is not None:
+            done(addr)
+            return
+        comp.submit(key, codegen.block_ir(f"b{key}", start, insns, ctx.translated), done)
+        if self.machine.sync:
+            comp.poll(wait=True)
 
     def _install(self, ctx: _Context, start: int, page: int, addr: int, length: int) -> bool:
         """Link the native block at ``start`` (physical page ``page``, ``length`` bytes of
@@ -769,7 +813,7 @@ class JitEngine:
                 irq = hart.interrupt_to_take()
                 if irq is not None:
                     hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            if comp._done or comp._batch:
+            if comp._done or comp._batch or comp._batch_opt:
                 comp.poll()
             if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
                 hart.context_changed = False
@@ -789,6 +833,8 @@ class JitEngine:
                     if code != S.EXIT_SLOW:
                         if code == S.EXIT_IRQ:
                             self.irq_exits += 1
+                        elif code == S.EXIT_OPT:
+                            self._reoptimise(ctx, self.st.exit_vaddr)
                         elif code == S.EXIT_YIELD:
                             break
                         if code != S.EXIT_LOOKUP or n or hart.pc != pc:
@@ -936,7 +982,7 @@ class JitEngine:
                 irq = hart.interrupt_to_take()
                 if irq is not None:
                     hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            if comp._done or comp._batch:
+            if comp._done or comp._batch or comp._batch_opt:
                 comp.poll()
             if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
                 hart.context_changed = False
@@ -961,6 +1007,9 @@ class JitEngine:
                         self._slow_heat(ctx, pc)
                 elif code == S.EXIT_HOT:
                     self._hot(ctx, hart.pc)
+                    continue
+                elif code == S.EXIT_OPT:
+                    self._reoptimise(ctx, st.exit_vaddr)
                     continue
                 elif code == S.EXIT_YIELD:
                     break

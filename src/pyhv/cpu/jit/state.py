@@ -51,7 +51,8 @@ inline compare fails, and the refill checks the store's granule in ``codebits`` 
 next to code stays native; a store over code leaves for Python, which drops exactly the
 blocks it overlaps).
 
-The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, -} entries
+The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, count}
+entries (count: instructions run by a quickly compiled block, codegen.OPT_AFTER)
 (the page a translated block was fetched from: the dispatcher runs it only while its
 virtual page still maps there, checked through the I-TLB), two-way: a pc
 lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of all ones (no pc is
@@ -88,6 +89,7 @@ EXIT_SLOW = 3  # the instruction at s->pc needs Python (TLB miss, MMIO, code pag
 EXIT_IRQ = 4  # sstatus.SIE was set with an interrupt pending: Python takes it
 EXIT_YIELD = 5  # a PAUSE on a machine whose harts take turns: the slice ends
 EXIT_HOT = 6  # the stretch start at s->pc is hot (or may be in the code cache): compile it
+EXIT_OPT = 7  # the block at exit_vaddr ran OPT_AFTER instructions: compile it optimised
 
 FP_ENABLED, FP_RNE = 1, 2
 
@@ -138,7 +140,7 @@ class HartState(ctypes.Structure):
     ]
 
 
-DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, -}
+DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, count}
 
 
 def _check_layout() -> None:
