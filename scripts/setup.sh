@@ -23,3 +23,6 @@ python3 -m pip install -q -e '.[test]'
 # .pyc files even where PYTHONDONTWRITEBYTECODE is set (it would recompile every module
 # from source at each start, ~0.2 s).
 python3 -m compileall -q src/pyhv
+# Likewise build pyhv's own native code once (the JIT's dispatcher and native interpreter,
+# kept in ~/.cache/pyhv/runtime), so no run pays for it; nothing to do without llvmlite.
+python3 -c 'from pyhv.cpu.engines import jit_unavailable_reason as r; r()'

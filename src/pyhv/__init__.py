@@ -12,9 +12,11 @@ cheap.
 from __future__ import annotations
 
 import importlib
+import time
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+IMPORTED_AT = time.perf_counter()  # when pyhv's first module loaded (``run --stats``)
 
 from .errors import ConfigError, ImageError, PyhvError  # noqa: E402
 

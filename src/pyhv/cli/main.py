@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Sequence
 
-from .. import __version__
+from .. import IMPORTED_AT, __version__
 from ..cpu.engines import DEFAULT_ENGINE
 from ..errors import PyhvError
 from ..vm.config import (
@@ -128,20 +129,32 @@ def run_machine(
 
     tune_gc_for_vm()
     console = StdioConsole()
+    t_start = time.perf_counter()
     try:
         machine = Machine(config, console=console)
+        t_built = time.perf_counter()
         try:
             result = machine.run(max_instructions=max_instructions, timeout=timeout)
         finally:
+            t_ran = time.perf_counter()
             machine.close()  # disks flushed and closed, the JIT's last batch cached
     finally:
         console.close()
+    t_closed = time.perf_counter()
     if stats:
         print(
             f"pyhv: {result.reason}: {result.instructions} instructions in "
             f"{result.seconds:.2f} s ({result.mips:.2f} MIPS, engine {machine.engine_name})",
             file=sys.stderr,
         )
+        started = machine.engine_start_seconds
+        warmup = ("; the guest was done within the interpreter's warm-up: the JIT was "
+                  "never started" if machine.warming_up else
+                  f", {started:.3f} s of it starting the JIT after the warm-up"
+                  if started else "")
+        print(f"pyhv: time: {t_start - IMPORTED_AT:.3f} s imports, {t_built - t_start:.3f} s "
+              f"building the machine, {t_ran - t_built:.3f} s running{warmup}, "
+              f"{t_closed - t_ran:.3f} s stopping", file=sys.stderr)
         counters = machine.engine_stats()
         if counters:
             print(f"pyhv: {machine.engine_name}: "

@@ -58,6 +58,25 @@ def _probe_jit() -> str | None:
     return None if reason is None else str(reason)
 
 
+def jit_worth_trying() -> bool:
+    """Whether ``auto`` would likely get the JIT, answered without the probe (which
+    imports llvmlite and starts LLVM: ~45 ms): the probe's cached answer if it ran, else
+    whether llvmlite and the JIT package are installed."""
+    if _reason is not _UNKNOWN:
+        return _reason is None
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("llvmlite") is not None and find_spec(_JIT) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def jit_probed() -> bool:
+    """Whether this process has already started the JIT (probing it is free now)."""
+    return _reason is not _UNKNOWN
+
+
 def resolve_engine(name: str) -> str:
     """The engine that ``name`` stands for: ``auto`` becomes ``jit`` or ``translate``.
 
@@ -100,5 +119,5 @@ def make_engines(name: str, board: Any) -> list[Any]:
     return [Interpreter(h, board.code) for h in board.harts]
 
 
-__all__ = ["DEFAULT_ENGINE", "ENGINE_NAMES", "jit_unavailable_reason", "make_engines",
-           "resolve_engine"]
+__all__ = ["DEFAULT_ENGINE", "ENGINE_NAMES", "jit_probed", "jit_unavailable_reason",
+           "jit_worth_trying", "make_engines", "resolve_engine"]

@@ -13,10 +13,12 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..board.virt import VirtBoard
 from ..clock import Clock
-from ..cpu.engines import make_engines, resolve_engine
+from ..cpu.engines import jit_probed, jit_worth_trying, make_engines, resolve_engine
+from ..cpu.hart import Hart
 from ..cpu.interp import GuestCrash, StopRequest
 from .config import MachineConfig
 from .console import BufferConsole, Console
@@ -26,6 +28,10 @@ EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond reco
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
 # (an engine may prefer another slice: its ``preferred_slice`` attribute)
 MAX_IDLE_SLEEP = 0.05
+# ``auto`` starts on the interpreter and brings the JIT up (llvmlite's import, LLVM, the
+# dispatcher: ~45 ms) only after this many guest instructions (~10 ms of interpreting):
+# a guest that is done by then never pays for it.
+JIT_WARMUP = 30_000
 
 
 @dataclass
@@ -64,9 +70,16 @@ class Machine:
         self._power: tuple[str, int] | None = None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power)
         self.harts = self.board.harts
+        self._warmup: int | None = None  # instructions before the JIT comes up (auto)
+        self.engine_start_seconds = 0.0  # bringing the JIT up after the warm-up
         try:
-            self.engine_name = resolve_engine(config.engine)  # "auto" made concrete
-            self.engines = make_engines(self.engine_name, self.board)
+            if config.engine == "auto" and not jit_probed() and jit_worth_trying():
+                self.engine_name = "jit"  # "auto" made concrete when the JIT comes up
+                self.engines = make_engines("interp", self.board)
+                self._warmup = JIT_WARMUP
+            else:
+                self.engine_name = resolve_engine(config.engine)  # "auto" made concrete
+                self.engines = make_engines(self.engine_name, self.board)
         except BaseException:
             self.board.close()
             raise
@@ -127,9 +140,7 @@ class Machine:
         board = self.board
         console = self.console
         harts = self.harts
-        engines = self.engines
-        turns = [(h, e, getattr(e, "preferred_slice", SLICE))
-                 for h, e in zip(harts, engines, strict=True)]
+        turns = self._turns()
         multi = len(harts) > 1
         reason = "poweroff"
         code = 0
@@ -152,6 +163,9 @@ class Machine:
                         break
                 self.instructions += ran
                 self.clock.advance(ran)
+                if self._warmup is not None and self.instructions >= self._warmup:
+                    self._bring_up_jit()
+                    turns = self._turns()
                 if self._power is not None:
                     event, code = self._power
                     self._power = None
@@ -180,6 +194,27 @@ class Machine:
         finally:
             console.flush()
         return RunResult(reason, code, self.instructions, time.monotonic() - start)
+
+    @property
+    def warming_up(self) -> bool:
+        """Whether ``auto`` still runs on the interpreter, the JIT not yet started."""
+        return self._warmup is not None
+
+    def _turns(self) -> list[tuple[Hart, Any, int]]:
+        return [(h, e, getattr(e, "preferred_slice", SLICE))
+                for h, e in zip(self.harts, self.engines, strict=True)]
+
+    def _bring_up_jit(self) -> None:
+        """End of the warm-up: the JIT (or ``translate``, where it cannot run) takes
+        over from the interpreter, whose decoded code is dropped."""
+        t0 = time.perf_counter()
+        self._warmup = None
+        self.engine_name = resolve_engine("auto")
+        for engine in self.engines:
+            engine.flush()
+        self.board.code.invalidate_range(self.board.ram.base, self.board.ram.size)
+        self.engines = make_engines(self.engine_name, self.board)
+        self.engine_start_seconds = time.perf_counter() - t0
 
     def _idle(self, run_deadline: float | None) -> None:
         """Every hart waits: sleep until a timer fires or input arrives.

@@ -63,6 +63,18 @@ def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
     return h.hexdigest()[:16]
 
 
+def _runtime_root() -> Path | None:
+    """Where pyhv keeps its own machine code (the dispatcher and native interpreter,
+    compiled optimised) and the RVC table: built once per pyhv version and host CPU,
+    like byte-compiled Python, whatever the guest code cache is (``PYHV_JIT_CACHE``
+    starts empty or off); ``PYHV_JIT_RUNTIME`` moves it (``off``: rebuild every run)."""
+    env = os.environ.get("PYHV_JIT_RUNTIME")
+    if env is not None:
+        return None if env.strip().lower() in ("", "off", "0", "none") else Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "pyhv" / "runtime"
+
+
 def _cache_root() -> Path | None:
     env = os.environ.get("PYHV_JIT_CACHE")
     if env is not None:
@@ -86,6 +98,7 @@ class Compiler:
         )
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self._objects: list[object] = []  # keep loaded object files alive
+        self._tm_opt: llvm.TargetMachine | None = None  # optimising, for this thread
         self._passes: dict[int, tuple[object, object, object]] = {}
         self.blocks_compiled = 0
         self.blocks_loaded = 0
@@ -94,6 +107,13 @@ class Compiler:
                         (Path(m.__file__).read_bytes() for m in generator_modules()))
         root = _cache_root()
         self.cache_dir = root / tag if root is not None else None
+        runtime = _runtime_root()
+        self.runtime_dir = runtime / tag if runtime is not None else None
+        if self.runtime_dir is not None:
+            try:
+                self.runtime_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                self.runtime_dir = None
         self._index: dict[str, str] = {}  # block key -> object file name
         self.known: dict[str, int] = {}  # block key -> address, for every hart and machine
         # Start pc -> {(mode, length in bytes)} of every block compiled or on disk: only
@@ -112,7 +132,6 @@ class Compiler:
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, str]] = []
         self._batch_opt: list[tuple[str, str]] = []  # optimised recompiles, sent after
-        self._tm_opt: llvm.TargetMachine | None = None
         self._waiting: dict[str, list[Callable[[int], None]]] = {}
         self._todo: queue.Queue = queue.Queue()
         # Finished batches: appended by the worker, taken by ``poll`` (a deque: checking
@@ -144,7 +163,7 @@ class Compiler:
         """Compressed instruction -> its 32-bit expansion (0: illegal), for the native
         interpreter; kept in the cache directory (building it takes ~40 ms)."""
         table = (ctypes.c_uint32 * 65536)()
-        path = self.cache_dir / "rvc.bin" if self.cache_dir is not None else None
+        path = self.runtime_dir / "rvc.bin" if self.runtime_dir is not None else None
         if path is not None:
             try:
                 data = path.read_bytes()
@@ -251,9 +270,9 @@ class Compiler:
 
     def _compile_dispatch(self) -> int:
         t0 = time.perf_counter()
-        # The dispatcher and the native interpreter: loaded from the cache directory
-        # (compiling them takes ~60 ms of every start), else compiled and kept there.
-        path = self.cache_dir / "dispatch.o" if self.cache_dir is not None else None
+        # The dispatcher and the native interpreter: loaded from the runtime directory
+        # (compiling them, optimised, takes ~150 ms), else compiled and kept there.
+        path = self.runtime_dir / "dispatch.o" if self.runtime_dir is not None else None
         obj = None
         if path is not None:
             try:
@@ -266,7 +285,8 @@ class Compiler:
             self._objects.append(ref)
             self.ee.finalize_object()
         else:
-            obj = self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir())
+            obj = self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir(),
+                             opt=True)
             if path is not None:
                 self._write_atomic(path, hashlib.sha256(obj).digest() + obj)
         self.interp_bare = self.ee.get_function_address("pyhv_interp_bare")
@@ -316,9 +336,9 @@ class Compiler:
         if self.background and self._inflight == 0:
             self._send()
 
-    def find(self, key: str) -> int | None:
-        """Address of block ``key`` compiled before (this process or the disk cache),
-        its optimised version if there is one."""
+    def find(self, key: str) -> tuple[int, bool] | None:
+        """(address, optimised) of block ``key`` compiled before (this process or the
+        disk cache): its optimised version if there is one."""
         for k in (key + OPT, key):
             addr = self.known.get(k)
             if addr is None:
@@ -326,7 +346,7 @@ class Compiler:
                 if addr is not None:
                     self.known[k] = addr
             if addr is not None:
-                return addr
+                return addr, k is not key
         return None
 
     def _next_batch(self) -> list[tuple[str, str]]:

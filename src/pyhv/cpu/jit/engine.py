@@ -109,30 +109,54 @@ class _NativeBlocks(dict):
         self.invalidated = 0  # blocks dropped by writes over their code (statistics)
         self.optimised: set[int] = set()  # starts compiled again, optimised (or queued)
         self.dropped: set[int] = set()  # starts dropped by writes, not installed since
+        self.drops: dict[int, int] = {}  # start -> blocks of it dropped by writes
+        self.waited: dict[int, int] = {}  # start -> rounds of heat it waited since
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
-        """The CodeWatch drops the block: a write overlapped its bytes."""
-        value = self.forget(pc, default)
+        """The CodeWatch drops the block: a write overlapped its bytes. Its start heats
+        up again from the beginning, and each such drop doubles the runs it needs
+        before it is compiled again (``_hot``): code that is rewritten all the time (a
+        JIT inside the guest) stays in the native interpreter instead of being
+        compiled, dropped and compiled again."""
+        value = self.forget(pc, default, rearm=False)
         if value is not None:
             self.invalidated += 1
             self.dropped.add(pc)
+            self.drops[pc] = self.drops.get(pc, 0) + 1
+            self.runs[native_interp.heat_index(pc)] = 1  # past the code-cache check
         return value
 
-    def forget(self, pc: int, default: Any = None) -> Any:
+    def forget(self, pc: int, default: Any = None, rearm: bool = True) -> Any:
         """Drop the block at ``pc`` (its bytes changed, or its page maps elsewhere)."""
         value = dict.pop(self, pc, default)
         self.optimised.discard(pc)
         self.unlink(pc)
-        if value is not None:
+        if value is not None and rearm:
             # its next run in the native interpreter asks for the block again
             i = native_interp.heat_index(pc)
             if self.runs[i] > self.rearm:
                 self.runs[i] = self.rearm
         return value
 
+    def backoff(self, pc: int) -> bool:
+        """Whether the start ``pc``, hot again after writes dropped its block ``d``
+        times, must heat up again (2**d rounds of the threshold in all) first."""
+        d = self.drops.get(pc)
+        if not d:
+            return False
+        waited = self.waited.get(pc, 0) + 1
+        if waited < 1 << min(d, 16):
+            self.waited[pc] = waited
+            self.runs[native_interp.heat_index(pc)] = 1
+            return True
+        self.waited.pop(pc, None)
+        return False
+
     def clear(self) -> None:
         dict.clear(self)
         self.dropped.clear()
+        self.drops.clear()
+        self.waited.clear()
         self.optimised.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
@@ -599,10 +623,10 @@ class JitEngine:
                 if shape != mode or length > room:
                     continue
                 key = block_key(ctx.translated, start, bytes(m.ram_mv[off:off + length]), sup)
-                addr = comp.find(key)
-                if addr is None:
+                found = comp.find(key)
+                if found is None:
                     continue
-                return self._install(ctx, start, page, addr, length)
+                return self._install(ctx, start, page, found, length)
             return False
         cached = m.scans.get((start, pa, sup))
         if cached is not None and m.ram_mv[pa - m.ram_base:pa - m.ram_base + len(cached[1])] \
@@ -614,9 +638,9 @@ class JitEngine:
             ctx.nojit.add(start)
             return False
         key = block_key(ctx.translated, start, raw, sup)
-        addr = comp.find(key)
-        if addr is not None:
-            return self._install(ctx, start, page, addr, len(raw))
+        found = comp.find(key)
+        if found is not None:
+            return self._install(ctx, start, page, found, len(raw))
         if start in ctx.queued:
             return False
         ctx.queued.add(start)
@@ -632,7 +656,7 @@ class JitEngine:
             if (self._contexts.get(ctx.key) is ctx and start not in ctx.native
                     and self._current_key() == ctx.key and self._fetch_pa(start) == pa
                     and m.ram_mv[off:off + len(raw)] == raw):
-                self._install(ctx, start, page, addr, len(raw))
+                self._install(ctx, start, page, (addr, False), len(raw))
 
         comp.submit(key, ir, done)
         if self.machine.sync:
@@ -671,18 +695,20 @@ class JitEngine:
                     and m.ram_mv[off:off + len(raw)] == raw):
                 native.replace(start, addr)
 
-        addr = comp.find(key)
-        if addr is not None:
-            done(addr)
+        found = comp.find(key[:-len(OPT)])
+        if found is not None and found[1]:
+            done(found[0])
             return
         comp.submit(key, codegen.block_ir(f"b{key}", start, insns, ctx.translated), done)
         if self.machine.sync:
             comp.poll(wait=True)
 
-    def _install(self, ctx: _Context, start: int, page: int, addr: int, length: int) -> bool:
+    def _install(self, ctx: _Context, start: int, page: int, found: tuple[int, bool],
+                 length: int) -> bool:
         """Link the native block at ``start`` (physical page ``page``, ``length`` bytes of
-        code); False if the virtual page's code came from another physical page (it
-        stays cold)."""
+        code; ``found``: its address and whether it is the optimised version); False if
+        the virtual page's code came from another physical page (it stays cold)."""
+        addr, optimised = found
         if ctx.key[1]:
             vpn = start >> 12
             if vpn not in ctx.verified:
@@ -695,6 +721,8 @@ class JitEngine:
             ctx.native.dropped.discard(start)
             self.retranslations += 1
         ctx.native.install(start, addr, page >> 12)
+        if optimised:
+            ctx.native.optimised.add(start)
         return True
 
     # -- native runs -------------------------------------------------------------------------
@@ -931,7 +959,7 @@ class JitEngine:
         if pc in ctx.native:
             ctx.native.link(pc)  # known, but pushed out of its table slots
             return
-        if pc in ctx.nojit or pc in ctx.queued:
+        if pc in ctx.nojit or pc in ctx.queued or ctx.native.backoff(pc):
             return
         if ctx.key[1] and pc >> 12 not in ctx.verified:
             self._verify(ctx, pc >> 12)
