@@ -8,3 +8,20 @@ from pathlib import Path
 _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
+
+
+def pytest_sessionstart(session) -> None:
+    """Where llvmlite is installed the JIT must work: a JIT that fails its self-check
+    (a code generator error, say) would otherwise only skip its tests, and every
+    machine would quietly fall back to the translate engine."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("llvmlite") is None:
+        return
+    from pyhv.cpu.engines import jit_unavailable_reason
+
+    reason = jit_unavailable_reason()
+    if reason is not None:
+        raise pytest.UsageError(f"llvmlite is installed but the JIT cannot run: {reason}")

@@ -906,6 +906,7 @@ _DECLS = [
     f"declare double @llvm.experimental.constrained.{op}.f64(double, double, metadata, metadata)"
     for op in ("fadd", "fsub", "fmul", "fdiv")
 ] + [
+    "declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)",
     "declare double @llvm.experimental.constrained.sqrt.f64(double, metadata, metadata)",
     "declare double @llvm.experimental.constrained.rint.f64(double, metadata, metadata)",
     "declare double @llvm.experimental.constrained.fma.f64(double, double, double, metadata,"

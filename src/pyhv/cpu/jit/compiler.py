@@ -433,6 +433,23 @@ class Compiler:
                 loaded += self.poll(wait=True)
         return loaded
 
+    def wait_until(self, ready: Callable[[], bool]) -> None:
+        """Wait for the worker until ``ready()`` (a block the guest is stuck on got
+        installed), batch by batch, never longer than the queue lasts."""
+        while not ready():
+            if self._done:
+                self.poll()
+            elif self._inflight:
+                self._finished.wait(0.5)
+                self._finished.clear()
+            elif self._batch or self._batch_opt:
+                if not self.background:
+                    self.poll()
+                else:
+                    self._send()
+            else:
+                return
+
     def finish(self) -> None:
         """A machine stops: load (and so cache on disk) the batch being compiled, but
         start no new one, so exit waits for one batch at most. Blocks still queued stay

@@ -85,6 +85,7 @@ _ENDS_COLD = frozenset(
      "csrrw", "csrrs", "csrrc", "csrrwi", "csrrsi", "csrrci"} | set(codegen.BRANCHES) | {"jal"}
 )
 _REGS = struct.Struct("<32Q")
+_CSRS = struct.Struct("<8Q")  # state.PLAIN_CSRS
 _FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
 _DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _REVOKE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
@@ -317,6 +318,7 @@ class JitEngine:
         self.st = S.HartState()
         self.st_addr = ctypes.addressof(self.st)
         self.st.ram_host = machine.ram_host
+        self.st.mhartid = hart.hartid
         self.st.ram_size = machine.ram_size
         self.st.codemap = ctypes.addressof(machine.codemap)
         self.st.codebits = machine.codebits_addr
@@ -366,6 +368,7 @@ class JitEngine:
 
         mmu.flush = flush_all  # type: ignore[method-assign]
         mmu.flush_page = flush_page  # type: ignore[method-assign]
+        self._mmu_flush, self._mmu_flush_page = mmu_flush, mmu_flush_page
 
     def close(self) -> None:
         """The machine stops: the batch being compiled still reaches the disk cache."""
@@ -735,6 +738,8 @@ class JitEngine:
             if key != self._tlb_key:
                 self._switch_tlb(key)
         _REGS.pack_into(self.st_mv, S.X, *hart.x)
+        _CSRS.pack_into(self.st_mv, S.CSRS, hart.mscratch, hart.sscratch, hart.mepc,
+                        hart.sepc, hart.mcause, hart.scause, hart.mtval, hart.stval)
         fs = hart.mstatus & C.MSTATUS_FS
         if fs:
             st.f[:] = hart.f
@@ -774,6 +779,10 @@ class JitEngine:
             hart.mstatus = st.mstatus
         hart.x[:] = _REGS.unpack_from(self.st_mv, S.X)
         hart.pc = st.pc
+        if st.csrdirty:
+            st.csrdirty = 0
+            (hart.mscratch, hart.sscratch, hart.mepc, hart.sepc, hart.mcause, hart.scause,
+             hart.mtval, hart.stval) = _CSRS.unpack_from(self.st_mv, S.CSRS)
         resv = st.resv
         hart.reservation = None if resv == M64 else resv
         if fs:
@@ -784,10 +793,27 @@ class JitEngine:
             if st.fflags:
                 hart.fflags |= st.fflags
         st.fflags = 0
+        if st.sfpend:
+            self._native_fences()
         n = budget - st.budget
         self.native_instructions += n
         self.native_entries += 1
         return n, code
+
+    def _native_fences(self) -> None:
+        """Native code did SFENCE.VMA (and emptied its own TLBs): Python's TLB and its
+        record of checked code pages follow (what the instruction does in Python)."""
+        st = self.st
+        pend, n = st.sfpend, st.sfn
+        st.sfpend = st.sfn = 0
+        if pend & S.SF_ALL:
+            self._mmu_flush()
+            self.flush(all_contexts=False, supervisor=bool(pend & S.SF_SUP))
+        else:
+            for vpn in st.sfvpn[:n]:
+                self._mmu_flush_page(vpn)
+                self.flush_page(vpn)
+            self._saved_tlbs.clear()
 
     def _fill(self) -> bool:
         """After a slow exit: refill the soft TLB if that is all it takes."""
@@ -905,7 +931,8 @@ class JitEngine:
                         if start in ctx.queued and h >= threshold * STUCK:
                             # The guest keeps running this block cold while it waits for
                             # the compiler: waiting costs less than running it in Python.
-                            comp.poll(wait=True)
+                            queued = ctx.queued
+                            comp.wait_until(lambda: start not in queued)
                         else:
                             self._jit(ctx, start, compile_now=True)
             except Trap as t:
@@ -978,7 +1005,8 @@ class JitEngine:
         if n == SLOW_HOT:
             self._jit(ctx, pc, compile_now=True)  # nojit if no block can start here
         elif n % (SLOW_HOT * STUCK * 8) == 0 and pc in ctx.queued:
-            self.compiler.poll(wait=True)
+            queued = ctx.queued
+            self.compiler.wait_until(lambda: pc not in queued)
 
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only

@@ -288,6 +288,53 @@ class _Gen:
                 v = self.op(f"{ext} i{bits} {v} to i64")
             self.result(v)
 
+    def fp_on(self, go: str) -> None:
+        """On to ``go`` if FP is enabled (mstatus.FS != Off: the F registers were
+        copied in), else leave for Python (which raises the illegal instruction)."""
+        mode = self.field(S.FPMODE)
+        on = self.op(f"and i64 {mode}, {S.FP_ENABLED}")
+        ok = self.op(f"icmp ne i64 {on}, 0")
+        self.emit(f"br i1 {ok}, label %{go}, label %slow")
+
+    def fp_loads(self) -> None:
+        """flw and fld (a kernel's context switch saves and restores the F registers):
+        plain loads into f[rd], NaN-boxing a single, FS made dirty."""
+        self.fp_on("fld0")
+        self.label("fld0")
+        self.switch("%f3", "i32", {2: "fldw", 3: "fldd"}, "slow")
+        for name, bits in (("fldw", 32), ("fldd", 64)):
+            self.label(name)
+            addr = self.op("add i64 %a, %immi")
+            ptr = self.access(addr, bits // 8, store=False)
+            v = self.op(f"load i{bits}, ptr {ptr}, align 1")
+            if bits == 32:
+                v = self.op(f"zext i32 {v} to i64")
+                v = self.op(f"or i64 {v}, {_s64(0xFFFFFFFF00000000)}")
+            rdx = self.op("zext i32 %rd to i64")
+            fp = self.op(f"getelementptr i8, ptr %s, i64 {S.F}")
+            self.emit(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr {fp}, i64 {rdx}')}")
+            self.set_field(S.FSDIRTY, "1")
+            self.emit("br label %next")
+
+    def fp_stores(self) -> None:
+        """fsw and fsd of f[rs2]."""
+        self.fp_on("fst0")
+        self.label("fst0")
+        self.switch("%f3", "i32", {2: "fstw", 3: "fstd"}, "slow")
+        for name, bits in (("fstw", 32), ("fstd", 64)):
+            self.label(name)
+            addr = self.op("add i64 %a, %imms")
+            ptr = self.access(addr, bits // 8, store=True)
+            r2 = self.op("zext i32 %rs2 to i64")
+            fp = self.op(f"getelementptr i8, ptr %s, i64 {S.F}")
+            v = self.op(f"load i64, ptr {self.op(f'getelementptr i64, ptr {fp}, i64 {r2}')}")
+            if bits == 32:
+                v = self.op(f"trunc i64 {v} to i32")
+            self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
+            n = self.field(S.STORES)
+            self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
+            self.emit("br label %next")
+
     def stores(self) -> None:
         self.switch("%f3", "i32", {f: f"st{f}" for f in range(4)}, "slow")
         for f3 in range(4):
@@ -360,7 +407,15 @@ class _Gen:
         SIE while an interrupt waits for it leaves after the instruction (EXIT_IRQ)."""
         e = self.emit
         csr = self.op("lshr i32 %w, 20")
-        self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat"}, "slow")
+        plain = {c: "pcsr" for c in (C.MSCRATCH, C.SSCRATCH, C.MEPC, C.SEPC, C.MCAUSE,
+                                     C.SCAUSE, C.MTVAL, C.STVAL)}
+        group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, *plain]}
+        fences = {0x120 | rs2: "sfence" for rs2 in range(32)}  # sfence.vma: funct7 9
+        self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences},
+                    "slow")
+        self.sfence()
+        self.label("csrpre")
+        self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", **plain})
         self.label("rdtime")
         f2 = self.op("icmp eq i32 %f3, 2")
         r0 = self.op("icmp eq i32 %rs1, 0")
@@ -421,6 +476,125 @@ class _Gen:
         b1 = self.op("sub i64 %bud, 1")
         e(f"store i64 {b1}, ptr %budv")
         self._writeback(S.EXIT_IRQ)
+
+    def sfence(self) -> None:
+        """SFENCE.VMA in S-mode (TVM clear): the soft TLB and the I-TLB are emptied
+        here (as a page fence does when superpages are mapped, which Linux's are), and
+        the fence is noted (sfpend, sfvpn) for Python, which flushes its own TLB and
+        checks pages of decoded code again before it next runs anything."""
+        e = self.emit
+        self.label("sfence")
+        f0 = self.op("icmp eq i32 %f3, 0")
+        r0 = self.op("icmp eq i32 %rd, 0")
+        ok = self.op(f"and i1 {f0}, {r0}")
+        iss = self.op(f"icmp eq i64 {self.field(S.PRIV)}, {C.PRV_S}")
+        ok = self.op(f"and i1 {ok}, {iss}")
+        tvm = self.op(f"and i64 {self.field(S.MSTATUS)}, {C.MSTATUS_TVM}")
+        free = self.op(f"icmp eq i64 {tvm}, 0")
+        ok = self.op(f"and i1 {ok}, {free}")
+        e(f"br i1 {ok}, label %sfence1, label %slow")
+        self.label("sfence1")
+        tlb = self.op(f"getelementptr i8, ptr %s, i64 {S.TLB}")
+        e(f"call void @llvm.memset.p0.i64(ptr {tlb}, i8 -1, i64 {S.NTLB * S.TLB_ENTRY}, i1 false)")
+        itlb = self.op(f"getelementptr i8, ptr %s, i64 {S.ITLB}")
+        e(f"call void @llvm.memset.p0.i64(ptr {itlb}, i8 -1, i64 {S.NITLB * 16}, i1 false)")
+        pend = self.field(S.SFPEND)
+        page = self.op("icmp ne i32 %rs1, 0")
+        e(f"br i1 {page}, label %sfpage, label %sfall")
+        self.label("sfall")
+        r2z = self.op("icmp eq i32 %rs2, 0")
+        bits = self.op(f"select i1 {r2z}, i64 {S.SF_ALL | S.SF_SUP}, i64 {S.SF_ALL}")
+        self.set_field(S.SFPEND, self.op(f"or i64 {pend}, {bits}"))
+        e("br label %next")
+        self.label("sfpage")
+        n = self.field(S.SFN)
+        room = self.op(f"icmp ult i64 {n}, {S.NSFVPN}")
+        e(f"br i1 {room}, label %sfpage1, label %sfover")
+        self.label("sfover")  # too many pages to list: fence everything
+        self.set_field(S.SFPEND, self.op(f"or i64 {pend}, {S.SF_ALL | S.SF_SUP}"))
+        e("br label %next")
+        self.label("sfpage1")
+        vpn = self.op("lshr i64 %a, 12")
+        slot = self.op(f"getelementptr i8, ptr %s, i64 {S.SFVPN}")
+        e(f"store i64 {vpn}, ptr {self.op(f'getelementptr i64, ptr {slot}, i64 {n}')}")
+        self.set_field(S.SFN, self.op(f"add i64 {n}, 1"))
+        self.set_field(S.SFPEND, self.op(f"or i64 {pend}, {S.SF_PAGES}"))
+        e("br label %next")
+
+    def plain_csrs(self, csr: str, labels: dict[int, str]) -> None:
+        """CSRs that only hold a value (the trap handlers' scratch, epc, cause and tval
+        of M and S mode), mhartid and mstatus reads: read and written natively, with
+        the privilege check of the CSR's number; the rest of the group (writes to
+        read-only CSRs, a too-low privilege) leaves for Python, which raises."""
+        e = self.emit
+        f3 = "%f3"
+        # csrrw/s/c and their immediate forms: f3 & 3 = 1, 2, 3; f3 & 4: uimm in rs1
+        kind = self.op(f"and i32 {f3}, 3")
+        okind = self.op(f"icmp ne i32 {kind}, 0")
+        writes0 = self.op(f"icmp eq i32 {kind}, 1")
+        nz = self.op("icmp ne i32 %rs1, 0")
+        writes = self.op(f"or i1 {writes0}, {nz}")
+        isimm = self.op(f"and i32 {f3}, 4")
+        imm = self.op(f"icmp ne i32 {isimm}, 0")
+        uimm = self.op("zext i32 %rs1 to i64")
+        operand = self.op(f"select i1 {imm}, i64 {uimm}, i64 %a")
+        lvl = self.op(f"lshr i32 {csr}, 8")
+        lvl = self.op(f"and i32 {lvl}, 3")
+        lvl64 = self.op(f"zext i32 {lvl} to i64")
+        priv = self.field(S.PRIV)
+        allowed = self.op(f"icmp ule i64 {lvl64}, {priv}")
+        allowed = self.op(f"and i1 {allowed}, {okind}")
+        ro = self.op(f"xor i1 {writes}, true")
+        ok = self.op(f"and i1 {allowed}, {ro}")
+        self.switch(csr, "i32", labels, "slow")
+        # mhartid and mstatus: reads only (csrrs/csrrc with x0 / uimm 0)
+        self.label("hartid")
+        e(f"br i1 {ok}, label %hartid1, label %slow")
+        self.label("hartid1")
+        self.result(self.field(S.MHARTID))
+        self.label("mstat")
+        e(f"br i1 {ok}, label %mstat1, label %slow")
+        self.label("mstat1")
+        ms = self.field(S.MSTATUS)
+        fsd = self.op(f"icmp ne i64 {self.field(S.FSDIRTY)}, 0")
+        withfs = self.op(f"or i64 {ms}, {C.MSTATUS_FS}")
+        m2 = self.op(f"select i1 {fsd}, i64 {withfs}, i64 {ms}")
+        m3 = self.op(f"or i64 {m2}, {_s64(C.MSTATUS_UXL | C.MSTATUS_SXL)}")
+        fs = self.op(f"and i64 {m3}, {C.MSTATUS_FS}")
+        full = self.op(f"icmp eq i64 {fs}, {C.MSTATUS_FS}")
+        sd = self.op(f"select i1 {full}, i64 {_s64(C.MSTATUS_SD)}, i64 0")
+        m4 = self.op(f"and i64 {m3}, {_s64(~C.MSTATUS_SD)}")
+        self.result(self.op(f"or i64 {m4}, {sd}"))
+        # the plain ones: csrs[2 * (csr & 3) + (S ? 1 : 0)]
+        self.label("pcsr")
+        e(f"br i1 {allowed}, label %pcsr1, label %slow")
+        self.label("pcsr1")
+        which = self.op(f"and i32 {csr}, 3")
+        sup = self.op(f"icmp eq i32 {lvl}, 1")
+        sbit = self.op(f"zext i1 {sup} to i32")
+        idx = self.op(f"shl i32 {which}, 1")
+        idx = self.op(f"or i32 {idx}, {sbit}")
+        idx64 = self.op(f"zext i32 {idx} to i64")
+        off = self.op(f"shl i64 {idx64}, 3")
+        off = self.op(f"add i64 {off}, {S.CSRS}")
+        p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+        old = self.op(f"load i64, ptr {p}")
+        ored = self.op(f"or i64 {old}, {operand}")
+        inv = self.op(f"xor i64 {operand}, -1")
+        anded = self.op(f"and i64 {old}, {inv}")
+        isrs = self.op(f"icmp eq i32 {kind}, 2")
+        new = self.op(f"select i1 {isrs}, i64 {ored}, i64 {anded}")
+        new = self.op(f"select i1 {writes0}, i64 {operand}, i64 {new}")
+        isepc = self.op(f"icmp eq i32 {which}, 1")
+        even = self.op(f"and i64 {new}, -2")
+        new = self.op(f"select i1 {isepc}, i64 {even}, i64 {new}")  # IALIGN 16: bit 0 is 0
+        e(f"br i1 {writes}, label %pcsrw, label %pcsrr")
+        self.label("pcsrw")
+        e(f"store i64 {new}, ptr {p}")
+        self.set_field(S.CSRDIRTY, "1")
+        e("br label %pcsrr")
+        self.label("pcsrr")
+        self.result(old)
 
     def fetch_page(self, va: str, fail: str) -> str:
         """Host address of the page instructions at ``va`` come from (I-TLB, else the
@@ -609,7 +783,13 @@ class _Gen:
         self.switch("%opc", "i32", {
             0x13: "opimm", 0x1B: "opimm32", 0x33: "opreg", 0x3B: "opreg32", 0x37: "lui",
             0x17: "auipc", 0x6F: "jal", 0x67: "jalr", 0x63: "branch", 0x03: "load",
-            0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system"}, "slow")
+            0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system", 0x07: "fload",
+            0x27: "fstore"}, "slow")
+
+        self.label("fload")
+        self.fp_loads()
+        self.label("fstore")
+        self.fp_stores()
 
         self.label("opimm")
         self.op_imm()

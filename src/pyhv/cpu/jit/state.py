@@ -42,6 +42,13 @@ Layout (byte offsets, all fields 64-bit):
                bytes hold translated code (CodeWatch masks; a store there needs Python)
 752    stores  guest stores done natively (statistics)
 760    smcok   of those, stores into pages holding code that hit no code (statistics)
+768    csrs[8] mscratch, sscratch, mepc, sepc, mcause, scause, mtval, stval: the plain
+               CSRs native code reads and writes (copied in per run, out if csrdirty)
+832    csrdirty  1: native code wrote one of csrs
+840    mhartid   the hart's id (read natively)
+848    sfpend  SFENCE.VMA done natively, for Python to follow (SF_* bits)
+856    sfn     pages in sfvpn
+864    sfvpn[8]  virtual pages those fences named
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
 25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
@@ -71,6 +78,11 @@ SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
 HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
 PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
+CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
+NSFVPN = 8
+SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
+# The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
+PLAIN_CSRS = ("mscratch", "sscratch", "mepc", "sepc", "mcause", "scause", "mtval", "stval")
 TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
@@ -134,7 +146,13 @@ class HartState(ctypes.Structure):
         ("codebits", ctypes.c_void_p),
         ("stores", ctypes.c_uint64),
         ("smcok", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 768) // 8)),
+        ("csrs", ctypes.c_uint64 * 8),
+        ("csrdirty", ctypes.c_uint64),
+        ("mhartid", ctypes.c_uint64),
+        ("sfpend", ctypes.c_uint64),
+        ("sfn", ctypes.c_uint64),
+        ("sfvpn", ctypes.c_uint64 * NSFVPN),
+        ("_pad", ctypes.c_uint64 * ((TLB - 928) // 8)),
         ("tlb", TlbEntry * NTLB),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
@@ -155,6 +173,8 @@ def _check_layout() -> None:
                       ("known", KNOWN), ("rvc", RVC), ("thresh", THRESH), ("interp", INTERP),
                       ("priv", PRIV), ("mtime", MTIME), ("timeok", TIMEOK), ("treads", TREADS),
                       ("codebits", CODEBITS), ("stores", STORES), ("smcok", SMCOK),
+                      ("csrs", CSRS), ("csrdirty", CSRDIRTY), ("mhartid", MHARTID),
+                      ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
                       ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 

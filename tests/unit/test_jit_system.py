@@ -1,0 +1,99 @@
+"""System instructions the JIT's native interpreter does itself (no trip to Python), each
+against the interpreter: the trap handlers' plain CSRs (M and S scratch, epc, cause,
+tval) in every CSR instruction form, mhartid and mstatus reads, the privilege check of
+a CSR's number (an S-mode access to an M-mode CSR still traps), SFENCE.VMA under Sv39,
+and FP loads and stores (flw/fld/fsw/fsd, NaN-boxing, FS made dirty)."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
+from test_jit import BASE, WFI, i_type, jit_world, li32, lui, run  # noqa: E402
+from test_jit_smc import ROOT, _csrw, _lu32  # noqa: E402
+
+H = W.H
+HANDLER = BASE + 0x800
+DATA = BASE + 0x10000
+S_CODE = BASE + 0x2000
+
+
+def csr(f3: int, rd: int, num: int, rs1: int) -> int:
+    return (num << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | 0x73
+
+
+CSRRW, CSRRS, CSRRC, CSRRWI, CSRRSI, CSRRCI = 1, 2, 3, 5, 6, 7
+
+
+def _exercise(scratch: int, epc: int, cause: int, tval: int) -> list[int]:
+    """Every CSR form on the four plain CSRs of one mode (values from x5..x8)."""
+    return [
+        csr(CSRRW, 10, scratch, 5), csr(CSRRS, 11, scratch, 6), csr(CSRRC, 12, scratch, 7),
+        csr(CSRRW, 0, epc, 8),  # bit 0 of an epc reads as 0
+        csr(CSRRSI, 13, epc, 0x13), csr(CSRRCI, 14, epc, 0x3),
+        csr(CSRRWI, 15, cause, 0x1F), csr(CSRRS, 16, cause, 0),
+        csr(CSRRW, 17, tval, 8), csr(CSRRC, 18, tval, 5), csr(CSRRS, 19, tval, 0),
+        csr(CSRRS, 20, scratch, 0), csr(CSRRS, 21, epc, 0),
+    ]
+
+
+def _program() -> tuple[list[int], list[int], list[int]]:
+    m = li32(5, 0x12345678) + li32(6, 0x0F0F) + li32(7, 0x00FF) + li32(8, 0x7777)
+    m += _exercise(0x340, 0x341, 0x342, 0x343)
+    m += [csr(CSRRS, 22, 0xF14, 0), csr(CSRRS, 23, 0x300, 0)]  # mhartid, mstatus
+    m += _lu32(30, HANDLER) + [_csrw(0x305, 30)]  # mtvec
+    m += [lui(30, 2), csr(CSRRS, 0, 0x300, 30)]  # mstatus.FS = Initial (t5 = 1 << 13)
+    # S-mode under Sv39 (the gigapage maps RAM to itself)
+    satp = (8 << 60) | (ROOT >> 12)
+    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
+    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]  # satp; sfence.vma
+    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
+        csr(CSRRS, 0, 0x300, 30), 0x30200073]  # MPP = S; mret
+    s = li32(5, 0x5A5A) + li32(6, 0x0101) + li32(7, 0x1111) + li32(8, 0x2223)
+    s += _exercise(0x140, 0x141, 0x142, 0x143)
+    s += _lu32(9, DATA)
+    s += [
+        i_type(0x07, 1, 3, 9, 0),  # fld f1, 0(s1)
+        i_type(0x07, 2, 2, 9, 8),  # flw f2, 8(s1): NaN-boxed
+        H.enc_s(0x27, 3, 9, 1, 16),  # fsd f1, 16(s1)
+        H.enc_s(0x27, 2, 9, 2, 24),  # fsw f2, 24(s1)
+        0x12000073,  # sfence.vma (all)
+        0x12048073,  # sfence.vma s1
+        i_type(0x03, 24, 3, 9, 16),  # ld s8, 16(s1): after the fences, through the TLB
+        csr(CSRRS, 25, 0x340, 0),  # S reads mscratch: illegal instruction -> M handler
+        WFI,
+    ]
+    handler = [csr(CSRRS, 26, 0x342, 0), csr(CSRRS, 27, 0x341, 0), WFI]
+    return m, s, handler
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+def test_system_instructions_natively(threshold):
+    m, s, handler = _program()
+    pte = ((BASE >> 12) << 10) | 0xCF
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.ram.write_bytes(ROOT + 8 * (BASE >> 30), pte.to_bytes(8, "little"))
+        world.ram.write_bytes(DATA, (0x400921FB54442D18).to_bytes(8, "little")
+                              + (0x3F800000).to_bytes(4, "little"))
+        world.put(BASE, m)
+        world.put(S_CODE, s)
+        world.put(HANDLER, handler)
+        run(world, 10_000)
+        assert world.hart.waiting
+        h = world.hart
+        results.append((world.state(), h.mscratch, h.sscratch, h.mtval, h.stval,
+                        world.ram.read_bytes(DATA, 32)))
+    interp, jit = results
+    state = interp[0]
+    assert state["x"][26] == 2 and state["x"][27] != 0  # the illegal mscratch read from S
+    assert state["x"][21] == (0x2222 | 0x13) & ~0x3  # sepc: bit 0 dropped, then set/clear
+    assert state["x"][24] == 0x400921FB54442D18  # fld/fsd round trip through the TLB
+    assert jit == interp
+    # Only the mode switches, the satp write and the trap left native code.
+    assert world.engine.slow_exits < 16, world.engine.slow_exits
