@@ -13,9 +13,10 @@ from pyhv.cpu.engines import jit_unavailable_reason
 pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
-import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 from test_jit import BASE, WFI, i_type, jit_world, li32, lui, run  # noqa: E402
 from test_jit_smc import ROOT, _csrw, _lu32  # noqa: E402
+
+import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
 H = W.H
 HANDLER = BASE + 0x800

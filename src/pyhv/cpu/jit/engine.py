@@ -931,8 +931,8 @@ class JitEngine:
                         if start in ctx.queued and h >= threshold * STUCK:
                             # The guest keeps running this block cold while it waits for
                             # the compiler: waiting costs less than running it in Python.
-                            queued = ctx.queued
-                            comp.wait_until(lambda: start not in queued)
+                            comp.wait_until(
+                                lambda q=ctx.queued, pc=start: pc not in q)
                         else:
                             self._jit(ctx, start, compile_now=True)
             except Trap as t:
@@ -1005,8 +1005,7 @@ class JitEngine:
         if n == SLOW_HOT:
             self._jit(ctx, pc, compile_now=True)  # nojit if no block can start here
         elif n % (SLOW_HOT * STUCK * 8) == 0 and pc in ctx.queued:
-            queued = ctx.queued
-            self.compiler.wait_until(lambda: pc not in queued)
+            self.compiler.wait_until(lambda q=ctx.queued: pc not in q)
 
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only
