@@ -46,3 +46,44 @@ def test_reset_with_no_reboot_exits(tmp_path: Path) -> None:
     finally:
         vm.close()
     assert (result.reason, result.exit_code, console.text) == ("poweroff", 0, "B")
+
+
+# A hot loop (compiled by the JIT), then "B" on the UART and a reset, again and again.
+HOT_REBOOTER = [
+    0x00001337,  # lui  t1, 0x1         4096 iterations
+    0xFFF30313,  # addi t1, t1, -1
+    0xFE031EE3,  # bnez t1, -4
+] + REBOOTER
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def test_reboots_keep_memory_flat(tmp_path: Path) -> None:
+    """100 reboots of one VM whose code the JIT compiles each time: nothing per-run
+    accumulates (the code watch's registered caches, decoded code, RSS)."""
+    import os
+
+    if not os.path.exists("/proc/self/statm"):
+        import pytest
+
+        pytest.skip("needs /proc")
+    path = tmp_path / "hot-reboot.bin"
+    path.write_bytes(struct.pack(f"<{len(HOT_REBOOTER)}I", *HOT_REBOOTER))
+    console = BufferConsole()
+    vm = Machine(MachineConfig(bios="none", kernel=str(path)), console=console)
+    per_boot = 2 * 4096 + len(REBOOTER) + 8
+    try:
+        vm.run(max_instructions=20 * per_boot)
+        code = vm.board.code
+        before = (len(code.caches), len(code.pages), _rss_bytes(), console.text.count("B"))
+        vm.run(max_instructions=vm.instructions + 100 * per_boot)
+        after = (len(code.caches), len(code.pages), _rss_bytes(), console.text.count("B"))
+    finally:
+        vm.close()
+    assert after[3] - before[3] >= 95, "it did not reboot"
+    assert after[0] == before[0], "caches registered with the code watch grew"
+    assert after[1] <= before[1] + 2
+    assert after[2] - before[2] < 4 << 20, f"RSS grew by {(after[2] - before[2]) >> 10} KiB"

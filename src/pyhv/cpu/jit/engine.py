@@ -141,12 +141,12 @@ class _NativeBlocks(dict):
 
     def backoff(self, pc: int) -> bool:
         """Whether the start ``pc``, hot again after writes dropped its block ``d``
-        times, must heat up again (2**d rounds of the threshold in all) first."""
+        times, must heat up again (2**d rounds of the threshold in all, at most 64) first."""
         d = self.drops.get(pc)
         if not d:
             return False
         waited = self.waited.get(pc, 0) + 1
-        if waited < 1 << min(d, 16):
+        if waited < 1 << min(d, 6):
             self.waited[pc] = waited
             self.runs[native_interp.heat_index(pc)] = 1
             return True
