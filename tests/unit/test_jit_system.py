@@ -98,3 +98,53 @@ def test_system_instructions_natively(threshold):
     assert jit == interp
     # Only the mode switches, the satp write and the trap left native code.
     assert world.engine.slow_exits < 16, world.engine.slow_exits
+
+
+USER_VA = 0x4000_0000  # a user (U) gigapage onto RAM, next to the kernel's identity map
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+def test_sum_toggles_natively(threshold):
+    """S-mode code reaches a user page only with sstatus.SUM set: a loop sets SUM, loads
+    and stores through the user mapping, clears SUM (the kernel's uaccess pattern,
+    natively: each SUM value has its own soft TLB), then a load without SUM takes a page
+    fault to M-mode; csrw sstatus restoring SIE/SPIE/SPP/SUM is native too."""
+    m = _lu32(30, HANDLER) + [_csrw(0x305, 30)]
+    satp = (8 << 60) | (ROOT >> 12)
+    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
+    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]
+    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
+        csr(CSRRS, 0, 0x300, 30), 0x30200073]
+    user = USER_VA + (DATA - BASE)
+    s = li32(5, 1 << 18) + _lu32(9, user) + li32(6, 200) + [
+        csr(CSRRS, 0, 0x100, 5),  # loop: csrs sstatus, SUM
+        i_type(0x03, 7, 3, 9, 0),  # ld t2, 0(s1)
+        i_type(0x13, 7, 0, 7, 3),  # addi t2, t2, 3
+        H.enc_s(0x23, 3, 9, 7, 0),  # sd t2, 0(s1)
+        csr(CSRRC, 0, 0x100, 5),  # csrc sstatus, SUM
+        csr(CSRRS, 28, 0x100, 0),  # csrr t3, sstatus
+        csr(CSRRW, 0, 0x100, 28),  # csrw sstatus, t3 (a trap return's restore)
+        i_type(0x13, 6, 0, 6, -1),
+        H.enc_b(1, 6, 0, -32),  # bnez t1, loop
+        i_type(0x03, 8, 3, 9, 0),  # ld s0, 0(s1) without SUM: load page fault
+        WFI,
+    ]
+    handler = [csr(CSRRS, 26, 0x342, 0), csr(CSRRS, 27, 0x343, 0), WFI]
+    kernel = ((BASE >> 12) << 10) | 0xCF
+    userpte = ((BASE >> 12) << 10) | 0xDF  # V R W X U A D
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.ram.write_bytes(ROOT + 8 * (BASE >> 30), kernel.to_bytes(8, "little"))
+        world.ram.write_bytes(ROOT + 8 * (USER_VA >> 30), userpte.to_bytes(8, "little"))
+        world.ram.write_bytes(DATA, (1000).to_bytes(8, "little"))
+        world.put(BASE, m)
+        world.put(S_CODE, s)
+        world.put(HANDLER, handler)
+        run(world, 100_000)
+        assert world.hart.waiting
+        results.append((world.state(), world.ram.read_bytes(DATA, 8)))
+    interp, jit = results
+    assert interp[0]["x"][26] == 13 and interp[0]["x"][27] == user  # load page fault
+    assert int.from_bytes(interp[1], "little") == 1000 + 3 * 200
+    assert jit == interp
+    assert world.engine.slow_exits < 40, world.engine.slow_exits

@@ -84,6 +84,13 @@ NATIVE = ALU_NAMES | set(BRANCHES) | set(LOADS) | set(STORES) | {
 ENDS = set(BRANCHES) | {"jal", "jalr"}
 
 
+def ends_block(d: Decoded) -> bool:
+    """Whether a block ends with (and including) this instruction: a jump or branch, or
+    a register-form sstatus set/clear, which may toggle SUM and so switch the soft TLB
+    the rest of the block would use (the next block loads the new one)."""
+    return d.name in ENDS or (d.name in CSR_SIE and not d.name.endswith("i") and d.rs1 != 0)
+
+
 # sstatus reads and SIE set/clear (Linux's local_irq_save/restore), in S-mode only.
 CSR_SIE = {"csrrs": "set", "csrrc": "clear", "csrrsi": "set", "csrrci": "clear"}
 
@@ -565,16 +572,18 @@ class _Block:
         self.wr(d.rd, self.op(f"sext {ty} {old} to i64") if bits == 32 else old)
 
     def sstatus(self, k: int, pc: int, d: Decoded) -> bool:
-        """csrr(s|c)[i] sstatus with at most SIE changing; the value read is the
-        interpreter's (FS dirty folded in, SD from FS). Setting SIE while an interrupt
-        waits for it leaves the block (EXIT_IRQ) so that Python takes it."""
+        """csrr(s|c)[i] sstatus with at most SIE (local_irq_*) and SUM (uaccess)
+        changing; the value read is the interpreter's (FS dirty folded in, SD from FS).
+        Setting SIE while an interrupt waits for it leaves the block (EXIT_IRQ) so that
+        Python takes it. A register form ends the block (``ends_block``): SUM selects
+        the soft TLB (tlbsel), which the next block loads anew."""
         npc = (pc + d.length) & M64
         if d.name.endswith("i"):
             bits = str(d.rs1)
         else:
             bits = self.rd(d.rs1)
             if d.rs1:
-                other = self.op(f"and i64 {bits}, {_c(~C.MSTATUS_SIE)}")
+                other = self.op(f"and i64 {bits}, {_c(~(C.MSTATUS_SIE | C.MSTATUS_SUM))}")
                 self.unless(self.op(f"icmp eq i64 {other}, 0"), k, pc)
         pms = self.op(f"getelementptr i8, ptr %s, i64 {S.MSTATUS}")
         ms = self.op(f"load i64, ptr {pms}")
@@ -595,20 +604,29 @@ class _Block:
             return True
         if CSR_SIE[d.name] == "clear":
             inv = self.op(f"xor i64 {bits}, -1")
-            self.emit(f"store i64 {self.op(f'and i64 {ms}, {inv}')}, ptr {pms}")
+            new = self.op(f"and i64 {ms}, {inv}")
+            self.emit(f"store i64 {new}, ptr {pms}")
+        else:
+            new = self.op(f"or i64 {ms}, {bits}")
+            self.emit(f"store i64 {new}, ptr {pms}")
+            sie = self.op(f"and i64 {new}, {C.MSTATUS_SIE}")
+            on = self.op(f"icmp ne i64 {sie}, 0")
+            want = self.op(f"icmp ne i64 {self.field(S.IRQSIE)}, 0")
+            irq = self.op(f"and i1 {on}, {want}")
+            go, out = f"c{k}c", f"c{k}x"
+            self.emit(f"br i1 {irq}, label %{out}, label %{go}")
+            self.start_label(out)
+            self.exit(S.EXIT_IRQ, _c(npc), k + 1)
+            self.start_label(go)
+        if not ends_block(d):
             return True
-        new = self.op(f"or i64 {ms}, {bits}")
-        self.emit(f"store i64 {new}, ptr {pms}")
-        sie = self.op(f"and i64 {new}, {C.MSTATUS_SIE}")
-        on = self.op(f"icmp ne i64 {sie}, 0")
-        want = self.op(f"icmp ne i64 {self.field(S.IRQSIE)}, 0")
-        irq = self.op(f"and i1 {on}, {want}")
-        go, out = f"c{k}c", f"c{k}x"
-        self.emit(f"br i1 {irq}, label %{out}, label %{go}")
-        self.start_label(out)
-        self.exit(S.EXIT_IRQ, _c(npc), k + 1)
-        self.start_label(go)
-        return True
+        sum_ = self.op(f"and i64 {new}, {C.MSTATUS_SUM}")
+        sumon = self.op(f"icmp ne i64 {sum_}, 0")
+        sel = self.op(f"select i1 {sumon}, i64 {S.TLB2}, i64 {S.TLB}")
+        psel = self.op(f"getelementptr i8, ptr %s, i64 {S.TLBSEL}")
+        self.emit(f"store i64 {sel}, ptr {psel}")
+        self.exit(S.EXIT_CONTINUE, _c(npc), k + 1)
+        return False
 
     def guest_pa(self, ptr: str) -> str:
         """Guest physical address of a host pointer into guest RAM."""
@@ -685,7 +703,7 @@ class _Block:
             vpn = self.op(f"lshr i64 {addr}, 12")
             idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
             off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
-            off = self.op(f"add i64 {off}, {S.TLB}")
+            off = self.op(f"add i64 {off}, {self.field(S.TLBSEL)}")
             ent = self.op(f"getelementptr i8, ptr %s, i64 {off}")
             tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
             tag = self.op(f"load i64, ptr {tagp}")
@@ -1101,7 +1119,9 @@ stchk:
   %vpn0 = lshr i64 %va, 12
   %idx0 = and i64 %vpn0, {S.NTLB - 1}
   %eo0 = mul i64 %idx0, {S.TLB_ENTRY}
-  %eo02 = add i64 %eo0, {S.TLB}
+  %ptsel0 = getelementptr i8, ptr %s, i64 {S.TLBSEL}
+  %tsel0 = load i64, ptr %ptsel0
+  %eo02 = add i64 %eo0, %tsel0
   %ent0 = getelementptr i8, ptr %s, i64 %eo02
   %pw0 = getelementptr i8, ptr %ent0, i64 8
   %w0 = load i64, ptr %pw0
@@ -1170,7 +1190,9 @@ fill:
   %vpn = lshr i64 %va, 12
   %idx = and i64 %vpn, {S.NTLB - 1}
   %eo = mul i64 %idx, {S.TLB_ENTRY}
-  %eo2 = add i64 %eo, {S.TLB}
+  %ptsel = getelementptr i8, ptr %s, i64 {S.TLBSEL}
+  %tsel = load i64, ptr %ptsel
+  %eo2 = add i64 %eo, %tsel
   %ent = getelementptr i8, ptr %s, i64 %eo2
   %rtag = select i1 %readable, i64 %vpn, i64 -1
   %cvpn = or i64 %vpn, {S.CODE_TAG}
@@ -1200,14 +1222,18 @@ fail:
   ret i1 false
 }}
 
-; A page starts holding code: no soft-TLB entry may write it natively any more.
+; A page starts holding code: no soft-TLB entry (of either TLB) may write it natively.
 define void @pyhv_revoke(ptr %s, i64 %hostpage) #0 {{
 entry:
   br label %loop
 loop:
   %i = phi i64 [ 0, %entry ], [ %i1, %step ]
-  %eo = mul i64 %i, {S.TLB_ENTRY}
-  %eo2 = add i64 %eo, {S.TLB}
+  %second = icmp uge i64 %i, {S.NTLB}
+  %j = sub i64 %i, {S.NTLB}
+  %k = select i1 %second, i64 %j, i64 %i
+  %base = select i1 %second, i64 {S.TLB2}, i64 {S.TLB}
+  %eo = mul i64 %k, {S.TLB_ENTRY}
+  %eo2 = add i64 %eo, %base
   %ent = getelementptr i8, ptr %s, i64 %eo2
   %pw = getelementptr i8, ptr %ent, i64 8
   %w = load i64, ptr %pw
@@ -1224,7 +1250,7 @@ drop:
   br label %step
 step:
   %i1 = add i64 %i, 1
-  %end = icmp eq i64 %i1, {S.NTLB}
+  %end = icmp eq i64 %i1, {2 * S.NTLB}
   br i1 %end, label %out, label %loop
 out:
   ret void

@@ -410,20 +410,23 @@ class JitEngine:
         self._saved_tlbs.clear()
 
     def _switch_tlb(self, key: tuple[int, ...]) -> None:
-        """Another data-translation context (privilege, SUM, MXR, satp): park this soft
-        TLB and bring back the one of ``key`` (the kernel toggles SUM around every user
-        access; refilling each time would cost a trip to Python per page)."""
+        """Another data-translation context (privilege, MXR, satp): park these soft
+        TLBs (with and without SUM: the kernel's uaccess toggles of SUM switch between
+        them natively) and bring back those of ``key`` (a process switch back, say)."""
         old = self._tlb_key
-        tlb = self.st_mv[S.TLB:S.TLB + S.NTLB * S.TLB_ENTRY]
+        size = S.NTLB * S.TLB_ENTRY
+        tlb = self.st_mv[S.TLB:S.TLB + size]
+        tlb2 = self.st_mv[S.TLB2:S.TLB2 + size]
         if old is not None:
             if len(self._saved_tlbs) >= 8:
                 self._saved_tlbs.clear()
-            self._saved_tlbs[old] = bytes(tlb)
+            self._saved_tlbs[old] = bytes(tlb) + bytes(tlb2)
         saved = self._saved_tlbs.pop(key, None)
         if saved is None:
             S.flush_tlb(self.st)
         else:
-            tlb[:] = saved
+            tlb[:] = saved[:size]
+            tlb2[:] = saved[size:]
         self._tlb_key = key
         st = self.st
         st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
@@ -596,7 +599,7 @@ class JitEngine:
                 break
             insns.append((pc, d))
             o += d.length
-            if d.name in codegen.ENDS:
+            if codegen.ends_block(d):
                 break
             pc = (pc + d.length) & M64
         return insns, bytes(mv[off:o])
@@ -733,10 +736,12 @@ class JitEngine:
         """Run native code from hart.pc; return (instructions retired, exit code)."""
         hart, st = self.hart, self.st
         mmu = hart.mmu
+        ms = hart.mstatus
         if mmu.dmode:
-            key = (mmu.dpriv, hart.mstatus & (C.MSTATUS_SUM | C.MSTATUS_MXR), hart.satp)
+            key = (mmu.dpriv, ms & C.MSTATUS_MXR, hart.satp)
             if key != self._tlb_key:
                 self._switch_tlb(key)
+        st.tlbsel = S.TLB2 if mmu.dpriv == C.PRV_S and ms & C.MSTATUS_SUM else S.TLB
         _REGS.pack_into(self.st_mv, S.X, *hart.x)
         _CSRS.pack_into(self.st_mv, S.CSRS, hart.mscratch, hart.sscratch, hart.mepc,
                         hart.sepc, hart.mcause, hart.scause, hart.mtval, hart.stval)
@@ -776,7 +781,10 @@ class JitEngine:
             st.irqsie = 0
         code = self._dispatch(self.st_addr)
         if st.mstatus != ms:
+            changed = st.mstatus ^ ms
             hart.mstatus = st.mstatus
+            if changed & (C.MSTATUS_SUM | C.MSTATUS_MXR):
+                mmu.update_mode()  # Python's TLBs are kept per SUM too
         hart.x[:] = _REGS.unpack_from(self.st_mv, S.X)
         hart.pc = st.pc
         if st.csrdirty:
@@ -833,7 +841,7 @@ class JitEngine:
             return False
         vpn = va >> 12
         idx = vpn & (S.NTLB - 1)
-        e = st.tlb[idx]
+        e = (st.tlb2 if st.tlbsel == S.TLB2 else st.tlb)[idx]
         addend = (m.ram_host + (page - m.ram_base) - (vpn << 12)) & M64
         if e.addend != addend or e.rtag != vpn:
             e.wtag = S.INVALID_TLB

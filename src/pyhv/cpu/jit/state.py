@@ -49,8 +49,11 @@ Layout (byte offsets, all fields 64-bit):
 848    sfpend  SFENCE.VMA done natively, for Python to follow (SF_* bits)
 856    sfn     pages in sfvpn
 864    sfvpn[8]  virtual pages those fences named
+928    tlbsel  offset of the soft TLB in use: TLB, or TLB2 for S-mode data accesses with
+               sstatus.SUM set (so the kernel's uaccess toggles switch TLBs natively)
 1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
 25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
+29696  tlb2[NTLB]  the soft TLB of S-mode data accesses with SUM set
 ====== ==================================================================
 
 A soft-TLB write tag ``vpn | CODE_TAG`` marks a writable page that holds code: the
@@ -78,7 +81,7 @@ SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
 HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
 PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
-CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
+CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN, TLBSEL = 768, 832, 840, 848, 856, 864, 928
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
 # The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
@@ -88,6 +91,7 @@ NTLB = 1024
 TLB_ENTRY = 24
 ITLB = TLB + NTLB * TLB_ENTRY
 NITLB = 256
+TLB2 = ITLB + NITLB * 16
 NDISPATCH = 32768
 EMPTY_TAG = (1 << 64) - 1  # odd, so no pc matches; all ones, so memset empties a table
 INVALID_TLB = (1 << 64) - 1
@@ -152,9 +156,11 @@ class HartState(ctypes.Structure):
         ("sfpend", ctypes.c_uint64),
         ("sfn", ctypes.c_uint64),
         ("sfvpn", ctypes.c_uint64 * NSFVPN),
-        ("_pad", ctypes.c_uint64 * ((TLB - 928) // 8)),
+        ("tlbsel", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((TLB - 936) // 8)),
         ("tlb", TlbEntry * NTLB),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
+        ("tlb2", TlbEntry * NTLB),
     ]
 
 
@@ -175,6 +181,7 @@ def _check_layout() -> None:
                       ("codebits", CODEBITS), ("stores", STORES), ("smcok", SMCOK),
                       ("csrs", CSRS), ("csrdirty", CSRDIRTY), ("mhartid", MHARTID),
                       ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
+                      ("tlbsel", TLBSEL), ("tlb2", TLB2),
                       ("tlb", TLB), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
@@ -200,7 +207,9 @@ def slot(pc: int) -> int:
 
 
 def flush_tlb(state: HartState) -> None:
+    """Empty both soft TLBs (with and without sstatus.SUM)."""
     ctypes.memset(ctypes.addressof(state) + TLB, 0xFF, NTLB * TLB_ENTRY)
+    ctypes.memset(ctypes.addressof(state) + TLB2, 0xFF, NTLB * TLB_ENTRY)
 
 
 def flush_itlb(state: HartState) -> None:
