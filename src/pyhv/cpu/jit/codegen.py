@@ -622,8 +622,10 @@ class _Block:
             return True
         sum_ = self.op(f"and i64 {new}, {C.MSTATUS_SUM}")
         sumon = self.op(f"icmp ne i64 {sum_}, 0")
-        sel = self.op(f"select i1 {sumon}, i64 {S.TLB2}, i64 {S.TLB}")
-        psel = self.op(f"getelementptr i8, ptr %s, i64 {S.TLBSEL}")
+        t0, t1 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.TLBP0}')}"), \
+            self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.TLBP1}')}")
+        sel = self.op(f"select i1 {sumon}, i64 {t1}, i64 {t0}")
+        psel = self.op(f"getelementptr i8, ptr %s, i64 {S.TLBP}")
         self.emit(f"store i64 {sel}, ptr {psel}")
         self.exit(S.EXIT_CONTINUE, _c(npc), k + 1)
         return False
@@ -703,8 +705,7 @@ class _Block:
             vpn = self.op(f"lshr i64 {addr}, 12")
             idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
             off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
-            off = self.op(f"add i64 {off}, {self.field(S.TLBSEL)}")
-            ent = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+            ent = self.op(f"getelementptr i8, ptr {self.field(S.TLBP, 'ptr')}, i64 {off}")
             tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
             tag = self.op(f"load i64, ptr {tagp}")
             hit = self.op(f"icmp eq i64 {tag}, {vpn}")
@@ -1119,10 +1120,9 @@ stchk:
   %vpn0 = lshr i64 %va, 12
   %idx0 = and i64 %vpn0, {S.NTLB - 1}
   %eo0 = mul i64 %idx0, {S.TLB_ENTRY}
-  %ptsel0 = getelementptr i8, ptr %s, i64 {S.TLBSEL}
-  %tsel0 = load i64, ptr %ptsel0
-  %eo02 = add i64 %eo0, %tsel0
-  %ent0 = getelementptr i8, ptr %s, i64 %eo02
+  %ptsel0 = getelementptr i8, ptr %s, i64 {S.TLBP}
+  %tsel0 = load ptr, ptr %ptsel0
+  %ent0 = getelementptr i8, ptr %tsel0, i64 %eo0
   %pw0 = getelementptr i8, ptr %ent0, i64 8
   %w0 = load i64, ptr %pw0
   %cvpn0 = or i64 %vpn0, {S.CODE_TAG}
@@ -1190,10 +1190,9 @@ fill:
   %vpn = lshr i64 %va, 12
   %idx = and i64 %vpn, {S.NTLB - 1}
   %eo = mul i64 %idx, {S.TLB_ENTRY}
-  %ptsel = getelementptr i8, ptr %s, i64 {S.TLBSEL}
-  %tsel = load i64, ptr %ptsel
-  %eo2 = add i64 %eo, %tsel
-  %ent = getelementptr i8, ptr %s, i64 %eo2
+  %ptsel = getelementptr i8, ptr %s, i64 {S.TLBP}
+  %tsel = load ptr, ptr %ptsel
+  %ent = getelementptr i8, ptr %tsel, i64 %eo
   %rtag = select i1 %readable, i64 %vpn, i64 -1
   %cvpn = or i64 %vpn, {S.CODE_TAG}
   %wtag1 = select i1 %wcode, i64 %cvpn, i64 -1
@@ -1225,16 +1224,14 @@ fail:
 ; A page starts holding code: no soft-TLB entry (of either TLB) may write it natively.
 define void @pyhv_revoke(ptr %s, i64 %hostpage) #0 {{
 entry:
-  br label %loop
+  %pt0 = getelementptr i8, ptr %s, i64 {S.TLBP0}
+  %t0 = load ptr, ptr %pt0
+  %none = icmp eq ptr %t0, null
+  br i1 %none, label %out, label %loop
 loop:
   %i = phi i64 [ 0, %entry ], [ %i1, %step ]
-  %second = icmp uge i64 %i, {S.NTLB}
-  %j = sub i64 %i, {S.NTLB}
-  %k = select i1 %second, i64 %j, i64 %i
-  %base = select i1 %second, i64 {S.TLB2}, i64 {S.TLB}
-  %eo = mul i64 %k, {S.TLB_ENTRY}
-  %eo2 = add i64 %eo, %base
-  %ent = getelementptr i8, ptr %s, i64 %eo2
+  %eo = mul i64 %i, {S.TLB_ENTRY}
+  %ent = getelementptr i8, ptr %t0, i64 %eo
   %pw = getelementptr i8, ptr %ent, i64 8
   %w = load i64, ptr %pw
   %pa = getelementptr i8, ptr %ent, i64 16

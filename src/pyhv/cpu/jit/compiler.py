@@ -41,6 +41,9 @@ ENGINE_VERSION = "pyhv-jit-2"
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
 MAX_BATCH = 64  # blocks per module
 MAX_BATCH_OPT = 16  # optimised recompiles per module (each costs several times more)
+COMPILE_SHARE = float(os.environ.get("PYHV_JIT_COMPILE_SHARE", "0.35"))  # see over_budget
+COMPILE_GRACE = 0.15  # seconds of compiling before COMPILE_SHARE applies
+QUEUE_LIMIT = 128
 OPT = "_o"  # key suffix of a block compiled again, optimised (see Compiler.submit)
 SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
 OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
@@ -99,6 +102,8 @@ class Compiler:
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self._objects: list[object] = []  # keep loaded object files alive
         self._tm_opt: llvm.TargetMachine | None = None  # optimising, for this thread
+        self._started: float | None = None  # first asked to compile (over_budget)
+        self._busy_since = 0.0  # when the batch being compiled was sent (0: none)
         self._passes: dict[int, tuple[object, object, object]] = {}
         self.blocks_compiled = 0
         self.blocks_loaded = 0
@@ -368,6 +373,7 @@ class Compiler:
             self._worker = threading.Thread(target=self._work, name="pyhv-jit", daemon=True)
             self._worker.start()
         self._inflight += 1
+        self._busy_since = time.perf_counter()
         self._todo.put(batch)
 
     def _work(self) -> None:
@@ -412,6 +418,7 @@ class Compiler:
                 continue
             keys, obj, seconds = self._done.popleft()
             self._inflight -= 1
+            self._busy_since = 0.0
             self.compile_seconds += seconds
             if isinstance(obj, Exception):
                 raise RuntimeError(f"JIT compile failed: {obj}") from obj
@@ -464,6 +471,21 @@ class Compiler:
 
     def pending(self) -> int:
         return len(self._waiting)
+
+    def over_budget(self) -> bool:
+        """Whether more compile work now would cost the guest more than it gains. The
+        compiler's thread shares the host's CPUs with the guest's (on this kind of
+        machine the two CPUs are not independent: a busy second thread slows the
+        first by ~40%), and most code that gets warm runs little after: so it may use
+        COMPILE_SHARE of the time since it started (after a grace period), with at
+        most QUEUE_LIMIT blocks waiting. Hot code asks again later (engine._hot)."""
+        if len(self._waiting) >= QUEUE_LIMIT:
+            return True
+        if self._started is None:
+            self._started = time.perf_counter()
+            return False
+        spent = self.compile_seconds + (self._busy_since and time.perf_counter() - self._busy_since)
+        return spent > COMPILE_GRACE + COMPILE_SHARE * (time.perf_counter() - self._started)
 
 
 def symbol(key: str) -> str:

@@ -78,6 +78,7 @@ NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
+MAX_TLB_SETS = 16  # soft-TLB sets kept for data-translation contexts (48 KiB each)
 SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
 _ENDS_COLD = frozenset(
@@ -86,6 +87,7 @@ _ENDS_COLD = frozenset(
 )
 _REGS = struct.Struct("<32Q")
 _CSRS = struct.Struct("<8Q")  # state.PLAIN_CSRS
+_PC_BUDGET = struct.Struct("<Qq")
 _FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
 _DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _REVOKE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
@@ -173,12 +175,15 @@ class _NativeBlocks(dict):
         self[pc] = (addr, ppn)
         self.link(pc)
 
-    def link(self, pc: int) -> None:
-        """Put ``pc`` in one of its two slots: a free one, else evict the other way's."""
+    def link(self, pc: int, recount: bool = False) -> None:
+        """Put ``pc`` in one of its two slots: a free one, else evict the other way's
+        (``recount``: if it is there, restart its count of instructions run)."""
         table = self.table
         i = S.slot(pc)
         a, b = 4 * i, 4 * (i ^ 1)
         if table[a] == pc or table[b] == pc:
+            if recount:
+                table[(a if table[a] == pc else b) + 3] = 0
             return
         if table[a] == S.EMPTY_TAG or table[b] != S.EMPTY_TAG and self._flip:
             j = a
@@ -300,7 +305,7 @@ class JitMachine:
         if mask and not had:
             host = self.ram_host + (i << 12)
             for e in self.engines:
-                e._saved_tlbs.clear()  # parked TLBs may allow writes to the page
+                e._drop_parked_tlbs()  # parked TLBs may allow writes to the page
                 e._revoke(e.st_addr, host)
 
 
@@ -323,9 +328,11 @@ class JitEngine:
         self.st.codemap = ctypes.addressof(machine.codemap)
         self.st.codebits = machine.codebits_addr
         S.flush_tlb(self.st)
-        self._saved_tlbs: dict[tuple[int, ...], bytes] = {}
+        # data-translation context -> its soft TLBs (state.TlbSet)
+        self._tlb_sets: dict[tuple[int, ...], ctypes.Array] = {}
         self.st_mv = memoryview(self.st).cast("B")
         self._tlb_key: tuple[int, ...] | None = None
+        self._entry: tuple[Any, ...] | None = None  # what _enter last wrote for a context
         self._itlb_for: tuple[Any, ...] | None = None  # (context key, satp) of the I-TLB
         self._dispatch = _DISPATCH(self.compiler.dispatch)
         self._revoke = _REVOKE(self.compiler.revoke)
@@ -351,6 +358,7 @@ class JitEngine:
         self.tlb_fills = 0
         self.irq_exits = 0
         self._invalidated_gone = 0  # invalidations counted by contexts since dropped
+        self.deferred = 0  # compiles put off while the compiler was over its budget
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
         self.retranslations = 0  # blocks installed again after a write dropped them
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
@@ -395,6 +403,7 @@ class JitEngine:
             "slow_path_stores": self.slow_stores,
             "blocks_invalidated_by_writes": self.invalidated,
             "retranslations": self.retranslations,
+            "compiles_deferred": self.deferred,
             "soft_tlb_fills": self.tlb_fills,
             "irq_exits": self.irq_exits,
         }
@@ -406,29 +415,32 @@ class JitEngine:
 
     # -- caches --------------------------------------------------------------------------
     def flush_tlb(self) -> None:
+        """Forget every soft-TLB entry: the current set's, and the parked sets."""
         S.flush_tlb(self.st)
-        self._saved_tlbs.clear()
+        self._drop_parked_tlbs()
+
+    def _drop_parked_tlbs(self) -> None:
+        """The TLB sets of other contexts may hold stale entries (a fence, a page that
+        now holds code): drop them; they start empty when their context is back."""
+        current = self._tlb_sets.get(self._tlb_key) if self._tlb_key is not None else None
+        self._tlb_sets.clear()
+        if current is not None:
+            self._tlb_sets[self._tlb_key] = current  # type: ignore[index]
 
     def _switch_tlb(self, key: tuple[int, ...]) -> None:
-        """Another data-translation context (privilege, MXR, satp): park these soft
-        TLBs (with and without SUM: the kernel's uaccess toggles of SUM switch between
-        them natively) and bring back those of ``key`` (a process switch back, say)."""
-        old = self._tlb_key
-        size = S.NTLB * S.TLB_ENTRY
-        tlb = self.st_mv[S.TLB:S.TLB + size]
-        tlb2 = self.st_mv[S.TLB2:S.TLB2 + size]
-        if old is not None:
-            if len(self._saved_tlbs) >= 8:
-                self._saved_tlbs.clear()
-            self._saved_tlbs[old] = bytes(tlb) + bytes(tlb2)
-        saved = self._saved_tlbs.pop(key, None)
-        if saved is None:
-            S.flush_tlb(self.st)
-        else:
-            tlb[:] = saved[:size]
-            tlb2[:] = saved[size:]
+        """Another data-translation context (privilege, MXR, satp): point native code at
+        the TLB set of ``key`` (two TLBs: without and with SUM, which the kernel's
+        uaccess toggles switch between natively), kept from its last use, else a new
+        empty one. A trap into the kernel and back, or a process switch, copies nothing."""
+        tlbs = self._tlb_sets.get(key)
+        if tlbs is None:
+            if len(self._tlb_sets) >= MAX_TLB_SETS:
+                self._drop_parked_tlbs()
+            tlbs = self._tlb_sets[key] = S.new_tlb_set()
         self._tlb_key = key
         st = self.st
+        addr = ctypes.addressof(tlbs)
+        st.tlbp0, st.tlbp1 = addr, addr + S.TLB_BYTES
         st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
@@ -677,6 +689,10 @@ class JitEngine:
         native = ctx.native
         if start in native.optimised or start not in native:
             return
+        if self.compiler.over_budget() and not self.machine.sync:
+            native.link(start, recount=True)  # asks again after OPT_AFTER more
+            self.deferred += 1
+            return
         native.optimised.add(start)
         ppn = native[start][1]
         m = self.machine
@@ -741,35 +757,39 @@ class JitEngine:
             key = (mmu.dpriv, ms & C.MSTATUS_MXR, hart.satp)
             if key != self._tlb_key:
                 self._switch_tlb(key)
-        st.tlbsel = S.TLB2 if mmu.dpriv == C.PRV_S and ms & C.MSTATUS_SUM else S.TLB
-        _REGS.pack_into(self.st_mv, S.X, *hart.x)
-        _CSRS.pack_into(self.st_mv, S.CSRS, hart.mscratch, hart.sscratch, hart.mepc,
+        st.tlbp = st.tlbp1 if mmu.dpriv == C.PRV_S and ms & C.MSTATUS_SUM else st.tlbp0
+        mv = self.st_mv
+        _REGS.pack_into(mv, S.X, *hart.x)
+        _CSRS.pack_into(mv, S.CSRS, hart.mscratch, hart.sscratch, hart.mepc,
                         hart.sepc, hart.mcause, hart.scause, hart.mtval, hart.stval)
-        fs = hart.mstatus & C.MSTATUS_FS
+        fs = ms & C.MSTATUS_FS
         if fs:
-            st.f[:] = hart.f
+            _REGS.pack_into(mv, S.F, *hart.f)
             st.fpmode = S.FP_ENABLED | (S.FP_RNE if hart.frm == 0 else 0)
         else:
             st.fpmode = 0
-        st.pc = hart.pc
-        st.budget = budget
-        st.table = ctx.table_addr
-        st.priv = hart.priv
-        st.heat = ctx.runs_addr
-        st.interp = self._interp[1 if mmu.dmode else 0]
-        st.yield_ = hart.yield_on_pause
-        if ctx.key[1]:
-            st.ichk = 1
-            st.ipriv = hart.priv
-            st.satp = hart.satp
-            if self._itlb_for != (ctx.key, hart.satp):
-                S.flush_itlb(st)  # checked for another context or address space
-                self._itlb_for = (ctx.key, hart.satp)
-        else:
-            st.ichk = 0
+        _PC_BUDGET.pack_into(mv, S.PC, hart.pc, budget)
+        # What depends only on the context, the privilege and satp: written when one of
+        # them changed since the last run (most runs follow one in the same context).
+        entry = (ctx, hart.priv, hart.satp, mmu.dmode, hart.yield_on_pause)
+        if entry != self._entry:
+            self._entry = entry
+            st.table = ctx.table_addr
+            st.priv = hart.priv
+            st.heat = ctx.runs_addr
+            st.interp = self._interp[1 if mmu.dmode else 0]
+            st.yield_ = hart.yield_on_pause
+            if ctx.key[1]:
+                st.ichk = 1
+                st.ipriv = hart.priv
+                st.satp = hart.satp
+                if self._itlb_for != (ctx.key, hart.satp):
+                    S.flush_itlb(st)  # checked for another context or address space
+                    self._itlb_for = (ctx.key, hart.satp)
+            else:
+                st.ichk = 0
         resv = hart.reservation
         st.resv = M64 if resv is None else resv
-        ms = hart.mstatus
         st.mstatus = ms
         if (hart.priv == C.PRV_S and not ms & C.MSTATUS_SIE
                 and (hart.mip | hart.mip_hw) & hart.mie):
@@ -785,8 +805,9 @@ class JitEngine:
             hart.mstatus = st.mstatus
             if changed & (C.MSTATUS_SUM | C.MSTATUS_MXR):
                 mmu.update_mode()  # Python's TLBs are kept per SUM too
-        hart.x[:] = _REGS.unpack_from(self.st_mv, S.X)
-        hart.pc = st.pc
+        hart.x[:] = _REGS.unpack_from(mv, S.X)
+        pc, left = _PC_BUDGET.unpack_from(mv, S.PC)
+        hart.pc = pc
         if st.csrdirty:
             st.csrdirty = 0
             (hart.mscratch, hart.sscratch, hart.mepc, hart.sepc, hart.mcause, hart.scause,
@@ -795,15 +816,15 @@ class JitEngine:
         hart.reservation = None if resv == M64 else resv
         if fs:
             if st.fsdirty:
-                hart.f[:] = st.f
+                hart.f[:] = _REGS.unpack_from(mv, S.F)
                 hart.mstatus |= _FS_DIRTY
                 st.fsdirty = 0
             if st.fflags:
                 hart.fflags |= st.fflags
-        st.fflags = 0
+                st.fflags = 0
         if st.sfpend:
             self._native_fences()
-        n = budget - st.budget
+        n = budget - left
         self.native_instructions += n
         self.native_entries += 1
         return n, code
@@ -821,7 +842,7 @@ class JitEngine:
             for vpn in st.sfvpn[:n]:
                 self._mmu_flush_page(vpn)
                 self.flush_page(vpn)
-            self._saved_tlbs.clear()
+            self._drop_parked_tlbs()
 
     def _fill(self) -> bool:
         """After a slow exit: refill the soft TLB if that is all it takes."""
@@ -841,7 +862,7 @@ class JitEngine:
             return False
         vpn = va >> 12
         idx = vpn & (S.NTLB - 1)
-        e = (st.tlb2 if st.tlbsel == S.TLB2 else st.tlb)[idx]
+        e = S.TlbEntry.from_address(st.tlbp + idx * S.TLB_ENTRY)
         addend = (m.ram_host + (page - m.ram_base) - (vpn << 12)) & M64
         if e.addend != addend or e.rtag != vpn:
             e.wtag = S.INVALID_TLB
@@ -1000,7 +1021,12 @@ class JitEngine:
             self._verify(ctx, pc >> 12)
         if pc in self.compiler.starts and self._jit(ctx, pc, compile_now=False):
             return
-        if ctx.runs[native_interp.heat_index(pc)] >= self.machine.hot_runs:
+        i = native_interp.heat_index(pc)
+        if ctx.runs[i] >= self.machine.hot_runs:
+            if self.compiler.over_budget() and not self.machine.sync:
+                ctx.runs[i] = 1  # ask again after another round of heat
+                self.deferred += 1
+                return
             self._jit(ctx, pc, compile_now=True)
 
     def _slow_heat(self, ctx: _Context, pc: int) -> None:
@@ -1052,10 +1078,10 @@ class JitEngine:
                 ctx = self._context()
                 st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
             pc = hart.pc
-            if ctx.key[1] and pc >> 12 not in ctx.verified:
-                self._verify(ctx, pc >> 12)
             op: Any = None
             try:
+                # (native code checks pages of code after a fence itself, through its
+                # I-TLB; Python checks a page only before it runs an instruction of it)
                 n, code = self._enter(ctx, budget - done - trapped)
                 done += n
                 if code == S.EXIT_SLOW:
@@ -1083,6 +1109,8 @@ class JitEngine:
                     continue  # the budget is used up
                 refilled = -1
                 pc = hart.pc
+                if ctx.key[1] and pc >> 12 not in ctx.verified:
+                    self._verify(ctx, pc >> 12)
                 o = ctx.ops.get(pc)
                 if o is None:
                     o = self._decode_op(pc, ctx)

@@ -21,9 +21,9 @@ Layout (byte offsets, all fields 64-bit):
 584    fsdirty set to 1 by a block that wrote an FP register or fflags
 592    fflags  exception flags raised by native FP code (ORed into fcsr on exit)
 600    resv    LR/SC reservation: guest physical address, or all ones for none
-608    mstatus the hart's mstatus (native code changes only sstatus.SIE)
+608    mstatus the hart's mstatus (native code changes SIE, SPIE, SPP and SUM)
 616    irqsie  1 if setting sstatus.SIE now would let an interrupt in (exit to take it)
-624    satp    the satp the soft TLB translates with
+624    satp    the satp the soft TLBs translate with
 632    dpriv   the privilege data accesses are checked at (0 = U, 1 = S)
 640    refill  pointer to the native soft-TLB refill (a page-table walk, codegen.py)
 648    ipriv   the privilege instructions are fetched at
@@ -49,12 +49,17 @@ Layout (byte offsets, all fields 64-bit):
 848    sfpend  SFENCE.VMA done natively, for Python to follow (SF_* bits)
 856    sfn     pages in sfvpn
 864    sfvpn[8]  virtual pages those fences named
-928    tlbsel  offset of the soft TLB in use: TLB, or TLB2 for S-mode data accesses with
-               sstatus.SUM set (so the kernel's uaccess toggles switch TLBs natively)
-1024   tlb[NTLB] {read tag, write tag, addend}: host = vaddr + addend
-25600  itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
-29696  tlb2[NTLB]  the soft TLB of S-mode data accesses with SUM set
+928    tlbp    pointer to the soft TLB in use: tlbp1 for S-mode data accesses with
+               sstatus.SUM set, else tlbp0 (the kernel's uaccess toggles switch natively)
+936    tlbp0   the soft TLB of the current data-translation context (a TlbSet, Python's)
+944    tlbp1   its twin for SUM set
+1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
+
+A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
+outside the struct: one TlbSet (two TLBs: SUM clear, SUM set) per data-translation
+context (privilege, MXR, satp), so a trap into the kernel and back, or a switch between
+processes, changes three pointers instead of copying TLBs.
 
 A soft-TLB write tag ``vpn | CODE_TAG`` marks a writable page that holds code: the
 inline compare fails, and the refill checks the store's granule in ``codebits`` (data
@@ -81,17 +86,17 @@ SATP, DPRIV, REFILL, IPRIV, ICHK, YIELD = 624, 632, 640, 648, 656, 664
 HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
 PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
-CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN, TLBSEL = 768, 832, 840, 848, 856, 864, 928
+CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
+TLBP, TLBP0, TLBP1 = 928, 936, 944
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
 # The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
 PLAIN_CSRS = ("mscratch", "sscratch", "mepc", "sepc", "mcause", "scause", "mtval", "stval")
-TLB = 1024
 NTLB = 1024
 TLB_ENTRY = 24
-ITLB = TLB + NTLB * TLB_ENTRY
+TLB_BYTES = NTLB * TLB_ENTRY
+ITLB = 1024
 NITLB = 256
-TLB2 = ITLB + NITLB * 16
 NDISPATCH = 32768
 EMPTY_TAG = (1 << 64) - 1  # odd, so no pc matches; all ones, so memset empties a table
 INVALID_TLB = (1 << 64) - 1
@@ -156,12 +161,21 @@ class HartState(ctypes.Structure):
         ("sfpend", ctypes.c_uint64),
         ("sfn", ctypes.c_uint64),
         ("sfvpn", ctypes.c_uint64 * NSFVPN),
-        ("tlbsel", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((TLB - 936) // 8)),
-        ("tlb", TlbEntry * NTLB),
+        ("tlbp", ctypes.c_void_p),
+        ("tlbp0", ctypes.c_void_p),
+        ("tlbp1", ctypes.c_void_p),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 952) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
-        ("tlb2", TlbEntry * NTLB),
     ]
+
+
+TlbSet = TlbEntry * (2 * NTLB)  # the TLB without SUM, then the one with SUM
+
+
+def new_tlb_set() -> ctypes.Array:
+    tlbs = TlbSet()
+    ctypes.memset(ctypes.addressof(tlbs), 0xFF, ctypes.sizeof(tlbs))
+    return tlbs
 
 
 DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, count}
@@ -181,8 +195,8 @@ def _check_layout() -> None:
                       ("codebits", CODEBITS), ("stores", STORES), ("smcok", SMCOK),
                       ("csrs", CSRS), ("csrdirty", CSRDIRTY), ("mhartid", MHARTID),
                       ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
-                      ("tlbsel", TLBSEL), ("tlb2", TLB2),
-                      ("tlb", TLB), ("itlb", ITLB)):
+                      ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1),
+                      ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
 
@@ -207,9 +221,9 @@ def slot(pc: int) -> int:
 
 
 def flush_tlb(state: HartState) -> None:
-    """Empty both soft TLBs (with and without sstatus.SUM)."""
-    ctypes.memset(ctypes.addressof(state) + TLB, 0xFF, NTLB * TLB_ENTRY)
-    ctypes.memset(ctypes.addressof(state) + TLB2, 0xFF, NTLB * TLB_ENTRY)
+    """Empty the current soft TLBs (with and without sstatus.SUM)."""
+    if state.tlbp0:
+        ctypes.memset(state.tlbp0, 0xFF, 2 * TLB_BYTES)
 
 
 def flush_itlb(state: HartState) -> None:
