@@ -163,7 +163,9 @@ class _Block:
         self.n = 0
         self.label = "i0"
         # (from label, code, pc, instructions retired, stores done)
-        self.exits: list[tuple[str, int, str, int, int]] = []
+        # (... , budget and store count before this iteration: loop blocks only)
+        self.exits: list[tuple[str, int, str, int, int, str, str]] = []
+        self.exit_base: tuple[str, str] | None = None
         self.stores = 0  # stores done since entry (or since the loop header)
         # Registers are SSA values tracked here (no allocas): reg -> current value.
         self.x: dict[int, str] = {}
@@ -406,7 +408,12 @@ class _Block:
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.FSDIRTY}")
             self.emit(f"store i64 1, ptr {p}")
-        self.exits.append((self.label, code, pc, n, self.stores if stores is None else stores))
+        # a loop block keeps its budget and store count in SSA values (header phis);
+        # its exits charge what this iteration did on top of them
+        base = ("%hbud", "%hst") if self.loop else ("", "")
+        self.exits.append((self.label, code, pc, n, self.stores if stores is None else stores,
+                           *(self.exit_base or base)))
+        self.exit_base = None
         self.emit("br label %exit")
 
     def sext32(self, v: str) -> str:
@@ -639,21 +646,17 @@ class _Block:
 
     def jump(self, target: int, n: int) -> None:
         if target == self.start and self.loop:
-            pb = self.t()
-            self.emit(f"{pb} = getelementptr i8, ptr %s, i64 {S.BUDGET}")
-            b = self.op(f"load i64, ptr {pb}")
-            b2 = self.op(f"sub i64 {b}, {n}")
-            self.emit(f"store i64 {b2}, ptr {pb}")
-            if self.stores:
-                ps = self.op(f"getelementptr i8, ptr %s, i64 {S.STORES}")
-                ns = self.op(f"load i64, ptr {ps}")
-                self.emit(f"store i64 {self.op(f'add i64 {ns}, {self.stores}')}, ptr {ps}")
+            # The back edge: budget and store count stay in registers (header phis),
+            # written to the state once, on the way out.
+            b2 = self.op(f"sub i64 %hbud, {n}")
+            st2 = self.op(f"add i64 %hst, {self.stores}")
             c = self.op(f"icmp sgt i64 {b2}, 0")
             out = f"L{self.n}"
             latch = self.label
-            self.latch = (latch, dict(self.x), dict(self.f))
+            self.latch = (latch, dict(self.x), dict(self.f), b2, st2)
             self.emit(f"br i1 {c}, label %i0, label %{out}")
             self.start_label(out)
+            self.exit_base = (b2, st2)
             self.exit(S.EXIT_CONTINUE, _c(target), 0, 0)
         else:
             self.exit(S.EXIT_CONTINUE, _c(target), n)
@@ -778,13 +781,15 @@ class _Block:
             self.exit(S.EXIT_CONTINUE, _c(last_pc + last_d.length), len(self.insns))
         out = [f"define i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
         out.extend(self.prologue)
-        if self.counted:
+        if self.counted or self.loop:
             out.append(f"  %pbud0 = getelementptr i8, ptr %s, i64 {S.BUDGET}")
             out.append("  %bud0 = load i64, ptr %pbud0")
         out.append("  br label %i0")
         out.append("i0:")
         if self.loop:
-            latch, lx, lf = self.latch
+            latch, lx, lf, lbud, lst = self.latch
+            out.append(f"  %hbud = phi i64 [ %bud0, %entry ], [ {lbud}, %{latch} ]")
+            out.append(f"  %hst = phi i64 [ 0, %entry ], [ {lst}, %{latch} ]")
             for r in xw:
                 out.append(f"  %hx{r} = phi i64 [ %ix{r}, %entry ], [ {lx[r]}, %{latch} ]")
             for r in fw:
@@ -797,9 +802,15 @@ class _Block:
         out.append(f"  %ec = phi i32 {codes}")
         out.append(f"  %epc = phi i64 {pcs}")
         out.append(f"  %en = phi i64 {ns}")
-        if any(e[4] for e in self.exits):
+        if self.loop:  # what earlier iterations did (header phis), per exit
+            bases = ", ".join(f"[ {e[5]}, %{e[0]} ]" for e in self.exits)
+            out.append(f"  %b0 = phi i64 {bases}")
+            sbases = ", ".join(f"[ {e[6]}, %{e[0]} ]" for e in self.exits)
+            out.append(f"  %sb0 = phi i64 {sbases}")
+        if self.loop or any(e[4] for e in self.exits):
             sts = ", ".join(f"[ {e[4]}, %{e[0]} ]" for e in self.exits)
-            out.append(f"  %es = phi i64 {sts}")
+            out.append(f"  %es0 = phi i64 {sts}")
+            out.append("  %es = add i64 %es0, " + ("%sb0" if self.loop else "0"))
             out.append(f"  %pst = getelementptr i8, ptr %s, i64 {S.STORES}")
             out.append("  %st0 = load i64, ptr %pst")
             out.append("  %st1 = add i64 %st0, %es")
@@ -808,7 +819,8 @@ class _Block:
         out.append("  store i64 %epc, ptr %ppc")
         out.append(f"  %ptabh = getelementptr i8, ptr %s, i64 {S.TABLE}")
         out.append(f"  %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}")
-        out.append("  %b0 = load i64, ptr %pb")
+        if not self.loop:
+            out.append("  %b0 = load i64, ptr %pb")
         out.append("  %b1 = sub i64 %b0, %en")
         out.append("  store i64 %b1, ptr %pb")
         if self.counted:

@@ -243,20 +243,32 @@ class Compiler:
         return addr
 
     # -- compiling --------------------------------------------------------------------------
-    def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None) -> None:
+    def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None,
+                  full: bool = False) -> None:
+        """The IR passes: a light pipeline (SROA, instcombine, simplifycfg) for quick
+        blocks; LLVM's O2 pipeline, without unrolling or vectorising (small code), for
+        optimised ones (``full``: LICM, GVN, ...)."""
         if not OPT_PASSES:
             return
         tm = tm or self.tm
-        passes = self._passes.get(id(tm))
+        passes = self._passes.get((id(tm), full))
         if passes is None:  # built once per target machine (thread): not per batch
-            tuning = llvm.create_pipeline_tuning_options(speed_level=1)
+            tuning = llvm.create_pipeline_tuning_options(speed_level=2 if full else 1)
+            if full:
+                tuning.loop_unrolling = False
+                tuning.loop_vectorization = False
+                tuning.slp_vectorization = False
             pb = llvm.create_pass_builder(tm, tuning)
-            mpm = llvm.create_new_module_pass_manager()
-            mpm.add_sroa_pass()
-            mpm.add_instruction_combine_pass()
-            mpm.add_simplify_cfg_pass()
-            passes = self._passes[id(tm)] = (tm, pb, mpm)
-        passes[2].run(mod, passes[1])
+            mpm = None
+            if not full:
+                mpm = llvm.create_new_module_pass_manager()
+                mpm.add_sroa_pass()
+                mpm.add_instruction_combine_pass()
+                mpm.add_simplify_cfg_pass()
+            passes = self._passes[(id(tm), full)] = (tm, pb, mpm)
+        # (LLVM's default pipeline gives its passes away when it runs: one per module)
+        mpm = passes[2] if passes[2] is not None else passes[1].getModulePassManager()
+        mpm.run(mod, passes[1])
 
     def _load(self, ir: str, opt: bool = False) -> bytes:
         mod = llvm.parse_assembly(ir)
@@ -265,7 +277,7 @@ class Compiler:
             if self._tm_opt is None:
                 self._tm_opt = self._worker_tm(1)
             tm = self._tm_opt
-        self._optimise(mod, tm)
+        self._optimise(mod, tm, full=opt)
         obj = tm.emit_object(mod)
         ref = llvm.ObjectFileRef.from_data(obj)
         self.ee.add_object_file(ref)
@@ -385,8 +397,9 @@ class Compiler:
                 ctx = llvm.create_context()
                 ir = codegen.HEADER + "\n".join(text for _key, text in batch)
                 mod = llvm.parse_assembly(ir, context=ctx)
-                tm = tms[1 if batch[0][0].endswith(OPT) else 0]
-                self._optimise(mod, tm)
+                opt = batch[0][0].endswith(OPT)
+                tm = tms[1 if opt else 0]
+                self._optimise(mod, tm, full=opt)
                 obj = tm.emit_object(mod)
                 self._done.append(([k for k, _ in batch], obj, time.perf_counter() - t0))
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
