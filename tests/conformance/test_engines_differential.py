@@ -42,11 +42,12 @@ CONFIGS = {
     "warm": {"threshold": 12},
     "paged-hot": {"threshold": 1, "paged": True},
 }
-# The JIT's cold tiers alone: its native interpreter (nothing ever hot), and Python.
+# The JIT's cold tiers alone: its native interpreter (nothing ever compiled, nor loaded
+# from the code cache that other tests fill), and Python.
 JIT_CONFIGS = {
-    "cold": {"threshold": 10**9},
-    "paged-cold": {"threshold": 10**9, "paged": True},
-    "python-cold": {"threshold": 10**9, "native_interp": False},
+    "cold": {"threshold": 10**9, "compiled": False},
+    "paged-cold": {"threshold": 10**9, "paged": True, "compiled": False},
+    "python-cold": {"threshold": 10**9, "native_interp": False, "compiled": False},
     "python-warm": {"threshold": 12, "native_interp": False},
 }
 CASES = [(e, c) for e in ENGINES for c in CONFIGS] + [("jit", c) for c in JIT_CONFIGS]

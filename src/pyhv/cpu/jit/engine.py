@@ -91,6 +91,7 @@ _PC_BUDGET = struct.Struct("<Qq")
 _FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
 _DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _REVOKE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
+_NOTHING_KNOWN = (ctypes.c_uint8 * (native_interp.NKNOWN // 8))()  # no start may be cached
 
 
 @lru_cache(maxsize=1 << 16)
@@ -263,8 +264,9 @@ class JitMachine:
 
     def __init__(self, board: Any, compiler: Compiler, threshold: int = HOT_THRESHOLD,
                  sync: bool = False, native_interp: bool | None = None,
-                 hot_runs: int | None = None) -> None:
+                 hot_runs: int | None = None, compiled: bool = True) -> None:
         self.board = board
+        self.compiled = compiled  # False: nothing compiled or loaded (tests' cold tier)
         self.native_interp = NATIVE_INTERP if native_interp is None else native_interp
         # runs of a stretch start that make it hot; an explicit instruction threshold
         # (tests: 1 = compile at once, huge = never) carries over
@@ -338,7 +340,8 @@ class JitEngine:
         self._revoke = _REVOKE(self.compiler.revoke)
         self.st.refill = self.compiler.refill
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
-        self.st.known = ctypes.addressof(self.compiler.known_map)
+        self.st.known = ctypes.addressof(
+            self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
         self.st.thresh = min(machine.hot_runs, (1 << 32) - 1)
         self._interp = ((self.compiler.interp_bare, self.compiler.interp_tlb)
                         if machine.native_interp else (0, 0))
@@ -619,6 +622,8 @@ class JitEngine:
     def _jit(self, ctx: _Context, start: int, compile_now: bool) -> bool:
         """Install the native block at ``start`` if it exists (this process or the disk
         cache); else, with ``compile_now``, queue it for the compiler. True if installed."""
+        if not self.machine.compiled:
+            return False
         mmu = self.hart.mmu
         m = self.machine
         try:

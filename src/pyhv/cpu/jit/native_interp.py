@@ -30,7 +30,7 @@ from __future__ import annotations
 from ...isa import csr as C
 from ...isa.decoder import PAUSE
 from . import state as S
-from .codegen import code_granule_check
+from .codegen import _CANON_D, _CI, _CX, code_granule_check
 
 RAM_BASE = 0x80000000
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
@@ -294,6 +294,161 @@ class _Gen:
         on = self.op(f"and i64 {mode}, {S.FP_ENABLED}")
         ok = self.op(f"icmp ne i64 {on}, 0")
         self.emit(f"br i1 {ok}, label %{go}, label %slow")
+
+    # -- double-precision arithmetic (the subset compiled blocks do: codegen.FP_NAMES) ----
+    def _f(self, reg: str) -> str:
+        fp = self.op(f"getelementptr i8, ptr %s, i64 {S.F}")
+        r = self.op(f"zext i32 {reg} to i64")
+        return self.op(f"load i64, ptr {self.op(f'getelementptr i64, ptr {fp}, i64 {r}')}")
+
+    def _fset(self, v: str) -> None:
+        """f[rd] = v, FS made dirty; on to the next instruction."""
+        fp = self.op(f"getelementptr i8, ptr %s, i64 {S.F}")
+        r = self.op("zext i32 %rd to i64")
+        self.emit(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr {fp}, i64 {r}')}")
+        self.set_field(S.FSDIRTY, "1")
+        self.emit("br label %next")
+
+    def _canon(self, d: str) -> str:
+        b = self.op(f"bitcast double {d} to i64")
+        mag = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
+        nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
+        return self.op(f"select i1 {nan}, i64 {_CANON_D}, i64 {b}")
+
+    def _rm_rne(self, go: str) -> None:
+        """On to ``go`` if the instruction rounds to nearest-even: rm = RNE, or dynamic
+        with frm = RNE; other modes are Python's (exact software FP)."""
+        r0 = self.op("icmp eq i32 %f3, 0")
+        dyn = self.op("icmp eq i32 %f3, 7")
+        rne = self.op(f"and i64 {self.field(S.FPMODE)}, {S.FP_RNE}")
+        frm = self.op(f"icmp ne i64 {rne}, 0")
+        ok = self.op(f"and i1 {dyn}, {frm}")
+        ok = self.op(f"or i1 {ok}, {r0}")
+        self.emit(f"br i1 {ok}, label %{go}, label %slow")
+
+    def _dbl(self, bits: str) -> str:
+        return self.op(f"bitcast i64 {bits} to double")
+
+    def fp_ops(self) -> None:
+        """OP-FP, double precision: arithmetic, sqrt, sign injection, compares, moves and
+        int->double conversions, with host FP (flags from MXCSR, as blocks do); the rest
+        (single precision, other rounding modes, classify, double->int) in Python."""
+        e = self.emit
+        self.fp_on("opfp0")
+        self.label("opfp0")
+        arith = {0x01: "fadd", 0x05: "fsub", 0x09: "fmul", 0x0D: "fdiv"}
+        self.switch("%f7", "i32", {**{k: f"fpa_{v}" for k, v in arith.items()},
+                                   0x2D: "fpsqrt", 0x11: "fpsgnj", 0x51: "fpcmp",
+                                   0x71: "fpmvxd", 0x79: "fpmvdx", 0x69: "fpcvtdi"}, "slow")
+        for name in arith.values():
+            self.label(f"fpa_{name}")
+            self._rm_rne(f"fpa_{name}1")
+            self.label(f"fpa_{name}1")
+            a, b = self._dbl(self._f("%rs1")), self._dbl(self._f("%rs2"))
+            r = self.op(f"call double @llvm.experimental.constrained.{name}.f64(double {a}, "
+                        f"double {b}, {_CI}) #1")
+            self._fset(self._canon(r))
+        self.label("fpsqrt")
+        z = self.op("icmp eq i32 %rs2, 0")
+        e(f"br i1 {z}, label %fpsqrt0, label %slow")
+        self.label("fpsqrt0")
+        self._rm_rne("fpsqrt1")
+        self.label("fpsqrt1")
+        a = self._dbl(self._f("%rs1"))
+        r = self.op(f"call double @llvm.experimental.constrained.sqrt.f64(double {a}, {_CI}) #1")
+        self._fset(self._canon(r))
+        self.label("fpsgnj")
+        self.switch("%f3", "i32", {0: "fpsg0", 1: "fpsg1", 2: "fpsg2"}, "slow")
+        for k in range(3):
+            self.label(f"fpsg{k}")
+            a, b = self._f("%rs1"), self._f("%rs2")
+            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+            sb = self.op(f"and i64 {b}, {_s64(1 << 63)}")
+            if k == 1:
+                sb = self.op(f"xor i64 {sb}, {_s64(1 << 63)}")
+            elif k == 2:
+                sa = self.op(f"and i64 {a}, {_s64(1 << 63)}")
+                sb = self.op(f"xor i64 {sb}, {sa}")
+            self._fset(self.op(f"or i64 {mag}, {sb}"))
+        self.label("fpcmp")
+        self.switch("%f3", "i32", {2: "fpeq", 1: "fplt", 0: "fple"}, "slow")
+        for lbl, fn, cc in (("fpeq", "fcmp", "oeq"), ("fplt", "fcmps", "olt"),
+                            ("fple", "fcmps", "ole")):
+            self.label(lbl)
+            a, b = self._dbl(self._f("%rs1")), self._dbl(self._f("%rs2"))
+            c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.f64(double {a}, "
+                        f'double {b}, metadata !"{cc}", {_CX}) #1')
+            self.set_field(S.FSDIRTY, "1")  # it may have raised flags
+            self.result(self.op(f"zext i1 {c} to i64"))
+        self.label("fpmvxd")  # fmv.x.d (funct3 1 is fclass.d)
+        ok = self.op("or i32 %f3, %rs2")
+        ok = self.op(f"icmp eq i32 {ok}, 0")
+        e(f"br i1 {ok}, label %fpmvxd1, label %slow")
+        self.label("fpmvxd1")
+        self.result(self._f("%rs1"))
+        self.label("fpmvdx")
+        ok = self.op("or i32 %f3, %rs2")
+        ok = self.op(f"icmp eq i32 {ok}, 0")
+        e(f"br i1 {ok}, label %fpmvdx1, label %slow")
+        self.label("fpmvdx1")
+        self._fset("%a")
+        self.label("fpcvtdi")  # fcvt.d.w / .wu (exact) / .l (rounds: RNE only)
+        self.switch("%rs2", "i32", {0: "fpcvw", 1: "fpcvwu", 2: "fpcvl"}, "slow")
+        self.label("fpcvw")
+        e("br label %fpcv1")
+        self.label("fpcvwu")
+        e("br label %fpcv1")
+        self.label("fpcvl")
+        self._rm_rne("fpcv1")
+        self.label("fpcv1")
+        t = self.op("trunc i64 %a to i32")
+        sx = self.op(f"sext i32 {t} to i64")
+        zx = self.op(f"zext i32 {t} to i64")
+        isw = self.op("icmp eq i32 %rs2, 0")
+        iswu = self.op("icmp eq i32 %rs2, 1")
+        v = self.op(f"select i1 {iswu}, i64 {zx}, i64 %a")
+        v = self.op(f"select i1 {isw}, i64 {sx}, i64 {v}")
+        r = self.op(f"call double @llvm.experimental.constrained.sitofp.f64.i64(i64 {v}, {_CI}) #1")
+        self._fset(self.op(f"bitcast double {r} to i64"))
+
+    def fp_fma(self) -> None:
+        """fmadd/fmsub/fnmsub/fnmadd.d, with RISC-V's invalid flag for inf * 0 + qNaN
+        (the host raises none)."""
+        e = self.emit
+        self.fp_on("fma0")
+        self.label("fma0")
+        fmt = self.op("and i32 %f7, 3")
+        isd = self.op(f"icmp eq i32 {fmt}, 1")
+        e(f"br i1 {isd}, label %fma1, label %slow")
+        self.label("fma1")
+        self._rm_rne("fma2")
+        self.label("fma2")
+        a, b = self._f("%rs1"), self._f("%rs2")
+        c = self._f("%f5")  # rs3 = w[31:27]
+        sign = _s64(1 << 63)
+        # 0x43 fmadd: a*b+c; 0x47 fmsub: a*b-c; 0x4B fnmsub: -(a*b)+c; 0x4F fnmadd: -(a*b)-c
+        negp = self.op("icmp uge i32 %opc, 75")
+        m = self.op("and i32 %opc, 4")
+        negc = self.op(f"icmp ne i32 {m}, 0")
+        an = self.op(f"xor i64 {a}, {sign}")
+        a2 = self.op(f"select i1 {negp}, i64 {an}, i64 {a}")
+        cn = self.op(f"xor i64 {c}, {sign}")
+        c2 = self.op(f"select i1 {negc}, i64 {cn}, i64 {c}")
+        ma = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+        mb = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
+        ia = self.op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
+        ib = self.op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
+        za = self.op(f"icmp eq i64 {ma}, 0")
+        zb = self.op(f"icmp eq i64 {mb}, 0")
+        p1 = self.op(f"and i1 {ia}, {zb}")
+        p2 = self.op(f"and i1 {za}, {ib}")
+        bad = self.op(f"or i1 {p1}, {p2}")
+        nv = self.op(f"select i1 {bad}, i64 16, i64 0")
+        old = self.field(S.FFLAGS)
+        self.set_field(S.FFLAGS, self.op(f"or i64 {old}, {nv}"))
+        r = self.op(f"call double @llvm.experimental.constrained.fma.f64(double "
+                    f"{self._dbl(a2)}, double {self._dbl(b)}, double {self._dbl(c2)}, {_CI}) #1")
+        self._fset(self._canon(r))
 
     def fp_loads(self) -> None:
         """flw and fld (a kernel's context switch saves and restores the F registers):
@@ -828,12 +983,17 @@ class _Gen:
             0x13: "opimm", 0x1B: "opimm32", 0x33: "opreg", 0x3B: "opreg32", 0x37: "lui",
             0x17: "auipc", 0x6F: "jal", 0x67: "jalr", 0x63: "branch", 0x03: "load",
             0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system", 0x07: "fload",
-            0x27: "fstore"}, "slow")
+            0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma", 0x4B: "opfma",
+            0x4F: "opfma"}, "slow")
 
         self.label("fload")
         self.fp_loads()
         self.label("fstore")
         self.fp_stores()
+        self.label("opfp")
+        self.fp_ops()
+        self.label("opfma")
+        self.fp_fma()
 
         self.label("opimm")
         self.op_imm()
