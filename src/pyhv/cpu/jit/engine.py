@@ -47,6 +47,7 @@ import mmap
 import os
 import struct
 import sys
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -78,6 +79,7 @@ NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
+COOL_PERIOD = float(os.environ.get("PYHV_JIT_COOL", "0.05"))  # seconds; see JitEngine._cool
 MAX_TLB_SETS = 16  # soft-TLB sets kept for data-translation contexts (48 KiB each)
 SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
@@ -362,6 +364,7 @@ class JitEngine:
         self.irq_exits = 0
         self._invalidated_gone = 0  # invalidations counted by contexts since dropped
         self.deferred = 0  # compiles put off while the compiler was over its budget
+        self._cooled = time.monotonic()  # when run counts were last forgotten (_cool)
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
         self.retranslations = 0  # blocks installed again after a write dropped them
         hart.flush_decoded = self.flush  # type: ignore[method-assign]
@@ -1044,6 +1047,15 @@ class JitEngine:
         elif n % (SLOW_HOT * STUCK * 8) == 0 and pc in ctx.queued:
             self.compiler.wait_until(lambda q=ctx.queued: pc not in q)
 
+    def _cool(self, now: float) -> None:
+        """Forget the native interpreter's run counts every COOL_PERIOD: a start is hot
+        when it runs hot_runs times within one period (a loop), not over a whole boot
+        (a kernel path a few hundred times a second runs well interpreted; compiling
+        it costs more than it gains)."""
+        self._cooled = now
+        for ctx in self._contexts.values():
+            ctypes.memset(ctx.runs, 0, ctypes.sizeof(ctx.runs))
+
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only
         (GuestTime), so mtime is fixed for a run, unless the guest writes it (MMIO,
@@ -1062,6 +1074,9 @@ class JitEngine:
         comp = self.compiler
         st = self.st
         self._sync_time()
+        now = time.monotonic()
+        if now - self._cooled >= COOL_PERIOD:
+            self._cool(now)
         done = 0
         trapped = 0
         base = hart.instret
