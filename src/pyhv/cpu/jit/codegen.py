@@ -144,6 +144,21 @@ def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, 
     ]
 
 
+def fma_invalid(op: Callable[[str], str], a: str, b: str) -> str:
+    """The NV flag (16) an FMA of a * b raises on RISC-V for inf * 0 even when the
+    addend is a quiet NaN, which the host does not: IR through ``op`` (expr -> name)."""
+    ma = op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
+    mb = op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
+    ia = op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
+    ib = op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
+    za = op(f"icmp eq i64 {ma}, 0")
+    zb = op(f"icmp eq i64 {mb}, 0")
+    p1 = op(f"and i1 {ia}, {zb}")
+    p2 = op(f"and i1 {za}, {ib}")
+    bad = op(f"or i1 {p1}, {p2}")
+    return op(f"select i1 {bad}, i64 16, i64 0")
+
+
 def _c(v: int) -> str:
     """A 64-bit constant as LLVM wants it (signed decimal)."""
     v &= M64
@@ -310,18 +325,7 @@ class _Block:
             if neg_c:
                 c = self.op(f"xor i64 {c}, {_c(1 << 63)}")
             da, db, dc = self.dbl(a), self.dbl(b), self.dbl(c)
-            # RISC-V raises invalid for inf * 0 even when the addend is a quiet NaN; the
-            # host does not: raise it here.
-            ma = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-            mb = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
-            ia = self.op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
-            ib = self.op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
-            za = self.op(f"icmp eq i64 {ma}, 0")
-            zb = self.op(f"icmp eq i64 {mb}, 0")
-            p1 = self.op(f"and i1 {ia}, {zb}")
-            p2 = self.op(f"and i1 {za}, {ib}")
-            bad = self.op(f"or i1 {p1}, {p2}")
-            nv = self.op(f"select i1 {bad}, i64 16, i64 0")
+            nv = fma_invalid(self.op, a, b)
             pf = self.op(f"getelementptr i8, ptr %s, i64 {S.FFLAGS}")
             old = self.op(f"load i64, ptr {pf}")
             self.emit(f"store i64 {self.op(f'or i64 {old}, {nv}')}, ptr {pf}")

@@ -30,7 +30,7 @@ from __future__ import annotations
 from ...isa import csr as C
 from ...isa.decoder import PAUSE
 from . import state as S
-from .codegen import _CANON_D, _CI, _CX, code_granule_check
+from .codegen import _CANON_D, _CI, _CX, code_granule_check, fma_invalid
 
 RAM_BASE = 0x80000000
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
@@ -434,16 +434,7 @@ class _Gen:
         a2 = self.op(f"select i1 {negp}, i64 {an}, i64 {a}")
         cn = self.op(f"xor i64 {c}, {sign}")
         c2 = self.op(f"select i1 {negc}, i64 {cn}, i64 {c}")
-        ma = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-        mb = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
-        ia = self.op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
-        ib = self.op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
-        za = self.op(f"icmp eq i64 {ma}, 0")
-        zb = self.op(f"icmp eq i64 {mb}, 0")
-        p1 = self.op(f"and i1 {ia}, {zb}")
-        p2 = self.op(f"and i1 {za}, {ib}")
-        bad = self.op(f"or i1 {p1}, {p2}")
-        nv = self.op(f"select i1 {bad}, i64 16, i64 0")
+        nv = fma_invalid(self.op, a, b)
         old = self.field(S.FFLAGS)
         self.set_field(S.FFLAGS, self.op(f"or i64 {old}, {nv}"))
         r = self.op(f"call double @llvm.experimental.constrained.fma.f64(double "
@@ -707,8 +698,9 @@ class _Gen:
         self.set_field(S.SFPEND, self.op(f"or i64 {pend}, {S.SF_PAGES}"))
         e("br label %next")
 
-    def sstatus_value(self, ms: str) -> str:
-        """sstatus as the interpreter reads it: FS dirty folded in, SD from FS."""
+    def sstatus_value(self, ms: str, mask: int = C.SSTATUS_MASK) -> str:
+        """sstatus (or, with ``mask`` -1, mstatus) as the interpreter reads it: FS dirty
+        folded in, SD from FS."""
         fsd = self.op(f"icmp ne i64 {self.field(S.FSDIRTY)}, 0")
         withfs = self.op(f"or i64 {ms}, {C.MSTATUS_FS}")
         m2 = self.op(f"select i1 {fsd}, i64 {withfs}, i64 {ms}")
@@ -718,7 +710,7 @@ class _Gen:
         sd = self.op(f"select i1 {full}, i64 {_s64(C.MSTATUS_SD)}, i64 0")
         m4 = self.op(f"and i64 {m3}, {_s64(~C.MSTATUS_SD)}")
         m5 = self.op(f"or i64 {m4}, {sd}")
-        return self.op(f"and i64 {m5}, {_s64(C.SSTATUS_MASK)}")
+        return m5 if mask == -1 else self.op(f"and i64 {m5}, {_s64(mask)}")
 
     def plain_csrs(self, csr: str, labels: dict[int, str]) -> None:
         """CSRs that only hold a value (the trap handlers' scratch, epc, cause and tval
@@ -754,16 +746,7 @@ class _Gen:
         self.label("mstat")
         e(f"br i1 {ok}, label %mstat1, label %slow")
         self.label("mstat1")
-        ms = self.field(S.MSTATUS)
-        fsd = self.op(f"icmp ne i64 {self.field(S.FSDIRTY)}, 0")
-        withfs = self.op(f"or i64 {ms}, {C.MSTATUS_FS}")
-        m2 = self.op(f"select i1 {fsd}, i64 {withfs}, i64 {ms}")
-        m3 = self.op(f"or i64 {m2}, {_s64(C.MSTATUS_UXL | C.MSTATUS_SXL)}")
-        fs = self.op(f"and i64 {m3}, {C.MSTATUS_FS}")
-        full = self.op(f"icmp eq i64 {fs}, {C.MSTATUS_FS}")
-        sd = self.op(f"select i1 {full}, i64 {_s64(C.MSTATUS_SD)}, i64 0")
-        m4 = self.op(f"and i64 {m3}, {_s64(~C.MSTATUS_SD)}")
-        self.result(self.op(f"or i64 {m4}, {sd}"))
+        self.result(self.sstatus_value(self.field(S.MSTATUS), mask=-1))
         # the plain ones: csrs[2 * (csr & 3) + (S ? 1 : 0)]
         self.label("pcsr")
         e(f"br i1 {allowed}, label %pcsr1, label %slow")
