@@ -148,3 +148,50 @@ def test_sum_toggles_natively(threshold):
     assert int.from_bytes(interp[1], "little") == 1000 + 3 * 200
     assert jit == interp
     assert world.engine.slow_exits < 40, world.engine.slow_exits
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+def test_sstatus_fs_changes_natively(threshold):
+    """A kernel's trap entry clears SUM and FS (csrrc sstatus) and its return writes the
+    saved sstatus back: natively, with the F registers' dirty state carried through FS;
+    an FP instruction with FS off still raises the illegal instruction."""
+    m = _lu32(30, HANDLER) + [_csrw(0x305, 30)]
+    m += [lui(30, 2), csr(CSRRS, 0, 0x300, 30)]  # FS = Initial
+    satp = (8 << 60) | (ROOT >> 12)
+    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
+    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]
+    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
+        csr(CSRRS, 0, 0x300, 30), 0x30200073]
+    fadd = lambda rd, a, b: (0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (rd << 7) | 0x53  # noqa: E731
+    s = _lu32(9, DATA) + li32(6, 0x46000) + [
+        i_type(0x07, 1, 3, 9, 0),  # fld f1, 0(s1)
+        fadd(2, 1, 1),  # f2 = f1 + f1: FS dirty
+        csr(CSRRC, 5, 0x100, 6),  # t0 = sstatus (FS dirty, SD); SUM and FS cleared
+        csr(CSRRS, 28, 0x100, 0),  # t3 = sstatus: FS off
+        csr(CSRRW, 0, 0x100, 5),  # the return's restore: FS dirty again
+        fadd(3, 2, 1),  # f3 = f2 + f1
+        H.enc_s(0x27, 3, 9, 3, 8),  # fsd f3, 8(s1)
+        csr(CSRRS, 29, 0x100, 0),  # t4 = sstatus
+        csr(CSRRC, 0, 0x100, 6),  # FS off
+        fadd(4, 1, 1),  # illegal instruction -> M handler
+        WFI,
+    ]
+    handler = [csr(CSRRS, 26, 0x342, 0), csr(CSRRS, 27, 0x300, 0), WFI]
+    pte = ((BASE >> 12) << 10) | 0xCF
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.ram.write_bytes(ROOT + 8 * (BASE >> 30), pte.to_bytes(8, "little"))
+        world.ram.write_bytes(DATA, (0x3FF8000000000000).to_bytes(8, "little"))  # 1.5
+        world.put(BASE, m)
+        world.put(S_CODE, s)
+        world.put(HANDLER, handler)
+        run(world, 10_000)
+        assert world.hart.waiting
+        results.append((world.state(), world.ram.read_bytes(DATA, 16)))
+    interp, jit = results
+    x = interp[0]["x"]
+    assert x[5] >> 13 & 3 == 3 and x[28] >> 13 & 3 == 0 and x[29] >> 13 & 3 == 3
+    assert x[26] == 2  # the FP instruction with FS off
+    assert interp[1][8:] == (0x4012000000000000).to_bytes(8, "little")  # 4.5
+    assert jit == interp
+    assert world.engine.slow_exits < 16, world.engine.slow_exits

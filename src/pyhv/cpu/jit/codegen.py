@@ -85,10 +85,8 @@ ENDS = set(BRANCHES) | {"jal", "jalr"}
 
 
 def ends_block(d: Decoded) -> bool:
-    """Whether a block ends with (and including) this instruction: a jump or branch, or
-    a register-form sstatus set/clear, which may toggle SUM and so switch the soft TLB
-    the rest of the block would use (the next block loads the new one)."""
-    return d.name in ENDS or (d.name in CSR_SIE and not d.name.endswith("i") and d.rs1 != 0)
+    """Whether a block ends with (and including) this instruction: a jump or branch."""
+    return d.name in ENDS
 
 
 # sstatus reads and SIE set/clear (Linux's local_irq_save/restore), in S-mode only.
@@ -97,10 +95,12 @@ CSR_SIE = {"csrrs": "set", "csrrc": "clear", "csrrsi": "set", "csrrci": "clear"}
 
 def supported(d: Decoded, supervisor: bool = False) -> bool:
     """Whether native code does this instruction (else the block ends before it)."""
-    if d.name in CSR_SIE:
-        if not supervisor or d.csr != C.SSTATUS:
-            return False
-        return not d.name.endswith("i") or d.rs1 & ~C.MSTATUS_SIE == 0  # uimm is in rs1
+    if d.name in CSR_SIE:  # reads, and immediate forms on SIE; the rest: the native
+        if not supervisor or d.csr != C.SSTATUS:  # interpreter (SUM switches the soft
+            return False  # TLB, FS the F registers' state)
+        if d.name.endswith("i"):
+            return d.rs1 & ~C.MSTATUS_SIE == 0  # uimm is in rs1
+        return d.rs1 == 0
     if d.name not in NATIVE:
         return False
     if d.name in FP_TO_INT:
@@ -583,19 +583,11 @@ class _Block:
         self.wr(d.rd, self.op(f"sext {ty} {old} to i64") if bits == 32 else old)
 
     def sstatus(self, k: int, pc: int, d: Decoded) -> bool:
-        """csrr(s|c)[i] sstatus with at most SIE (local_irq_*) and SUM (uaccess)
-        changing; the value read is the interpreter's (FS dirty folded in, SD from FS).
-        Setting SIE while an interrupt waits for it leaves the block (EXIT_IRQ) so that
-        Python takes it. A register form ends the block (``ends_block``): SUM selects
-        the soft TLB (tlbsel), which the next block loads anew."""
+        """csrr sstatus, and csrr(s|c)i sstatus on SIE (local_irq_*); the value read is
+        the interpreter's (FS dirty folded in, SD from FS). Setting SIE while an
+        interrupt waits for it leaves the block (EXIT_IRQ) so that Python takes it."""
         npc = (pc + d.length) & M64
-        if d.name.endswith("i"):
-            bits = str(d.rs1)
-        else:
-            bits = self.rd(d.rs1)
-            if d.rs1:
-                other = self.op(f"and i64 {bits}, {_c(~(C.MSTATUS_SIE | C.MSTATUS_SUM))}")
-                self.unless(self.op(f"icmp eq i64 {other}, 0"), k, pc)
+        bits = str(d.rs1) if d.name.endswith("i") else "0"
         pms = self.op(f"getelementptr i8, ptr %s, i64 {S.MSTATUS}")
         ms = self.op(f"load i64, ptr {pms}")
         if d.rd:
@@ -629,17 +621,7 @@ class _Block:
             self.start_label(out)
             self.exit(S.EXIT_IRQ, _c(npc), k + 1)
             self.start_label(go)
-        if not ends_block(d):
-            return True
-        sum_ = self.op(f"and i64 {new}, {C.MSTATUS_SUM}")
-        sumon = self.op(f"icmp ne i64 {sum_}, 0")
-        t0, t1 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.TLBP0}')}"), \
-            self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.TLBP1}')}")
-        sel = self.op(f"select i1 {sumon}, i64 {t1}, i64 {t0}")
-        psel = self.op(f"getelementptr i8, ptr %s, i64 {S.TLBP}")
-        self.emit(f"store i64 {sel}, ptr {psel}")
-        self.exit(S.EXIT_CONTINUE, _c(npc), k + 1)
-        return False
+        return True
 
     def guest_pa(self, ptr: str) -> str:
         """Guest physical address of a host pointer into guest RAM."""

@@ -768,12 +768,10 @@ class JitEngine:
         _REGS.pack_into(mv, S.X, *hart.x)
         _CSRS.pack_into(mv, S.CSRS, hart.mscratch, hart.sscratch, hart.mepc,
                         hart.sepc, hart.mcause, hart.scause, hart.mtval, hart.stval)
-        fs = ms & C.MSTATUS_FS
-        if fs:
-            _REGS.pack_into(mv, S.F, *hart.f)
-            st.fpmode = S.FP_ENABLED | (S.FP_RNE if hart.frm == 0 else 0)
-        else:
-            st.fpmode = 0
+        # the F registers always (native code may turn FS on), FP enabled while FS is on
+        _REGS.pack_into(mv, S.F, *hart.f)
+        st.fpmode = (S.FP_ENABLED if ms & C.MSTATUS_FS else 0) | (
+            S.FP_RNE if hart.frm == 0 else 0)
         _PC_BUDGET.pack_into(mv, S.PC, hart.pc, budget)
         # What depends only on the context, the privilege and satp: written when one of
         # them changed since the last run (most runs follow one in the same context).
@@ -820,14 +818,14 @@ class JitEngine:
              hart.mtval, hart.stval) = _CSRS.unpack_from(self.st_mv, S.CSRS)
         resv = st.resv
         hart.reservation = None if resv == M64 else resv
-        if fs:
+        if st.fsdirty or st.fcopy:
+            hart.f[:] = _REGS.unpack_from(mv, S.F)
             if st.fsdirty:
-                hart.f[:] = _REGS.unpack_from(mv, S.F)
                 hart.mstatus |= _FS_DIRTY
-                st.fsdirty = 0
-            if st.fflags:
-                hart.fflags |= st.fflags
-                st.fflags = 0
+            st.fsdirty = st.fcopy = 0
+        if st.fflags:
+            hart.fflags |= st.fflags
+            st.fflags = 0
         if st.sfpend:
             self._native_fences()
         n = budget - left

@@ -53,6 +53,8 @@ Layout (byte offsets, all fields 64-bit):
                sstatus.SUM set, else tlbp0 (the kernel's uaccess toggles switch natively)
 936    tlbp0   the soft TLB of the current data-translation context (a TlbSet, Python's)
 944    tlbp1   its twin for SUM set
+952    fcopy   1: the F registers changed natively (copy them back) though a native
+               sstatus write has since folded their dirty state into FS
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
 
@@ -87,7 +89,7 @@ HEAT, KNOWN, RVC, THRESH, INTERP = 672, 680, 688, 696, 704
 PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
 CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
-TLBP, TLBP0, TLBP1 = 928, 936, 944
+TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
 # The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
@@ -164,7 +166,8 @@ class HartState(ctypes.Structure):
         ("tlbp", ctypes.c_void_p),
         ("tlbp0", ctypes.c_void_p),
         ("tlbp1", ctypes.c_void_p),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 952) // 8)),
+        ("fcopy", ctypes.c_uint64),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 960) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
 
@@ -195,7 +198,7 @@ def _check_layout() -> None:
                       ("codebits", CODEBITS), ("stores", STORES), ("smcok", SMCOK),
                       ("csrs", CSRS), ("csrdirty", CSRDIRTY), ("mhartid", MHARTID),
                       ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
-                      ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1),
+                      ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
