@@ -80,6 +80,7 @@ NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
 COOL_PERIOD = float(os.environ.get("PYHV_JIT_COOL", "0.05"))  # seconds; see JitEngine._cool
+MAX_THRESH = 1 << 16  # the hot threshold while the compiler is over its budget, at most
 MAX_TLB_SETS = 16  # soft-TLB sets kept for data-translation contexts (48 KiB each)
 SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
@@ -1030,6 +1031,9 @@ class JitEngine:
             if self.compiler.over_budget() and not self.machine.sync:
                 ctx.runs[i] = 1  # ask again after another round of heat
                 self.deferred += 1
+                # and ask less often while the compiler is over its budget (each ask is
+                # a trip to Python): the threshold doubles until the next cooling
+                self.st.thresh = min(self.st.thresh * 2, MAX_THRESH)
                 return
             self._jit(ctx, pc, compile_now=True)
 
@@ -1053,6 +1057,8 @@ class JitEngine:
         self._cooled = now
         for ctx in self._contexts.values():
             ctypes.memset(ctx.runs, 0, ctypes.sizeof(ctx.runs))
+        if self.st.thresh != self.machine.hot_runs and not self.compiler.over_budget():
+            self.st.thresh = min(self.machine.hot_runs, (1 << 32) - 1)
 
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only
