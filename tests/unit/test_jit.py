@@ -559,16 +559,17 @@ def test_native_interpreter_makes_hot_code_native():
     assert world.engine.native_instructions >= 3000
 
 
-def test_code_cache_serves_cold_code_at_its_first_run(tmp_path, monkeypatch):
-    """A second process finds blocks in the code cache when their start first runs in
-    the native interpreter, even though nothing there would become hot."""
+def test_code_cache_serves_hot_starts_without_compiling(tmp_path, monkeypatch):
+    """A second process finds the blocks of its hot starts in the code cache: loaded,
+    not compiled (a quick block is installed when its start gets hot; an optimised one
+    at its first run: test_a_block_that_runs_a_lot_is_compiled_again_optimised)."""
     from pyhv.cpu.jit.compiler import Compiler
     from pyhv.cpu.jit.engine import JitMachine
 
     monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
     prog, data, n = _image("fmul.d")
     results = []
-    for threshold in (1, 10**9):
+    for threshold in (1, 4):
         world = W.World("interp")
         comp = Compiler()
         world.engine = JitMachine(world, comp, threshold=threshold, sync=True).engines[0]
@@ -599,7 +600,10 @@ def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypat
     for second in (False, True):
         world = W.World("interp")
         comp = Compiler()
-        world.engine = JitMachine(world, comp, threshold=1, sync=True).engines[0]
+        # the second process: nothing ever gets hot, the optimised block is installed
+        # from the code cache at its start's first run
+        world.engine = JitMachine(world, comp, threshold=10**9 if second else 1,
+                                  sync=True).engines[0]
         world.put(BASE, prog)
         run(world, 4 * n)
         assert world.state() == interp.state() and interp.hart.x[10] == 3 * n
