@@ -119,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smp", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600)
     args = ap.parse_args(argv)
+    if args.runs < 1 or args.execs < 1 or args.pipes < 1:
+        sys.exit("--runs, --execs and --pipes must be at least 1")
+    if not (GUESTS / "Image").exists():
+        sys.exit(f"{GUESTS}: no Linux guest there (see ../shared/guests/README.md)")
     byte_compile()
     common = ["-M", "virt", "-m", "128M", "-smp", str(args.smp), "-nographic", "-no-reboot",
               "-bios", FW, "-kernel", str(GUESTS / "Image"),

@@ -44,6 +44,20 @@ def _lu32(rd: int, value: int) -> list[int]:
     return li32(rd, value) + [i_type(0x13, rd, 1, rd, 32), i_type(0x13, rd, 5, rd, 32)]
 
 
+def s_mode_entry(target: int) -> list[int]:
+    """M-mode code (t5 and t6 only: the programs use the other registers): Sv39 with the
+    root table at ROOT, sfence.vma, then mret to ``target`` in S-mode."""
+    satp = (8 << 60) | (ROOT >> 12)
+    prog = li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)]  # t5 = satp (hi) << 32
+    prog += _lu32(31, satp & 0xFFFFFFFF) + [
+        0x01FF6F33,  # or t5, t5, t6
+        _csrw(0x180, 30),  # satp
+        0x12000073,  # sfence.vma
+    ] + _lu32(30, target) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
+        (0x300 << 20) | (30 << 15) | (2 << 12) | 0x73, 0x30200073]  # mstatus.MPP = S; mret
+    return prog
+
+
 def _enter(world, translated: bool, target: int) -> None:
     """Start at ``target``: in M-mode (bare), or in S-mode under Sv39 where the gigapage
     at 0x8000_0000 maps RAM to itself (V R W X A D)."""
@@ -52,16 +66,7 @@ def _enter(world, translated: bool, target: int) -> None:
         return
     pte = ((BASE >> 12) << 10) | 0xCF
     world.ram.write_bytes(ROOT + 8 * (BASE >> 30), pte.to_bytes(8, "little"))
-    satp = (8 << 60) | (ROOT >> 12)
-    # (t5 and t6 only: the programs use the other registers)
-    prog = li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)]  # t5 = satp (hi) << 32
-    prog += _lu32(31, satp & 0xFFFFFFFF) + [
-        0x01FF6F33,  # or t5, t5, t6
-        _csrw(0x180, 30),  # satp
-        0x12000073,  # sfence.vma
-    ] + _lu32(30, target) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
-        _csrw(0x300, 30), 0x30200073]  # mstatus.MPP = S; mret
-    world.put(BASE, prog)
+    world.put(BASE, s_mode_entry(target))
     world.hart.pc = BASE
 
 

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
 from test_jit import BASE, WFI, i_type, jit_world, li32, lui, run  # noqa: E402
-from test_jit_smc import ROOT, _csrw, _lu32  # noqa: E402
+from test_jit_smc import ROOT, _csrw, _lu32, s_mode_entry  # noqa: E402
 
 import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
@@ -50,11 +50,7 @@ def _program() -> tuple[list[int], list[int], list[int]]:
     m += _lu32(30, HANDLER) + [_csrw(0x305, 30)]  # mtvec
     m += [lui(30, 2), csr(CSRRS, 0, 0x300, 30)]  # mstatus.FS = Initial (t5 = 1 << 13)
     # S-mode under Sv39 (the gigapage maps RAM to itself)
-    satp = (8 << 60) | (ROOT >> 12)
-    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
-    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]  # satp; sfence.vma
-    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
-        csr(CSRRS, 0, 0x300, 30), 0x30200073]  # MPP = S; mret
+    m += s_mode_entry(S_CODE)
     s = li32(5, 0x5A5A) + li32(6, 0x0101) + li32(7, 0x1111) + li32(8, 0x2223)
     s += _exercise(0x140, 0x141, 0x142, 0x143)
     s += _lu32(9, DATA)
@@ -109,12 +105,7 @@ def test_sum_toggles_natively(threshold):
     and stores through the user mapping, clears SUM (the kernel's uaccess pattern,
     natively: each SUM value has its own soft TLB), then a load without SUM takes a page
     fault to M-mode; csrw sstatus restoring SIE/SPIE/SPP/SUM is native too."""
-    m = _lu32(30, HANDLER) + [_csrw(0x305, 30)]
-    satp = (8 << 60) | (ROOT >> 12)
-    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
-    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]
-    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
-        csr(CSRRS, 0, 0x300, 30), 0x30200073]
+    m = _lu32(30, HANDLER) + [_csrw(0x305, 30)] + s_mode_entry(S_CODE)
     user = USER_VA + (DATA - BASE)
     s = li32(5, 1 << 18) + _lu32(9, user) + li32(6, 200) + [
         csr(CSRRS, 0, 0x100, 5),  # loop: csrs sstatus, SUM
@@ -157,11 +148,7 @@ def test_sstatus_fs_changes_natively(threshold):
     an FP instruction with FS off still raises the illegal instruction."""
     m = _lu32(30, HANDLER) + [_csrw(0x305, 30)]
     m += [lui(30, 2), csr(CSRRS, 0, 0x300, 30)]  # FS = Initial
-    satp = (8 << 60) | (ROOT >> 12)
-    m += li32(30, satp >> 32) + [i_type(0x13, 30, 1, 30, 32)] + _lu32(31, satp & 0xFFFFFFFF)
-    m += [0x01FF6F33, _csrw(0x180, 30), 0x12000073]
-    m += _lu32(30, S_CODE) + [_csrw(0x341, 30)] + li32(30, 1 << 11) + [
-        csr(CSRRS, 0, 0x300, 30), 0x30200073]
+    m += s_mode_entry(S_CODE)
     fadd = lambda rd, a, b: (0x01 << 25) | (b << 20) | (a << 15) | (7 << 12) | (rd << 7) | 0x53  # noqa: E731
     s = _lu32(9, DATA) + li32(6, 0x46000) + [
         i_type(0x07, 1, 3, 9, 0),  # fld f1, 0(s1)

@@ -7,12 +7,17 @@ including) a branch or jump, or just before an instruction native code does not 
 Each block becomes ``i32 @name(ptr %s)``: guest registers it uses live in allocas (SSA
 after mem2reg), loaded once at entry and written back on exit. Every way out goes through
 one shared exit block that writes back the registers the block writes, stores pc,
-charges the retired instructions to the budget and returns an exit code (state.py). A
-load or store the native fast path cannot do (soft-TLB miss, misaligned, outside RAM,
-a store into a page holding code) leaves through that exit *before* the instruction,
+charges the retired instructions to the budget and either chains to the next compiled
+block through the dispatch table or returns an exit code (state.py). A load or store
+the native fast path cannot do (soft-TLB miss the native walk cannot fill, misaligned,
+outside RAM, a store over translated code) leaves through that exit *before* the
+instruction,
 with ``EXIT_SLOW``: the instruction then runs in Python with exactly the state the
 interpreter would have, so traps stay precise. A branch back to the block's start
-becomes a loop inside the function, bounded by the budget.
+becomes a loop inside the function, bounded by the budget (kept in a register).
+
+Blocks are compiled twice at most: first quickly, counting the instructions they run
+(``counted``), then, past ``OPT_AFTER``, optimised (compiler.py's two tiers).
 
 Semantics follow the interpreter's tables (cpu/interp.py); the differential tests run
 random programs on both.
@@ -117,29 +122,29 @@ def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, 
     holds none (the bitmap ``bits``, CodeWatch's masks; such stores are counted in
     ``smcok``), else to ``slow`` (Python stores and drops the code it overlaps).
     ``fresh`` names temporaries; ``stem`` the extra labels."""
-    t = [fresh() for _ in range(13)]
+    page, mapp, gi, gp, gbyte, g, g7, g8, sh, bit, clear, pok = (fresh() for _ in range(12))
     return [
-        f"  {t[11]} = lshr i64 {off}, 12",
-        f"  {t[12]} = getelementptr i8, ptr {codemap}, i64 {t[11]}",
-        f"  %{stem}c = load i8, ptr {t[12]}",
+        f"  {page} = lshr i64 {off}, 12",
+        f"  {mapp} = getelementptr i8, ptr {codemap}, i64 {page}",
+        f"  %{stem}c = load i8, ptr {mapp}",
         f"  %{stem}z = icmp eq i8 %{stem}c, 0",
         f"  br i1 %{stem}z, label %{fast}, label %{stem}a",
         f"{stem}a:",
-        f"  {t[0]} = lshr i64 {off}, 6",
-        f"  {t[1]} = getelementptr i8, ptr {bits}, i64 {t[0]}",
-        f"  {t[2]} = load i8, ptr {t[1]}",
-        f"  {t[4]} = lshr i64 {off}, 3",
-        f"  {t[5]} = and i64 {t[4]}, 7",
-        f"  {t[6]} = trunc i64 {t[5]} to i8",
-        f"  {t[7]} = lshr i8 {t[2]}, {t[6]}",
-        f"  {t[8]} = and i8 {t[7]}, 1",
-        f"  {t[9]} = icmp eq i8 {t[8]}, 0",
-        f"  br i1 {t[9]}, label %{stem}n, label %{slow}",
+        f"  {gi} = lshr i64 {off}, 6",
+        f"  {gp} = getelementptr i8, ptr {bits}, i64 {gi}",
+        f"  {gbyte} = load i8, ptr {gp}",
+        f"  {g} = lshr i64 {off}, 3",
+        f"  {g7} = and i64 {g}, 7",
+        f"  {g8} = trunc i64 {g7} to i8",
+        f"  {sh} = lshr i8 {gbyte}, {g8}",
+        f"  {bit} = and i8 {sh}, 1",
+        f"  {clear} = icmp eq i8 {bit}, 0",
+        f"  br i1 {clear}, label %{stem}n, label %{slow}",
         f"{stem}n:",
-        f"  {t[10]} = getelementptr i8, ptr %s, i64 {S.SMCOK}",
-        f"  %{stem}v = load i64, ptr {t[10]}",
+        f"  {pok} = getelementptr i8, ptr %s, i64 {S.SMCOK}",
+        f"  %{stem}v = load i64, ptr {pok}",
         f"  %{stem}w = add i64 %{stem}v, 1",
-        f"  store i64 %{stem}w, ptr {t[10]}",
+        f"  store i64 %{stem}w, ptr {pok}",
         f"  br label %{fast}",
     ]
 

@@ -25,17 +25,18 @@ How control moves:
 * ``PYHV_JIT_INTERP=0`` runs cold code in Python instead (the tier before the native
   interpreter: decoded closures, in stretches heated by instructions run).
 
-Invalidation: native blocks are registered with the machine's CodeWatch like decoded
-instructions, so a write to their pages (any hart, the page walker, DMA) unlinks them
-from the dispatch table. Native stores never write a page holding code: in the code map
-(bare mode) or with no write tag in the soft TLB (translated mode) they exit to Python,
-which does the store and the invalidation.
+Invalidation: native blocks are registered with the machine's CodeWatch with the bytes
+they came from, like decoded instructions, so a write over those bytes (any hart, the
+page walker, DMA) unlinks them from the dispatch table. A native store into a page
+holding code checks the CodeWatch's granule bitmap (inline in bare mode; through a
+``CODE_TAG`` write tag and the refill when translated): a store next to code stays
+native, one over code exits to Python, which does the store and the invalidation.
 
 Address spaces: code fetched through translation belongs to a context shared by every
 satp (one per privilege and translation mode, ``_Context``), remembered with the
 physical page it came from. After a satp write or SFENCE.VMA a page is checked again
-before its code runs: in Python at the start of a cold stretch (``_verify``: a page that
-maps elsewhere now loses its code), and in the native dispatcher through an I-TLB
+before its code runs: in Python before it runs an instruction of it (``_verify``: a
+page that maps elsewhere now loses its code), and in the native dispatcher through an I-TLB
 filled by a native fetch walk (a block whose page maps elsewhere is not entered). So
 the kernel, and a program run by many processes, are decoded and compiled once.
 """
