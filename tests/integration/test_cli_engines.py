@@ -55,3 +55,20 @@ def test_qemu_compat_accel_pyhv_runs_a_guest() -> None:
                 "-accel", "pyhv,engine=interp", entry="pyhv.cli.qemu_compat")
     assert proc.returncode == 0, proc.stderr
     assert "PASS exit_pass" in proc.stdout
+
+
+@pytest.mark.parametrize("memory", ["2047M", "3G", "16G"])
+def test_jit_runs_with_large_guest_memory(memory: str, tmp_path) -> None:
+    """Guest RAM of 2 GiB or more sits between the JIT's code and its constants: native
+    code must reach them however far apart they land (it aborted in LLVM's loader)."""
+    if jit_unavailable_reason() is not None:
+        pytest.skip("the JIT cannot run on this host")
+    env = {"PYHV_JIT_HOT_RUNS": "2", "PYHV_JIT_SYNC": "1", "PYHV_JIT_STATS": "1",
+           "PYHV_JIT_CACHE": str(tmp_path)}
+    for guest, mark in (("fp.elf", "PASS fp"), ("paging.elf", "PASS paging")):
+        proc = pyhv("run", "--bios", "none", "--kernel", str(GUESTS / guest), "--engine", "jit",
+                    "--memory", memory, env=env)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert mark in proc.stdout
+        compiled = [line for line in proc.stderr.splitlines() if "blocks compiled" in line]
+        assert compiled and " 0 blocks compiled" not in compiled[0], proc.stderr

@@ -12,13 +12,15 @@ import pytest
 GUESTS = Path(__file__).resolve().parents[2] / "guests" / "tests"
 
 
-def pyhv(*args: str, entry: str = "pyhv.cli.main") -> subprocess.CompletedProcess[str]:
+def pyhv(*args: str, entry: str = "pyhv.cli.main",
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", entry, *args],
         capture_output=True,
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
+        env=dict(os.environ, **env) if env else None,
     )
 
 
@@ -117,3 +119,13 @@ def test_qemu_compat_runs_a_guest() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "PASS exit_pass" in proc.stdout
+
+
+def test_kernel_command_line_with_control_characters() -> None:
+    """Any character but NUL is the guest's business, as on QEMU; NUL is one clear line."""
+    kernel = str(GUESTS / "exit_pass.elf")
+    proc = pyhv("run", "--bios", "none", "--kernel", kernel, "--append", "a\x01b\x1bc é")
+    assert proc.returncode == 0 and "PASS exit_pass" in proc.stdout, proc.stderr
+    proc = pyhv("-M", "virt", "-nographic", "-bios", "none", "-kernel", kernel,
+                "-append", "x\x7fy", entry="pyhv.cli.qemu_compat")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr

@@ -34,7 +34,7 @@ import llvmlite.binding as llvm
 
 from ...isa import compressed, csr, decoder
 from ...isa.compressed import expand
-from . import codegen, native_interp
+from . import codegen, native_interp, perfmap
 from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
@@ -52,8 +52,10 @@ OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
 def generator_modules() -> tuple[Any, ...]:
     """Every pyhv module whose source decides the machine code the JIT generates or the
     tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
-    their pyhv imports stay within this set)."""
-    return (codegen, native_interp, S, decoder, compressed, csr, sys.modules[__name__])
+    their pyhv imports stay within this set; perfmap, which only names code for perf,
+    is in it for that rule's sake)."""
+    return (codegen, native_interp, S, decoder, compressed, csr, perfmap,
+            sys.modules[__name__])
 
 
 def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
@@ -96,8 +98,15 @@ class Compiler:
         target = llvm.Target.from_triple(self.triple)
         cpu = llvm.get_host_cpu_name()
         features = llvm.get_host_cpu_features().flatten()
+        # The large code model: MCJIT places an object's code and its constants (jump
+        # tables, FP constant pools) in separate mappings, which guest RAM of 2 GiB or
+        # more can push further apart than a 32-bit offset reaches (LLVM's loader then
+        # aborts the process). 64-bit references cost nothing measurable here. Static,
+        # not PIC: absolute addresses the loader fills in; large PIC code reaches its
+        # constants through GOT-relative relocations that MCJIT resolved wrongly (FP
+        # results with the wrong constants, tests/unit/test_jit.py).
         self.tm = target.create_target_machine(
-            cpu=cpu, features=features, opt=0, reloc="pic", codemodel="default"
+            cpu=cpu, features=features, opt=0, reloc="static", codemodel="large"
         )
         self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
         self._objects: list[object] = []  # keep loaded object files alive
@@ -240,6 +249,7 @@ class Compiler:
             self.ee.add_object_file(obj)
             self._objects.append(obj)
             self.ee.finalize_object()
+            perfmap.record(data, self.ee.get_function_address)
         addr = self.ee.get_function_address(symbol(key))
         if not addr:
             return None
@@ -287,6 +297,7 @@ class Compiler:
         self.ee.add_object_file(ref)
         self._objects.append(ref)
         self.ee.finalize_object()
+        perfmap.record(obj, self.ee.get_function_address)
         return obj
 
     def _compile_dispatch(self) -> int:
@@ -305,6 +316,7 @@ class Compiler:
             self.ee.add_object_file(ref)
             self._objects.append(ref)
             self.ee.finalize_object()
+            perfmap.record(obj[32:], self.ee.get_function_address)
         else:
             obj = self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir(),
                              opt=True)
@@ -414,7 +426,7 @@ class Compiler:
         target = llvm.Target.from_triple(self.triple)
         return target.create_target_machine(
             cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-            opt=opt, reloc="pic", codemodel="default")
+            opt=opt, reloc="static", codemodel="large")  # see __init__
 
     def poll(self, wait: bool = False, finishing: bool = False) -> int:
         """Load what the worker finished (all of it, with ``wait``); returns blocks loaded."""
@@ -443,6 +455,7 @@ class Compiler:
             self.ee.add_object_file(ref)
             self._objects.append(ref)
             self.ee.finalize_object()
+            perfmap.record(obj, self.ee.get_function_address)
             self._save(keys, obj)
             addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
             self.known.update(addrs)
