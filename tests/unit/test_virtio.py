@@ -147,6 +147,76 @@ def test_indirect_descriptors(tmp_path: Path) -> None:
     assert d.ram.read_bytes(data, 512) == bytes(range(256)) * 2
 
 
+def _indirect_request(d: Driver, table_bytes: bytes) -> None:
+    q = d.queues[0]
+    table = d.alloc(table_bytes)
+    d.ram.write_bytes(q["desc"], struct.pack("<QIHH", table, len(table_bytes), 4, 0))
+    d.ram.write(q["avail"] + 4, 2, 0)
+    d.ram.write(q["avail"] + 2, 2, 1)
+    d.kick(0)
+
+
+def test_chain_of_more_than_1024_descriptors_is_refused(tmp_path: Path) -> None:
+    """A guest-sized indirect table cannot make the device walk (and remember) more
+    than 1,024 descriptors per request (as QEMU): the request is malformed."""
+    d = blk_driver(tmp_path, size=1 << 20)
+    buf = d.alloc(1)
+    hdr = d.alloc(blk_req(0, 0))
+    entries = [struct.pack("<QIHH", hdr, 16, 1, 1)]
+    entries += [struct.pack("<QIHH", buf, 1, 3, i + 2) for i in range(1024)]
+    entries[-1] = struct.pack("<QIHH", buf, 1, 2, 0)
+    _indirect_request(d, b"".join(entries))  # 1,025 descriptors
+    assert d.r(R.STATUS) & R.DEVICE_NEEDS_RESET
+    assert d.used(0) == []
+
+
+def test_chain_of_1024_descriptors_is_served(tmp_path: Path) -> None:
+    d = blk_driver(tmp_path, size=1 << 20)
+    hdr = d.alloc(blk_req(0, 0))
+    data = d.alloc(1024)
+    status = d.alloc(1)
+    entries = [struct.pack("<QIHH", hdr, 16, 1, 1)]  # 1 + 1,021 + 1 + 1 descriptors
+    entries += [struct.pack("<QIHH", data + i, 1, 3, i + 2) for i in range(1021)]
+    entries.append(struct.pack("<QIHH", data + 1021, 3, 3, 1023))
+    entries.append(struct.pack("<QIHH", status, 1, 2, 0))
+    _indirect_request(d, b"".join(entries))
+    assert not d.r(R.STATUS) & R.DEVICE_NEEDS_RESET
+    assert d.ram.read_bytes(status, 1) == b"\0"
+    assert d.ram.read_bytes(data, 1024) == bytes(range(256)) * 4
+
+
+def test_zero_length_descriptor_is_refused(tmp_path: Path) -> None:
+    """Zero-length buffers cost the device work and move no data: QEMU refuses them,
+    and so does pyhv (a table of millions of them used to cost gigabytes)."""
+    d = blk_driver(tmp_path)
+    hdr = d.alloc(blk_req(0, 0))
+    status = d.alloc(1)
+    _indirect_request(d, struct.pack("<QIHH", hdr, 16, 1, 1)
+                      + struct.pack("<QIHH", hdr, 0, 1, 2)
+                      + struct.pack("<QIHH", status, 1, 2, 0))
+    assert d.r(R.STATUS) & R.DEVICE_NEEDS_RESET
+
+
+def test_huge_indirect_table_is_refused_before_it_is_walked(tmp_path: Path) -> None:
+    """An indirect descriptor claiming a 4 M-entry table (64 MiB of zero-length
+    descriptors) is refused from its length alone."""
+    d = Driver(VirtioBlk(open_disk(str(_disk(tmp_path)))), ram_size=80 << 20)
+    d.setup(1)
+    q = d.queues[0]
+    table = RAM_BASE + (8 << 20)
+    d.ram.write_bytes(q["desc"], struct.pack("<QIHH", table, 16 << 22, 4, 0))
+    d.ram.write(q["avail"] + 4, 2, 0)
+    d.ram.write(q["avail"] + 2, 2, 1)
+    d.kick(0)
+    assert d.r(R.STATUS) & R.DEVICE_NEEDS_RESET
+
+
+def _disk(tmp_path: Path) -> Path:
+    img = tmp_path / "big.img"
+    img.write_bytes(bytes(64 * 1024))
+    return img
+
+
 FUZZ_CASES = 0
 
 

@@ -26,6 +26,9 @@ VIRTQ_USED_F_NO_NOTIFY = 1
 
 _DESC = struct.Struct("<QIHH")
 MAX_CHAIN_BYTES = 1 << 28  # no single request may describe more than 256 MiB
+# Buffers in one chain, direct and indirect (QEMU's VIRTQUEUE_MAX_SIZE): what a guest
+# can make the device walk per request, whatever size its tables claim.
+MAX_CHAIN_DESCRIPTORS = 1024
 
 
 class VirtqueueError(Exception):
@@ -108,10 +111,15 @@ class Virtqueue:
         seen = 0
         indirect = False
         total = 0
+        walked = 0  # descriptors of this chain, direct and indirect
         while True:
             seen += 1
+            walked += 1
             if seen > size:
                 raise VirtqueueError("descriptor chain loops or is longer than its table")
+            if walked > MAX_CHAIN_DESCRIPTORS:
+                raise VirtqueueError(
+                    f"descriptor chain longer than {MAX_CHAIN_DESCRIPTORS} descriptors")
             addr, length, flags, nxt = _DESC.unpack(self.dma.read(table + 16 * index, 16))
             if flags & VIRTQ_DESC_F_INDIRECT:
                 if indirect:
@@ -120,9 +128,15 @@ class Virtqueue:
                     raise VirtqueueError("indirect descriptor with NEXT flag")
                 if length == 0 or length % 16:
                     raise VirtqueueError(f"indirect table length {length} is not a multiple of 16")
+                if length // 16 > MAX_CHAIN_DESCRIPTORS:
+                    raise VirtqueueError(f"indirect table of {length // 16} descriptors (at "
+                                         f"most {MAX_CHAIN_DESCRIPTORS})")
                 self.dma.check(addr, length)
                 table, size, index, seen, indirect = addr, length // 16, 0, 0, True
+                walked -= 1  # (buffers are counted, not the pointer to their table)
                 continue
+            if length == 0:  # as QEMU: a zero-sized buffer is a malformed request
+                raise VirtqueueError("zero-length descriptor")
             self.dma.check(addr, length)
             total += length
             if total > MAX_CHAIN_BYTES:
