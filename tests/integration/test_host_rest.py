@@ -301,6 +301,10 @@ def test_errors_have_the_status_of_their_cause_and_change_nothing(
         (definition("bad", boot={"firmware": "none", "kernel": "guests/tests/idle.elf"}),
          "boot.kernel", "relative"),
         (definition("bad", memory="1T"), "memory", "out of range"),
+        (definition("bad", qos={"reservation": 10**400}), "qos.reservation", "out of range"),
+        (definition("bad", qos={"limit": 10**400}), "qos.limit", "out of range"),
+        (definition("bad", qos={"shares": 10**400}), "qos.shares", "out of range"),
+        (definition("bad", qos={"shares": 10**7}), "qos.shares", "largest share"),
     ]:
         reply = api.post("/v1/vms", doc)
         assert reply.status == 422, (doc, reply.body)
@@ -366,7 +370,9 @@ def test_errors_have_the_status_of_their_cause_and_change_nothing(
 
     # bad bodies of the other endpoints
     for body, field in [({"memroy": 1}, "memroy"), ({"limit": "x"}, "qos.limit"),
-                        ({"autostart": None}, "autostart")]:
+                        ({"autostart": None}, "autostart"), ({"shares": 10**400}, "shares"),
+                        ({"reservation": 10**400}, "reservation"),
+                        ({"limit": 10**400}, "limit"), ({"shares": 10**7}, "qos.shares")]:
         reply = api.request("PATCH", "/v1/vms/d2", body)
         assert reply.status == 422 and reply.json().get("field") == field, reply.body
     assert api.request("PATCH", "/v1/vms/d2", {}).status == 422
@@ -380,6 +386,56 @@ def test_errors_have_the_status_of_their_cause_and_change_nothing(
     reply = api.get("/v2/vms")
     assert reply.status == 404 and "no such endpoint" in reply.error
     assert api.request("PUT", "/v1/vms").status == 405
+    assert api.proc.poll() is None
+
+
+def _worker_pids(state: Path, name: str) -> list[int]:
+    """VM processes (pyhv.host.worker) of VM ``name`` in this state directory."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"pyhv.host.worker" in argv and str(state).encode() in argv and \
+                name.encode() in argv:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_start_racing_destroy_never_errs_or_orphans(api: Api) -> None:
+    """Start and destroy of one VM sent at once: each answers as if it came first or
+    second (never a 500), and no VM process outlives its VM."""
+    import threading
+
+    for i in range(10):
+        name = f"race{i}"
+        api.ok("POST", "/v1/vms", definition(name), status=201)
+        replies: dict[str, Reply] = {}
+        barrier = threading.Barrier(2)
+
+        def send(op: str, method: str, path: str) -> None:
+            barrier.wait()
+            replies[op] = api.request(method, path)
+
+        threads = [threading.Thread(target=send, args=("start", "POST", f"/v1/vms/{name}/start")),
+                   threading.Thread(target=send, args=("destroy", "DELETE", f"/v1/vms/{name}"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        start, destroy = replies["start"].status, replies["destroy"].status
+        assert start in (200, 404), (i, replies["start"].body)
+        assert destroy in (204, 409), (i, replies["destroy"].body)
+        if destroy == 204:
+            assert api.get(f"/v1/vms/{name}").status == 404
+            wait_for(lambda n=name: not _worker_pids(api.state, n), 5, "no VM process")
+        else:  # it started first: it runs until stopped, then goes
+            assert start == 200
+            api.ok("POST", f"/v1/vms/{name}/stop", {"force": True})
+            assert api.request("DELETE", f"/v1/vms/{name}").status == 204
     assert api.proc.poll() is None
 
 

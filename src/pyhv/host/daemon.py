@@ -868,20 +868,24 @@ class Daemon:
             raise Invalid(f"a VM name must be a string, not {name!r}")
         if name in self.vms:
             raise VMRunning(f"VM '{name}' is already running")
-        definition = self.registry.load(name)
-        try:
-            check_files(definition)
-        except DefinitionError as e:
-            raise e.with_source(name) from None
-        if definition.qos.reservation > MAX_VM_CPU:
-            raise InsufficientResources(
-                f"VM '{name}': qos.reservation {definition.qos.reservation:g}% cannot be "
-                f"delivered: a VM's vCPUs run on one host CPU (at most {MAX_VM_CPU:g}%)"
-            )
-        running = [vm.definition for vm in self.vms.values()]
-        check_admission(running, definition, self.settings)
-        self.restarts.pop(name, None)
-        vm = self._spawn(definition)
+        # Under the state directory's lock from reading the definition until the pid
+        # file is written: a destroy (another thread or process) either finishes first
+        # (NotFound here) or sees the VM running; never a process without its VM.
+        with self.registry.lock():
+            definition = self.registry.load(name)
+            try:
+                check_files(definition)
+            except DefinitionError as e:
+                raise e.with_source(name) from None
+            if definition.qos.reservation > MAX_VM_CPU:
+                raise InsufficientResources(
+                    f"VM '{name}': qos.reservation {definition.qos.reservation:g}% cannot be "
+                    f"delivered: a VM's vCPUs run on one host CPU (at most {MAX_VM_CPU:g}%)"
+                )
+            running = [vm.definition for vm in self.vms.values()]
+            check_admission(running, definition, self.settings)
+            self.restarts.pop(name, None)
+            vm = self._spawn(definition)
         log(f"VM '{name}' starting (pid {vm.pid})")
         future: Future[Any] = Future()
         vm.start_waiters.append(future)

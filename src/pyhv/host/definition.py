@@ -38,6 +38,8 @@ ENGINES = ("auto", "interp", "translate", "jit")
 FIRMWARE_KEYWORDS = ("default", "none")
 #: ESXi's share levels, per vCPU.
 SHARE_LEVELS = {"low": 500, "normal": 1000, "high": 2000}
+MAX_SHARES = 1_000_000  # as ESXi's custom shares: the scheduler's sums stay exact
+MAX_INT = 1 << 63  # integers in a definition are TOML's: 64-bit
 DEFAULT_SHARES_PER_VCPU = SHARE_LEVELS["normal"]
 MAX_VCPUS = memmap.MAX_HARTS
 
@@ -311,7 +313,7 @@ def _type_name(value: object) -> str:
     if isinstance(value, bool):
         return f"a boolean ({str(value).lower()})"
     if isinstance(value, int):
-        return f"an integer ({value})"
+        return f"an integer ({_int_text(value)})"
     if isinstance(value, float):
         return f"a float ({value})"
     if isinstance(value, str):
@@ -326,17 +328,30 @@ def _type_name(value: object) -> str:
 
 
 def _bad_type(path: str, value: object, expected: str) -> DefinitionError:
+    if isinstance(value, int) and not isinstance(value, bool) and not _is_int(value):
+        return DefinitionError(path, f"{_int_text(value)} is out of range")
     return DefinitionError(path, f"expected {expected}, got {_type_name(value)}")
 
 
+def _int_text(value: int) -> str:
+    """An integer for a message: JSON has no size limit, and Python will not print (or
+    turn into a float) every integer it can read."""
+    if abs(value) < 10**30:
+        return str(value)
+    return f"about {'-' if value < 0 else ''}2^{value.bit_length() - 1}"
+
+
 def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    """An integer of at most 64 bits (TOML's range; JSON integers can be larger)."""
+    return isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value < MAX_INT
 
 
 def _is_number(value: object) -> bool:
-    """A finite int or float (TOML allows nan and inf; a QoS sum cannot hold them)."""
-    return (isinstance(value, int | float) and not isinstance(value, bool)
-            and math.isfinite(value))
+    """A finite float, or an int as :func:`_is_int` (TOML allows nan and inf; a QoS sum
+    cannot hold them, and an int beyond float range cannot be compared with one)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value)
 
 
 def _validate(d: VMDefinition) -> None:
@@ -397,6 +412,8 @@ def _validate_boot(boot: Boot) -> None:
             raise _bad_type(f"boot.{key}", value, "a string")
         if key != "cmdline" and value == "":
             raise DefinitionError(f"boot.{key}", "empty path (leave the key out instead)")
+        if value is not None and "\0" in value:
+            raise DefinitionError(f"boot.{key}", "contains a NUL character")
     if boot.firmware == "none" and boot.kernel is None:
         raise DefinitionError("boot.kernel", 'required when boot.firmware is "none"')
     if boot.initrd is not None and boot.kernel is None:
@@ -466,6 +483,9 @@ def _validate_qos(qos: QoS, vcpus: int) -> None:
             raise _bad_type("qos.shares", qos.shares, 'an integer or "low", "normal", "high"')
         if qos.shares <= 0:
             raise DefinitionError("qos.shares", f"{qos.shares} must be positive")
+        if qos.shares > MAX_SHARES:
+            raise DefinitionError("qos.shares",
+                                  f"{qos.shares} is more than the largest share ({MAX_SHARES:,})")
     if not _is_number(qos.reservation):
         raise _bad_type("qos.reservation", qos.reservation, "a percentage (number)")
     if qos.reservation < 0:

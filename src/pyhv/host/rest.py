@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..errors import PyhvError
 from .api import SETTABLE, Host
+from .definition import MAX_INT, _int_text
 from .errors import DefinitionError, HostError, Invalid, Unavailable
 from .registry import _parse_bind
 
@@ -439,9 +440,13 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 def _finite(value: Any, where: str) -> None:
-    """JSON as Python reads it allows NaN and Infinity, which no field of pyhv means."""
+    """JSON as Python reads it allows NaN and Infinity, which no field of pyhv means, and
+    integers of any size, where pyhv's (as TOML's) are 64-bit."""
     if isinstance(value, float) and not math.isfinite(value):
         raise DefinitionError(where or None, f"{value} is not a finite number")
+    if isinstance(value, int) and not isinstance(value, bool) and not -MAX_INT <= value < MAX_INT:
+        raise DefinitionError(where or None, f"{_int_text(value)} is out of range "
+                              "(integers are 64-bit)")
     if isinstance(value, Mapping):
         for key, item in value.items():
             _finite(item, f"{where}.{key}" if where else str(key))

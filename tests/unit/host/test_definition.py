@@ -265,6 +265,28 @@ def test_validation_names_the_field(text: str, field: str, detail: str) -> None:
     assert e.http_status == 422
 
 
+@pytest.mark.parametrize("doc", [
+    {"qos": {"reservation": 10**400}}, {"qos": {"limit": 10**400}},
+    {"qos": {"shares": 10**400}}, {"qos": {"reservation": -10**400}},
+    {"vcpus": 10**400}, {"memory": 10**400}, {"qos": {"shares": 10**5000}},
+], ids=["reservation", "limit", "shares", "negative", "vcpus", "memory", "5000 digits"])
+def test_integers_beyond_64_bits_are_out_of_range(doc: dict) -> None:
+    """JSON (the REST API) has integers of any size: each is a clear error naming its
+    field, never an OverflowError (a float conversion) or a message Python cannot print."""
+    field = "qos." + next(iter(doc["qos"])) if "qos" in doc else next(iter(doc))
+    with pytest.raises(DefinitionError) as info:
+        VMDefinition.from_dict({"name": "a", **doc})
+    assert info.value.field == field
+    assert "is out of range" in info.value.detail and len(str(info.value)) < 100
+
+
+def test_shares_have_an_upper_bound() -> None:
+    """A weight the scheduler's sums and /metrics can hold (ESXi's custom maximum)."""
+    assert parse('name = "a"\n[qos]\nshares = 1000000').qos.shares == 1_000_000
+    e = error_of('name = "a"\n[qos]\nshares = 1000001')
+    assert e.field == "qos.shares" and "more than the largest share (1,000,000)" in e.detail
+
+
 def test_the_issue_example_message() -> None:
     e = error_of('name = "a"\n[qos]\nreservation = 80\nlimit = 50')
     assert str(e) == "vm.toml: qos.limit: 50 is below qos.reservation 80"
