@@ -240,7 +240,11 @@ def build_dtb(spec: DtbSpec) -> bytes:
         chosen.append(_addr_cells("linux,initrd-end", spec.initrd[1]))
         chosen.append(_addr_cells("linux,initrd-start", spec.initrd[0]))
     if spec.bootargs:  # QEMU omits an empty -append
-        chosen.append(_text("bootargs", spec.bootargs))
+        # As QEMU: the command line's bytes (UTF-8), control characters included; only
+        # NUL, which would end the string early, is refused (MachineConfig).
+        if "\0" in spec.bootargs:
+            raise ConfigError("the kernel command line contains a NUL character")
+        chosen.append(_fdt.PropBytes("bootargs", data=spec.bootargs.encode() + b"\0"))
     chosen.append(_text("stdout-path", spec.stdout_path))
 
     def syscon_node(name: str, value: int) -> _fdt.Node:

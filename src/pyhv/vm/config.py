@@ -120,6 +120,8 @@ class MachineConfig:
             raise ConfigError("--bios none needs a --kernel to run")
         if self.initrd is not None and self.kernel is None:
             raise ConfigError("--initrd needs a --kernel")
+        if self.append is not None and "\0" in self.append:
+            raise ConfigError("the kernel command line (--append) contains a NUL character")
         if len(self.devices) > MAX_VIRTIO_DEVICES:
             raise ConfigError(
                 f"{len(self.devices)} virtio devices: the virt board has "
