@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
 import struct
+import sys
 import tempfile
 from pathlib import Path
 
@@ -333,9 +336,10 @@ def test_overlay_flush_orders_data_before_bitmap(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "pwrite", pwrite)
     disk.write(0, b"\x01" * 512)
-    assert "bitmap" not in events  # a write never touches the on-disk bitmap
-    # Not yet flushed: the on-disk bitmap still says "unallocated".
-    assert ovl.read_bytes()[OVERLAY_HEADER_SIZE] == 0
+    # The cluster's data (the base's rest of it, then the write), then its bitmap byte
+    # (no fsync: that is FLUSH's)
+    assert events == ["data", "data", "bitmap"]
+    assert ovl.read_bytes()[OVERLAY_HEADER_SIZE] == 1
     events.clear()
     disk.flush()
     assert events == ["fsync", "bitmap", "fsync"]
@@ -347,16 +351,39 @@ def test_overlay_flush_orders_data_before_bitmap(
     disk.close()
 
 
-def test_overlay_unflushed_allocation_lost_but_never_garbage(tmp_path: Path, base: Path) -> None:
-    """A crash before flush loses the write (as a disk cache would); stale data never leaks."""
+def test_overlay_keeps_unflushed_writes_when_the_process_is_killed(
+        tmp_path: Path, base: Path) -> None:
+    """A VM process killed (SIGKILL) after its guest wrote, without a FLUSH (ext2's sync
+    sends none): the overlay keeps the writes, as a raw image does."""
+    ovl = tmp_path / "vm.ovl"
+    script = (
+        "import os, signal, sys\n"
+        "from pyhv.devices.virtio.block_backend import open_disk\n"
+        "d = open_disk(sys.argv[1], overlay=sys.argv[2])\n"
+        "d.write(65536 + 512, b'\\x77' * 1024)\n"
+        "d.write(3 * 65536, b'\\x66' * 65536)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(base), str(ovl)],
+                          capture_output=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    again = open_disk(str(base), overlay=str(ovl))
+    expected = bytearray(base.read_bytes())
+    expected[65536 + 512:65536 + 1536] = b"\x77" * 1024
+    expected[3 * 65536:4 * 65536] = b"\x66" * 65536
+    assert again.read(0, 4 * 65536) == bytes(expected[:4 * 65536])
+    again.close()
+
+
+def test_overlay_stale_data_in_an_unmarked_cluster_never_leaks(
+        tmp_path: Path, base: Path) -> None:
+    """A crash between a cluster's data and its bitmap byte leaves data the bitmap does
+    not name: it reads as the base, and a partial write rewrites the whole cluster."""
     ovl = tmp_path / "vm.ovl"
     disk = open_disk(str(base), overlay=str(ovl))
     assert isinstance(disk, OverlayDisk)
-    disk.write(65536, b"\x99" * 65536)
-    # Simulate a crash: drop the descriptors without flushing the bitmap.
-    os.close(disk._fd)
-    disk.base.close()
-    disk._closed = True
+    os.pwrite(disk._fd, b"\x99" * 65536, disk._data_offset + 65536)  # data, no bitmap
+    disk.close()
     again = open_disk(str(base), overlay=str(ovl))
     assert again.read(65536, 65536) == base.read_bytes()[65536:131072]
     again.write(65536 + 512, b"\x88" * 512)  # partial write: the rest must be the base

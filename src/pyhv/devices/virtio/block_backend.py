@@ -53,12 +53,15 @@ allocated clusters are contiguous in the file (one ``pread`` for a long read), a
 only metadata that ever changes is bits going from 0 to 1.
 
 Crash safety: a cluster is first written completely (a partial-cluster write copies the
-rest of the cluster from the base first), and only marked in the in-memory bitmap.
-:meth:`OverlayDisk.flush` fsyncs the data, *then* writes the changed bitmap pages and
-fsyncs again, so a crash can lose writes the guest never flushed (as a real disk's
-write cache can) but never exposes an allocated cluster whose data did not reach the
-disk. Stale data left in an unmarked cluster by a crash is harmless: the next write to
-that cluster rewrites all of it. ``close`` flushes.
+rest of the cluster from the base first), then its bitmap bytes are written (not
+fsynced): like a raw image, everything the guest wrote survives the VM process being
+killed, FLUSH or not. :meth:`OverlayDisk.flush` fsyncs the data, *then* writes the
+changed bitmap pages again and fsyncs, so after a FLUSH the data and the bitmap naming
+it are durable in that order. A host crash (power loss) can lose writes the guest never
+flushed, as a real disk's write cache can; a cluster first written since the last FLUSH
+may then also read back as zeros outside the bytes the guest wrote. Stale data left in
+an unmarked cluster by a crash is harmless: the next write to that cluster rewrites all
+of it. ``close`` flushes.
 
 Performance: this is on the disk I/O path (moderately hot). Reads and writes are split
 only at boundaries where the allocation state changes, never per sector.
@@ -614,7 +617,13 @@ class OverlayDisk:
                             _pwrite_all(fd, self.base.read(stop, c_end - stop), data_offset + stop)
                     _pwrite_all(fd, view[start - offset : stop - offset], data_offset + start)
                     if not allocated:
-                        self._mark(start // cs, (stop - 1) // cs)
+                        first, last = start // cs, (stop - 1) // cs
+                        self._mark(first, last)
+                        # The bitmap bytes go to the file now (the page cache), after the
+                        # data: a killed VM process keeps what its guest wrote, as with a
+                        # raw image (a guest need not FLUSH: ext2 never does).
+                        lo, hi = first >> 3, (last >> 3) + 1
+                        _pwrite_all(fd, self._bitmap[lo:hi], self._bitmap_offset + lo)
         except OSError as exc:
             raise DiskError(f"overlay '{self.path}': write failed: {exc.strerror}") from None
 
