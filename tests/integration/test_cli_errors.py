@@ -129,3 +129,18 @@ def test_kernel_command_line_with_control_characters() -> None:
     proc = pyhv("-M", "virt", "-nographic", "-bios", "none", "-kernel", kernel,
                 "-append", "x\x7fy", entry="pyhv.cli.qemu_compat")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "inf", "soon"])
+def test_timeout_must_be_a_positive_number(value: str) -> None:
+    """0, negative and nan used to mean 'no timeout' without a word."""
+    proc = pyhv("run", "--bios", "none", "--kernel", str(GUESTS / "exit_pass.elf"),
+                "--timeout", value)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "error: argument --timeout:" in proc.stderr.splitlines()[-1]
+
+
+def test_max_instructions_must_be_positive() -> None:
+    proc = pyhv("run", "--bios", "none", "--kernel", str(GUESTS / "exit_pass.elf"),
+                "--max-instructions", "0")
+    assert proc.returncode == 2 and "argument --max-instructions" in proc.stderr

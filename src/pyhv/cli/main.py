@@ -9,6 +9,7 @@ status of a guest that powers off is the code it wrote to the test device.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -29,6 +30,29 @@ from ..vm.config import (
 )
 
 EXIT_USER_ERROR = 2
+
+
+def _seconds(text: str) -> float:
+    """--timeout: a finite number of seconds above 0 (0, negative and nan used to mean
+    'no timeout' without a word)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(
+            f"{text}: give a number of seconds above 0 (leave it out for no timeout)")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: give a number above 0")
+    return value
 
 
 def _add_machine_args(p: argparse.ArgumentParser) -> None:
@@ -59,9 +83,10 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         "it works, else 'translate')",
     )
     p.add_argument("--no-reboot", action="store_true", help="exit instead of rebooting")
-    p.add_argument("--timeout", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
+                   help="stop after this many seconds")
     p.add_argument(
-        "--max-instructions", type=int, metavar="N", help="stop after N guest instructions"
+        "--max-instructions", type=_count, metavar="N", help="stop after N guest instructions"
     )
     p.add_argument(
         "--stats", action="store_true", help="print instructions and MIPS to stderr at exit"
