@@ -357,8 +357,20 @@ def read_pid_file(path: str | os.PathLike[str]) -> int | None:
 # ------------------------------------------------------------------------ files
 
 
+def fsync_dir(path: Path) -> None:
+    """Make a rename or a new entry in directory ``path`` durable (the file's own fsync
+    does not cover the directory entry that names it)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Write ``path`` through a temporary file in the same directory and os.replace."""
+    """Write ``path`` through a temporary file in the same directory and os.replace;
+    the file, then the directory, fsynced: after a host crash ``path`` holds the old
+    text or the new one, never nothing."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -366,6 +378,7 @@ def atomic_write(path: Path, text: str) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -511,6 +524,7 @@ class Registry:
                 atomic_write(tmp / DEFINITION_FILE, definition.to_toml())
                 try:
                     os.rename(tmp, target)  # replaces only a stray empty directory
+                    fsync_dir(self.vms_dir)
                 except OSError as e:
                     if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
                         raise DuplicateName(
@@ -541,4 +555,5 @@ class Registry:
             self._clean_leftovers()
             trash = Path(tempfile.mkdtemp(prefix=f".old-{name}-", dir=self.vms_dir))
             os.rename(self.vm_dir(name), trash / name)
+            fsync_dir(self.vms_dir)
             shutil.rmtree(trash, ignore_errors=True)

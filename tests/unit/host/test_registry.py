@@ -424,3 +424,36 @@ def test_admission_of_disks(
         assert info.value.http_status == 409
     else:
         check_admission(running, candidate, host)
+
+
+def test_renames_into_place_are_made_durable(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each new or replaced state file: the file fsynced before its rename, the directory
+    that names it after; a create and a remove fsync the VMs' directory."""
+    reg = Registry(tmp_path / "state")
+    events: list[str] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    def replace(a: object, b: object) -> None:
+        events.append("rename")
+        real_replace(a, b)  # type: ignore[arg-type]
+
+    def rename(a: object, b: object) -> None:
+        events.append("rename")
+        real_rename(a, b)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "rename", rename)
+    reg.create(VMDefinition("a"))
+    assert events == ["fsync file", "rename", "fsync dir", "rename", "fsync dir"]
+    events.clear()
+    reg.replace(VMDefinition("a", memory=256 << 20))
+    assert events == ["fsync file", "rename", "fsync dir"]
+    events.clear()
+    reg.remove("a")
+    assert events == ["rename", "fsync dir"]
