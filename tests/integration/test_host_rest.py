@@ -439,6 +439,30 @@ def test_start_racing_destroy_never_errs_or_orphans(api: Api) -> None:
     assert api.proc.poll() is None
 
 
+def _proc_state(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text[text.rindex(")") + 2]
+
+
+def test_signals_from_outside_are_seen(api: Api) -> None:
+    """A VM process stopped by someone else (SIGSTOP) is reported paused, and resume
+    continues it; one continued by someone else while paused is stopped again."""
+    api.ok("POST", "/v1/vms", definition("sig"), status=201)
+    pid = api.ok("POST", "/v1/vms/sig/start")["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: api.ok("GET", "/v1/vms/sig")["state"] == "paused", 10, "paused")
+    api.ok("POST", "/v1/vms/sig/resume")
+    wait_for(lambda: _proc_state(pid) != "T", 5, "the process to run")
+    assert api.ok("GET", "/v1/vms/sig")["state"] == "running"
+    api.ok("POST", "/v1/vms/sig/pause")
+    wait_for(lambda: _proc_state(pid) == "T", 5, "the process to stop")
+    os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: _proc_state(pid) == "T", 10, "the daemon to stop it again")
+    assert api.ok("GET", "/v1/vms/sig")["state"] == "paused"
+    assert "continued from outside" in api.log.read_text()
+    api.ok("POST", "/v1/vms/sig/stop", {"force": True})
+
+
 def test_browser_pages_cannot_use_a_loopback_api_without_token(api: Api) -> None:
     reply = api.get("/v1/vms", headers={"Host": "attacker.example:7480"})  # DNS rebinding
     assert reply.status == 403 and "loopback" in reply.error
@@ -507,6 +531,20 @@ def test_listen_arguments() -> None:
         ApiConfig("127.0.0.1", 7480, "a token with spaces in it")
     assert read_token(None, {}) is None
     assert read_token(None, {"PYHV_API_TOKEN": TOKEN}) == TOKEN
+
+
+def test_token_file_open_to_other_users_is_refused(tmp_path: Path) -> None:
+    """As ssh with a private key: a token file others can read is refused, by name."""
+    path = tmp_path / "token"
+    path.write_text(TOKEN + "\n")
+    for mode in (0o644, 0o640, 0o604, 0o660):
+        path.chmod(mode)
+        with pytest.raises(Invalid, match=rf"open to other users \(mode 0{mode:o}\): chmod 600"):
+            read_token(path)
+    path.chmod(0o600)
+    assert read_token(path) == TOKEN
+    path.chmod(0o400)
+    assert read_token(path) == TOKEN
 
 
 def test_a_port_in_use_stops_the_daemon_at_once(tmp_path: Path, env: dict[str, str]) -> None:

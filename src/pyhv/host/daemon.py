@@ -145,6 +145,7 @@ class _Running:
     killed: bool = False  # the daemon SIGKILLed it
     stopping: bool = False  # the daemon asked it to stop
     cpu_clock: int = 0
+    outside: int = 0  # samples in a row whose process state disagrees with sigstopped
     # metrics
     sample_at: float = 0.0
     sample_cpu: float = 0.0
@@ -1095,6 +1096,37 @@ class Daemon:
             "uptime": round(time.monotonic() - vm.started, 1),
         }
 
+    def _check_signals_from_outside(self, vm: _Running) -> None:
+        """The daemon alone stops and continues VM processes (SIGSTOP/SIGCONT are how
+        it grants CPU). A VM someone else stopped is reported paused (``pyhv resume``
+        continues it); one someone else continued while the daemon holds it is stopped
+        again. Two samples in a row must agree: a signal just sent takes a moment."""
+        if not vm.ready or vm.stopping:
+            vm.outside = 0
+            return
+        state = _process_state(vm.pid)
+        stopped = state in ("T", "t")
+        if state is None or stopped == vm.sigstopped:
+            vm.outside = 0
+            return
+        vm.outside += 1
+        if vm.outside < 2:
+            return
+        vm.outside = 0
+        if stopped:
+            log(f"VM '{vm.name}' was stopped from outside the daemon (SIGSTOP): it is "
+                "paused now; 'pyhv resume' continues it")
+            vm.sigstopped = True
+            if vm.state == "running":
+                vm.state = "paused"
+                self.scheduler.set_paused(vm.name, True)
+                self._write_state(vm)
+                self._resched = True
+        else:
+            log(f"VM '{vm.name}' was continued from outside the daemon (SIGCONT) while "
+                "the daemon held it: stopped again")
+            self._signal(vm, signal.SIGSTOP)
+
     def _sample_metrics(self, now: float) -> None:
         self._next_metrics = now + METRICS_EVERY
         for vm in self.vms.values():
@@ -1107,11 +1139,22 @@ class Daemon:
                 vm.sample_cpu = cpu
             vm.sample_instr = instr
             vm.sample_at = now
+            self._check_signals_from_outside(vm)
         own, at = self._own_cpu
         cpu_now = time.process_time()
         if now > at:
             self.daemon_cpu_pct = (cpu_now - own) / (now - at) * 100
         self._own_cpu = (cpu_now, now)
+
+
+def _process_state(pid: int) -> str | None:
+    """The kernel's one-letter state of a process (R, S, T for stopped...), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            text = f.read()
+        return text[text.rindex(b")") + 2:][:1].decode()
+    except (OSError, ValueError):
+        return None
 
 
 def _rss(pid: int) -> int | None:

@@ -35,6 +35,7 @@ import logging
 import math
 import os
 import socket
+import stat
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -133,7 +134,13 @@ def read_token(token_file: str | os.PathLike[str] | None,
     else ``$PYHV_API_TOKEN``, else None."""
     if token_file is not None:
         try:
-            text = Path(token_file).read_text(encoding="utf-8")
+            with open(token_file, "rb") as f:
+                mode = os.fstat(f.fileno()).st_mode
+                if mode & 0o077:
+                    # as ssh with a private key: a secret others can read is no secret
+                    raise Invalid(f"--token-file {token_file} is open to other users (mode "
+                                  f"{stat.S_IMODE(mode):04o}): chmod 600 {token_file}")
+                text = f.read(1 << 16).decode("utf-8")
         except OSError as e:
             raise Invalid(f"--token-file {token_file}: {e.strerror}") from None
         except UnicodeDecodeError:
