@@ -272,3 +272,39 @@ def test_fuzz_hostile_rings_and_registers(tmp_path_factory, descs, heads, avail_
         assert RAM_BASE <= addr and addr + length <= RAM_BASE + d.ram.size
     assert img.stat().st_size == len(before)  # the image never grows or shrinks
     dev.close()
+
+
+def test_net_flood_without_receive_buffers_is_left_in_the_kernel(tmp_path: Path) -> None:
+    """A guest that posts no receive buffers (idle, no driver): the device takes at most
+    its backlog of frames from the switch, then stops watching the port, so a broadcast
+    flood costs its VM process nothing until the driver posts buffers."""
+    import select
+
+    from pyhv.devices.virtio.net import RX_BACKLOG, VirtioNet
+    from pyhv.net import SwitchPort
+
+    flooder = SwitchPort("lan", runtime_dir=str(tmp_path))
+    port = SwitchPort("lan", runtime_dir=str(tmp_path))
+    try:
+        nic = VirtioNet(port, bytes.fromhex("525400000001"))
+        d = Driver(nic)
+        d.setup(2)
+        frame = b"\xff" * 6 + bytes.fromhex("525400000002") + b"\x88\xb5" + bytes(50)
+        for _ in range(4):
+            for _ in range(200):
+                flooder.send(frame)
+            nic.poll()
+        assert len(nic.backlog) == RX_BACKLOG
+        assert nic.wait_fds() == []  # the idle loop sleeps until a timer or a notify
+        assert select.select([port.fileno()], [], [], 0)[0]  # the rest waits in the kernel
+        # The driver posts buffers: frames flow again, the port is watched again.
+        bufs = [d.add(0, [], [1600])[0] for _ in range(8)]
+        d.kick(0)
+        assert len(d.used(0)) == 8 and len(nic.backlog) == RX_BACKLOG - 8
+        assert nic.wait_fds() == [port.fileno()]
+        nic.poll()
+        assert len(nic.backlog) == RX_BACKLOG  # refilled from the kernel's queue
+        assert d.ram.read_bytes(bufs[0] + 12, len(frame)) == frame
+    finally:
+        flooder.close()
+        port.close()

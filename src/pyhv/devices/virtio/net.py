@@ -4,8 +4,9 @@ Two queues, receiveq (0) and transmitq (1), no control queue and no offloads: ev
 frame carries the 12-byte ``virtio_net_hdr`` (VERSION_1 layout, num_buffers = 1), which
 the device strips on transmit and writes zeroed on receive. Frames travel through a
 :class:`~pyhv.net.switch.SwitchPort`; frames that arrive while the driver has posted no
-receive buffers wait in a bounded backlog, and beyond it they are dropped and counted,
-like a real NIC's full ring.
+receive buffers wait in a bounded backlog; beyond it they are left in the switch port's
+socket, where the kernel drops what does not fit (a real NIC's full ring), and an idle
+VM does not wake for them until its driver posts buffers.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ RXQ, TXQ = 0, 1
 
 class Port(Protocol):
     def send(self, frame: bytes) -> None: ...
-    def receive(self) -> list[bytes]: ...
+    def receive(self, limit: int | None = None) -> list[bytes]: ...
     def fileno(self) -> int: ...
     def close(self) -> None: ...
 
@@ -93,12 +94,12 @@ class VirtioNet(VirtioDevice):
             self.used_buffers(TXQ)
 
     def poll(self) -> None:
-        frames = self.port.receive()
-        for frame in frames:
-            if len(self.backlog) >= RX_BACKLOG:
-                self.stats["rx_dropped"] += 1
-            else:
-                self.backlog.append(frame)
+        # Only as many frames as the backlog has room for: the rest stay in the kernel,
+        # which pushes back on the senders, instead of being read only to be dropped
+        # (a flood kept an idle VM's process busy doing just that).
+        room = RX_BACKLOG - len(self.backlog)
+        if room > 0:
+            self.backlog.extend(self.port.receive(room))
         if self.backlog:
             self._deliver()
 
@@ -124,7 +125,8 @@ class VirtioNet(VirtioDevice):
             self.used_buffers(RXQ)
 
     def wait_fds(self) -> list[int]:
-        return [self.port.fileno()]
+        # A full backlog waits for the driver's receive buffers (a notify), not frames.
+        return [self.port.fileno()] if len(self.backlog) < RX_BACKLOG else []
 
     def reset(self) -> None:
         self.backlog.clear()
