@@ -1,5 +1,6 @@
-"""The REST API driven as its users would: ``pyhv host serve --listen 127.0.0.1:0`` in a
-private state directory, plain HTTP requests, VMs running the tiny guests of guests/tests
+"""The REST API driven as its users would: ``pyhv host serve --listen 127.0.0.1:0`` (with a
+token) in a private state directory, plain HTTP requests (and over its UNIX socket), VMs
+running the tiny guests of guests/tests
 (``spin``: CPU-bound, ``idle``: waits in WFI), and a schemathesis fuzz of the live
 OpenAPI document."""
 
@@ -118,9 +119,11 @@ def env(tmp_path: Path) -> dict[str, str]:
 
 
 def serve(tmp_path: Path, env: dict[str, str], *args: str,
-          token: str | None = None) -> Iterator[Api]:
-    """``pyhv host serve --listen ...`` (2 CPUs, 3 s shutdown timeout); stopped after the
-    test, every VM process with it."""
+          token: str | None = TOKEN) -> Iterator[Api]:
+    """``pyhv host serve --listen ...`` (2 CPUs, 3 s shutdown timeout; ``token`` in
+    $PYHV_API_TOKEN); stopped after the test, every VM process with it."""
+    if token is not None:
+        env = {**env, "PYHV_API_TOKEN": token}
     state = tmp_path / "state"
     state.mkdir(exist_ok=True)
     log = tmp_path / "daemon.log"
@@ -133,9 +136,10 @@ def serve(tmp_path: Path, env: dict[str, str], *args: str,
     url = None
     deadline = time.monotonic() + 30
     while url is None:
-        found = re.search(r"REST API on (http://\S+)", log.read_text())
-        if found:
-            url = found.group(1)
+        text = log.read_text()
+        if re.search(r"pyhv host: serving ", text):  # after the API's lines
+            found = re.search(r"REST API on (http://\S+)", text)
+            url = found.group(1) if found else ""
             break
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "the daemon did not come up: " + log.read_text()
@@ -247,7 +251,7 @@ def test_create_start_list_metrics_stop(api: Api) -> None:
     assert not (api.state / "vms/idle1").exists()
 
     info = api.ok("GET", "/v1/host")
-    assert info["cpus"] == 2 and info["policy"] == "shares" and info["api"]["token"] is False
+    assert info["cpus"] == 2 and info["policy"] == "shares" and info["api"]["token"] is True
     assert info["pid"] == api.proc.pid and info["api"]["url"] == api.url
 
 
@@ -416,7 +420,8 @@ def test_start_racing_destroy_never_errs_or_orphans(api: Api) -> None:
         replies: dict[str, Reply] = {}
         barrier = threading.Barrier(2)
 
-        def send(op: str, method: str, path: str) -> None:
+        def send(op: str, method: str, path: str, barrier: threading.Barrier = barrier,
+                 replies: dict[str, Reply] = replies) -> None:
             barrier.wait()
             replies[op] = api.request(method, path)
 
@@ -463,14 +468,135 @@ def test_signals_from_outside_are_seen(api: Api) -> None:
     api.ok("POST", "/v1/vms/sig/stop", {"force": True})
 
 
-def test_browser_pages_cannot_use_a_loopback_api_without_token(api: Api) -> None:
-    reply = api.get("/v1/vms", headers={"Host": "attacker.example:7480"})  # DNS rebinding
-    assert reply.status == 403 and "loopback" in reply.error
-    reply = api.post("/v1/vms", definition("x"), headers={"Origin": "http://attacker.example"})
-    assert reply.status == 403 and "origin" in reply.error
-    assert api.get("/v1/vms", headers={"Host": "localhost:1"}).status == 200
-    same = f"http://{api.address[0]}:{api.address[1]}"
-    assert api.get("/v1/vms", headers={"Origin": same}).status == 200
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP over the daemon's UNIX socket (as ``curl --unix-socket``)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=60)
+        self.path = str(path)
+
+    def connect(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def unix_request(path: Path, method: str, url: str, body: Any = None) -> Reply:
+    conn = UnixHTTPConnection(path)
+    try:
+        data = json.dumps(body).encode() if body is not None else None
+        conn.request(method, url, body=data,
+                     headers={"Content-Type": "application/json"} if data else {})
+        resp = conn.getresponse()
+        return Reply(resp.status, resp.headers, resp.read())
+    finally:
+        conn.close()
+
+
+def test_the_unix_socket_serves_its_owner_without_a_token(api: Api) -> None:
+    sock = api.state / "api.sock"
+    assert stat_mode(sock) == 0o600
+    reply = unix_request(sock, "GET", "/v1/host")
+    assert reply.status == 200
+    assert reply.json()["api"] == {"url": api.url, "token": True, "socket": str(sock)}
+    reply = unix_request(sock, "POST", "/v1/vms", definition("u1"))
+    assert reply.status == 201, reply.body
+    assert api.ok("GET", "/v1/vms/u1")["state"] == "stopped"  # the same daemon, on TCP
+    assert api.get("/v1/vms", auth=False).status == 401  # TCP always wants the token
+
+
+AS_NOBODY = """
+import http.client, json, socket, sys
+class C(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(sys.argv[1])
+c = C("localhost", timeout=60)
+body = sys.argv[4].encode() if len(sys.argv) > 4 else None
+c.request(sys.argv[2], sys.argv[3], body=body,
+          headers={"Content-Type": "application/json"} if body else {})
+r = c.getresponse()
+print(json.dumps([r.status, r.read().decode()]))
+"""
+
+
+def as_nobody(sock: Path, method: str, url: str, body: Any = None) -> tuple[int, str]:
+    """An HTTP request on the API socket from user nobody (uid 65534), with the
+    system's Python (pyhv's may live where nobody cannot read)."""
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(65534)
+        os.setuid(65534)
+
+    args = ["/usr/bin/python3", "-c", AS_NOBODY, str(sock), method, url]
+    if body is not None:
+        args.append(json.dumps(body))
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60,
+                          preexec_fn=drop, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    status, text = json.loads(proc.stdout)
+    return status, text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/python3").exists(),
+                    reason="acting as another user needs root (and /usr/bin/python3)")
+def test_socket_group_members_cannot_borrow_the_daemons_rights(env: dict[str, str]) -> None:
+    """The issue's attack: another local user (nobody) defines a VM whose disk is a
+    root-only file. Without --socket-group nobody cannot even connect; with it, nobody
+    may use only the files nobody could open: 403 for root's, 201 for its own."""
+    import grp
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="pyhv-group-", dir="/tmp"))
+    try:
+        base.chmod(0o711)
+        kernel = base / "idle.elf"
+        shutil.copy(IDLE, kernel)
+        kernel.chmod(0o644)
+        secret = base / "secret.img"
+        secret.write_bytes(b"root's secret\n".ljust(65536, b"\0"))
+        secret.chmod(0o600)
+        mine = base / "mine.img"
+        mine.write_bytes(bytes(65536))
+        mine.chmod(0o600)
+        os.chown(mine, 65534, 65534)
+
+        def vm_doc(name: str, disk: Path, readonly: bool = True) -> dict[str, Any]:
+            return {"name": name, "memory": "32M", "engine": "interp",
+                    "boot": {"firmware": "none", "kernel": str(kernel)},
+                    "disk": [{"path": str(disk), "readonly": readonly}]}
+
+        for api in serve(base, env, "--cpus", "2", token=None):  # no group: nobody is out
+            sock = api.state / "api.sock"
+            with pytest.raises(AssertionError, match="Permission denied"):
+                as_nobody(sock, "GET", "/v1/vms")
+        (base / "daemon.log").unlink()
+        group = grp.getgrgid(65534).gr_name
+        for api in serve(base, env, "--cpus", "2", "--socket-group", group, token=None):
+            sock = api.state / "api.sock"
+            assert stat_mode(sock) == 0o660 and sock.stat().st_gid == 65534
+            status, text = as_nobody(sock, "POST", "/v1/vms", vm_doc("steal", secret))
+            assert status == 403 and f"user nobody may not read '{secret}'" in text, text
+            assert unix_request(sock, "GET", "/v1/vms/steal").status == 404
+            status, text = as_nobody(sock, "POST", "/v1/vms", vm_doc("own", mine, False))
+            assert status == 201, text
+            assert unix_request(sock, "POST", "/v1/vms", vm_doc("rootvm", secret)).status == 201
+            status, text = as_nobody(sock, "POST", "/v1/vms/rootvm/start")
+            assert status == 403 and "may not read" in text, text
+            assert unix_request(sock, "GET", "/v1/vms/rootvm").json()["state"] == "stopped"
+            status, text = as_nobody(sock, "POST", "/v1/vms/own/start")
+            assert status == 200, text
+            assert unix_request(sock, "POST", "/v1/vms/own/stop", {"force": True}).status == 200
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def stat_mode(path: Path) -> int:
+    import stat
+
+    return stat.S_IMODE(path.stat().st_mode)
 
 
 # ------------------------------------------------------------------------ access
@@ -494,20 +620,22 @@ def test_a_token_is_required_on_every_request(tmp_path: Path, env: dict[str, str
         assert "Bearer" not in api.log.read_text() and TOKEN not in api.log.read_text()
 
 
-def test_non_loopback_needs_a_token(tmp_path: Path, env: dict[str, str]) -> None:
+def test_tcp_needs_a_token(tmp_path: Path, env: dict[str, str]) -> None:
+    """Any local user can reach a TCP port, loopback included: no token, no TCP."""
     state = tmp_path / "state"
-    proc = subprocess.run(
-        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
-         "--listen", "0.0.0.0:0"],
-        capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "pyhv: error: --listen 0.0.0.0:0: not a loopback address, so the REST API needs a "
-        "token (--token-file FILE or $PYHV_API_TOKEN)"]
-    assert not (state / "daemon.sock").exists()
+    for address in ("127.0.0.1:0", "0.0.0.0:0"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+             "--listen", address],
+            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode == 2
+        assert proc.stderr.strip().splitlines() == [
+            f"pyhv: error: --listen {address}: the REST API on TCP needs a token (--token-file "
+            "FILE or $PYHV_API_TOKEN): any local user can reach a TCP port; without a token, "
+            "use the state directory's api.sock, which only you can open"]
+        assert not (state / "daemon.sock").exists()
     # with one (from the environment) it serves, and asks for it
-    for api in serve(tmp_path, {**env, "PYHV_API_TOKEN": TOKEN}, "--listen", "0.0.0.0:0",
-                     token=TOKEN):
+    for api in serve(tmp_path, env, "--listen", "0.0.0.0:0"):
         api.address = ("127.0.0.1", api.address[1])
         assert api.get("/v1/vms", auth=False).status == 401
         assert api.get("/v1/vms").status == 200
@@ -520,10 +648,11 @@ def test_listen_arguments() -> None:
     for bad in ("7480", "localhost", "::1:80", "h:99999", "h:-1"):
         with pytest.raises(Invalid, match="expected ADDR:PORT"):
             parse_listen(bad)
-    assert ApiConfig("127.0.0.1", 0).loopback
-    assert ApiConfig("localhost", 7480).loopback
-    with pytest.raises(Invalid, match="needs a token"):
-        ApiConfig("0.0.0.0", 7480)
+    assert ApiConfig("127.0.0.1", 0, TOKEN).loopback
+    assert ApiConfig("localhost", 7480, TOKEN).loopback
+    for host in ("0.0.0.0", "127.0.0.1"):
+        with pytest.raises(Invalid, match="needs a token"):
+            ApiConfig(host, 7480)
     assert not ApiConfig("0.0.0.0", 7480, TOKEN).loopback
     with pytest.raises(Invalid, match="use at least 16"):
         ApiConfig("0.0.0.0", 7480, "short")
@@ -557,31 +686,32 @@ def test_a_port_in_use_stops_the_daemon_at_once(tmp_path: Path, env: dict[str, s
         proc = subprocess.run(
             [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(tmp_path / "state"),
              "host", "serve", "--listen", f"127.0.0.1:{port}"],
-            capture_output=True, text=True, env=env, timeout=60, stdin=subprocess.DEVNULL)
+            capture_output=True, text=True, env={**env, "PYHV_API_TOKEN": TOKEN}, timeout=60,
+            stdin=subprocess.DEVNULL)
     assert proc.returncode == 1
     assert proc.stderr.strip() == (
         f"pyhv: error: cannot serve the REST API on 127.0.0.1:{port}: Address already in use")
     assert not (tmp_path / "state" / "daemon.sock").exists()
 
 
-def test_served_on_loopback_by_default(tmp_path: Path, env: dict[str, str]) -> None:
-    """Without --listen the daemon serves host.toml's api.bind; a port in use there
-    leaves it running without the API (it was not asked for explicitly)."""
+def test_tcp_only_when_asked(tmp_path: Path, env: dict[str, str]) -> None:
+    """Without --listen and host.toml's api.bind, the API is on api.sock only; with
+    api.bind, on TCP too; a port in use there leaves the daemon on api.sock alone (it was
+    not asked for on the command line)."""
     import socket
 
+    for api in serve(tmp_path, env, "--cpus", "2", token=None):
+        assert "REST API on unix:" in api.log.read_text() and "http://" not in api.url
+    (tmp_path / "daemon.log").unlink()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     state = tmp_path / "state"
-    state.mkdir()
     (state / "host.toml").write_text(f'[api]\nbind = "127.0.0.1:{port}"\n')
-    for api in serve(tmp_path, env, "--listen", ""):  # --listen alone: api.bind
-        assert api.url == f"http://127.0.0.1:{port}"
-    (tmp_path / "daemon.log").unlink()
-    for api in serve(tmp_path, env, "--cpus", "2"):  # no --listen: the default, the same
+    for api in serve(tmp_path, env, "--cpus", "2"):
         assert api.url == f"http://127.0.0.1:{port}"
         assert api.ok("GET", "/v1/vms") is not None
-        # meanwhile a second daemon, same api.bind: the port is taken, it runs without API
+        # meanwhile a second daemon, same api.bind: the port is taken, it runs on api.sock
         state2 = tmp_path / "state2"
         state2.mkdir()
         (state2 / "host.toml").write_text(f'[api]\nbind = "127.0.0.1:{port}"\n')
@@ -590,10 +720,11 @@ def test_served_on_loopback_by_default(tmp_path: Path, env: dict[str, str]) -> N
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state2), "host",
                  "serve"], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env)
+                env={**env, "PYHV_API_TOKEN": TOKEN})
         try:
             wait_for((state2 / "daemon.sock").exists, 30, "the second daemon")
-            assert "runs without it" in log2.read_text()
+            wait_for(lambda log=log2: "api.sock only" in log.read_text(), 10, "its log line")
+            assert unix_request(state2 / "api.sock", "GET", "/v1/vms").status == 200
             assert proc.poll() is None
         finally:
             proc.send_signal(signal.SIGTERM)
@@ -617,7 +748,8 @@ def fuzz_api(tmp_path: Path, env: dict[str, str]) -> Iterator[Api]:
 
 @pytest.fixture
 def fuzz_schema(fuzz_api: Api) -> Any:
-    return schemathesis.openapi.from_url(fuzz_api.url + "/openapi.json")
+    return schemathesis.openapi.from_url(fuzz_api.url + "/openapi.json",
+                                         headers={"Authorization": f"Bearer {TOKEN}"})
 
 
 schema = schemathesis.pytest.from_fixture("fuzz_schema")
@@ -628,4 +760,5 @@ schema = schemathesis.pytest.from_fixture("fuzz_schema")
           suppress_health_check=list(HealthCheck))
 def test_fuzz_no_server_errors(case: Any, fuzz_api: Api) -> None:
     """Whatever schemathesis sends (bodies, names, types), the answer is never a 5xx."""
-    case.call_and_validate(checks=[not_a_server_error], timeout=60)
+    case.call_and_validate(checks=[not_a_server_error], timeout=60,
+                           headers={"Authorization": f"Bearer {TOKEN}"})

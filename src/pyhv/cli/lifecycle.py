@@ -42,12 +42,17 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument("--quantum-ms", type=float, default=20.0, metavar="MS",
                    help="scheduling quantum (default 20 ms)")
     p.add_argument("--listen", nargs="?", const="", metavar="ADDR:PORT",
-                   help="serve the REST API on ADDR:PORT (PORT 0: any free port; 'none': no "
-                   "API). Default: host.toml's api.bind, 127.0.0.1:7480 unless set there. "
-                   "An address other than loopback needs a token")
+                   help="serve the REST API on TCP too, at ADDR:PORT (PORT 0: any free port; "
+                   "alone: host.toml's api.bind, else 127.0.0.1:7480; 'none': not on TCP), "
+                   "with a token. It is always served on the state directory's api.sock, "
+                   "which only the daemon's user can open. Default: host.toml's api.bind "
+                   "if set, else no TCP")
     p.add_argument("--token-file", metavar="FILE",
-                   help="require 'Authorization: Bearer TOKEN' on every REST request, "
-                   "TOKEN being this file's contents (default: $PYHV_API_TOKEN, if set)")
+                   help="the token TCP requests must send ('Authorization: Bearer TOKEN'): "
+                   "this file's contents, mode 0600 (default: $PYHV_API_TOKEN, if set)")
+    p.add_argument("--socket-group", metavar="GROUP",
+                   help="let the members of GROUP use api.sock too (as libvirt's "
+                   "unix_sock_group); the files their requests name must be theirs to use")
 
     p = command("start", _start, help="start a VM (needs the host daemon)")
     p.add_argument("name", metavar="NAME")
@@ -94,22 +99,45 @@ def _host_command(ns: argparse.Namespace) -> int:
         raise Invalid("--quantum-ms must be positive and --shutdown-timeout not negative")
     host = _host(ns)
     api = _api_config(ns, host)
+    group = _group_id(ns.socket_group) if ns.socket_group is not None else None
     return serve(host.state_dir, policy=ns.policy, cpus=ns.cpus,
-                 shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000, api=api)
+                 shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000, api=api,
+                 socket_group=group)
+
+
+def _group_id(name: str) -> int:
+    """--socket-group: a group name or number of this host."""
+    import grp
+
+    from ..host.errors import Invalid
+
+    try:
+        return grp.getgrnam(name).gr_gid
+    except KeyError:
+        pass
+    if name.isdigit():
+        return int(name)
+    raise Invalid(f"--socket-group {name}: no such group on this host")
 
 
 def _api_config(ns: argparse.Namespace, host: Any) -> Any:
-    """The REST API's address and token from --listen and --token-file (None: no API).
-    Checked before the daemon starts: a non-loopback address without a token is refused."""
+    """The REST API's TCP address and token from --listen, host.toml's api.bind and
+    --token-file (None: not on TCP). Checked before the daemon starts: TCP without a
+    token is refused."""
     from ..host.errors import Invalid
+    from ..host.registry import DEFAULT_API_BIND
     from ..host.rest import ApiConfig, parse_listen, read_token
 
-    # On by default, on loopback (host.toml's api.bind); asked for explicitly, a port in
-    # use is an error, by default the daemon runs without the API.
-    address = parse_listen(ns.listen or host.settings.api_bind)
+    # Off by default; host.toml's api.bind turns it on. Asked for explicitly, a port in
+    # use is an error; configured in host.toml, the daemon runs without it.
+    if ns.listen is None and host.settings.api_bind is None:
+        text = "none"
+    else:
+        text = ns.listen or host.settings.api_bind or DEFAULT_API_BIND
+    address = parse_listen(text)
     if address is None:
         if ns.token_file is not None:
-            raise Invalid("--token-file needs the REST API (it is off with --listen none)")
+            raise Invalid("--token-file is for the REST API on TCP (--listen ADDR:PORT)")
         return None
     return ApiConfig(address[0], address[1], read_token(ns.token_file),
                      required=ns.listen is not None)

@@ -176,6 +176,7 @@ class Daemon:
         quantum: float = QUANTUM,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         api: ApiConfig | None = None,
+        socket_group: int | None = None,
     ) -> None:
         self.host = Host(state_dir)
         self.registry: Registry = self.host.registry
@@ -207,7 +208,9 @@ class Daemon:
         self._clients: dict[int, tuple[socket.socket, LineBuffer]] = {}
         self._started = time.monotonic()
         self.api_config = api
+        self.socket_group = socket_group
         self._api_socket: socket.socket | None = None
+        self._api_unix: socket.socket | None = None
         self._api: ApiServer | None = None
         self._closed = False  # no more requests: submit() fails them at once
         self._submit_lock = threading.Lock()
@@ -274,19 +277,26 @@ class Daemon:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise Unavailable(f"another pyhv host daemon already serves {self.root}") from None
             raise
-        if self.api_config is not None:
-            from .rest import bind
+        from .rest import API_SOCKET, bind, bind_unix
 
+        try:
+            self._api_unix = bind_unix(self.root / API_SOCKET, self.socket_group)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self.api_config is not None:
             try:
                 self._api_socket = bind(self.api_config)
             except Unavailable as e:
                 if self.api_config.required:
                     os.close(fd)
+                    self._api_unix.close()
                     raise
-                log(f"{e}; the daemon runs without it (--listen ADDR:PORT for another "
-                    "address, --listen none to turn it off)")
+                log(f"{e}; the daemon serves the API on {API_SOCKET} only (--listen "
+                    "ADDR:PORT for another address)")
             except BaseException:
                 os.close(fd)
+                self._api_unix.close()
                 raise
         self._lock_fd = fd
         write_pid_file(self.root / PID_NAME, os.getpid())
@@ -307,16 +317,24 @@ class Daemon:
             signal.signal(signum, self._on_signal)
 
     def _start_api(self) -> None:
-        if self._api_socket is None:
+        if self._api_unix is None:
             return
         from .rest import ApiServer
 
-        assert self.api_config is not None
-        self._api = ApiServer(self, self.api_config, self._api_socket)
+        self._api = ApiServer(self, self.api_config if self._api_socket else None,
+                              self._api_unix, self._api_socket, self.socket_group)
         self._api.start()
-        log(f"REST API on {self._api.url} ("
-            + ("bearer token required" if self.api_config.token else "no token: loopback only")
-            + ")")
+        who = "its owner"
+        if self.socket_group is not None:
+            import grp
+
+            try:
+                who += f" and group {grp.getgrgid(self.socket_group).gr_name}"
+            except KeyError:
+                who += f" and group {self.socket_group}"
+        log(f"REST API on unix:{self._api.path} ({who})")
+        if self._api.url:
+            log(f"REST API on {self._api.url} (bearer token required)")
 
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)
@@ -335,8 +353,14 @@ class Daemon:
             future.set_exception(Unavailable("the host daemon has stopped"))
         if self._api is not None:
             self._api.stop()
-        elif self._api_socket is not None:
-            self._api_socket.close()
+        else:
+            for sock in (self._api_socket, self._api_unix):
+                if sock is not None:
+                    sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            from .rest import API_SOCKET
+
+            (self.root / API_SOCKET).unlink()
         for sock, _ in list(self._clients.values()):
             sock.close()
         if self._listener is not None:
@@ -1172,10 +1196,12 @@ def serve(
     shutdown_timeout: float = SHUTDOWN_TIMEOUT,
     quantum: float = QUANTUM,
     api: ApiConfig | None = None,
+    socket_group: int | None = None,
 ) -> int:
-    """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT; with
-    ``api``, serve the REST API too."""
+    """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT, serving
+    the REST API on its state directory's UNIX socket (its owner and ``socket_group``)
+    and, with ``api``, on TCP with a token."""
     daemon = Daemon(state_dir, policy=policy, cpus=cpus, quantum=quantum,
-                    shutdown_timeout=shutdown_timeout, api=api)
+                    shutdown_timeout=shutdown_timeout, api=api, socket_group=socket_group)
     return daemon.serve()
 

@@ -7,6 +7,8 @@ and exits 2 for a 4xx status, 1 otherwise):
 ==================  ======  ==============================================================
 class               status  when
 ==================  ======  ==============================================================
+Forbidden           403     the requesting user may not use a file the request names
+                            (a member of the API socket's group, not the daemon's user)
 NotFound            404     no VM of that name
 Conflict            409     the request clashes with the current state: a duplicate name
                             (:class:`DuplicateName`), a running VM (:class:`VMRunning`),
@@ -31,6 +33,10 @@ class HostError(PyhvError):
     """A request to the host failed; ``http_status`` is what the REST API answers."""
 
     http_status = 500
+
+
+class Forbidden(HostError):
+    http_status = 403
 
 
 class NotFound(HostError):

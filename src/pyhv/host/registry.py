@@ -118,14 +118,15 @@ class HostSettings:
     ``memory``: RAM the VMs may use, in bytes (None: MemTotal);
     ``memory_overcommit``: running VMs together may be given up to this many times
     ``memory``; ``policy``: the CPU scheduler ("shares" or "round-robin");
-    ``api_bind``: the REST API's ``HOST:PORT``.
+    ``api_bind``: the ``HOST:PORT`` where the REST API also listens on TCP, with a
+    token (None: only on the state directory's UNIX socket, unless ``--listen``).
     """
 
     cpus: int | None = None
     memory: int | None = None
     memory_overcommit: float = 1.0
     policy: str = "shares"
-    api_bind: str = DEFAULT_API_BIND
+    api_bind: str | None = None
 
     def __post_init__(self) -> None:
         if self.cpus is not None:
@@ -151,9 +152,9 @@ class HostSettings:
             raise DefinitionError(
                 "policy", f"unknown policy {self.policy!r} (choose from: {', '.join(POLICIES)})"
             )
-        if not isinstance(self.api_bind, str):
+        if self.api_bind is not None and not isinstance(self.api_bind, str):
             raise _bad_type("api.bind", self.api_bind, 'a string "HOST:PORT"')
-        if _parse_bind(self.api_bind) is None:
+        if self.api_bind is not None and _parse_bind(self.api_bind) is None:
             raise DefinitionError(
                 "api.bind",
                 f"'{self.api_bind}' is not HOST:PORT (e.g. 127.0.0.1:7480 or [::1]:7480)",
@@ -178,7 +179,9 @@ class HostSettings:
         return int(self.memory_overcommit * self.host_memory)
 
     @property
-    def api_address(self) -> tuple[str, int]:
+    def api_address(self) -> tuple[str, int] | None:
+        if self.api_bind is None:
+            return None
         address = _parse_bind(self.api_bind)
         assert address is not None
         return address
@@ -220,20 +223,19 @@ class HostSettings:
             doc["memory"] = format_memory(self.memory)
         doc["memory_overcommit"] = self.memory_overcommit
         doc["policy"] = self.policy
-        doc["api"] = {"bind": self.api_bind}
+        if self.api_bind is not None:
+            doc["api"] = {"bind": self.api_bind}
         return doc
 
     def to_toml(self) -> str:
         import tomli_w
 
         doc = self.to_dict()
-        api = doc.pop("api")
-        return (
-            "# pyhv host settings (docs/vm-definition.md)\n"
-            + tomli_w.dumps(doc)
-            + "\n[api]\n"
-            + tomli_w.dumps(api)
-        )
+        api = doc.pop("api", None)
+        text = "# pyhv host settings (docs/vm-definition.md)\n" + tomli_w.dumps(doc)
+        if api is not None:
+            text += "\n[api]\n" + tomli_w.dumps(api)
+        return text
 
 
 # ------------------------------------------------------------------------ admission

@@ -1,7 +1,7 @@
 """The REST API of the host daemon: what the CLI does, over HTTP and JSON, with an OpenAPI
 document and Prometheus metrics (endpoints and examples: docs/host-daemon.md).
 
-    pyhv host serve --listen [ADDR:PORT] [--token-file FILE]
+    pyhv host serve [--socket-group GROUP] [--listen ADDR:PORT --token-file FILE]
 
 It is an HTTP server (uvicorn serving a FastAPI app) in a thread of the daemon process,
 and, as Firecracker's API server does, it only turns requests into operations: every
@@ -12,18 +12,17 @@ the registry and whose running-VM operations this module hands to
 error is the same :class:`~pyhv.host.errors.HostError` the CLI prints, answered with its
 ``http_status`` and ``{"error": message}`` (plus ``"field"`` for an invalid field).
 
-**Who may use it.** The daemon's control socket is mode 0600: only its owner gets in. A
-TCP port is open to every local user, and a web page in a browser can send requests to
-it too, so the API is off unless ``--listen`` asks for it, and then:
+**Who may use it.** As libvirt's and Docker's daemons: by default the API is served on a
+UNIX socket in the state directory, ``api.sock``, that only the daemon's user can open
+(mode 0600 in a 0700 directory; each connection's peer credentials are checked too:
+the daemon's uid or root). ``--socket-group GROUP`` opens it to a group's members as
+well (0660), whose requests must not borrow the daemon's rights: every file they name
+must be one they may use themselves (:mod:`pyhv.host.access`, else 403).
 
-* a non-loopback address needs a token (``--token-file`` or ``$PYHV_API_TOKEN``): a VM
-  definition names host files the daemon opens, so an open API is the daemon user's
-  files for anyone who can reach it;
-* with a token, every request needs ``Authorization: Bearer TOKEN`` (else 401; compared
-  in constant time);
-* without one (loopback only), requests must be addressed to a loopback name (``Host``
-  header: a DNS-rebinding page is refused) and must not come from a page of another
-  origin (``Origin`` header), both 403.
+A TCP port is open to every local user (and to web pages in a browser), so the API is
+served on TCP only when ``--listen ADDR:PORT`` (or host.toml's ``api.bind``) asks for it,
+and only with a token (``--token-file`` or ``$PYHV_API_TOKEN``), loopback included: every
+request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in constant time).
 """
 
 from __future__ import annotations
@@ -36,6 +35,7 @@ import math
 import os
 import socket
 import stat
+import struct
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -55,8 +55,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import PyhvError
+from .access import check_files as check_user_files
 from .api import SETTABLE, Host
-from .definition import MAX_INT, _int_text
+from .definition import MAX_INT, VMDefinition, _int_text
 from .errors import DefinitionError, HostError, Invalid, Unavailable
 from .registry import _parse_bind
 
@@ -64,6 +65,8 @@ if TYPE_CHECKING:
     from .daemon import Daemon
 
 TOKEN_ENV = "PYHV_API_TOKEN"
+API_SOCKET = "api.sock"  # in the state directory
+PEER_UNIX = "unix"  # scope["client"][0] of a connection on the UNIX socket (uid second)
 MIN_TOKEN_LENGTH = 16
 MAX_BODY = 1 << 20  # bytes; a definition is a few hundred
 MAX_STOP_TIMEOUT = 3600.0  # seconds a stop request may let the guest take
@@ -75,8 +78,8 @@ STOP_GRACE = 3.0  # seconds open requests get to finish when the daemon stops
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """Where the REST API listens and the token it requires (None: no token, which only
-    a loopback address may do). ``port`` 0 takes any free port (the log says which)."""
+    """Where the REST API listens on TCP and the token it requires there (always one).
+    ``port`` 0 takes any free port (the log says which)."""
 
     host: str
     port: int
@@ -88,13 +91,13 @@ class ApiConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise Invalid(f"REST API port {self.port!r} is out of range (0 to 65535)")
-        if self.token is not None:
-            check_token(self.token, "the API token")
-        if self.token is None and not self.loopback:
+        if self.token is None:
             raise Invalid(
-                f"--listen {self.display}: not a loopback address, so the REST API needs a "
-                f"token (--token-file FILE or ${TOKEN_ENV})"
+                f"--listen {self.display}: the REST API on TCP needs a token (--token-file "
+                f"FILE or ${TOKEN_ENV}): any local user can reach a TCP port; without a "
+                f"token, use the state directory's {API_SOCKET}, which only you can open"
             )
+        check_token(self.token, "the API token")
 
     @property
     def display(self) -> str:
@@ -190,6 +193,77 @@ def bind(config: ApiConfig) -> socket.socket:
     return sock
 
 
+def bind_unix(path: Path, group: int | None = None) -> socket.socket:
+    """The API's UNIX socket at ``path``: mode 0600, or 0660 owned by ``group`` (whose
+    members then need to reach it: the state directory becomes 0710, that group's)."""
+    from .ipc import unix_address
+
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        old_umask = os.umask(0o177)  # never briefly open to others between bind and chmod
+        try:
+            with unix_address(path) as address:
+                sock.bind(address)
+        finally:
+            os.umask(old_umask)
+        if group is not None:
+            os.chown(path, -1, group)
+            os.chmod(path, 0o660)
+            os.chown(path.parent, -1, group)
+            os.chmod(path.parent, 0o710)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        raise Unavailable(f"cannot serve the REST API on {path}: {e.strerror or e}") from None
+    return sock
+
+
+def _peer_uid(sock: Any) -> int | None:
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    return int(struct.unpack("3i", creds)[1])
+
+
+def may_connect(uid: int, group: int | None) -> bool:
+    """Who the UNIX socket admits: the daemon's user, root, and ``group``'s members."""
+    if uid in (0, os.geteuid()):
+        return True
+    if group is None:
+        return False
+    import pwd
+
+    try:
+        user = pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return group in os.getgrouplist(user.pw_name, user.pw_gid)
+
+
+def _peer_protocol(group: int | None) -> type:
+    """uvicorn's HTTP protocol, checking each UNIX-socket connection's peer credentials
+    before any request: refused peers are hung up on; admitted ones are known to the
+    app as ``scope["client"] == ("unix", uid)``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class PeerProtocol(H11Protocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            sock = transport.get_extra_info("socket")
+            if sock is None or sock.family != socket.AF_UNIX:
+                return
+            uid = _peer_uid(sock)
+            if uid is None or not may_connect(uid, group):
+                transport.close()
+                return
+            self.client = (PEER_UNIX, uid)
+
+    return PeerProtocol
+
+
 # ------------------------------------------------------------------------ the server
 
 
@@ -208,22 +282,28 @@ def in_process(submit: Callable[..., Future[Any]]) -> Callable[..., Any]:
 
 
 class ApiServer:
-    """The REST API's HTTP server, in a thread of the daemon process."""
+    """The REST API's HTTP server, in a thread of the daemon process: on the UNIX
+    socket ``unix`` and, with a token, the TCP socket ``tcp``."""
 
-    def __init__(self, daemon: Daemon, config: ApiConfig, sock: socket.socket) -> None:
+    def __init__(self, daemon: Daemon, config: ApiConfig | None, unix: socket.socket,
+                 tcp: socket.socket | None = None, group: int | None = None) -> None:
         import uvicorn
 
-        self.sock = sock
-        address = sock.getsockname()
-        host = f"[{address[0]}]" if sock.family == socket.AF_INET6 else address[0]
-        self.url = f"http://{host}:{address[1]}"
+        self.socks = [s for s in (unix, tcp) if s is not None]
+        self.path = str(unix.getsockname())
+        self.url = ""
+        if tcp is not None:
+            address = tcp.getsockname()
+            host = f"[{address[0]}]" if tcp.family == socket.AF_INET6 else address[0]
+            self.url = f"http://{host}:{address[1]}"
         call = in_process(daemon.submit)
         app = create_app(Host(daemon.root, call=call), lambda: call("ping", {}, CALL_TIMEOUT),
-                         config, self.url)
+                         config, self.url, self.path)
         _route_logs()
         self._server = uvicorn.Server(uvicorn.Config(
             app, lifespan="off", log_config=None, log_level="warning", access_log=False,
             server_header=False, timeout_graceful_shutdown=int(STOP_GRACE),
+            http=_peer_protocol(group),
         ))
         self._thread = threading.Thread(target=self._run, name="pyhv-rest-api", daemon=True)
 
@@ -232,7 +312,7 @@ class ApiServer:
 
     def _run(self) -> None:
         try:
-            self._server.run(sockets=[self.sock])
+            self._server.run(sockets=self.socks)
         except BaseException as e:  # logged: the daemon and its VMs carry on without it
             logging.getLogger("uvicorn.error").error(
                 "the REST API stopped: %s: %s", type(e).__name__, e)
@@ -241,8 +321,9 @@ class ApiServer:
         """Stop accepting requests; open ones get :data:`STOP_GRACE` s to finish."""
         self._server.should_exit = True
         self._thread.join(STOP_GRACE + 2)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        for sock in self.socks:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def _route_logs() -> None:
@@ -259,24 +340,11 @@ def _route_logs() -> None:
 # ------------------------------------------------------------------------ access
 
 
-def _loopback_name(host_header: str) -> bool:
-    """Does a ``Host`` header name this machine's loopback (with or without a port)?"""
-    host = host_header.strip().lower()
-    if host.startswith("["):
-        host = host[1:host.find("]")] if "]" in host else host
-    elif host.count(":") == 1:
-        host = host.partition(":")[0]
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class _Guard:
     """Who may use the API (module docstring), checked before routing, so an unknown
-    path is a 401 too for a client without the token."""
+    path is a 401 too for a client without the token. A connection on the UNIX socket
+    was admitted by its peer credentials (:func:`_peer_protocol`); on TCP, every
+    request shows the token."""
 
     def __init__(self, app: ASGIApp, token: str | None) -> None:
         self.app = app
@@ -284,30 +352,31 @@ class _Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            refusal = self._refusal(Headers(scope=scope))
-            if refusal is not None:
-                status, message, headers = refusal
-                await JSONResponse({"error": message}, status, headers)(scope, receive, send)
+            client = scope.get("client")
+            if not (client and client[0] == PEER_UNIX) and not self._has_token(
+                    Headers(scope=scope)):
+                await JSONResponse(
+                    {"error": "missing or wrong API token (send Authorization: Bearer TOKEN)"},
+                    401, {"WWW-Authenticate": 'Bearer realm="pyhv"'})(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
-    def _refusal(self, headers: Headers) -> tuple[int, str, dict[str, str]] | None:
-        if self.token is not None:
-            scheme, _, given = headers.get("authorization", "").strip().partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(
-                    given.strip().encode("latin-1"), self.token):
-                return (401, "missing or wrong API token (send Authorization: Bearer TOKEN)",
-                        {"WWW-Authenticate": 'Bearer realm="pyhv"'})
-            return None
-        host = headers.get("host")
-        if host is not None and not _loopback_name(host):
-            return (403, f"Host '{host}' is not a loopback name: without a token the API "
-                    "answers only requests addressed to localhost", {})
-        origin = headers.get("origin")
-        if origin is not None and origin != f"http://{host}":
-            return (403, f"requests from a web page of another origin ({origin}) need an "
-                    "API token", {})
-        return None
+    def _has_token(self, headers: Headers) -> bool:
+        if self.token is None:
+            return False
+        scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("latin-1"), self.token)
+
+
+def _requester(request: Request) -> int | None:
+    """The uid whose rights a request uses, when it is not the daemon's own: a member of
+    the API socket's group (None for the daemon's user, root, and TCP with the token,
+    whose holder has the daemon's rights)."""
+    client = request.scope.get("client")
+    if client and client[0] == PEER_UNIX and client[1] not in (0, os.geteuid()):
+        return int(client[1])
+    return None
 
 
 # ------------------------------------------------------------------------ documents
@@ -421,13 +490,15 @@ class HostInfo(BaseModel):
     vms_running: int
     shutting_down: bool
     settings: dict[str, Any] = Field(description="host.toml (defaults filled in)")
-    api: dict[str, Any] = Field(description="url, and whether a token is required")
+    api: dict[str, Any] = Field(description="url (TCP, with a token; empty: none), token "
+                                "(whether TCP is served with one), socket (the UNIX socket)")
 
 
 _WHY = {
     400: "malformed JSON",
-    401: "no or wrong bearer token (only when the daemon has one)",
-    403: "without a token: a request not addressed to localhost, or from another origin",
+    401: "on TCP: no or wrong bearer token",
+    403: "a file the request names that the requesting user (a member of the API "
+         "socket's group) may not use",
     404: "no VM of that name",
     409: "the request clashes with the current state: a running VM, a duplicate name, a "
          "reservation or memory that does not fit, a disk in use by another running VM",
@@ -438,9 +509,9 @@ _WHY = {
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The error answers an endpoint declares (every endpoint: 401, 403)."""
+    """The error answers an endpoint declares (every endpoint: 401)."""
     return {code: {"model": ErrorBody, "description": _WHY[code]}
-            for code in sorted({401, 403, *codes})}
+            for code in sorted({401, *codes})}
 
 
 # ------------------------------------------------------------------------ request checks
@@ -513,8 +584,8 @@ def _error_response(exc: HostError | PyhvError) -> JSONResponse:
 # ------------------------------------------------------------------------ the app
 
 
-def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiConfig,
-               url: str = "") -> FastAPI:
+def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiConfig | None,
+               url: str = "", socket_path: str = "") -> FastAPI:
     """The API's ASGI app: endpoints over ``host`` (a :class:`pyhv.Host` whose transport
     reaches the daemon), ``info()`` the daemon's ``ping`` answer."""
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector
@@ -540,7 +611,7 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
         max_body_size=MAX_BODY,
         generate_unique_id_function=lambda route: route.name,
     )
-    app.add_middleware(_Guard, token=config.token)
+    app.add_middleware(_Guard, token=config.token if config is not None else None)
 
     @app.exception_handler(HostError)
     @app.exception_handler(PyhvError)
@@ -587,8 +658,9 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
                 "errors": {name: str(e) for name, e in broken.items()}}
 
     @app.post("/v1/vms", tags=["vms"], status_code=201, response_model=VMInfo,
-              responses=_errors(400, 409, 413, 422, 503), summary="Define a VM")
+              responses=_errors(400, 403, 409, 413, 422, 503), summary="Define a VM")
     def create_vm(
+        request: Request,
         response: Response,
         spec: Annotated[dict[str, Any], Body(
             description="the definition, as its TOML document in JSON "
@@ -601,6 +673,9 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
     ) -> Any:
         _finite(spec, "")
         _absolute_paths(spec)
+        uid = _requester(request)
+        if uid is not None:  # the files must be the requester's to use, not only ours
+            check_user_files(VMDefinition.from_dict(spec, base_dir="/"), uid, None)
         vm = host.create(spec, base_dir="/")
         response.headers["Location"] = f"/v1/vms/{vm.name}"
         return vm.to_dict()
@@ -630,9 +705,13 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
     # ----------------------------------------------------------------- lifecycle
 
     @app.post("/v1/vms/{name}/start", tags=["lifecycle"], response_model=VMInfo,
-              responses=_errors(404, 409, 422, 503),
+              responses=_errors(403, 404, 409, 422, 503),
               summary="Start a VM; answers once its machine is built")
-    def start_vm(name: Name) -> Any:
+    def start_vm(request: Request, name: Name) -> Any:
+        uid = _requester(request)
+        if uid is not None:
+            vm = host.get(name)
+            check_user_files(vm.definition, uid, vm.path)
         return host.start(name).to_dict()
 
     @app.post("/v1/vms/{name}/stop", tags=["lifecycle"], response_model=StopResult,
@@ -687,6 +766,6 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
              summary="The daemon: version, CPUs, policy, settings")
     def host_info() -> Any:
         return {**info(), "settings": host.settings.to_dict(),
-                "api": {"url": url, "token": config.token is not None}}
+                "api": {"url": url, "token": config is not None, "socket": socket_path}}
 
     return app

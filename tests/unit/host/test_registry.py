@@ -280,8 +280,10 @@ def test_host_settings_defaults() -> None:
     s = HostSettings()
     assert s.host_cpus == registry.available_cpus() >= 1
     assert s.host_memory == physical_memory() > 0
-    assert (s.memory_overcommit, s.policy, s.api_bind) == (1.0, "shares", "127.0.0.1:7480")
-    assert s.api_address == ("127.0.0.1", 7480)
+    # no TCP port unless asked for (the API is on the state directory's socket)
+    assert (s.memory_overcommit, s.policy, s.api_bind) == (1.0, "shares", None)
+    assert s.api_address is None and "api" not in s.to_dict()
+    assert "[api]" not in s.to_toml() and HostSettings.from_toml(s.to_toml()) == s
     assert s.cpu_capacity == 100 * s.host_cpus
 
 
