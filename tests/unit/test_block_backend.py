@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import subprocess
 import struct
+import subprocess
 import sys
 import tempfile
 from pathlib import Path

@@ -297,14 +297,51 @@ def test_net_flood_without_receive_buffers_is_left_in_the_kernel(tmp_path: Path)
         assert len(nic.backlog) == RX_BACKLOG
         assert nic.wait_fds() == []  # the idle loop sleeps until a timer or a notify
         assert select.select([port.fileno()], [], [], 0)[0]  # the rest waits in the kernel
-        # The driver posts buffers: frames flow again, the port is watched again.
+        # The driver posts buffers: 8 frames go in, and the round's poll takes 8 more
+        # from the kernel's queue.
         bufs = [d.add(0, [], [1600])[0] for _ in range(8)]
-        d.kick(0)
+        d.w(R.QUEUE_NOTIFY, 0)
         assert len(d.used(0)) == 8 and len(nic.backlog) == RX_BACKLOG - 8
         assert nic.wait_fds() == [port.fileno()]
-        nic.poll()
+        d.dev.poll()
         assert len(nic.backlog) == RX_BACKLOG  # refilled from the kernel's queue
         assert d.ram.read_bytes(bufs[0] + 12, len(frame)) == frame
     finally:
         flooder.close()
         port.close()
+
+
+def test_one_notify_moves_at_most_a_rounds_budget(tmp_path: Path) -> None:
+    """Eight 4 MiB reads queued at once: one notify serves what fits in the round's work
+    budget (16 MiB), the transport says it is busy (the machine does not sleep), and
+    the next rounds serve the rest. A guest cannot make one notify cost the host
+    seconds, and the host's memory does not grow with a request's size."""
+    from pyhv.devices.virtio.device import VirtioDevice
+
+    img = tmp_path / "big.img"
+    with open(img, "wb") as f:
+        f.truncate(64 << 20)
+    d = Driver(VirtioBlk(open_disk(str(img))), ram_size=64 << 20)
+    d.setup(1)
+    q = d.queues[0]
+    data = RAM_BASE + (16 << 20)
+    size = 4 << 20
+    for i in range(8):
+        hdr = d.alloc(blk_req(0, i * (size // 512)))
+        status = d.alloc(1)
+        table = d.alloc(struct.pack("<QIHH", hdr, 16, 1, 1)
+                        + struct.pack("<QIHH", data, size, 3, 2)
+                        + struct.pack("<QIHH", status, 1, 2, 0))
+        d.ram.write_bytes(q["desc"] + 16 * i, struct.pack("<QIHH", table, 48, 4, 0))
+        d.ram.write(q["avail"] + 4 + 2 * i, 2, i)
+    d.ram.write(q["avail"] + 2, 2, 8)
+    d.w(R.QUEUE_NOTIFY, 0)  # the guest's notify, within one round
+    first = len(d.used(0))
+    assert 0 < first < 8 and first * size <= VirtioDevice.round_bytes + size
+    assert d.dev.busy
+    rounds = 0
+    while d.dev.busy:
+        d.dev.poll()  # the next rounds of the machine loop
+        rounds += 1
+    assert first + len(d.used(0)) == 8 and rounds >= 1  # (used(): the ones new since)
+    assert not d.r(R.STATUS) & R.DEVICE_NEEDS_RESET

@@ -93,7 +93,9 @@ class Driver:
         return [a for a, _, _ in outs]
 
     def kick(self, q: int) -> None:
+        """Notify, then end the machine loop's round (the transport's poll)."""
         self.w(R.QUEUE_NOTIFY, q)
+        self.dev.poll()
 
     def used(self, q: int) -> list[tuple[int, int]]:
         st = self.queues[q]

@@ -263,6 +263,11 @@ class VirtBoard:
         for slot in self._active_slots:
             slot.poll()
 
+    def io_pending(self) -> bool:
+        """Whether a virtio queue has requests left over from an earlier round (its work
+        budget ran out): the machine must not sleep before serving them."""
+        return any(slot.busy for slot in self._active_slots)
+
     def wait_fds(self) -> list[int]:
         fds: list[int] = []
         for dev in self.virtio_devices:

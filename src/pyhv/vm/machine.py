@@ -250,6 +250,8 @@ class Machine:
         stay readable and turn the wait into a busy loop).
         """
         board = self.board
+        if board.io_pending():  # requests left for the next round: no sleep
+            return
         wait = 86400.0  # no limit (a day keeps the timeout in select()'s range)
         fds = board.wait_fds()
         fd = self.console.input_fd()

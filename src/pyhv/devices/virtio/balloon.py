@@ -130,6 +130,9 @@ class VirtioBalloon(VirtioDevice):
     device_id = VIRTIO_ID_BALLOON
     num_queues = 3
     name = "virtio-balloon"
+    # Each PFN is a page to give back (an madvise each): one full request's worth
+    # (16 K pages, tens of ms) per round of the machine loop at most.
+    round_bytes = MAX_PFN_BYTES
 
     def __init__(self, ram: RamLike, page_release: PageRelease | None = None) -> None:
         """``ram`` gives the guest RAM window (``.base``, ``.size``); ``page_release(pfn)``

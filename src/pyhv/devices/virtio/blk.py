@@ -10,6 +10,7 @@ FLUSH reaches the host disk (fsync), so a guest's `sync` really persists its dat
 from __future__ import annotations
 
 import struct
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from .block_backend import DiskBackend, DiskError
@@ -36,6 +37,16 @@ SEG_MAX = 126  # data segments per request (queue size 128 minus header and stat
 _HEADER = struct.Struct("<IIQ")
 
 
+IO_CHUNK = 1 << 20  # bytes read or written per step of one request
+
+
+def _check_range(disk: DiskBackend, sector: int, size: int) -> None:
+    """The whole request within the disk, before its first piece moves (a request that
+    does not fit is an error as a whole: nothing of it is done)."""
+    if sector * SECTOR + size > disk.size:
+        raise DiskError(f"request of {size} bytes at sector {sector} is beyond the disk's end")
+
+
 class VirtioBlk(VirtioDevice):
     device_id = VIRTIO_ID_BLOCK
     num_queues = 1
@@ -47,6 +58,9 @@ class VirtioBlk(VirtioDevice):
         self.disk = disk
         self.stats = {"reads": 0, "writes": 0, "flushes": 0, "read_bytes": 0,
                       "write_bytes": 0, "errors": 0}
+        # The request being served, when the queue's work budget ran out in its middle:
+        # (its chain, the steps left: a generator that moves IO_CHUNK bytes per step).
+        self._current: tuple[Chain, Iterator[None]] | None = None
 
     def device_features(self) -> int:
         features = VIRTIO_BLK_F_SEG_MAX | VIRTIO_BLK_F_BLK_SIZE | VIRTIO_BLK_F_FLUSH
@@ -60,16 +74,36 @@ class VirtioBlk(VirtioDevice):
         return struct.pack("<QIIHBBI", capacity, 0, SEG_MAX, 0, 0, 0, SECTOR)
 
     def queue_notify(self, index: int, queue: Virtqueue) -> None:
+        """Serve requests while the round's work budget lasts; a large request (up to a
+        chain's 256 MiB) is served in IO_CHUNK steps, carried over to the next rounds
+        if need be, so no round waits long for the disk."""
         pushed = False
-        while (chain := queue.pop()) is not None:
-            written = self._request(queue, chain)
-            queue.push(chain, written)
-            pushed = True
+        while True:
+            if self._current is None:
+                chain = queue.pop()
+                if chain is None:
+                    break
+                self._current = (chain, self._request(queue, chain))
+            chain, steps = self._current
+            try:
+                while queue.budget > 0:
+                    next(steps)
+            except StopIteration as done:
+                self._current = None
+                queue.push(chain, done.value)
+                pushed = True
+                continue
+            queue.deferred = True  # the rest of this request in the next round
+            break
         if pushed:
             self.used_buffers(index)
 
-    def _request(self, queue: Virtqueue, chain: Chain) -> int:
-        """Serve one request; return the number of bytes written into the chain."""
+    def reset(self) -> None:
+        self._current = None
+
+    def _request(self, queue: Virtqueue, chain: Chain) -> Generator[None, None, int]:
+        """Serve one request, a step (yield) per IO_CHUNK; return the number of bytes
+        written into the chain."""
         if not chain.writable or chain.writable[-1][1] < 1:
             # No room for a status byte: nothing sensible can be reported.
             self.stats["errors"] += 1
@@ -84,20 +118,30 @@ class VirtioBlk(VirtioDevice):
             if rtype == VIRTIO_BLK_T_IN:
                 if data_in % SECTOR:
                     raise DiskError(f"read of {data_in} bytes is not whole sectors")
-                data = self.disk.read(sector * SECTOR, data_in)
-                queue.write_chain(chain, data)
+                # In pieces: a request may be as large as a chain (256 MiB), and the
+                # host's memory must not grow with what a guest asks for.
+                _check_range(self.disk, sector, data_in)
+                for done in range(0, data_in, IO_CHUNK):
+                    n = min(IO_CHUNK, data_in - done)
+                    queue.write_chain(chain, self.disk.read(sector * SECTOR + done, n), done)
+                    yield
                 self.stats["reads"] += 1
                 self.stats["read_bytes"] += data_in
                 return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, data_in)
             if rtype == VIRTIO_BLK_T_OUT:
-                data = queue.read_chain(chain)[_HEADER.size :]
+                size = chain.readable_len - _HEADER.size
                 if self.disk.read_only:
                     return self._finish(queue, status_addr, VIRTIO_BLK_S_IOERR, 0)
-                if len(data) % SECTOR:
-                    raise DiskError(f"write of {len(data)} bytes is not whole sectors")
-                self.disk.write(sector * SECTOR, data)
+                if size % SECTOR:
+                    raise DiskError(f"write of {size} bytes is not whole sectors")
+                _check_range(self.disk, sector, size)
+                for done in range(0, size, IO_CHUNK):
+                    data = queue.read_chain(chain, min(IO_CHUNK, size - done),
+                                            _HEADER.size + done)
+                    self.disk.write(sector * SECTOR + done, data)
+                    yield
                 self.stats["writes"] += 1
-                self.stats["write_bytes"] += len(data)
+                self.stats["write_bytes"] += size
                 return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, 0)
             if rtype == VIRTIO_BLK_T_FLUSH:
                 if not self.disk.read_only:

@@ -43,6 +43,7 @@ TRANSMITQ = 1
 
 EMERG_WR_OFFSET = 8
 MAX_PENDING_INPUT = 64 * 1024  # host bytes held while the guest posts no receive buffers
+MAX_TX_CHAIN = 1 << 20  # bytes of one transmit request that reach the output (Linux: a page)
 OUTPUT_CHUNK = 64 * 1024  # transmit data reaches ``output`` in pieces of at most this
 
 _CONFIG = struct.Struct("<HHII")  # cols, rows, max_nr_ports, emerg_wr
@@ -72,7 +73,7 @@ class VirtioConsole(VirtioDevice):
         self.size = size
         self.pending = bytearray()  # host input not yet delivered to the guest
         self.stats = {"tx_bytes": 0, "rx_bytes": 0, "rx_dropped": 0, "emerg_bytes": 0,
-                      "output_errors": 0}
+                      "output_errors": 0, "tx_dropped": 0}
 
     # -- VirtioDevice ---------------------------------------------------------------------
 
@@ -172,11 +173,15 @@ class VirtioConsole(VirtioDevice):
     def _transmit(self, queue: Virtqueue) -> None:
         pushed = False
         while (chain := queue.pop()) is not None:
+            left = MAX_TX_CHAIN  # beyond it, a chain's bytes are counted and dropped
             for addr, length in chain.readable:
-                for off in range(0, length, OUTPUT_CHUNK):
-                    piece = queue.dma.read(addr + off, min(OUTPUT_CHUNK, length - off))
+                for off in range(0, min(length, left), OUTPUT_CHUNK):
+                    piece = queue.dma.read(addr + off, min(OUTPUT_CHUNK, length - off, left))
+                    left -= len(piece)
+                    queue.budget -= len(piece)
                     self.stats["tx_bytes"] += len(piece)
                     self._output(piece)
+            self.stats["tx_dropped"] += max(0, chain.readable_len - MAX_TX_CHAIN)
             queue.push(chain, 0)
             pushed = True
         if pushed:

@@ -33,6 +33,9 @@ class VirtioDevice:
     num_queues = 1
     queue_max_size = 256
     name = "virtio"
+    # Bytes a queue may move per round of the machine loop (Virtqueue.budget): ~10 ms
+    # of the host's work at most, after which the rest waits for the next round.
+    round_bytes = 16 << 20
 
     def __init__(self) -> None:
         self.transport: VirtioMmio | None = None

@@ -10,6 +10,7 @@ interrupt for that device; nothing reaches the host.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from ..base import Device, IrqLine
@@ -23,6 +24,8 @@ from .dma import DmaError, GuestDMA
 from .queue import Virtqueue, VirtqueueError
 
 log = logging.getLogger(__name__)
+LOG_BURST = 5  # malformed requests logged per device and LOG_WINDOW (see fail)
+LOG_WINDOW = 10.0  # seconds
 
 MAGIC = 0x74726976  # "virt"
 VENDOR_QEMU = 0x554D4551  # "QEMU": what QEMU's virt board reports
@@ -63,9 +66,14 @@ class VirtioMmio(Device):
         nq = device.num_queues if device else 0
         qmax = device.queue_max_size if device else 0
         self.queues = [Virtqueue(dma, qmax) for _ in range(nq)]
+        for q in self.queues:
+            q.budget = device.round_bytes if device is not None else 0
         if device is not None:
             device.transport = self
         self.errors = 0  # malformed requests seen (for metrics and tests)
+        self._log_window = -LOG_WINDOW  # see fail()
+        self._log_count = 0
+        self._log_suppressed = 0
         self._reset_registers()
 
     def _reset_registers(self) -> None:
@@ -108,9 +116,21 @@ class VirtioMmio(Device):
             self.irq.set(True)
 
     def fail(self, reason: str) -> None:
-        """The driver broke the protocol: DEVICE_NEEDS_RESET (virtio 1.1, 2.1.2)."""
+        """The driver broke the protocol: DEVICE_NEEDS_RESET (virtio 1.1, 2.1.2). Logged
+        at most LOG_BURST times per LOG_WINDOW seconds per device (then counted): a
+        guest that breaks it in a loop must not flood the host's logs."""
         self.errors += 1
-        log.warning("%s: %s", self.name, reason)
+        now = time.monotonic()
+        if now - self._log_window >= LOG_WINDOW:
+            if self._log_suppressed:
+                log.warning("%s: %d more malformed requests (not logged)", self.name,
+                            self._log_suppressed)
+            self._log_window, self._log_count, self._log_suppressed = now, 0, 0
+        if self._log_count < LOG_BURST:
+            self._log_count += 1
+            log.warning("%s: %s", self.name, reason)
+        else:
+            self._log_suppressed += 1
         if not self.status & DEVICE_NEEDS_RESET:
             self.status |= DEVICE_NEEDS_RESET
             self.notify_config()
@@ -272,11 +292,27 @@ class VirtioMmio(Device):
         except (VirtqueueError, DmaError) as e:
             self.fail(f"queue {index}: {e}")
 
+    @property
+    def busy(self) -> bool:
+        """Whether a queue has work left over from a round whose budget ran out."""
+        return any(q.deferred for q in self.queues)
+
     def poll(self) -> None:
+        """Once per round of the machine loop: refill the queues' work budgets, serve
+        what earlier rounds left over, then the device's host-side events."""
         dev = self.device
-        if dev is None or not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
+        if dev is None:
+            return
+        for q in self.queues:
+            q.budget = dev.round_bytes
+        if not self.status & DRIVER_OK or self.status & DEVICE_NEEDS_RESET:
             return
         try:
+            for index, q in enumerate(self.queues):
+                if q.deferred:
+                    q.deferred = False
+                    if q.ready:
+                        dev.queue_notify(index, q)
             dev.poll()
         except (VirtqueueError, DmaError) as e:
             self.fail(str(e))

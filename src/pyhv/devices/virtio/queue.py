@@ -29,6 +29,8 @@ MAX_CHAIN_BYTES = 1 << 28  # no single request may describe more than 256 MiB
 # Buffers in one chain, direct and indirect (QEMU's VIRTQUEUE_MAX_SIZE): what a guest
 # can make the device walk per request, whatever size its tables claim.
 MAX_CHAIN_DESCRIPTORS = 1024
+POP_COST = 256  # budget bytes one chain costs, however little data it moves (see budget)
+DESC_COST = 1024  # ... and each of its descriptors (a 1,024-buffer walk: 1 MiB's worth)
 
 
 class VirtqueueError(Exception):
@@ -58,11 +60,18 @@ class Virtqueue:
     def __init__(self, dma: GuestDMA, max_size: int = 256) -> None:
         self.dma = dma
         self.max_size = max_size
+        # Work left in this round of the machine loop, in bytes moved (the transport
+        # refills it each round): when it runs out, pop() says there is nothing more and
+        # marks the queue ``deferred``, and the rest is served in later rounds. So a
+        # guest cannot make one notify cost the host seconds, whatever it queues.
+        self.budget = 1 << 62
+        self.deferred = False
         self.reset()
 
     def reset(self) -> None:
         self.num = self.max_size
         self.ready = False
+        self.deferred = False
         self.desc_addr = 0
         self.avail_addr = 0
         self.used_addr = 0
@@ -84,6 +93,9 @@ class Virtqueue:
         """The next available chain, or None. Raises VirtqueueError for a malformed one."""
         if not self.ready:
             return None
+        if self.budget <= 0:
+            self.deferred = True
+            return None
         try:
             avail_idx = self._avail_idx()
             if avail_idx == self.last_avail:
@@ -98,60 +110,79 @@ class Virtqueue:
             self.last_avail = (self.last_avail + 1) & 0xFFFF
             if self.event_idx:  # avail_event: tell the driver to notify at the next one
                 self.dma.write_u16(self.used_addr + 4 + 8 * self.num, self.last_avail)
+            self.budget -= POP_COST
             return self._walk(head)
         except DmaError as e:
             raise VirtqueueError(str(e)) from None
 
     def _walk(self, head: int) -> Chain:
+        """The chain at ``head``. An indirect table is read once, whole (a snapshot: the
+        driver changing it meanwhile cannot make the walk see two versions), and every
+        buffer is checked against guest RAM. Each descriptor costs DESC_COST of the
+        round's budget: walking is work too."""
         if head >= self.num:
             raise VirtqueueError(f"descriptor index {head} out of range (queue size {self.num})")
         chain = Chain(head)
-        table, size = self.desc_addr, self.num
+        readable, writable = chain.readable, chain.writable
+        dma = self.dma
+        ram_lo, ram_hi = dma._base, dma._end
+        table: bytes | None = None  # the indirect table, once in one
+        size = self.num
         index = head
         seen = 0
-        indirect = False
         total = 0
-        walked = 0  # descriptors of this chain, direct and indirect
-        while True:
-            seen += 1
-            walked += 1
-            if seen > size:
-                raise VirtqueueError("descriptor chain loops or is longer than its table")
-            if walked > MAX_CHAIN_DESCRIPTORS:
-                raise VirtqueueError(
-                    f"descriptor chain longer than {MAX_CHAIN_DESCRIPTORS} descriptors")
-            addr, length, flags, nxt = _DESC.unpack(self.dma.read(table + 16 * index, 16))
-            if flags & VIRTQ_DESC_F_INDIRECT:
-                if indirect:
-                    raise VirtqueueError("nested indirect descriptor table")
-                if flags & VIRTQ_DESC_F_NEXT:
-                    raise VirtqueueError("indirect descriptor with NEXT flag")
-                if length == 0 or length % 16:
-                    raise VirtqueueError(f"indirect table length {length} is not a multiple of 16")
-                if length // 16 > MAX_CHAIN_DESCRIPTORS:
-                    raise VirtqueueError(f"indirect table of {length // 16} descriptors (at "
-                                         f"most {MAX_CHAIN_DESCRIPTORS})")
-                self.dma.check(addr, length)
-                table, size, index, seen, indirect = addr, length // 16, 0, 0, True
-                walked -= 1  # (buffers are counted, not the pointer to their table)
-                continue
-            if length == 0:  # as QEMU: a zero-sized buffer is a malformed request
-                raise VirtqueueError("zero-length descriptor")
-            self.dma.check(addr, length)
-            total += length
-            if total > MAX_CHAIN_BYTES:
-                raise VirtqueueError("descriptor chain describes more than 256 MiB")
-            if flags & VIRTQ_DESC_F_WRITE:
-                chain.writable.append((addr, length))
-            else:
-                if chain.writable:
-                    raise VirtqueueError("readable descriptor after a writable one")
-                chain.readable.append((addr, length))
-            if not flags & VIRTQ_DESC_F_NEXT:
-                return chain
-            if nxt >= size:
-                raise VirtqueueError(f"next descriptor {nxt} out of range ({size})")
-            index = nxt
+        walked = 0  # buffers of this chain, direct and indirect
+        unpack = _DESC.unpack_from
+        try:
+            while True:
+                seen += 1
+                walked += 1
+                if seen > size:
+                    raise VirtqueueError("descriptor chain loops or is longer than its table")
+                if walked > MAX_CHAIN_DESCRIPTORS:
+                    raise VirtqueueError(
+                        f"descriptor chain longer than {MAX_CHAIN_DESCRIPTORS} descriptors")
+                if table is None:
+                    addr, length, flags, nxt = _DESC.unpack(dma.read(self.desc_addr + 16 * index,
+                                                                     16))
+                else:
+                    addr, length, flags, nxt = unpack(table, 16 * index)
+                if flags & VIRTQ_DESC_F_INDIRECT:
+                    if table is not None:
+                        raise VirtqueueError("nested indirect descriptor table")
+                    if flags & VIRTQ_DESC_F_NEXT:
+                        raise VirtqueueError("indirect descriptor with NEXT flag")
+                    if length == 0 or length % 16:
+                        raise VirtqueueError(
+                            f"indirect table length {length} is not a multiple of 16")
+                    if length // 16 > MAX_CHAIN_DESCRIPTORS:
+                        raise VirtqueueError(f"indirect table of {length // 16} descriptors "
+                                             f"(at most {MAX_CHAIN_DESCRIPTORS})")
+                    table = dma.read(addr, length)
+                    size, index, seen = length // 16, 0, 0
+                    walked -= 1  # (buffers are counted, not the pointer to their table)
+                    continue
+                if length == 0:  # as QEMU: a zero-sized buffer is a malformed request
+                    raise VirtqueueError("zero-length descriptor")
+                if addr < ram_lo or addr + length > ram_hi:
+                    raise VirtqueueError(
+                        f"guest buffer {addr:#x}+{length:#x} is outside guest RAM")
+                total += length
+                if total > MAX_CHAIN_BYTES:
+                    raise VirtqueueError("descriptor chain describes more than 256 MiB")
+                if flags & VIRTQ_DESC_F_WRITE:
+                    writable.append((addr, length))
+                else:
+                    if writable:
+                        raise VirtqueueError("readable descriptor after a writable one")
+                    readable.append((addr, length))
+                if not flags & VIRTQ_DESC_F_NEXT:
+                    return chain
+                if nxt >= size:
+                    raise VirtqueueError(f"next descriptor {nxt} out of range ({size})")
+                index = nxt
+        finally:
+            self.budget -= DESC_COST * walked
 
     def push(self, chain: Chain, written: int) -> None:
         """Return a chain to the driver, saying how many bytes were written into it."""
@@ -184,15 +215,23 @@ class Virtqueue:
 
     # -- chain data helpers ------------------------------------------------------------
 
-    def read_chain(self, chain: Chain, limit: int | None = None) -> bytes:
-        """All readable bytes of a chain (or the first ``limit``)."""
+    def read_chain(self, chain: Chain, limit: int | None = None, skip: int = 0) -> bytes:
+        """The readable bytes of a chain from byte ``skip`` (at most ``limit`` of them)."""
         out = bytearray()
+        pos = 0
         for addr, length in chain.readable:
+            if pos + length <= skip:
+                pos += length
+                continue
+            start = max(0, skip - pos)
+            pos += length
+            length -= start
             if limit is not None:
                 length = min(length, limit - len(out))
                 if length <= 0:
                     break
-            out += self.dma.read(addr, length)
+            out += self.dma.read(addr + start, length)
+        self.budget -= len(out)
         return bytes(out)
 
     def write_chain(self, chain: Chain, data: bytes, skip: int = 0) -> int:
@@ -213,6 +252,7 @@ class Virtqueue:
             pos += length
             if done >= len(data):
                 break
+        self.budget -= done
         return done
 
     def save(self) -> dict[str, int | bool]:
