@@ -393,6 +393,20 @@ def test_errors_have_the_status_of_their_cause_and_change_nothing(
     assert api.proc.poll() is None
 
 
+def test_a_command_line_with_control_characters_starts(api: Api) -> None:
+    """It was accepted (201), then start answered 503 with a traceback in the body; now
+    it starts, as on QEMU. A NUL is refused when the VM is defined."""
+    doc = definition("ctl")
+    doc["boot"]["cmdline"] = "console=ttyS0 a\x01b\x1bc caf\u00e9"
+    api.ok("POST", "/v1/vms", doc, status=201)
+    assert api.ok("POST", "/v1/vms/ctl/start")["state"] == "running"
+    api.ok("POST", "/v1/vms/ctl/stop", {"force": True})
+    doc = definition("nul")
+    doc["boot"]["cmdline"] = "a\x00b"
+    reply = api.post("/v1/vms", doc)
+    assert reply.status == 422 and reply.json()["field"] == "boot.cmdline", reply.body
+
+
 def _worker_pids(state: Path, name: str) -> list[int]:
     """VM processes (pyhv.host.worker) of VM ``name`` in this state directory."""
     pids = []
