@@ -35,7 +35,12 @@ class Device(ABC):
 
 
 class IrqLine:
-    """A level-triggered interrupt wire from a device to an interrupt controller input."""
+    """An interrupt wire from a device to an interrupt controller input.
+
+    Every ``set`` reaches the controller, also when the level does not change (as
+    QEMU's ``qemu_set_irq``): the PLIC makes a source pending each time its device
+    raises the line, which is when the device's interrupt condition is (re)evaluated,
+    not merely while the line is high."""
 
     __slots__ = ("_sink", "level")
 
@@ -45,7 +50,6 @@ class IrqLine:
 
     def set(self, level: bool) -> None:
         level = bool(level)
-        if level != self.level:
-            self.level = level
-            if self._sink is not None:
-                self._sink(level)
+        self.level = level
+        if self._sink is not None:
+            self._sink(level)

@@ -21,12 +21,14 @@ it, not claimed and of priority above its threshold. A claim returns the highest
 such source (ties: the lowest id), clears its pending bit and marks it claimed; 0 if
 there is none.
 
-Inputs are level-triggered wires with the spec's gateway behaviour: while a source's
-line is high and the source is not claimed, its pending bit is set (a line dropping
-before the claim withdraws the request, as in QEMU); after a claim, the gateway sends
-no new request until the completion for that source is written; on completion, a line
-that is still high pends it again. Registers are 32-bit: other access sizes (bus errors
-in QEMU) and misaligned offsets read 0 and are ignored.
+Inputs behave as QEMU 7.2's (``sifive_plic_irq_request``), which drivers written
+against QEMU rely on: each time a device raises its line (every ``IrqLine.set(True)``,
+whether the level changed or not: a device re-evaluates its interrupt condition on its
+register accesses), the source becomes pending, claimed or not; lowering the line
+withdraws it. A completion only ends the claim: a line that stays high without being
+raised again does not make the source pending again (a 16550 whose THR-empty condition
+a driver leaves standing interrupts once, not in a storm). Registers are 32-bit: other
+access sizes (bus errors in QEMU) and misaligned offsets read 0 and are ignored.
 """
 
 from __future__ import annotations
@@ -111,8 +113,7 @@ class Plic(Device):
         bit = 1 << source
         if level:
             self.levels |= bit
-            if not self.claimed & bit:
-                self.pending |= bit
+            self.pending |= bit
         else:
             self.levels &= ~bit
             self.pending &= ~bit
@@ -158,8 +159,6 @@ class Plic(Device):
         if not self.claimed & bit:
             return
         self.claimed &= ~bit
-        if self.levels & bit:
-            self.pending |= bit
         self._update()
 
     # -- MMIO ------------------------------------------------------------------------

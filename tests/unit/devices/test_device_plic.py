@@ -81,7 +81,9 @@ def test_claim_complete_cycle_on_s_context():
     assert p.read(PENDING_BASE, 4) == 0
 
 
-def test_level_still_high_at_complete_pends_again():
+def test_a_line_left_high_does_not_pend_again_at_complete():
+    """As QEMU 7.2: completion only ends the claim. A device that leaves its line high
+    without raising it again (a 16550's THR-empty left standing) interrupts once."""
     p, mip = make(1)
     line = p.irq_line(3)
     prio(p, 3, 2)
@@ -89,10 +91,26 @@ def test_level_still_high_at_complete_pends_again():
     line.set(True)
     assert claim(p, 0) == 3
     assert not mip.has(0, MIP_MEIP)
-    assert p.read(PENDING_BASE, 4) == 0  # no new request while claimed
+    complete(p, 0, 3)
+    assert not mip.has(0, MIP_MEIP)
+    assert p.read(PENDING_BASE, 4) == 0
+    assert claim(p, 0) == 0
+
+
+def test_raising_again_pends_even_while_claimed():
+    """Each raise is a request (QEMU's qemu_set_irq, level unchanged or not): one made
+    while the source is claimed is delivered after the completion."""
+    p, mip = make(1)
+    line = p.irq_line(3)
+    prio(p, 3, 2)
+    enable(p, 0, 3)
+    line.set(True)
+    assert claim(p, 0) == 3
+    line.set(True)  # the device re-evaluated its condition: still interrupting
+    assert p.read(PENDING_BASE, 4) == 1 << 3
+    assert not mip.has(0, MIP_MEIP)  # claimed: not delivered yet
     complete(p, 0, 3)
     assert mip.has(0, MIP_MEIP)
-    assert p.read(PENDING_BASE, 4) == 1 << 3
     assert claim(p, 0) == 3
 
 
@@ -165,6 +183,8 @@ def test_m_and_s_contexts_per_hart():
     assert not mip.has(1, MIP_MEIP) and not mip.has(1, MIP_SEIP)
     assert claim(p, 3) == 0
     complete(p, 2, 8)
+    assert not mip.has(1, MIP_SEIP) and not mip.has(1, MIP_MEIP)
+    line.set(True)  # raised again: both contexts see it
     assert mip.has(1, MIP_SEIP) and mip.has(1, MIP_MEIP)
 
 
