@@ -37,6 +37,7 @@ from ..vm.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    place,
 )
 from . import memmap
 from .bootrom import build_reset_vector
@@ -102,14 +103,16 @@ class VirtBoard:
         self.dma = GuestDMA(self.ram, self.code)
         self.console_out = console_out
         # As on QEMU, the first -device lands in the highest slot (0x1000_8000), which the
-        # DTB lists first, so the guest numbers devices in command-line order.
+        # DTB lists first, so the guest numbers devices in command-line order; a device
+        # may name its slot (bus=virtio-mmio-bus.N). See vm.config.place.
         slot_devices: list[VirtioDevice | None] = [None] * len(memmap.VIRTIO)
         self.virtio_devices: list[VirtioDevice] = []
         try:
-            for n, spec in enumerate(config.devices):
+            for spec, slot in zip(config.devices, place(config.devices, len(memmap.VIRTIO)),
+                                  strict=True):
                 dev = self._make_device(spec)
                 self.virtio_devices.append(dev)
-                slot_devices[len(memmap.VIRTIO) - 1 - n] = dev
+                slot_devices[slot] = dev
         except BaseException:
             self.close()
             raise
@@ -174,6 +177,7 @@ class VirtBoard:
                     mmu_type="riscv,sv48",
                 )
             )
+        self.dtb = dtb  # what the guest gets (pyhv-qemu -machine virt,dumpdtb=FILE)
         dtb_addr = dtb_address(cfg.memory, len(dtb))
         dtb_range = (dtb_addr, dtb_addr + len(dtb))
         for image, name in ((firmware, "firmware"), (kernel, "kernel")):
@@ -229,7 +233,9 @@ class VirtBoard:
             overlay = spec.overlay
             if overlay == "":
                 overlay = self._temporary_overlay(spec.path)
-            return VirtioBlk(open_disk(spec.path, read_only=spec.read_only, overlay=overlay))
+            serial = spec.serial.encode() if spec.serial is not None else None
+            return VirtioBlk(open_disk(spec.path, read_only=spec.read_only, overlay=overlay),
+                             serial=serial)
         if isinstance(spec, NetSpec):
             from ..devices.virtio.net import VirtioNet
 

@@ -26,6 +26,7 @@ accelerators pyhv does not have (kvm, hvf, ...) are skipped, and an error if non
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -121,10 +122,22 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
     devices: list[DeviceSpec] = []
     for text in ns.drive:
         o = _opts(text, "file")
+        _known(f"-drive {text}", o, DRIVE_KEYS)
         if "file" not in o:
             raise ConfigError(f"-drive {text}: file= is required")
         if o.get("format", "raw") != "raw":
             raise ConfigError(f"-drive {text}: only format=raw images are supported")
+        if o.get("media", "disk") != "disk":
+            raise ConfigError(f"-drive {text}: only media=disk is supported (no cdrom)")
+        cache = o.get("cache", "writeback")
+        if cache != "writeback":
+            raise ConfigError(f"-drive {text}: cache={cache} is not supported (pyhv's disks "
+                              "behave as cache=writeback: a guest FLUSH reaches the disk)")
+        if o.get("discard", "ignore") not in ("ignore", "off"):
+            raise ConfigError(f"-drive {text}: discard={o['discard']} is not supported (pyhv's "
+                              "virtio-blk offers no discard: discard=ignore)")
+        if o.get("aio", "threads") != "threads":
+            raise ConfigError(f"-drive {text}: aio={o['aio']} is not supported (aio=threads)")
         read_only = _on(o.get("readonly"))
         spec = DiskSpec(o["file"], read_only, "" if _on(o.get("snapshot")) else None)
         interface = o.get("if", "none")
@@ -141,8 +154,10 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
         if kind == "user":
             # No host network is reachable: the NIC sits alone on a private switch,
             # which is what QEMU's `user,restrict=on` gives the guest.
+            _known(f"-netdev {text}", o, ("type", "id", "restrict"))
             netdevs[ident] = f"user-{os.getpid()}-{ident}"
         elif kind == "switch":  # pyhv's own: -netdev switch,id=n0,name=NAME
+            _known(f"-netdev {text}", o, ("type", "id", "name"))
             if not o.get("name"):
                 raise ConfigError(f"-netdev {text}: name=SWITCH is required")
             netdevs[ident] = o["name"]
@@ -159,59 +174,107 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
     for text in ns.device:
         o = _opts(text, "driver")
         driver = o.get("driver")
+        where = f"-device {text}"
+        if driver == "virtconsole":
+            _known(where, o, ("driver", "id", "chardev", "name", "bus"))
+            continue  # the console port on virtio-serial-device
+        if driver not in DEVICE_KEYS:
+            raise ConfigError(f"{where}: device '{driver}' is not supported")
+        _known(where, o, ("driver", "id", "bus", *DEVICE_KEYS[driver]))
+        slot = _bus(where, o.get("bus"))
         if driver == "virtio-blk-device":
             drive = drives.pop(o.get("drive", ""), None)
             if drive is None:
-                raise ConfigError(f"-device {text}: no -drive with id={o.get('drive')}")
-            devices.append(drive)
+                raise ConfigError(f"{where}: no -drive with id={o.get('drive')}")
+            devices.append(dataclasses.replace(drive, slot=slot, serial=o.get("serial")))
         elif driver == "virtio-net-device":
             switch = netdevs.get(o.get("netdev", ""))
             if switch is None:
-                raise ConfigError(f"-device {text}: no -netdev with id={o.get('netdev')}")
-            devices.append(NetSpec(switch, o.get("mac")))
+                raise ConfigError(f"{where}: no -netdev with id={o.get('netdev')}")
+            devices.append(NetSpec(switch, o.get("mac"), slot))
         elif driver == "virtio-rng-device":
-            devices.append(RngSpec())
+            devices.append(RngSpec(slot))
         elif driver == "virtio-balloon-device":
-            devices.append(BalloonSpec())
-        elif driver == "virtio-serial-device":
-            devices.append(ConsoleSpec())
-        elif driver == "virtconsole":
-            continue  # the console port on virtio-serial-device
-        else:
-            raise ConfigError(f"-device {text}: device '{driver}' is not supported")
+            devices.append(BalloonSpec(slot))
+        else:  # virtio-serial-device
+            devices.append(ConsoleSpec(slot))
     for text in ns.globals:
         if text not in ("virtio-mmio.force-legacy=false", "virtio-mmio.force-legacy=off"):
             raise ConfigError(f"-global {text}: not supported (pyhv's virtio-mmio is modern)")
     return tuple(devices)
 
 
-def _machine(value: str) -> None:
-    name = value.split(",")[0]
+# The keys pyhv honours; any other is refused by name, never silently ignored.
+DRIVE_KEYS = ("file", "format", "if", "id", "readonly", "snapshot", "cache", "discard", "aio",
+              "media")
+DEVICE_KEYS: dict[str, tuple[str, ...]] = {
+    "virtio-blk-device": ("drive", "serial"),
+    "virtio-net-device": ("netdev", "mac"),
+    "virtio-rng-device": ("rng",),
+    "virtio-balloon-device": (),
+    "virtio-serial-device": (),
+}
+
+
+def _known(where: str, opts: dict[str, str], keys: Sequence[str]) -> None:
+    unknown = [k for k in opts if k not in keys]
+    if unknown:
+        raise ConfigError(f"{where}: option '{unknown[0]}' is not supported (pyhv honours: "
+                          f"{', '.join(k for k in keys if k != 'driver')})")
+
+
+def _bus(where: str, bus: str | None) -> int | None:
+    """``bus=virtio-mmio-bus.N``: the virtio-mmio transport N (at 0x1000_1000 + N*0x1000)."""
+    if bus is None:
+        return None
+    prefix = "virtio-mmio-bus."
+    if not bus.startswith(prefix) or not bus[len(prefix):].isdigit():
+        raise ConfigError(f"{where}: bus '{bus}' does not exist (virtio-mmio-bus.0 to .7)")
+    return int(bus[len(prefix):])
+
+
+MACHINE_DEFAULTS = {"aclint": "off", "aia": "none"}  # QEMU virt's, the only ones pyhv has
+
+
+def _machine(value: str) -> dict[str, str]:
+    """-machine virt[,dumpdtb=FILE][,accel=...]: its properties (others refused)."""
+    o = _opts(value, "type")
+    name = o.pop("type", "")
     if name != "virt":
         raise ConfigError(f"machine '{name}' is not supported: pyhv provides only 'virt'")
+    for key, val in list(o.items()):
+        if key in MACHINE_DEFAULTS and val == MACHINE_DEFAULTS[key]:
+            del o[key]
+        elif key not in ("dumpdtb", "accel"):
+            raise ConfigError(f"-machine {value}: property '{key}={val}' is not supported "
+                              "(pyhv honours: dumpdtb=FILE, accel=, aclint=off, aia=none)")
+    return o
 
 
 def _smp(value: str) -> int:
-    cpus = None
-    for i, part in enumerate(value.split(",")):
-        key, _, val = part.partition("=")
-        if not val and i == 0:
-            val, key = key, "cpus"
-        if key == "cpus":
-            cpus = val
+    """-smp N or cpus=N (or a topology, whose product is the hart count, as QEMU)."""
+    o = _opts(value, "cpus")
+    topology = ("sockets", "dies", "clusters", "cores", "threads")
+    _known(f"-smp {value}", o, ("cpus", "maxcpus", *topology))
     try:
-        return int(cpus if cpus is not None else "1")
+        numbers = {k: int(v) for k, v in o.items()}
     except ValueError:
         raise ConfigError(f"-smp '{value}': expected a number of harts") from None
+    cpus = numbers.get("cpus")
+    if cpus is None:
+        cpus = 1
+        for key in topology:
+            cpus *= numbers.get(key, 1)
+    if numbers.get("maxcpus", cpus) != cpus:
+        raise ConfigError(f"-smp {value}: maxcpus other than cpus is not supported (no hart "
+                          "hotplug)")
+    return cpus
 
 
 def _memory(value: str) -> int:
-    size = value
-    for part in value.split(","):
-        key, _, val = part.partition("=")
-        if val and key == "size":
-            size = val
-    return parse_memory(size)
+    o = _opts(value, "size")
+    _known(f"-m {value}", o, ("size",))
+    return parse_memory(o.get("size", "128M"))
 
 
 def _engine(accels: list[str]) -> str:
@@ -244,12 +307,25 @@ def _engine(accels: list[str]) -> str:
 
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:
     ns = _parser().parse_args(list(argv))
-    _machine(ns.machine)
+    machine = _machine(ns.machine)
+    ns.dumpdtb = machine.get("dumpdtb")
+    if "accel" in machine:
+        ns.accel = [*machine["accel"].split(":"), *ns.accel]
     for serial in ns.serial:
         if serial not in ("mon:stdio", "stdio"):
             raise ConfigError(f"-serial {serial}: only 'stdio' and 'mon:stdio' are supported")
-    if ns.cpu.split(",")[0] not in ("rv64", "any", "max"):
-        raise ConfigError(f"-cpu {ns.cpu}: only rv64 is supported")
+    if ns.cpu not in ("rv64", "any", "max"):
+        raise ConfigError(f"-cpu {ns.cpu}: only rv64 (or any, max), without properties, is "
+                          "supported: pyhv's hart is fixed (rv64gc, Sv39/Sv48)")
+    if ns.display not in (None, "none"):
+        raise ConfigError(f"-display {ns.display}: pyhv has no display (-display none, or "
+                          "-nographic)")
+    if ns.monitor not in (None, "none"):
+        raise ConfigError(f"-monitor {ns.monitor}: pyhv has no QEMU monitor (-monitor none)")
+    for flag, values in (("-nic", ns.nic), ("-net", ns.net)):
+        if values is not None and values != "none":
+            raise ConfigError(f"{flag} {values}: not supported; use -netdev user,id=N (or "
+                              "pyhv's switch) with -device virtio-net-device,netdev=N")
     config = MachineConfig(
         kernel=ns.kernel,
         bios=ns.bios,
@@ -267,13 +343,35 @@ def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Names
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        config, _ns = config_from_args(sys.argv[1:] if argv is None else argv)
+        config, ns = config_from_args(sys.argv[1:] if argv is None else argv)
+        if ns.dumpdtb:
+            return _dump_dtb(config, ns.dumpdtb)
         return run_machine(config)
     except PyhvError as e:
         print(f"pyhv-qemu: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _dump_dtb(config: MachineConfig, path: str) -> int:
+    """-machine virt,dumpdtb=FILE: write the device tree the guest would get, and exit
+    (as QEMU does: the machine is built, nothing runs)."""
+    from ..vm.console import BufferConsole
+    from ..vm.machine import Machine
+
+    machine = Machine(config, console=BufferConsole())
+    try:
+        blob = machine.board.dtb
+    finally:
+        machine.close()
+    try:
+        with open(path, "wb") as f:
+            f.write(blob)
+    except OSError as e:
+        raise ConfigError(f"dumpdtb={path}: {e.strerror}") from None
+    print(f"pyhv-qemu: info: dtb dumped to {path}. Exiting.", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -38,10 +38,16 @@ class DiskSpec:
     path: str
     read_only: bool = False
     overlay: str | None = None
+    slot: int | None = None  # virtio-mmio transport (QEMU's bus=virtio-mmio-bus.N); see place
+    serial: str | None = None  # what GET_ID answers (QEMU's serial=); default: from the file
 
     def __post_init__(self) -> None:
         if self.read_only and self.overlay is not None:
             raise ConfigError(f"disk '{self.path}': 'ro' and 'overlay' cannot be combined")
+        if self.serial is not None and (len(self.serial.encode()) > 20
+                                        or not self.serial.isprintable()):
+            raise ConfigError(f"disk '{self.path}': serial '{self.serial}' must be at most "
+                              "20 printable characters")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class NetSpec:
 
     switch: str
     mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
+    slot: int | None = None
 
     def __post_init__(self) -> None:
         if self.mac is not None and parse_mac(self.mac) is None:
@@ -60,18 +67,50 @@ class NetSpec:
 class RngSpec:
     """virtio-rng fed from the host's entropy."""
 
+    slot: int | None = None
+
 
 @dataclass(frozen=True)
 class BalloonSpec:
     """virtio-balloon: the host can ask the guest to give memory back."""
+
+    slot: int | None = None
 
 
 @dataclass(frozen=True)
 class ConsoleSpec:
     """virtio-console (hvc0) alongside the UART; output goes to the same terminal."""
 
+    slot: int | None = None
+
 
 DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec
+
+
+def place(devices: tuple[DeviceSpec, ...], slots: int = MAX_VIRTIO_DEVICES) -> list[int]:
+    """The virtio-mmio transport of each device, as QEMU's virt board picks them: in
+    command-line order, a device naming its transport (``slot``, QEMU's
+    ``bus=virtio-mmio-bus.N``, N counting from 0x1000_1000) gets that one, and the
+    others the highest free one (so the first -device lands at 0x1000_8000, which the
+    DTB lists first). ConfigError for a slot out of range or taken."""
+    taken: list[bool] = [False] * slots
+    out: list[int] = []
+    for spec in devices:
+        slot = spec.slot
+        if slot is None:
+            free = [i for i in range(slots - 1, -1, -1) if not taken[i]]
+            if not free:
+                raise ConfigError(f"{len(devices)} virtio devices: the virt board has "
+                                  f"{slots} virtio-mmio slots")
+            slot = free[0]
+        elif not 0 <= slot < slots:
+            raise ConfigError(f"virtio-mmio-bus.{slot} does not exist (the virt board has "
+                              f"virtio-mmio-bus.0 to .{slots - 1})")
+        elif taken[slot]:
+            raise ConfigError(f"virtio-mmio-bus.{slot} is full (one device per transport)")
+        taken[slot] = True
+        out.append(slot)
+    return out
 
 
 def parse_mac(text: str) -> bytes | None:
@@ -127,6 +166,7 @@ class MachineConfig:
                 f"{len(self.devices)} virtio devices: the virt board has "
                 f"{MAX_VIRTIO_DEVICES} virtio-mmio slots"
             )
+        place(self.devices)
         disks = [d.path for d in self.devices if isinstance(d, DiskSpec)]
         for path in disks:
             if disks.count(path) > 1:

@@ -53,9 +53,10 @@ class VirtioBlk(VirtioDevice):
     queue_max_size = 128
     name = "virtio-blk"
 
-    def __init__(self, disk: DiskBackend) -> None:
+    def __init__(self, disk: DiskBackend, serial: bytes | None = None) -> None:
         super().__init__()
         self.disk = disk
+        self.serial = serial  # GET_ID's answer (QEMU's serial=); None: from the disk file
         self.stats = {"reads": 0, "writes": 0, "flushes": 0, "read_bytes": 0,
                       "write_bytes": 0, "errors": 0}
         # The request being served, when the queue's work budget ran out in its middle:
@@ -149,7 +150,8 @@ class VirtioBlk(VirtioDevice):
                 self.stats["flushes"] += 1
                 return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, 0)
             if rtype == VIRTIO_BLK_T_GET_ID:
-                ident = self.disk.device_id()[:20].ljust(20, b"\0")
+                ident = (self.serial if self.serial is not None
+                         else self.disk.device_id())[:20].ljust(20, b"\0")
                 n = min(20, data_in)
                 queue.write_chain(chain, ident[:n])
                 return self._finish(queue, status_addr, VIRTIO_BLK_S_OK, n)

@@ -261,7 +261,11 @@ class VirtioMmio(Device):
             return
         if value & FEATURES_OK and not self.status & FEATURES_OK:
             accepted = self.driver_features
-            if accepted & ~self.offered_features() or not accepted & VIRTIO_F_VERSION_1:
+            # Features it was not offered are refused. A driver that leaves VERSION_1 out
+            # (one that writes only the low 32 feature bits, never selecting the high
+            # word) is accepted, as QEMU 7.2's modern virtio-mmio does; the devices then
+            # use the legacy layouts where they differ (virtio-net's 10-byte header).
+            if accepted & ~self.offered_features():
                 value &= ~FEATURES_OK  # refuse: the driver sees FEATURES_OK clear
             else:
                 dev.driver_features = accepted

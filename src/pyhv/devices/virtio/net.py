@@ -17,7 +17,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from ...vm.config import parse_mac
-from .device import VIRTIO_ID_NET, VirtioDevice
+from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Virtqueue
 
 VIRTIO_NET_F_MAC = 1 << 5
@@ -26,6 +26,7 @@ VIRTIO_NET_S_LINK_UP = 1
 
 HDR_LEN = 12  # struct virtio_net_hdr with num_buffers (VERSION_1)
 RX_HEADER = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 1)
+LEGACY_HDR_LEN = 10  # without VERSION_1 (and no MRG_RXBUF): no num_buffers field
 MAX_FRAME = 1514 + 4  # Ethernet frame with a VLAN tag; no TSO/GSO offloads negotiated
 RX_BACKLOG = 256
 RXQ, TXQ = 0, 1
@@ -81,8 +82,9 @@ class VirtioNet(VirtioDevice):
     def _transmit(self, queue: Virtqueue) -> None:
         pushed = False
         while (chain := queue.pop()) is not None:
-            data = queue.read_chain(chain, HDR_LEN + MAX_FRAME + 1)
-            frame = data[HDR_LEN:]
+            hdr = self._hdr_len()
+            data = queue.read_chain(chain, hdr + MAX_FRAME + 1)
+            frame = data[hdr:]
             if 14 <= len(frame) <= MAX_FRAME:
                 self.port.send(frame)
                 self.stats["tx_frames"] += 1
@@ -92,6 +94,9 @@ class VirtioNet(VirtioDevice):
             pushed = True
         if pushed:
             self.used_buffers(TXQ)
+
+    def _hdr_len(self) -> int:
+        return HDR_LEN if self.driver_features & VIRTIO_F_VERSION_1 else LEGACY_HDR_LEN
 
     def poll(self) -> None:
         # Only as many frames as the backlog has room for: the rest stay in the kernel,
@@ -113,7 +118,7 @@ class VirtioNet(VirtioDevice):
             if chain is None:
                 break
             frame = self.backlog.popleft()
-            packet = RX_HEADER + frame
+            packet = RX_HEADER[:self._hdr_len()] + frame
             if chain.writable_len < len(packet):
                 self.stats["rx_dropped"] += 1
                 queue.push(chain, 0)
