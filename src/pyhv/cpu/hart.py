@@ -15,6 +15,7 @@ from ..isa import csr as C
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
 from .mmu import CodeWatch, Mmu
+from .triggers import TRIGGER_CSRS, TriggerModule
 from .trap import (
     ECALL_FROM_M,
     ECALL_FROM_S,
@@ -99,6 +100,10 @@ class Hart:
         # Set by CSR writes and xRET that change translation, privilege or interrupt
         # enables: the run loop then re-reads its context before the next instruction.
         self.context_changed = False
+        # The debug triggers (cpu/triggers.py); ``leave_slice``: a trigger CSR write
+        # armed or disarmed one, so the engine hands the hart back to the machine now.
+        self.triggers = TriggerModule()
+        self.leave_slice = False
         # CSRs whose read is a plain attribute or a masked view (hot in trap handlers).
         self._simple_csrs: dict[int, Callable[[], int | None]] = {
             C.SIE: lambda: self.mie & self.mideleg,
@@ -293,6 +298,8 @@ class Hart:
             return self.pmpcfg[(num - C.PMPCFG0) >> 1]
         if C.PMPADDR0 <= num <= C.PMPADDR15:
             return self.pmpaddr[num - C.PMPADDR0]
+        if num in TRIGGER_CSRS:
+            return self.triggers.read(num)
         return None
 
     def _read_mstatus(self) -> int:
@@ -313,6 +320,10 @@ class Hart:
         if (num >> 8) & 3 > self.priv or (num >> 10) == 3:
             raise IllegalInstruction(raw)
         value &= M64
+        if num in TRIGGER_CSRS:
+            if self.triggers.write(num, value):
+                self.context_changed = self.leave_slice = True
+            return
         if num == C.MSTATUS:
             self._write_mstatus(value, C.MSTATUS_WRITABLE)
         elif num == C.SSTATUS:
@@ -435,7 +446,7 @@ class Hart:
     def save(self) -> dict[str, Any]:
         state: dict[str, Any] = {k: getattr(self, k) for k in self._SCALARS}
         state.update(x=list(self.x), f=list(self.f), pmpcfg=list(self.pmpcfg),
-                     pmpaddr=list(self.pmpaddr))
+                     pmpaddr=list(self.pmpaddr), triggers=self.triggers.save())
         return state
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -445,6 +456,8 @@ class Hart:
         self.f[:] = state["f"]
         self.pmpcfg[:] = state["pmpcfg"]
         self.pmpaddr[:] = state["pmpaddr"]
+        if "triggers" in state:
+            self.triggers.restore(state["triggers"])
         self.reservation = None
         self.mmu.flush()
         self.mmu.update_mode()

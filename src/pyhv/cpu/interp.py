@@ -507,6 +507,9 @@ def _csr_factory(kind: str, imm_form: bool) -> Callable[..., Op]:
                 x[rd] = old
             if hart.context_changed:
                 hart.pc = npc
+                if hart.leave_slice:  # a debug trigger armed or disarmed: see triggers
+                    hart.leave_slice = False
+                    raise _YIELD
                 raise _SLICE_BREAK
             return npc
 

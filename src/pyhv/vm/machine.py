@@ -20,6 +20,7 @@ from ..clock import Clock
 from ..cpu.engines import jit_probed, jit_worth_trying, make_engines, resolve_engine
 from ..cpu.hart import Hart
 from ..cpu.interp import GuestCrash, StopRequest
+from ..cpu.triggers import run_checked
 from .config import MachineConfig
 from .console import BufferConsole, Console
 from .guest_time import GuestTime
@@ -167,7 +168,12 @@ class Machine:
                     if multi:
                         hart.reservation = None  # another hart ran since its LR
                     try:
-                        n = engine.run(budget * stretch)
+                        if hart.triggers.armed:  # debug triggers: checked stepping
+                            n = run_checked(hart, budget * stretch)
+                            if not hart.triggers.armed:
+                                engine.flush()  # its code ran while another did
+                        else:
+                            n = engine.run(budget * stretch)
                         ran += n
                         if n < budget * stretch:
                             full = False
