@@ -15,7 +15,6 @@ from ..isa import csr as C
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
 from .mmu import CodeWatch, Mmu
-from .triggers import TRIGGER_CSRS, TriggerModule
 from .trap import (
     ECALL_FROM_M,
     ECALL_FROM_S,
@@ -29,6 +28,7 @@ from .trap import (
     MIP_STIP,
     IllegalInstruction,
 )
+from .triggers import TRIGGER_CSRS, TriggerModule
 
 M64 = (1 << 64) - 1
 _MIDELEG_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
