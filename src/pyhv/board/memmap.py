@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# the devices' own figures, which the board's device tree publishes
+from ..devices.clint import CLINT_TIMEBASE_HZ  # noqa: F401
+from ..devices.plic import PLIC_NUM_PRIORITIES, PLIC_NUM_SOURCES  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Region:
@@ -33,9 +37,6 @@ VIRTIO = tuple(
 )
 DRAM_BASE = 0x8000_0000
 
-PLIC_NUM_SOURCES = 97  # source 0 (none) + sources 1..96: riscv,ndev = 96, as QEMU 7.2
-PLIC_NUM_PRIORITIES = 7
-CLINT_TIMEBASE_HZ = 10_000_000
 UART_CLOCK_HZ = 3_686_400
 MAX_HARTS = 8
 

@@ -29,7 +29,9 @@ from ..devices.virtio.mmio import VirtioMmio
 from ..errors import ImageError
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
-from ..vm.config import (
+from . import memmap
+from .bootrom import build_reset_vector
+from .config import (
     BalloonSpec,
     ConsoleSpec,
     DeviceSpec,
@@ -39,8 +41,6 @@ from ..vm.config import (
     RngSpec,
     place,
 )
-from . import memmap
-from .bootrom import build_reset_vector
 from .fdt import DtbSpec, build_dtb, dtb_address
 from .loader import LoadedImage, check_overlap, load_image, load_initrd
 
@@ -130,8 +130,8 @@ class VirtBoard:
             (memmap.UART0, self.uart),
             *zip(memmap.VIRTIO, self.virtio_slots, strict=False),
         ]
-        for region, dev in self.devices:
-            self.bus.attach(region.base, region.size, dev)
+        for region, device in self.devices:
+            self.bus.attach(region.base, region.size, device)
         for hartid in range(config.smp):
             self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self._read_time))
         try:

@@ -124,7 +124,11 @@ def _device_spec(kind: str, value: object) -> DeviceSpec:
         return parse_disk_option(str(value))
     if kind == "net":
         return parse_net_option(str(value))
-    return {"rng": RngSpec, "balloon": BalloonSpec, "vconsole": ConsoleSpec}[kind]()
+    if kind == "rng":
+        return RngSpec()
+    if kind == "balloon":
+        return BalloonSpec()
+    return ConsoleSpec()
 
 
 def build_config(ns: argparse.Namespace) -> MachineConfig:

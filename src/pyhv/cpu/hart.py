@@ -50,6 +50,10 @@ EXCEPTION_NAMES = {
 }
 
 
+
+def _nothing(*args: object, **kwargs: object) -> None:
+    """A hook with nothing to do."""
+
 class Hart:
     """Architectural state of one hart plus its privileged-architecture behaviour."""
 
@@ -104,6 +108,10 @@ class Hart:
         # armed or disarmed one, so the engine hands the hart back to the machine now.
         self.triggers = TriggerModule()
         self.leave_slice = False
+        # The engine's hooks for SFENCE.VMA: drop decoded/translated code (set by the
+        # engine that runs this hart; nothing to drop before one does).
+        self.flush_decoded: Callable[..., None] = _nothing
+        self.flush_decoded_page: Callable[[int], None] = _nothing
         # CSRs whose read is a plain attribute or a masked view (hot in trap handlers).
         self._simple_csrs: dict[int, Callable[[], int | None]] = {
             C.SIE: lambda: self.mie & self.mideleg,

@@ -597,7 +597,7 @@ def _amo_factory(base: str, width: int) -> Callable[..., Op]:
 
         assert fn is not None
 
-        def op() -> int:
+        def amo() -> int:
             a = x[rs1]
             if a & (width - 1):
                 raise Trap(STORE_MISALIGNED, a)
@@ -608,7 +608,7 @@ def _amo_factory(base: str, width: int) -> Callable[..., Op]:
                 x[rd] = ext(old)
             return npc
 
-        return op
+        return amo
 
     return make
 
@@ -713,8 +713,8 @@ class Interpreter:
         self.code = code
         # Decoded closures by virtual pc, one table per translation context.
         self.cache = CodeCache(hart, code)
-        hart.flush_decoded = self.flush  # type: ignore[method-assign]
-        hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
+        hart.flush_decoded = self.flush
+        hart.flush_decoded_page = self.flush_page
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
         """Drop decoded instructions: all, or those fetched through translation.

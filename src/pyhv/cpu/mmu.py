@@ -343,10 +343,10 @@ class Mmu:
         pa = self.translate(va, LOAD)
         if self.ram.contains(pa, size):
             return self.ram.read(pa, size)
-        value = self.bus.read(pa, size)
-        if value is None:
+        got = self.bus.read(pa, size)
+        if got is None:
             raise Trap(LOAD_ACCESS_FAULT, va)
-        return value
+        return got
 
     def _slow_store(self, va: int, size: int, value: int) -> None:
         if (va & 0xFFF) + size > 0x1000:

@@ -1480,8 +1480,8 @@ class Translator:
         # Like the interpreter's contexts, plus whether data accesses are translated
         # (MPRV), which inline RAM accesses depend on; it only changes with a SliceBreak.
         self.cache = CodeCache(hart, code, tables=2, context=_Context, by_data_mode=True)
-        hart.flush_decoded = self.flush  # type: ignore[attr-defined]
-        hart.flush_decoded_page = self.flush_page  # type: ignore[attr-defined]
+        hart.flush_decoded = self.flush
+        hart.flush_decoded_page = self.flush_page
 
     # -- caches -----------------------------------------------------------------------------
 

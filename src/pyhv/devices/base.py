@@ -8,30 +8,11 @@ State is explicit: ``save()`` returns a plain dict and ``restore()`` takes it ba
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
 
+from ..memory.device import Device
 
-class Device(ABC):
-    """Base class: an MMIO window of ``size`` bytes with read/write callbacks."""
-
-    name: str = "device"
-    size: int = 0x1000
-
-    @abstractmethod
-    def read(self, offset: int, size: int) -> int:
-        """Read ``size`` (1, 2, 4 or 8) bytes at ``offset``; unknown registers read as 0."""
-
-    @abstractmethod
-    def write(self, offset: int, size: int, value: int) -> None:
-        """Write ``size`` bytes of ``value`` at ``offset``; unknown registers ignore writes."""
-
-    def save(self) -> dict[str, Any]:
-        return {}
-
-    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless by default
-        """Take back what ``save()`` returned (stateless devices need nothing)."""
+__all__ = ["Device", "IrqLine"]
 
 
 class IrqLine:

@@ -36,10 +36,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..board.memmap import PLIC_NUM_PRIORITIES, PLIC_NUM_SOURCES
 from ..cpu.trap import MIP_MEIP, MIP_SEIP
 from .base import Device, IrqLine
 
+PLIC_NUM_SOURCES = 97  # source 0 (none) + sources 1..96: riscv,ndev = 96, as QEMU 7.2
+PLIC_NUM_PRIORITIES = 7
 PRIORITY_BASE = 0x0000
 PENDING_BASE = 0x1000
 ENABLE_BASE = 0x2000
@@ -87,7 +88,10 @@ class Plic(Device):
             raise ValueError(f"PLIC source {source} out of range 1..{self.num_sources - 1}")
         line = self._lines.get(source)
         if line is None:
-            line = IrqLine(lambda level, source=source: self._set_input(source, level))
+            def sink(level: bool, source: int = source) -> None:
+                self._set_input(source, level)
+
+            line = IrqLine(sink)
             self._lines[source] = line
         return line
 

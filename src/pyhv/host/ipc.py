@@ -60,7 +60,7 @@ class LineBuffer:
 
     def feed(self, data: bytes) -> list[dict[str, Any]]:
         self._buf += data
-        messages = []
+        messages: list[dict[str, Any]] = []
         while True:
             end = self._buf.find(b"\n")
             if end < 0:

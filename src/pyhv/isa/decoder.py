@@ -165,8 +165,8 @@ def decode32(w: int) -> tuple[str, int]:
                 return "sfence.vma", 0
             del rs1
             return "illegal", 0
-        name = _CSR.get(f3)
-        return (name or "illegal"), 0
+        csr_name = _CSR.get(f3)
+        return (csr_name or "illegal"), 0
     if op == 0x2F:
         base = _AMO.get(w >> 27)
         if base is None or f3 not in (2, 3) or (base == "lr" and rs2 != 0):

@@ -7,8 +7,8 @@ that hits no device returns ``None`` and the CPU raises an access fault for the 
 
 from __future__ import annotations
 
-from ..devices.base import Device
 from ..errors import ConfigError
+from .device import Device
 
 
 class Bus:

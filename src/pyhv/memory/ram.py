@@ -26,8 +26,9 @@ class GuestRAM:
         mv = memoryview(self.buf)
         self.mv = mv
         # Unsigned and signed views: indexing one is the aligned fast path.
-        self.u8, self.u16, self.u32, self.u64 = (mv.cast(c) for c in "BHIQ")
-        self.s8, self.s16, self.s32 = (mv.cast(c) for c in "bhi")
+        self.u8, self.u16, self.u32, self.u64 = mv.cast("B"), mv.cast("H"), mv.cast("I"), \
+            mv.cast("Q")
+        self.s8, self.s16, self.s32 = mv.cast("b"), mv.cast("h"), mv.cast("i")
         self._anchor: object | None = None  # keeps the buffer exported to native code
         self._host = 0
 

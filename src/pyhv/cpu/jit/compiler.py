@@ -113,7 +113,7 @@ class Compiler:
         self._tm_opt: llvm.TargetMachine | None = None  # optimising, for this thread
         self._started: float | None = None  # first asked to compile (over_budget)
         self._busy_since = 0.0  # when the batch being compiled was sent (0: none)
-        self._passes: dict[int, tuple[object, object, object]] = {}
+        self._passes: dict[tuple[int, bool], tuple[Any, Any, Any]] = {}
         self.blocks_compiled = 0
         self.blocks_loaded = 0
         self.compile_seconds = 0.0

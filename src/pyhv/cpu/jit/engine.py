@@ -49,6 +49,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -293,7 +294,7 @@ class JitMachine:
         self.codebits_addr = ctypes.addressof(self.codebits)
         # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
         # valid while RAM still holds those bytes (checked on use)
-        self.scans: dict[tuple[int, int], tuple[list, bytes]] = {}
+        self.scans: dict[tuple[int, int, bool], tuple[list, bytes]] = {}
         self.engines = [JitEngine(h, self, threshold) for h in board.harts]
         code: CodeWatch = board.code
         for ppn, mask in code.masks.items():
@@ -314,6 +315,11 @@ class JitMachine:
                 e._drop_parked_tlbs()  # parked TLBs may allow writes to the page
                 e._revoke(e.st_addr, host)
 
+
+
+def _left_queue(queued: set[int], pc: int) -> Callable[[], bool]:
+    """Whether the block at ``pc`` has left the compile queue (Compiler.wait_until)."""
+    return lambda: pc not in queued
 
 class JitEngine:
     """Runs one hart: cold code in Python, hot blocks native."""
@@ -369,8 +375,8 @@ class JitEngine:
         self._cooled = time.monotonic()  # when run counts were last forgotten (_cool)
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
         self.retranslations = 0  # blocks installed again after a write dropped them
-        hart.flush_decoded = self.flush  # type: ignore[method-assign]
-        hart.flush_decoded_page = self.flush_page  # type: ignore[method-assign]
+        hart.flush_decoded = self.flush
+        hart.flush_decoded_page = self.flush_page
         mmu = hart.mmu
         mmu_flush, mmu_flush_page = mmu.flush, mmu.flush_page
 
@@ -966,8 +972,7 @@ class JitEngine:
                         if start in ctx.queued and h >= threshold * STUCK:
                             # The guest keeps running this block cold while it waits for
                             # the compiler: waiting costs less than running it in Python.
-                            comp.wait_until(
-                                lambda q=ctx.queued, pc=start: pc not in q)
+                            comp.wait_until(_left_queue(ctx.queued, start))
                         else:
                             self._jit(ctx, start, compile_now=True)
             except Trap as t:
@@ -1048,7 +1053,7 @@ class JitEngine:
         if n == SLOW_HOT:
             self._jit(ctx, pc, compile_now=True)  # nojit if no block can start here
         elif n % (SLOW_HOT * STUCK * 8) == 0 and pc in ctx.queued:
-            self.compiler.wait_until(lambda q=ctx.queued: pc not in q)
+            self.compiler.wait_until(_left_queue(ctx.queued, pc))
 
     def _cool(self, now: float) -> None:
         """Forget the native interpreter's run counts every COOL_PERIOD: a start is hot

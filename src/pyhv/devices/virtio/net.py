@@ -16,7 +16,7 @@ import struct
 from collections import deque
 from typing import Any, Protocol
 
-from ...vm.config import parse_mac
+from ...net.mac import parse_mac
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Virtqueue
 

@@ -1,0 +1,199 @@
+"""A validated, immutable description of one machine (what `pyhv run` is asked to build).
+
+It lives with the board, the lowest layer that reads it; ``pyhv.vm.config`` re-exports it
+for the layers above."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..cpu.engines import DEFAULT_ENGINE, ENGINE_NAMES
+from ..errors import ConfigError
+from ..net.mac import parse_mac
+from . import memmap
+
+ENGINES = ENGINE_NAMES  # "auto" picks "jit" where llvmlite works, else "translate"
+MAX_VIRTIO_DEVICES = 8  # the virt board's virtio-mmio slots
+MIN_RAM = 16 * 1024 * 1024
+MAX_RAM = 16 * 1024 * 1024 * 1024
+
+
+def parse_memory(text: str) -> int:
+    """A user's memory size ("128M", "1G", QEMU's -m syntax), checked against the limits."""
+    from ..board.loader import parse_size
+
+    size = parse_size(text)
+    if not MIN_RAM <= size <= MAX_RAM:
+        raise ConfigError(
+            f"memory size '{text}' is out of range ({MIN_RAM >> 20} MiB to {MAX_RAM >> 30} GiB)"
+        )
+    if size % (1024 * 1024):
+        raise ConfigError(f"memory size '{text}' must be a whole number of MiB")
+    return size
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A virtio-blk disk: a raw image, optionally read-only or behind a COW overlay.
+
+    ``overlay`` is a file path (created if missing, kept afterwards), or "" for a
+    temporary overlay dropped when the VM exits (QEMU's ``snapshot=on``)."""
+
+    path: str
+    read_only: bool = False
+    overlay: str | None = None
+    slot: int | None = None  # virtio-mmio transport (QEMU's bus=virtio-mmio-bus.N); see place
+    serial: str | None = None  # what GET_ID answers (QEMU's serial=); default: from the file
+
+    def __post_init__(self) -> None:
+        if self.read_only and self.overlay is not None:
+            raise ConfigError(f"disk '{self.path}': 'ro' and 'overlay' cannot be combined")
+        if self.serial is not None and (len(self.serial.encode()) > 20
+                                        or not self.serial.isprintable()):
+            raise ConfigError(f"disk '{self.path}': serial '{self.serial}' must be at most "
+                              "20 printable characters")
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A virtio-net NIC on the in-host virtual switch ``switch``."""
+
+    switch: str
+    mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
+    slot: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mac is not None and parse_mac(self.mac) is None:
+            raise ConfigError(f"invalid MAC address '{self.mac}' (expected 52:54:00:12:34:56)")
+
+
+@dataclass(frozen=True)
+class RngSpec:
+    """virtio-rng fed from the host's entropy."""
+
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class BalloonSpec:
+    """virtio-balloon: the host can ask the guest to give memory back."""
+
+    slot: int | None = None
+
+
+@dataclass(frozen=True)
+class ConsoleSpec:
+    """virtio-console (hvc0) alongside the UART; output goes to the same terminal."""
+
+    slot: int | None = None
+
+
+DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec
+
+
+def place(devices: tuple[DeviceSpec, ...], slots: int = MAX_VIRTIO_DEVICES) -> list[int]:
+    """The virtio-mmio transport of each device, as QEMU's virt board picks them: in
+    command-line order, a device naming its transport (``slot``, QEMU's
+    ``bus=virtio-mmio-bus.N``, N counting from 0x1000_1000) gets that one, and the
+    others the highest free one (so the first -device lands at 0x1000_8000, which the
+    DTB lists first). ConfigError for a slot out of range or taken."""
+    taken: list[bool] = [False] * slots
+    out: list[int] = []
+    for spec in devices:
+        slot = spec.slot
+        if slot is None:
+            free = [i for i in range(slots - 1, -1, -1) if not taken[i]]
+            if not free:
+                raise ConfigError(f"{len(devices)} virtio devices: the virt board has "
+                                  f"{slots} virtio-mmio slots")
+            slot = free[0]
+        elif not 0 <= slot < slots:
+            raise ConfigError(f"virtio-mmio-bus.{slot} does not exist (the virt board has "
+                              f"virtio-mmio-bus.0 to .{slots - 1})")
+        elif taken[slot]:
+            raise ConfigError(f"virtio-mmio-bus.{slot} is full (one device per transport)")
+        taken[slot] = True
+        out.append(slot)
+    return out
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    kernel: str | None = None
+    bios: str = "default"  # "default" (OpenSBI fw_dynamic), "none", or a firmware path
+    initrd: str | None = None
+    append: str | None = None
+    memory: int = 128 * 1024 * 1024
+    smp: int = 1
+    dtb: str | None = None
+    engine: str = DEFAULT_ENGINE  # one of ENGINES; resolved when the Machine is built
+    no_reboot: bool = False
+    devices: tuple[DeviceSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.smp <= memmap.MAX_HARTS:
+            raise ConfigError(
+                f"--smp {self.smp}: the virt board supports 1 to {memmap.MAX_HARTS} harts"
+            )
+        if not MIN_RAM <= self.memory <= MAX_RAM:
+            raise ConfigError(
+                f"memory size {self.memory // (1024 * 1024)} MiB is out of range "
+                f"({MIN_RAM >> 20} MiB to {MAX_RAM >> 30} GiB)"
+            )
+        if self.memory % (1024 * 1024):
+            raise ConfigError(f"memory size {self.memory} must be a whole number of MiB")
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"engine '{self.engine}' is not available (choose from: {', '.join(ENGINES)})"
+            )
+        if self.bios == "none" and self.kernel is None:
+            raise ConfigError("--bios none needs a --kernel to run")
+        if self.initrd is not None and self.kernel is None:
+            raise ConfigError("--initrd needs a --kernel")
+        if self.append is not None and "\0" in self.append:
+            raise ConfigError("the kernel command line (--append) contains a NUL character")
+        if len(self.devices) > MAX_VIRTIO_DEVICES:
+            raise ConfigError(
+                f"{len(self.devices)} virtio devices: the virt board has "
+                f"{MAX_VIRTIO_DEVICES} virtio-mmio slots"
+            )
+        place(self.devices)
+        disks = [d.path for d in self.devices if isinstance(d, DiskSpec)]
+        for path in disks:
+            if disks.count(path) > 1:
+                raise ConfigError(f"disk '{path}' is attached twice")
+
+
+def parse_disk_option(text: str) -> DiskSpec:
+    """``--disk PATH[,ro][,overlay[=FILE]]``."""
+    path, *opts = text.split(",")
+    if not path:
+        raise ConfigError(f"--disk '{text}': missing the image path")
+    read_only = False
+    overlay = None
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key in ("ro", "readonly") and not eq:
+            read_only = True
+        elif key == "overlay":
+            overlay = value if eq else ""
+            if eq and not value:
+                raise ConfigError(f"--disk '{text}': overlay= needs a file name")
+        else:
+            raise ConfigError(
+                f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE])"
+            )
+    return DiskSpec(path, read_only, overlay)
+
+
+def parse_net_option(text: str) -> NetSpec:
+    """``--net switch=NAME[,mac=52:54:00:..]``."""
+    fields: dict[str, str] = {}
+    for opt in text.split(","):
+        key, eq, value = opt.partition("=")
+        if not eq or key not in ("switch", "mac"):
+            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS]")
+        fields[key] = value
+    if not fields.get("switch"):
+        raise ConfigError(f"--net '{text}': switch=NAME is required")
+    return NetSpec(fields["switch"], fields.get("mac"))
