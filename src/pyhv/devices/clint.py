@@ -72,6 +72,7 @@ class Clint(Device):
         self.timebase_hz = timebase_hz
         self._start_ns = clock.monotonic_ns()
         self._delta = 0  # mtime = ticks since _start_ns + _delta (mod 2**64)
+        self.mtime_writes = 0  # how often the guest set mtime (engines cache its value)
         self.msip = [False] * num_harts
         self.mtip = [False] * num_harts
         self.mtimecmp = [MASK64] * num_harts
@@ -92,6 +93,7 @@ class Clint(Device):
 
     def _set_mtime(self, value: int, now_ns: int) -> None:
         self._delta = (value & MASK64) - self._ticks(now_ns)
+        self.mtime_writes += 1
 
     def _deadline_ns(self, cmp: int, mtime: int, now_ns: int) -> int:
         """Host ns at which ``mtime`` (now ``mtime`` at ``now_ns``) reaches ``cmp``."""

@@ -360,6 +360,8 @@ class JitEngine:
         # the time CSR, read natively: mtime without counting a read (native reads are
         # counted in the state and handed to the guest clock after each run)
         clint = getattr(machine.board, "clint", None)
+        self._clint = clint
+        self._mtime_writes = 0  # clint.mtime_writes when st.mtime was last set
         self._mtime = clint.mtime if clint is not None else None
         self._clock = getattr(machine.board, "clock", None)
         self._contexts: dict[tuple[int, int, bool], _Context] = {}
@@ -1074,6 +1076,7 @@ class JitEngine:
         if self._mtime is None:
             st.timeok = 0
             return
+        self._mtime_writes = getattr(self._clint, "mtime_writes", 0)
         st.mtime = self._mtime()
         st.timeok = 1 if self.hart._counter_allowed(C.TIME) else 0
 
@@ -1145,8 +1148,9 @@ class JitEngine:
                 op = o[0]
                 hart.pc = op()
                 done += 1
-                if st.exit_access:  # a device access: it may have been mtime
-                    self._sync_time()
+                if st.exit_access == 2 and \
+                        getattr(self._clint, "mtime_writes", 0) != self._mtime_writes:
+                    self._sync_time()  # the guest wrote mtime (MMIO): what native reads
             except Trap as t:
                 trapped += 1
                 hart.take_trap(t.cause, t.tval, pc)
