@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import llvmlite.binding as llvm
+from llvmlite.binding import ffi
 
 from ...isa import compressed, csr, decoder
 from ...isa.compressed import expand
@@ -87,6 +88,30 @@ def _cache_root() -> Path | None:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "pyhv" / "jit"
 
+
+
+# llvmlite runs every LLVM call under one process-wide lock. The worker's two long calls
+# (the IR passes and code generation: tens of ms a batch) work on its own context, module
+# and target machine, which LLVM lets threads use independently; under the lock they
+# held the guest thread's short calls (loading an object, an address) for as long:
+# 0.39 s of a warm Linux boot was spent waiting there. So the worker makes these two
+# calls without the lock; every other call still takes it.
+def _unlocked(fn: Any) -> Callable[..., Any]:
+    """The raw ctypes function behind llvmlite's locking wrapper ``fn``."""
+    return fn._cfn if hasattr(fn, "_cfn") else fn
+
+
+def _emit_object_unlocked(tm: llvm.TargetMachine, mod: llvm.ModuleRef) -> bytes:
+    """``tm.emit_object(mod)`` without llvmlite's lock (see above)."""
+    lib = ffi.lib
+    with ffi.OutputString() as outerr:
+        mb = _unlocked(lib.LLVMPY_TargetMachineEmitToMemory)(tm, mod, 1, outerr)
+        if not mb:
+            raise RuntimeError(str(outerr))
+    try:
+        return ctypes.string_at(lib.LLVMPY_GetBufferStart(mb), lib.LLVMPY_GetBufferSize(mb))
+    finally:
+        lib.LLVMPY_DisposeMemoryBuffer(mb)
 
 class Compiler:
     """Compiles and loads native blocks; ``address(key)`` finds one compiled before."""
@@ -258,7 +283,7 @@ class Compiler:
 
     # -- compiling --------------------------------------------------------------------------
     def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None,
-                  full: bool = False) -> None:
+                  full: bool = False, unlocked: bool = False) -> None:
         """The IR passes: a light pipeline (SROA, instcombine, simplifycfg) for quick
         blocks; LLVM's O2 pipeline, without unrolling or vectorising (small code), for
         optimised ones (``full``: LICM, GVN, ...)."""
@@ -282,7 +307,10 @@ class Compiler:
             passes = self._passes[(id(tm), full)] = (tm, pb, mpm)
         # (LLVM's default pipeline gives its passes away when it runs: one per module)
         mpm = passes[2] if passes[2] is not None else passes[1].getModulePassManager()
-        mpm.run(mod, passes[1])
+        if unlocked:
+            _unlocked(ffi.lib.LLVMPY_RunNewModulePassManager)(mpm, mod, passes[1])
+        else:
+            mpm.run(mod, passes[1])
 
     def _load(self, ir: str, opt: bool = False) -> bytes:
         mod = llvm.parse_assembly(ir)
@@ -415,8 +443,8 @@ class Compiler:
                 mod = llvm.parse_assembly(ir, context=ctx)
                 opt = batch[0][0].endswith(OPT)
                 tm = tms[1 if opt else 0]
-                self._optimise(mod, tm, full=opt)
-                obj = tm.emit_object(mod)
+                self._optimise(mod, tm, full=opt, unlocked=True)
+                obj = _emit_object_unlocked(tm, mod)
                 self._done.append(([k for k, _ in batch], obj, time.perf_counter() - t0))
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
