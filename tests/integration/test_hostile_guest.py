@@ -1,6 +1,6 @@
 """A hostile guest against every virtio device at once (guests/tests/hostile.c): the
 largest requests the rules allow (256 MiB chains over one 256 KiB area; a stream of
-frames for its network receive buffers), malformed ones
+frames and console input for its receive buffers), malformed ones
 (loops, zero-length buffers, a 4 M-entry indirect table, 1,025-buffer chains, an
 available index far ahead, buffers outside RAM), notify storms, and a second hart
 scribbling over the first device's ring while the first one uses it.
@@ -64,6 +64,11 @@ def flood():
             flooder.send(frame)
         time.sleep(0.002)
 
+# ... and input for its console's receive buffers
+for dev in vm.board.virtio_devices:
+    if dev.name == "virtio-console":
+        dev.input_source = lambda: b"hostile input " * 8
+
 sender = threading.Thread(target=flood, daemon=True)
 sender.start()
 started = time.monotonic()
@@ -108,10 +113,10 @@ def test_hostile_guest_cannot_hurt_the_host(tmp_path: Path, engine: str) -> None
     assert got["peak_rss"] < GUEST_RAM + 100 * MiB, got
     assert got["max_gap"] < 1.0, got
     assert got["guest_rounds"] >= 2, got  # the guest went on (its count, in its RAM)
-    # every device that the guest can break reports it (the console's receive queue is
-    # only walked when input comes), and the frames sent to it reached its hostile
-    # receive buffers
-    for name in ("virtio-blk", "virtio-rng", "virtio-balloon"):
+    # every device that the guest can break reports it, and the frames and console input
+    # sent to it reached its hostile receive buffers
+    # (a receive queue is walked, and its malformed requests found, once input comes)
+    for name in ("virtio-blk", "virtio-rng", "virtio-balloon", "virtio-net", "virtio-console"):
         assert any(name in k and v > 0 for k, v in got["errors"].items()), got["errors"]
     net = next(v for k, v in got["stats"].items() if "virtio-net" in k)
     assert net["rx_frames"] > 0, got["stats"]
