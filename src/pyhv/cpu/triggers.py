@@ -128,9 +128,6 @@ class TriggerModule:
         self.armed = armed
         return changed
 
-    def reset(self) -> None:
-        self.__init__()  # type: ignore[misc]
-
     def save(self) -> dict[str, object]:
         return {"select": self.select, "tdata1": list(self.tdata1),
                 "tdata2": list(self.tdata2)}

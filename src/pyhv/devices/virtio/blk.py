@@ -13,7 +13,7 @@ import struct
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from .block_backend import DiskBackend, DiskError
+from .block_backend import DiskBackend, DiskError, check_request
 from .device import VIRTIO_ID_BLOCK, VirtioDevice
 from .queue import Chain, Virtqueue
 
@@ -38,13 +38,6 @@ _HEADER = struct.Struct("<IIQ")
 
 
 IO_CHUNK = 1 << 20  # bytes read or written per step of one request
-
-
-def _check_range(disk: DiskBackend, sector: int, size: int) -> None:
-    """The whole request within the disk, before its first piece moves (a request that
-    does not fit is an error as a whole: nothing of it is done)."""
-    if sector * SECTOR + size > disk.size:
-        raise DiskError(f"request of {size} bytes at sector {sector} is beyond the disk's end")
 
 
 class VirtioBlk(VirtioDevice):
@@ -120,8 +113,9 @@ class VirtioBlk(VirtioDevice):
                 if data_in % SECTOR:
                     raise DiskError(f"read of {data_in} bytes is not whole sectors")
                 # In pieces: a request may be as large as a chain (256 MiB), and the
-                # host's memory must not grow with what a guest asks for.
-                _check_range(self.disk, sector, data_in)
+                # host's memory must not grow with what a guest asks for. The whole
+                # request is checked first: one beyond the disk's end moves nothing.
+                check_request(self.disk.path, self.disk.size, sector * SECTOR, data_in)
                 for done in range(0, data_in, IO_CHUNK):
                     n = min(IO_CHUNK, data_in - done)
                     queue.write_chain(chain, self.disk.read(sector * SECTOR + done, n), done)
@@ -135,7 +129,7 @@ class VirtioBlk(VirtioDevice):
                     return self._finish(queue, status_addr, VIRTIO_BLK_S_IOERR, 0)
                 if size % SECTOR:
                     raise DiskError(f"write of {size} bytes is not whole sectors")
-                _check_range(self.disk, sector, size)
+                check_request(self.disk.path, self.disk.size, sector * SECTOR, size)
                 for done in range(0, size, IO_CHUNK):
                     data = queue.read_chain(chain, min(IO_CHUNK, size - done),
                                             _HEADER.size + done)

@@ -107,6 +107,7 @@ class DiskError(PyhvError):
 class DiskBackend(Protocol):
     """What virtio-blk needs from a disk: sector-aligned byte ranges of a fixed-size disk."""
 
+    path: str
     size: int
     read_only: bool
 
@@ -180,7 +181,7 @@ def _open_error(path: str, exc: OSError, what: str = "disk image") -> DiskError:
     return DiskError(f"{what} '{path}': {exc.strerror}")
 
 
-def _check_request(name: str, size: int, offset: int, length: int) -> None:
+def check_request(name: str, size: int, offset: int, length: int) -> None:
     """Refuse a guest request that is misaligned or not entirely inside the disk."""
     if offset % SECTOR_SIZE or length % SECTOR_SIZE:
         raise DiskError(
@@ -259,14 +260,14 @@ class RawDisk:
 
     def read(self, offset: int, length: int) -> bytes:
         self._check_open()
-        _check_request(self.path, self.size, offset, length)
+        check_request(self.path, self.size, offset, length)
         return _pread_exact(self._fd, length, offset, self.path)
 
     def write(self, offset: int, data: bytes) -> None:
         self._check_open()
         if self.read_only:
             raise DiskError(f"disk image '{self.path}' is read-only")
-        _check_request(self.path, self.size, offset, len(data))
+        check_request(self.path, self.size, offset, len(data))
         try:
             _pwrite_all(self._fd, data, offset)
         except OSError as exc:
@@ -286,7 +287,7 @@ class RawDisk:
         self._check_open()
         if self.read_only:
             raise DiskError(f"disk image '{self.path}' is read-only")
-        _check_request(self.path, self.size, offset, length)
+        check_request(self.path, self.size, offset, length)
 
     def close(self) -> None:
         if self._closed:
@@ -578,7 +579,7 @@ class OverlayDisk:
 
     def read(self, offset: int, length: int) -> bytes:
         self._check_open()
-        _check_request(self.path, self.size, offset, length)
+        check_request(self.path, self.size, offset, length)
         if length == 0:
             return b""
         parts = []
@@ -594,7 +595,7 @@ class OverlayDisk:
     def write(self, offset: int, data: bytes) -> None:
         self._check_open()
         end = offset + len(data)
-        _check_request(self.path, self.size, offset, len(data))
+        check_request(self.path, self.size, offset, len(data))
         if not data:
             return
         view = memoryview(data)
@@ -648,7 +649,7 @@ class OverlayDisk:
     def discard(self, offset: int, length: int) -> None:
         """Validate the range; nothing is reclaimed (discard is only a hint)."""
         self._check_open()
-        _check_request(self.path, self.size, offset, length)
+        check_request(self.path, self.size, offset, length)
 
     def close(self) -> None:
         if self._closed:
