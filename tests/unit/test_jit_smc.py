@@ -158,3 +158,78 @@ def test_dma_drops_exactly_the_blocks_it_overlaps():
     dma.write(CODE + 4, world.ram.read_bytes(CODE + 4, 4))  # the first loop's bytes
     assert CODE not in native and CODE + 12 in native
     assert world.engine.stats()["blocks_invalidated_by_writes"] == 1
+
+
+def test_codewatch_sweep_drops_the_rest_of_a_page_being_overwritten():
+    """Writes over code piece after piece (SWEEP_HITS of them, nothing added between)
+    drop the code after the last one at once; code added in between restarts the count,
+    and code before the sweep stays."""
+    from pyhv.cpu.mmu import SWEEP_HITS, CodeWatch
+
+    code = CodeWatch()
+    cache: dict[int, int] = {}
+    cid = code.register(cache)
+    ppn = 0x80003
+    for i in range(32):  # 32 blocks of 16 bytes from offset 0x100
+        cache[i] = i
+        code.add(ppn, cid, i, 0x100 + 16 * i, 16)
+    base = ppn << 12
+    code.written(base + 0x000, 8)  # no code there: not a hit
+    for i in range(SWEEP_HITS - 1):
+        code.written(base + 0x100 + 16 * (i + 2), 8)
+    assert sorted(set(range(32)) - set(cache)) == [2, 3, 4] and code.sweeps == 0
+    code.add(ppn, cid, 40, 0x800, 4)  # code runs here again: no sweep under way
+    cache[40] = 40
+    for i in range(SWEEP_HITS - 1):
+        code.written(base + 0x100 + 16 * (i + 6), 8)
+    assert code.sweeps == 0 and 8 not in cache and 9 in cache
+    code.written(base + 0x100 + 16 * 10, 8)  # the SWEEP_HITS-th: the rest goes
+    assert code.sweeps == 1
+    assert sorted(cache) == [0, 1, 5, 9]
+    assert code.masks[ppn] == sum(1 << g for g in (0x20, 0x21, 0x22, 0x23, 0x2A, 0x2B,
+                                                   0x32, 0x33))
+
+
+@TIERS
+def test_exec_over_old_code_sweeps_and_runs_the_new_code(threshold):
+    """A program's 16 blocks (a0 += 1 each) run; then a copy loop in another page writes
+    a new program over them (a0 += 2 each), fence.i, and runs it: as on the
+    interpreter, and with the compiled blocks swept after a few slow stores instead of
+    one trip to Python per block."""
+    page, main, src = CODE, BASE + 0x5000, BASE + 0x6000
+    jal = H.enc_j
+
+    def prog(k: int) -> list[int]:
+        words: list[int] = []
+        for _ in range(16):
+            words += [addi(10, 10, k), jal(0, 4)]
+        return words + [i_type(0x67, 0, 0, 1, 0)]  # ret
+
+    ld = W.ld
+    body = [
+        jal(1, page - main),  # 0: run the old program
+        ld(5, 6, 0),  # 4: copy: t0 = *t1
+        W.sd(5, 7, 0),  # *t2 = t0
+        addi(6, 6, 8), addi(7, 7, 8), addi(28, 28, -1),
+        bne(28, 0, -20),
+        0x0000100F,  # fence.i
+        jal(1, page - (main + 32)),  # run the new program
+        WFI,
+    ]
+
+    def setup(w) -> None:
+        w.put(page, prog(1))
+        w.put(src, prog(2))
+        w.put(main, body)
+        w.hart.x[6], w.hart.x[7], w.hart.x[28] = src, page, 33 * 4 // 8 + 1
+        w.hart.pc = main
+
+    interp, jit = _pair(threshold, setup)
+    assert interp.hart.x[10] == 16 + 32
+    assert jit.state() == interp.state()
+    if threshold == 1:
+        from pyhv.cpu.mmu import SWEEP_HITS
+
+        stats = jit.engine.stats()
+        assert stats["code_pages_swept"] == 1, stats
+        assert stats["slow_path_stores"] <= SWEEP_HITS, stats

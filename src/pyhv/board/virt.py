@@ -99,6 +99,7 @@ class VirtBoard:
         self.clint = Clint(config.smp, clock, set_mip)
         self.plic = Plic(config.smp, set_mip)
         self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
+        self.uart_base = memmap.UART0.base  # where the JIT's native window finds it
         self.rtc = GoldfishRtc(self.plic.irq_line(memmap.RTC.irq or 0), clock)
         self.dma = GuestDMA(self.ram, self.code)
         self.console_out = console_out

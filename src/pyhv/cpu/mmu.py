@@ -44,6 +44,9 @@ M64 = (1 << 64) - 1
 
 
 GRANULE = 8  # bytes of a page per bit of a code mask (an aligned store of <= 8 bytes hits one)
+# Writes over code in one page, with no code added there meanwhile, after which the next
+# one also drops all code after it in the page (CodeWatch.written).
+SWEEP_HITS = 4
 
 
 def granule_mask(off: int, size: int) -> int:
@@ -64,6 +67,13 @@ class CodeWatch:
     the registered caches; a write to other bytes of the same page leaves them alone,
     so data that shares a page with code costs nothing.
 
+    One exception to "exactly": a page whose code is being written over piece after
+    piece (``SWEEP_HITS`` writes that each dropped something, and no code added there
+    in between: an exec copying a program over pages that held another's, a page
+    reused) also loses the code after the fourth write's bytes, so the rest of the sweep
+    runs without a trip to Python at each piece. Code that a guest patches now and then
+    (or a JIT inside it that regenerates a few blocks and runs them) is not swept.
+
     ``masks[ppn]`` is a quick summary per page: bit g set when bytes [8g, 8g + 8) hold
     registered code. Stores ask it first; ``watchers(ppn, mask)`` are told whenever it
     changes (0: the page holds no code any more), so native code can keep a copy.
@@ -76,6 +86,9 @@ class CodeWatch:
         self.caches: list[dict] = []
         self.watchers: list[Callable[[int, int], None]] = []
         self.dropped = 0  # entries dropped by writes (statistics)
+        # ppn -> writes over its code since code was last added there (see written)
+        self._sweeps: dict[int, int] = {}
+        self.sweeps = 0  # pages whose code a sweep of writes dropped (statistics)
 
     def register(self, cache: dict) -> int:
         self.caches.append(cache)
@@ -87,6 +100,8 @@ class CodeWatch:
         entries = self.pages.get(ppn)
         if entries is None:
             entries = self.pages[ppn] = {}
+        if self._sweeps:
+            self._sweeps.pop(ppn, None)  # code runs here again: no sweep under way
         end = off + size
         ranges = entries.get((cache_id, key))
         if ranges is None:
@@ -114,7 +129,20 @@ class CodeWatch:
         """Bytes [pa, pa + size), within one page, were written: drop the code there."""
         mask = self.masks.get(pa >> 12)
         if mask is not None and mask & granule_mask(pa & 0xFFF, size):
-            self._drop(pa >> 12, pa & 0xFFF, (pa & 0xFFF) + size)
+            ppn, lo = pa >> 12, pa & 0xFFF
+            hits = self._sweeps.get(ppn, 0) + 1
+            if hits >= SWEEP_HITS:
+                # The guest is writing over this page's code piece after piece (an exec
+                # or a page reused): what follows in the page goes now, not one exit
+                # per piece.
+                del self._sweeps[ppn]
+                self.sweeps += 1
+                self._drop(ppn, lo, 0x1000)
+                return
+            if len(self._sweeps) >= 4096:
+                self._sweeps.clear()
+            self._sweeps[ppn] = hits
+            self._drop(ppn, lo, lo + size)
 
     def _drop(self, ppn: int, lo: int, hi: int) -> None:
         """Drop the entries of page ``ppn`` that overlap bytes [lo, hi); recompute the

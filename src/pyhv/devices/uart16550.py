@@ -123,6 +123,7 @@ class Uart16550(Device):
 
     def reset(self) -> None:
         """Power-on state (QEMU serial_reset): 9600 8N1, OUT2 set, THR empty."""
+        self.gen = getattr(self, "gen", 0) + 1
         self.ier = 0
         self.iir = IIR_NO_INT
         self.fcr = 0
@@ -148,6 +149,7 @@ class Uart16550(Device):
 
     def receive(self, data: bytes) -> None:
         """Deliver host input; bytes past the queue's capacity are dropped (LSR.OE)."""
+        self.gen += 1
         if not data:
             return
         if self.mcr & MCR_LOOP:
@@ -193,9 +195,38 @@ class Uart16550(Device):
         self.lsr |= LSR_THRE | LSR_TEMT
         self.thr_ipending = True
 
+    # -- native fast window ---------------------------------------------------------
+    # A console's two busiest accesses, polling LSR and writing THR (one each per byte
+    # a guest prints), may be done by the JIT's native code without a trip to Python
+    # while they have no effect beyond the byte sent: the JIT asks before each native
+    # run and hands the bytes written over after it (``transmitted``). ``gen`` counts
+    # the calls that may change the state, so the JIT asks again only after one.
+
+    def native_window(self) -> tuple[int, int]:
+        """(what native code may do, LSR): bit 0 read LSR (no error bit that a read
+        clears), bit 1 write THR (a transmitted byte, and not in loopback or
+        divisor-latch mode, where a write changes what the guest sees)."""
+        lsr = self.lsr
+        flags = 0 if lsr & (LSR_BI | LSR_OE) else 1
+        if (not (self.lcr & LCR_DLAB or self.mcr & MCR_LOOP)
+                and lsr & LSR_THRE and lsr & LSR_TEMT
+                and (self.thr_ipending or not self.ier & IER_ETBEI)):
+            flags |= 2
+        return flags, lsr
+
+    def transmitted(self, data: bytes) -> None:
+        """Bytes native code wrote to THR under ``native_window``'s terms: the state
+        after them is what writing them one at a time leaves."""
+        self.gen += 1
+        self.output(data)
+        self.lsr |= LSR_THRE | LSR_TEMT
+        self.thr_ipending = True
+        self._update_irq()
+
     # -- MMIO ------------------------------------------------------------------------
 
     def read(self, offset: int, size: int) -> int:
+        self.gen += 1
         if offset == RBR_THR_DLL:
             if self.lcr & LCR_DLAB:
                 return self.divisor & 0xFF
@@ -242,6 +273,7 @@ class Uart16550(Device):
         return 0
 
     def write(self, offset: int, size: int, value: int) -> None:
+        self.gen += 1
         value &= 0xFF
         if offset == RBR_THR_DLL:
             if self.lcr & LCR_DLAB:
@@ -310,6 +342,7 @@ class Uart16550(Device):
         }
 
     def restore(self, state: dict[str, Any]) -> None:
+        self.gen += 1
         self.ier = int(state["ier"]) & 0x0F
         self.iir = int(state["iir"]) & 0xFF
         self.fcr = int(state["fcr"]) & 0xC9

@@ -237,3 +237,75 @@ def test_fuzz_no_exception(ops):
     v, _, _ = make()
     v.restore(u.save())
     assert v.save() == u.save()
+
+
+# -- the JIT's native window (polling LSR and writing THR without Python) -------------------
+
+_REG_WRITES = st.lists(st.tuples(st.sampled_from([IER_DLM, IIR_FCR, LCR, MCR, SCR]),
+                                 st.integers(0, 255)), max_size=6)
+
+
+def _window_state(ops, reads_iir: bool, rx: bytes):
+    u, irq, out = make()
+    for reg, value in ops:
+        u.write(reg, 1, value)
+    if rx:
+        u.receive(rx)
+    if reads_iir:
+        u.read(IIR_FCR, 1)
+    return u, irq, out
+
+
+def test_native_window_at_reset_allows_both():
+    u, _, _ = make()
+    flags, lsr = u.native_window()
+    assert flags == 3 and lsr == u.read(LSR, 1) == 0x60
+
+
+def test_native_window_closes_where_a_write_or_read_has_more_effect():
+    u, _, _ = make()
+    u.write(LCR, 1, 0x80)  # divisor latch: THR is DLL
+    assert u.native_window()[0] == 1
+    u.write(LCR, 1, 0x03)
+    u.write(MCR, 1, 0x10)  # loopback: the byte comes back as input
+    assert u.native_window()[0] == 1
+    u.write(MCR, 1, 0x08)
+    u.write(IER_DLM, 1, 0x02)  # THRE interrupt on, then acknowledged by an IIR read
+    assert u.read(IIR_FCR, 1) & 0x0F == 0x02
+    assert u.native_window()[0] == 1  # a write would raise THRE again
+    u.write(IER_DLM, 1, 0)
+    u.receive(b"x" * (RX_CAPACITY + 1))  # an overrun: reading LSR clears OE
+    assert u.native_window()[0] & 1 == 0
+
+
+def test_gen_counts_every_state_change():
+    u, _, _ = make()
+    seen = u.gen
+    for act in (lambda: u.write(SCR, 1, 1), lambda: u.read(LSR, 1), lambda: u.receive(b"a"),
+                lambda: u.transmitted(b"b"), lambda: u.restore(u.save()), u.reset):
+        act()
+        assert u.gen > seen
+        seen = u.gen
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=_REG_WRITES, reads_iir=st.booleans(), rx=st.binary(max_size=3),
+       data=st.binary(min_size=1, max_size=20))
+def test_transmitted_is_byte_by_byte_thr_writes(ops, reads_iir, rx, data):
+    """Whenever the window allows THR writes, handing the bytes over at once leaves the
+    UART, its output and its interrupt line as writing them one by one does; and an
+    LSR read it allows has no side effect."""
+    a, irq_a, out_a = _window_state(ops, reads_iir, rx)
+    b, irq_b, out_b = _window_state(ops, reads_iir, rx)
+    flags, lsr = a.native_window()
+    if flags & 1:
+        assert a.read(LSR, 1) == lsr
+        assert a.save() == b.save()
+    if not flags & 2:
+        return
+    a.transmitted(data)
+    for byte in data:
+        b.write(RBR_THR_DLL, 1, byte)
+    assert a.save() == b.save()
+    assert b"".join(out_a) == b"".join(out_b)
+    assert irq_a.level == irq_b.level

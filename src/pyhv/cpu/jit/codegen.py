@@ -723,19 +723,32 @@ class _Block:
         lim = self.op(f"sub i64 {size_ram}, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
         ok = self.op(f"and i1 {inr}, {aligned}")
+        # a byte outside RAM may be the console UART's fast window (pyhv_mmio_slot)
+        dev = f"m{k}u" if size == 1 else slow
         if store:
             chk = f"m{k}c"
-            self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
+            self.emit(f"br i1 {ok}, label %{chk}, label %{dev}")
             self.start_label(chk)
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
                 f"m{k}g", self.t))
         else:
-            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
+        if size == 1:
+            self.start_label(dev)
+            fn = self.field(S.MMIO, "ptr")
+            mp = self.op(f"call ptr {fn}(ptr %s, i64 {addr}, i64 {1 if store else 0})")
+            has = self.op(f"icmp ne ptr {mp}, null")
+            self.emit(f"br i1 {has}, label %m{k}j, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
         self.start_label(fast)
         host = self.field(S.RAM_HOST, "ptr")
-        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+        hp = self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+        if size != 1:
+            return hp
+        self.emit(f"br label %m{k}j")
+        self.start_label(f"m{k}j")
+        return self.op(f"phi ptr [ {hp}, %{fast} ], [ {mp}, %{dev} ]")
 
     def slow_exit(self, label: str, addr: str, store: bool, k: int, pc: int) -> None:
         self.start_label(label)
@@ -1113,8 +1126,56 @@ code:
   ret i1 false
 }}
 
+; The console UART's fast window: the host pointer a byte access to guest physical
+; address %pa may use (%store: 0 for a load, whose size the caller checks through its
+; alignment, else the store's size), or null when Python must do it. What is allowed
+; is set by Python per run (uart_flags): a read of LSR returns the copy in uart_lsr (no
+; side effect then); a byte written to THR takes the transmit buffer's next slot, which
+; Python sends after the run, before it does anything else (nothing else the guest
+; can see changes: THR is empty again at once, the THRE interrupt state is as before).
+define ptr @pyhv_mmio_slot(ptr %s, i64 %pa, i64 %store) #0 {{
+entry:
+  %pb = getelementptr i8, ptr %s, i64 {S.UART_BASE}
+  %base = load i64, ptr %pb
+  %off = sub i64 %pa, %base
+  %pf = getelementptr i8, ptr %s, i64 {S.UART_FLAGS}
+  %fl = load i64, ptr %pf
+  %isst = icmp ne i64 %store, 0
+  br i1 %isst, label %tx, label %rd
+rd:
+  %islsr = icmp eq i64 %off, 5
+  %lf = and i64 %fl, {S.UART_READ_LSR}
+  %lok = icmp ne i64 %lf, 0
+  %rok = and i1 %islsr, %lok
+  %plsr = getelementptr i8, ptr %s, i64 {S.UART_LSR}
+  %r = select i1 %rok, ptr %plsr, ptr null
+  ret ptr %r
+tx:
+  %isthr = icmp eq i64 %off, 0
+  %byte = icmp eq i64 %store, 1
+  %tf = and i64 %fl, {S.UART_WRITE_THR}
+  %tok = icmp ne i64 %tf, 0
+  %pn = getelementptr i8, ptr %s, i64 {S.TXN}
+  %n = load i64, ptr %pn
+  %room = icmp ult i64 %n, {S.TXCAP}
+  %t1 = and i1 %isthr, %byte
+  %t2 = and i1 %t1, %tok
+  %t3 = and i1 %t2, %room
+  br i1 %t3, label %put, label %no
+put:
+  %pbuf = getelementptr i8, ptr %s, i64 {S.TXBUF}
+  %buf = load ptr, ptr %pbuf
+  %slot = getelementptr i8, ptr %buf, i64 %n
+  %n1 = add i64 %n, 1
+  store i64 %n1, ptr %pn
+  ret ptr %slot
+no:
+  ret ptr null
+}}
+
 ; Loads and stores: fill the soft-TLB entry of va; false if Python must do it. %store
-; is 0 for a load, else the store's size.
+; is 0 for a load, else the store's size. A device page whose access the MMIO window
+; takes gets a one-access entry (see mfill).
 define i1 @pyhv_refill(ptr %s, i64 %va, i64 %store) #0 {{
 entry:
   %isst0 = icmp ne i64 %store, 0
@@ -1174,7 +1235,45 @@ walk0:
 page:
   %ppage = call i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9)
   %inram = icmp ne i64 %ppage, -1
-  br i1 %inram, label %perm, label %fail
+  br i1 %inram, label %perm, label %mmio
+mmio:
+  %isstm = icmp ne i64 %store, 0
+  %needm = select i1 %isstm, i1 %wd, i1 %readable
+  br i1 %needm, label %mmio1, label %fail
+mmio1:
+  %mppn = lshr i64 %pte, 10
+  %mppnm = and i64 %mppn, {_PPN}
+  %mlowbits = shl i64 1, %s9
+  %mlow = sub i64 %mlowbits, 1
+  %mmis = and i64 %mppnm, %mlow
+  %malok = icmp eq i64 %mmis, 0
+  br i1 %malok, label %mmio2, label %fail
+mmio2:
+  %mvpn = lshr i64 %va, 12
+  %mvlow = and i64 %mvpn, %mlow
+  %mpg = or i64 %mppnm, %mvlow
+  %mpage = shl i64 %mpg, 12
+  %mvo = and i64 %va, 4095
+  %mpa = or i64 %mpage, %mvo
+  %slot = call ptr @pyhv_mmio_slot(ptr %s, i64 %mpa, i64 %store)
+  %mgot = icmp ne ptr %slot, null
+  br i1 %mgot, label %mfill, label %fail
+mfill:
+  ; the entry points at the slot for this one access; its tags match no page, so the
+  ; next access to the device comes back here
+  %midx = and i64 %mvpn, {S.NTLB - 1}
+  %meo = mul i64 %midx, {S.TLB_ENTRY}
+  %mptsel = getelementptr i8, ptr %s, i64 {S.TLBP}
+  %mtsel = load ptr, ptr %mptsel
+  %ment = getelementptr i8, ptr %mtsel, i64 %meo
+  store i64 -1, ptr %ment
+  %mpw = getelementptr i8, ptr %ment, i64 8
+  store i64 -1, ptr %mpw
+  %mslot = ptrtoint ptr %slot to i64
+  %madd = sub i64 %mslot, %va
+  %mpa2 = getelementptr i8, ptr %ment, i64 16
+  store i64 %madd, ptr %mpa2
+  ret i1 true
 perm:
   %poff = sub i64 %ppage, {RAM_BASE}
   %pcm = getelementptr i8, ptr %s, i64 {S.CODEMAP}

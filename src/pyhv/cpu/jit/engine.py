@@ -349,6 +349,16 @@ class JitEngine:
         self._dispatch = _DISPATCH(self.compiler.dispatch)
         self._revoke = _REVOKE(self.compiler.revoke)
         self.st.refill = self.compiler.refill
+        self.st.mmio = self.compiler.mmio
+        # The console UART's native window (state.UART_*): bytes its THR got natively
+        # wait in txbuf until the run ends.
+        uart = getattr(machine.board, "uart", None)
+        self._uart = uart if hasattr(uart, "native_window") else None
+        self._txbuf = (ctypes.c_uint8 * S.TXCAP)()
+        self.st.txbuf = ctypes.addressof(self._txbuf)
+        self.st.uart_base = getattr(machine.board, "uart_base", 0) if self._uart else 0
+        self.console_bytes = 0  # bytes the guest wrote to the UART's THR natively
+        self._uart_gen = -1  # uart.gen when st.uart_flags/uart_lsr were last set
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
         self.st.known = ctypes.addressof(
             self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
@@ -418,10 +428,13 @@ class JitEngine:
             "native_stores_near_code": self.st.smcok,
             "slow_path_stores": self.slow_stores,
             "blocks_invalidated_by_writes": self.invalidated,
+            # (the machine's CodeWatch: counted once, with hart 0)
+            "code_pages_swept": self.code.sweeps if self.hart.hartid == 0 else 0,
             "retranslations": self.retranslations,
             "compiles_deferred": self.deferred,
             "soft_tlb_fills": self.tlb_fills,
             "irq_exits": self.irq_exits,
+            "native_console_bytes": self.console_bytes,
         }
 
     @property
@@ -813,7 +826,16 @@ class JitEngine:
             hart.mstatus = ms
         else:
             st.irqsie = 0
+        uart = self._uart
+        if uart is not None and uart.gen != self._uart_gen:
+            self._uart_gen = uart.gen
+            st.uart_flags, st.uart_lsr = uart.native_window()
         code = self._dispatch(self.st_addr)
+        if uart is not None and st.txn:  # sent before Python does anything else
+            n = st.txn
+            st.txn = 0
+            self.console_bytes += n
+            uart.transmitted(ctypes.string_at(self.st.txbuf, n))
         if st.mstatus != ms:
             changed = st.mstatus ^ ms
             hart.mstatus = st.mstatus

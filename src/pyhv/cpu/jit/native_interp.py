@@ -130,18 +130,31 @@ class _Gen:
         lim = self.op(f"sub i64 %ramsize, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
         ok = self.op(f"and i1 {inr}, {aligned}")
+        # a byte outside RAM may be the console UART's fast window (pyhv_mmio_slot)
+        dev = self.fresh("md") if size == 1 else out
         if store:
             chk = self.fresh("mc")
-            self.emit(f"br i1 {ok}, label %{chk}, label %{out}")
+            self.emit(f"br i1 {ok}, label %{chk}, label %{dev}")
             self.label(chk)
             self.lines.extend(code_granule_check(
                 off, "%codemap", "%codebits", fast, out, self.fresh("mg"),
                 lambda: "%" + self.fresh("gt")))
         else:
-            self.emit(f"br i1 {ok}, label %{fast}, label %{out}")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
+        join = self.fresh("mj")
+        if size == 1:
+            self.label(dev)
+            mp = self.op(f"call ptr @pyhv_mmio_slot(ptr %s, i64 {addr}, i64 {1 if store else 0})")
+            has = self.op(f"icmp ne ptr {mp}, null")
+            self.emit(f"br i1 {has}, label %{join}, label %{out}")
         self._slow_access(out, addr, store)
         self.label(fast)
-        return self.op(f"getelementptr i8, ptr %ramhost, i64 {off}")
+        hp = self.op(f"getelementptr i8, ptr %ramhost, i64 {off}")
+        if size != 1:
+            return hp
+        self.emit(f"br label %{join}")
+        self.label(join)
+        return self.op(f"phi ptr [ {hp}, %{fast} ], [ {mp}, %{dev} ]")
 
     def _slow_access(self, label: str, addr: str, store: bool) -> None:
         self.label(label)

@@ -55,6 +55,12 @@ Layout (byte offsets, all fields 64-bit):
 944    tlbp1   its twin for SUM set
 952    fcopy   1: the F registers changed natively (copy them back) though a native
                sstatus write has since folded their dirty state into FS
+960    uart_base  guest physical address of the console UART (its fast window)
+968    uart_flags what native code may do there this run: bit 0 read LSR, bit 1 write THR
+976    uart_lsr   what a native LSR read returns (the UART's LSR at the run's start)
+984    txn     bytes in the transmit buffer (native THR writes, drained after the run)
+992    txbuf   pointer to the transmit buffer (TXCAP bytes)
+1000   mmio    pointer to the native MMIO window (codegen.pyhv_mmio_slot), for blocks
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 ====== ==================================================================
 
@@ -90,6 +96,9 @@ PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
 CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
 TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
+UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, MMIO = 960, 968, 976, 984, 992, 1000
+UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
+TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
 # The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
@@ -167,7 +176,13 @@ class HartState(ctypes.Structure):
         ("tlbp0", ctypes.c_void_p),
         ("tlbp1", ctypes.c_void_p),
         ("fcopy", ctypes.c_uint64),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 960) // 8)),
+        ("uart_base", ctypes.c_uint64),
+        ("uart_flags", ctypes.c_uint64),
+        ("uart_lsr", ctypes.c_uint64),
+        ("txn", ctypes.c_uint64),
+        ("txbuf", ctypes.c_void_p),
+        ("mmio", ctypes.c_void_p),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 1008) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
     ]
 
@@ -199,7 +214,9 @@ def _check_layout() -> None:
                       ("csrs", CSRS), ("csrdirty", CSRDIRTY), ("mhartid", MHARTID),
                       ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
-                      ("itlb", ITLB)):
+                      ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
+                      ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF),
+                      ("mmio", MMIO), ("itlb", ITLB)):
         assert getattr(s, name).offset == off, name
 
 
