@@ -359,6 +359,8 @@ class JitEngine:
         self.st.uart_base = getattr(machine.board, "uart_base", 0) if self._uart else 0
         self.console_bytes = 0  # bytes the guest wrote to the UART's THR natively
         self._uart_gen = -1  # uart.gen when st.uart_flags/uart_lsr were last set
+        self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
+        self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
         self.st.known = ctypes.addressof(
             self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
@@ -435,6 +437,8 @@ class JitEngine:
             "soft_tlb_fills": self.tlb_fills,
             "irq_exits": self.irq_exits,
             "native_console_bytes": self.console_bytes,
+            "native_syscalls": self.st.ntraps,
+            "native_trap_returns": self.st.nrets,
         }
 
     @property
@@ -453,6 +457,8 @@ class JitEngine:
         now holds code): drop them; they start empty when their context is back."""
         current = self._tlb_sets.get(self._tlb_key) if self._tlb_key is not None else None
         self._tlb_sets.clear()
+        self._traps_for = None  # native code may not switch to a set dropped here
+        self.st.ctxok = 0
         if current is not None:
             self._tlb_sets[self._tlb_key] = current  # type: ignore[index]
 
@@ -534,7 +540,9 @@ class JitEngine:
             return None
 
     def _context(self) -> _Context:
-        key = self._current_key()
+        return self._context_of(self._current_key())
+
+    def _context_of(self, key: tuple[int, int, bool]) -> _Context:
         ctx = self._contexts.get(key)
         if ctx is None:
             if len(self._contexts) >= MAX_CONTEXTS:
@@ -545,11 +553,55 @@ class JitEngine:
                     self.code.caches[old.op_id] = _OpCache()
                 self._contexts.clear()
                 self._vpages.clear()
+                self._traps_for = None
+                self.st.ctxok = 0
             ctx = self._contexts[key] = _Context(self.code, key, self.machine.hot_runs)
         if key[1] and ctx.satp != self.hart.satp:
             self._unverify(ctx)  # another address space: check pages again
             ctx.satp = self.hart.satp
         return ctx
+
+    def _prepare_traps(self) -> None:
+        """Both contexts of this address space, U-mode's and S-mode's, for native code
+        to switch between at an ECALL from U-mode and an SRET to it (native_interp:
+        traps); their TLB sets are kept from last time or made. Prepared again when
+        satp, MXR or the counter enables change, or TLB sets were dropped."""
+        hart, st = self.hart, self.st
+        want = (hart.satp, hart.mstatus & C.MSTATUS_MXR, hart.mcounteren, hart.scounteren)
+        if want == self._traps_for:
+            return
+        st.ctxok = 0
+        self._traps_for = None
+        if (not hart.satp >> 60 or not self.machine.native_interp
+                or len(self._contexts) > MAX_CONTEXTS - 2
+                or len(self._tlb_sets) > MAX_TLB_SETS - 2):
+            return
+        satp, mxr, mcounteren, scounteren = want
+        tm = 1 << (C.TIME & 31)
+        for priv in (C.PRV_U, C.PRV_S):
+            ctx = self._context_of((priv, 1, True))
+            key = (priv, mxr, satp)
+            tlbs = self._tlb_sets.get(key)
+            if tlbs is None:
+                tlbs = self._tlb_sets[key] = S.new_tlb_set()
+            timeok = (self._mtime is not None and bool(mcounteren & tm)
+                      and (priv == C.PRV_S or bool(scounteren & tm)))
+            i = 4 * priv
+            st.ctxs[i:i + 4] = [ctx.table_addr, ctx.runs_addr, ctypes.addressof(tlbs),
+                                int(timeok)]
+        st.ctxok = 1
+        self._traps_for = want
+
+    def _native_switch(self) -> None:
+        """Native code trapped from U-mode into S-mode or returned (native_interp:
+        traps): Python's view of the hart follows."""
+        hart, st = self.hart, self.st
+        hart.priv = st.priv
+        hart.mmu.update_mode()
+        hart.context_changed = True
+        self._tlb_key = (st.dpriv, hart.mstatus & C.MSTATUS_MXR, hart.satp)
+        self._itlb_for = ((hart.priv, 1, True), hart.satp)  # emptied natively
+        self._entry = None
 
     def _register(self, cid: int, pc: int, spans: tuple[tuple[int, int, int], ...],
                   vpns: set[int]) -> None:
@@ -826,6 +878,14 @@ class JitEngine:
             hart.mstatus = ms
         else:
             st.irqsie = 0
+        if hart.priv <= C.PRV_S and ctx.key[1]:
+            self._prepare_traps()
+            st.stvec = hart.stvec
+            st.medeleg = hart.medeleg
+            st.irqpend = 1 if (hart.mip | hart.mip_hw) & hart.mie else 0
+        else:
+            st.ctxok = 0
+            self._traps_for = None
         uart = self._uart
         if uart is not None and uart.gen != self._uart_gen:
             self._uart_gen = uart.gen
@@ -841,6 +901,8 @@ class JitEngine:
             hart.mstatus = st.mstatus
             if changed & (C.MSTATUS_SUM | C.MSTATUS_MXR):
                 mmu.update_mode()  # Python's TLBs are kept per SUM too
+        if st.priv != hart.priv:
+            self._native_switch()
         hart.x[:] = _REGS.unpack_from(mv, S.X)
         pc, left = _PC_BUDGET.unpack_from(mv, S.PC)
         hart.pc = pc
@@ -860,6 +922,9 @@ class JitEngine:
             st.fflags = 0
         if st.sfpend:
             self._native_fences()
+        if st.ntraps != self._ntraps:
+            self._ntraps = st.ntraps
+            hart.prev_trap, hart.last_trap = hart.last_trap, (8, 0, st.tpc)
         n = budget - left
         self.native_instructions += n
         self.native_entries += 1
@@ -1137,6 +1202,10 @@ class JitEngine:
                 # I-TLB; Python checks a page only before it runs an instruction of it)
                 n, code = self._enter(ctx, budget - done - trapped)
                 done += n
+                if hart.context_changed:  # native code trapped or returned
+                    hart.context_changed = False
+                    ctx = self._context()
+                    st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
                 if code == S.EXIT_SLOW:
                     self.slow_exits += 1
                     pc = hart.pc

@@ -569,9 +569,10 @@ class _Gen:
                                      C.SCAUSE, C.MTVAL, C.STVAL)}
         group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, *plain]}
         fences = {0x120 | rs2: "sfence" for rs2 in range(32)}  # sfence.vma: funct7 9
-        self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences},
-                    "slow")
+        self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences,
+                                 0x000: "ecall", 0x102: "sret"}, "slow")
         self.sfence()
+        self.traps()
         self.label("csrpre")
         self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", **plain})
         self.label("rdtime")
@@ -665,6 +666,97 @@ class _Gen:
         e(f"store i64 {b1}, ptr %budv")
         self._writeback(S.EXIT_IRQ)
 
+    def traps(self) -> None:
+        """A system call and its return, done natively while nothing else is at stake
+        (Python prepared both contexts of the address space, no interrupt is pending,
+        ``irqpend``): ECALL from U-mode delegated to S-mode, and SRET in S-mode (to
+        U-mode, or to S-mode). Exactly what Hart.take_trap and Hart.sret do; the ECALL
+        does not retire. A change of privilege switches the dispatch table, heat
+        counters and soft TLBs to the prepared context (``ctxs``) and empties the I-TLB
+        (its entries were checked for the other privilege); then the stretch ends."""
+        e = self.emit
+
+        def ready() -> tuple[str, str, str]:
+            ok = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
+            quiet = self.op(f"icmp eq i64 {self.field(S.IRQPEND)}, 0")
+            return (self.op(f"and i1 {ok}, {quiet}"), self.field(S.MSTATUS),
+                    self.field(S.PRIV))
+
+        self.label("ecall")
+        ok0, ms, priv = ready()
+        isecall = self.op("icmp eq i32 %w, 115")  # 0x00000073
+        fromu = self.op(f"icmp eq i64 {priv}, {C.PRV_U}")
+        deleg = self.op(f"and i64 {self.field(S.MEDELEG)}, {1 << 8}")
+        deleg = self.op(f"icmp ne i64 {deleg}, 0")
+        ok = self.op(f"and i1 {isecall}, {fromu}")
+        ok = self.op(f"and i1 {ok}, {deleg}")
+        ok = self.op(f"and i1 {ok}, {ok0}")
+        e(f"br i1 {ok}, label %ecall1, label %slow")
+        self.label("ecall1")
+        self.set_field(S.CSRS + 8 * 3, "%pc")  # sepc
+        self.set_field(S.TPC, "%pc")
+        self.set_field(S.CSRS + 8 * 5, "8")  # scause: environment call from U-mode
+        self.set_field(S.CSRS + 8 * 7, "0")  # stval
+        self.set_field(S.CSRDIRTY, "1")
+        sie = self.op(f"and i64 {ms}, {C.MSTATUS_SIE}")
+        spie = self.op(f"shl i64 {sie}, 4")  # SIE (bit 1) -> SPIE (bit 5)
+        keep = self.op(f"and i64 {ms}, "
+                       f"{_s64(~(C.MSTATUS_SPIE | C.MSTATUS_SIE | C.MSTATUS_SPP))}")
+        new = self.op(f"or i64 {keep}, {spie}")
+        self.set_field(S.MSTATUS, new)
+        self.switch_context(C.PRV_S, new)
+        vec = self.op(f"and i64 {self.field(S.STVEC)}, -4")
+        e(f"store i64 {vec}, ptr %pcv")
+        self.set_field(S.NTRAPS, self.op(f"add i64 {self.field(S.NTRAPS)}, 1"))
+        e("br label %leave")  # a trap: nothing retired
+        self.label("sret")
+        ok0, ms, priv = ready()
+        issret = self.op("icmp eq i32 %w, 270532723")  # 0x10200073
+        froms = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
+        tsr = self.op(f"and i64 {ms}, {C.MSTATUS_TSR}")
+        notsr = self.op(f"icmp eq i64 {tsr}, 0")
+        ok = self.op(f"and i1 {issret}, {froms}")
+        ok = self.op(f"and i1 {ok}, {notsr}")
+        ok = self.op(f"and i1 {ok}, {ok0}")
+        e(f"br i1 {ok}, label %sret1, label %slow")
+        self.label("sret1")
+        spie = self.op(f"and i64 {ms}, {C.MSTATUS_SPIE}")
+        sie = self.op(f"lshr i64 {spie}, 4")
+        keep = self.op(f"and i64 {ms}, "
+                       f"{_s64(~(C.MSTATUS_SIE | C.MSTATUS_SPP | C.MSTATUS_MPRV))}")
+        new = self.op(f"or i64 {keep}, {C.MSTATUS_SPIE}")
+        new = self.op(f"or i64 {new}, {sie}")
+        self.set_field(S.MSTATUS, new)
+        e(f"store i64 {self.field(S.CSRS + 8 * 3)}, ptr %pcv")  # sepc
+        self.set_field(S.NRETS, self.op(f"add i64 {self.field(S.NRETS)}, 1"))
+        spp = self.op(f"and i64 {ms}, {C.MSTATUS_SPP}")
+        tou = self.op(f"icmp eq i64 {spp}, 0")
+        e(f"br i1 {tou}, label %sretu, label %retire")
+        self.label("sretu")
+        self.switch_context(C.PRV_U, new)
+        e("br label %retire")
+
+    def switch_context(self, priv: int, ms: str) -> None:
+        """Point native code at the prepared context of ``priv`` (mstatus ``ms``)."""
+        base = S.CTXS + S.CTX_BYTES * priv
+        self.set_field(S.TABLE, self.field(base))
+        self.set_field(S.HEAT, self.field(base + 8))
+        tlbs = self.field(base + 16)
+        self.set_field(S.TIMEOK, self.field(base + 24))
+        tlbs1 = self.op(f"add i64 {tlbs}, {S.TLB_BYTES}")
+        self.set_field(S.TLBP0, tlbs)
+        self.set_field(S.TLBP1, tlbs1)
+        if priv == C.PRV_S:  # the kernel's TLB with sstatus.SUM set, as in Python
+            sum_ = self.op(f"and i64 {ms}, {C.MSTATUS_SUM}")
+            on = self.op(f"icmp ne i64 {sum_}, 0")
+            tlbs = self.op(f"select i1 {on}, i64 {tlbs1}, i64 {tlbs}")
+        self.set_field(S.TLBP, tlbs)
+        for off in (S.PRIV, S.IPRIV, S.DPRIV):
+            self.set_field(off, str(priv))
+        itlb = self.op(f"getelementptr i8, ptr %s, i64 {S.ITLB}")
+        self.emit(f"call void @llvm.memset.p0.i64(ptr {itlb}, i8 -1, i64 {S.NITLB * 16}, "
+                  "i1 false)")
+
     def sfence(self) -> None:
         """SFENCE.VMA in S-mode (TVM clear): the soft TLB and the I-TLB are emptied
         here (as a page fence does when superpages are mapped, which Linux's are), and
@@ -682,6 +774,9 @@ class _Gen:
         ok = self.op(f"and i1 {ok}, {free}")
         e(f"br i1 {ok}, label %sfence1, label %slow")
         self.label("sfence1")
+        # the other privilege's prepared TLB set may hold what this fence removes: no
+        # native trap or return switches to it until Python drops it (_native_fences)
+        self.set_field(S.CTXOK, "0")
         tlbs = self.field(S.TLBP0, "ptr")  # both TLBs of the set, one after the other
         nz = self.op(f"icmp ne ptr {tlbs}, null")
         e(f"br i1 {nz}, label %sfence2, label %sfence3")

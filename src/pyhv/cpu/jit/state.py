@@ -62,6 +62,16 @@ Layout (byte offsets, all fields 64-bit):
 992    txbuf   pointer to the transmit buffer (TXCAP bytes)
 1000   mmio    pointer to the native MMIO window (codegen.pyhv_mmio_slot), for blocks
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
+5120   ctxs[2] for U, then S: {dispatch table, heat counters, TLB set, timeok}: the
+               contexts a native trap from U-mode (ecall) or SRET to U-mode switches to
+5184   ctxok   1: ctxs hold both contexts of this address space (Python prepared them)
+5192   stvec   where a native trap into S-mode goes
+5200   medeleg which exceptions S-mode takes (native ECALL from U: bit 8)
+5208   irqpend 1: an interrupt is pending and enabled in mie (traps and returns that
+               could let it in are left to Python)
+5216   ntraps  ECALLs from U-mode taken natively (statistics)
+5224   nrets   SRETs done natively (statistics)
+5232   tpc     the pc of the last ECALL taken natively (Python's last_trap)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -99,6 +109,9 @@ TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
 UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, MMIO = 960, 968, 976, 984, 992, 1000
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
+CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
+TPC = 5232
+CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
 # The plain CSRs in csrs[]: index = 2 * (csr & 3) + (1 if S-mode else 0)
@@ -184,6 +197,14 @@ class HartState(ctypes.Structure):
         ("mmio", ctypes.c_void_p),
         ("_pad", ctypes.c_uint64 * ((ITLB - 1008) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
+        ("ctxs", ctypes.c_uint64 * 8),
+        ("ctxok", ctypes.c_uint64),
+        ("stvec", ctypes.c_uint64),
+        ("medeleg", ctypes.c_uint64),
+        ("irqpend", ctypes.c_uint64),
+        ("ntraps", ctypes.c_uint64),
+        ("nrets", ctypes.c_uint64),
+        ("tpc", ctypes.c_uint64),
     ]
 
 
@@ -216,7 +237,10 @@ def _check_layout() -> None:
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
                       ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF),
-                      ("mmio", MMIO), ("itlb", ITLB)):
+                      ("mmio", MMIO), ("itlb", ITLB), ("ctxs", CTXS),
+                      ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
+                      ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
+                      ("tpc", TPC)):
         assert getattr(s, name).offset == off, name
 
 

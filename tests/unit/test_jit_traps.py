@@ -1,0 +1,142 @@
+"""System calls under the JIT: ECALL from U-mode and SRET back, done in native code.
+
+A program's system call used to cost two trips to Python (the ECALL's trap into the
+kernel, the kernel's SRET), each with every register copied out and back; a process-
+heavy guest made tens of thousands of them a second. The native interpreter now does
+both while Python has prepared the two contexts of the address space and no interrupt
+waits. Checked against the interpreter, compiled and in the native interpreter: a U-mode
+loop of system calls into an S-mode handler under Sv39 (every register and CSR the
+same, instret included), an interrupt raised inside the handler and taken right after
+the SRET as on the interpreter, and mstatus.TSR making SRET illegal.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+from test_jit import BASE, WFI, addi, bne  # noqa: E402
+from test_jit_smc import ROOT, TIERS, _lu32, _pair, s_mode_entry  # noqa: E402
+
+import engine_world as W  # noqa: E402
+
+H = W.H
+S_TRAP = BASE + 0x1000  # S-mode handler (VA = PA, not user-accessible)
+S_INIT = BASE + 0x1800
+M_TRAP = BASE + 0x1C00
+U_CODE = 0x4000_2000  # VA of the user program (PA BASE + 0x2000, a U gigapage)
+L1 = BASE + 0x21000  # level-1 table of the user's data (VA 0xC000_0000)
+REMAP = BASE + 0x1F00  # the data megapage's new PTE, and where it goes
+N = 300  # system calls
+K = 120  # the one after which the handler raises a supervisor software interrupt
+K2 = 200  # the one in which it moves the user's data page (no interrupt pending then)
+
+
+def csr(f3: int, rd: int, num: int, rs1: int) -> int:
+    return (num << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | 0x73
+
+
+def beq(rs1, rs2, off):
+    return H.enc_b(0, rs1, rs2, off)
+
+
+def blt(rs1, rs2, off):
+    return H.enc_b(4, rs1, rs2, off)
+
+
+ECALL, SRET = 0x00000073, 0x10200073
+SCAUSE, SEPC, SIP, SIE, STVEC, SSTATUS = 0x142, 0x141, 0x144, 0x104, 0x105, 0x100
+
+
+def _program(w, tsr: bool) -> None:
+    # Sv39: VA 0x8000_0000 -> RAM (kernel), VA 0x4000_0000 -> RAM with U set (user)
+    w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+    w.ram.write_bytes(ROOT + 8 * 1, (((BASE >> 12) << 10) | 0xDF).to_bytes(8, "little"))
+    boot = _lu32(30, 1 << 8) + [csr(1, 0, 0x302, 30)]  # medeleg: ECALL from U
+    boot += _lu32(30, 1 << 1) + [csr(1, 0, 0x303, 30)]  # mideleg: SSIP
+    boot += _lu32(30, M_TRAP) + [csr(1, 0, 0x305, 30)]  # mtvec
+    if tsr:
+        boot += _lu32(30, 1 << 22) + [csr(2, 0, 0x300, 30)]  # mstatus.TSR
+    w.put(BASE, boot + s_mode_entry(S_INIT))
+    s_init = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5)]
+    s_init += _lu32(5, U_CODE) + [csr(1, 0, SEPC, 5)]
+    s_init += _lu32(5, 1 << 8) + [csr(3, 0, SSTATUS, 5)]  # SPP = U
+    s_init += [csr(6, 0, SIE, 2), SRET]  # sie.SSIE; to user mode
+    w.put(S_INIT, s_init)
+    # in system call K: raise SSIP; in K2: move the user's data megapage (its PTE
+    # rewritten, then SFENCE.VMA, both in the kernel) before returning
+    remap = _lu32(28, REMAP) + [W.ld(29, 28, 0), W.ld(30, 28, 8), W.sd(29, 30, 0),
+                                0x12000073]  # sfence.vma
+    head = [
+        csr(2, 5, SCAUSE, 0),  # t0 = scause
+        None,  # blt t0, x0, irq
+        csr(2, 6, SEPC, 0),
+        addi(6, 6, 4),
+        csr(1, 0, SEPC, 6),  # past the ecall
+        addi(10, 10, 3),  # a0 += 3
+        addi(7, 0, -1),
+        None,  # beq a7, t2, done
+        addi(9, 9, 1),  # s1 = system calls
+        addi(28, 0, K),
+        None,  # bne s1, t3, other
+        csr(6, 0, SIP, 2),  # raise SSIP (SIE is 0 in the handler)
+        addi(28, 0, K2),  # other:
+        None,  # bne s1, t3, ret
+    ] + remap
+    ret = len(head)
+    irq = ret + 2
+    done = irq + 3
+    handler = head + [
+        SRET,  # ret
+        0x13,
+        csr(7, 0, SIP, 2),  # irq: clear SSIP
+        addi(18, 18, 1),  # s2 = interrupts
+        SRET,
+        WFI,  # done
+    ]
+    handler[1] = blt(5, 0, 4 * (irq - 1))
+    handler[7] = beq(17, 7, 4 * (done - 7))
+    handler[10] = bne(9, 28, 8)
+    handler[13] = bne(9, 28, 4 * (ret - 13))
+    w.put(S_TRAP, handler)
+    w.put(M_TRAP, [WFI])
+    # VA 0xC000_0000: a level-1 table whose first megapage (U R W) is RAM's first 2 MiB,
+    # then (after system call K) its second: the data word at 0x3000 in it differs
+    w.ram.write_bytes(ROOT + 8 * 3, (((L1 >> 12) << 10) | 0x01).to_bytes(8, "little"))
+    w.ram.write_bytes(L1, (((BASE >> 12) << 10) | 0xD7).to_bytes(8, "little"))
+    new_pte = (((BASE + (2 << 20)) >> 12) << 10) | 0xD7
+    w.ram.write_bytes(REMAP, new_pte.to_bytes(8, "little") + L1.to_bytes(8, "little"))
+    w.ram.write_bytes(BASE + 0x3000, (1).to_bytes(8, "little"))
+    w.ram.write_bytes(BASE + (2 << 20) + 0x3000, (1000).to_bytes(8, "little"))
+    user = _lu32(19, 0xC000_3000) + [  # s3 = the data word's VA
+        addi(8, 0, N), ECALL, W.ld(21, 19, 0), W.add(20, 20, 21),  # s4 += *s3
+        addi(11, 11, 1), addi(8, 8, -1), bne(8, 0, -20),
+        addi(17, 0, -1), ECALL]
+    w.put(BASE + 0x2000, user)
+    w.hart.pc = BASE
+
+
+@TIERS
+def test_system_calls_run_natively_as_on_the_interpreter(threshold):
+    interp, jit = _pair(threshold, lambda w: _program(w, tsr=False))
+    h = interp.hart
+    assert (h.x[10], h.x[9], h.x[18], h.x[11]) == (3 * (N + 1), N, 1, N)
+    assert h.x[20] == (K2 - 1) * 1 + (N - K2 + 1) * 1000  # the new mapping seen at once
+    assert h.priv == 1 and h.scause == 8
+    assert jit.state() == interp.state()
+    assert (jit.hart.stval, jit.hart.last_trap) == (interp.hart.stval, interp.hart.last_trap)
+    stats = jit.engine.stats()
+    assert stats["native_syscalls"] >= N - 10, stats
+    assert stats["native_trap_returns"] >= N - 10, stats
+
+
+@TIERS
+def test_sret_with_tsr_set_is_left_to_python(threshold):
+    """mstatus.TSR: the handler's first SRET is illegal (to M-mode), on both."""
+    interp, jit = _pair(threshold, lambda w: _program(w, tsr=True))
+    assert interp.hart.priv == 3 and interp.hart.mcause == 2
+    assert jit.state() == interp.state()
