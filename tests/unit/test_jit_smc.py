@@ -233,3 +233,55 @@ def test_exec_over_old_code_sweeps_and_runs_the_new_code(threshold):
         stats = jit.engine.stats()
         assert stats["code_pages_swept"] == 1, stats
         assert stats["slow_path_stores"] <= SWEEP_HITS, stats
+
+
+def test_a_program_copied_again_over_its_pages_comes_back_linked_at_once():
+    """A program runs hot (its 16 blocks compiled), is copied again over the same pages
+    with the same bytes (an exec of it into pages that held it), runs again: its blocks
+    come back by their bytes, none compiled again, and the first one that heats up
+    brings the rest of its page with it (one trip to Python, not one per block)."""
+    page, main, src = CODE, BASE + 0x5000, BASE + 0x6000
+    jal = H.enc_j
+
+    words: list[int] = []
+    for _ in range(16):
+        words += [addi(10, 10, 1), jal(0, 4)]
+    words.append(i_type(0x67, 0, 0, 1, 0))  # ret
+    body = [
+        addi(8, 0, 12),  # 0: s0 = 12 runs
+        jal(1, page - (main + 4)),  # 4: run the program
+        addi(8, 8, -1), bne(8, 0, -8),  # 8, 12
+        W.ld(5, 6, 0), W.sd(5, 7, 0),  # 16: copy it again over itself
+        addi(6, 6, 8), addi(7, 7, 8), addi(28, 28, -1), bne(28, 0, -20),
+        0x0000100F,  # 40: fence.i
+        addi(8, 0, 12),  # 44
+        jal(1, page - (main + 48)),  # 48
+        addi(8, 8, -1), bne(8, 0, -8),
+        WFI,
+    ]
+    world = jit_world(threshold=4)
+    world.put(page, words)
+    world.put(src, words)
+    world.put(main, body)
+    world.hart.x[6], world.hart.x[7], world.hart.x[28] = src, page, len(words) * 4 // 8 + 1
+    world.hart.pc = main
+    engine = world.engine
+    after_copy: list[int] = []
+    hot = engine._hot
+
+    compiled_before = []
+
+    def counting_hot(ctx, pc):
+        if world.hart.x[28] == 0 and pc >> 12 == page >> 12:
+            if not after_copy:
+                compiled_before.append(engine.compiler.blocks_compiled)
+            after_copy.append(pc)
+        return hot(ctx, pc)
+
+    engine._hot = counting_hot
+    run(world)
+    assert world.hart.waiting and world.hart.x[10] == 2 * 12 * 16
+    stats = engine.stats()
+    assert stats["retranslations"] >= 16, stats
+    assert compiled_before == [engine.compiler.blocks_compiled]  # none compiled again
+    assert len(after_copy) <= 2, after_copy  # was one per block

@@ -9,8 +9,13 @@ How control moves:
   native interpreter (native_interp.py), which runs the stretch up to the next control
   transfer one instruction at a time, decoding as it goes. Cold code so never leaves
   native code; Python runs only what native code does not do (CSR accesses other than
-  time and sstatus.SIE, traps, xRET, WFI, SFENCE.VMA, FP in the interpreter, MMIO),
-  one instruction at a time, with precise state.
+  time, sstatus and the plain scratch/epc/cause/tval ones, traps other than a system
+  call from U-mode, MRET, SRET with an interrupt waiting, WFI, satp writes, MMIO other
+  than the console UART's LSR polls and THR writes), one instruction at a time, with
+  precise state.
+* System calls: an ECALL from U-mode into S-mode and the SRET back switch natively
+  between the two contexts of the address space, which Python prepares (``ctxs``) when
+  satp, MXR or the counter enables change (``_prepare_traps``).
 * Each stretch start counts its runs; at ``hot_runs`` the interpreter leaves with
   ``EXIT_HOT`` and its block is compiled (codegen.py → compiler.py, on a worker thread)
   and linked into the dispatch table. A start the disk cache may hold leaves at its
@@ -82,6 +87,7 @@ NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 STATS = os.environ.get("PYHV_JIT_STATS", "") not in ("", "0")
 MAX_CONTEXTS = 64
 COOL_PERIOD = float(os.environ.get("PYHV_JIT_COOL", "0.05"))  # seconds; see JitEngine._cool
+ASK_AGAIN = 20  # coolings after which a start's first run asks the code cache again
 MAX_THRESH = 1 << 16  # the hot threshold while the compiler is over its budget, at most
 MAX_TLB_SETS = 16  # soft-TLB sets kept for data-translation contexts (48 KiB each)
 SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
@@ -242,12 +248,14 @@ class _Context:
 
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
                  "table_addr", "translated", "key", "vmap", "verified", "satp",
-                 "runs", "runs_addr")
+                 "runs", "runs_addr", "page_blocks")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool], hot_runs: int) -> None:
         table = S.new_table()
         # stretch-start run counters of the native interpreter (native_interp.py)
-        self.runs = (ctypes.c_uint32 * native_interp.NHEAT)()
+        # virtual page -> {start: its bytes} of every block linked there (JitEngine._relink_page)
+        self.page_blocks: dict[int, dict[int, bytes]] = {}
+        self.runs = (ctypes.c_uint32 * native_interp.HEAT_WORDS)()
         self.runs_addr = ctypes.addressof(self.runs)
         self.native = _NativeBlocks(table, self.runs, hot_runs)
         self.table_addr = ctypes.addressof(table)
@@ -387,6 +395,7 @@ class JitEngine:
         self._invalidated_gone = 0  # invalidations counted by contexts since dropped
         self.deferred = 0  # compiles put off while the compiler was over its budget
         self._cooled = time.monotonic()  # when run counts were last forgotten (_cool)
+        self._coolings = 0
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
         self.retranslations = 0  # blocks installed again after a write dropped them
         hart.flush_decoded = self.flush
@@ -490,6 +499,7 @@ class JitEngine:
                 ctx.nojit.clear()
                 ctx.queued.clear()
                 ctx.vmap.clear()
+                ctx.page_blocks.clear()
                 ctx.verified.clear()
                 self._vpages.get(ctx.native_id, {}).clear()
             elif ctx.key[1]:
@@ -820,6 +830,11 @@ class JitEngine:
                 return False
         self._register(ctx.native_id, start, ((page >> 12, start & 0xFFF, length),),
                        {start >> 12})
+        off = page - self.machine.ram_base + (start & 0xFFF)
+        blocks = ctx.page_blocks.get(start >> 12)
+        if blocks is None:
+            blocks = ctx.page_blocks[start >> 12] = {}
+        blocks[start] = bytes(self.machine.ram_mv[off:off + length])
         if start in ctx.native.dropped:
             ctx.native.dropped.discard(start)
             self.retranslations += 1
@@ -1115,11 +1130,17 @@ class JitEngine:
         if pc in ctx.native:
             ctx.native.link(pc)  # known, but pushed out of its table slots
             return
-        if pc in ctx.nojit or pc in ctx.queued or ctx.native.backoff(pc):
+        if pc in ctx.nojit or pc in ctx.queued:
             return
         if ctx.key[1] and pc >> 12 not in ctx.verified:
             self._verify(ctx, pc >> 12)
+        # Machine code for these very bytes (the same program exec'd again into pages
+        # that held it, a block dropped and its bytes written back) costs nothing to
+        # link: no back-off for it, only for what would have to be compiled again.
         if pc in self.compiler.starts and self._jit(ctx, pc, compile_now=False):
+            self._relink_page(ctx, pc)
+            return
+        if ctx.native.backoff(pc):
             return
         i = native_interp.heat_index(pc)
         if ctx.runs[i] >= self.machine.hot_runs:
@@ -1131,6 +1152,30 @@ class JitEngine:
                 self.st.thresh = min(self.st.thresh * 2, MAX_THRESH)
                 return
             self._jit(ctx, pc, compile_now=True)
+
+    def _relink_page(self, ctx: _Context, pc: int) -> None:
+        """A block came back by its bytes (its page was written, or is another copy of
+        the same program): bring back at once every other block of the page whose
+        bytes are there too, rather than one trip to Python for each as it heats up
+        (a teaching kernel's exec copies a program into fresh pages each time)."""
+        native = ctx.native
+        blocks = ctx.page_blocks.get(pc >> 12)
+        if not blocks or pc not in native:
+            return
+        m = self.machine
+        ppn = native[pc][1]
+        base = (ppn << 12) - m.ram_base
+        sup = ctx.key[0] == C.PRV_S
+        comp = self.compiler
+        for start, raw in list(blocks.items()):
+            if start in native or start in ctx.queued:
+                continue
+            off = base + (start & 0xFFF)
+            if m.ram_mv[off:off + len(raw)] != raw:
+                continue
+            found = comp.find(block_key(ctx.translated, start, raw, sup))
+            if found is not None:
+                self._install(ctx, start, ppn << 12, found, len(raw))
 
     def _slow_heat(self, ctx: _Context, pc: int) -> None:
         """The native interpreter left at ``pc`` for an instruction it does not do (FP,
@@ -1150,8 +1195,13 @@ class JitEngine:
         (a kernel path a few hundred times a second runs well interpreted; compiling
         it costs more than it gains)."""
         self._cooled = now
+        self._coolings += 1
+        # the counts; every ASK_AGAIN coolings the asked bits too (native_interp)
+        size = native_interp.NHEAT * 4
+        if self._coolings % ASK_AGAIN == 0:
+            size = native_interp.HEAT_WORDS * 4
         for ctx in self._contexts.values():
-            ctypes.memset(ctx.runs, 0, ctypes.sizeof(ctx.runs))
+            ctypes.memset(ctx.runs, 0, size)
         if self.st.thresh != self.machine.hot_runs and not self.compiler.over_budget():
             self.st.thresh = min(self.machine.hot_runs, (1 << 32) - 1)
 

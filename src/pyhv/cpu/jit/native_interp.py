@@ -34,6 +34,9 @@ from .codegen import _CANON_D, _CI, _CX, code_granule_check, fma_invalid
 
 RAM_BASE = 0x80000000
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
+# ... followed by NHEAT "asked" bits: the code cache was asked about that start's first
+# run (kept across coolings, so a start the cache does not hold asks once)
+HEAT_WORDS = NHEAT + NHEAT // 32
 NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
 REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
 
@@ -774,9 +777,18 @@ class _Gen:
         ok = self.op(f"and i1 {ok}, {free}")
         e(f"br i1 {ok}, label %sfence1, label %slow")
         self.label("sfence1")
-        # the other privilege's prepared TLB set may hold what this fence removes: no
-        # native trap or return switches to it until Python drops it (_native_fences)
-        self.set_field(S.CTXOK, "0")
+        # the other privilege's prepared TLB set may hold what this fence removes too:
+        # emptied as well (Python drops it after the run: _native_fences)
+        ready = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
+        e(f"br i1 {ready}, label %sfencectx, label %sfence1b")
+        self.label("sfencectx")
+        for priv in (C.PRV_U, C.PRV_S):
+            other = self.op(f"inttoptr i64 {self.field(S.CTXS + S.CTX_BYTES * priv + 16)} "
+                            "to ptr")
+            e(f"call void @llvm.memset.p0.i64(ptr {other}, i8 -1, i64 {2 * S.TLB_BYTES}, "
+              "i1 false)")
+        e("br label %sfence1b")
+        self.label("sfence1b")
         tlbs = self.field(S.TLBP0, "ptr")  # both TLBs of the set, one after the other
         nz = self.op(f"icmp ne ptr {tlbs}, null")
         e(f"br i1 {nz}, label %sfence2, label %sfence3")
@@ -983,7 +995,21 @@ class _Gen:
         sh = self.op(f"lshr i8 {byte}, {bit8}")
         one = self.op(f"and i8 {sh}, 1")
         isk = self.op(f"icmp ne i8 {one}, 0")
-        e(f"br i1 {isk}, label %hot, label %fetchpage")
+        e(f"br i1 {isk}, label %asked, label %fetchpage")
+        # ... once: a start whose lookup found nothing (another program's block at the
+        # same address, a colliding bit) is not asked about again at each cooling
+        self.label("asked")
+        abase = self.op(f"getelementptr i8, ptr {heat}, i64 {NHEAT * 4}")
+        ai = self.op(f"lshr i64 {hi}, 3")
+        ap = self.op(f"getelementptr i8, ptr {abase}, i64 {ai}")
+        av = self.op(f"load i8, ptr {ap}")
+        abit = self.op(f"and i64 {hi}, 7")
+        abit8 = self.op(f"trunc i64 {abit} to i8")
+        am = self.op(f"shl i8 1, {abit8}")
+        was = self.op(f"and i8 {av}, {am}")
+        e(f"store i8 {self.op(f'or i8 {av}, {am}')}, ptr {ap}")
+        seen = self.op(f"icmp ne i8 {was}, 0")
+        e(f"br i1 {seen}, label %fetchpage, label %hot")
         self.label("hot")
         e(f"ret i32 {S.EXIT_HOT}")
         # the page of the stretch: host address = pc + delta
@@ -1231,4 +1257,4 @@ def interpreter_ir() -> str:
             + _Gen(True).build("pyhv_interp_tlb"))
 
 
-__all__ = ["interpreter_ir", "heat_index", "known_index", "NHEAT", "NKNOWN"]
+__all__ = ["interpreter_ir", "heat_index", "known_index", "NHEAT", "NKNOWN", "HEAT_WORDS"]
