@@ -723,32 +723,19 @@ class _Block:
         lim = self.op(f"sub i64 {size_ram}, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
         ok = self.op(f"and i1 {inr}, {aligned}")
-        # a byte outside RAM may be the console UART's fast window (pyhv_mmio_slot)
-        dev = f"m{k}u" if size == 1 else slow
         if store:
             chk = f"m{k}c"
-            self.emit(f"br i1 {ok}, label %{chk}, label %{dev}")
+            self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
             self.start_label(chk)
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
                 f"m{k}g", self.t))
         else:
-            self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
-        if size == 1:
-            self.start_label(dev)
-            fn = self.field(S.MMIO, "ptr")
-            mp = self.op(f"call ptr {fn}(ptr %s, i64 {addr}, i64 {1 if store else 0})")
-            has = self.op(f"icmp ne ptr {mp}, null")
-            self.emit(f"br i1 {has}, label %m{k}j, label %{slow}")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
         self.start_label(fast)
         host = self.field(S.RAM_HOST, "ptr")
-        hp = self.op(f"getelementptr i8, ptr {host}, i64 {off}")
-        if size != 1:
-            return hp
-        self.emit(f"br label %m{k}j")
-        self.start_label(f"m{k}j")
-        return self.op(f"phi ptr [ {hp}, %{fast} ], [ {mp}, %{dev} ]")
+        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
 
     def slow_exit(self, label: str, addr: str, store: bool, k: int, pc: int) -> None:
         self.start_label(label)
@@ -1133,7 +1120,7 @@ code:
 ; side effect then); a byte written to THR takes the transmit buffer's next slot, which
 ; Python sends after the run, before it does anything else (nothing else the guest
 ; can see changes: THR is empty again at once, the THRE interrupt state is as before).
-define ptr @pyhv_mmio_slot(ptr %s, i64 %pa, i64 %store) #0 {{
+define internal ptr @pyhv_mmio_slot(ptr %s, i64 %pa, i64 %store) #0 {{
 entry:
   %pb = getelementptr i8, ptr %s, i64 {S.UART_BASE}
   %base = load i64, ptr %pb
@@ -1422,7 +1409,26 @@ call:
   %fn = load ptr, ptr %pfn
   %r = call i32 %fn(ptr %s)
   %cont = icmp eq i32 %r, 0
-  br i1 %cont, label %loop, label %out
+  br i1 %cont, label %loop, label %bexit
+bexit:
+  ; a block left before an access it could not do: the native interpreter tries that
+  ; instruction first (the console UART's window in bare mode, say), then Python
+  %isslow = icmp eq i32 %r, {S.EXIT_SLOW}
+  %pacc = getelementptr i8, ptr %s, i64 {S.EXIT_ACCESS}
+  %acc = load i64, ptr %pacc
+  %mem = icmp ne i64 %acc, 0
+  %pint0 = getelementptr i8, ptr %s, i64 {S.INTERP}
+  %ifn0 = load ptr, ptr %pint0
+  %hasint = icmp ne ptr %ifn0, null
+  %t0 = and i1 %isslow, %mem
+  %try = and i1 %t0, %hasint
+  br i1 %try, label %retry, label %out
+retry:
+  %r3 = call i32 %ifn0(ptr %s)
+  %c3 = icmp eq i32 %r3, 0
+  br i1 %c3, label %loop, label %out3
+out3:
+  br label %done
 out:
   br label %done
 budget:
@@ -1443,7 +1449,7 @@ lookup:
   br label %done
 done:
   %code = phi i32 [ %r, %out ], [ {S.EXIT_BUDGET}, %budget ], [ %r2, %out2 ],
-                 [ {S.EXIT_LOOKUP}, %lookup ]
+                 [ {S.EXIT_LOOKUP}, %lookup ], [ %r3, %out3 ]
   call void @llvm.x86.sse.stmxcsr(ptr %mx) #1
   %m = load i32, ptr %mx
   %m64 = zext i32 %m to i64

@@ -168,7 +168,6 @@ class Compiler:
         self.dispatch = self._compile_dispatch()
         self.refill = self.ee.get_function_address("pyhv_refill")
         self.revoke = self.ee.get_function_address("pyhv_revoke")
-        self.mmio = self.ee.get_function_address("pyhv_mmio_slot")
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, str]] = []
         self._batch_opt: list[tuple[str, str]] = []  # optimised recompiles, sent after

@@ -60,7 +60,6 @@ Layout (byte offsets, all fields 64-bit):
 976    uart_lsr   what a native LSR read returns (the UART's LSR at the run's start)
 984    txn     bytes in the transmit buffer (native THR writes, drained after the run)
 992    txbuf   pointer to the transmit buffer (TXCAP bytes)
-1000   mmio    pointer to the native MMIO window (codegen.pyhv_mmio_slot), for blocks
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 5120   ctxs[2] for U, then S: {dispatch table, heat counters, TLB set, timeok}: the
                contexts a native trap from U-mode (ecall) or SRET to U-mode switches to
@@ -106,7 +105,7 @@ PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
 CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
 TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
-UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, MMIO = 960, 968, 976, 984, 992, 1000
+UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF = 960, 968, 976, 984, 992
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
@@ -194,8 +193,7 @@ class HartState(ctypes.Structure):
         ("uart_lsr", ctypes.c_uint64),
         ("txn", ctypes.c_uint64),
         ("txbuf", ctypes.c_void_p),
-        ("mmio", ctypes.c_void_p),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 1008) // 8)),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 1000) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
         ("ctxs", ctypes.c_uint64 * 8),
         ("ctxok", ctypes.c_uint64),
@@ -237,7 +235,7 @@ def _check_layout() -> None:
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
                       ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF),
-                      ("mmio", MMIO), ("itlb", ITLB), ("ctxs", CTXS),
+                      ("itlb", ITLB), ("ctxs", CTXS),
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
                       ("tpc", TPC)):
