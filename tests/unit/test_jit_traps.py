@@ -19,7 +19,7 @@ from pyhv.cpu.engines import jit_unavailable_reason
 pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
-from test_jit import BASE, WFI, addi, bne  # noqa: E402
+from test_jit import BASE, WFI, addi, bne, i_type  # noqa: E402
 from test_jit_smc import ROOT, TIERS, _lu32, _pair, s_mode_entry  # noqa: E402
 
 import engine_world as W  # noqa: E402
@@ -140,3 +140,94 @@ def test_sret_with_tsr_set_is_left_to_python(threshold):
     interp, jit = _pair(threshold, lambda w: _program(w, tsr=True))
     assert interp.hart.priv == 3 and interp.hart.mcause == 2
     assert jit.state() == interp.state()
+
+
+# -- page faults from U-mode ---------------------------------------------------------------
+L0 = BASE + 0x22000  # level-0 table of the user's demand-paged region (VA 0xC000_0000)
+FRAMES = BASE + 0x100000  # frame i of that region: PA FRAMES + i * 4096
+FUNC_PAGE = 16  # a page of the region holding a function (an instruction page fault)
+
+
+def _sh(f3, rd, rs1, sh):
+    return i_type(0x13, rd, f3, rs1, sh)
+
+
+def _fault_program(w) -> None:
+    """U-mode code touches a region whose pages are mapped on demand by the S-mode
+    handler: pages 0-3 not mapped (load faults), 4-7 mapped read-only (store faults:
+    made writable, then SFENCE.VMA), page 16 holds a function, not mapped (a fetch
+    fault). Then an ECALL with a7 = -1 parks the hart in the handler."""
+    w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+    w.ram.write_bytes(ROOT + 8 * 1, (((BASE >> 12) << 10) | 0xDF).to_bytes(8, "little"))
+    w.ram.write_bytes(ROOT + 8 * 3, (((L1 >> 12) << 10) | 0x01).to_bytes(8, "little"))
+    w.ram.write_bytes(L1, (((L0 >> 12) << 10) | 0x01).to_bytes(8, "little"))
+    for i in range(4, 8):  # read-only, user, accessed
+        pte = (((FRAMES >> 12) + i) << 10) | 0x53
+        w.ram.write_bytes(L0 + 8 * i, pte.to_bytes(8, "little"))
+    for i in range(8):
+        w.ram.write_bytes(FRAMES + i * 4096, (i * 100).to_bytes(8, "little"))
+    w.put(FRAMES + FUNC_PAGE * 4096, [addi(20, 20, 1), i_type(0x67, 0, 0, 1, 0)])
+    deleg = (1 << 8) | (1 << 12) | (1 << 13) | (1 << 15)
+    boot = _lu32(30, deleg) + [csr(1, 0, 0x302, 30)]  # medeleg
+    boot += _lu32(30, M_TRAP) + [csr(1, 0, 0x305, 30)]  # mtvec
+    w.put(BASE, boot + s_mode_entry(S_INIT))
+    s_init = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5)]
+    s_init += _lu32(5, U_CODE) + [csr(1, 0, SEPC, 5)]
+    s_init += _lu32(5, 1 << 8) + [csr(3, 0, SSTATUS, 5)]  # SPP = U
+    s_init += _lu32(21, L0) + _lu32(22, FRAMES >> 12) + [SRET]  # s5, s6: the kernel's
+    w.put(S_INIT, s_init)
+    handler = [
+        csr(2, 5, SCAUSE, 0),  # 0: t0 = scause
+        addi(6, 0, 8),  # 4
+        None,  # 8: beq t0, t1, syscall
+        csr(2, 6, 0x143, 0),  # 12: t1 = stval
+        _sh(5, 6, 6, 12),  # 16: t1 >>= 12
+        _sh(7, 6, 6, 511),  # 20: t1 &= 511 (andi)
+        _sh(1, 7, 6, 3),  # 24: t2 = t1 << 3
+        W.add(7, 7, 21),  # 28: t2 = &L0[t1]
+        W.add(28, 6, 22),  # 32: t3 = frame PPN
+        _sh(1, 28, 28, 10),  # 36
+        _sh(6, 28, 28, 0xDF),  # 40: V R W X U A D (ori)
+        W.ld(29, 7, 0),  # 44: t4 = the old PTE
+        W.sd(28, 7, 0),  # 48
+        _sh(7, 29, 29, 1),  # 52: was it valid?
+        beq(29, 0, 8),  # 56: -> 64
+        0x12000073,  # 60: sfence.vma
+        addi(23, 23, 1),  # 64: s7 = faults
+        SRET,  # 68
+        addi(7, 0, -1),  # 72: syscall: a7 == -1 -> park
+        beq(17, 7, 8),  # 76 -> 84
+        WFI,  # 80 (not reached)
+        WFI,  # 84
+    ]
+    handler[2] = beq(5, 6, 72 - 8)
+    w.put(S_TRAP, handler)
+    w.put(M_TRAP, [WFI])
+    user = _lu32(19, 0xC000_0000) + _lu32(18, 0xC000_0000 + FUNC_PAGE * 4096) + [
+        addi(8, 0, 40),  # s0 = 40 rounds
+        _sh(7, 12, 8, 7),  # loop: a2 = s0 & 7
+        _sh(1, 12, 12, 12),  # a2 <<= 12
+        W.add(13, 19, 12),  # a3 = the page
+        W.ld(11, 13, 0),  # a1 = *a3 (load fault on pages 0-3)
+        W.add(20, 20, 11),  # s4 += a1
+        W.sd(8, 13, 8),  # a3[1] = s0 (store fault on pages 4-7)
+        i_type(0x67, 1, 0, 18, 0),  # jalr ra, s2: the function (fetch fault once)
+        addi(8, 8, -1),
+        bne(8, 0, -32),
+        addi(17, 0, -1), ECALL,
+    ]
+    w.put(BASE + 0x2000, user)
+    w.hart.pc = BASE
+
+
+@TIERS
+def test_page_faults_from_user_mode_natively_as_on_the_interpreter(threshold):
+    interp, jit = _pair(threshold, _fault_program)
+    h = interp.hart
+    assert h.x[23] == 9  # 4 load faults, 4 store faults, 1 fetch fault
+    assert h.x[20] == 5 * sum(i * 100 for i in range(8)) + 40
+    assert jit.state() == interp.state()
+    assert (jit.hart.stval, jit.hart.last_trap) == (interp.hart.stval, interp.hart.last_trap)
+    assert jit.ram.read_bytes(L0, 8 * 17) == interp.ram.read_bytes(L0, 8 * 17)
+    stats = jit.engine.stats()
+    assert stats["native_page_faults"] >= 5, stats

@@ -1160,6 +1160,99 @@ no:
   ret ptr null
 }}
 
+; The page fault an access by U-mode at va must raise (%kind: 0 fetch, 1 load, 2 store),
+; as Mmu.walk decides it: its cause (12, 13 or 15), or -1 when there is none or it is not
+; that simple (a PTE outside RAM, a misaligned superpage, A/D bits to set: Python).
+define internal i64 @pyhv_ufault(ptr %s, i64 %va, i64 %kind) #0 {{
+entry:
+  %isf = icmp eq i64 %kind, 0
+  %isl = icmp eq i64 %kind, 1
+  %c1 = select i1 %isl, i64 13, i64 15
+  %cause = select i1 %isf, i64 12, i64 %c1
+  %psatp = getelementptr i8, ptr %s, i64 {S.SATP}
+  %satp = load i64, ptr %psatp
+  %mode = lshr i64 %satp, 60
+  %sv39 = icmp eq i64 %mode, {C.SATP_MODE_SV39}
+  %sv48 = icmp eq i64 %mode, {C.SATP_MODE_SV48}
+  %okm = or i1 %sv39, %sv48
+  br i1 %okm, label %canon, label %none
+canon:
+  %sh = select i1 %sv39, i64 25, i64 16
+  %t1 = shl i64 %va, %sh
+  %t2 = ashr i64 %t1, %sh
+  %isc = icmp eq i64 %t2, %va
+  br i1 %isc, label %start, label %fault
+start:
+  %root = and i64 %satp, {_PPN}
+  %a0 = shl i64 %root, 12
+  %lvl0 = select i1 %sv39, i64 2, i64 3
+  %prh = getelementptr i8, ptr %s, i64 {S.RAM_HOST}
+  %rh = load ptr, ptr %prh
+  %prs = getelementptr i8, ptr %s, i64 {S.RAM_SIZE}
+  %rs = load i64, ptr %prs
+  %lim = sub i64 %rs, 7
+  br label %walk
+walk:
+  %a = phi i64 [ %a0, %start ], [ %anext, %next ]
+  %lvl = phi i64 [ %lvl0, %start ], [ %lvlm1, %next ]
+  %s9 = mul i64 %lvl, 9
+  %s12 = add i64 %s9, 12
+  %vi = lshr i64 %va, %s12
+  %vi9 = and i64 %vi, 511
+  %vo = shl i64 %vi9, 3
+  %pa = add i64 %a, %vo
+  %off = sub i64 %pa, {RAM_BASE}
+  %inram = icmp ult i64 %off, %lim
+  br i1 %inram, label %rd, label %none
+rd:
+  %pp = getelementptr i8, ptr %rh, i64 %off
+  %pte = load i64, ptr %pp
+  %v = and i64 %pte, 1
+  %invalid = icmp eq i64 %v, 0
+  %hi = lshr i64 %pte, 54
+  %res = icmp ne i64 %hi, 0
+  %rw = and i64 %pte, 6
+  %wnr = icmp eq i64 %rw, 4
+  %b1 = or i1 %invalid, %res
+  %bad = or i1 %b1, %wnr
+  br i1 %bad, label %fault, label %kind_
+kind_:
+  %rx = and i64 %pte, 10
+  %isleaf = icmp ne i64 %rx, 0
+  %ppn = lshr i64 %pte, 10
+  %ppnm = and i64 %ppn, {_PPN}
+  br i1 %isleaf, label %leaf, label %next
+next:
+  %last = icmp eq i64 %lvl, 0
+  %anext = shl i64 %ppnm, 12
+  %lvlm1 = sub i64 %lvl, 1
+  br i1 %last, label %fault, label %walk
+leaf:
+  %ub = and i64 %pte, 16
+  %nou = icmp eq i64 %ub, 0
+  %xb = and i64 %pte, 8
+  %xok = icmp ne i64 %xb, 0
+  %rb = and i64 %pte, 2
+  %rok = icmp ne i64 %rb, 0
+  %wb = and i64 %pte, 4
+  %wok = icmp ne i64 %wb, 0
+  %pms = getelementptr i8, ptr %s, i64 {S.MSTATUS}
+  %ms = load i64, ptr %pms
+  %mxrb = and i64 %ms, {C.MSTATUS_MXR}
+  %mxr = icmp ne i64 %mxrb, 0
+  %mx = and i1 %mxr, %xok
+  %lok = or i1 %rok, %mx
+  %ok1 = select i1 %isl, i1 %lok, i1 %wok
+  %ok = select i1 %isf, i1 %xok, i1 %ok1
+  %nok = xor i1 %ok, true
+  %deny = or i1 %nou, %nok
+  br i1 %deny, label %fault, label %none
+fault:
+  ret i64 %cause
+none:
+  ret i64 -1
+}}
+
 ; Loads and stores: fill the soft-TLB entry of va; false if Python must do it. %store
 ; is 0 for a load, else the store's size. A device page whose access the MMIO window
 ; takes gets a one-access entry (see mfill).

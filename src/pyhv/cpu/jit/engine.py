@@ -10,12 +10,14 @@ How control moves:
   transfer one instruction at a time, decoding as it goes. Cold code so never leaves
   native code; Python runs only what native code does not do (CSR accesses other than
   time, sstatus and the plain scratch/epc/cause/tval ones, traps other than a system
-  call from U-mode, MRET, SRET with an interrupt waiting, WFI, satp writes, MMIO other
+  call or page fault from U-mode, MRET, SRET with an interrupt waiting, WFI, satp
+  writes, MMIO other
   than the console UART's LSR polls and THR writes), one instruction at a time, with
   precise state.
-* System calls: an ECALL from U-mode into S-mode and the SRET back switch natively
-  between the two contexts of the address space, which Python prepares (``ctxs``) when
-  satp, MXR or the counter enables change (``_prepare_traps``).
+* System calls and page faults: an ECALL from U-mode into S-mode, a page fault of
+  U-mode the native walk proves (codegen's ``pyhv_ufault``) and the SRET back switch
+  natively between the two contexts of the address space, which Python prepares
+  (``ctxs``) when satp, MXR or the counter enables change (``_prepare_traps``).
 * Each stretch start counts its runs; at ``hot_runs`` the interpreter leaves with
   ``EXIT_HOT`` and its block is compiled (codegen.py → compiler.py, on a worker thread)
   and linked into the dispatch table. A start the disk cache may hold leaves at its
@@ -446,6 +448,7 @@ class JitEngine:
             "irq_exits": self.irq_exits,
             "native_console_bytes": self.console_bytes,
             "native_syscalls": self.st.ntraps,
+            "native_page_faults": self.st.nfaults,
             "native_trap_returns": self.st.nrets,
         }
 
@@ -936,9 +939,9 @@ class JitEngine:
             st.fflags = 0
         if st.sfpend:
             self._native_fences()
-        if st.ntraps != self._ntraps:
-            self._ntraps = st.ntraps
-            hart.prev_trap, hart.last_trap = hart.last_trap, (8, 0, st.tpc)
+        if st.ntraps + st.nfaults != self._ntraps:  # (the last of them, for diagnostics)
+            self._ntraps = st.ntraps + st.nfaults
+            hart.prev_trap, hart.last_trap = hart.last_trap, (st.tcause, st.ttval, st.tpc)
         n = budget - left
         self.native_instructions += n
         self.native_entries += 1

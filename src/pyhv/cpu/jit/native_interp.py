@@ -27,6 +27,8 @@ generated from the same template; they live in the dispatcher's module.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...isa import csr as C
 from ...isa.decoder import PAUSE
 from . import state as S
@@ -123,7 +125,7 @@ class _Gen:
             got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {size if store else 0})")
             ok2 = self.op(f"and i1 {got}, {aligned}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{out}")
-            self._slow_access(out, addr, store)
+            self._slow_access(out, addr, store, aligned)
             self.label(fast)
             addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
             add = self.op(f"load i64, ptr {addp}")
@@ -159,10 +161,12 @@ class _Gen:
         self.label(join)
         return self.op(f"phi ptr [ {hp}, %{fast} ], [ {mp}, %{dev} ]")
 
-    def _slow_access(self, label: str, addr: str, store: bool) -> None:
+    def _slow_access(self, label: str, addr: str, store: bool, aligned: str = "true") -> None:
         self.label(label)
         self.set_field(S.EXIT_VADDR, addr)
         self.emit(f"store i64 {2 if store else 1}, ptr %acc")
+        # a misaligned access is Python's (its exception comes first where it has one)
+        self.emit(f"store i1 {aligned}, ptr %pfok")
         self.emit("br label %slowmem")
 
     def guest_pa(self, ptr: str) -> str:
@@ -678,15 +682,8 @@ class _Gen:
         counters and soft TLBs to the prepared context (``ctxs``) and empties the I-TLB
         (its entries were checked for the other privilege); then the stretch ends."""
         e = self.emit
-
-        def ready() -> tuple[str, str, str]:
-            ok = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
-            quiet = self.op(f"icmp eq i64 {self.field(S.IRQPEND)}, 0")
-            return (self.op(f"and i1 {ok}, {quiet}"), self.field(S.MSTATUS),
-                    self.field(S.PRIV))
-
         self.label("ecall")
-        ok0, ms, priv = ready()
+        ok0, ms, priv = self.trap_ready()
         isecall = self.op("icmp eq i32 %w, 115")  # 0x00000073
         fromu = self.op(f"icmp eq i64 {priv}, {C.PRV_U}")
         deleg = self.op(f"and i64 {self.field(S.MEDELEG)}, {1 << 8}")
@@ -696,24 +693,9 @@ class _Gen:
         ok = self.op(f"and i1 {ok}, {ok0}")
         e(f"br i1 {ok}, label %ecall1, label %slow")
         self.label("ecall1")
-        self.set_field(S.CSRS + 8 * 3, "%pc")  # sepc
-        self.set_field(S.TPC, "%pc")
-        self.set_field(S.CSRS + 8 * 5, "8")  # scause: environment call from U-mode
-        self.set_field(S.CSRS + 8 * 7, "0")  # stval
-        self.set_field(S.CSRDIRTY, "1")
-        sie = self.op(f"and i64 {ms}, {C.MSTATUS_SIE}")
-        spie = self.op(f"shl i64 {sie}, 4")  # SIE (bit 1) -> SPIE (bit 5)
-        keep = self.op(f"and i64 {ms}, "
-                       f"{_s64(~(C.MSTATUS_SPIE | C.MSTATUS_SIE | C.MSTATUS_SPP))}")
-        new = self.op(f"or i64 {keep}, {spie}")
-        self.set_field(S.MSTATUS, new)
-        self.switch_context(C.PRV_S, new)
-        vec = self.op(f"and i64 {self.field(S.STVEC)}, -4")
-        e(f"store i64 {vec}, ptr %pcv")
-        self.set_field(S.NTRAPS, self.op(f"add i64 {self.field(S.NTRAPS)}, 1"))
-        e("br label %leave")  # a trap: nothing retired
+        self.trap_from_u(ms, "8", "0", "%pc", S.NTRAPS)  # environment call from U-mode
         self.label("sret")
-        ok0, ms, priv = ready()
+        ok0, ms, priv = self.trap_ready()
         issret = self.op("icmp eq i32 %w, 270532723")  # 0x10200073
         froms = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
         tsr = self.op(f"and i64 {ms}, {C.MSTATUS_TSR}")
@@ -738,6 +720,61 @@ class _Gen:
         self.label("sretu")
         self.switch_context(C.PRV_U, new)
         e("br label %retire")
+
+    def trap_ready(self) -> tuple[str, str, str]:
+        """(native traps allowed now, mstatus, privilege), loaded where it is emitted."""
+        ok = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
+        quiet = self.op(f"icmp eq i64 {self.field(S.IRQPEND)}, 0")
+        return (self.op(f"and i1 {ok}, {quiet}"), self.field(S.MSTATUS),
+                self.field(S.PRIV))
+
+    def trap_from_u(self, ms: str, cause: str, tval: str, epc: str, counter: int) -> None:
+        """Take an exception from U-mode into S-mode (Hart.take_trap, delegated): sepc,
+        scause, stval; SPIE = SIE, SIE = 0, SPP = U; the S-mode context; pc = stvec's
+        base. Nothing retires; the stretch ends."""
+        self.set_field(S.CSRS + 8 * 3, epc)  # sepc
+        self.set_field(S.CSRS + 8 * 5, cause)  # scause
+        self.set_field(S.CSRS + 8 * 7, tval)  # stval
+        self.set_field(S.CSRDIRTY, "1")
+        self.set_field(S.TPC, epc)
+        self.set_field(S.TCAUSE, cause)
+        self.set_field(S.TTVAL, tval)
+        sie = self.op(f"and i64 {ms}, {C.MSTATUS_SIE}")
+        spie = self.op(f"shl i64 {sie}, 4")  # SIE (bit 1) -> SPIE (bit 5)
+        keep = self.op(f"and i64 {ms}, "
+                       f"{_s64(~(C.MSTATUS_SPIE | C.MSTATUS_SIE | C.MSTATUS_SPP))}")
+        new = self.op(f"or i64 {keep}, {spie}")
+        self.set_field(S.MSTATUS, new)
+        self.switch_context(C.PRV_S, new)
+        vec = self.op(f"and i64 {self.field(S.STVEC)}, -4")
+        self.emit(f"store i64 {vec}, ptr %pcv")
+        self.set_field(counter, self.op(f"add i64 {self.field(counter)}, 1"))
+        self.emit("br label %leave")
+
+    def page_fault(self, go: str, otherwise: str, kind: str,
+                   where: Callable[[], tuple[str, str]]) -> None:
+        """At label ``go``: a page fault from U-mode (kind 0 fetch, 1 load, 2 store; at
+        ``where()``: (address, pc)) taken natively if the walk proves one and S-mode
+        takes it (medeleg); else on to ``otherwise``."""
+        e = self.emit
+        self.label(go)
+        va, pc = where()
+        ok0, ms, priv = self.trap_ready()
+        fromu = self.op(f"icmp eq i64 {priv}, {C.PRV_U}")
+        ok = self.op(f"and i1 {ok0}, {fromu}")
+        walk, trap = self.fresh("pfw"), self.fresh("pft")
+        e(f"br i1 {ok}, label %{walk}, label %{otherwise}")
+        self.label(walk)
+        cause = self.op(f"call i64 @pyhv_ufault(ptr %s, i64 {va}, i64 {kind})")
+        isf = self.op(f"icmp sge i64 {cause}, 0")
+        sh = self.op(f"and i64 {cause}, 63")
+        deleg = self.op(f"lshr i64 {self.field(S.MEDELEG)}, {sh}")
+        deleg = self.op(f"and i64 {deleg}, 1")
+        deleg = self.op(f"icmp ne i64 {deleg}, 0")
+        ok = self.op(f"and i1 {isf}, {deleg}")
+        e(f"br i1 {ok}, label %{trap}, label %{otherwise}")
+        self.label(trap)
+        self.trap_from_u(ms, cause, va, pc, S.NFAULTS)
 
     def switch_context(self, priv: int, ms: str) -> None:
         """Point native code at the prepared context of ``priv`` (mstatus ``ms``)."""
@@ -953,6 +990,8 @@ class _Gen:
         self.label("entry")
         e("%res = alloca i64")
         e("%acc = alloca i64")
+        e("%pfok = alloca i1")
+        e("store i1 false, ptr %pfok")
         e("%pcv = alloca i64")
         e("%budv = alloca i64")
         pc0 = self.field(S.PC)
@@ -1015,7 +1054,7 @@ class _Gen:
         # the page of the stretch: host address = pc + delta
         self.label("fetchpage")
         vpage = self.op(f"and i64 {pc0}, -4096")
-        hpage = self.fetch_page(pc0, "slow")
+        hpage = self.fetch_page(pc0, "fetchfault" if self.translated else "slow")
         e(f"%delta = sub i64 {hpage}, {vpage}")
         e(f"%rvc = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RVC}')}")
         e(f"%yield = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.YIELD}')}")
@@ -1217,6 +1256,8 @@ class _Gen:
 
         self.label("leave")
         self._writeback(0)
+        if self.translated:  # the stretch's first fetch failed: a page fault?
+            self.page_fault("fetchfault", "slow", "0", lambda: (pc0, pc0))
         self.label("slow")
         # An instruction this interpreter does not do. Past the stretch's first
         # instruction, hand it back to the dispatcher, which runs a compiled block
@@ -1230,7 +1271,16 @@ class _Gen:
         e("store i64 0, ptr %acc")
         e("br label %slowmem")
         self.label("slowmem")
-        self.set_field(S.EXIT_ACCESS, self.op("load i64, ptr %acc"))
+        acc = self.op("load i64, ptr %acc")
+        self.set_field(S.EXIT_ACCESS, acc)
+        if self.translated:  # a page fault from U-mode may be taken here
+            mem = self.op(f"icmp ne i64 {acc}, 0")
+            al = self.op("load i1, ptr %pfok")
+            mem = self.op(f"and i1 {mem}, {al}")
+            e(f"br i1 {mem}, label %pfmem, label %slowout")
+            self.page_fault("pfmem", "slowout", acc, lambda: (
+                self.field(S.EXIT_VADDR), self.op("load i64, ptr %pcv")))
+            self.label("slowout")
         self._writeback(S.EXIT_SLOW)
         self.label("yielded")
         self._writeback(S.EXIT_YIELD)

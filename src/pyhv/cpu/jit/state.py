@@ -70,7 +70,10 @@ Layout (byte offsets, all fields 64-bit):
                could let it in are left to Python)
 5216   ntraps  ECALLs from U-mode taken natively (statistics)
 5224   nrets   SRETs done natively (statistics)
-5232   tpc     the pc of the last ECALL taken natively (Python's last_trap)
+5232   tpc     the last trap taken natively: its pc, cause and tval (Python's last_trap)
+5240   tcause
+5248   ttval
+5256   nfaults page faults from U-mode taken natively (statistics)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -109,7 +112,7 @@ UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF = 960, 968, 976, 984, 992
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
-TPC = 5232
+TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -203,6 +206,9 @@ class HartState(ctypes.Structure):
         ("ntraps", ctypes.c_uint64),
         ("nrets", ctypes.c_uint64),
         ("tpc", ctypes.c_uint64),
+        ("tcause", ctypes.c_uint64),
+        ("ttval", ctypes.c_uint64),
+        ("nfaults", ctypes.c_uint64),
     ]
 
 
@@ -238,7 +244,8 @@ def _check_layout() -> None:
                       ("itlb", ITLB), ("ctxs", CTXS),
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
-                      ("tpc", TPC)):
+                      ("tpc", TPC), ("tcause", TCAUSE), ("ttval", TTVAL),
+                      ("nfaults", NFAULTS)):
         assert getattr(s, name).offset == off, name
 
 
