@@ -182,3 +182,47 @@ def test_sstatus_fs_changes_natively(threshold):
     assert interp[1][8:] == (0x4012000000000000).to_bytes(8, "little")  # 4.5
     assert jit == interp
     assert world.engine.slow_exits < 16, world.engine.slow_exits
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+def test_misa_and_machine_trap_stack_writes_natively(threshold):
+    """In M-mode: misa read in every form (writes ignored), and mstatus writes that
+    change only the trap stack's bits (SIE, SPIE, SPP, MPIE; a firmware's trap exit)
+    done natively in a loop; one that changes MPP and one that changes MIE after it
+    still reach Python. Each against the interpreter."""
+    n = 50
+    stack = (1 << 5) | (1 << 8) | (1 << 7)  # SPIE, SPP, MPIE
+    loop = li32(8, n) + li32(9, stack) + [
+        csr(CSRRS, 10, 0x301, 0),  # a0 = misa
+        csr(CSRRW, 11, 0x301, 9),  # a1 = misa (the write is ignored)
+        csr(CSRRSI, 12, 0x301, 3),
+        csr(CSRRS, 13, 0x300, 9),  # set SPIE, SPP, MPIE
+        csr(CSRRSI, 0, 0x300, 2),  # SIE
+        csr(CSRRC, 14, 0x300, 9),  # and clear them
+        csr(CSRRCI, 15, 0x300, 2),
+        csr(CSRRW, 16, 0x300, 15),  # write back what was read
+        i_type(0x13, 8, 0, 8, -1),
+    ]
+    loop.append(H.enc_b(1, 8, 0, -4 * (len(loop) - len(li32(8, n)) - len(li32(9, stack)))))
+    tail = li32(9, 1 << 11) + [csr(CSRRS, 17, 0x300, 9)]  # MPP = S: Python
+    # a supervisor software interrupt pending, enabled in mie, not delegated: setting
+    # mstatus.MIE (Python) lets it in right after that instruction
+    tail += _lu32(30, HANDLER) + [_csrw(0x305, 30), csr(CSRRSI, 0, 0x304, 2),
+                                  csr(CSRRSI, 0, 0x344, 2)]
+    tail += [csr(CSRRSI, 18, 0x300, 8), csr(CSRRS, 19, 0x300, 0), WFI]
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.put(BASE, loop + tail)
+        world.put(HANDLER, [csr(CSRRS, 20, 0x300, 0), csr(CSRRCI, 0, 0x344, 2), WFI])
+        run(world, 100_000)
+        assert world.hart.waiting
+        results.append(world.state())
+    interp, jit = results
+    from pyhv.isa import csr as C
+
+    assert interp["x"][10] == interp["x"][11] == interp["x"][12] == C.MISA_RV64GC
+    assert interp["mcause"] == (1 << 63) | 1 and interp["x"][19] == 0
+    assert interp["mepc"] == BASE + 4 * (len(loop + tail) - 2)
+    assert (interp["x"][20] >> 11) & 3 == 3 and interp["x"][20] & (1 << 7)  # MPP, MPIE
+    assert jit == interp
+    assert world.engine.slow_exits < 10, world.engine.slow_exits  # not 8 per round

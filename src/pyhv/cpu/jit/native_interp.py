@@ -574,14 +574,15 @@ class _Gen:
         csr = self.op("lshr i32 %w, 20")
         plain = {c: "pcsr" for c in (C.MSCRATCH, C.SSCRATCH, C.MEPC, C.SEPC, C.MCAUSE,
                                      C.SCAUSE, C.MTVAL, C.STVAL)}
-        group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, *plain]}
+        group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, C.MISA, *plain]}
         fences = {0x120 | rs2: "sfence" for rs2 in range(32)}  # sfence.vma: funct7 9
         self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences,
                                  0x000: "ecall", 0x102: "sret"}, "slow")
         self.sfence()
         self.traps()
         self.label("csrpre")
-        self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", **plain})
+        self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", C.MISA: "misa",
+                              **plain})
         self.label("rdtime")
         f2 = self.op("icmp eq i32 %f3, 2")
         r0 = self.op("icmp eq i32 %rs1, 0")
@@ -874,9 +875,10 @@ class _Gen:
 
     def plain_csrs(self, csr: str, labels: dict[int, str]) -> None:
         """CSRs that only hold a value (the trap handlers' scratch, epc, cause and tval
-        of M and S mode), mhartid and mstatus reads: read and written natively, with
-        the privilege check of the CSR's number; the rest of the group (writes to
-        read-only CSRs, a too-low privilege) leaves for Python, which raises."""
+        of M and S mode), mhartid, misa and mstatus reads, and M-mode mstatus writes of
+        the trap stack's bits: done natively, with the privilege check of the CSR's
+        number; the rest of the group (writes to read-only CSRs, a too-low privilege,
+        other mstatus changes) leaves for Python, which raises or does it."""
         e = self.emit
         f3 = "%f3"
         # csrrw/s/c and their immediate forms: f3 & 3 = 1, 2, 3; f3 & 4: uimm in rs1
@@ -903,10 +905,43 @@ class _Gen:
         e(f"br i1 {ok}, label %hartid1, label %slow")
         self.label("hartid1")
         self.result(self.field(S.MHARTID))
+        # misa: read-only here (writes are ignored, as Hart.csr_write does)
+        self.label("misa")
+        e(f"br i1 {allowed}, label %misa1, label %slow")
+        self.label("misa1")
+        self.result(str(_s64(C.MISA_RV64GC)))
+        # mstatus: reads; and writes in M-mode that change only the trap stack's bits
+        # (SIE, SPIE, SPP, MPIE: a firmware's trap exit restoring what its entry saved)
         self.label("mstat")
-        e(f"br i1 {ok}, label %mstat1, label %slow")
+        e(f"br i1 {ok}, label %mstat1, label %mstatw")
         self.label("mstat1")
         self.result(self.sstatus_value(self.field(S.MSTATUS), mask=-1))
+        self.label("mstatw")
+        ism = self.op(f"icmp eq i64 {priv}, {C.PRV_M}")
+        okw = self.op(f"and i1 {ism}, {okind}")
+        e(f"br i1 {okw}, label %mstatw1, label %slow")
+        self.label("mstatw1")
+        ms = self.field(S.MSTATUS)
+        old = self.sstatus_value(ms, mask=-1)  # what the instruction reads
+        wm = C.MSTATUS_WRITABLE
+        inv = self.op(f"xor i64 {operand}, -1")
+        setb = self.op(f"or i64 {old}, {operand}")
+        clrb = self.op(f"and i64 {old}, {inv}")
+        iss = self.op(f"icmp eq i32 {kind}, 2")
+        sc = self.op(f"select i1 {iss}, i64 {setb}, i64 {clrb}")
+        put = self.op(f"select i1 {writes0}, i64 {operand}, i64 {sc}")
+        keep = self.op(f"and i64 {ms}, {_s64(~wm)}")
+        wv = self.op(f"and i64 {put}, {wm}")
+        new = self.op(f"or i64 {keep}, {wv}")
+        new = self.op(f"and i64 {new}, {_s64(~C.MSTATUS_SD)}")
+        diff = self.op(f"xor i64 {new}, {ms}")
+        stack = C.MSTATUS_SIE | C.MSTATUS_SPIE | C.MSTATUS_SPP | C.MSTATUS_MPIE
+        other = self.op(f"and i64 {diff}, {_s64(~stack)}")
+        only = self.op(f"icmp eq i64 {other}, 0")
+        e(f"br i1 {only}, label %mstatw2, label %slow")
+        self.label("mstatw2")
+        self.set_field(S.MSTATUS, new)
+        self.result(old)
         # the plain ones: csrs[2 * (csr & 3) + (S ? 1 : 0)]
         self.label("pcsr")
         e(f"br i1 {allowed}, label %pcsr1, label %slow")
