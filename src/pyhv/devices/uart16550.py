@@ -205,7 +205,8 @@ class Uart16550(Device):
     def native_window(self) -> tuple[int, int]:
         """(what native code may do, LSR): bit 0 read LSR (no error bit that a read
         clears), bit 1 write THR (a transmitted byte, and not in loopback or
-        divisor-latch mode, where a write changes what the guest sees)."""
+        divisor-latch mode, where a write changes what the guest sees). The bits are
+        the JIT's ``state.UART_READ_LSR`` and ``UART_WRITE_THR``."""
         lsr = self.lsr
         flags = 0 if lsr & (LSR_BI | LSR_OE) else 1
         if (not (self.lcr & LCR_DLAB or self.mcr & MCR_LOOP)

@@ -954,8 +954,10 @@ attributes #1 = { strictfp }
 # the write tag vpn | CODE_TAG, so each store there asks the code granule bitmap.
 _PPN = (1 << 44) - 1
 REFILL = f"""
-; The table walk: the leaf PTE of va and 9 x its level, or {{0, 0}} (not valid) when
-; something needs Python (a fault, a PTE outside RAM, reserved bits, no Sv39/Sv48).
+; The table walk: the leaf PTE of va and 9 x its level; or, with PTE 0 (not valid), 1
+; when the walk itself raises a page fault (a non-canonical va, an invalid PTE, reserved
+; bits, W without R, no leaf: Mmu.walk's rules), 0 when it needs Python (a PTE outside
+; RAM, no Sv39/Sv48).
 define internal {{i64, i64}} @pyhv_walk(ptr %s, i64 %va) #0 {{
 entry:
   %psatp = getelementptr i8, ptr %s, i64 {S.SATP}
@@ -970,7 +972,7 @@ canon:
   %t1 = shl i64 %va, %sh
   %t2 = ashr i64 %t1, %sh
   %isc = icmp eq i64 %t2, %va
-  br i1 %isc, label %start, label %fail
+  br i1 %isc, label %start, label %fault
 start:
   %root = and i64 %satp, {_PPN}
   %a0 = shl i64 %root, 12
@@ -1005,7 +1007,7 @@ rd:
   %ok0 = and i1 %valid, %nores
   %ok1 = xor i1 %wnr, true
   %ok2 = and i1 %ok0, %ok1
-  br i1 %ok2, label %kind, label %fail
+  br i1 %ok2, label %kind, label %fault
 kind:
   %rx = and i64 %pte, 10
   %isleaf = icmp ne i64 %rx, 0
@@ -1016,11 +1018,13 @@ next:
   %last = icmp eq i64 %lvl, 0
   %anext = shl i64 %ppnm, 12
   %lvlm1 = sub i64 %lvl, 1
-  br i1 %last, label %fail, label %walk
+  br i1 %last, label %fault, label %walk
 leaf:
   %r0 = insertvalue {{i64, i64}} undef, i64 %pte, 0
   %r1 = insertvalue {{i64, i64}} %r0, i64 %s9, 1
   ret {{i64, i64}} %r1
+fault:
+  ret {{i64, i64}} {{i64 0, i64 1}}
 fail:
   ret {{i64, i64}} {{i64 0, i64 0}}
 }}
@@ -1169,64 +1173,14 @@ entry:
   %isl = icmp eq i64 %kind, 1
   %c1 = select i1 %isl, i64 13, i64 15
   %cause = select i1 %isf, i64 12, i64 %c1
-  %psatp = getelementptr i8, ptr %s, i64 {S.SATP}
-  %satp = load i64, ptr %psatp
-  %mode = lshr i64 %satp, 60
-  %sv39 = icmp eq i64 %mode, {C.SATP_MODE_SV39}
-  %sv48 = icmp eq i64 %mode, {C.SATP_MODE_SV48}
-  %okm = or i1 %sv39, %sv48
-  br i1 %okm, label %canon, label %none
-canon:
-  %sh = select i1 %sv39, i64 25, i64 16
-  %t1 = shl i64 %va, %sh
-  %t2 = ashr i64 %t1, %sh
-  %isc = icmp eq i64 %t2, %va
-  br i1 %isc, label %start, label %fault
-start:
-  %root = and i64 %satp, {_PPN}
-  %a0 = shl i64 %root, 12
-  %lvl0 = select i1 %sv39, i64 2, i64 3
-  %prh = getelementptr i8, ptr %s, i64 {S.RAM_HOST}
-  %rh = load ptr, ptr %prh
-  %prs = getelementptr i8, ptr %s, i64 {S.RAM_SIZE}
-  %rs = load i64, ptr %prs
-  %lim = sub i64 %rs, 7
-  br label %walk
-walk:
-  %a = phi i64 [ %a0, %start ], [ %anext, %next ]
-  %lvl = phi i64 [ %lvl0, %start ], [ %lvlm1, %next ]
-  %s9 = mul i64 %lvl, 9
-  %s12 = add i64 %s9, 12
-  %vi = lshr i64 %va, %s12
-  %vi9 = and i64 %vi, 511
-  %vo = shl i64 %vi9, 3
-  %pa = add i64 %a, %vo
-  %off = sub i64 %pa, {RAM_BASE}
-  %inram = icmp ult i64 %off, %lim
-  br i1 %inram, label %rd, label %none
-rd:
-  %pp = getelementptr i8, ptr %rh, i64 %off
-  %pte = load i64, ptr %pp
-  %v = and i64 %pte, 1
-  %invalid = icmp eq i64 %v, 0
-  %hi = lshr i64 %pte, 54
-  %res = icmp ne i64 %hi, 0
-  %rw = and i64 %pte, 6
-  %wnr = icmp eq i64 %rw, 4
-  %b1 = or i1 %invalid, %res
-  %bad = or i1 %b1, %wnr
-  br i1 %bad, label %fault, label %kind_
-kind_:
-  %rx = and i64 %pte, 10
-  %isleaf = icmp ne i64 %rx, 0
-  %ppn = lshr i64 %pte, 10
-  %ppnm = and i64 %ppn, {_PPN}
-  br i1 %isleaf, label %leaf, label %next
-next:
-  %last = icmp eq i64 %lvl, 0
-  %anext = shl i64 %ppnm, 12
-  %lvlm1 = sub i64 %lvl, 1
-  br i1 %last, label %fault, label %walk
+  %w = call {{i64, i64}} @pyhv_walk(ptr %s, i64 %va)
+  %pte = extractvalue {{i64, i64}} %w, 0
+  %why = extractvalue {{i64, i64}} %w, 1
+  %found = icmp ne i64 %pte, 0
+  br i1 %found, label %leaf, label %failed
+failed:
+  %walkfault = icmp eq i64 %why, 1
+  br i1 %walkfault, label %fault, label %none
 leaf:
   %ub = and i64 %pte, 16
   %nou = icmp eq i64 %ub, 0
