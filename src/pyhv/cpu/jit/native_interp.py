@@ -27,6 +27,7 @@ generated from the same template; they live in the dispatcher's module.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from ...isa import csr as C
@@ -93,9 +94,11 @@ class _Gen:
         return self.op(f"load i64, ptr {p}")
 
     def result(self, v: str) -> None:
-        """The instruction's value for rd; then on to the next instruction."""
-        self.emit(f"store i64 {v}, ptr %res")
-        self.emit("br label %wb")
+        """The instruction's value for rd (x0 stays zero); then on to the next one."""
+        rdx = self.op("zext i32 %rd to i64")
+        self.emit(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        self.emit("store i64 0, ptr %s")
+        self.emit("br label %next")
 
     def sext32(self, v: str) -> str:
         t = self.op(f"trunc i64 {v} to i32")
@@ -1023,7 +1026,6 @@ class _Gen:
     def build(self, name: str) -> str:  # noqa: PLR0915 - one function, in order
         e = self.emit
         self.label("entry")
-        e("%res = alloca i64")
         e("%acc = alloca i64")
         e("%pfok = alloca i1")
         e("store i1 false, ptr %pfok")
@@ -1142,43 +1144,13 @@ class _Gen:
         e("%len = phi i64 [ 4, %f32b ], [ 2, %f16 ], [ 4, %f32y ]")
         e("%npc = add i64 %pc, %len")
         e("%opc = and i32 %w, 127")
-        t = self.op("lshr i32 %w, 7")
-        e(f"%rd = and i32 {t}, 31")
-        t = self.op("lshr i32 %w, 12")
-        e(f"%f3 = and i32 {t}, 7")
-        t = self.op("lshr i32 %w, 15")
-        e(f"%rs1 = and i32 {t}, 31")
-        t = self.op("lshr i32 %w, 20")
-        e(f"%rs2 = and i32 {t}, 31")
-        e("%f7 = lshr i32 %w, 25")
-        e("%f6 = lshr i32 %w, 26")
-        e("%f5 = lshr i32 %w, 27")
-        k = self.op("shl i32 %f7, 3")
-        e(f"%key = or i32 {k}, %f3")
-        r1 = self.op("zext i32 %rs1 to i64")
-        r2 = self.op("zext i32 %rs2 to i64")
-        e(f"%a = load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {r1}')}")
-        e(f"%b = load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {r2}')}")
-        e("%a32 = trunc i64 %a to i32")
-        t = self.op("ashr i32 %w, 20")
-        e(f"%immi = sext i32 {t} to i64")
-        t = self.op("lshr i32 %w, 20")
-        e(f"%sh5 = and i32 {t}, 31")
-        t = self.op("and i32 %w, 67108863")  # bits 25:0 -> shamt in 25:20
-        t = self.op(f"lshr i32 {t}, 20")
-        e(f"%shamt = zext i32 {t} to i64")
-        e("%sh6r = and i64 %b, 63")
-        # S-immediate: imm[11:5] = w[31:25], imm[4:0] = w[11:7]
-        hi7 = self.op("ashr i32 %w, 25")
-        hi7 = self.op(f"shl i32 {hi7}, 5")
-        s = self.op(f"or i32 {hi7}, %rd")
-        e(f"%imms = sext i32 {s} to i64")
         self.switch("%opc", "i32", {
             0x13: "opimm", 0x1B: "opimm32", 0x33: "opreg", 0x3B: "opreg32", 0x37: "lui",
             0x17: "auipc", 0x6F: "jal", 0x67: "jalr", 0x63: "branch", 0x03: "load",
             0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system", 0x07: "fload",
             0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma", 0x4B: "opfma",
             0x4F: "opfma"}, "slow")
+        groups = len(self.lines)
 
         self.label("fload")
         self.fp_loads()
@@ -1272,13 +1244,8 @@ class _Gen:
             e(f"store i64 {tgt}, ptr %pcv")
             e("br label %retire")
 
-        # write rd, retire, go on
-        self.label("wb")
-        v = self.op("load i64, ptr %res")
-        rdx = self.op("zext i32 %rd to i64")
-        e(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
-        e("store i64 0, ptr %s")  # x0 stays zero
-        e("br label %next")
+        self.lines[groups:] = _decode_lazily(self.lines[groups:])
+        # retire, go on
         self.label("next")
         e("store i64 %npc, ptr %pcv")
         b1 = self.op("sub i64 %bud, 1")
@@ -1334,6 +1301,91 @@ class _Gen:
         self.set_field(S.PC, self.op("load i64, ptr %pcv"))
         self.set_field(S.BUDGET, self.op("load i64, ptr %budv"))
         self.emit(f"ret i32 {code}")
+
+
+# The instruction fields, each defined from the word %w (and the registers) by LLVM IR
+# that may use fields defined before it.
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "rd": ("{t} = lshr i32 %w, 7", "%rd = and i32 {t}, 31"),
+    "f3": ("{t} = lshr i32 %w, 12", "%f3 = and i32 {t}, 7"),
+    "rs1": ("{t} = lshr i32 %w, 15", "%rs1 = and i32 {t}, 31"),
+    "rs2": ("{t} = lshr i32 %w, 20", "%rs2 = and i32 {t}, 31"),
+    "f7": ("%f7 = lshr i32 %w, 25",),
+    "f6": ("%f6 = lshr i32 %w, 26",),
+    "f5": ("%f5 = lshr i32 %w, 27",),
+    "key": ("{t} = shl i32 %f7, 3", "%key = or i32 {t}, %f3"),
+    "a": ("{t} = zext i32 %rs1 to i64", "{u} = getelementptr i64, ptr %s, i64 {t}",
+          "%a = load i64, ptr {u}"),
+    "b": ("{t} = zext i32 %rs2 to i64", "{u} = getelementptr i64, ptr %s, i64 {t}",
+          "%b = load i64, ptr {u}"),
+    "a32": ("%a32 = trunc i64 %a to i32",),
+    "immi": ("{t} = ashr i32 %w, 20", "%immi = sext i32 {t} to i64"),
+    "sh5": ("{t} = lshr i32 %w, 20", "%sh5 = and i32 {t}, 31"),
+    # bits 25:0 -> shamt in 25:20
+    "shamt": ("{t} = and i32 %w, 67108863", "{u} = lshr i32 {t}, 20",
+              "%shamt = zext i32 {u} to i64"),
+    "sh6r": ("%sh6r = and i64 %b, 63",),
+    # S-immediate: imm[11:5] = w[31:25], imm[4:0] = w[11:7]
+    "imms": ("{t} = ashr i32 %w, 25", "{u} = shl i32 {t}, 5", "{t}x = or i32 {u}, %rd",
+             "%imms = sext i32 {t}x to i64"),
+}
+_NEEDS = {"key": ("f7", "f3"), "a": ("rs1",), "b": ("rs2",), "a32": ("a",),
+          "sh6r": ("b",), "imms": ("rd",)}
+_FIELD_RE = re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")\b")
+
+
+def _decode_lazily(lines: list[str]) -> list[str]:
+    """Decode each instruction group's fields in that group only.
+
+    Decoding every field of every instruction up front, before the opcode switch, kept
+    some twenty values live across it: LLVM spilled them, and fetch and decode took
+    more than half the interpreter's time. So the groups (from one opcode label to the
+    next) are written against shared names (``%a``, ``%rd``, ...), and here each group
+    gets its own copies of the fields it uses, defined at its entry."""
+    out: list[str] = []
+    group: list[str] = []
+    name = ""
+
+    def flush() -> None:
+        used: set[str] = set()
+        for line in group:
+            used.update(_FIELD_RE.findall(line))
+        order: list[str] = []
+
+        def need(f: str) -> None:
+            for d in _NEEDS.get(f, ()):
+                need(d)
+            if f not in order:
+                order.append(f)
+
+        for f in sorted(used):
+            need(f)
+        sfx = f".{name}"
+        defs = []
+        for f in order:
+            t, u = f"%t.{f}{sfx}", f"%u.{f}{sfx}"
+            defs += ["  " + d.format(t=t, u=u) for d in _FIELDS[f]]
+        body = [_FIELD_RE.sub(lambda m: f"%{m.group(1)}{sfx}", line) for line in
+                [*defs, *group[1:]]]
+        out.extend([group[0], *body] if group else [])
+
+    for line in lines:
+        if not line.startswith(" ") and line.endswith(":") and line[:-1] in _GROUPS:
+            if group:
+                flush()
+            group, name = [line], line[:-1]
+        elif group:
+            group.append(line)
+        else:
+            out.append(line)
+    if group:
+        flush()
+    return out
+
+
+_GROUPS = {"fload", "fstore", "opfp", "opfma", "opimm", "opimm32", "opreg", "opreg32",
+           "lui", "auipc", "load", "store", "amo", "system", "miscmem", "jal", "jalr",
+           "branch"}
 
 
 def interpreter_ir() -> str:
