@@ -60,3 +60,29 @@ def test_a_change_to_any_generator_source_changes_the_cache_tag() -> None:
         assert cache_tag("cpu", "+f", changed) != base, generator_modules()[i].__name__
     names = {m.__name__.rsplit(".", 1)[1] for m in generator_modules()}
     assert {"decoder", "compressed", "codegen", "native_interp", "state", "compiler"} <= names
+
+
+def test_old_versions_of_the_code_cache_are_pruned(tmp_path):
+    """A new pyhv version's cache directory removes all but the most recently used
+    others (each version's Linux cache is tens of MB); names that are not cache tags
+    are left alone."""
+    import os
+
+    from pyhv.cpu.jit.compiler import KEEP_VERSIONS, prune_versions
+
+    olds = []
+    for i in range(KEEP_VERSIONS + 2):
+        d = tmp_path / f"{i:016x}"
+        d.mkdir()
+        (d / "index").write_text("x")
+        os.utime(d, (1000 + i, 1000 + i))  # higher i: used more recently
+        olds.append(d)
+    mine = tmp_path / "not-a-cache-tag"
+    mine.mkdir()
+    current = tmp_path / "ffffffffffffffff"
+    current.mkdir()
+    removed = prune_versions(current)
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([current.name, mine.name]
+                          + [d.name for d in olds[-(KEEP_VERSIONS - 1):]])
+    assert sorted(removed) == sorted(olds[:len(olds) - (KEEP_VERSIONS - 1)])

@@ -23,6 +23,7 @@ import ctypes
 import hashlib
 import os
 import queue
+import shutil
 import sys
 import threading
 import time
@@ -150,7 +151,11 @@ class Compiler:
         self.runtime_dir = runtime / tag if runtime is not None else None
         if self.runtime_dir is not None:
             try:
-                self.runtime_dir.mkdir(parents=True, exist_ok=True)
+                if not self.runtime_dir.is_dir():
+                    self.runtime_dir.mkdir(parents=True)
+                    prune_versions(self.runtime_dir)
+                else:
+                    os.utime(self.runtime_dir)
             except OSError:
                 self.runtime_dir = None
         self._index: dict[str, str] = {}  # block key -> object file name
@@ -185,7 +190,11 @@ class Compiler:
         if self.cache_dir is None:
             return
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            if not self.cache_dir.is_dir():
+                self.cache_dir.mkdir(parents=True)
+                prune_versions(self.cache_dir)
+            else:
+                os.utime(self.cache_dir)  # in use: the newest versions are kept
             text = (self.cache_dir / "index").read_text()
         except FileNotFoundError:
             return
@@ -544,6 +553,35 @@ class Compiler:
             return False
         spent = self.compile_seconds + (self._busy_since and time.perf_counter() - self._busy_since)
         return spent > COMPILE_GRACE + COMPILE_SHARE * (time.perf_counter() - self._started)
+
+
+KEEP_VERSIONS = 4  # code cache and runtime directories kept per root (prune_versions)
+
+
+def prune_versions(current: Path, keep: int = KEEP_VERSIONS) -> list[Path]:
+    """Remove the code of old pyhv versions beside ``current`` (just created).
+
+    Every change of pyhv or of the host CPU starts a new directory (:func:`cache_tag`);
+    without this, a cache grows by one directory (tens of MB for a Linux guest) for
+    every upgrade. The ``keep`` most recently used directories stay (``current`` among
+    them: a run of the JIT marks its directory used), so a few versions installed side
+    by side keep their caches; a process of a removed version that still runs only
+    loses its cache (its reads and writes there fail quietly). Returns what it removed."""
+    removed: list[Path] = []
+    try:
+        siblings = [p for p in current.parent.iterdir()
+                    if p != current and p.is_dir() and len(p.name) == 16
+                    and all(c in "0123456789abcdef" for c in p.name)]
+        siblings.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    except OSError:
+        return removed
+    for old in siblings[max(0, keep - 1):]:
+        try:
+            shutil.rmtree(old)
+            removed.append(old)
+        except OSError:
+            pass
+    return removed
 
 
 def symbol(key: str) -> str:
