@@ -611,3 +611,34 @@ def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypat
         assert loop in native.optimised, "the hot loop was not compiled again"
         assert native[loop][0] == comp.known[next(k for k in comp.known if k.endswith("_o"))]
         assert (comp.blocks_compiled == 0) == second  # the second run loads both tiers
+
+
+@pytest.mark.parametrize("word", [
+    i_type(0x13, 5, 1, 6, 1 << 6),  # slli with imm[11:6] != 0
+    i_type(0x13, 5, 5, 6, (8 << 6) | 3),  # srli/srai's funct6 neither 0 nor 16
+    i_type(0x1B, 5, 1, 6, 1 << 5),  # slliw with imm[5] set
+    i_type(0x1B, 5, 2, 6, 0),  # OP-IMM-32 funct3 2
+    i_type(0x67, 5, 1, 6, 0),  # jalr with funct3 1
+    H.enc_b(2, 5, 6, 8),  # branch funct3 2
+    i_type(0x03, 5, 7, 6, 0),  # load funct3 7
+    H.enc_s(0x23, 4, 6, 5, 0),  # store funct3 4
+    r_type(0x33, 5, 0, 6, 7, 2),  # OP funct7 2
+    r_type(0x3B, 5, 1, 6, 7, 32),  # OP-32 sllw with funct7 32
+], ids=lambda w: f"{w:08x}")
+def test_reserved_encodings_of_fast_ops_trap_as_on_the_interpreter(word):
+    """The native interpreter's decoded cache runs the common integer, load, store and
+    control-transfer instructions itself; a reserved encoding of their opcodes is an
+    illegal-instruction trap there too, after the instructions before it ran."""
+    handler = BASE + 0x800
+    prog = [addi(6, 0, 64), addi(7, 0, 5), word, addi(10, 0, 1), WFI]
+    worlds = (W.World("interp"), jit_world(threshold=10**9))
+    for w in worlds:
+        w.put(BASE, prog)
+        w.put(handler, [WFI])
+        w.hart.mtvec = handler
+        w.hart.pc = BASE
+        run(w, 1000)
+        assert w.hart.waiting
+    interp, jit = worlds
+    assert interp.hart.mcause == 2 and interp.hart.mtval == word
+    assert jit.state() == interp.state()

@@ -293,3 +293,67 @@ def test_a_program_copied_again_over_its_pages_comes_back_linked_at_once():
     assert stats["retranslations"] >= 16, stats
     assert compiled_again == []
     assert len(after_copy) <= 2, after_copy  # was one per block
+
+
+# -- the native interpreter's decoded cache ---------------------------------------------
+# It keeps decoded instructions by pc slot, each entry naming the instruction bits it was
+# decoded from; a cached instruction runs only while those are still the bits at its pc.
+
+def _halfwords(words: list[int]) -> bytes:
+    """Instructions given as 16-bit (< 0x10000, low bits not 11) or 32-bit values."""
+    out = bytearray()
+    for w in words:
+        out += w.to_bytes(2 if w & 3 != 3 else 4, "little")
+    return bytes(out)
+
+
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_a_compressed_instruction_rewritten_under_the_decoded_cache(translated):
+    """A loop stores a halfword over the compressed instruction after the store, its own
+    bits for 25 iterations, then ``c.addi t0, 3`` instead of ``c.addi t0, 1``: the
+    native interpreter runs the new one from the next iteration, as the interpreter."""
+    old, new = 0x0285, 0x028D  # c.addi t0, 1; c.addi t0, 3
+    body = [
+        H.enc_s(0x23, 1, 8, 7, 4),  # 0: sh t2, 4(s0)
+        old,  # 4: rewritten
+        0x0001,  # 6: c.nop
+        addi(6, 6, -1),  # 8
+        addi(9, 6, -25),  # 12
+        bne(9, 0, 8),  # 16
+        addi(7, 28, 0),  # 20: at 25 left, t2 = the new instruction
+        bne(6, 0, -24),  # 24: back to the store
+        WFI,
+    ]
+
+    def setup(w) -> None:
+        w.ram.write_bytes(CODE, _halfwords(body))
+        w.hart.x[6], w.hart.x[7], w.hart.x[8], w.hart.x[28] = 50, old, CODE, new
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(10**9, setup)
+    assert interp.hart.x[5] == 25 * 1 + 25 * 3
+    assert jit.state() == interp.state()
+
+
+def test_instructions_sharing_a_decoded_cache_slot():
+    """Two functions 64 KiB apart (their pcs share every slot of the decoded cache),
+    with different instructions at the same offsets, called in turn: each runs its own."""
+    from pyhv.cpu.jit import state as S
+
+    apart = S.NDCACHE * 2
+    assert apart == 0x10000  # the test's layout assumes it
+    f_a, f_b = CODE + 0x100, CODE + 0x100 + apart
+    jalr_ret = i_type(0x67, 0, 0, 1, 0)
+    main = [H.enc_j(1, f_a - CODE), H.enc_j(1, f_b - (CODE + 4)), addi(6, 6, -1),
+            bne(6, 0, -12), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, main)
+        w.put(f_a, [addi(5, 5, 1), 0x0001_0001, jalr_ret])  # +1, two c.nop
+        w.put(f_b, [addi(5, 5, 7), addi(10, 10, 2), jalr_ret])  # +7, a0 += 2
+        w.hart.x[6] = 300
+        w.hart.pc = CODE
+
+    interp, jit = _pair(10**9, setup)
+    assert interp.hart.x[5] == 300 * 8 and interp.hart.x[10] == 600
+    assert jit.state() == interp.state()

@@ -371,6 +371,8 @@ class JitEngine:
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
+        self._dcache = S.new_dcache()
+        self.st.dcache = S.buffer_address(self._dcache)
         self.st.known = ctypes.addressof(
             self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
         self.st.thresh = min(machine.hot_runs, (1 << 32) - 1)

@@ -43,6 +43,21 @@ HEAT_WORDS = NHEAT + NHEAT // 32
 NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
 REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
 
+# The instructions the decoded cache runs without the decoder (native_interp's fast_ops),
+# numbered for the cache entries; branches, loads and stores are numbered by funct3 from
+# their first (beq, lb, sb), holes included, which are no fast op.
+FAST_OPS: dict[str, int] = {}
+for _i, _name in enumerate((
+        "lui", "auipc", "jal", "jalr",
+        "beq", "bne", "", "", "blt", "bge", "bltu", "bgeu",
+        "lb", "lh", "lw", "ld", "lbu", "lhu", "lwu", "",
+        "sb", "sh", "sw", "sd",
+        "addi", "slti", "sltiu", "xori", "ori", "andi", "slli", "srli", "srai",
+        "add", "sub", "sll", "slt", "sltu", "xor", "srl", "sra", "or", "and", "mul",
+        "addiw", "slliw", "srliw", "sraiw", "addw", "subw", "sllw", "srlw", "sraw"), 1):
+    if _name:
+        FAST_OPS[_name] = _i
+
 
 def _s64(v: int) -> int:
     """A 64-bit constant as LLVM reads it (signed)."""
@@ -183,64 +198,11 @@ class _Gen:
         arms = " ".join(f"{ty} {k}, label %{v}" for k, v in cases.items())
         self.emit(f"switch {ty} {value}, label %{default} [ {arms} ]")
 
-    def op_imm(self) -> None:
-        names = {f: f"oi{f}" for f in range(8)}
-        self.switch("%f3", "i32", names, "slow")
-        for f3, expr in ((0, "add"), (2, "slt"), (3, "ult"), (4, "xor"), (6, "or"), (7, "and")):
-            self.label(f"oi{f3}")
-            if f3 in (2, 3):
-                c = self.op(f"icmp {expr} i64 %a, %immi")
-                self.result(self.op(f"zext i1 {c} to i64"))
-            else:
-                self.result(self.op(f"{expr} i64 %a, %immi"))
-        # shifts: imm[11:6] selects the kind (000000 logical, 010000 arithmetic right)
-        self.label("oi1")
-        ok = self.op("icmp eq i32 %f6, 0")
-        self.emit(f"br i1 {ok}, label %oi1x, label %slow")
-        self.label("oi1x")
-        self.result(self.op("shl i64 %a, %shamt"))
-        self.label("oi5")
-        self.switch("%f6", "i32", {0: "oi5l", 16: "oi5a"}, "slow")
-        self.label("oi5l")
-        self.result(self.op("lshr i64 %a, %shamt"))
-        self.label("oi5a")
-        self.result(self.op("ashr i64 %a, %shamt"))
-
-    def op_imm32(self) -> None:
-        self.switch("%f3", "i32", {0: "ow0", 1: "ow1", 5: "ow5"}, "slow")
-        self.label("ow0")
-        self.result(self.sext32(self.op("add i64 %a, %immi")))
-        a32 = "%a32"
-        sh = "%sh5"
-        self.label("ow1")
-        ok = self.op("icmp eq i32 %f7, 0")
-        self.emit(f"br i1 {ok}, label %ow1x, label %slow")
-        self.label("ow1x")
-        r = self.op(f"shl i32 {a32}, {sh}")
-        self.result(self.op(f"sext i32 {r} to i64"))
-        self.label("ow5")
-        self.switch("%f7", "i32", {0: "ow5l", 32: "ow5a"}, "slow")
-        for lab, opc in (("ow5l", "lshr"), ("ow5a", "ashr")):
-            self.label(lab)
-            r = self.op(f"{opc} i32 {a32}, {sh}")
-            self.result(self.op(f"sext i32 {r} to i64"))
-
     def op_reg(self) -> None:
-        # key = funct7 << 3 | funct3
-        simple = {0: "add", 4: "xor", 6: "or", 7: "and", 256: "sub", 8: "mul"}
-        cases = {k: f"or{k}" for k in (*simple, 1, 2, 3, 5, 261, 9, 10, 11, 12, 13, 14, 15)}
+        """OP instructions that are no fast op: mulh, mulhsu, mulhu, div, divu, rem,
+        remu (key = funct7 << 3 | funct3)."""
+        cases = {k: f"or{k}" for k in (9, 10, 11, 12, 13, 14, 15)}
         self.switch("%key", "i32", cases, "slow")
-        for k, opc in simple.items():
-            self.label(f"or{k}")
-            self.result(self.op(f"{opc} i64 %a, %b"))
-        sh = "%sh6r"
-        for k, opc in ((1, "shl"), (5, "lshr"), (261, "ashr")):
-            self.label(f"or{k}")
-            self.result(self.op(f"{opc} i64 %a, {sh}"))
-        for k, cc in ((2, "slt"), (3, "ult")):
-            self.label(f"or{k}")
-            c = self.op(f"icmp {cc} i64 %a, %b")
-            self.result(self.op(f"zext i1 {c} to i64"))
         for k, (ea, eb) in ((9, ("sext", "sext")), (10, ("sext", "zext")), (11, ("zext", "zext"))):
             self.label(f"or{k}")
             wa = self.op(f"{ea} i64 %a to i128")
@@ -253,18 +215,11 @@ class _Gen:
             self.result(self.div(name, "%a", "%b", wide=True))
 
     def op_reg32(self) -> None:
-        cases = {0: "ox0", 256: "ox256", 1: "ox1", 5: "ox5", 261: "ox261", 8: "ox8",
-                 12: "ox12", 13: "ox13", 14: "ox14", 15: "ox15"}
+        """OP-32 instructions that are no fast op: mulw, divw, divuw, remw, remuw."""
+        cases = {8: "ox8", 12: "ox12", 13: "ox13", 14: "ox14", 15: "ox15"}
         self.switch("%key", "i32", cases, "slow")
-        for k, opc in ((0, "add"), (256, "sub"), (8, "mul")):
-            self.label(f"ox{k}")
-            self.result(self.sext32(self.op(f"{opc} i64 %a, %b")))
-        for k, opc in ((1, "shl"), (5, "lshr"), (261, "ashr")):
-            self.label(f"ox{k}")
-            b32 = self.op("trunc i64 %b to i32")
-            sh = self.op(f"and i32 {b32}, 31")
-            r = self.op(f"{opc} i32 %a32, {sh}")
-            self.result(self.op(f"sext i32 {r} to i64"))
+        self.label("ox8")
+        self.result(self.sext32(self.op("mul i64 %a, %b")))
         for k, name in ((12, "div"), (13, "divu"), (14, "rem"), (15, "remu")):
             self.label(f"ox{k}")
             a = self.op("trunc i64 %a to i32")
@@ -296,19 +251,6 @@ class _Gen:
             if signed:
                 r = self.op(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
         return r
-
-    def loads(self) -> None:
-        kinds = {0: (8, "sext"), 1: (16, "sext"), 2: (32, "sext"), 3: (64, None),
-                 4: (8, "zext"), 5: (16, "zext"), 6: (32, "zext")}
-        self.switch("%f3", "i32", {f: f"ld{f}" for f in kinds}, "slow")
-        for f3, (bits, ext) in kinds.items():
-            self.label(f"ld{f3}")
-            addr = self.op("add i64 %a, %immi")
-            ptr = self.access(addr, bits // 8, store=False)
-            v = self.op(f"load i{bits}, ptr {ptr}, align 1")
-            if ext:
-                v = self.op(f"{ext} i{bits} {v} to i64")
-            self.result(v)
 
     def fp_on(self, go: str) -> None:
         """On to ``go`` if FP is enabled (mstatus.FS != Off: the F registers were
@@ -498,19 +440,6 @@ class _Gen:
             v = self.op(f"load i64, ptr {self.op(f'getelementptr i64, ptr {fp}, i64 {r2}')}")
             if bits == 32:
                 v = self.op(f"trunc i64 {v} to i32")
-            self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
-            n = self.field(S.STORES)
-            self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
-            self.emit("br label %next")
-
-    def stores(self) -> None:
-        self.switch("%f3", "i32", {f: f"st{f}" for f in range(4)}, "slow")
-        for f3 in range(4):
-            bits = 8 << f3
-            self.label(f"st{f3}")
-            addr = self.op("add i64 %a, %imms")
-            ptr = self.access(addr, bits // 8, store=True)
-            v = "%b" if bits == 64 else self.op(f"trunc i64 %b to i{bits}")
             self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
             n = self.field(S.STORES)
             self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
@@ -1022,6 +951,211 @@ class _Gen:
         hostp = self.op("ptrtoint ptr %ramhost to i64")
         return self.op(f"add i64 {hostp}, {poff}")
 
+    # -- the decoded cache's instructions ---------------------------------------------------
+    def predecode(self, w: str) -> tuple[str, str]:
+        """(FAST_OPS number or 0, immediate as i32) of the 32-bit instruction ``w``:
+        what the decoded cache keeps, so that a cached instruction runs without being
+        expanded, decoded or switched on twice. 0: any other instruction, which the
+        decoder's groups run. Each immediate is computed in its own arm only (a miss
+        costs the decoder's work and this)."""
+        e = self.emit
+        k = self.fresh("pd")
+        F = FAST_OPS
+        opc = self.op(f"and i32 {w}, 127")
+        f3 = self.op(f"lshr i32 {w}, 12")
+        f3 = self.op(f"and i32 {f3}, 7")
+        arms: list[tuple[str, str, str]] = []  # (label, op, imm)
+
+        def pick(x: str, cases: dict[int, int]) -> str:
+            """FAST_OPS number for the value x (i32) by ``cases``, else 0."""
+            r = "0"
+            for val, num in cases.items():
+                c = self.op(f"icmp eq i32 {x}, {val}")
+                r = self.op(f"select i1 {c}, i32 {num}, i32 {r}")
+            return r
+
+        def key() -> str:  # funct7 << 3 | funct3
+            f7 = self.op(f"lshr i32 {w}, 25")
+            return self.op(f"or i32 {self.op(f'shl i32 {f7}, 3')}, {f3}")
+
+        def imm_i() -> str:
+            return self.op(f"ashr i32 {w}, 20")
+
+        def shamt(mask: int) -> str:
+            return self.op(f"and i32 {self.op(f'lshr i32 {w}, 20')}, {mask}")
+
+        def arm(name: str, make: Callable[[], tuple[str, str]]) -> None:
+            lab = f"{k}{name}"
+            self.label(lab)
+            op, imm = make()
+            arms.append((lab, op, imm))
+            e(f"br label %{k}j")
+
+        def imm_s() -> str:  # imm[11:5] = w[31:25], imm[4:0] = w[11:7]
+            hi7 = self.op(f"shl i32 {self.op(f'ashr i32 {w}, 25')}, 5")
+            lo5 = self.op(f"and i32 {self.op(f'lshr i32 {w}, 7')}, 31")
+            return self.op(f"or i32 {hi7}, {lo5}")
+
+        def imm_b() -> str:  # imm[12|10:5|4:1|11] = w[31|30:25|11:8|7]
+            b12 = self.op(f"and i32 {self.op(f'ashr i32 {w}, 19')}, -4096")
+            b105 = self.op(f"and i32 {self.op(f'lshr i32 {w}, 20')}, 2016")
+            b41 = self.op(f"and i32 {self.op(f'lshr i32 {w}, 7')}, 30")
+            b11 = self.op(f"and i32 {self.op(f'shl i32 {w}, 4')}, 2048")
+            t = self.op(f"or i32 {b12}, {b105}")
+            return self.op(f"or i32 {self.op(f'or i32 {t}, {b41}')}, {b11}")
+
+        def imm_j() -> str:  # imm[20|10:1|11|19:12] = w[31|30:21|20|19:12]
+            j20 = self.op(f"and i32 {self.op(f'ashr i32 {w}, 11')}, -1048576")
+            j1912 = self.op(f"and i32 {w}, 1044480")
+            j11 = self.op(f"and i32 {self.op(f'lshr i32 {w}, 9')}, 2048")
+            j101 = self.op(f"and i32 {self.op(f'lshr i32 {w}, 20')}, 2046")
+            t = self.op(f"or i32 {j20}, {j1912}")
+            return self.op(f"or i32 {self.op(f'or i32 {t}, {j11}')}, {j101}")
+
+        def op_imm() -> tuple[str, str]:
+            plain = pick(f3, {0: F["addi"], 2: F["slti"], 3: F["sltiu"], 4: F["xori"],
+                              6: F["ori"], 7: F["andi"]})
+            f6 = self.op(f"lshr i32 {w}, 26")
+            shift = pick(self.op(f"or i32 {self.op(f'shl i32 {f6}, 3')}, {f3}"),
+                         {1: F["slli"], 5: F["srli"], (16 << 3) | 5: F["srai"]})
+            isshift = self.op(f"icmp eq i32 {self.op(f'and i32 {f3}, 3')}, 1")
+            return (self.op(f"select i1 {isshift}, i32 {shift}, i32 {plain}"),
+                    self.op(f"select i1 {isshift}, i32 {shamt(63)}, i32 {imm_i()}"))
+
+        def op_imm32() -> tuple[str, str]:
+            # addiw (funct3 0, any funct7: its I-immediate); slliw, srliw, sraiw
+            shift = pick(key(), {1: F["slliw"], 5: F["srliw"], (32 << 3) | 5: F["sraiw"]})
+            isadd = self.op(f"icmp eq i32 {f3}, 0")
+            return (self.op(f"select i1 {isadd}, i32 {F['addiw']}, i32 {shift}"),
+                    self.op(f"select i1 {isadd}, i32 {imm_i()}, i32 {shamt(31)}"))
+
+        def stores() -> tuple[str, str]:
+            small = self.op(f"icmp ult i32 {f3}, 4")
+            num = self.op(f"add i32 {f3}, {F['sb']}")
+            return self.op(f"select i1 {small}, i32 {num}, i32 0"), imm_s()
+
+        self.switch(opc, "i32", {0x37: f"{k}lui", 0x17: f"{k}auipc", 0x6F: f"{k}jal",
+                                 0x67: f"{k}jalr", 0x63: f"{k}br", 0x03: f"{k}ld",
+                                 0x23: f"{k}st", 0x13: f"{k}oi", 0x33: f"{k}or",
+                                 0x1B: f"{k}ow", 0x3B: f"{k}ox"}, f"{k}none")
+        arm("none", lambda: ("0", "0"))
+        arm("lui", lambda: (str(F["lui"]), self.op(f"and i32 {w}, -4096")))
+        arm("auipc", lambda: (str(F["auipc"]), self.op(f"and i32 {w}, -4096")))
+        arm("jal", lambda: (str(F["jal"]), imm_j()))
+        arm("jalr", lambda: (pick(f3, {0: F["jalr"]}), imm_i()))
+        # branches and loads: number = first + funct3 (the holes are no fast op)
+        arm("br", lambda: (self.op(f"add i32 {f3}, {F['beq']}"), imm_b()))
+        arm("ld", lambda: (self.op(f"add i32 {f3}, {F['lb']}"), imm_i()))
+        arm("st", stores)
+        arm("oi", op_imm)
+        arm("or", lambda: (pick(key(), {0: F["add"], 256: F["sub"], 1: F["sll"],
+                                        2: F["slt"], 3: F["sltu"], 4: F["xor"],
+                                        5: F["srl"], 261: F["sra"], 6: F["or"],
+                                        7: F["and"], 8: F["mul"]}), "0"))
+        arm("ow", op_imm32)
+        arm("ox", lambda: (pick(key(), {0: F["addw"], 256: F["subw"], 1: F["sllw"],
+                                        5: F["srlw"], 261: F["sraw"]}), "0"))
+        self.label(f"{k}j")
+        op = self.op("phi i32 " + ", ".join(f"[ {o}, %{lab} ]" for lab, o, _ in arms))
+        imm = self.op("phi i32 " + ", ".join(f"[ {i}, %{lab} ]" for lab, _, i in arms))
+        return op, imm
+
+    def fast_ops(self) -> None:
+        """The instructions the decoded cache runs directly (FAST_OPS): the integer,
+        load, store and control-transfer instructions of most code, each the same as
+        its case in the decoder's groups below."""
+        e = self.emit
+
+        def reg(r: str) -> str:
+            x = self.op(f"zext i32 {r} to i64")
+            return self.op(f"load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {x}')}")
+
+        def res(v: str) -> None:
+            rdx = self.op("zext i32 %qrd to i64")
+            e(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+            e("store i64 0, ptr %s")
+            e("br label %next")
+
+        def go(target: str) -> None:  # jal, jalr: rd = the next pc, end the stretch
+            rdx = self.op("zext i32 %qrd to i64")
+            e(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+            e("store i64 0, ptr %s")
+            e(f"store i64 {target}, ptr %pcv")
+            e("br label %retire")
+
+        imm = "%qimm"
+        for name, opc in (("addi", "add"), ("xori", "xor"), ("ori", "or"), ("andi", "and"),
+                          ("slli", "shl"), ("srli", "lshr"), ("srai", "ashr")):
+            self.label(f"q_{name}")
+            res(self.op(f"{opc} i64 {reg('%qrs1')}, {imm}"))
+        for name, cc in (("slti", "slt"), ("sltiu", "ult")):
+            self.label(f"q_{name}")
+            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {imm}")
+            res(self.op(f"zext i1 {c} to i64"))
+        for name, opc in (("add", "add"), ("sub", "sub"), ("xor", "xor"), ("or", "or"),
+                          ("and", "and"), ("mul", "mul")):
+            self.label(f"q_{name}")
+            res(self.op(f"{opc} i64 {reg('%qrs1')}, {reg('%qrs2')}"))
+        for name, opc in (("sll", "shl"), ("srl", "lshr"), ("sra", "ashr")):
+            self.label(f"q_{name}")
+            a = reg("%qrs1")
+            sh = self.op(f"and i64 {reg('%qrs2')}, 63")
+            res(self.op(f"{opc} i64 {a}, {sh}"))
+        for name, cc in (("slt", "slt"), ("sltu", "ult")):
+            self.label(f"q_{name}")
+            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {reg('%qrs2')}")
+            res(self.op(f"zext i1 {c} to i64"))
+        self.label("q_addiw")
+        res(self.sext32(self.op(f"add i64 {reg('%qrs1')}, {imm}")))
+        for name, opc in (("slliw", "shl"), ("srliw", "lshr"), ("sraiw", "ashr")):
+            self.label(f"q_{name}")
+            a = self.op(f"trunc i64 {reg('%qrs1')} to i32")
+            sh = self.op(f"trunc i64 {imm} to i32")
+            res(self.op(f"sext i32 {self.op(f'{opc} i32 {a}, {sh}')} to i64"))
+        for name, opc in (("addw", "add"), ("subw", "sub")):
+            self.label(f"q_{name}")
+            res(self.sext32(self.op(f"{opc} i64 {reg('%qrs1')}, {reg('%qrs2')}")))
+        for name, opc in (("sllw", "shl"), ("srlw", "lshr"), ("sraw", "ashr")):
+            self.label(f"q_{name}")
+            a = self.op(f"trunc i64 {reg('%qrs1')} to i32")
+            b = self.op(f"trunc i64 {reg('%qrs2')} to i32")
+            sh = self.op(f"and i32 {b}, 31")
+            res(self.op(f"sext i32 {self.op(f'{opc} i32 {a}, {sh}')} to i64"))
+        self.label("q_lui")
+        res(imm)
+        self.label("q_auipc")
+        res(self.op(f"add i64 %pc, {imm}"))
+        self.label("q_jal")
+        go(self.op(f"add i64 %pc, {imm}"))
+        self.label("q_jalr")
+        t = self.op(f"add i64 {reg('%qrs1')}, {imm}")
+        go(self.op(f"and i64 {t}, -2"))
+        for name, cc in (("beq", "eq"), ("bne", "ne"), ("blt", "slt"), ("bge", "sge"),
+                         ("bltu", "ult"), ("bgeu", "uge")):
+            self.label(f"q_{name}")
+            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {reg('%qrs2')}")
+            tgt = self.op(f"add i64 %pc, {imm}")
+            e(f"store i64 {self.op(f'select i1 {c}, i64 {tgt}, i64 %npc')}, ptr %pcv")
+            e("br label %retire")
+        for name, bits, ext in (("lb", 8, "sext"), ("lh", 16, "sext"), ("lw", 32, "sext"),
+                                ("ld", 64, None), ("lbu", 8, "zext"), ("lhu", 16, "zext"),
+                                ("lwu", 32, "zext")):
+            self.label(f"q_{name}")
+            addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
+            ptr = self.access(addr, bits // 8, store=False)
+            v = self.op(f"load i{bits}, ptr {ptr}, align 1")
+            res(self.op(f"{ext} i{bits} {v} to i64") if ext else v)
+        for name, bits in (("sb", 8), ("sh", 16), ("sw", 32), ("sd", 64)):
+            self.label(f"q_{name}")
+            addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
+            ptr = self.access(addr, bits // 8, store=True)
+            b = reg("%qrs2")
+            v = b if bits == 64 else self.op(f"trunc i64 {b} to i{bits}")
+            e(f"store i{bits} {v}, ptr {ptr}, align 1")
+            n = self.field(S.STORES)
+            self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
+            e("br label %next")
+
     # -- the function ----------------------------------------------------------------------
     def build(self, name: str) -> str:  # noqa: PLR0915 - one function, in order
         e = self.emit
@@ -1094,6 +1228,7 @@ class _Gen:
         hpage = self.fetch_page(pc0, "fetchfault" if self.translated else "slow")
         e(f"%delta = sub i64 {hpage}, {vpage}")
         e(f"%rvc = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RVC}')}")
+        e(f"%dcache = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.DCACHE}')}")
         e(f"%yield = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.YIELD}')}")
         e("br label %loop")
 
@@ -1113,6 +1248,37 @@ class _Gen:
         e(f"%hptr = inttoptr i64 {ha} to ptr")
         lo = self.op("load i16, ptr %hptr, align 1")
         e(f"%lo32 = zext i16 {lo} to i32")
+        # The decoded cache: the entry of this pc's slot holds the decoded form of the
+        # instruction bits it names, which depends on nothing else: if they are the bits
+        # here now, it is this instruction's (whatever pc or address space it was
+        # decoded at; all zeros, an empty entry, names an illegal instruction).
+        dci = self.op("lshr i64 %pc, 1")
+        dci = self.op(f"and i64 {dci}, {S.NDCACHE - 1}")
+        dco = self.op(f"mul i64 {dci}, {S.DC_BYTES}")
+        e(f"%dce = getelementptr i8, ptr %dcache, i64 {dco}")
+        e("%dcraw = load i32, ptr %dce")
+        l3 = self.op("and i32 %lo32, 3")
+        is32 = self.op(f"icmp eq i32 {l3}, 3")
+        e(f"br i1 {is32}, label %dc32, label %dc16")
+        self.label("dc16")
+        same = self.op("icmp eq i32 %dcraw, %lo32")
+        e(f"br i1 {same}, label %dchit, label %decode")
+        self.label("dc32")
+        cross = self.op("icmp ugt i64 %pgo, 4092")
+        e(f"br i1 {cross}, label %decode, label %dc32b")
+        self.label("dc32b")
+        cur = self.op("load i32, ptr %hptr, align 1")
+        same = self.op(f"icmp eq i32 {cur}, %dcraw")
+        e(f"br i1 {same}, label %dchit, label %decode")
+        self.label("dchit")
+        hlen = self.op("phi i64 [ 2, %dc16 ], [ 4, %dc32b ]")
+        hw = self.op(f"load i32, ptr {self.op('getelementptr i8, ptr %dce, i64 4')}")
+        hf = self.op(f"load i32, ptr {self.op('getelementptr i8, ptr %dce, i64 8')}")
+        himm = self.op(f"load i32, ptr {self.op('getelementptr i8, ptr %dce, i64 12')}")
+        e("br label %exec")
+
+        # not cached: fetch and expand, decode, and remember it
+        self.label("decode")
         l3 = self.op("and i32 %lo32, 3")
         is32 = self.op(f"icmp eq i32 {l3}, 3")
         e(f"br i1 {is32}, label %f32, label %f16")
@@ -1140,16 +1306,58 @@ class _Gen:
         ill = self.op("icmp eq i32 %w16, 0")
         e(f"br i1 {ill}, label %slow, label %dec")
         self.label("dec")
-        e("%w = phi i32 [ %w32, %f32b ], [ %w16, %f16 ], [ %wx, %f32y ]")
-        e("%len = phi i64 [ 4, %f32b ], [ 2, %f16 ], [ 4, %f32y ]")
+        e("%wd = phi i32 [ %w32, %f32b ], [ %w16, %f16 ], [ %wx, %f32y ]")
+        e("%lend = phi i64 [ 4, %f32b ], [ 2, %f16 ], [ 4, %f32y ]")
+        e("%rawd = phi i32 [ %w32, %f32b ], [ %lo32, %f16 ], [ %wx, %f32y ]")
+        e("%keep = phi i1 [ true, %f32b ], [ true, %f16 ], [ false, %f32y ]")
+        dop, dimm = self.predecode("%wd")
+        e("br label %decoded")
+        self.label("decoded")
+        # fields: op (bits 0-7), rd (8-15), rs1 (16-23), rs2 (24-31)
+        rd = self.op("lshr i32 %wd, 7")
+        rd = self.op(f"and i32 {rd}, 31")
+        r1 = self.op("lshr i32 %wd, 15")
+        r1 = self.op(f"and i32 {r1}, 31")
+        r2 = self.op("lshr i32 %wd, 20")
+        r2 = self.op(f"and i32 {r2}, 31")
+        f = self.op(f"shl i32 {rd}, 8")
+        f = self.op(f"or i32 {f}, {dop}")
+        t = self.op(f"shl i32 {r1}, 16")
+        f = self.op(f"or i32 {f}, {t}")
+        t = self.op(f"shl i32 {r2}, 24")
+        dfields = self.op(f"or i32 {f}, {t}")
+        e("br i1 %keep, label %remember, label %exec")
+        self.label("remember")
+        e("store i32 %rawd, ptr %dce")
+        e(f"store i32 %wd, ptr {self.op('getelementptr i8, ptr %dce, i64 4')}")
+        e(f"store i32 {dfields}, ptr {self.op('getelementptr i8, ptr %dce, i64 8')}")
+        e(f"store i32 {dimm}, ptr {self.op('getelementptr i8, ptr %dce, i64 12')}")
+        e("br label %exec")
+
+        self.label("exec")
+        e(f"%w = phi i32 [ {hw}, %dchit ], [ %wd, %remember ], [ %wd, %decoded ]")
+        e(f"%len = phi i64 [ {hlen}, %dchit ], [ %lend, %remember ], [ %lend, %decoded ]")
+        e(f"%qf = phi i32 [ {hf}, %dchit ], [ {dfields}, %remember ], [ {dfields}, %decoded ]")
+        qi = self.op(f"phi i32 [ {himm}, %dchit ], [ {dimm}, %remember ], [ {dimm}, %decoded ]")
+        e(f"%qimm = sext i32 {qi} to i64")
         e("%npc = add i64 %pc, %len")
+        e("%qop = and i32 %qf, 255")
+        t = self.op("lshr i32 %qf, 8")
+        e(f"%qrd = and i32 {t}, 31")
+        t = self.op("lshr i32 %qf, 16")
+        e(f"%qrs1 = and i32 {t}, 31")
+        e("%qrs2 = lshr i32 %qf, 24")
+        self.switch("%qop", "i32", {i: f"q_{n}" for n, i in FAST_OPS.items()}, "legacy")
+        self.fast_ops()
+        self.label("legacy")
         e("%opc = and i32 %w, 127")
+        # (every valid LUI, AUIPC, JAL, JALR, branch, load, store, OP-IMM and OP-IMM-32
+        # instruction is a fast op: their opcodes come here only as reserved encodings,
+        # which Python turns into an illegal-instruction trap)
         self.switch("%opc", "i32", {
-            0x13: "opimm", 0x1B: "opimm32", 0x33: "opreg", 0x3B: "opreg32", 0x37: "lui",
-            0x17: "auipc", 0x6F: "jal", 0x67: "jalr", 0x63: "branch", 0x03: "load",
-            0x23: "store", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system", 0x07: "fload",
-            0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma", 0x4B: "opfma",
-            0x4F: "opfma"}, "slow")
+            0x33: "opreg", 0x3B: "opreg32", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system",
+            0x07: "fload", 0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma",
+            0x4B: "opfma", 0x4F: "opfma"}, "slow")
         groups = len(self.lines)
 
         self.label("fload")
@@ -1161,25 +1369,10 @@ class _Gen:
         self.label("opfma")
         self.fp_fma()
 
-        self.label("opimm")
-        self.op_imm()
-        self.label("opimm32")
-        self.op_imm32()
         self.label("opreg")
         self.op_reg()
         self.label("opreg32")
         self.op_reg32()
-        self.label("lui")
-        u = self.op("and i32 %w, -4096")
-        self.result(self.op(f"sext i32 {u} to i64"))
-        self.label("auipc")
-        u = self.op("and i32 %w, -4096")
-        u = self.op(f"sext i32 {u} to i64")
-        self.result(self.op(f"add i64 %pc, {u}"))
-        self.label("load")
-        self.loads()
-        self.label("store")
-        self.stores()
         self.label("amo")
         self.atomics()
         self.label("system")
@@ -1196,53 +1389,6 @@ class _Gen:
         b1 = self.op("sub i64 %bud, 1")
         e(f"store i64 {b1}, ptr %budv")
         e("br label %yielded")
-
-        # control transfers end the stretch: the dispatcher looks the target up
-        self.label("jal")
-        # J-immediate: imm[20|10:1|11|19:12] = w[31|30:21|20|19:12]
-        b20 = self.op("ashr i32 %w, 11")
-        b20 = self.op(f"and i32 {b20}, -1048576")  # sign and bit 20
-        b1912 = self.op("and i32 %w, 1044480")
-        b11 = self.op("lshr i32 %w, 9")
-        b11 = self.op(f"and i32 {b11}, 2048")
-        b101 = self.op("lshr i32 %w, 20")
-        b101 = self.op(f"and i32 {b101}, 2046")
-        j = self.op(f"or i32 {b20}, {b1912}")
-        j = self.op(f"or i32 {j}, {b11}")
-        j = self.op(f"or i32 {j}, {b101}")
-        j = self.op(f"sext i32 {j} to i64")
-        tgt = self.op(f"add i64 %pc, {j}")
-        self.link_and_go(tgt)
-        self.label("jalr")
-        z = self.op("icmp eq i32 %f3, 0")
-        e(f"br i1 {z}, label %jalr1, label %slow")
-        self.label("jalr1")
-        tgt = self.op("add i64 %a, %immi")
-        tgt = self.op(f"and i64 {tgt}, -2")
-        self.link_and_go(tgt)
-        self.label("branch")
-        # B-immediate: imm[12|10:5|4:1|11] = w[31|30:25|11:8|7]
-        b12 = self.op("ashr i32 %w, 19")
-        b12 = self.op(f"and i32 {b12}, -4096")
-        b105 = self.op("lshr i32 %w, 20")
-        b105 = self.op(f"and i32 {b105}, 2016")
-        b41 = self.op("lshr i32 %w, 7")
-        b41 = self.op(f"and i32 {b41}, 30")
-        b11 = self.op("shl i32 %w, 4")
-        b11 = self.op(f"and i32 {b11}, 2048")
-        bi = self.op(f"or i32 {b12}, {b105}")
-        bi = self.op(f"or i32 {bi}, {b41}")
-        bi = self.op(f"or i32 {bi}, {b11}")
-        bi = self.op(f"sext i32 {bi} to i64")
-        e(f"%btgt = add i64 %pc, {bi}")
-        conds = {0: "eq", 1: "ne", 4: "slt", 5: "sge", 6: "ult", 7: "uge"}
-        self.switch("%f3", "i32", {f: f"br{f}" for f in conds}, "slow")
-        for f3, cc in conds.items():
-            self.label(f"br{f3}")
-            c = self.op(f"icmp {cc} i64 %a, %b")
-            tgt = self.op(f"select i1 {c}, i64 %btgt, i64 %npc")
-            e(f"store i64 {tgt}, ptr %pcv")
-            e("br label %retire")
 
         self.lines[groups:] = _decode_lazily(self.lines[groups:])
         # retire, go on
@@ -1383,9 +1529,8 @@ def _decode_lazily(lines: list[str]) -> list[str]:
     return out
 
 
-_GROUPS = {"fload", "fstore", "opfp", "opfma", "opimm", "opimm32", "opreg", "opreg32",
-           "lui", "auipc", "load", "store", "amo", "system", "miscmem", "jal", "jalr",
-           "branch"}
+_GROUPS = {"fload", "fstore", "opfp", "opfma", "opreg", "opreg32", "amo", "system",
+           "miscmem"}
 
 
 def interpreter_ir() -> str:

@@ -60,6 +60,8 @@ Layout (byte offsets, all fields 64-bit):
 976    uart_lsr   what a native LSR read returns (the UART's LSR at the run's start)
 984    txn     bytes in the transmit buffer (native THR writes, drained after the run)
 992    txbuf   pointer to the transmit buffer (TXCAP bytes)
+1000   dcache  pointer to the native interpreter's decoded instructions (NDCACHE
+               entries of DC_BYTES, native_interp.py), one cache per hart
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 5120   ctxs[2] for U, then S: {dispatch table, heat counters, TLB set, timeok}: the
                contexts a native trap from U-mode (ecall) or SRET to U-mode switches to
@@ -97,6 +99,7 @@ odd: all ones) marks an empty slot.
 from __future__ import annotations
 
 import ctypes
+import mmap
 
 X, F, PC, BUDGET, RAM_HOST, RAM_SIZE = 0, 256, 512, 520, 528, 536
 EXIT_VADDR, EXIT_ACCESS, TABLE, CODEMAP, FPMODE, FSDIRTY, FFLAGS, RESV, MSTATUS, IRQSIE = (
@@ -108,7 +111,7 @@ PRIV, MTIME, TIMEOK, TREADS = 712, 720, 728, 736
 CODEBITS, STORES, SMCOK = 744, 752, 760
 CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
 TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
-UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF = 960, 968, 976, 984, 992
+UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, DCACHE = 960, 968, 976, 984, 992, 1000
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
@@ -196,7 +199,8 @@ class HartState(ctypes.Structure):
         ("uart_lsr", ctypes.c_uint64),
         ("txn", ctypes.c_uint64),
         ("txbuf", ctypes.c_void_p),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 1000) // 8)),
+        ("dcache", ctypes.c_void_p),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 1008) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
         ("ctxs", ctypes.c_uint64 * 8),
         ("ctxok", ctypes.c_uint64),
@@ -221,6 +225,20 @@ def new_tlb_set() -> ctypes.Array:
     return tlbs
 
 
+NDCACHE = 32768  # decoded instructions per hart (native_interp.py: the decoded cache)
+DC_BYTES = 16  # {instruction bits, expanded instruction, op|rd|rs1|rs2, immediate}
+
+
+def new_dcache() -> mmap.mmap:
+    """An empty decoded-instruction cache: all zeros (an entry for the illegal
+    instruction 0), mapped anonymously so its pages cost memory only once used."""
+    return mmap.mmap(-1, NDCACHE * DC_BYTES)
+
+
+def buffer_address(buf: mmap.mmap) -> int:
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
+
+
 DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, count}
 
 
@@ -240,7 +258,7 @@ def _check_layout() -> None:
                       ("sfpend", SFPEND), ("sfn", SFN), ("sfvpn", SFVPN),
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
-                      ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF),
+                      ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF), ("dcache", DCACHE),
                       ("itlb", ITLB), ("ctxs", CTXS),
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
