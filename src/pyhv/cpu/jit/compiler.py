@@ -40,14 +40,22 @@ from . import codegen, native_interp, perfmap
 from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
-# IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
-MAX_BATCH = 64  # blocks per module
-MAX_BATCH_OPT = 16  # optimised recompiles per module (each costs several times more)
+# Blocks per module, quick and optimised. Small: the guest waits for the first block of
+# a batch as long as for the last, and the hot loop that made a program slow is usually
+# among the first blocks queued; but each module has a fixed cost (LLVM's set-up, then
+# loading it on the guest thread). Measured with bench/programs.py's programs (empty
+# code cache, 9-15 paired whole-process runs) against the former 64 and 16: 8 and 2
+# were 6-10% faster on fp, strings and bench.elf and the same on sort; 2 and 1 were
+# 23% faster on fp but 10% slower on sort (the compiler's CPU time grew 15%); a Linux
+# boot was the same with either.
+MAX_BATCH = 8
+MAX_BATCH_OPT = 2
 COMPILE_SHARE = float(os.environ.get("PYHV_JIT_COMPILE_SHARE", "0.35"))  # see over_budget
 COMPILE_GRACE = 0.15  # seconds of compiling before COMPILE_SHARE applies
 QUEUE_LIMIT = 128
 OPT = "_o"  # key suffix of a block compiled again, optimised (see Compiler.submit)
 SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
+# IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
 OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
 
 
