@@ -336,12 +336,12 @@ def test_a_compressed_instruction_rewritten_under_the_decoded_cache(translated):
 
 
 def test_instructions_sharing_a_decoded_cache_slot():
-    """Two functions 64 KiB apart (their pcs share every slot of the decoded cache),
-    with different instructions at the same offsets, called in turn: each runs its own."""
+    """Two functions 2 * NDCACHE bytes apart (their pcs share every slot of the decoded
+    cache), with different instructions at the same offsets, called in turn: each runs
+    its own."""
     from pyhv.cpu.jit import state as S
 
-    apart = S.NDCACHE * 2
-    assert apart == 0x10000  # the test's layout assumes it
+    apart = S.NDCACHE * 2  # within the test world's RAM and a jal's reach
     f_a, f_b = CODE + 0x100, CODE + 0x100 + apart
     jalr_ret = i_type(0x67, 0, 0, 1, 0)
     main = [H.enc_j(1, f_a - CODE), H.enc_j(1, f_b - (CODE + 4)), addi(6, 6, -1),

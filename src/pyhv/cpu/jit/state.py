@@ -225,7 +225,10 @@ def new_tlb_set() -> ctypes.Array:
     return tlbs
 
 
-NDCACHE = 32768  # decoded instructions per hart (native_interp.py: the decoded cache)
+# Decoded instructions per hart (native_interp.py: the decoded cache): 2 MiB, mapped
+# lazily. A Linux boot's kernel code is large: 32,768 slots hit 92.7% of its
+# instructions, 131,072 98.0% (a boot with nothing compiled 13% faster), 262,144 99.1%.
+NDCACHE = 131072
 DC_BYTES = 16  # {instruction bits, expanded instruction, op|rd|rs1|rs2, immediate}
 
 
