@@ -73,6 +73,11 @@ class Clint(Device):
         self._start_ns = clock.monotonic_ns()
         self._delta = 0  # mtime = ticks since _start_ns + _delta (mod 2**64)
         self.mtime_writes = 0  # how often the guest set mtime (engines cache its value)
+        # Set when a write raised a hart's msip: the writer is likely to wait for that
+        # hart (OpenSBI's remote fences spin until the target has run its handler), and
+        # with every hart taking turns on one host thread it can only go on once the
+        # target has had its turn. Engines end the writer's slice and clear it.
+        self.ipi_sent = False
         self.msip = [False] * num_harts
         self.mtip = [False] * num_harts
         self.mtimecmp = [MASK64] * num_harts
@@ -173,6 +178,8 @@ class Clint(Device):
                 if self.msip[hart] != level:
                     self.msip[hart] = level
                     self.set_mip(hart, MIP_MSIP, level)
+                    if level and self.num_harts > 1:
+                        self.ipi_sent = True
             return
         if offset == MTIME or offset == MTIME + 4:
             now = self.clock.monotonic_ns()

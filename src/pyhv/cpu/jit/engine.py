@@ -395,6 +395,7 @@ class JitEngine:
         self.slow_exits = 0
         self.tlb_fills = 0
         self.irq_exits = 0
+        self.ipi_handovers = 0  # slices ended after sending another hart an IPI
         self._invalidated_gone = 0  # invalidations counted by contexts since dropped
         self.deferred = 0  # compiles put off while the compiler was over its budget
         self._cooled = time.monotonic()  # when run counts were last forgotten (_cool)
@@ -448,6 +449,7 @@ class JitEngine:
             "compiles_deferred": self.deferred,
             "soft_tlb_fills": self.tlb_fills,
             "irq_exits": self.irq_exits,
+            "ipi_handovers": self.ipi_handovers,
             "native_console_bytes": self.console_bytes,
             "native_syscalls": self.st.ntraps,
             "native_page_faults": self.st.nfaults,
@@ -1236,6 +1238,7 @@ class JitEngine:
         base = hart.instret
         refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
         ctx: _Context | None = None
+        clint = self._clint if hasattr(self._clint, "ipi_sent") else None
         while done + trapped < budget:
             if hart.waiting:
                 break
@@ -1293,6 +1296,10 @@ class JitEngine:
                 op = o[0]
                 hart.pc = op()
                 done += 1
+                if clint is not None and clint.ipi_sent:  # it sent an IPI: hand over
+                    clint.ipi_sent = False
+                    self.ipi_handovers += 1
+                    break
                 if st.exit_access == 2 and \
                         getattr(self._clint, "mtime_writes", 0) != self._mtime_writes:
                     self._sync_time()  # the guest wrote mtime (MMIO): what native reads
