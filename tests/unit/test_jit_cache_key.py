@@ -86,3 +86,30 @@ def test_old_versions_of_the_code_cache_are_pruned(tmp_path):
     assert kept == sorted([current.name, mine.name]
                           + [d.name for d in olds[-(KEEP_VERSIONS - 1):]])
     assert sorted(removed) == sorted(olds[:len(olds) - (KEEP_VERSIONS - 1)])
+
+
+def test_the_compile_share_shrinks_while_the_code_cache_feeds_the_run(monkeypatch):
+    """The compiler's budget (a share of the time since it started): whole while what
+    gets hot is compiled, a quarter while the code cache supplies it (the same guest
+    again: what is left to compile only just got hot)."""
+    import time
+
+    if jit_unavailable_reason() is not None:
+        pytest.skip(f"jit unavailable: {jit_unavailable_reason()}")
+    from pyhv.cpu.jit.compiler import COMPILE_GRACE, COMPILE_SHARE, WARM_SHARE, compiler
+
+    comp = compiler()
+    now = time.perf_counter()
+    monkeypatch.setattr(comp, "_waiting", {})
+    monkeypatch.setattr(comp, "_started", now - 10.0)  # compiling for 10 s
+    monkeypatch.setattr(comp, "_busy_since", 0.0)
+    monkeypatch.setattr(comp, "_recent_at", now)
+    # between a quarter of the share and the whole of it
+    spent = COMPILE_GRACE + 10.0 * COMPILE_SHARE * (1 + WARM_SHARE) / 2
+    monkeypatch.setattr(comp, "compile_seconds", spent)
+    monkeypatch.setattr(comp, "_recent", [100.0, 0.0])  # everything compiled
+    assert not comp.over_budget()
+    monkeypatch.setattr(comp, "_recent", [10.0, 90.0])  # mostly from the cache
+    assert comp.over_budget()
+    monkeypatch.setattr(comp, "_recent", [0.0, 0.0])  # nothing yet: the whole share
+    assert not comp.over_budget()
