@@ -1030,8 +1030,8 @@ fail:
 }}
 
 ; The guest physical page of a leaf (superpages: the 4 KiB page of va in it), or -1 if
-; the superpage is misaligned or the page is not in RAM.
-define internal i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9) #0 {{
+; the superpage is misaligned.
+define internal i64 @pyhv_leaf_pa(i64 %va, i64 %pte, i64 %s9) #0 {{
 entry:
   %ppn = lshr i64 %pte, 10
   %ppnm = and i64 %ppn, {_PPN}
@@ -1043,12 +1043,19 @@ entry:
   %vlow = and i64 %vpn, %low
   %pg = or i64 %ppnm, %vlow
   %ppage = shl i64 %pg, 12
+  %r = select i1 %alok, i64 %ppage, i64 -1
+  ret i64 %r
+}}
+
+; The same, but -1 too if the page is not in RAM.
+define internal i64 @pyhv_leaf_page(ptr %s, i64 %va, i64 %pte, i64 %s9) #0 {{
+entry:
+  %ppage = call i64 @pyhv_leaf_pa(i64 %va, i64 %pte, i64 %s9)
   %poff = sub i64 %ppage, {RAM_BASE}
   %prs = getelementptr i8, ptr %s, i64 {S.RAM_SIZE}
   %rs = load i64, ptr %prs
   %inram = icmp ult i64 %poff, %rs
-  %ok = and i1 %alok, %inram
-  %r = select i1 %ok, i64 %ppage, i64 -1
+  %r = select i1 %inram, i64 %ppage, i64 -1
   ret i64 %r
 }}
 
@@ -1275,18 +1282,11 @@ mmio:
   %needm = select i1 %isstm, i1 %wd, i1 %readable
   br i1 %needm, label %mmio1, label %fail
 mmio1:
-  %mppn = lshr i64 %pte, 10
-  %mppnm = and i64 %mppn, {_PPN}
-  %mlowbits = shl i64 1, %s9
-  %mlow = sub i64 %mlowbits, 1
-  %mmis = and i64 %mppnm, %mlow
-  %malok = icmp eq i64 %mmis, 0
+  %mpage = call i64 @pyhv_leaf_pa(i64 %va, i64 %pte, i64 %s9)
+  %malok = icmp ne i64 %mpage, -1
   br i1 %malok, label %mmio2, label %fail
 mmio2:
   %mvpn = lshr i64 %va, 12
-  %mvlow = and i64 %mvpn, %mlow
-  %mpg = or i64 %mppnm, %mvlow
-  %mpage = shl i64 %mpg, 12
   %mvo = and i64 %va, 4095
   %mpa = or i64 %mpage, %mvo
   %slot = call ptr @pyhv_mmio_slot(ptr %s, i64 %mpa, i64 %store)

@@ -13,6 +13,12 @@ system and FP instructions, a fetch or access the soft TLB cannot do) leaves wit
 ``EXIT_SLOW`` before the instruction, exactly like a block's slow exit, and Python runs
 that one instruction.
 
+Decoded cache: a per-hart table by pc (``state.DCACHE``) keeps each instruction's
+decoded form with the bits it came from; while the bits at the pc are those, the common
+integer, load, store and control-transfer instructions (``FAST_OPS``, ``fast_ops``) run
+from it without expansion or decoding, each written only there; everything else goes
+through the decoder's groups (``_decode_lazily``: each group decodes only its fields).
+
 Heat: each stretch start counts its runs in the context's heat table (``HEAT``); the
 run that reaches the threshold leaves with ``EXIT_HOT`` before doing anything, and Python
 queues the block there for the compiler; a start still interpreted after that asks again
@@ -99,6 +105,13 @@ class _Gen:
     def field(self, off: int, ty: str = "i64") -> str:
         p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
         return self.op(f"load {ty}, ptr {p}")
+
+    def all_of(self, *conds: str) -> str:
+        """The i1 that is true when every one of ``conds`` is."""
+        r = conds[0]
+        for c in conds[1:]:
+            r = self.op(f"and i1 {r}, {c}")
+        return r
 
     def set_field(self, off: int, v: str, ty: str = "i64") -> None:
         p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
@@ -621,9 +634,7 @@ class _Gen:
         fromu = self.op(f"icmp eq i64 {priv}, {C.PRV_U}")
         deleg = self.op(f"and i64 {self.field(S.MEDELEG)}, {1 << 8}")
         deleg = self.op(f"icmp ne i64 {deleg}, 0")
-        ok = self.op(f"and i1 {isecall}, {fromu}")
-        ok = self.op(f"and i1 {ok}, {deleg}")
-        ok = self.op(f"and i1 {ok}, {ok0}")
+        ok = self.all_of(isecall, fromu, deleg, ok0)
         e(f"br i1 {ok}, label %ecall1, label %slow")
         self.label("ecall1")
         self.trap_from_u(ms, "8", "0", "%pc", S.NTRAPS)  # environment call from U-mode
@@ -633,9 +644,7 @@ class _Gen:
         froms = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
         tsr = self.op(f"and i64 {ms}, {C.MSTATUS_TSR}")
         notsr = self.op(f"icmp eq i64 {tsr}, 0")
-        ok = self.op(f"and i1 {issret}, {froms}")
-        ok = self.op(f"and i1 {ok}, {notsr}")
-        ok = self.op(f"and i1 {ok}, {ok0}")
+        ok = self.all_of(issret, froms, notsr, ok0)
         e(f"br i1 {ok}, label %sret1, label %slow")
         self.label("sret1")
         spie = self.op(f"and i64 {ms}, {C.MSTATUS_SPIE}")
