@@ -37,6 +37,7 @@ MAX_INSNS = 64
 # optimised (EXIT_OPT; Compiler.submit): ~0.3 ms of its time, a few ms of the compiler's.
 OPT_AFTER = 1 << 18
 RAM_BASE = 0x80000000
+BLOCK_CC = "preserve_nonecc"
 
 _BIN = {"add": "add", "sub": "sub", "xor": "xor", "or": "or", "and": "and", "mul": "mul"}
 _IMM = {"addi": "add", "xori": "xor", "ori": "or", "andi": "and"}
@@ -186,6 +187,7 @@ class _Block:
         # (... , budget and store count before this iteration: loop blocks only)
         self.exits: list[tuple[str, int, str, int, int, str, str]] = []
         self.exit_base: tuple[str, str] | None = None
+        self.ntails = 0  # exits with their own tail (see exit)
         self.stores = 0  # stores done since entry (or since the loop header)
         # Registers are SSA values tracked here (no allocas): reg -> current value.
         self.x: dict[int, str] = {}
@@ -420,9 +422,20 @@ class _Block:
         # a loop block keeps its budget and store count in SSA values (header phis);
         # its exits charge what this iteration did on top of them
         base = ("%hbud", "%hst") if self.loop else ("", "")
-        self.exits.append((self.label, code, pc, n, self.stores if stores is None else stores,
-                           *(self.exit_base or base)))
+        bases = self.exit_base or base
         self.exit_base = None
+        done = self.stores if stores is None else stores
+        if code == S.EXIT_CONTINUE:
+            # Its own tail, to the next block: the chaining call site then serves one
+            # successor (a guest branch's two ways are two sites, each predicted well,
+            # not one indirect jump whose target follows the branch), and a constant
+            # pc finds its dispatch-table slot at compile time.
+            self.ntails += 1
+            sfx = f"_{self.ntails}"
+            self.lines.extend("  " + ln if not ln.endswith(":") else ln
+                              for ln in self.tail(str(code), pc, str(n), str(done), *bases, sfx))
+            return
+        self.exits.append((self.label, code, pc, n, done, *bases))
         self.emit("br label %exit")
 
     def sext32(self, v: str) -> str:
@@ -770,7 +783,7 @@ class _Block:
                 self.stores += 1
         if not ended:
             self.exit(S.EXIT_CONTINUE, _c(last_pc + last_d.length), len(self.insns))
-        out = [f"define i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
+        out = [f"define {BLOCK_CC} i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
         out.extend(self.prologue)
         if self.counted or self.loop:
             out.append(f"  %pbud0 = getelementptr i8, ptr %s, i64 {S.BUDGET}")
@@ -786,118 +799,143 @@ class _Block:
             for r in fw:
                 out.append(f"  %hf{r} = phi i64 [ %if{r}, %entry ], [ {lf[r]}, %{latch} ]")
         out.extend(self.lines)
-        out.append("exit:")
-        codes = ", ".join(f"[ {e[1]}, %{e[0]} ]" for e in self.exits)
-        pcs = ", ".join(f"[ {e[2]}, %{e[0]} ]" for e in self.exits)
-        ns = ", ".join(f"[ {e[3]}, %{e[0]} ]" for e in self.exits)
-        out.append(f"  %ec = phi i32 {codes}")
-        out.append(f"  %epc = phi i64 {pcs}")
-        out.append(f"  %en = phi i64 {ns}")
-        if self.loop:  # what earlier iterations did (header phis), per exit
-            bases = ", ".join(f"[ {e[5]}, %{e[0]} ]" for e in self.exits)
-            out.append(f"  %b0 = phi i64 {bases}")
-            sbases = ", ".join(f"[ {e[6]}, %{e[0]} ]" for e in self.exits)
-            out.append(f"  %sb0 = phi i64 {sbases}")
-        if self.loop or any(e[4] for e in self.exits):
+        if self.exits:
+            out.append("exit:")
+            codes = ", ".join(f"[ {e[1]}, %{e[0]} ]" for e in self.exits)
+            pcs = ", ".join(f"[ {e[2]}, %{e[0]} ]" for e in self.exits)
+            ns = ", ".join(f"[ {e[3]}, %{e[0]} ]" for e in self.exits)
             sts = ", ".join(f"[ {e[4]}, %{e[0]} ]" for e in self.exits)
+            out.append(f"  %ec = phi i32 {codes}")
+            out.append(f"  %epc = phi i64 {pcs}")
+            out.append(f"  %en = phi i64 {ns}")
             out.append(f"  %es0 = phi i64 {sts}")
-            out.append("  %es = add i64 %es0, " + ("%sb0" if self.loop else "0"))
-            out.append(f"  %pst = getelementptr i8, ptr %s, i64 {S.STORES}")
-            out.append("  %st0 = load i64, ptr %pst")
-            out.append("  %st1 = add i64 %st0, %es")
-            out.append("  store i64 %st1, ptr %pst")
-        out.append(f"  %ppc = getelementptr i8, ptr %s, i64 {S.PC}")
-        out.append("  store i64 %epc, ptr %ppc")
-        out.append(f"  %ptabh = getelementptr i8, ptr %s, i64 {S.TABLE}")
-        out.append(f"  %pb = getelementptr i8, ptr %s, i64 {S.BUDGET}")
-        if not self.loop:
-            out.append("  %b0 = load i64, ptr %pb")
-        out.append("  %b1 = sub i64 %b0, %en")
-        out.append("  store i64 %b1, ptr %pb")
-        if self.counted:
-            out.extend(self.count())
-        out.extend(self.chain())
+            bb = sb = ""
+            if self.loop:  # what earlier iterations did (header phis), per exit
+                bases = ", ".join(f"[ {e[5]}, %{e[0]} ]" for e in self.exits)
+                out.append(f"  %b0 = phi i64 {bases}")
+                sbases = ", ".join(f"[ {e[6]}, %{e[0]} ]" for e in self.exits)
+                out.append(f"  %sb0 = phi i64 {sbases}")
+                bb, sb = "%b0", "%sb0"
+            out.extend(self.tail("%ec", "%epc", "%en", "%es0", bb, sb, ""))
         out.append("}")
         return "\n".join(out)
 
-    def count(self) -> list[str]:
+    def tail(self, code: str, pc: str, n: str, stores: str, bbase: str, sbase: str,
+             x: str) -> list[str]:
+        """The way out after the registers are written back: count the stores, store
+        pc, charge ``n`` instructions to the budget (on top of ``bbase``, a loop's
+        earlier iterations), count the block's heat (quick blocks), then chain or
+        return ``code``. ``x`` makes its labels and values unique in the function."""
+        out = []
+        if stores != "0" or sbase:
+            st = f"%es{x}"
+            out.append(f"{st} = add i64 {stores}, {sbase or 0}")
+            out.append(f"%pst{x} = getelementptr i8, ptr %s, i64 {S.STORES}")
+            out.append(f"%st0{x} = load i64, ptr %pst{x}")
+            out.append(f"%st1{x} = add i64 %st0{x}, {st}")
+            out.append(f"store i64 %st1{x}, ptr %pst{x}")
+        out.append(f"%ppc{x} = getelementptr i8, ptr %s, i64 {S.PC}")
+        out.append(f"store i64 {pc}, ptr %ppc{x}")
+        out.append(f"%ptabh{x} = getelementptr i8, ptr %s, i64 {S.TABLE}")
+        out.append(f"%pb{x} = getelementptr i8, ptr %s, i64 {S.BUDGET}")
+        if not bbase:
+            bbase = f"%b0{x}"
+            out.append(f"{bbase} = load i64, ptr %pb{x}")
+        out.append(f"%b1{x} = sub i64 {bbase}, {n}")
+        out.append(f"store i64 %b1{x}, ptr %pb{x}")
+        if self.counted:
+            out.extend(self.count(x))
+        out.extend(self.chain(code, pc, x))
+        return out
+
+    def count(self, x: str) -> list[str]:
         """Add the instructions this entry ran (loop iterations included) to the
         block's counter, the fourth word of its dispatch-table entry; on crossing
         OPT_AFTER, leave with EXIT_OPT (start pc in exit_vaddr): Python has it compiled
         again, optimised. (Unlinked from the table: nothing to count.)"""
         i = S.slot(self.start)
         return [
-            f"  %htab = load ptr, ptr {'%ptabh'}",
-            "  %hu = sub i64 %bud0, %b1",
-            f"  %he0 = getelementptr i8, ptr %htab, i64 {32 * i}",
-            "  %ht0 = load i64, ptr %he0",
-            f"  %hm0 = icmp eq i64 %ht0, {_c(self.start)}",
-            f"  %he1 = getelementptr i8, ptr %htab, i64 {32 * (i ^ 1)}",
-            "  %ht1 = load i64, ptr %he1",
-            f"  %hm1 = icmp eq i64 %ht1, {_c(self.start)}",
-            "  %hme = select i1 %hm0, ptr %he0, ptr %he1",
-            "  %hmine = or i1 %hm0, %hm1",
-            "  br i1 %hmine, label %heat, label %heated",
-            "heat:",
-            "  %hcp = getelementptr i8, ptr %hme, i64 24",
-            "  %hc0 = load i64, ptr %hcp",
-            "  %hc1 = add i64 %hc0, %hu",
-            "  store i64 %hc1, ptr %hcp",
-            f"  %hwas = icmp ult i64 %hc0, {OPT_AFTER}",
-            f"  %hnow = icmp uge i64 %hc1, {OPT_AFTER}",
-            "  %hcross = and i1 %hwas, %hnow",
-            "  br i1 %hcross, label %hot, label %heated",
-            "hot:",
-            f"  %hpv = getelementptr i8, ptr %s, i64 {S.EXIT_VADDR}",
-            f"  store i64 {_c(self.start)}, ptr %hpv",
-            f"  ret i32 {S.EXIT_OPT}",
-            "heated:",
+            f"%htab{x} = load ptr, ptr %ptabh{x}",
+            f"%hu{x} = sub i64 %bud0, %b1{x}",
+            f"%he0{x} = getelementptr i8, ptr %htab{x}, i64 {32 * i}",
+            f"%ht0{x} = load i64, ptr %he0{x}",
+            f"%hm0{x} = icmp eq i64 %ht0{x}, {_c(self.start)}",
+            f"%he1{x} = getelementptr i8, ptr %htab{x}, i64 {32 * (i ^ 1)}",
+            f"%ht1{x} = load i64, ptr %he1{x}",
+            f"%hm1{x} = icmp eq i64 %ht1{x}, {_c(self.start)}",
+            f"%hme{x} = select i1 %hm0{x}, ptr %he0{x}, ptr %he1{x}",
+            f"%hmine{x} = or i1 %hm0{x}, %hm1{x}",
+            f"br i1 %hmine{x}, label %heat{x}, label %heated{x}",
+            f"heat{x}:",
+            f"%hcp{x} = getelementptr i8, ptr %hme{x}, i64 24",
+            f"%hc0{x} = load i64, ptr %hcp{x}",
+            f"%hc1{x} = add i64 %hc0{x}, %hu{x}",
+            f"store i64 %hc1{x}, ptr %hcp{x}",
+            f"%hwas{x} = icmp ult i64 %hc0{x}, {OPT_AFTER}",
+            f"%hnow{x} = icmp uge i64 %hc1{x}, {OPT_AFTER}",
+            f"%hcross{x} = and i1 %hwas{x}, %hnow{x}",
+            f"br i1 %hcross{x}, label %hot{x}, label %heated{x}",
+            f"hot{x}:",
+            f"%hpv{x} = getelementptr i8, ptr %s, i64 {S.EXIT_VADDR}",
+            f"store i64 {_c(self.start)}, ptr %hpv{x}",
+            f"ret i32 {S.EXIT_OPT}",
+            f"heated{x}:",
         ]
 
-    def chain(self) -> list[str]:
-        """The exit's tail: go on to the next block without the dispatcher when it is
-        compiled and linked (its pc in the dispatch table) and budget is left: a tail
-        call through the table, whose indirect branch is this block's own (predicted
-        far better than the dispatcher's one call site for all blocks). A translated
-        block chains only within its own page (that page's mapping was checked when
-        it was entered; another page needs the dispatcher's I-TLB check)."""
-        out = [
-            "  %cont = icmp eq i32 %ec, 0",
-            "  %left = icmp sgt i64 %b1, 0",
-            "  %try = and i1 %cont, %left",
-        ]
-        if self.translated:
+    def chain(self, code: str, pc: str, x: str) -> list[str]:
+        """Go on to the next block without the dispatcher when it is compiled and
+        linked (its pc in the dispatch table) and budget is left: a tail call through
+        the table, from this exit's own call site. A translated block chains only
+        within its own page (that page's mapping was checked when it was entered;
+        another page needs the dispatcher's I-TLB check). Only an exit that goes on
+        (``EXIT_CONTINUE``, its own tail) chains; ``pc`` is a constant or a value (jalr).
+        The shared exit's codes (slow paths, traps) return to the dispatcher."""
+        const_pc = pc.lstrip("-").isdigit()
+        if code != str(S.EXIT_CONTINUE):  # the shared exit's ways out: to Python
+            return [f"ret i32 {code}"]
+        if const_pc and self.translated and (int(pc) ^ self.start) & M64 >= 4096:
+            return [f"ret i32 {code}"]  # another page: the dispatcher checks its mapping
+        out = [f"%left{x} = icmp sgt i64 %b1{x}, 0"]
+        go = f"%left{x}"
+        if self.translated and not const_pc:
             out += [
-                f"  %same = xor i64 %epc, {_c(self.start)}",
-                "  %samep = icmp ult i64 %same, 4096",
-                "  %try2 = and i1 %try, %samep",
-                "  br i1 %try2, label %chain, label %leave",
+                f"%same{x} = xor i64 {pc}, {_c(self.start)}",
+                f"%samep{x} = icmp ult i64 %same{x}, 4096",
+                f"%try2{x} = and i1 {go}, %samep{x}",
             ]
+            go = f"%try2{x}"
+        out.append(f"br i1 {go}, label %chain{x}, label %leave{x}")
+        out.append(f"chain{x}:")
+        out.append(f"%tab{x} = load ptr, ptr %ptabh{x}")
+        if const_pc:
+            i = S.slot(int(pc) & M64)
+            out.append(f"%ce0{x} = getelementptr i8, ptr %tab{x}, i64 {32 * i}")
+            out.append(f"%ce1{x} = getelementptr i8, ptr %tab{x}, i64 {32 * (i ^ 1)}")
         else:
-            out.append("  br i1 %try, label %chain, label %leave")
+            out += [
+                f"%ch{x} = lshr i64 {pc}, 1",
+                f"%ci{x} = and i64 %ch{x}, {S.NDISPATCH - 1}",
+                f"%co{x} = shl i64 %ci{x}, 5",
+                f"%ce0{x} = getelementptr i8, ptr %tab{x}, i64 %co{x}",
+                f"%co1{x} = xor i64 %co{x}, 32",
+                f"%ce1{x} = getelementptr i8, ptr %tab{x}, i64 %co1{x}",
+            ]
         out += [
-            "chain:",
-            "  %tab = load ptr, ptr %ptabh",
-            "  %ch = lshr i64 %epc, 1",
-            f"  %ci = and i64 %ch, {S.NDISPATCH - 1}",
-            "  %co = shl i64 %ci, 5",
-            "  %ce0 = getelementptr i8, ptr %tab, i64 %co",
-            "  %ct0 = load i64, ptr %ce0",
-            "  %chit0 = icmp eq i64 %ct0, %epc",
-            "  %co1 = xor i64 %co, 32",
-            "  %ce1 = getelementptr i8, ptr %tab, i64 %co1",
-            "  %ct1 = load i64, ptr %ce1",
-            "  %chit1 = icmp eq i64 %ct1, %epc",
-            "  %ce = select i1 %chit0, ptr %ce0, ptr %ce1",
-            "  %chit = or i1 %chit0, %chit1",
-            "  br i1 %chit, label %next, label %leave",
-            "next:",
-            "  %cfp = getelementptr i8, ptr %ce, i64 8",
-            "  %cfn = load ptr, ptr %cfp",
-            "  %cr = musttail call i32 %cfn(ptr %s)",
-            "  ret i32 %cr",
-            "leave:",
-            "  ret i32 %ec",
+            f"%ct0{x} = load i64, ptr %ce0{x}",
+            f"%chit0{x} = icmp eq i64 %ct0{x}, {pc}",
+            f"br i1 %chit0{x}, label %next{x}, label %way2{x}",
+            f"way2{x}:",
+            f"%ct1{x} = load i64, ptr %ce1{x}",
+            f"%chit1{x} = icmp eq i64 %ct1{x}, {pc}",
+            f"br i1 %chit1{x}, label %next{x}, label %leave{x}",
+            f"next{x}:",
+            f"%ce{x} = phi ptr [ %ce0{x}, %chain{x} ], [ %ce1{x}, %way2{x} ]",
+            f"%cfp{x} = getelementptr i8, ptr %ce{x}, i64 8",
+            f"%cfn{x} = load ptr, ptr %cfp{x}",
+            f"%cr{x} = musttail call {BLOCK_CC} i32 %cfn{x}(ptr %s)",
+            f"ret i32 %cr{x}",
+            f"leave{x}:",
+            f"ret i32 {code}",
         ]
         return out
 
@@ -1454,7 +1492,7 @@ ifill:
 call:
   %pfn = getelementptr i8, ptr %ent, i64 8
   %fn = load ptr, ptr %pfn
-  %r = call i32 %fn(ptr %s)
+  %r = call {BLOCK_CC} i32 %fn(ptr %s)
   %cont = icmp eq i32 %r, 0
   br i1 %cont, label %loop, label %bexit
 bexit:

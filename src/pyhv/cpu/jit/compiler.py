@@ -123,12 +123,31 @@ def _emit_object_unlocked(tm: llvm.TargetMachine, mod: llvm.ModuleRef) -> bytes:
     finally:
         lib.LLVMPY_DisposeMemoryBuffer(mb)
 
+_OPTIONS_SET = False
+
+
+def _quick_codegen_options() -> None:
+    """LLVM's quick code generator (opt level 0) with the optimising register allocator.
+
+    At level 0 LLVM pairs its fast instruction selector with its fast register
+    allocator, which keeps every value that crosses a basic block in a stack slot; a
+    block's memory accesses branch (TLB, code watch), so quick blocks spent much of
+    their time storing and reloading guest registers. The greedy allocator makes them
+    about half as long for ~30% more compile time. (An LLVM command-line option: one
+    per process, and only level 0 code generation reads it.)"""
+    global _OPTIONS_SET
+    if not _OPTIONS_SET:
+        llvm.set_option("pyhv", "-optimize-regalloc")
+        _OPTIONS_SET = True
+
+
 class Compiler:
     """Compiles and loads native blocks; ``address(key)`` finds one compiled before."""
 
     def __init__(self) -> None:
         llvm.initialize_native_target()
         llvm.initialize_native_asmprinter()
+        _quick_codegen_options()
         self.triple = llvm.get_process_triple()
         target = llvm.Target.from_triple(self.triple)
         cpu = llvm.get_host_cpu_name()
