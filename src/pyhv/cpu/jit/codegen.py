@@ -36,6 +36,7 @@ MAX_INSNS = 64
 # Guest instructions a quickly compiled block runs before it asks to be compiled again,
 # optimised (EXIT_OPT; Compiler.submit): ~0.3 ms of its time, a few ms of the compiler's.
 OPT_AFTER = 1 << 18
+RECOUNT = 1 << 24  # and again every so many (see _Block.count)
 RAM_BASE = 0x80000000
 BLOCK_CC = "preserve_nonecc"
 
@@ -188,6 +189,7 @@ class _Block:
         self.exits: list[tuple[str, int, str, int, int, str, str]] = []
         self.exit_base: tuple[str, str] | None = None
         self.ntails = 0  # exits with their own tail (see exit)
+        self.globals: set[str] = set()  # module globals the function uses
         self.stores = 0  # stores done since entry (or since the loop header)
         # Registers are SSA values tracked here (no allocas): reg -> current value.
         self.x: dict[int, str] = {}
@@ -818,7 +820,7 @@ class _Block:
                 bb, sb = "%b0", "%sb0"
             out.extend(self.tail("%ec", "%epc", "%en", "%es0", bb, sb, ""))
         out.append("}")
-        return "\n".join(out)
+        return "\n".join(sorted(self.globals) + out)
 
     def tail(self, code: str, pc: str, n: str, stores: str, bbase: str, sbase: str,
              x: str) -> list[str]:
@@ -850,31 +852,24 @@ class _Block:
 
     def count(self, x: str) -> list[str]:
         """Add the instructions this entry ran (loop iterations included) to the
-        block's counter, the fourth word of its dispatch-table entry; on crossing
-        OPT_AFTER, leave with EXIT_OPT (start pc in exit_vaddr): Python has it compiled
-        again, optimised. (Unlinked from the table: nothing to count.)"""
-        i = S.slot(self.start)
+        block's own counter (a global of its module, shared by every hart that runs
+        it); on crossing OPT_AFTER, leave with EXIT_OPT (start pc in exit_vaddr): Python
+        has it compiled again, optimised. Every ``RECOUNT`` instructions after that it
+        asks again, for the harts of another machine still running it quick."""
+        c = f"@n_{self.name}"
+        self.globals.add(f"{c} = internal global i64 0")
         return [
-            f"%htab{x} = load ptr, ptr %ptabh{x}",
             f"%hu{x} = sub i64 %bud0, %b1{x}",
-            f"%he0{x} = getelementptr i8, ptr %htab{x}, i64 {32 * i}",
-            f"%ht0{x} = load i64, ptr %he0{x}",
-            f"%hm0{x} = icmp eq i64 %ht0{x}, {_c(self.start)}",
-            f"%he1{x} = getelementptr i8, ptr %htab{x}, i64 {32 * (i ^ 1)}",
-            f"%ht1{x} = load i64, ptr %he1{x}",
-            f"%hm1{x} = icmp eq i64 %ht1{x}, {_c(self.start)}",
-            f"%hme{x} = select i1 %hm0{x}, ptr %he0{x}, ptr %he1{x}",
-            f"%hmine{x} = or i1 %hm0{x}, %hm1{x}",
-            f"br i1 %hmine{x}, label %heat{x}, label %heated{x}",
-            f"heat{x}:",
-            f"%hcp{x} = getelementptr i8, ptr %hme{x}, i64 24",
-            f"%hc0{x} = load i64, ptr %hcp{x}",
+            f"%hc0{x} = load i64, ptr {c}",
             f"%hc1{x} = add i64 %hc0{x}, %hu{x}",
-            f"store i64 %hc1{x}, ptr %hcp{x}",
+            f"store i64 %hc1{x}, ptr {c}",
             f"%hwas{x} = icmp ult i64 %hc0{x}, {OPT_AFTER}",
             f"%hnow{x} = icmp uge i64 %hc1{x}, {OPT_AFTER}",
             f"%hcross{x} = and i1 %hwas{x}, %hnow{x}",
-            f"br i1 %hcross{x}, label %hot{x}, label %heated{x}",
+            f"%hbits{x} = xor i64 %hc0{x}, %hc1{x}",
+            f"%hagain{x} = icmp uge i64 %hbits{x}, {RECOUNT}",
+            f"%hask{x} = or i1 %hcross{x}, %hagain{x}",
+            f"br i1 %hask{x}, label %hot{x}, label %heated{x}",
             f"hot{x}:",
             f"%hpv{x} = getelementptr i8, ptr %s, i64 {S.EXIT_VADDR}",
             f"store i64 {_c(self.start)}, ptr %hpv{x}",

@@ -189,15 +189,12 @@ class _NativeBlocks(dict):
         self[pc] = (addr, ppn)
         self.link(pc)
 
-    def link(self, pc: int, recount: bool = False) -> None:
-        """Put ``pc`` in one of its two slots: a free one, else evict the other way's
-        (``recount``: if it is there, restart its count of instructions run)."""
+    def link(self, pc: int) -> None:
+        """Put ``pc`` in one of its two slots: a free one, else evict the other way's."""
         table = self.table
         i = S.slot(pc)
         a, b = 4 * i, 4 * (i ^ 1)
         if table[a] == pc or table[b] == pc:
-            if recount:
-                table[(a if table[a] == pc else b) + 3] = 0
             return
         if table[a] == S.EMPTY_TAG or table[b] != S.EMPTY_TAG and self._flip:
             j = a
@@ -206,7 +203,6 @@ class _NativeBlocks(dict):
         self._flip = not self._flip
         table[j] = pc
         table[j + 1], table[j + 2] = self[pc]
-        table[j + 3] = 0  # instructions run (codegen.OPT_AFTER)
 
     def replace(self, pc: int, addr: int) -> None:
         """The block at ``pc`` compiled again (optimised): new code, same everything."""

@@ -88,8 +88,8 @@ inline compare fails, and the refill checks the store's granule in ``codebits`` 
 next to code stays native; a store over code leaves for Python, which drops exactly the
 blocks it overlaps).
 
-The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, count}
-entries (count: instructions run by a quickly compiled block, codegen.OPT_AFTER)
+The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, spare}
+entries (32 bytes: an index becomes an offset by a shift)
 (the page a translated block was fetched from: the dispatcher runs it only while its
 virtual page still maps there, checked through the I-TLB), two-way: a pc
 lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of all ones (no pc is
@@ -242,7 +242,7 @@ def buffer_address(buf: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
-DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, count}
+DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, spare}
 
 
 def _check_layout() -> None:
