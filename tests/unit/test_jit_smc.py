@@ -279,11 +279,11 @@ def test_a_program_copied_again_over_its_pages_comes_back_linked_at_once():
             after_copy.append(pc)
         return hot(ctx, pc)
 
-    def counting_submit(key, ir, done):
+    def counting_submit(key, ir, done, heat=None):
         start = key_shape(key)[0]
         if world.hart.x[28] == 0 and start >> 12 == page >> 12 and not key.endswith(OPT):
             compiled_again.append(start)
-        return submit(key, ir, done)
+        return submit(key, ir, done, heat)
 
     engine._hot = counting_hot
     engine.compiler.submit = counting_submit

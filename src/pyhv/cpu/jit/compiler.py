@@ -207,6 +207,7 @@ class Compiler:
         self.revoke = self.ee.get_function_address("pyhv_revoke")
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, str]] = []
+        self._heat: dict[str, Callable[[], int]] = {}  # key -> its heat (submit)
         self._batch_opt: list[tuple[str, str]] = []  # optimised recompiles, sent after
         self._waiting: dict[str, list[Callable[[int], None]]] = {}
         self._todo: queue.Queue = queue.Queue()
@@ -423,8 +424,11 @@ class Compiler:
     # the worker, its many short LLVM calls each take the GIL back from the guest
     # thread, which measured 20% slower on a Linux boot.
 
-    def submit(self, key: str, ir: str, done: Callable[[int], None]) -> None:
-        """Queue one block; ``done(address)`` runs on the guest thread once it is loaded.
+    def submit(self, key: str, ir: str, done: Callable[[int], None],
+               heat: Callable[[], int] | None = None) -> None:
+        """Queue one block; ``done(address)`` runs on the guest thread once it is loaded;
+        ``heat()``, if given, says how much the guest runs it cold now (the hottest
+        waiting blocks are compiled first).
 
         Two tiers: a block is first compiled quickly (LLVM's fast code generator, which
         keeps most values in stack slots); one that then runs a lot is compiled again
@@ -437,6 +441,8 @@ class Compiler:
             return
         self._waiting[key] = [done]
         (self._batch_opt if key.endswith(OPT) else self._batch).append((key, ir))
+        if heat is not None:
+            self._heat[key] = heat
         if self.background and self._inflight == 0:
             self._send()
 
@@ -454,6 +460,11 @@ class Compiler:
         return None
 
     def _next_batch(self) -> list[tuple[str, str]]:
+        if len(self._batch) > MAX_BATCH and self._heat:
+            # The hottest first: code that became hot early may have cooled since,
+            # while the loop the guest is in now waits behind it, interpreted.
+            heat = self._heat
+            self._batch.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
         if self._batch:
             batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
         else:
@@ -568,6 +579,7 @@ class Compiler:
 
     def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
         for k in keys:
+            self._heat.pop(k, None)
             for done in self._waiting.pop(k, ()):
                 done(addrs[k])
 

@@ -771,7 +771,8 @@ class JitEngine:
                     and m.ram_mv[off:off + len(raw)] == raw):
                 self._install(ctx, start, page, (addr, False), len(raw))
 
-        comp.submit(key, ir, done)
+        runs, hi, n = ctx.runs, native_interp.heat_index(start), len(insns)
+        comp.submit(key, ir, done, heat=lambda: runs[hi] * n)
         if self.machine.sync:
             comp.poll(wait=True)
             return start in ctx.native
