@@ -465,12 +465,22 @@ class Compiler:
             # while the loop the guest is in now waits behind it, interpreted.
             heat = self._heat
             self._batch.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
+        if self._batch and self._batch_opt and self._cold(self._batch[0][0]):
+            # nothing waiting runs now: the blocks that do run a lot come first
+            batch = self._batch_opt[:MAX_BATCH_OPT]
+            self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
+            return batch
         if self._batch:
             batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
         else:
             batch = self._batch_opt[:MAX_BATCH_OPT]
             self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
         return batch
+
+    def _cold(self, key: str) -> bool:
+        """Whether waiting block ``key`` has not run since its heat was last cooled."""
+        heat = self._heat.get(key)
+        return heat is not None and heat() == 0
 
     def _send(self) -> None:
         batch = self._next_batch()
