@@ -591,12 +591,13 @@ def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypat
     from pyhv.cpu.jit.engine import JitMachine
 
     monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
-    n = OPT_AFTER // 3 + 5000
+    # (the block at BASE is a region holding the loop too: the guest's slices may
+    # end in either, and one of them runs past OPT_AFTER)
+    n = 2 * OPT_AFTER // 3 + 5000
     prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
     interp = W.World("interp")
     interp.put(BASE, prog)
     run(interp, 4 * n)
-    loop = BASE + 8
     for second in (False, True):
         world = W.World("interp")
         comp = Compiler()
@@ -608,9 +609,51 @@ def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypat
         run(world, 4 * n)
         assert world.state() == interp.state() and interp.hart.x[10] == 3 * n
         native = world.engine._context().native
-        assert loop in native.optimised, "the hot loop was not compiled again"
+        assert native.optimised & {BASE, BASE + 8}, "the hot loop was not compiled again"
+        loop = min(native.optimised)
         assert native[loop][0] == comp.known[next(k for k in comp.known if k.endswith("_o"))]
         assert (comp.blocks_compiled == 0) == second  # the second run loads both tiers
+
+
+def beq(rs1, rs2, off):
+    return H.enc_b(0, rs1, rs2, off)
+
+
+@pytest.mark.parametrize("shape", ["early exit", "join"])
+def test_a_hot_loop_with_branches_inside_becomes_one_optimised_region(tmp_path, monkeypatch,
+                                                                      shape):
+    """A hot loop whose body branches (a way out in the middle, an if/else that joins
+    again) is compiled again, optimised, as one region that runs the whole loop,
+    branches and all: the results stay the interpreter's, and once it is in, the loop
+    runs without leaving it (few native entries for many iterations)."""
+    from pyhv.cpu.jit.codegen import OPT_AFTER
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    n = OPT_AFTER
+    if shape == "early exit":  # a2 counts down; leaves early when a0 reaches a1
+        body = [addi(10, 10, 3), beq(10, 11, 12), addi(6, 6, -1), bne(6, 0, -12), WFI]
+    else:  # odd/even: a0 += 1 or a3 += 5, joining at the counter
+        body = [i_type(0x13, 5, 7, 6, 1),  # andi t0, a2, 1
+                beq(5, 0, 12), addi(10, 10, 1), H.enc_j(0, 8), addi(13, 13, 5),
+                addi(6, 6, -1), bne(6, 0, -24), WFI]
+    prog = li32(6, n) + body
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    interp.hart.x[11] = 3 * (n + 7)  # never reached: the loop runs out first
+    run(interp, 10 * n)
+    world = W.World("interp")
+    world.engine = JitMachine(world, Compiler(), threshold=1, sync=True).engines[0]
+    world.put(BASE, prog)
+    world.hart.x[11] = 3 * (n + 7)
+    run(world, 10 * n)
+    assert world.state() == interp.state() and interp.hart.waiting
+    native = world.engine._context().native
+    assert native.optimised, "the hot loop was not compiled again"
+    stats = world.engine.stats()
+    assert stats["native_instructions"] > n
+    assert stats["native_entries"] < n // 100, stats  # the loop stays in one function
 
 
 @pytest.mark.parametrize("word", [

@@ -31,6 +31,12 @@ ROOT = BASE + 0x20000  # Sv39 root table: one gigapage mapping RAM onto itself
 TIERS = pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
 
 
+def hop(k: int) -> list[int]:
+    """A block of its own: a0 += k, then on to the next 12 bytes on by an indirect jump
+    (t4 = auipc; jalr 8(t4)): a direct jump forward would let one block run on."""
+    return [addi(10, 10, k), H.enc_u(0x17, 29, 0), i_type(0x67, 0, 0, 29, 8)]
+
+
 def sw(rs2: int, rs1: int, imm: int) -> int:
     return H.enc_s(0x23, 2, rs1, rs2, imm)
 
@@ -142,21 +148,23 @@ def test_dma_drops_exactly_the_blocks_it_overlaps():
     block dropped), over the first loop's bytes (that loop only)."""
     from pyhv.devices.virtio.dma import GuestDMA
 
-    first = [addi(10, 10, 1), addi(6, 6, -1), bne(6, 0, -8)]
+    # (the first loop leaves through jalr, so its block ends there: blocks go on past
+    # a loop's branch into the code after it)
+    first = [addi(10, 10, 1), addi(6, 6, -1), bne(6, 0, -8), i_type(0x67, 0, 0, 5, 0)]
     second = [addi(11, 11, 2), addi(7, 7, -1), bne(7, 0, -8), WFI]
     world = jit_world(threshold=1)
     world.put(CODE, first + second)
     world.hart.pc = CODE
-    world.hart.x[6], world.hart.x[7] = 100, 100
+    world.hart.x[6], world.hart.x[7], world.hart.x[5] = 100, 100, CODE + 16
     run(world)
     native = world.engine._context().native
-    starts = {CODE, CODE + 12}
+    starts = {CODE, CODE + 16}
     assert starts <= set(native)
     dma = GuestDMA(world.ram, world.code)
     dma.write(CODE + 0x800, b"\x01" * 64)  # data next to the code
     assert starts <= set(native)
     dma.write(CODE + 4, world.ram.read_bytes(CODE + 4, 4))  # the first loop's bytes
-    assert CODE not in native and CODE + 12 in native
+    assert CODE not in native and CODE + 16 in native
     assert world.engine.stats()["blocks_invalidated_by_writes"] == 1
 
 
@@ -202,7 +210,7 @@ def test_exec_over_old_code_sweeps_and_runs_the_new_code(threshold):
     def prog(k: int) -> list[int]:
         words: list[int] = []
         for _ in range(16):
-            words += [addi(10, 10, k), jal(0, 4)]
+            words += hop(k)
         return words + [i_type(0x67, 0, 0, 1, 0)]  # ret
 
     ld = W.ld
@@ -221,7 +229,7 @@ def test_exec_over_old_code_sweeps_and_runs_the_new_code(threshold):
         w.put(page, prog(1))
         w.put(src, prog(2))
         w.put(main, body)
-        w.hart.x[6], w.hart.x[7], w.hart.x[28] = src, page, 33 * 4 // 8 + 1
+        w.hart.x[6], w.hart.x[7], w.hart.x[28] = src, page, len(prog(1)) * 4 // 8 + 1
         w.hart.pc = main
 
     interp, jit = _pair(threshold, setup)
@@ -247,7 +255,7 @@ def test_a_program_copied_again_over_its_pages_comes_back_linked_at_once():
 
     words: list[int] = []
     for _ in range(16):
-        words += [addi(10, 10, 1), jal(0, 4)]
+        words += hop(1)
     words.append(i_type(0x67, 0, 0, 1, 0))  # ret
     body = [
         addi(8, 0, 12),  # 0: s0 = 12 runs

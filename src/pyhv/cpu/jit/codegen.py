@@ -33,6 +33,7 @@ from . import state as S
 
 M64 = (1 << 64) - 1
 MAX_INSNS = 64
+REGION_REACH = 512  # bytes from its start a block may branch forward within itself
 # Guest instructions a quickly compiled block runs before it asks to be compiled again,
 # optimised (EXIT_OPT; Compiler.submit): ~0.3 ms of its time, a few ms of the compiler's.
 OPT_AFTER = 1 << 18
@@ -94,6 +95,51 @@ ENDS = set(BRANCHES) | {"jal", "jalr"}
 def ends_block(d: Decoded) -> bool:
     """Whether a block ends with (and including) this instruction: a jump or branch."""
     return d.name in ENDS
+
+
+def internal_edges(start: int, insns: list[tuple[int, Decoded]]) -> list[tuple[int, int]]:
+    """(instruction index, target) of every branch or jal of ``insns`` to one of their
+    own instructions: the block's internal control flow."""
+    pcs = {pc for pc, _ in insns}
+    out = []
+    for k, (pc, d) in enumerate(insns):
+        if d.name in BRANCHES or d.name == "jal":
+            t = (pc + d.imm) & M64
+            if t in pcs:
+                out.append((k, t))
+    return out
+
+
+def written_by(insns: list[tuple[int, Decoded]], edges: list[tuple[int, int]]
+               ) -> list[tuple[frozenset[int], frozenset[int]]]:
+    """For each instruction of a region, the x and f registers some path from the
+    region's start through it has written, it included: all that an exit right after
+    it must write back."""
+    index = {pc: k for k, (pc, _) in enumerate(insns)}
+    succ: list[list[int]] = [[] for _ in insns]
+    for k, (_, d) in enumerate(insns):
+        if d.name not in ("jal", "jalr") and k + 1 < len(insns):
+            succ[k].append(k + 1)
+    for k, t in edges:
+        succ[k].append(index[t])
+    own = [(frozenset([d.rd]) if d.rd and _writes_x(d) else frozenset(),
+            frozenset([d.rd]) if _writes_f(d) else frozenset()) for _, d in insns]
+    w_in: list[tuple[frozenset[int], frozenset[int]]] = [(frozenset(), frozenset())] * len(insns)
+    w_out = list(own)
+    changed = True
+    while changed:
+        changed = False
+        for k in range(len(insns)):
+            out = (w_in[k][0] | own[k][0], w_in[k][1] | own[k][1])
+            if out != w_out[k]:
+                w_out[k] = out
+                changed = True
+            for j in succ[k]:
+                merged = (w_in[j][0] | out[0], w_in[j][1] | out[1])
+                if merged != w_in[j]:
+                    w_in[j] = merged
+                    changed = True
+    return w_out
 
 
 # sstatus reads and SIE set/clear (Linux's local_irq_save/restore), in S-mode only.
@@ -186,7 +232,7 @@ class _Block:
         self.label = "i0"
         # (from label, code, pc, instructions retired, stores done)
         # (... , budget and store count before this iteration: loop blocks only)
-        self.exits: list[tuple[str, int, str, int, int, str, str]] = []
+        self.exits: list[tuple[str, int, str, int | str, int | str, str, str]] = []
         self.exit_base: tuple[str, str] | None = None
         self.ntails = 0  # exits with their own tail (see exit)
         self.globals: set[str] = set()  # module globals the function uses
@@ -199,7 +245,20 @@ class _Block:
         self.fs_dirty = False
         self.prologue: list[str] = []  # loads in the entry block (dominate everything)
         self.fields: dict[int, str] = {}
-        self.loop = self._is_loop()
+        # A region: the block branches to its own instructions (other than a plain
+        # loop: one way out, at its end, back to its start): registers live in
+        # allocas (SSA after SROA, which builds the phis of its joins), and the
+        # instructions retired and stores done so far in two more; each target starts
+        # a labelled segment.
+        self.edges = internal_edges(start, insns)
+        self.region = bool(self.edges) and (self.edges != [(len(insns) - 1, start)]
+                                            or any(ends_block(d) for _, d in insns[:-1]))
+        self.targets = {t for _, t in self.edges} if self.region else set()
+        self.back = {t for k, t in self.edges if t <= insns[k][0]} if self.region else set()
+        self.written = written_by(insns, self.edges) if self.region else []
+        self.seg_k = 0  # the region's current segment starts at this instruction
+        self.reachable = True  # (region) the instruction being emitted can be reached
+        self.loop = not self.region and self._is_loop()
         self.header: list[str] = []  # phis of the loop header
 
     def _is_loop(self) -> bool:
@@ -235,10 +294,20 @@ class _Block:
             v = self.x[r] = f"%ix{r}"
             self.prologue.append(f"  %pix{r} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}")
             self.prologue.append(f"  %ix{r} = load i64, ptr %pix{r}")
+            if self.region:
+                self.prologue.append(f"  %ax{r} = alloca i64")
+                self.prologue.append(f"  store i64 %ix{r}, ptr %ax{r}")
+        if self.region:
+            return self.op(f"load i64, ptr %ax{r}")
         return v
 
     def wr(self, r: int, v: str) -> None:
         if r == 0:
+            return
+        if self.region:
+            self.rd(r)  # its alloca, holding the entry value for the paths that skip this
+            self.emit(f"store i64 {v}, ptr %ax{r}")
+            self.dirty.add(r)
             return
         if v.lstrip("-").isdigit():  # a constant: give it a name for the phis
             v = self.op(f"add i64 0, {v}")
@@ -251,10 +320,20 @@ class _Block:
             v = self.f[r] = f"%if{r}"
             self.prologue.append(f"  %pif{r} = getelementptr i8, ptr %s, i64 {S.F + 8 * r}")
             self.prologue.append(f"  %if{r} = load i64, ptr %pif{r}")
+            if self.region:
+                self.prologue.append(f"  %af{r} = alloca i64")
+                self.prologue.append(f"  store i64 %if{r}, ptr %af{r}")
+        if self.region:
+            return self.op(f"load i64, ptr %af{r}")
         return v
 
     def fwr(self, r: int, v: str) -> None:
-        self.f[r] = v
+        if self.region:
+            self.frd(r)
+            self.emit(f"store i64 {v}, ptr %af{r}")
+            self.emit("store i64 1, ptr %afsd")  # FS dirty on this path
+        else:
+            self.f[r] = v
         self.fdirty.add(r)
         self.fs_dirty = True
 
@@ -405,22 +484,54 @@ class _Block:
         self.emit(f"{v} = {expr}")
         return v
 
-    def exit(self, code: int, pc: str, n: int, stores: int | None = None) -> None:
+    def exit(self, code: int, pc: str, n: int, stores: int | None = None,
+             charged: bool = False) -> None:
         """Leave the block: write back what it changed, then the shared tail (which
-        charges ``n`` instructions and counts ``stores``, by default the stores done so
-        far)."""
-        for r in sorted(self.dirty):
+        charges ``n`` instructions, the index of the instruction it leaves before, and
+        counts ``stores``, by default the stores done so far). In a region, ``n`` and the
+        stores are those of the current segment on top of the retired count
+        (``charged``: the segment was charged already)."""
+        region = self.region
+        if region and (code != S.EXIT_CONTINUE or charged):
+            # the shared exit writes back every register the region writes, once
+            # (their allocas hold what this path left in them)
+            seg_n = 0 if charged else n - self.seg_k
+            seg_st = 0 if charged else (self.stores if stores is None else stores)
+            ret = self.op("load i64, ptr %aret")
+            nst = self.op("load i64, ptr %anst")
+            self.exits.append((self.label, code, pc, self.op(f"add i64 {ret}, {seg_n}"),
+                               self.op(f"add i64 {nst}, {seg_st}"), "", ""))
+            self.emit("br label %exit")
+            return
+        # (a region's way on, after instruction n - 1: what a path to it may have written)
+        xs, fs = self.written[n - 1] if region else (self.dirty, self.fdirty)
+        for r in sorted(xs):
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}")
-            self.emit(f"store i64 {self.x[r]}, ptr {p}")
-        for r in sorted(self.fdirty):
+            v = self.rd(r) if region else self.x[r]
+            self.emit(f"store i64 {v}, ptr {p}")
+        for r in sorted(fs):
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.F + 8 * r}")
-            self.emit(f"store i64 {self.f[r]}, ptr {p}")
-        if self.fs_dirty:
+            v = self.frd(r) if region else self.f[r]
+            self.emit(f"store i64 {v}, ptr {p}")
+        if fs if region else self.fs_dirty:
             p = self.t()
             self.emit(f"{p} = getelementptr i8, ptr %s, i64 {S.FSDIRTY}")
-            self.emit(f"store i64 1, ptr {p}")
+            if region:  # only if this path wrote an F register
+                was = self.op(f"load i64, ptr {p}")
+                now = self.op(f"or i64 {was}, {self.op('load i64, ptr %afsd')}")
+                self.emit(f"store i64 {now}, ptr {p}")
+            else:
+                self.emit(f"store i64 1, ptr {p}")
+        if region:
+            seg_n = 0 if charged else n - self.seg_k
+            seg_st = 0 if charged else (self.stores if stores is None else stores)
+            ret = self.op("load i64, ptr %aret")
+            nst = self.op("load i64, ptr %anst")
+            self.tail_exit(code, pc, self.op(f"add i64 {ret}, {seg_n}"),
+                           self.op(f"add i64 {nst}, {seg_st}"))
+            return
         # a loop block keeps its budget and store count in SSA values (header phis);
         # its exits charge what this iteration did on top of them
         base = ("%hbud", "%hst") if self.loop else ("", "")
@@ -439,6 +550,69 @@ class _Block:
             return
         self.exits.append((self.label, code, pc, n, done, *bases))
         self.emit("br label %exit")
+
+    def region_writeback(self) -> list[str]:
+        """(Region) the shared exit's write-back: every register the region writes."""
+        out = []
+        for r in sorted(self.dirty):
+            out += [f"  %wx{r} = load i64, ptr %ax{r}",
+                    f"  %pwx{r} = getelementptr i8, ptr %s, i64 {S.X + 8 * r}",
+                    f"  store i64 %wx{r}, ptr %pwx{r}"]
+        for r in sorted(self.fdirty):
+            out += [f"  %wf{r} = load i64, ptr %af{r}",
+                    f"  %pwf{r} = getelementptr i8, ptr %s, i64 {S.F + 8 * r}",
+                    f"  store i64 %wf{r}, ptr %pwf{r}"]
+        if self.fs_dirty:
+            out += [f"  %pwfs = getelementptr i8, ptr %s, i64 {S.FSDIRTY}",
+                    "  %wfs0 = load i64, ptr %pwfs",
+                    "  %wfs1 = load i64, ptr %afsd",
+                    "  %wfs2 = or i64 %wfs0, %wfs1",
+                    "  store i64 %wfs2, ptr %pwfs"]
+        return out
+
+    def tail_exit(self, code: int, pc: str, n: str, stores: str) -> None:
+        """A region's way out (registers written back): its own tail if it goes on,
+        else the shared exit."""
+        if code == S.EXIT_CONTINUE:
+            self.ntails += 1
+            sfx = f"_{self.ntails}"
+            self.lines.extend("  " + ln if not ln.endswith(":") else ln
+                              for ln in self.tail(str(code), pc, n, stores, "", "", sfx))
+            return
+        self.exits.append((self.label, code, pc, n, stores, "", ""))
+        self.emit("br label %exit")
+
+    def charge(self, k: int) -> None:
+        """(Region) the segment ends before instruction ``k`` on this path: add its
+        instructions and stores to the retired and store counts."""
+        ret = self.op("load i64, ptr %aret")
+        self.emit(f"store i64 {self.op(f'add i64 {ret}, {k - self.seg_k}')}, ptr %aret")
+        if self.stores:
+            nst = self.op("load i64, ptr %anst")
+            self.emit(f"store i64 {self.op(f'add i64 {nst}, {self.stores}')}, ptr %anst")
+
+    def enter_segment(self, k: int, pc: int) -> None:
+        """(Region) instruction ``k`` is a branch target: fall into its label (if the
+        code before it goes on), and start a segment there. Registers written after
+        it reach it again by a backward branch, and are written back from then on."""
+        label = f"L{pc:x}"
+        if self.reachable:
+            self.charge(k)
+            self.emit(f"br label %{label}")
+        self.start_label(label)
+        self.seg_k = k
+        self.stores = 0
+        self.fp_checked = False  # the check earlier does not dominate this
+        self.reachable = True
+        if pc in self.back:
+            for _, d in self.insns[k:]:
+                if d.rd and _writes_x(d):
+                    self.rd(d.rd)
+                    self.dirty.add(d.rd)
+                if _writes_f(d):
+                    self.frd(d.rd)
+                    self.fdirty.add(d.rd)
+                    self.fs_dirty = True
 
     def sext32(self, v: str) -> str:
         t = self.op(f"trunc i64 {v} to i32")
@@ -518,7 +692,7 @@ class _Block:
                 self.start_label(stay)
         elif name == "jal":
             self.wr(d.rd, _c(npc))
-            self.jump((pc + imm) & M64, k + 1)
+            self.jump((pc + imm) & M64, k + 1, pc)
             return False
         elif name == "jalr":
             a = self.rd(d.rs1)
@@ -533,8 +707,10 @@ class _Block:
             taken, fall = f"k{k}t", f"k{k}f"
             self.emit(f"br i1 {c}, label %{taken}, label %{fall}")
             self.start_label(taken)
-            self.jump((pc + imm) & M64, k + 1)
+            self.jump((pc + imm) & M64, k + 1, pc)
             self.start_label(fall)
+            if self.region and not last:
+                return True  # on to the next instruction, in the same segment
             self.exit(S.EXIT_CONTINUE, _c(npc), k + 1)
             return False
         elif name in LOADS:
@@ -650,7 +826,23 @@ class _Block:
         off = self.op(f"sub i64 {h}, {host}")
         return self.op(f"add i64 {off}, {RAM_BASE}")
 
-    def jump(self, target: int, n: int) -> None:
+    def jump(self, target: int, n: int, pc: int = -1) -> None:
+        """Go to ``target`` having retired ``n`` (instruction ``n - 1`` at ``pc`` jumps):
+        a branch within a region, a loop's back edge, or an exit."""
+        if self.region and target in self.targets:
+            self.charge(n)
+            label = f"L{target:x}"
+            if target <= pc:  # backward: bounded by the budget
+                ret = self.op("load i64, ptr %aret")
+                left = self.op(f"sub i64 %bud0, {ret}")
+                go = self.op(f"icmp sgt i64 {left}, 0")
+                out = f"j{n}o{self.n}"
+                self.emit(f"br i1 {go}, label %{label}, label %{out}")
+                self.start_label(out)
+                self.exit(S.EXIT_CONTINUE, _c(target), n, charged=True)
+            else:
+                self.emit(f"br label %{label}")
+            return
         if target == self.start and self.loop:
             # The back edge: budget and store count stay in registers (header phis),
             # written to the state once, on the way out.
@@ -778,16 +970,29 @@ class _Block:
         last_pc, last_d = self.insns[-1]
         ended = False
         for k, (pc, d) in enumerate(self.insns):
+            if self.region:
+                if pc in self.targets:
+                    self.enter_segment(k, pc)
+                elif not self.reachable:
+                    continue  # only reached from outside (its own block then)
             if not self.insn(k, pc, d, k == len(self.insns) - 1):
+                if self.region:
+                    self.reachable = False
+                    continue
                 ended = True
                 break
             if d.name in STORES or d.name in FP_STORES:
                 self.stores += 1
-        if not ended:
+        if not ended and self.reachable:
             self.exit(S.EXIT_CONTINUE, _c(last_pc + last_d.length), len(self.insns))
         out = [f"define {BLOCK_CC} i32 @{self.name}(ptr noalias %s) #0 {{", "entry:"]
+        if self.region:
+            out += ["  %aret = alloca i64", "  store i64 0, ptr %aret",
+                    "  %anst = alloca i64", "  store i64 0, ptr %anst"]
+            if self.fs_dirty or any(fs for _, fs in self.written):
+                out += ["  %afsd = alloca i64", "  store i64 0, ptr %afsd"]
         out.extend(self.prologue)
-        if self.counted or self.loop:
+        if self.counted or self.loop or self.region:
             out.append(f"  %pbud0 = getelementptr i8, ptr %s, i64 {S.BUDGET}")
             out.append("  %bud0 = load i64, ptr %pbud0")
         out.append("  br label %i0")
@@ -818,6 +1023,8 @@ class _Block:
                 sbases = ", ".join(f"[ {e[6]}, %{e[0]} ]" for e in self.exits)
                 out.append(f"  %sb0 = phi i64 {sbases}")
                 bb, sb = "%b0", "%sb0"
+            if self.region:
+                out.extend(self.region_writeback())
             out.extend(self.tail("%ec", "%epc", "%en", "%es0", bb, sb, ""))
         out.append("}")
         return "\n".join(sorted(self.globals) + out)
