@@ -141,6 +141,13 @@ def _quick_codegen_options() -> None:
         _OPTIONS_SET = True
 
 
+Source = str | Callable[[], str]  # a block's IR, or what makes it (see submit)
+
+
+def _text(ir: Source) -> str:
+    return ir if isinstance(ir, str) else ir()
+
+
 class Compiler:
     """Compiles and loads native blocks; ``address(key)`` finds one compiled before."""
 
@@ -206,9 +213,9 @@ class Compiler:
         self.refill = self.ee.get_function_address("pyhv_refill")
         self.revoke = self.ee.get_function_address("pyhv_revoke")
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
-        self._batch: list[tuple[str, str]] = []
+        self._batch: list[tuple[str, Source]] = []
         self._heat: dict[str, Callable[[], int]] = {}  # key -> its heat (submit)
-        self._batch_opt: list[tuple[str, str]] = []  # optimised recompiles, sent after
+        self._batch_opt: list[tuple[str, Source]] = []  # optimised recompiles, sent after
         self._waiting: dict[str, list[Callable[[int], None]]] = {}
         self._todo: queue.Queue = queue.Queue()
         # Finished batches: appended by the worker, taken by ``poll`` (a deque: checking
@@ -398,10 +405,10 @@ class Compiler:
         self.dispatch_seconds = time.perf_counter() - t0
         return self.ee.get_function_address("pyhv_dispatch")
 
-    def compile(self, blocks: list[tuple[str, str]]) -> dict[str, int]:
+    def compile(self, blocks: list[tuple[str, Source]]) -> dict[str, int]:
         """Compile ``(key, ir)`` blocks as one module now; return key -> address."""
         t0 = time.perf_counter()
-        ir = codegen.HEADER + "\n".join(text for _key, text in blocks)
+        ir = codegen.HEADER + "\n".join(_text(ir) for _key, ir in blocks)
         obj = self._load(ir, opt=blocks[0][0].endswith(OPT))
         keys = [k for k, _ in blocks]
         self._save(keys, obj)
@@ -424,9 +431,11 @@ class Compiler:
     # the worker, its many short LLVM calls each take the GIL back from the guest
     # thread, which measured 20% slower on a Linux boot.
 
-    def submit(self, key: str, ir: str, done: Callable[[int], None],
+    def submit(self, key: str, ir: Source, done: Callable[[int], None],
                heat: Callable[[], int] | None = None) -> None:
-        """Queue one block; ``done(address)`` runs on the guest thread once it is loaded;
+        """Queue one block (its IR, or a function that makes it: the worker calls it,
+        in parallel with native guest code, which runs without the GIL); ``done(address)``
+        runs on the guest thread once it is loaded;
         ``heat()``, if given, says how much the guest runs it cold now (the hottest
         waiting blocks are compiled first).
 
@@ -459,7 +468,7 @@ class Compiler:
                 return addr, k is not key
         return None
 
-    def _next_batch(self) -> list[tuple[str, str]]:
+    def _next_batch(self) -> list[tuple[str, Source]]:
         if len(self._batch) > MAX_BATCH and self._heat:
             # The hottest first: code that became hot early may have cooled since,
             # while the loop the guest is in now waits behind it, interpreted.
@@ -503,7 +512,7 @@ class Compiler:
             t0 = time.perf_counter()
             try:
                 ctx = llvm.create_context()
-                ir = codegen.HEADER + "\n".join(text for _key, text in batch)
+                ir = codegen.HEADER + "\n".join(_text(text) for _key, text in batch)
                 mod = llvm.parse_assembly(ir, context=ctx)
                 opt = batch[0][0].endswith(OPT)
                 tm = tms[1 if opt else 0]

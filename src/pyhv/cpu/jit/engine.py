@@ -783,7 +783,10 @@ class JitEngine:
         if start in ctx.queued:
             return False
         ctx.queued.add(start)
-        ir = codegen.block_ir(f"b{key}", start, insns, ctx.translated, counted=True)
+        translated = ctx.translated
+
+        def ir() -> str:  # made by the compiler's thread
+            return codegen.block_ir(f"b{key}", start, insns, translated, counted=True)
 
         def done(addr: int) -> None:
             ctx.queued.discard(start)
@@ -845,7 +848,8 @@ class JitEngine:
         if found is not None and found[1]:
             done(found[0])
             return
-        comp.submit(key, codegen.block_ir(f"b{key}", start, insns, ctx.translated), done)
+        translated = ctx.translated
+        comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated), done)
         if self.machine.sync:
             comp.poll(wait=True)
 
