@@ -37,6 +37,12 @@ REGION_REACH = 512  # bytes from its start a block may branch forward within its
 # Guest instructions a quickly compiled block runs before it asks to be compiled again,
 # optimised (EXIT_OPT; Compiler.submit): ~0.3 ms of its time, a few ms of the compiler's.
 OPT_AFTER = 1 << 18
+# ... unless compiling it optimised would cost more than OPT_MAX_COST units (an
+# instruction is one, a double-precision one FP_COST: strict FP makes LLVM's optimising
+# code generator slow, ~250 ms for 64 instructions of n-body, time in which the
+# compiler's thread serves no other block; such a block stays quick, ~12% slower)
+OPT_MAX_COST = 128
+FP_COST = 8
 RECOUNT = 1 << 24  # and again every so many (see _Block.count)
 RAM_BASE = 0x80000000
 BLOCK_CC = "preserve_nonecc"
@@ -95,6 +101,11 @@ ENDS = set(BRANCHES) | {"jal", "jalr"}
 def ends_block(d: Decoded) -> bool:
     """Whether a block ends with (and including) this instruction: a jump or branch."""
     return d.name in ENDS
+
+
+def opt_cost(insns: list[tuple[int, Decoded]]) -> int:
+    """What compiling ``insns`` optimised costs, in units of an integer instruction."""
+    return sum(FP_COST if d.name in FP_NAMES else 1 for _, d in insns)
 
 
 def internal_edges(start: int, insns: list[tuple[int, Decoded]]) -> list[tuple[int, int]]:
@@ -222,7 +233,8 @@ class _Block:
     def __init__(self, name: str, start: int, insns: list[tuple[int, Decoded]],
                  translated: bool, counted: bool = False) -> None:
         self.name = name
-        self.counted = counted  # counts the instructions it runs (a quickly compiled block)
+        # a quickly compiled block counts the instructions it runs (see count)
+        self.counted = counted and opt_cost(insns) <= OPT_MAX_COST
         self.fp_checked = False  # FS and frm checked (at the first FP instruction)
         self.start = start
         self.insns = insns
