@@ -2,22 +2,27 @@
 
 A block is a straight run of decoded instructions from one start pc, ending with (and
 including) a branch or jump, or just before an instruction native code does not do
-(CSR accesses, traps, AMOs, system instructions...), a page end or ``MAX_INSNS``.
+(CSR accesses, traps, AMOs, system instructions...), a page end or ``MAX_INSNS``. A
+*region* (optimised blocks only, engine._scan) goes on past its branches while code
+ahead is reachable from within it, and its branches to its own instructions stay inside
+the function.
 
-Each block becomes ``i32 @name(ptr %s)``: guest registers it uses live in allocas (SSA
-after mem2reg), loaded once at entry and written back on exit. Every way out goes through
-one shared exit block that writes back the registers the block writes, stores pc,
-charges the retired instructions to the budget and either chains to the next compiled
-block through the dispatch table or returns an exit code (state.py). A load or store
-the native fast path cannot do (soft-TLB miss the native walk cannot fill, misaligned,
-outside RAM, a store over translated code) leaves through that exit *before* the
-instruction,
-with ``EXIT_SLOW``: the instruction then runs in Python with exactly the state the
-interpreter would have, so traps stay precise. A branch back to the block's start
-becomes a loop inside the function, bounded by the budget (kept in a register).
+Each block becomes ``i32 @name(ptr %s)`` under ``preserve_none`` (nothing callee-saved:
+blocks tail-call each other). Guest registers it uses are loaded once at entry and
+tracked as SSA values (a region keeps them in allocas that SROA turns into SSA, joins
+included), and written back on exit. An exit that goes on has its own tail: write back,
+store pc, charge the retired instructions to the budget and chain to the next compiled
+block through the dispatch table (its own call site) or return. Every other way out
+goes through one shared exit block. A load or store the native fast path cannot do
+(soft-TLB miss the native walk cannot fill, misaligned, outside RAM, a store over
+translated code) leaves *before* the instruction with ``EXIT_SLOW``: the instruction
+then runs in Python with exactly the state the interpreter would have, so traps stay
+precise. A branch back to the block's start becomes a loop inside the function,
+bounded by the budget (kept in a register).
 
 Blocks are compiled twice at most: first quickly, counting the instructions they run
-(``counted``), then, past ``OPT_AFTER``, optimised (compiler.py's two tiers).
+(``counted``, in a global of their module), then, past ``OPT_AFTER``, optimised
+(compiler.py's two tiers) unless that would cost too much (``opt_cost``).
 
 Semantics follow the interpreter's tables (cpu/interp.py); the differential tests run
 random programs on both.
