@@ -512,12 +512,8 @@ class _Block:
         if region and (code != S.EXIT_CONTINUE or charged):
             # the shared exit writes back every register the region writes, once
             # (their allocas hold what this path left in them)
-            seg_n = 0 if charged else n - self.seg_k
-            seg_st = 0 if charged else (self.stores if stores is None else stores)
-            ret = self.op("load i64, ptr %aret")
-            nst = self.op("load i64, ptr %anst")
-            self.exits.append((self.label, code, pc, self.op(f"add i64 {ret}, {seg_n}"),
-                               self.op(f"add i64 {nst}, {seg_st}"), "", ""))
+            self.exits.append((self.label, code, pc, *self.region_counts(n, stores, charged),
+                               "", ""))
             self.emit("br label %exit")
             return
         # (a region's way on, after instruction n - 1: what a path to it may have written)
@@ -542,30 +538,39 @@ class _Block:
             else:
                 self.emit(f"store i64 1, ptr {p}")
         if region:
-            seg_n = 0 if charged else n - self.seg_k
-            seg_st = 0 if charged else (self.stores if stores is None else stores)
-            ret = self.op("load i64, ptr %aret")
-            nst = self.op("load i64, ptr %anst")
-            self.tail_exit(code, pc, self.op(f"add i64 {ret}, {seg_n}"),
-                           self.op(f"add i64 {nst}, {seg_st}"))
+            self.way_out(code, pc, *self.region_counts(n, stores, charged), "", "")
             return
         # a loop block keeps its budget and store count in SSA values (header phis);
         # its exits charge what this iteration did on top of them
         base = ("%hbud", "%hst") if self.loop else ("", "")
         bases = self.exit_base or base
         self.exit_base = None
-        done = self.stores if stores is None else stores
+        self.way_out(code, pc, n, self.stores if stores is None else stores, *bases)
+
+    def region_counts(self, n: int, stores: int | None, charged: bool) -> tuple[str, str]:
+        """(Region) instructions retired and stores done on the way to an exit: the
+        counts so far plus the current segment's (none if ``charged``)."""
+        seg_n = 0 if charged else n - self.seg_k
+        seg_st = 0 if charged else (self.stores if stores is None else stores)
+        ret = self.op("load i64, ptr %aret")
+        nst = self.op("load i64, ptr %anst")
+        return self.op(f"add i64 {ret}, {seg_n}"), self.op(f"add i64 {nst}, {seg_st}")
+
+    def way_out(self, code: int, pc: str, n: int | str, stores: int | str, bbase: str,
+                sbase: str) -> None:
+        """After the write-back: an exit that goes on gets its own tail, to the next
+        block (the chaining call site then serves one successor: a guest branch's two
+        ways are two sites, each predicted well, not one indirect jump whose target
+        follows the branch; a constant pc finds its dispatch-table slot at compile
+        time); any other goes through the shared exit."""
         if code == S.EXIT_CONTINUE:
-            # Its own tail, to the next block: the chaining call site then serves one
-            # successor (a guest branch's two ways are two sites, each predicted well,
-            # not one indirect jump whose target follows the branch), and a constant
-            # pc finds its dispatch-table slot at compile time.
             self.ntails += 1
             sfx = f"_{self.ntails}"
             self.lines.extend("  " + ln if not ln.endswith(":") else ln
-                              for ln in self.tail(str(code), pc, str(n), str(done), *bases, sfx))
+                              for ln in self.tail(str(code), pc, str(n), str(stores), bbase,
+                                                  sbase, sfx))
             return
-        self.exits.append((self.label, code, pc, n, done, *bases))
+        self.exits.append((self.label, code, pc, n, stores, bbase, sbase))
         self.emit("br label %exit")
 
     def region_writeback(self) -> list[str]:
@@ -586,18 +591,6 @@ class _Block:
                     "  %wfs2 = or i64 %wfs0, %wfs1",
                     "  store i64 %wfs2, ptr %pwfs"]
         return out
-
-    def tail_exit(self, code: int, pc: str, n: str, stores: str) -> None:
-        """A region's way out (registers written back): its own tail if it goes on,
-        else the shared exit."""
-        if code == S.EXIT_CONTINUE:
-            self.ntails += 1
-            sfx = f"_{self.ntails}"
-            self.lines.extend("  " + ln if not ln.endswith(":") else ln
-                              for ln in self.tail(str(code), pc, n, stores, "", "", sfx))
-            return
-        self.exits.append((self.label, code, pc, n, stores, "", ""))
-        self.emit("br label %exit")
 
     def charge(self, k: int) -> None:
         """(Region) the segment ends before instruction ``k`` on this path: add its
