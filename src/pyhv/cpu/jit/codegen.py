@@ -253,8 +253,9 @@ class _Block:
         self.exit_base: tuple[str, str] | None = None
         self.ntails = 0  # exits with their own tail (see exit)
         self.globals: set[str] = set()  # module globals the function uses
-        self.stores = 0  # stores done since entry (or since the loop header)
-        # Registers are SSA values tracked here (no allocas): reg -> current value.
+        self.stores = 0  # stores done since entry (the loop header, the region segment)
+        # Registers are SSA values tracked here: reg -> current value (in a region,
+        # reg -> its entry value, and the current one is in its alloca %ax<reg>).
         self.x: dict[int, str] = {}
         self.f: dict[int, str] = {}
         self.dirty: set[int] = set()

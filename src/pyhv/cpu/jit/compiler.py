@@ -438,11 +438,12 @@ class Compiler:
         ``heat()``, if given, says how much the guest runs it cold now (the hottest
         waiting blocks are compiled first).
 
-        Two tiers: a block is first compiled quickly (LLVM's fast code generator, which
-        keeps most values in stack slots); one that then runs a lot is compiled again
-        under the key ``key + OPT`` with the optimising code generator (registers
-        allocated properly: ~2x faster code for ~5x the compile time). Optimised
-        batches wait for the quick ones, which cold code is waiting for."""
+        Two tiers: a block is first compiled quickly (light IR passes, LLVM's fast
+        instruction selector with the greedy register allocator); one that then runs a
+        lot is compiled again, usually as a region, under the key ``key + OPT`` with
+        the O2 pipeline and the optimising code generator (several times the compile
+        time). Optimised batches wait for the quick ones, which cold code is waiting
+        for, unless none of those runs now (``_next_batch``)."""
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.append(done)
@@ -473,8 +474,10 @@ class Compiler:
             # while the loop the guest is in now waits behind it, interpreted.
             heat = self._heat
             self._batch.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
-        if self._batch and self._batch_opt and self._cold(self._batch[0][0]):
-            # nothing waiting runs now: the blocks that do run a lot come first
+        if self._batch and self._batch_opt and all(
+                self._cold(k) for k, _ in self._batch[:MAX_BATCH]):
+            # nothing waiting runs now (the hottest are first, if there are more than
+            # a batch): the blocks that do run a lot come first
             batch = self._batch_opt[:MAX_BATCH_OPT]
             self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
             return batch
