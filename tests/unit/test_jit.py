@@ -544,6 +544,34 @@ def test_instruction_across_a_page_boundary_natively():
     assert world.engine.native_instructions > 200 * 7
 
 
+def test_native_interpreter_follows_branches_calls_and_returns_across_pages():
+    """Cold code that branches, calls a function on another page and returns runs on
+    in the native interpreter from one stretch to the next; an instruction it leaves to
+    Python at the start of a stretch (a write of ``mie``) leaves once per run, and the
+    results are the interpreter's, with small budgets ending runs anywhere."""
+    far = BASE + 0x3000
+    n = 300
+    prog = li32(6, n) + [addi(10, 10, 1), H.enc_j(1, 0), addi(6, 6, -1), bne(6, 0, -12),
+                         WFI]
+    call_at = BASE + 4 * (len(prog) - 4)
+    prog[-4] = H.enc_j(1, far - call_at)  # jal ra, far
+    callee = [_csr(1, 0, 0x304, 0), addi(11, 11, 2), i_type(0x67, 0, 0, 1, 0)]  # jalr ra
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=10**9)):
+        world.put(BASE, prog)
+        world.put(far, callee)
+        h = world.hart
+        done = 0
+        while done < 100_000 and not h.waiting:
+            done += world.engine.run(37)  # runs end in mid-stretch, and at transfers
+        assert h.waiting
+        results.append(world.state())
+    assert results[0]["x"][10] == n and results[0]["x"][11] == 2 * n
+    assert results[1] == results[0]
+    assert world.engine.slow_exits <= n + 5, world.engine.slow_exits
+    assert world.engine.native_instructions >= 6 * n
+
+
 def test_native_interpreter_makes_hot_code_native():
     """Cold code runs in the native interpreter; a loop start that runs ``threshold``
     times becomes a compiled block, and the results stay the interpreter's."""

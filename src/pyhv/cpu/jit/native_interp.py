@@ -1090,7 +1090,7 @@ class _Gen:
             e(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
             e("store i64 0, ptr %s")
             e(f"store i64 {target}, ptr %pcv")
-            e("br label %retire")
+            e("br label %xfer")
 
         imm = "%qimm"
         for name, opc in (("addi", "add"), ("xori", "xor"), ("ori", "or"), ("andi", "and"),
@@ -1145,7 +1145,7 @@ class _Gen:
             c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {reg('%qrs2')}")
             tgt = self.op(f"add i64 %pc, {imm}")
             e(f"store i64 {self.op(f'select i1 {c}, i64 {tgt}, i64 %npc')}, ptr %pcv")
-            e("br label %retire")
+            e("br label %xfer")
         for name, bits, ext in (("lb", 8, "sext"), ("lh", 16, "sext"), ("lw", 32, "sext"),
                                 ("ld", 64, None), ("lbu", 8, "zext"), ("lhu", 16, "zext"),
                                 ("lwu", 32, "zext")):
@@ -1165,6 +1165,95 @@ class _Gen:
             self.set_field(S.STORES, self.op(f"add i64 {n}, 1"))
             e("br label %next")
 
+    def heat(self, pc: str, heat: str, hot: str, go: str) -> None:
+        """Count a run of the stretch starting at ``pc`` in the heat table ``heat``; on
+        to ``hot`` if it should leave for Python (``EXIT_HOT``: it just got hot, or it
+        is past the threshold and due to ask again, or it is a first run of a start the
+        code cache may hold), else to ``go``."""
+        e = self.emit
+        first, known, asked = self.fresh("hfirst"), self.fresh("hknown"), self.fresh("hasked")
+        hi = self.op(f"lshr i64 {pc}, 1")
+        hi = self.op(f"and i64 {hi}, {NHEAT - 1}")
+        hp = self.op(f"getelementptr i32, ptr {heat}, i64 {hi}")
+        h = self.op(f"load i32, ptr {hp}")
+        h1 = self.op(f"add i32 {h}, 1")
+        e(f"store i32 {h1}, ptr {hp}")
+        thr = self.op(f"trunc i64 {self.field(S.THRESH)} to i32")
+        is_hot = self.op(f"icmp eq i32 {h1}, {thr}")
+        # past the threshold, ask again every REHEAT runs: a block dropped since (its
+        # page written, say) is linked again or recompiled
+        low = self.op(f"and i32 {h1}, {REHEAT - 1}")
+        again = self.op(f"icmp eq i32 {low}, 0")
+        past = self.op(f"icmp ugt i32 {h1}, {thr}")
+        again = self.op(f"and i1 {again}, {past}")
+        is_hot = self.op(f"or i1 {is_hot}, {again}")
+        e(f"br i1 {is_hot}, label %{hot}, label %{first}")
+        self.label(first)
+        once = self.op(f"icmp eq i32 {h1}, 1")
+        e(f"br i1 {once}, label %{known}, label %{go}")
+        self.label(known)
+        ki = self.op(f"lshr i64 {pc}, 1")
+        ki = self.op(f"and i64 {ki}, {NKNOWN - 1}")
+        kb = self.op(f"lshr i64 {ki}, 3")
+        kp = self.op(f"getelementptr i8, ptr {self.field(S.KNOWN, 'ptr')}, i64 {kb}")
+        byte = self.op(f"load i8, ptr {kp}")
+        bit8 = self.op(f"trunc i64 {self.op(f'and i64 {ki}, 7')} to i8")
+        one = self.op(f"and i8 {self.op(f'lshr i8 {byte}, {bit8}')}, 1")
+        isk = self.op(f"icmp ne i8 {one}, 0")
+        e(f"br i1 {isk}, label %{asked}, label %{go}")
+        # ... once: a start whose lookup found nothing (another program's block at the
+        # same address, a colliding bit) is not asked about again at each cooling
+        self.label(asked)
+        abase = self.op(f"getelementptr i8, ptr {heat}, i64 {NHEAT * 4}")
+        ap = self.op(f"getelementptr i8, ptr {abase}, i64 {self.op(f'lshr i64 {hi}, 3')}")
+        av = self.op(f"load i8, ptr {ap}")
+        abit8 = self.op(f"trunc i64 {self.op(f'and i64 {hi}, 7')} to i8")
+        am = self.op(f"shl i8 1, {abit8}")
+        was = self.op(f"and i8 {av}, {am}")
+        e(f"store i8 {self.op(f'or i8 {av}, {am}')}, ptr {ap}")
+        seen = self.op(f"icmp ne i8 {was}, 0")
+        e(f"br i1 {seen}, label %{go}, label %{hot}")
+
+    def transfer(self) -> None:
+        """A control transfer (branch, jal, jalr) retires at label ``xfer``, its target
+        in ``%pcv``. If the dispatch table has no block there, the target starts the
+        next stretch right here (its heat counted as at the function's entry; a page
+        of its own fetched through the I-TLB): a round trip through the dispatcher,
+        the call, the stretch's set-up and the return cost about as much as the
+        few instructions a stretch of kernel code runs. Otherwise, or when the budget
+        is used up or that page needs Python, the dispatcher takes over."""
+        e = self.emit
+        self.label("xfer")
+        b1 = self.op("sub i64 %bud, 1")
+        e(f"store i64 {b1}, ptr %budv")
+        over = self.op(f"icmp sle i64 {b1}, 0")
+        e(f"br i1 {over}, label %leave, label %xlook")
+        self.label("xlook")
+        t = self.op("load i64, ptr %pcv")
+        tab = self.field(S.TABLE, "ptr")
+        slot = self.op(f"and i64 {self.op(f'lshr i64 {t}, 1')}, {S.NDISPATCH - 1}")
+        o = self.op(f"shl i64 {slot}, 5")
+        tag0 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {tab}, i64 {o}')}")
+        o2 = self.op(f"xor i64 {o}, 32")
+        tag1 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {tab}, i64 {o2}')}")
+        hit = self.op(f"or i1 {self.op(f'icmp eq i64 {tag0}, {t}')}, "
+                      f"{self.op(f'icmp eq i64 {tag1}, {t}')}")
+        e(f"br i1 {hit}, label %leave, label %xpage")
+        self.label("xpage")
+        vpage = self.op(f"and i64 {t}, -4096")
+        same = self.op(f"icmp eq i64 {vpage}, {self.op('load i64, ptr %vpagev')}")
+        e(f"br i1 {same}, label %xheat, label %xfetch")
+        self.label("xfetch")
+        hpage = self.fetch_page(t, "leave")
+        e(f"store i64 {vpage}, ptr %vpagev")
+        e(f"store i64 {self.op(f'sub i64 {hpage}, {vpage}')}, ptr %deltav")
+        e("br label %xheat")
+        self.label("xheat")
+        e(f"store i64 {t}, ptr %startv")
+        self.heat(t, self.field(S.HEAT, "ptr"), "xhot", "loop")
+        self.label("xhot")
+        self._writeback(S.EXIT_HOT)
+
     # -- the function ----------------------------------------------------------------------
     def build(self, name: str) -> str:  # noqa: PLR0915 - one function, in order
         e = self.emit
@@ -1174,6 +1263,9 @@ class _Gen:
         e("store i1 false, ptr %pfok")
         e("%pcv = alloca i64")
         e("%budv = alloca i64")
+        e("%startv = alloca i64")  # the pc the current stretch started at
+        e("%vpagev = alloca i64")  # its page, and host address - guest address there
+        e("%deltav = alloca i64")
         pc0 = self.field(S.PC)
         e(f"store i64 {pc0}, ptr %pcv")
         e(f"store i64 {self.field(S.BUDGET)}, ptr %budv")
@@ -1181,61 +1273,17 @@ class _Gen:
         e(f"%ramsize = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_SIZE}')}")
         e(f"%codemap = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEMAP}')}")
         e(f"%codebits = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEBITS}')}")
-        # heat of this stretch start
+        e(f"store i64 {pc0}, ptr %startv")
         heat = self.field(S.HEAT, "ptr")
-        hi = self.op(f"lshr i64 {pc0}, 1")
-        hi = self.op(f"and i64 {hi}, {NHEAT - 1}")
-        hp = self.op(f"getelementptr i32, ptr {heat}, i64 {hi}")
-        h = self.op(f"load i32, ptr {hp}")
-        h1 = self.op(f"add i32 {h}, 1")
-        e(f"store i32 {h1}, ptr {hp}")
-        thr = self.op(f"trunc i64 {self.field(S.THRESH)} to i32")
-        hot = self.op(f"icmp eq i32 {h1}, {thr}")
-        # past the threshold, ask again every REHEAT runs: a block dropped since (its
-        # page written, say) is linked again or recompiled
-        low = self.op(f"and i32 {h1}, {REHEAT - 1}")
-        again = self.op(f"icmp eq i32 {low}, 0")
-        past = self.op(f"icmp ugt i32 {h1}, {thr}")
-        again = self.op(f"and i1 {again}, {past}")
-        hot = self.op(f"or i1 {hot}, {again}")
-        e(f"br i1 {hot}, label %hot, label %first")
-        self.label("first")
-        once = self.op(f"icmp eq i32 {h1}, 1")
-        e(f"br i1 {once}, label %known, label %fetchpage")
-        self.label("known")
-        known = self.field(S.KNOWN, "ptr")
-        ki = self.op(f"lshr i64 {pc0}, 1")
-        ki = self.op(f"and i64 {ki}, {NKNOWN - 1}")
-        kb = self.op(f"lshr i64 {ki}, 3")
-        kp = self.op(f"getelementptr i8, ptr {known}, i64 {kb}")
-        byte = self.op(f"load i8, ptr {kp}")
-        bit = self.op(f"and i64 {ki}, 7")
-        bit8 = self.op(f"trunc i64 {bit} to i8")
-        sh = self.op(f"lshr i8 {byte}, {bit8}")
-        one = self.op(f"and i8 {sh}, 1")
-        isk = self.op(f"icmp ne i8 {one}, 0")
-        e(f"br i1 {isk}, label %asked, label %fetchpage")
-        # ... once: a start whose lookup found nothing (another program's block at the
-        # same address, a colliding bit) is not asked about again at each cooling
-        self.label("asked")
-        abase = self.op(f"getelementptr i8, ptr {heat}, i64 {NHEAT * 4}")
-        ai = self.op(f"lshr i64 {hi}, 3")
-        ap = self.op(f"getelementptr i8, ptr {abase}, i64 {ai}")
-        av = self.op(f"load i8, ptr {ap}")
-        abit = self.op(f"and i64 {hi}, 7")
-        abit8 = self.op(f"trunc i64 {abit} to i8")
-        am = self.op(f"shl i8 1, {abit8}")
-        was = self.op(f"and i8 {av}, {am}")
-        e(f"store i8 {self.op(f'or i8 {av}, {am}')}, ptr {ap}")
-        seen = self.op(f"icmp ne i8 {was}, 0")
-        e(f"br i1 {seen}, label %fetchpage, label %hot")
+        self.heat(pc0, heat, "hot", "fetchpage")
         self.label("hot")
         e(f"ret i32 {S.EXIT_HOT}")
         # the page of the stretch: host address = pc + delta
         self.label("fetchpage")
         vpage = self.op(f"and i64 {pc0}, -4096")
         hpage = self.fetch_page(pc0, "fetchfault" if self.translated else "slow")
-        e(f"%delta = sub i64 {hpage}, {vpage}")
+        e(f"store i64 {vpage}, ptr %vpagev")
+        e(f"store i64 {self.op(f'sub i64 {hpage}, {vpage}')}, ptr %deltav")
         e(f"%rvc = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RVC}')}")
         e(f"%dcache = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.DCACHE}')}")
         e(f"%yield = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.YIELD}')}")
@@ -1249,11 +1297,11 @@ class _Gen:
         e(f"br i1 {over}, label %leave, label %l1")
         self.label("l1")
         pg = self.op("and i64 %pc, -4096")
-        same = self.op(f"icmp eq i64 {pg}, {vpage}")
+        same = self.op(f"icmp eq i64 {pg}, {self.op('load i64, ptr %vpagev')}")
         e(f"br i1 {same}, label %fetch, label %leave")
         self.label("fetch")
         e("%pgo = and i64 %pc, 4095")
-        ha = self.op("add i64 %pc, %delta")
+        ha = self.op(f"add i64 %pc, {self.op('load i64, ptr %deltav')}")
         e(f"%hptr = inttoptr i64 {ha} to ptr")
         lo = self.op("load i16, ptr %hptr, align 1")
         e(f"%lo32 = zext i16 {lo} to i32")
@@ -1406,7 +1454,8 @@ class _Gen:
         b1 = self.op("sub i64 %bud, 1")
         e(f"store i64 {b1}, ptr %budv")
         e("br label %loop")
-        self.label("retire")  # a control transfer: the dispatcher takes over
+        self.transfer()
+        self.label("retire")  # a change of privilege: the dispatcher takes over
         b1 = self.op("sub i64 %bud, 1")
         e(f"store i64 {b1}, ptr %budv")
         e("br label %leave")
@@ -1422,7 +1471,7 @@ class _Gen:
         # interpreter again, which then leaves for Python (and counts the pc's heat, so
         # such a block gets compiled).
         cur = self.op("load i64, ptr %pcv")
-        first = self.op(f"icmp eq i64 {cur}, {pc0}")
+        first = self.op(f"icmp eq i64 {cur}, {self.op('load i64, ptr %startv')}")
         e("br i1 " + first + ", label %slowpy, label %leave")
         self.label("slowpy")
         e("store i64 0, ptr %acc")
@@ -1450,7 +1499,7 @@ class _Gen:
         self.emit(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
         self.emit("store i64 0, ptr %s")
         self.emit(f"store i64 {target}, ptr %pcv")
-        self.emit("br label %retire")
+        self.emit("br label %xfer")
 
     def _writeback(self, code: int) -> None:
         self.set_field(S.PC, self.op("load i64, ptr %pcv"))
