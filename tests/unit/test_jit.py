@@ -28,15 +28,26 @@ import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.pa
 H = W.H
 
 
+BASELINE_TIER = -1  # a threshold that means: baseline blocks (stencils.py), no LLVM block
+
+
+def tier(threshold: int) -> dict:
+    """make_jit_engines' arguments for a test tier: 1, every start compiled by LLVM at
+    once (after one run as a baseline block); BASELINE_TIER, baseline blocks from the
+    first run and never an LLVM block; 10**9, the native interpreter alone (no block
+    compiled or loaded from the code cache, whose blocks earlier tests may have left)."""
+    if threshold == BASELINE_TIER:
+        return {"threshold": 10**9, "compiled": True, "base_runs": 1}
+    return {"threshold": threshold, "compiled": threshold < 10**9}
+
+
 def jit_world(**kw):
     from pyhv.cpu.jit import make_jit_engines
 
     world = W.World("interp")
-    threshold = kw.pop("threshold", 1)
-    # a huge threshold: the native interpreter alone (no block compiled or loaded from the
-    # code cache, whose blocks earlier tests may have left)
-    kw.setdefault("compiled", threshold < 10**9)
-    world.engine = make_jit_engines(world, threshold=threshold, sync=True, **kw)[0]
+    args = tier(kw.pop("threshold", 1))
+    args.update(kw)
+    world.engine = make_jit_engines(world, sync=True, **args)[0]
     return world
 
 
@@ -204,7 +215,8 @@ def test_fp_edge_values_and_flags_match_interpreter(op, threshold):
     assert got == want
 
 
-TIERS = pytest.mark.parametrize("threshold", [1, 10**9], ids=["native", "cold"])
+TIERS = pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                                ids=["native", "baseline", "cold"])
 
 
 @TIERS
@@ -377,7 +389,8 @@ def _pte(pa: int, flags: int) -> int:
     return ((pa >> 12) << 10) | flags
 
 
-@pytest.mark.parametrize("threshold", [1, 10**9], ids=["native", "cold"])
+@pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                         ids=["native", "baseline", "cold"])
 def test_address_spaces_share_code_by_physical_page(threshold):
     """S-mode code in three address spaces: page X maps to the same physical page in
     all of them; page Y, which X calls, maps to one physical page in two of them and to
@@ -713,3 +726,72 @@ def test_reserved_encodings_of_fast_ops_trap_as_on_the_interpreter(word):
     interp, jit = worlds
     assert interp.hart.mcause == 2 and interp.hart.mtval == word
     assert jit.state() == interp.state()
+
+
+# -- the baseline tier (stencils.py) -----------------------------------------------------
+
+def _many_blocks(n_blocks: int, rounds: int) -> list[int]:
+    """``rounds`` passes over ``n_blocks`` blocks of ALU work, loads and stores, each
+    block ending in a jump to the next: many distinct baseline blocks."""
+    data = OUT
+    prog = li32(6, rounds) + _la(7, data)
+    loop = len(prog)
+    for k in range(n_blocks):
+        prog += [addi(10, 10, k + 1), r_type(0x33, 11, 4, 11, 10, 0),  # xor a1, a1, a0
+                 i_type(0x03, 12, 3, 7, 8 * (k % 64)),  # ld a2, 8k(t2)
+                 r_type(0x33, 12, 0, 12, 11, 0),  # add a2, a2, a1
+                 sd(12, 7, 8 * (k % 64)),
+                 H.enc_j(0, 4)]  # jal x0, +4: the block ends
+    prog += [addi(6, 6, -1), H.enc_b(0, 6, 0, 8)]  # beq t1, x0, +8 (to the wfi)
+    prog += [H.enc_j(0, 4 * (loop - len(prog))), WFI]  # (too far for a branch)
+    return prog
+
+
+def test_baseline_blocks_match_the_interpreter_and_survive_a_full_arena(monkeypatch):
+    """Copied-stencil blocks run a program of many blocks as the interpreter does, also
+    when their arena fills up and is emptied (every baseline block dropped, then built
+    again as the guest goes on)."""
+    from pyhv.cpu.jit import stencils
+
+    monkeypatch.setattr(stencils, "CHUNK", 0x10000)  # room for ~200 blocks of code
+    monkeypatch.setattr(stencils, "MAX_CHUNKS", 1)
+    prog = _many_blocks(300, 4)
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=BASELINE_TIER)):
+        world.put(BASE, prog)
+        run(world, 400_000)
+        assert world.hart.waiting
+        results.append((world.state(), bytes(world.ram.mv[OUT - BASE:OUT - BASE + 512])))
+    assert results[1] == results[0]
+    engine = world.engine
+    assert engine.baseline_blocks > 300  # built again after the resets
+    assert engine.machine.baseline.arena.resets > 0
+    assert engine.native_instructions > 4 * 300 * 6 * 0.9
+
+
+def test_a_baseline_block_that_runs_a_lot_gets_its_llvm_block(tmp_path, monkeypatch):
+    """A start gets a baseline block after ``base_runs`` runs; after ``threshold`` runs
+    in all its LLVM block replaces it; the results stay the interpreter's."""
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))  # nothing cached: compiled here
+    prog = li32(6, 400) + [addi(10, 10, 29), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = JitMachine(world, comp, threshold=50, sync=True, base_runs=4).engines[0]
+    world.put(BASE, prog)
+    loop = BASE + 4 * (len(prog) - 4)
+    ctx = None
+    seen_baseline = False
+    while not world.hart.waiting:
+        world.engine.run(40)
+        for ctx in world.engine._contexts.values():
+            seen_baseline |= loop in ctx.native.baseline
+    assert world.state() == interp.state()
+    assert seen_baseline and world.engine.baseline_blocks >= 1
+    assert ctx is not None and loop in ctx.native and loop not in ctx.native.baseline
+    assert comp.blocks_compiled >= 1

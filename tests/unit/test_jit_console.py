@@ -18,7 +18,7 @@ from pyhv.cpu.engines import jit_unavailable_reason
 pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
-from test_jit import WFI, addi, bne, i_type, run  # noqa: E402
+from test_jit import WFI, addi, bne, i_type, run, tier  # noqa: E402
 from test_jit_smc import CODE, ROOT, TIERS, _enter  # noqa: E402
 
 import engine_world as W  # noqa: E402
@@ -59,8 +59,7 @@ def uart_world(engine: str, threshold: int = 1):
     w.uart_base = UART  # what the JIT's native window looks for on the board
     w.bus.attach(UART, 0x100, w.uart)
     if engine == "jit":
-        w.engine = make_jit_engines(w, threshold=threshold, sync=True,
-                                    compiled=threshold < 10**9)[0]
+        w.engine = make_jit_engines(w, sync=True, **tier(threshold))[0]
     return w
 
 

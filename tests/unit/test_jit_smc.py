@@ -21,14 +21,25 @@ from pyhv.cpu.engines import jit_unavailable_reason
 pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
-from test_jit import BASE, WFI, addi, bne, i_type, jit_world, li32, run  # noqa: E402
+from test_jit import (  # noqa: E402
+    BASE,
+    BASELINE_TIER,
+    WFI,
+    addi,
+    bne,
+    i_type,
+    jit_world,
+    li32,
+    run,
+)
 
 import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
 
 H = W.H
 CODE = BASE + 0x3000  # the loop's page; its data word sits at CODE + 0x400
 ROOT = BASE + 0x20000  # Sv39 root table: one gigapage mapping RAM onto itself
-TIERS = pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+TIERS = pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                                ids=["compiled", "baseline", "native-interp"])
 
 
 def hop(k: int) -> list[int]:

@@ -13,7 +13,7 @@ from pyhv.cpu.engines import jit_unavailable_reason
 pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
                                 reason=f"jit unavailable: {jit_unavailable_reason()}")
 
-from test_jit import BASE, WFI, i_type, jit_world, li32, lui, run  # noqa: E402
+from test_jit import BASE, BASELINE_TIER, WFI, i_type, jit_world, li32, lui, run  # noqa: E402
 from test_jit_smc import ROOT, _csrw, _lu32, s_mode_entry  # noqa: E402
 
 import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
@@ -69,7 +69,8 @@ def _program() -> tuple[list[int], list[int], list[int]]:
     return m, s, handler
 
 
-@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+@pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                         ids=["compiled", "baseline", "native-interp"])
 def test_system_instructions_natively(threshold):
     m, s, handler = _program()
     pte = ((BASE >> 12) << 10) | 0xCF
@@ -99,7 +100,8 @@ def test_system_instructions_natively(threshold):
 USER_VA = 0x4000_0000  # a user (U) gigapage onto RAM, next to the kernel's identity map
 
 
-@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+@pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                         ids=["compiled", "baseline", "native-interp"])
 def test_sum_toggles_natively(threshold):
     """S-mode code reaches a user page only with sstatus.SUM set: a loop sets SUM, loads
     and stores through the user mapping, clears SUM (the kernel's uaccess pattern,
@@ -141,7 +143,8 @@ def test_sum_toggles_natively(threshold):
     assert world.engine.slow_exits < 40, world.engine.slow_exits
 
 
-@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+@pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                         ids=["compiled", "baseline", "native-interp"])
 def test_sstatus_fs_changes_natively(threshold):
     """A kernel's trap entry clears SUM and FS (csrrc sstatus) and its return writes the
     saved sstatus back: natively, with the F registers' dirty state carried through FS;
@@ -184,7 +187,8 @@ def test_sstatus_fs_changes_natively(threshold):
     assert world.engine.slow_exits < 16, world.engine.slow_exits
 
 
-@pytest.mark.parametrize("threshold", [1, 10**9], ids=["compiled", "native-interp"])
+@pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
+                         ids=["compiled", "baseline", "native-interp"])
 def test_misa_and_machine_trap_stack_writes_natively(threshold):
     """In M-mode: misa read in every form (writes ignored), and mstatus writes that
     change only the trap stack's bits (SIE, SPIE, SPP, MPIE; a firmware's trap exit)

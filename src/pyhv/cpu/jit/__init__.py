@@ -27,17 +27,21 @@ def unavailable_reason() -> str | None:
 
 
 def make_jit_engines(board: Any, threshold: int | None = None, sync: bool = False,
-                     native_interp: bool | None = None, compiled: bool = True) -> list[Any]:
+                     native_interp: bool | None = None, compiled: bool = True,
+                     base_runs: int | None = None) -> list[Any]:
     """One JIT engine per hart of ``board``. ``threshold``: runs of a block start before
     it is compiled (1: at once); ``sync``: compile at once on the calling thread instead
     of in the background (deterministic, for tests); ``native_interp=False``: cold code
     runs in Python instead of the native interpreter; ``compiled=False``: no block is
-    ever compiled or loaded (the native interpreter and Python only: tests)."""
+    ever compiled or loaded (the native interpreter and Python only: tests);
+    ``base_runs``: runs of a start in the native interpreter before its baseline block
+    (stencils.py; with a huge threshold, the baseline tier alone: tests)."""
     from .compiler import compiler
     from .engine import HOT_THRESHOLD, JitMachine
 
     machine = JitMachine(board, compiler(), threshold if threshold is not None else HOT_THRESHOLD,
-                         sync=sync, native_interp=native_interp, compiled=compiled)
+                         sync=sync, native_interp=native_interp, compiled=compiled,
+                         base_runs=base_runs)
     return machine.engines
 
 

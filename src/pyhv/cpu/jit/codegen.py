@@ -1382,7 +1382,7 @@ code:
 ; side effect then); a byte written to THR takes the transmit buffer's next slot, which
 ; Python sends after the run, before it does anything else (nothing else the guest
 ; can see changes: THR is empty again at once, the THRE interrupt state is as before).
-define internal ptr @pyhv_mmio_slot(ptr %s, i64 %pa, i64 %store) #0 {{
+define ptr @pyhv_mmio_slot(ptr %s, i64 %pa, i64 %store) #0 {{
 entry:
   %pb = getelementptr i8, ptr %s, i64 {S.UART_BASE}
   %base = load i64, ptr %pb

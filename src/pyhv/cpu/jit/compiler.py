@@ -36,7 +36,7 @@ from llvmlite.binding import ffi
 
 from ...isa import compressed, csr, decoder
 from ...isa.compressed import expand
-from . import codegen, native_interp, perfmap
+from . import codegen, native_interp, perfmap, stencils
 from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
@@ -65,7 +65,7 @@ def generator_modules() -> tuple[Any, ...]:
     tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
     their pyhv imports stay within this set; perfmap, which only names code for perf,
     is in it for that rule's sake)."""
-    return (codegen, native_interp, S, decoder, compressed, csr, perfmap,
+    return (codegen, native_interp, stencils, S, decoder, compressed, csr, perfmap,
             sys.modules[__name__])
 
 
@@ -212,6 +212,7 @@ class Compiler:
         self.dispatch = self._compile_dispatch()
         self.refill = self.ee.get_function_address("pyhv_refill")
         self.revoke = self.ee.get_function_address("pyhv_revoke")
+        self._stencils: list[dict[str, stencils.Stencil]] | None = None  # see baseline()
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, Source]] = []
         self._heat: dict[str, Callable[[], int]] = {}  # key -> its heat (submit)
@@ -403,6 +404,25 @@ class Compiler:
         self.interp_tlb = self.ee.get_function_address("pyhv_interp_tlb")
         self.dispatch_seconds = time.perf_counter() - t0
         return self.ee.get_function_address("pyhv_dispatch")
+
+    def baseline(self) -> stencils.Baseline:
+        """A builder of baseline blocks (stencils.py) for one machine; the stencils,
+        compiled once (~0.2 s) and kept in the runtime directory, are shared."""
+        if self._stencils is None:
+            def compile_ir(ir: str) -> bytes:
+                # the small code model: holes are 32-bit fields, calls and the run
+                # counter rel32 (the arena keeps what they reach within its chunk)
+                tm = llvm.Target.from_triple(self.triple).create_target_machine(
+                    cpu=llvm.get_host_cpu_name(),
+                    features=llvm.get_host_cpu_features().flatten(),
+                    opt=2, reloc="static", codemodel="small")
+                mod = llvm.parse_assembly(ir)
+                self._optimise(mod, tm, full=True)
+                return tm.emit_object(mod)
+            self._stencils = stencils.load_or_build(self.runtime_dir, compile_ir)
+        return stencils.Baseline(self._stencils, {
+            "pyhv_refill": self.refill,
+            "pyhv_mmio_slot": self.ee.get_function_address("pyhv_mmio_slot")})
 
     def compile(self, blocks: list[tuple[str, Source]]) -> dict[str, int]:
         """Compile ``(key, ir)`` blocks as one module now; return key -> address."""

@@ -74,7 +74,7 @@ from ..interp import (
 )
 from ..mmu import FETCH, LOAD, STORE, CodeWatch
 from ..trap import Trap
-from . import codegen, native_interp
+from . import codegen, native_interp, stencils
 from . import state as S
 from .compiler import OPT, Compiler, block_key
 
@@ -83,6 +83,11 @@ M64 = (1 << 64) - 1
 HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
 # With the native interpreter: runs of a stretch start before its block is compiled.
 HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", "256"))
+# With the baseline tier (stencils.py): runs of a stretch start in the native interpreter
+# before it gets a baseline block (copied stencils); its LLVM block comes at HOT_RUNS.
+BASE_RUNS = int(os.environ.get("PYHV_JIT_BASE_RUNS", "32"))
+# PYHV_JIT_BASELINE=1: the baseline tier (off by default: see stencils.py for why).
+BASELINE = os.environ.get("PYHV_JIT_BASELINE", "0") not in ("", "0")
 # PYHV_JIT_INTERP=0: cold code runs in Python (the tier before the native interpreter).
 NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
@@ -128,6 +133,8 @@ class _NativeBlocks(dict):
         self.dropped: set[int] = set()  # starts dropped by writes, not installed since
         self.drops: dict[int, int] = {}  # start -> blocks of it dropped by writes
         self.waited: dict[int, int] = {}  # start -> rounds of heat it waited since
+        # start -> address of its run counter, for starts whose code is a baseline block
+        self.baseline: dict[int, int] = {}
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
         """The CodeWatch drops the block: a write overlapped its bytes. Its start heats
@@ -147,6 +154,7 @@ class _NativeBlocks(dict):
         """Drop the block at ``pc`` (its bytes changed, or its page maps elsewhere)."""
         value = dict.pop(self, pc, default)
         self.optimised.discard(pc)
+        self.baseline.pop(pc, None)
         self.unlink(pc)
         if value is not None and rearm:
             # its next run in the native interpreter asks for the block again
@@ -175,6 +183,7 @@ class _NativeBlocks(dict):
         self.drops.clear()
         self.waited.clear()
         self.optimised.clear()
+        self.baseline.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
@@ -246,7 +255,7 @@ class _Context:
 
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
                  "table_addr", "translated", "key", "vmap", "verified", "satp",
-                 "runs", "runs_addr", "page_blocks")
+                 "runs", "runs_addr", "page_blocks", "unbased")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool], hot_runs: int) -> None:
         table = S.new_table()
@@ -261,6 +270,7 @@ class _Context:
         self.heat: dict[int, int] = {}
         self.nojit: set[int] = set()  # starts that cannot be compiled (first insn unsupported)
         self.queued: set[int] = set()  # starts waiting for the compiler
+        self.unbased: set[int] = set()  # starts no baseline block can start at
         self.vmap: dict[int, int] = {}  # virtual page -> physical page code came from
         self.verified: set[int] = set()  # virtual pages checked since the last fence
         self.satp = -1  # the address space ``verified`` holds for
@@ -275,7 +285,8 @@ class JitMachine:
 
     def __init__(self, board: Any, compiler: Compiler, threshold: int = HOT_THRESHOLD,
                  sync: bool = False, native_interp: bool | None = None,
-                 hot_runs: int | None = None, compiled: bool = True) -> None:
+                 hot_runs: int | None = None, compiled: bool = True,
+                 baseline: bool | None = None, base_runs: int | None = None) -> None:
         self.board = board
         self.compiled = compiled  # False: nothing compiled or loaded (tests' cold tier)
         self.native_interp = NATIVE_INTERP if native_interp is None else native_interp
@@ -283,6 +294,17 @@ class JitMachine:
         # (tests: 1 = compile at once, huge = never) carries over
         self.hot_runs = hot_runs or (HOT_RUNS if threshold == HOT_THRESHOLD else threshold)
         self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
+        # The baseline tier: a start the native interpreter ran interp_runs times gets a
+        # baseline block, which asks for its LLVM block after hot_runs in all.
+        want = (BASELINE or base_runs is not None) if baseline is None else baseline
+        self.baseline: stencils.Baseline | None = (
+            compiler.baseline() if want and compiled and self.native_interp
+            and stencils.host_supported() else None)
+        self.interp_runs = self.hot_runs
+        if self.baseline is not None:
+            self.interp_runs = min(base_runs or BASE_RUNS, self.hot_runs)
+            self.baseline.hot_after = min(max(1, self.hot_runs - self.interp_runs),
+                                          (1 << 31) - 1)
         self.closed = False
         self.compiler = compiler
         ram = board.ram
@@ -306,6 +328,15 @@ class JitMachine:
         for ppn, mask in code.masks.items():
             self.watch(ppn, mask)
         code.watchers.append(self.watch)
+
+    def reset_baseline(self) -> None:
+        """The baseline arena is full: drop every baseline block, then empty it."""
+        for e in self.engines:
+            for ctx in e._contexts.values():
+                for pc in list(ctx.native.baseline):
+                    ctx.native.forget(pc)
+        assert self.baseline is not None
+        self.baseline.arena.reset()
 
     def watch(self, ppn: int, mask: int) -> None:
         """The code granules of a physical page changed (mask 0: it holds no code)."""
@@ -371,7 +402,7 @@ class JitEngine:
         self.st.dcache = S.buffer_address(self._dcache)
         self.st.known = ctypes.addressof(
             self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
-        self.st.thresh = min(machine.hot_runs, (1 << 32) - 1)
+        self.st.thresh = min(machine.interp_runs, (1 << 32) - 1)
         self._interp = ((self.compiler.interp_bare, self.compiler.interp_tlb)
                         if machine.native_interp else (0, 0))
         if machine.native_interp:
@@ -398,6 +429,7 @@ class JitEngine:
         self._coolings = 0
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
         self.retranslations = 0  # blocks installed again after a write dropped them
+        self.baseline_blocks = 0  # baseline blocks built (stencils.py)
         hart.flush_decoded = self.flush
         hart.flush_decoded_page = self.flush_page
         mmu = hart.mmu
@@ -450,6 +482,7 @@ class JitEngine:
             "native_syscalls": self.st.ntraps,
             "native_page_faults": self.st.nfaults,
             "native_trap_returns": self.st.nrets,
+            "baseline_blocks": self.baseline_blocks,
         }
 
     @property
@@ -567,7 +600,7 @@ class JitEngine:
                 self._vpages.clear()
                 self._traps_for = None
                 self.st.ctxok = 0
-            ctx = self._contexts[key] = _Context(self.code, key, self.machine.hot_runs)
+            ctx = self._contexts[key] = _Context(self.code, key, self.machine.interp_runs)
         if key[1] and ctx.satp != self.hart.satp:
             self._unverify(ctx)  # another address space: check pages again
             ctx.satp = self.hart.satp
@@ -735,7 +768,8 @@ class JitEngine:
             o = off + (last_pc - start) + last_d.length
         return insns, bytes(mv[off:o])
 
-    def _jit(self, ctx: _Context, start: int, compile_now: bool) -> bool:
+    def _jit(self, ctx: _Context, start: int, compile_now: bool,
+             runs: Callable[[], int] | None = None) -> bool:
         """Install the native block at ``start`` if it exists (this process or the disk
         cache); else, with ``compile_now``, queue it for the compiler. True if installed."""
         if not self.machine.compiled:
@@ -795,13 +829,17 @@ class JitEngine:
             # Still wanted? The context may be gone, the page rewritten, or the block
             # installed by another route meanwhile.
             off = pa - m.ram_base
-            if (self._contexts.get(ctx.key) is ctx and start not in ctx.native
+            if (self._contexts.get(ctx.key) is ctx
+                    and (start not in ctx.native or start in ctx.native.baseline)
                     and self._current_key() == ctx.key and self._fetch_pa(start) == pa
                     and m.ram_mv[off:off + len(raw)] == raw):
                 self._install(ctx, start, page, (addr, False), len(raw))
 
-        runs, hi, n = ctx.runs, native_interp.heat_index(start), len(insns)
-        comp.submit(key, ir, done, heat=lambda: runs[hi] * n)
+        n = len(insns)
+        if runs is None:
+            counts, hi = ctx.runs, native_interp.heat_index(start)
+            runs = lambda: counts[hi]  # noqa: E731
+        comp.submit(key, ir, done, heat=lambda: runs() * n)
         if self.machine.sync:
             comp.poll(wait=True)
             return start in ctx.native
@@ -875,6 +913,8 @@ class JitEngine:
         if start in ctx.native.dropped:
             ctx.native.dropped.discard(start)
             self.retranslations += 1
+        if start in ctx.native.baseline:  # its LLVM block replaces the baseline one
+            ctx.native.forget(start, rearm=False)
         ctx.native.install(start, addr, page >> 12)
         if optimised:
             ctx.native.optimised.add(start)
@@ -1163,9 +1203,13 @@ class JitEngine:
     # -- the run loop with the native interpreter -------------------------------------------
     def _hot(self, ctx: _Context, pc: int) -> None:
         """The native interpreter found the stretch start ``pc`` hot (or its first run,
-        with a block for it perhaps in the code cache): install or queue its block."""
+        with a block for it perhaps in the code cache): install or queue its block; or
+        a baseline block at ``pc`` ran its runs (stencils.Baseline.hot_after)."""
         if pc in ctx.native:
-            ctx.native.link(pc)  # known, but pushed out of its table slots
+            if pc in ctx.native.baseline:
+                self._promote(ctx, pc)
+            else:
+                ctx.native.link(pc)  # known, but pushed out of its table slots
             return
         if pc in ctx.nojit or pc in ctx.queued:
             return
@@ -1180,6 +1224,20 @@ class JitEngine:
         if ctx.native.backoff(pc):
             return
         i = native_interp.heat_index(pc)
+        if self.machine.baseline is not None:
+            if self._baseline(ctx, pc):
+                return
+            # No baseline block starts here (its first instruction is not a fast op):
+            # its LLVM block after hot_runs runs, as without the tier. The run counter
+            # is set back (modulo 2**32: it asks when it equals the threshold) so that
+            # the start asks again only then.
+            if pc not in ctx.unbased:
+                ctx.unbased.add(pc)
+                rest = min(self.machine.hot_runs - self.machine.interp_runs, 1 << 31)
+                if rest > 0:
+                    ctx.runs[i] = (self.machine.interp_runs - rest) & 0xFFFFFFFF
+                    return
+            ctx.runs[i] = self.machine.hot_runs
         if ctx.runs[i] >= self.machine.hot_runs:
             if self.compiler.over_budget() and not self.machine.sync:
                 ctx.runs[i] = 1  # ask again after another round of heat
@@ -1189,6 +1247,77 @@ class JitEngine:
                 self.st.thresh = min(self.st.thresh * 2, MAX_THRESH)
                 return
             self._jit(ctx, pc, compile_now=True)
+
+    def _baseline(self, ctx: _Context, start: int) -> bool:
+        """Build and link a baseline block at ``start``: its fast ops up to its first
+        control transfer, an instruction it does not do, or its page's end. False if
+        none can start there."""
+        mmu = self.hart.mmu
+        m = self.machine
+        bl = m.baseline
+        assert bl is not None
+        try:
+            pa = mmu.translate_fetch(start)
+        except Trap:
+            return False  # the cold path raises the fetch fault
+        page = pa & ~0xFFF
+        if not m.ram_base <= page < m.ram_base + m.ram_size:
+            return False
+        off = pa - m.ram_base
+        end = (off | 0xFFF) + 1
+        mv = m.ram_mv
+        insns: list[tuple[int, Decoded]] = []
+        pc, o = start, off
+        while len(insns) < stencils.MAX_INSNS and o + 2 <= end:
+            lo = mv[o] | mv[o + 1] << 8
+            if lo & 3 == 3:
+                if o + 4 > end:
+                    break
+                d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
+            else:
+                d = _decode(lo, 2)
+            if not bl.supported(d):
+                break
+            insns.append((pc, d))
+            o += d.length
+            pc = (pc + d.length) & M64
+            if d.name in stencils.ENDS:
+                break
+        if not insns:
+            return False
+        built = bl.build(ctx.translated, insns, start, pc)
+        if built is None and bl.arena.full(stencils.MAX_BLOCK_BYTES):
+            m.reset_baseline()
+            built = bl.build(ctx.translated, insns, start, pc)
+        if built is None:
+            return False
+        addr, counter = built
+        if not self._install(ctx, start, page, (addr, False), o - off):
+            return False
+        ctx.native.baseline[start] = counter
+        self.baseline_blocks += 1
+        return True
+
+    def _promote(self, ctx: _Context, start: int) -> None:
+        """The baseline block at ``start`` ran its runs: compile its LLVM block, which
+        takes its place when ready."""
+        counter = ctypes.c_uint32.from_address(ctx.native.baseline[start])
+        if counter.value < self.machine.baseline.hot_after:  # type: ignore[union-attr]
+            ctx.native.link(start)  # (the interpreter found it out of its table slots)
+            return
+        if start in ctx.queued:
+            return
+        if self.compiler.over_budget() and not self.machine.sync:
+            # ask again after twice as many runs as last time (the baseline block is
+            # the better part of the gain; the compiler has hotter code to do first)
+            waits = ctx.native.waited.get(start, 0) + 1
+            ctx.native.waited[start] = waits
+            lim = self.machine.baseline.hot_after  # type: ignore[union-attr]
+            counter.value = (lim - (lim << min(waits, 12))) & 0xFFFFFFFF
+            self.deferred += 1
+            return
+        ctx.native.waited.pop(start, None)
+        self._jit(ctx, start, compile_now=True, runs=lambda: counter.value)
 
     def _relink_page(self, ctx: _Context, pc: int) -> None:
         """A block came back by its bytes (its page was written, or is another copy of
@@ -1239,8 +1368,8 @@ class JitEngine:
             size = native_interp.HEAT_WORDS * 4
         for ctx in self._contexts.values():
             ctypes.memset(ctx.runs, 0, size)
-        if self.st.thresh != self.machine.hot_runs and not self.compiler.over_budget():
-            self.st.thresh = min(self.machine.hot_runs, (1 << 32) - 1)
+        if self.st.thresh != self.machine.interp_runs and not self.compiler.over_budget():
+            self.st.thresh = min(self.machine.interp_runs, (1 << 32) - 1)
 
     def _sync_time(self) -> None:
         """What native reads of the time CSR see: guest time moves between runs only

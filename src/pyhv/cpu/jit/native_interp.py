@@ -1069,25 +1069,27 @@ class _Gen:
         imm = self.op("phi i32 " + ", ".join(f"[ {i}, %{lab} ]" for lab, _, i in arms))
         return op, imm
 
-    def fast_ops(self) -> None:
+    def xptr(self, r: str) -> str:
+        """Pointer to the x register numbered by the i32 ``r`` (%qrd, %qrs1, %qrs2)."""
+        x = self.op(f"zext i32 {r} to i64")
+        return self.op(f"getelementptr i64, ptr %s, i64 {x}")
+
+    def fast_ops(self, only: str | None = None) -> None:
         """The instructions the decoded cache runs directly (FAST_OPS): the integer,
         load, store and control-transfer instructions of most code, each the same as
         its case in the decoder's groups below."""
         e = self.emit
 
         def reg(r: str) -> str:
-            x = self.op(f"zext i32 {r} to i64")
-            return self.op(f"load i64, ptr {self.op(f'getelementptr i64, ptr %s, i64 {x}')}")
+            return self.op(f"load i64, ptr {self.xptr(r)}")
 
         def res(v: str) -> None:
-            rdx = self.op("zext i32 %qrd to i64")
-            e(f"store i64 {v}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+            e(f"store i64 {v}, ptr {self.xptr('%qrd')}")
             e("store i64 0, ptr %s")
             e("br label %next")
 
         def go(target: str) -> None:  # jal, jalr: rd = the next pc, end the stretch
-            rdx = self.op("zext i32 %qrd to i64")
-            e(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+            e(f"store i64 %npc, ptr {self.xptr('%qrd')}")
             e("store i64 0, ptr %s")
             e(f"store i64 {target}, ptr %pcv")
             e("br label %xfer")
