@@ -1,15 +1,16 @@
 """Every CPU engine against the interpreter, its reference, on random RV64 programs.
 
 Programs come from the conformance generator (conftest.py here: integer ALU, M, loads
-and stores to a 4 KiB scratch window, forward branches, RVC, F/D), turned into loops of
-1-5 iterations so that engines compiling hot code compile them (at once, and after a
-few cold iterations), and a third of them get an instruction that traps in a chosen
-iteration (a load or store access fault, ecall, ebreak or an illegal instruction; the
-handler parks). Each ends in ``wfi``, which stops every engine exactly, so instret is
-compared too. Each program runs from identical state on the interpreter and on the
-engine under test, built as ``make_engines`` builds it for a minimal board, in M-mode
-and in S-mode through Sv39, in one go and in slices of random sizes; every x register,
-pc, instret, the trap CSRs, f registers, fflags and the scratch window must agree.
+and stores to a 4 KiB scratch window, forward branches, RVC, F/D, Zba/Zbb/Zbs/Zicond),
+turned into loops of 1-5 iterations so that engines compiling hot code compile them (at
+once, and after a few cold iterations), and a third of them get an instruction that
+traps in a chosen iteration (a load or store access fault, ecall, ebreak or an illegal
+instruction; the handler parks). Each ends in ``wfi``, which stops every engine exactly,
+so instret is compared too. Each program runs from identical state on the interpreter
+and on the engine under test, built as ``make_engines`` builds it for a minimal board,
+in M-mode and in S-mode through Sv39, in one go and in slices of random sizes; every x
+register, pc, instret, the trap CSRs, f registers, fflags and the scratch window must
+agree.
 
 The engines are every name of ``pyhv.cpu.engines.ENGINE_NAMES`` but ``interp`` and
 ``auto`` (which is one of the others): ``jit`` takes part where it works on this host
@@ -35,7 +36,7 @@ import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.pa
 H = W.H
 
 ENGINES = [name for name in ENGINE_NAMES if name not in ("interp", "auto")]
-CATEGORIES = ["int", "muldiv", "mem", "rvc", "fp", "all"]
+CATEGORIES = ["int", "muldiv", "mem", "rvc", "fp", "all", "bitmanip"]
 # Hot at once (everything compiled before it first runs) and after some cold runs.
 CONFIGS = {
     "hot": {"threshold": 1},
@@ -49,6 +50,7 @@ JIT_CONFIGS = {
     "paged-cold": {"threshold": 10**9, "paged": True, "compiled": False},
     "python-cold": {"threshold": 10**9, "native_interp": False, "compiled": False},
     "python-warm": {"threshold": 12, "native_interp": False},
+    "baseline": {"threshold": 10**9, "base_runs": 1},  # copied stencils (stencils.py)
 }
 CASES = [(e, c) for e in ENGINES for c in CONFIGS] + [("jit", c) for c in JIT_CONFIGS]
 PROGRAMS = int(os.environ.get("PYHV_DIFF_PROGRAMS", "12"))

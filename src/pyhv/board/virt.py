@@ -27,6 +27,7 @@ from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.dma import GuestDMA
 from ..devices.virtio.mmio import VirtioMmio
 from ..errors import ImageError
+from ..isa import spec
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
 from . import memmap
@@ -49,8 +50,11 @@ DEFAULT_BIOS_PATHS = (
     "/usr/lib/riscv64-linux-gnu/opensbi/generic/fw_dynamic.bin",
 )
 # What the DT advertises: RV64GC, plus Zihintpause so that Linux's cpu_relax() spins on
-# `pause`, which pyhv turns into "let another hart run" (see interp's fence factory).
-ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause"
+# `pause`, which pyhv turns into "let another hart run" (see interp's fence factory), and
+# the extensions described beyond RV64GC in isa/spec.py (Zba, Zbb, Zbs, as QEMU's rv64
+# has them, and Zicond).
+ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause" + "".join(
+    f"_{ext.lower()}" for ext in spec.EXTENSIONS)
 
 
 def default_bios() -> str:

@@ -12,8 +12,9 @@ exceptions (precise: the faulting instruction's pc, nothing after it executed),
 enables (the loop re-reads its context), and :class:`StopRequest` when a device asked the
 machine to stop (power-off) right after the current instruction.
 
-Simple integer instructions are generated from the expression table ``ALU`` below, so
-each instruction's semantics is written once; the block translator can reuse the table.
+Simple integer instructions and branch conditions are generated from their description
+in isa/spec.py (the ``ALU`` and ``BRANCH`` tables below); the block translator uses the
+same tables.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..isa import csr as C
+from ..isa import spec
 from ..isa.decoder import PAUSE, Decoded, decode
 from .code_cache import MAX_CONTEXTS, CodeCache
 from .hart import EXCEPTION_NAMES, Hart
@@ -85,114 +87,12 @@ def _sx32(v: int) -> int:
     return (((v & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64
 
 
-def _div(a: int, b: int) -> int:
-    if b == 0:
-        return M64
-    sa, sb = _s64(a), _s64(b)
-    if sa == -(1 << 63) and sb == -1:
-        return a
-    q = abs(sa) // abs(sb)
-    return (-q if (sa < 0) != (sb < 0) else q) & M64
-
-
-def _rem(a: int, b: int) -> int:
-    if b == 0:
-        return a
-    sa, sb = _s64(a), _s64(b)
-    if sa == -(1 << 63) and sb == -1:
-        return 0
-    r = abs(sa) % abs(sb)
-    return (-r if sa < 0 else r) & M64
-
-
-def _divw(a: int, b: int) -> int:
-    sa, sb = _s64(_sx32(a)), _s64(_sx32(b))
-    if sb == 0:
-        return M64
-    if sa == -(1 << 31) and sb == -1:
-        return _sx32(sa)
-    q = abs(sa) // abs(sb)
-    return _sx32(-q if (sa < 0) != (sb < 0) else q)
-
-
-def _remw(a: int, b: int) -> int:
-    sa, sb = _s64(_sx32(a)), _s64(_sx32(b))
-    if sb == 0:
-        return _sx32(sa)
-    if sa == -(1 << 31) and sb == -1:
-        return 0
-    r = abs(sa) % abs(sb)
-    return _sx32(-r if sa < 0 else r)
-
-
-def _divuw(a: int, b: int) -> int:
-    a &= 0xFFFFFFFF
-    b &= 0xFFFFFFFF
-    return M64 if b == 0 else _sx32(a // b)
-
-
-def _remuw(a: int, b: int) -> int:
-    a &= 0xFFFFFFFF
-    b &= 0xFFFFFFFF
-    return _sx32(a) if b == 0 else _sx32(a % b)
-
-
-# Integer instructions that only compute rd from rs1/rs2/imm. `a` = x[rs1], `b` = x[rs2],
-# `i` = immediate as unsigned 64-bit, `si` = immediate with the sign bit flipped (for
-# signed compares), `sh` = shift amount. Values are unsigned 64-bit Python ints.
-ALU: dict[str, str] = {
-    "add": "(a + b) & M64",
-    "sub": "(a - b) & M64",
-    "sll": "(a << (b & 63)) & M64",
-    "slt": "int((a ^ SIGN) < (b ^ SIGN))",
-    "sltu": "int(a < b)",
-    "xor": "a ^ b",
-    "srl": "a >> (b & 63)",
-    "sra": "((a - ((a & SIGN) << 1)) >> (b & 63)) & M64",
-    "or": "a | b",
-    "and": "a & b",
-    "addi": "(a + i) & M64",
-    "slti": "int((a ^ SIGN) < si)",
-    "sltiu": "int(a < i)",
-    "xori": "a ^ i",
-    "ori": "a | i",
-    "andi": "a & i",
-    "slli": "(a << sh) & M64",
-    "srli": "a >> sh",
-    "srai": "((a - ((a & SIGN) << 1)) >> sh) & M64",
-    "addiw": "(((((a + i) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "slliw": "(((((a << sh) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "srliw": "((((((a & 0xFFFFFFFF) >> sh) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "sraiw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> sh) & M64",
-    "addw": "(((((a + b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "subw": "(((((a - b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "sllw": "(((((a << (b & 31)) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "srlw": "((((((a & 0xFFFFFFFF) >> (b & 31)) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "sraw": "((((a & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) >> (b & 31)) & M64",
-    "mul": "(a * b) & M64",
-    "mulh": "((a - ((a & SIGN) << 1)) * (b - ((b & SIGN) << 1)) >> 64) & M64",
-    "mulhsu": "((a - ((a & SIGN) << 1)) * b >> 64) & M64",
-    "mulhu": "(a * b) >> 64",
-    "div": "_div(a, b)",
-    "divu": "(a // b) if b else M64",
-    "rem": "_rem(a, b)",
-    "remu": "(a % b) if b else a",
-    "mulw": "(((((a * b) & 0xFFFFFFFF) ^ 0x80000000) - 0x80000000) & M64)",
-    "divw": "_divw(a, b)",
-    "divuw": "_divuw(a, b)",
-    "remw": "_remw(a, b)",
-    "remuw": "_remuw(a, b)",
-}
-
-# Branch conditions over a = x[rs1], b = x[rs2].
-BRANCH: dict[str, str] = {
-    "beq": "a == b",
-    "bne": "a != b",
-    "blt": "(a ^ SIGN) < (b ^ SIGN)",
-    "bge": "(a ^ SIGN) >= (b ^ SIGN)",
-    "bltu": "a < b",
-    "bgeu": "a >= b",
-}
+# Integer instructions that only compute rd from rs1/rs2/imm, and branch conditions:
+# Python expressions made from their one description (isa/spec.py). `a` = x[rs1], `b` =
+# x[rs2], `i` = immediate as unsigned 64-bit, `si` = immediate with the sign bit flipped
+# (for signed compares), `sh` = shift amount. Values are unsigned 64-bit Python ints.
+ALU: dict[str, str] = {name: spec.python(name) for name in spec.ALU}
+BRANCH: dict[str, str] = {name: spec.python(name) for name in spec.BRANCHES}
 
 # Loads/stores: the MMU method that performs the access.
 LOADS = {
@@ -201,10 +101,7 @@ LOADS = {
 }
 STORES = {"sb": "store_u8", "sh": "store_u16", "sw": "store_u32", "sd": "store_u64"}
 
-_NS: dict[str, Any] = {
-    "M64": M64, "SIGN": SIGN, "_sx32": _sx32, "_div": _div, "_rem": _rem, "_divw": _divw,
-    "_divuw": _divuw, "_remw": _remw, "_remuw": _remuw,
-}
+_NS: dict[str, Any] = {"M64": M64, "SIGN": SIGN, "_sx32": _sx32, **spec.PY_HELPERS}
 
 
 def _compile(src: str, name: str) -> Callable[..., Op]:

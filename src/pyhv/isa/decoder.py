@@ -1,15 +1,17 @@
 """The one RV64GC decoder: instruction word -> :class:`Decoded`.
 
 The interpreter, the block translator and the JIT all consume this decoded form, so an
-encoding is understood in exactly one place. Compressed (RVC) halfwords are first
-expanded to their 32-bit equivalent (isa/compressed.py) and decoded like any other word;
-``length`` and ``raw`` keep what was really fetched.
+encoding is understood in exactly one place: the integer ALU's and the branches' come
+from their description in isa/spec.py, the rest is decoded here. Compressed (RVC)
+halfwords are first expanded to their 32-bit equivalent (isa/compressed.py) and decoded
+like any other word; ``length`` and ``raw`` keep what was really fetched.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from . import spec
 from .compressed import expand
 
 PAUSE = 0x0100000F  # Zihintpause: fence w, 0 (a hint; the engines end a slice on it)
@@ -33,20 +35,8 @@ def _sx(value: int, bits: int) -> int:
     return (value & (sign - 1)) - (value & sign)
 
 
-_BRANCH = {0: "beq", 1: "bne", 4: "blt", 5: "bge", 6: "bltu", 7: "bgeu"}
 _LOAD = {0: "lb", 1: "lh", 2: "lw", 3: "ld", 4: "lbu", 5: "lhu", 6: "lwu"}
 _STORE = {0: "sb", 1: "sh", 2: "sw", 3: "sd"}
-_OPIMM = {0: "addi", 2: "slti", 3: "sltiu", 4: "xori", 6: "ori", 7: "andi"}
-_OP = {
-    (0, 0): "add", (0x20, 0): "sub", (0, 1): "sll", (0, 2): "slt", (0, 3): "sltu",
-    (0, 4): "xor", (0, 5): "srl", (0x20, 5): "sra", (0, 6): "or", (0, 7): "and",
-    (1, 0): "mul", (1, 1): "mulh", (1, 2): "mulhsu", (1, 3): "mulhu",
-    (1, 4): "div", (1, 5): "divu", (1, 6): "rem", (1, 7): "remu",
-}
-_OP32 = {
-    (0, 0): "addw", (0x20, 0): "subw", (0, 1): "sllw", (0, 5): "srlw", (0x20, 5): "sraw",
-    (1, 0): "mulw", (1, 4): "divw", (1, 5): "divuw", (1, 6): "remw", (1, 7): "remuw",
-}
 _AMO = {
     0b00010: "lr", 0b00011: "sc", 0b00001: "amoswap", 0b00000: "amoadd", 0b00100: "amoxor",
     0b01100: "amoand", 0b01000: "amoor", 0b10000: "amomin", 0b10100: "amomax",
@@ -110,37 +100,12 @@ def decode32(w: int) -> tuple[str, int]:
         return "jal", _sx(imm, 21)
     if op == 0x67:
         return ("jalr" if f3 == 0 else "illegal"), _sx(w >> 20, 12)
-    if op == 0x63:
-        imm = (
-            ((w >> 31) & 1) << 12 | ((w >> 7) & 1) << 11 | ((w >> 25) & 0x3F) << 5
-            | ((w >> 8) & 0xF) << 1
-        )
-        return _BRANCH.get(f3, "illegal"), _sx(imm, 13)
+    if op in spec.DECODED_OPCODES:  # the integer ALU and branches: isa/spec.py
+        return spec.decode(w)
     if op == 0x03:
         return _LOAD.get(f3, "illegal"), _sx(w >> 20, 12)
     if op == 0x23:
         return _STORE.get(f3, "illegal"), _sx(((w >> 25) << 5) | ((w >> 7) & 31), 12)
-    if op == 0x13:
-        if f3 == 1:
-            return ("slli" if (w >> 26) == 0 else "illegal"), (w >> 20) & 63
-        if f3 == 5:
-            top = w >> 26
-            name = "srli" if top == 0 else "srai" if top == 0x10 else "illegal"
-            return name, (w >> 20) & 63
-        return _OPIMM[f3], _sx(w >> 20, 12)
-    if op == 0x1B:
-        if f3 == 0:
-            return "addiw", _sx(w >> 20, 12)
-        top = w >> 25
-        if f3 == 1:
-            return ("slliw" if top == 0 else "illegal"), rs2
-        if f3 == 5:
-            return ("srliw" if top == 0 else "sraiw" if top == 0x20 else "illegal"), rs2
-        return "illegal", 0
-    if op == 0x33:
-        return _OP.get((w >> 25, f3), "illegal"), 0
-    if op == 0x3B:
-        return _OP32.get((w >> 25, f3), "illegal"), 0
     if op == 0x0F:
         if f3 == 0:
             return "fence", 0

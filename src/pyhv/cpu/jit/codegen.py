@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...isa import csr as C
+from ...isa import spec
 from ...isa.decoder import PAUSE, Decoded
 from . import state as S
 
@@ -52,18 +53,7 @@ RECOUNT = 1 << 24  # and again every so many (see _Block.count)
 RAM_BASE = 0x80000000
 BLOCK_CC = "preserve_nonecc"
 
-_BIN = {"add": "add", "sub": "sub", "xor": "xor", "or": "or", "and": "and", "mul": "mul"}
-_IMM = {"addi": "add", "xori": "xor", "ori": "or", "andi": "and"}
-_SHIFT = {"sll": "shl", "srl": "lshr", "sra": "ashr"}
-_SHIFTI = {"slli": "shl", "srli": "lshr", "srai": "ashr"}
-_W = {"addw": "add", "subw": "sub", "mulw": "mul"}
-_SHIFTW = {"sllw": "shl", "srlw": "lshr", "sraw": "ashr"}
-_SHIFTIW = {"slliw": "shl", "srliw": "lshr", "sraiw": "ashr"}
-_CMP = {"slt": "slt", "sltu": "ult"}
-_CMPI = {"slti": "slt", "sltiu": "ult"}
-_MULH = {"mulh": ("sext", "sext"), "mulhsu": ("sext", "zext"), "mulhu": ("zext", "zext")}
-_DIV = {"div", "divu", "rem", "remu", "divw", "divuw", "remw", "remuw"}
-BRANCHES = {"beq": "eq", "bne": "ne", "blt": "slt", "bge": "sge", "bltu": "ult", "bgeu": "uge"}
+BRANCHES = frozenset(spec.BRANCHES)  # their conditions: isa/spec.py
 LOADS = {"lb": (8, "sext"), "lh": (16, "sext"), "lw": (32, "sext"), "ld": (64, None),
          "lbu": (8, "zext"), "lhu": (16, "zext"), "lwu": (32, "zext")}
 STORES = {"sb": 8, "sh": 16, "sw": 32, "sd": 64}
@@ -96,8 +86,7 @@ AMOS = {"amoswap": None, "amoadd": "add", "amoxor": "xor", "amoand": "and", "amo
         "amomin": "slt", "amomax": "sgt", "amominu": "ult", "amomaxu": "ugt"}
 AMO_NAMES = {f"{b}.{w}" for b in AMOS for w in "wd"} | {"lr.w", "lr.d", "sc.w", "sc.d"}
 
-ALU_NAMES = (set(_BIN) | set(_IMM) | set(_SHIFT) | set(_SHIFTI) | set(_W) | set(_SHIFTW)
-             | set(_SHIFTIW) | set(_CMP) | set(_CMPI) | set(_MULH) | _DIV)
+ALU_NAMES = set(spec.ALU)  # the integer ALU: its LLVM IR comes from isa/spec.py
 NATIVE = ALU_NAMES | set(BRANCHES) | set(LOADS) | set(STORES) | {
     "lui", "auipc", "jal", "jalr", "fence", "fence.i", "addiw"} | FP_NAMES | AMO_NAMES
 ENDS = set(BRANCHES) | {"jal", "jalr"}
@@ -635,51 +624,11 @@ class _Block:
         name = d.name
         npc = (pc + d.length) & M64
         imm = d.imm & M64
-        if name in _BIN or name in _IMM:
-            a = self.rd(d.rs1)
-            b = self.rd(d.rs2) if name in _BIN else _c(imm)
-            self.wr(d.rd, self.op(f"{_BIN.get(name) or _IMM[name]} i64 {a}, {b}"))
-        elif name in _SHIFT:
-            a, b = self.rd(d.rs1), self.rd(d.rs2)
-            sh = self.op(f"and i64 {b}, 63")
-            self.wr(d.rd, self.op(f"{_SHIFT[name]} i64 {a}, {sh}"))
-        elif name in _SHIFTI:
-            a = self.rd(d.rs1)
-            self.wr(d.rd, self.op(f"{_SHIFTI[name]} i64 {a}, {d.imm & 63}"))
-        elif name in _W:
-            a, b = self.rd(d.rs1), self.rd(d.rs2)
-            self.wr(d.rd, self.sext32(self.op(f"{_W[name]} i64 {a}, {b}")))
-        elif name == "addiw":
-            a = self.rd(d.rs1)
-            self.wr(d.rd, self.sext32(self.op(f"add i64 {a}, {_c(imm)}")))
-        elif name in _SHIFTW or name in _SHIFTIW:
-            a = self.rd(d.rs1)
-            a32 = self.op(f"trunc i64 {a} to i32")
-            if name in _SHIFTW:
-                b = self.rd(d.rs2)
-                b32 = self.op(f"trunc i64 {b} to i32")
-                sh = self.op(f"and i32 {b32}, 31")
-                opc = _SHIFTW[name]
-            else:
-                sh = str(d.imm & 31)
-                opc = _SHIFTIW[name]
-            r = self.op(f"{opc} i32 {a32}, {sh}")
-            self.wr(d.rd, self.op(f"sext i32 {r} to i64"))
-        elif name in _CMP or name in _CMPI:
-            a = self.rd(d.rs1)
-            b = self.rd(d.rs2) if name in _CMP else _c(imm)
-            c = self.op(f"icmp {_CMP.get(name) or _CMPI[name]} i64 {a}, {b}")
-            self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
-        elif name in _MULH:
-            ea, eb = _MULH[name]
-            a, b = self.rd(d.rs1), self.rd(d.rs2)
-            wa = self.op(f"{ea} i64 {a} to i128")
-            wb = self.op(f"{eb} i64 {b} to i128")
-            p = self.op(f"mul i128 {wa}, {wb}")
-            h = self.op(f"lshr i128 {p}, 64")
-            self.wr(d.rd, self.op(f"trunc i128 {h} to i64"))
-        elif name in _DIV:
-            self.div(name, d)
+        if name in spec.ALU:
+            ua, ub = spec.operands(name)
+            a = self.rd(d.rs1) if ua else ""
+            b = self.rd(d.rs2) if ub else ""
+            self.wr(d.rd, spec.llvm(name, self.op, a, b, _c(imm)))
         elif name in FP_NAMES:
             self.fp(k, pc, d)
         elif name in AMO_NAMES:
@@ -714,7 +663,7 @@ class _Block:
             return False
         elif name in BRANCHES:
             a, b = self.rd(d.rs1), self.rd(d.rs2)
-            c = self.op(f"icmp {BRANCHES[name]} i64 {a}, {b}")
+            c = spec.llvm(name, self.op, a, b)
             taken, fall = f"k{k}t", f"k{k}f"
             self.emit(f"br i1 {c}, label %{taken}, label %{fall}")
             self.start_label(taken)
@@ -869,41 +818,6 @@ class _Block:
             self.exit(S.EXIT_CONTINUE, _c(target), 0, 0)
         else:
             self.exit(S.EXIT_CONTINUE, _c(target), n)
-
-    def div(self, name: str, d: Decoded) -> None:
-        a, b = self.rd(d.rs1), self.rd(d.rs2)
-        w = name.endswith("w")
-        ty = "i32" if w else "i64"
-        if w:
-            a = self.op(f"trunc i64 {a} to i32")
-            b = self.op(f"trunc i64 {b} to i32")
-        signed = name in ("div", "rem", "divw", "remw")
-        is_rem = name.startswith("rem")
-        zero = self.op(f"icmp eq {ty} {b}, 0")
-        minv = "-2147483648" if w else "-9223372036854775808"
-        if signed:
-            amin = self.op(f"icmp eq {ty} {a}, {minv}")
-            bneg = self.op(f"icmp eq {ty} {b}, -1")
-            ovf = self.op(f"and i1 {amin}, {bneg}")
-            bad = self.op(f"or i1 {zero}, {ovf}")
-        else:
-            bad = zero
-        safe = self.op(f"select i1 {bad}, {ty} 1, {ty} {b}")
-        opc = ("s" if signed else "u") + ("rem" if is_rem else "div")
-        q = self.op(f"{opc} {ty} {a}, {safe}")
-        if is_rem:
-            # x % 0 = x; MIN % -1 = 0
-            r = self.op(f"select i1 {zero}, {ty} {a}, {ty} {q}")
-            if signed:
-                r = self.op(f"select i1 {ovf}, {ty} 0, {ty} {r}")
-        else:
-            # x / 0 = all ones; MIN / -1 = MIN
-            r = self.op(f"select i1 {zero}, {ty} -1, {ty} {q}")
-            if signed:
-                r = self.op(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
-        if w:
-            r = self.op(f"sext i32 {r} to i64")
-        self.wr(d.rd, r)
 
     def access(self, k: int, pc: int, addr: str, size: int, store: bool) -> str:
         """Host pointer for a guest access, or the slow exit before instruction k."""
@@ -1191,6 +1105,7 @@ _DECLS = [
     "declare double @llvm.experimental.constrained.sitofp.f64.i64(i64, metadata, metadata)",
     "declare void @llvm.x86.sse.ldmxcsr(ptr)",
     "declare void @llvm.x86.sse.stmxcsr(ptr)",
+    *spec.LLVM_DECLS,
 ]
 HEADER = "\n".join(_DECLS) + """
 attributes #0 = { nounwind strictfp "frame-pointer"="none" }

@@ -34,7 +34,7 @@ from typing import Any
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
-from ...isa import compressed, csr, decoder
+from ...isa import compressed, csr, decoder, spec
 from ...isa.compressed import expand
 from . import codegen, native_interp, perfmap, stencils
 from . import state as S
@@ -65,7 +65,7 @@ def generator_modules() -> tuple[Any, ...]:
     tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
     their pyhv imports stay within this set; perfmap, which only names code for perf,
     is in it for that rule's sake)."""
-    return (codegen, native_interp, stencils, S, decoder, compressed, csr, perfmap,
+    return (codegen, native_interp, stencils, S, decoder, compressed, csr, spec, perfmap,
             sys.modules[__name__])
 
 

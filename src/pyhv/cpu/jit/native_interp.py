@@ -37,6 +37,7 @@ import re
 from collections.abc import Callable
 
 from ...isa import csr as C
+from ...isa import spec
 from ...isa.decoder import PAUSE
 from . import state as S
 from .codegen import _CANON_D, _CI, _CX, code_granule_check, fma_invalid
@@ -69,6 +70,16 @@ def _s64(v: int) -> int:
     """A 64-bit constant as LLVM reads it (signed)."""
     v &= (1 << 64) - 1
     return v - (1 << 64) if v >> 63 else v
+
+
+def _s32(v: int) -> int:
+    """A 32-bit constant as LLVM reads it (signed)."""
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v >> 31 else v
+
+
+def _label(name: str) -> str:
+    return name.replace(".", "_")
 
 
 def heat_index(pc: int) -> int:
@@ -211,59 +222,26 @@ class _Gen:
         arms = " ".join(f"{ty} {k}, label %{v}" for k, v in cases.items())
         self.emit(f"switch {ty} {value}, label %{default} [ {arms} ]")
 
-    def op_reg(self) -> None:
-        """OP instructions that are no fast op: mulh, mulhsu, mulhu, div, divu, rem,
-        remu (key = funct7 << 3 | funct3)."""
-        cases = {k: f"or{k}" for k in (9, 10, 11, 12, 13, 14, 15)}
-        self.switch("%key", "i32", cases, "slow")
-        for k, (ea, eb) in ((9, ("sext", "sext")), (10, ("sext", "zext")), (11, ("zext", "zext"))):
-            self.label(f"or{k}")
-            wa = self.op(f"{ea} i64 %a to i128")
-            wb = self.op(f"{eb} i64 %b to i128")
-            p = self.op(f"mul i128 {wa}, {wb}")
-            h = self.op(f"lshr i128 {p}, 64")
-            self.result(self.op(f"trunc i128 {h} to i64"))
-        for k, name in ((12, "div"), (13, "divu"), (14, "rem"), (15, "remu")):
-            self.label(f"or{k}")
-            self.result(self.div(name, "%a", "%b", wide=True))
-
-    def op_reg32(self) -> None:
-        """OP-32 instructions that are no fast op: mulw, divw, divuw, remw, remuw."""
-        cases = {8: "ox8", 12: "ox12", 13: "ox13", 14: "ox14", 15: "ox15"}
-        self.switch("%key", "i32", cases, "slow")
-        self.label("ox8")
-        self.result(self.sext32(self.op("mul i64 %a, %b")))
-        for k, name in ((12, "div"), (13, "divu"), (14, "rem"), (15, "remu")):
-            self.label(f"ox{k}")
-            a = self.op("trunc i64 %a to i32")
-            b = self.op("trunc i64 %b to i32")
-            r = self.div(name, a, b, wide=False)
-            self.result(self.op(f"sext i32 {r} to i64"))
-
-    def div(self, name: str, a: str, b: str, wide: bool) -> str:
-        ty = "i64" if wide else "i32"
-        minv = "-9223372036854775808" if wide else "-2147483648"
-        signed = name in ("div", "rem")
-        zero = self.op(f"icmp eq {ty} {b}, 0")
-        if signed:
-            amin = self.op(f"icmp eq {ty} {a}, {minv}")
-            bneg = self.op(f"icmp eq {ty} {b}, -1")
-            ovf = self.op(f"and i1 {amin}, {bneg}")
-            bad = self.op(f"or i1 {zero}, {ovf}")
-        else:
-            bad = zero
-        safe = self.op(f"select i1 {bad}, {ty} 1, {ty} {b}")
-        opc = ("s" if signed else "u") + ("rem" if name.startswith("rem") else "div")
-        q = self.op(f"{opc} {ty} {a}, {safe}")
-        if name.startswith("rem"):
-            r = self.op(f"select i1 {zero}, {ty} {a}, {ty} {q}")
-            if signed:
-                r = self.op(f"select i1 {ovf}, {ty} 0, {ty} {r}")
-        else:
-            r = self.op(f"select i1 {zero}, {ty} -1, {ty} {q}")
-            if signed:
-                r = self.op(f"select i1 {ovf}, {ty} {a}, {ty} {r}")
-        return r
+    def spec_group(self, opcode: int) -> None:
+        """The instructions of ``opcode`` (an integer ALU major opcode) that are no fast
+        op (M's mulh and divisions, Zba, Zbb, Zbs, Zicond), from their description in
+        isa/spec.py: matched by encoding, one after another; else Python (a reserved
+        encoding: an illegal instruction)."""
+        insns = [i for i in spec.ALU.values() if i.opcode == opcode and i.name not in FAST_OPS]
+        for i in insns:
+            nxt = self.fresh("sq")
+            t = self.op(f"and i32 %w, {_s32(i.mask)}")
+            c = self.op(f"icmp eq i32 {t}, {_s32(i.match)}")
+            self.emit(f"br i1 {c}, label %sp_{_label(i.name)}, label %{nxt}")
+            self.label(nxt)
+        self.emit("br label %slow")
+        for i in insns:
+            self.label(f"sp_{_label(i.name)}")
+            imm = {"I": "%immi", "SH6": "%shamt", "U": "0"}.get(i.form, "")
+            if i.form == "SH5":
+                imm = self.op("zext i32 %sh5 to i64")
+            ua, ub = spec.operands(i.name)
+            self.result(spec.llvm(i.name, self.op, "%a" if ua else "", "%b" if ub else "", imm))
 
     def fp_on(self, go: str) -> None:
         """On to ``go`` if FP is enabled (mstatus.FS != Off: the F registers were
@@ -1095,43 +1073,13 @@ class _Gen:
             e("br label %xfer")
 
         imm = "%qimm"
-        for name, opc in (("addi", "add"), ("xori", "xor"), ("ori", "or"), ("andi", "and"),
-                          ("slli", "shl"), ("srli", "lshr"), ("srai", "ashr")):
-            self.label(f"q_{name}")
-            res(self.op(f"{opc} i64 {reg('%qrs1')}, {imm}"))
-        for name, cc in (("slti", "slt"), ("sltiu", "ult")):
-            self.label(f"q_{name}")
-            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {imm}")
-            res(self.op(f"zext i1 {c} to i64"))
-        for name, opc in (("add", "add"), ("sub", "sub"), ("xor", "xor"), ("or", "or"),
-                          ("and", "and"), ("mul", "mul")):
-            self.label(f"q_{name}")
-            res(self.op(f"{opc} i64 {reg('%qrs1')}, {reg('%qrs2')}"))
-        for name, opc in (("sll", "shl"), ("srl", "lshr"), ("sra", "ashr")):
-            self.label(f"q_{name}")
-            a = reg("%qrs1")
-            sh = self.op(f"and i64 {reg('%qrs2')}, 63")
-            res(self.op(f"{opc} i64 {a}, {sh}"))
-        for name, cc in (("slt", "slt"), ("sltu", "ult")):
-            self.label(f"q_{name}")
-            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {reg('%qrs2')}")
-            res(self.op(f"zext i1 {c} to i64"))
-        self.label("q_addiw")
-        res(self.sext32(self.op(f"add i64 {reg('%qrs1')}, {imm}")))
-        for name, opc in (("slliw", "shl"), ("srliw", "lshr"), ("sraiw", "ashr")):
-            self.label(f"q_{name}")
-            a = self.op(f"trunc i64 {reg('%qrs1')} to i32")
-            sh = self.op(f"trunc i64 {imm} to i32")
-            res(self.op(f"sext i32 {self.op(f'{opc} i32 {a}, {sh}')} to i64"))
-        for name, opc in (("addw", "add"), ("subw", "sub")):
-            self.label(f"q_{name}")
-            res(self.sext32(self.op(f"{opc} i64 {reg('%qrs1')}, {reg('%qrs2')}")))
-        for name, opc in (("sllw", "shl"), ("srlw", "lshr"), ("sraw", "ashr")):
-            self.label(f"q_{name}")
-            a = self.op(f"trunc i64 {reg('%qrs1')} to i32")
-            b = self.op(f"trunc i64 {reg('%qrs2')} to i32")
-            sh = self.op(f"and i32 {b}, 31")
-            res(self.op(f"sext i32 {self.op(f'{opc} i32 {a}, {sh}')} to i64"))
+        for name in FAST_OPS:  # the integer ALU: its description in isa/spec.py
+            if name in spec.ALU:
+                self.label(f"q_{name}")
+                ua, ub = spec.operands(name)
+                a = reg("%qrs1") if ua else ""
+                b = reg("%qrs2") if ub else ""
+                res(spec.llvm(name, self.op, a, b, "%qimm"))
         self.label("q_lui")
         res(imm)
         self.label("q_auipc")
@@ -1141,10 +1089,9 @@ class _Gen:
         self.label("q_jalr")
         t = self.op(f"add i64 {reg('%qrs1')}, {imm}")
         go(self.op(f"and i64 {t}, -2"))
-        for name, cc in (("beq", "eq"), ("bne", "ne"), ("blt", "slt"), ("bge", "sge"),
-                         ("bltu", "ult"), ("bgeu", "uge")):
+        for name in spec.BRANCHES:
             self.label(f"q_{name}")
-            c = self.op(f"icmp {cc} i64 {reg('%qrs1')}, {reg('%qrs2')}")
+            c = spec.llvm(name, self.op, reg("%qrs1"), reg("%qrs2"))
             tgt = self.op(f"add i64 %pc, {imm}")
             e(f"store i64 {self.op(f'select i1 {c}, i64 {tgt}, i64 %npc')}, ptr %pcv")
             e("br label %xfer")
@@ -1410,11 +1357,13 @@ class _Gen:
         self.fast_ops()
         self.label("legacy")
         e("%opc = and i32 %w, 127")
-        # (every valid LUI, AUIPC, JAL, JALR, branch, load, store, OP-IMM and OP-IMM-32
-        # instruction is a fast op: their opcodes come here only as reserved encodings,
-        # which Python turns into an illegal-instruction trap)
+        # (every valid LUI, AUIPC, JAL, JALR, branch, load and store instruction is a
+        # fast op: their opcodes come here only as reserved encodings, which Python
+        # turns into an illegal-instruction trap; OP-IMM and OP-IMM-32 also have the
+        # bit-manipulation instructions, which are no fast ops)
         self.switch("%opc", "i32", {
-            0x33: "opreg", 0x3B: "opreg32", 0x0F: "miscmem", 0x2F: "amo", 0x73: "system",
+            0x33: "opreg", 0x3B: "opreg32", 0x13: "opimm", 0x1B: "opimm32",
+            0x0F: "miscmem", 0x2F: "amo", 0x73: "system",
             0x07: "fload", 0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma",
             0x4B: "opfma", 0x4F: "opfma"}, "slow")
         groups = len(self.lines)
@@ -1429,9 +1378,13 @@ class _Gen:
         self.fp_fma()
 
         self.label("opreg")
-        self.op_reg()
+        self.spec_group(spec.OP)
         self.label("opreg32")
-        self.op_reg32()
+        self.spec_group(spec.OP_32)
+        self.label("opimm")
+        self.spec_group(spec.OP_IMM)
+        self.label("opimm32")
+        self.spec_group(spec.OP_IMM_32)
         self.label("amo")
         self.atomics()
         self.label("system")
@@ -1589,8 +1542,8 @@ def _decode_lazily(lines: list[str]) -> list[str]:
     return out
 
 
-_GROUPS = {"fload", "fstore", "opfp", "opfma", "opreg", "opreg32", "amo", "system",
-           "miscmem"}
+_GROUPS = {"fload", "fstore", "opfp", "opfma", "opreg", "opreg32", "opimm", "opimm32", "amo",
+           "system", "miscmem"}
 
 
 def interpreter_ir() -> str:
