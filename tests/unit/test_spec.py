@@ -21,11 +21,12 @@ OBJDUMP = shutil.which("riscv64-unknown-elf-objdump")
 
 
 def _operands(i: spec.Insn) -> str:
-    if i.form in ("R", "B"):
-        return "x5, x6, x7" if i.form == "R" else "x6, x7, .+16"
-    if i.form == "U":
-        return "x5, x6"
-    return "x5, x6, 13" if i.form in ("SH5", "SH6") else "x5, x6, -7"
+    if i.opcode in (spec.LOAD, spec.JALR):
+        return "x5, -7(x6)"
+    return {"R": "x5, x6, x7", "B": "x6, x7, .+16", "U": "x5, x6", "S": "x7, -7(x6)",
+            "UP": "x5, 0x12345", "J": "x5, .+16", "AMO": "x5, x7, (x6)",
+            "LR": "x5, (x6)"}.get(i.form) or (
+        "x5, x6, 13" if i.form in ("SH5", "SH6") else "x5, x6, -7")
 
 
 @pytest.mark.skipif(AS is None or OBJDUMP is None, reason="riscv64-unknown-elf binutils missing")
@@ -44,12 +45,21 @@ def test_encodings_are_the_assemblers(tmp_path: Path) -> None:
     for i, w in zip(known, words, strict=True):
         d = decode(w)
         assert d.name == i.name, f"{i.name}: {w:#010x} decodes as {d.name}"
+        if i.form == "UP":
+            assert (d.rd, d.imm) == (5, 0x12345 << 12)
+            continue
+        if i.form == "J":
+            assert (d.rd, d.imm) == (5, 16)
+            continue
         assert d.rs1 == 6
         if i.form == "B":
             assert (d.rs2, d.imm) == (7, 16)
             continue
+        if i.form == "S":
+            assert (d.rs2, d.imm) == (7, -7)
+            continue
         assert d.rd == 5
-        if i.form == "R":
+        if i.form in ("R", "AMO"):
             assert d.rs2 == 7
         elif i.form in ("SH5", "SH6"):
             assert d.imm == 13

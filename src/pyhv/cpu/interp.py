@@ -95,11 +95,8 @@ ALU: dict[str, str] = {name: spec.python(name) for name in spec.ALU}
 BRANCH: dict[str, str] = {name: spec.python(name) for name in spec.BRANCHES}
 
 # Loads/stores: the MMU method that performs the access.
-LOADS = {
-    "lb": "load_s8", "lh": "load_s16", "lw": "load_s32", "ld": "load_u64",
-    "lbu": "load_u8", "lhu": "load_u16", "lwu": "load_u32",
-}
-STORES = {"sb": "store_u8", "sh": "store_u16", "sw": "store_u32", "sd": "store_u64"}
+LOADS = {n: f"load_{'s' if i.signed else 'u'}{8 * i.size}" for n, i in spec.LOADS.items()}
+STORES = {n: f"store_u{8 * i.size}" for n, i in spec.STORES.items()}
 
 _NS: dict[str, Any] = {"M64": M64, "SIGN": SIGN, "_sx32": _sx32, **spec.PY_HELPERS}
 
@@ -430,28 +427,10 @@ for _n, _k, _i in (
 
 # -- A extension ----------------------------------------------------------------------------
 
-_AMO_OPS: dict[str, Callable[[int, int, int], int]] = {
-    # (old, operand, width mask) -> new value; signed ops compare as signed width-bit ints
-    "amoswap": lambda o, v, m: v,
-    "amoadd": lambda o, v, m: (o + v) & m,
-    "amoxor": lambda o, v, m: (o ^ v) & m,
-    "amoand": lambda o, v, m: o & v & m,
-    "amoor": lambda o, v, m: (o | v) & m,
-    "amomin": lambda o, v, m: o if _signed(o, m) <= _signed(v, m) else v & m,
-    "amomax": lambda o, v, m: o if _signed(o, m) >= _signed(v, m) else v & m,
-    "amominu": lambda o, v, m: o if o <= (v & m) else v & m,
-    "amomaxu": lambda o, v, m: o if o >= (v & m) else v & m,
-}
-
-
-def _signed(v: int, mask: int) -> int:
-    top = (mask + 1) >> 1
-    return (v & (top - 1)) - (v & top)
-
-
-def _amo_factory(base: str, width: int) -> Callable[..., Op]:
+def _amo_factory(base: str, width: int, fn: Callable[[int, int], int] | None
+                 ) -> Callable[..., Op]:
+    """LR, SC, or an AMO whose new memory value is ``fn(old as read, x[rs2])``."""
     mask = (1 << (8 * width)) - 1
-    fn = _AMO_OPS.get(base)
 
     def make(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
         x, rd, rs1, rs2 = hart.x, d.rd, d.rs1, d.rs2
@@ -499,10 +478,10 @@ def _amo_factory(base: str, width: int) -> Callable[..., Op]:
             if a & (width - 1):
                 raise Trap(STORE_MISALIGNED, a)
             mmu.translate(a, STORE)  # store/AMO faults take precedence (cause 15/7)
-            old = ld(a)
-            st(a, fn(old, x[rs2], mask))
+            old = ext(ld(a))
+            st(a, fn(old, x[rs2]) & mask)
             if rd:
-                x[rd] = ext(old)
+                x[rd] = old
             return npc
 
         return amo
@@ -510,9 +489,13 @@ def _amo_factory(base: str, width: int) -> Callable[..., Op]:
     return make
 
 
-for _b in ("lr", "sc", *_AMO_OPS):
-    FACTORIES[f"{_b}.w"] = _amo_factory(_b, 4)
-    FACTORIES[f"{_b}.d"] = _amo_factory(_b, 8)
+for _w, _size in (("w", 4), ("d", 8)):
+    FACTORIES[f"lr.{_w}"] = _amo_factory("lr", _size, None)
+    FACTORIES[f"sc.{_w}"] = _amo_factory("sc", _size, None)
+for _name in spec.AMOS:  # the new memory value: isa/spec.py
+    FACTORIES[_name] = _amo_factory(_name.partition(".")[0], 8 if _name.endswith(".d") else 4,
+                                    eval(f"lambda m, b: {spec.python(_name)}",  # noqa: S307
+                                         dict(_NS)))
 
 
 # -- F and D extensions ------------------------------------------------------------------------

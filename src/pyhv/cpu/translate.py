@@ -103,6 +103,7 @@ from types import FunctionType
 from typing import Any
 
 from ..isa import csr as C
+from ..isa import spec
 from ..isa.decoder import Decoded, decode
 from . import softfloat as sf
 from .code_cache import CodeCache, CodeContext, CodePages, insn_spans, merge_spans
@@ -159,12 +160,10 @@ _NONNEG_W = frozenset({"addw", "sllw", "slliw", "mulw", "srlw"})
 # Signed compares that equal their unsigned forms when both operands are below 2**63.
 _UNSIGNED_FORM = {"blt": "bltu", "bge": "bgeu", "slt": "sltu", "slti": "sltiu"}
 # Inline loads: (ram view attribute, size, sign-extend to 64 bits, result bits).
-_LOAD_VIEWS = {
-    "lb": ("u8", 1, True, 64), "lh": ("u16", 2, True, 64), "lw": ("u32", 4, True, 64),
-    "ld": ("u64", 8, False, 64), "lbu": ("u8", 1, False, 8), "lhu": ("u16", 2, False, 16),
-    "lwu": ("u32", 4, False, 32),
-}
-_STORE_VIEWS = {"sb": ("u8", 1), "sh": ("u16", 2), "sw": ("u32", 4), "sd": ("u64", 8)}
+_LOAD_VIEWS = {n: (f"u{8 * i.size}", i.size, i.signed,
+                    64 if i.signed or i.size == 8 else 8 * i.size)
+               for n, i in spec.LOADS.items()}
+_STORE_VIEWS = {n: (f"u{8 * i.size}", i.size) for n, i in spec.STORES.items()}
 _VIEW_SHIFT = {1: 0, 2: 1, 4: 2, 8: 3}
 _IDENT = re.compile(r"\b[A-Za-z]")
 

@@ -1,8 +1,9 @@
 """The one RV64GC decoder: instruction word -> :class:`Decoded`.
 
 The interpreter, the block translator and the JIT all consume this decoded form, so an
-encoding is understood in exactly one place: the integer ALU's and the branches' come
-from their description in isa/spec.py, the rest is decoded here. Compressed (RVC)
+encoding is understood in exactly one place: the integer instructions' (ALU, branches,
+loads and stores, jumps, atomics) come from their description in isa/spec.py, the rest
+(F, D, system, CSRs) is decoded here. Compressed (RVC)
 halfwords are first expanded to their 32-bit equivalent (isa/compressed.py) and decoded
 like any other word; ``length`` and ``raw`` keep what was really fetched.
 """
@@ -35,13 +36,6 @@ def _sx(value: int, bits: int) -> int:
     return (value & (sign - 1)) - (value & sign)
 
 
-_LOAD = {0: "lb", 1: "lh", 2: "lw", 3: "ld", 4: "lbu", 5: "lhu", 6: "lwu"}
-_STORE = {0: "sb", 1: "sh", 2: "sw", 3: "sd"}
-_AMO = {
-    0b00010: "lr", 0b00011: "sc", 0b00001: "amoswap", 0b00000: "amoadd", 0b00100: "amoxor",
-    0b01100: "amoand", 0b01000: "amoor", 0b10000: "amomin", 0b10100: "amomax",
-    0b11000: "amominu", 0b11100: "amomaxu",
-}
 _FMA = {0x43: "fmadd", 0x47: "fmsub", 0x4B: "fnmsub", 0x4F: "fnmadd"}
 _FMT = {0: "s", 1: "d"}
 _FCVT_INT = {0: "w", 1: "wu", 2: "l", 3: "lu"}
@@ -90,22 +84,8 @@ def decode32(w: int) -> tuple[str, int]:
     op = w & 0x7F
     f3 = (w >> 12) & 7
     rs2 = (w >> 20) & 31
-    if op == 0x37 or op == 0x17:
-        return ("lui" if op == 0x37 else "auipc"), _sx(w & 0xFFFFF000, 32)
-    if op == 0x6F:
-        imm = (
-            ((w >> 31) & 1) << 20 | ((w >> 12) & 0xFF) << 12 | ((w >> 20) & 1) << 11
-            | ((w >> 21) & 0x3FF) << 1
-        )
-        return "jal", _sx(imm, 21)
-    if op == 0x67:
-        return ("jalr" if f3 == 0 else "illegal"), _sx(w >> 20, 12)
-    if op in spec.DECODED_OPCODES:  # the integer ALU and branches: isa/spec.py
+    if op in spec.DECODED_OPCODES:  # the integer instructions: isa/spec.py
         return spec.decode(w)
-    if op == 0x03:
-        return _LOAD.get(f3, "illegal"), _sx(w >> 20, 12)
-    if op == 0x23:
-        return _STORE.get(f3, "illegal"), _sx(((w >> 25) << 5) | ((w >> 7) & 31), 12)
     if op == 0x0F:
         if f3 == 0:
             return "fence", 0
@@ -132,11 +112,6 @@ def decode32(w: int) -> tuple[str, int]:
             return "illegal", 0
         csr_name = _CSR.get(f3)
         return (csr_name or "illegal"), 0
-    if op == 0x2F:
-        base = _AMO.get(w >> 27)
-        if base is None or f3 not in (2, 3) or (base == "lr" and rs2 != 0):
-            return "illegal", 0
-        return f"{base}.{'w' if f3 == 2 else 'd'}", 0
     if op == 0x07:
         return {2: "flw", 3: "fld"}.get(f3, "illegal"), _sx(w >> 20, 12)
     if op == 0x27:

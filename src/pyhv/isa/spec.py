@@ -11,7 +11,11 @@ Semantics are expressions in a small language with Python's syntax and 64-bit un
 ``b`` (x[rs2]) and ``imm`` (the immediate, sign-extended to 64 bits), integer
 constants, the operators ``+ - * & | ^ << >> ~`` and the functions of :data:`FUNCS`.
 Shift amounts are masked by the semantics themselves (``b & 63``), as the ISA says.
-The value is what the instruction writes to rd; for a branch, whether it is taken.
+The value is what the instruction writes to rd; for a branch, whether it is taken. The
+loads and stores name their access (``memN``: N bytes at a + imm, a load's value
+extended as written), which the engines' own memory paths (soft TLB, MMU, devices) do;
+the jumps and upper immediates their rd value (``pc``, ``npc``: this instruction's pc
+and the next), which the engines' control flow uses.
 """
 
 from __future__ import annotations
@@ -31,9 +35,16 @@ M64 = (1 << 64) - 1
 #   SH5    rd, rs1, imm = shamt[4:0]; imm[11:5] fixed
 #   U      rd, rs1; all of imm[11:0] fixed (unary operations: clz, rev8, ...)
 #   B      rs1, rs2; imm = the sign-extended branch offset
+#   S      rs1, rs2; imm = the sign-extended store offset
+#   UP     rd; imm = the sign-extended upper immediate (imm[31:12] << 12)
+#   J      rd; imm = the sign-extended jump offset
+#   AMO    rd, rs1 (the address), rs2; funct5 fixed (aq and rl: any)
+#   LR     rd, rs1; funct5 fixed, rs2 = 0
 FORMS = {"R": 0xFE00707F, "I": 0x0000707F, "SH6": 0xFC00707F, "SH5": 0xFE00707F,
-         "U": 0xFFF0707F, "B": 0x0000707F}
+         "U": 0xFFF0707F, "B": 0x0000707F, "S": 0x0000707F, "UP": 0x0000007F,
+         "J": 0x0000007F, "AMO": 0xF800707F, "LR": 0xF9F0707F}
 OP, OP_IMM, OP_32, OP_IMM_32, BRANCH = 0x33, 0x13, 0x3B, 0x1B, 0x63
+LOAD, STORE, LUI, AUIPC, JAL, JALR, ATOMIC = 0x03, 0x23, 0x37, 0x17, 0x6F, 0x67, 0x2F
 
 
 @dataclass(frozen=True)
@@ -52,9 +63,44 @@ class Insn:
 
     @property
     def match(self) -> int:
-        shift = {"R": 25, "SH5": 25, "SH6": 26, "U": 20}.get(self.form)
+        shift = {"R": 25, "SH5": 25, "SH6": 26, "U": 20, "AMO": 27, "LR": 27}.get(self.form)
         fixed = self.fixed << shift if shift is not None else 0
-        return fixed | self.funct3 << 12 | self.opcode
+        f3 = self.funct3 << 12 if self.form not in ("UP", "J") else 0
+        return fixed | f3 | self.opcode
+
+    @property
+    def size(self) -> int:
+        """A load's or store's access size in bytes (its semantics: ``mem1`` ... ``mem8``,
+        a load's value sign-extended with ``sext``)."""
+        return int(self.sem.split("mem")[1][0])
+
+    @property
+    def signed(self) -> bool:
+        """Whether a load sign-extends what it read."""
+        return self.sem.startswith("sext")
+
+
+def _atomics() -> list[tuple[str, str, str, int, int, int, str]]:
+    rows = []
+    for width, f3, mem in (("w", 2, "mem4"), ("d", 3, "mem8")):
+        v = "sext32(b)" if width == "w" else "b"
+        rows += [
+            (f"lr.{width}", "A", "LR", ATOMIC, f3, 0b00010,
+             f"sext32({mem})" if width == "w" else mem),
+            (f"sc.{width}", "A", "AMO", ATOMIC, f3, 0b00011, f"{mem} = b"),
+            (f"amoswap.{width}", "A", "AMO", ATOMIC, f3, 0b00001, v),
+            (f"amoadd.{width}", "A", "AMO", ATOMIC, f3, 0b00000, "m + b"),
+            (f"amoxor.{width}", "A", "AMO", ATOMIC, f3, 0b00100, "m ^ b"),
+            (f"amoand.{width}", "A", "AMO", ATOMIC, f3, 0b01100, "m & b"),
+            (f"amoor.{width}", "A", "AMO", ATOMIC, f3, 0b01000, "m | b"),
+            (f"amomin.{width}", "A", "AMO", ATOMIC, f3, 0b10000, f"select(lt(m, {v}), m, {v})"),
+            (f"amomax.{width}", "A", "AMO", ATOMIC, f3, 0b10100, f"select(lt(m, {v}), {v}, m)"),
+            (f"amominu.{width}", "A", "AMO", ATOMIC, f3, 0b11000,
+             f"select(ltu(m, {v}), m, {v})"),
+            (f"amomaxu.{width}", "A", "AMO", ATOMIC, f3, 0b11100,
+             f"select(ltu(m, {v}), {v}, m)"),
+        ]
+    return rows
 
 
 def _table() -> list[Insn]:
@@ -150,6 +196,26 @@ def _table() -> list[Insn]:
         # Zicond: conditional zero
         ("czero.eqz", "Zicond", "R", OP, 5, 0x07, "select(eq(b, 0), 0, a)"),
         ("czero.nez", "Zicond", "R", OP, 7, 0x07, "select(ne(b, 0), 0, a)"),
+        # loads and stores: the access at a + imm (memN: its N bytes, zero-extended)
+        ("lb", "I", "I", LOAD, 0, 0, "sext8(mem1)"),
+        ("lh", "I", "I", LOAD, 1, 0, "sext16(mem2)"),
+        ("lw", "I", "I", LOAD, 2, 0, "sext32(mem4)"),
+        ("ld", "I", "I", LOAD, 3, 0, "mem8"),
+        ("lbu", "I", "I", LOAD, 4, 0, "mem1"),
+        ("lhu", "I", "I", LOAD, 5, 0, "mem2"),
+        ("lwu", "I", "I", LOAD, 6, 0, "mem4"),
+        ("sb", "I", "S", STORE, 0, 0, "mem1 = b"),
+        ("sh", "I", "S", STORE, 1, 0, "mem2 = b"),
+        ("sw", "I", "S", STORE, 2, 0, "mem4 = b"),
+        ("sd", "I", "S", STORE, 3, 0, "mem8 = b"),
+        # upper immediates and jumps: rd's value (pc: this instruction's; npc: the next)
+        ("lui", "I", "UP", LUI, 0, 0, "imm"),
+        ("auipc", "I", "UP", AUIPC, 0, 0, "pc + imm"),
+        ("jal", "I", "J", JAL, 0, 0, "npc"),  # to pc + imm
+        ("jalr", "I", "I", JALR, 0, 0, "npc"),  # to (a + imm) & ~1
+        # A: load-reserved, store-conditional, and the AMOs' new memory value from m
+        # (the old one, as the instruction reads it: a word sign-extended) and b
+        *_atomics(),
         # branches: the condition
         ("beq", "I", "B", BRANCH, 0, 0, "eq(a, b)"),
         ("bne", "I", "B", BRANCH, 1, 0, "ne(a, b)"),
@@ -162,8 +228,13 @@ def _table() -> list[Insn]:
 
 
 INSNS: dict[str, Insn] = {i.name: i for i in _table()}
-ALU = {n: i for n, i in INSNS.items() if i.form != "B"}  # they write rd
-BRANCHES = {n: i for n, i in INSNS.items() if i.form == "B"}
+_CONTROL = (BRANCH, LOAD, STORE, LUI, AUIPC, JAL, JALR, ATOMIC)
+ALU = {n: i for n, i in INSNS.items() if i.opcode not in _CONTROL}  # rd from a, b, imm
+BRANCHES = {n: i for n, i in INSNS.items() if i.opcode == BRANCH}
+LOADS = {n: i for n, i in INSNS.items() if i.opcode == LOAD}
+STORES = {n: i for n, i in INSNS.items() if i.opcode == STORE}
+# the read-modify-write AMOs (not lr, sc): their semantics give the new memory value
+AMOS = {n: i for n, i in INSNS.items() if i.opcode == ATOMIC and n[:2] not in ("lr", "sc")}
 EXTENSIONS = ("Zba", "Zbb", "Zbs", "Zicond")  # beyond RV64GC, advertised in riscv,isa
 
 # The functions of the language: name -> number of arguments.
@@ -182,7 +253,8 @@ _CMP = {"lt", "ltu", "eq", "ne", "ge", "geu"}
 def _buckets() -> dict[tuple[int, int], list[Insn]]:
     out: dict[tuple[int, int], list[Insn]] = {}
     for i in INSNS.values():
-        out.setdefault((i.opcode, i.funct3), []).append(i)
+        for f3 in range(8) if i.form in ("UP", "J") else (i.funct3,):  # no funct3 field
+            out.setdefault((i.opcode, f3), []).append(i)
     for rows in out.values():  # the most specific encoding first
         rows.sort(key=lambda i: -bin(i.mask).count("1"))
     return out
@@ -212,6 +284,14 @@ def decode(w: int) -> tuple[str, int]:
                 imm = (((w >> 31) & 1) << 12 | ((w >> 7) & 1) << 11 | ((w >> 25) & 0x3F) << 5
                        | ((w >> 8) & 0xF) << 1)
                 return i.name, _sx(imm, 13)
+            if form == "S":
+                return i.name, _sx(((w >> 25) << 5) | ((w >> 7) & 31), 12)
+            if form == "UP":
+                return i.name, _sx(w & 0xFFFFF000, 32)
+            if form == "J":
+                imm = (((w >> 31) & 1) << 20 | ((w >> 12) & 0xFF) << 12 | ((w >> 20) & 1) << 11
+                       | ((w >> 21) & 0x3FF) << 1)
+                return i.name, _sx(imm, 21)
             return i.name, 0
     return "illegal", 0
 
@@ -225,7 +305,8 @@ def _tree(sem: str) -> ast.expr:
         if isinstance(n, ast.Call):
             if not isinstance(n.func, ast.Name) or FUNCS.get(n.func.id) != len(n.args):
                 raise ValueError(f"spec: bad call in {sem!r}")
-        elif isinstance(n, ast.Name) and n.id not in ("a", "b", "imm") and n.id not in FUNCS:
+        elif isinstance(n, ast.Name) and n.id not in ("a", "b", "imm", "pc", "npc", "m") \
+                and n.id not in FUNCS:
             raise ValueError(f"spec: unknown name {n.id} in {sem!r}")
     return node
 
@@ -416,11 +497,12 @@ LLVM_DECLS = [
 ]
 
 
-def llvm(name: str, op: Callable[[str], str], a: str = "", b: str = "", imm: str = "") -> str:
-    """The value an ALU instruction writes to rd (i64), or a branch's condition (i1), as
-    LLVM IR emitted through ``op``; ``a``, ``b``, ``imm``: i64 operands (as the
-    semantics use them: :func:`uses`)."""
-    env = {"a": a, "b": b, "imm": imm}
+def llvm(name: str, op: Callable[[str], str], a: str = "", b: str = "", imm: str = "",
+         m: str = "") -> str:
+    """The value an ALU instruction writes to rd (i64), a branch's condition (i1), or an
+    AMO's new memory value (i64; ``m`` the old one as read), as LLVM IR emitted through
+    ``op``; ``a``, ``b``, ``imm``: i64 operands (as the semantics use them: :func:`uses`)."""
+    env = {"a": a, "b": b, "imm": imm, "m": m}
     node = _tree(INSNS[name].sem)
     if name in BRANCHES:
         return _ll_cond(node, op, env)
@@ -541,6 +623,8 @@ def _ll_div(f: str, a: str, b: str, op: Callable[[str], str]) -> str:
     return op(f"sext i32 {r} to i64") if w else r
 
 
-__all__ = ["INSNS", "ALU", "BRANCHES", "EXTENSIONS", "decode", "python", "llvm", "uses",
+__all__ = ["INSNS", "ALU", "BRANCHES", "LOADS", "STORES", "AMOS", "EXTENSIONS", "decode",
+           "python",
+           "llvm", "uses",
            "operands",
            "PY_HELPERS", "LLVM_DECLS", "DECODED_OPCODES"]

@@ -54,9 +54,10 @@ RAM_BASE = 0x80000000
 BLOCK_CC = "preserve_nonecc"
 
 BRANCHES = frozenset(spec.BRANCHES)  # their conditions: isa/spec.py
-LOADS = {"lb": (8, "sext"), "lh": (16, "sext"), "lw": (32, "sext"), "ld": (64, None),
-         "lbu": (8, "zext"), "lhu": (16, "zext"), "lwu": (32, "zext")}
-STORES = {"sb": 8, "sh": 16, "sw": 32, "sd": 64}
+# Loads and stores: bits accessed, and a load's extension to 64 bits (isa/spec.py).
+LOADS = {n: (8 * i.size, "sext" if i.signed else "zext" if i.size < 8 else None)
+         for n, i in spec.LOADS.items()}
+STORES = {n: 8 * i.size for n, i in spec.STORES.items()}
 
 # Double-precision F/D work done natively (round-to-nearest-even, or the static rounding
 # named below); exception flags come from the host FPU (MXCSR, read by the dispatcher),
@@ -82,9 +83,7 @@ _CI = 'metadata !"round.tonearest", metadata !"fpexcept.strict"'
 _CX = 'metadata !"fpexcept.strict"'
 
 # Atomics: harts of a VM take turns on one host thread, so a plain load + store is atomic.
-AMOS = {"amoswap": None, "amoadd": "add", "amoxor": "xor", "amoand": "and", "amoor": "or",
-        "amomin": "slt", "amomax": "sgt", "amominu": "ult", "amomaxu": "ugt"}
-AMO_NAMES = {f"{b}.{w}" for b in AMOS for w in "wd"} | {"lr.w", "lr.d", "sc.w", "sc.d"}
+AMO_NAMES = {n for n, i in spec.INSNS.items() if i.opcode == spec.ATOMIC}  # lr, sc, AMOs
 
 ALU_NAMES = set(spec.ALU)  # the integer ALU: its LLVM IR comes from isa/spec.py
 NATIVE = ALU_NAMES | set(BRANCHES) | set(LOADS) | set(STORES) | {
@@ -724,19 +723,12 @@ class _Block:
             return
         ptr = self.access(k, pc, addr, bits // 8, store=True)
         old = self.op(f"load {ty}, ptr {ptr}, align 1")
-        v = self.rd(d.rs2)
+        m = self.op(f"sext {ty} {old} to i64") if bits == 32 else old
+        new = spec.llvm(d.name, self.op, b=self.rd(d.rs2), m=m)  # isa/spec.py
         if bits == 32:
-            v = self.op(f"trunc i64 {v} to i32")
-        kind = AMOS[base]
-        if kind is None:
-            new = v
-        elif kind in ("add", "xor", "and", "or"):
-            new = self.op(f"{kind} {ty} {old}, {v}")
-        else:  # min/max: keep old when it wins the comparison
-            keep = self.op(f"icmp {kind} {ty} {old}, {v}")
-            new = self.op(f"select i1 {keep}, {ty} {old}, {ty} {v}")
+            new = self.op(f"trunc i64 {new} to i32")
         self.emit(f"store {ty} {new}, ptr {ptr}, align 1")
-        self.wr(d.rd, self.op(f"sext {ty} {old} to i64") if bits == 32 else old)
+        self.wr(d.rd, m)
 
     def sstatus(self, k: int, pc: int, d: Decoded) -> bool:
         """csrr sstatus, and csrr(s|c)i sstatus on SIE (local_irq_*); the value read is

@@ -438,10 +438,9 @@ class _Gen:
 
     def atomics(self) -> None:
         self.switch("%f3", "i32", {2: "amow", 3: "amod"}, "slow")
-        ops = {1: None, 0: "add", 4: "xor", 12: "and", 8: "or",
-               16: "slt", 20: "sgt", 24: "ult", 28: "ugt"}  # funct5 -> operation
         for width, bits in (("w", 32), ("d", 64)):
             ty = f"i{bits}"
+            ops = {i.fixed: n for n, i in spec.AMOS.items() if n.endswith(width)}  # funct5
             cases = {f: f"a{width}{f}" for f in (2, 3, *ops)}
             self.label(f"amo{width}")
             self.switch("%f5", "i32", cases, "slow")
@@ -473,20 +472,15 @@ class _Gen:
             self.label(join)
             self.set_field(S.RESV, "-1")
             self.result(self.op(f"select i1 {ok}, i64 0, i64 1"))
-            for f5, kind in ops.items():
+            for f5, name in ops.items():
                 self.label(f"a{width}{f5}")
                 ptr = self.access("%a", bits // 8, store=True)
-                old = self.op(f"load {ty}, ptr {ptr}, align 1")
-                v = "%b" if bits == 64 else self.op("trunc i64 %b to i32")
-                if kind is None:
-                    new = v
-                elif kind in ("add", "xor", "and", "or"):
-                    new = self.op(f"{kind} {ty} {old}, {v}")
-                else:
-                    keep = self.op(f"icmp {kind} {ty} {old}, {v}")
-                    new = self.op(f"select i1 {keep}, {ty} {old}, {ty} {v}")
+                old = ext(self.op(f"load {ty}, ptr {ptr}, align 1"))
+                new = spec.llvm(name, self.op, b="%b", m=old)  # isa/spec.py
+                if bits == 32:
+                    new = self.op(f"trunc i64 {new} to i32")
                 self.emit(f"store {ty} {new}, ptr {ptr}, align 1")
-                self.result(ext(old))
+                self.result(old)
 
     def system(self) -> None:
         """The CSR accesses worth doing natively: reading ``time`` (Linux's clock
@@ -1095,15 +1089,16 @@ class _Gen:
             tgt = self.op(f"add i64 %pc, {imm}")
             e(f"store i64 {self.op(f'select i1 {c}, i64 {tgt}, i64 %npc')}, ptr %pcv")
             e("br label %xfer")
-        for name, bits, ext in (("lb", 8, "sext"), ("lh", 16, "sext"), ("lw", 32, "sext"),
-                                ("ld", 64, None), ("lbu", 8, "zext"), ("lhu", 16, "zext"),
-                                ("lwu", 32, "zext")):
+        for name, i in spec.LOADS.items():  # access size and extension: isa/spec.py
+            bits = 8 * i.size
+            ext = "sext" if i.signed else "zext" if bits < 64 else None
             self.label(f"q_{name}")
             addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
             ptr = self.access(addr, bits // 8, store=False)
             v = self.op(f"load i{bits}, ptr {ptr}, align 1")
             res(self.op(f"{ext} i{bits} {v} to i64") if ext else v)
-        for name, bits in (("sb", 8), ("sh", 16), ("sw", 32), ("sd", 64)):
+        for name, i in spec.STORES.items():
+            bits = 8 * i.size
             self.label(f"q_{name}")
             addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
             ptr = self.access(addr, bits // 8, store=True)
