@@ -28,6 +28,7 @@ from ..vm.config import (
     parse_memory,
     parse_net_option,
 )
+from .process import run_and_exit
 
 EXIT_USER_ERROR = 2
 
@@ -239,5 +240,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The console script: main(), then an exit that does not wait for the JIT."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -45,6 +45,7 @@ from ..vm.config import (
     parse_memory,
 )
 from .main import run_machine
+from .process import run_and_exit
 
 
 class _Parser(argparse.ArgumentParser):
@@ -374,5 +375,10 @@ def _dump_dtb(config: MachineConfig, path: str) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script: main(), then an exit that does not wait for the JIT."""
+    run_and_exit(main)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

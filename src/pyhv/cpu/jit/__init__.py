@@ -10,6 +10,17 @@ from __future__ import annotations
 from typing import Any
 
 _REASON: list[str | None] = []
+# A command-line process that exits when its machine stops (cli/process.py): a stopping
+# machine does not wait for the compiler's batch in flight (Compiler.finish).
+LEAVING = False
+
+
+def busy() -> bool:
+    """Whether this process's JIT compiler (if it has one) is in the middle of a batch."""
+    import sys
+
+    mod = sys.modules.get(__name__ + ".compiler")
+    return mod is not None and mod.busy()
 
 
 def unavailable_reason() -> str | None:

@@ -614,9 +614,15 @@ class Compiler:
     def finish(self) -> None:
         """A machine stops: load (and so cache on disk) the batch being compiled, but
         start no new one, so exit waits for one batch at most. Blocks still queued stay
-        queued for other machines of this process."""
-        if self.background:
+        queued for other machines of this process. A command-line process that is about
+        to exit does not wait (cli/process.py): the batch only served later runs."""
+        package = sys.modules.get(__package__ or "")
+        if self.background and not getattr(package, "LEAVING", False):
             self.poll(wait=True, finishing=True)
+
+    def compiling(self) -> bool:
+        """Whether the worker thread is in the middle of a batch."""
+        return self._inflight > 0
 
     def _finish(self, keys: list[str], addrs: dict[str, int]) -> None:
         for k in keys:
@@ -706,6 +712,10 @@ def block_key(translated: bool, start: int, raw: bytes, supervisor: bool = False
 
 
 _COMPILER: Compiler | None = None
+
+def busy() -> bool:
+    """Whether this process's compiler (if it has one) is in the middle of a batch."""
+    return _COMPILER is not None and _COMPILER.compiling()
 
 
 def compiler() -> Compiler:
