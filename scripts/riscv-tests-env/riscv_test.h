@@ -26,6 +26,7 @@ _start: \
         init;
 
 #define RVTEST_CODE_END \
+        .align 2; \
 trap: \
         li TESTNUM, 1337; \
         RVTEST_FAIL; \
@@ -58,5 +59,16 @@ trap: \
         .align 4; .global begin_signature; begin_signature:
 
 #define RVTEST_DATA_END .align 4; .global end_signature; end_signature:
+
+/* Zicond for an assembler that does not know it (GNU binutils before 2.41): the
+ * ratified encodings (funct7 0000111, funct3 101/111, OP), written with .insn. */
+#ifdef PYHV_ZICOND_MACROS
+.macro czero.eqz rd, rs1, rs2
+.insn r 0x33, 5, 7, \rd, \rs1, \rs2
+.endm
+.macro czero.nez rd, rs1, rs2
+.insn r 0x33, 7, 7, \rd, \rs1, \rs2
+.endm
+#endif
 
 #endif
