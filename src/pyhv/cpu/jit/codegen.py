@@ -30,6 +30,7 @@ random programs on both.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from ...isa import csr as C
@@ -976,13 +977,20 @@ class _Block:
 
     def count(self, x: str) -> list[str]:
         """Add the instructions this entry ran (loop iterations included) to the
-        block's own counter (a global of its module, shared by every hart that runs
-        it); on crossing OPT_AFTER, leave with EXIT_OPT (start pc in exit_vaddr): Python
+        block's counter (in the machine's array, shared by every hart that runs it);
+        on crossing OPT_AFTER, leave with EXIT_OPT (start pc in exit_vaddr): Python
         has it compiled again, optimised. Every ``RECOUNT`` instructions after that it
         asks again, for the harts of another machine still running it quick."""
-        c = f"@n_{self.name}"
-        self.globals.add(f"{c} = internal global i64 0")
+        # (a counter in an array the state points to, not a global of the module: LLVM's
+        # fast instruction selector gives up on a store to a global in the large code
+        # model, and code generation took 15% longer; blocks whose keys share an index
+        # share a counter, which only makes one of them ask a little early)
+        idx = int(hashlib.blake2b(self.name.encode(), digest_size=4).hexdigest(), 16)
+        c = f"%hcp{x}"
         return [
+            f"%hca{x} = getelementptr i8, ptr %s, i64 {S.COUNTERS}",
+            f"%hcb{x} = load ptr, ptr %hca{x}",
+            f"{c} = getelementptr i64, ptr %hcb{x}, i64 {idx & (S.NCOUNTERS - 1)}",
             f"%hu{x} = sub i64 %bud0, %b1{x}",
             f"%hc0{x} = load i64, ptr {c}",
             f"%hc1{x} = add i64 %hc0{x}, %hu{x}",

@@ -320,6 +320,8 @@ class JitMachine:
         self.codebits = (ctypes.c_uint8 * len(self._codebits_map)).from_buffer(
             self._codebits_map)
         self.codebits_addr = ctypes.addressof(self.codebits)
+        # quick blocks' instruction counters (codegen._Block.count), for every hart
+        self.counters = (ctypes.c_uint64 * S.NCOUNTERS)()
         # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
         # valid while RAM still holds those bytes (checked on use)
         self.scans: dict[tuple, tuple[list, bytes]] = {}  # (start, pa, sup[, region])
@@ -400,6 +402,7 @@ class JitEngine:
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
         self._dcache = S.new_dcache()
         self.st.dcache = S.buffer_address(self._dcache)
+        self.st.counters = ctypes.addressof(machine.counters)
         self.st.known = ctypes.addressof(
             self.compiler.known_map if machine.compiled else _NOTHING_KNOWN)
         self.st.thresh = min(machine.interp_runs, (1 << 32) - 1)

@@ -62,6 +62,8 @@ Layout (byte offsets, all fields 64-bit):
 992    txbuf   pointer to the transmit buffer (TXCAP bytes)
 1000   dcache  pointer to the native interpreter's decoded instructions (NDCACHE
                entries of DC_BYTES, native_interp.py), one cache per hart
+1008   counters  pointer to the quick blocks' instruction counters (NCOUNTERS u64, one
+               array per machine; a block's index comes from its key)
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 5120   ctxs[2] for U, then S: {dispatch table, heat counters, TLB set, timeok}: the
                contexts a native trap from U-mode (ecall) or SRET to U-mode switches to
@@ -112,6 +114,8 @@ CODEBITS, STORES, SMCOK = 744, 752, 760
 CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
 TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
 UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, DCACHE = 960, 968, 976, 984, 992, 1000
+COUNTERS = 1008
+NCOUNTERS = 1 << 15  # quick blocks' run counters (u64), shared by a machine's harts
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
@@ -200,7 +204,8 @@ class HartState(ctypes.Structure):
         ("txn", ctypes.c_uint64),
         ("txbuf", ctypes.c_void_p),
         ("dcache", ctypes.c_void_p),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 1008) // 8)),
+        ("counters", ctypes.c_void_p),
+        ("_pad", ctypes.c_uint64 * ((ITLB - 1016) // 8)),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
         ("ctxs", ctypes.c_uint64 * 8),
         ("ctxok", ctypes.c_uint64),
@@ -262,6 +267,7 @@ def _check_layout() -> None:
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
                       ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF), ("dcache", DCACHE),
+                      ("counters", COUNTERS),
                       ("itlb", ITLB), ("ctxs", CTXS),
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
