@@ -20,6 +20,7 @@ same tables.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from ..isa import csr as C
@@ -187,15 +188,38 @@ def make(hart, d, pc, npc):
     return _compile(src, name)
 
 
-FACTORIES: dict[str, Callable[..., Op]] = {}
+class _Factories(dict):
+    """name -> the factory of its closures. The generated ones (ALU, branches, loads,
+    stores, AMOs: Python compiled from their descriptions) are made the first time an
+    instruction of that name is decoded: compiling all ~120 of them cost ~12 ms at
+    every start, where a short guest uses a few dozen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lazy: dict[str, Callable[[], Callable[..., Op]]] = {}
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        made = dict.get(self, name)
+        if made is None:
+            build = self.lazy.pop(name, None)
+            if build is None:
+                return default
+            made = self[name] = build()
+        return made
+
+    def __contains__(self, name: object) -> bool:
+        return dict.__contains__(self, name) or name in self.lazy
+
+
+FACTORIES = _Factories()
 for _n, _e in ALU.items():
-    FACTORIES[_n] = _alu_factory(_n, _e)
+    FACTORIES.lazy[_n] = partial(_alu_factory, _n, _e)
 for _n, _e in BRANCH.items():
-    FACTORIES[_n] = _branch_factory(_n, _e)
+    FACTORIES.lazy[_n] = partial(_branch_factory, _n, _e)
 for _n, _m in LOADS.items():
-    FACTORIES[_n] = _load_factory(_n, _m)
+    FACTORIES.lazy[_n] = partial(_load_factory, _n, _m)
 for _n, _m in STORES.items():
-    FACTORIES[_n] = _store_factory(_n, _m)
+    FACTORIES.lazy[_n] = partial(_store_factory, _n, _m)
 
 
 def _factory(name: str) -> Callable[[Callable[..., Op]], Callable[..., Op]]:
@@ -492,10 +516,15 @@ def _amo_factory(base: str, width: int, fn: Callable[[int, int], int] | None
 for _w, _size in (("w", 4), ("d", 8)):
     FACTORIES[f"lr.{_w}"] = _amo_factory("lr", _size, None)
     FACTORIES[f"sc.{_w}"] = _amo_factory("sc", _size, None)
-for _name in spec.AMOS:  # the new memory value: isa/spec.py
-    FACTORIES[_name] = _amo_factory(_name.partition(".")[0], 8 if _name.endswith(".d") else 4,
-                                    eval(f"lambda m, b: {spec.python(_name)}",  # noqa: S307
-                                         dict(_NS)))
+
+def _amo_of(name: str) -> Callable[..., Op]:
+    """An AMO whose new memory value is its description's (isa/spec.py)."""
+    fn = eval(f"lambda m, b: {spec.python(name)}", dict(_NS))  # noqa: S307 - generated
+    return _amo_factory(name.partition(".")[0], 8 if name.endswith(".d") else 4, fn)
+
+
+for _name in spec.AMOS:
+    FACTORIES.lazy[_name] = partial(_amo_of, _name)
 
 
 # -- F and D extensions ------------------------------------------------------------------------
