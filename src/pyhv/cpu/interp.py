@@ -191,7 +191,7 @@ def make(hart, d, pc, npc):
 class _Factories(dict):
     """name -> the factory of its closures. The generated ones (ALU, branches, loads,
     stores, AMOs: Python compiled from their descriptions) are made the first time an
-    instruction of that name is decoded: compiling all ~120 of them cost ~12 ms at
+    instruction of that name is decoded: compiling all ~120 of them cost ~7 ms at
     every start, where a short guest uses a few dozen."""
 
     def __init__(self) -> None:

@@ -616,6 +616,8 @@ class Compiler:
         start no new one, so exit waits for one batch at most. Blocks still queued stay
         queued for other machines of this process. A command-line process that is about
         to exit does not wait (cli/process.py): the batch only served later runs."""
+        # (pyhv.cpu.jit.LEAVING, read through sys.modules: the generator modules import
+        # only one another, test_jit_cache_key.py)
         package = sys.modules.get(__package__ or "")
         if self.background and not getattr(package, "LEAVING", False):
             self.poll(wait=True, finishing=True)

@@ -717,11 +717,27 @@ class JitEngine:
             self.code.add(ppn, ctx.op_id, ("v", vpn), off, size)
         return entry
 
-    def _scan(self, start: int, pa: int, supervisor: bool, region: bool = False
+    def _code_pa(self, ctx: _Context, start: int) -> int | None:
+        """The physical address of the code at ``start`` if a block may be made of it:
+        None on a fetch fault (the cold path raises it) or outside RAM (never compile
+        code from devices, such as the boot ROM: the start is marked ``nojit``)."""
+        try:
+            pa = self.hart.mmu.translate_fetch(start)
+        except Trap:
+            return None
+        m = self.machine
+        if not m.ram_base <= pa & ~0xFFF < m.ram_base + m.ram_size:
+            ctx.nojit.add(start)
+            return None
+        return pa
+
+    def _scan(self, start: int, pa: int, supervisor: bool, region: bool = False,
+              supported: Callable[[Decoded], bool] | None = None
               ) -> tuple[list[tuple[int, Decoded]], bytes]:
         """The native block at ``start`` (physical ``pa``, in RAM; blocks never leave
         its page): its instructions and their bytes; with ``region``, the region
-        there (for an optimised block: see below)."""
+        there (for an optimised block: see below); with ``supported``, only the
+        instructions it accepts (a baseline block's)."""
         m = self.machine
         off = pa - m.ram_base
         end = (off | 0xFFF) + 1
@@ -748,7 +764,7 @@ class JitEngine:
                 d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
             else:
                 d = _decode(lo, 2)
-            if not codegen.supported(d, supervisor):
+            if not (codegen.supported(d, supervisor) if supported is None else supported(d)):
                 break
             insns.append((pc, d))
             o += d.length
@@ -777,16 +793,11 @@ class JitEngine:
         cache); else, with ``compile_now``, queue it for the compiler. True if installed."""
         if not self.machine.compiled:
             return False
-        mmu = self.hart.mmu
         m = self.machine
-        try:
-            pa = mmu.translate_fetch(start)
-        except Trap:
-            return False  # the cold path raises the fetch fault
-        page = pa & ~0xFFF
-        if not m.ram_base <= page < m.ram_base + m.ram_size:
-            ctx.nojit.add(start)  # never compile code from devices (the boot ROM)
+        pa = self._code_pa(ctx, start)
+        if pa is None:
             return False
+        page = pa & ~0xFFF
         sup = ctx.key[0] == C.PRV_S
         comp = self.compiler
         if not compile_now:
@@ -1255,37 +1266,14 @@ class JitEngine:
         """Build and link a baseline block at ``start``: its fast ops up to its first
         control transfer, an instruction it does not do, or its page's end. False if
         none can start there."""
-        mmu = self.hart.mmu
         m = self.machine
         bl = m.baseline
         assert bl is not None
-        try:
-            pa = mmu.translate_fetch(start)
-        except Trap:
-            return False  # the cold path raises the fetch fault
-        page = pa & ~0xFFF
-        if not m.ram_base <= page < m.ram_base + m.ram_size:
+        pa = self._code_pa(ctx, start)
+        if pa is None:
             return False
-        off = pa - m.ram_base
-        end = (off | 0xFFF) + 1
-        mv = m.ram_mv
-        insns: list[tuple[int, Decoded]] = []
-        pc, o = start, off
-        while len(insns) < stencils.MAX_INSNS and o + 2 <= end:
-            lo = mv[o] | mv[o + 1] << 8
-            if lo & 3 == 3:
-                if o + 4 > end:
-                    break
-                d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
-            else:
-                d = _decode(lo, 2)
-            if not bl.supported(d):
-                break
-            insns.append((pc, d))
-            o += d.length
-            pc = (pc + d.length) & M64
-            if d.name in stencils.ENDS:
-                break
+        insns, raw = self._scan(start, pa, ctx.key[0] == C.PRV_S, supported=bl.supported)
+        pc = (start + len(raw)) & M64
         if not insns:
             return False
         built = bl.build(ctx.translated, insns, start, pc)
@@ -1295,7 +1283,7 @@ class JitEngine:
         if built is None:
             return False
         addr, counter = built
-        if not self._install(ctx, start, page, (addr, False), o - off):
+        if not self._install(ctx, start, pa & ~0xFFF, (addr, False), len(raw)):
             return False
         ctx.native.baseline[start] = counter
         self.baseline_blocks += 1
@@ -1304,8 +1292,10 @@ class JitEngine:
     def _promote(self, ctx: _Context, start: int) -> None:
         """The baseline block at ``start`` ran its runs: compile its LLVM block, which
         takes its place when ready."""
+        bl = self.machine.baseline
+        assert bl is not None
         counter = ctypes.c_uint32.from_address(ctx.native.baseline[start])
-        if counter.value < self.machine.baseline.hot_after:  # type: ignore[union-attr]
+        if counter.value < bl.hot_after:
             ctx.native.link(start)  # (the interpreter found it out of its table slots)
             return
         if start in ctx.queued:
@@ -1315,7 +1305,7 @@ class JitEngine:
             # the better part of the gain; the compiler has hotter code to do first)
             waits = ctx.native.waited.get(start, 0) + 1
             ctx.native.waited[start] = waits
-            lim = self.machine.baseline.hot_after  # type: ignore[union-attr]
+            lim = bl.hot_after
             counter.value = (lim - (lim << min(waits, 12))) & 0xFFFFFFFF
             self.deferred += 1
             return

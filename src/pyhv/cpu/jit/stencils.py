@@ -48,6 +48,7 @@ from pathlib import Path
 
 from ...isa.decoder import Decoded
 from . import state as S
+from .codegen import ENDS, MAX_INSNS
 from .native_interp import FAST_OPS, _Gen
 
 # Holes: external symbols with the value ranges LLVM may assume (absolute symbols).
@@ -69,10 +70,9 @@ NCOUNTERS = 4096
 TRAMP = 16  # jmp *0(%rip); .quad target
 CODE_START = NCOUNTERS * 4 + 0x4000  # code starts on a page of its own, past the counters
 MAX_CHUNKS = 16  # then the arena is emptied (every baseline block dropped)
-MAX_INSNS = 64  # instructions of a baseline block, at most
-MAX_BLOCK_BYTES = 64 * 256  # its code, at most (no stencil is near 256 bytes)
-# The control transfers: a baseline block ends with the first one.
-ENDS = frozenset({"jal", "jalr", "beq", "bne", "blt", "bge", "bltu", "bgeu"})
+# A baseline block's code, at most (it has at most MAX_INSNS instructions, as any block,
+# and no stencil is near 256 bytes)
+MAX_BLOCK_BYTES = MAX_INSNS * 256
 
 
 
@@ -80,6 +80,9 @@ ENDS = frozenset({"jal", "jalr", "beq", "bne", "blt", "bge", "bltu", "bgeu"})
 def host_supported() -> bool:
     """Stencils are x86-64 code patched with x86-64 relocations."""
     return platform.machine() in ("x86_64", "AMD64")
+
+
+_HOLE_OF = {"%qrd": "rd", "%qrs1": "rs1", "%qrs2": "rs2"}  # the interpreter's fields
 
 
 class _StencilGen(_Gen):
@@ -163,9 +166,6 @@ class _StencilGen(_Gen):
         return f"define preserve_nonecc i32 @{name}(ptr noalias %s) #0 {{\n{body}\n}}\n"
 
 
-_HOLE_OF = {"%qrd": "rd", "%qrs1": "rs1", "%qrs2": "rs2"}
-
-
 def stencil_ir(translated: bool) -> str:
     """The stencil module of one data-translation mode."""
     g = _StencilGen(translated)
@@ -194,7 +194,7 @@ class Stencil:
     """One stencil's bytes and its patches (offset, struct format, which value, addend,
     relative to the patched field's address, the range the result must be in)."""
 
-    __slots__ = ("code", "patches", "holes")
+    __slots__ = ("code", "patches")
 
     def __init__(self, code: bytes, relocs: list[tuple[int, int, str, int]]) -> None:
         # a last instruction that jumps to the next stencil is dropped: it falls through
@@ -217,12 +217,6 @@ class Stencil:
             lo, hi = _FITS[typ]
             self.patches.append((off, _PACK[typ], which, add, typ in (R_PC32, R_PLT32),
                                  lo, hi))
-        self.holes = {w for _o, _f, w, *_ in self.patches if w < len(names)}
-
-
-def parse_object(obj: bytes) -> dict[str, Stencil]:
-    """The stencils of an ELF object LLVM made from :func:`stencil_ir`."""
-    return {name: Stencil(code, relocs) for name, (code, relocs) in _parse_relocs(obj).items()}
 
 
 def _parse_relocs(obj: bytes) -> dict[str, tuple[bytes, list[tuple[int, int, str, int]]]]:
@@ -401,4 +395,4 @@ def load_or_build(runtime_dir: Path | None, compile_ir: Callable[[str], bytes]
             for t in tables]
 
 
-__all__ = ["Baseline", "stencil_ir", "parse_object", "load_or_build", "HOLES"]
+__all__ = ["Baseline", "stencil_ir", "load_or_build", "HOLES"]
