@@ -5,8 +5,8 @@
 #   bash scripts/riscv-tests.sh /path/to/riscv-tests [OUTDIR]
 #
 # OUTDIR (default: riscv-tests-build beside the checkout) gets one ELF per test of the
-# single-core user-level integer suites: rv64ui, rv64um, rv64ua, rv64uzba, rv64uzbb,
-# rv64uzbs and rv64uzicond. Nothing of riscv-tests is copied into pyhv. Then:
+# single-core user-level suites: rv64ui, rv64um, rv64ua, rv64uf, rv64ud, rv64uzba,
+# rv64uzbb, rv64uzbs and rv64uzicond. Nothing of riscv-tests is copied into pyhv. Then:
 #
 #   PYHV_RISCV_TESTS=OUTDIR python3 -m pytest -q tests/conformance/test_riscv_tests.py
 set -euo pipefail
@@ -16,7 +16,7 @@ here=$(dirname "$(realpath "$0")")/riscv-tests-env
 cc=${CROSS:-riscv64-unknown-elf-}gcc
 mkdir -p "$out"
 march=rv64gc_zba_zbb_zbs
-suites="rv64ui rv64um rv64ua rv64uzba rv64uzbb rv64uzbs rv64uzicond"
+suites="rv64ui rv64um rv64ua rv64uf rv64ud rv64uzba rv64uzbb rv64uzbs rv64uzicond"
 zicond=-DPYHV_ZICOND_MACROS  # (the env writes Zicond with .insn for an older assembler)
 if echo 'czero.eqz a0, a1, a2' | ${CROSS:-riscv64-unknown-elf-}as -march=${march}_zicond \
         -o /dev/null - 2>/dev/null; then

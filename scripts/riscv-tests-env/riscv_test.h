@@ -2,7 +2,7 @@
  * riscv-tests), written for pyhv and QEMU's virt board: bare metal, M-mode, -bios none.
  * A test passes by writing 0x5555 to the sifive,test finisher (power off, exit status
  * 0) and fails with 0x3333 | TESTNUM << 16 (exit status: the failing test's number).
- * Only what the single-core user-level integer tests (rv64ui, um, ua, uzba, uzbb, uzbs,
+ * Only what the single-core user-level tests (rv64ui, um, ua, uf, ud, uzba, uzbb, uzbs,
  * uzicond) use; see scripts/riscv-tests.sh. */
 #ifndef PYHV_RISCV_TEST_H
 #define PYHV_RISCV_TEST_H
@@ -12,6 +12,9 @@
 
 #define RVTEST_RV64U .macro init; .endm
 #define RVTEST_RV32U RVTEST_RV64U
+/* F and D: the FPU on (mstatus.FS Initial), fcsr cleared */
+#define RVTEST_RV64UF .macro init; li a0, 0x2000; csrs mstatus, a0; csrwi fcsr, 0; .endm
+#define RVTEST_RV32UF RVTEST_RV64UF
 
 #define RVTEST_CODE_BEGIN \
         .section .text.init; \

@@ -67,6 +67,68 @@ def test_encodings_are_the_assemblers(tmp_path: Path) -> None:
             assert d.imm == -7
 
 
+def _fp_operands(i: spec.FpInsn) -> str:
+    """Operands for the assembler: f5-f8 for F registers, x5-x7 for integer ones."""
+    if i.op == "load":
+        return "f5, -7(x6)"
+    if i.op == "store":
+        return "f7, -7(x6)"
+    if i.op == "fma":
+        return "f5, f6, f7, f8"
+    if i.op in ("eq", "lt", "le"):
+        return "x5, f6, f7"
+    if i.op in ("class", "mv_x", "to_int"):
+        return "x5, f6"
+    if i.op in ("mv_f", "from_int"):
+        return "f5, x6"
+    if i.op in ("sqrt", "cvt"):
+        return "f5, f6"
+    return "f5, f6, f7"
+
+
+def test_fp_encodings_are_the_assemblers(tmp_path: Path) -> None:
+    """Every F and D instruction assembles (GNU as) to a word that decodes to it, with its
+    registers and immediate; those with a rounding-mode field keep a static one."""
+    rows = list(spec.FP.values())
+    rounding = {n for n, i in spec.FP.items() if i.form in ("FR", "FU", "R4")
+                and i.op not in ("cvt",) and not (i.op == "from_int" and i.arg == 32)}
+    lines = []
+    for i in rows:
+        rm = ", rtz" if i.name in rounding and i.op not in ("sqrt",) else ""
+        lines.append(f"{i.name} {_fp_operands(i)}{rm}")
+    (tmp_path / "t.s").write_text("\n".join(lines) + "\n")
+    subprocess.run([AS, "-march=rv64gc", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")],
+                   check=True, capture_output=True)
+    out = subprocess.run([OBJDUMP, "-d", "-M", "no-aliases", str(tmp_path / "t.o")],
+                         check=True, capture_output=True, text=True).stdout
+    words = [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+    assert len(words) == len(rows)
+    for i, line, w in zip(rows, lines, words, strict=True):
+        d = decode(w)
+        assert d.name == i.name, f"{line}: {w:#010x} decodes as {d.name}"
+        if i.op in ("load", "store"):
+            assert (d.rs1, d.imm) == (6, -7)
+            assert (d.rs2 if i.op == "store" else d.rd) == (7 if i.op == "store" else 5)
+            continue
+        assert (d.rd, d.rs1) == (5, 6), line
+        if i.op == "fma":
+            assert (d.rs2, d.rs3) == (7, 8)
+        if line.endswith(", rtz"):
+            assert d.rm == 1, line
+
+
+def test_fp_instructions_are_named_in_the_description_only() -> None:
+    """No engine and not the decoder names an F or D instruction: they take its
+    encoding and its operation (FpInsn.op) from isa/spec.py."""
+    isa = Path(spec.__file__).parent
+    paths = [*(isa.parent / "cpu").rglob("*.py"), isa / "decoder.py", isa / "compressed.py"]
+    for path in paths:
+        text = path.read_text()
+        for name in spec.FP:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, \
+                f"{path.name} names {name}"
+
+
 def test_zicond_encodings_are_the_ratified_ones() -> None:
     """czero.eqz/czero.nez (Zicond 1.0: funct7 0000111, funct3 101/111, OP)."""
     assert decode(0x0E7352B3).name == "czero.eqz"  # czero.eqz x5, x6, x7

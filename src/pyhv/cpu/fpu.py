@@ -1,9 +1,10 @@
-"""F and D extension instruction semantics (everything except loads and stores).
+"""The interpreter's F and D operations (everything except loads and stores).
 
-Why a separate table: the decoder resolves an instruction to a mnemonic, and the hart
-dispatches through :data:`FP_OPS` so the floating-point rules (rounding-mode selection,
-NaN-boxing of single-precision values, fflags accumulation, sign extension of integer
-results) live in one place on top of the bit-exact arithmetic in :mod:`softfloat`.
+Each instruction is one operation of isa/spec.py (``FpInsn.op``: add, sgnj, to_int ...);
+this module implements those operations on the bit-exact arithmetic of
+:mod:`softfloat`, and :data:`FP_OPS` maps each instruction to its handler. The
+floating-point rules (rounding-mode selection, NaN-boxing of single-precision values,
+fflags accumulation, sign extension of integer results) live here, once.
 
 Each handler is ``handler(hart, d)``; it reads ``hart.x``/``hart.f``/``hart.frm`` and
 ``d.rd/rs1/rs2/rs3/rm/raw``, writes the destination register and ORs exception flags into
@@ -18,6 +19,7 @@ from typing import Any
 
 from pyhv.cpu import softfloat as sf
 from pyhv.cpu.trap import IllegalInstruction
+from pyhv.isa import spec
 
 Handler = Callable[[Any, Any], None]
 
@@ -247,41 +249,46 @@ def fmv_d_x(hart: Any, d: Any) -> None:
     hart.f[d.rd] = hart.x[d.rs1]
 
 
+_ARITH = {"add": sf.add, "sub": sf.sub, "mul": sf.mul, "div": sf.div}
+_MINMAX = {"minnum": sf.fmin, "maxnum": sf.fmax}
+_COMPARE = {"eq": sf.eq, "lt": sf.lt, "le": sf.le}
+_MOVES = {("mv_x", "s"): fmv_x_w, ("mv_x", "d"): fmv_x_d, ("mv_f", "s"): fmv_w_x,
+          ("mv_f", "d"): fmv_d_x, ("cvt", "s"): fcvt_s_d, ("cvt", "d"): fcvt_d_s}
+
+
+def handler(i: spec.FpInsn) -> Handler | None:
+    """The handler of an F/D instruction of isa/spec.py, from its operation (None for
+    loads and stores, which the hart's memory path does)."""
+    op, s = i.op, i.fmt
+    if op in _ARITH:
+        return _binary(_ARITH[op], s)
+    if op in _MINMAX:
+        return _minmax(_MINMAX[op], s)
+    if op in _COMPARE:
+        return _compare(_COMPARE[op], s)
+    if op == "sqrt":
+        return _sqrt(s)
+    if op == "fma":
+        return _fused(s, bool(i.arg & 1), bool(i.arg & 2))
+    if op == "sgnj":
+        return _sgnj(s, i.arg)
+    if op == "class":
+        return _fclass(s)
+    if op == "to_int":
+        return _to_int(s, i.arg, i.signed)
+    if op == "from_int":
+        return _from_int(s, i.arg, i.signed)
+    if (op, s) in _MOVES:
+        return _MOVES[op, s]
+    return None
+
+
 def _build() -> dict[str, Handler]:
     ops: dict[str, Handler] = {}
-    for s in ("s", "d"):
-        ops[f"fadd.{s}"] = _binary(sf.add, s)
-        ops[f"fsub.{s}"] = _binary(sf.sub, s)
-        ops[f"fmul.{s}"] = _binary(sf.mul, s)
-        ops[f"fdiv.{s}"] = _binary(sf.div, s)
-        ops[f"fsqrt.{s}"] = _sqrt(s)
-        ops[f"fmin.{s}"] = _minmax(sf.fmin, s)
-        ops[f"fmax.{s}"] = _minmax(sf.fmax, s)
-        ops[f"fmadd.{s}"] = _fused(s, False, False)
-        ops[f"fmsub.{s}"] = _fused(s, False, True)
-        ops[f"fnmsub.{s}"] = _fused(s, True, False)
-        ops[f"fnmadd.{s}"] = _fused(s, True, True)
-        ops[f"fsgnj.{s}"] = _sgnj(s, 0)
-        ops[f"fsgnjn.{s}"] = _sgnj(s, 1)
-        ops[f"fsgnjx.{s}"] = _sgnj(s, 2)
-        ops[f"feq.{s}"] = _compare(sf.eq, s)
-        ops[f"flt.{s}"] = _compare(sf.lt, s)
-        ops[f"fle.{s}"] = _compare(sf.le, s)
-        ops[f"fclass.{s}"] = _fclass(s)
-        ops[f"fcvt.w.{s}"] = _to_int(s, 32, True)
-        ops[f"fcvt.wu.{s}"] = _to_int(s, 32, False)
-        ops[f"fcvt.l.{s}"] = _to_int(s, 64, True)
-        ops[f"fcvt.lu.{s}"] = _to_int(s, 64, False)
-        ops[f"fcvt.{s}.w"] = _from_int(s, 32, True)
-        ops[f"fcvt.{s}.wu"] = _from_int(s, 32, False)
-        ops[f"fcvt.{s}.l"] = _from_int(s, 64, True)
-        ops[f"fcvt.{s}.lu"] = _from_int(s, 64, False)
-    ops["fcvt.s.d"] = fcvt_s_d
-    ops["fcvt.d.s"] = fcvt_d_s
-    ops["fmv.x.w"] = fmv_x_w
-    ops["fmv.w.x"] = fmv_w_x
-    ops["fmv.x.d"] = fmv_x_d
-    ops["fmv.d.x"] = fmv_d_x
+    for name, i in spec.FP.items():
+        h = handler(i)
+        if h is not None:
+            ops[name] = h
     return ops
 
 

@@ -568,10 +568,11 @@ def _fp_store_factory(width: int) -> Callable[..., Op]:
     return make
 
 
-FACTORIES["flw"] = _fp_load_factory(4)
-FACTORIES["fld"] = _fp_load_factory(8)
-FACTORIES["fsw"] = _fp_store_factory(4)
-FACTORIES["fsd"] = _fp_store_factory(8)
+for _fpn, _fpi in spec.FP.items():  # flw, fld, fsw, fsd: their width from isa/spec.py
+    if _fpi.op == "load":
+        FACTORIES[_fpn] = _fp_load_factory(_fpi.arg)
+    elif _fpi.op == "store":
+        FACTORIES[_fpn] = _fp_store_factory(_fpi.arg)
 
 
 def _fp_op_factory(fn: Callable[[Any, Decoded], None]) -> Callable[..., Op]:

@@ -175,19 +175,34 @@ _IDENT = re.compile(r"\b[A-Za-z]")
 # well (fflags.NX already set) on Python floats; otherwise, and for static rounding modes
 # other than RNE, through the interpreter's closure.
 _SIGN64 = 1 << 63
+def _inline_kind(i: spec.FpInsn) -> tuple[str, Any] | None:
+    """How a double-precision instruction of isa/spec.py runs inline, by its operation."""
+    if i.fmt != "d":
+        return None
+    op = i.op
+    if op in ("add", "sub", "mul", "div"):
+        return "bin", getattr(sf, f"{op}_d_rne")
+    if op == "sqrt":
+        return "un", sf.sqrt_d_rne
+    if op == "fma":  # the sign flips of the product and the addend
+        return "fma", (_SIGN64 if i.arg & 1 else 0, _SIGN64 if i.arg & 2 else 0)
+    if op in ("eq", "lt", "le"):
+        return "cmp", getattr(sf, f"{op}_d")
+    if op == "sgnj":
+        return "sgnj", i.arg
+    if op in ("mv_x", "mv_f"):
+        return ("mvxd" if op == "mv_x" else "mvdx"), None
+    if op == "from_int" and i.arg == 32:  # exact: no rounding
+        return "cvt", 32 if i.signed else -32
+    return None
+
+
 _FP_INLINE: dict[str, tuple[str, Any]] = {
-    "fadd.d": ("bin", sf.add_d_rne), "fsub.d": ("bin", sf.sub_d_rne),
-    "fmul.d": ("bin", sf.mul_d_rne), "fdiv.d": ("bin", sf.div_d_rne),
-    "fsqrt.d": ("un", sf.sqrt_d_rne),
-    "fmadd.d": ("fma", (0, 0)), "fmsub.d": ("fma", (0, _SIGN64)),
-    "fnmsub.d": ("fma", (_SIGN64, 0)), "fnmadd.d": ("fma", (_SIGN64, _SIGN64)),
-    "feq.d": ("cmp", sf.eq_d), "flt.d": ("cmp", sf.lt_d), "fle.d": ("cmp", sf.le_d),
-    "fsgnj.d": ("sgnj", 0), "fsgnjn.d": ("sgnj", 1), "fsgnjx.d": ("sgnj", 2),
-    "fmv.x.d": ("mvxd", None), "fmv.d.x": ("mvdx", None),
-    "fcvt.d.w": ("cvt", 32), "fcvt.d.wu": ("cvt", -32),
-}
+    n: k for n, i in spec.FP.items() if (k := _inline_kind(i)) is not None}
+_FP_OP = {n: i.op for n, i in spec.FP.items()}  # instruction -> its operation
 # Double-precision loads and stores, inline only on floats (where FS is known on).
-_FP_MEM = frozenset({"fld", "fsd"})
+_FP_MEM = frozenset(n for n, i in spec.FP.items()
+                    if i.fmt == "d" and i.op in ("load", "store"))
 _MINN = 2.2250738585072014e-308  # smallest normal binary64
 _MAXF = 1.7976931348623157e308  # largest finite binary64
 # Bounds of the inline fused multiply-add (see _Emitter.fma_fast).
@@ -333,14 +348,14 @@ def _falls_through(d: Decoded) -> bool:
 
 def _writes_x(name: str) -> bool:
     """Whether an instruction run through its closure may write an integer register."""
-    if name.startswith(("f", "fence")):  # F/D: only compares, fclass, fmv.x, fcvt to int
-        return name.startswith(("feq", "flt", "fle", "fclass", "fmv.x", "fcvt.w", "fcvt.l"))
-    return True
+    if name in _FP_OP:  # F/D: only compares, fclass, fmv.x, fcvt to int
+        return _FP_OP[name] in ("eq", "lt", "le", "class", "mv_x", "to_int")
+    return not name.startswith("fence")
 
 
 def _stores(name: str) -> bool:
     """Whether an instruction run through its closure may store to memory."""
-    return name.startswith(("amo", "sc.")) or name in ("fsw", "fsd")
+    return name.startswith(("amo", "sc.")) or _FP_OP.get(name) == "store"
 
 
 def _uses_b(name: str) -> bool:
@@ -375,7 +390,7 @@ def _foperands(d: Decoded) -> tuple[tuple[int, ...], int | None]:
     """(float registers an inline FP instruction reads, the one it writes or None)."""
     kind = "mem" if d.name in _FP_MEM else _FP_INLINE[d.name][0]
     if kind == "mem":
-        return ((d.rs2,), None) if d.name == "fsd" else ((), d.rd)
+        return ((d.rs2,), None) if _FP_OP[d.name] == "store" else ((), d.rd)
     if kind == "fma":
         return (d.rs1, d.rs2, d.rs3), d.rd
     if kind in ("bin", "sgnj"):
@@ -397,8 +412,7 @@ def _fp_inline(d: Decoded) -> bool:
 
 def _writes_f(name: str) -> bool:
     """Whether an instruction run through its closure may write a float register."""
-    return (name.startswith("f") and not name.startswith("fence") and not _writes_x(name)
-            and name not in ("fsw", "fsd"))
+    return name in _FP_OP and not _writes_x(name) and _FP_OP[name] != "store"
 
 
 _USES_B = {name: _uses_b(name) for name in ALU}
@@ -910,8 +924,8 @@ class _Emitter:
             self.emit("if fl: hart.fflags |= fl")
         elif kind == "cmp":
             # Host float compares for non-NaN operands (-0 == +0); NaNs: softfloat.
-            fn = self.bind(f"fp_{name[:-2]}", arg)
-            rel = {"feq.d": "==", "flt.d": "<", "fle.d": "<="}[name]
+            fn = self.bind(f"fp_{_FP_OP[name]}", arg)
+            rel = {"eq": "==", "lt": "<", "le": "<="}[_FP_OP[name]]
             self.emit(f"fu[0] = f[{rs1}]; fu[1] = f[{rs2}]")
             self.emit("if (fx := fd[0]) == fx and (fy := fd[1]) == fy:")
             self.emit(f"    v = 1 if fx {rel} fy else 0")
@@ -988,10 +1002,10 @@ class _Emitter:
         mx, mn = repr(_MAXF), repr(_MINN)
         if kind == "bin":
             a, b = self.fread(rs1), self.fread(rs2)
-            if name in ("fadd.d", "fsub.d"):  # an inexact sum is never tiny
-                o = "+" if name == "fadd.d" else "-"
+            if _FP_OP[name] in ("add", "sub"):  # an inexact sum is never tiny
+                o = "+" if _FP_OP[name] == "add" else "-"
                 self.emit(f"if -{mx} <= (fz := {a} {o} {b}) <= {mx}: d{rd} = fz")
-            elif name == "fmul.d":  # zero only exactly (a zero factor)
+            elif _FP_OP[name] == "mul":  # zero only exactly (a zero factor)
                 self.emit(f"if {mn} <= (fz := {a} * {b}) <= {mx} or -{mx} <= fz <= -{mn} "
                           f"or (fz == 0.0 and ({a} == 0.0 or {b} == 0.0)): d{rd} = fz")
             else:
@@ -1007,8 +1021,8 @@ class _Emitter:
             return
         elif kind == "cmp":
             a, b = self.fread(rs1), self.fread(rs2)
-            yes, no = {"feq.d": ("==", f"{a} < {b} or {a} > {b}"), "flt.d": ("<", f"{a} >= {b}"),
-                       "fle.d": ("<=", f"{a} > {b}")}[name]
+            yes, no = {"eq": ("==", f"{a} < {b} or {a} > {b}"), "lt": ("<", f"{a} >= {b}"),
+                       "le": ("<=", f"{a} > {b}")}[_FP_OP[name]]
             self.emit(f"if {a} {yes} {b}: v = 1")
             self.emit(f"elif {no}: v = 0")  # neither: a NaN (flags, maybe) -> closure
             self.emit("else:")
@@ -1104,7 +1118,7 @@ class _Emitter:
     def fmem(self, name: str, d: Decoded) -> None:
         """fld/fsd in the float body (FS is on): the integer access of 8 bytes, the
         bits moved through the block's float buffer."""
-        if name == "fld":
+        if _FP_OP[name] == "load":
             self.load("ld", d, f"fu[0] = {{}}; d{d.rd} = fd[0]")
             self.fset(d.rd)
         elif d.rs2 in self.fbound:

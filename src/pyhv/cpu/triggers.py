@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..isa import spec
 from ..isa.decoder import decode
 from .trap import Trap
 
@@ -49,13 +50,12 @@ _VS_VU = 3 << 23  # type 6
 _SIZES = {0: 0, 1: 1, 2: 2, 3: 4, 5: 8}  # the size encodings QEMU accepts (bytes)
 CAUSE_BREAKPOINT = 3
 
-# loads and stores by instruction name: (bytes, reads, writes)
+# loads and stores by instruction name: (bytes, reads, writes), from isa/spec.py
 _ACCESSES: dict[str, tuple[int, bool, bool]] = {
-    **{n: (s, True, False) for n, s in (("lb", 1), ("lbu", 1), ("lh", 2), ("lhu", 2),
-                                        ("lw", 4), ("lwu", 4), ("ld", 8), ("flw", 4),
-                                        ("fld", 8))},
-    **{n: (s, False, True) for n, s in (("sb", 1), ("sh", 2), ("sw", 4), ("sd", 8),
-                                        ("fsw", 4), ("fsd", 8))},
+    **{n: (i.size, True, False) for n, i in spec.LOADS.items()},
+    **{n: (i.size, False, True) for n, i in spec.STORES.items()},
+    **{n: (i.arg, i.op == "load", i.op == "store") for n, i in spec.FP.items()
+       if i.op in ("load", "store")},
     "lr.w": (4, True, False), "lr.d": (8, True, False),
     "sc.w": (4, False, True), "sc.d": (8, False, True),
 }

@@ -296,6 +296,129 @@ def decode(w: int) -> tuple[str, int]:
     return "illegal", 0
 
 
+# -- the F and D instructions ------------------------------------------------------------------
+#
+# Each is one application of an IEEE 754 operation, in single ("s") or double ("d")
+# precision, with the rounding mode of its rm field (7: frm) where it rounds. The
+# operations (``FpInsn.op``), what they compute, and their parameter ``arg``:
+#   add sub mul div   f[rd] = fs1 (op) fs2, rounded
+#   sqrt              f[rd] = sqrt(fs1), rounded
+#   minnum maxnum     f[rd] = IEEE 754-2019 minimumNumber / maximumNumber of fs1, fs2
+#   fma               f[rd] = (+-)(fs1 * fs2) (+-) fs3, rounded once; arg bit 0 negates
+#                     the product, bit 1 the addend
+#   sgnj              f[rd] = |fs1| with the sign of fs2 (arg 0), of -fs2 (1), or fs1's
+#                     sign xor fs2's (2); raw bits, no flags
+#   eq lt le          x[rd] = the comparison (eq quiet, lt and le signalling)
+#   class             x[rd] = the 10-bit class mask of fs1
+#   to_int            x[rd] = fs1 converted to an integer of arg bits, signed or not,
+#                     rounded, saturating (a 32-bit result sign-extended)
+#   from_int          f[rd] = x[rs1] as an integer of arg bits (the low ones), signed or
+#                     not, rounded to the format
+#   cvt               f[rd] = fs1 converted from the other format (s <-> d), rounded
+#   mv_x              x[rd] = the raw bits of fs1 (of a single: its low 32, sign-extended)
+#   mv_f              f[rd] = the raw bits of x[rs1] (of a single: the low 32, NaN-boxed)
+#   load store        f[rd] = arg bytes at x[rs1] + imm (a single NaN-boxed); or store
+#                     fs2's low arg bytes there
+# A single in an f register is NaN-boxed (the upper 32 bits all ones); an operation that
+# reads one that is not sees the canonical NaN. A NaN result is the canonical NaN.
+OP_FP, LOAD_FP, STORE_FP = 0x53, 0x07, 0x27
+FMADD, FMSUB, FNMSUB, FNMADD = 0x43, 0x47, 0x4B, 0x4F
+FP_OPS = ("add", "sub", "mul", "div", "sqrt", "minnum", "maxnum", "fma", "sgnj", "eq", "lt", "le",
+          "class", "to_int", "from_int", "cvt", "mv_x", "mv_f", "load", "store")
+# The fixed bits of each encoding shape: funct7 (fmt in its low two bits), and
+#   FR   funct3 is rm           FR3  funct3 fixed
+#   FU   rs2 fixed, rm          FU3  rs2 and funct3 fixed
+#   R4   fused: fmt only (rs3 in funct7's upper five bits, funct3 rm)
+#   FL   flw/fld: funct3 (I-immediate)   FS  fsw/fsd: funct3 (S-immediate)
+FP_FORMS = {"FR": 0xFE00007F, "FR3": 0xFE00707F, "FU": 0xFFF0007F, "FU3": 0xFFF0707F,
+            "R4": 0x0600007F, "FL": 0x0000707F, "FS": 0x0000707F}
+
+
+@dataclass(frozen=True)
+class FpInsn:
+    name: str
+    op: str  # one of FP_OPS
+    fmt: str  # "s" or "d": the format it computes in (cvt: the result's)
+    form: str  # one of FP_FORMS
+    opcode: int
+    funct7: int  # (FR, FR3, FU, FU3; R4: the fmt bits)
+    funct3: int  # (FR3, FU3, FL, FS)
+    rs2: int  # (FU, FU3)
+    arg: int = 0  # the operation's parameter (see above)
+    signed: bool = False  # to_int, from_int
+
+    @property
+    def ext(self) -> str:
+        return "F" if self.fmt == "s" else "D"
+
+    @property
+    def mask(self) -> int:
+        return FP_FORMS[self.form]
+
+    @property
+    def match(self) -> int:
+        m = self.opcode | (self.funct7 << 25)
+        if self.form in ("FR3", "FU3", "FL", "FS"):
+            m |= self.funct3 << 12
+        if self.form in ("FU", "FU3"):
+            m |= self.rs2 << 20
+        return m
+
+
+def _fp_table() -> list[FpInsn]:
+    rows: list[FpInsn] = []
+    for fmt, f in (("s", 0), ("d", 1)):
+        def r(name: str, op: str, form: str, f5: int, f3: int = 0, rs2: int = 0,
+              arg: int = 0, signed: bool = False, fmt: str = fmt, f: int = f) -> None:
+            rows.append(FpInsn(f"{name}.{fmt}" if "." not in name else name, op, fmt, form,
+                               OP_FP, f5 << 2 | f, f3, rs2, arg, signed))
+        for f5, op in enumerate(("add", "sub", "mul", "div")):
+            r("f" + op, op, "FR", f5)
+        r("fsqrt", "sqrt", "FU", 0b01011)
+        for k, nm in enumerate(("fsgnj", "fsgnjn", "fsgnjx")):
+            r(nm, "sgnj", "FR3", 0b00100, k, arg=k)
+        r("fmin", "minnum", "FR3", 0b00101, 0)
+        r("fmax", "maxnum", "FR3", 0b00101, 1)
+        r("fle", "le", "FR3", 0b10100, 0)
+        r("flt", "lt", "FR3", 0b10100, 1)
+        r("feq", "eq", "FR3", 0b10100, 2)
+        for k, (iname, bits, sg) in enumerate((("w", 32, True), ("wu", 32, False),
+                                               ("l", 64, True), ("lu", 64, False))):
+            r(f"fcvt.{iname}.{fmt}", "to_int", "FU", 0b11000, rs2=k, arg=bits, signed=sg)
+            r(f"fcvt.{fmt}.{iname}", "from_int", "FU", 0b11010, rs2=k, arg=bits, signed=sg)
+        r(f"fcvt.{fmt}.{'d' if fmt == 's' else 's'}", "cvt", "FU", 0b01000, rs2=1 - f)
+        r(f"fmv.x.{'w' if fmt == 's' else 'd'}", "mv_x", "FU3", 0b11100, 0)
+        r("fclass", "class", "FU3", 0b11100, 1)
+        r(f"fmv.{'w' if fmt == 's' else 'd'}.x", "mv_f", "FU3", 0b11110, 0)
+        for opcode, nm, neg in ((FMADD, "fmadd", 0), (FMSUB, "fmsub", 2),
+                                (FNMSUB, "fnmsub", 1), (FNMADD, "fnmadd", 3)):
+            rows.append(FpInsn(f"{nm}.{fmt}", "fma", fmt, "R4", opcode, f, 0, 0, neg))
+        size = 4 if fmt == "s" else 8
+        ls = "w" if fmt == "s" else "d"
+        rows.append(FpInsn(f"fl{ls}", "load", fmt, "FL", LOAD_FP, 0, 2 + f, 0, size))
+        rows.append(FpInsn(f"fs{ls}", "store", fmt, "FS", STORE_FP, 0, 2 + f, 0, size))
+    return rows
+
+
+FP: dict[str, FpInsn] = {i.name: i for i in _fp_table()}
+_FP_BUCKETS: dict[int, list[FpInsn]] = {}
+for _i in FP.values():
+    _FP_BUCKETS.setdefault(_i.opcode, []).append(_i)
+FP_OPCODES = frozenset(_FP_BUCKETS)
+
+
+def decode_fp(w: int) -> tuple[str, int]:
+    """Name and immediate of a word of one of FP_OPCODES ("illegal" if none)."""
+    for i in _FP_BUCKETS.get(w & 0x7F, ()):
+        if w & i.mask == i.match:
+            if i.form == "FL":
+                return i.name, _sx(w >> 20, 12)
+            if i.form == "FS":
+                return i.name, _sx(((w >> 25) << 5) | ((w >> 7) & 31), 12)
+            return i.name, 0
+    return "illegal", 0
+
+
 # -- semantics ---------------------------------------------------------------------------------
 
 @cache
@@ -627,4 +750,5 @@ __all__ = ["INSNS", "ALU", "BRANCHES", "LOADS", "STORES", "AMOS", "EXTENSIONS", 
            "python",
            "llvm", "uses",
            "operands",
-           "PY_HELPERS", "LLVM_DECLS", "DECODED_OPCODES"]
+           "PY_HELPERS", "LLVM_DECLS", "DECODED_OPCODES", "FP", "FpInsn", "FP_OPS",
+           "FP_OPCODES", "decode_fp"]

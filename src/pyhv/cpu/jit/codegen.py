@@ -64,18 +64,28 @@ STORES = {n: 8 * i.size for n, i in spec.STORES.items()}
 # named below); exception flags come from the host FPU (MXCSR, read by the dispatcher),
 # so the host operations must run exactly as the guest's: constrained ("strictfp")
 # intrinsics keep LLVM from folding, dropping or reordering them.
-FP_ARITH = {"fadd.d": "fadd", "fsub.d": "fsub", "fmul.d": "fmul", "fdiv.d": "fdiv"}
-FP_FMA = {"fmadd.d": (False, False), "fmsub.d": (False, True), "fnmsub.d": (True, False),
-          "fnmadd.d": (True, True)}  # (negate product, negate addend)
-FP_CMP = {"feq.d": ("fcmp", "oeq"), "flt.d": ("fcmps", "olt"), "fle.d": ("fcmps", "ole")}
-FP_SGNJ = {"fsgnj.d", "fsgnjn.d", "fsgnjx.d"}
-FP_TO_INT = {"fcvt.w.d": 32, "fcvt.l.d": 64}
-INT_TO_FP = {"fcvt.d.w": ("sext", 32), "fcvt.d.wu": ("zext", 32), "fcvt.d.l": (None, 64)}
-FP_LOADS = {"fld": 64, "flw": 32}
-FP_STORES = {"fsd": 64, "fsw": 32}
-FP_NAMES = (set(FP_ARITH) | set(FP_FMA) | set(FP_CMP) | FP_SGNJ | set(FP_TO_INT)
-            | set(INT_TO_FP) | set(FP_LOADS) | set(FP_STORES)
-            | {"fsqrt.d", "fmv.x.d", "fmv.d.x", "fmv.x.w", "fmv.w.x"})
+_FP = spec.FP
+FP_ARITH = {n: "f" + i.op for n, i in _FP.items()
+            if i.fmt == "d" and i.op in ("add", "sub", "mul", "div")}
+FP_SQRT = frozenset(n for n, i in _FP.items() if i.fmt == "d" and i.op == "sqrt")
+FP_FMA = {n: (bool(i.arg & 1), bool(i.arg & 2)) for n, i in _FP.items()
+          if i.fmt == "d" and i.op == "fma"}  # (negate product, negate addend)
+_CMP_OPS = {"eq": ("fcmp", "oeq"), "lt": ("fcmps", "olt"), "le": ("fcmps", "ole")}
+FP_CMP = {n: _CMP_OPS[i.op] for n, i in _FP.items() if i.fmt == "d" and i.op in _CMP_OPS}
+FP_SGNJ = {n: i.arg for n, i in _FP.items() if i.fmt == "d" and i.op == "sgnj"}
+# double -> signed integer; integer -> double: (extension of the low 32 bits, width)
+FP_TO_INT = {n: i.arg for n, i in _FP.items()
+             if i.fmt == "d" and i.op == "to_int" and i.signed}
+INT_TO_FP = {n: (("sext" if i.signed else "zext") if i.arg == 32 else None, i.arg)
+             for n, i in _FP.items() if i.fmt == "d" and i.op == "from_int"
+             and (i.arg == 32 or i.signed)}
+FP_LOADS = {n: 8 * i.arg for n, i in _FP.items() if i.op == "load"}
+FP_STORES = {n: 8 * i.arg for n, i in _FP.items() if i.op == "store"}
+FP_MOVES = {n: (i.op, i.fmt) for n, i in _FP.items() if i.op in ("mv_x", "mv_f")}
+FP_NAMES = (set(FP_ARITH) | FP_SQRT | set(FP_FMA) | set(FP_CMP) | set(FP_SGNJ)
+            | set(FP_TO_INT) | set(INT_TO_FP) | set(FP_LOADS) | set(FP_STORES)
+            | set(FP_MOVES))
+_FP_TO_X = set(FP_CMP) | set(FP_TO_INT) | {n for n, (op, _) in FP_MOVES.items() if op == "mv_x"}
 _RM_DYN = 7
 _CANON_D = 0x7FF8000000000000
 _CANON_S = 0x7FC00000
@@ -163,7 +173,8 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
         return False
     if d.name in FP_TO_INT:
         return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
-    if d.name in FP_ARITH or d.name in FP_FMA or d.name in ("fsqrt.d", "fcvt.d.l"):
+    if (d.name in FP_ARITH or d.name in FP_FMA or d.name in FP_SQRT
+            or INT_TO_FP.get(d.name, (None, 32))[1] == 64):  # (these round)
         return d.rm in (0, _RM_DYN)
     return True
 
@@ -408,7 +419,7 @@ class _Block:
             a, b = self.dbl(self.frd(d.rs1)), self.dbl(self.frd(d.rs2))
             r = self.call("double", f"{FP_ARITH[name]}.f64", f"double {a}, double {b}, {_CI}")
             self.fwr(d.rd, self.canon(r))
-        elif name == "fsqrt.d":
+        elif name in FP_SQRT:
             a = self.dbl(self.frd(d.rs1))
             r = self.call("double", "sqrt.f64", f"double {a}, {_CI}")
             self.fwr(d.rd, self.canon(r))
@@ -436,9 +447,9 @@ class _Block:
             a, b = self.frd(d.rs1), self.frd(d.rs2)
             mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
             sb = self.op(f"and i64 {b}, {_c(1 << 63)}")
-            if name == "fsgnjn.d":
+            if FP_SGNJ[name] == 1:  # fsgnjn
                 sb = self.op(f"xor i64 {sb}, {_c(1 << 63)}")
-            elif name == "fsgnjx.d":
+            elif FP_SGNJ[name] == 2:  # fsgnjx
                 sa = self.op(f"and i64 {a}, {_c(1 << 63)}")
                 sb = self.op(f"xor i64 {sb}, {sa}")
             self.fwr(d.rd, self.op(f"or i64 {mag}, {sb}"))
@@ -472,14 +483,14 @@ class _Block:
                 a = self.op(f"{ext} i32 {a} to i64")
             r = self.call("double", "sitofp.f64.i64", f"i64 {a}, {_CI}")
             self.fwr(d.rd, self.bits(r))
-        elif name == "fmv.x.d":
+        elif FP_MOVES.get(name) == ("mv_x", "d"):
             self.wr(d.rd, self.frd(d.rs1))
-        elif name == "fmv.d.x":
+        elif FP_MOVES.get(name) == ("mv_f", "d"):
             self.fwr(d.rd, self.rd(d.rs1))
-        elif name == "fmv.x.w":
+        elif FP_MOVES.get(name) == ("mv_x", "s"):
             v = self.frd(d.rs1)
             self.wr(d.rd, self.sext32(v))
-        elif name == "fmv.w.x":
+        elif FP_MOVES.get(name) == ("mv_f", "s"):
             v = self.rd(d.rs1)
             v = self.op(f"and i64 {v}, {0xFFFFFFFF}")
             self.fwr(d.rd, self.op(f"or i64 {v}, {_c(_BOX)}"))
@@ -1070,14 +1081,13 @@ class _Block:
 def _writes_x(d: Decoded) -> bool:
     n = d.name
     if n in FP_NAMES:
-        return n in FP_CMP or n in FP_TO_INT or n in ("fmv.x.d", "fmv.x.w")
+        return n in _FP_TO_X
     return n not in STORES and n not in BRANCHES and n not in ("fence", "fence.i")
 
 
 def _writes_f(d: Decoded) -> bool:
     n = d.name
-    return n in FP_NAMES and not (n in FP_CMP or n in FP_TO_INT or n in FP_STORES
-                                  or n in ("fmv.x.d", "fmv.x.w"))
+    return n in FP_NAMES and n not in _FP_TO_X and n not in FP_STORES
 
 
 def block_ir(name: str, start: int, insns: list[tuple[int, Decoded]], translated: bool,

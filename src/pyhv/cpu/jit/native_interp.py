@@ -40,9 +40,10 @@ from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE
 from . import state as S
-from .codegen import _CANON_D, _CI, _CX, code_granule_check, fma_invalid
+from .codegen import _CANON_D, _CI, _CX, FP_CMP, INT_TO_FP, code_granule_check, fma_invalid
 
 RAM_BASE = 0x80000000
+_FP_D = [i for i in spec.FP.values() if i.fmt == "d"]  # double precision: isa/spec.py
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
 # ... followed by NHEAT "asked" bits: the code cache was asked about that start's first
 # run (kept across coolings, so a start the cache does not hold asks once)
@@ -292,10 +293,17 @@ class _Gen:
         e = self.emit
         self.fp_on("opfp0")
         self.label("opfp0")
-        arith = {0x01: "fadd", 0x05: "fsub", 0x09: "fmul", 0x0D: "fdiv"}
+        # the encodings are isa/spec.py's (OP-FP: funct7, then funct3 or rs2)
+        rows = [i for i in _FP_D if i.opcode == spec.OP_FP]
+
+        def f7(op: str) -> int:
+            return next(i.funct7 for i in rows if i.op == op)
+
+        arith = {f7(op): "f" + op for op in ("add", "sub", "mul", "div")}
         self.switch("%f7", "i32", {**{k: f"fpa_{v}" for k, v in arith.items()},
-                                   0x2D: "fpsqrt", 0x11: "fpsgnj", 0x51: "fpcmp",
-                                   0x71: "fpmvxd", 0x79: "fpmvdx", 0x69: "fpcvtdi"}, "slow")
+                                   f7("sqrt"): "fpsqrt", f7("sgnj"): "fpsgnj",
+                                   f7("eq"): "fpcmp", f7("mv_x"): "fpmvxd",
+                                   f7("mv_f"): "fpmvdx", f7("from_int"): "fpcvtdi"}, "slow")
         for name in arith.values():
             self.label(f"fpa_{name}")
             self._rm_rne(f"fpa_{name}1")
@@ -314,7 +322,8 @@ class _Gen:
         r = self.op(f"call double @llvm.experimental.constrained.sqrt.f64(double {a}, {_CI}) #1")
         self._fset(self._canon(r))
         self.label("fpsgnj")
-        self.switch("%f3", "i32", {0: "fpsg0", 1: "fpsg1", 2: "fpsg2"}, "slow")
+        self.switch("%f3", "i32", {i.funct3: f"fpsg{i.arg}" for i in rows if i.op == "sgnj"},
+                    "slow")
         for k in range(3):
             self.label(f"fpsg{k}")
             a, b = self._f("%rs1"), self._f("%rs2")
@@ -327,10 +336,11 @@ class _Gen:
                 sb = self.op(f"xor i64 {sb}, {sa}")
             self._fset(self.op(f"or i64 {mag}, {sb}"))
         self.label("fpcmp")
-        self.switch("%f3", "i32", {2: "fpeq", 1: "fplt", 0: "fple"}, "slow")
-        for lbl, fn, cc in (("fpeq", "fcmp", "oeq"), ("fplt", "fcmps", "olt"),
-                            ("fple", "fcmps", "ole")):
-            self.label(lbl)
+        cmps = [i for i in rows if i.name in FP_CMP]
+        self.switch("%f3", "i32", {i.funct3: f"fp{i.op}" for i in cmps}, "slow")
+        for i in cmps:
+            fn, cc = FP_CMP[i.name]
+            self.label(f"fp{i.op}")
             a, b = self._dbl(self._f("%rs1")), self._dbl(self._f("%rs2"))
             c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.f64(double {a}, "
                         f'double {b}, metadata !"{cc}", {_CX}) #1')
@@ -349,7 +359,9 @@ class _Gen:
         self.label("fpmvdx1")
         self._fset("%a")
         self.label("fpcvtdi")  # fcvt.d.w / .wu (exact) / .l (rounds: RNE only)
-        self.switch("%rs2", "i32", {0: "fpcvw", 1: "fpcvwu", 2: "fpcvl"}, "slow")
+        cvt = {INT_TO_FP[i.name][0]: i.rs2 for i in rows if i.name in INT_TO_FP}
+        self.switch("%rs2", "i32", {cvt["sext"]: "fpcvw", cvt["zext"]: "fpcvwu",
+                                    cvt[None]: "fpcvl"}, "slow")
         self.label("fpcvw")
         e("br label %fpcv1")
         self.label("fpcvwu")
@@ -360,8 +372,8 @@ class _Gen:
         t = self.op("trunc i64 %a to i32")
         sx = self.op(f"sext i32 {t} to i64")
         zx = self.op(f"zext i32 {t} to i64")
-        isw = self.op("icmp eq i32 %rs2, 0")
-        iswu = self.op("icmp eq i32 %rs2, 1")
+        isw = self.op(f"icmp eq i32 %rs2, {cvt['sext']}")
+        iswu = self.op(f"icmp eq i32 %rs2, {cvt['zext']}")
         v = self.op(f"select i1 {iswu}, i64 {zx}, i64 %a")
         v = self.op(f"select i1 {isw}, i64 {sx}, i64 {v}")
         r = self.op(f"call double @llvm.experimental.constrained.sitofp.f64.i64(i64 {v}, {_CI}) #1")
@@ -373,8 +385,9 @@ class _Gen:
         e = self.emit
         self.fp_on("fma0")
         self.label("fma0")
+        fmas = [i for i in _FP_D if i.op == "fma"]
         fmt = self.op("and i32 %f7, 3")
-        isd = self.op(f"icmp eq i32 {fmt}, 1")
+        isd = self.op(f"icmp eq i32 {fmt}, {fmas[0].funct7}")
         e(f"br i1 {isd}, label %fma1, label %slow")
         self.label("fma1")
         self._rm_rne("fma2")
@@ -382,10 +395,14 @@ class _Gen:
         a, b = self._f("%rs1"), self._f("%rs2")
         c = self._f("%f5")  # rs3 = w[31:27]
         sign = _s64(1 << 63)
-        # 0x43 fmadd: a*b+c; 0x47 fmsub: a*b-c; 0x4B fnmsub: -(a*b)+c; 0x4F fnmadd: -(a*b)-c
-        negp = self.op("icmp uge i32 %opc, 75")
-        m = self.op("and i32 %opc, 4")
-        negc = self.op(f"icmp ne i32 {m}, 0")
+        # fmadd: a*b+c; fmsub: a*b-c; fnmsub: -(a*b)+c; fnmadd: -(a*b)-c (by opcode)
+        negp = negc = "false"
+        for i in fmas:
+            this = self.op(f"icmp eq i32 %opc, {i.opcode}")
+            if i.arg & 1:
+                negp = self.op(f"or i1 {negp}, {this}")
+            if i.arg & 2:
+                negc = self.op(f"or i1 {negc}, {this}")
         an = self.op(f"xor i64 {a}, {sign}")
         a2 = self.op(f"select i1 {negp}, i64 {an}, i64 {a}")
         cn = self.op(f"xor i64 {c}, {sign}")
@@ -402,8 +419,10 @@ class _Gen:
         plain loads into f[rd], NaN-boxing a single, FS made dirty."""
         self.fp_on("fld0")
         self.label("fld0")
-        self.switch("%f3", "i32", {2: "fldw", 3: "fldd"}, "slow")
-        for name, bits in (("fldw", 32), ("fldd", 64)):
+        loads = {i.funct3: 8 * i.arg for i in spec.FP.values() if i.op == "load"}
+        self.switch("%f3", "i32", {f3: f"fld{bits}" for f3, bits in loads.items()}, "slow")
+        for bits in loads.values():
+            name = f"fld{bits}"
             self.label(name)
             addr = self.op("add i64 %a, %immi")
             ptr = self.access(addr, bits // 8, store=False)
@@ -421,8 +440,10 @@ class _Gen:
         """fsw and fsd of f[rs2]."""
         self.fp_on("fst0")
         self.label("fst0")
-        self.switch("%f3", "i32", {2: "fstw", 3: "fstd"}, "slow")
-        for name, bits in (("fstw", 32), ("fstd", 64)):
+        stores = {i.funct3: 8 * i.arg for i in spec.FP.values() if i.op == "store"}
+        self.switch("%f3", "i32", {f3: f"fst{bits}" for f3, bits in stores.items()}, "slow")
+        for bits in stores.values():
+            name = f"fst{bits}"
             self.label(name)
             addr = self.op("add i64 %a, %imms")
             ptr = self.access(addr, bits // 8, store=True)
@@ -1359,8 +1380,9 @@ class _Gen:
         self.switch("%opc", "i32", {
             0x33: "opreg", 0x3B: "opreg32", 0x13: "opimm", 0x1B: "opimm32",
             0x0F: "miscmem", 0x2F: "amo", 0x73: "system",
-            0x07: "fload", 0x27: "fstore", 0x53: "opfp", 0x43: "opfma", 0x47: "opfma",
-            0x4B: "opfma", 0x4F: "opfma"}, "slow")
+            spec.LOAD_FP: "fload", spec.STORE_FP: "fstore", spec.OP_FP: "opfp",
+            **{op: "opfma" for op in (spec.FMADD, spec.FMSUB, spec.FNMSUB, spec.FNMADD)}},
+            "slow")
         groups = len(self.lines)
 
         self.label("fload")
