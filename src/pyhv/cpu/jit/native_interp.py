@@ -67,6 +67,22 @@ for _i, _name in enumerate((
         FAST_OPS[_name] = _i
 
 
+# The encodings predecode tells fast ops by (isa/spec.py): funct3 (I rows), funct7 << 3 |
+# funct3 (R and SH5 rows), shift-field << 3 | funct3 (SH6 rows), per major opcode.
+def _fast(opcode: int, forms: tuple[str, ...]) -> dict[int, int]:
+    rows = [i for i in spec.INSNS.values()
+            if i.opcode == opcode and i.form in forms and i.name in FAST_OPS]
+    return {(i.fixed << 3 | i.funct3) if i.form != "I" else i.funct3: FAST_OPS[i.name]
+            for i in rows}
+
+
+# Branches, loads and stores are numbered by funct3 from their first: predecode adds it.
+for _group in (spec.BRANCHES, spec.LOADS, spec.STORES):
+    _first = min(_group.values(), key=lambda i: i.funct3)
+    assert all(FAST_OPS[n] == FAST_OPS[_first.name] + i.funct3 - _first.funct3
+               for n, i in _group.items() if n in FAST_OPS)
+
+
 def _s64(v: int) -> int:
     """A 64-bit constant as LLVM reads it (signed)."""
     v &= (1 << 64) - 1
@@ -1014,49 +1030,54 @@ class _Gen:
             t = self.op(f"or i32 {j20}, {j1912}")
             return self.op(f"or i32 {self.op(f'or i32 {t}, {j11}')}, {j101}")
 
+        def is_shift(shifts: dict[int, int]) -> str:
+            c = "false"
+            for f in {k & 7 for k in shifts}:  # their funct3 values
+                c = self.op(f"or i1 {c}, {self.op(f'icmp eq i32 {f3}, {f}')}")
+            return c
+
         def op_imm() -> tuple[str, str]:
-            plain = pick(f3, {0: F["addi"], 2: F["slti"], 3: F["sltiu"], 4: F["xori"],
-                              6: F["ori"], 7: F["andi"]})
+            plain = pick(f3, _fast(spec.OP_IMM, ("I",)))
             f6 = self.op(f"lshr i32 {w}, 26")
-            shift = pick(self.op(f"or i32 {self.op(f'shl i32 {f6}, 3')}, {f3}"),
-                         {1: F["slli"], 5: F["srli"], (16 << 3) | 5: F["srai"]})
-            isshift = self.op(f"icmp eq i32 {self.op(f'and i32 {f3}, 3')}, 1")
+            shifts = _fast(spec.OP_IMM, ("SH6",))
+            shift = pick(self.op(f"or i32 {self.op(f'shl i32 {f6}, 3')}, {f3}"), shifts)
+            isshift = is_shift(shifts)
             return (self.op(f"select i1 {isshift}, i32 {shift}, i32 {plain}"),
                     self.op(f"select i1 {isshift}, i32 {shamt(63)}, i32 {imm_i()}"))
 
         def op_imm32() -> tuple[str, str]:
-            # addiw (funct3 0, any funct7: its I-immediate); slliw, srliw, sraiw
-            shift = pick(key(), {1: F["slliw"], 5: F["srliw"], (32 << 3) | 5: F["sraiw"]})
-            isadd = self.op(f"icmp eq i32 {f3}, 0")
-            return (self.op(f"select i1 {isadd}, i32 {F['addiw']}, i32 {shift}"),
-                    self.op(f"select i1 {isadd}, i32 {imm_i()}, i32 {shamt(31)}"))
+            # addiw (an I-immediate: any funct7); slliw, srliw, sraiw
+            shifts = _fast(spec.OP_IMM_32, ("SH5",))
+            shift = pick(key(), shifts)
+            plain = pick(f3, _fast(spec.OP_IMM_32, ("I",)))
+            isshift = is_shift(shifts)
+            return (self.op(f"select i1 {isshift}, i32 {shift}, i32 {plain}"),
+                    self.op(f"select i1 {isshift}, i32 {shamt(31)}, i32 {imm_i()}"))
 
         def stores() -> tuple[str, str]:
-            small = self.op(f"icmp ult i32 {f3}, 4")
+            small = self.op(f"icmp ult i32 {f3}, {len(spec.STORES)}")
             num = self.op(f"add i32 {f3}, {F['sb']}")
             return self.op(f"select i1 {small}, i32 {num}, i32 0"), imm_s()
 
-        self.switch(opc, "i32", {0x37: f"{k}lui", 0x17: f"{k}auipc", 0x6F: f"{k}jal",
-                                 0x67: f"{k}jalr", 0x63: f"{k}br", 0x03: f"{k}ld",
-                                 0x23: f"{k}st", 0x13: f"{k}oi", 0x33: f"{k}or",
-                                 0x1B: f"{k}ow", 0x3B: f"{k}ox"}, f"{k}none")
+        self.switch(opc, "i32", {spec.LUI: f"{k}lui", spec.AUIPC: f"{k}auipc",
+                                 spec.JAL: f"{k}jal", spec.JALR: f"{k}jalr",
+                                 spec.BRANCH: f"{k}br", spec.LOAD: f"{k}ld",
+                                 spec.STORE: f"{k}st", spec.OP_IMM: f"{k}oi",
+                                 spec.OP: f"{k}or", spec.OP_IMM_32: f"{k}ow",
+                                 spec.OP_32: f"{k}ox"}, f"{k}none")
         arm("none", lambda: ("0", "0"))
         arm("lui", lambda: (str(F["lui"]), self.op(f"and i32 {w}, -4096")))
         arm("auipc", lambda: (str(F["auipc"]), self.op(f"and i32 {w}, -4096")))
         arm("jal", lambda: (str(F["jal"]), imm_j()))
-        arm("jalr", lambda: (pick(f3, {0: F["jalr"]}), imm_i()))
+        arm("jalr", lambda: (pick(f3, {spec.INSNS["jalr"].funct3: F["jalr"]}), imm_i()))
         # branches and loads: number = first + funct3 (the holes are no fast op)
         arm("br", lambda: (self.op(f"add i32 {f3}, {F['beq']}"), imm_b()))
         arm("ld", lambda: (self.op(f"add i32 {f3}, {F['lb']}"), imm_i()))
         arm("st", stores)
         arm("oi", op_imm)
-        arm("or", lambda: (pick(key(), {0: F["add"], 256: F["sub"], 1: F["sll"],
-                                        2: F["slt"], 3: F["sltu"], 4: F["xor"],
-                                        5: F["srl"], 261: F["sra"], 6: F["or"],
-                                        7: F["and"], 8: F["mul"]}), "0"))
+        arm("or", lambda: (pick(key(), _fast(spec.OP, ("R",))), "0"))
         arm("ow", op_imm32)
-        arm("ox", lambda: (pick(key(), {0: F["addw"], 256: F["subw"], 1: F["sllw"],
-                                        5: F["srlw"], 261: F["sraw"]}), "0"))
+        arm("ox", lambda: (pick(key(), _fast(spec.OP_32, ("R",))), "0"))
         self.label(f"{k}j")
         op = self.op("phi i32 " + ", ".join(f"[ {o}, %{lab} ]" for lab, o, _ in arms))
         imm = self.op("phi i32 " + ", ".join(f"[ {i}, %{lab} ]" for lab, _, i in arms))
