@@ -129,6 +129,34 @@ def test_fp_instructions_are_named_in_the_description_only() -> None:
                 f"{path.name} names {name}"
 
 
+def test_system_encodings_are_the_assemblers(tmp_path: Path) -> None:
+    """Fences, ECALL/EBREAK, MRET/SRET, WFI, SFENCE.VMA and the CSR instructions
+    assemble to words that decode to them, with their operands."""
+    lines = {"fence": "fence rw, rw", "fence.i": "fence.i", "ecall": "ecall",
+             "ebreak": "ebreak", "mret": "mret", "sret": "sret", "wfi": "wfi",
+             "sfence.vma": "sfence.vma x6, x7"}
+    for n, i in spec.SYS.items():
+        if i.op == "csr":
+            lines[n] = f"{n} x5, 0x305, {'13' if i.uimm else 'x6'}"
+    assert set(lines) == set(spec.SYS)
+    (tmp_path / "t.s").write_text("\n".join(lines.values()) + "\n")
+    subprocess.run([AS, "-march=rv64g", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")],
+                   check=True, capture_output=True)
+    out = subprocess.run([OBJDUMP, "-d", str(tmp_path / "t.o")], check=True,
+                         capture_output=True, text=True).stdout
+    words = [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+    assert len(words) == len(lines)
+    for name, w in zip(lines, words, strict=True):
+        d = decode(w)
+        assert d.name == name, f"{lines[name]}: {w:#010x} decodes as {d.name}"
+        if spec.SYS[name].op == "csr":
+            assert (d.rd, d.csr & 0xFFF, d.rs1) == (5, 0x305, 13 if name.endswith("i") else 6)
+        if name == "sfence.vma":
+            assert (d.rs1, d.rs2) == (6, 7)
+    assert decode(0x00004073).name == "illegal"  # funct3 4 of SYSTEM: no CSR instruction
+    assert decode(0x12000F73).name == "illegal"  # sfence.vma with rd != 0
+
+
 def test_zicond_encodings_are_the_ratified_ones() -> None:
     """czero.eqz/czero.nez (Zicond 1.0: funct7 0000111, funct3 101/111, OP)."""
     assert decode(0x0E7352B3).name == "czero.eqz"  # czero.eqz x5, x6, x7

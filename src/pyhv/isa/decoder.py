@@ -2,8 +2,9 @@
 
 The interpreter, the block translator and the JIT all consume this decoded form, so an
 encoding is understood in exactly one place: the integer instructions' (ALU, branches,
-loads and stores, jumps, atomics) and the F and D instructions come from their
-description in isa/spec.py; system instructions and CSR accesses are decoded here. Compressed (RVC)
+loads and stores, jumps, atomics), the F and D instructions and the system ones (fences,
+ECALL, trap returns, WFI, SFENCE.VMA, CSR accesses) all come from their description in
+isa/spec.py. Compressed (RVC)
 halfwords are first expanded to their 32-bit equivalent (isa/compressed.py) and decoded
 like any other word; ``length`` and ``raw`` keep what was really fetched.
 """
@@ -31,41 +32,13 @@ class Decoded(NamedTuple):
     length: int  # 2 or 4
 
 
-_CSR = {1: "csrrw", 2: "csrrs", 3: "csrrc", 5: "csrrwi", 6: "csrrsi", 7: "csrrci"}
-
-
 def decode32(w: int) -> tuple[str, int]:
     """Name and immediate of a 32-bit instruction word ("illegal" if undefined)."""
     op = w & 0x7F
-    f3 = (w >> 12) & 7
     if op in spec.DECODED_OPCODES:  # the integer instructions: isa/spec.py
         return spec.decode(w)
-    if op == 0x0F:
-        if f3 == 0:
-            return "fence", 0
-        if f3 == 1:
-            return "fence.i", 0
-        return "illegal", 0
-    if op == 0x73:
-        if f3 == 0:
-            rd = (w >> 7) & 31
-            rs1 = (w >> 15) & 31
-            if w == 0x00000073:
-                return "ecall", 0
-            if w == 0x00100073:
-                return "ebreak", 0
-            if w == 0x30200073:
-                return "mret", 0
-            if w == 0x10200073:
-                return "sret", 0
-            if w == 0x10500073:
-                return "wfi", 0
-            if (w >> 25) == 0b0001001 and rd == 0:
-                return "sfence.vma", 0
-            del rs1
-            return "illegal", 0
-        csr_name = _CSR.get(f3)
-        return (csr_name or "illegal"), 0
+    if op in spec.SYS_OPCODES:  # fences, system instructions, CSRs: isa/spec.py
+        return spec.decode_sys(w)
     if op in spec.FP_OPCODES:  # F and D: isa/spec.py
         return spec.decode_fp(w)
     return "illegal", 0

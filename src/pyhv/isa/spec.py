@@ -419,6 +419,64 @@ def decode_fp(w: int) -> tuple[str, int]:
     return "illegal", 0
 
 
+# -- the system instructions ---------------------------------------------------------------
+#
+# Fences, environment calls, trap returns, WFI, SFENCE.VMA and the CSR instructions. What
+# they do is privileged state (cpu/hart.py: CSRs, traps, the TLB); here are their encodings
+# and which of those operations each is (``SysInsn.op``):
+#   fence fence_i ecall ebreak wfi sfence_vma
+#   xret    return from a trap taken to privilege ``arg`` (3 mret, 1 sret)
+#   csr     x[rd] = the CSR (imm[11:0]); then write it with x[rs1], or the 5-bit immediate
+#           in the rs1 field (``uimm``), as ``arg``: 1 write, 2 set bits, 3 clear bits
+MISC_MEM, SYSTEM = 0x0F, 0x73
+SYS_FORMS = {"W": 0xFFFFFFFF, "F3": 0x0000707F, "SFV": 0xFE007FFF}
+
+
+@dataclass(frozen=True)
+class SysInsn:
+    name: str
+    ext: str
+    op: str
+    form: str  # W: the whole word fixed; F3: opcode and funct3; SFV: funct7, rd, funct3
+    match: int
+    arg: int = 0
+    uimm: bool = False
+
+    @property
+    def mask(self) -> int:
+        return SYS_FORMS[self.form]
+
+
+def _sys_table() -> list[SysInsn]:
+    rows = [
+        SysInsn("fence", "I", "fence", "F3", MISC_MEM),
+        SysInsn("fence.i", "Zifencei", "fence_i", "F3", MISC_MEM | 1 << 12),
+        SysInsn("ecall", "I", "ecall", "W", 0x00000073),
+        SysInsn("ebreak", "I", "ebreak", "W", 0x00100073),
+        SysInsn("mret", "Priv", "xret", "W", 0x30200073, arg=3),
+        SysInsn("sret", "Priv", "xret", "W", 0x10200073, arg=1),
+        SysInsn("wfi", "Priv", "wfi", "W", 0x10500073),
+        SysInsn("sfence.vma", "Priv", "sfence_vma", "SFV", 0b0001001 << 25 | SYSTEM),
+    ]
+    for f3, nm in ((1, "csrrw"), (2, "csrrs"), (3, "csrrc")):
+        rows.append(SysInsn(nm, "Zicsr", "csr", "F3", SYSTEM | f3 << 12, arg=f3))
+        rows.append(SysInsn(nm + "i", "Zicsr", "csr", "F3", SYSTEM | (f3 + 4) << 12, arg=f3,
+                            uimm=True))
+    return rows
+
+
+SYS: dict[str, SysInsn] = {i.name: i for i in _sys_table()}
+SYS_OPCODES = frozenset({MISC_MEM, SYSTEM})
+
+
+def decode_sys(w: int) -> tuple[str, int]:
+    """Name (and immediate, 0) of a word of one of SYS_OPCODES ("illegal" if none)."""
+    for i in SYS.values():
+        if w & i.mask == i.match:
+            return i.name, 0
+    return "illegal", 0
+
+
 # -- semantics ---------------------------------------------------------------------------------
 
 @cache
@@ -751,4 +809,4 @@ __all__ = ["INSNS", "ALU", "BRANCHES", "LOADS", "STORES", "AMOS", "EXTENSIONS", 
            "llvm", "uses",
            "operands",
            "PY_HELPERS", "LLVM_DECLS", "DECODED_OPCODES", "FP", "FpInsn", "FP_OPS",
-           "FP_OPCODES", "decode_fp"]
+           "FP_OPCODES", "decode_fp", "SYS", "SysInsn", "SYS_OPCODES", "decode_sys"]
