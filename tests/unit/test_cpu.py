@@ -258,7 +258,7 @@ def test_trap_is_precise() -> None:
 
 def test_trap_storm_is_reported_not_spun() -> None:
     # mtvec points at an illegal instruction: every trap re-enters the same handler.
-    from pyhv.cpu.interp import GuestCrash
+    from pyhv.cpu.run_loop import GuestCrash
 
     hart, interp, _ = machine([0x00003583])  # ld a1, 0(zero) -> access fault
     hart.mtvec = BASE + 0x100  # zeros there: illegal instruction

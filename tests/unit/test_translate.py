@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 
 from pyhv import BufferConsole, Machine, MachineConfig
-from pyhv.cpu.interp import GuestCrash, StopRequest
 from pyhv.cpu.mmu import PTE_V
+from pyhv.cpu.run_loop import GuestCrash, StopRequest
 from pyhv.cpu.translate import Translator
 from pyhv.devices.base import Device
 from pyhv.isa import csr as C

@@ -27,8 +27,15 @@ from ..isa import csr as C
 from ..isa import spec
 from ..isa.decoder import PAUSE, Decoded, decode
 from .code_cache import MAX_CONTEXTS, CodeCache
-from .hart import EXCEPTION_NAMES, Hart
+from .hart import Hart
 from .mmu import LOAD, STORE, CodeWatch
+from .run_loop import (
+    SLICE_EXITS,
+    CounterAccess,
+    SliceBreak,
+    YieldSlice,
+    run_slice,
+)
 from .trap import (
     BREAKPOINT,
     LOAD_MISALIGNED,
@@ -41,38 +48,6 @@ from .trap import (
 M64 = (1 << 64) - 1
 SIGN = 1 << 63
 Op = Callable[[], int]
-
-
-class SliceBreak(Exception):
-    """Raised after an instruction that requires the run loop to re-read its context."""
-
-
-class StopRequest(Exception):
-    """Raised by a device callback: finish the current instruction, then stop."""
-
-
-class GuestCrash(Exception):
-    """The hart can never make progress again: the first instruction of its trap handler
-    raises the very exception that sent it there."""
-
-    def __init__(self, hart: Hart) -> None:
-        first = hart.prev_trap if hart.prev_trap and hart.prev_trap[2] != hart.pc else None
-        what = ""
-        if first is not None:
-            code, tval, pc = first
-            name = EXCEPTION_NAMES.get(code, f"cause {code:#x}")
-            what = f"{name} (tval {tval:#x}) at pc {pc:#x}, then "
-        code, tval, _pc = hart.last_trap or (0, 0, 0)
-        name = EXCEPTION_NAMES.get(code, f"cause {code:#x}")
-        super().__init__(
-            f"hart {hart.hartid}: {what}the trap handler at {hart.pc:#x} itself raises "
-            f"{name} (tval {tval:#x}); mtvec {hart.mtvec:#x}, stvec {hart.stvec:#x}"
-        )
-
-
-class CounterAccess(Exception):
-    """Raised by an instruction that reads or writes cycle/instret: the run loop knows
-    the exact retired count mid-slice, so it performs the access itself (``op.exact``)."""
 
 
 _SLICE_BREAK = SliceBreak()
@@ -281,10 +256,6 @@ def _jalr(hart: Hart, d: Decoded, pc: int, npc: int) -> Op:
         return t
 
     return op
-
-
-class YieldSlice(Exception):
-    """Raised after a spin-wait hint: end this hart's slice so another hart can run."""
 
 
 _YIELD = YieldSlice()
@@ -625,6 +596,8 @@ class Interpreter:
         self.cache = CodeCache(hart, code)
         hart.flush_decoded = self.flush
         hart.flush_decoded_page = self.flush_page
+        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
+        self.ended = False
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
         """Drop decoded instructions: all, or those fetched through translation.
@@ -662,69 +635,32 @@ class Interpreter:
 
         Returns early when the hart enters WFI or a device requests a stop.
         """
+        return run_slice(self, budget)
+
+    # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
+    def begin(self, budget: int) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def stretch(self, n: int) -> int:
+        """Up to ``n`` instructions through the decode cache of the current context."""
         hart = self.hart
-        done = 0
-        trapped = 0  # trapping instructions retire nothing but still use up the budget
-        base = hart.instret  # hart.instret = base + done, written back on the way out
-        while done + trapped < budget:
-            if hart.waiting:
-                break
-            if (hart.mip | hart.mip_hw) & hart.mie:
-                irq = hart.interrupt_to_take()
-                if irq is not None:
-                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            hart.context_changed = False
-            cid, cache = self._cache()
-            pc = hart.pc
-            n = budget - done - trapped
-            i = 0
-            op: Op | None = None
-            get = cache.get
-            try:
-                for i in range(n):  # noqa: B007 - i is read after the loop
-                    op = get(pc)
-                    if op is None:
-                        op = self._decode_into(pc, cid, cache)
-                    pc = op()
-                done += n
-                hart.pc = pc
-            except Trap as t:
-                done += i
-                trapped += 1
-                hart.take_trap(t.cause, t.tval, pc)
-                if hart.pc == pc:
-                    # The trap handler's first instruction is the one that just trapped
-                    # (e.g. mtvec unset and nothing mapped there): the hart would trap
-                    # forever. Report it instead of spinning.
-                    hart.instret = base + done
-                    raise GuestCrash(hart) from None
-            # The shared exception instances below would keep growing their traceback
-            # each time they are raised again: drop it in every handler.
-            except SliceBreak as e:
-                e.__traceback__ = None
-                done += i + 1
-            except YieldSlice as e:
-                e.__traceback__ = None
-                done += i + 1
-                break
-            except CounterAccess as e:
-                e.__traceback__ = None
-                done += i
-                hart.instret = base + done
-                try:
-                    hart.pc = op.exact()  # type: ignore[union-attr]
-                    base = hart.instret - done  # a write to minstret moves the base
-                    done += 1
-                except SliceBreak as e2:
-                    e2.__traceback__ = None
-                    base = hart.instret - done
-                    done += 1
-                except Trap as t:
-                    hart.take_trap(t.cause, t.tval, pc)
-            except StopRequest:
-                done += i + 1
-                assert op is not None
-                hart.pc = getattr(op, "npc", pc)
-                break
-        hart.instret = base + done
-        return done
+        hart.context_changed = False
+        cid, cache = self._cache()
+        pc = hart.pc
+        i = 0
+        op: Op | None = None
+        get = cache.get
+        try:
+            for i in range(n):  # noqa: B007 - i is read after the loop
+                op = get(pc)
+                if op is None:
+                    op = self._decode_into(pc, cid, cache)
+                pc = op()
+        except SLICE_EXITS:
+            self.at = (i, pc, op, getattr(op, "npc", pc))
+            raise
+        hart.pc = pc
+        return n

@@ -117,14 +117,13 @@ from .interp import (
     PAUSE,
     SIGN,
     STORES,
-    CounterAccess,
-    GuestCrash,
-    SliceBreak,
-    StopRequest,
-    YieldSlice,
     make_op,
 )
 from .mmu import CodeWatch
+from .run_loop import (
+    SLICE_EXITS,
+    run_slice,
+)
 from .trap import Trap
 
 MAX_BLOCK = 64  # instructions per block path at most
@@ -1495,6 +1494,8 @@ class Translator:
         self.cache = CodeCache(hart, code, tables=2, context=_Context, by_data_mode=True)
         hart.flush_decoded = self.flush
         hart.flush_decoded_page = self.flush_page
+        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
+        self.ended = False
 
     # -- caches -----------------------------------------------------------------------------
 
@@ -1845,115 +1846,74 @@ class Translator:
 
         Returns early when the hart enters WFI or a device requests a stop.
         """
+        return run_slice(self, budget)
+
+    # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
+    def begin(self, budget: int) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def stretch(self, limit: int) -> int:  # noqa: C901 - one loop and where it left
+        """Blocks, and cold instructions between them, up to about ``limit``
+        instructions, in the current context."""
         hart = self.hart
         threshold = self.threshold - 1
+        hart.context_changed = False
+        ctx = self._context()
+        bget = ctx.blocks.get
+        oget = ctx.ops.get
+        heat = ctx.heat
+        built = ctx.built
+        pc = hart.pc
         done = 0
-        trapped = 0  # trapping instructions retire nothing but still use up the budget
-        base = hart.instret  # hart.instret = base + done, written back on the way out
-        while done + trapped < budget:
-            if hart.waiting:
-                break
-            if (hart.mip | hart.mip_hw) & hart.mie:
-                irq = hart.interrupt_to_take()
-                if irq is not None:
-                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            hart.context_changed = False
-            ctx = self._context()
-            bget = ctx.blocks.get
-            oget = ctx.ops.get
-            heat = ctx.heat
-            built = ctx.built
-            pc = hart.pc
-            limit = budget - trapped
-            e: Any = None
-            op: Any = None
-            try:
-                while done < limit:
-                    e = bget(pc)
-                    if e is None:
-                        h = heat.get(pc, 0)
-                        if pc in built:
-                            e = self._revive(pc, ctx)
-                        if e is None and h >= threshold:
-                            e = self._compile(pc, ctx)
-                    if e is not None:
-                        pc, k = e(limit - done)
-                        done += k
-                        continue
-                    # Cold: interpret up to a taken jump, an instruction ending blocks, or
-                    # the end of the budget. On an exception pc is the faulting insn's.
-                    start = pc
-                    first = done
-                    while True:
-                        o = oget(pc)
-                        if o is None:
-                            o = self._decode_op(pc, ctx)
-                        op, nx = o
-                        pc = op()
-                        done += 1
-                        if pc != nx or done >= limit:
-                            break
-                    heat[start] = h + done - first
-                hart.pc = pc
-            except Trap as t:
-                if e is None:  # cold (or fetching): pc is the faulting instruction's
-                    fpc = pc
-                else:
-                    k, j = self._faulting(e, t)
-                    done += k
-                    fpc = e.info.pcs[j]
-                trapped += 1
-                hart.take_trap(t.cause, t.tval, fpc)
-                if hart.pc == fpc:
-                    # The trap handler's first instruction is the one that just trapped:
-                    # the hart would trap forever. Report it instead of spinning.
-                    hart.instret = base + done
-                    raise GuestCrash(hart) from None
-            except SliceBreak as s:
-                # The closure has set hart.pc.
-                done += 1 if e is None else self._faulting(e, s)[0] + 1
-                s.__traceback__ = None  # a shared instance: do not let tracebacks pile up
-            except YieldSlice as y:  # pause / wfi on a multi-hart machine: hand over
-                done += 1 if e is None else self._faulting(e, y)[0] + 1
-                y.__traceback__ = None
-                break
-            except CounterAccess as c:
+        e: Any = None
+        op: Any = None
+        try:
+            while done < limit:
+                e = bget(pc)
                 if e is None:
-                    fpc = pc
-                else:
-                    k, j = self._faulting(e, c)
+                    h = heat.get(pc, 0)
+                    if pc in built:
+                        e = self._revive(pc, ctx)
+                    if e is None and h >= threshold:
+                        e = self._compile(pc, ctx)
+                if e is not None:
+                    pc, k = e(limit - done)
                     done += k
-                    op, fpc = e.info.ops[j], e.info.pcs[j]
-                c.__traceback__ = None
-                hart.instret = base + done
-                try:
-                    hart.pc = op.exact()
-                    base = hart.instret - done  # a write to minstret moves the base
+                    continue
+                # Cold: interpret up to a taken jump, an instruction ending blocks, or
+                # the end of the budget. On an exception pc is the faulting insn's.
+                start = pc
+                first = done
+                while True:
+                    o = oget(pc)
+                    if o is None:
+                        o = self._decode_op(pc, ctx)
+                    op, nx = o
+                    pc = op()
                     done += 1
-                except SliceBreak as s:
-                    s.__traceback__ = None
-                    base = hart.instret - done
-                    done += 1
-                except Trap as t:
-                    trapped += 1
-                    hart.take_trap(t.cause, t.tval, fpc)
-            except _StoreExit as s:
-                k, j = self._faulting(e, s)
-                s.__traceback__ = None
-                done += k + 1
-                pc = e.info.npcs[j]
-                hart.pc = pc
-            except StopRequest as s:
-                if e is None:
-                    done += 1
-                    hart.pc = op.npc
-                else:
-                    k, j = self._faulting(e, s)
-                    done += k + 1
-                    hart.pc = e.info.npcs[j]
-                break
-        hart.instret = base + done
-        return done
+                    if pc != nx or done >= limit:
+                        break
+                heat[start] = h + done - first
+            hart.pc = pc
+            return done
+        except _StoreExit as s:  # a block's store hit code: go on after it
+            k, j = self._faulting(e, s)
+            s.__traceback__ = None
+            hart.pc = e.info.npcs[j]
+            return done + k + 1
+        except SLICE_EXITS as x:
+            # where it left: cold, pc and op are the instruction's; in a block, the
+            # block knows (its ops, pcs and next pcs by instruction)
+            if e is None:
+                self.at = (done, pc, op, getattr(op, "npc", pc))
+            else:
+                k, j = self._faulting(e, x)
+                info = e.info
+                self.at = (done + k, info.pcs[j], info.ops[j], info.npcs[j])
+            raise
 
 
 __all__ = ["HOT_THRESHOLD", "MAX_BLOCK", "MAX_REGION", "BlockInfo", "Translator", "translate"]

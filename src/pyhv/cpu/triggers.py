@@ -24,7 +24,7 @@ flushes its translated code for the same reason); disarmed, its engine resumes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..isa import spec
 from ..isa.decoder import decode
@@ -162,22 +162,33 @@ class TriggerModule:
         return False
 
 
-def run_checked(hart: Hart, budget: int) -> int:
-    """Run up to ``budget`` instructions of ``hart`` one at a time, each checked against
-    its armed triggers first (a hit is a breakpoint exception at it); returns the
-    instructions retired. Stops early when the triggers are disarmed, the hart waits
-    in WFI or a device asks to stop."""
-    from .interp import CounterAccess, SliceBreak, StopRequest, YieldSlice, make_op
+class _CheckedStepper:
+    """The run loop's strategy while triggers are armed: one instruction a stretch,
+    checked against the triggers first (a hit is a breakpoint exception at it)."""
 
-    done = 0
-    mmu = hart.mmu
-    module = hart.triggers
-    while done < budget and module.armed and not hart.waiting:
-        if (hart.mip | hart.mip_hw) & hart.mie:
-            irq = hart.interrupt_to_take()
-            if irq is not None:
-                hart.take_trap(irq, 0, hart.pc, interrupt=True)
+    def __init__(self, hart: Hart) -> None:
+        self.hart = hart
+        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)
+        self.ended = False
+
+    def begin(self, budget: int) -> None:
+        pass
+
+    def end(self) -> None:
+        pass
+
+    def stretch(self, n: int) -> int:
+        from .interp import make_op
+        from .run_loop import SLICE_EXITS
+
+        hart = self.hart
+        module = hart.triggers
+        if not module.armed:
+            self.ended = True
+            return 0
+        mmu = hart.mmu
         pc = hart.pc
+        op: Any = None
         try:
             lo, _ = mmu.fetch16(pc)
             if lo & 3 == 3:
@@ -188,22 +199,18 @@ def run_checked(hart: Hart, budget: int) -> int:
             if module.fires(hart, pc, d.name, d.rs1, d.imm):
                 raise Trap(CAUSE_BREAKPOINT, 0)
             op = make_op(hart, d, pc)
-            try:
-                hart.pc = op()
-            except CounterAccess as e:
-                e.__traceback__ = None
-                hart.instret += done
-                done = 0
-                hart.pc = op.exact()  # type: ignore[attr-defined]
-            done += 1
-        except Trap as t:
-            hart.take_trap(t.cause, t.tval, pc)
-        except (SliceBreak, YieldSlice) as e:
-            e.__traceback__ = None
-            done += 1
-        except StopRequest:
-            done += 1
-            hart.pc = getattr(op, "npc", pc)
-            break
-    hart.instret += done
-    return done
+            hart.pc = op()
+        except SLICE_EXITS:
+            self.at = (0, pc, op, getattr(op, "npc", pc))
+            raise
+        return 1
+
+
+def run_checked(hart: Hart, budget: int) -> int:
+    """Run up to ``budget`` instructions of ``hart`` one at a time, each checked against
+    its armed triggers first (a hit is a breakpoint exception at it); returns the
+    instructions retired. Stops early when the triggers are disarmed, the hart waits
+    in WFI or a device asks to stop."""
+    from .run_loop import run_slice
+
+    return run_slice(_CheckedStepper(hart), budget)

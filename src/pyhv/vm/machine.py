@@ -19,7 +19,7 @@ from ..board.virt import VirtBoard
 from ..clock import Clock
 from ..cpu.engines import jit_probed, jit_worth_trying, make_engines, resolve_engine
 from ..cpu.hart import Hart
-from ..cpu.interp import GuestCrash, StopRequest
+from ..cpu.run_loop import GuestCrash, StopRequest
 from ..cpu.triggers import run_checked
 from .config import MachineConfig
 from .console import BufferConsole, Console

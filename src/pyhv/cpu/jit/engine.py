@@ -65,14 +65,14 @@ from ...isa.decoder import Decoded, decode
 from ..code_cache import insn_spans
 from ..hart import Hart
 from ..interp import (
-    CounterAccess,
-    GuestCrash,
-    SliceBreak,
-    StopRequest,
-    YieldSlice,
     make_op,
 )
 from ..mmu import FETCH, LOAD, STORE, CodeWatch
+from ..run_loop import (
+    SLICE_EXITS,
+    SliceBreak,
+    run_slice,
+)
 from ..trap import Trap
 from . import codegen, native_interp, stencils
 from . import state as S
@@ -408,8 +408,12 @@ class JitEngine:
         self.st.thresh = min(machine.interp_runs, (1 << 32) - 1)
         self._interp = ((self.compiler.interp_bare, self.compiler.interp_tlb)
                         if machine.native_interp else (0, 0))
-        if machine.native_interp:
-            self.run = self._run_interp  # type: ignore[method-assign]
+        # cold code in the native interpreter (else in Python, one instruction at a time)
+        self._native_cold = machine.native_interp
+        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
+        self.ended = False
+        self._ctx: _Context | None = None  # the context of the slice's last stretch
+        self._refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
         # the time CSR, read natively: mtime without counting a read (native reads are
         # counted in the state and handed to the guest clock after each run)
         clint = getattr(machine.board, "clint", None)
@@ -1087,132 +1091,126 @@ class JitEngine:
         return True
 
     # -- the run loop --------------------------------------------------------------------------
-    def run(self, budget: int) -> int:  # noqa: C901 - one loop, like the interpreter's
+    def run(self, budget: int) -> int:
+        """Run up to ``budget`` instructions (cpu/run_loop.py); return how many retired."""
+        return run_slice(self, budget)
+
+    # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
+    def begin(self, budget: int) -> None:
+        self._ctx = None
+        self._refilled = -1
+        if self._native_cold:
+            self._sync_time()
+            now = time.monotonic()
+            if now - self._cooled >= COOL_PERIOD:
+                self._cool(now)
+
+    def end(self) -> None:
+        st = self.st
+        if st.treads:
+            if self._clock is not None and hasattr(self._clock, "time_reads"):
+                self._clock.time_reads += st.treads
+            st.treads = 0
+
+    def stretch(self, n: int) -> int:
+        if self._native_cold:
+            return self._stretch_native(n)
+        return self._stretch_python(n)
+
+    def _current(self) -> _Context:
+        """The context to run in: the last one, unless privilege, satp or mstatus moved."""
+        hart = self.hart
+        ctx = self._ctx
+        if ctx is None or hart.context_changed:
+            hart.context_changed = False
+            ctx = self._ctx = self._context()
+            if self._native_cold:
+                self.st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
+        return ctx
+
+    def _stretch_python(self, n: int) -> int:  # noqa: C901 - one stretch, in order
+        """Native blocks where there are, cold code in Python up to its next block."""
         hart = self.hart
         comp = self.compiler
         threshold = self.threshold
+        if comp._done or comp._batch or comp._batch_opt:
+            comp.poll()
+        ctx = self._current()
+        native = ctx.native
+        pc = hart.pc
+        if ctx.key[1] and pc >> 12 not in ctx.verified:
+            self._verify(ctx, pc >> 12)
         done = 0
-        trapped = 0
-        base = hart.instret
-        refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
-        ctx: _Context | None = None
-        while done + trapped < budget:
-            if hart.waiting:
-                break
-            if (hart.mip | hart.mip_hw) & hart.mie:
-                irq = hart.interrupt_to_take()
-                if irq is not None:
-                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            if comp._done or comp._batch or comp._batch_opt:
-                comp.poll()
-            if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
-                hart.context_changed = False
-                ctx = self._context()
-            native = ctx.native
-            pc = hart.pc
-            if ctx.key[1] and pc >> 12 not in ctx.verified:
-                self._verify(ctx, pc >> 12)
-            op: Any = None
-            step = False
-            start: int | None = None
-            try:
-                if pc in native:
-                    native.link(pc)
-                    n, code = self._enter(ctx, budget - done - trapped)
-                    done += n
-                    if code != S.EXIT_SLOW:
-                        if code == S.EXIT_IRQ:
-                            self.irq_exits += 1
-                        elif code == S.EXIT_OPT:
-                            self._reoptimise(ctx, self.st.exit_vaddr)
-                        elif code == S.EXIT_YIELD:
-                            break
-                        if code != S.EXIT_LOOKUP or n or hart.pc != pc:
-                            continue
-                        # Native code would not run this block (its page did not
-                        # check out natively): one instruction in Python moves on.
-                    else:
-                        self.slow_exits += 1
-                        pc = hart.pc
-                        if pc != refilled and self._fill():
-                            refilled = pc
-                            continue
-                        if self.st.exit_access == 2:
-                            self.slow_stores += 1
-                    step = True  # run the instruction that exited in Python
-                refilled = -1
-                heat = ctx.heat
-                h = heat.get(pc, 0)
-                if h == 0 and not step and pc in comp.starts and pc not in ctx.nojit:
-                    if self._jit(ctx, pc, compile_now=False):
-                        continue  # compiled before (another hart, machine or run)
-                start = pc
-                first = done
-                limit = budget - trapped
-                oget = ctx.ops.get
-                while True:
-                    o = oget(pc)
-                    if o is None:
-                        o = self._decode_op(pc, ctx)
-                    op, nx = o
-                    pc = op()
-                    done += 1
-                    if pc != nx or done >= limit or step or pc in native:
-                        break
-                hart.pc = pc
-                if not step:
-                    h += done - first
-                    heat[start] = h
-                    if h >= threshold and start not in native and start not in ctx.nojit:
-                        if start in ctx.queued and h >= threshold * STUCK:
-                            # The guest keeps running this block cold while it waits for
-                            # the compiler: waiting costs less than running it in Python.
-                            comp.wait_until(_left_queue(ctx.queued, start))
-                        else:
-                            self._jit(ctx, start, compile_now=True)
-            except Trap as t:
-                trapped += 1
-                hart.take_trap(t.cause, t.tval, pc)
-                if hart.pc == pc:
-                    hart.instret = base + done
-                    raise GuestCrash(hart) from None
-            except SliceBreak as s:
-                done += 1
-                s.__traceback__ = None
-                # A stretch ending in a CSR write or fence still heats its start.
-                if start is not None and not step:
-                    h += done - first
-                    heat[start] = h
-                    if h >= threshold and start not in native and start not in ctx.nojit:
-                        self._jit(ctx, start, compile_now=True)
-            except YieldSlice as y:
-                done += 1
-                y.__traceback__ = None
-                break
-            except CounterAccess as c:
-                c.__traceback__ = None
-                base, done, trapped = self._exact(op, pc, base, done, trapped)
-            except StopRequest:
-                done += 1
-                hart.pc = op.npc
-                break
-        hart.instret = base + done
-        return done
-
-    def _exact(self, op: Any, pc: int, base: int, done: int, trapped: int
-               ) -> tuple[int, int, int]:
-        """Run a counter-reading instruction with instret exact (CounterAccess):
-        returns the run loop's new (base, done, trapped)."""
-        hart = self.hart
-        hart.instret = base + done
+        op: Any = None
+        step = False
+        start: int | None = None
+        h = first = 0
+        heat = ctx.heat
         try:
-            hart.pc = op.exact()
-        except SliceBreak as s:
-            s.__traceback__ = None
-        except Trap as t:
-            hart.take_trap(t.cause, t.tval, pc)
-            return base, done, trapped + 1
-        return hart.instret - done, done + 1, trapped
+            if pc in native:
+                native.link(pc)
+                k, code = self._enter(ctx, n)
+                done += k
+                if code != S.EXIT_SLOW:
+                    if code == S.EXIT_IRQ:
+                        self.irq_exits += 1
+                    elif code == S.EXIT_OPT:
+                        self._reoptimise(ctx, self.st.exit_vaddr)
+                    elif code == S.EXIT_YIELD:
+                        self.ended = True
+                        return done
+                    if code != S.EXIT_LOOKUP or k or hart.pc != pc:
+                        return done
+                    # Native code would not run this block (its page did not
+                    # check out natively): one instruction in Python moves on.
+                else:
+                    self.slow_exits += 1
+                    pc = hart.pc
+                    if pc != self._refilled and self._fill():
+                        self._refilled = pc
+                        return done
+                    if self.st.exit_access == 2:
+                        self.slow_stores += 1
+                step = True  # run the instruction that exited in Python
+            self._refilled = -1
+            h = heat.get(pc, 0)
+            if h == 0 and not step and pc in comp.starts and pc not in ctx.nojit:
+                if self._jit(ctx, pc, compile_now=False):
+                    return done  # compiled before (another hart, machine or run)
+            start = pc
+            first = done
+            oget = ctx.ops.get
+            while True:
+                o = oget(pc)
+                if o is None:
+                    o = self._decode_op(pc, ctx)
+                op, nx = o
+                pc = op()
+                done += 1
+                if pc != nx or done >= n or step or pc in native:
+                    break
+            hart.pc = pc
+            if not step:
+                self._heated(ctx, start, h + done - first, threshold, wait=True)
+            return done
+        except SLICE_EXITS as x:
+            self.at = (done, pc, op, getattr(op, "npc", pc))
+            if isinstance(x, SliceBreak) and start is not None and not step:
+                # a stretch ending in a CSR write or fence still heats its start
+                self._heated(ctx, start, h + done + 1 - first, threshold, wait=False)
+            raise
+
+    def _heated(self, ctx: _Context, start: int, h: int, threshold: int, wait: bool) -> None:
+        """The cold stretch from ``start`` has run ``h`` instructions in all: compile it
+        once that reaches the threshold."""
+        ctx.heat[start] = h
+        if h >= threshold and start not in ctx.native and start not in ctx.nojit:
+            if wait and start in ctx.queued and h >= threshold * STUCK:
+                # The guest keeps running this block cold while it waits for the
+                # compiler: waiting costs less than running it in Python.
+                self.compiler.wait_until(_left_queue(ctx.queued, start))
+            else:
+                self._jit(ctx, start, compile_now=True)
 
     # -- the run loop with the native interpreter -------------------------------------------
     def _hot(self, ctx: _Context, pc: int) -> None:
@@ -1376,109 +1374,67 @@ class JitEngine:
         st.mtime = self._mtime()
         st.timeok = 1 if self.hart._counter_allowed(C.TIME) else 0
 
-    def _run_interp(self, budget: int) -> int:  # noqa: C901 - one loop, like run()
-        """``run`` when cold code runs in the native interpreter: Python runs only the
-        instructions native code leaves to it, one at a time."""
+    def _stretch_native(self, n: int) -> int:  # noqa: C901 - one stretch, in order
+        """Native code (blocks and the native interpreter) until it leaves; then the one
+        instruction it left to Python, if any."""
         hart = self.hart
         comp = self.compiler
         st = self.st
-        self._sync_time()
-        now = time.monotonic()
-        if now - self._cooled >= COOL_PERIOD:
-            self._cool(now)
+        if comp._done or comp._batch or comp._batch_opt:
+            comp.poll()
+        ctx = self._current()
+        pc = hart.pc
+        op: Any = None
         done = 0
-        trapped = 0
-        base = hart.instret
-        refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
-        ctx: _Context | None = None
-        clint = self._clint if hasattr(self._clint, "ipi_sent") else None
-        while done + trapped < budget:
-            if hart.waiting:
-                break
-            if (hart.mip | hart.mip_hw) & hart.mie:
-                irq = hart.interrupt_to_take()
-                if irq is not None:
-                    hart.take_trap(irq, 0, hart.pc, interrupt=True)
-            if comp._done or comp._batch or comp._batch_opt:
-                comp.poll()
-            if ctx is None or hart.context_changed:  # priv, satp, mstatus may have moved
-                hart.context_changed = False
-                ctx = self._context()
-                st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
-            pc = hart.pc
-            op: Any = None
-            try:
-                # (native code checks pages of code after a fence itself, through its
-                # I-TLB; Python checks a page only before it runs an instruction of it)
-                n, code = self._enter(ctx, budget - done - trapped)
-                done += n
-                if hart.context_changed:  # native code trapped or returned
-                    hart.context_changed = False
-                    ctx = self._context()
-                    st.timeok = 1 if self._mtime and hart._counter_allowed(C.TIME) else 0
-                if code == S.EXIT_SLOW:
-                    self.slow_exits += 1
-                    pc = hart.pc
-                    if pc != refilled and self._fill():
-                        refilled = pc
-                        continue
-                    if st.exit_access == 2:
-                        self.slow_stores += 1
-                    elif not st.exit_access and pc not in ctx.nojit:
-                        self._slow_heat(ctx, pc)
-                elif code == S.EXIT_HOT:
-                    self._hot(ctx, hart.pc)
-                    continue
-                elif code == S.EXIT_OPT:
-                    self._reoptimise(ctx, st.exit_vaddr)
-                    continue
-                elif code == S.EXIT_YIELD:
-                    break
-                elif code == S.EXIT_IRQ:
-                    self.irq_exits += 1
-                    continue
-                elif code != S.EXIT_LOOKUP:
-                    continue  # the budget is used up
-                refilled = -1
+        try:
+            # (native code checks pages of code after a fence itself, through its
+            # I-TLB; Python checks a page only before it runs an instruction of it)
+            done, code = self._enter(ctx, n)
+            ctx = self._current()  # native code trapped or returned
+            if code == S.EXIT_SLOW:
+                self.slow_exits += 1
                 pc = hart.pc
-                if ctx.key[1] and pc >> 12 not in ctx.verified:
-                    self._verify(ctx, pc >> 12)
-                o = ctx.ops.get(pc)
-                if o is None:
-                    o = self._decode_op(pc, ctx)
-                op = o[0]
-                hart.pc = op()
-                done += 1
-                if clint is not None and clint.ipi_sent:  # it sent an IPI: hand over
-                    clint.ipi_sent = False
-                    self.ipi_handovers += 1
-                    break
-                if st.exit_access == 2 and \
-                        getattr(self._clint, "mtime_writes", 0) != self._mtime_writes:
-                    self._sync_time()  # the guest wrote mtime (MMIO): what native reads
-            except Trap as t:
-                trapped += 1
-                hart.take_trap(t.cause, t.tval, pc)
-                if hart.pc == pc:
-                    hart.instret = base + done
-                    raise GuestCrash(hart) from None
-            except SliceBreak as s:
-                done += 1
-                s.__traceback__ = None
-            except YieldSlice as y:
-                done += 1
-                y.__traceback__ = None
-                break
-            except CounterAccess as c:
-                c.__traceback__ = None
-                base, done, trapped = self._exact(op, pc, base, done, trapped)
-            except StopRequest:
-                done += 1
-                hart.pc = op.npc
-                break
-        hart.instret = base + done
-        if st.treads:
-            if self._clock is not None and hasattr(self._clock, "time_reads"):
-                self._clock.time_reads += st.treads
-            st.treads = 0
-        return done
+                if pc != self._refilled and self._fill():
+                    self._refilled = pc
+                    return done
+                if st.exit_access == 2:
+                    self.slow_stores += 1
+                elif not st.exit_access and pc not in ctx.nojit:
+                    self._slow_heat(ctx, pc)
+            elif code == S.EXIT_HOT:
+                self._hot(ctx, hart.pc)
+                return done
+            elif code == S.EXIT_OPT:
+                self._reoptimise(ctx, st.exit_vaddr)
+                return done
+            elif code == S.EXIT_YIELD:
+                self.ended = True
+                return done
+            elif code == S.EXIT_IRQ:
+                self.irq_exits += 1
+                return done
+            elif code != S.EXIT_LOOKUP:
+                return done  # the budget is used up
+            self._refilled = -1
+            pc = hart.pc
+            if ctx.key[1] and pc >> 12 not in ctx.verified:
+                self._verify(ctx, pc >> 12)
+            o = ctx.ops.get(pc)
+            if o is None:
+                o = self._decode_op(pc, ctx)
+            op = o[0]
+            hart.pc = op()
+            done += 1
+            clint = self._clint
+            if clint is not None and getattr(clint, "ipi_sent", False):  # it sent an IPI
+                clint.ipi_sent = False  # hand over
+                self.ipi_handovers += 1
+                self.ended = True
+                return done
+            if st.exit_access == 2 and \
+                    getattr(clint, "mtime_writes", 0) != self._mtime_writes:
+                self._sync_time()  # the guest wrote mtime (MMIO): what native reads
+            return done
+        except SLICE_EXITS:
+            self.at = (done, pc, op, getattr(op, "npc", pc))
+            raise
