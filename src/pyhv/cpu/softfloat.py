@@ -285,28 +285,6 @@ _frexp = math.frexp
 _sqrt = math.sqrt
 
 
-def _to_float(a: int) -> float:
-    _U[0] = a
-    return _D[0]
-
-
-def _to_bits(x: float) -> int:
-    _D[0] = x
-    return _U[0]
-
-
-def _two_product_err(a: float, b: float) -> float:
-    """Dekker: exact error of fl(a*b) (needs no over/underflow in the pieces)."""
-    p = a * b
-    t = _SPLITTER * a
-    ah = t - (t - a)
-    al = a - ah
-    t = _SPLITTER * b
-    bh = t - (t - b)
-    bl = b - bh
-    return ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
 # Biased-exponent window for the mul/div/sqrt/fma fast paths: |unbiased exponent| <= 480
 # keeps products, quotients, Veltkamp splits and Dekker error terms clear of overflow and
 # underflow, so the error-free transformations are exact. (x >> 52 & 0x7FF) - _FAST_LO

@@ -43,7 +43,3 @@ class GuestTime(Clock):
         else:
             step = min(elapsed, int(instructions * self.max_ns_per_instruction))
         self._now += max(0, step)
-
-    def lag_ns(self) -> int:
-        """How far guest time is behind the host clock."""
-        return self._last_host - self._now

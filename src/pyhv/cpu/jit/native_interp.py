@@ -145,10 +145,6 @@ class _Gen:
         p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
         self.emit(f"store {ty} {v}, ptr {p}")
 
-    def xget(self, r: str) -> str:
-        p = self.op(f"getelementptr i64, ptr %s, i64 {r}")
-        return self.op(f"load i64, ptr {p}")
-
     def result(self, v: str) -> None:
         """The instruction's value for rd (x0 stays zero); then on to the next one."""
         rdx = self.op("zext i32 %rd to i64")
@@ -1485,14 +1481,6 @@ class _Gen:
         self._writeback(S.EXIT_YIELD)
         body = "\n".join(self.lines)
         return f"define i32 @{name}(ptr noalias %s) #0 {{\n{body}\n}}\n"
-
-    def link_and_go(self, target: str) -> None:
-        """jal/jalr: rd = the next pc, then end the stretch at ``target``."""
-        rdx = self.op("zext i32 %rd to i64")
-        self.emit(f"store i64 %npc, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
-        self.emit("store i64 0, ptr %s")
-        self.emit(f"store i64 {target}, ptr %pcv")
-        self.emit("br label %xfer")
 
     def _writeback(self, code: int) -> None:
         self.set_field(S.PC, self.op("load i64, ptr %pcv"))

@@ -51,6 +51,3 @@ class GuestDMA:
 
     def write_u16(self, addr: int, value: int) -> None:
         self.write(addr, (value & 0xFFFF).to_bytes(2, "little"))
-
-    def read_uint(self, addr: int, size: int) -> int:
-        return int.from_bytes(self.read(addr, size), "little")

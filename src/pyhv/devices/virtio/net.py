@@ -63,10 +63,6 @@ class VirtioNet(VirtioDevice):
         raw = parse_mac(mac) if mac else None
         return cls(SwitchPort(switch), raw)
 
-    @property
-    def mac_str(self) -> str:
-        return ":".join(f"{b:02x}" for b in self.mac)
-
     def device_features(self) -> int:
         return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
 
