@@ -102,6 +102,13 @@ NATIVE = ALU_NAMES | set(BRANCHES) | set(LOADS) | set(STORES) | {
 ENDS = set(BRANCHES) | {"jal", "jalr"}
 
 
+def counter_index(name: str) -> int:
+    """The slot of the machine's counter array (state.COUNTERS) where the quick block
+    ``name`` counts the instructions it runs."""
+    return int(hashlib.blake2b(name.encode(), digest_size=4).hexdigest(), 16) & (
+        S.NCOUNTERS - 1)
+
+
 def ends_block(d: Decoded) -> bool:
     """Whether a block ends with (and including) this instruction: a jump or branch."""
     return d.name in ENDS
@@ -996,12 +1003,12 @@ class _Block:
         # fast instruction selector gives up on a store to a global in the large code
         # model, and code generation took 15% longer; blocks whose keys share an index
         # share a counter, which only makes one of them ask a little early)
-        idx = int(hashlib.blake2b(self.name.encode(), digest_size=4).hexdigest(), 16)
+        idx = counter_index(self.name)
         c = f"%hcp{x}"
         return [
             f"%hca{x} = getelementptr i8, ptr %s, i64 {S.COUNTERS}",
             f"%hcb{x} = load ptr, ptr %hca{x}",
-            f"{c} = getelementptr i64, ptr %hcb{x}, i64 {idx & (S.NCOUNTERS - 1)}",
+            f"{c} = getelementptr i64, ptr %hcb{x}, i64 {idx}",
             f"%hu{x} = sub i64 %bud0, %b1{x}",
             f"%hc0{x} = load i64, ptr {c}",
             f"%hc1{x} = add i64 %hc0{x}, %hu{x}",

@@ -905,7 +905,18 @@ class JitEngine:
             done(found[0])
             return
         translated = ctx.translated
-        comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated), done)
+        # its heat: what its quick block has run since it asked (Compiler._worth_first)
+        heat = None
+        quick = ctx.page_blocks.get(start >> 12, {}).get(start)
+        if quick is not None:
+            counters = m.counters
+            i = codegen.counter_index("b" + block_key(translated, start, quick, sup))
+            at = counters[i]
+
+            def heat() -> int:
+                return counters[i] - at
+        comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated), done,
+                    heat=heat)
         if self.machine.sync:
             comp.poll(wait=True)
 
