@@ -215,6 +215,64 @@ def test_fp_edge_values_and_flags_match_interpreter(op, threshold):
     assert got == want
 
 
+@pytest.mark.parametrize("op", ["fadd.d", "fdiv.d", "fsqrt.d", "fmadd.d", "feq.d",
+                                "fcvt.w.d rtz", "fcvt.d.w", "fsgnjx.d", "fmv.x.d"])
+def test_fp_in_an_optimised_region_matches_interpreter(tmp_path, monkeypatch, op):
+    """Double-precision work inside a hot loop whose body branches: the loop runs past
+    OPT_AFTER, is compiled again as one optimised region (F registers kept in the
+    region's allocas, FS made dirty only on a path that wrote one), and its results,
+    flags and final state stay the interpreter's."""
+    from pyhv.cpu.jit.codegen import OPT_AFTER
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    words, arity = OPS[op]
+    values = operand_bits()
+    if arity == 0:
+        words = [i_type(0x03, 6, 3, 10, 0)] + words
+    tuples = [(a, b, values[(i * 7) % len(values)]) for i, a in enumerate(values)
+              for b in values[::3]]
+    prog = set_fs()
+    # rounds over the table: enough for each block of the loop (the shortest, 6
+    # instructions) to run past OPT_AFTER
+    prog += li32(14, OPT_AFTER // (5 * len(tuples)) + 2)
+    outer = len(prog)
+    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
+             i_type(0x13, 10, 5, 10, 32)]
+    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
+             i_type(0x13, 11, 5, 11, 32)]
+    prog += li32(12, len(tuples))
+    loop = len(prog)
+    body = [fld(1, 10, 0), fld(2, 10, 8), fld(3, 10, 16)] + words
+    # odd entries also count into x15: a branch inside the loop, joining again
+    body += [i_type(0x13, 5, 7, 12, 1), beq(5, 0, 8), addi(15, 15, 1)]
+    body += [fsd(4, 11, 0), sd(7, 11, 8), csrrw_fflags(13, 0), sd(13, 11, 16)]
+    body += [addi(10, 10, 24), addi(11, 11, 24), addi(12, 12, -1)]
+    prog += body
+    prog.append(bne(12, 0, -4 * (len(prog) - loop)))
+    prog += [addi(14, 14, -1)]
+    prog.append(bne(14, 0, -4 * (len(prog) - outer)))
+    prog.append(WFI)
+    data = b"".join(struct.pack("<3Q", *t) for t in tuples)
+    n = len(tuples)
+    budget = 40 * OPT_AFTER
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    interp.ram.write_bytes(DATA, data)
+    run(interp, budget)
+    assert interp.hart.waiting
+    want = interp.ram.read_bytes(OUT, 24 * n), interp.state()
+    world = W.World("interp")
+    world.engine = JitMachine(world, Compiler(), threshold=1, sync=True).engines[0]
+    world.put(BASE, prog)
+    world.ram.write_bytes(DATA, data)
+    run(world, budget)
+    assert world.hart.waiting
+    assert (world.ram.read_bytes(OUT, 24 * n), world.state()) == want
+    assert world.engine._context().native.optimised, "the loop was not compiled again"
+
+
 TIERS = pytest.mark.parametrize("threshold", [1, BASELINE_TIER, 10**9],
                                 ids=["native", "baseline", "cold"])
 
