@@ -152,6 +152,14 @@ OPS = {
 }
 
 
+def _pointers() -> list[int]:
+    """x10 = DATA, x11 = OUT: 0x80000000 + offset, built as lui (sign-extends) + zext."""
+    return [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
+            i_type(0x13, 10, 5, 10, 32),
+            lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
+            i_type(0x13, 11, 5, 11, 32)]
+
+
 def _image(op: str):
     words, arity = OPS[op]
     values = operand_bits()
@@ -166,11 +174,7 @@ def _image(op: str):
     else:
         tuples = [(a, b, c) for a in values[::2] for b in values[1::2] for c in values[::3]]
     prog = set_fs()
-    # x10 = DATA, x11 = OUT: 0x80000000 + offset, built as lui (sign-extends) + zext
-    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
-             i_type(0x13, 10, 5, 10, 32)]
-    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
-             i_type(0x13, 11, 5, 11, 32)]
+    prog += _pointers()
     prog += li32(12, len(tuples))
     loop = len(prog)
     body = [fld(1, 10, 0), fld(2, 10, 8), fld(3, 10, 16)] + words
@@ -238,10 +242,7 @@ def test_fp_in_an_optimised_region_matches_interpreter(tmp_path, monkeypatch, op
     # instructions) to run past OPT_AFTER
     prog += li32(14, OPT_AFTER // (5 * len(tuples)) + 2)
     outer = len(prog)
-    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
-             i_type(0x13, 10, 5, 10, 32)]
-    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
-             i_type(0x13, 11, 5, 11, 32)]
+    prog += _pointers()
     prog += li32(12, len(tuples))
     loop = len(prog)
     body = [fld(1, 10, 0), fld(2, 10, 8), fld(3, 10, 16)] + words
@@ -358,10 +359,7 @@ def test_atomics_match_interpreter(op, width, threshold):
     step = 4 if width == "w" else 8
     n = 64
     prog = set_fs()
-    prog += [lui(10, (DATA >> 12) & 0xFFFFF), i_type(0x13, 10, 1, 10, 32),
-             i_type(0x13, 10, 5, 10, 32)]
-    prog += [lui(11, (OUT >> 12) & 0xFFFFF), i_type(0x13, 11, 1, 11, 32),
-             i_type(0x13, 11, 5, 11, 32)]
+    prog += _pointers()
     prog += li32(12, n)
     loop = len(prog)
     prog += [i_type(0x03, 6, 3, 10, 0x400)]  # x6 = operand (ld from DATA+0x400+...)

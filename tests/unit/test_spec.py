@@ -30,17 +30,22 @@ def _operands(i: spec.Insn) -> str:
 
 
 @pytest.mark.skipif(AS is None or OBJDUMP is None, reason="riscv64-unknown-elf binutils missing")
+def _assembled(tmp_path: Path, lines: list[str], march: str) -> list[int]:
+    """The 32-bit words GNU as makes of ``lines`` (one instruction each)."""
+    (tmp_path / "t.s").write_text("\n".join(lines) + "\n")
+    subprocess.run([AS, f"-march={march}", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")],
+                   check=True, capture_output=True)
+    out = subprocess.run([OBJDUMP, "-d", str(tmp_path / "t.o")], check=True,
+                         capture_output=True, text=True).stdout
+    return [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+
+
 def test_encodings_are_the_assemblers(tmp_path: Path) -> None:
     """Every described instruction the assembler knows (binutils 2.40: all but Zicond)
     assembles to a word that decodes to it, with its operands."""
     known = [i for i in spec.INSNS.values() if i.ext != "Zicond"]
-    src = "\n".join(f"{i.name} {_operands(i)}" for i in known) + "\n"
-    (tmp_path / "t.s").write_text(src)
-    subprocess.run([AS, "-march=rv64gc_zba_zbb_zbs", "-o", str(tmp_path / "t.o"),
-                    str(tmp_path / "t.s")], check=True, capture_output=True)
-    out = subprocess.run([OBJDUMP, "-d", str(tmp_path / "t.o")], check=True,
-                         capture_output=True, text=True).stdout
-    words = [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+    words = _assembled(tmp_path, [f"{i.name} {_operands(i)}" for i in known],
+                       "rv64gc_zba_zbb_zbs")
     assert len(words) == len(known)
     for i, w in zip(known, words, strict=True):
         d = decode(w)
@@ -96,12 +101,7 @@ def test_fp_encodings_are_the_assemblers(tmp_path: Path) -> None:
     for i in rows:
         rm = ", rtz" if i.name in rounding and i.op not in ("sqrt",) else ""
         lines.append(f"{i.name} {_fp_operands(i)}{rm}")
-    (tmp_path / "t.s").write_text("\n".join(lines) + "\n")
-    subprocess.run([AS, "-march=rv64gc", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")],
-                   check=True, capture_output=True)
-    out = subprocess.run([OBJDUMP, "-d", "-M", "no-aliases", str(tmp_path / "t.o")],
-                         check=True, capture_output=True, text=True).stdout
-    words = [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+    words = _assembled(tmp_path, lines, "rv64gc")
     assert len(words) == len(rows)
     for i, line, w in zip(rows, lines, words, strict=True):
         d = decode(w)
@@ -139,12 +139,7 @@ def test_system_encodings_are_the_assemblers(tmp_path: Path) -> None:
         if i.op == "csr":
             lines[n] = f"{n} x5, 0x305, {'13' if i.uimm else 'x6'}"
     assert set(lines) == set(spec.SYS)
-    (tmp_path / "t.s").write_text("\n".join(lines.values()) + "\n")
-    subprocess.run([AS, "-march=rv64g", "-o", str(tmp_path / "t.o"), str(tmp_path / "t.s")],
-                   check=True, capture_output=True)
-    out = subprocess.run([OBJDUMP, "-d", str(tmp_path / "t.o")], check=True,
-                         capture_output=True, text=True).stdout
-    words = [int(m, 16) for m in re.findall(r"^\s+[0-9a-f]+:\s+([0-9a-f]{8})\s", out, re.M)]
+    words = _assembled(tmp_path, list(lines.values()), "rv64g")  # (no RVC: a 32-bit ebreak)
     assert len(words) == len(lines)
     for name, w in zip(lines, words, strict=True):
         d = decode(w)

@@ -33,8 +33,8 @@ from .run_loop import (
     SLICE_EXITS,
     CounterAccess,
     SliceBreak,
+    SliceStrategy,
     YieldSlice,
-    run_slice,
 )
 from .trap import (
     BREAKPOINT,
@@ -586,7 +586,7 @@ def make_op(hart: Hart, d: Decoded, pc: int) -> Op:
 _MAX_CONTEXTS = MAX_CONTEXTS  # (kept for importers)
 
 
-class Interpreter:
+class Interpreter(SliceStrategy):
     """Runs one hart: fetch through the decode cache, execute closures, take traps."""
 
     def __init__(self, hart: Hart, code: CodeWatch) -> None:
@@ -596,8 +596,6 @@ class Interpreter:
         self.cache = CodeCache(hart, code)
         hart.flush_decoded = self.flush
         hart.flush_decoded_page = self.flush_page
-        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
-        self.ended = False
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
         """Drop decoded instructions: all, or those fetched through translation.
@@ -630,20 +628,7 @@ class Interpreter:
         self.cache.add_insn(cid, pc, pa, pages, d.length)
         return op
 
-    def run(self, budget: int) -> int:
-        """Execute up to ``budget`` instructions; return how many retired.
-
-        Returns early when the hart enters WFI or a device requests a stop.
-        """
-        return run_slice(self, budget)
-
     # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
-    def begin(self, budget: int) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
     def stretch(self, n: int) -> int:
         """Up to ``n`` instructions through the decode cache of the current context."""
         hart = self.hart

@@ -22,15 +22,17 @@ loop is for all its accelerators.
 
 An engine can also end the slice without an exception (``ended``: native code asked to
 yield, or handed over after an IPI), and it gets ``begin(budget)`` and ``end()`` around
-the slice.
+the slice. Engines derive from :class:`SliceStrategy`, whose ``run(budget)`` is this loop.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .hart import EXCEPTION_NAMES, Hart
 from .trap import Trap
+
+if TYPE_CHECKING:
+    from .hart import Hart
 
 
 class SliceBreak(Exception):
@@ -56,6 +58,8 @@ class GuestCrash(Exception):
     raises the very exception that sent it there."""
 
     def __init__(self, hart: Hart) -> None:
+        from .hart import EXCEPTION_NAMES  # (the hart module imports the engines' parts)
+
         first = hart.prev_trap if hart.prev_trap and hart.prev_trap[2] != hart.pc else None
         what = ""
         if first is not None:
@@ -74,22 +78,32 @@ class GuestCrash(Exception):
 SLICE_EXITS = (Trap, SliceBreak, YieldSlice, CounterAccess, StopRequest)
 
 
-class Strategy(Protocol):
-    """What an engine gives the run loop."""
+class SliceStrategy:
+    """An engine as the run loop sees it: ``stretch`` runs guest code; ``begin`` and
+    ``end`` (nothing by default) come around each slice; ``run`` is one slice."""
 
     hart: Hart
-    # (retired before the raising instruction, its pc, its closure, the pc after it)
-    at: tuple[int, int, Any, int]
-    ended: bool  # the stretch that just returned ends the slice
+    # where the last stretch left: (retired before the raising instruction, its pc, its
+    # closure, the pc after it)
+    at: tuple[int, int, Any, int] = (0, 0, None, 0)
+    ended = False  # the stretch that just returned ends the slice
 
-    def begin(self, budget: int) -> None: ...
+    def run(self, budget: int) -> int:
+        """Run up to ``budget`` instructions; return how many retired (run_slice)."""
+        return run_slice(self, budget)
 
-    def stretch(self, n: int) -> int: ...
+    def begin(self, budget: int) -> None:
+        """Before a slice."""
 
-    def end(self) -> None: ...
+    def end(self) -> None:
+        """After a slice, however it ended."""
+
+    def stretch(self, n: int) -> int:
+        """Run up to ``n`` instructions from the hart's pc; return how many retired."""
+        raise NotImplementedError
 
 
-def run_slice(engine: Strategy, budget: int) -> int:
+def run_slice(engine: SliceStrategy, budget: int) -> int:
     """Run ``engine``'s hart for up to ``budget`` instructions (traps count against the
     budget too); returns the instructions retired, which ``hart.instret`` counts. Ends
     early when the hart waits for an interrupt, yields or a device asks to stop."""
@@ -158,5 +172,5 @@ def run_slice(engine: Strategy, budget: int) -> int:
     return done
 
 
-__all__ = ["Strategy", "run_slice", "SliceBreak", "YieldSlice", "CounterAccess",
+__all__ = ["SliceStrategy", "run_slice", "SliceBreak", "YieldSlice", "CounterAccess",
            "StopRequest", "GuestCrash", "SLICE_EXITS"]

@@ -122,7 +122,7 @@ from .interp import (
 from .mmu import CodeWatch
 from .run_loop import (
     SLICE_EXITS,
-    run_slice,
+    SliceStrategy,
 )
 from .trap import Trap
 
@@ -1455,7 +1455,7 @@ def _decode(word: int, length: int) -> Decoded:
     return decode(word, length)
 
 
-class Translator:
+class Translator(SliceStrategy):
     """Runs one hart through compiled blocks; same interface as :class:`Interpreter`.
 
     Cold code is interpreted one instruction at a time through the interpreter's
@@ -1494,8 +1494,6 @@ class Translator:
         self.cache = CodeCache(hart, code, tables=2, context=_Context, by_data_mode=True)
         hart.flush_decoded = self.flush
         hart.flush_decoded_page = self.flush_page
-        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
-        self.ended = False
 
     # -- caches -----------------------------------------------------------------------------
 
@@ -1841,20 +1839,7 @@ class Translator:
         j = info.lines[tb.tb_lineno]
         return tb.tb_frame.f_locals.get("k", 0) + info.depth[j], j
 
-    def run(self, budget: int) -> int:
-        """Execute about ``budget`` instructions (whole blocks); return how many retired.
-
-        Returns early when the hart enters WFI or a device requests a stop.
-        """
-        return run_slice(self, budget)
-
     # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
-    def begin(self, budget: int) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
     def stretch(self, limit: int) -> int:  # noqa: C901 - one loop and where it left
         """Blocks, and cold instructions between them, up to about ``limit``
         instructions, in the current context."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..isa import spec
 from ..isa.decoder import decode
+from .run_loop import SLICE_EXITS, SliceStrategy
 from .trap import Trap
 
 if TYPE_CHECKING:
@@ -162,24 +163,15 @@ class TriggerModule:
         return False
 
 
-class _CheckedStepper:
+class _CheckedStepper(SliceStrategy):
     """The run loop's strategy while triggers are armed: one instruction a stretch,
     checked against the triggers first (a hit is a breakpoint exception at it)."""
 
     def __init__(self, hart: Hart) -> None:
         self.hart = hart
-        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)
-        self.ended = False
-
-    def begin(self, budget: int) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
 
     def stretch(self, n: int) -> int:
-        from .interp import make_op
-        from .run_loop import SLICE_EXITS
+        from .interp import make_op  # (the interpreter imports the hart, which imports us)
 
         hart = self.hart
         module = hart.triggers
@@ -211,6 +203,4 @@ def run_checked(hart: Hart, budget: int) -> int:
     its armed triggers first (a hit is a breakpoint exception at it); returns the
     instructions retired. Stops early when the triggers are disarmed, the hart waits
     in WFI or a device asks to stop."""
-    from .run_loop import run_slice
-
-    return run_slice(_CheckedStepper(hart), budget)
+    return _CheckedStepper(hart).run(budget)

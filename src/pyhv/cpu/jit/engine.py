@@ -71,7 +71,7 @@ from ..mmu import FETCH, LOAD, STORE, CodeWatch
 from ..run_loop import (
     SLICE_EXITS,
     SliceBreak,
-    run_slice,
+    SliceStrategy,
 )
 from ..trap import Trap
 from . import codegen, native_interp, stencils
@@ -360,7 +360,7 @@ def _left_queue(queued: set[int], pc: int) -> Callable[[], bool]:
     """Whether the block at ``pc`` has left the compile queue (Compiler.wait_until)."""
     return lambda: pc not in queued
 
-class JitEngine:
+class JitEngine(SliceStrategy):
     """Runs one hart: cold code in Python, hot blocks native."""
 
     preferred_slice = 65536
@@ -410,8 +410,6 @@ class JitEngine:
                         if machine.native_interp else (0, 0))
         # cold code in the native interpreter (else in Python, one instruction at a time)
         self._native_cold = machine.native_interp
-        self.at: tuple[int, int, Any, int] = (0, 0, None, 0)  # run_loop: where a stretch left
-        self.ended = False
         self._ctx: _Context | None = None  # the context of the slice's last stretch
         self._refilled = -1  # pc of the last TLB refill (a second miss there runs in Python)
         # the time CSR, read natively: mtime without counting a read (native reads are
@@ -906,15 +904,13 @@ class JitEngine:
             return
         translated = ctx.translated
         # its heat: what its quick block has run since it asked (Compiler._worth_first)
-        heat = None
+        heat: Callable[[], int] | None = None
         quick = ctx.page_blocks.get(start >> 12, {}).get(start)
         if quick is not None:
             counters = m.counters
             i = codegen.counter_index("b" + block_key(translated, start, quick, sup))
             at = counters[i]
-
-            def heat() -> int:
-                return counters[i] - at
+            heat = lambda: counters[i] - at  # noqa: E731 - the queue calls it later
         comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated), done,
                     heat=heat)
         if self.machine.sync:
@@ -1102,10 +1098,6 @@ class JitEngine:
         return True
 
     # -- the run loop --------------------------------------------------------------------------
-    def run(self, budget: int) -> int:
-        """Run up to ``budget`` instructions (cpu/run_loop.py); return how many retired."""
-        return run_slice(self, budget)
-
     # -- the run loop's strategy (cpu/run_loop.py) -----------------------------------------
     def begin(self, budget: int) -> None:
         self._ctx = None
