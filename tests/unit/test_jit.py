@@ -712,6 +712,41 @@ def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypat
         assert (comp.blocks_compiled == 0) == second  # the second run loads both tiers
 
 
+@pytest.mark.parametrize("hot_ips", [None, float("inf")])
+def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, monkeypatch,
+                                                                         hot_ips):
+    """A loop that gets hot after the compiler has spent its budget (a program run after
+    a Linux boot) is put off once, then compiled when its start asks again having run
+    HOT_IPS instructions a second or more; with an unreachable HOT_IPS it stays put off
+    and interpreted. Either way the results are the interpreter's."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(Compiler, "over_budget", lambda self: True)
+    if hot_ips is not None:
+        monkeypatch.setattr(E, "HOT_IPS", hot_ips)
+    n = 200_000
+    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp, 4 * n)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp).engines[0]
+    world.put(BASE, prog)
+    try:
+        run(world, 4 * n)
+    finally:
+        world.engine.close()
+    assert world.state() == interp.state()
+    ctx = world.engine._context()
+    loop = BASE + 8
+    assert world.engine.deferred >= 1
+    asked = loop in ctx.queued or loop in ctx.native
+    assert asked == (hot_ips is None), (world.engine.deferred, ctx.deferred)
+
+
 def beq(rs1, rs2, off):
     return H.enc_b(0, rs1, rs2, off)
 

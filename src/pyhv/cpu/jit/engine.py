@@ -96,6 +96,11 @@ MAX_CONTEXTS = 64
 COOL_PERIOD = float(os.environ.get("PYHV_JIT_COOL", "0.05"))  # seconds; see JitEngine._cool
 ASK_AGAIN = 20  # coolings after which a start's first run asks the code cache again
 MAX_THRESH = 1 << 16  # the hot threshold while the compiler is over its budget, at most
+# Guest instructions a second from one stretch start that get its block compiled even
+# while the compiler is over its budget, and how many it runs between two asks
+# (JitEngine._defer).
+HOT_IPS = float(os.environ.get("PYHV_JIT_HOT_IPS", "8e6"))
+ASK_INSNS = 1 << 17
 MAX_TLB_SETS = 16  # soft-TLB sets kept for data-translation contexts (48 KiB each)
 SLOW_HOT = 16  # slow exits at a stretch start before its block is compiled (see _slow_heat)
 STUCK = 8  # a queued block this many thresholds hot: wait for the compiler
@@ -255,13 +260,16 @@ class _Context:
 
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
                  "table_addr", "translated", "key", "vmap", "verified", "satp",
-                 "runs", "runs_addr", "page_blocks", "unbased")
+                 "runs", "runs_addr", "page_blocks", "unbased", "deferred")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool], hot_runs: int) -> None:
         table = S.new_table()
-        # stretch-start run counters of the native interpreter (native_interp.py)
         # virtual page -> {start: its bytes} of every block linked there (JitEngine._relink_page)
         self.page_blocks: dict[int, dict[int, bytes]] = {}
+        # stretch start -> (when it was put off, its block's length, its run count then),
+        # for starts found hot while the compiler was over its budget (JitEngine._defer)
+        self.deferred: dict[int, tuple[float, int, int]] = {}
+        # stretch-start run counters of the native interpreter (native_interp.py)
         self.runs = (ctypes.c_uint32 * native_interp.HEAT_WORDS)()
         self.runs_addr = ctypes.addressof(self.runs)
         self.native = _NativeBlocks(table, self.runs, hot_runs)
@@ -1254,14 +1262,46 @@ class JitEngine(SliceStrategy):
                     return
             ctx.runs[i] = self.machine.hot_runs
         if ctx.runs[i] >= self.machine.hot_runs:
-            if self.compiler.over_budget() and not self.machine.sync:
-                ctx.runs[i] = 1  # ask again after another round of heat
-                self.deferred += 1
-                # and ask less often while the compiler is over its budget (each ask is
-                # a trip to Python): the threshold doubles until the next cooling
-                self.st.thresh = min(self.st.thresh * 2, MAX_THRESH)
+            if self.compiler.over_budget() and not self.machine.sync and self._defer(ctx, pc, i):
                 return
             self._jit(ctx, pc, compile_now=True)
+
+    def _defer(self, ctx: _Context, pc: int, i: int) -> bool:
+        """The compiler is over its budget: put off compiling the hot stretch start
+        ``pc`` (heat slot ``i``), unless it runs so much of the guest's time that its
+        block is worth compiling at once. The budget is for the many blocks of lukewarm
+        code (a Linux boot's); a program's hot loop that starts after it is spent
+        (md5sum's rounds after a boot) would otherwise run interpreted, at a fifth of
+        its compiled speed, for as long as it runs. So a start put off asks again after
+        ~ASK_INSNS more of its instructions (within the same cooling period: lukewarm
+        code does not get there), and its rate between the two asks decides: HOT_IPS
+        guest instructions a second or more, and it is compiled. Returns whether it
+        was put off."""
+        now = time.monotonic()
+        seen = ctx.deferred.get(pc)
+        if seen is None:
+            pa = self._code_pa(ctx, pc)
+            if pa is None:
+                return False  # (_jit marks it or leaves the fault to the cold path)
+            if len(ctx.deferred) >= 1 << 16:
+                ctx.deferred.clear()
+            n = max(1, len(self._scan(pc, pa, ctx.key[0] == C.PRV_S)[0]))
+        else:
+            when, n, base = seen
+            if when < self._cooled:  # its count started again from 0 at the cooling
+                when, base = self._cooled, 0
+            if (ctx.runs[i] - base) * n >= HOT_IPS * max(now - when, 1e-4):
+                del ctx.deferred[pc]
+                return False
+        self.deferred += 1
+        # and new starts ask less often while the compiler is over its budget (each ask
+        # is a trip to Python): the threshold doubles until the next cooling
+        st = self.st
+        st.thresh = min(st.thresh * 2, MAX_THRESH)
+        base = max(1, st.thresh - -(-ASK_INSNS // n))
+        ctx.runs[i] = base
+        ctx.deferred[pc] = (now, n, base)
+        return True
 
     def _baseline(self, ctx: _Context, start: int) -> bool:
         """Build and link a baseline block at ``start``: its fast ops up to its first
