@@ -368,13 +368,23 @@ def test_console_output_error_is_not_fatal():
     assert drv.dev.stats["output_errors"] == 1
 
 
+def through_json(rec):
+    """A state record as a snapshot file carries it: dumped to JSON, checked on load."""
+    import json
+
+    from pyhv import records
+
+    return records.load(type(rec), json.loads(json.dumps(records.dump(rec))), "test")
+
+
 def test_console_save_restore():
     drv, _ = make_console()
     drv.start()
     drv.dev.send(b"keep me")
-    state = drv.t.save()
+    state = through_json(drv.t.save()), through_json(drv.dev.save())
     drv2, _ = make_console()
-    drv2.t.restore(state)
+    drv2.t.restore(state[0])
+    drv2.dev.restore(state[1])
     assert drv2.dev.pending_input == 7
     assert drv2.dev.save() == drv.dev.save()
 
@@ -545,9 +555,10 @@ def test_balloon_save_restore():
     drv.add_buffer(INFLATEQ, readable=[pfn_list(pfn_of(SPARE_PAGES), pfn_of(SPARE_PAGES) + 7)])
     drv.kick(INFLATEQ)
     drv.dev.set_target(8 * 4096)
-    state = drv.t.save()
+    state = through_json(drv.t.save()), through_json(drv.dev.save())
     drv2 = make_balloon()
-    drv2.t.restore(state)
+    drv2.t.restore(state[0])
+    drv2.dev.restore(state[1])
     assert drv2.dev.inflated_pages() == 2
     assert drv2.dev.is_inflated(pfn_of(SPARE_PAGES) + 7)
     assert drv2.config(0) == 8

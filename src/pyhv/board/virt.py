@@ -86,10 +86,14 @@ class VirtBoard:
         clock: Clock,
         console_out: Callable[[bytes], None],
         on_power: Callable[[str, int], None],
+        ram: GuestRAM | None = None,
     ) -> None:
+        """``ram``: the guest's RAM as a snapshot left it (vm/snapshot.py): no image is
+        loaded, and the parts' states are restored by the caller."""
         self.config = config
         self.clock = clock
-        self.ram = GuestRAM(memmap.DRAM_BASE, config.memory)
+        restoring = ram is not None
+        self.ram = ram if ram is not None else GuestRAM(memmap.DRAM_BASE, config.memory)
         self.bus = Bus()
         self.code = CodeWatch()
         self.harts: list[Hart] = []
@@ -139,6 +143,10 @@ class VirtBoard:
             self.bus.attach(region.base, region.size, device)
         for hartid in range(config.smp):
             self.harts.append(Hart(hartid, self.ram, self.bus, self.code, self._read_time))
+        self.boot: BootInfo | None = None
+        self.dtb = b""
+        if restoring:
+            return
         try:
             self.boot = self._load()
         except BaseException:

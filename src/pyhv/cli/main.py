@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .. import IMPORTED_AT, __version__
 from ..cpu.engines import DEFAULT_ENGINE
@@ -92,6 +93,18 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--stats", action="store_true", help="print instructions and MIPS to stderr at exit"
     )
+    p.add_argument(
+        "--restore", metavar="FILE",
+        help="start from the snapshot FILE (its machine: only --engine, the limits and "
+        "--snapshot may be given)",
+    )
+    p.add_argument(
+        "--snapshot", metavar="FILE",
+        help="Ctrl-A s saves the running machine to FILE, and so does a stop at "
+        "--max-instructions, --timeout or Ctrl-A x (not a power-off)",
+    )
+    p.add_argument("--no-verify", action="store_true",
+                   help="with --restore: skip the RAM checksum (reads every stored page)")
     dev = p.add_argument_group("virtio devices (in slot order, as on QEMU)")
     dev.add_argument(
         "--disk",
@@ -147,13 +160,34 @@ def build_config(ns: argparse.Namespace) -> MachineConfig:
     )
 
 
+_MACHINE_DEFAULTS = {"kernel": None, "bios": "default", "initrd": None, "append": None,
+                     "memory": "128M", "smp": 1, "dtb": None, "no_reboot": False,
+                     "devices": None}
+
+
+def _restore_options(ns: argparse.Namespace) -> None:
+    """``--restore`` takes the whole machine from its file: any option that describes
+    another machine is a mistake, named."""
+    for key, default in _MACHINE_DEFAULTS.items():
+        if getattr(ns, key, default) != default:
+            opt = {"devices": "device options", "no_reboot": "--no-reboot"}.get(
+                key, f"--{key}")
+            raise PyhvError(f"--restore: the snapshot holds the machine; drop {opt}")
+
+
 def run_machine(
-    config: MachineConfig,
+    config: MachineConfig | None,
     timeout: float | None = None,
     max_instructions: int | None = None,
     stats: bool = False,
+    restore: str | None = None,
+    snapshot: str | None = None,
+    verify: bool = True,
+    engine: str | None = None,
 ) -> int:
-    """Build and run one machine on the terminal; return the process exit status."""
+    """Build (or ``restore`` from a snapshot file) and run one machine on the terminal;
+    with ``snapshot``, save it there on Ctrl-A s and when it stops before power-off.
+    Returns the process exit status."""
     from ..vm.console import StdioConsole
     from ..vm.machine import Machine, tune_gc_for_vm
 
@@ -161,10 +195,22 @@ def run_machine(
     console = StdioConsole()
     t_start = time.perf_counter()
     try:
-        machine = Machine(config, console=console)
+        if restore is not None:
+            machine = Machine.restore(restore, console=console, engine=engine, verify=verify)
+        else:
+            assert config is not None
+            machine = Machine(config, console=console)
         t_built = time.perf_counter()
         try:
-            result = machine.run(max_instructions=max_instructions, timeout=timeout)
+            began = time.monotonic()
+            while True:
+                left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
+                result = machine.run(max_instructions=max_instructions, timeout=left)
+                if snapshot is not None and result.reason in ("snapshot", "limit", "timeout",
+                                                              "quit"):
+                    _save(machine, snapshot, console)
+                if result.reason != "snapshot":
+                    break
         finally:
             t_ran = time.perf_counter()
             machine.close()  # disks flushed and closed, the JIT's last batch cached
@@ -199,6 +245,16 @@ def run_machine(
     return result.exit_code
 
 
+def _save(machine: Any, path: str, console: Any) -> None:
+    t0 = time.perf_counter()
+    info = machine.snapshot(path)
+    console.flush()
+    sys.stderr.write(
+        f"\r\npyhv: saved to {path} in {time.perf_counter() - t0:.2f} s "
+        f"({info['stored_bytes'] >> 20} MiB of {info['ram_bytes'] >> 20} MiB RAM stored)\r\n")
+    sys.stderr.flush()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
@@ -231,8 +287,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(ns, "manage_command", None) is not None:
         return int(ns.manage_command(ns))
     try:
+        if ns.restore is not None:
+            _restore_options(ns)
+            return run_machine(None, ns.timeout, ns.max_instructions, ns.stats,
+                               restore=ns.restore, snapshot=ns.snapshot,
+                               verify=not ns.no_verify, engine=ns.engine)
         config = build_config(ns)
-        return run_machine(config, ns.timeout, ns.max_instructions, ns.stats)
+        return run_machine(config, ns.timeout, ns.max_instructions, ns.stats,
+                           snapshot=ns.snapshot)
     except PyhvError as e:
         print(f"pyhv: error: {e}", file=sys.stderr)
         return 1

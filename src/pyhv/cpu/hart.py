@@ -9,11 +9,12 @@ QEMU 7.2 implements it for rv64 (M, S, U; Sv39/Sv48; 16 PMP entries, not enforce
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
 from ..isa import csr as C
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
+from ..records import U3, U5, U64, MaxLen, Record, StateError, record
 from .mmu import CodeWatch, Mmu
 from .trap import (
     ECALL_FROM_M,
@@ -28,7 +29,7 @@ from .trap import (
     MIP_STIP,
     IllegalInstruction,
 )
-from .triggers import TRIGGER_CSRS, TriggerModule
+from .triggers import TRIGGER_CSRS, TriggerModule, TriggerState
 
 M64 = (1 << 64) - 1
 _MIDELEG_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
@@ -451,22 +452,63 @@ class Hart:
         "instret waiting stopped"
     ).split()
 
-    def save(self) -> dict[str, Any]:
-        state: dict[str, Any] = {k: getattr(self, k) for k in self._SCALARS}
-        state.update(x=list(self.x), f=list(self.f), pmpcfg=list(self.pmpcfg),
-                     pmpaddr=list(self.pmpaddr), triggers=self.triggers.save())
-        return state
+    def save(self) -> HartState:
+        return HartState(**{k: getattr(self, k) for k in self._SCALARS},
+                         x=list(self.x), f=list(self.f), pmpcfg=list(self.pmpcfg),
+                         pmpaddr=list(self.pmpaddr), triggers=self.triggers.save())
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: HartState) -> None:
+        """Take ``state`` (checked against HartState's ranges when it was loaded), with
+        the WARL rules of the CSR writes where a range is not enough."""
+        if state.priv == 2 or state.x[0] != 0 or len(state.x) != 32 or len(state.f) != 32:
+            raise StateError(f"hart {self.hartid}: not an architectural state")
         for k in self._SCALARS:
-            setattr(self, k, state[k])
-        self.x[:] = state["x"]
-        self.f[:] = state["f"]
-        self.pmpcfg[:] = state["pmpcfg"]
-        self.pmpaddr[:] = state["pmpaddr"]
-        if "triggers" in state:
-            self.triggers.restore(state["triggers"])
+            setattr(self, k, getattr(state, k))
+        self.mstatus = C.MSTATUS_UXL | C.MSTATUS_SXL
+        self._write_mstatus(state.mstatus, ~(C.MSTATUS_UXL | C.MSTATUS_SXL) & ((1 << 64) - 1))
+        self.x[:] = state.x
+        self.f[:] = state.f
+        self.pmpcfg[:] = [self._pmpcfg_legal(0, v) for v in state.pmpcfg]
+        self.pmpaddr[:] = [v & ((1 << 54) - 1) for v in state.pmpaddr]
+        self.triggers.restore(state.triggers)
         self.reservation = None
         self.mmu.flush()
         self.mmu.update_mode()
         self.context_changed = True
+
+
+@record
+class HartState(Record):
+    """A hart's architectural state: registers, CSRs, privilege, WFI; no engine's."""
+
+    pc: U64
+    priv: U3
+    fflags: U5
+    frm: U3
+    mstatus: U64
+    medeleg: U64
+    mideleg: U64
+    mie: U64
+    mip: U64
+    mtvec: U64
+    stvec: U64
+    mscratch: U64
+    sscratch: U64
+    mepc: U64
+    sepc: U64
+    mcause: U64
+    scause: U64
+    mtval: U64
+    stval: U64
+    satp: U64
+    mcounteren: U64
+    scounteren: U64
+    mcountinhibit: U64
+    instret: U64
+    waiting: bool
+    stopped: bool
+    x: Annotated[list[U64], MaxLen(32)]
+    f: Annotated[list[U64], MaxLen(32)]
+    pmpcfg: Annotated[list[U64], MaxLen(2)]
+    pmpaddr: Annotated[list[U64], MaxLen(16)]
+    triggers: TriggerState

@@ -24,10 +24,11 @@ flushes its translated code for the same reason); disarmed, its engine resumes.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ..isa import spec
 from ..isa.decoder import decode
+from ..records import U64, MaxLen, Record, StateError, record
 from .run_loop import SLICE_EXITS, SliceStrategy
 from .trap import Trap
 
@@ -129,14 +130,16 @@ class TriggerModule:
         self.armed = armed
         return changed
 
-    def save(self) -> dict[str, object]:
-        return {"select": self.select, "tdata1": list(self.tdata1),
-                "tdata2": list(self.tdata2)}
+    def save(self) -> TriggerState:
+        return TriggerState(self.select, list(self.tdata1), list(self.tdata2))
 
-    def restore(self, state: dict[str, object]) -> None:
-        self.select = int(state["select"])  # type: ignore[call-overload]
-        self.tdata1 = list(state["tdata1"])  # type: ignore[call-overload]
-        self.tdata2 = list(state["tdata2"])  # type: ignore[call-overload]
+    def restore(self, state: TriggerState) -> None:
+        if (len(state.tdata1), len(state.tdata2)) != (NUM_TRIGGERS, NUM_TRIGGERS) \
+                or state.select >= NUM_TRIGGERS:
+            raise StateError(f"triggers: this hart has {NUM_TRIGGERS}")
+        self.select = state.select
+        self.tdata1 = list(state.tdata1)
+        self.tdata2 = list(state.tdata2)
         self._arm()
 
     # -- checks --------------------------------------------------------------------------
@@ -204,3 +207,12 @@ def run_checked(hart: Hart, budget: int) -> int:
     instructions retired. Stops early when the triggers are disarmed, the hart waits
     in WFI or a device asks to stop."""
     return _CheckedStepper(hart).run(budget)
+
+
+@record
+class TriggerState(Record):
+    """The debug triggers' CSRs (tselect, tdata1/2 of each trigger)."""
+
+    select: U64
+    tdata1: Annotated[list[U64], MaxLen(NUM_TRIGGERS)]
+    tdata2: Annotated[list[U64], MaxLen(NUM_TRIGGERS)]

@@ -27,10 +27,11 @@ ones first anyway).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
 from ..clock import Clock
 from ..cpu.trap import MIP_MSIP, MIP_MTIP
+from ..records import U64, MaxLen, Record, StateError, record
 from .base import Device
 
 MSIP_BASE = 0x0000
@@ -220,27 +221,32 @@ class Clint(Device):
                 self.set_mip(hart, MIP_MSIP, False)
         self._evaluate(now, lower=True)
 
-    def save(self) -> dict[str, Any]:
+    def save(self) -> ClintState:
         # mtime is saved as a value, not as host time: after a restore (maybe on
         # another host, maybe much later) the guest's clock continues from here.
-        return {
-            "mtime": self.mtime(),
-            "mtimecmp": list(self.mtimecmp),
-            "msip": list(self.msip),
-            "mtip": list(self.mtip),
-        }
+        return ClintState(self.mtime(), list(self.mtimecmp), list(self.msip), list(self.mtip))
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: ClintState) -> None:
         n = self.num_harts
+        if not len(state.mtimecmp) == len(state.msip) == len(state.mtip) == n:
+            raise StateError(f"clint: saved for another number of harts (this machine: {n})")
         now = self.clock.monotonic_ns()
-        self._set_mtime(int(state["mtime"]), now)
-        cmps = [int(v) & MASK64 for v in state["mtimecmp"]][:n]
-        self.mtimecmp = cmps + [MASK64] * (n - len(cmps))
-        msip = [bool(v) for v in state["msip"]][:n]
-        self.msip = msip + [False] * (n - len(msip))
-        mtip = [bool(v) for v in state["mtip"]][:n]
-        self.mtip = mtip + [False] * (n - len(mtip))
+        self._set_mtime(state.mtime, now)
+        self.mtimecmp = list(state.mtimecmp)
+        self.msip = list(state.msip)
+        self.mtip = list(state.mtip)
         for hart in range(n):
             self.set_mip(hart, MIP_MSIP, self.msip[hart])
             self.set_mip(hart, MIP_MTIP, self.mtip[hart])
         self._evaluate(now, lower=False)
+
+
+@record
+class ClintState(Record):
+    """mtime as a value (the guest's clock goes on from it), and per hart its timer
+    compare, software interrupt and timer interrupt lines."""
+
+    mtime: U64
+    mtimecmp: Annotated[list[U64], MaxLen(4095)]
+    msip: Annotated[list[bool], MaxLen(4095)]
+    mtip: Annotated[list[bool], MaxLen(4095)]

@@ -34,9 +34,10 @@ access sizes (bus errors in QEMU) and misaligned offsets read 0 and are ignored.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
 from ..cpu.trap import MIP_MEIP, MIP_SEIP
+from ..records import U3, MaxLen, Range, Record, StateError, record
 from .base import Device, IrqLine
 
 PLIC_NUM_SOURCES = 97  # source 0 (none) + sources 1..96: riscv,ndev = 96, as QEMU 7.2
@@ -233,31 +234,40 @@ class Plic(Device):
 
     # -- snapshot ------------------------------------------------------------------
 
-    def save(self) -> dict[str, Any]:
-        return {
-            "priority": list(self.priority),
-            "threshold": list(self.threshold),
-            "enable": list(self.enable),
-            "pending": self.pending,
-            "claimed": self.claimed,
-            "levels": self.levels,
-        }
+    def save(self) -> PlicState:
+        return PlicState(list(self.priority), list(self.threshold), list(self.enable),
+                         self.pending, self.claimed, self.levels)
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: PlicState) -> None:
         ns, nc = self.num_sources, self.num_contexts
-        prio = [int(v) & PRIORITY_MASK for v in state["priority"]][:ns]
-        self.priority = prio + [0] * (ns - len(prio))
+        if len(state.priority) != ns or len(state.threshold) != nc or len(state.enable) != nc:
+            raise StateError(f"plic: saved for another board ({ns} sources, {nc} contexts here)")
+        self.priority = list(state.priority)
         self.priority[0] = 0
-        thr = [int(v) & PRIORITY_MASK for v in state["threshold"]][:nc]
-        self.threshold = thr + [0] * (nc - len(thr))
-        en = [int(v) & self._valid for v in state["enable"]][:nc]
-        self.enable = en + [0] * (nc - len(en))
-        self.pending = int(state["pending"]) & self._valid
-        self.claimed = int(state["claimed"]) & self._valid
-        self.levels = int(state["levels"]) & self._valid
+        self.threshold = list(state.threshold)
+        self.enable = [v & self._valid for v in state.enable]
+        self.pending = state.pending & self._valid
+        self.claimed = state.claimed & self._valid
+        self.levels = state.levels & self._valid
         for source, line in self._lines.items():
             line.level = bool(self.levels >> source & 1)
         for ctx in range(nc):
             level = self._best(ctx) != 0
             self.outputs[ctx] = level
             self.set_mip(ctx >> 1, MIP_SEIP if ctx & 1 else MIP_MEIP, level)
+
+
+SOURCE_BITS = Annotated[int, Range(0, (1 << 1024) - 1)]  # a bit per source (at most 1024)
+
+
+@record
+class PlicState(Record):
+    """Priorities, per context threshold and enables, and the pending, claimed and
+    level bits of the sources."""
+
+    priority: Annotated[list[U3], MaxLen(1024)]
+    threshold: Annotated[list[U3], MaxLen(15872)]
+    enable: Annotated[list[SOURCE_BITS], MaxLen(15872)]
+    pending: SOURCE_BITS
+    claimed: SOURCE_BITS
+    levels: SOURCE_BITS

@@ -29,9 +29,10 @@ run loop calls; ``next_deadline_ns()`` tells it when the armed alarm falls due.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 from ..clock import Clock
+from ..records import U32, U64, Range, Record, record
 from .base import Device, IrqLine
 
 TIME_LOW = 0x00
@@ -148,23 +149,29 @@ class GoldfishRtc(Device):
 
     # -- snapshot ------------------------------------------------------------------
 
-    def save(self) -> dict[str, Any]:
+    def save(self) -> RtcState:
         # The offset is relative to the host's wall clock, so a restored guest sees
         # real time (plus whatever offset it set), as a real RTC would after a pause.
-        return {
-            "tick_offset": self.tick_offset,
-            "time_high": self.time_high,
-            "alarm_next": self.alarm_next,
-            "alarm_running": self.alarm_running,
-            "irq_pending": self.irq_pending,
-            "irq_enabled": self.irq_enabled,
-        }
+        return RtcState(self.tick_offset, self.time_high, self.alarm_next,
+                        self.alarm_running, self.irq_pending, self.irq_enabled)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.tick_offset = int(state["tick_offset"])
-        self.time_high = int(state["time_high"]) & MASK32
-        self.alarm_next = int(state["alarm_next"]) & MASK64
-        self.alarm_running = bool(state["alarm_running"])
-        self.irq_pending = bool(state["irq_pending"])
-        self.irq_enabled = bool(state["irq_enabled"])
+    def restore(self, state: RtcState) -> None:
+        self.tick_offset = state.tick_offset
+        self.time_high = state.time_high
+        self.alarm_next = state.alarm_next
+        self.alarm_running = state.alarm_running
+        self.irq_pending = state.irq_pending
+        self.irq_enabled = state.irq_enabled
         self._update()
+
+
+@record
+class RtcState(Record):
+    """The RTC's offset from the host's wall clock, its alarm and interrupt."""
+
+    tick_offset: Annotated[int, Range(-(1 << 64), 1 << 64)]
+    time_high: U32
+    alarm_next: U64
+    alarm_running: bool
+    irq_pending: bool
+    irq_enabled: bool

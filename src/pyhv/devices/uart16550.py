@@ -38,8 +38,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated
 
+from ..records import U8, U16, MaxLen, Record, record
 from .base import Device, IrqLine
 
 # Register offsets (reg-shift 0).
@@ -327,32 +328,38 @@ class Uart16550(Device):
 
     # -- snapshot ------------------------------------------------------------------
 
-    def save(self) -> dict[str, Any]:
-        return {
-            "ier": self.ier,
-            "iir": self.iir,
-            "fcr": self.fcr,
-            "lcr": self.lcr,
-            "mcr": self.mcr,
-            "lsr": self.lsr,
-            "msr": self.msr,
-            "scr": self.scr,
-            "divisor": self.divisor,
-            "thr_ipending": self.thr_ipending,
-            "rx": bytes(self.rx).hex(),
-        }
+    def save(self) -> UartState:
+        return UartState(self.ier, self.iir, self.fcr, self.lcr, self.mcr, self.lsr,
+                         self.msr, self.scr, self.divisor, self.thr_ipending, bytes(self.rx))
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: UartState) -> None:
         self.gen += 1
-        self.ier = int(state["ier"]) & 0x0F
-        self.iir = int(state["iir"]) & 0xFF
-        self.fcr = int(state["fcr"]) & 0xC9
-        self.lcr = int(state["lcr"]) & 0xFF
-        self.mcr = int(state["mcr"]) & 0x1F
-        self.lsr = int(state["lsr"]) & 0xFF
-        self.msr = int(state["msr"]) & 0xFF
-        self.scr = int(state["scr"]) & 0xFF
-        self.divisor = int(state["divisor"]) & 0xFFFF
-        self.thr_ipending = bool(state["thr_ipending"])
-        self.rx = deque(bytes.fromhex(state["rx"])[:RX_CAPACITY])
+        self.ier = state.ier & 0x0F
+        self.iir = state.iir
+        self.fcr = state.fcr & 0xC9
+        self.lcr = state.lcr
+        self.mcr = state.mcr & 0x1F
+        self.lsr = state.lsr
+        self.msr = state.msr
+        self.scr = state.scr
+        self.divisor = state.divisor
+        self.thr_ipending = state.thr_ipending
+        self.rx = deque(state.rx)
         self._update_irq()
+
+
+@record
+class UartState(Record):
+    """The 16550's registers and the bytes received but not yet read."""
+
+    ier: U8
+    iir: U8
+    fcr: U8
+    lcr: U8
+    mcr: U8
+    lsr: U8
+    msr: U8
+    scr: U8
+    divisor: U16
+    thr_ipending: bool
+    rx: Annotated[bytes, MaxLen(RX_CAPACITY)]

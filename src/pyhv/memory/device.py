@@ -1,9 +1,10 @@
 """What every device on the bus looks like: the interface the bus calls.
 
 Devices receive *offsets* within their own window, never absolute addresses: only the
-board knows where things live (board/memmap.py). State is explicit: ``save()`` returns a
-plain dict and ``restore()`` takes it back. (It lives with the bus, the lowest layer that
-needs it; device models, in ``pyhv.devices``, implement it.)
+board knows where things live (board/memmap.py). State is explicit: ``save()`` returns the
+device's state record (pyhv.records: typed, versioned, checked when a snapshot is loaded)
+and ``restore()`` takes it back. (It lives with the bus, the lowest layer that needs it;
+device models, in ``pyhv.devices``, implement it.)
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ class Device(ABC):
     def write(self, offset: int, size: int, value: int) -> None:
         """Write ``size`` bytes of ``value`` at ``offset``; unknown registers ignore writes."""
 
-    def save(self) -> dict[str, Any]:
-        return {}
+    def save(self) -> Any:
+        """The device's state record (stateless devices: None)."""
+        return None
 
-    def restore(self, state: dict[str, Any]) -> None:  # noqa: B027 - stateless by default
-        """Take back what ``save()`` returned (stateless devices need nothing)."""
+    def restore(self, state: Any) -> None:  # noqa: B027 - stateless by default
+        """Take back what ``save()`` returned, a ``Record`` (stateless devices need
+        nothing)."""

@@ -16,13 +16,22 @@ from ..errors import ConfigError
 class GuestRAM:
     """``size`` bytes of guest physical memory starting at guest physical ``base``."""
 
-    def __init__(self, base: int, size: int) -> None:
+    def __init__(self, base: int, size: int, backing: tuple[int, int] | None = None) -> None:
+        """``backing`` (fd, offset): map the RAM copy-on-write from that file (a
+        snapshot's RAM, read on first touch, never written back; the fd may be closed
+        after); otherwise anonymous memory, all zero."""
         if size <= 0 or size % 4096:
             raise ConfigError(f"RAM size {size} must be a positive multiple of 4 KiB")
         self.base = base
         self.size = size
         self.end = base + size
-        self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        if backing is None:
+            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        else:
+            fd, offset = backing
+            self.buf = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
+                                 prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        self.file_backed = backing is not None
         mv = memoryview(self.buf)
         self.mv = mv
         # Unsigned and signed views: indexing one is the aligned fast path.
@@ -66,6 +75,23 @@ class GuestRAM:
 
     def clear(self) -> None:
         self.mv[:] = bytes(self.size)
+
+    def resident_pages(self) -> list[int]:
+        """Page numbers (from ``base``) that may hold something other than zeros: the
+        pages resident in host memory (mincore), and for file-backed RAM every page
+        (those not yet touched are the file's). A snapshot checks only these."""
+        n = self.size >> 12
+        if self.file_backed:
+            return list(range(n))
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        vec = (ctypes.c_ubyte * n)()
+        if libc.mincore(ctypes.c_void_p(self.host_address()), ctypes.c_size_t(self.size),
+                        vec) != 0:
+            return list(range(n))
+        data = bytes(vec)
+        return [i for i in range(n) if data[i] & 1]
 
     def close(self) -> None:
         for v in (self.u8, self.u16, self.u32, self.u64, self.s8, self.s16, self.s32, self.mv):

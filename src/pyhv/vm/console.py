@@ -1,7 +1,8 @@
 """Serial console back-ends: the terminal (like QEMU's -nographic) or a memory buffer.
 
 The terminal console puts a TTY in raw mode so every key reaches the guest, and reads
-the QEMU escape sequences: Ctrl-A x quits, Ctrl-A Ctrl-A sends a literal Ctrl-A. When
+the QEMU escape sequences: Ctrl-A x quits, Ctrl-A Ctrl-A sends a literal Ctrl-A
+(and pyhv's Ctrl-A s saves a snapshot, with ``pyhv run --snapshot FILE``). When
 stdin is not a TTY (a pipe or a file), input is passed through unchanged.
 """
 
@@ -22,6 +23,7 @@ class Console(ABC):
     """Where guest serial output goes and where guest input comes from."""
 
     quit_requested = False
+    snapshot_requested = False  # Ctrl-A s (pyhv run --snapshot FILE)
 
     @abstractmethod
     def write(self, data: bytes) -> None:
@@ -131,6 +133,8 @@ class StdioConsole(Console):
                 self._escape = False
                 if b in (ord("x"), ord("X")):
                     self.quit_requested = True
+                elif b in (ord("s"), ord("S")):
+                    self.snapshot_requested = True
                 elif b == CTRL_A:
                     out.append(CTRL_A)
                 # other escapes (c, h, ...) are not implemented: ignored

@@ -13,7 +13,7 @@ import select
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..board.virt import VirtBoard
 from ..clock import Clock
@@ -24,6 +24,9 @@ from ..cpu.triggers import run_checked
 from .config import MachineConfig
 from .console import BufferConsole, Console
 from .guest_time import GuestTime
+
+if TYPE_CHECKING:
+    from .snapshot import Snapshot
 
 EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond recovery
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
@@ -44,7 +47,7 @@ JIT_WARMUP = 30_000
 
 @dataclass
 class RunResult:
-    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped", "crash"
+    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped", "crash", "snapshot"
     exit_code: int
     instructions: int
     seconds: float
@@ -70,14 +73,27 @@ class Machine:
         config: MachineConfig,
         console: Console | None = None,
         clock: Clock | None = None,
+        snapshot: Snapshot | None = None,
     ) -> None:
+        """``snapshot``: an opened snapshot file (``Machine.restore``) whose RAM and
+        state the machine starts from, instead of loading its images."""
         self.config = config
         self.console = console if console is not None else BufferConsole()
         self.host_clock = clock if clock is not None else Clock()
         self.clock = GuestTime(self.host_clock)  # what mtime and the timers follow
         self._power: tuple[str, int] | None = None
-        self.board = VirtBoard(config, self.clock, self.console.write, self._on_power)
+        self.instructions = 0
+        ram = snapshot.map_ram() if snapshot is not None else None
+        self.board = VirtBoard(config, self.clock, self.console.write, self._on_power, ram=ram)
         self.harts = self.board.harts
+        if snapshot is not None:
+            try:
+                from .snapshot import load_sections, restore_sections
+
+                restore_sections(self, load_sections(snapshot, self))
+            except BaseException:
+                self.board.close()
+                raise
         self._warmup: int | None = None  # instructions before the JIT comes up (auto)
         self.engine_start_seconds = 0.0  # bringing the JIT up after the warm-up
         try:
@@ -93,10 +109,42 @@ class Machine:
             raise
         for hart in self.harts:
             hart.yield_on_pause = len(self.harts) > 1
-        self.instructions = 0
         self._seen = 0
         self.crash: str | None = None
         self.last_result: RunResult | None = None
+
+    @classmethod
+    def restore(cls, path: str, console: Console | None = None, clock: Clock | None = None,
+                engine: str | None = None, verify: bool = True) -> Machine:
+        """A machine brought back from the snapshot file ``path`` (``snapshot``), its RAM
+        mapped copy-on-write from the file; ``engine`` may differ from the one it was
+        taken under; ``verify`` checks its RAM's checksum (reads every stored page)."""
+        from .snapshot import open_snapshot
+
+        snap = open_snapshot(path)
+        try:
+            machine = cls(snap.config(engine), console, clock, snapshot=snap)
+            if verify:
+                try:
+                    snap.verify_ram(machine.board.ram)
+                except BaseException:
+                    machine.close()
+                    raise
+        finally:
+            snap.close()  # (the RAM's mapping holds the file)
+        return machine
+
+    def snapshot(self, path: str) -> dict[str, int]:
+        """Save this machine (stopped: between ``run`` calls) to the file ``path``, its
+        disks flushed first; ``Machine.restore`` brings it back. Returns the RAM size,
+        the bytes of RAM stored (zero pages are not) and the file's size on disk."""
+        from .snapshot import save
+
+        for engine in self.engines:
+            sync = getattr(engine, "sync_hart", None)
+            if sync is not None:
+                sync()
+        return save(self, path)
 
     def _on_power(self, event: str, code: int) -> None:
         self._power = (event, code)
@@ -209,6 +257,10 @@ class Machine:
                     break
                 if console.quit_requested:
                     reason, code = "quit", 0
+                    break
+                if console.snapshot_requested:
+                    console.snapshot_requested = False
+                    reason, code = "snapshot", 0
                     break
                 if max_instructions is not None and self.instructions >= max_instructions:
                     reason, code = "limit", 0

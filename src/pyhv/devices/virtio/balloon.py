@@ -30,8 +30,9 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
+from ...records import U16, U32, U64, MaxLen, Record, StateError, record
 from .device import VIRTIO_ID_BALLOON, VirtioDevice
 from .dma import DmaError
 from .mmio import DEVICE_NEEDS_RESET, DRIVER_OK
@@ -261,40 +262,33 @@ class VirtioBalloon(VirtioDevice):
         self._stats_chain = None
         self._stats = {}
 
-    def save(self) -> dict[str, Any]:
+    def save(self) -> BalloonState:
         chain = self._stats_chain
-        return {
-            "target_pages": self.target_pages,
-            "actual": self.actual,
-            "bitmap": bytes(self._bitmap).hex(),
-            "stats": dict(self._stats),
-            "stats_chain": None if chain is None else {
-                "head": chain.head,
-                "readable": [list(x) for x in chain.readable],
-                "writable": [list(x) for x in chain.writable],
-            },
-            "counters": dict(self.counters),
-        }
+        return BalloonState(
+            self.target_pages, self.actual, bytes(self._bitmap), dict(self._stats),
+            None if chain is None else StatsChain(
+                chain.head, [list(x) for x in chain.readable],
+                [list(x) for x in chain.writable]),
+            dict(self.counters))
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.target_pages = min(int(state.get("target_pages", 0)), self.ram_pages)
-        self.actual = int(state.get("actual", 0)) & 0xFFFFFFFF
-        saved = state.get("bitmap")
-        bitmap = bytearray(len(self._bitmap)) if saved is None else bytearray.fromhex(saved)
+    def restore(self, state: Record) -> None:
+        assert isinstance(state, BalloonState)
+        self.target_pages = min(state.target_pages, self.ram_pages)
+        self.actual = state.actual
+        bitmap = bytearray(state.bitmap)
         if len(bitmap) != len(self._bitmap):
-            raise ValueError("balloon state is for a different RAM size")
+            raise StateError("balloon: saved for another RAM size")
         if self.ram_pages % 8:  # no bits beyond the last page
             bitmap[-1] &= (1 << (self.ram_pages % 8)) - 1
         self._bitmap = bitmap
         self._inflated = int.from_bytes(bitmap, "little").bit_count()
-        self._stats = {str(k): int(v) for k, v in state.get("stats", {}).items()}
-        c = state.get("stats_chain")
+        self._stats = dict(state.stats)
+        c = state.stats_chain
+        if c is not None and any(len(x) != 2 for x in c.readable + c.writable):
+            raise StateError("balloon: a stats buffer is not (address, length)")
         self._stats_chain = None if c is None else Chain(
-            int(c["head"]),
-            [(int(a), int(n)) for a, n in c["readable"]],
-            [(int(a), int(n)) for a, n in c["writable"]],
-        )
-        self.counters.update(state.get("counters", {}))
+            c.head, [(a, n) for a, n in c.readable], [(a, n) for a, n in c.writable])
+        self.counters.update({k: v for k, v in state.counters.items() if k in self.counters})
 
     # -- internals -------------------------------------------------------------------------
 
@@ -361,3 +355,28 @@ class VirtioBalloon(VirtioDevice):
             self._stats_chain = chain
         if pushed:
             self.used_buffers(STATSQ)
+
+
+@record
+class StatsChain(Record):
+    """The driver's statistics buffer the device holds (a descriptor chain)."""
+
+    head: U16
+    readable: Annotated[list[Annotated[list[U64], MaxLen(2)]], MaxLen(256)]
+    writable: Annotated[list[Annotated[list[U64], MaxLen(2)]], MaxLen(256)]
+
+
+@record
+class BalloonState(Record):
+    """The host's target, the driver's answer, which pages are in the balloon, the
+    guest's last statistics and the buffer for the next."""
+
+    target_pages: U32
+    actual: U32
+    bitmap: Annotated[bytes, MaxLen(1 << 26)]
+    stats: Annotated[dict[str, U64], MaxLen(64)]
+    stats_chain: StatsChain | None
+    counters: Annotated[dict[str, U64], MaxLen(64)]
+
+
+VirtioBalloon.STATE = BalloonState

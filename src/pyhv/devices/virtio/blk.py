@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Annotated
 
+from ...records import U64, MaxLen, Record, record
 from .block_backend import DiskBackend, DiskError, check_request
 from .device import VIRTIO_ID_BLOCK, VirtioDevice
 from .queue import Chain, Virtqueue
@@ -161,8 +162,19 @@ class VirtioBlk(VirtioDevice):
     def close(self) -> None:
         self.disk.close()
 
-    def save(self) -> dict[str, Any]:
-        return {"stats": dict(self.stats)}
+    def save(self) -> BlkState:
+        return BlkState(dict(self.stats))
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.stats.update(state.get("stats", {}))
+    def restore(self, state: Record) -> None:
+        assert isinstance(state, BlkState)
+        self.stats.update({k: v for k, v in state.stats.items() if k in self.stats})
+
+
+@record
+class BlkState(Record):
+    """The disk's request counters (its blocks are in its file, flushed at a snapshot)."""
+
+    stats: Annotated[dict[str, U64], MaxLen(64)]
+
+
+VirtioBlk.STATE = BlkState

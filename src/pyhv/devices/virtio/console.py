@@ -25,8 +25,9 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
+from ...records import U16, U64, MaxLen, Record, record
 from .device import VIRTIO_ID_CONSOLE, VirtioDevice
 from .dma import DmaError
 from .mmio import DEVICE_NEEDS_RESET, DRIVER_OK
@@ -123,15 +124,16 @@ class VirtioConsole(VirtioDevice):
         # Host input that has not reached the guest stays queued for the next driver.
         pass
 
-    def save(self) -> dict[str, Any]:
-        return {"pending": bytes(self.pending).hex(), "stats": dict(self.stats),
-                "size": list(self.size) if self.size is not None else None}
+    def save(self) -> ConsoleState:
+        return ConsoleState(bytes(self.pending), dict(self.stats),
+                            list(self.size) if self.size is not None else None)
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.pending = bytearray(bytes.fromhex(state.get("pending", "")))[:MAX_PENDING_INPUT]
-        self.stats.update(state.get("stats", {}))
-        size = state.get("size")
-        self.size = (int(size[0]), int(size[1])) if size else None
+    def restore(self, state: Record) -> None:
+        assert isinstance(state, ConsoleState)
+        self.pending = bytearray(state.pending)
+        self.stats.update({k: v for k, v in state.stats.items() if k in self.stats})
+        size = state.size
+        self.size = (size[0], size[1]) if size and len(size) == 2 else None
 
     # -- host side ----------------------------------------------------------------------------
 
@@ -219,3 +221,15 @@ class VirtioConsole(VirtioDevice):
         except (VirtqueueError, DmaError) as e:
             assert self.transport is not None
             self.transport.fail(f"queue {RECEIVEQ}: {e}")
+
+
+@record
+class ConsoleState(Record):
+    """Host input not yet taken by the guest, the counters, the console's size."""
+
+    pending: Annotated[bytes, MaxLen(MAX_PENDING_INPUT)]
+    stats: Annotated[dict[str, U64], MaxLen(64)]
+    size: Annotated[list[U16], MaxLen(2)] | None
+
+
+VirtioConsole.STATE = ConsoleState

@@ -7,7 +7,9 @@ setup, interrupts, status and reset belong to the one shared transport.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ...records import Record, record
 
 if TYPE_CHECKING:
     from .mmio import VirtioMmio
@@ -24,6 +26,11 @@ VIRTIO_ID_BALLOON = 5
 VIRTIO_F_RING_INDIRECT_DESC = 1 << 28
 VIRTIO_F_RING_EVENT_IDX = 1 << 29
 VIRTIO_F_VERSION_1 = 1 << 32
+
+
+@record
+class NoState(Record):
+    """A device with no state of its own beyond its queues."""
 
 
 class VirtioDevice:
@@ -73,10 +80,13 @@ class VirtioDevice:
     def close(self) -> None:
         """The VM is going away: release host resources (files, sockets)."""
 
-    def save(self) -> dict[str, Any]:
-        return {}
+    # The device's own state (beyond its transport's): a record type, and the record.
+    STATE: type[Record] = NoState
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def save(self) -> Record:
+        return NoState()
+
+    def restore(self, state: Record) -> None:
         pass
 
     # -- helpers for subclasses -------------------------------------------------------
@@ -93,3 +103,4 @@ class VirtioDevice:
     def config_changed(self) -> None:
         if self.transport is not None:
             self.transport.notify_config()
+

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Annotated
 
+from ...records import U8, U32, U64, MaxLen, Record, StateError, record
 from ..base import Device, IrqLine
 from .device import (
     VIRTIO_F_RING_EVENT_IDX,
@@ -21,7 +22,7 @@ from .device import (
     VirtioDevice,
 )
 from .dma import DmaError, GuestDMA
-from .queue import Virtqueue, VirtqueueError
+from .queue import QueueState, Virtqueue, VirtqueueError
 
 log = logging.getLogger(__name__)
 LOG_BURST = 5  # malformed requests logged per device and LOG_WINDOW (see fail)
@@ -321,24 +322,43 @@ class VirtioMmio(Device):
         except (VirtqueueError, DmaError) as e:
             self.fail(str(e))
 
-    def save(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "driver_features": self.driver_features,
-            "interrupt_status": self.interrupt_status,
-            "config_generation": self.config_generation,
-            "queues": [q.save() for q in self.queues],
-            "device": self.device.save() if self.device else {},
-        }
+    def save(self) -> TransportState:
+        """The transport's registers and queues (the device's own state is its
+        device's ``save``: a snapshot keeps the two in separate sections)."""
+        return TransportState(self.status, self.driver_features, self.interrupt_status,
+                              self.config_generation, self.device_features_sel,
+                              self.driver_features_sel, self.queue_sel,
+                              [q.save() for q in self.queues])
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.status = state["status"]
-        self.driver_features = state["driver_features"]
-        self.interrupt_status = state["interrupt_status"]
-        self.config_generation = state["config_generation"]
-        for q, qs in zip(self.queues, state["queues"], strict=True):
+    def restore(self, state: TransportState) -> None:
+        if len(state.queues) != len(self.queues):
+            raise StateError(f"{self.name}: {len(state.queues)} queues saved, "
+                             f"{len(self.queues)} here")
+        if state.driver_features & ~self.offered_features():
+            raise StateError(f"{self.name}: features the device does not offer")
+        for q, qs in zip(self.queues, state.queues, strict=True):
             q.restore(qs)
+        self.status = state.status
+        self.driver_features = state.driver_features
+        self.interrupt_status = state.interrupt_status
+        self.config_generation = state.config_generation
+        self.device_features_sel = state.device_features_sel
+        self.driver_features_sel = state.driver_features_sel
+        self.queue_sel = state.queue_sel
         if self.device is not None:
             self.device.driver_features = self.driver_features
-            self.device.restore(state["device"])
         self.irq.set(bool(self.interrupt_status))
+
+
+@record
+class TransportState(Record):
+    """A virtio-mmio window's registers and its queues."""
+
+    status: U8
+    driver_features: U64
+    interrupt_status: U32
+    config_generation: U32
+    device_features_sel: U32
+    driver_features_sel: U32
+    queue_sel: U32
+    queues: Annotated[list[QueueState], MaxLen(64)]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import os
 import struct
 from collections import deque
-from typing import Any, Protocol
+from typing import Annotated, Protocol
 
 from ...net.mac import parse_mac
+from ...records import U64, MaxLen, Record, StateError, record
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Virtqueue
 
@@ -135,9 +136,24 @@ class VirtioNet(VirtioDevice):
     def close(self) -> None:
         self.port.close()
 
-    def save(self) -> dict[str, Any]:
-        return {"mac": self.mac.hex(), "stats": dict(self.stats)}
+    def save(self) -> NetState:
+        return NetState(self.mac, dict(self.stats))
 
-    def restore(self, state: dict[str, Any]) -> None:
-        self.mac = bytes.fromhex(state["mac"])
-        self.stats.update(state.get("stats", {}))
+    def restore(self, state: Record) -> None:
+        assert isinstance(state, NetState)
+        if len(state.mac) != 6:
+            raise StateError("virtio-net: a MAC address is 6 bytes")
+        self.mac = state.mac
+        self.stats.update({k: v for k, v in state.stats.items() if k in self.stats})
+
+
+@record
+class NetState(Record):
+    """The NIC's MAC (the guest's driver read it; a clone is given a fresh one) and
+    counters."""
+
+    mac: Annotated[bytes, MaxLen(6)]
+    stats: Annotated[dict[str, U64], MaxLen(64)]
+
+
+VirtioNet.STATE = NetState

@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from ...records import U16, U64, Record, StateError, record
 from .dma import DmaError, GuestDMA
 
 VIRTQ_DESC_F_NEXT = 1
@@ -255,11 +256,39 @@ class Virtqueue:
         self.budget -= done
         return done
 
-    def save(self) -> dict[str, int | bool]:
-        return {k: getattr(self, k) for k in (
-            "num", "ready", "desc_addr", "avail_addr", "used_addr", "last_avail", "used_idx",
-            "event_idx", "signalled_used", "signalled_valid")}
+    def save(self) -> QueueState:
+        return QueueState(self.num, self.ready, self.desc_addr, self.avail_addr,
+                          self.used_addr, self.last_avail, self.used_idx, self.event_idx,
+                          self.signalled_used, self.signalled_valid)
 
-    def restore(self, state: dict[str, int | bool]) -> None:
-        for k, v in state.items():
-            setattr(self, k, v)
+    def restore(self, state: QueueState) -> None:
+        if not 1 <= state.num <= self.max_size:
+            raise StateError(f"virtqueue: size {state.num}, at most {self.max_size} here")
+        self.num = state.num
+        self.ready = state.ready
+        self.desc_addr = state.desc_addr
+        self.avail_addr = state.avail_addr
+        self.used_addr = state.used_addr
+        self.last_avail = state.last_avail
+        self.used_idx = state.used_idx
+        self.event_idx = state.event_idx
+        self.signalled_used = state.signalled_used
+        self.signalled_valid = state.signalled_valid
+        self.deferred = False
+
+
+@record
+class QueueState(Record):
+    """A split virtqueue as the driver set it up, and how far the device got (the ring
+    addresses are checked when used, as on every request)."""
+
+    num: U16
+    ready: bool
+    desc_addr: U64
+    avail_addr: U64
+    used_addr: U64
+    last_avail: U16
+    used_idx: U16
+    event_idx: bool
+    signalled_used: U16
+    signalled_valid: bool

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ...records import U64, Record, record
 from .device import VIRTIO_ID_RNG, VirtioDevice
 from .queue import Virtqueue
 
@@ -35,8 +36,19 @@ class VirtioRng(VirtioDevice):
         if pushed:
             self.used_buffers(index)
 
-    def save(self) -> dict[str, int]:
-        return {"bytes_served": self.bytes_served}
+    def save(self) -> RngState:
+        return RngState(self.bytes_served)
 
-    def restore(self, state: dict[str, int]) -> None:
-        self.bytes_served = state.get("bytes_served", 0)
+    def restore(self, state: Record) -> None:
+        assert isinstance(state, RngState)
+        self.bytes_served = state.bytes_served
+
+
+@record
+class RngState(Record):
+    """Bytes handed to the guest (the entropy itself is the host's, never saved)."""
+
+    bytes_served: U64
+
+
+VirtioRng.STATE = RngState
