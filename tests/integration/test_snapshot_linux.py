@@ -1,0 +1,50 @@
+"""A Linux guest at its shell, saved and restored (vm/snapshot.py): the restored shell
+answers with the files and processes it had, under the engine it was saved under and
+under another."""
+
+from __future__ import annotations
+
+import pytest
+
+from pyhv import BufferConsole, Machine, MachineConfig
+from pyhv.cpu.engines import jit_unavailable_reason
+from pyhv.vm.config import DiskSpec, NetSpec
+
+from .linux_guest import BOOT_TIMEOUT, IMAGE, INITRD, PROMPT, needs_linux, shell, writable_copy
+
+pytestmark = [pytest.mark.slow, needs_linux]
+
+
+@pytest.mark.parametrize("smp,then", [(1, "interp"), (4, "jit"), (1, "translate")])
+def test_a_linux_shell_answers_after_a_restore(tmp_path, smp, then):
+    if jit_unavailable_reason() is not None:
+        pytest.skip(str(jit_unavailable_reason()))
+    disk = writable_copy(tmp_path)
+    devices = (DiskSpec(str(disk)), NetSpec(f"snap-{tmp_path.name}", "52:54:00:12:34:57"))
+    cfg = MachineConfig(kernel=str(IMAGE), initrd=str(INITRD), smp=smp, memory=256 << 20,
+                        append="console=ttyS0", devices=devices, engine="jit")
+    console = BufferConsole()
+    vm = Machine(cfg, console=console)
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(vm, console, "echo saved-state > /tmp/marker; mkdir -p /mnt; "
+                           "mount -t ext2 /dev/vda /mnt; echo on-disk > /mnt/written")
+        shell(vm, console, "sleep 7777 &")
+        ps_before = shell(vm, console, "ps -o pid,args | grep 'sleep 777[7]'")
+        assert "sleep 7777" in ps_before
+        info = vm.snapshot(str(tmp_path / "linux.snap"))
+    finally:
+        vm.close()
+    assert info["stored_bytes"] < info["ram_bytes"] // 2
+    console2 = BufferConsole()
+    vm2 = Machine.restore(str(tmp_path / "linux.snap"), console=console2, engine=then)
+    try:
+        assert vm2.config.memory == 256 << 20 and len(vm2.harts) == smp
+        out = shell(vm2, console2, "cat /tmp/marker /mnt/written; "
+                                   "ps -o pid,args | grep 'sleep 777[7]'")
+        assert "saved-state" in out and "on-disk" in out, out
+        assert ps_before.split()[0] in out, (ps_before, out)  # the same process
+        out = shell(vm2, console2, "cat /sys/class/net/eth0/address; nproc")
+        assert "52:54:00:12:34:57" in out and str(smp) in out, out
+    finally:
+        vm2.close()
