@@ -239,3 +239,37 @@ def test_cli_saves_at_the_limit_and_restores(tmp_path):
     bad = _cli("--restore", str(path), "--memory", "256M")
     assert bad.returncode == 1
     assert b"drop --memory" in bad.stderr and b"Traceback" not in bad.stderr
+
+
+def test_clones_get_fresh_macs_and_a_generation_and_run_on(tmp_path, straight):
+    from pyhv.vm.config import NetSpec
+
+    out_ref, total = straight
+    cfg = MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp", no_reboot=True,
+                        devices=(NetSpec(f"clones-{tmp_path.name}", "52:54:00:aa:bb:cc"),))
+    m = Machine(cfg)
+    try:
+        m.run(max_instructions=100_000)
+        m.snapshot(str(tmp_path / "vm.snap"))
+        before = bytes(m.console.output)
+    finally:
+        m.close()
+    same = Machine.restore(str(tmp_path / "vm.snap"), engine="interp")
+    try:
+        assert same.board.virtio_devices[0].mac == bytes.fromhex("525400aabbcc")
+        assert same.generation == 0
+    finally:
+        same.close()
+    macs = set()
+    for _ in range(2):
+        c = Machine.restore(str(tmp_path / "vm.snap"), clone=True,
+                            engine="jit" if jit_unavailable_reason() is None else "translate")
+        try:
+            macs.add(c.board.virtio_devices[0].mac)
+            assert c.generation == 1
+            assert c.board.virtio_slots[-1].config_generation >= 1  # the driver is told
+            r = c.run(timeout=300)
+            assert r.instructions == total and before + bytes(c.console.output) == out_ref
+        finally:
+            c.close()
+    assert len(macs) == 2 and bytes.fromhex("525400aabbcc") not in macs

@@ -5,6 +5,7 @@ for the layers above."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..cpu.engines import DEFAULT_ENGINE, ENGINE_NAMES
@@ -129,6 +130,12 @@ class MachineConfig:
     engine: str = DEFAULT_ENGINE  # one of ENGINES; resolved when the Machine is built
     no_reboot: bool = False
     devices: tuple[DeviceSpec, ...] = ()
+
+    def with_fresh_macs(self) -> MachineConfig:
+        """This config with every NIC's MAC left to be drawn afresh (a clone's)."""
+        return dataclasses.replace(self, devices=tuple(
+            dataclasses.replace(d, mac=None) if isinstance(d, NetSpec) else d
+            for d in self.devices))
 
     def __post_init__(self) -> None:
         if not 1 <= self.smp <= memmap.MAX_HARTS:

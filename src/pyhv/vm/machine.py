@@ -74,6 +74,7 @@ class Machine:
         console: Console | None = None,
         clock: Clock | None = None,
         snapshot: Snapshot | None = None,
+        clone: bool = False,
     ) -> None:
         """``snapshot``: an opened snapshot file (``Machine.restore``) whose RAM and
         state the machine starts from, instead of loading its images."""
@@ -83,6 +84,9 @@ class Machine:
         self.clock = GuestTime(self.host_clock)  # what mtime and the timers follow
         self._power: tuple[str, int] | None = None
         self.instructions = 0
+        # Clones made of this machine's line (snapshots restored as new machines): a
+        # guest agent reads it to know it must take a new identity (vm/snapshot.py).
+        self.generation = 0
         ram = snapshot.map_ram() if snapshot is not None else None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power, ram=ram)
         self.harts = self.board.harts
@@ -90,7 +94,7 @@ class Machine:
             try:
                 from .snapshot import load_sections, restore_sections
 
-                restore_sections(self, load_sections(snapshot, self))
+                restore_sections(self, load_sections(snapshot, self), clone=clone)
             except BaseException:
                 self.board.close()
                 raise
@@ -115,15 +119,23 @@ class Machine:
 
     @classmethod
     def restore(cls, path: str, console: Console | None = None, clock: Clock | None = None,
-                engine: str | None = None, verify: bool = True) -> Machine:
+                engine: str | None = None, verify: bool = True, clone: bool = False
+                ) -> Machine:
         """A machine brought back from the snapshot file ``path`` (``snapshot``), its RAM
-        mapped copy-on-write from the file; ``engine`` may differ from the one it was
-        taken under; ``verify`` checks its RAM's checksum (reads every stored page)."""
+        mapped copy-on-write from the file (machines restored from one file share every
+        page none of them wrote); ``engine`` may differ from the one it was taken under;
+        ``verify`` checks its RAM's checksum (reads every stored page). A ``clone`` is a
+        new machine, not the saved one come back: each NIC gets a fresh MAC (its config
+        space changes, with a config interrupt) and the machine's ``generation`` goes
+        up by one."""
         from .snapshot import open_snapshot
 
         snap = open_snapshot(path)
         try:
-            machine = cls(snap.config(engine), console, clock, snapshot=snap)
+            config = snap.config(engine)
+            if clone:
+                config = config.with_fresh_macs()
+            machine = cls(config, console, clock, snapshot=snap, clone=clone)
             if verify:
                 try:
                     snap.verify_ram(machine.board.ram)

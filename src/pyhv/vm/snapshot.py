@@ -108,7 +108,7 @@ def machine_sections(machine: Machine) -> dict[str, records.Record]:
         if slot.device is not None:
             out[f"virtio{i}"] = slot.save()
             out[f"virtio{i}.device"] = slot.device.save()
-    out["machine"] = MachineState(machine.instructions)
+    out["machine"] = MachineState(machine.instructions, machine.generation)
     return out
 
 
@@ -121,9 +121,11 @@ class RomState(records.Record):
 
 @records.record
 class MachineState(records.Record):
-    """What the machine loop keeps: the guest instructions run so far."""
+    """What the machine loop keeps: the guest instructions run so far, and how many
+    clones separate this machine from the one first booted."""
 
     instructions: records.U64
+    generation: records.U32
 
 
 def save(machine: Machine, path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -304,8 +306,11 @@ def load_sections(snap: Snapshot, machine: Machine) -> dict[str, records.Record]
     return out
 
 
-def restore_sections(machine: Machine, sections: dict[str, records.Record]) -> None:
-    """Give each part its state (harts first: the devices then drive their lines)."""
+def restore_sections(machine: Machine, sections: dict[str, records.Record],
+                     clone: bool = False) -> None:
+    """Give each part its state (harts first: the devices then drive their lines). A
+    clone keeps the fresh MACs its NICs were built with (a config interrupt tells the
+    driver) and counts one more generation."""
     board = machine.board
     try:
         for hart in board.harts:
@@ -321,9 +326,14 @@ def restore_sections(machine: Machine, sections: dict[str, records.Record]) -> N
         for i, slot in enumerate(board.virtio_slots):
             if slot.device is not None:
                 slot.restore(sections[f"virtio{i}"])  # type: ignore[arg-type]
+                fresh = getattr(slot.device, "mac", None) if clone else None
                 slot.device.restore(sections[f"virtio{i}.device"])
+                if fresh is not None and fresh != getattr(slot.device, "mac", None):
+                    slot.device.mac = fresh  # type: ignore[attr-defined]
+                    slot.notify_config()
         state = sections["machine"]
         assert isinstance(state, MachineState)
         machine.instructions = state.instructions
+        machine.generation = state.generation + (1 if clone else 0)
     except (StateError, ValueError) as e:
         raise SnapshotError(f"snapshot: {e}") from None
