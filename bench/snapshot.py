@@ -6,10 +6,14 @@ save the machine (``Machine.snapshot``) and print the time, the file's length an
 it takes on disk (zero pages are holes); restore it (``Machine.restore``: RAM mapped
 copy-on-write from the file) without and with the RAM checksum, and print the time to
 a machine ready to run its first guest instruction and the time until the restored
-shell has answered a typed ``echo``. Targets (issue 17): restore under 50 ms, flat
-across sizes; the shell's answer under 200 ms.
+shell has answered a typed ``echo``. Then ``--clones N`` processes each restore a clone
+of the first size's snapshot (``Machine.restore(clone=True)``) and answer a typed
+command: their host memory together (the sum of their proportional set sizes, PSS,
+which splits a page shared by k processes k ways) against one restored VM's alone, and
+their MACs. Targets (issue 17): restore under 50 ms, flat across sizes; the shell's
+answer under 200 ms; 10 clones under 2x one VM's memory.
 
-    python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3]
+    python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3] [--clones 10]
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,9 +53,80 @@ def answer(vm: Machine, console: BufferConsole, command: str, want: bytes) -> No
         vm.run(timeout=1, stop_when=done)
 
 
-def one_size(size: str, runs: int, workdir: str) -> dict[str, float]:
+def clone_worker(path: str, clone: bool) -> int:
+    """A VM process of the clone phase: restore, answer, report, wait for EOF."""
+    console = BufferConsole()
+    vm = Machine.restore(path, console=console, clone=clone, verify=False)
+    try:
+        answer(vm, console, "echo clone-up", b"clone-up\r\n")
+        answer(vm, console, "cat /sys/class/net/eth0/address", b"\r\n")
+        mac = vm.board.virtio_devices[0].mac.hex(":")
+        print(f"READY {mac}", flush=True)
+        sys.stdin.read()
+    finally:
+        vm.close()
+    return 0
+
+
+def pss_kib(pid: int, mapping: str | None = None) -> int:
+    """The process's PSS (KiB), or only that of its mappings of the file ``mapping``."""
+    if mapping is None:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no Pss")
+    total, inside = 0, False
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                inside = line.rstrip().endswith(mapping)
+            elif inside and line.startswith("Pss:"):
+                total += int(head[1])
+    return total
+
+
+def start_vms(path: str, n: int, clone: bool) -> tuple[list[subprocess.Popen], list[str]]:
+    procs, macs = [], []
+    for _ in range(n):
+        procs.append(subprocess.Popen(
+            [sys.executable, __file__, "--worker", path] + (["--clone"] if clone else []),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+    for p in procs:
+        assert p.stdout is not None
+        line = p.stdout.readline()
+        if not line.startswith("READY"):
+            raise SystemExit(f"a VM process did not come up: {line!r}")
+        macs.append(line.split()[1])
+    return procs, macs
+
+
+def stop_vms(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        assert p.stdin is not None
+        p.stdin.close()
+    for p in procs:
+        p.wait(timeout=60)
+
+
+def clones(path: str, n: int) -> dict[str, object]:
+    procs, _ = start_vms(path, 1, clone=False)
+    one, one_ram = pss_kib(procs[0].pid), pss_kib(procs[0].pid, path)
+    stop_vms(procs)
+    procs, macs = start_vms(path, n, clone=True)
+    total = sum(pss_kib(p.pid) for p in procs)
+    ram = sum(pss_kib(p.pid, path) for p in procs)
+    stop_vms(procs)
+    return {"one": one, "total": total, "one_ram": one_ram, "ram": ram, "macs": macs}
+
+
+def one_size(size: str, runs: int, workdir: str, keep: bool = False) -> dict[str, float]:
+    from pyhv.vm.config import NetSpec
+
     cfg = MachineConfig(kernel=str(GUESTS / "Image"), initrd=str(GUESTS / "initramfs.cpio"),
-                        memory=parse_memory(size), append="console=ttyS0", engine="jit")
+                        memory=parse_memory(size), append="console=ttyS0", engine="jit",
+                        devices=(NetSpec(f"snap-bench-{os.getpid()}"),))
     console = BufferConsole()
     vm = Machine(cfg, console=console)
     path = os.path.join(workdir, f"linux-{size}.snap")
@@ -83,7 +159,8 @@ def one_size(size: str, runs: int, workdir: str) -> dict[str, float]:
         key = "checked" if verify else "mapped"
         fig[f"{key}_ready"] = statistics.median(ready)
         fig[f"{key}_shell"] = statistics.median(shell)
-    os.unlink(path)
+    if not keep:
+        os.unlink(path)
     return fig
 
 
@@ -91,14 +168,22 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="128M,512M,2G")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--clones", type=int, default=10, help="clone processes (0: none)")
+    ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
+    ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        return clone_worker(args.worker, args.clone)
     if not (GUESTS / "Image").exists():
         print(f"needs {GUESTS}", file=sys.stderr)
         return 1
     rows = []
     with tempfile.TemporaryDirectory(prefix="pyhv-snap-bench-") as work:
-        for size in args.sizes.split(","):
-            rows.append((size, one_size(size, args.runs, work)))
+        sizes = args.sizes.split(",")
+        for i, size in enumerate(sizes):
+            rows.append((size, one_size(size, args.runs, work, keep=i == 0)))
+        shared = clones(os.path.join(work, f"linux-{sizes[0]}.snap"), args.clones) \
+            if args.clones else None
     print(f"Linux at its shell, snapshot and restore (median of {args.runs}; times in ms, "
           "sizes in MiB)")
     print(f"{'RAM':>5} {'save':>7} {'file':>7} {'on disk':>8} | {'restore':>8} "
@@ -111,6 +196,17 @@ def main() -> int:
     print("restore: Machine.restore() until the machine can run its first instruction "
           "(RAM mapped, every part's state checked and restored, engines built); shell: "
           "until the restored shell has answered a typed echo")
+    if shared is not None:
+        one, total, macs = shared["one"], shared["total"], shared["macs"]
+        one_ram, ram = shared["one_ram"], shared["ram"]
+        assert isinstance(one, int) and isinstance(total, int) and isinstance(macs, list)
+        assert isinstance(one_ram, int) and isinstance(ram, int)
+        print(f"{args.clones} clones of the {sizes[0]} snapshot, each at its shell: "
+              f"{total / 1024:.0f} MiB together (PSS), one restored VM alone "
+              f"{one / 1024:.0f} MiB: {total / one:.2f}x; of it guest RAM (the snapshot's "
+              f"mapping) {ram / 1024:.1f} MiB against {one_ram / 1024:.1f} MiB: "
+              f"{ram / max(one_ram, 1):.2f}x; {len(set(macs))} distinct MACs "
+              f"({', '.join(macs[:3])}, ...)")
     return 0
 
 
