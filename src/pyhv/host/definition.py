@@ -201,6 +201,35 @@ class VMDefinition:
         except DefinitionError as e:
             raise e.with_source(source) from None
 
+    @classmethod
+    def from_machine_config(cls, config: MachineConfig, name: str) -> VMDefinition:
+        """The definition of a machine described by ``config`` (a snapshot's): its
+        vCPUs, memory, engine, boot images and devices, default QoS. Slot numbers and
+        disk serials are not kept (a fresh boot places the devices in the definition's
+        order); a NIC keeps its MAC (None: left for :meth:`Host.create` to draw)."""
+        from ..vm import config as mc
+
+        disks: list[Disk] = []
+        nets: list[Net] = []
+        rng = balloon = vconsole = False
+        for d in config.devices:
+            if isinstance(d, mc.DiskSpec):
+                disks.append(Disk(d.path, d.read_only, d.overlay))
+            elif isinstance(d, mc.NetSpec):
+                nets.append(Net(d.switch, d.mac))
+            elif isinstance(d, mc.RngSpec):
+                rng = True
+            elif isinstance(d, mc.BalloonSpec):
+                balloon = True
+            elif isinstance(d, mc.ConsoleSpec):
+                vconsole = True
+        boot = Boot(firmware=config.bios, kernel=config.kernel, initrd=config.initrd,
+                    cmdline=config.append, dtb=config.dtb)
+        return cls(name=name, vcpus=config.smp, memory=config.memory,
+                   engine=config.engine if config.engine in ENGINES else "auto", boot=boot,
+                   disks=tuple(disks), nets=tuple(nets), rng=rng, balloon=balloon,
+                   vconsole=vconsole)
+
     # --------------------------------------------------------------------- writing
 
     def to_dict(self) -> dict[str, Any]:

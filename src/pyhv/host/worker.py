@@ -1,11 +1,17 @@
 """The VM process: one VM of the host daemon, in an OS process of its own.
 
-    python -m pyhv.host.worker --state-dir DIR [--channel-fd FD] [--engine E] NAME
+    python -m pyhv.host.worker --state-dir DIR [--channel-fd FD] [--engine E]
+                               [--restore FILE [--clone]] NAME
 
 A crash of the machine, of Python or of a hostile guest takes down only this process;
 the daemon (:mod:`pyhv.host.daemon`) sees it exit and reports the VM crashed. The process
 builds the :class:`~pyhv.vm.machine.Machine` of the VM's definition and runs it until
-the guest powers off or the daemon says to stop. In ``vms/NAME/run/`` it keeps:
+the guest powers off or the daemon says to stop; with ``--restore FILE`` it brings the
+machine back from a snapshot file instead (``Machine.restore``: RAM mapped
+copy-on-write, every part's state checked), and with ``--clone`` as a new machine (each
+NIC a fresh MAC, the machine's generation one up). The definition then only names the
+VM and its resources: the machine (devices, images) is the snapshot's. In
+``vms/NAME/run/`` it keeps:
 
 * ``pid``: its pid and start time (so ``pyhv list`` sees it run without the daemon);
 * ``console.sock``: the serial console (:class:`~pyhv.host.console.SocketConsole`),
@@ -17,13 +23,25 @@ the guest powers off or the daemon says to stop. In ``vms/NAME/run/`` it keeps:
 **Control channel.** The daemon hands it one end of a socket pair (``--channel-fd``),
 JSON lines both ways. From the daemon: ``powerdown`` (ask the guest to power off),
 ``quit`` (stop the machine now, host side), ``reboot`` (warm reset), ``balloon``
-(``bytes``: the balloon size to ask for). To the daemon: ``ready`` (machine built,
-console served), ``idle`` / ``wake`` (only when the status page's ``notify`` flags ask
-for them: the scheduler wants them under contention), ``exit`` (``reason``: poweroff,
+(``bytes``: the balloon size to ask for), ``snapshot`` (``path``, ``id``, optional
+``hold``: save the machine to ``path``), ``release`` (end a ``hold``). To the daemon:
+``ready`` (machine built, console served; ``engine``, and ``macs``: the MAC of each NIC
+in the config's device order), ``snapshot`` (``id``, ``ok``, and the figures
+``ram_bytes``, ``stored_bytes``, ``file_bytes``, ``seconds``, or ``message``),
+``idle`` / ``wake`` (only when the status page's ``notify`` flags ask for them: the
+scheduler wants them under contention), ``exit`` (``reason``: poweroff,
 quit, crash; ``code``: the guest's exit code), ``error`` (the machine could not be
 built: ``type``, ``status``, ``message``). The end of the channel (the daemon died)
 stops the machine; the process asks for SIGCONT on its parent's death
 (``PR_SET_PDEATHSIG``) so that it notices even while the daemon keeps it stopped.
+
+**Snapshots.** A ``snapshot`` request stops the run loop at its next tick (as ``quit``
+and ``reboot`` do), saves the machine with :meth:`Machine.snapshot` (disks flushed, the
+file written beside its target and renamed into place, so a failure leaves an earlier
+file untouched), answers, and runs the guest on. With ``hold`` (the daemon's paused VMs:
+it lets the process continue only to take the snapshot) the guest is not run again
+after it until ``release`` (or ``powerdown``, ``quit``): the daemon stops the process
+again meanwhile.
 
 **Scheduling** is done from outside: the daemon stops and continues this process
 (SIGSTOP/SIGCONT) to grant it CPU time. The process only says when the guest idles:
@@ -121,7 +139,9 @@ class Worker:
         self.console = console
         self.status = status
         self.channel = channel
-        self.request: str | None = None  # "quit" or "reboot": stop the run loop for it
+        self.request: str | None = None  # "quit", "reboot", "snapshot": stop the run loop
+        self.snapshots: list[dict[str, Any]] = []  # requests to save the machine, in order
+        self.held = False  # a snapshot with "hold": the guest waits for "release"
         self._lines = LineBuffer()
         self._next_tick = 0.0
         self._next_stats = 0.0
@@ -146,6 +166,9 @@ class Worker:
                 result = machine.run(stop_when=self.tick)
                 if result.reason == "stopped":
                     request, self.request = self.request, None
+                    self._take_snapshots()
+                    if request != "quit" and self.held:
+                        request = self._wait_released()
                     if request == "quit":
                         return "quit", 0, None
                     if request == "reboot":
@@ -158,6 +181,47 @@ class Worker:
             signal.set_wakeup_fd(old)
             self.status.instructions = machine.instructions
             self.status.state = EXITING
+
+    def _take_snapshots(self) -> None:
+        """Save the machine (stopped between runs) for each pending request, answering
+        each: the figures, or why it failed (one line; the guest runs on either way)."""
+        while self.snapshots:
+            request = self.snapshots.pop(0)
+            reply: dict[str, Any] = {"ev": "snapshot", "id": request.get("id")}
+            path = request.get("path")
+            t0 = time.monotonic()
+            try:
+                if not isinstance(path, str) or not path:
+                    raise PyhvError(f"snapshot: bad path {path!r}")
+                figures = self.machine.snapshot(path)
+            except (PyhvError, OSError) as e:
+                message = str(e) if not isinstance(e, OSError) else (
+                    f"cannot write snapshot '{path}': {e.strerror or e}")
+                reply.update(ok=False, message=message.splitlines()[0] if message else
+                             type(e).__name__)
+            else:
+                reply.update(ok=True, seconds=round(time.monotonic() - t0, 3), **figures)
+            if request.get("hold"):
+                self.held = True
+            self.send(reply)
+
+    def _wait_released(self) -> str | None:
+        """Keep the guest stopped after a held snapshot (the daemon's paused VM) until
+        ``release``; serve the console and the channel meanwhile. Returns the request
+        that ended the wait (None for a plain release)."""
+        while self.held:
+            self.console.service()
+            if self.snapshots:
+                self._take_snapshots()
+            if self.request == "snapshot":
+                self.request = None
+            if self.request == "quit":
+                break
+            if self.held:
+                time.sleep(TICK * 5)
+        self.held = False
+        request, self.request = self.request, None
+        return request
 
     def tick(self) -> bool:
         """The run loop's ``stop_when``, called after every round of hart slices: every
@@ -278,7 +342,13 @@ class Worker:
             self.request = "quit"
         elif op == "reboot":
             self.request = self.request or "reboot"
+        elif op == "snapshot":
+            self.snapshots.append(message)
+            self.request = self.request or "snapshot"
+        elif op == "release":
+            self.held = False
         elif op == "powerdown":
+            self.held = False
             now = time.monotonic()
             self._sysrq = [(now + i * SYSRQ_GAP, key) for i, key in enumerate(SYSRQ_POWEROFF)]
         elif op == "balloon":
@@ -309,6 +379,21 @@ def _continue_when_parent_dies() -> None:
         pass
 
 
+def nic_macs(machine: Machine) -> list[str]:
+    """The MAC of each NIC of ``machine``, in its config's device order (a definition's
+    ``[[net]]`` order)."""
+    from ..vm.config import NetSpec, place
+
+    devices = machine.config.devices
+    slots = machine.board.virtio_slots
+    macs = []
+    for spec, slot in zip(devices, place(devices), strict=True):
+        if isinstance(spec, NetSpec):
+            mac = getattr(slots[slot].device, "mac", b"")
+            macs.append(":".join(f"{b:02x}" for b in mac))
+    return macs
+
+
 def _error_message(error: BaseException) -> dict[str, Any]:
     from .errors import HostError
 
@@ -327,8 +412,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--channel-fd", type=int, metavar="FD",
                         help="the daemon's end of the control channel (a socket)")
     parser.add_argument("--engine", metavar="NAME", help="override the definition's engine")
+    parser.add_argument("--restore", metavar="FILE",
+                        help="bring the machine back from this snapshot file instead of "
+                        "building it from the definition")
+    parser.add_argument("--clone", action="store_true",
+                        help="with --restore: a new machine (fresh MACs, generation + 1)")
     parser.add_argument("name", metavar="NAME")
     args = parser.parse_args(argv)
+    if args.clone and args.restore is None:
+        parser.error("--clone needs --restore FILE")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when VMs stop
 
     from .registry import Registry, write_pid_file
@@ -364,14 +456,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.memory = definition.memory
         console = SocketConsole(run_dir / "console.sock", log=run_dir / "console.log")
         tune_gc_for_vm()
-        machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
+        if args.restore is not None:
+            restored = _WorkerMachine.restore(args.restore, console, engine=args.engine,
+                                              clone=args.clone)
+            assert isinstance(restored, _WorkerMachine)
+            machine = restored
+        else:
+            machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
     except (PyhvError, OSError, ValueError) as e:
         return failed(e)
     console.uart = machine.board.uart
     status.engine = machine.engine_name
     worker = Worker(machine, console, status, channel)
     machine.worker = worker
-    worker.send({"ev": "ready", "pid": os.getpid(), "engine": machine.engine_name})
+    worker.send({"ev": "ready", "pid": os.getpid(), "engine": machine.engine_name,
+                 "macs": nic_macs(machine)})
     reason, code, crash = "crash", EXIT_GUEST_CRASH, None
     try:
         reason, code, crash = worker.run()
