@@ -1,5 +1,5 @@
 """``pyhv host serve`` and the commands that need it: ``start``, ``stop``, ``reboot``,
-``pause``, ``resume``, ``console`` and ``top``.
+``pause``, ``resume``, ``console``, ``top``, and ``snapshot``, ``restore``, ``clone``.
 
 ``pyhv host serve`` runs the host daemon (:mod:`pyhv.host.daemon`) in the foreground,
 with the REST API (:mod:`pyhv.host.rest`, loopback by default); the other commands
@@ -69,6 +69,29 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
     p.add_argument("name", metavar="NAME")
     p = command("resume", _resume, help="resume a paused VM")
     p.add_argument("name", metavar="NAME")
+    p = command("snapshot", _snapshot, help="save a running VM to a snapshot file",
+                description="Save a running VM's state and RAM to FILE (its disks flushed "
+                "first); the guest runs on. A paused VM is saved as it is and stays "
+                "paused. An earlier snapshot at FILE is replaced; any other file is not "
+                "overwritten.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE")
+    p = command("restore", _restore, help="define and start a VM from a snapshot file",
+                description="Define a VM from the machine saved in FILE (resources, images "
+                "and devices; default QoS) and start it from there: the guest goes on "
+                "where it was saved. A later 'pyhv start' boots it afresh from its images.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", "-n", metavar="NAME",
+                   help="the new VM's name (default: FILE's name without its extension)")
+    p = command("clone", _clone, help="start N new VMs from a snapshot file",
+                description="Define and start COUNT VMs named PREFIX-1 .. PREFIX-COUNT from "
+                "the machine saved in FILE, each a new machine (every NIC with a MAC of its "
+                "own); they share the file's RAM copy-on-write. All or nothing.")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--count", "-c", type=int, default=1, metavar="N",
+                   help="how many (1 to 64, default 1)")
+    p.add_argument("--name", "-n", metavar="PREFIX",
+                   help="name prefix (default: FILE's name without its extension)")
     p = command("console", _console, help="attach to a running VM's serial console",
                 description="Attach this terminal to a running VM's serial console "
                 "(Ctrl-] detaches). Piped input is sent to the guest.")
@@ -176,6 +199,38 @@ def _pause(ns: argparse.Namespace) -> int:
 def _resume(ns: argparse.Namespace) -> int:
     _host(ns).resume(ns.name)
     print(f"resumed VM '{ns.name}'")
+    return 0
+
+
+def _mib(size: Any) -> str:
+    return f"{(size or 0) / (1 << 20):.1f} MiB"
+
+
+def _snapshot(ns: argparse.Namespace) -> int:
+    import os
+
+    path = os.path.abspath(os.path.expanduser(ns.file))  # the client's current directory
+    result = _host(ns).snapshot(ns.name, path)
+    print(f"saved VM '{ns.name}' to {result['path']} in {result['seconds']:.2f} s "
+          f"(RAM {_mib(result['ram_bytes'])}, {_mib(result['stored_bytes'])} stored, "
+          f"file {_mib(result['file_bytes'])} on disk)")
+    return 0
+
+
+def _restore(ns: argparse.Namespace) -> int:
+    import os
+
+    vm = _host(ns).restore(os.path.abspath(os.path.expanduser(ns.file)), ns.name)
+    print(f"restored VM '{vm.name}' (pid {vm.pid})")
+    return 0
+
+
+def _clone(ns: argparse.Namespace) -> int:
+    import os
+
+    vms = _host(ns).clone(os.path.abspath(os.path.expanduser(ns.file)), ns.count, ns.name)
+    for vm in vms:
+        print(f"started VM '{vm.name}' (pid {vm.pid})")
     return 0
 
 

@@ -10,7 +10,8 @@
 
 With a host daemon serving the state directory (``pyhv host serve``,
 :mod:`pyhv.host.daemon`), VMs also run: :meth:`Host.start`, :meth:`Host.stop`,
-:meth:`Host.reboot`, :meth:`Host.pause`, :meth:`Host.resume`, :meth:`Host.set_live` and
+:meth:`Host.reboot`, :meth:`Host.pause`, :meth:`Host.resume`, :meth:`Host.set_live`,
+:meth:`Host.snapshot`, :meth:`Host.restore`, :meth:`Host.clone` and
 :meth:`Host.metrics` ask it over its control socket (:mod:`pyhv.host.control`); without
 one they raise :class:`~pyhv.host.errors.Unavailable` (503).
 
@@ -26,18 +27,23 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .definition import (
+    NAME_RULE,
     VMDefinition,
     _bad_type,
     _is_int,
     _is_number,
     parse_memory_value,
     parse_shares_value,
+    valid_name,
 )
 from .errors import DefinitionError, HostError, Invalid, NotFound
 from .registry import HostSettings, Registry, check_admission, check_fits
+
+if TYPE_CHECKING:
+    from ..vm.config import MachineConfig
 
 #: Fields :meth:`Host.set` changes.
 SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon")
@@ -46,6 +52,8 @@ LIVE = ("shares", "reservation", "limit", "balloon")
 #: VM states (:attr:`VM.state`). A running VM is starting, running, paused or stopping.
 RUNNING_STATES = ("starting", "running", "paused", "stopping")
 _UNSET: Any = object()
+#: The most VMs one ``clone`` makes.
+MAX_CLONES = 64
 
 
 def random_mac() -> str:
@@ -54,14 +62,17 @@ def random_mac() -> str:
     return "52:54:00:" + ":".join(f"{(tail >> s) & 0xFF:02x}" for s in (16, 8, 0))
 
 
-def check_files(definition: VMDefinition, source: str | None = None) -> None:
+def check_files(definition: VMDefinition, source: str | None = None, *,
+                boot_files: bool = True) -> None:
     """Refuse a definition whose kernel, firmware, initrd, DTB or disk images are missing
-    (a persistent overlay may be missing: it is created; its directory may not)."""
+    (a persistent overlay may be missing: it is created; its directory may not).
+    ``boot_files=False`` checks the disks only (a machine restored from a snapshot has
+    its RAM from the file: it loads no image)."""
     boot = definition.boot
     wanted: list[tuple[str, str]] = []
-    if boot.firmware not in ("default", "none"):
+    if boot_files and boot.firmware not in ("default", "none"):
         wanted.append(("boot.firmware", boot.firmware))
-    for key in ("kernel", "initrd", "dtb"):
+    for key in ("kernel", "initrd", "dtb") if boot_files else ():
         value = getattr(boot, key)
         if value is not None:
             wanted.append((f"boot.{key}", value))
@@ -83,6 +94,91 @@ def check_files(definition: VMDefinition, source: str | None = None) -> None:
                 raise DefinitionError(
                     f"disk[{i}].overlay", f"{disk.overlay} is a directory", source
                 )
+
+
+def check_snapshot_target(path: object) -> str:
+    """The file a snapshot may be written to: an absolute path in a directory that
+    exists and may be written, not a directory, and, if the file exists, a pyhv
+    snapshot (another file, a disk image above all, is never overwritten).
+    :class:`Invalid` (422) naming the problem."""
+    from ..vm.snapshot import MAGIC
+
+    path = _snapshot_path(path, "snapshot")
+    parent = os.path.dirname(path) or "/"
+    if os.path.isdir(path):
+        raise Invalid(f"snapshot file '{path}' is a directory")
+    if not os.path.isdir(parent):
+        raise Invalid(f"cannot write snapshot '{path}': directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise Invalid(f"cannot write snapshot '{path}': directory {parent} is not writable")
+    if os.path.lexists(path):
+        if not os.path.isfile(path):
+            raise Invalid(f"'{path}' exists and is not a regular file: not overwritten")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(len(MAGIC))
+        except OSError as e:
+            raise Invalid(f"cannot write snapshot '{path}': {e.strerror}") from None
+        if head and head != MAGIC:
+            raise Invalid(f"'{path}' exists and is not a pyhv snapshot: not overwritten")
+    return path
+
+
+def _snapshot_path(path: object, what: str) -> str:
+    if not isinstance(path, str) or not path:
+        raise Invalid(f"{what}: expected the path of a snapshot file, got {path!r}")
+    if "\0" in path:
+        raise Invalid(f"{what}: a file name cannot hold a NUL character")
+    if not os.path.isabs(path):
+        raise Invalid(f"{what}: '{path}' is relative: give an absolute path (the daemon "
+                      "has no current directory of yours)")
+    return os.path.normpath(path)
+
+
+def snapshot_config(path: object) -> MachineConfig:
+    """The machine config of the snapshot file ``path`` (absolute), its file checked
+    (all but the RAM pages); :class:`Invalid` (422) for a missing, foreign, truncated or
+    damaged file."""
+    from ..vm.snapshot import SnapshotError, open_snapshot
+
+    path = _snapshot_path(path, "restore")
+    try:
+        snap = open_snapshot(path)
+        try:
+            return snap.config()
+        finally:
+            snap.close()
+    except SnapshotError as e:
+        raise Invalid(str(e)) from None
+
+
+def snapshot_names(path: str, name: object, count: int | None = None) -> builtins.list[str]:
+    """The VM names for a restore (``count`` None: ``name``, default the file's stem) or
+    a clone (``name``-1 .. ``name``-``count``)."""
+    if name is None:
+        stem = Path(path).stem
+        if not valid_name(stem if count is None else f"{stem}-{count}"):
+            raise Invalid(f"the snapshot file's name '{stem}' is no VM name ({NAME_RULE}): "
+                          "give one (--name)")
+        name = stem
+    if not isinstance(name, str) or not valid_name(
+            name if count is None else f"{name}-{count}"):
+        raise DefinitionError("name", f"{name!r} is no VM name ({NAME_RULE})")
+    if count is None:
+        return [name]
+    return [f"{name}-{i}" for i in range(1, count + 1)]
+
+
+def snapshot_definition(config: MachineConfig, name: str, *,
+                        fresh_macs: bool = False) -> VMDefinition:
+    """The definition of a VM restored from a snapshot whose machine is ``config``:
+    its resources and devices (:meth:`VMDefinition.from_machine_config`), default QoS,
+    each NIC with its MAC (a new one with ``fresh_macs``: a clone's; the VM process
+    reports the one the NIC really has when it is up)."""
+    definition = VMDefinition.from_machine_config(config, name)
+    nets = tuple(replace(n, mac=random_mac()) if fresh_macs or n.mac is None else n
+                 for n in definition.nets)
+    return replace(definition, nets=nets)
 
 
 class VM:
@@ -413,6 +509,43 @@ class Host:
         self.get(name)
         self._call("set", {**changes, "name": name})
         return self.get(name)
+
+    def snapshot(self, name: str, path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Save running VM ``name`` to the snapshot file ``path`` (a relative path is
+        this process's) and let it run on; a paused VM is saved as it is and stays
+        paused. Returns ``{"name", "path", "seconds", "ram_bytes", "stored_bytes",
+        "file_bytes"}``. :class:`NotFound` (404), :class:`Conflict` (409: not running),
+        :class:`Invalid` (422: a path that cannot be written, or the save failed: an
+        earlier file there is kept)."""
+        self.get(name)
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        result: dict[str, Any] = self._call("snapshot", {"name": name, "path": target},
+                                            wait=None)
+        return result
+
+    def restore(self, path: str | os.PathLike[str], name: str | None = None) -> VM:
+        """Define VM ``name`` (default: the file's stem) from the snapshot file ``path``
+        and start it from there: its guest goes on where it was saved. The definition
+        (resources, images, devices of the saved machine, default QoS) stays; a later
+        :meth:`start` boots it afresh from its images. :class:`DuplicateName` (409),
+        :class:`Invalid` (422: a missing or damaged file), the errors of :meth:`start`;
+        nothing is left defined when it fails."""
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        result = self._call("restore", {"path": target, "name": name}, wait=None)
+        return self.get(result[0]["name"])
+
+    def clone(self, path: str | os.PathLike[str], count: int,
+              prefix: str | None = None) -> builtins.list[VM]:
+        """``count`` (1 to 64) new VMs from the snapshot file ``path``, named
+        ``prefix-1`` .. ``prefix-N`` (default prefix: the file's stem), each started
+        from it as a new machine: every NIC with a MAC of its own, the machine's
+        generation one up; their RAM is shared copy-on-write from the file. All or
+        nothing: every clone is admitted (names free, CPU, memory, disks) before any is
+        defined, and if one fails to start all are stopped and undefined."""
+        target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+        result = self._call("clone", {"path": target, "count": count, "prefix": prefix},
+                            wait=None)
+        return [self.get(vm["name"]) for vm in result]
 
     def metrics(self, name: str | None = None) -> dict[str, Any]:
         """What ``pyhv top`` shows: ``{"host": {...}, "vms": [{...}, ...]}`` with each

@@ -66,12 +66,22 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..errors import PyhvError
-from .api import Host, _apply, check_files
+from .api import (
+    MAX_CLONES,
+    Host,
+    _apply,
+    check_files,
+    check_snapshot_target,
+    snapshot_config,
+    snapshot_definition,
+    snapshot_names,
+)
 from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
-from .definition import VMDefinition, format_memory, parse_memory_value
+from .definition import VMDefinition, _is_int, format_memory, parse_memory_value
 from .errors import (
     Conflict,
     DefinitionError,
+    DuplicateName,
     HostError,
     InsufficientResources,
     Invalid,
@@ -136,6 +146,11 @@ class _Running:
     notify: int = 0  # the notify flags last written to its status page
     start_waiters: list[Future[Any]] = dataclasses.field(default_factory=list)
     stop_waiters: list[Future[Any]] = dataclasses.field(default_factory=list)
+    snapshot_waiters: dict[int, tuple[Future[Any], str]] = dataclasses.field(
+        default_factory=dict)
+    # restored from a snapshot or cloned: its definition was made for this start and is
+    # removed again if the start (of any VM of its group) fails
+    group: _Group | None = None
     lines: LineBuffer = dataclasses.field(default_factory=LineBuffer)
     exit_info: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -162,6 +177,19 @@ class _Running:
             return time.clock_gettime(self.cpu_clock)
         except OSError:
             return None
+
+
+@dataclasses.dataclass
+class _Group:
+    """VMs defined and started together from one snapshot (``restore``: one, ``clone``:
+    N): the answer waits for all of them; if one fails to start, all are stopped and
+    undefined, and the answer is that failure."""
+
+    names: list[str]
+    future: Future[Any]
+    ready: set[str] = dataclasses.field(default_factory=set)
+    alive: set[str] = dataclasses.field(default_factory=set)
+    error: BaseException | None = None
 
 
 class Daemon:
@@ -216,6 +244,7 @@ class Daemon:
         self._submit_lock = threading.Lock()
         self._own_cpu = (time.process_time(), time.monotonic())
         self.daemon_cpu_pct = 0.0
+        self._snapshot_ids = 0
         self._ops: dict[str, Callable[..., Future[Any]]] = {
             "ping": self.ping,
             "start": self.start,
@@ -224,6 +253,9 @@ class Daemon:
             "pause": self.pause,
             "resume": self.resume,
             "set": self.set_live,
+            "snapshot": self.snapshot,
+            "restore": self.restore,
+            "clone": self.clone,
             "list": self.list,
             "metrics": self.metrics,
         }
@@ -444,7 +476,8 @@ class Daemon:
 
     # ================================================================= VM processes
 
-    def _spawn(self, definition: VMDefinition) -> _Running:
+    def _spawn(self, definition: VMDefinition, restore: str | None = None,
+               clone: bool = False) -> _Running:
         name = definition.name
         run_dir = self.registry.run_dir(name)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -463,7 +496,9 @@ class Daemon:
             with open(vm_dir / "worker.log", "wb") as log_file:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "pyhv.host.worker", "--state-dir", str(self.root),
-                     "--channel-fd", str(theirs.fileno()), name],
+                     "--channel-fd", str(theirs.fileno()),
+                     *(["--restore", restore] if restore is not None else []),
+                     *(["--clone"] if clone else []), name],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
@@ -545,9 +580,14 @@ class Daemon:
                     self.scheduler.begin(vm.name, time.monotonic(), vm.cpu_seconds())
                     self._resched = True
                 log(f"VM '{vm.name}' running (pid {vm.pid}, engine {message.get('engine')})")
+                self._record_macs(vm, message.get("macs"))
                 for future in vm.start_waiters:
                     future.set_result(self._describe(vm.name))
                 vm.start_waiters.clear()
+                if vm.group is not None:
+                    self._group_ready(vm)
+            elif event == "snapshot":
+                self._snapshot_done(vm, message)
             elif event == "exit":
                 vm.exit_info = message
             elif event == "error":
@@ -569,6 +609,10 @@ class Daemon:
         self.scheduler.remove(vm.name)
         self._resched = True
         shutil.rmtree(vm.run_dir, ignore_errors=True)
+        for future, _ in vm.snapshot_waiters.values():
+            future.set_exception(Conflict(f"VM '{vm.name}' stopped before its snapshot "
+                                          "was taken"))
+        vm.snapshot_waiters.clear()
 
         info = vm.exit_info or {}
         reason = info.get("reason")
@@ -586,6 +630,8 @@ class Daemon:
                     f"{self._log_tail(vm.name, 300).strip() or 'no output'}"
                 )
             log(f"VM '{vm.name}' did not start: {error}")
+            if vm.group is not None:
+                self._group_exit(vm, error)
             for future in vm.start_waiters:
                 future.set_exception(error)
             vm.start_waiters.clear()
@@ -610,6 +656,10 @@ class Daemon:
         self._finish_stop(vm, outcome)
 
     def _finish_stop(self, vm: _Running, outcome: dict[str, Any]) -> None:
+        if vm.group is not None and vm.name in vm.group.alive:  # it had started
+            self._group_exit(vm, Conflict(
+                f"VM '{vm.name}' {outcome['state']} ({outcome.get('reason')}) before the "
+                "others of its group had started"))
         for future in vm.stop_waiters:
             future.set_result(outcome)
         vm.stop_waiters.clear()
@@ -965,7 +1015,8 @@ class Daemon:
             raise Conflict(f"VM '{name}' is {vm.state}: it cannot be paused now")
         if vm.state == "running":
             vm.state = "paused"
-            self.scheduler.set_paused(name, True)
+            if not vm.snapshot_waiters:  # else when the snapshot is done
+                self.scheduler.set_paused(name, True)
             self._write_state(vm)
             self._schedule(time.monotonic())
         return self._done(self._describe(name))
@@ -977,6 +1028,7 @@ class Daemon:
         if vm.state == "paused":
             vm.state = "running"
             self.scheduler.set_paused(name, False)
+            self._send(vm, {"op": "release"})  # after a snapshot taken while paused
             self._write_state(vm)
             self._schedule(time.monotonic())
         return self._done(self._describe(name))
@@ -1021,6 +1073,162 @@ class Daemon:
             self._send(vm, {"op": "balloon", "bytes": balloon_bytes})
             vm.status.balloon_target = balloon_bytes
         return self._done(self._describe(name))
+
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot(self, name: str, path: str) -> Future[Any]:
+        """Save running VM ``name`` to the snapshot file ``path`` (absolute); the guest
+        runs on. A paused VM is saved as it is and stays paused, as ``virsh save`` and
+        QEMU's savevm do: its process is continued to save it (it finishes the slice of
+        guest code it was stopped in) and runs no guest code after. Resolves with the
+        figures once the file is in place."""
+        vm = self._running(name)
+        if not vm.ready or vm.stopping or vm.state not in ("running", "paused"):
+            raise Conflict(f"VM '{name}' is {vm.state}: it cannot be snapshotted now")
+        target = check_snapshot_target(path)
+        self._snapshot_ids += 1
+        sid = self._snapshot_ids
+        future: Future[Any] = Future()
+        paused = vm.state == "paused"
+        vm.snapshot_waiters[sid] = (future, target)
+        self._send(vm, {"op": "snapshot", "path": target, "id": sid, "hold": paused})
+        if paused:
+            self.scheduler.set_paused(name, False)
+        # Saving is the host's work: the process runs at once, whatever its terms.
+        self.scheduler.set_urgent(name, True)
+        self._resched = True
+        log(f"VM '{name}': snapshot to {target}")
+        return future
+
+    def _snapshot_done(self, vm: _Running, message: dict[str, Any]) -> None:
+        entry = vm.snapshot_waiters.pop(message.get("id"), None)  # type: ignore[arg-type]
+        if not vm.snapshot_waiters:
+            if vm.state == "paused":
+                self.scheduler.set_paused(vm.name, True)
+            if not vm.stopping:
+                self.scheduler.set_urgent(vm.name, False)
+            self._resched = True
+        if entry is None:
+            return
+        future, target = entry
+        if message.get("ok"):
+            result: dict[str, Any] = {"name": vm.name, "path": target}
+            for key in ("seconds", "ram_bytes", "stored_bytes", "file_bytes"):
+                result[key] = message.get(key)
+            log(f"VM '{vm.name}': saved to {target} in {result['seconds']} s")
+            future.set_result(result)
+        else:
+            why = str(message.get("message") or "the snapshot failed")
+            log(f"VM '{vm.name}': snapshot to {target} failed: {why}")
+            future.set_exception(Invalid(f"VM '{vm.name}': {why}"))
+
+    def restore(self, path: str, name: str | None = None) -> Future[Any]:
+        """Define VM ``name`` (default: the file's stem) from the snapshot file
+        ``path`` and start it from there (the VM process's ``--restore``). Resolves
+        with ``[VM]`` once it runs; if it fails, its definition is gone again."""
+        config = snapshot_config(path)
+        return self._from_snapshot(path, config, snapshot_names(path, name), clone=False)
+
+    def clone(self, path: str, count: int, prefix: str | None = None) -> Future[Any]:
+        """``count`` new VMs ``prefix-1`` .. ``prefix-N`` from the snapshot file
+        ``path``, each started as a clone (``--restore FILE --clone``). All are admitted
+        before any is defined; if one fails to start, all are stopped and undefined."""
+        if not _is_int(count) or not 1 <= count <= MAX_CLONES:
+            raise Invalid(f"clone count {count!r}: expected 1 to {MAX_CLONES}")
+        config = snapshot_config(path)
+        return self._from_snapshot(path, config, snapshot_names(path, prefix, count),
+                                   clone=True)
+
+    def _from_snapshot(self, path: str, config: Any, names: list[str],
+                       clone: bool) -> Future[Any]:
+        if self.shutting_down:
+            raise Unavailable("the host daemon is shutting down")
+        path = os.path.normpath(path)
+        with self.registry.lock():
+            for name in names:
+                if self.registry.exists(name):
+                    raise DuplicateName(f"a VM named '{name}' already exists")
+            definitions = [snapshot_definition(config, name, fresh_macs=clone)
+                           for name in names]
+            running = [vm.definition for vm in self.vms.values()]
+            for definition in definitions:
+                try:
+                    check_files(definition, boot_files=False)
+                except DefinitionError as e:
+                    raise e.with_source(definition.name) from None
+                check_admission(running, definition, self.settings)
+                running.append(definition)
+            group = _Group(names, Future())
+            created: list[str] = []
+            try:
+                for definition in definitions:
+                    self.registry.create(definition)
+                    created.append(definition.name)
+                for definition in definitions:
+                    vm = self._spawn(definition, restore=path, clone=clone)
+                    vm.group = group
+                    group.alive.add(definition.name)
+            except BaseException as e:
+                group.error = e
+                for name in created:
+                    if name in group.alive:
+                        self._begin_stop(self.vms[name], force=True, timeout=0)
+                    else:
+                        with contextlib.suppress(HostError, OSError):
+                            self.registry.remove(name)
+                raise
+        what = "clones" if clone else "restored"
+        quoted = ", ".join(f"'{name}'" for name in names)
+        log(f"VM{'s' if len(names) > 1 else ''} {quoted} starting ({what} from {path})")
+        return group.future
+
+    def _group_ready(self, vm: _Running) -> None:
+        group = vm.group
+        assert group is not None
+        group.ready.add(vm.name)
+        if group.error is not None or group.ready != set(group.names):
+            return
+        for name in group.names:  # theirs for good now
+            member = self.vms.get(name)
+            if member is not None:
+                member.group = None
+        group.future.set_result([self._describe(name) for name in group.names])
+
+    def _group_exit(self, vm: _Running, error: BaseException) -> None:
+        """A VM of a group that is not all up yet has stopped: undo the group."""
+        group = vm.group
+        assert group is not None
+        group.alive.discard(vm.name)
+        with contextlib.suppress(HostError, OSError):
+            self.registry.remove(vm.name)
+        if group.error is None:
+            group.error = error
+            for name in sorted(group.alive):
+                other = self.vms.get(name)
+                if other is not None:
+                    self._begin_stop(other, force=True, timeout=0)
+        if not group.alive and not group.future.done():
+            group.future.set_exception(group.error)
+
+    def _record_macs(self, vm: _Running, macs: Any) -> None:
+        """Keep in the definition the MAC each NIC really has (a clone's are new)."""
+        nets = vm.definition.nets
+        if not isinstance(macs, list) or len(macs) != len(nets):
+            return
+        if all(n.mac == m for n, m in zip(nets, macs, strict=True)):
+            return
+        try:
+            with self.registry.lock():
+                current = self.registry.load(vm.name)
+                if len(current.nets) != len(macs):
+                    return
+                updated = dataclasses.replace(current, nets=tuple(
+                    dataclasses.replace(n, mac=m) for n, m in zip(current.nets, macs,
+                                                                   strict=True)))
+                self.registry.replace(updated)
+            vm.definition = dataclasses.replace(vm.definition, nets=updated.nets)
+        except (HostError, OSError) as e:
+            log(f"VM '{vm.name}': cannot record its MACs: {e}")
 
     def _balloon_size(self, vm: _Running, value: Any) -> int:
         if not vm.definition.balloon:
