@@ -267,6 +267,26 @@ class VirtBoard:
             return VirtioConsole(self.console_out)
         raise TypeError(f"unknown device spec {spec!r}")
 
+    def release_disks(self) -> None:
+        """Flush and close every disk (its lock goes with it), keeping the devices: a
+        migration hands the files to the destination. ``reclaim_disks`` opens them again
+        (the migration failed: the source runs on)."""
+        from ..devices.virtio.blk import VirtioBlk
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioBlk) and isinstance(dspec, DiskSpec):
+                dev.disk.flush()
+                dev.disk.close()
+
+    def reclaim_disks(self) -> None:
+        from ..devices.virtio.blk import VirtioBlk
+        from ..devices.virtio.block_backend import open_disk
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioBlk) and isinstance(dspec, DiskSpec):
+                dev.disk = open_disk(dspec.path, read_only=dspec.read_only,
+                                     overlay=dspec.overlay)
+
     def _temporary_overlay(self, base: str) -> str:
         import tempfile
 

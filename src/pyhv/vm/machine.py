@@ -26,7 +26,7 @@ from .console import BufferConsole, Console
 from .guest_time import GuestTime
 
 if TYPE_CHECKING:
-    from .snapshot import Snapshot
+    from ..memory.ram import GuestRAM
 
 EXIT_GUEST_CRASH = 125  # process exit status when the guest crashed beyond recovery
 SLICE = 4096  # instructions per hart turn: bounds interrupt and console latency
@@ -73,11 +73,12 @@ class Machine:
         config: MachineConfig,
         console: Console | None = None,
         clock: Clock | None = None,
-        snapshot: Snapshot | None = None,
+        restore: tuple[GuestRAM, Any] | None = None,
         clone: bool = False,
     ) -> None:
-        """``snapshot``: an opened snapshot file (``Machine.restore``) whose RAM and
-        state the machine starts from, instead of loading its images."""
+        """``restore``: (RAM, the parts' saved sections) the machine starts from instead
+        of loading its images: a snapshot's (``Machine.restore``) or a migration's
+        (vm/migration.py). Every section is checked against its part's record first."""
         self.config = config
         self.console = console if console is not None else BufferConsole()
         self.host_clock = clock if clock is not None else Clock()
@@ -87,14 +88,14 @@ class Machine:
         # Clones made of this machine's line (snapshots restored as new machines): a
         # guest agent reads it to know it must take a new identity (vm/snapshot.py).
         self.generation = 0
-        ram = snapshot.map_ram() if snapshot is not None else None
+        ram = restore[0] if restore is not None else None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power, ram=ram)
         self.harts = self.board.harts
-        if snapshot is not None:
+        if restore is not None:
             try:
                 from .snapshot import load_sections, restore_sections
 
-                restore_sections(self, load_sections(snapshot, self), clone=clone)
+                restore_sections(self, load_sections(restore[1], self), clone=clone)
             except BaseException:
                 self.board.close()
                 raise
@@ -135,7 +136,9 @@ class Machine:
             config = snap.config(engine)
             if clone:
                 config = config.with_fresh_macs()
-            machine = cls(config, console, clock, snapshot=snap, clone=clone)
+            machine = cls(config, console, clock, restore=(snap.map_ram(),
+                                                           snap.meta.get("sections")),
+                          clone=clone)
             if verify:
                 try:
                     snap.verify_ram(machine.board.ram)

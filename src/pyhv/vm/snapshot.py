@@ -112,6 +112,12 @@ def machine_sections(machine: Machine) -> dict[str, records.Record]:
     return out
 
 
+def dump_sections(machine: Machine) -> dict[str, Any]:
+    """Every part's state as data: {section: {"version", "state"}}."""
+    return {name: {"version": type(rec).VERSION, "state": records.dump(rec)}
+            for name, rec in machine_sections(machine).items()}
+
+
 @records.record
 class RomState(records.Record):
     """The boot ROM's bytes (the reset vector the board wrote for its images)."""
@@ -137,8 +143,7 @@ def save(machine: Machine, path: str | os.PathLike[str]) -> dict[str, Any]:
         disk = getattr(dev, "disk", None)
         if disk is not None:
             disk.flush()
-    sections = {name: {"version": type(rec).VERSION, "state": records.dump(rec)}
-                for name, rec in machine_sections(machine).items()}
+    sections = dump_sections(machine)
     ram = board.ram
     zero = bytes(PAGE)
     mv = ram.mv
@@ -274,12 +279,13 @@ _PARTS: dict[str, type[records.Record]] = {
 }
 
 
-def load_sections(snap: Snapshot, machine: Machine) -> dict[str, records.Record]:
-    """Check every section against the record of the part it goes to (in ``machine``,
-    built from the snapshot's config): nothing is restored unless all of them fit."""
-    sections = snap.meta.get("sections")
+def load_sections(sections: Any, machine: Machine) -> dict[str, records.Record]:
+    """Check every saved section (a snapshot's or a migration's) against the record of
+    the part it goes to (in ``machine``, built from the saved config): nothing is
+    restored unless all of them fit."""
+    where = "snapshot"
     if not isinstance(sections, dict):
-        raise SnapshotError(f"snapshot '{snap.path}': no machine state")
+        raise SnapshotError(f"{where}: no machine state")
     want: dict[str, type[records.Record]] = dict(_PARTS)
     board = machine.board
     for hart in board.harts:
@@ -290,19 +296,19 @@ def load_sections(snap: Snapshot, machine: Machine) -> dict[str, records.Record]
             want[f"virtio{i}.device"] = slot.device.STATE
     if set(sections) != set(want):
         odd = sorted(set(sections) ^ set(want))
-        raise SnapshotError(f"snapshot '{snap.path}' is of another machine (part '{odd[0]}')")
+        raise SnapshotError(f"{where} is of another machine (part '{odd[0]}')")
     out = {}
     for name, cls in want.items():
         sec = sections[name]
         if not isinstance(sec, dict) or set(sec) != {"version", "state"}:
-            raise SnapshotError(f"snapshot '{snap.path}': section '{name}' is damaged")
+            raise SnapshotError(f"{where}: section '{name}' is damaged")
         if sec["version"] != cls.VERSION:
-            raise SnapshotError(f"snapshot '{snap.path}': section '{name}' has version "
+            raise SnapshotError(f"{where}: section '{name}' has version "
                                 f"{sec['version']}, this pyhv reads {cls.VERSION}")
         try:
             out[name] = records.load(cls, sec["state"], name)
         except StateError as e:
-            raise SnapshotError(f"snapshot '{snap.path}': {e}") from None
+            raise SnapshotError(f"{where}: {e}") from None
     return out
 
 
