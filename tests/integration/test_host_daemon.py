@@ -46,11 +46,11 @@ def env(tmp_path: Path) -> dict[str, str]:
     return e
 
 
-def pyhv(env: dict[str, str], state: Path, *args: str,
-         input: str | None = None) -> subprocess.CompletedProcess[str]:
+def pyhv(env: dict[str, str], state: Path, *args: str, input: str | None = None,
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), *args],
-        capture_output=True, text=True, timeout=60, env=env, input=input,
+        capture_output=True, text=True, timeout=60, env=env, input=input, cwd=cwd,
         stdin=None if input is not None else subprocess.DEVNULL,
     )
 
@@ -427,3 +427,163 @@ def test_without_a_daemon(tmp_path: Path, env: dict[str, str]) -> None:
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(30) == 0
+
+
+# ------------------------------------------------------------------------ snapshots
+
+
+def echoes(host: Host, name: str, text: bytes) -> None:
+    """What is typed on the VM's console comes back (idle.elf echoes it)."""
+    with connect(host.console_path(name)) as sock:
+        sock.sendall(text)
+        console_until(sock, text)
+
+
+def test_snapshot_restore_and_clone_through_the_cli(daemon: Daemon, env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    host = Host(daemon.state)
+    define(host, "echo", IDLE, net=[{"switch": "lan"}])
+    host.start("echo")
+    echoes(host, "echo", b"before")
+    mac = host.get("echo").definition.nets[0].mac
+
+    # a relative FILE is the client's: written where the command runs
+    out = ok(pyhv(env, daemon.state, "snapshot", "echo", "echo.snap", cwd=tmp_path))
+    snap = tmp_path / "echo.snap"
+    assert out.startswith(f"saved VM 'echo' to {snap} in ") and "(RAM 32.0MiB, " in out, out
+    assert snap.is_file()
+    echoes(host, "echo", b"still running")  # the guest runs on
+
+    # a paused VM is saved as it is and stays paused
+    ok(pyhv(env, daemon.state, "pause", "echo"))
+    pid = host.get("echo").pid
+    assert pid is not None
+    ok(pyhv(env, daemon.state, "snapshot", "echo", str(tmp_path / "paused.snap")))
+    assert host.get("echo").state == "paused"
+    wait_for(lambda: _process_state(pid) == "T", what="the paused VM held again")
+    time.sleep(0.2)
+    before = cpu_seconds(pid)
+    time.sleep(0.4)
+    assert cpu_seconds(pid) == before
+    ok(pyhv(env, daemon.state, "resume", "echo"))
+    echoes(host, "echo", b"resumed")
+
+    # restore under a new name: the guest goes on where it was saved (no new banner)
+    out = ok(pyhv(env, daemon.state, "restore", str(snap), "--name", "again"))
+    assert "restored VM 'again'" in out
+    again = host.get("again")
+    assert again.state == "running" and again.definition.memory == 32 << 20
+    assert again.definition.nets[0].mac == mac  # the same machine come back
+    echoes(host, "again", b"after")
+    log = (daemon.state / "vms/again/run/console.log").read_bytes()
+    assert b"IDLE-READY" not in log and b"after" in log
+    # the paused one too, under the file's name
+    assert "restored VM 'paused'" in ok(pyhv(env, daemon.state, "restore",
+                                             str(tmp_path / "paused.snap")))
+    echoes(host, "paused", b"woken")
+
+    # clones: new machines, each with a MAC of its own
+    out = ok(pyhv(env, daemon.state, "clone", str(snap), "--count", "3", "--name", "c"))
+    assert out.splitlines() == [f"started VM 'c-{i}' (pid {host.get(f'c-{i}').pid})"
+                                for i in (1, 2, 3)]
+    clones = [host.get(f"c-{i}") for i in (1, 2, 3)]
+    assert [vm.state for vm in clones] == ["running"] * 3
+    macs = {vm.definition.nets[0].mac for vm in clones}
+    assert len(macs) == 3 and mac not in macs
+    for vm in clones:
+        echoes(host, vm.name, f"hi {vm.name}".encode())
+    rows = {r["name"]: r["state"] for r in json.loads(ok(pyhv(env, daemon.state, "list",
+                                                                "--json")))}
+    assert rows == {"echo": "running", "again": "running", "paused": "running",
+                    "c-1": "running", "c-2": "running", "c-3": "running"}
+
+    # a restored VM's definition boots afresh with a plain start
+    host.stop("again")
+    host.start("again")
+    wait_for(lambda: b"IDLE-READY" in (daemon.state / "vms/again/run/console.log"
+                                       ).read_bytes(), what="a fresh boot")
+
+
+def _process_state(pid: int) -> str | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2]
+
+
+def test_snapshot_restore_clone_bad_inputs(daemon: Daemon, env: dict[str, str],
+                                           tmp_path: Path) -> None:
+    host = Host(daemon.state)
+    define(host, "v", IDLE)
+    define(host, "off", IDLE)
+    snap = tmp_path / "v.snap"
+
+    # snapshot: an unknown VM, a stopped one, a path it cannot write
+    error(pyhv(env, daemon.state, "snapshot", "ghost", str(snap)), 2, "no VM named 'ghost'")
+    error(pyhv(env, daemon.state, "snapshot", "off", str(snap)), 2, "'off' is not running")
+    host.start("v")
+    error(pyhv(env, daemon.state, "snapshot", "v", str(tmp_path / "no/such/dir/x.snap")), 2,
+          "does not exist")
+    error(pyhv(env, daemon.state, "snapshot", "v", str(tmp_path)), 2, "is a directory")
+    precious = tmp_path / "notes.txt"
+    precious.write_text("keep me")
+    error(pyhv(env, daemon.state, "snapshot", "v", str(precious)), 2, "not a pyhv snapshot")
+    assert precious.read_text() == "keep me"
+    # a directory the VM process cannot write in (even as root): its error, one line
+    error(pyhv(env, daemon.state, "snapshot", "v", "/proc/pyhv-test.snap"), 2,
+          "VM 'v': ")
+    assert not snap.exists()
+    ok(pyhv(env, daemon.state, "snapshot", "v", str(snap)))
+    echoes(host, "v", b"alive")
+    names = sorted(vm.name for vm in host.list())
+
+    # restore: a missing file, a file that is no snapshot, a damaged one, a name clash
+    error(pyhv(env, daemon.state, "restore", str(tmp_path / "gone.snap")), 2,
+          "No such file")
+    error(pyhv(env, daemon.state, "restore", str(precious), "--name", "x"), 2,
+          "not a pyhv snapshot")
+    data = bytearray(snap.read_bytes())
+    cut = tmp_path / "cut.snap"
+    cut.write_bytes(data[: len(data) // 2])
+    error(pyhv(env, daemon.state, "restore", str(cut)), 2, "truncated or damaged")
+    # RAM damaged, metadata intact: the VM process finds it; nothing stays defined
+    from pyhv.vm.snapshot import HEADER
+    ram_at = HEADER.unpack(bytes(data[: HEADER.size]))[5]
+    first = next(i for i in range(ram_at, len(data)) if data[i])
+    data[first] ^= 0xFF
+    bad = tmp_path / "bad.snap"
+    bad.write_bytes(data)
+    error(pyhv(env, daemon.state, "restore", str(bad)), 2, "VM 'bad' failed to start")
+    error(pyhv(env, daemon.state, "clone", str(bad), "--count", "2"), 2, "failed to start")
+    error(pyhv(env, daemon.state, "restore", str(snap), "--name", "off"), 2,
+          "a VM named 'off' already exists")
+    odd = tmp_path / "Odd Name.snap"
+    odd.write_bytes(snap.read_bytes())
+    error(pyhv(env, daemon.state, "restore", str(odd)), 2, "is no VM name", "--name")
+
+    # clone: the count, and all or nothing
+    error(pyhv(env, daemon.state, "clone", str(snap), "--count", "0"), 2, "1 to 64")
+    error(pyhv(env, daemon.state, "clone", str(snap), "--count", "65"), 2, "1 to 64")
+    define(host, "k-2", IDLE)
+    error(pyhv(env, daemon.state, "clone", str(snap), "--count", "3", "--name", "k"), 2,
+          "a VM named 'k-2' already exists")
+    assert sorted(vm.name for vm in host.list()) == sorted([*names, "k-2"])
+    host.destroy("k-2")
+
+    # a writable disk is for one running VM: two clones of it cannot both run
+    image = tmp_path / "disk.img"
+    image.write_bytes(b"\0" * 65536)
+    define(host, "d", IDLE, disk=[{"path": str(image)}])
+    host.start("d")
+    dsnap = tmp_path / "d.snap"
+    host.snapshot("d", dsnap)
+    host.stop("d", force=True)
+    with pytest.raises(DiskInUse):
+        host.clone(dsnap, 2)
+    with pytest.raises(Conflict):
+        host.restore(dsnap, "d")
+    assert sorted(vm.name for vm in host.list()) == sorted([*names, "d"])
+    assert not list((daemon.state / "vms").glob(".*"))  # no leftovers
+    assert host.restore(dsnap, "d2").state == "running"
+    assert host.get("v").state == "running" and daemon.proc.poll() is None

@@ -267,6 +267,8 @@ def test_openapi_document(api: Api) -> None:
         ("POST", "/v1/vms/{name}/reboot"), ("POST", "/v1/vms/{name}/pause"),
         ("POST", "/v1/vms/{name}/resume"), ("GET", "/v1/metrics"),
         ("GET", "/v1/vms/{name}/metrics"), ("GET", "/metrics"), ("GET", "/v1/host"),
+        ("POST", "/v1/vms/{name}/snapshot"), ("POST", "/v1/vms/restore"),
+        ("POST", "/v1/vms/clone"),
     }
     for (method, path), op in ops.items():
         errors = [code for code in op["responses"] if code.startswith(("4", "5"))]
@@ -743,6 +745,73 @@ def test_tcp_only_when_asked(tmp_path: Path, env: dict[str, str]) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(30) == 0
+
+
+# ------------------------------------------------------------------------ snapshots
+
+
+def _echoes(api: Api, name: str, text: bytes) -> None:
+    from pyhv.host.console import connect
+
+    with connect(Host(api.state).console_path(name)) as sock:
+        sock.settimeout(10)
+        sock.sendall(text)
+        seen = b""
+        while text not in seen:
+            data = sock.recv(4096)
+            assert data, seen
+            seen += data
+
+
+def test_snapshot_restore_and_clone(api: Api, tmp_path: Path) -> None:
+    api.ok("POST", "/v1/vms", definition("echo", net=[{"switch": "lan"}]), status=201)
+    api.ok("POST", "/v1/vms/echo/start")
+    _echoes(api, "echo", b"before")
+    snap = tmp_path / "echo.snap"
+    saved = api.ok("POST", "/v1/vms/echo/snapshot", {"path": str(snap)})
+    assert saved["name"] == "echo" and saved["path"] == str(snap)
+    assert saved["ram_bytes"] == 32 << 20 and 0 < saved["stored_bytes"] <= saved["ram_bytes"]
+    assert saved["seconds"] >= 0 and snap.is_file()
+    _echoes(api, "echo", b"running on")
+
+    reply = api.post("/v1/vms/restore", {"path": str(snap), "name": "again"})
+    assert reply.status == 201, reply.body
+    assert reply.headers["Location"] == "/v1/vms/again"
+    assert reply.json()["state"] == "running"
+    _echoes(api, "again", b"after")
+    assert b"IDLE-READY" not in (api.state / "vms/again/run/console.log").read_bytes()
+
+    clones = api.ok("POST", "/v1/vms/clone", {"path": str(snap), "count": 3}, status=201)
+    assert [vm["name"] for vm in clones["vms"]] == ["echo-1", "echo-2", "echo-3"]
+    assert all(vm["state"] == "running" for vm in clones["vms"])
+    macs = {vm["definition"]["net"][0]["mac"] for vm in clones["vms"]}
+    assert len(macs) == 3
+    states = {vm["name"]: vm["state"] for vm in api.ok("GET", "/v1/vms")["vms"]}
+    assert states == dict.fromkeys(("again", "echo", "echo-1", "echo-2", "echo-3"),
+                                   "running")
+
+    # bad input: 4xx with one line, nothing made
+    for path, body, status, words in [
+        ("/v1/vms/ghost/snapshot", {"path": str(snap)}, 404, "no VM named 'ghost'"),
+        ("/v1/vms/echo/snapshot", {"path": "echo.snap"}, 422, "absolute"),
+        ("/v1/vms/echo/snapshot", {"path": str(tmp_path / "no/dir.snap")}, 422,
+         "does not exist"),
+        ("/v1/vms/echo/snapshot", {}, 422, "path"),
+        ("/v1/vms/restore", {"path": str(tmp_path / "gone.snap")}, 422, "No such file"),
+        ("/v1/vms/restore", {"path": str(snap), "name": "echo"}, 409, "already exists"),
+        ("/v1/vms/restore", {"path": str(snap), "name": "Bad!"}, 422, "no VM name"),
+        ("/v1/vms/clone", {"path": str(snap), "count": 0}, 422, "count"),
+        ("/v1/vms/clone", {"path": str(snap), "count": 65}, 422, "count"),
+        ("/v1/vms/clone", {"path": str(snap), "count": "2"}, 422, "count"),
+        ("/v1/vms/clone", {"path": str(snap), "count": 3}, 409, "'echo-1' already exists"),
+    ]:
+        reply = api.post(path, body)
+        assert reply.status == status and words in reply.error, (path, body, reply.body)
+    api.ok("POST", "/v1/vms", definition("off"), status=201)
+    reply = api.post("/v1/vms/off/snapshot", {"path": str(tmp_path / "off.snap")})
+    assert reply.status == 409 and "not running" in reply.error
+    assert sorted(vm["name"] for vm in api.ok("GET", "/v1/vms")["vms"]) == [
+        "again", "echo", "echo-1", "echo-2", "echo-3", "off"]
 
 
 # ------------------------------------------------------------------------ fuzzing

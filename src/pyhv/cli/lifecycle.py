@@ -202,8 +202,9 @@ def _resume(ns: argparse.Namespace) -> int:
     return 0
 
 
-def _mib(size: Any) -> str:
-    return f"{(size or 0) / (1 << 20):.1f} MiB"
+def _bytes(value: Any) -> str:
+    text = _size(value)
+    return text + "iB" if text[-1:].isalpha() else text + " B"
 
 
 def _snapshot(ns: argparse.Namespace) -> int:
@@ -211,9 +212,11 @@ def _snapshot(ns: argparse.Namespace) -> int:
 
     path = os.path.abspath(os.path.expanduser(ns.file))  # the client's current directory
     result = _host(ns).snapshot(ns.name, path)
-    print(f"saved VM '{ns.name}' to {result['path']} in {result['seconds']:.2f} s "
-          f"(RAM {_mib(result['ram_bytes'])}, {_mib(result['stored_bytes'])} stored, "
-          f"file {_mib(result['file_bytes'])} on disk)")
+    seconds = float(result.get("seconds") or 0.0)
+    took = f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+    print(f"saved VM '{ns.name}' to {result['path']} in {took} (RAM "
+          f"{_bytes(result.get('ram_bytes'))}, {_bytes(result.get('stored_bytes'))} stored, "
+          f"{_bytes(result.get('file_bytes'))} on disk)")
     return 0
 
 

@@ -129,6 +129,10 @@ def _snapshot_path(path: object, what: str) -> str:
         raise Invalid(f"{what}: expected the path of a snapshot file, got {path!r}")
     if "\0" in path:
         raise Invalid(f"{what}: a file name cannot hold a NUL character")
+    try:
+        path.encode()
+    except UnicodeEncodeError:
+        raise Invalid(f"{what}: {path!r} is not a valid file name") from None
     if not os.path.isabs(path):
         raise Invalid(f"{what}: '{path}' is relative: give an absolute path (the daemon "
                       "has no current directory of yours)")
@@ -142,6 +146,8 @@ def snapshot_config(path: object) -> MachineConfig:
     from ..vm.snapshot import SnapshotError, open_snapshot
 
     path = _snapshot_path(path, "restore")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise Invalid(f"snapshot '{path}' is not a regular file")
     try:
         snap = open_snapshot(path)
         try:
@@ -150,6 +156,8 @@ def snapshot_config(path: object) -> MachineConfig:
             snap.close()
     except SnapshotError as e:
         raise Invalid(str(e)) from None
+    except OSError as e:
+        raise Invalid(f"snapshot '{path}': {e.strerror or e}") from None
 
 
 def snapshot_names(path: str, name: object, count: int | None = None) -> builtins.list[str]:

@@ -48,7 +48,16 @@ from fastapi import Body, FastAPI, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, StrictFloat
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+)
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -56,9 +65,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .. import __version__
 from ..errors import PyhvError
 from .access import check_files as check_user_files
-from .api import SETTABLE, Host
+from .access import may_use
+from .api import MAX_CLONES, SETTABLE, Host, snapshot_config, snapshot_definition, snapshot_names
 from .definition import MAX_INT, VMDefinition, _int_text
-from .errors import DefinitionError, HostError, Invalid, Unavailable
+from .errors import DefinitionError, Forbidden, HostError, Invalid, Unavailable
 from .registry import _parse_bind
 
 if TYPE_CHECKING:
@@ -436,6 +446,52 @@ class StopResult(BaseModel):
     exit_code: int | None = Field(None, description="the guest's exit code, when it gave one")
 
 
+FilePath = Annotated[StrictStr, Field(min_length=1, max_length=4096,
+                                      description="an absolute path on the daemon's host",
+                                      examples=["/srv/pyhv/web.snap"])]
+
+
+class SnapshotRequest(BaseModel):
+    """Where to save a VM (``pyhv snapshot NAME FILE``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: FilePath = Field(description="the snapshot file to write (absolute; an earlier "
+                           "snapshot there is replaced, any other file is refused)")
+
+
+class SnapshotResult(BaseModel):
+    name: str
+    path: str
+    seconds: float = Field(description="time the VM process took to save it")
+    ram_bytes: int = Field(description="the VM's RAM")
+    stored_bytes: int = Field(description="RAM stored in the file (pages of zeros are not)")
+    file_bytes: int = Field(description="the file's size on disk (it is sparse)")
+
+
+class RestoreRequest(BaseModel):
+    """A VM to define from a snapshot file and start from it (``pyhv restore``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: FilePath = Field(description="the snapshot file (absolute)")
+    name: StrictStr | None = Field(None, description="the new VM's name (default: the "
+                                   "file's name without its extension)")
+
+
+class CloneRequest(BaseModel):
+    """New VMs started from a snapshot file, each a new machine (``pyhv clone``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: FilePath = Field(description="the snapshot file (absolute)")
+    count: StrictInt = Field(ge=1, le=MAX_CLONES, description="how many VMs")
+    name: StrictStr | None = Field(None, description="name prefix: the VMs are PREFIX-1 .. "
+                                   "PREFIX-COUNT (default: the file's name without its "
+                                   "extension)")
+
+
+class CloneResult(BaseModel):
+    vms: list[VMInfo] = Field(description="the new VMs, running")
+
+
 _SIZE: list[JsonValue] = [{"type": "integer", "minimum": 1}, {"type": "string"}]
 
 
@@ -604,6 +660,8 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
              "destroy)"},
             {"name": "lifecycle", "description": "running VMs (pyhv start, stop, reboot, "
              "pause, resume)"},
+            {"name": "snapshots", "description": "save a running VM, restore and clone it "
+             "(pyhv snapshot, restore, clone)"},
             {"name": "metrics", "description": "figures (pyhv top) and Prometheus"},
             {"name": "host", "description": "the daemon"},
         ],
@@ -736,6 +794,59 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
               responses=_errors(404, 409, 422, 503), summary="Resume a paused VM")
     def resume_vm(name: Name) -> Any:
         return host.resume(name).to_dict()
+
+    # ----------------------------------------------------------------- snapshots
+
+    def absolute(path: str) -> str:
+        try:
+            path.encode()
+        except UnicodeEncodeError:
+            raise DefinitionError("path", f"{path!r} is not a valid file name") from None
+        if "\0" in path or not os.path.isabs(path):
+            raise DefinitionError("path", f"'{path}' is not an absolute path (the REST API "
+                                  "has no current directory)")
+        return path
+
+    def may_read_snapshot(uid: int | None, path: str, names: list[str]) -> None:
+        """A socket-group member restores only a file it may read, and a machine whose
+        files it may use."""
+        if uid is None:
+            return
+        if not may_use(path, uid):
+            raise Forbidden(f"path: you may not read '{path}'")
+        config = snapshot_config(path)
+        for name in names:
+            check_user_files(snapshot_definition(config, name), uid, None)
+
+    @app.post("/v1/vms/{name}/snapshot", tags=["snapshots"], response_model=SnapshotResult,
+              responses=_errors(400, 403, 404, 409, 413, 422, 503),
+              summary="Save a running VM to a snapshot file; it runs on (a paused VM "
+              "stays paused)")
+    def snapshot_vm(request: Request, name: Name, where: SnapshotRequest) -> Any:
+        path = absolute(where.path)
+        uid = _requester(request)
+        if uid is not None and not may_use(path, uid, write=True):
+            raise Forbidden(f"path: you may not write '{path}'")
+        return host.snapshot(name, path)
+
+    @app.post("/v1/vms/restore", tags=["snapshots"], status_code=201, response_model=VMInfo,
+              responses=_errors(400, 403, 409, 413, 422, 503),
+              summary="Define a VM from a snapshot file and start it from there")
+    def restore_vm(request: Request, response: Response, what: RestoreRequest) -> Any:
+        path = absolute(what.path)
+        may_read_snapshot(_requester(request), path, snapshot_names(path, what.name))
+        vm = host.restore(path, what.name)
+        response.headers["Location"] = f"/v1/vms/{vm.name}"
+        return vm.to_dict()
+
+    @app.post("/v1/vms/clone", tags=["snapshots"], status_code=201, response_model=CloneResult,
+              responses=_errors(400, 403, 409, 413, 422, 503),
+              summary="Start N new VMs from a snapshot file (PREFIX-1 .. PREFIX-N)")
+    def clone_vm(request: Request, what: CloneRequest) -> Any:
+        path = absolute(what.path)
+        may_read_snapshot(_requester(request), path, snapshot_names(path, what.name,
+                                                                   what.count))
+        return {"vms": [vm.to_dict() for vm in host.clone(path, what.count, what.name)]}
 
     # ----------------------------------------------------------------- figures
 
