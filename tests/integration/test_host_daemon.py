@@ -497,6 +497,11 @@ def test_snapshot_restore_and_clone_through_the_cli(daemon: Daemon, env: dict[st
     assert rows == {"echo": "running", "again": "running", "paused": "running",
                     "c-1": "running", "c-2": "running", "c-3": "running"}
 
+    # a VM held after a snapshot taken while paused still powers off when stopped
+    host.pause("echo")
+    host.snapshot("echo", tmp_path / "paused.snap")  # replaces the earlier snapshot
+    assert host.stop("echo", timeout=5)["reason"] == "poweroff"
+
     # a restored VM's definition boots afresh with a plain start
     host.stop("again")
     host.start("again")

@@ -29,7 +29,9 @@ the daemon stops every VM that way (``--shutdown-timeout``) and then the daemon.
 **Requests.** :meth:`Daemon.submit` (thread-safe) and the control socket
 (:mod:`pyhv.host.control`) run the operations, each a method that returns a
 :class:`~concurrent.futures.Future`: ``start``, ``stop``, ``reboot``, ``pause``,
-``resume``, ``set`` (QoS live, balloon target), ``list``, ``metrics``, ``ping``. Errors are
+``resume``, ``set`` (QoS live, balloon target), ``snapshot`` (save a running VM to a
+file; a paused one stays paused), ``restore`` and ``clone`` (define VMs from a snapshot
+file and start them from it, all or nothing), ``list``, ``metrics``, ``ping``. Errors are
 :class:`~pyhv.host.errors.HostError` s, raised before anything is changed: an unknown
 VM, a reservation that does not fit (admission control, as in
 :func:`~pyhv.host.registry.check_admission`), a disk in use by another running VM.

@@ -345,10 +345,11 @@ class Worker:
         elif op == "snapshot":
             self.snapshots.append(message)
             self.request = self.request or "snapshot"
-        elif op == "release":
+        elif op in ("release", "powerdown"):
             self.held = False
-        elif op == "powerdown":
-            self.held = False
+            for pending in self.snapshots:  # resumed before the snapshot was taken
+                pending["hold"] = False
+        if op == "powerdown":
             now = time.monotonic()
             self._sysrq = [(now + i * SYSRQ_GAP, key) for i, key in enumerate(SYSRQ_POWEROFF)]
         elif op == "balloon":
