@@ -48,3 +48,52 @@ def test_a_linux_shell_answers_after_a_restore(tmp_path, smp, then):
         assert "52:54:00:12:34:57" in out and str(smp) in out, out
     finally:
         vm2.close()
+
+
+def test_a_linux_guest_migrates_live_with_its_disk_and_counter(tmp_path):
+    """Live migration (vm/migration.py) of a Linux guest that prints a counter every
+    10 ms, with a writable disk mounted: the destination (another machine, here on a
+    thread) goes on counting from the next value, with the file the source wrote to
+    the disk; the source released the disk to it."""
+    import re
+    import socket
+    import threading
+
+    from pyhv.vm.migration import receive
+
+    if jit_unavailable_reason() is not None:
+        pytest.skip(str(jit_unavailable_reason()))
+    from pyhv.vm.migration import migrate
+
+    disk = writable_copy(tmp_path)
+    cfg = MachineConfig(kernel=str(IMAGE), initrd=str(INITRD), memory=256 << 20,
+                        append="console=ttyS0", devices=(DiskSpec(str(disk)),), engine="jit")
+    console = BufferConsole()
+    src = Machine(cfg, console=console)
+    a, b = socket.socketpair()
+    box: dict = {}
+    try:
+        assert src.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(src, console, "mkdir -p /mnt; mount -t ext2 /dev/vda /mnt; "
+                            "echo before-move > /mnt/moved")
+        console.send("i=0; while [ $i -lt 100000 ]; do echo C$i; i=$((i+1)); "
+                     "usleep 10000; done &\n")
+        assert src.run_until("C30\r\n", timeout=120)
+        thread = threading.Thread(target=lambda: box.update(vm=receive(b, BufferConsole())))
+        thread.start()
+        result = migrate(src, a)
+        thread.join(120)
+        assert result.ok, result
+        before = console.text
+    finally:
+        src.close()
+        a.close()
+        b.close()
+    dst = box["vm"]
+    try:
+        out = shell(dst, dst.console, "cat /mnt/moved; umount /mnt && echo unmounted")
+        assert "before-move" in out and "unmounted" in out, out
+        seq = [int(n) for n in re.findall(r"(?m)C(\d+)\r?$", before + dst.console.text)]
+        assert seq == list(range(len(seq))) and len(seq) > 31, seq[-10:]
+    finally:
+        dst.close()
