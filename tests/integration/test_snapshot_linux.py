@@ -97,3 +97,38 @@ def test_a_linux_guest_migrates_live_with_its_disk_and_counter(tmp_path):
         assert seq == list(range(len(seq))) and len(seq) > 31, seq[-10:]
     finally:
         dst.close()
+
+
+def test_an_overlay_disk_is_captured_with_the_snapshot(tmp_path):
+    """A disk written through an overlay: the snapshot keeps the overlay as it was (a
+    write after the snapshot is not seen by a restore), and two restores from one
+    snapshot do not see each other's writes."""
+    if jit_unavailable_reason() is not None:
+        pytest.skip(str(jit_unavailable_reason()))
+    base = writable_copy(tmp_path)
+    ovl = tmp_path / "vm.ovl"
+    cfg = MachineConfig(kernel=str(IMAGE), initrd=str(INITRD), append="console=ttyS0",
+                        devices=(DiskSpec(str(base), overlay=str(ovl)),), engine="jit")
+    console = BufferConsole()
+    vm = Machine(cfg, console=console)
+    snap = tmp_path / "vm.snap"
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(vm, console, "mkdir -p /mnt; mount -t ext2 /dev/vda /mnt; "
+                           "echo at-snapshot > /mnt/f; sync")
+        vm.snapshot(str(snap))
+        shell(vm, console, "echo after-snapshot > /mnt/f; sync")
+    finally:
+        vm.close()
+    assert (tmp_path / "vm.snap.disk0.ovl").exists()
+    for round_ in range(2):
+        c = BufferConsole()
+        r = Machine.restore(str(snap), console=c)
+        try:
+            out = shell(r, c, "echo 3 > /proc/sys/vm/drop_caches; cat /mnt/f; "
+                              f"echo restore-{round_} > /mnt/f; sync; cat /mnt/f")
+            assert "at-snapshot" in out and "after-snapshot" not in out, out
+            assert f"restore-{round_}" in out and "restore-0" not in out.replace(
+                f"restore-{round_}", ""), out
+        finally:
+            r.close()

@@ -88,6 +88,8 @@ class Machine:
         # Clones made of this machine's line (snapshots restored as new machines): a
         # guest agent reads it to know it must take a new identity (vm/snapshot.py).
         self.generation = 0
+        # overlay disks copied from a snapshot for this machine (Machine.restore)
+        self._restored_overlays: Any = None
         ram = restore[0] if restore is not None else None
         self.board = VirtBoard(config, self.clock, self.console.write, self._on_power, ram=ram)
         self.harts = self.board.harts
@@ -129,16 +131,22 @@ class Machine:
         new machine, not the saved one come back: each NIC gets a fresh MAC (its config
         space changes, with a config interrupt) and the machine's ``generation`` goes
         up by one."""
+        import tempfile
+
         from .snapshot import open_snapshot
 
         snap = open_snapshot(path)
+        overlays = tempfile.TemporaryDirectory(prefix="pyhv-restore-") \
+            if snap.meta.get("overlays") else None
         try:
-            config = snap.config(engine)
+            config = snap.config(engine, overlays.name if overlays else None)
             if clone:
                 config = config.with_fresh_macs()
             machine = cls(config, console, clock, restore=(snap.map_ram(),
                                                            snap.meta.get("sections")),
                           clone=clone)
+            machine._restored_overlays = overlays  # removed when the machine closes
+            overlays = None
             if verify:
                 try:
                     snap.verify_ram(machine.board.ram)
@@ -147,6 +155,8 @@ class Machine:
                     raise
         finally:
             snap.close()  # (the RAM's mapping holds the file)
+            if overlays is not None:
+                overlays.cleanup()
         return machine
 
     def snapshot(self, path: str) -> dict[str, int]:
@@ -367,6 +377,14 @@ class Machine:
         return total
 
     def close(self) -> None:
+        try:
+            self._close()
+        finally:
+            tmp = getattr(self, "_restored_overlays", None)
+            if tmp is not None:
+                tmp.cleanup()
+
+    def _close(self) -> None:
         for engine in self.engines:
             finish = getattr(engine, "close", None)
             if finish is not None:

@@ -16,6 +16,7 @@ checked when asked (``verify``), the default of ``pyhv run --restore``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -134,15 +135,73 @@ class MachineState(records.Record):
     generation: records.U32
 
 
+def copy_sparse(src: str, dst: str) -> None:
+    """Copy the file ``src`` to ``dst`` keeping its holes (an overlay is mostly holes),
+    through a temporary beside ``dst`` renamed into place."""
+    tmp = f"{dst}.{os.getpid()}.tmp"
+    fin = os.open(src, os.O_RDONLY)
+    try:
+        fout = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            size = os.fstat(fin).st_size
+            at = 0
+            while at < size:
+                try:
+                    at = os.lseek(fin, at, os.SEEK_DATA)
+                except OSError:  # no data after ``at``
+                    break
+                end = os.lseek(fin, at, os.SEEK_HOLE)
+                while at < end:
+                    n = os.copy_file_range(fin, fout, end - at, at, at)
+                    if n <= 0:
+                        raise OSError(f"copying {src}: no progress")
+                    at += n
+            os.ftruncate(fout, size)
+            os.fsync(fout)
+        finally:
+            os.close(fout)
+        os.replace(tmp, dst)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fin)
+
+
+def _overlays(machine: Machine) -> dict[int, str]:
+    """Device index -> the overlay file of each disk that writes to one."""
+    from ..devices.virtio.block_backend import OverlayDisk
+
+    out = {}
+    for i, dev in enumerate(machine.board.virtio_devices):
+        disk = getattr(dev, "disk", None)
+        if isinstance(disk, OverlayDisk):
+            out[i] = disk.path
+    return out
+
+
 def save(machine: Machine, path: str | os.PathLike[str]) -> dict[str, Any]:
     """Write ``machine`` (stopped between runs) to ``path``: its disks are flushed
-    first; the file is written beside it and renamed into place, so a failure (a full
-    disk) leaves any earlier file there untouched. Returns figures for the caller."""
+    first, and each overlay disk's overlay is captured beside it (``PATH.diskN.ovl``),
+    so a restore sees the blocks the guest saw; the file is written beside it and
+    renamed into place, so a failure (a full disk) leaves any earlier file there
+    untouched. Returns figures for the caller."""
     board = machine.board
     for dev in board.virtio_devices:
         disk = getattr(dev, "disk", None)
         if disk is not None:
             disk.flush()
+    target = Path(path)
+    captured: dict[str, str] = {}
+    try:
+        for i, ovl in _overlays(machine).items():
+            name = f"{target.name}.disk{i}.ovl"
+            copy_sparse(ovl, str(target.with_name(name)))
+            captured[str(i)] = name
+    except OSError as e:
+        raise SnapshotError(f"snapshot '{path}': capturing an overlay disk: "
+                            f"{e.strerror or e}") from None
     sections = dump_sections(machine)
     ram = board.ram
     zero = bytes(PAGE)
@@ -164,12 +223,12 @@ def save(machine: Machine, path: str | os.PathLike[str]) -> dict[str, Any]:
         "config": config_data(machine.config),
         "sections": sections,
         "ram": {"base": ram.base, "size": ram.size, "extents": extents, "crc32": crc},
+        "overlays": captured,
     }, separators=(",", ":")).encode()
     meta_at = HEADER_SIZE
     ram_at = (meta_at + len(meta) + PAGE - 1) // PAGE * PAGE
     header = HEADER.pack(MAGIC, FORMAT_VERSION, 0, meta_at, len(meta), ram_at, ram.size,
                          hashlib.sha256(meta).digest())
-    target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -211,8 +270,33 @@ class Snapshot:
     fd: int
     ram_at: int
 
-    def config(self, engine: str | None = None) -> MachineConfig:
-        return config_from_data(self.meta["config"], engine)
+    def config(self, engine: str | None = None, overlays_in: str | None = None
+               ) -> MachineConfig:
+        """The saved machine's config; with ``overlays_in`` (a directory), each overlay
+        disk's captured overlay is copied there and the disk uses the copy (so the
+        snapshot's own stays as it was, for the next restore)."""
+        config = config_from_data(self.meta["config"], engine)
+        captured = self.meta.get("overlays") or {}
+        if not captured or overlays_in is None:
+            return config
+        if not isinstance(captured, dict) or not all(
+                isinstance(k, str) and k.isdigit() for k in captured):
+            raise SnapshotError(f"snapshot '{self.path}': its overlays are damaged")
+        devices = list(config.devices)
+        for key, name in captured.items():
+            i = int(key)
+            src = os.path.join(os.path.dirname(os.path.abspath(self.path)), str(name))
+            disk = devices[i] if 0 <= i < len(devices) else None
+            if os.sep in str(name) or not isinstance(disk, DiskSpec):
+                raise SnapshotError(f"snapshot '{self.path}': its overlays are damaged")
+            dst = os.path.join(overlays_in, f"disk{i}.ovl")
+            try:
+                copy_sparse(src, dst)
+            except OSError as e:
+                raise SnapshotError(f"snapshot '{self.path}': its overlay disk {i} "
+                                    f"('{src}'): {e.strerror or e}") from None
+            devices[i] = dataclasses.replace(disk, overlay=dst)
+        return dataclasses.replace(config, devices=tuple(devices))
 
     def map_ram(self) -> GuestRAM:
         ram = self.meta["ram"]
