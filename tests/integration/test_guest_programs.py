@@ -18,8 +18,9 @@ GUESTS = Path(__file__).resolve().parents[2] / "guests" / "tests"
 # echo waits for typed input (tests/integration/test_console_tty.py); idle and spin run
 # until the host asks them to power off (tests/integration/test_host_daemon.py); hostile
 # attacks the devices forever (tests/integration/test_hostile_guest.py); virtio_low32
-# needs a disk on virtio-mmio-bus.0 (tests/integration/test_qemu_compat_devices.py)
-INTERACTIVE = {"echo", "idle", "spin", "hostile", "virtio_low32"}
+# needs a disk on virtio-mmio-bus.0 (tests/integration/test_qemu_compat_devices.py);
+# counter prints for seconds of guest time (tests/unit/test_migration.py)
+INTERACTIVE = {"echo", "idle", "spin", "hostile", "virtio_low32", "counter"}
 PROGRAMS = sorted(p.stem for p in GUESTS.glob("*.elf") if p.stem not in INTERACTIVE)
 EXPECTED_EXIT = {"exit_code": 3}
 SMP = {"smp": 4}
