@@ -45,9 +45,11 @@ from ..memory.ram import GuestRAM
 from .snapshot import config_data, config_from_data, dump_sections
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ..clock import Clock
     from .console import Console
-    from .machine import Machine
+    from .machine import Machine, RunResult
 
 PROTOCOL = 1
 PAGE = 4096
@@ -66,7 +68,8 @@ class MigrationError(PyhvError):
 @dataclass
 class MigrationResult:
     ok: bool
-    reason: str  # "migrated", "failed: ...", "poweroff" (the guest stopped on its own)
+    reason: str  # "migrated", "failed: ...", "poweroff" (the guest stopped on its own:
+    # a run ended for another reason than its time being up, e.g. a power-off or quit)
     rounds: int = 0
     pages_sent: int = 0
     last_round_pages: int = 0
@@ -165,11 +168,17 @@ class _Pages:
 
 def migrate(machine: Machine, sock: socket.socket, token: str = "", max_rounds: int = 30,
             downtime: float = 0.05, run_slice: float = 0.002,
-            reply_timeout: float = 60.0) -> MigrationResult:
+            reply_timeout: float = 60.0,
+            runner: Callable[[float], RunResult] | None = None,
+            progress: Callable[[MigrationResult], None] | None = None) -> MigrationResult:
     """Move ``machine`` (stopped between runs) over ``sock`` to a ``receive`` on the
-    other end, running it between the copies. On success the machine must not run
-    again (close it); on failure its disks are its own again and it can run on."""
+    other end, running it between the copies (``runner(seconds)``, default
+    ``machine.run(timeout=seconds)``: a host process passes its own, which serves its
+    console and control channel too). ``progress`` is called after each round. On
+    success the machine must not run again (close it); on failure its disks are its own
+    again and it can run on."""
     t0 = time.monotonic()
+    run = runner if runner is not None else (lambda seconds: machine.run(timeout=seconds))
     result = MigrationResult(False, "failed")
     board = machine.board
     for spec in machine.config.devices:
@@ -201,14 +210,15 @@ def migrate(machine: Machine, sock: socket.socket, token: str = "", max_rounds: 
                 if took > 0:
                     rate = 0.7 * rate + 0.3 * (len(chunk) * PAGE / took)
                 result.pages_sent += len(chunk)
-                if machine.run(timeout=run_slice).reason not in ("timeout", "limit",
-                                                                 "stopped"):
+                if run(run_slice).reason not in ("timeout", "limit", "stopped"):
                     result.reason = "poweroff"
                     return result
-            if machine.run(timeout=run_slice).reason not in ("timeout", "limit", "stopped"):
+            if run(run_slice).reason not in ("timeout", "limit", "stopped"):
                 result.reason = "poweroff"
                 return result
             dirty = pages.changed()
+            if progress is not None:
+                progress(result)
             if len(dirty) < best:
                 best, stalled = len(dirty), 0
             else:
