@@ -1,7 +1,7 @@
 """The VM process: one VM of the host daemon, in an OS process of its own.
 
     python -m pyhv.host.worker --state-dir DIR [--channel-fd FD] [--engine E]
-                               [--restore FILE [--clone]] NAME
+                               [--restore FILE [--clone] | --incoming] NAME
 
 A crash of the machine, of Python or of a hostile guest takes down only this process;
 the daemon (:mod:`pyhv.host.daemon`) sees it exit and reports the VM crashed. The process
@@ -10,7 +10,8 @@ the guest powers off or the daemon says to stop; with ``--restore FILE`` it brin
 machine back from a snapshot file instead (``Machine.restore``: RAM mapped
 copy-on-write, every part's state checked), and with ``--clone`` as a new machine (each
 NIC a fresh MAC, the machine's generation one up). The definition then only names the
-VM and its resources: the machine (devices, images) is the snapshot's. In
+VM and its resources: the machine (devices, images) is the snapshot's. With
+``--incoming`` it takes the machine from a live migration instead (below). In
 ``vms/NAME/run/`` it keeps:
 
 * ``pid``: its pid and start time (so ``pyhv list`` sees it run without the daemon);
@@ -24,13 +25,17 @@ VM and its resources: the machine (devices, images) is the snapshot's. In
 JSON lines both ways. From the daemon: ``powerdown`` (ask the guest to power off),
 ``quit`` (stop the machine now, host side), ``reboot`` (warm reset), ``balloon``
 (``bytes``: the balloon size to ask for), ``snapshot`` (``path``, ``id``, optional
-``hold``: save the machine to ``path``), ``release`` (end a ``hold``). To the daemon:
+``hold``: save the machine to ``path``), ``release`` (end a ``hold``), ``migrate``
+(``host``, ``port``, ``token``, ``id``: move the machine there). To the daemon:
 ``ready`` (machine built, console served; ``engine``, and ``macs``: the MAC of each NIC
 in the config's device order), ``snapshot`` (``id``, ``ok``, and the figures
 ``ram_bytes``, ``stored_bytes``, ``file_bytes``, ``seconds``, or ``message``),
+``listening`` (``--incoming``: ``port``, ``token``), ``migrate`` (``id``, ``ok``, and
+the figures ``rounds``, ``pages_sent``, ``last_round_pages``, ``total_seconds``,
+``downtime_seconds``, or ``message``),
 ``idle`` / ``wake`` (only when the status page's ``notify`` flags ask for them: the
 scheduler wants them under contention), ``exit`` (``reason``: poweroff,
-quit, crash; ``code``: the guest's exit code), ``error`` (the machine could not be
+quit, crash, migrated; ``code``: the guest's exit code), ``error`` (the machine could not be
 built: ``type``, ``status``, ``message``). The end of the channel (the daemon died)
 stops the machine; the process asks for SIGCONT on its parent's death
 (``PR_SET_PDEATHSIG``) so that it notices even while the daemon keeps it stopped.
@@ -42,6 +47,20 @@ file untouched), answers, and runs the guest on. With ``hold`` (the daemon's pau
 it lets the process continue only to take the snapshot) the guest is not run again
 after it until ``release`` (or ``powerdown``, ``quit``): the daemon stops the process
 again meanwhile.
+
+**Live migration** (:mod:`pyhv.vm.migration`). A ``migrate`` request stops the run loop
+at its next tick, connects to ``host:port`` and sends the machine, running the guest
+between the page batches through the run loop's own tick (the console, the status page
+and the channel are served meanwhile; a ``quit`` then aborts the migration). On success
+the process answers with the figures and exits with reason ``migrated`` (the machine is
+the destination's now); on failure it answers ``ok: false`` with the reason and the
+guest runs on here, its disks taken back. ``--incoming`` is the other end: the process
+listens on 127.0.0.1 on a free port with a fresh one-time token
+(``secrets.token_hex``), tells the daemon both (``listening``), accepts one connection
+within :data:`INCOMING_TIMEOUT` seconds and takes the machine from it
+(:func:`~pyhv.vm.migration.receive`, which checks the token); then it runs it like any
+other. A timeout, a wrong token or a failed transfer ends the process as a failed start
+(the daemon removes the VM's definition again).
 
 **Scheduling** is done from outside: the daemon stops and continues this process
 (SIGSTOP/SIGCONT) to grant it CPU time. The process only says when the guest idles:
@@ -58,7 +77,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import os
+import secrets
+import select
 import signal
 import socket
 import sys
@@ -68,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PyhvError
-from ..vm.machine import EXIT_GUEST_CRASH, Machine, tune_gc_for_vm
+from ..vm.machine import EXIT_GUEST_CRASH, Machine, RunResult, tune_gc_for_vm
 from .console import SocketConsole
 from .ipc import (
     EXITING,
@@ -89,6 +111,9 @@ STATS_EVERY = 0.1  # seconds between I/O counter updates on the status page
 SYSRQ_POWEROFF = (b"s", b"u", b"o")  # sync, remount read-only, power off
 SYSRQ_GAP = 0.5  # seconds between the SysRq keys
 PR_SET_PDEATHSIG = 1
+INCOMING_TIMEOUT = 60.0  # seconds an --incoming process waits for its source
+CONNECT_TIMEOUT = 10.0  # seconds to reach a migration's destination
+MIGRATION_TIMEOUT = 60.0  # seconds without progress before a migration fails
 
 _IDLE_MSG = encode({"ev": "idle"})
 _WAKE_MSG = encode({"ev": "wake"})
@@ -142,6 +167,8 @@ class Worker:
         self.request: str | None = None  # "quit", "reboot", "snapshot": stop the run loop
         self.snapshots: list[dict[str, Any]] = []  # requests to save the machine, in order
         self.held = False  # a snapshot with "hold": the guest waits for "release"
+        self.migrations: list[dict[str, Any]] = []  # requests to migrate, in order
+        self._ended: RunResult | None = None  # a run that ended the guest mid-migration
         self._lines = LineBuffer()
         self._next_tick = 0.0
         self._next_stats = 0.0
@@ -167,6 +194,18 @@ class Worker:
                 if result.reason == "stopped":
                     request, self.request = self.request, None
                     self._take_snapshots()
+                    if self.migrations:
+                        if request == "quit":
+                            self._refuse_migrations("the VM is stopping")
+                        elif self._migrate():
+                            return "migrated", 0, None
+                        elif self._ended is not None:  # it stopped meanwhile
+                            ended = self._ended
+                            if ended.reason == "crash":
+                                return "crash", ended.exit_code, machine.crash
+                            return ended.reason, ended.exit_code, None
+                        # a request that came meanwhile (reboot, snapshot) stays in
+                        # self.request: the next run stops at once for it
                     if request != "quit" and self.held:
                         request = self._wait_released()
                     if request == "quit":
@@ -204,6 +243,74 @@ class Worker:
             if request.get("hold"):
                 self.held = True
             self.send(reply)
+
+    def _migrate(self) -> bool:
+        """Move the machine (stopped between runs) to each requested destination in
+        turn until one takes it (True: the machine is gone, the process ends), answering
+        each request; on failure the guest runs on here."""
+        from ..vm.migration import migrate
+
+        while self.migrations:
+            request = self.migrations.pop(0)
+            reply: dict[str, Any] = {"ev": "migrate", "id": request.get("id")}
+            host, port, token = request.get("host"), request.get("port"), request.get("token")
+            if not (isinstance(host, str) and isinstance(port, int)
+                    and isinstance(token, str)):
+                reply.update(ok=False, message=f"migrate: a bad request {request!r}")
+                self.send(reply)
+                continue
+            try:
+                sock = socket.create_connection((host, port), timeout=CONNECT_TIMEOUT)
+            except OSError as e:
+                reply.update(ok=False, message=f"cannot reach the destination's VM process "
+                             f"at {host}:{port}: {e.strerror or e}")
+                self.send(reply)
+                continue
+            try:
+                sock.settimeout(MIGRATION_TIMEOUT)
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self._ended = None
+                result = migrate(self.machine, sock, token=token, runner=self._run_slice,
+                                 reply_timeout=MIGRATION_TIMEOUT)
+            finally:
+                sock.close()
+            if result.ok:
+                reply.update(ok=True, rounds=result.rounds, pages_sent=result.pages_sent,
+                             last_round_pages=result.last_round_pages,
+                             total_seconds=round(result.total_seconds, 4),
+                             downtime_seconds=round(result.downtime_seconds, 4),
+                             stop_copy_seconds=round(result.stop_copy_seconds, 4),
+                             build_seconds=round(result.build_seconds, 4))
+                self.send(reply)
+                self._refuse_migrations("the VM has migrated already")
+                return True
+            why = result.reason
+            if self._ended is not None:
+                why = f"the guest stopped during the migration ({self._ended.reason})"
+            elif why.startswith("failed: "):
+                why = why[len("failed: "):]
+            reply.update(ok=False, message=why.splitlines()[0] if why else "failed")
+            self.send(reply)
+            if self._ended is not None:
+                self._refuse_migrations("the guest stopped")
+                return False
+        return False
+
+    def _refuse_migrations(self, why: str) -> None:
+        while self.migrations:
+            request = self.migrations.pop(0)
+            self.send({"ev": "migrate", "id": request.get("id"), "ok": False, "message": why})
+
+    def _run_slice(self, seconds: float) -> RunResult:
+        """migrate()'s runner: run the guest for ``seconds`` with the run loop's tick (the
+        console, channel and status page served); a ``quit`` meanwhile ends it."""
+        result = self.machine.run(timeout=seconds, stop_when=self.tick)
+        if result.reason == "stopped" and self.request == "quit":
+            result = dataclasses.replace(result, reason="quit")
+        if result.reason not in ("timeout", "limit", "stopped"):
+            self._ended = result
+        return result
 
     def _wait_released(self) -> str | None:
         """Keep the guest stopped after a held snapshot (the daemon's paused VM) until
@@ -345,6 +452,9 @@ class Worker:
         elif op == "snapshot":
             self.snapshots.append(message)
             self.request = self.request or "snapshot"
+        elif op == "migrate":
+            self.migrations.append(message)
+            self.request = self.request or "migrate"
         elif op in ("release", "powerdown"):
             self.held = False
             for pending in self.snapshots:  # resumed before the snapshot was taken
@@ -395,6 +505,54 @@ def nic_macs(machine: Machine) -> list[str]:
     return macs
 
 
+def receive_incoming(channel: socket.socket | None, console: SocketConsole,
+                     engine: str | None, timeout: float = INCOMING_TIMEOUT) -> Machine:
+    """``--incoming``: listen on 127.0.0.1 (a free port) with a fresh one-time token, tell
+    the daemon both, accept one connection within ``timeout`` seconds and take the
+    machine a live migration sends over it. A ``quit`` from the daemon (or its end)
+    meanwhile stops the wait. :class:`PyhvError` for anything that fails."""
+    from ..vm.migration import receive
+
+    token = secrets.token_hex(16)
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        if channel is not None:
+            channel.sendall(encode({"ev": "listening", "port": port, "token": token}))
+        else:  # run by hand: say it on stdout
+            print(f"listening on 127.0.0.1:{port} token {token}", flush=True)
+        deadline = time.monotonic() + timeout
+        lines = LineBuffer()
+        watched: list[Any] = [listener] + ([channel] if channel is not None else [])
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PyhvError(f"no migration came within {timeout:g} s")
+            ready, _, _ = select.select(watched, [], [], left)
+            if channel is not None and channel in ready:
+                data = channel.recv(65536)
+                try:
+                    messages = lines.feed(data) if data else [{"op": "quit"}]
+                except ProtocolError:
+                    messages = []
+                if any(m.get("op") == "quit" for m in messages):
+                    raise PyhvError("stopped while it waited for the migration")
+            if listener in ready:
+                conn, _ = listener.accept()
+                break
+    finally:
+        listener.close()
+    try:
+        conn.setblocking(True)
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return receive(conn, console, engine=engine, token=token, timeout=timeout)
+    finally:
+        conn.close()
+
+
 def _error_message(error: BaseException) -> dict[str, Any]:
     from .errors import HostError
 
@@ -418,10 +576,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "building it from the definition")
     parser.add_argument("--clone", action="store_true",
                         help="with --restore: a new machine (fresh MACs, generation + 1)")
+    parser.add_argument("--incoming", action="store_true",
+                        help="take the machine from a live migration: listen on 127.0.0.1 "
+                        "(a free port, a one-time token, both told to the daemon)")
     parser.add_argument("name", metavar="NAME")
     args = parser.parse_args(argv)
     if args.clone and args.restore is None:
         parser.error("--clone needs --restore FILE")
+    if args.incoming and args.restore is not None:
+        parser.error("--incoming and --restore exclude each other")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when VMs stop
 
     from .registry import Registry, write_pid_file
@@ -462,6 +625,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                                               clone=args.clone)
             assert isinstance(restored, _WorkerMachine)
             machine = restored
+        elif args.incoming:
+            received = receive_incoming(channel, console, args.engine)
+            # receive() builds a plain Machine; the worker's only overrides its idle wait
+            received.__class__ = _WorkerMachine
+            assert isinstance(received, _WorkerMachine)
+            machine = received
         else:
             machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
     except (PyhvError, OSError, ValueError) as e:
