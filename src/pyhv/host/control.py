@@ -48,7 +48,7 @@ _ERROR_TYPES: dict[str, type[errors.HostError]] = {
     for cls in (
         errors.HostError, errors.NotFound, errors.Conflict, errors.DuplicateName,
         errors.VMRunning, errors.DiskInUse, errors.InsufficientResources, errors.Invalid,
-        errors.Unavailable,
+        errors.Unavailable, errors.MigrationFailed,
     )
 }
 

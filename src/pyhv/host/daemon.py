@@ -31,10 +31,21 @@ the daemon stops every VM that way (``--shutdown-timeout``) and then the daemon.
 :class:`~concurrent.futures.Future`: ``start``, ``stop``, ``reboot``, ``pause``,
 ``resume``, ``set`` (QoS live, balloon target), ``snapshot`` (save a running VM to a
 file; a paused one stays paused), ``restore`` and ``clone`` (define VMs from a snapshot
-file and start them from it, all or nothing), ``list``, ``metrics``, ``ping``. Errors are
+file and start them from it, all or nothing), ``migrate`` (move a running VM to another
+daemon) and ``incoming`` (its other end), ``list``, ``metrics``, ``ping``. Errors are
 :class:`~pyhv.host.errors.HostError` s, raised before anything is changed: an unknown
 VM, a reservation that does not fit (admission control, as in
 :func:`~pyhv.host.registry.check_admission`), a disk in use by another running VM.
+
+**Live migration.** ``migrate(name, to, token)`` asks the daemon at ``to`` (its REST
+API's base URL) for an incoming slot (``POST /v1/vms/incoming`` with the VM's
+definition, in a thread: the loop does not wait for the network), then tells the VM
+process where to send the machine (:mod:`pyhv.host.worker`); the VM's process exits
+with reason ``migrated`` once the destination runs it, and its definition stays here,
+stopped (as libvirt keeps a migrated domain's unless asked to undefine it).
+``incoming(definition, name)`` defines the VM and starts its process with
+``--incoming``: it answers with the port and one-time token the process listens with;
+if no migration comes, or it fails, the process ends and the definition is removed.
 
 **The REST API** (:mod:`pyhv.host.rest`, off unless ``--listen``) is an HTTP server in a
 thread of this process; it reaches the operations through :meth:`Daemon.submit`, like
@@ -49,6 +60,8 @@ import contextlib
 import dataclasses
 import errno
 import fcntl
+import http.client
+import ipaddress
 import json
 import os
 import queue
@@ -65,6 +78,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .. import __version__
 from ..errors import PyhvError
@@ -87,6 +101,7 @@ from .errors import (
     HostError,
     InsufficientResources,
     Invalid,
+    MigrationFailed,
     NotFound,
     Unavailable,
     VMRunning,
@@ -101,7 +116,14 @@ from .ipc import (
     encode,
     unix_address,
 )
-from .registry import HostSettings, Registry, atomic_write, check_admission, write_pid_file
+from .registry import (
+    HostSettings,
+    Registry,
+    atomic_write,
+    check_admission,
+    check_fits,
+    write_pid_file,
+)
 from .scheduler import MAX_VM_CPU, QUANTUM, Scheduler, Terms, make_policy
 
 if TYPE_CHECKING:
@@ -115,6 +137,8 @@ RESTART_DELAYS = (1.0, 5.0, 30.0)  # autostart VMs that crash are restarted afte
 RESTART_WINDOW = 600.0
 LOG_TAIL = 2000  # characters of a crashed VM process's log kept in its crash record
 CRASH_FILE = "crashed"
+INCOMING_TIMEOUT = 60.0  # seconds an incoming VM process waits for its source (worker's)
+SLOT_TIMEOUT = 60.0  # seconds to get an incoming slot from a destination daemon
 STATE_FILE = "state"
 
 
@@ -153,6 +177,12 @@ class _Running:
     # restored from a snapshot or cloned: its definition was made for this start and is
     # removed again if the start (of any VM of its group) fails
     group: _Group | None = None
+    # live migration: an incoming VM's answer (its port and token), and an outgoing
+    # migration (id, its future, the destination's URL)
+    listen_waiter: Future[Any] | None = None
+    migrating: bool = False
+    migrate_waiter: tuple[int, Future[Any], str] | None = None
+    migrate_target: tuple[tuple[str, int, str], str | None] | None = None  # address, token
     lines: LineBuffer = dataclasses.field(default_factory=LineBuffer)
     exit_info: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
@@ -258,6 +288,8 @@ class Daemon:
             "snapshot": self.snapshot,
             "restore": self.restore,
             "clone": self.clone,
+            "migrate": self.migrate,
+            "incoming": self.incoming,
             "list": self.list,
             "metrics": self.metrics,
         }
@@ -479,7 +511,7 @@ class Daemon:
     # ================================================================= VM processes
 
     def _spawn(self, definition: VMDefinition, restore: str | None = None,
-               clone: bool = False) -> _Running:
+               clone: bool = False, incoming: bool = False) -> _Running:
         name = definition.name
         run_dir = self.registry.run_dir(name)
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -500,7 +532,8 @@ class Daemon:
                     [sys.executable, "-m", "pyhv.host.worker", "--state-dir", str(self.root),
                      "--channel-fd", str(theirs.fileno()),
                      *(["--restore", restore] if restore is not None else []),
-                     *(["--clone"] if clone else []), name],
+                     *(["--clone"] if clone else []),
+                     *(["--incoming"] if incoming else []), name],
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     stdout=log_file,
@@ -525,7 +558,8 @@ class Daemon:
         vm = _Running(
             name=name, definition=definition, proc=proc, pidfd=pidfd, channel=ours,
             status=status, run_dir=run_dir, started=now, started_wall=time.time(),
-            start_deadline=now + START_TIMEOUT, cpu_clock=_cpu_clock(proc.pid),
+            start_deadline=now + START_TIMEOUT + (INCOMING_TIMEOUT if incoming else 0),
+            cpu_clock=_cpu_clock(proc.pid),
             sample_at=now,
         )
         self.vms[name] = vm
@@ -590,6 +624,10 @@ class Daemon:
                     self._group_ready(vm)
             elif event == "snapshot":
                 self._snapshot_done(vm, message)
+            elif event == "listening":
+                self._listening(vm, message)
+            elif event == "migrate":
+                self._migrate_done(vm, message)
             elif event == "exit":
                 vm.exit_info = message
             elif event == "error":
@@ -615,6 +653,12 @@ class Daemon:
             future.set_exception(Conflict(f"VM '{vm.name}' stopped before its snapshot "
                                           "was taken"))
         vm.snapshot_waiters.clear()
+        if vm.migrate_waiter is not None:
+            _, future, url = vm.migrate_waiter
+            vm.migrate_waiter = None
+            if not future.done():
+                future.set_exception(Conflict(f"VM '{vm.name}' stopped before it migrated "
+                                              f"to {url}"))
 
         info = vm.exit_info or {}
         reason = info.get("reason")
@@ -637,12 +681,18 @@ class Daemon:
             for future in vm.start_waiters:
                 future.set_exception(error)
             vm.start_waiters.clear()
+            if vm.listen_waiter is not None and not vm.listen_waiter.done():
+                vm.listen_waiter.set_exception(error)
             if code < 0 and not (vm.killed or vm.stopping):  # killed from outside
                 outcome.update(state="crashed", reason=f"VM process {self._how(code)}")
                 self._record_crash(vm, outcome["reason"], code)
             self._finish_stop(vm, outcome)
             return
-        if reason in ("poweroff", "quit", "stopped", "timeout", "limit"):
+        if reason == "migrated":
+            log(f"VM '{vm.name}' migrated: it runs at its destination now; its definition "
+                "stays here")
+            outcome["exit_code"] = info.get("code")
+        elif reason in ("poweroff", "quit", "stopped", "timeout", "limit"):
             log(f"VM '{vm.name}' stopped ({reason}, guest exit code {info.get('code')})")
             outcome["exit_code"] = info.get("code")
         elif vm.killed or (vm.stopping and reason is None):
@@ -871,6 +921,15 @@ class Daemon:
             self._begin_shutdown()
             future.set_result(None)
             return
+        if op == "_call":  # work a thread hands back to the loop (_in_loop)
+            try:
+                args["fn"]()
+            except Exception as e:
+                log("internal error:\n" + traceback.format_exc())
+                future.set_exception(e)
+            else:
+                future.set_result(None)
+            return
         method = self._ops.get(op)
         if method is None:
             future.set_exception(Invalid(f"unknown operation {op!r}"))
@@ -1015,6 +1074,8 @@ class Daemon:
         vm = self._running(name)
         if vm.state not in ("running", "paused"):
             raise Conflict(f"VM '{name}' is {vm.state}: it cannot be paused now")
+        if vm.migrating:
+            raise Conflict(f"VM '{name}' is migrating: it cannot be paused now")
         if vm.state == "running":
             vm.state = "paused"
             if not vm.snapshot_waiters:  # else when the snapshot is done
@@ -1087,6 +1148,8 @@ class Daemon:
         vm = self._running(name)
         if not vm.ready or vm.stopping or vm.state not in ("running", "paused"):
             raise Conflict(f"VM '{name}' is {vm.state}: it cannot be snapshotted now")
+        if vm.migrating:
+            raise Conflict(f"VM '{name}' is migrating: it cannot be snapshotted now")
         target = check_snapshot_target(path)
         self._snapshot_ids += 1
         sid = self._snapshot_ids
@@ -1211,6 +1274,170 @@ class Daemon:
                     self._begin_stop(other, force=True, timeout=0)
         if not group.alive and not group.future.done():
             group.future.set_exception(group.error)
+
+    # ----------------------------------------------------------------- live migration
+
+    def incoming(self, definition: Any, name: str | None = None) -> Future[Any]:
+        """Take a VM that another daemon migrates here: define it from ``definition``
+        (its TOML document as a dict; ``name`` instead of the one it holds) and start its
+        process with ``--incoming``. Resolves with ``{"name", "port", "token"}`` once
+        the process listens (on 127.0.0.1, a one-time token). If no migration comes
+        within a minute, or it fails, the process ends and the definition is removed."""
+        if self.shutting_down:
+            raise Unavailable("the host daemon is shutting down")
+        if not isinstance(definition, dict):
+            raise Invalid(f"incoming: expected the VM's definition (a JSON object), got "
+                          f"{type(definition).__name__}")
+        if name is not None:
+            definition = {**definition, "name": name}
+        parsed = VMDefinition.from_dict(definition, base_dir="/")
+        name = parsed.name
+        with self.registry.lock():
+            if self.registry.exists(name):
+                raise DuplicateName(f"a VM named '{name}' already exists")
+            try:
+                check_fits(parsed, self.settings)
+                check_files(parsed, boot_files=False)
+            except DefinitionError as e:
+                raise e.with_source(name) from None
+            if parsed.qos.reservation > MAX_VM_CPU:
+                raise InsufficientResources(
+                    f"VM '{name}': qos.reservation {parsed.qos.reservation:g}% cannot be "
+                    f"delivered: a VM's vCPUs run on one host CPU (at most {MAX_VM_CPU:g}%)")
+            check_admission([vm.definition for vm in self.vms.values()], parsed,
+                            self.settings)
+            self.registry.create(parsed)
+            try:
+                vm = self._spawn(parsed, incoming=True)
+            except BaseException:
+                with contextlib.suppress(HostError, OSError):
+                    self.registry.remove(name)
+                raise
+        # made for this migration: removed again if it fails (the group's undo)
+        vm.group = _Group([name], Future())
+        vm.group.alive.add(name)
+        vm.listen_waiter = Future()
+        log(f"VM '{name}' incoming (pid {vm.pid})")
+        return vm.listen_waiter
+
+    def _listening(self, vm: _Running, message: dict[str, Any]) -> None:
+        waiter, vm.listen_waiter = vm.listen_waiter, None
+        port, token = message.get("port"), message.get("token")
+        if waiter is None or waiter.done():
+            return
+        if not isinstance(port, int) or not isinstance(token, str):
+            waiter.set_exception(Unavailable(f"VM '{vm.name}': a bad answer from its "
+                                             "process"))
+            return
+        log(f"VM '{vm.name}' waits for its migration on 127.0.0.1:{port}")
+        waiter.set_result({"name": vm.name, "port": port, "token": token})
+
+    def migrate(self, name: str, to: str, token: str | None = None) -> Future[Any]:
+        """Move running VM ``name`` to the daemon whose REST API is at ``to``
+        (``http://HOST:PORT``; ``token`` its API token). Resolves with the figures
+        (``rounds``, ``pages_sent``, ``total_seconds``, ``downtime_seconds``...) once
+        the VM runs there; its process here then ends (reason ``migrated``) and its
+        definition stays. :class:`MigrationFailed` (502) when the destination cannot
+        be reached, refuses or the transfer breaks off: the VM runs on here."""
+        vm = self._running(name)
+        if not vm.ready or vm.stopping or vm.state != "running":
+            raise Conflict(f"VM '{name}' is {vm.state}: it cannot be migrated now")
+        if vm.migrating:
+            raise Conflict(f"VM '{name}' is migrating already")
+        url, address = _destination(to)
+        if token is not None and not isinstance(token, str):
+            raise Invalid("migrate: the token must be a string")
+        vm.migrating = True
+        future: Future[Any] = Future()
+        definition = vm.definition.to_dict()
+        log(f"VM '{name}': migrating to {url}")
+        threading.Thread(target=self._ask_slot, name=f"pyhv-migrate-{name}", daemon=True,
+                         args=(vm, url, address, token, definition, future)).start()
+        return future
+
+    def _ask_slot(self, vm: _Running, url: str, address: tuple[str, int, str],
+                  token: str | None, definition: dict[str, Any], future: Future[Any]) -> None:
+        """(A thread.) Ask the destination daemon for an incoming slot; then hand the
+        rest back to the loop."""
+        try:
+            answer = _request_slot(address, token, vm.name, definition)
+        except MigrationFailed as e:
+            error = MigrationFailed(f"VM '{vm.name}' not migrated to {url}: {e}")
+            self._in_loop(lambda: self._migrate_failed(vm, future, error), future)
+            return
+        self._in_loop(lambda: self._migrate_go(vm, url, address, token, answer, future),
+                      future)
+
+    def _in_loop(self, fn: Callable[[], None], future: Future[Any]) -> None:
+        """Run ``fn`` in the daemon's loop; if the daemon has stopped, fail ``future``."""
+        done = self.submit("_call", fn=fn)
+
+        def check(f: Future[Any]) -> None:
+            error = f.exception()
+            if error is not None and not future.done():
+                future.set_exception(error)
+
+        done.add_done_callback(check)
+
+    def _migrate_failed(self, vm: _Running, future: Future[Any], error: HostError) -> None:
+        vm.migrating = False
+        log(str(error))
+        if not future.done():
+            future.set_exception(error)
+
+    def _migrate_go(self, vm: _Running, url: str, address: tuple[str, int, str],
+                    token: str | None, answer: dict[str, Any], future: Future[Any]) -> None:
+        if self.vms.get(vm.name) is not vm or vm.stopping:
+            vm.migrating = False
+            future.set_exception(Conflict(f"VM '{vm.name}' stopped before it could migrate "
+                                          f"(the destination gives its slot up in "
+                                          f"{INCOMING_TIMEOUT:g} s)"))
+            return
+        self._snapshot_ids += 1
+        mid = self._snapshot_ids
+        vm.migrate_waiter = (mid, future, url)
+        vm.migrate_target = (address, token)
+        self._send(vm, {"op": "migrate", "host": answer["host"], "port": answer["port"],
+                        "token": answer["token"], "id": mid})
+        # Sending the machine is the host's work: the process runs at once.
+        self.scheduler.set_urgent(vm.name, True)
+        self._resched = True
+
+    def _migrate_done(self, vm: _Running, message: dict[str, Any]) -> None:
+        entry = vm.migrate_waiter
+        if entry is None or entry[0] != message.get("id"):
+            return
+        vm.migrate_waiter = None
+        vm.migrating = False
+        if not vm.stopping:
+            self.scheduler.set_urgent(vm.name, False)
+        self._resched = True
+        _, future, url = entry
+        if message.get("ok"):
+            result: dict[str, Any] = {"name": vm.name, "to": url}
+            for key in ("rounds", "pages_sent", "last_round_pages", "total_seconds",
+                        "downtime_seconds", "stop_copy_seconds", "build_seconds"):
+                result[key] = message.get(key)
+            log(f"VM '{vm.name}' migrated to {url}: {result['rounds']} round(s), "
+                f"{result['pages_sent']} pages in {result['total_seconds']} s, downtime "
+                f"{result['downtime_seconds']} s")
+            target, vm.migrate_target = vm.migrate_target, None
+            if target is None:
+                future.set_result(result)
+                return
+
+            def confirm() -> None:  # (a thread) answer once the destination says running
+                _wait_running(target[0], target[1], vm.name)
+                self._in_loop(lambda: future.set_result(result), future)
+
+            threading.Thread(target=confirm, name=f"pyhv-migrated-{vm.name}",
+                             daemon=True).start()
+        else:
+            why = str(message.get("message") or "the migration failed")
+            error = MigrationFailed(f"VM '{vm.name}' not migrated to {url}: {why} (it runs "
+                                    "on here)")
+            log(str(error))
+            future.set_exception(error)
 
     def _record_macs(self, vm: _Running, macs: Any) -> None:
         """Keep in the definition the MAC each NIC really has (a clone's are new)."""
@@ -1379,6 +1606,99 @@ class Daemon:
         if now > at:
             self.daemon_cpu_pct = (cpu_now - own) / (now - at) * 100
         self._own_cpu = (cpu_now, now)
+
+
+def _destination(to: object) -> tuple[str, tuple[str, int, str]]:
+    """A destination daemon's REST base URL (``http://HOST:PORT[/PREFIX]``): the URL as
+    shown, and (host, port, path prefix). :class:`Invalid` (422) for anything else."""
+    if not isinstance(to, str) or not to:
+        raise Invalid(f"migrate: expected the destination's URL (http://HOST:PORT), got "
+                      f"{to!r}")
+    try:
+        parts = urlsplit(to.strip())
+        port = parts.port
+    except ValueError as e:
+        raise Invalid(f"migrate: bad destination URL '{to}': {e}") from None
+    if parts.scheme != "http" or not parts.hostname or parts.query or parts.fragment:
+        raise Invalid(f"migrate: bad destination URL '{to}': expected http://HOST:PORT (the "
+                      "destination daemon's REST API)")
+    url = f"http://{parts.netloc}{parts.path.rstrip('/')}"
+    return url, (parts.hostname, port or 80, parts.path.rstrip("/"))
+
+
+def _connect_host(host: str) -> str:
+    """Where a destination's VM process listens: 127.0.0.1 on that host (both daemons on
+    one host is what is supported: a loopback name or address means 127.0.0.1)."""
+    if host == "localhost":
+        return "127.0.0.1"
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return "127.0.0.1"
+    return host
+
+
+def _request_slot(address: tuple[str, int, str], token: str | None, name: str,
+                  definition: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/vms/incoming`` at the destination daemon: ``{"name", "port",
+    "token"}``, or :class:`MigrationFailed` with the destination's one line."""
+    host, port, prefix = address
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    body = json.dumps({"name": name, "definition": definition})
+    conn = http.client.HTTPConnection(host, port, timeout=SLOT_TIMEOUT)
+    try:
+        conn.request("POST", prefix + "/v1/vms/incoming", body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read(1 << 20)
+    except ConnectionRefusedError:
+        raise MigrationFailed("no daemon answers there (connection refused)") from None
+    except TimeoutError:
+        raise MigrationFailed(f"the destination did not answer within {SLOT_TIMEOUT:g} s") \
+            from None
+    except (OSError, http.client.HTTPException) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise MigrationFailed(f"cannot reach the destination: {why or type(e).__name__}") \
+            from None
+    finally:
+        conn.close()
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if resp.status != 201:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        why = error if isinstance(error, str) else (
+            data[:200].decode("utf-8", "replace").strip() or resp.reason)
+        raise MigrationFailed(f"the destination answered {resp.status}: "
+                              f"{why.splitlines()[0] if why else resp.reason}")
+    if not (isinstance(answer, dict) and isinstance(answer.get("port"), int)
+            and isinstance(answer.get("token"), str)):
+        raise MigrationFailed("the destination's answer is not a pyhv incoming slot")
+    return {"port": answer["port"], "token": answer["token"], "host": _connect_host(host)}
+
+
+def _wait_running(address: tuple[str, int, str], token: str | None, name: str,
+                  timeout: float = 10.0) -> None:
+    """After a migration: wait (at most ``timeout`` s) until the destination daemon has
+    heard from its VM process that the machine runs (it answers the source first), so
+    that whoever asked sees the VM running there on return."""
+    host, port, prefix = address
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection(host, port, timeout=5.0)
+        try:
+            conn.request("GET", f"{prefix}/v1/vms/{name}", headers=headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read(1 << 20))
+            if resp.status != 200 or data.get("state") != "starting":
+                return
+        except (OSError, ValueError, AttributeError, http.client.HTTPException):
+            return
+        finally:
+            conn.close()
+        time.sleep(0.02)
 
 
 def _process_state(pid: int) -> str | None:

@@ -16,6 +16,8 @@ Conflict            409     the request clashes with the current state: a duplic
                             CPU or memory left (:class:`InsufficientResources`)
 Invalid             422     a malformed definition or setting; :class:`DefinitionError`
                             names the field (``vm.toml: qos.limit: ...``)
+MigrationFailed     502     a live migration failed at the destination (unreachable, it
+                            refused, the transfer broke off); the VM runs on here
 Unavailable         503     the host cannot serve the request now (state directory
                             unreadable, daemon not running, ...)
 ==================  ======  ==============================================================
@@ -88,6 +90,12 @@ class DefinitionError(Invalid):
         if source is None or self.source is not None:
             return self
         return type(self)(self.field, self.detail, source)
+
+
+class MigrationFailed(HostError):
+    """A live migration the destination refused or that broke off (the VM runs on)."""
+
+    http_status = 502
 
 
 class Unavailable(HostError):
