@@ -1,5 +1,6 @@
 """``pyhv host serve`` and the commands that need it: ``start``, ``stop``, ``reboot``,
-``pause``, ``resume``, ``console``, ``top``, and ``snapshot``, ``restore``, ``clone``.
+``pause``, ``resume``, ``console``, ``top``, ``snapshot``, ``restore``, ``clone`` and
+``migrate``.
 
 ``pyhv host serve`` runs the host daemon (:mod:`pyhv.host.daemon`) in the foreground,
 with the REST API (:mod:`pyhv.host.rest`, loopback by default); the other commands
@@ -92,6 +93,17 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
                    help="how many (1 to 64, default 1)")
     p.add_argument("--name", "-n", metavar="PREFIX",
                    help="name prefix (default: FILE's name without its extension)")
+    p = command("migrate", _migrate, help="live-migrate a running VM to another host daemon",
+                description="Move a running VM to the host daemon whose REST API is at URL "
+                "(http://HOST:PORT): its RAM is copied while the guest runs, then the guest "
+                "stops here and goes on there, its console where it left off. The VM's "
+                "definition stays here, stopped. If the destination cannot be reached or "
+                "refuses, the VM runs on here.")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", required=True, metavar="URL",
+                   help="the destination daemon's REST API, e.g. http://127.0.0.1:7480")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="the destination's API token (mode 0600; default: $PYHV_API_TOKEN)")
     p = command("console", _console, help="attach to a running VM's serial console",
                 description="Attach this terminal to a running VM's serial console "
                 "(Ctrl-] detaches). Piped input is sent to the guest.")
@@ -234,6 +246,24 @@ def _clone(ns: argparse.Namespace) -> int:
     vms = _host(ns).clone(os.path.abspath(os.path.expanduser(ns.file)), ns.count, ns.name)
     for vm in vms:
         print(f"started VM '{vm.name}' (pid {vm.pid})")
+    return 0
+
+
+def _migrate(ns: argparse.Namespace) -> int:
+    from ..host.rest import read_token
+
+    token = read_token(ns.token_file)
+    result = _host(ns).migrate(ns.name, ns.to, token)
+
+    def ms(value: Any) -> str:
+        seconds = float(value or 0.0)
+        return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+    rounds = int(result.get("rounds") or 0)
+    print(f"migrated VM '{ns.name}' to {result.get('to', ns.to)}: {rounds} "
+          f"round{'s' if rounds != 1 else ''}, {int(result.get('pages_sent') or 0)} pages "
+          f"({int(result.get('last_round_pages') or 0)} in the last), total "
+          f"{ms(result.get('total_seconds'))}, downtime {ms(result.get('downtime_seconds'))}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """``pyhv create|list|info|set|destroy``: manage the VMs defined in a state directory.
 
 (The commands that need the host daemon, ``pyhv host serve``, ``start``, ``stop``,
-``reboot``, ``pause``, ``resume``, ``console``, ``top``, ``snapshot``, ``restore`` and
-``clone``, are in :mod:`.lifecycle`;
+``reboot``, ``pause``, ``resume``, ``console``, ``top``, ``snapshot``, ``restore``,
+``clone`` and ``migrate``, are in :mod:`.lifecycle`;
 they are registered here too, with the same ``--state-dir`` and error handling.)
 
 These commands are thin wrappers around :class:`pyhv.Host` (the Python API the REST API
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 EXIT_USER_ERROR = 2
 EXIT_HOST_ERROR = 1
 COMMANDS = ("create", "list", "info", "set", "destroy", "host", "start", "stop", "reboot",
-            "pause", "resume", "console", "top", "snapshot", "restore", "clone")
+            "pause", "resume", "console", "top", "snapshot", "restore", "clone", "migrate")
 
 _STATE_DIR_HELP = (
     "state directory of the VM definitions (default: $PYHV_STATE_DIR, else "

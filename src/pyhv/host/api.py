@@ -11,9 +11,9 @@
 With a host daemon serving the state directory (``pyhv host serve``,
 :mod:`pyhv.host.daemon`), VMs also run: :meth:`Host.start`, :meth:`Host.stop`,
 :meth:`Host.reboot`, :meth:`Host.pause`, :meth:`Host.resume`, :meth:`Host.set_live`,
-:meth:`Host.snapshot`, :meth:`Host.restore`, :meth:`Host.clone` and
-:meth:`Host.metrics` ask it over its control socket (:mod:`pyhv.host.control`); without
-one they raise :class:`~pyhv.host.errors.Unavailable` (503).
+:meth:`Host.snapshot`, :meth:`Host.restore`, :meth:`Host.clone`, :meth:`Host.migrate`,
+:meth:`Host.incoming` and :meth:`Host.metrics` ask it over its control socket
+(:mod:`pyhv.host.control`); without one they raise :class:`~pyhv.host.errors.Unavailable` (503).
 
 Every failure is a :class:`~pyhv.host.errors.HostError` with a one-line message and an
 ``http_status``; nothing is half-done when one is raised.
@@ -554,6 +554,34 @@ class Host:
         result = self._call("clone", {"path": target, "count": count, "prefix": prefix},
                             wait=None)
         return [self.get(vm["name"]) for vm in result]
+
+    def migrate(self, name: str, to: str, token: str | None = None) -> dict[str, Any]:
+        """Live-migrate running VM ``name`` to the host daemon whose REST API is at
+        ``to`` (``http://HOST:PORT``; ``token``: its API token, needed on TCP): its RAM
+        is copied while the guest runs, then the guest stops here and goes on there.
+        Returns once it runs there: ``{"name", "to", "rounds", "pages_sent",
+        "last_round_pages", "total_seconds", "downtime_seconds", ...}``; the VM is then
+        stopped here, its definition kept. :class:`Conflict` (409: not running, paused,
+        migrating), :class:`Invalid` (422: a bad URL), :class:`MigrationFailed` (502:
+        the destination cannot be reached, refused, or the transfer broke off; the VM
+        runs on here)."""
+        self.get(name)
+        result: dict[str, Any] = self._call("migrate", {"name": name, "to": to,
+                                                        "token": token}, wait=None)
+        return result
+
+    def incoming(self, definition: Mapping[str, Any] | VMDefinition,
+                 name: str | None = None) -> dict[str, Any]:
+        """The destination's side of :meth:`migrate`: define a VM from ``definition``
+        (named ``name``, default its own) and start a VM process that waits, on
+        127.0.0.1, for the machine a source sends. Returns ``{"name", "port", "token"}``
+        (a one-time token); if no migration comes within a minute, or it fails, the
+        definition is removed again. :class:`DuplicateName` (409), the errors of
+        :meth:`start`."""
+        doc = definition.to_dict() if isinstance(definition, VMDefinition) else dict(definition)
+        result: dict[str, Any] = self._call("incoming", {"definition": doc, "name": name},
+                                            wait=None)
+        return result
 
     def metrics(self, name: str | None = None) -> dict[str, Any]:
         """What ``pyhv top`` shows: ``{"host": {...}, "vms": [{...}, ...]}`` with each

@@ -492,6 +492,48 @@ class CloneResult(BaseModel):
     vms: list[VMInfo] = Field(description="the new VMs, running")
 
 
+class IncomingRequest(BaseModel):
+    """A VM another daemon migrates here (sent by the source daemon)."""
+
+    model_config = ConfigDict(extra="forbid")
+    definition: dict[str, Any] = Field(description="the VM's definition, as its TOML "
+                                       "document in JSON (docs/vm-definition.md); paths "
+                                       "absolute")
+    name: StrictStr | None = Field(None, description="the VM's name here (default: the "
+                                   "definition's)")
+
+
+class IncomingSlot(BaseModel):
+    name: str
+    port: int = Field(description="the TCP port on 127.0.0.1 where the VM process waits "
+                      "for the machine (one connection, within 60 s)")
+    token: str = Field(description="the one-time token the source must present")
+
+
+class MigrateRequest(BaseModel):
+    """Where to migrate a running VM (``pyhv migrate NAME --to URL``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: StrictStr = Field(min_length=1, max_length=4096,
+                          description="the destination daemon's REST API, http://HOST:PORT",
+                          examples=["http://127.0.0.1:7480"])
+    token: StrictStr | None = Field(None, max_length=4096,
+                                    description="the destination's API token")
+
+
+class MigrateResult(BaseModel):
+    name: str
+    to: str = Field(description="the destination")
+    rounds: int = Field(description="pre-copy rounds")
+    pages_sent: int = Field(description="4 KiB pages sent in all")
+    last_round_pages: int = Field(description="pages sent while the guest was stopped")
+    total_seconds: float
+    downtime_seconds: float = Field(description="from the guest's last instruction here "
+                                    "to its machine ready there")
+    stop_copy_seconds: float | None = None
+    build_seconds: float | None = None
+
+
 _SIZE: list[JsonValue] = [{"type": "integer", "minimum": 1}, {"type": "string"}]
 
 
@@ -559,6 +601,8 @@ _WHY = {
     409: "the request clashes with the current state: a running VM, a duplicate name, a "
          "reservation or memory that does not fit, a disk in use by another running VM",
     413: "body larger than 1 MiB",
+    502: "the migration's destination cannot be reached, refused, or the transfer broke "
+         "off (the VM runs on here)",
     422: "an invalid field (named in the answer) or request",
     503: "the daemon is shutting down",
 }
@@ -662,6 +706,8 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
              "pause, resume)"},
             {"name": "snapshots", "description": "save a running VM, restore and clone it "
              "(pyhv snapshot, restore, clone)"},
+            {"name": "migration", "description": "live migration between daemons (pyhv "
+             "migrate)"},
             {"name": "metrics", "description": "figures (pyhv top) and Prometheus"},
             {"name": "host", "description": "the daemon"},
         ],
@@ -847,6 +893,32 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
         may_read_snapshot(_requester(request), path, snapshot_names(path, what.name,
                                                                    what.count))
         return {"vms": [vm.to_dict() for vm in host.clone(path, what.count, what.name)]}
+
+    # ----------------------------------------------------------------- migration
+
+    @app.post("/v1/vms/incoming", tags=["migration"], status_code=201,
+              response_model=IncomingSlot, responses=_errors(400, 403, 409, 413, 422, 503),
+              summary="Take a VM another daemon migrates here: define it and start a VM "
+              "process that waits for it")
+    def incoming_vm(request: Request, response: Response, what: IncomingRequest) -> Any:
+        spec = dict(what.definition)
+        if what.name is not None:
+            spec["name"] = what.name
+        _finite(spec, "definition")
+        _absolute_paths(spec)
+        uid = _requester(request)
+        if uid is not None:
+            check_user_files(VMDefinition.from_dict(spec, base_dir="/"), uid, None)
+        slot = host.incoming(spec)
+        response.headers["Location"] = f"/v1/vms/{slot['name']}"
+        return slot
+
+    @app.post("/v1/vms/{name}/migrate", tags=["migration"], response_model=MigrateResult,
+              responses=_errors(400, 404, 409, 413, 422, 502, 503),
+              summary="Live-migrate a running VM to another daemon; answers once it runs "
+              "there")
+    def migrate_vm(name: Name, where: MigrateRequest) -> Any:
+        return host.migrate(name, where.to, where.token)
 
     # ----------------------------------------------------------------- figures
 
