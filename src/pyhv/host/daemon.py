@@ -1421,6 +1421,7 @@ class Daemon:
             log(f"VM '{vm.name}' migrated to {url}: {result['rounds']} round(s), "
                 f"{result['pages_sent']} pages in {result['total_seconds']} s, downtime "
                 f"{result['downtime_seconds']} s")
+            self._autostart_off(vm)
             target, vm.migrate_target = vm.migrate_target, None
             if target is None:
                 future.set_result(result)
@@ -1438,6 +1439,21 @@ class Daemon:
                                     "on here)")
             log(str(error))
             future.set_exception(error)
+
+    def _autostart_off(self, vm: _Running) -> None:
+        """A VM that migrated away keeps its definition here, but must not start here
+        again with this daemon while it runs at its destination: autostart goes off."""
+        if not vm.definition.autostart:
+            return
+        try:
+            with self.registry.lock():
+                current = self.registry.load(vm.name)
+                if current.autostart:
+                    self.registry.replace(dataclasses.replace(current, autostart=False))
+            vm.definition = dataclasses.replace(vm.definition, autostart=False)
+            log(f"VM '{vm.name}': autostart turned off here (it runs at its destination)")
+        except (HostError, OSError) as e:
+            log(f"VM '{vm.name}': cannot turn its autostart off: {e}")
 
     def _record_macs(self, vm: _Running, macs: Any) -> None:
         """Keep in the definition the MAC each NIC really has (a clone's are new)."""
