@@ -268,7 +268,8 @@ def test_openapi_document(api: Api) -> None:
         ("POST", "/v1/vms/{name}/resume"), ("GET", "/v1/metrics"),
         ("GET", "/v1/vms/{name}/metrics"), ("GET", "/metrics"), ("GET", "/v1/host"),
         ("POST", "/v1/vms/{name}/snapshot"), ("POST", "/v1/vms/restore"),
-        ("POST", "/v1/vms/clone"),
+        ("POST", "/v1/vms/clone"), ("POST", "/v1/vms/incoming"),
+        ("POST", "/v1/vms/{name}/migrate"),
     }
     for (method, path), op in ops.items():
         errors = [code for code in op["responses"] if code.startswith(("4", "5"))]
