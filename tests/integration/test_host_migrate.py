@@ -318,3 +318,50 @@ def test_an_incoming_slot_refuses_a_wrong_one_time_token_and_goes_away(
         m.close()
     wait_for(lambda: b.request("GET", "/v1/vms/visitor")[0] == 404,
              "the half-made VM to be undefined")
+
+
+def test_a_transfer_that_breaks_off_leaves_the_source_running(
+        a: Daemon, env: dict[str, str]) -> None:
+    """A destination that gives a slot, then hangs up on the VM process: the source's
+    process takes its disks back and the guest runs on (the answer says why)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    start_counter(env, a)
+    hangup = socket.socket()
+    hangup.bind(("127.0.0.1", 0))
+    hangup.listen(1)
+
+    def hang_up() -> None:
+        conn, _ = hangup.accept()
+        conn.recv(100)  # the hello begins
+        conn.close()
+
+    class Slot(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"name": "counter", "port": hangup.getsockname()[1],
+                               "token": "0" * 32}).encode()
+            self.send_response(201)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Slot)
+    threads = [threading.Thread(target=server.handle_request), threading.Thread(target=hang_up)]
+    for t in threads:
+        t.start()
+    try:
+        proc = pyhv(env, a.state, "migrate", "counter", "--to",
+                    f"http://127.0.0.1:{server.server_address[1]}")
+        one_line_error(proc, "counter", "not migrated", "closed the connection", "runs on")
+    finally:
+        for t in threads:
+            t.join(10)
+        server.server_close()
+        hangup.close()
+    still_counting(a)
