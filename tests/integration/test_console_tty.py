@@ -66,3 +66,44 @@ def test_typed_input_reaches_the_guest_uart() -> None:
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_ctrl_a_s_saves_a_snapshot_that_restores_to_the_same_session(tmp_path: Path) -> None:
+    """Ctrl-A s (with --snapshot FILE) saves the running machine and it runs on; a
+    ``pyhv run --restore FILE`` later is the same session: the echo guest keeps echoing
+    and ends as the saved one would (guests/tests/echo.c)."""
+    echo = GUESTS / "echo.elf"
+    snap = tmp_path / "echo.snap"
+
+    def start(*args: str) -> tuple[subprocess.Popen, int]:
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([sys.executable, "-m", "pyhv.cli.main", "run", *args],
+                                stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+        os.close(slave)
+        return proc, master
+
+    proc, master = start("--bios", "none", "--kernel", str(echo), "--snapshot", str(snap))
+    try:
+        assert b"ECHO-READY" in read_until(master, b"ECHO-READY", 30)
+        os.write(master, b"ab")
+        assert b"ab" in read_until(master, b"ab", 30)
+        os.write(master, b"\x01s")  # Ctrl-A s: save, and run on
+        assert b"saved to" in read_until(master, b"saved to", 30)
+        os.write(master, b"c")
+        assert b"c" in read_until(master, b"c", 30)
+        os.write(master, b"\x01x")
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    proc, master = start("--restore", str(snap))
+    try:
+        os.write(master, b"zq")  # the restored guest is past ECHO-READY, echoing
+        out = read_until(master, b"ECHO-DONE", 30)
+        assert b"z" in out and b"ECHO-DONE" in out and b"ECHO-READY" not in out, out
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)

@@ -85,7 +85,7 @@ class StdioConsole(Console):
         self._tty_fd = self._in_fd
         if self._in_fd is not None and os.isatty(self._in_fd):
             self._saved_tty = termios.tcgetattr(self._in_fd)
-            tty.setraw(self._in_fd)
+            tty.setraw(self._in_fd, termios.TCSANOW)  # keep keys typed ahead (as QEMU)
 
     def write(self, data: bytes) -> None:
         self._pending += data
