@@ -10,17 +10,27 @@ naming the field, never a crash later in the device. The records know nothing of
 engines: a hart's state is the architectural state, so a VM saved under the JIT is
 restored under the interpreter.
 
-Stdlib only (dataclasses, typing): every device module declares its record at import,
-and this costs nothing on a run that never snapshots.
+Stdlib only, and cheap to declare: every device module declares its record at import,
+so a record is a plain class with ``__slots__``-free attributes set once by a shared
+``__init__`` (not a generated dataclass: ``dataclass()`` costs ~0.5 ms a class, which
+every run would pay at start-up for nothing); field types are read only when a record
+is loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+from typing import (
+    Annotated,
+    Any,
+    ClassVar,
+    NamedTuple,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+)
 
 from .errors import PyhvError
 
@@ -29,16 +39,14 @@ class StateError(PyhvError):
     """Saved state that does not fit the record it is loaded into."""
 
 
-@dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
     """An integer field's bounds, both included."""
 
     lo: int
     hi: int
 
 
-@dataclass(frozen=True)
-class MaxLen:
+class MaxLen(NamedTuple):
     """At most this many items (a list) or bytes (bytes)."""
 
     n: int
@@ -54,27 +62,63 @@ U64 = Annotated[int, Range(0, (1 << 64) - 1)]
 I64 = Annotated[int, Range(-(1 << 63), (1 << 63) - 1)]
 
 
+@typing.dataclass_transform(frozen_default=True)
 class Record:
-    """Base of the state records (each a frozen dataclass): ``VERSION`` is bumped when
+    """Base of the state records: fields declared as class annotations, given in that
+    order (or by name) to the constructor, read-only after. ``VERSION`` is bumped when
     a field changes meaning, and loading an older one is then a clear error (or a
     conversion the part writes)."""
 
     VERSION: ClassVar[int] = 1
+    _fields: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        own = [k for k, v in cls.__dict__.get("__annotations__", {}).items()
+               if "ClassVar" not in str(v)]
+        cls._fields = (*cls._fields, *own)
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        fields = self._fields
+        if len(args) > len(fields):
+            raise TypeError(f"{type(self).__name__}: {len(args)} values for "
+                            f"{len(fields)} fields")
+        values = dict(zip(fields, args, strict=False))
+        for k, v in kw.items():
+            if k not in fields or k in values:
+                raise TypeError(f"{type(self).__name__}: unexpected or repeated '{k}'")
+            values[k] = v
+        if len(values) != len(fields):
+            missing = [k for k in fields if k not in values]
+            raise TypeError(f"{type(self).__name__}: missing {', '.join(missing)}")
+        for k in fields:
+            object.__setattr__(self, k, values[k])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is a record: read-only")
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, k) == getattr(other, k) for k in self._fields)
+
+    __hash__ = None  # type: ignore[assignment]  # (fields are lists: not hashable)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(" + ", ".join(
+            f"{k}={getattr(self, k)!r:.60}" for k in self._fields) + ")"
 
 
 R = TypeVar("R", bound=Record)
 
 
-@typing.dataclass_transform(frozen_default=True)
 def record(cls: type[R]) -> type[R]:
-    """Declare ``cls`` a state record: a frozen dataclass whose fields are checked on
-    load."""
-    return dataclass(frozen=True)(cls)
+    """Declare ``cls`` a state record (readability: ``Record`` does the work)."""
+    return cls
 
 
 def dump(rec: Record) -> dict[str, Any]:
     """``rec`` as JSON-able data (bytes as hex strings, nested records as dicts)."""
-    return {f.name: _dump_value(getattr(rec, f.name)) for f in dataclasses.fields(rec)}  # type: ignore[arg-type]
+    return {k: _dump_value(getattr(rec, k)) for k in rec._fields}
 
 
 def _dump_value(v: Any) -> Any:
@@ -95,7 +139,7 @@ def load(cls: type[R], data: Any, where: str) -> R:
     if not isinstance(data, dict):
         raise StateError(f"{where}: expected a record, found {type(data).__name__}")
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    names = cls._fields
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise StateError(f"{where}: unknown field '{unknown[0]}'")
