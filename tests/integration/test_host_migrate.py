@@ -358,7 +358,9 @@ def test_a_transfer_that_breaks_off_leaves_the_source_running(
     try:
         proc = pyhv(env, a.state, "migrate", "counter", "--to",
                     f"http://127.0.0.1:{server.server_address[1]}")
-        one_line_error(proc, "counter", "not migrated", "closed the connection", "runs on")
+        line = one_line_error(proc, "counter", "not migrated", "runs on")
+        # closed with the hello unread or read: a reset, else a plain end
+        assert "closed the connection" in line or "reset by peer" in line, line
     finally:
         for t in threads:
             t.join(10)
