@@ -548,7 +548,8 @@ def receive_incoming(channel: socket.socket | None, console: SocketConsole,
         conn.setblocking(True)
         with contextlib.suppress(OSError):
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return receive(conn, console, engine=engine, token=token, timeout=timeout)
+        return receive(conn, console, engine=engine, token=token, timeout=timeout,
+                       machine_class=_WorkerMachine)
     finally:
         conn.close()
 
@@ -627,8 +628,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             machine = restored
         elif args.incoming:
             received = receive_incoming(channel, console, args.engine)
-            # receive() builds a plain Machine; the worker's only overrides its idle wait
-            received.__class__ = _WorkerMachine
             assert isinstance(received, _WorkerMachine)
             machine = received
         else:

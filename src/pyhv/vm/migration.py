@@ -271,11 +271,15 @@ def _refusal(kind: bytes, payload: bytes) -> str:
 
 
 def receive(sock: socket.socket, console: Console | None = None, clock: Clock | None = None,
-            engine: str | None = None, token: str = "", timeout: float = 60.0) -> Machine:
-    """Take a machine that ``migrate`` sends over ``sock``: returns it ready to run
-    (the source has stopped). Anything wrong is answered with an error to the source
-    (which runs on) and raised as MigrationError."""
+            engine: str | None = None, token: str = "", timeout: float = 60.0,
+            machine_class: type[Machine] | None = None) -> Machine:
+    """Take a machine that ``migrate`` sends over ``sock``: returns it (an instance of
+    ``machine_class``, default Machine) ready to run (the source has stopped). Anything
+    wrong is answered with an error to the source (which runs on) and raised as
+    MigrationError."""
     from .machine import Machine
+
+    cls = machine_class if machine_class is not None else Machine
 
     sock.settimeout(timeout)
     ram: GuestRAM | None = None
@@ -326,7 +330,7 @@ def receive(sock: socket.socket, console: Console | None = None, clock: Clock | 
                 raise MigrationError(f"unexpected message {kind!r}")
         if sections is None:
             raise MigrationError("the source sent no machine state")
-        machine = Machine(config, console, clock, restore=(ram, sections))
+        machine = cls(config, console, clock, restore=(ram, sections))
         ram = None  # the machine's now
     except (PyhvError, OSError, ValueError, KeyError, TypeError) as e:
         if ram is not None:
