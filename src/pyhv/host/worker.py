@@ -2,6 +2,8 @@
 
     python -m pyhv.host.worker --state-dir DIR [--channel-fd FD] [--engine E]
                                [--restore FILE [--clone] | --incoming] NAME
+    python -m pyhv.host.worker --state-dir DIR --channel-fd FD --clone-group FILE
+                               --member-fds FD,FD,... NAME NAME...
 
 A crash of the machine, of Python or of a hostile guest takes down only this process;
 the daemon (:mod:`pyhv.host.daemon`) sees it exit and reports the VM crashed. The process
@@ -62,6 +64,13 @@ within :data:`INCOMING_TIMEOUT` seconds and takes the machine from it
 other. A timeout, a wrong token or a failed transfer ends the process as a failed start
 (the daemon removes the VM's definition again).
 
+**Clone groups** (``--clone-group FILE NAME...``, :func:`clone_group`): one process
+warms up (imports, LLVM, one checked restore of FILE), freezes its heap and forks one
+VM process per NAME, each then served as a ``--restore FILE --clone`` process would be
+(:func:`serve_vm`); the clones share every page of heap, code and LLVM none of them
+writes. It reports each child's pid (with a pidfd) and exit status to the daemon on a
+channel of its own, and continues its children when the daemon dies.
+
 **Scheduling** is done from outside: the daemon stops and continues this process
 (SIGSTOP/SIGCONT) to grant it CPU time. The process only says when the guest idles:
 the machine's idle wait (every vCPU in WFI) is where it gives its CPU back.
@@ -78,13 +87,17 @@ import argparse
 import contextlib
 import ctypes
 import dataclasses
+import gc
 import os
 import secrets
 import select
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -580,27 +593,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--incoming", action="store_true",
                         help="take the machine from a live migration: listen on 127.0.0.1 "
                         "(a free port, a one-time token, both told to the daemon)")
-    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("--clone-group", metavar="FILE",
+                        help="start one clone of FILE per NAME, forked from this process "
+                        "once it has warmed up (--channel-fd: the group's channel; "
+                        "--member-fds: each NAME's control channel)")
+    parser.add_argument("--member-fds", metavar="FD,FD,...",
+                        help="with --clone-group: each NAME's control channel, in order")
+    parser.add_argument("names", nargs="+", metavar="NAME")
     args = parser.parse_args(argv)
     if args.clone and args.restore is None:
         parser.error("--clone needs --restore FILE")
     if args.incoming and args.restore is not None:
         parser.error("--incoming and --restore exclude each other")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the daemon decides when VMs stop
+    if args.clone_group is not None:
+        if args.restore is not None or args.incoming or args.clone:
+            parser.error("--clone-group excludes --restore, --clone and --incoming")
+        try:
+            fds = [int(fd) for fd in (args.member_fds or "").split(",") if fd]
+        except ValueError:
+            parser.error(f"--member-fds {args.member_fds!r}: expected FD,FD,...")
+        if args.channel_fd is None or len(fds) != len(args.names):
+            parser.error("--clone-group needs --channel-fd and one --member-fds FD per NAME")
+        return clone_group(args.state_dir, args.clone_group, args.names, fds,
+                           args.channel_fd, args.engine)
+    if len(args.names) != 1:
+        parser.error("one NAME (several only with --clone-group)")
+    channel = socket.socket(fileno=args.channel_fd) if args.channel_fd is not None else None
+    return serve_vm(args.state_dir, args.names[0], channel, engine=args.engine,
+                    restore=args.restore, clone=args.clone, incoming=args.incoming)
 
+
+def serve_vm(state_dir: str, name: str, channel: socket.socket | None, *,
+             engine: str | None = None, restore: str | None = None, clone: bool = False,
+             incoming: bool = False, verify: bool = True) -> int:
+    """Build (or restore, or receive) VM ``name``'s machine and run it under the daemon
+    (the module docstring); the process's exit status."""
     from .registry import Registry, write_pid_file
 
-    channel = socket.socket(fileno=args.channel_fd) if args.channel_fd is not None else None
     if channel is not None:
         _continue_when_parent_dies()
-    registry = Registry(args.state_dir)
+    registry = Registry(state_dir)
     status: StatusPage | None = None
     console: SocketConsole | None = None
     machine: _WorkerMachine | None = None
 
     def failed(error: BaseException) -> int:
         message = _error_message(error)
-        print(f"pyhv worker: cannot start VM '{args.name}': {error}", file=sys.stderr)
+        print(f"pyhv worker: cannot start VM '{name}': {error}", file=sys.stderr)
         if channel is not None:
             with contextlib.suppress(OSError):
                 channel.sendall(encode(message))
@@ -609,8 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_START_FAILED
 
     try:
-        definition = registry.load(args.name)
-        run_dir = registry.run_dir(args.name)
+        definition = registry.load(name)
+        run_dir = registry.run_dir(name)
         run_dir.mkdir(mode=0o700, exist_ok=True)
         if channel is None:
             write_pid_file(run_dir / "pid", os.getpid())
@@ -621,17 +661,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         status.memory = definition.memory
         console = SocketConsole(run_dir / "console.sock", log=run_dir / "console.log")
         tune_gc_for_vm()
-        if args.restore is not None:
-            restored = _WorkerMachine.restore(args.restore, console, engine=args.engine,
-                                              clone=args.clone)
+        if restore is not None:
+            restored = _WorkerMachine.restore(restore, console, engine=engine, clone=clone,
+                                              verify=verify)
             assert isinstance(restored, _WorkerMachine)
             machine = restored
-        elif args.incoming:
-            received = receive_incoming(channel, console, args.engine)
+        elif incoming:
+            received = receive_incoming(channel, console, engine)
             assert isinstance(received, _WorkerMachine)
             machine = received
         else:
-            machine = _WorkerMachine(definition.to_machine_config(engine=args.engine), console)
+            machine = _WorkerMachine(definition.to_machine_config(engine=engine), console)
     except (PyhvError, OSError, ValueError) as e:
         return failed(e)
     console.uart = machine.board.uart
@@ -651,10 +691,164 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker.send({"ev": "exit", "reason": reason, "code": code, "crash": crash,
                          "instructions": machine.instructions})
             if channel is None:
-                for name in ("pid", "status"):
+                for leftover in ("pid", "status"):
                     with contextlib.suppress(OSError):
-                        (Path(run_dir) / name).unlink()
+                        (Path(run_dir) / leftover).unlink()
     return EXIT_GUEST_CRASH if reason == "crash" else 0
+
+
+# ------------------------------------------------------------------------ clone groups
+
+
+def _threads() -> int:
+    """The OS threads of this process (LLVM or a C library may start some Python does
+    not know of)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def clone_group(state_dir: str, path: str, names: Sequence[str], fds: Sequence[int],
+                group_fd: int, engine: str | None = None) -> int:
+    """``--clone-group FILE``: one process that warms up (imports, the JIT's LLVM, one
+    restore of FILE that checks its RAM checksum, then closed), freezes its heap for
+    the collector and forks one VM process per name: each child serves its VM exactly
+    as a ``--restore FILE --clone`` process would (its own run directory, console,
+    status page, control channel ``fds[i]``), sharing with its siblings every page of
+    interpreter heap, code and LLVM none of them wrote. On the group's channel
+    (``group_fd``) this process tells the daemon each child's pid with a pidfd of it
+    (``forked``, SCM_RIGHTS: the daemon watches the very process, no pid reuse race)
+    and, once it has reaped one, how it ended (``reaped``: ``status``, a
+    ``Popen.returncode``: negative for a signal). When the group's channel ends (the
+    daemon died) it continues every child it has (SIGCONT: the daemon may have left
+    them stopped; each then sees its own channel closed and stops its machine). It
+    exits when its last child has.
+
+    Forking is only safe from a single-threaded process; should anything have started a
+    thread by then, each child execs a plain ``--restore FILE --clone`` VM process
+    instead (still a child of this one, reported the same way)."""
+    from ..vm.console import BufferConsole
+    from .registry import Registry
+
+    group = socket.socket(fileno=group_fd)
+    members = dict(zip(names, fds, strict=True))
+    _continue_when_parent_dies()
+    registry = Registry(state_dir)
+
+    def fail_all(error: BaseException) -> int:
+        print(f"pyhv worker: cannot start the clones of '{path}': {error}", file=sys.stderr)
+        message = _error_message(error)
+        for fd in members.values():
+            with contextlib.suppress(OSError):
+                os.write(fd, encode(message))
+        return EXIT_START_FAILED
+
+    try:
+        for name in names:
+            registry.load(name)
+        from ..cpu.engines import jit_unavailable_reason
+
+        jit_unavailable_reason()  # LLVM up before the fork: shared by every child
+        warm = _WorkerMachine.restore(path, BufferConsole(), engine=engine, clone=True,
+                                      verify=True)
+        warm.close()
+        del warm
+    except (PyhvError, OSError, ValueError) as e:
+        return fail_all(e)
+    forking = _threads() == 1
+    if not forking:
+        print(f"pyhv worker: {_threads()} threads after warming up: the clones are "
+              "started as processes of their own (no fork)", file=sys.stderr)
+    gc.collect()
+    gc.freeze()  # the collector leaves the shared heap's objects (and pages) alone
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children: dict[int, tuple[int, str]] = {}  # pidfd -> (pid, name)
+    for name, fd in members.items():
+        if forking:
+            pid = os.fork()
+            if pid == 0:
+                group.close()
+                _clone_child(registry, name, fd,
+                             [*(f for f in members.values() if f != fd), *children],
+                             path, engine)
+        else:
+            pid = _spawn_clone(registry, name, fd, state_dir, path, engine)
+        pidfd = os.pidfd_open(pid)
+        children[pidfd] = (pid, name)
+        with contextlib.suppress(OSError):
+            socket.send_fds(group, [encode({"ev": "forked", "name": name, "pid": pid,
+                                            "fork": forking})], [pidfd])
+    for fd in members.values():
+        os.close(fd)
+    daemon_gone = False
+    while children:
+        watched: list[Any] = list(children)
+        if not daemon_gone:
+            watched.append(group)
+        ready, _, _ = select.select(watched, [], [])
+        if group in ready:
+            try:
+                data = group.recv(4096)
+            except OSError:
+                data = b""
+            if not data:  # the daemon is gone: wake the children it may hold stopped
+                daemon_gone = True
+                for pid, _ in children.values():
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGCONT)
+        for pidfd in [fd for fd in ready if isinstance(fd, int)]:
+            pid, name = children.pop(pidfd)
+            _, wait_status = os.waitpid(pid, 0)
+            os.close(pidfd)
+            code = os.waitstatus_to_exitcode(wait_status)
+            if not daemon_gone:
+                with contextlib.suppress(OSError):
+                    group.sendall(encode({"ev": "reaped", "name": name, "pid": pid,
+                                          "status": code}))
+    return 0
+
+
+def _clone_child(registry: Any, name: str, fd: int, others: Sequence[int], path: str,
+                 engine: str | None) -> None:
+    """A forked child of a clone group: VM ``name``'s process from here on. Never
+    returns (``os._exit``: the parent's cleanups are not this process's)."""
+    code = 1
+    try:
+        for other in others:
+            with contextlib.suppress(OSError):
+                os.close(other)
+        vm_dir = registry.vm_dir(name)
+        out = os.open(vm_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        os.close(out)
+        os.chdir(vm_dir)
+        code = serve_vm(str(registry.root), name, socket.socket(fileno=fd), engine=engine,
+                        restore=path, clone=True, verify=False)
+    except BaseException:  # noqa: BLE001 - this process ends here, whatever happened
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def _spawn_clone(registry: Any, name: str, fd: int, state_dir: str, path: str,
+                 engine: str | None) -> int:
+    """No fork: a plain ``--restore FILE --clone`` VM process, a child of this one."""
+    vm_dir = registry.vm_dir(name)
+    with open(vm_dir / "worker.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyhv.host.worker", "--state-dir", state_dir,
+             "--channel-fd", str(fd), "--restore", path, "--clone",
+             *(["--engine", engine] if engine else []), name],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT, cwd=vm_dir)
+    proc.returncode = 0  # reaped by clone_group with os.waitpid, not by Popen
+    return proc.pid
 
 
 if __name__ == "__main__":
