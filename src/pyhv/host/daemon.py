@@ -12,6 +12,14 @@ reported ``crashed`` (reason and the end of its log in ``vms/NAME/crashed``) and
 started again; an ``autostart`` VM is restarted after 1, 5, then 30 s, at most three
 times in ten minutes. Autostart VMs are started when the daemon starts.
 
+**Clone groups.** ``clone`` of several VMs starts one clone group process
+(:func:`pyhv.host.worker.clone_group`) that warms up once and forks their VM processes,
+so that they share its interpreter heap, code and LLVM copy-on-write. A clone's process
+is then the group's child, not the daemon's: the group process sends each one's pid with
+a pidfd of it (SCM_RIGHTS) and, once it has reaped one, its exit status; the daemon
+handles the clone as any VM process otherwise (``fork_clones=False`` or
+``PYHV_FORK_CLONES=0``: separate VM processes).
+
 **Scheduling.** The :class:`~pyhv.host.scheduler.Scheduler` decides which VM processes
 hold the host's CPUs (at most ``cpus`` at a time); the daemon applies each decision with
 SIGSTOP/SIGCONT, measures what every process really used (its CPU clock,
@@ -159,7 +167,9 @@ class _Running:
 
     name: str
     definition: VMDefinition
-    proc: subprocess.Popen[bytes]
+    # its process: the daemon's child (proc), or a clone group's (clone_group; its pid
+    # and pidfd come from the group's process once it has forked it: 0 and -1 until)
+    proc: subprocess.Popen[bytes] | None
     pidfd: int
     channel: socket.socket
     status: StatusPage
@@ -199,16 +209,43 @@ class _Running:
     sample_instr: int = 0
     cpu_pct: float = 0.0
     mips: float = 0.0
+    clone_group: _CloneGroup | None = None
+    forked_pid: int = 0
+    exit_code: int | None = None  # a clone's, as its group's process reaped it
+    exit_seen: bool = False  # a clone's pidfd said it ended: its status is to come
 
     @property
     def pid(self) -> int:
-        return self.proc.pid
+        return self.proc.pid if self.proc is not None else self.forked_pid
 
     def cpu_seconds(self) -> float | None:
+        if self.pid <= 0:
+            return None
         try:
             return time.clock_gettime(self.cpu_clock)
         except OSError:
             return None
+
+
+@dataclasses.dataclass
+class _CloneGroup:
+    """One process that forks the VM processes of several clones of one snapshot
+    (:func:`pyhv.host.worker.clone_group`): the daemon's child; it tells over its own
+    channel each clone's pid (with a pidfd of it) and, having reaped one, its exit
+    status."""
+
+    proc: subprocess.Popen[bytes]
+    pidfd: int
+    channel: socket.socket
+    members: dict[str, _Running]
+    lines: LineBuffer = dataclasses.field(default_factory=LineBuffer)
+    fds: list[int] = dataclasses.field(default_factory=list)  # pidfds not yet taken
+    closed: bool = False  # its channel has ended
+    kill_at: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
 
 
 @dataclasses.dataclass
@@ -237,6 +274,7 @@ class Daemon:
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         api: ApiConfig | None = None,
         socket_group: int | None = None,
+        fork_clones: bool | None = None,
     ) -> None:
         self.host = Host(state_dir)
         self.registry: Registry = self.host.registry
@@ -252,6 +290,10 @@ class Daemon:
         self.scheduler = Scheduler(make_policy(self.settings.policy), self.cpus, quantum)
         self.shutdown_timeout = shutdown_timeout
         self.vms: dict[str, _Running] = {}
+        self.clone_groups: list[_CloneGroup] = []
+        # several clones: one clone group process forks them (worker.clone_group)
+        self.fork_clones = (os.environ.get("PYHV_FORK_CLONES", "1") != "0"
+                            if fork_clones is None else fork_clones)
         self.crashes: dict[str, list[float]] = {}  # restart history of autostart VMs
         self.restarts: dict[str, float] = {}  # name -> when to restart it
         self.shutting_down = False
@@ -310,7 +352,7 @@ class Daemon:
             )
             while True:
                 self._poll()
-                if self.shutting_down and not self.vms:
+                if self.shutting_down and not self.vms and not self.clone_groups:
                     break
         finally:
             self._close()
@@ -405,9 +447,14 @@ class Daemon:
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)
         for vm in list(self.vms.values()):  # only after an error in the loop
+            if vm.pid > 0:
+                with contextlib.suppress(OSError):
+                    os.kill(vm.pid, signal.SIGKILL)
+            self._on_exit(vm, final=True)
+        for group in list(self.clone_groups):
             with contextlib.suppress(OSError):
-                os.kill(vm.pid, signal.SIGKILL)
-            self._on_exit(vm)
+                os.kill(group.pid, signal.SIGKILL)
+            self._on_group_exit(group)
         # Nobody may wait for an answer that will never come (a REST request's thread).
         with self._submit_lock:
             self._closed = True
@@ -499,8 +546,13 @@ class Daemon:
         self._next_at = decision.next_at
 
     def _signal(self, vm: _Running, signum: int) -> None:
+        pid = vm.pid
+        if pid <= 0:  # a clone its group's process has not forked yet
+            if signum != signal.SIGKILL or vm.clone_group is None:
+                return  # (it starts urgent: nothing holds it)
+            pid = vm.clone_group.pid  # a start that takes too long: the group's warm-up
         with contextlib.suppress(ProcessLookupError):
-            os.kill(vm.pid, signum)
+            os.kill(pid, signum)
 
     def _terms(self, definition: VMDefinition) -> Terms:
         qos = definition.qos
@@ -513,35 +565,15 @@ class Daemon:
     def _spawn(self, definition: VMDefinition, restore: str | None = None,
                clone: bool = False, incoming: bool = False) -> _Running:
         name = definition.name
-        run_dir = self.registry.run_dir(name)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.mkdir(mode=0o700)
+        run_dir, status, ours, theirs = self._prepare_run(name)
         vm_dir = self.registry.vm_dir(name)
-        with contextlib.suppress(FileNotFoundError):
-            (vm_dir / CRASH_FILE).unlink()
-        status = StatusPage(run_dir / "status", create=True)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (package_root, env.get("PYTHONPATH")) if p
-        )
         try:
-            with open(vm_dir / "worker.log", "wb") as log_file:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "pyhv.host.worker", "--state-dir", str(self.root),
-                     "--channel-fd", str(theirs.fileno()),
-                     *(["--restore", restore] if restore is not None else []),
-                     *(["--clone"] if clone else []),
-                     *(["--incoming"] if incoming else []), name],
-                    pass_fds=(theirs.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    env=env,
-                    cwd=vm_dir,
-                )
+            proc = self._popen(
+                ["--channel-fd", str(theirs.fileno()),
+                 *(["--restore", restore] if restore is not None else []),
+                 *(["--clone"] if clone else []),
+                 *(["--incoming"] if incoming else []), name],
+                (theirs.fileno(),), vm_dir / "worker.log", vm_dir)
         except BaseException:
             ours.close()
             status.close()
@@ -550,21 +582,109 @@ class Daemon:
         finally:
             theirs.close()
         pidfd = os.pidfd_open(proc.pid)
-        # The state file first: whoever sees the pid file sees the VM as starting.
+        return self._add_vm(definition, run_dir, status, ours, proc, pidfd,
+                            START_TIMEOUT + (INCOMING_TIMEOUT if incoming else 0))
+
+    def _spawn_clones(self, definitions: list[VMDefinition], path: str) -> list[_Running]:
+        """Several clones of snapshot ``path`` in one clone group: one process that warms
+        up once and forks a VM process for each (:func:`pyhv.host.worker.clone_group`)."""
+        prepared: list[tuple[VMDefinition, Path, StatusPage, socket.socket,
+                             socket.socket]] = []
+        group_ours, group_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            for definition in definitions:
+                prepared.append((definition, *self._prepare_run(definition.name)))
+                with open(self.registry.vm_dir(definition.name) / "worker.log", "wb"):
+                    pass
+            first = self.registry.vm_dir(definitions[0].name)
+            member_fds = [p[4].fileno() for p in prepared]
+            proc = self._popen(
+                ["--channel-fd", str(group_theirs.fileno()), "--clone-group", path,
+                 "--member-fds", ",".join(map(str, member_fds)),
+                 *(d.name for d in definitions)],
+                (group_theirs.fileno(), *member_fds), first / "worker.log", first)
+        except BaseException:
+            group_ours.close()
+            for _, run_dir, status, ours, _theirs in prepared:
+                ours.close()
+                status.close()
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        finally:
+            group_theirs.close()
+            for p in prepared:
+                p[4].close()
+        group_ours.setblocking(False)
+        group = _CloneGroup(proc, os.pidfd_open(proc.pid), group_ours, {})
+        vms = []
+        for definition, run_dir, status, ours, _ in prepared:
+            vm = self._add_vm(definition, run_dir, status, ours, None, -1, START_TIMEOUT,
+                              pid_file=proc.pid)
+            vm.clone_group = group
+            group.members[definition.name] = vm
+            vms.append(vm)
+        self.clone_groups.append(group)
+        self._sel.register(group_ours, selectors.EVENT_READ,
+                           lambda key: self._on_group_channel(group))
+        self._sel.register(group.pidfd, selectors.EVENT_READ,
+                           lambda key: self._on_group_exit(group))
+        return vms
+
+    def _prepare_run(self, name: str) -> tuple[Path, StatusPage, socket.socket,
+                                               socket.socket]:
+        """A fresh run directory and status page for VM ``name``, and its control
+        channel (ours, theirs)."""
+        run_dir = self.registry.run_dir(name)
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(mode=0o700)
+        with contextlib.suppress(FileNotFoundError):
+            (self.registry.vm_dir(name) / CRASH_FILE).unlink()
+        status = StatusPage(run_dir / "status", create=True)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        return run_dir, status, ours, theirs
+
+    def _popen(self, args: list[str], fds: tuple[int, ...], log_path: Path,
+               cwd: Path) -> subprocess.Popen[bytes]:
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (package_root, env.get("PYTHONPATH")) if p
+        )
+        with open(log_path, "wb") as log_file:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pyhv.host.worker", "--state-dir", str(self.root),
+                 *args],
+                pass_fds=fds,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
+                cwd=cwd,
+            )
+
+    def _add_vm(self, definition: VMDefinition, run_dir: Path, status: StatusPage,
+                ours: socket.socket, proc: subprocess.Popen[bytes] | None, pidfd: int,
+                start_timeout: float, pid_file: int | None = None) -> _Running:
+        name = definition.name
+        pid = proc.pid if proc is not None else 0
+        # The state file first: whoever sees the pid file sees the VM as starting. (A
+        # clone not yet forked shows its group's process: the one to stop if need be.)
         atomic_write(run_dir / STATE_FILE, "starting\n")
-        write_pid_file(run_dir / "pid", proc.pid)
+        write_pid_file(run_dir / "pid", pid or pid_file or 0)
         ours.setblocking(False)
         now = time.monotonic()
         vm = _Running(
             name=name, definition=definition, proc=proc, pidfd=pidfd, channel=ours,
             status=status, run_dir=run_dir, started=now, started_wall=time.time(),
-            start_deadline=now + START_TIMEOUT + (INCOMING_TIMEOUT if incoming else 0),
-            cpu_clock=_cpu_clock(proc.pid),
+            start_deadline=now + start_timeout,
+            cpu_clock=_cpu_clock(pid) if pid else 0,
             sample_at=now,
         )
         self.vms[name] = vm
         self._sel.register(ours, selectors.EVENT_READ, lambda key: self._on_channel(vm))
-        self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
+        if pidfd >= 0:
+            self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
         self.scheduler.add(name, self._terms(definition), now, vm.cpu_seconds())
         # Starting (Python, building the machine) is the host's work: it runs at once,
         # whatever the VM's terms; the VM is charged from when its guest starts.
@@ -572,6 +692,97 @@ class Daemon:
         self._write_state(vm)
         self._resched = True
         return vm
+
+    # ----------------------------------------------------------------- clone groups
+
+    def _on_group_channel(self, group: _CloneGroup) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(group.channel, 65536, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        group.fds.extend(fds)
+        if not data:
+            self._group_channel_closed(group)
+            return
+        try:
+            messages = group.lines.feed(data)
+        except ProtocolError as e:
+            log(f"clone group (pid {group.pid}): bad message: {e}")
+            return
+        for message in messages:
+            event = message.get("ev")
+            if event == "forked":
+                fd = group.fds.pop(0) if group.fds else -1
+                self._clone_forked(group, message, fd)
+            elif event == "reaped":
+                vm = group.members.get(str(message.get("name")))
+                code = message.get("status")
+                if (vm is None or self.vms.get(vm.name) is not vm
+                        or vm.forked_pid != message.get("pid") or not isinstance(code, int)):
+                    continue
+                vm.exit_code = code
+                if vm.exit_seen:
+                    self._on_exit(vm)
+
+    def _clone_forked(self, group: _CloneGroup, message: dict[str, Any], pidfd: int) -> None:
+        """The group's process has forked clone ``name``: its process from now on."""
+        vm = group.members.get(str(message.get("name")))
+        pid = message.get("pid")
+        if (vm is None or self.vms.get(vm.name) is not vm or pidfd < 0
+                or not isinstance(pid, int) or pid <= 0):
+            if pidfd >= 0:
+                os.close(pidfd)
+            return
+        vm.forked_pid = pid
+        vm.pidfd = pidfd
+        vm.cpu_clock = _cpu_clock(pid)
+        vm.sample_cpu = vm.cpu_seconds() or 0.0
+        with contextlib.suppress(OSError):
+            write_pid_file(vm.run_dir / "pid", pid)
+        self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
+        vm.sigstopped = False  # nothing was stopped: it did not exist
+        self._resched = True
+        if not message.get("fork", True):
+            log(f"VM '{vm.name}': its clone group could not fork (threads): a process "
+                "of its own")
+
+    def _group_channel_closed(self, group: _CloneGroup) -> None:
+        if group.closed:
+            return
+        group.closed = True
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(group.channel)
+        for vm in list(group.members.values()):  # ended, but no status will come now
+            if vm.exit_seen and self.vms.get(vm.name) is vm:
+                self._on_exit(vm, final=True)
+
+    def _on_group_exit(self, group: _CloneGroup) -> None:
+        """The group's process has ended (after its last clone, or killed): reap it; a
+        clone it had not forked yet failed to start with it."""
+        if group not in self.clone_groups:
+            return
+        for _ in range(64):  # its last words (reaped statuses), then its end
+            if group.closed:
+                break
+            self._on_group_channel(group)
+        self._group_channel_closed(group)
+        with contextlib.suppress(KeyError, ValueError):
+            self._sel.unregister(group.pidfd)
+        code = group.proc.wait()
+        os.close(group.pidfd)
+        group.channel.close()
+        for fd in group.fds:
+            os.close(fd)
+        group.fds.clear()
+        self.clone_groups.remove(group)
+        if code != 0:
+            log(f"clone group process {group.pid} {self._how(code)}")
+        for vm in list(group.members.values()):
+            if self.vms.get(vm.name) is vm and vm.forked_pid == 0:
+                vm.exit_code = code
+                self._on_exit(vm, final=True)
 
     def _write_state(self, vm: _Running) -> None:
         with contextlib.suppress(OSError):
@@ -633,17 +844,33 @@ class Daemon:
             elif event == "error":
                 vm.error = message
 
-    def _on_exit(self, vm: _Running) -> None:
-        """The VM process is gone: reap it, record how it ended, clean up."""
+    def _on_exit(self, vm: _Running, final: bool = False) -> None:
+        """The VM process is gone: reap it, record how it ended, clean up. A clone's
+        process is its group's child: its exit status comes from the group's process
+        (``reaped``); until then the VM waits, unless ``final`` (the status is lost)."""
         if self.vms.get(vm.name) is not vm:
             return
+        code: int | None
+        if vm.proc is not None:
+            code = None
+        else:
+            code = vm.exit_code
+            group = vm.clone_group
+            if code is None and not final and group is not None and not group.closed:
+                if not vm.exit_seen:
+                    vm.exit_seen = True
+                    with contextlib.suppress(KeyError, ValueError):
+                        self._sel.unregister(vm.pidfd)
+                return
         self._on_channel(vm)  # the last messages (exit, error) may still be unread
         for obj in (vm.channel, vm.pidfd):
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(obj)
-        code = vm.proc.wait()
+        if vm.proc is not None:
+            code = vm.proc.wait()
         vm.channel.close()
-        os.close(vm.pidfd)
+        if vm.pidfd >= 0:
+            os.close(vm.pidfd)
         vm.status.close()
         del self.vms[vm.name]
         self.scheduler.remove(vm.name)
@@ -683,7 +910,7 @@ class Daemon:
             vm.start_waiters.clear()
             if vm.listen_waiter is not None and not vm.listen_waiter.done():
                 vm.listen_waiter.set_exception(error)
-            if code < 0 and not (vm.killed or vm.stopping):  # killed from outside
+            if code is not None and code < 0 and not (vm.killed or vm.stopping):
                 outcome.update(state="crashed", reason=f"VM process {self._how(code)}")
                 self._record_crash(vm, outcome["reason"], code)
             self._finish_stop(vm, outcome)
@@ -717,7 +944,9 @@ class Daemon:
         vm.stop_waiters.clear()
 
     @staticmethod
-    def _how(code: int) -> str:
+    def _how(code: int | None) -> str:
+        if code is None:
+            return "ended (its exit status was lost with its clone group's process)"
         if code < 0:
             try:
                 return f"killed by {signal.Signals(-code).name}"
@@ -734,7 +963,7 @@ class Daemon:
         except OSError:
             return ""
 
-    def _record_crash(self, vm: _Running, why: str, code: int) -> None:
+    def _record_crash(self, vm: _Running, why: str, code: int | None) -> None:
         log(f"VM '{vm.name}' crashed: {why}")
         record = {"time": time.time(), "reason": why, "status": code,
                   "log": self._log_tail(vm.name)}
@@ -757,6 +986,7 @@ class Daemon:
 
     def _timers_due(self) -> float:
         times = [t for t in self.restarts.values()]
+        times.extend(g.kill_at for g in self.clone_groups if g.kill_at is not None)
         for vm in self.vms.values():
             times.extend(t for t in (vm.quit_at, vm.kill_at) if t is not None)
             if not vm.ready:
@@ -779,6 +1009,15 @@ class Daemon:
                 vm.error = error_to_dict(Unavailable(
                     f"VM '{vm.name}' did not start within {START_TIMEOUT:g} s"))
                 self._signal(vm, signal.SIGKILL)
+        for group in self.clone_groups:
+            if group.kill_at is None and not any(
+                    self.vms.get(n) is vm for n, vm in group.members.items()):
+                group.kill_at = now + QUIT_GRACE  # it ends after its last clone
+            elif group.kill_at is not None and now >= group.kill_at:
+                group.kill_at = None
+                log(f"clone group process {group.pid} did not end: killing it")
+                with contextlib.suppress(OSError):
+                    os.kill(group.pid, signal.SIGKILL)
         for name, when in list(self.restarts.items()):
             if now >= when:
                 del self.restarts[name]
@@ -1229,10 +1468,16 @@ class Daemon:
                 for definition in definitions:
                     self.registry.create(definition)
                     created.append(definition.name)
-                for definition in definitions:
-                    vm = self._spawn(definition, restore=path, clone=clone)
-                    vm.group = group
-                    group.alive.add(definition.name)
+                if clone and len(definitions) > 1 and self.fork_clones:
+                    # one process warms up and forks them all (clone_group)
+                    for vm in self._spawn_clones(definitions, path):
+                        vm.group = group
+                        group.alive.add(vm.name)
+                else:
+                    for definition in definitions:
+                        vm = self._spawn(definition, restore=path, clone=clone)
+                        vm.group = group
+                        group.alive.add(definition.name)
             except BaseException as e:
                 group.error = e
                 for name in created:
@@ -1523,7 +1768,7 @@ class Daemon:
         vm = self.vms.get(name)
         if vm is None:
             return {"name": name, "state": self._stopped_state(name), "pid": None}
-        return {"name": name, "state": vm.state, "pid": vm.pid}
+        return {"name": name, "state": vm.state, "pid": vm.pid or None}
 
     def _stopped_state(self, name: str) -> str:
         with contextlib.suppress(NotFound):
@@ -1547,7 +1792,7 @@ class Daemon:
         return {
             "name": name,
             "state": vm.state,
-            "pid": vm.pid,
+            "pid": vm.pid or None,
             "activity": status["state"],  # starting, running, idle, exiting
             "engine": status["engine"],
             "vcpus": d.vcpus,
