@@ -13,13 +13,20 @@ which splits a page shared by k processes k ways) against one restored VM's alon
 their MACs. Targets (issue 17): restore under 50 ms, flat across sizes; the shell's
 answer under 200 ms; 10 clones under 2x one VM's memory.
 
-    python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3] [--clones 10]
+With ``--daemon`` the clone phase goes through a host daemon instead (``pyhv host
+serve`` on a temporary state directory): ``pyhv restore`` of the snapshot alone, its
+VM process's PSS once its shell has answered; then ``pyhv clone FILE --count N`` (one
+clone group process that forks the N VM processes), every clone's shell answering,
+and the sum of their PSS plus the group process's.
+
+    python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3] [--clones 10] [--daemon]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -121,6 +128,78 @@ def clones(path: str, n: int) -> dict[str, object]:
     return {"one": one, "total": total, "one_ram": one_ram, "ram": ram, "macs": macs}
 
 
+def console_answer(sock_path: Path, command: str, want: bytes, timeout: float = 120) -> bytes:
+    """Type ``command`` on a daemon VM's console socket; what came back once ``want``
+    and the next prompt are out."""
+    from pyhv.host.console import connect
+
+    with connect(sock_path) as sock:
+        sock.sendall(command.encode() + b"\n")
+        seen = b""
+        deadline = time.monotonic() + timeout
+        while True:
+            at = seen.find(want)
+            if at >= 0 and seen.find(PROMPT, at) >= 0:
+                return seen
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SystemExit(f"no answer to {command!r} on {sock_path}: {seen[-300:]!r}")
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                raise SystemExit(f"{sock_path} closed: {seen[-300:]!r}")
+            seen += data
+
+
+def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
+    """The clone phase through a host daemon (module docstring)."""
+    from pyhv.host import Host
+
+    state = Path(workdir) / "state"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    log = open(Path(workdir) / "daemon.log", "w")  # noqa: SIM115 - closed below
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
+         "--listen", "none"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    host = Host(state)
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "daemon.sock").exists():
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the daemon did not come up: {Path(log.name).read_text()}")
+            time.sleep(0.05)
+        one_vm = host.restore(path, "one")
+        console_answer(host.console_path("one"), "echo one-up", b"one-up\r\n")
+        assert one_vm.pid is not None
+        one = pss_kib(one_vm.pid)
+        host.stop("one", force=True)
+        vms = host.clone(path, n, "clone")
+        macs, guest_macs = [], []
+        for vm in vms:
+            console_answer(host.console_path(vm.name), "echo clone-up", b"clone-up\r\n")
+            seen = console_answer(host.console_path(vm.name),
+                                  "cat /sys/class/net/eth0/address", b"\r\n")
+            macs.append(host.get(vm.name).definition.nets[0].mac)  # its process's NIC
+            found = re.findall(rb"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", seen)
+            guest_macs.append(found[-1].decode() if found else "?")
+        pids = [vm.pid for vm in vms if vm.pid is not None]
+        groups = {_ppid(pid) for pid in pids} - {daemon.pid}
+        total = sum(pss_kib(pid) for pid in pids)
+        group_pss = sum(pss_kib(pid) for pid in groups)
+        return {"one": one, "total": total + group_pss, "clones": total,
+                "group": group_pss, "groups": len(groups), "macs": macs,
+                "guest_macs": guest_macs}
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=120)
+        log.close()
+
+
+def _ppid(pid: int) -> int:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return int(text[text.rindex(")") + 2:].split()[1])
+
+
 def one_size(size: str, runs: int, workdir: str, keep: bool = False) -> dict[str, float]:
     from pyhv.vm.config import NetSpec
 
@@ -169,6 +248,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="128M,512M,2G")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--clones", type=int, default=10, help="clone processes (0: none)")
+    ap.add_argument("--daemon", action="store_true",
+                    help="the clones through a host daemon (pyhv restore, pyhv clone)")
     ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -182,8 +263,9 @@ def main() -> int:
         sizes = args.sizes.split(",")
         for i, size in enumerate(sizes):
             rows.append((size, one_size(size, args.runs, work, keep=i == 0)))
-        shared = clones(os.path.join(work, f"linux-{sizes[0]}.snap"), args.clones) \
-            if args.clones else None
+        first = os.path.join(work, f"linux-{sizes[0]}.snap")
+        shared = daemon_clones(first, args.clones, work) if args.clones and args.daemon \
+            else clones(first, args.clones) if args.clones else None
     print(f"Linux at its shell, snapshot and restore (median of {args.runs}; times in ms, "
           "sizes in MiB)")
     print(f"{'RAM':>5} {'save':>7} {'file':>7} {'on disk':>8} | {'restore':>8} "
@@ -196,7 +278,17 @@ def main() -> int:
     print("restore: Machine.restore() until the machine can run its first instruction "
           "(RAM mapped, every part's state checked and restored, engines built); shell: "
           "until the restored shell has answered a typed echo")
-    if shared is not None:
+    if shared is not None and args.daemon:
+        one, total, macs = shared["one"], shared["total"], shared["macs"]
+        assert isinstance(one, int) and isinstance(total, int) and isinstance(macs, list)
+        print(f"through a daemon: {args.clones} clones of the {sizes[0]} snapshot (pyhv "
+              f"clone), each at its shell: {total / 1024:.0f} MiB together (PSS: the "
+              f"clones {shared['clones'] / 1024:.0f} MiB + {shared['groups']} clone group "
+              f"process {shared['group'] / 1024:.0f} MiB), one restored VM alone (pyhv "
+              f"restore) {one / 1024:.0f} MiB: {total / one:.2f}x; {len(set(macs))} "
+              f"distinct MACs ({', '.join(macs[:3])}, ...); the guests' eth0 shows "
+              f"{len(set(shared['guest_macs']))} distinct")  # type: ignore[arg-type]
+    elif shared is not None:
         one, total, macs = shared["one"], shared["total"], shared["macs"]
         one_ram, ram = shared["one_ram"], shared["ram"]
         assert isinstance(one, int) and isinstance(total, int) and isinstance(macs, list)
