@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from ..cpu.engines import DEFAULT_ENGINE, ENGINE_NAMES
+from ..devices.io_budget import Limits
 from ..errors import ConfigError
 from ..net.mac import parse_mac
 from . import memmap
@@ -45,8 +46,21 @@ class DiskSpec:
     overlay: str | None = None
     slot: int | None = None  # virtio-mmio transport (QEMU's bus=virtio-mmio-bus.N); see place
     serial: str | None = None  # what GET_ID answers (QEMU's serial=); default: from the file
+    # I/O budget (devices/io_budget.py): bytes/s, requests/s, their bursts; None: no limit
+    bps: int | None = None
+    iops: int | None = None
+    bps_burst: int | None = None
+    iops_burst: int | None = None
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(self.bps, self.iops, self.bps_burst, self.iops_burst)
 
     def __post_init__(self) -> None:
+        try:
+            self.limits  # noqa: B018 - checks the terms
+        except ConfigError as e:
+            raise ConfigError(f"disk '{self.path}': {e}") from None
         if self.read_only and self.overlay is not None:
             raise ConfigError(f"disk '{self.path}': 'ro' and 'overlay' cannot be combined")
         if self.serial is not None and (len(self.serial.encode()) > 20
@@ -171,13 +185,28 @@ class MachineConfig:
                 raise ConfigError(f"disk '{path}' is attached twice")
 
 
+def parse_rate(text: str, what: str) -> int:
+    """A positive count with an optional binary suffix: ``2M`` = 2 MiB (a byte rate),
+    ``200`` = 200. The error names ``what``."""
+    t = text.strip()
+    mult = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(t[-1:].lower(), 1)
+    digits = t[:-1] if mult > 1 else t
+    if not digits.isdigit() or int(digits) <= 0:
+        raise ConfigError(f"{what}: '{text}' is not a positive number (such as 200, 2M)")
+    return int(digits) * mult
+
+
+_DISK_RATES = ("bps", "iops", "bps_burst", "iops_burst")
+
+
 def parse_disk_option(text: str) -> DiskSpec:
-    """``--disk PATH[,ro][,overlay[=FILE]]``."""
+    """``--disk PATH[,ro][,overlay[=FILE]][,bps=N][,iops=N][,bps_burst=N][,iops_burst=N]``."""
     path, *opts = text.split(",")
     if not path:
         raise ConfigError(f"--disk '{text}': missing the image path")
     read_only = False
     overlay = None
+    rates: dict[str, int] = {}
     for opt in opts:
         key, eq, value = opt.partition("=")
         if key in ("ro", "readonly") and not eq:
@@ -186,11 +215,15 @@ def parse_disk_option(text: str) -> DiskSpec:
             overlay = value if eq else ""
             if eq and not value:
                 raise ConfigError(f"--disk '{text}': overlay= needs a file name")
+        elif key in _DISK_RATES and eq:
+            rates[key] = parse_rate(value, f"--disk '{text}': {key}")
         else:
             raise ConfigError(
-                f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE])"
+                f"--disk '{text}': unknown option '{opt}' (known: ro, overlay[=FILE], "
+                "bps=, iops=, bps_burst=, iops_burst=)"
             )
-    return DiskSpec(path, read_only, overlay)
+    return DiskSpec(path, read_only, overlay, bps=rates.get("bps"), iops=rates.get("iops"),
+                    bps_burst=rates.get("bps_burst"), iops_burst=rates.get("iops_burst"))
 
 
 def parse_net_option(text: str) -> NetSpec:

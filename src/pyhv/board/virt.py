@@ -248,7 +248,7 @@ class VirtBoard:
                 overlay = self._temporary_overlay(spec.path)
             serial = spec.serial.encode() if spec.serial is not None else None
             return VirtioBlk(open_disk(spec.path, read_only=spec.read_only, overlay=overlay),
-                             serial=serial)
+                             serial=serial, limits=spec.limits)
         if isinstance(spec, NetSpec):
             from ..devices.virtio.net import VirtioNet
 
@@ -312,6 +312,13 @@ class VirtBoard:
         for dev in self.virtio_devices:
             fds.extend(dev.wait_fds())
         return fds
+
+    def io_deadline(self) -> float | None:
+        """The earliest time (host monotonic seconds) a request held back by an I/O
+        budget may go, if any is held."""
+        times = [t for t in (dev.io_deadline() for dev in self.virtio_devices)
+                 if t is not None]
+        return min(times) if times else None
 
     def next_deadline_ns(self) -> int | None:
         deadlines = [d for d in (self.clint.next_deadline_ns(), self.rtc.next_deadline_ns())

@@ -109,9 +109,10 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     dev.add_argument(
         "--disk",
         action=_DeviceAction,
-        metavar="PATH[,ro][,overlay[=FILE]]",
+        metavar="PATH[,ro][,overlay[=FILE]][,bps=N][,iops=N]",
         help="virtio-blk disk from a raw image; 'overlay' alone keeps writes in a "
-        "temporary copy-on-write file, overlay=FILE in a persistent one",
+        "temporary copy-on-write file, overlay=FILE in a persistent one; bps= (bytes/s, "
+        "e.g. 2M), iops= (requests/s) and their bursts bps_burst=, iops_burst= limit it",
     )
     dev.add_argument(
         "--net", action=_DeviceAction, metavar="switch=NAME[,mac=ADDR]",

@@ -350,6 +350,9 @@ class Machine:
             wait = min(wait, max(0.0, (next_ns - self.clock.monotonic_ns()) / 1e9))
         if run_deadline is not None:
             wait = min(wait, max(0.0, run_deadline - time.monotonic()))
+        io_at = board.io_deadline()  # a request waiting for its I/O budget
+        if io_at is not None:
+            wait = min(wait, max(0.0, io_at - time.monotonic()))
         if wait <= 0:
             return
         if fds:

@@ -14,6 +14,7 @@ from collections.abc import Generator, Iterator
 from typing import Annotated
 
 from ...records import U64, MaxLen, Record, record
+from ..io_budget import IoBudget, Limits
 from .block_backend import DiskBackend, DiskError, check_request
 from .device import VIRTIO_ID_BLOCK, VirtioDevice
 from .queue import Chain, Virtqueue
@@ -47,12 +48,17 @@ class VirtioBlk(VirtioDevice):
     queue_max_size = 128
     name = "virtio-blk"
 
-    def __init__(self, disk: DiskBackend, serial: bytes | None = None) -> None:
+    def __init__(self, disk: DiskBackend, serial: bytes | None = None,
+                 limits: Limits | None = None) -> None:
         super().__init__()
         self.disk = disk
+        # bytes/s and requests/s the guest may use (devices/io_budget.py); a request
+        # that must wait is held here, taken from the ring, until its tokens are there
+        self.budget = IoBudget(limits or Limits())
+        self._held: Chain | None = None
         self.serial = serial  # GET_ID's answer (QEMU's serial=); None: from the disk file
         self.stats = {"reads": 0, "writes": 0, "flushes": 0, "read_bytes": 0,
-                      "write_bytes": 0, "errors": 0}
+                      "write_bytes": 0, "errors": 0, "throttled": 0, "throttled_ms": 0}
         # The request being served, when the queue's work budget ran out in its middle:
         # (its chain, the steps left: a generator that moves IO_CHUNK bytes per step).
         self._current: tuple[Chain, Iterator[None]] | None = None
@@ -75,8 +81,15 @@ class VirtioBlk(VirtioDevice):
         pushed = False
         while True:
             if self._current is None:
-                chain = queue.pop()
+                chain = self._held if self._held is not None else queue.pop()
                 if chain is None:
+                    break
+                self._held = None
+                wait = self.budget.admit(self._cost(queue, chain))
+                self.stats["throttled"] = self.budget.throttled
+                self.stats["throttled_ms"] = int(self.budget.throttled_seconds * 1000)
+                if wait > 0:
+                    self._held = chain  # on when the budget allows (poll)
                     break
                 self._current = (chain, self._request(queue, chain))
             chain, steps = self._current
@@ -95,6 +108,35 @@ class VirtioBlk(VirtioDevice):
 
     def reset(self) -> None:
         self._current = None
+        self._held = None
+
+    def _cost(self, queue: Virtqueue, chain: Chain) -> int:
+        """The bytes a request moves (what the byte budget counts)."""
+        header = queue.read_chain(chain, _HEADER.size)
+        if len(header) < _HEADER.size:
+            return 0
+        rtype = _HEADER.unpack(header)[0]
+        if rtype == VIRTIO_BLK_T_IN:
+            return max(0, chain.writable_len - 1)
+        if rtype == VIRTIO_BLK_T_OUT:
+            return max(0, chain.readable_len - _HEADER.size)
+        return 0
+
+    def poll(self) -> None:
+        if self._held is not None and self.budget.due() and self.transport is not None:
+            self.queue_notify(0, self.queue(0))
+
+    def io_deadline(self) -> float | None:
+        return self.budget.next_deadline() if self._held is not None else None
+
+    def inflight(self, index: int) -> int:
+        return int(self._held is not None or self._current is not None)
+
+    def set_limits(self, limits: Limits) -> None:
+        """New I/O terms, at once (a held request is tried again at the next poll)."""
+        self.budget.change(limits)
+        if self._held is not None and self.transport is not None:
+            self.queue(0).deferred = True
 
     def _request(self, queue: Virtqueue, chain: Chain) -> Generator[None, None, int]:
         """Serve one request, a step (yield) per IO_CHUNK; return the number of bytes

@@ -77,6 +77,17 @@ class VirtioDevice:
         """File descriptors whose readiness should wake an idle machine."""
         return []
 
+    def io_deadline(self) -> float | None:
+        """When a request held back by the device's I/O budget may go (host monotonic
+        seconds): an idle machine sleeps until then, not longer."""
+        return None
+
+    def inflight(self, index: int) -> int:
+        """Requests of queue ``index`` taken from the ring but not answered yet (held
+        back by a budget, or half served): a snapshot saves the queue as if they had
+        not been taken, and the restored device serves them again from the start."""
+        return 0
+
     def close(self) -> None:
         """The VM is going away: release host resources (files, sockets)."""
 

@@ -328,7 +328,8 @@ class VirtioMmio(Device):
         return TransportState(self.status, self.driver_features, self.interrupt_status,
                               self.config_generation, self.device_features_sel,
                               self.driver_features_sel, self.queue_sel,
-                              [q.save() for q in self.queues])
+                              [q.save(self.device.inflight(i) if self.device else 0)
+                               for i, q in enumerate(self.queues)])
 
     def restore(self, state: TransportState) -> None:
         if len(state.queues) != len(self.queues):
@@ -347,6 +348,10 @@ class VirtioMmio(Device):
         self.queue_sel = state.queue_sel
         if self.device is not None:
             self.device.driver_features = self.driver_features
+        for q in self.queues:
+            # look at each ready ring at the next poll: a request saved as not yet taken
+            # (Virtqueue.save's inflight) was notified before the snapshot, not after
+            q.deferred = q.ready
         self.irq.set(bool(self.interrupt_status))
 
 

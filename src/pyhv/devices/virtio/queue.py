@@ -256,10 +256,13 @@ class Virtqueue:
         self.budget -= done
         return done
 
-    def save(self) -> QueueState:
+    def save(self, inflight: int = 0) -> QueueState:
+        """The queue's state; ``inflight`` requests popped but not pushed are saved as
+        still in the ring (the device serves them again after a restore)."""
         return QueueState(self.num, self.ready, self.desc_addr, self.avail_addr,
-                          self.used_addr, self.last_avail, self.used_idx, self.event_idx,
-                          self.signalled_used, self.signalled_valid)
+                          self.used_addr, (self.last_avail - inflight) & 0xFFFF,
+                          self.used_idx, self.event_idx, self.signalled_used,
+                          self.signalled_valid)
 
     def restore(self, state: QueueState) -> None:
         if not 1 <= state.num <= self.max_size:
