@@ -83,3 +83,62 @@ def test_bad_terms_are_errors_naming_them(text, words):
 def test_disk_terms_parse():
     spec = parse_disk_option("d.img,bps=2M,iops=200,bps_burst=4M")
     assert spec.limits == Limits(2 << 20, 200, 4 << 20, None)
+
+
+def test_a_nic_budget_paces_both_directions(tmp_path):
+    """virtio-net with tx and rx budgets (frames/s here): the guest's frames beyond the
+    budget are held and go out as tokens come; frames for the guest wait in the
+    backlog; nothing is dropped; an unlimited direction is not slowed."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from virtio_driver import Driver
+
+    from pyhv.devices.virtio.net import VirtioNet
+    from pyhv.net import SwitchPort
+
+    clock = Clock()
+    peer = SwitchPort("lan", runtime_dir=str(tmp_path))
+    port = SwitchPort("lan", runtime_dir=str(tmp_path))
+    try:
+        nic = VirtioNet(port, bytes.fromhex("525400000001"))
+        nic.tx_budget = IoBudget(Limits(ops=10), clock)
+        nic.rx_budget = IoBudget(Limits(ops=5), clock)
+        d = Driver(nic)
+        d.setup(2)
+        out = b"\xff" * 6 + bytes.fromhex("525400000001") + b"\x88\xb5" + bytes(50)
+        for _ in range(15):
+            d.add(1, [bytes(12) + out], [])
+        d.kick(1)
+        assert len(peer.receive()) == 10  # the burst: one second's worth
+        assert nic.io_deadline() is not None and nic.inflight(1) == 1
+        clock.t += 0.3
+        nic.poll()
+        assert len(peer.receive()) == 3  # 10 a second
+        clock.t += 1.0
+        nic.poll()
+        assert len(peer.receive()) == 2 and nic.io_deadline() is None
+        frame = b"\xff" * 6 + bytes.fromhex("525400000002") + b"\x88\xb5" + bytes(50)
+        for _ in range(12):
+            peer.send(frame)
+        for _ in range(12):
+            d.add(0, [], [1600])
+        nic.poll()
+        assert len(d.used(0)) == 5 and len(nic.backlog) == 7  # 5 a second
+        clock.t += 1.0
+        nic.poll()
+        assert len(d.used(0)) == 5 and len(nic.backlog) == 2  # 5 more a second later
+        assert nic.stats["rx_dropped"] == nic.stats["tx_dropped"] == 0
+    finally:
+        peer.close()
+        port.close()
+
+
+def test_net_terms_parse():
+    from pyhv.vm.config import parse_net_option
+
+    spec = parse_net_option("switch=lan,tx_bps=1M,rx_pps=100")
+    assert spec.tx_limits == Limits(1 << 20) and spec.rx_limits == Limits(None, 100)
+    with pytest.raises(ConfigError, match="rx_bps"):
+        parse_net_option("switch=lan,rx_bps=0")

@@ -76,8 +76,28 @@ class NetSpec:
     switch: str
     mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
     slot: int | None = None
+    # I/O budgets per direction (devices/io_budget.py): bytes/s, frames/s, byte burst
+    tx_bps: int | None = None
+    tx_pps: int | None = None
+    tx_bps_burst: int | None = None
+    rx_bps: int | None = None
+    rx_pps: int | None = None
+    rx_bps_burst: int | None = None
+
+    @property
+    def tx_limits(self) -> Limits:
+        return Limits(self.tx_bps, self.tx_pps, self.tx_bps_burst)
+
+    @property
+    def rx_limits(self) -> Limits:
+        return Limits(self.rx_bps, self.rx_pps, self.rx_bps_burst)
 
     def __post_init__(self) -> None:
+        try:
+            self.tx_limits  # noqa: B018 - checks the terms
+            self.rx_limits  # noqa: B018
+        except ConfigError as e:
+            raise ConfigError(f"NIC on switch '{self.switch}': {e}") from None
         if self.mac is not None and parse_mac(self.mac) is None:
             raise ConfigError(f"invalid MAC address '{self.mac}' (expected 52:54:00:12:34:56)")
 
@@ -226,14 +246,24 @@ def parse_disk_option(text: str) -> DiskSpec:
                     bps_burst=rates.get("bps_burst"), iops_burst=rates.get("iops_burst"))
 
 
+_NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_burst")
+
+
 def parse_net_option(text: str) -> NetSpec:
-    """``--net switch=NAME[,mac=52:54:00:..]``."""
+    """``--net switch=NAME[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
     fields: dict[str, str] = {}
+    rates: dict[str, int] = {}
     for opt in text.split(","):
         key, eq, value = opt.partition("=")
+        if eq and key in _NET_RATES:
+            rates[key] = parse_rate(value, f"--net '{text}': {key}")
+            continue
         if not eq or key not in ("switch", "mac"):
-            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS]")
+            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS] and "
+                              f"budgets ({', '.join(_NET_RATES)})")
         fields[key] = value
     if not fields.get("switch"):
         raise ConfigError(f"--net '{text}': switch=NAME is required")
-    return NetSpec(fields["switch"], fields.get("mac"))
+    return NetSpec(fields["switch"], fields.get("mac"), None,
+                   rates.get("tx_bps"), rates.get("tx_pps"), rates.get("tx_bps_burst"),
+                   rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"))

@@ -252,7 +252,7 @@ class VirtBoard:
         if isinstance(spec, NetSpec):
             from ..devices.virtio.net import VirtioNet
 
-            return VirtioNet.on_switch(spec.switch, spec.mac)
+            return VirtioNet.on_switch(spec.switch, spec.mac, spec.tx_limits, spec.rx_limits)
         if isinstance(spec, RngSpec):
             from ..devices.virtio.rng import VirtioRng
 

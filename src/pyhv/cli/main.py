@@ -116,7 +116,9 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     )
     dev.add_argument(
         "--net", action=_DeviceAction, metavar="switch=NAME[,mac=ADDR]",
-        help="virtio-net NIC on the in-host virtual switch NAME",
+        help="virtio-net NIC on the in-host virtual switch NAME; tx_bps=, rx_bps= "
+        "(bytes/s, e.g. 1M), tx_pps=, rx_pps= (frames/s), tx_bps_burst=, rx_bps_burst= "
+        "limit each direction",
     )
     dev.add_argument("--rng", action=_DeviceAction, nargs=0, help="virtio-rng (host entropy)")
     dev.add_argument("--balloon", action=_DeviceAction, nargs=0, help="virtio-balloon")

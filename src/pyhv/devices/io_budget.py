@@ -89,8 +89,9 @@ class IoBudget:
         self._set(limits, self.clock())
         self._until = None
 
-    def admit(self, nbytes: int) -> float:
-        """Take the tokens for one request of ``nbytes``, or say how long to wait."""
+    def admit(self, nbytes: int, take: bool = True) -> float:
+        """Take the tokens for one request of ``nbytes``, or say how long to wait
+        (``take=False``: only say, a request that may not be there to go after all)."""
         if self._bytes is None and self._ops is None:
             return 0.0
         now = self.clock()
@@ -105,6 +106,8 @@ class IoBudget:
                 self.throttled += 1
             self._until = now + wait
             return wait
+        if not take:
+            return 0.0
         if self._waiting_since is not None:
             self.throttled_seconds += now - self._waiting_since
             self._waiting_since = None

@@ -18,8 +18,9 @@ from typing import Annotated, Protocol
 
 from ...net.mac import parse_mac
 from ...records import U64, MaxLen, Record, StateError, record
+from ..io_budget import IoBudget, Limits
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
-from .queue import Virtqueue
+from .queue import Chain, Virtqueue
 
 VIRTIO_NET_F_MAC = 1 << 5
 VIRTIO_NET_F_STATUS = 1 << 16
@@ -50,19 +51,28 @@ class VirtioNet(VirtioDevice):
     num_queues = 2
     name = "virtio-net"
 
-    def __init__(self, port: Port, mac: bytes | None = None) -> None:
+    def __init__(self, port: Port, mac: bytes | None = None, tx: Limits | None = None,
+                 rx: Limits | None = None) -> None:
         super().__init__()
         self.port = port
         self.mac = mac if mac is not None else random_mac()
         self.backlog: deque[bytes] = deque()
-        self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0}
+        self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0,
+                      "tx_throttled_ms": 0, "rx_throttled_ms": 0}
+        # I/O budgets per direction (devices/io_budget.py): a frame the guest sends
+        # beyond its budget is held (taken from the ring) until its tokens are there;
+        # frames for the guest wait in the backlog, then in the switch port's socket
+        self.tx_budget = IoBudget(tx or Limits())
+        self.rx_budget = IoBudget(rx or Limits())
+        self._tx_held: Chain | None = None
 
     @classmethod
-    def on_switch(cls, switch: str, mac: str | None = None) -> VirtioNet:
+    def on_switch(cls, switch: str, mac: str | None = None, tx: Limits | None = None,
+                  rx: Limits | None = None) -> VirtioNet:
         from ...net.switch import SwitchPort
 
         raw = parse_mac(mac) if mac else None
-        return cls(SwitchPort(switch), raw)
+        return cls(SwitchPort(switch), raw, tx, rx)
 
     def device_features(self) -> int:
         return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
@@ -78,8 +88,15 @@ class VirtioNet(VirtioDevice):
 
     def _transmit(self, queue: Virtqueue) -> None:
         pushed = False
-        while (chain := queue.pop()) is not None:
+        while True:
+            chain = self._tx_held if self._tx_held is not None else queue.pop()
+            if chain is None:
+                break
+            self._tx_held = None
             hdr = self._hdr_len()
+            if self.tx_budget.admit(max(0, chain.readable_len - hdr)) > 0:
+                self._tx_held = chain  # on when the budget allows (poll)
+                break
             data = queue.read_chain(chain, hdr + MAX_FRAME + 1)
             frame = data[hdr:]
             if 14 <= len(frame) <= MAX_FRAME:
@@ -96,6 +113,10 @@ class VirtioNet(VirtioDevice):
         return HDR_LEN if self.driver_features & VIRTIO_F_VERSION_1 else LEGACY_HDR_LEN
 
     def poll(self) -> None:
+        if self._tx_held is not None and self.tx_budget.due() and self.transport is not None:
+            self._transmit(self.queue(TXQ))
+        self.stats["tx_throttled_ms"] = int(self.tx_budget.throttled_seconds * 1000)
+        self.stats["rx_throttled_ms"] = int(self.rx_budget.throttled_seconds * 1000)
         # Only as many frames as the backlog has room for: the rest stay in the kernel,
         # which pushes back on the senders, instead of being read only to be dropped
         # (a flood kept an idle VM's process busy doing just that).
@@ -111,10 +132,13 @@ class VirtioNet(VirtioDevice):
         queue = self.queue(RXQ)
         pushed = False
         while self.backlog:
+            if self.rx_budget.admit(len(self.backlog[0]), take=False) > 0:
+                break  # the frame waits in the backlog for its tokens
             chain = queue.pop()
             if chain is None:
                 break
             frame = self.backlog.popleft()
+            self.rx_budget.admit(len(frame))
             packet = RX_HEADER[:self._hdr_len()] + frame
             if chain.writable_len < len(packet):
                 self.stats["rx_dropped"] += 1
@@ -132,6 +156,23 @@ class VirtioNet(VirtioDevice):
 
     def reset(self) -> None:
         self.backlog.clear()
+        self._tx_held = None
+
+    def io_deadline(self) -> float | None:
+        times = [self.tx_budget.next_deadline() if self._tx_held is not None else None,
+                 self.rx_budget.next_deadline() if self.backlog else None]
+        due = [t for t in times if t is not None]
+        return min(due) if due else None
+
+    def inflight(self, index: int) -> int:
+        return int(index == TXQ and self._tx_held is not None)
+
+    def set_limits(self, tx: Limits | None = None, rx: Limits | None = None) -> None:
+        """New I/O terms per direction, at once (None: leave that direction as it is)."""
+        if tx is not None:
+            self.tx_budget.change(tx)
+        if rx is not None:
+            self.rx_budget.change(rx)
 
     def close(self) -> None:
         self.port.close()
