@@ -75,9 +75,11 @@ def add_manage_commands(
                    help="kernel command line")
     p.add_argument("--dtb", metavar="FILE", help="device tree instead of the generated one")
     p.add_argument("--disk", action="append", default=[], metavar="PATH[,ro][,overlay[=FILE]]",
-                   help="add a virtio-blk disk (repeatable)")
+                   help="add a virtio-blk disk (repeatable); I/O budget: ,bps=2M,iops=200 "
+                   "(,bps_burst=,iops_burst=)")
     p.add_argument("--net", action="append", default=[], metavar="switch=NAME[,mac=ADDR]",
-                   help="add a virtio-net NIC on a virtual switch (repeatable)")
+                   help="add a virtio-net NIC on a virtual switch (repeatable); I/O "
+                   "budgets: ,tx_bps=1M,rx_pps=100 (tx_/rx_ bps, pps, bps_burst)")
     p.add_argument("--rng", action="store_true", default=None, help="virtio-rng")
     p.add_argument("--balloon", action="store_true", default=None, help="virtio-balloon")
     p.add_argument("--vconsole", action="store_true", default=None, help="virtio-console")
@@ -98,9 +100,9 @@ def add_manage_commands(
     p = command(
         "set",
         _set,
-        help="change a VM's QoS, memory, balloon target or autostart",
+        help="change a VM's QoS, I/O budgets, memory, balloon target or autostart",
         description="Change fields of a VM's definition. On a VM the host daemon runs, "
-        "--shares, --reservation and --limit apply at once (a reservation the host cannot "
+        "--shares, --reservation, --limit and --io apply at once (a reservation the host cannot "
         "give is refused) and --balloon sets its balloon target; --memory and "
         "--autostart apply at its next start.",
     )
@@ -112,6 +114,12 @@ def add_manage_commands(
                    "(the balloon takes the rest); none gives it all back")
     p.add_argument("--autostart", action=argparse.BooleanOptionalAction, default=None,
                    help="start the VM when the daemon starts")
+    p.add_argument("--io", action="append", default=[], metavar="DEV.KEY=RATE|none,...",
+                   help="I/O budgets (repeatable): DEV is disk0, disk1, ... or net0, ...; "
+                   "KEY bps, iops, bps_burst, iops_burst (disks), tx_bps, tx_pps, "
+                   "tx_bps_burst, rx_bps, rx_pps, rx_bps_burst (NICs); e.g. "
+                   "--io disk0.bps=2M,disk0.iops=200,net0.tx_bps=none; at once on a "
+                   "running VM")
 
     p = command("destroy", _destroy, help="delete a stopped VM and its directory",
                 description="Delete a stopped VM: its definition and everything in its "
@@ -237,6 +245,7 @@ def _create(ns: argparse.Namespace) -> int:
 def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
     """Flags override the file's values (paths made absolute: they are relative to the
     current directory); --disk and --net add devices."""
+    from ..host.definition import DISK_RATES, NET_RATES
     from ..vm.config import parse_disk_option, parse_net_option
 
     for key in ("name", "engine"):
@@ -271,11 +280,14 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
         entry: dict[str, Any] = {"path": _abspath(spec.path), "readonly": spec.read_only}
         if spec.overlay is not None:
             entry["overlay"] = _abspath(spec.overlay) if spec.overlay else True
+        entry.update({k: getattr(spec, k) for k in DISK_RATES if getattr(spec, k) is not None})
         _append(doc, "disk", entry)
     for text in ns.net:
         spec_n = parse_net_option(text)
         _append(doc, "net", {"switch": spec_n.switch,
-                             **({"mac": spec_n.mac} if spec_n.mac else {})})
+                             **({"mac": spec_n.mac} if spec_n.mac else {}),
+                             **{k: getattr(spec_n, k) for k in NET_RATES
+                                if getattr(spec_n, k) is not None}})
 
     for key in ("rng", "balloon", "vconsole"):
         if getattr(ns, key):
@@ -405,8 +417,8 @@ def _info(ns: argparse.Namespace) -> int:
 
 
 def _set(ns: argparse.Namespace) -> int:
-    from ..host.api import LIVE, RUNNING_STATES
-    from ..host.definition import format_memory, format_percent
+    from ..host.api import LIVE, RUNNING_STATES, parse_io_changes
+    from ..host.definition import DISK_RATES, NET_RATES, format_memory, format_percent, format_rate
 
     changes: dict[str, Any] = _qos_flags(ns)
     if ns.memory is not None:
@@ -415,10 +427,12 @@ def _set(ns: argparse.Namespace) -> int:
         changes["autostart"] = ns.autostart
     if ns.balloon is not None:
         changes["balloon"] = None if ns.balloon.lower() == "none" else ns.balloon
+    if ns.io:
+        changes["io"] = parse_io_changes(ns.io)
     if not changes:
         raise _usage(
             "set: nothing to change (use --shares, --reservation, --limit, --memory, "
-            "--balloon, --autostart/--no-autostart)"
+            "--balloon, --io, --autostart/--no-autostart)"
         )
     host = _host(ns)
     current = host.get(ns.name)
@@ -434,7 +448,14 @@ def _set(ns: argparse.Namespace) -> int:
             "qos.reservation": format_percent(d.qos.reservation),
             "qos.limit": format_percent(d.qos.limit),
             "autostart": "yes" if d.autostart else "no",
+            **{f"disk[{i}].{k}": _rate(getattr(disk, k), k)
+               for i, disk in enumerate(d.disks) for k in DISK_RATES},
+            **{f"net[{i}].{k}": _rate(getattr(net, k), k)
+               for i, net in enumerate(d.nets) for k in NET_RATES},
         }
+
+    def _rate(value: int | None, key: str) -> str:
+        return "unlimited" if value is None else str(format_rate(value, key))
 
     old, new = show(before), show(after)
     diff = [f"{k} {old[k]} -> {new[k]}" for k in new if old[k] != new[k]]
@@ -447,7 +468,7 @@ def _set(ns: argparse.Namespace) -> int:
         if not live:
             note = " (applies at its next start)"
         elif later:
-            note = f" (QoS applied now; {', '.join(later)} at its next start)"
+            note = f" (QoS and I/O applied now; {', '.join(later)} at its next start)"
         else:
             note = " (applied now)"
     print(f"VM '{vm.name}': " + (", ".join(diff) if diff else "unchanged") + note)

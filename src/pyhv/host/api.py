@@ -24,18 +24,22 @@ from __future__ import annotations
 import builtins
 import os
 import random
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .definition import (
+    DISK_RATES,
     NAME_RULE,
+    NET_RATES,
     VMDefinition,
     _bad_type,
     _is_int,
     _is_number,
     parse_memory_value,
+    parse_rate_value,
     parse_shares_value,
     valid_name,
 )
@@ -46,9 +50,11 @@ if TYPE_CHECKING:
     from ..vm.config import MachineConfig
 
 #: Fields :meth:`Host.set` changes.
-SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon")
+SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon", "io")
 #: What changes at once on a running VM (the rest applies at its next start).
-LIVE = ("shares", "reservation", "limit", "balloon")
+LIVE = ("shares", "reservation", "limit", "balloon", "io")
+#: A device of ``io`` changes: ``disk0``, ``net1``: the definition's disk[0], net[1].
+IO_DEVICE_RE = re.compile(r"(disk|net)([0-9]{1,2})\Z")
 #: VM states (:attr:`VM.state`). A running VM is starting, running, paused or stopping.
 RUNNING_STATES = ("starting", "running", "paused", "stopping")
 _UNSET: Any = object()
@@ -405,8 +411,11 @@ class Host:
         """Change fields of a VM's definition: ``memory`` (bytes or a size string such as
         "512M"), ``shares`` (an integer or "low", "normal", "high" per vCPU),
         ``reservation``, ``limit`` (percent of one host CPU; ``limit=None``: unlimited),
-        ``autostart``. The whole definition is validated again. On a VM the daemon runs,
-        ``shares``, ``reservation`` and ``limit`` apply at once (:meth:`set_live`, which
+        ``autostart``, ``io`` (I/O budgets: ``{"disk0": {"bps": "2M", "iops": 200},
+        "net0": {"tx_bps": "1M", "rx_pps": None}}``, the keys of ``[[disk]]`` and
+        ``[[net]]``, None removing one; the terms not named stay). The whole definition is
+        validated again. On a VM the daemon runs, ``shares``, ``reservation``, ``limit``
+        and ``io`` apply at once (:meth:`set_live`, which
         refuses a reservation the host cannot give), ``balloon`` (running VMs only) sets
         its balloon target, and the rest applies at its next start."""
         unknown = [k for k in changes if k not in SETTABLE]
@@ -631,4 +640,53 @@ def _apply(current: VMDefinition, changes: Mapping[str, Any]) -> VMDefinition:
         qos = replace(qos, reservation=value)
     if "limit" in changes:
         qos = replace(qos, limit=changes["limit"])
+    if "io" in changes:
+        fields["disks"], fields["nets"] = _apply_io(current, changes["io"])
     return replace(current, **fields, qos=qos)
+
+
+def _apply_io(current: VMDefinition, io: object) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """The disks and NICs of ``current`` with the I/O budget changes ``io`` (see
+    :meth:`Host.set`); the definition checks the result (a burst without its rate...)."""
+    example = '{"disk0": {"bps": "2M"}}'
+    if not isinstance(io, Mapping) or not io:
+        raise DefinitionError("io", f"expected the devices' new terms, such as {example}")
+    disks, nets = builtins.list(current.disks), builtins.list(current.nets)
+    for device, terms in io.items():
+        match = IO_DEVICE_RE.match(str(device))
+        if match is None:
+            raise DefinitionError(f"io.{device}", "not a device of the VM (disk0, disk1, ..., "
+                                  "net0, net1, ...)")
+        kind, i = match.group(1), int(match.group(2))
+        items: builtins.list[Any] = disks if kind == "disk" else nets
+        if i >= len(items):
+            what = "disk" if kind == "disk" else "NIC"
+            raise DefinitionError(f"io.{device}", f"the VM has {len(items)} {what}"
+                                  f"{'s' if len(items) != 1 else ''}")
+        if not isinstance(terms, Mapping) or not terms:
+            raise DefinitionError(f"io.{device}", f"expected its new terms, such as {example}")
+        keys = DISK_RATES if kind == "disk" else NET_RATES
+        new: dict[str, int | None] = {}
+        for key, value in terms.items():
+            if key not in keys:
+                raise DefinitionError(f"io.{device}.{key}", f"not an I/O budget of a {kind} "
+                                      f"(known: {', '.join(keys)})")
+            new[key] = None if value is None else parse_rate_value(value, f"{kind}[{i}].{key}")
+        items[i] = replace(items[i], **new)
+    return tuple(disks), tuple(nets)
+
+
+def parse_io_changes(texts: builtins.list[str]) -> dict[str, dict[str, str | None]]:
+    """``pyhv set --io disk0.bps=2M,disk0.iops=200 --io net0.tx_bps=none``: the ``io``
+    changes of :meth:`Host.set` (the values are checked there)."""
+    io: dict[str, dict[str, str | None]] = {}
+    for text in texts:
+        for item in text.split(","):
+            target, eq, value = item.partition("=")
+            device, dot, key = target.strip().partition(".")
+            value = value.strip()
+            if not eq or not dot or not key or not value or not IO_DEVICE_RE.match(device):
+                raise DefinitionError("io", f"'{item}': expected DEVICE.KEY=RATE (disk0.bps=2M, "
+                                      "net0.tx_pps=100; none removes a limit)")
+            io.setdefault(device, {})[key] = None if value.lower() == "none" else value
+    return io

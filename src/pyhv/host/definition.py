@@ -98,6 +98,12 @@ class Disk:
     path: str
     readonly: bool = False
     overlay: str | None = None
+    # I/O budget (pyhv.devices.io_budget): bytes/s, requests/s and their bursts (the
+    # buckets' sizes); None: no limit
+    bps: int | None = None
+    iops: int | None = None
+    bps_burst: int | None = None
+    iops_burst: int | None = None
 
     @property
     def writes_image(self) -> bool:
@@ -111,6 +117,33 @@ class Net:
 
     switch: str
     mac: str | None = None
+    # I/O budgets per direction (tx: frames the guest sends; rx: frames for the guest):
+    # bytes/s, frames/s, the byte bucket's size; None: no limit
+    tx_bps: int | None = None
+    tx_pps: int | None = None
+    tx_bps_burst: int | None = None
+    rx_bps: int | None = None
+    rx_pps: int | None = None
+    rx_bps_burst: int | None = None
+
+
+#: The I/O budget keys of a ``[[disk]]`` and a ``[[net]]``, and (burst, rate) pairs.
+DISK_RATES = ("bps", "iops", "bps_burst", "iops_burst")
+NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_burst")
+_BURSTS = {"bps_burst": "bps", "iops_burst": "iops", "tx_bps_burst": "tx_bps",
+           "rx_bps_burst": "rx_bps"}
+#: Budget keys counted in bytes (written back as sizes: "2M"); the others count requests.
+BYTE_RATES = ("bps", "bps_burst", "tx_bps", "tx_bps_burst", "rx_bps", "rx_bps_burst")
+
+
+def format_rate(value: int, key: str = "bps") -> str | int:
+    """A budget as the definition writes it: a byte rate in whole KiB/MiB/GiB as a size
+    string (``2097152`` -> ``"2M"``), anything else as the integer."""
+    if key in BYTE_RATES:
+        for unit, size in (("G", GiB), ("M", MiB), ("K", 1024)):
+            if value % size == 0:
+                return f"{value // size}{unit}"
+    return value
 
 
 @dataclass(frozen=True)
@@ -214,9 +247,10 @@ class VMDefinition:
         rng = balloon = vconsole = False
         for d in config.devices:
             if isinstance(d, mc.DiskSpec):
-                disks.append(Disk(d.path, d.read_only, d.overlay))
+                disks.append(Disk(d.path, d.read_only, d.overlay,
+                                  **{k: getattr(d, k) for k in DISK_RATES}))
             elif isinstance(d, mc.NetSpec):
-                nets.append(Net(d.switch, d.mac))
+                nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES}))
             elif isinstance(d, mc.RngSpec):
                 rng = True
             elif isinstance(d, mc.BalloonSpec):
@@ -253,11 +287,13 @@ class VMDefinition:
                 entry: dict[str, Any] = {"path": d.path, "readonly": d.readonly}
                 if d.overlay is not None:
                     entry["overlay"] = d.overlay if d.overlay else True
+                entry.update(_rates_doc(d, DISK_RATES))
                 disks.append(entry)
             doc["disk"] = disks
         if self.nets:
             doc["net"] = [
-                {"switch": n.switch, **({"mac": n.mac} if n.mac is not None else {})}
+                {"switch": n.switch, **({"mac": n.mac} if n.mac is not None else {}),
+                 **_rates_doc(n, NET_RATES)}
                 for n in self.nets
             ]
         doc["devices"] = {"rng": self.rng, "balloon": self.balloon, "vconsole": self.vconsole}
@@ -299,9 +335,10 @@ class VMDefinition:
 
         devices: list[mc.DeviceSpec] = []
         for d in self.disks:
-            devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay))
+            devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay,
+                                       **{k: getattr(d, k) for k in DISK_RATES}))
         for n in self.nets:
-            devices.append(mc.NetSpec(n.switch, n.mac))
+            devices.append(mc.NetSpec(n.switch, n.mac, **{k: getattr(n, k) for k in NET_RATES}))
         if self.rng:
             devices.append(mc.RngSpec())
         if self.balloon:
@@ -465,6 +502,7 @@ def _validate_disks(disks: tuple[Disk, ...]) -> None:
             raise DefinitionError(
                 f"{where}.overlay", "cannot be combined with readonly = true"
             )
+        _validate_rates(disk, DISK_RATES, where)
         files = [(disk.path, f"{where}.path")]
         if disk.overlay:
             files.append((disk.overlay, f"{where}.overlay"))
@@ -483,6 +521,7 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
             raise _bad_type(where, net, "a Net")
         if not isinstance(net.switch, str):
             raise _bad_type(f"{where}.switch", net.switch, "a switch name")
+        _validate_rates(net, NET_RATES, where)
         if not SWITCH_RE.match(net.switch):
             raise DefinitionError(
                 f"{where}.switch",
@@ -501,6 +540,28 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
             if key in macs:
                 raise DefinitionError(f"{where}.mac", f"{net.mac} is also net[{macs[key]}].mac")
             macs[key] = i
+
+
+def _validate_rates(device: Disk | Net, keys: tuple[str, ...], where: str) -> None:
+    """I/O budgets: positive integers (None: no limit); a burst needs its rate."""
+    for key in keys:
+        value = getattr(device, key)
+        if value is None:
+            continue
+        if not _is_int(value):
+            raise _bad_type(f"{where}.{key}", value, 'a rate such as 200 or "2M"')
+        if value <= 0:
+            raise DefinitionError(f"{where}.{key}", f"{_int_text(value)} must be positive "
+                                  "(leave it out for no limit)")
+    for key in keys:
+        rate = _BURSTS.get(key)
+        if rate is not None and getattr(device, key) is not None and getattr(device, rate) is None:
+            raise DefinitionError(f"{where}.{key}", f"needs {where}.{rate} (a burst is the "
+                                  "size of that rate's bucket)")
+
+
+def _rates_doc(device: Disk | Net, keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: format_rate(getattr(device, k), k) for k in keys if getattr(device, k) is not None}
 
 
 def _validate_qos(qos: QoS, vcpus: int) -> None:
@@ -637,6 +698,25 @@ def parse_memory_value(value: object, where: str = "memory") -> int:
     raise _bad_type(where, value, 'a size such as "256M" or an integer number of MiB')
 
 
+def parse_rate_value(value: object, where: str) -> int:
+    """An I/O budget: a positive integer (bytes or requests a second), or a string with
+    an optional binary suffix ("2M" = 2 MiB, "64K", "200"), as ``pyhv run --disk``."""
+    if isinstance(value, str):
+        from ..board.config import parse_rate
+
+        try:
+            return parse_rate(value, where)
+        except ConfigError:
+            raise DefinitionError(where, f"'{value}' is not a positive number (such as 200, "
+                                  '"2M"; leave it out for no limit)') from None
+    if not _is_int(value):
+        raise _bad_type(where, value, 'a rate such as 200 or "2M"')
+    if value <= 0:  # type: ignore[operator]
+        raise DefinitionError(where, f"{_int_text(value)} must be positive "  # type: ignore[arg-type]
+                              "(leave it out for no limit)")
+    return value  # type: ignore[return-value]
+
+
 def parse_shares_value(value: object, vcpus: int, where: str = "qos.shares") -> int:
     """An integer, or an ESXi level ("low", "normal", "high") times the vCPU count."""
     if isinstance(value, str):
@@ -654,10 +734,14 @@ def parse_shares_value(value: object, vcpus: int, where: str = "qos.shares") -> 
 TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "net",
             "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
-DISK_KEYS = ("path", "readonly", "overlay")
-NET_KEYS = ("switch", "mac")
+DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
+NET_KEYS = ("switch", "mac", *NET_RATES)
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
+
+
+def _rates_from(table: _Table, keys: tuple[str, ...]) -> dict[str, int]:
+    return {k: parse_rate_value(table.raw(k), table.path(k)) for k in keys if table.has(k)}
 
 
 def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
@@ -708,6 +792,7 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
                     path=dt.file("path", base),
                     readonly=dt.get_bool("readonly") if dt.has("readonly") else False,
                     overlay=overlay,
+                    **_rates_from(dt, DISK_RATES),
                 )
             )
         kw["disks"] = tuple(disks)
@@ -718,7 +803,8 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
             nt = _Table(item, f"net[{i}].", NET_KEYS)
             if not nt.has("switch"):
                 raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name)")
-            nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None))
+            nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None,
+                            **_rates_from(nt, NET_RATES)))
         kw["nets"] = tuple(nets)
 
     if top.has("devices"):
