@@ -21,7 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 TOP_FIELDS = ("NAME", "STATE", "ACT", "CPU%", "ENT%", "SHARES", "RSV%", "LIMIT%", "MIPS",
-              "MEMORY", "RSS", "BALLOON", "DISK-R", "DISK-W", "NET-TX", "NET-RX", "UPTIME")
+              "MEMORY", "RSS", "BALLOON", "DISK-R", "DISK-W", "NET-TX", "NET-RX", "IO-WAIT",
+              "UPTIME")
 
 
 def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -307,6 +308,13 @@ def _pct(value: Any) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _throttled(seconds: Any) -> str:
+    """Time the VM's I/O waited for its budgets (disks and NICs together)."""
+    if not isinstance(seconds, int | float):
+        return "-"
+    return f"{seconds:.1f}s" if seconds < 1000 else _duration(seconds)
+
+
 def top_table(metrics: dict[str, Any]) -> list[str]:
     """The lines ``pyhv top`` prints for one :meth:`pyhv.Host.metrics` answer."""
     host = metrics["host"]
@@ -338,6 +346,7 @@ def top_table(metrics: dict[str, Any]) -> list[str]:
             _size(vm.get("disk_write")) if running else "-",
             str(vm.get("net_tx", "-")) if running else "-",
             str(vm.get("net_rx", "-")) if running else "-",
+            _throttled(vm.get("io_throttled_seconds")) if running else "-",
             _duration(vm.get("uptime")) if running else "-",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(TOP_FIELDS))]

@@ -368,8 +368,16 @@ def _list(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _budgets(device: Any, keys: tuple[str, ...]) -> str:
+    """A disk's or NIC's I/O budgets for ``pyhv info``: ``, bps 2M, iops 200``."""
+    from ..host.definition import format_rate
+
+    return "".join(f", {k} {format_rate(getattr(device, k), k)}" for k in keys
+                   if getattr(device, k) is not None)
+
+
 def _info(ns: argparse.Namespace) -> int:
-    from ..host.definition import format_memory, format_percent
+    from ..host.definition import DISK_RATES, NET_RATES, format_memory, format_percent
 
     vm = _host(ns).get(ns.name)
     if ns.json:
@@ -399,9 +407,10 @@ def _info(ns: argparse.Namespace) -> int:
         mode = "read-only" if disk.readonly else "read-write"
         if disk.overlay is not None:
             mode = f"overlay {disk.overlay}" if disk.overlay else "temporary overlay"
-        lines.append((f"Disk {i}", f"{disk.path} ({mode})"))
+        lines.append((f"Disk {i}", f"{disk.path} ({mode}{_budgets(disk, DISK_RATES)})"))
     for i, net in enumerate(d.nets):
-        lines.append((f"NIC {i}", f"switch {net.switch}, mac {net.mac or 'random'}"))
+        lines.append((f"NIC {i}", f"switch {net.switch}, mac {net.mac or 'random'}"
+                      f"{_budgets(net, NET_RATES)}"))
     lines.append(("Devices", ", ".join(devices) or "-"))
     crash = vm.crash if state == "crashed" else None
     if crash is not None:

@@ -37,7 +37,7 @@ the daemon stops every VM that way (``--shutdown-timeout``) and then the daemon.
 **Requests.** :meth:`Daemon.submit` (thread-safe) and the control socket
 (:mod:`pyhv.host.control`) run the operations, each a method that returns a
 :class:`~concurrent.futures.Future`: ``start``, ``stop``, ``reboot``, ``pause``,
-``resume``, ``set`` (QoS live, balloon target), ``snapshot`` (save a running VM to a
+``resume``, ``set`` (QoS and I/O budgets live, balloon target), ``snapshot`` (save a running VM to a
 file; a paused one stays paused), ``restore`` and ``clone`` (define VMs from a snapshot
 file and start them from it, all or nothing), ``migrate`` (move a running VM to another
 daemon) and ``incoming`` (its other end), ``list``, ``metrics``, ``ping``. Errors are
@@ -101,7 +101,14 @@ from .api import (
     snapshot_names,
 )
 from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
-from .definition import VMDefinition, _is_int, format_memory, parse_memory_value
+from .definition import (
+    DISK_RATES,
+    NET_RATES,
+    VMDefinition,
+    _is_int,
+    format_memory,
+    parse_memory_value,
+)
 from .errors import (
     Conflict,
     DefinitionError,
@@ -1340,13 +1347,16 @@ class Daemon:
         in its definition too) and its balloon target (``balloon``: the memory the guest
         should keep, bytes or a size such as "256M"; None: give it all back) at once."""
         vm = self._running(name)
-        allowed = ("shares", "reservation", "limit", "balloon")
+        allowed = ("shares", "reservation", "limit", "balloon", "io")
         unknown = [k for k in changes if k not in allowed]
         if unknown:
             raise DefinitionError(unknown[0], "cannot be changed on a running VM (live: "
                                   f"{', '.join(allowed)})", name)
         if not changes:
             raise Invalid(f"{name}: nothing to change (live: {', '.join(allowed)})")
+        if "io" in changes and (not vm.ready or vm.migrating or vm.stopping):
+            why = "migrating" if vm.migrating else vm.state
+            raise Conflict(f"VM '{name}' is {why}: its I/O budgets cannot be changed now")
         balloon_bytes: int | None = None
         if "balloon" in changes:
             balloon_bytes = self._balloon_size(vm, changes.pop("balloon"))
@@ -1368,7 +1378,13 @@ class Daemon:
                 if updated != current:
                     self.registry.replace(updated)
             # What runs keeps its memory and devices: only the terms change.
-            vm.definition = dataclasses.replace(vm.definition, qos=updated.qos)
+            before = vm.definition
+            vm.definition = dataclasses.replace(
+                before, qos=updated.qos,
+                disks=_with_rates(before.disks, updated.disks, DISK_RATES),
+                nets=_with_rates(before.nets, updated.nets, NET_RATES))
+            for message in _io_messages(before, vm.definition):
+                self._send(vm, message)
             self.scheduler.set_terms(name, self._terms(vm.definition))
             self._resched = True
         if balloon_bytes is not None:
@@ -1816,6 +1832,7 @@ class Daemon:
             "console_out": status["console_out"],
             "wakeups": status["wakeups"],
             "uptime": round(time.monotonic() - vm.started, 1),
+            **_io_figures(vm.status.io()),
         }
 
     def _check_signals_from_outside(self, vm: _Running) -> None:
@@ -1867,6 +1884,63 @@ class Daemon:
         if now > at:
             self.daemon_cpu_pct = (cpu_now - own) / (now - at) * 100
         self._own_cpu = (cpu_now, now)
+
+
+def _with_rates(running: tuple[Any, ...], stored: tuple[Any, ...],
+                keys: tuple[str, ...]) -> tuple[Any, ...]:
+    """The running VM's disks or NICs with the I/O budgets of its stored definition."""
+    if len(running) != len(stored):
+        return running
+    return tuple(dataclasses.replace(r, **{k: getattr(s, k) for k in keys})
+                 for r, s in zip(running, stored, strict=True))
+
+
+def _io_messages(before: VMDefinition, after: VMDefinition) -> list[dict[str, Any]]:
+    """The ``io`` control messages that bring a VM process from ``before``'s budgets to
+    ``after``'s (a NIC's direction only when it changed: new terms refill its buckets)."""
+    messages: list[dict[str, Any]] = []
+    for i, (old, new) in enumerate(zip(before.disks, after.disks, strict=False)):
+        terms = [getattr(new, k) for k in DISK_RATES]
+        if terms != [getattr(old, k) for k in DISK_RATES]:
+            messages.append({"op": "io", "disk": i, "limits": terms})
+    for i, (old_n, new_n) in enumerate(zip(before.nets, after.nets, strict=False)):
+        message: dict[str, Any] = {"op": "io", "net": i}
+        for way in ("tx", "rx"):
+            keys = (f"{way}_bps", f"{way}_pps", f"{way}_bps_burst")
+            terms = [getattr(new_n, k) for k in keys]
+            if terms != [getattr(old_n, k) for k in keys]:
+                message[way] = terms
+        if len(message) > 2:
+            messages.append(message)
+    return messages
+
+
+def _io_figures(table: list[dict[str, Any]]) -> dict[str, Any]:
+    """A running VM's I/O budget figures from its status page: ``io``, one entry per
+    disk (direction ``rw``) and NIC direction (``tx``, ``rx``) with the budgets the VM
+    process applies now (``limits``, None: no limit), the seconds and the times its
+    requests (frames) waited for them, and its bytes (frames); and
+    ``io_throttled_seconds``, the VM's total."""
+    entries: list[dict[str, Any]] = []
+    for e in table:
+        device = f"{e['kind']}{e['index']}"
+        if e["kind"] == "disk":
+            entries.append({
+                "device": device, "direction": "rw",
+                "throttled_seconds": round(e["throttled_ns"] / 1e9, 3),
+                "throttled": e["throttled"],
+                "read_bytes": e["read_bytes"], "write_bytes": e["write_bytes"],
+                "limits": {k: e[k] or None for k in DISK_RATES}})
+            continue
+        for way in ("tx", "rx"):
+            entries.append({
+                "device": device, "direction": way,
+                "throttled_seconds": round(e[f"{way}_throttled_ns"] / 1e9, 3),
+                "throttled": e[f"{way}_throttled"],
+                "frames": e[f"{way}_frames"],
+                "limits": {k: e[k] or None for k in NET_RATES if k.startswith(way)}})
+    return {"io": entries,
+            "io_throttled_seconds": round(sum(x["throttled_seconds"] for x in entries), 3)}
 
 
 def _destination(to: object) -> tuple[str, tuple[str, int, str]]:

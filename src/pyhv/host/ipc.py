@@ -115,6 +115,20 @@ _FIELDS = (
     "memory",  # guest RAM, bytes
 )
 _OFFSET = {name: 8 + 8 * i for i, name in enumerate(_FIELDS)}
+
+# The I/O table: one entry of IO_WORDS words per disk and NIC (IO_SLOTS at most, the
+# board's virtio slots), written by the VM process with its other I/O counters: word 0
+# is the kind (IO_DISK, IO_NET) plus the device's index among the disks or NICs << 8,
+# then the words below. Budgets are the device's current terms, 0 for no limit.
+IO_OFFSET = 512
+IO_SLOTS = 8
+IO_WORDS = 16
+IO_DISK, IO_NET = 1, 2
+DISK_IO_WORDS = ("throttled_ns", "throttled", "read_bytes", "write_bytes",
+                 "bps", "iops", "bps_burst", "iops_burst")
+NET_IO_WORDS = ("tx_throttled_ns", "tx_throttled", "tx_frames",
+                "rx_throttled_ns", "rx_throttled", "rx_frames",
+                "tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_burst")
 _ENGINE_OFFSET = 8 + 8 * len(_FIELDS)
 _ENGINE_SIZE = 16
 _U64 = struct.Struct("<Q")
@@ -168,6 +182,33 @@ class StatusPage:
     def engine(self, name: str) -> None:
         raw = name.encode("ascii", "replace")[:_ENGINE_SIZE]
         self._map[_ENGINE_OFFSET : _ENGINE_OFFSET + _ENGINE_SIZE] = raw.ljust(_ENGINE_SIZE, b"\0")
+
+    def set_io(self, slot: int, kind: int, index: int, values: dict[str, int | None]) -> None:
+        """Entry ``slot`` of the I/O table: device ``index`` of ``kind`` (IO_DISK, IO_NET)
+        and its words (a budget None: no limit); ``kind`` 0 empties it."""
+        base = IO_OFFSET + slot * IO_WORDS * 8
+        names = DISK_IO_WORDS if kind == IO_DISK else NET_IO_WORDS if kind == IO_NET else ()
+        for i, name in enumerate(names, 1):
+            word = int(values.get(name) or 0) & 0xFFFF_FFFF_FFFF_FFFF
+            _U64.pack_into(self._map, base + 8 * i, word)
+        _U64.pack_into(self._map, base, kind | index << 8 if kind else 0)
+
+    def io(self) -> list[dict[str, Any]]:
+        """The I/O table: ``{"kind": "disk" or "net", "index", ...its words}`` per device."""
+        out: list[dict[str, Any]] = []
+        for slot in range(IO_SLOTS):
+            base = IO_OFFSET + slot * IO_WORDS * 8
+            head = int(_U64.unpack_from(self._map, base)[0])
+            kind = head & 0xFF
+            if kind not in (IO_DISK, IO_NET):
+                continue
+            names = DISK_IO_WORDS if kind == IO_DISK else NET_IO_WORDS
+            entry: dict[str, Any] = {"kind": "disk" if kind == IO_DISK else "net",
+                                     "index": head >> 8 & 0xFF}
+            for i, name in enumerate(names, 1):
+                entry[name] = int(_U64.unpack_from(self._map, base + 8 * i)[0])
+            out.append(entry)
+        return out
 
     @property
     def state_name(self) -> str:

@@ -145,7 +145,44 @@ def families(figures: Mapping[str, Any], version: str | None = None) -> list[Met
             if value is not None:
                 family.add_metric([vm["name"]], value)
         out.append(family)
+    out.extend(_io_families(running))
     return out
+
+
+#: The I/O budget figures per device and direction (the daemon's ``io`` entries).
+_IO_LIMITS = (("bps", "pyhv_vm_io_limit_bytes_per_second",
+               "I/O budget of a disk or NIC direction, bytes a second (absent: no limit)"),
+              ("ops", "pyhv_vm_io_limit_ops_per_second",
+               "I/O budget of a disk (requests) or NIC direction (frames), a second "
+               "(absent: no limit)"))
+
+
+def _io_families(running: list[Mapping[str, Any]]) -> list[Metric]:
+    labels = ["vm", "device", "direction"]
+    seconds = CounterMetricFamily(
+        "pyhv_vm_io_throttled_seconds",
+        "Time requests (disk) or frames (NIC) waited for their I/O budget", labels=labels)
+    waits = CounterMetricFamily(
+        "pyhv_vm_io_throttled", "Requests (disk) or frames (NIC) that waited for their "
+        "I/O budget", labels=labels)
+    limits = {key: GaugeMetricFamily(name, text, labels=labels) for key, name, text in _IO_LIMITS}
+    for vm in running:
+        for entry in vm.get("io") or []:
+            if not isinstance(entry, Mapping):
+                continue
+            key = [vm["name"], str(entry.get("device", "")), str(entry.get("direction", ""))]
+            for family, field in ((seconds, "throttled_seconds"), (waits, "throttled")):
+                value = _number(entry.get(field))
+                if value is not None:
+                    family.add_metric(key, value)
+            terms = entry.get("limits") or {}
+            for name, value in terms.items() if isinstance(terms, Mapping) else ():
+                kind = "bps" if name.endswith("bps") else "ops" if name.endswith(
+                    ("iops", "pps")) else None
+                number = _number(value)
+                if kind is not None and number is not None:
+                    limits[kind].add_metric(key, number)
+    return [seconds, waits, *limits.values()]
 
 
 class HostCollector(Collector):

@@ -539,12 +539,13 @@ _SIZE: list[JsonValue] = [{"type": "integer", "minimum": 1}, {"type": "string"}]
 
 class VMChanges(BaseModel):
     """Fields to change (``pyhv set``); give at least one. On a running VM, shares,
-    reservation and limit apply at once and balloon sets its balloon target; memory and
+    reservation, limit and io apply at once and balloon sets its balloon target; memory and
     autostart apply at its next start."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "minProperties": 1,
-        "examples": [{"shares": "high", "reservation": 50, "limit": 150}, {"balloon": "256M"}],
+        "examples": [{"shares": "high", "reservation": 50, "limit": 150}, {"balloon": "256M"},
+                     {"io": {"disk0": {"bps": "2M", "iops": 200}, "net0": {"tx_bps": "1M"}}}],
     })
     # The values are checked by pyhv.Host.set, as for the CLI (one set of rules, errors
     # naming the field); the schemas below document them.
@@ -563,6 +564,18 @@ class VMChanges(BaseModel):
                          json_schema_extra={"anyOf": [*_SIZE, {"type": "null"}]})
     autostart: Any = Field(None, description="start the VM when the daemon starts",
                            json_schema_extra={"type": "boolean"})
+    io: Any = Field(None, description="I/O budgets, per device (disk0, disk1, ..., net0, "
+                    "...): the keys of [[disk]] (bps, iops, bps_burst, iops_burst) or [[net]] "
+                    "(tx_bps, tx_pps, tx_bps_burst, rx_bps, rx_pps, rx_bps_burst), a rate "
+                    'such as 200 or "2M", null: no limit; the terms not named stay. At once '
+                    "on a running VM", json_schema_extra={
+                        "type": "object", "minProperties": 1,
+                        "propertyNames": {"pattern": "^(disk|net)[0-9]{1,2}$"},
+                        "additionalProperties": {
+                            "type": "object", "minProperties": 1,
+                            "additionalProperties": {"anyOf": [
+                                {"type": "integer", "minimum": 1}, {"type": "string"},
+                                {"type": "null"}]}}})
 
 
 class Metrics(BaseModel):
@@ -575,7 +588,11 @@ class Metrics(BaseModel):
                                       "activity, engine, cpu_pct, entitlement_pct, "
                                       "cpu_seconds, mips, instructions, rss, balloon_target, "
                                       "balloon_actual, disk_read, disk_write, net_tx, net_rx, "
-                                      "console_in, console_out, wakeups, uptime")
+                                      "console_in, console_out, wakeups, uptime, "
+                                      "io_throttled_seconds and io: per disk and NIC "
+                                      "direction its device, direction (rw, tx, rx), "
+                                      "limits, throttled_seconds, throttled, bytes or "
+                                      "frames")
 
 
 class HostInfo(BaseModel):
@@ -791,7 +808,7 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
 
     @app.patch("/v1/vms/{name}", tags=["vms"], response_model=VMInfo,
                responses=_errors(400, 404, 409, 413, 422, 503),
-               summary="Change a VM's QoS, balloon target, memory or autostart")
+               summary="Change a VM's QoS, I/O budgets, balloon target, memory or autostart")
     def set_vm(name: Name, changes: VMChanges) -> Any:
         fields = changes.model_dump(exclude_unset=True)
         _finite(fields, "")

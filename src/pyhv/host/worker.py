@@ -21,12 +21,15 @@ VM and its resources: the machine (devices, images) is the snapshot's. With
   for ``pyhv console NAME`` and anything else that speaks bytes; ``console.log``: what
   the guest printed (capped);
 * ``status``: the status page (:class:`~pyhv.host.ipc.StatusPage`): state (starting,
-  running, idle), guest instructions retired, I/O counters, balloon.
+  running, idle), guest instructions retired, I/O counters, balloon, and per disk and
+  NIC its I/O budgets and the time its requests waited for them.
 
 **Control channel.** The daemon hands it one end of a socket pair (``--channel-fd``),
 JSON lines both ways. From the daemon: ``powerdown`` (ask the guest to power off),
 ``quit`` (stop the machine now, host side), ``reboot`` (warm reset), ``balloon``
-(``bytes``: the balloon size to ask for), ``snapshot`` (``path``, ``id``, optional
+(``bytes``: the balloon size to ask for), ``io`` (new I/O budgets of one disk or NIC:
+``disk`` or ``net``, its index; ``limits``, or ``tx``/``rx``: see :meth:`Worker.set_io`),
+``snapshot`` (``path``, ``id``, optional
 ``hold``: save the machine to ``path``), ``release`` (end a ``hold``), ``migrate``
 (``host``, ``port``, ``token``, ``id``: move the machine there). To the daemon:
 ``ready`` (machine built, console served; ``engine``, and ``macs``: the MAC of each NIC
@@ -186,6 +189,7 @@ class Worker:
         self._next_tick = 0.0
         self._next_stats = 0.0
         self._sysrq: list[tuple[float, bytes]] = []
+        self._io: list[tuple[str, int, int, Any]] | None = None  # see io_devices
         if channel is not None:
             channel.setblocking(False)
             console.watch(channel.fileno(), self._on_channel)
@@ -400,10 +404,99 @@ class Worker:
         status.disk_write = disk_write
         status.net_tx = net_tx
         status.net_rx = net_rx
+        self._update_io_table()
         balloon = self._balloon()
         if balloon is not None:
             status.balloon_target = balloon.target_bytes()
             status.balloon_actual = balloon.actual_bytes()
+
+    def io_devices(self) -> list[tuple[str, int, int, Any]]:
+        """(``"disk"`` or ``"net"``, its index among the disks or NICs, its position in
+        the machine's config, the device) of every disk and NIC, in the config's order
+        (a definition's ``[[disk]]`` and ``[[net]]`` order)."""
+        if self._io is None:
+            from ..vm.config import DiskSpec, NetSpec, place
+
+            devices = self.machine.config.devices
+            slots = self.machine.board.virtio_slots
+            counts = {"disk": 0, "net": 0}
+            self._io = []
+            for pos, (spec, slot) in enumerate(zip(devices, place(devices), strict=True)):
+                kind = "disk" if isinstance(spec, DiskSpec) else "net" if isinstance(
+                    spec, NetSpec) else None
+                if kind is not None:
+                    self._io.append((kind, counts[kind], pos, slots[slot].device))
+                    counts[kind] += 1
+        return self._io
+
+    def _update_io_table(self) -> None:
+        """Each disk's and NIC's throttled time and waits, bytes or frames, and the
+        budgets it applies now, on the status page's I/O table."""
+        from .ipc import IO_DISK, IO_NET, IO_SLOTS
+
+        for slot, (kind, index, _, device) in enumerate(self.io_devices()[:IO_SLOTS]):
+            stats = getattr(device, "stats", {})
+            if kind == "disk":
+                budget = device.budget
+                lim = budget.limits
+                self.status.set_io(slot, IO_DISK, index, {
+                    "throttled_ns": int(budget.throttled_seconds * 1e9),
+                    "throttled": budget.throttled,
+                    "read_bytes": stats.get("read_bytes", 0),
+                    "write_bytes": stats.get("write_bytes", 0),
+                    "bps": lim.bps, "iops": lim.ops, "bps_burst": lim.bps_burst,
+                    "iops_burst": lim.ops_burst})
+            else:
+                values: dict[str, int | None] = {
+                    "tx_frames": stats.get("tx_frames", 0),
+                    "rx_frames": stats.get("rx_frames", 0)}
+                for way, budget in (("tx", device.tx_budget), ("rx", device.rx_budget)):
+                    lim = budget.limits
+                    values.update({f"{way}_throttled_ns": int(budget.throttled_seconds * 1e9),
+                                   f"{way}_throttled": budget.throttled,
+                                   f"{way}_bps": lim.bps, f"{way}_pps": lim.ops,
+                                   f"{way}_bps_burst": lim.bps_burst})
+                self.status.set_io(slot, IO_NET, index, values)
+
+    def set_io(self, message: dict[str, Any]) -> None:
+        """``io``: new I/O budgets for one disk (``disk``: its index; ``limits``: [bps,
+        iops, bps_burst, iops_burst]) or NIC (``net``; ``tx``, ``rx``: [bps, pps,
+        bps_burst], either left out to keep it), at once. The machine's config follows,
+        so a snapshot or a migration keeps them."""
+        from ..devices.io_budget import Limits
+        from ..errors import ConfigError
+
+        kind = "disk" if "disk" in message else "net"
+        index = message.get(kind)
+        found = [(pos, device) for k, i, pos, device in self.io_devices()
+                 if k == kind and i == index]
+        if not found:
+            print(f"pyhv worker: io: no {kind} {index!r}", file=sys.stderr)
+            return
+        pos, device = found[0]
+        config = self.machine.config
+        spec = config.devices[pos]
+        try:
+            if kind == "disk":
+                bps, iops, bps_burst, iops_burst = message["limits"]
+                device.set_limits(Limits(bps, iops, bps_burst, iops_burst))
+                spec = dataclasses.replace(spec, bps=bps, iops=iops, bps_burst=bps_burst,
+                                           iops_burst=iops_burst)
+            else:
+                ways = {way: message[way] for way in ("tx", "rx") if message.get(way)}
+                limits = {way: Limits(bps, pps, burst)
+                          for way, (bps, pps, burst) in ways.items()}
+                device.set_limits(tx=limits.get("tx"), rx=limits.get("rx"))
+                for way, (bps, pps, burst) in ways.items():
+                    spec = dataclasses.replace(spec, **{f"{way}_bps": bps, f"{way}_pps": pps,
+                                                        f"{way}_bps_burst": burst})
+        except (ConfigError, TypeError, ValueError, KeyError) as e:
+            print(f"pyhv worker: io {message!r}: {e}", file=sys.stderr)
+            return
+        devices = list(config.devices)
+        devices[pos] = spec
+        self.machine.config = dataclasses.replace(config, devices=tuple(devices))
+        self._update_io_table()
 
     def _balloon(self) -> Any:
         from ..devices.virtio.balloon import VirtioBalloon
@@ -475,6 +568,8 @@ class Worker:
         if op == "powerdown":
             now = time.monotonic()
             self._sysrq = [(now + i * SYSRQ_GAP, key) for i, key in enumerate(SYSRQ_POWEROFF)]
+        elif op == "io":
+            self.set_io(message)
         elif op == "balloon":
             balloon = self._balloon()
             size = message.get("bytes")

@@ -153,3 +153,41 @@ def test_set_io_refuses_bad_terms_and_changes_nothing(host: Host, io: object,
     assert e.value.field == field, str(e.value)
     assert e.value.http_status == 422
     assert (host.registry.vm_dir("web") / "vm.toml").read_text() == before
+
+
+# ------------------------------------------------------------------ status page, figures
+
+
+def test_status_page_io_table_and_prometheus(tmp_path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pyhv.host.daemon import _io_figures
+    from pyhv.host.ipc import IO_DISK, IO_NET, StatusPage
+    from pyhv.host.prometheus import HostCollector
+
+    page = StatusPage(tmp_path / "status", create=True)
+    page.set_io(0, IO_DISK, 0, {"throttled_ns": 1_500_000_000, "throttled": 3,
+                                "read_bytes": 4096, "bps": 2 * MiB, "iops": None})
+    page.set_io(1, IO_NET, 0, {"tx_throttled_ns": 250_000_000, "tx_frames": 7, "rx_pps": 50})
+    figures = _io_figures(page.io())
+    page.close()
+    disk, tx, rx = figures["io"]
+    assert disk == {"device": "disk0", "direction": "rw", "throttled_seconds": 1.5,
+                    "throttled": 3, "read_bytes": 4096, "write_bytes": 0,
+                    "limits": {"bps": 2 * MiB, "iops": None, "bps_burst": None,
+                               "iops_burst": None}}
+    assert (tx["direction"], tx["throttled_seconds"], tx["frames"]) == ("tx", 0.25, 7)
+    assert rx["limits"] == {"rx_bps": None, "rx_pps": 50, "rx_bps_burst": None}
+    assert figures["io_throttled_seconds"] == 1.75
+
+    registry = CollectorRegistry()
+    vm = {"name": "web", "state": "running", "pid": 1, **figures}
+    registry.register(HostCollector(lambda: {"host": {}, "vms": [vm]}))
+    text = generate_latest(registry).decode()
+    assert ('pyhv_vm_io_throttled_seconds_total{device="disk0",direction="rw",vm="web"} 1.5'
+            in text)
+    assert 'pyhv_vm_io_throttled_total{device="disk0",direction="rw",vm="web"} 3.0' in text
+    assert ('pyhv_vm_io_limit_bytes_per_second{device="disk0",direction="rw",vm="web"} '
+            '2.097152e+06') in text
+    assert 'pyhv_vm_io_limit_ops_per_second{device="net0",direction="rx",vm="web"} 50.0' in text
+    assert 'pyhv_vm_io_limit_ops_per_second{device="disk0"' not in text  # no limit: absent
