@@ -142,3 +142,28 @@ def test_net_terms_parse():
     assert spec.tx_limits == Limits(1 << 20) and spec.rx_limits == Limits(None, 100)
     with pytest.raises(ConfigError, match="rx_bps"):
         parse_net_option("switch=lan,rx_bps=0")
+
+
+def test_guest_ram_is_offered_to_ksm():
+    """Guest RAM is marked mergeable (QEMU's mem-merge=on default): the host's KSM, when
+    it runs, may merge identical pages; the kernel flags the mapping 'mg'."""
+    from pyhv.memory.ram import GuestRAM
+
+    ram = GuestRAM(0x8000_0000, 4 << 20)
+    try:
+        assert ram.mergeable
+        addr = ram.host_address()
+        flags: list[str] = []
+        inside = False
+        with open("/proc/self/smaps") as fh:
+            for line in fh:
+                head = line.split()
+                if head and "-" in head[0] and not head[0].endswith(":"):
+                    inside = int(head[0].split("-")[0], 16) == addr
+                elif inside and line.startswith("VmFlags"):
+                    flags = head[1:]
+        assert "mg" in flags
+        merged = GuestRAM.ksm_merged_pages()  # what the VM process reports as shared
+        assert merged is None or isinstance(merged, int)
+    finally:
+        ram.close()

@@ -32,6 +32,16 @@ class GuestRAM:
             self.buf = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE,
                                  prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self.file_backed = backing is not None
+        # Like QEMU's mem-merge=on: the host's KSM may merge pages of equal content
+        # (identical guests, clones' written pages) when the host runs it
+        # (/sys/kernel/mm/ksm/run, which pyhv reads but never changes). Without KSM it
+        # costs nothing.
+        self.mergeable = False
+        try:
+            self.buf.madvise(mmap.MADV_MERGEABLE)
+            self.mergeable = True
+        except (AttributeError, OSError):
+            pass
         mv = memoryview(self.buf)
         self.mv = mv
         # Unsigned and signed views: indexing one is the aligned fast path.
@@ -75,6 +85,16 @@ class GuestRAM:
 
     def clear(self) -> None:
         self.mv[:] = bytes(self.size)
+
+    @staticmethod
+    def ksm_merged_pages() -> int | None:
+        """This process's pages the host's KSM has merged with others (a VM process
+        holds one VM's RAM: its shared pages), or None where the kernel does not say."""
+        try:
+            with open("/proc/self/ksm_merging_pages") as fh:
+                return int(fh.read())
+        except (OSError, ValueError):
+            return None
 
     def resident_pages(self) -> list[int]:
         """Page numbers (from ``base``) that may hold something other than zeros: the
