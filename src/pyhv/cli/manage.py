@@ -477,7 +477,7 @@ def _set(ns: argparse.Namespace) -> int:
         if not live:
             note = " (applies at its next start)"
         elif later:
-            note = f" (QoS and I/O applied now; {', '.join(later)} at its next start)"
+            note = f" (QoS applied now; {', '.join(later)} at its next start)"
         else:
             note = " (applied now)"
     print(f"VM '{vm.name}': " + (", ".join(diff) if diff else "unchanged") + note)
