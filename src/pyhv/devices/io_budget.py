@@ -73,8 +73,9 @@ class IoBudget:
     def __init__(self, limits: Limits, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
         self.limits = limits
-        self.throttled_seconds = 0.0  # time requests waited for their budget
+        self._waited = 0.0  # time requests waited for their budget (finished waits)
         self.throttled = 0  # requests that had to wait
+        self.throttled_bytes = 0  # what those requests moved
         self._waiting_since: float | None = None
         self._until: float | None = None
         self._set(limits, clock())
@@ -109,14 +110,22 @@ class IoBudget:
         if not take:
             return 0.0
         if self._waiting_since is not None:
-            self.throttled_seconds += now - self._waiting_since
+            self._waited += now - self._waiting_since
             self._waiting_since = None
+            self.throttled_bytes += nbytes
         self._until = None
         if self._bytes is not None:
             self._bytes.tokens -= nbytes
         if self._ops is not None:
             self._ops.tokens -= 1
         return 0.0
+
+    @property
+    def throttled_seconds(self) -> float:
+        """Time requests have waited for their budget, the one waiting now included."""
+        if self._waiting_since is None:
+            return self._waited
+        return self._waited + max(0.0, self.clock() - self._waiting_since)
 
     def due(self) -> bool:
         """Whether a request held back may be tried again now."""

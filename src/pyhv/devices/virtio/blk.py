@@ -58,7 +58,8 @@ class VirtioBlk(VirtioDevice):
         self._held: Chain | None = None
         self.serial = serial  # GET_ID's answer (QEMU's serial=); None: from the disk file
         self.stats = {"reads": 0, "writes": 0, "flushes": 0, "read_bytes": 0,
-                      "write_bytes": 0, "errors": 0, "throttled": 0, "throttled_ms": 0}
+                      "write_bytes": 0, "errors": 0, "throttled": 0, "throttled_ms": 0,
+                      "throttled_bytes": 0}
         # The request being served, when the queue's work budget ran out in its middle:
         # (its chain, the steps left: a generator that moves IO_CHUNK bytes per step).
         self._current: tuple[Chain, Iterator[None]] | None = None
@@ -88,6 +89,7 @@ class VirtioBlk(VirtioDevice):
                 wait = self.budget.admit(self._cost(queue, chain))
                 self.stats["throttled"] = self.budget.throttled
                 self.stats["throttled_ms"] = int(self.budget.throttled_seconds * 1000)
+                self.stats["throttled_bytes"] = self.budget.throttled_bytes
                 if wait > 0:
                     self._held = chain  # on when the budget allows (poll)
                     break

@@ -58,7 +58,8 @@ class VirtioNet(VirtioDevice):
         self.mac = mac if mac is not None else random_mac()
         self.backlog: deque[bytes] = deque()
         self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0,
-                      "tx_throttled_ms": 0, "rx_throttled_ms": 0}
+                      "tx_throttled_ms": 0, "rx_throttled_ms": 0, "tx_throttled_bytes": 0,
+                      "rx_throttled_bytes": 0}
         # I/O budgets per direction (devices/io_budget.py): a frame the guest sends
         # beyond its budget is held (taken from the ring) until its tokens are there;
         # frames for the guest wait in the backlog, then in the switch port's socket
@@ -117,6 +118,8 @@ class VirtioNet(VirtioDevice):
             self._transmit(self.queue(TXQ))
         self.stats["tx_throttled_ms"] = int(self.tx_budget.throttled_seconds * 1000)
         self.stats["rx_throttled_ms"] = int(self.rx_budget.throttled_seconds * 1000)
+        self.stats["tx_throttled_bytes"] = self.tx_budget.throttled_bytes
+        self.stats["rx_throttled_bytes"] = self.rx_budget.throttled_bytes
         # Only as many frames as the backlog has room for: the rest stay in the kernel,
         # which pushes back on the senders, instead of being read only to be dropped
         # (a flood kept an idle VM's process busy doing just that).
