@@ -40,6 +40,18 @@ How the promises are kept:
   the host take CPU, a limited VM still gets its limit and a reserved VM its
   reservation, and the others share what is left (as ESXi divides what it has left
   for VMs).
+* **Reservation under outside load**: the kernel divides a CPU among the processes
+  that want it, pyhv's or not, so a reserved VM that holds a CPU next to an outside
+  CPU-bound process may get less than its reservation (two VMs and one outside process
+  on two CPUs: two thirds of a CPU each). When a reserved VM falls behind its
+  reservation *while it holds a CPU*, the scheduler learns that the host is loaded
+  (:attr:`Scheduler.squeeze`, a bounded correction: one CPU more each time it is
+  still short while squeezed, at most every 0.5 s; one less after 5 s in which no VM
+  holding a CPU got less than 90% of it) and, while a reserved VM is behind, grants
+  ``cpus - squeeze`` CPUs only (at least one per reserved VM that is behind): fewer
+  runnable processes, so the kernel gives the reserved VM a CPU of its own until it has
+  caught up. The other VMs run again as soon as it has: a duty cycle the reservation
+  credit settles.
 * **Idle**: a VM whose vCPUs all wait (WFI) is not runnable and holds no CPU; it gives a
   granted slice back at once (the daemon hears it from the VM process) and is left free,
   so a timer or console input wakes it without the daemon. A woken VM whose virtual time
@@ -66,6 +78,11 @@ MIN_RUN = 0.0002  # a limited VM with fewer tokens than this (CPU seconds) stops
 MIN_WEIGHT = 0.1  # percent: the weight of a VM entitled to nothing (it runs only on spare CPU)
 CAPACITY_TAU = 2.0  # seconds over which the CPU the VMs really get is averaged
 MIN_CAPACITY = 0.1  # the estimate never goes below this part of the nominal capacity
+SHORT_MARGIN = 0.98  # a granted reserved VM that got less than this x its reservation is short
+SQUEEZE_UP = 0.5  # seconds between two increases of the squeeze
+SQUEEZE_DOWN = 5.0  # seconds without a shortfall before the squeeze decreases
+LOADED_SPEED = 0.9  # a VM holding a CPU that gets less than this part of it: host loaded
+MIN_SHORT_DT = 0.005  # intervals shorter than this (seconds) say nothing about shortfalls
 
 
 def limit_burst(limit: float) -> float:
@@ -322,6 +339,11 @@ class Scheduler:
         self.nominal = 100.0 * cpus
         self.capacity = self.nominal
         self._contended = False
+        # CPUs kept from the VMs while a reserved VM is behind (see the module docstring)
+        self.squeeze = 0
+        self._squeezed = False  # the last decision granted fewer CPUs because of it
+        self._squeeze_at = -math.inf  # when the squeeze last went up
+        self._short_at = -math.inf  # when a reserved VM was last short while holding a CPU
 
     # ----------------------------------------------------------------- membership
 
@@ -397,6 +419,7 @@ class Scheduler:
         self._last = now
         woken: list[Account] = []
         used_by_all = 0.0
+        short = loaded = False
         for account in self.accounts.values():
             terms = account.terms
             used = 0.0
@@ -406,6 +429,13 @@ class Scheduler:
                     used = max(0.0, total - account.cpu)
                 account.cpu = total
             used_by_all += used
+            if (account.granted and account.runnable and not account.paused
+                    and dt >= MIN_SHORT_DT and runnable.get(account.id, True)):
+                # It held a CPU all along: did it get it?
+                if used < LOADED_SPEED * dt:
+                    loaded = True  # others (outside processes) share the CPUs
+                if used < terms.reservation / 100 * dt * SHORT_MARGIN:
+                    short = True  # and got less than its reservation
             if account.limited:
                 assert terms.limit is not None
                 # Refill and use happen together: clamp after both, or the refill
@@ -434,6 +464,7 @@ class Scheduler:
                 self.nominal)
             self.capacity += min(1.0, dt / CAPACITY_TAU) * (seen - self.capacity)
             self.capacity = max(self.capacity, MIN_CAPACITY * self.nominal)
+        self._adjust_squeeze(now, short, loaded)
         others = [
             a.vtime for a in self.accounts.values()
             if a.runnable and not a.paused and a not in woken
@@ -445,6 +476,21 @@ class Scheduler:
             account.reserve_credit = 0.0
             # No CPU banked by idling, but a quantum's head start over the others.
             account.vtime = max(account.vtime, self._vclock - self.quantum)
+
+    def _adjust_squeeze(self, now: float, short: bool, loaded: bool) -> None:
+        """Learn how many CPUs to keep from the other VMs while a reserved VM is behind:
+        more when it was short although it held a CPU; fewer once the host has not been
+        seen loaded (a VM holding a CPU got less than 90% of it) for a while."""
+        if short or loaded:
+            self._short_at = now
+        if short:
+            if self.squeeze == 0 or (self._squeezed and now - self._squeeze_at >= SQUEEZE_UP):
+                if self.squeeze < self.cpus - 1:
+                    self.squeeze += 1
+                    self._squeeze_at = now
+        elif self.squeeze > 0 and now - max(self._short_at, self._squeeze_at) >= SQUEEZE_DOWN:
+            self.squeeze -= 1
+            self._squeeze_at = self._short_at = now
 
     # ----------------------------------------------------------------- deciding
 
@@ -510,8 +556,16 @@ class Scheduler:
             return (4, policy.key(a))
 
         candidates.sort(key=rank)
-        chosen = candidates[: self.cpus]
-        contended = len(candidates) > self.cpus
+        slots = self.cpus
+        behind = sum(1 for a in candidates if rank(a)[0] == 1)
+        if behind and self.squeeze:
+            # A reserved VM is behind on a loaded host: fewer runnable VM processes, so
+            # the kernel gives it a CPU of its own until it has caught up.
+            slots = max(behind + sum(1 for a in candidates if a.urgent),
+                        self.cpus - self.squeeze)
+        self._squeezed = slots < self.cpus
+        chosen = candidates[:slots]
+        contended = len(candidates) > slots
         self._contended = contended
         run: set[str] = set()
         next_at = now + IDLE_TICK
@@ -567,6 +621,22 @@ class Scheduler:
             next_at=next_at,
             notify_idle=notify_idle,
             notify_wake=notify_wake,
+        )
+
+    def decide_free(self, now: float) -> Decision:
+        """The decision when the kernel enforces shares and limits (the cgroup backend):
+        the entitlements are worked out (for reporting), and every VM but the paused
+        ones runs freely."""
+        accounts = list(self.accounts.values())
+        self._entitle(accounts, [a for a in accounts if a.runnable and not a.paused])
+        self._squeezed = False
+        for account in accounts:
+            account.granted = False
+        return Decision(
+            run=frozenset(),
+            free=frozenset(a.id for a in accounts if not a.paused),
+            hold=frozenset(a.id for a in accounts if a.paused),
+            next_at=now + IDLE_TICK,
         )
 
     # ----------------------------------------------------------------- reporting
