@@ -33,7 +33,15 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
         description="The host daemon runs VMs, each in its own process, and shares the "
         "host's CPUs among them under their shares, reservations and limits.",
     )
-    p.add_argument("action", choices=["serve"], help="serve: run the daemon in the foreground")
+    p.add_argument("action", choices=["serve", "info"],
+                   help="serve: run the daemon in the foreground; info: show the running "
+                   "daemon's pid, CPUs, policy and CPU backend")
+    p.add_argument("--cpu-backend", choices=["auto", "feedback", "cgroup"], default="auto",
+                   help="who enforces the VMs' CPU shares and limits: cgroup (the kernel's "
+                   "CPU controller, in groups the daemon creates), feedback (the daemon's "
+                   "own SIGSTOP/SIGCONT quanta, measured and corrected), auto (default: "
+                   "cgroup where the host lets the daemon write it, else feedback)")
+    p.add_argument("--json", action="store_true", help="info: print JSON")
     p.add_argument("--policy", choices=["shares", "round-robin"],
                    help="CPU scheduling policy (default: host.toml's, else shares)")
     p.add_argument("--cpus", type=int, metavar="N",
@@ -134,11 +142,32 @@ def _host_command(ns: argparse.Namespace) -> int:
     if ns.quantum_ms <= 0 or ns.shutdown_timeout < 0:
         raise Invalid("--quantum-ms must be positive and --shutdown-timeout not negative")
     host = _host(ns)
+    if ns.action == "info":
+        return _host_info(host, ns.json)
     api = _api_config(ns, host)
     group = _group_id(ns.socket_group) if ns.socket_group is not None else None
     return serve(host.state_dir, policy=ns.policy, cpus=ns.cpus,
                  shutdown_timeout=ns.shutdown_timeout, quantum=ns.quantum_ms / 1000, api=api,
-                 socket_group=group)
+                 socket_group=group, cpu_backend=ns.cpu_backend)
+
+
+def _host_info(host: Any, as_json: bool) -> int:
+    """``pyhv host info``: who serves this state directory, and how it runs the VMs."""
+    import json
+
+    info = host.daemon_info()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"daemon:       pid {info['pid']}, version {info['version']}, up "
+          f"{info['uptime']:g} s")
+    print(f"state dir:    {info['state_dir']}")
+    print(f"cpus:         {info['cpus']}")
+    print(f"policy:       {info['policy']}")
+    print(f"cpu backend:  {info.get('cpu_backend', 'feedback')} "
+          f"({info.get('cpu_backend_reason', '')})")
+    print(f"VMs running:  {info['vms_running']}")
+    return 0
 
 
 def _group_id(name: str) -> int:

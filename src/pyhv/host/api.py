@@ -465,6 +465,13 @@ class Host:
 
         return daemon_pid(self.state_dir)
 
+    def daemon_info(self) -> dict[str, Any]:
+        """The daemon's answer to ``ping``: pid, state directory, version, CPUs, policy,
+        the CPU backend in use (``cpu_backend``: "feedback" or "cgroup") and why
+        (``cpu_backend_reason``). :class:`Unavailable` (503) without a daemon."""
+        info: dict[str, Any] = self._call("ping", {}, wait=10.0)
+        return info
+
     def _call(self, op: str, args: dict[str, Any], *, wait: float | None = 60.0) -> Any:
         """Run daemon operation ``op`` with ``args`` (a dict: an operation may have an
         argument called ``timeout`` too), waiting ``wait`` seconds at most (None: until

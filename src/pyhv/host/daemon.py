@@ -2,6 +2,7 @@
 answers the CLI, the Python API and, with ``--listen``, the REST API.
 
     pyhv host serve [--state-dir DIR] [--policy shares|round-robin] [--cpus N]
+                    [--cpu-backend auto|feedback|cgroup]
                     [--listen [ADDR:PORT]] [--token-file FILE]
 
 **One process per VM.** Each running VM is a VM process (:mod:`pyhv.host.worker`),
@@ -27,7 +28,11 @@ SIGSTOP/SIGCONT, measures what every process really used (its CPU clock,
 targets. It decides again when a quantum or a limited VM's tokens run out, and at once
 when a VM process says it went idle or woke up (it says so only when the status page
 asks it to: under contention, or for a limited VM). A stopped VM process still gets its
-control messages: they wait in the channel.
+control messages: they wait in the channel. That is the ``feedback`` CPU backend; with
+``cgroup`` (:mod:`pyhv.host.cgroups`) the kernel enforces shares and limits in a group
+per VM, the VM processes run freely, and the daemon only raises a reserved VM's weight
+while it gets less than its reservation (``--cpu-backend``, default ``auto``: cgroup
+where this host lets the daemon write a CPU controller).
 
 **Stopping.** ``stop`` asks the guest to power off (:mod:`pyhv.host.worker`) and, after
 a timeout (default 30 s), stops the machine from the host side (``quit``: disks closed
@@ -100,6 +105,7 @@ from .api import (
     snapshot_definition,
     snapshot_names,
 )
+from .cgroups import BOOST_DOWN, BOOST_UP, MAX_BOOST, CpuBackend, choose_backend
 from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
 from .definition import (
     DISK_RATES,
@@ -282,8 +288,15 @@ class Daemon:
         api: ApiConfig | None = None,
         socket_group: int | None = None,
         fork_clones: bool | None = None,
+        cpu_backend: str = "auto",
     ) -> None:
         self.host = Host(state_dir)
+        self.cpu_backend_wanted = cpu_backend
+        # chosen when the daemon has its state directory (serve()): feedback until then
+        self.cpu: CpuBackend = CpuBackend("not chosen yet")
+        self._boost: dict[str, float] = {}  # cgroup backend: weight factor of reserved VMs
+        self._rates: dict[str, tuple[float, float, float]] = {}  # at, CPU s, smoothed %
+
         self.registry: Registry = self.host.registry
         self.root = self.registry.root
         settings = self.registry.load_settings()
@@ -350,6 +363,13 @@ class Daemon:
         the process exit status."""
         self._open()
         try:
+            try:
+                self.cpu = choose_backend(self.cpu_backend_wanted, f"pyhv-{os.getpid()}",
+                                          self.cpus)
+            except (OSError, ValueError) as exc:
+                raise Invalid(f"--cpu-backend {self.cpu_backend_wanted}: "
+                              f"{getattr(exc, 'strerror', None) or exc}") from None
+            log(f"CPU backend {self.cpu.name}: {self.cpu.reason}")
             self._start_api()
             self._recover()
             self._autostart()
@@ -458,6 +478,8 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     os.kill(vm.pid, signal.SIGKILL)
             self._on_exit(vm, final=True)
+        with contextlib.suppress(OSError):
+            self.cpu.close()
         for group in list(self.clone_groups):
             with contextlib.suppress(OSError):
                 os.kill(group.pid, signal.SIGKILL)
@@ -534,7 +556,11 @@ class Daemon:
             runnable[name] = vm.status.state != IDLE
         sched = self.scheduler
         sched.update(now, cpu, runnable)
-        decision = sched.decide(now)
+        if self.cpu.quanta:
+            decision = sched.decide(now)
+        else:
+            decision = sched.decide_free(now)
+            self._boost_reservations(now, cpu)
         # Stop first, then continue: never more than `cpus` VM processes running.
         for name in decision.hold:
             vm = self.vms[name]
@@ -551,6 +577,54 @@ class Daemon:
             if vm.notify != flags:
                 vm.status.notify = vm.notify = flags
         self._next_at = decision.next_at
+
+    def _boost_reservations(self, now: float, cpu: dict[str, float]) -> None:
+        """The cgroup backend: the kernel knows no reservation. Every 0.25 s, a reserved
+        VM that got less than its reservation (smoothed over about a second) has its
+        weight raised by a bounded factor; one that got comfortably more, lowered
+        again (never below its shares)."""
+        for name, used in cpu.items():
+            account = self.scheduler.accounts.get(name)
+            vm = self.vms.get(name)
+            if account is None or vm is None:
+                continue
+            last = self._rates.get(name)
+            if last is None:
+                self._rates[name] = (now, used, 0.0)
+                continue
+            at, before, smoothed = last
+            if now - at < 0.25:
+                continue
+            rate = (used - before) / (now - at) * 100
+            smoothed = rate if smoothed == 0.0 else smoothed + 0.3 * (rate - smoothed)
+            self._rates[name] = (now, used, smoothed)
+            reservation = account.terms.reservation
+            boost = self._boost.get(name, 1.0)
+            if reservation <= 0 or not account.runnable or account.paused:
+                new = 1.0
+            elif smoothed < reservation * 0.995:
+                new = min(boost * BOOST_UP, MAX_BOOST)
+            elif smoothed > reservation * 1.03:
+                new = max(boost / BOOST_DOWN, 1.0)
+            else:
+                new = boost
+            if new != boost:
+                self._boost[name] = new
+                try:
+                    self.cpu.set_terms(name, account.terms.shares, account.terms.limit, new)
+                except OSError as exc:
+                    log(f"VM '{name}': its CPU group could not be written ({exc})")
+
+    def _cpu_attach(self, vm: _Running) -> None:
+        """Put a VM process under the CPU backend (cgroup: into its group)."""
+        if vm.pid <= 0:
+            return
+        terms = self._terms(vm.definition)
+        try:
+            self.cpu.attach(vm.name, vm.pid, terms.shares, terms.limit)
+        except OSError as exc:
+            log(f"VM '{vm.name}': could not be put in its CPU group ({exc}); it runs "
+                "without the kernel's terms")
 
     def _signal(self, vm: _Running, signum: int) -> None:
         pid = vm.pid
@@ -693,6 +767,7 @@ class Daemon:
         if pidfd >= 0:
             self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
         self.scheduler.add(name, self._terms(definition), now, vm.cpu_seconds())
+        self._cpu_attach(vm)
         # Starting (Python, building the machine) is the host's work: it runs at once,
         # whatever the VM's terms; the VM is charged from when its guest starts.
         self.scheduler.set_urgent(name, True)
@@ -750,6 +825,7 @@ class Daemon:
             write_pid_file(vm.run_dir / "pid", pid)
         self._sel.register(pidfd, selectors.EVENT_READ, lambda key: self._on_exit(vm))
         vm.sigstopped = False  # nothing was stopped: it did not exist
+        self._cpu_attach(vm)
         self._resched = True
         if not message.get("fork", True):
             log(f"VM '{vm.name}': its clone group could not fork (threads): a process "
@@ -881,6 +957,10 @@ class Daemon:
         vm.status.close()
         del self.vms[vm.name]
         self.scheduler.remove(vm.name)
+        self._boost.pop(vm.name, None)
+        self._rates.pop(vm.name, None)
+        with contextlib.suppress(OSError):
+            self.cpu.detach(vm.name)
         self._resched = True
         shutil.rmtree(vm.run_dir, ignore_errors=True)
         for future, _ in vm.snapshot_waiters.values():
@@ -1236,6 +1316,8 @@ class Daemon:
             "version": __version__,
             "cpus": self.cpus,
             "policy": self.scheduler.policy.name,
+            "cpu_backend": self.cpu.name,
+            "cpu_backend_reason": self.cpu.reason,
             "uptime": round(time.monotonic() - self._started, 1),
             "vms_running": len(self.vms),
             "shutting_down": self.shutting_down,
@@ -1385,7 +1467,13 @@ class Daemon:
                 nets=_with_rates(before.nets, updated.nets, NET_RATES))
             for message in _io_messages(before, vm.definition):
                 self._send(vm, message)
-            self.scheduler.set_terms(name, self._terms(vm.definition))
+            terms = self._terms(vm.definition)
+            self.scheduler.set_terms(name, terms)
+            try:
+                self.cpu.set_terms(name, terms.shares, terms.limit,
+                                   self._boost.get(name, 1.0))
+            except OSError as exc:
+                log(f"VM '{name}': its CPU group could not be written ({exc})")
             self._resched = True
         if balloon_bytes is not None:
             self._send(vm, {"op": "balloon", "bytes": balloon_bytes})
@@ -1766,6 +1854,7 @@ class Daemon:
             "host": {
                 "cpus": self.cpus,
                 "policy": self.scheduler.policy.name,
+                "cpu_backend": self.cpu.name,
                 "vms_running": len(self.vms),
                 "cpu_pct": round(sum(v.cpu_pct for v in self.vms.values()), 2),
                 # what the VMs get while they contend (less than cpus x 100 when other
@@ -2062,11 +2151,13 @@ def serve(
     quantum: float = QUANTUM,
     api: ApiConfig | None = None,
     socket_group: int | None = None,
+    cpu_backend: str = "auto",
 ) -> int:
     """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT, serving
     the REST API on its state directory's UNIX socket (its owner and ``socket_group``)
     and, with ``api``, on TCP with a token."""
     daemon = Daemon(state_dir, policy=policy, cpus=cpus, quantum=quantum,
-                    shutdown_timeout=shutdown_timeout, api=api, socket_group=socket_group)
+                    shutdown_timeout=shutdown_timeout, api=api, socket_group=socket_group,
+                    cpu_backend=cpu_backend)
     return daemon.serve()
 

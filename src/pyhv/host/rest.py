@@ -601,6 +601,9 @@ class HostInfo(BaseModel):
     state_dir: str
     cpus: int = Field(description="host CPUs the VMs may use")
     policy: str = Field(description="the CPU scheduling policy")
+    cpu_backend: str = Field("feedback", description="who enforces the CPU terms: "
+                             "feedback (the daemon's quanta) or cgroup (the kernel)")
+    cpu_backend_reason: str = Field("", description="why that backend is in use")
     uptime: float = Field(description="seconds since the daemon started")
     vms_running: int
     shutting_down: bool
