@@ -26,9 +26,19 @@ seconds after a warm-up. Phases:
 5. **idle**: ``--idle-vms`` idle VMs (default 20) whose guests wake every
    ``--idle-tick-ms`` (default 250 ms). Target: they and the daemon use less than 10% of
    one host CPU together. Also prints the host CPU each guest wake-up costs.
+6. **outside**: phases 1 to 3 again with ``--outside`` CPU-bound processes of the host
+   that are not pyhv's (``python -c 'while True: pass'``, started by the bench for each
+   sub-phase, bounded in time and killed at its end), once per CPU backend of
+   ``--outside-backends`` (default ``feedback,cgroup``; a daemon is started for each, a
+   backend the host cannot give is reported and skipped). Same targets: the shares
+   split within 2%, the reservation delivered within 2% (at least 78.4%), the limit
+   never more than 1 point over in any 1-second window, all out of what the VMs get
+   while the outside load takes its part.
 
     python3 bench/scheduler.py [--engine interp] [--cpus 2] [--window 20]
-                               [--phases shares,reservation,limit,latency,idle]
+                               [--cpu-backend auto|feedback|cgroup]
+                               [--phases shares,reservation,limit,latency,idle,outside]
+                               [--outside 1] [--outside-backends feedback,cgroup]
 
 Exit status 0 when every target is met, 1 otherwise.
 """
@@ -47,6 +57,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +69,7 @@ from pyhv.host.scheduler import Demand, Terms, make_policy  # noqa: E402
 
 SPIN = ROOT / "guests" / "tests" / "spin.elf"
 IDLE = ROOT / "guests" / "tests" / "idle.elf"
-PHASES = ("shares", "reservation", "limit", "latency", "idle")
+PHASES = ("shares", "reservation", "limit", "latency", "idle", "outside")
 
 
 def cpu_clock(pid: int) -> int:
@@ -77,16 +88,20 @@ class Bench:
         self.host = Host(self.state)
         self.daemon: subprocess.Popen[bytes] | None = None
         self.failures: list[str] = []
+        self.outside_pids: list[int] = []
+        self.label = ""  # the outside phase's backend, in failure names
 
     # ----------------------------------------------------------------- plumbing
 
-    def start_daemon(self) -> None:
+    def start_daemon(self, backend: str | None = None) -> None:
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
-        self.log = open(self.tmp / "daemon.log", "wb")  # noqa: SIM115
+        self.log = open(self.tmp / "daemon.log", "ab")  # noqa: SIM115
+        backend = backend or self.args.cpu_backend
         self.daemon = subprocess.Popen(
             [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(self.state), "host",
              "serve", "--cpus", str(self.args.cpus), "--policy", self.args.policy,
-             "--shutdown-timeout", "5"],
+             "--shutdown-timeout", "5",
+             *(["--cpu-backend", backend] if backend else [])],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
         deadline = time.monotonic() + 30
@@ -95,6 +110,31 @@ class Bench:
                 raise SystemExit("the daemon did not start:\n"
                                  + (self.tmp / "daemon.log").read_text())
             time.sleep(0.05)
+
+    def stop_daemon(self) -> None:
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(60)
+        self.daemon = None
+
+    def backend(self) -> str:
+        """The CPU backend the daemon uses, and why."""
+        info = self.host.daemon_info()
+        return f"{info.get('cpu_backend', '?')} ({info.get('cpu_backend_reason', '')})"
+
+    @contextlib.contextmanager
+    def outside_load(self, seconds: float) -> Iterator[list[int]]:
+        """``--outside`` CPU-bound processes that are not pyhv's, for at most ``seconds``."""
+        code = f"import time\nend = time.monotonic() + {seconds:.0f}\n" \
+               "while time.monotonic() < end: pass\n"
+        procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in
+                 range(self.args.outside)]
+        try:
+            yield [p.pid for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
+                p.wait()
 
     def close(self) -> None:
         if self.daemon is not None and self.daemon.poll() is None:
@@ -149,6 +189,7 @@ class Bench:
         dpid = self.daemon_pid()
         t0 = time.monotonic()
         start = {n: cpu_seconds(p) for n, p in pids.items()}
+        o0 = {p: cpu_seconds(p) for p in self.outside_pids}
         d0 = cpu_seconds(dpid)
         end = t0 + window
         while True:
@@ -161,11 +202,14 @@ class Bench:
             time.sleep(min(sample or window, end - now))
         t1 = time.monotonic()
         got = {n: (cpu_seconds(p) - start[n]) / (t1 - t0) * 100 for n, p in pids.items()}
+        if self.outside_pids:
+            outside = sum(cpu_seconds(p) - o0[p] for p in o0) / (t1 - t0) * 100
+            print(f"(the outside processes got {outside:.1f}% meanwhile)")
         return got, series, (cpu_seconds(dpid) - d0) / (t1 - t0) * 100
 
     def check(self, ok: bool, what: str) -> str:
         if not ok:
-            self.failures.append(what)
+            self.failures.append(what + self.label)
         return "PASS" if ok else "FAIL"
 
     # ----------------------------------------------------------------- phases
@@ -307,6 +351,31 @@ class Bench:
               f"{self.check(total + dcpu < 10, 'idle')}")
         self.stop_all()
 
+    def phase_outside(self) -> None:
+        seconds = self.args.warmup + self.args.window + 30
+        for backend in [b for b in self.args.outside_backends.split(",") if b]:
+            self.stop_daemon()
+            self.start_daemon(backend)
+            try:
+                using = self.backend()
+            except Exception as exc:  # noqa: BLE001
+                print(f"\n[outside] backend {backend}: the daemon did not start ({exc})")
+                continue
+            print(f"\n[outside] backend {backend}: {using}; {self.args.outside} outside "
+                  f"CPU-bound process(es) next to the VMs")
+            if not using.startswith(backend):
+                print(f"(backend {backend} is not usable here: skipped)")
+                continue
+            self.label = f" ({backend}, outside load)"
+            try:
+                for phase in (self.phase_shares, self.phase_reservation, self.phase_limit):
+                    with self.outside_load(seconds) as pids:
+                        self.outside_pids = pids
+                        phase()
+                    self.outside_pids = []
+            finally:
+                self.label = ""
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -322,6 +391,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--probes", type=int, default=300, help="console echo probes")
     parser.add_argument("--phases", default=",".join(PHASES))
+    parser.add_argument("--cpu-backend", choices=["auto", "feedback", "cgroup"],
+                        help="the daemon's CPU backend for phases 1-5 (default: its own)")
+    parser.add_argument("--outside", type=int, default=1,
+                        help="outside CPU-bound processes in the outside phase (default 1)")
+    parser.add_argument("--outside-backends", default="feedback,cgroup",
+                        help="CPU backends the outside phase runs with (default "
+                        "feedback,cgroup)")
     parser.add_argument("--keep", action="store_true", help="keep the state directory")
     args = parser.parse_args()
     phases = [p for p in args.phases.split(",") if p]
