@@ -288,7 +288,7 @@ class Daemon:
         api: ApiConfig | None = None,
         socket_group: int | None = None,
         fork_clones: bool | None = None,
-        cpu_backend: str = "auto",
+        cpu_backend: str = "feedback",
     ) -> None:
         self.host = Host(state_dir)
         self.cpu_backend_wanted = cpu_backend
@@ -2151,7 +2151,7 @@ def serve(
     quantum: float = QUANTUM,
     api: ApiConfig | None = None,
     socket_group: int | None = None,
-    cpu_backend: str = "auto",
+    cpu_backend: str = "feedback",
 ) -> int:
     """``pyhv host serve``: run a daemon in the foreground until SIGTERM/SIGINT, serving
     the REST API on its state directory's UNIX socket (its owner and ``socket_group``)
