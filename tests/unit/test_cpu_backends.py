@@ -4,14 +4,18 @@ in a fake cgroup tree."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
 from pyhv.host.cgroups import (
     CFS_PERIOD_US,
+    SHARES_RANGE,
+    SHARES_STEP,
     CgroupBackend,
     choose_backend,
+    correct_shares,
     quota_us,
     v1_shares,
     v2_weight,
@@ -208,3 +212,89 @@ def test_choose_backend(tmp_path: Path) -> None:
     assert fb.name == "feedback" and "cpu controller is not available" in fb.reason
     with pytest.raises(ValueError, match="unknown CPU backend"):
         choose_backend("kvm", "x", 1)
+
+
+def kernel_split(tree: Path, names: list[str], bias: dict[str, float], total: float,
+                 rng: random.Random) -> dict[str, float]:
+    """What a kernel that is off gives each VM (CPU %): in proportion to the weight
+    written in its group times its ``bias``, with some noise, ``total`` in all."""
+    w = {n: int((tree / f"vm-{n}" / "cpu.shares").read_text()) * bias[n]
+         * rng.uniform(0.95, 1.05) for n in names}
+    return {n: total * w[n] / sum(w.values()) for n in names}
+
+
+def run_split(backend: CgroupBackend, shares: dict[str, int], bias: dict[str, float],
+              factors: dict[str, float], seconds: float, rng: random.Random
+              ) -> tuple[dict[str, float], dict[str, float], float]:
+    """Every 0.25 s: the kernel divides, the daemon measures (smoothed) and corrects.
+    Returns each VM's CPU over the last 20 s, the factors, and the largest step seen."""
+    names = list(shares)
+    smoothed: dict[str, float] = {}
+    got = dict.fromkeys(names, 0.0)
+    steps = int(seconds / 0.25)
+    biggest = 1.0
+    for i in range(steps):
+        rates = kernel_split(backend.group, names, bias, 133.3, rng)
+        for n in names:
+            smoothed[n] = rates[n] if n not in smoothed else smoothed[n] + 0.3 * (
+                rates[n] - smoothed[n])
+            if i >= steps - 80:
+                got[n] += rates[n] / 80
+        new = correct_shares(factors, smoothed, {n: float(shares[n]) for n in names})
+        biggest = max([biggest] + [max(new[n] / factors.get(n, 1.0),
+                                       factors.get(n, 1.0) / new[n]) for n in new])
+        factors = new
+        for n in names:
+            backend.set_weight(n, shares[n], factors[n])
+    return got, factors, biggest
+
+
+def test_cgroup_shares_split_is_corrected(tmp_path: Path) -> None:
+    # The kernel gives the 1000-share VMs 20% less than their weights say (as measured
+    # with an outside process): the correction brings every part within 2%, in bounded
+    # steps, without touching the limits; when the kernel is right again the factors
+    # go back to 1.
+    root = fake_v1(tmp_path)
+    backend = CgroupBackend(root / "pyhv-1", 1, cpus=2, real=False)
+    shares = {f"s{i}": (1000, 2000, 4000)[i % 3] for i in range(6)}
+    for i, (n, s) in enumerate(shares.items()):
+        backend.attach(n, 100 + i, s, 90.0 if n == "s2" else None)
+    bias = {n: 0.8 if s == 1000 else 1.05 for n, s in shares.items()}
+    rng = random.Random(1)
+    factors: dict[str, float] = {}
+
+    def worst(got: dict[str, float]) -> float:
+        total = sum(got.values())
+        return max(abs(got[n] / total / (s / 14000) - 1) for n, s in shares.items())
+
+    got_plain = kernel_split(backend.group, list(shares), bias, 133.3, random.Random(2))
+    assert worst(got_plain) > 0.1  # uncorrected: the 1000-share VMs are 15% short
+
+    got, factors, biggest = run_split(backend, shares, bias, factors, 30, rng)
+    assert worst(got) < 0.02
+    assert biggest <= SHARES_STEP ** 2 + 1e-9  # a step, then the centring
+    assert all(1 / SHARES_RANGE <= f <= SHARES_RANGE for f in factors.values())
+    assert factors["s0"] > factors["s1"]  # the short-changed VMs weigh more
+    # the limit was written once and left alone
+    assert (root / "pyhv-1" / "vm-s2" / "cpu.cfs_quota_us").read_text() == "90000"
+
+    # the kernel is right again: back to the plain shares
+    got, factors, _ = run_split(backend, shares, dict.fromkeys(shares, 1.0), factors, 30,
+                                rng)
+    assert worst(got) < 0.02
+    assert all(abs(f - 1) < 0.03 for f in factors.values())
+    backend.close()
+
+
+def test_shares_correction_is_bounded_and_decays() -> None:
+    # a VM that gets nothing whatever its weight: raised step by step, up to the range
+    factors: dict[str, float] = {}
+    for _ in range(100):
+        new = correct_shares(factors, {"a": 100.0, "b": 0.0}, {"a": 50.0, "b": 50.0})
+        assert all(new[n] / factors.get(n, 1.0) <= SHARES_STEP ** 2 + 1e-9 for n in new)
+        factors = new
+    assert factors["b"] == SHARES_RANGE and factors["a"] == 1 / SHARES_RANGE
+    # it stops contending (idle): both drift back to 1
+    for _ in range(30):
+        factors = correct_shares(factors, {"a": 100.0}, {"a": 50.0})
+    assert factors == {"a": 1.0, "b": 1.0}

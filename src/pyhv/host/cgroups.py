@@ -15,7 +15,11 @@
   ordinary processes, so that the VMs together compete with the host's other processes
   as ``cpus`` of them would. A reservation is not a kernel term: admission keeps the
   reservations within the host, and the daemon raises a reserved VM's weight
-  (bounded, multiplicative steps) while it gets less than its reservation.
+  (bounded, multiplicative steps) while it gets less than its reservation. CFS does
+  not divide sibling groups across CPUs exactly in proportion to their weights, so the
+  daemon also corrects the shares split (:func:`correct_shares`): each contending VM's
+  part of what the VMs got together is compared with its part of their entitlements,
+  and its weight is moved by a bounded factor until they agree.
 
 Only groups this daemon created are written or removed; they are removed when their VM
 stops and when the daemon exits. :func:`choose_backend` picks one per host (``auto``: the
@@ -39,6 +43,15 @@ BACKENDS = ("auto", "feedback", "cgroup")
 MAX_BOOST = 64.0
 BOOST_UP = 1.25  # factor per step while a reserved VM gets less than its reservation
 BOOST_DOWN = 1.1  # factor per step once it gets comfortably more
+#: The shares correction: how far (a factor either way) a VM's weight may be moved from
+#: its shares, the most it moves per step (0.25 s), how much of the measured error one
+#: step corrects (as an exponent), the error it leaves alone, and how fast a factor goes
+#: back to 1 while the split is in line (or the VM does not contend).
+SHARES_RANGE = 4.0
+SHARES_STEP = 1.1
+SHARES_GAIN = 0.5
+SHARES_TOLERANCE = 0.005
+SHARES_DECAY = 1.002
 
 
 def v1_shares(shares: int) -> int:
@@ -74,6 +87,9 @@ class CpuBackend:
     def set_terms(self, vm: str, shares: int, limit: float | None, boost: float = 1.0) -> None:
         """New terms for a running VM (``boost``: a factor on its weight)."""
 
+    def set_weight(self, vm: str, shares: int, boost: float = 1.0) -> None:
+        """Only the weight of a running VM (its limit untouched)."""
+
     def detach(self, vm: str) -> None:
         """The VM process has gone."""
 
@@ -95,6 +111,7 @@ class CgroupBackend(CpuBackend):
     cpus: int = 1
     reason: str = ""
     children: dict[str, Path] = field(default_factory=dict)
+    weights: dict[str, str] = field(default_factory=dict)  # the weight last written
     real: bool = True  # False: a fake tree of plain files (tests)
     name = "cgroup"
     quanta = False
@@ -128,22 +145,40 @@ class CgroupBackend(CpuBackend):
         self.set_terms(vm, shares, limit)
         self._write(child / "cgroup.procs", str(pid))
 
+    def _weight(self, shares: int, boost: float) -> tuple[str, str]:
+        weighted = max(1, round(shares * boost))
+        if self.version == 2:
+            return "cpu.weight", str(v2_weight(weighted))
+        return "cpu.shares", str(v1_shares(weighted))
+
     def set_terms(self, vm: str, shares: int, limit: float | None, boost: float = 1.0) -> None:
         child = self.children.get(vm)
         if child is None:
             return
-        weighted = max(1, round(shares * boost))
         quota = quota_us(limit)
+        file, value = self._weight(shares, boost)
+        self._write(child / file, value)
+        self.weights[vm] = value
         if self.version == 2:
-            self._write(child / "cpu.weight", str(v2_weight(weighted)))
             self._write(child / "cpu.max",
                         f"{'max' if quota is None else quota} {CFS_PERIOD_US}")
         else:
-            self._write(child / "cpu.shares", str(v1_shares(weighted)))
             self._write(child / "cpu.cfs_period_us", str(CFS_PERIOD_US))
             self._write(child / "cpu.cfs_quota_us", str(-1 if quota is None else quota))
 
+    def set_weight(self, vm: str, shares: int, boost: float = 1.0) -> None:
+        """Only the weight, and only when it changes (the quota is not rewritten: that
+        would restart the group's bandwidth period)."""
+        child = self.children.get(vm)
+        if child is None:
+            return
+        file, value = self._weight(shares, boost)
+        if self.weights.get(vm) != value:
+            self._write(child / file, value)
+            self.weights[vm] = value
+
     def detach(self, vm: str) -> None:
+        self.weights.pop(vm, None)
         child = self.children.pop(vm, None)
         if child is not None:
             _remove_group(child, self.real)
@@ -152,6 +187,53 @@ class CgroupBackend(CpuBackend):
         for vm in list(self.children):
             self.detach(vm)
         _remove_group(self.group, self.real)
+
+
+def correct_shares(
+    factors: dict[str, float], received: dict[str, float], targets: dict[str, float]
+) -> dict[str, float]:
+    """One step of the shares correction: the new weight factor of every VM in
+    ``factors`` (VMs that are not there start at 1).
+
+    ``received``: what each VM that contends for CPU by its shares got (smoothed CPU %);
+    ``targets``: what it is entitled to. Among those VMs (two at least), one whose part of
+    what they got together is off its part of their entitlements by more than
+    ``SHARES_TOLERANCE`` has its factor multiplied by ``(target part / part) **
+    SHARES_GAIN``, at most ``SHARES_STEP`` either way; one in line drifts back towards 1
+    by ``SHARES_DECAY``, and so, by ``SHARES_STEP``, does every VM that does not contend.
+    The factors are then centred (only the ratios of sibling weights count) and kept
+    within ``1 / SHARES_RANGE`` .. ``SHARES_RANGE``."""
+    names = [n for n in received if targets.get(n, 0.0) > 0]
+    total_r = sum(received[n] for n in names)
+    total_t = sum(targets[n] for n in names)
+    contending = set(names) if len(names) >= 2 and total_r > 0 else set()
+    new: dict[str, float] = {}
+    for name in set(factors) | contending:
+        f = factors.get(name, 1.0)
+        if name in contending:
+            part = received[name] / total_r
+            want = targets[name] / total_t
+            if part <= 0:
+                f *= SHARES_STEP
+            elif abs(part / want - 1) > SHARES_TOLERANCE:
+                f *= min(SHARES_STEP, max(1 / SHARES_STEP, (want / part) ** SHARES_GAIN))
+            else:
+                f = _towards_one(f, SHARES_DECAY)
+        else:
+            f = _towards_one(f, SHARES_STEP)
+        new[name] = f
+    if contending:
+        mean = 1.0
+        for name in contending:
+            mean *= new[name]
+        mean **= 1 / len(contending)
+        for name in contending:
+            new[name] /= mean
+    return {n: min(SHARES_RANGE, max(1 / SHARES_RANGE, f)) for n, f in new.items()}
+
+
+def _towards_one(f: float, step: float) -> float:
+    return max(1.0, f / step) if f > 1 else min(1.0, f * step)
 
 
 def _remove_group(path: Path, real: bool = True) -> None:

@@ -105,7 +105,14 @@ from .api import (
     snapshot_definition,
     snapshot_names,
 )
-from .cgroups import BOOST_DOWN, BOOST_UP, MAX_BOOST, CpuBackend, choose_backend
+from .cgroups import (
+    BOOST_DOWN,
+    BOOST_UP,
+    MAX_BOOST,
+    CpuBackend,
+    choose_backend,
+    correct_shares,
+)
 from .control import LOCK_NAME, PID_NAME, SOCKET_NAME, error_from_dict, error_to_dict
 from .definition import (
     DISK_RATES,
@@ -295,6 +302,7 @@ class Daemon:
         # chosen when the daemon has its state directory (serve()): feedback until then
         self.cpu: CpuBackend = CpuBackend("not chosen yet")
         self._boost: dict[str, float] = {}  # cgroup backend: weight factor of reserved VMs
+        self._split: dict[str, float] = {}  # cgroup backend: shares correction factor
         self._rates: dict[str, tuple[float, float, float]] = {}  # at, CPU s, smoothed %
 
         self.registry: Registry = self.host.registry
@@ -582,7 +590,9 @@ class Daemon:
         """The cgroup backend: the kernel knows no reservation. Every 0.25 s, a reserved
         VM that got less than its reservation (smoothed over about a second) has its
         weight raised by a bounded factor; one that got comfortably more, lowered
-        again (never below its shares)."""
+        again (never below its shares). In the same step the shares split is corrected
+        (:meth:`_correct_split`)."""
+        measured = False
         for name, used in cpu.items():
             account = self.scheduler.accounts.get(name)
             vm = self.vms.get(name)
@@ -595,6 +605,7 @@ class Daemon:
             at, before, smoothed = last
             if now - at < 0.25:
                 continue
+            measured = True
             rate = (used - before) / (now - at) * 100
             smoothed = rate if smoothed == 0.0 else smoothed + 0.3 * (rate - smoothed)
             self._rates[name] = (now, used, smoothed)
@@ -608,12 +619,40 @@ class Daemon:
                 new = max(boost / BOOST_DOWN, 1.0)
             else:
                 new = boost
-            if new != boost:
-                self._boost[name] = new
-                try:
-                    self.cpu.set_terms(name, account.terms.shares, account.terms.limit, new)
-                except OSError as exc:
-                    log(f"VM '{name}': its CPU group could not be written ({exc})")
+            self._boost[name] = new
+        if measured:
+            self._correct_split()
+        for name in cpu:
+            account = self.scheduler.accounts.get(name)
+            if account is None or name not in self.vms:
+                continue
+            try:
+                self.cpu.set_weight(name, account.terms.shares, self._weight_factor(name))
+            except OSError as exc:
+                log(f"VM '{name}': its CPU group could not be written ({exc})")
+
+    def _correct_split(self) -> None:
+        """The cgroup backend: CFS divides sibling groups across CPUs only roughly in
+        proportion to their weights. The VMs that contend by their shares (runnable, not
+        paused, no reservation, not held at their limit) are compared: each one's part
+        of what they got together (smoothed CPU) against its part of their entitlements,
+        and its weight factor moved in bounded steps (:func:`correct_shares`)."""
+        received: dict[str, float] = {}
+        targets: dict[str, float] = {}
+        for name, account in self.scheduler.accounts.items():
+            rate = self._rates.get(name)
+            limit = account.terms.limit
+            if (rate is None or rate[2] <= 0.0 or not account.runnable or account.paused
+                    or account.terms.reservation > 0 or self._boost.get(name, 1.0) != 1.0
+                    or (limit is not None and account.entitlement >= limit * 0.99)):
+                continue
+            received[name] = rate[2]
+            targets[name] = account.entitlement
+        self._split = correct_shares(self._split, received, targets)
+
+    def _weight_factor(self, name: str) -> float:
+        """What a VM's shares are multiplied by in its group's weight (cgroup backend)."""
+        return self._boost.get(name, 1.0) * self._split.get(name, 1.0)
 
     def _cpu_attach(self, vm: _Running) -> None:
         """Put a VM process under the CPU backend (cgroup: into its group)."""
@@ -958,6 +997,7 @@ class Daemon:
         del self.vms[vm.name]
         self.scheduler.remove(vm.name)
         self._boost.pop(vm.name, None)
+        self._split.pop(vm.name, None)
         self._rates.pop(vm.name, None)
         with contextlib.suppress(OSError):
             self.cpu.detach(vm.name)
@@ -1471,7 +1511,7 @@ class Daemon:
             self.scheduler.set_terms(name, terms)
             try:
                 self.cpu.set_terms(name, terms.shares, terms.limit,
-                                   self._boost.get(name, 1.0))
+                                   self._weight_factor(name))
             except OSError as exc:
                 log(f"VM '{name}': its CPU group could not be written ({exc})")
             self._resched = True
