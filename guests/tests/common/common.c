@@ -286,6 +286,62 @@ int fdt_count_cpus(const void *fdt)
     return count;
 }
 
+static int streq_(const char *a, const char *b)
+{
+    while (*a && *a == *b)
+        a++, b++;
+    return *a == *b;
+}
+
+const char *fdt_bootargs(const void *fdt)
+{
+    const uint8_t *base = fdt;
+    if (!base || be32(base) != 0xd00dfeed)
+        return 0;
+    const uint8_t *p = base + be32(base + 8);
+    const char *strings = (const char *)base + be32(base + 12);
+    int depth = 0, in_chosen = 0;
+    for (int guard = 0; guard < 100000; guard++) {
+        uint32_t tok = be32(p);
+        p += 4;
+        if (tok == 1) {                 /* FDT_BEGIN_NODE */
+            const char *name = (const char *)p;
+            depth++;
+            if (depth == 2 && streq_(name, "chosen"))
+                in_chosen = 1;
+            p += (strlen_(name) + 1 + 3) & ~(size_t)3;
+        } else if (tok == 2) {          /* FDT_END_NODE */
+            if (depth == 2)
+                in_chosen = 0;
+            depth--;
+        } else if (tok == 3) {          /* FDT_PROP: len, nameoff, value */
+            uint32_t len = be32(p);
+            if (in_chosen && depth == 2 && streq_(strings + be32(p + 4), "bootargs"))
+                return (const char *)p + 8;
+            p += 8 + ((len + 3) & ~3u);
+        } else if (tok != 4) {          /* not FDT_NOP: FDT_END or garbage */
+            break;
+        }
+    }
+    return 0;
+}
+
+uint64_t bootarg(const char *args, const char *key, uint64_t dflt)
+{
+    for (const char *s = args; s && *s; s++) {
+        int i = 0;
+        while (key[i] && s[i] == key[i])
+            i++;
+        if (key[i] || (s != args && s[-1] != ' '))
+            continue;
+        uint64_t n = 0;
+        for (s += i; *s >= '0' && *s <= '9'; s++)
+            n = n * 10 + (uint64_t)(*s - '0');
+        return n;
+    }
+    return dflt;
+}
+
 void *memset(void *d, int c, size_t n)
 {
     volatile uint8_t *p = d;

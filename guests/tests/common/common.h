@@ -156,6 +156,9 @@ void lower_exit(uint64_t v) __attribute__((noreturn));
 static inline uint64_t rdtime_mmio(void) { return mmio_r64(CLINT_MTIME); }
 void delay_ticks(uint64_t ticks);          /* busy wait using CLINT mtime */
 int fdt_count_cpus(const void *fdt);       /* number of /cpus/cpu@N nodes */
+const char *fdt_bootargs(const void *fdt); /* /chosen/bootargs, or 0 */
+/* the N of "key=N" (key given with its '=') in a command line, else dflt */
+uint64_t bootarg(const char *args, const char *key, uint64_t dflt);
 
 void *memset(void *d, int c, size_t n);
 void *memcpy(void *d, const void *s, size_t n);
