@@ -7,85 +7,27 @@ console)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from daemon_process import stop_daemon
 from pyhv.host import Host
 from pyhv.host.console import connect
+
+from . import test_host_daemon as daemon_tests
+from .test_host_daemon import Daemon, ok, pyhv, wait_for
+
+# the daemon tests' fixtures: an environment of its own, a daemon on a fresh state dir
+env = daemon_tests.env
+daemon = daemon_tests.daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src"
 IDLE = ROOT / "guests" / "tests" / "idle.elf"
-
-
-@pytest.fixture
-def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k not in ("PYHV_STATE_DIR", "XDG_DATA_HOME")}
-    e["HOME"] = str(tmp_path / "home")
-    e["PYTHONPATH"] = str(SRC)
-    return e
-
-
-def pyhv(env: dict[str, str], state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), *args],
-        capture_output=True, text=True, timeout=60, env=env, stdin=subprocess.DEVNULL)
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-class Daemon:
-    def __init__(self, proc: subprocess.Popen[str], state: Path, log: Path) -> None:
-        self.proc = proc
-        self.state = state
-        self.log = log
-
-
-@pytest.fixture
-def daemon(tmp_path: Path, env: dict[str, str]) -> Iterator[Daemon]:
-    """A daemon (2 CPUs, 3 s shutdown timeout) on a fresh state directory."""
-    state = tmp_path / "state"
-    state.mkdir()
-    log = tmp_path / "daemon.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pyhv.cli.main", "--state-dir", str(state), "host", "serve",
-             "--cpus", "2", "--shutdown-timeout", "3", "--listen", "none"],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, text=True,
-        )
-    d = Daemon(proc, state, log)
-    deadline = time.monotonic() + 20
-    while not (state / "daemon.sock").exists():
-        assert proc.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "the daemon did not come up"
-        time.sleep(0.05)
-    try:
-        yield d
-    finally:
-        stop_daemon(proc)
-        for pid_file in state.glob("vms/*/run/pid"):  # never leave a VM process behind
-            with contextlib.suppress(ValueError, OSError):
-                os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-
-
-def wait_for(predicate: object, timeout: float = 10.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 def echoes(host: Host, name: str, text: bytes, timeout: float = 10.0) -> None:
@@ -203,7 +145,7 @@ def test_clones_are_forked_from_one_group_process(daemon: Daemon, env: dict[str,
     assert again.state == "running" and again.pid not in (None, victim)
 
     # daemon shutdown stops the clone left, and the group's process ends with it
-    assert stop_daemon(daemon.proc) == 0
+    assert daemon_tests.stop_daemon(daemon.proc) == 0
     for pid in (c2, group):
         assert gone(pid), pid
     assert not list(daemon.state.glob("vms/*/run"))
@@ -273,4 +215,4 @@ def test_fork_clones_off_starts_separate_processes(tmp_path: Path,
             assert vm.pid is not None and ppid(vm.pid) == proc.pid
             echoes(host, vm.name, b"separate")
     finally:
-        assert stop_daemon(proc) == 0
+        assert daemon_tests.stop_daemon(proc) == 0

@@ -27,6 +27,7 @@ the slice. Engines derive from :class:`SliceStrategy`, whose ``run(budget)`` is 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any
 
 from .trap import Trap
@@ -78,7 +79,7 @@ class GuestCrash(Exception):
 SLICE_EXITS = (Trap, SliceBreak, YieldSlice, CounterAccess, StopRequest)
 
 
-class SliceStrategy:
+class SliceStrategy(ABC):
     """An engine as the run loop sees it: ``stretch`` runs guest code; ``begin`` and
     ``end`` (nothing by default) come around each slice; ``run`` is one slice."""
 
@@ -92,15 +93,16 @@ class SliceStrategy:
         """Run up to ``budget`` instructions; return how many retired (run_slice)."""
         return run_slice(self, budget)
 
-    def begin(self, budget: int) -> None:
+    def begin(self, budget: int) -> None:  # noqa: B027 - optional: nothing by default
         """Before a slice."""
 
-    def end(self) -> None:
+    def end(self) -> None:  # noqa: B027 - optional: nothing by default
         """After a slice, however it ended."""
 
+    @abstractmethod
     def stretch(self, n: int) -> int:
-        """Run up to ``n`` instructions from the hart's pc; return how many retired."""
-        raise NotImplementedError
+        """Run up to ``n`` instructions from the hart's pc; return how many retired
+        (each engine's own way: interpret, run a block, enter native code)."""
 
 
 def run_slice(engine: SliceStrategy, budget: int) -> int:
