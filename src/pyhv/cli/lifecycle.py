@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 
 TOP_FIELDS = ("NAME", "STATE", "ACT", "CPU%", "ENT%", "SHARES", "RSV%", "LIMIT%", "MIPS",
-              "MEMORY", "RSS", "BALLOON", "DISK-R", "DISK-W", "NET-TX", "NET-RX", "IO-WAIT",
-              "UPTIME")
+              "MEMORY", "MEM-ENT", "HELD", "ACTIVE", "SHARED", "SWAP", "RSS", "BALLOON",
+              "DISK-R", "DISK-W", "NET-TX", "NET-RX", "IO-WAIT", "UPTIME")
 
 
 def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> None:
@@ -355,8 +355,16 @@ def top_table(metrics: dict[str, Any]) -> list[str]:
         f"{host['policy']}, {host['vms_running']} VM(s) running; VMs use "
         f"{host['cpu_pct']:.1f}% CPU (capacity {host.get('capacity_pct', 0):.0f}%), the "
         f"daemon {host['daemon_cpu_pct']:.1f}%",
-        "",
     ]
+    if host.get("memory_budget"):
+        ksm = host.get("ksm") or {}
+        lines.append(
+            f"memory: VMs hold {_size(host.get('memory_held', 0))} of a budget of "
+            f"{_size(host['memory_budget'])}"
+            + ("; short: reclaiming through balloons" if host.get("memory_short") else "")
+            + (f"; KSM on, saving {_size(ksm.get('pages_sharing', 0) * 4096)}"
+               if ksm.get("run") == 1 else ""))
+    lines.append("")
     rows = [TOP_FIELDS]
     for vm in metrics["vms"]:
         running = vm.get("pid") is not None
@@ -372,6 +380,9 @@ def top_table(metrics: dict[str, Any]) -> list[str]:
             "-" if limit is None else _pct(limit),
             f"{vm['mips']:.2f}" if running else "-",
             _size(vm.get("memory")),
+            *((_size(vm.get(k)) for k in ("memory_entitled", "memory_held", "memory_active",
+                                          "memory_shared", "memory_swapped"))
+              if running else ("-",) * 5),
             _size(vm.get("rss")) if running else "-",
             _size(vm.get("balloon_target")) if running and vm.get("balloon_target") else "-",
             _size(vm.get("disk_read")) if running else "-",

@@ -138,6 +138,14 @@ def _add_qos_args(p: argparse.ArgumentParser) -> None:
                    help="guaranteed CPU, in percent of one host CPU (default 0)")
     p.add_argument("--limit", metavar="PERCENT|none",
                    help="maximum CPU, in percent of one host CPU (default none: unlimited)")
+    p.add_argument("--mem-shares", metavar="N|low|normal|high",
+                   help="memory weight when the host's memory is short (default normal: "
+                   "10 per MiB)")
+    p.add_argument("--mem-reservation", metavar="SIZE",
+                   help="memory never taken back from the guest (default 0)")
+    p.add_argument("--mem-limit", metavar="SIZE|none",
+                   help="the most memory the guest may hold, through its balloon (default "
+                   "none: its memory)")
 
 
 # ------------------------------------------------------------------------ plumbing
@@ -256,8 +264,21 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
             doc["vcpus"] = int(ns.vcpus)
         except ValueError:
             raise _usage(f"--vcpus '{ns.vcpus}': expected a number of vCPUs") from None
+    memory_flags = _memory_flags(ns)
     if ns.memory is not None:
-        doc["memory"] = ns.memory
+        if isinstance(doc.get("memory"), dict):
+            doc["memory"]["size"] = ns.memory
+        else:
+            doc["memory"] = ns.memory
+    if memory_flags:
+        if not isinstance(doc.get("memory"), dict):
+            doc["memory"] = {"size": doc["memory"]} if "memory" in doc else {}
+        for key, value in memory_flags.items():
+            key = key.removeprefix("memory_")
+            if value is None:
+                doc["memory"].pop(key, None)
+            else:
+                doc["memory"][key] = value
     if ns.autostart is not None:
         doc["autostart"] = ns.autostart
 
@@ -310,6 +331,30 @@ def _append(doc: dict[str, Any], key: str, entry: dict[str, Any]) -> None:
     items = doc.setdefault(key, [])
     if isinstance(items, list):
         items.append(entry)
+
+
+def _memory_terms_text(d: Any) -> str:
+    """`` (shares 2560, reservation 64M, limit 200M)``: the memory terms."""
+    from ..host.definition import format_memory
+
+    t = d.memory_terms
+    parts = [f"shares {t.shares}"]
+    if t.reservation:
+        parts.append(f"reservation {format_memory(t.reservation)}")
+    if t.limit is not None:
+        parts.append(f"limit {format_memory(t.limit)}")
+    return f" ({', '.join(parts)})"
+
+
+def _memory_flags(ns: argparse.Namespace) -> dict[str, Any]:
+    flags: dict[str, Any] = {}
+    if ns.mem_shares is not None:
+        flags["memory_shares"] = _shares(ns.mem_shares)
+    if ns.mem_reservation is not None:
+        flags["memory_reservation"] = ns.mem_reservation
+    if ns.mem_limit is not None:
+        flags["memory_limit"] = None if ns.mem_limit.lower() == "none" else ns.mem_limit
+    return flags
 
 
 def _qos_flags(ns: argparse.Namespace) -> dict[str, Any]:
@@ -391,7 +436,7 @@ def _info(ns: argparse.Namespace) -> int:
         ("Name", d.name),
         ("State", state + (f" (pid {pid})" if pid is not None else "")),
         ("vCPUs", str(d.vcpus)),
-        ("Memory", format_memory(d.memory)),
+        ("Memory", format_memory(d.memory) + _memory_terms_text(d)),
         ("Engine", d.engine),
         ("Shares", str(d.qos.shares)),
         ("Reservation", format_percent(d.qos.reservation)),
@@ -429,7 +474,7 @@ def _set(ns: argparse.Namespace) -> int:
     from ..host.api import LIVE, RUNNING_STATES, parse_io_changes
     from ..host.definition import DISK_RATES, NET_RATES, format_memory, format_percent, format_rate
 
-    changes: dict[str, Any] = _qos_flags(ns)
+    changes: dict[str, Any] = {**_qos_flags(ns), **_memory_flags(ns)}
     if ns.memory is not None:
         changes["memory"] = ns.memory
     if ns.autostart is not None:
@@ -441,7 +486,8 @@ def _set(ns: argparse.Namespace) -> int:
     if not changes:
         raise _usage(
             "set: nothing to change (use --shares, --reservation, --limit, --memory, "
-            "--balloon, --io, --autostart/--no-autostart)"
+            "--mem-shares, --mem-reservation, --mem-limit, --balloon, --io, "
+            "--autostart/--no-autostart)"
         )
     host = _host(ns)
     current = host.get(ns.name)
@@ -453,6 +499,11 @@ def _set(ns: argparse.Namespace) -> int:
     def show(d: Any) -> dict[str, str]:
         return {
             "memory": format_memory(d.memory),
+            "memory.shares": str(d.memory_terms.shares),
+            "memory.reservation": format_memory(d.memory_terms.reservation)
+            if d.memory_terms.reservation else "0",
+            "memory.limit": "none" if d.memory_terms.limit is None
+            else format_memory(d.memory_terms.limit),
             "qos.shares": str(d.qos.shares),
             "qos.reservation": format_percent(d.qos.reservation),
             "qos.limit": format_percent(d.qos.limit),

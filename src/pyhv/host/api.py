@@ -38,6 +38,7 @@ from .definition import (
     _bad_type,
     _is_int,
     _is_number,
+    parse_memory_shares,
     parse_memory_value,
     parse_rate_value,
     parse_shares_value,
@@ -50,9 +51,11 @@ if TYPE_CHECKING:
     from ..vm.config import MachineConfig
 
 #: Fields :meth:`Host.set` changes.
-SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon", "io")
+SETTABLE = ("memory", "shares", "reservation", "limit", "autostart", "balloon", "io",
+            "memory_shares", "memory_reservation", "memory_limit")
 #: What changes at once on a running VM (the rest applies at its next start).
-LIVE = ("shares", "reservation", "limit", "balloon", "io")
+LIVE = ("shares", "reservation", "limit", "balloon", "io", "memory_shares",
+        "memory_reservation", "memory_limit")
 #: A device of ``io`` changes: ``disk0``, ``net1``: the definition's disk[0], net[1].
 IO_DEVICE_RE = re.compile(r"(disk|net)([0-9]{1,2})\Z")
 #: VM states (:attr:`VM.state`). A running VM is starting, running, paused or stopping.
@@ -411,11 +414,13 @@ class Host:
         """Change fields of a VM's definition: ``memory`` (bytes or a size string such as
         "512M"), ``shares`` (an integer or "low", "normal", "high" per vCPU),
         ``reservation``, ``limit`` (percent of one host CPU; ``limit=None``: unlimited),
-        ``autostart``, ``io`` (I/O budgets: ``{"disk0": {"bps": "2M", "iops": 200},
+        ``autostart``, ``memory_shares`` (an integer or a level per MiB),
+        ``memory_reservation``, ``memory_limit`` (sizes; ``memory_limit=None``: none),
+        ``io`` (I/O budgets: ``{"disk0": {"bps": "2M", "iops": 200},
         "net0": {"tx_bps": "1M", "rx_pps": None}}``, the keys of ``[[disk]]`` and
         ``[[net]]``, None removing one; the terms not named stay). The whole definition is
-        validated again. On a VM the daemon runs, ``shares``, ``reservation``, ``limit``
-        and ``io`` apply at once (:meth:`set_live`, which
+        validated again. On a VM the daemon runs, ``shares``, ``reservation``, ``limit``,
+        the memory terms and ``io`` apply at once (:meth:`set_live`, which
         refuses a reservation the host cannot give), ``balloon`` (running VMs only) sets
         its balloon target, and the rest applies at its next start."""
         unknown = [k for k in changes if k not in SETTABLE]
@@ -633,9 +638,24 @@ class Host:
 def _apply(current: VMDefinition, changes: Mapping[str, Any]) -> VMDefinition:
     fields: dict[str, Any] = {}
     qos = current.qos
+    terms = current.memory_terms
     if "memory" in changes:
         value = changes["memory"]
         fields["memory"] = value if _is_int(value) else parse_memory_value(value)
+        if terms.shares == current.default_memory_shares:
+            terms = replace(terms, shares=None)  # the default follows the size
+    if "memory_shares" in changes:
+        size = fields.get("memory", current.memory)
+        terms = replace(terms, shares=parse_memory_shares(changes["memory_shares"], size))
+    if "memory_reservation" in changes:
+        value = changes["memory_reservation"]
+        terms = replace(terms, reservation=value if _is_int(value) else parse_memory_value(
+            value, "memory.reservation", zero=True))
+    if "memory_limit" in changes:
+        value = changes["memory_limit"]
+        terms = replace(terms, limit=value if value is None or _is_int(value)
+                        else parse_memory_value(value, "memory.limit"))
+    fields["memory_terms"] = terms
     if "autostart" in changes:
         fields["autostart"] = changes["autostart"]
     if "shares" in changes:

@@ -144,6 +144,7 @@ from .ipc import (
     encode,
     unix_address,
 )
+from .memory import MemoryManager, MemoryView
 from .registry import (
     HostSettings,
     Registry,
@@ -230,6 +231,11 @@ class _Running:
     cpu_pct: float = 0.0
     mips: float = 0.0
     clone_group: _CloneGroup | None = None
+    # memory: a balloon target set by hand (pyhv set --balloon; the memory manager keeps
+    # at least this), the target last sent to the VM process, the entitlement
+    balloon_asked: int = 0
+    balloon_sent: int = -1
+    entitled: int = 0
     forked_pid: int = 0
     exit_code: int | None = None  # a clone's, as its group's process reaped it
     exit_seen: bool = False  # a clone's pidfd said it ended: its status is to come
@@ -316,6 +322,7 @@ class Daemon:
         self.settings: HostSettings = dataclasses.replace(settings, **changes)
         self.cpus = self.settings.host_cpus
         self.scheduler = Scheduler(make_policy(self.settings.policy), self.cpus, quantum)
+        self.memory = MemoryManager(self.settings.host_memory, self.settings.memory_idle_tax)
         self.shutdown_timeout = shutdown_timeout
         self.vms: dict[str, _Running] = {}
         self.clone_groups: list[_CloneGroup] = []
@@ -1469,7 +1476,8 @@ class Daemon:
         in its definition too) and its balloon target (``balloon``: the memory the guest
         should keep, bytes or a size such as "256M"; None: give it all back) at once."""
         vm = self._running(name)
-        allowed = ("shares", "reservation", "limit", "balloon", "io")
+        allowed = ("shares", "reservation", "limit", "balloon", "io", "memory_shares",
+                   "memory_reservation", "memory_limit")
         unknown = [k for k in changes if k not in allowed]
         if unknown:
             raise DefinitionError(unknown[0], "cannot be changed on a running VM (live: "
@@ -1502,7 +1510,7 @@ class Daemon:
             # What runs keeps its memory and devices: only the terms change.
             before = vm.definition
             vm.definition = dataclasses.replace(
-                before, qos=updated.qos,
+                before, qos=updated.qos, memory_terms=updated.memory_terms,
                 disks=_with_rates(before.disks, updated.disks, DISK_RATES),
                 nets=_with_rates(before.nets, updated.nets, NET_RATES))
             for message in _io_messages(before, vm.definition):
@@ -1516,8 +1524,10 @@ class Daemon:
                 log(f"VM '{name}': its CPU group could not be written ({exc})")
             self._resched = True
         if balloon_bytes is not None:
-            self._send(vm, {"op": "balloon", "bytes": balloon_bytes})
-            vm.status.balloon_target = balloon_bytes
+            vm.balloon_asked = balloon_bytes
+            self._manage_memory()
+        elif changes:
+            self._manage_memory()
         return self._done(self._describe(name))
 
     # ----------------------------------------------------------------- snapshots
@@ -1901,6 +1911,11 @@ class Daemon:
                 # processes take CPU): the entitlements divide this
                 "capacity_pct": round(self.scheduler.capacity, 1),
                 "daemon_cpu_pct": round(self.daemon_cpu_pct, 2),
+                # the memory budget, what the VMs hold of it, whether it is reclaiming
+                "memory_budget": self.memory.budget,
+                "memory_held": sum(vm.status.held for vm in self.vms.values()),
+                "memory_short": self.memory.short,
+                "ksm": _ksm_state(),
                 "uptime": round(time.monotonic() - self._started, 1),
                 "pid": os.getpid(),
             },
@@ -1953,6 +1968,18 @@ class Daemon:
             "rss": _rss(vm.pid),
             "balloon_target": status["balloon_target"],
             "balloon_actual": status["balloon_actual"],
+            # memory terms and what the VM holds (host/memory.py)
+            "memory_shares": d.memory_terms.shares,
+            "memory_reservation": d.memory_terms.reservation,
+            "memory_limit": d.memory_terms.limit,
+            "memory_entitled": vm.entitled or d.memory_limit,
+            "memory_granted": d.memory - status["balloon_actual"],
+            "memory_held": status["held"],
+            "memory_active": status["active"],
+            "memory_shared": status["shared"],
+            "memory_swapped": status["swapped"],
+            "guest_free": status["guest_free"],
+            "guest_available": status["guest_available"],
             "disk_read": status["disk_read"],
             "disk_write": status["disk_write"],
             "net_tx": status["net_tx"],
@@ -2008,11 +2035,52 @@ class Daemon:
             vm.sample_instr = instr
             vm.sample_at = now
             self._check_signals_from_outside(vm)
+        self._manage_memory()
         own, at = self._own_cpu
         cpu_now = time.process_time()
         if now > at:
             self.daemon_cpu_pct = (cpu_now - own) / (now - at) * 100
         self._own_cpu = (cpu_now, now)
+
+
+    def _manage_memory(self) -> None:
+        """Each second: the balloon targets of the memory terms (host/memory.py) from
+        what the VMs hold now, sent to the VM processes whose target changed."""
+        views = []
+        for vm in self.vms.values():
+            if vm.pid <= 0 or vm.stopping:
+                continue
+            d = vm.definition
+            t = d.memory_terms
+            assert t.shares is not None
+            views.append(MemoryView(
+                vm.name, d.memory, t.shares, t.reservation, t.limit,
+                held=vm.status.held, active=vm.status.active,
+                balloon=d.balloon and vm.ready and not vm.migrating,
+                asked=vm.balloon_asked))
+        targets = self.memory.targets(views)
+        for name, target in targets.items():
+            vm = self.vms[name]
+            vm.entitled = self.memory.entitled.get(name, vm.definition.memory)
+            if target != vm.balloon_sent:
+                self._send(vm, {"op": "balloon", "bytes": target})
+                vm.balloon_sent = target
+                vm.status.balloon_target = target
+
+
+def _ksm_state() -> dict[str, int] | None:
+    """The host's KSM settings and counters (/sys/kernel/mm/ksm, read, never changed):
+    ``run`` (0 off, 1 merging), pages_to_scan, sleep_millisecs, pages_shared (pages
+    kept), pages_sharing (pages that point to them: the memory saved). None without."""
+    root = "/sys/kernel/mm/ksm/"
+    out: dict[str, int] = {}
+    for key in ("run", "pages_to_scan", "sleep_millisecs", "pages_shared", "pages_sharing"):
+        try:
+            with open(root + key) as fh:
+                out[key] = int(fh.read())
+        except (OSError, ValueError):
+            return None if key == "run" else out
+    return out
 
 
 def _with_rates(running: tuple[Any, ...], stored: tuple[Any, ...],

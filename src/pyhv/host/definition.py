@@ -159,6 +159,26 @@ class QoS:
     limit: float | None = None
 
 
+#: Memory shares per MiB of a VM's memory, by ESXi's level names (normal: 10 per MB).
+MEMORY_SHARE_LEVELS = {"low": 5, "normal": 10, "high": 20}
+DEFAULT_MEMORY_SHARES_PER_MIB = MEMORY_SHARE_LEVELS["normal"]
+
+
+@dataclass(frozen=True)
+class MemoryTerms:
+    """Memory terms (``[memory]``), as ESXi's, applied by the host daemon when the VMs
+    hold more than the host's memory budget (host/memory.py).
+
+    ``shares``: weight when memory is short (None: 10 per MiB of the VM's memory, filled
+    in by :class:`VMDefinition`); ``reservation``: bytes never taken back and held for it
+    by admission; ``limit``: the most the guest may hold, in bytes (None: its memory),
+    enforced through its balloon."""
+
+    shares: int | None = None
+    reservation: int = 0
+    limit: int | None = None
+
+
 @dataclass(frozen=True)
 class VMDefinition:
     name: str
@@ -173,6 +193,7 @@ class VMDefinition:
     vconsole: bool = False
     qos: QoS = field(default_factory=QoS)
     autostart: bool = False
+    memory_terms: MemoryTerms = field(default_factory=MemoryTerms)
 
     def __post_init__(self) -> None:
         # Lists are accepted from Python callers; the definition keeps tuples.
@@ -183,6 +204,19 @@ class VMDefinition:
             object.__setattr__(
                 self, "qos", replace(self.qos, shares=DEFAULT_SHARES_PER_VCPU * self.vcpus)
             )
+        if self.memory_terms.shares is None:
+            object.__setattr__(self, "memory_terms", replace(
+                self.memory_terms, shares=self.default_memory_shares))
+
+    @property
+    def default_memory_shares(self) -> int:
+        return DEFAULT_MEMORY_SHARES_PER_MIB * (self.memory // MiB)
+
+    @property
+    def memory_limit(self) -> int:
+        """The most this VM's guest may hold (its memory unless ``memory.limit``)."""
+        limit = self.memory_terms.limit
+        return self.memory if limit is None else limit
 
     # --------------------------------------------------------------------- reading
 
@@ -271,7 +305,7 @@ class VMDefinition:
         doc: dict[str, Any] = {
             "name": self.name,
             "vcpus": self.vcpus,
-            "memory": format_memory(self.memory),
+            "memory": self._memory_doc(),
             "engine": self.engine,
             "autostart": self.autostart,
         }
@@ -303,6 +337,19 @@ class VMDefinition:
         doc["qos"] = qos
         return doc
 
+    def _memory_doc(self) -> str | dict[str, Any]:
+        """``"256M"``, or the ``[memory]`` table when a term differs from its default."""
+        terms = self.memory_terms
+        if (terms.shares == self.default_memory_shares and not terms.reservation
+                and terms.limit is None):
+            return format_memory(self.memory)
+        doc: dict[str, Any] = {"size": format_memory(self.memory), "shares": terms.shares}
+        if terms.reservation:
+            doc["reservation"] = format_memory(terms.reservation)
+        if terms.limit is not None:
+            doc["limit"] = format_memory(terms.limit)
+        return doc
+
     def to_toml(self) -> str:
         """The definition as a TOML file, laid out for people: top-level keys, then
         ``[boot]``, ``[[disk]]``, ``[[net]]``, ``[devices]``, ``[qos]``."""
@@ -313,6 +360,8 @@ class VMDefinition:
         parts = [
             f"# pyhv VM definition of '{self.name}' (layout: docs/vm-definition.md)\n",
             tomli_w.dumps(top),
+            *(["\n[memory]\n" + tomli_w.dumps(doc["memory"])]
+              if isinstance(doc["memory"], dict) else []),
             "\n[boot]\n" + tomli_w.dumps(doc["boot"]),
         ]
         for disk in doc.get("disk", []):
@@ -459,6 +508,52 @@ def _validate(d: VMDefinition) -> None:
             f"has {MAX_VIRTIO_DEVICES} virtio-mmio slots",
         )
     _validate_qos(d.qos, d.vcpus)
+    _validate_memory_terms(d)
+
+
+def _validate_memory_terms(d: VMDefinition) -> None:
+    terms = d.memory_terms
+    if not isinstance(terms, MemoryTerms):
+        raise _bad_type("memory", terms, "MemoryTerms")
+    if terms.shares is not None:
+        if not _is_int(terms.shares):
+            raise _bad_type("memory.shares", terms.shares,
+                            'an integer or "low", "normal", "high"')
+        if not 0 < terms.shares <= MAX_SHARES:
+            raise DefinitionError("memory.shares", f"{terms.shares} is out of range "
+                                  f"(1 to {MAX_SHARES:,})")
+    if not _is_int(terms.reservation):
+        raise _bad_type("memory.reservation", terms.reservation, "a size in bytes")
+    if terms.reservation < 0:
+        raise DefinitionError("memory.reservation", f"{terms.reservation} is negative")
+    if terms.reservation % MiB:
+        raise DefinitionError("memory.reservation",
+                              f"{terms.reservation} bytes is not a whole number of MiB")
+    if terms.reservation > d.memory:
+        raise DefinitionError(
+            "memory.reservation", f"{_human_size(terms.reservation)} is more than the VM's "
+            f"memory ({_human_size(d.memory)})")
+    if terms.limit is not None:
+        if not _is_int(terms.limit):
+            raise _bad_type("memory.limit", terms.limit, "a size in bytes")
+        if terms.limit % MiB:
+            raise DefinitionError("memory.limit",
+                                  f"{terms.limit} bytes is not a whole number of MiB")
+        if terms.limit < terms.reservation:
+            raise DefinitionError(
+                "memory.limit", f"{_human_size(terms.limit)} is below memory.reservation "
+                f"{_human_size(terms.reservation)}")
+        if terms.limit < MIN_RAM:
+            raise DefinitionError("memory.limit", f"{_human_size(terms.limit)} is below "
+                                  f"the least a guest can run in ({MIN_RAM >> 20} MiB)")
+        if terms.limit > d.memory:
+            raise DefinitionError(
+                "memory.limit", f"{_human_size(terms.limit)} is more than the VM's memory "
+                f"({_human_size(d.memory)}; leave it out for no limit)")
+        if terms.limit < d.memory and not d.balloon:
+            raise DefinitionError(
+                "memory.limit", "needs devices.balloon = true (the guest's balloon is how "
+                "the host takes memory back)")
 
 
 def _human_size(size: int) -> str:
@@ -681,9 +776,12 @@ def resolve_path(path: str, base: str) -> str:
     return os.path.normpath(os.path.join(base, path))
 
 
-def parse_memory_value(value: object, where: str = "memory") -> int:
+def parse_memory_value(value: object, where: str = "memory", *, zero: bool = False) -> int:
     """A TOML memory value: a size string ("256M", "1G", QEMU's -m syntax) or an integer
-    number of MiB. Range checks are the definition's."""
+    number of MiB (``zero``: 0 too, as a reservation may be). Range checks are the
+    definition's."""
+    if zero and value in (0, "0"):
+        return 0
     if isinstance(value, str):
         from ..board.loader import parse_size
 
@@ -731,6 +829,20 @@ def parse_shares_value(value: object, vcpus: int, where: str = "qos.shares") -> 
     return value  # type: ignore[return-value]
 
 
+def parse_memory_shares(value: object, memory: int, where: str = "memory.shares") -> int:
+    """An integer, or an ESXi level ("low", "normal", "high") times the MiB of memory."""
+    if isinstance(value, str):
+        level = MEMORY_SHARE_LEVELS.get(value.lower())
+        if level is None:
+            raise DefinitionError(
+                where, f"'{value}' is not a share level (low, normal, high) or an integer")
+        return level * (memory // MiB if _is_int(memory) else 1)
+    if not _is_int(value):
+        raise _bad_type(where, value, 'an integer or "low", "normal", "high"')
+    return value  # type: ignore[return-value]
+
+
+MEMORY_KEYS = ("size", "shares", "reservation", "limit")
 TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "net",
             "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
@@ -752,7 +864,21 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
     kw["name"] = top.get_str("name")
     if top.has("vcpus"):
         kw["vcpus"] = top.get_int("vcpus")
-    if top.has("memory"):
+    if top.has("memory") and isinstance(top.raw("memory"), Mapping):
+        mt = _Table(top.raw("memory"), "memory.", MEMORY_KEYS)
+        if mt.has("size"):
+            kw["memory"] = parse_memory_value(mt.raw("size"), "memory.size")
+        terms: dict[str, Any] = {}
+        if mt.has("shares"):
+            size = kw.get("memory", 128 * MiB)
+            terms["shares"] = parse_memory_shares(mt.raw("shares"), size)
+        if mt.has("reservation"):
+            terms["reservation"] = parse_memory_value(mt.raw("reservation"),
+                                                      "memory.reservation", zero=True)
+        if mt.has("limit"):
+            terms["limit"] = parse_memory_value(mt.raw("limit"), "memory.limit")
+        kw["memory_terms"] = MemoryTerms(**terms)
+    elif top.has("memory"):
         kw["memory"] = parse_memory_value(top.raw("memory"))
     if top.has("engine"):
         kw["engine"] = top.get_str("engine")

@@ -113,6 +113,12 @@ _FIELDS = (
     "net_rx",
     "started_ns",  # CLOCK_MONOTONIC when the VM process started
     "memory",  # guest RAM, bytes
+    "held",  # guest RAM resident in host memory, bytes
+    "active",  # guest RAM touched in the last sampling window, bytes
+    "swapped",  # guest RAM the host swapped out, bytes
+    "shared",  # bytes of the VM process the host's KSM merged with others
+    "guest_free",  # the guest's own free memory (balloon statistics), bytes
+    "guest_available",  # the guest's available memory (balloon statistics), bytes
 )
 _OFFSET = {name: 8 + 8 * i for i, name in enumerate(_FIELDS)}
 

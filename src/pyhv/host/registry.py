@@ -115,9 +115,13 @@ class HostSettings:
     """``host.toml``: what the host offers to VMs and how it shares it.
 
     ``cpus``: host CPUs the VMs may use (None: all this process may run on);
-    ``memory``: RAM the VMs may use, in bytes (None: MemTotal);
+    ``memory``: RAM the VMs may hold together, in bytes (None: MemTotal): the budget
+    the memory manager reclaims to through the guests' balloons (host/memory.py), and
+    what the running VMs' ``memory.reservation`` together may not exceed;
     ``memory_overcommit``: running VMs together may be given up to this many times
-    ``memory``; ``policy``: the CPU scheduler ("shares" or "round-robin");
+    ``memory``; ``memory_idle_tax``: how much of a VM's active memory the reclaim
+    spares (0: a plain split by shares; ESXi's 0.75 by default); ``policy``: the CPU
+    scheduler ("shares" or "round-robin");
     ``api_bind``: the ``HOST:PORT`` where the REST API also listens on TCP, with a
     token (None: only on the state directory's UNIX socket, unless ``--listen``).
     """
@@ -127,6 +131,7 @@ class HostSettings:
     memory_overcommit: float = 1.0
     policy: str = "shares"
     api_bind: str | None = None
+    memory_idle_tax: float = 0.75
 
     def __post_init__(self) -> None:
         if self.cpus is not None:
@@ -148,6 +153,11 @@ class HostSettings:
             raise DefinitionError(
                 "memory_overcommit", f"{self.memory_overcommit:g} is out of range (0 to 100)"
             )
+        if not _is_number(self.memory_idle_tax):
+            raise _bad_type("memory_idle_tax", self.memory_idle_tax, "a number")
+        if not 0 <= self.memory_idle_tax < 1:
+            raise DefinitionError(
+                "memory_idle_tax", f"{self.memory_idle_tax:g} is out of range (0 to 0.99)")
         if self.policy not in POLICIES:
             raise DefinitionError(
                 "policy", f"unknown policy {self.policy!r} (choose from: {', '.join(POLICIES)})"
@@ -197,7 +207,8 @@ class HostSettings:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> HostSettings:
         try:
-            t = _Table(data, "", ("cpus", "memory", "memory_overcommit", "policy", "api"))
+            t = _Table(data, "", ("cpus", "memory", "memory_overcommit", "memory_idle_tax",
+                                  "policy", "api"))
             kw: dict[str, Any] = {}
             if t.has("cpus"):
                 kw["cpus"] = t.get_int("cpus")
@@ -205,6 +216,8 @@ class HostSettings:
                 kw["memory"] = parse_memory_value(t.raw("memory"))
             if t.has("memory_overcommit"):
                 kw["memory_overcommit"] = t.get_number("memory_overcommit")
+            if t.has("memory_idle_tax"):
+                kw["memory_idle_tax"] = t.get_number("memory_idle_tax")
             if t.has("policy"):
                 kw["policy"] = t.get_str("policy")
             if t.has("api"):
@@ -222,6 +235,7 @@ class HostSettings:
         if self.memory is not None:
             doc["memory"] = format_memory(self.memory)
         doc["memory_overcommit"] = self.memory_overcommit
+        doc["memory_idle_tax"] = self.memory_idle_tax
         doc["policy"] = self.policy
         if self.api_bind is not None:
             doc["api"] = {"bind": self.api_bind}
@@ -249,6 +263,12 @@ def check_fits(candidate: VMDefinition, settings: HostSettings) -> None:
             "qos.reservation",
             f"{candidate.qos.reservation:g}% is more than the host can reserve "
             f"({settings.cpu_capacity}%: {settings.host_cpus} CPUs)",
+        )
+    if candidate.memory_terms.reservation > settings.host_memory:
+        raise DefinitionError(
+            "memory.reservation",
+            f"{format_memory(candidate.memory_terms.reservation)} is more than the host's "
+            f"memory budget ({_mib(settings.host_memory)})",
         )
     if candidate.memory > settings.memory_capacity:
         raise DefinitionError(
@@ -278,6 +298,13 @@ def check_admission(
             f"VM '{candidate.name}': qos.reservation {candidate.qos.reservation:g}% does not "
             f"fit: running VMs reserve {reserved:g}% of the host's {settings.cpu_capacity}% "
             f"({settings.host_cpus} CPUs)"
+        )
+    held = sum(d.memory_terms.reservation for d in others)
+    if held + candidate.memory_terms.reservation > settings.host_memory:
+        raise InsufficientResources(
+            f"VM '{candidate.name}': memory.reservation "
+            f"{_mib(candidate.memory_terms.reservation)} does not fit: running VMs reserve "
+            f"{_mib(held)} of the host's memory budget of {_mib(settings.host_memory)}"
         )
     used = sum(d.memory for d in others)
     if used + candidate.memory > settings.memory_capacity:

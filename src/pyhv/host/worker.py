@@ -21,8 +21,9 @@ VM and its resources: the machine (devices, images) is the snapshot's. With
   for ``pyhv console NAME`` and anything else that speaks bytes; ``console.log``: what
   the guest printed (capped);
 * ``status``: the status page (:class:`~pyhv.host.ipc.StatusPage`): state (starting,
-  running, idle), guest instructions retired, I/O counters, balloon, and per disk and
-  NIC its I/O budgets and the time its requests waited for them.
+  running, idle), guest instructions retired, I/O counters, balloon, memory held,
+  active (touched in the last 5 s), swapped and KSM-shared (each second), and per disk
+  and NIC its I/O budgets and the time its requests waited for them.
 
 **Control channel.** The daemon hands it one end of a socket pair (``--channel-fd``),
 JSON lines both ways. From the daemon: ``powerdown`` (ask the guest to power off),
@@ -124,6 +125,8 @@ from .ipc import (
 EXIT_START_FAILED = 2
 TICK = 0.001  # seconds between the run loop's checks of the channel and status updates
 STATS_EVERY = 0.1  # seconds between I/O counter updates on the status page
+MEMORY_EVERY = 1.0  # seconds between updates of the memory figures (smaps: ~1 ms)
+ACTIVE_WINDOW = 5.0  # seconds of the window "active" memory was touched in
 SYSRQ_POWEROFF = (b"s", b"u", b"o")  # sync, remount read-only, power off
 SYSRQ_GAP = 0.5  # seconds between the SysRq keys
 PR_SET_PDEATHSIG = 1
@@ -188,6 +191,8 @@ class Worker:
         self._lines = LineBuffer()
         self._next_tick = 0.0
         self._next_stats = 0.0
+        self._next_memory = 0.0
+        self._next_window = 0.0
         self._sysrq: list[tuple[float, bytes]] = []
         self._io: list[tuple[str, int, int, Any]] | None = None  # see io_devices
         if channel is not None:
@@ -409,6 +414,32 @@ class Worker:
         if balloon is not None:
             status.balloon_target = balloon.target_bytes()
             status.balloon_actual = balloon.actual_bytes()
+        now = time.monotonic()
+        if now >= self._next_memory:
+            self._next_memory = now + MEMORY_EVERY
+            if balloon is not None:
+                stats = balloon.stats()
+                status.guest_free = stats.get("free_memory", 0)
+                status.guest_available = stats.get("available_memory", 0)
+                balloon.request_stats()  # the next report, for the next update
+            self._update_memory(now)
+
+    def _update_memory(self, now: float) -> None:
+        """Held, active (touched in the last window of ACTIVE_WINDOW seconds), swapped and
+        KSM-shared memory, for the host's memory manager (host/memory.py)."""
+        restart = now >= self._next_window
+        if restart:
+            self._next_window = now + ACTIVE_WINDOW
+        ram = self.machine.board.ram
+        usage = ram.usage(restart=restart)
+        if usage is None:
+            return
+        status = self.status
+        status.held, referenced, status.swapped = usage
+        if restart:
+            status.active = referenced
+        merged = ram.ksm_merged_pages()
+        status.shared = 0 if merged is None else merged * 4096
 
     def io_devices(self) -> list[tuple[str, int, int, Any]]:
         """(``"disk"`` or ``"net"``, its index among the disks or NICs, its position in

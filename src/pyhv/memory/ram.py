@@ -96,6 +96,38 @@ class GuestRAM:
         except (OSError, ValueError):
             return None
 
+    def usage(self, *, restart: bool = False) -> tuple[int, int, int] | None:
+        """(resident, referenced, swapped) bytes of this RAM in host memory, from the
+        kernel's ``/proc/self/smaps`` entry of the mapping: what it holds, what was
+        touched since the last ``restart`` (the page tables' accessed bits, which native
+        code sets as Python does), what the host swapped out. ``restart`` then clears
+        the accessed bits of the process (``/proc/self/clear_refs``), opening the next
+        sampling window. None where the kernel does not say."""
+        start = f"{self.host_address():x}-".encode()
+        try:
+            with open("/proc/self/smaps", "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return None
+        at = data.find(b"\n" + start)
+        if at < 0 and not data.startswith(start):
+            return None
+        entry = data[at + 1:] if at >= 0 else data
+        end = entry.find(b"\nVmFlags")
+        fields: dict[bytes, int] = {}
+        for line in entry[:end].split(b"\n")[1:]:
+            key, _, rest = line.partition(b":")
+            value = rest.split()
+            if value and value[0].isdigit():
+                fields[key] = int(value[0]) * 1024
+        if restart:
+            try:
+                with open("/proc/self/clear_refs", "w") as fh:
+                    fh.write("1")
+            except OSError:
+                pass
+        return (fields.get(b"Rss", 0), fields.get(b"Referenced", 0), fields.get(b"Swap", 0))
+
     def resident_pages(self) -> list[int]:
         """Page numbers (from ``base``) that may hold something other than zeros: the
         pages resident in host memory (mincore), and for file-backed RAM every page
