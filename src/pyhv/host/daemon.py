@@ -2057,8 +2057,14 @@ class Daemon:
                 vm.name, d.memory, t.shares, t.reservation, t.limit,
                 held=vm.status.held, active=vm.status.active,
                 balloon=d.balloon and vm.ready and not vm.migrating,
-                asked=vm.balloon_asked))
+                asked=vm.balloon_asked, ballooned=vm.status.balloon_actual))
+        was_short = self.memory.short
         targets = self.memory.targets(views)
+        if self.memory.short != was_short:
+            held = sum(v.held for v in views) >> 20
+            log(f"memory {'short' if self.memory.short else 'no longer short'}: the VMs hold "
+                f"{held} MiB of a budget of {self.memory.budget >> 20} MiB"
+                + ("; reclaiming through their balloons" if self.memory.short else ""))
         for name, target in targets.items():
             vm = self.vms[name]
             vm.entitled = self.memory.entitled.get(name, vm.definition.memory)
