@@ -27,6 +27,8 @@ request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in consta
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hmac
 import ipaddress
@@ -67,6 +69,7 @@ from ..errors import PyhvError
 from .access import check_files as check_user_files
 from .access import may_use
 from .api import MAX_CLONES, SETTABLE, Host, snapshot_config, snapshot_definition, snapshot_names
+from .dashboard import TOKEN_PROTOCOL_PREFIX, add_dashboard
 from .definition import MAX_INT, VMDefinition, _int_text
 from .errors import DefinitionError, Forbidden, HostError, Invalid, Unavailable
 from .registry import _parse_bind
@@ -363,20 +366,78 @@ class _Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             client = scope.get("client")
-            if not (client and client[0] == PEER_UNIX) and not self._has_token(
-                    Headers(scope=scope)):
+            if not (client and client[0] == PEER_UNIX) and not _is_page(scope) and not (
+                    self._has_token(Headers(scope=scope))):
                 await JSONResponse(
                     {"error": "missing or wrong API token (send Authorization: Bearer TOKEN)"},
                     401, {"WWW-Authenticate": 'Bearer realm="pyhv"'})(scope, receive, send)
                 return
+        elif scope["type"] == "websocket":
+            refusal = websocket_refusal(scope, self.token)
+            if refusal is not None:
+                # Before the handshake is answered: uvicorn answers 403, nothing is opened.
+                logging.getLogger("uvicorn.error").warning(
+                    "WebSocket %s refused: %s", scope.get("path", ""), refusal)
+                await send({"type": "websocket.close", "code": 1008, "reason": refusal})
+                return
         await self.app(scope, receive, send)
 
     def _has_token(self, headers: Headers) -> bool:
-        if self.token is None:
-            return False
-        scheme, _, given = headers.get("authorization", "").strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("latin-1"), self.token)
+        return _token_matches(self.token, _bearer(headers))
+
+
+def _bearer(headers: Headers) -> str | None:
+    scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def _token_matches(token: bytes | None, given: str | None) -> bool:
+    if token is None or given is None:
+        return False
+    return hmac.compare_digest(given.encode("latin-1", "replace"), token)
+
+
+def _is_page(scope: Scope) -> bool:
+    """The dashboard's static page (:mod:`pyhv.host.dashboard`) holds no data: a browser
+    loads it without the token, which the page then asks for."""
+    path = scope.get("path", "")
+    return scope.get("method") in ("GET", "HEAD") and (
+        path in ("/", "/ui") or path.startswith("/ui/"))
+
+
+def websocket_refusal(scope: Scope, token: bytes | None) -> str | None:
+    """Why a WebSocket handshake is refused, None when it is not.
+
+    A browser cannot set headers on a WebSocket, and any web page it shows may open one to
+    any address, sending the browser's cookies (none here) but not the API token, which
+    the dashboard holds in its tab's sessionStorage. So: the token is required on TCP, as
+    ``Authorization: Bearer TOKEN`` or, from a browser, as a subprotocol
+    ``pyhv-token.BASE64URL(TOKEN)`` (the server never echoes it); and the ``Origin`` header
+    (every browser sends it) must be the server's own origin, the page's: a page of
+    another site is refused even if it has the token."""
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
+    if origin is not None:
+        own = {f"http://{headers.get('host', '')}", f"https://{headers.get('host', '')}"}
+        if origin not in own:
+            return f"Origin {origin[:60]!r} is not this server's"
+    client = scope.get("client")
+    if client and client[0] == PEER_UNIX:
+        return None
+    given = _bearer(headers)
+    if given is None:
+        for offered in scope.get("subprotocols") or []:
+            if offered.startswith(TOKEN_PROTOCOL_PREFIX):
+                encoded = offered[len(TOKEN_PROTOCOL_PREFIX):]
+                try:
+                    given = base64.urlsafe_b64decode(
+                        encoded + "=" * (-len(encoded) % 4)).decode("latin-1")
+                except (ValueError, binascii.Error):
+                    given = None
+                break
+    if not _token_matches(token, given):
+        return "missing or wrong API token"
+    return None
 
 
 def _requester(request: Request) -> int | None:
@@ -736,6 +797,7 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
         generate_unique_id_function=lambda route: route.name,
     )
     app.add_middleware(_Guard, token=config.token if config is not None else None)
+    add_dashboard(app, host)
 
     @app.exception_handler(HostError)
     @app.exception_handler(PyhvError)
