@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-from websockets.sync.client import ClientConnection
+from websockets.sync.client import ClientConnection, unix_connect
 from websockets.sync.client import connect as ws_connect
 
 from pyhv.host.dashboard import xterm_dir
@@ -137,6 +137,12 @@ def test_console_websocket_checks_token_and_origin_and_shares_the_console(api: A
         second.send("from-second")  # a text frame is taken as UTF-8
         assert b"from-second" in read_until(first, b"from-second")
 
+    # on the API's UNIX socket the peer's credentials admit a viewer, without a token
+    with unix_connect(str(api.state / "api.sock"), "ws://localhost/v1/vms/idle1/console",
+                      subprotocols=["pyhv-console"], open_timeout=10) as local:  # type: ignore[list-item]
+        local.send(b"over-unix")
+        assert b"over-unix" in read_until(local, b"over-unix")
+
     # a VM that does not run, and none at all: a close code and a reason the page shows
     for name, code, words in (("off1", 4409, "not running"), ("nosuchvm", 4404, "nosuchvm")):
         with viewer(api, name) as ws, pytest.raises(ConnectionClosed) as closed:
@@ -232,22 +238,44 @@ def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any)
         lambda d: any(line.startswith(PROMPT.strip()) for line in screen_lines(d)),
         message="no shell prompt in the browser console")
 
-    # a second viewer of the same console (as the page opens it: token and Origin)
-    with viewer(api, "linux") as second:
+    # a second viewer in another tab (its own sign-in: the token is kept per tab), opened
+    # from a link to the console, and a third outside the browser
+    first_tab = browser.current_window_handle
+    browser.switch_to.new_window("tab")
+    browser.get(api.url + "/ui/#console=linux")
+    wait.until(lambda d: d.find_element(By.ID, "token").is_displayed())
+    browser.find_element(By.ID, "token").send_keys(TOKEN + Keys.ENTER)
+    wait.until(lambda d: d.find_element(By.ID, "console-status").text.startswith("connected"))
+    second_tab = browser.current_window_handle
+    with viewer(api, "linux") as third:
         time.sleep(0.5)  # the replayed log tail arrives first
+        browser.switch_to.window(first_tab)
         browser.find_element(By.ID, "terminal").click()
         ActionChains(browser).send_keys("echo hello" + Keys.ENTER).perform()
         wait.until(lambda d: "hello" in screen_lines(d),
                    message="the guest's answer is not on the page")
         lines = screen_lines(browser)
         assert any(line.endswith("# echo hello") for line in lines), lines
+        assert b"echo hello\r\nhello\r\n" in read_until(third, b"hello\r\n")
+        browser.switch_to.window(second_tab)
+        wait.until(lambda d: "hello" in screen_lines(d),
+                   message="the second tab does not show the answer")
         assert "hello" in browser.execute_script("return window.dashboard.consoleText()")
-        assert b"echo hello\r\nhello\r\n" in read_until(second, b"hello\r\n")
+        browser.close()
+        browser.switch_to.window(first_tab)
 
-    # the live figures: the MIPS column and the graphs follow the running guest
-    wait.until(lambda d: float(d.find_elements(By.CSS_SELECTOR, row + " td")[9].text
-                               .replace("-", "0")) > 0)
-    time.sleep(2.5)  # a few samples on the graphs
+    # the live figures follow the guest: a busy loop in its shell shows in the CPU % and
+    # MIPS columns (and their graphs), within the VM's limit of 90%
+    ActionChains(browser).send_keys("while :; do :; done &" + Keys.ENTER).perform()
+
+    def cell(d: Any, index: int) -> float:
+        return float(d.find_elements(By.CSS_SELECTOR, row + " td")[index].text.strip("-") or 0)
+
+    wait.until(lambda d: cell(d, 8) > 40 and cell(d, 9) > 1,
+               message="the busy guest's CPU % and MIPS do not show")
+    assert cell(browser, 8) < 100
+    time.sleep(3)  # a few samples on the graphs
+    browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
 

@@ -256,25 +256,43 @@ def may_connect(uid: int, group: int | None) -> bool:
     return group in os.getgrouplist(user.pw_name, user.pw_gid)
 
 
+def _admit_peer(protocol: Any, transport: Any, group: int | None) -> None:
+    """On a UNIX-socket connection, hang up on a peer :func:`may_connect` refuses, and
+    make an admitted one known to the app as ``scope["client"] == ("unix", uid)``."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return
+    uid = _peer_uid(sock)
+    if uid is None or not may_connect(uid, group):
+        transport.close()
+        return
+    protocol.client = (PEER_UNIX, uid)
+
+
 def _peer_protocol(group: int | None) -> type:
     """uvicorn's HTTP protocol, checking each UNIX-socket connection's peer credentials
-    before any request: refused peers are hung up on; admitted ones are known to the
-    app as ``scope["client"] == ("unix", uid)``."""
+    before any request (:func:`_admit_peer`)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class PeerProtocol(H11Protocol):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            sock = transport.get_extra_info("socket")
-            if sock is None or sock.family != socket.AF_UNIX:
-                return
-            uid = _peer_uid(sock)
-            if uid is None or not may_connect(uid, group):
-                transport.close()
-                return
-            self.client = (PEER_UNIX, uid)
+            _admit_peer(self, transport, group)
 
     return PeerProtocol
+
+
+def _peer_ws_protocol(group: int | None) -> type:
+    """uvicorn's WebSocket protocol (the connection an HTTP request was upgraded to, for a
+    console), its peer known as the HTTP protocol's is (:func:`_admit_peer`)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class PeerWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            _admit_peer(self, transport, group)
+
+    return PeerWebSocketProtocol
 
 
 # ------------------------------------------------------------------------ the server
@@ -316,7 +334,7 @@ class ApiServer:
         self._server = uvicorn.Server(uvicorn.Config(
             app, lifespan="off", log_config=None, log_level="warning", access_log=False,
             server_header=False, timeout_graceful_shutdown=int(STOP_GRACE),
-            http=_peer_protocol(group),
+            http=_peer_protocol(group), ws=_peer_ws_protocol(group),
         ))
         self._thread = threading.Thread(target=self._run, name="pyhv-rest-api", daemon=True)
 

@@ -328,7 +328,7 @@ async function openConsole(name) {
     return;
   }
   if (!terminal) {
-    terminal = new Terminal({ cols: 100, rows: 30, convertEol: false, scrollback: 2000,
+    terminal = new Terminal({ cols: 100, rows: 24, convertEol: false, scrollback: 2000,
                               fontFamily: "DejaVu Sans Mono, monospace", fontSize: 14,
                               lineHeight: 1.2 });
     terminal.open($("terminal"));
