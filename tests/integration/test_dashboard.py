@@ -161,6 +161,15 @@ def test_console_websocket_checks_token_and_origin_and_shares_the_console(api: A
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1000
         assert closed.value.rcvd.reason == "the VM stopped"
 
+    # a daemon stopped (SIGTERM) with a viewer attached stops as cleanly as without
+    api.ok("POST", "/v1/vms/idle1/start")
+    with viewer(api, "idle1") as ws:
+        read_until(ws, b"IDLE-READY")
+        started = time.monotonic()
+        assert api.stop() == 0
+        assert time.monotonic() - started < 15
+    assert "Traceback" not in api.log.read_text()
+
 
 # ------------------------------------------------------------------------ in a browser
 
@@ -201,7 +210,8 @@ def screen_lines(driver: Any) -> list[str]:
 @pytest.mark.slow
 @needs_linux
 @pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
-def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any) -> None:
+def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any,
+                                                         tmp_path: Path) -> None:
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -211,6 +221,8 @@ def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any)
         "name": "linux", "memory": "128M", "qos": {"shares": "high", "limit": 90},
         "boot": {"kernel": str(IMAGE), "initrd": str(INITRD), "cmdline": "console=ttyS0"},
     }, status=201)
+    snapshot_dir = tmp_path / "snapshots"
+    snapshot_dir.mkdir()
     wait = WebDriverWait(browser, 30, poll_frequency=0.2)
     browser.get(api.url + "/")
     assert browser.current_url == api.url + "/ui/"
@@ -278,6 +290,27 @@ def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any)
     browser.execute_script("window.scrollTo(0, 0)")
     browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 10_000
+
+    # the other buttons: pause and resume, a snapshot to the file the user names (and one
+    # to a file that cannot be written: its error line, the VM unharmed)
+    def press(action: str, state: str) -> None:
+        browser.find_element(By.CSS_SELECTOR, f'{row} button[data-action="{action}"]').click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, row + " td.state").text == state)
+        assert api.ok("GET", "/v1/vms/linux")["state"] == state
+
+    press("pause", "paused")
+    press("resume", "running")
+    for path, words in ((snapshot_dir / "no-such-dir" / "x.snap", "snapshot linux: "),
+                        (snapshot_dir / "linux.snap", "Saved 'linux' to")):
+        browser.find_element(By.CSS_SELECTOR, row + ' button[data-action="snapshot"]').click()
+        prompt = wait.until(lambda d: d.switch_to.alert)
+        prompt.send_keys(str(path))
+        prompt.accept()
+        wait.until(lambda d, w=words: w in d.find_element(By.ID, "status").text,
+                   message=f"no '{words}' above the table")
+        assert str(path) in browser.find_element(By.ID, "status").text
+    assert (snapshot_dir / "linux.snap").stat().st_size > 0
+    assert api.ok("GET", "/v1/vms/linux")["state"] == "running"
 
 
 # ------------------------------------------------------------------------ the checks alone

@@ -334,7 +334,7 @@ class ApiServer:
         self._server = uvicorn.Server(uvicorn.Config(
             app, lifespan="off", log_config=None, log_level="warning", access_log=False,
             server_header=False, timeout_graceful_shutdown=int(STOP_GRACE),
-            http=_peer_protocol(group), ws=_peer_ws_protocol(group),
+            http=_peer_protocol(group), ws=_peer_ws_protocol(group), ws_max_size=MAX_BODY,
         ))
         self._thread = threading.Thread(target=self._run, name="pyhv-rest-api", daemon=True)
 

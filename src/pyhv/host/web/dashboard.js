@@ -89,7 +89,11 @@ function stopPolling() {
   pollTimer = null;
 }
 
+let polling = false;  // one request at a time: a button's poll() joins the loop
+
 async function poll() {
+  if (polling) return;
+  polling = true;
   stopPolling();
   try {
     const metrics = await api("GET", "/v1/metrics");
@@ -97,7 +101,9 @@ async function poll() {
     render(metrics);
   } catch (e) {
     if (e instanceof AuthError) { showLogin("The token was refused."); return; }
-    $("status").textContent = "Cannot read the figures: " + e.message;
+    say("Cannot read the figures: " + e.message, "poll");
+  } finally {
+    polling = false;
   }
   pollTimer = setTimeout(poll, POLL_MS);
 }
@@ -147,7 +153,7 @@ function fmtDuration(s) {
 
 function render(metrics) {
   const h = metrics.host;
-  $("status").textContent = "";
+  if ($("status").dataset.kind === "poll") say("");
   $("host-info").textContent = `${h.cpus} CPUs · policy ${h.policy} · ${h.vms_running} ` +
     `running · VMs ${h.cpu_pct.toFixed(1)}% CPU · daemon ${h.daemon_cpu_pct.toFixed(1)}%` +
     (hostInfo ? ` · pyhv ${hostInfo.version}` : "");
@@ -198,6 +204,11 @@ function render(metrics) {
   else drawGraphs();
 }
 
+function say(text, kind) {  // one line above the table: an action's outcome, or an error
+  $("status").textContent = text;
+  $("status").dataset.kind = kind || "";
+}
+
 async function act(name, action, button) {
   if (action === "console") { openConsole(name); return; }
   let body;
@@ -209,16 +220,16 @@ async function act(name, action, button) {
     body = { path };
   }
   button.disabled = true;
-  $("status").textContent = `${action} ${name}...`;
+  say(`${action} ${name}...`);
   try {
     const result = await api("POST", `/v1/vms/${encodeURIComponent(name)}/${action}`, body);
-    $("status").textContent = action === "snapshot"
+    say(action === "snapshot"
       ? `Saved '${name}' to ${result.path} (${fmtSize(result.file_bytes)} on disk, ` +
-        `${result.seconds.toFixed(2)} s).` : "";
+        `${result.seconds.toFixed(2)} s).` : "");
     if (action === "start") select(name);
   } catch (e) {
     if (e instanceof AuthError) { showLogin("The token was refused."); return; }
-    $("status").textContent = `${action} ${name}: ${e.message}`;
+    say(`${action} ${name}: ${e.message}`);
   } finally {
     button.disabled = false;
   }
