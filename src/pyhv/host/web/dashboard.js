@@ -132,7 +132,7 @@ function record(metrics) {
 
 const ACTIONS = {  // which buttons a VM in each state shows
   stopped: ["start"], crashed: ["start"], starting: [], stopping: [],
-  running: ["console", "pause", "stop", "snapshot"],
+  running: ["console", "pause", "reboot", "stop", "snapshot"],
   paused: ["console", "resume", "stop", "snapshot"],
 };
 
