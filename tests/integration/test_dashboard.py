@@ -88,6 +88,8 @@ def test_page_loads_without_the_token_and_the_api_still_needs_it(api: Api) -> No
     page = api.get("/ui/", auth=False)
     assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
     assert b"dashboard.js" in page.body and b"API token" in page.body
+    assert page.headers["X-Frame-Options"] == "DENY"  # no clicks through another site's frame
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
     script = api.get("/ui/dashboard.js", auth=False)
     assert script.status == 200 and b"/v1/metrics" in script.body
     # the page holds no data: the figures it shows still need the token
@@ -144,7 +146,8 @@ def test_console_websocket_checks_token_and_origin_and_shares_the_console(api: A
         assert b"over-unix" in read_until(local, b"over-unix")
 
     # a VM that does not run, and none at all: a close code and a reason the page shows
-    for name, code, words in (("off1", 4409, "not running"), ("nosuchvm", 4404, "nosuchvm")):
+    for name, code, words in (("off1", 4409, "not running"), ("nosuchvm", 4404, "nosuchvm"),
+                              ("bad%20name", 4404, "bad name")):
         with viewer(api, name) as ws, pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
         assert closed.value.rcvd is not None

@@ -65,7 +65,7 @@ def add_dashboard(app: FastAPI, host: Host) -> None:
     @app.get("/ui/{name:path}", include_in_schema=False)
     def page(name: str) -> Response:
         if name in PAGES:
-            return FileResponse(WEB_DIR / PAGES[name], headers=_NO_STORE)
+            return FileResponse(WEB_DIR / PAGES[name], headers=_PAGE_HEADERS)
         if name.startswith("vendor/") and name[7:] in XTERM_FILES:
             found = xterm_dir()
             if found is None:
@@ -79,7 +79,15 @@ def add_dashboard(app: FastAPI, host: Host) -> None:
         await bridge(websocket, host, name)
 
 
-_NO_STORE = {"Cache-Control": "no-store"}  # a new pyhv's page, not the browser's old copy
+# A new pyhv's page, not the browser's old copy; never inside another site's frame; only
+# this server's scripts (xterm.js sets inline styles on the rows it draws).
+_PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+                               "frame-ancestors 'none'",
+}
 
 
 async def bridge(websocket: WebSocket, host: Host, name: str) -> None:
