@@ -314,6 +314,13 @@ def test_dashboard_starts_linux_and_types_at_its_console(api: Api, browser: Any,
     assert (snapshot_dir / "linux.snap").stat().st_size > 0
     assert api.ok("GET", "/v1/vms/linux")["state"] == "running"
 
+    # stop (the guest is asked, then stopped from the host after the daemon's 3 s): the
+    # console says why it closed, and the VM can be started again
+    press("stop", "stopped")
+    wait.until(lambda d: "the VM stopped" in d.find_element(By.ID, "console-status").text)
+    assert "1000" in browser.find_element(By.ID, "console-status").text
+    assert browser.find_elements(By.CSS_SELECTOR, row + ' button[data-action="start"]')
+
 
 # ------------------------------------------------------------------------ the checks alone
 

@@ -126,7 +126,10 @@ async def bridge(websocket: WebSocket, host: Host, name: str) -> None:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        if to_viewer in done and not to_viewer.cancelled() and to_viewer.exception() is None:
+        # A viewer gone in the middle of a send, or a console closed in the middle of a
+        # write, ends the bridge like a clean close: the exception is taken, not logged.
+        failed = {task for task in done if task.exception() is not None}
+        if to_viewer in done and to_viewer not in failed:
             with contextlib.suppress(Exception):  # the viewer may have gone as well
                 await websocket.close(1000, "the VM stopped")
     finally:
