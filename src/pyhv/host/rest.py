@@ -22,7 +22,11 @@ must be one they may use themselves (:mod:`pyhv.host.access`, else 403).
 A TCP port is open to every local user (and to web pages in a browser), so the API is
 served on TCP only when ``--listen ADDR:PORT`` (or host.toml's ``api.bind``) asks for it,
 and only with a token (``--token-file`` or ``$PYHV_API_TOKEN``), loopback included: every
-request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in constant time).
+request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in constant time),
+but for the web dashboard's static page (:mod:`pyhv.host.dashboard`), which holds no data
+and asks for the token. A console's WebSocket, which a browser opens without headers of
+its own, shows the token in a subprotocol and must come from this server's own page
+(:func:`websocket_refusal`).
 """
 
 from __future__ import annotations
