@@ -39,8 +39,10 @@ PAGES = {"": "index.html", "index.html": "index.html", "dashboard.js": "dashboar
          "dashboard.css": "dashboard.css"}
 XTERM_FILES = {"xterm.js": ("lib/xterm.js", "text/javascript"),
                "xterm.css": ("css/xterm.css", "text/css")}
-INSTALL_HINT = ("xterm.js is not installed: run scripts/setup.sh, or npm install --prefix "
-                f"{WEB_DIR / 'vendor'} @xterm/xterm@{XTERM_VERSION}")
+# (served without the token: it names no path of this host)
+INSTALL_HINT = ("xterm.js is not installed on the daemon's host: run pyhv's scripts/setup.sh "
+                "there, or npm install --prefix src/pyhv/host/web/vendor "
+                f"@xterm/xterm@{XTERM_VERSION} in pyhv's tree")
 
 
 def xterm_dir() -> Path | None:

@@ -200,6 +200,10 @@ function render(metrics) {
     }
   });
   for (const row of rows.values()) row.remove();  // VMs no longer defined
+  if (selected !== null && !metrics.vms.some((vm) => vm.name === selected)) {
+    selected = null;
+    $("graphs").hidden = true;
+  }
   if (selected === null && metrics.vms.length) select(metrics.vms[0].name);
   else drawGraphs();
 }
