@@ -424,3 +424,31 @@ def test_dashboard_through_a_tunnel_to_api_sock_needs_no_token(api: Api, browser
         ActionChains(browser).send_keys("typed-in-a-browser").perform()
         wait.until(lambda d: any("typed-in-a-browser" in line for line in screen_lines(d)),
                    message="idle.elf's echo is not on the page")
+
+
+@pytest.mark.skipif(_browser_missing() is not None, reason=_browser_missing() or "")
+def test_page_without_xterm_says_how_to_install_it(tmp_path: Path, env: dict[str, str],
+                                                   browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    row = '#vms tr[data-vm="idle1"]'
+    button = row + ' button[data-action="{}"]'
+    env = {**env, "PYHV_XTERM_DIR": str(tmp_path / "no-xterm-here")}
+    for api in serve(tmp_path, env):
+        api.ok("POST", "/v1/vms", definition("idle1", IDLE), status=201)
+        wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+        browser.get(api.url + "/ui/")
+        wait.until(lambda d: d.find_element(By.ID, "token").is_displayed())
+        browser.find_element(By.ID, "token").send_keys(TOKEN + Keys.ENTER)
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, button.format("start")))
+        browser.find_element(By.CSS_SELECTOR, button.format("start")).click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, button.format("console")))
+        browser.find_element(By.CSS_SELECTOR, button.format("console")).click()
+        wait.until(lambda d: d.find_element(By.ID, "xterm-missing").is_displayed())
+        assert "scripts/setup.sh" in browser.find_element(By.ID, "xterm-missing").text
+        # the rest of the page works on
+        browser.find_element(By.CSS_SELECTOR, button.format("pause")).click()
+        wait.until(lambda d: d.find_element(By.CSS_SELECTOR, row + " td.state").text
+                   == "paused")
