@@ -11,6 +11,11 @@ need=()
 [ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v dtc >/dev/null || need+=(device-tree-compiler)  # DTB checks in the tests
+# The dashboard: xterm.js comes from the npm registry; its browser test drives Debian's
+# Chromium through its chromedriver (no browser download).
+command -v npm >/dev/null || need+=(npm)
+command -v chromium >/dev/null || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -19,6 +24,13 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -e '.[test]'
+# xterm.js for the dashboard's consoles (pyhv/host/dashboard.py serves it from here; never
+# in git): pinned, installed once.
+XTERM_VERSION=6.0.0
+vendor=src/pyhv/host/web/vendor
+if ! grep -qs "\"version\": \"$XTERM_VERSION\"" "$vendor/node_modules/@xterm/xterm/package.json"; then
+  npm install --silent --no-audit --no-fund --no-save --prefix "$vendor" "@xterm/xterm@$XTERM_VERSION"
+fi
 # Byte-compile pyhv as a regular pip install does, so that every pyhv process starts from
 # .pyc files even where PYTHONDONTWRITEBYTECODE is set (it would recompile every module
 # from source at each start, ~0.2 s).

@@ -485,6 +485,7 @@ class Daemon:
         log(f"REST API on unix:{self._api.path} ({who})")
         if self._api.url:
             log(f"REST API on {self._api.url} (bearer token required)")
+            log(f"web dashboard on {self._api.url}/ui/ (it asks for the token)")
 
     def _close(self) -> None:
         signal.set_wakeup_fd(-1)

@@ -22,11 +22,17 @@ must be one they may use themselves (:mod:`pyhv.host.access`, else 403).
 A TCP port is open to every local user (and to web pages in a browser), so the API is
 served on TCP only when ``--listen ADDR:PORT`` (or host.toml's ``api.bind``) asks for it,
 and only with a token (``--token-file`` or ``$PYHV_API_TOKEN``), loopback included: every
-request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in constant time).
+request then needs ``Authorization: Bearer TOKEN`` (else 401; compared in constant time),
+but for the web dashboard's static page (:mod:`pyhv.host.dashboard`), which holds no data
+and asks for the token. A console's WebSocket, which a browser opens without headers of
+its own, shows the token in a subprotocol and must come from this server's own page
+(:func:`websocket_refusal`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import hmac
 import ipaddress
@@ -67,6 +73,7 @@ from ..errors import PyhvError
 from .access import check_files as check_user_files
 from .access import may_use
 from .api import MAX_CLONES, SETTABLE, Host, snapshot_config, snapshot_definition, snapshot_names
+from .dashboard import TOKEN_PROTOCOL_PREFIX, add_dashboard
 from .definition import MAX_INT, VMDefinition, _int_text
 from .errors import DefinitionError, Forbidden, HostError, Invalid, Unavailable
 from .registry import _parse_bind
@@ -253,25 +260,43 @@ def may_connect(uid: int, group: int | None) -> bool:
     return group in os.getgrouplist(user.pw_name, user.pw_gid)
 
 
+def _admit_peer(protocol: Any, transport: Any, group: int | None) -> None:
+    """On a UNIX-socket connection, hang up on a peer :func:`may_connect` refuses, and
+    make an admitted one known to the app as ``scope["client"] == ("unix", uid)``."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family != socket.AF_UNIX:
+        return
+    uid = _peer_uid(sock)
+    if uid is None or not may_connect(uid, group):
+        transport.close()
+        return
+    protocol.client = (PEER_UNIX, uid)
+
+
 def _peer_protocol(group: int | None) -> type:
     """uvicorn's HTTP protocol, checking each UNIX-socket connection's peer credentials
-    before any request: refused peers are hung up on; admitted ones are known to the
-    app as ``scope["client"] == ("unix", uid)``."""
+    before any request (:func:`_admit_peer`)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class PeerProtocol(H11Protocol):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            sock = transport.get_extra_info("socket")
-            if sock is None or sock.family != socket.AF_UNIX:
-                return
-            uid = _peer_uid(sock)
-            if uid is None or not may_connect(uid, group):
-                transport.close()
-                return
-            self.client = (PEER_UNIX, uid)
+            _admit_peer(self, transport, group)
 
     return PeerProtocol
+
+
+def _peer_ws_protocol(group: int | None) -> type:
+    """uvicorn's WebSocket protocol (the connection an HTTP request was upgraded to, for a
+    console), its peer known as the HTTP protocol's is (:func:`_admit_peer`)."""
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+    class PeerWebSocketProtocol(WebSocketsSansIOProtocol):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            _admit_peer(self, transport, group)
+
+    return PeerWebSocketProtocol
 
 
 # ------------------------------------------------------------------------ the server
@@ -313,7 +338,7 @@ class ApiServer:
         self._server = uvicorn.Server(uvicorn.Config(
             app, lifespan="off", log_config=None, log_level="warning", access_log=False,
             server_header=False, timeout_graceful_shutdown=int(STOP_GRACE),
-            http=_peer_protocol(group),
+            http=_peer_protocol(group), ws=_peer_ws_protocol(group), ws_max_size=MAX_BODY,
         ))
         self._thread = threading.Thread(target=self._run, name="pyhv-rest-api", daemon=True)
 
@@ -363,20 +388,78 @@ class _Guard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             client = scope.get("client")
-            if not (client and client[0] == PEER_UNIX) and not self._has_token(
-                    Headers(scope=scope)):
+            if not (client and client[0] == PEER_UNIX) and not _is_page(scope) and not (
+                    self._has_token(Headers(scope=scope))):
                 await JSONResponse(
                     {"error": "missing or wrong API token (send Authorization: Bearer TOKEN)"},
                     401, {"WWW-Authenticate": 'Bearer realm="pyhv"'})(scope, receive, send)
                 return
+        elif scope["type"] == "websocket":
+            refusal = websocket_refusal(scope, self.token)
+            if refusal is not None:
+                # Before the handshake is answered: uvicorn answers 403, nothing is opened.
+                logging.getLogger("uvicorn.error").warning(
+                    "WebSocket %s refused: %s", scope.get("path", ""), refusal)
+                await send({"type": "websocket.close", "code": 1008, "reason": refusal})
+                return
         await self.app(scope, receive, send)
 
     def _has_token(self, headers: Headers) -> bool:
-        if self.token is None:
-            return False
-        scheme, _, given = headers.get("authorization", "").strip().partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode("latin-1"), self.token)
+        return _token_matches(self.token, _bearer(headers))
+
+
+def _bearer(headers: Headers) -> str | None:
+    scheme, _, given = headers.get("authorization", "").strip().partition(" ")
+    return given.strip() if scheme.lower() == "bearer" else None
+
+
+def _token_matches(token: bytes | None, given: str | None) -> bool:
+    if token is None or given is None:
+        return False
+    return hmac.compare_digest(given.encode("latin-1", "replace"), token)
+
+
+def _is_page(scope: Scope) -> bool:
+    """The dashboard's static page (:mod:`pyhv.host.dashboard`) holds no data: a browser
+    loads it without the token, which the page then asks for."""
+    path = scope.get("path", "")
+    return scope.get("method") in ("GET", "HEAD") and (
+        path in ("/", "/ui") or path.startswith("/ui/"))
+
+
+def websocket_refusal(scope: Scope, token: bytes | None) -> str | None:
+    """Why a WebSocket handshake is refused, None when it is not.
+
+    A browser cannot set headers on a WebSocket, and any web page it shows may open one to
+    any address, sending the browser's cookies (none here) but not the API token, which
+    the dashboard holds in its tab's sessionStorage. So: the token is required on TCP, as
+    ``Authorization: Bearer TOKEN`` or, from a browser, as a subprotocol
+    ``pyhv-token.BASE64URL(TOKEN)`` (the server never echoes it); and the ``Origin`` header
+    (every browser sends it) must be the server's own origin, the page's: a page of
+    another site is refused even if it has the token."""
+    headers = Headers(scope=scope)
+    origin = headers.get("origin")
+    if origin is not None:
+        own = {f"http://{headers.get('host', '')}", f"https://{headers.get('host', '')}"}
+        if origin not in own:
+            return f"Origin {origin[:60]!r} is not this server's"
+    client = scope.get("client")
+    if client and client[0] == PEER_UNIX:
+        return None
+    given = _bearer(headers)
+    if given is None:
+        for offered in scope.get("subprotocols") or []:
+            if offered.startswith(TOKEN_PROTOCOL_PREFIX):
+                encoded = offered[len(TOKEN_PROTOCOL_PREFIX):]
+                try:
+                    given = base64.urlsafe_b64decode(
+                        encoded + "=" * (-len(encoded) % 4)).decode("latin-1")
+                except (ValueError, binascii.Error):
+                    given = None
+                break
+    if not _token_matches(token, given):
+        return "missing or wrong API token"
+    return None
 
 
 def _requester(request: Request) -> int | None:
@@ -736,6 +819,7 @@ def create_app(host: Host, info: Callable[[], Mapping[str, Any]], config: ApiCon
         generate_unique_id_function=lambda route: route.name,
     )
     app.add_middleware(_Guard, token=config.token if config is not None else None)
+    add_dashboard(app, host)
 
     @app.exception_handler(HostError)
     @app.exception_handler(PyhvError)
