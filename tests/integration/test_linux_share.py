@@ -1,0 +1,143 @@
+"""A host directory shared into the Linux guest over virtio-9p (``--share``): the guest
+mounts it with the kernel's own 9P client, reads what the host wrote, writes what the
+host then reads (1 MiB with matching sha256 both ways), lists, makes, moves and removes
+files; the host's files outside the share stay out of reach (``..``, absolute and
+relative symlinks planted by the host); a read-only share refuses writes.
+Also the command-line errors (fast). Marked slow where a kernel boots."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyhv.vm.config import ShareSpec
+
+from .linux_guest import BOOT_TIMEOUT, PROMPT, boot, needs_linux, shell
+
+MOUNT = "mount -t 9p -o trans=virtio,version=9p2000.L"
+MARKER = "HOST-ONLY-SECRET-7d41"
+
+
+@pytest.fixture
+def host_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    share = tmp_path / "share"
+    share.mkdir()
+    (share / "hello.txt").write_text("written by the host\n")
+    (share / "host-blob.bin").write_bytes(os.urandom(1 << 20))
+    (tmp_path / "secret.txt").write_text(MARKER + "\n")  # beside the share, not in it
+    (share / "abs-escape").symlink_to(tmp_path / "secret.txt")
+    (share / "rel-escape").symlink_to("../secret.txt")
+    (share / "etc-link").symlink_to("/etc")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    (ro / "keep.txt").write_text("read only\n")
+    return share, ro
+
+
+@pytest.mark.slow
+@needs_linux
+def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path],
+                                                      tmp_path: Path) -> None:
+    share, ro = host_dirs
+    vm, console = boot("", devices=(ShareSpec(str(share), "hostshare"),
+                                    ShareSpec(str(ro), "roshare", read_only=True)))
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        assert "9p" in shell(vm, console, "grep 9p /proc/filesystems")
+        out = shell(vm, console, f"mkdir -p /mnt /ro && {MOUNT} hostshare /mnt && "
+                    f"{MOUNT} roshare /ro && echo MOUNTED")
+        assert "MOUNTED" in out, out
+
+        # host -> guest
+        assert "written by the host" in shell(vm, console, "cat /mnt/hello.txt")
+        want = hashlib.sha256((share / "host-blob.bin").read_bytes()).hexdigest()
+        assert want in shell(vm, console, "sha256sum /mnt/host-blob.bin")
+
+        # guest -> host, a line and 1 MiB
+        shell(vm, console, "echo 'written by the guest' > /mnt/guest.txt")
+        assert (share / "guest.txt").read_text() == "written by the guest\n"
+        out = shell(vm, console, "yes pyhv-share | head -c 1048576 > /mnt/blob.bin && "
+                    "sha256sum /mnt/blob.bin")
+        data = (share / "blob.bin").read_bytes()
+        assert data == (b"pyhv-share\n" * 100_000)[: 1 << 20]
+        assert hashlib.sha256(data).hexdigest() in out
+
+        # ls -l shows the host's sizes; mkdir / mv / rm reach the host
+        out = shell(vm, console, "ls -l /mnt")
+        assert re.search(r"1048576 .* blob\.bin", out), out
+        assert re.search(r"abs-escape -> " + re.escape(str(tmp_path / "secret.txt")), out)
+        shell(vm, console, "mkdir /mnt/newdir && mv /mnt/guest.txt /mnt/newdir/moved.txt")
+        assert (share / "newdir" / "moved.txt").read_text() == "written by the guest\n"
+        assert not (share / "guest.txt").exists()
+        shell(vm, console, "rm /mnt/newdir/moved.txt && rmdir /mnt/newdir && "
+              "ln -s / /mnt/guest-link")
+        assert not (share / "newdir").exists()
+        assert os.readlink(share / "guest-link") == "/"  # stored as data, never followed
+
+        # escapes: each resolves in the guest's own namespace, never to the host's file
+        out = shell(vm, console, "cat /mnt/../../secret.txt /mnt/abs-escape /mnt/rel-escape "
+                    "/mnt/etc-link/../secret.txt /mnt/guest-link/secret.txt; "
+                    "ls /mnt/..; echo DONE")
+        assert "DONE" in out and MARKER not in out, out
+        out = shell(vm, console, "cd /mnt && cd .. && cd .. && pwd && ls; cd /")
+        assert MARKER not in out and "share" not in out.split(), out
+
+        # the read-only share
+        assert "read only" in shell(vm, console, "cat /ro/keep.txt")
+        out = shell(vm, console, "echo x > /ro/new.txt; echo y >> /ro/keep.txt; "
+                    "mkdir /ro/d; rm /ro/keep.txt; echo RO-DONE")
+        assert "Read-only file system" in out and "RO-DONE" in out, out
+        assert sorted(p.name for p in ro.iterdir()) == ["keep.txt"]
+        assert (ro / "keep.txt").read_text() == "read only\n"
+        assert "UMOUNTED" in shell(vm, console, "umount /mnt && umount /ro && echo UMOUNTED")
+    finally:
+        vm.close()
+
+
+def _pyhv(*args: str, entry: str = "pyhv.cli.main") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", entry, *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("opt, words", [
+    ("{missing},tag=t", ["--share", "does not exist"]),
+    ("{share},tag=" + "x" * 80, ["--share", "tag"]),
+    ("{share}", ["--share", "tag=TAG is required"]),
+])
+def test_bad_share_options_are_one_line_errors(tmp_path: Path, opt: str,
+                                               words: list[str]) -> None:
+    text = opt.format(missing=tmp_path / "missing", share=tmp_path)
+    proc = _pyhv("run", "--bios", "none", "--kernel", "/nonexistent", "--share", text)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    for w in words:
+        assert w in proc.stderr, proc.stderr
+
+
+def test_duplicate_tags_are_refused(tmp_path: Path) -> None:
+    proc = _pyhv("run", "--bios", "none", "--kernel", "/nonexistent",
+                 "--share", f"{tmp_path},tag=same", "--share", f"{tmp_path},tag=same")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "--share" in proc.stderr and "same" in proc.stderr
+
+
+def test_qemu_virtfs_flags(tmp_path: Path) -> None:
+    from pyhv.cli.qemu_compat import config_from_args
+
+    base = ["-M", "virt", "-bios", "none", "-kernel", "/nonexistent"]
+    cfg, _ = config_from_args([*base, "-virtfs", f"local,path={tmp_path},mount_tag=h,"
+                               "security_model=none,readonly=on"])
+    assert cfg.devices == (ShareSpec(str(tmp_path), "h", True),)
+    cfg, _ = config_from_args([*base, "-fsdev", f"local,id=f0,path={tmp_path},"
+                               "security_model=none", "-device",
+                               "virtio-9p-device,fsdev=f0,mount_tag=t0"])
+    assert cfg.devices == (ShareSpec(str(tmp_path), "t0", False),)
+    proc = _pyhv(*base, "-virtfs", f"local,path={tmp_path},mount_tag=h,"
+                 "security_model=mapped-xattr", entry="pyhv.cli.qemu_compat")
+    assert proc.returncode != 0 and "security_model=mapped-xattr" in proc.stderr
