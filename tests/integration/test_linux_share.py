@@ -100,6 +100,39 @@ def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path
         vm.close()
 
 
+@pytest.mark.slow
+@needs_linux
+def test_a_mounted_share_survives_a_snapshot_restore(tmp_path: Path) -> None:
+    """The guest has the share mounted, a file open on a shell descriptor and its working
+    directory inside the share; after a restore (fids walked again from their saved
+    paths) all three still work."""
+    from pyhv import BufferConsole, Machine
+
+    share = tmp_path / "share"
+    (share / "sub").mkdir(parents=True)
+    (share / "sub" / "open.txt").write_text("held open across the snapshot\n")
+    vm, console = boot("", devices=(ShareSpec(str(share), "snapshare"),))
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        out = shell(vm, console, f"mkdir -p /mnt && {MOUNT} snapshare /mnt && "
+                    "exec 3< /mnt/sub/open.txt && cd /mnt/sub && echo READY; "
+                    # the prompt the helpers wait for, spelled so that its echo is not it
+                    "PS1=\"pyhv:/\"'# '", timeout=60)
+        assert "READY" in out, out
+        vm.snapshot(str(tmp_path / "vm.snap"))
+    finally:
+        vm.close()
+    console2 = BufferConsole()
+    vm2 = Machine.restore(str(tmp_path / "vm.snap"), console=console2)
+    try:
+        out = shell(vm2, console2, "cat <&3; ls; echo after > made-after.txt; pwd",
+                    timeout=60)
+        assert "held open across the snapshot" in out and "open.txt" in out, out
+        assert (share / "sub" / "made-after.txt").read_text() == "after\n"
+    finally:
+        vm2.close()
+
+
 def _pyhv(*args: str, entry: str = "pyhv.cli.main") -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", entry, *args], capture_output=True,
                           text=True, timeout=120)

@@ -403,6 +403,19 @@ def test_fifo_and_device_nodes_are_not_opened(client: Client, share: Path) -> No
     assert e.value.errno == errno.EPERM
 
 
+def test_guest_cannot_make_set_id_programs_on_the_host(client: Client, share: Path) -> None:
+    root = client.attach()
+    f = client.walk_all(root)
+    client.lcreate(f, "suid", mode=0o4755)
+    assert (share / "suid").stat().st_mode & 0o7777 == 0o755
+    client.setattr(f, P.SETATTR_MODE, mode=0o6755)
+    assert (share / "suid").stat().st_mode & 0o7777 == 0o755
+    client.mkdir(root, "d")
+    d = client.walk_all(root, "d")
+    client.setattr(d, P.SETATTR_MODE, mode=0o2775)  # set-group-ID on a directory stays
+    assert (share / "d").stat().st_mode & 0o7777 == 0o2775
+
+
 # -- read-only shares ------------------------------------------------------------------------
 
 

@@ -187,6 +187,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def _file_mode(mode: int) -> int:
+    """Permission bits a guest may give a host file: never set-user-ID or set-group-ID,
+    which would turn a guest's file into a privileged program for the host's users."""
+    return mode & 0o1777
+
+
 def _proc_fd(fd: int) -> str:
     """The inode behind ``fd`` as a path (a magic link: no name is looked up)."""
     return f"/proc/self/fd/{fd}"
@@ -219,6 +225,7 @@ class P9Server:
         self.root = root
         self.read_only = read_only
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        _raise_fd_limit()
         self.msize = MAX_MSIZE
         self.version = ""  # "" until Tversion
         self.fids: dict[int, Fid] = {}
@@ -461,7 +468,7 @@ class P9Server:
         host = self._host_flags(flags) | os.O_CREAT | os.O_NOFOLLOW
         if flags & L_O_EXCL:
             host |= os.O_EXCL
-        io_fd = os.open(name, host, mode & 0o7777, dir_fd=f.fd)
+        io_fd = os.open(name, host, _file_mode(mode), dir_fd=f.fd)
         try:
             st = os.fstat(io_fd)
             if not stat.S_ISREG(st.st_mode):  # an existing FIFO or device under that name
@@ -546,7 +553,8 @@ class P9Server:
         is_link = stat.S_ISLNK(f.mode)
         target = _proc_fd(f.fd)  # the inode itself; a symlink's attributes are its own
         if valid & SETATTR_MODE and not is_link:
-            os.chmod(target, mode & 0o7777)
+            # (a directory may keep set-group-ID: it only picks new files' group)
+            os.chmod(target, mode & (0o3777 if f.is_dir else 0o1777))
         if valid & (SETATTR_UID | SETATTR_GID) and not is_link:
             os.chown(target, uid if valid & SETATTR_UID else -1,
                      gid if valid & SETATTR_GID else -1)
@@ -613,7 +621,7 @@ class P9Server:
         f = self._dir_fid(fid)
         check_name(name)
         self._writable()
-        os.mkdir(name, mode & 0o7777, dir_fd=f.fd)
+        os.mkdir(name, mode & 0o3777, dir_fd=f.fd)
         return _qid(os.stat(name, dir_fd=f.fd, follow_symlinks=False))
 
     def t_symlink(self, r: Reader) -> bytes:
@@ -634,7 +642,7 @@ class P9Server:
         self._writable()
         if not (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or stat.S_ISREG(mode)):
             raise P9Error(errno.EPERM, "device nodes are not created in a share")
-        os.mknod(name, mode & (0o7777 | stat.S_IFMT(mode)), dir_fd=f.fd)
+        os.mknod(name, _file_mode(mode) | stat.S_IFMT(mode), dir_fd=f.fd)
         return _qid(os.stat(name, dir_fd=f.fd, follow_symlinks=False))
 
     def t_readlink(self, r: Reader) -> bytes:
@@ -776,6 +784,21 @@ class P9Server:
     def close(self) -> None:
         self.reset()
         os.close(self.root_fd)
+
+
+def _raise_fd_limit() -> None:
+    """Every fid holds a descriptor, and Linux keeps a fid per cached dentry: a guest
+    listing a large tree needs thousands. The soft limit (often 1,024) is raised to the
+    hard one, as file servers do; past it the guest gets EMFILE, never the VMM."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 def _ts(ns: int) -> tuple[int, int]:
