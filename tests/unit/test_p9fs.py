@@ -363,6 +363,47 @@ def test_directory_swapped_for_a_symlink_between_walks(client: Client, share: Pa
     assert "secret.txt" not in {n for n, _ in client.readdir(up)}
 
 
+def test_walks_racing_a_directory_flipped_to_a_symlink_never_leave(client: Client,
+                                                                   share: Path,
+                                                                   tmp_path: Path) -> None:
+    """A host thread swaps sub/ for a symlink to an outside directory and back, over and
+    over, while the guest walks to sub/inner.txt and reads it: every read gets the inner
+    file or an error, never the outside one."""
+    import threading
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "inner.txt").write_text("OUTSIDE\n")
+    (share / "link").symlink_to(outside)
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            os.rename(share / "sub", share / "sub.real")
+            os.rename(share / "link", share / "sub")  # sub is now the symlink
+            os.rename(share / "sub", share / "link")
+            os.rename(share / "sub.real", share / "sub")
+
+    root = client.attach()
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    got = set()
+    try:
+        for _ in range(2000):
+            try:
+                f = client.walk_all(root, "sub", "inner.txt")
+                client.lopen(f)
+                got.add(client.read(f))
+                client.clunk(f)
+            except Lerror:
+                got.add(b"error")
+    finally:
+        stop.set()
+        flipper.join()
+    assert b"OUTSIDE\n" not in got
+    assert b"inner\n" in got
+
+
 def test_directory_moved_out_of_the_share_keeps_dotdot_inside(client: Client, share: Path,
                                                               tmp_path: Path) -> None:
     root = client.attach()

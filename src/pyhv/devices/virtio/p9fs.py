@@ -701,7 +701,7 @@ class P9Server:
         return b""
 
     def t_statfs(self, r: Reader) -> bytes:
-        st = os.statvfs(_proc_fd(self._fid(r.u32()).fd))
+        st = os.fstatvfs(self._fid(r.u32()).fd)
         return struct.pack("<IIQQQQQQI", V9FS_MAGIC, st.f_bsize, st.f_blocks, st.f_bfree,
                            st.f_bavail, st.f_files, st.f_ffree, st.f_fsid & (2**64 - 1),
                            st.f_namemax)
