@@ -34,6 +34,10 @@ def host_dirs(tmp_path: Path) -> tuple[Path, Path]:
     (share / "abs-escape").symlink_to(tmp_path / "secret.txt")
     (share / "rel-escape").symlink_to("../secret.txt")
     (share / "etc-link").symlink_to("/etc")
+    many = share / "many"
+    many.mkdir()
+    for i in range(500):
+        (many / f"file-{i:04}").write_text(str(i))
     ro = tmp_path / "ro"
     ro.mkdir()
     (ro / "keep.txt").write_text("read only\n")
@@ -72,6 +76,9 @@ def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path
         out = shell(vm, console, "ls -l /mnt")
         assert re.search(r"1048576 .* blob\.bin", out), out
         assert re.search(r"abs-escape -> " + re.escape(str(tmp_path / "secret.txt")), out)
+        out = shell(vm, console,
+                    "ls -l /mnt/many | grep -c ' file-'; cat /mnt/many/file-0499; echo")
+        assert out.split()[:2] == ["500", "499"], out
         shell(vm, console, "mkdir /mnt/newdir && mv /mnt/guest.txt /mnt/newdir/moved.txt")
         assert (share / "newdir" / "moved.txt").read_text() == "written by the guest\n"
         assert not (share / "guest.txt").exists()
