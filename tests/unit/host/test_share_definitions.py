@@ -43,3 +43,32 @@ def test_duplicate_tags_are_refused() -> None:
     with pytest.raises(DefinitionError, match=r"share\[1\].tag.*share\[0\].tag"):
         VMDefinition.from_dict({"name": "web", "share": [{"path": "/a", "tag": "t"},
                                                          {"path": "/b", "tag": "t"}]})
+
+
+def test_a_socket_group_member_may_share_only_a_directory_they_own(tmp_path: Path) -> None:
+    """Through the REST API a member of the socket group must not borrow the daemon's
+    rights: a share reaches a whole tree, so its directory must be theirs."""
+    import os
+
+    from pyhv.host.access import check_files
+    from pyhv.host.errors import Forbidden
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make directories owned by another user")
+    import shutil
+    import tempfile
+
+    nobody = 65534
+    base = Path(tempfile.mkdtemp(prefix="pyhv-share-access-"))  # searchable by all
+    try:
+        base.chmod(0o755)
+        theirs = base / "theirs"
+        theirs.mkdir()
+        os.chown(theirs, nobody, nobody)
+        check_files(VMDefinition(name="web", shares=(Share(str(theirs), "t"),)), nobody, None)
+        for path in ("/", str(base)):
+            with pytest.raises(Forbidden, match=r"share\[0\]\.path: .* does not own"):
+                check_files(VMDefinition(name="web", shares=(Share(path, "t", True),)),
+                            nobody, None)
+    finally:
+        shutil.rmtree(base)
