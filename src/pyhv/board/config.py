@@ -123,9 +123,6 @@ class ConsoleSpec:
     slot: int | None = None
 
 
-MAX_SHARE_TAG = 64  # bytes of a virtio-9p mount tag (devices/virtio/p9.py)
-
-
 @dataclass(frozen=True)
 class ShareSpec:
     """A host directory shared into the guest over virtio-9p (9P2000.L): the guest
@@ -140,14 +137,16 @@ class ShareSpec:
     def __post_init__(self) -> None:
         import os
 
+        from ..devices.virtio.p9 import MAX_TAG_LEN  # (only when a share is configured)
+
         if not os.path.isdir(self.path):
             what = "does not exist" if not os.path.exists(self.path) else "is not a directory"
             raise ConfigError(f"--share '{self.path}': the host directory {what}")
         raw = self.tag.encode("utf-8", "surrogateescape")
-        if not raw or len(raw) > MAX_SHARE_TAG or not self.tag.isprintable() or \
+        if not raw or len(raw) > MAX_TAG_LEN or not self.tag.isprintable() or \
                 any(c in self.tag for c in " ,"):
             raise ConfigError(f"--share '{self.path}': tag '{self.tag}' must be 1 to "
-                              f"{MAX_SHARE_TAG} printable bytes without spaces or commas")
+                              f"{MAX_TAG_LEN} printable bytes without spaces or commas")
 
 
 DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec | ShareSpec

@@ -567,7 +567,7 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
 
 def _validate_shares(shares: tuple[Share, ...]) -> None:
     """Paths and tags (the directory itself is looked for when the VM starts)."""
-    from ..board.config import MAX_SHARE_TAG
+    from ..devices.virtio.p9 import MAX_TAG_LEN as MAX_SHARE_TAG
 
     tags: dict[str, int] = {}
     for i, sh in enumerate(shares):

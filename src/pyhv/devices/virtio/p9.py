@@ -1,15 +1,17 @@
-"""virtio-9p (virtio 1.1, section 5.11 reserves ID 9; the 9P transport of Linux's
-net/9p/trans_virtio.c): a host directory shared into the guest.
+"""virtio-9p: a host directory shared into the guest (device ID 9, "9P transport" in
+virtio 1.1's table of device IDs, section 5; the layout below is the one the Linux
+driver, net/9p/trans_virtio.c, and QEMU agree on).
 
 One request queue. Each chain carries one 9P message in its readable buffers and room
 for the reply in its writable ones; the file server (p9fs.py) answers it and the reply
 is copied back. The config space holds the mount tag (``tag_len`` u16, then the tag),
 which the guest names in ``mount -t 9p -o trans=virtio TAG /mnt``.
 
-Every request is bounded before it is read: a chain describing more than the negotiated
-msize (plus the zero-copy pages Linux appends to a Twrite) is answered with an error, and
-a reply that does not fit the writable buffers becomes Rlerror(ENOSPC) if that fits, or
-is dropped (zero bytes written) if nothing fits.
+Every request is bounded before it is read: a chain whose readable part is larger than
+the negotiated msize (the pages of Linux's zero-copy Twrite included, which stay within
+it) is answered with Rlerror(EMSGSIZE) unread, and a reply that does not fit the writable
+buffers becomes Rlerror(ENOSPC) if that fits, or is dropped (zero bytes written) if
+nothing fits.
 
 Snapshots: the device saves the session (msize) and every fid as its path inside the
 share and its open flags; a restored device walks to those paths again from the root (one
@@ -24,13 +26,12 @@ import struct
 from typing import Annotated
 
 from ...records import I64, U32, MaxLen, Record, record
-from .device import VirtioDevice
+from .device import VIRTIO_ID_9P, VirtioDevice
 from .p9fs import HEADER, RLERROR, P9Server
 from .queue import Virtqueue
 
-VIRTIO_ID_9P = 9
 VIRTIO_9P_MOUNT_TAG = 1 << 0
-MAX_TAG_LEN = 64  # bytes; QEMU's limit is the same order (a tag is a short name)
+MAX_TAG_LEN = 64  # bytes of a mount tag (a short name; config space stays small)
 
 
 class Virtio9p(VirtioDevice):
