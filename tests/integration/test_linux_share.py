@@ -10,15 +10,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pyhv.vm.config import ShareSpec
 
-from .linux_guest import BOOT_TIMEOUT, PROMPT, boot, needs_linux, shell
+from .linux_guest import BOOT_TIMEOUT, IMAGE, INITRD, PROMPT, boot, needs_linux, shell
 
 MOUNT = "mount -t 9p -o trans=virtio,version=9p2000.L"
 MARKER = "HOST-ONLY-SECRET-7d41"
@@ -138,6 +140,40 @@ def test_a_mounted_share_survives_a_snapshot_restore(tmp_path: Path) -> None:
         assert (share / "sub" / "made-after.txt").read_text() == "after\n"
     finally:
         vm2.close()
+
+
+@pytest.mark.slow
+@needs_linux
+def test_pyhv_run_share_option_boots_with_the_share(tmp_path: Path) -> None:
+    """The command line end to end: `pyhv run --share DIR,tag=T,ro` in its own process,
+    the guest typing at its console through pipes."""
+    (tmp_path / "from-cli.txt").write_text("shared from the command line\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.main", "run", "--kernel", str(IMAGE), "--initrd",
+         str(INITRD), "--append", "console=ttyS0", "--share", f"{tmp_path},tag=cli,ro"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdin is not None and proc.stdout is not None
+    out = bytearray()
+
+    def expect(text: str, timeout: float) -> None:
+        end = time.monotonic() + timeout
+        while text.encode() not in out:
+            assert time.monotonic() < end and proc.poll() is None, out[-2000:].decode()
+            if select.select([proc.stdout], [], [], 1.0)[0]:
+                out.extend(os.read(proc.stdout.fileno(), 65536))
+
+    try:
+        expect(PROMPT, BOOT_TIMEOUT)
+        proc.stdin.write(f"mkdir -p /mnt && {MOUNT} cli /mnt && cat /mnt/from-cli.txt && "
+                         "touch /mnt/new; echo CLI-''DONE\n".encode())
+        proc.stdin.flush()
+        expect("CLI-DONE", 120)
+        text = out.decode(errors="replace")
+        assert "shared from the command line" in text and "Read-only file system" in text
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["from-cli.txt"]
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def _pyhv(*args: str, entry: str = "pyhv.cli.main") -> subprocess.CompletedProcess[str]:
