@@ -457,6 +457,20 @@ def test_guest_cannot_make_set_id_programs_on_the_host(client: Client, share: Pa
     assert (share / "d").stat().st_mode & 0o7777 == 0o2775
 
 
+def test_fids_past_the_cap_get_emfile_and_come_back_when_clunked(client: Client) -> None:
+    root = client.attach()
+    start = P9Server.live_fids
+    client.server.max_fids = start + 10
+    fids = [client.walk_all(root, "hello.txt") for _ in range(10)]
+    with pytest.raises(Lerror) as e:
+        client.walk_all(root, "hello.txt")
+    assert e.value.errno == errno.EMFILE
+    client.clunk(fids[0])
+    client.walk_all(root, "sub")
+    client.server.reset()
+    assert P9Server.live_fids == start - 1  # (the root's fid went too)
+
+
 # -- read-only shares ------------------------------------------------------------------------
 
 

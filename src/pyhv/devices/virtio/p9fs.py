@@ -67,7 +67,8 @@ HEADER = 7  # size[4] type[1] tag[2]
 MAX_WELEM = 16  # names in one Twalk (the protocol's limit)
 MAX_MSIZE = 512 * 1024  # largest message the server accepts (Linux asks for 128 KiB)
 MIN_MSIZE = 4096
-MAX_FIDS = 65536  # a guest cannot make the host hold more descriptors than this
+MAX_FIDS = 65536  # fids of all shares together, at most (see _fid_cap)
+FD_RESERVE = 1024  # descriptors left for the rest of the VMM whatever the guests do
 VERSION_L = "9P2000.L"
 
 QTDIR = 0x80
@@ -221,11 +222,13 @@ class P9Server:
 
     ``read_only``: every request that would change the share fails with EROFS."""
 
+    live_fids = 0  # fids of every server in this process (their cap is shared)
+
     def __init__(self, root: str, read_only: bool = False) -> None:
         self.root = root
         self.read_only = read_only
         self.root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        _raise_fd_limit()
+        self.max_fids = _fid_cap()
         self.msize = MAX_MSIZE
         self.version = ""  # "" until Tversion
         self.fids: dict[int, Fid] = {}
@@ -289,10 +292,23 @@ class P9Server:
         old = self.fids.pop(fid, None)
         if old is not None:
             self._close(old)
-        elif len(self.fids) >= MAX_FIDS:
+        elif P9Server.live_fids >= self.max_fids:
             self._close(f)
             raise P9Error(errno.EMFILE, "too many fids")
+        else:
+            P9Server.live_fids += 1
         self.fids[fid] = f
+
+    def _drop_fid(self, fid: int) -> Fid | None:
+        f = self.fids.pop(fid, None)
+        if f is not None:
+            P9Server.live_fids -= 1
+            self._close(f)
+        return f
+
+    def _drop_all(self) -> None:
+        for fid in list(self.fids):
+            self._drop_fid(fid)
 
     @staticmethod
     def _close(f: Fid) -> None:
@@ -367,9 +383,7 @@ class P9Server:
         if msize < MIN_MSIZE:
             raise _einval(f"msize {msize} is below {MIN_MSIZE}")
         # A new session: every fid of the old one goes (9P: Tversion aborts them).
-        for f in self.fids.values():
-            self._close(f)
-        self.fids.clear()
+        self._drop_all()
         self.msize = min(msize, MAX_MSIZE)
         self.version = VERSION_L if version == VERSION_L else ""
         return _U32.pack(self.msize) + _s(self.version or "unknown")
@@ -507,10 +521,8 @@ class P9Server:
         return _U32.pack(n)
 
     def t_clunk(self, r: Reader) -> bytes:
-        f = self.fids.pop(r.u32(), None)
-        if f is None:
+        if self._drop_fid(r.u32()) is None:
             raise P9Error(errno.EBADF)
-        self._close(f)
         return b""
 
     def t_remove(self, r: Reader) -> bytes:
@@ -529,8 +541,7 @@ class P9Server:
             finally:
                 os.close(parent_fd)
         finally:  # Tremove clunks the fid whatever happens
-            self.fids.pop(fid, None)
-            self._close(f)
+            self._drop_fid(fid)
         return b""
 
     def t_getattr(self, r: Reader) -> bytes:
@@ -740,9 +751,7 @@ class P9Server:
 
     def reset(self) -> None:
         """The driver reset the device: every fid goes, a new session must start."""
-        for f in self.fids.values():
-            self._close(f)
-        self.fids.clear()
+        self._drop_all()
         self.version = ""
         self.msize = MAX_MSIZE
 
@@ -766,7 +775,11 @@ class P9Server:
                 lost += 1
                 continue
             f = Fid(fd, path, st.st_mode)
-            self.fids[fid] = f
+            try:
+                self._new_fid(fid, f)
+            except P9Error:
+                lost += 1
+                continue
             if flags is not None:
                 try:
                     host = self._host_flags(flags & ~(L_O_TRUNC | L_O_CREAT | L_O_EXCL))
@@ -777,8 +790,7 @@ class P9Server:
                     f.io_fd, f.open_flags = os.open(_proc_fd(fd), host), flags
                 except (OSError, P9Error):
                     lost += 1
-                    del self.fids[fid]
-                    self._close(f)
+                    self._drop_fid(fid)
         return lost
 
     def close(self) -> None:
@@ -786,19 +798,25 @@ class P9Server:
         os.close(self.root_fd)
 
 
-def _raise_fd_limit() -> None:
-    """Every fid holds a descriptor, and Linux keeps a fid per cached dentry: a guest
-    listing a large tree needs thousands. The soft limit (often 1,024) is raised to the
-    hard one, as file servers do; past it the guest gets EMFILE, never the VMM."""
-    try:
-        import resource
+def _fid_cap() -> int:
+    """How many fids all shares together may hold. Each holds up to two descriptors,
+    and Linux keeps a fid per cached dentry, so a guest listing a large tree wants
+    thousands: the soft RLIMIT_NOFILE (often 1,024) is raised to the hard one, as file
+    servers do, and the fids may use what it gives less FD_RESERVE for the rest of the
+    VMM. Past the cap the guest gets EMFILE; the VMM never runs out."""
+    import resource
 
+    try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         want = hard if hard != resource.RLIM_INFINITY else 1 << 20
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-    except (ImportError, OSError, ValueError):
-        pass
+            soft = want
+    except (OSError, ValueError):
+        soft = 1024
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(64, min(MAX_FIDS, (soft - FD_RESERVE) // 2))
 
 
 def _ts(ns: int) -> tuple[int, int]:
