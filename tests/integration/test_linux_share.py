@@ -68,6 +68,11 @@ def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path
         # guest -> host, a line and 1 MiB
         shell(vm, console, "echo 'written by the guest' > /mnt/guest.txt")
         assert (share / "guest.txt").read_text() == "written by the guest\n"
+        shell(vm, console, "echo more >> /mnt/guest.txt; "
+              "touch -d '2020-01-02 03:04:05' /mnt/hello.txt; chmod 600 /mnt/hello.txt")
+        assert (share / "guest.txt").read_text() == "written by the guest\nmore\n"
+        st = (share / "hello.txt").stat()
+        assert st.st_mtime == 1577934245 and st.st_mode & 0o777 == 0o600
         out = shell(vm, console, "yes pyhv-share | head -c 1048576 > /mnt/blob.bin && "
                     "sha256sum /mnt/blob.bin")
         data = (share / "blob.bin").read_bytes()
@@ -82,7 +87,7 @@ def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path
                     "ls -l /mnt/many | grep -c ' file-'; cat /mnt/many/file-0499; echo")
         assert out.split()[:2] == ["500", "499"], out
         shell(vm, console, "mkdir /mnt/newdir && mv /mnt/guest.txt /mnt/newdir/moved.txt")
-        assert (share / "newdir" / "moved.txt").read_text() == "written by the guest\n"
+        assert (share / "newdir" / "moved.txt").read_text() == "written by the guest\nmore\n"
         assert not (share / "guest.txt").exists()
         shell(vm, console, "rm /mnt/newdir/moved.txt && rmdir /mnt/newdir && "
               "ln -s / /mnt/guest-link")
