@@ -116,6 +116,51 @@ def test_guest_mounts_reads_writes_and_cannot_escape(host_dirs: tuple[Path, Path
 
 @pytest.mark.slow
 @needs_linux
+def test_guest_reads_racing_a_directory_swapped_for_a_symlink(tmp_path: Path) -> None:
+    """While the guest reads share/sub/inner.txt in a loop, a host thread swaps sub/ for
+    a symlink to a directory outside the share (absolute, and relative: ../outside) and
+    back: the guest reads the inner file or gets an error, never the outside one."""
+    import threading
+
+    share = tmp_path / "share"
+    (share / "sub").mkdir(parents=True)
+    (share / "sub" / "inner.txt").write_text("inner\n")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "inner.txt").write_text(MARKER + "\n")
+    (share / "abs").symlink_to(outside)
+    (share / "rel").symlink_to("../outside")
+    stop = threading.Event()
+
+    def flip() -> None:
+        while not stop.is_set():
+            for link in ("abs", "rel"):
+                os.rename(share / "sub", share / "sub.real")
+                os.rename(share / link, share / "sub")
+                time.sleep(0.001)
+                os.rename(share / "sub", share / link)
+                os.rename(share / "sub.real", share / "sub")
+                time.sleep(0.001)
+
+    vm, console = boot("", devices=(ShareSpec(str(share), "race"),))
+    flipper = threading.Thread(target=flip)
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(vm, console, f"mkdir -p /mnt && {MOUNT} race /mnt")
+        flipper.start()
+        out = shell(vm, console, "i=0; while [ $i -lt 300 ]; do cat /mnt/sub/inner.txt; "
+                    "i=$((i+1)); done 2>&1 | sort | uniq -c", timeout=120)
+    finally:
+        stop.set()
+        if flipper.is_alive():
+            flipper.join()
+        vm.close()
+    assert MARKER not in out, out
+    assert re.search(r"^ *\d+ inner\r?$", out, re.M), out  # and it did read the file
+
+
+@pytest.mark.slow
+@needs_linux
 def test_a_mounted_share_survives_a_snapshot_restore(tmp_path: Path) -> None:
     """The guest has the share mounted, a file open on a shell descriptor and its working
     directory inside the share; after a restore (fids walked again from their saved
