@@ -123,7 +123,33 @@ class ConsoleSpec:
     slot: int | None = None
 
 
-DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec
+@dataclass(frozen=True)
+class ShareSpec:
+    """A host directory shared into the guest over virtio-9p (9P2000.L): the guest
+    mounts it with ``mount -t 9p -o trans=virtio,version=9p2000.L TAG /mnt``.
+    ``read_only``: every change fails with EROFS in the guest."""
+
+    path: str
+    tag: str
+    read_only: bool = False
+    slot: int | None = None
+
+    def __post_init__(self) -> None:
+        import os
+
+        from ..devices.virtio.p9 import MAX_TAG_LEN  # (only when a share is configured)
+
+        if not os.path.isdir(self.path):
+            what = "does not exist" if not os.path.exists(self.path) else "is not a directory"
+            raise ConfigError(f"--share '{self.path}': the host directory {what}")
+        raw = self.tag.encode("utf-8", "surrogateescape")
+        if not raw or len(raw) > MAX_TAG_LEN or not self.tag.isprintable() or \
+                any(c in self.tag for c in " ,"):
+            raise ConfigError(f"--share '{self.path}': tag '{self.tag}' must be 1 to "
+                              f"{MAX_TAG_LEN} printable bytes without spaces or commas")
+
+
+DeviceSpec = DiskSpec | NetSpec | RngSpec | BalloonSpec | ConsoleSpec | ShareSpec
 
 
 def place(devices: tuple[DeviceSpec, ...], slots: int = MAX_VIRTIO_DEVICES) -> list[int]:
@@ -199,6 +225,11 @@ class MachineConfig:
                 f"{MAX_VIRTIO_DEVICES} virtio-mmio slots"
             )
         place(self.devices)
+        tags = [d.tag for d in self.devices if isinstance(d, ShareSpec)]
+        for tag in tags:
+            if tags.count(tag) > 1:
+                raise ConfigError(f"--share: tag '{tag}' is given to two shares (each "
+                                  "share needs its own tag)")
         disks = [d.path for d in self.devices if isinstance(d, DiskSpec)]
         for path in disks:
             if disks.count(path) > 1:
@@ -244,6 +275,27 @@ def parse_disk_option(text: str) -> DiskSpec:
             )
     return DiskSpec(path, read_only, overlay, bps=rates.get("bps"), iops=rates.get("iops"),
                     bps_burst=rates.get("bps_burst"), iops_burst=rates.get("iops_burst"))
+
+
+def parse_share_option(text: str) -> ShareSpec:
+    """``--share HOSTDIR,tag=TAG[,ro]``."""
+    path, *opts = text.split(",")
+    if not path:
+        raise ConfigError(f"--share '{text}': missing the host directory")
+    tag = None
+    read_only = False
+    for opt in opts:
+        key, eq, value = opt.partition("=")
+        if key == "tag" and eq:
+            tag = value
+        elif key in ("ro", "readonly") and (not eq or value in ("on", "1", "true")):
+            read_only = True
+        else:
+            raise ConfigError(f"--share '{text}': unknown option '{opt}' (known: tag=TAG, ro)")
+    if tag is None:
+        raise ConfigError(f"--share '{text}': tag=TAG is required (the guest mounts the "
+                          "share by its tag)")
+    return ShareSpec(path, tag, read_only)
 
 
 _NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_burst")

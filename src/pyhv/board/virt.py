@@ -26,7 +26,7 @@ from ..devices.uart16550 import Uart16550
 from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.dma import GuestDMA
 from ..devices.virtio.mmio import VirtioMmio
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from ..isa import spec
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
@@ -40,6 +40,7 @@ from .config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    ShareSpec,
     place,
 )
 from .fdt import DtbSpec, build_dtb, dtb_address
@@ -265,6 +266,15 @@ class VirtBoard:
             from ..devices.virtio.console import VirtioConsole
 
             return VirtioConsole(self.console_out)
+        if isinstance(spec, ShareSpec):
+            from ..devices.virtio.p9 import Virtio9p
+            from ..devices.virtio.p9fs import P9Server
+
+            try:
+                server = P9Server(spec.path, read_only=spec.read_only)
+            except OSError as e:
+                raise ConfigError(f"--share '{spec.path}': {e.strerror}") from None
+            return Virtio9p(server, spec.tag)
         raise TypeError(f"unknown device spec {spec!r}")
 
     def release_disks(self) -> None:

@@ -28,6 +28,7 @@ from ..vm.config import (
     parse_disk_option,
     parse_memory,
     parse_net_option,
+    parse_share_option,
 )
 from .process import run_and_exit
 
@@ -120,6 +121,12 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         "(bytes/s, e.g. 1M), tx_pps=, rx_pps= (frames/s), tx_bps_burst=, rx_bps_burst= "
         "limit each direction",
     )
+    dev.add_argument(
+        "--share", action=_DeviceAction, metavar="HOSTDIR,tag=TAG[,ro]",
+        help="share the host directory HOSTDIR over virtio-9p; the guest mounts it with "
+        "'mount -t 9p -o trans=virtio,version=9p2000.L TAG /mnt'; 'ro' refuses writes "
+        "(repeatable, one tag each)",
+    )
     dev.add_argument("--rng", action=_DeviceAction, nargs=0, help="virtio-rng (host entropy)")
     dev.add_argument("--balloon", action=_DeviceAction, nargs=0, help="virtio-balloon")
     dev.add_argument(
@@ -141,6 +148,8 @@ def _device_spec(kind: str, value: object) -> DeviceSpec:
         return parse_disk_option(str(value))
     if kind == "net":
         return parse_net_option(str(value))
+    if kind == "share":
+        return parse_share_option(str(value))
     if kind == "rng":
         return RngSpec()
     if kind == "balloon":

@@ -80,6 +80,9 @@ def add_manage_commands(
     p.add_argument("--net", action="append", default=[], metavar="switch=NAME[,mac=ADDR]",
                    help="add a virtio-net NIC on a virtual switch (repeatable); I/O "
                    "budgets: ,tx_bps=1M,rx_pps=100 (tx_/rx_ bps, pps, bps_burst)")
+    p.add_argument("--share", action="append", default=[], metavar="HOSTDIR,tag=TAG[,ro]",
+                   help="share a host directory over virtio-9p (repeatable); the guest "
+                   "mounts it by TAG")
     p.add_argument("--rng", action="store_true", default=None, help="virtio-rng")
     p.add_argument("--balloon", action="store_true", default=None, help="virtio-balloon")
     p.add_argument("--vconsole", action="store_true", default=None, help="virtio-console")
@@ -254,7 +257,7 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
     """Flags override the file's values (paths made absolute: they are relative to the
     current directory); --disk and --net add devices."""
     from ..host.definition import DISK_RATES, NET_RATES
-    from ..vm.config import parse_disk_option, parse_net_option
+    from ..vm.config import parse_disk_option, parse_net_option, parse_share_option
 
     for key in ("name", "engine"):
         if getattr(ns, key) is not None:
@@ -309,6 +312,11 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
                              **({"mac": spec_n.mac} if spec_n.mac else {}),
                              **{k: getattr(spec_n, k) for k in NET_RATES
                                 if getattr(spec_n, k) is not None}})
+
+    for text in ns.share:
+        spec_s = parse_share_option(text)
+        _append(doc, "share", {"path": _abspath(spec_s.path), "tag": spec_s.tag,
+                               "readonly": spec_s.read_only})
 
     for key in ("rng", "balloon", "vconsole"):
         if getattr(ns, key):
@@ -456,6 +464,9 @@ def _info(ns: argparse.Namespace) -> int:
     for i, net in enumerate(d.nets):
         lines.append((f"NIC {i}", f"switch {net.switch}, mac {net.mac or 'random'}"
                       f"{_budgets(net, NET_RATES)}"))
+    for i, sh in enumerate(d.shares):
+        lines.append((f"Share {i}", f"{sh.path} as '{sh.tag}'"
+                      f"{' (read-only)' if sh.readonly else ''}"))
     lines.append(("Devices", ", ".join(devices) or "-"))
     crash = vm.crash if state == "crashed" else None
     if crash is not None:

@@ -14,6 +14,9 @@ silently ignored. Devices: ``-drive file=..,format=raw,if=none,id=X[,readonly=on
 ``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
 ``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
 ``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
+Host directory shares (virtio-9p): ``-virtfs local,path=DIR,mount_tag=TAG,
+security_model=none[,readonly=on]``, or ``-fsdev local,id=F,path=DIR,security_model=none``
+with ``-device virtio-9p-device,fsdev=F,mount_tag=TAG``.
 
 CPU engine: ``-accel tcg`` (QEMU's default, so also no ``-accel`` at all; its properties
 such as ``thread=single`` are ignored) runs pyhv's default engine ``auto`` (the LLVM JIT
@@ -42,6 +45,7 @@ from ..vm.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    ShareSpec,
     parse_memory,
 )
 from .main import run_machine
@@ -95,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-global", dest="globals", action="append", default=[])
     p.add_argument("-object", dest="objects", action="append", default=[])
     p.add_argument("-chardev", dest="chardevs", action="append", default=[])
+    p.add_argument("-virtfs", action="append", default=[])
+    p.add_argument("-fsdev", action="append", default=[])
     return p
 
 
@@ -164,6 +170,7 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             netdevs[ident] = o["name"]
         else:
             raise ConfigError(f"-netdev {text}: only 'user' and pyhv's 'switch' are supported")
+    fsdevs = {o.get("id", ""): o for o in (_fsdev(f"-fsdev {t}", t) for t in ns.fsdev)}
     for text in ns.objects:
         kind = _opts(text, "type").get("type")
         if kind not in ("rng-builtin", "rng-random"):
@@ -193,16 +200,46 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             if switch is None:
                 raise ConfigError(f"{where}: no -netdev with id={o.get('netdev')}")
             devices.append(NetSpec(switch, o.get("mac"), slot))
+        elif driver == "virtio-9p-device":
+            fs = fsdevs.get(o.get("fsdev", ""))
+            if fs is None:
+                raise ConfigError(f"{where}: no -fsdev with id={o.get('fsdev')}")
+            if not o.get("mount_tag"):
+                raise ConfigError(f"{where}: mount_tag= is required")
+            devices.append(ShareSpec(fs["path"], o["mount_tag"], _on(fs.get("readonly")),
+                                     slot))
         elif driver == "virtio-rng-device":
             devices.append(RngSpec(slot))
         elif driver == "virtio-balloon-device":
             devices.append(BalloonSpec(slot))
         else:  # virtio-serial-device
             devices.append(ConsoleSpec(slot))
+    for text in ns.virtfs:
+        o = _fsdev(f"-virtfs {text}", text, ("mount_tag",))
+        if not o.get("mount_tag"):
+            raise ConfigError(f"-virtfs {text}: mount_tag= is required")
+        devices.append(ShareSpec(o["path"], o["mount_tag"], _on(o.get("readonly"))))
     for text in ns.globals:
         if text not in ("virtio-mmio.force-legacy=false", "virtio-mmio.force-legacy=off"):
             raise ConfigError(f"-global {text}: not supported (pyhv's virtio-mmio is modern)")
     return tuple(devices)
+
+
+def _fsdev(where: str, text: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
+    """-fsdev/-virtfs ``local,path=DIR,security_model=none|passthrough[,readonly=on]``:
+    pyhv's server acts as the host user it runs as (QEMU's ``none``; as root, that is
+    ``passthrough`` without the ownership mapping)."""
+    o = _opts(text, "type")
+    _known(where, o, ("type", "id", "path", "security_model", "readonly", *extra))
+    if o.get("type") != "local":
+        raise ConfigError(f"{where}: only the 'local' file system driver is supported")
+    if not o.get("path"):
+        raise ConfigError(f"{where}: path=DIR is required")
+    model = o.get("security_model")
+    if model not in ("none", "passthrough"):
+        raise ConfigError(f"{where}: security_model={model} is not supported (pyhv's "
+                          "share acts as the host user: security_model=none)")
+    return o
 
 
 # The keys pyhv honours; any other is refused by name, never silently ignored.
@@ -212,6 +249,7 @@ DEVICE_KEYS: dict[str, tuple[str, ...]] = {
     "virtio-blk-device": ("drive", "serial"),
     "virtio-net-device": ("netdev", "mac"),
     "virtio-rng-device": ("rng",),
+    "virtio-9p-device": ("fsdev", "mount_tag"),
     "virtio-balloon-device": (),
     "virtio-serial-device": (),
 }

@@ -6,7 +6,8 @@ only, unless ``pyhv host serve --socket-group GROUP`` lets the members of a grou
 too (as libvirt's ``unix_sock_group``): such a member must not borrow the daemon's
 rights, so every file their request names outside the VM's own directory must be one
 *they* could open, read (and write, for a disk the guest writes), checked here from
-the file's owner, group and mode, and each directory on the way.
+the file's owner, group and mode, and each directory on the way. A shared directory
+(virtio-9p) must be theirs: the guest reaches the whole tree under it.
 
 A requester with the daemon's own uid, or root, has those rights anyway: nothing to
 check. (A file that changes between this check and its opening by the VM process is
@@ -84,6 +85,19 @@ def check_files(definition: VMDefinition, uid: int, vm_dir: Path | None) -> None
         name = pwd.getpwuid(uid).pw_name
     except KeyError:
         name = f"uid {uid}"
+    for i, share in enumerate(definition.shares):
+        # A share hands the guest the daemon's rights over a whole tree, not one file:
+        # the requester must own its directory (and be able to use it), as if they ran
+        # the VM themselves.
+        real = os.path.realpath(share.path)
+        try:
+            owner = os.stat(real).st_uid
+        except OSError:
+            owner = None
+        if owner != uid or not may_use(real, uid, not share.readonly):
+            raise Forbidden(f"{definition.name}: share[{i}].path: user {name} does not own "
+                            f"'{share.path}' (a share gives the guest the host daemon's "
+                            "rights over all of it)")
     for field, path, write in wanted:
         real = os.path.realpath(path)
         if own is not None and os.path.commonpath([own, real]) == own:

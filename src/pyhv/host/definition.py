@@ -127,6 +127,16 @@ class Net:
     rx_bps_burst: int | None = None
 
 
+@dataclass(frozen=True)
+class Share:
+    """A host directory shared into the guest over virtio-9p (``[[share]]``), mounted in
+    the guest by its ``tag``; ``readonly``: the guest cannot change it."""
+
+    path: str
+    tag: str
+    readonly: bool = False
+
+
 #: The I/O budget keys of a ``[[disk]]`` and a ``[[net]]``, and (burst, rate) pairs.
 DISK_RATES = ("bps", "iops", "bps_burst", "iops_burst")
 NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_burst")
@@ -188,6 +198,7 @@ class VMDefinition:
     boot: Boot = field(default_factory=Boot)
     disks: tuple[Disk, ...] = ()
     nets: tuple[Net, ...] = ()
+    shares: tuple[Share, ...] = ()
     rng: bool = False
     balloon: bool = False
     vconsole: bool = False
@@ -199,6 +210,7 @@ class VMDefinition:
         # Lists are accepted from Python callers; the definition keeps tuples.
         object.__setattr__(self, "disks", tuple(self.disks))
         object.__setattr__(self, "nets", tuple(self.nets))
+        object.__setattr__(self, "shares", tuple(self.shares))
         _validate(self)
         if self.qos.shares is None:
             object.__setattr__(
@@ -278,6 +290,7 @@ class VMDefinition:
 
         disks: list[Disk] = []
         nets: list[Net] = []
+        shares: list[Share] = []
         rng = balloon = vconsole = False
         for d in config.devices:
             if isinstance(d, mc.DiskSpec):
@@ -285,6 +298,8 @@ class VMDefinition:
                                   **{k: getattr(d, k) for k in DISK_RATES}))
             elif isinstance(d, mc.NetSpec):
                 nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES}))
+            elif isinstance(d, mc.ShareSpec):
+                shares.append(Share(d.path, d.tag, d.read_only))
             elif isinstance(d, mc.RngSpec):
                 rng = True
             elif isinstance(d, mc.BalloonSpec):
@@ -295,8 +310,8 @@ class VMDefinition:
                     cmdline=config.append, dtb=config.dtb)
         return cls(name=name, vcpus=config.smp, memory=config.memory,
                    engine=config.engine if config.engine in ENGINES else "auto", boot=boot,
-                   disks=tuple(disks), nets=tuple(nets), rng=rng, balloon=balloon,
-                   vconsole=vconsole)
+                   disks=tuple(disks), nets=tuple(nets), shares=tuple(shares), rng=rng,
+                   balloon=balloon, vconsole=vconsole)
 
     # --------------------------------------------------------------------- writing
 
@@ -330,6 +345,9 @@ class VMDefinition:
                  **_rates_doc(n, NET_RATES)}
                 for n in self.nets
             ]
+        if self.shares:
+            doc["share"] = [{"path": sh.path, "tag": sh.tag, "readonly": sh.readonly}
+                            for sh in self.shares]
         doc["devices"] = {"rng": self.rng, "balloon": self.balloon, "vconsole": self.vconsole}
         qos: dict[str, Any] = {"shares": self.qos.shares, "reservation": self.qos.reservation}
         if self.qos.limit is not None:
@@ -368,6 +386,8 @@ class VMDefinition:
             parts.append("\n[[disk]]\n" + tomli_w.dumps(disk))
         for net in doc.get("net", []):
             parts.append("\n[[net]]\n" + tomli_w.dumps(net))
+        for share in doc.get("share", []):
+            parts.append("\n[[share]]\n" + tomli_w.dumps(share))
         parts.append("\n[devices]\n" + tomli_w.dumps(doc["devices"]))
         parts.append("\n[qos]\n" + tomli_w.dumps(doc["qos"]))
         return "".join(parts)
@@ -378,7 +398,7 @@ class VMDefinition:
         self, *, engine: str | None = None, no_reboot: bool = False
     ) -> MachineConfig:
         """The :class:`MachineConfig` of this VM. Virtio devices take the slots in a stable
-        order: disks, NICs, rng, balloon, vconsole. ``engine`` overrides the definition's;
+        order: disks, NICs, rng, balloon, vconsole, shares. ``engine`` overrides the definition's;
         ``"auto"`` lets the machine choose (the interpreter while it is the only engine)."""
         from ..vm import config as mc
 
@@ -394,6 +414,8 @@ class VMDefinition:
             devices.append(mc.BalloonSpec())
         if self.vconsole:
             devices.append(mc.ConsoleSpec())
+        for sh in self.shares:
+            devices.append(mc.ShareSpec(sh.path, sh.tag, sh.readonly))
         chosen = engine or self.engine
         if chosen == "auto" and "auto" not in mc.ENGINES:
             chosen = "interp"
@@ -500,11 +522,12 @@ def _validate(d: VMDefinition) -> None:
     _validate_boot(d.boot)
     _validate_disks(d.disks)
     _validate_nets(d.nets)
-    count = len(d.disks) + len(d.nets) + d.rng + d.balloon + d.vconsole
+    _validate_shares(d.shares)
+    count = len(d.disks) + len(d.nets) + len(d.shares) + d.rng + d.balloon + d.vconsole
     if count > MAX_VIRTIO_DEVICES:
         raise DefinitionError(
             "devices",
-            f"{count} virtio devices (disks, NICs, rng, balloon, vconsole): the virt board "
+            f"{count} virtio devices (disks, NICs, shares, rng, balloon, vconsole): the virt board "
             f"has {MAX_VIRTIO_DEVICES} virtio-mmio slots",
         )
     _validate_qos(d.qos, d.vcpus)
@@ -635,6 +658,30 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
             if key in macs:
                 raise DefinitionError(f"{where}.mac", f"{net.mac} is also net[{macs[key]}].mac")
             macs[key] = i
+
+
+def _validate_shares(shares: tuple[Share, ...]) -> None:
+    """Paths and tags (the directory itself is looked for when the VM starts)."""
+    from ..devices.virtio.p9 import MAX_TAG_LEN as MAX_SHARE_TAG
+
+    tags: dict[str, int] = {}
+    for i, sh in enumerate(shares):
+        where = f"share[{i}]"
+        if not isinstance(sh, Share):
+            raise _bad_type(where, sh, "a Share")
+        if not isinstance(sh.path, str) or not sh.path or "\0" in sh.path:
+            raise _bad_type(f"{where}.path", sh.path, "a directory path")
+        if not isinstance(sh.readonly, bool):
+            raise _bad_type(f"{where}.readonly", sh.readonly, "a boolean")
+        if not isinstance(sh.tag, str):
+            raise _bad_type(f"{where}.tag", sh.tag, "a string")
+        if not 0 < len(sh.tag.encode("utf-8", "surrogateescape")) <= MAX_SHARE_TAG or \
+                not sh.tag.isprintable() or any(c in sh.tag for c in " ,"):
+            raise DefinitionError(f"{where}.tag", f"'{sh.tag}' must be 1 to {MAX_SHARE_TAG} "
+                                  "printable bytes without spaces or commas")
+        if sh.tag in tags:
+            raise DefinitionError(f"{where}.tag", f"'{sh.tag}' is also share[{tags[sh.tag]}].tag")
+        tags[sh.tag] = i
 
 
 def _validate_rates(device: Disk | Net, keys: tuple[str, ...], where: str) -> None:
@@ -844,10 +891,11 @@ def parse_memory_shares(value: object, memory: int, where: str = "memory.shares"
 
 MEMORY_KEYS = ("size", "shares", "reservation", "limit")
 TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "net",
-            "devices", "qos")
+            "share", "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
 DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
 NET_KEYS = ("switch", "mac", *NET_RATES)
+SHARE_KEYS = ("path", "tag", "readonly")
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
 
@@ -932,6 +980,18 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
             nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None,
                             **_rates_from(nt, NET_RATES)))
         kw["nets"] = tuple(nets)
+
+    if top.has("share"):
+        shares = []
+        for i, item in enumerate(top.tables("share")):
+            st = _Table(item, f"share[{i}].", SHARE_KEYS)
+            for key in ("path", "tag"):
+                if not st.has(key):
+                    raise DefinitionError(f"share[{i}].{key}", "missing (a share needs the "
+                                          "host directory and the tag the guest mounts)")
+            shares.append(Share(st.file("path", base), st.get_str("tag"),
+                                st.get_bool("readonly") if st.has("readonly") else False))
+        kw["shares"] = tuple(shares)
 
     if top.has("devices"):
         dv = _Table(top.raw("devices"), "devices.", DEVICE_KEYS)

@@ -750,6 +750,10 @@ def _absolute_paths(spec: Mapping[str, Any]) -> None:
         for i, disk in enumerate(disks):
             if isinstance(disk, Mapping):
                 wanted.extend((f"disk[{i}].{k}", disk.get(k)) for k in ("path", "overlay"))
+    shares = spec.get("share")
+    if isinstance(shares, list):
+        wanted.extend((f"share[{i}].path", sh.get("path")) for i, sh in enumerate(shares)
+                      if isinstance(sh, Mapping))
     for field, path in wanted:
         if isinstance(path, str) and path and not os.path.isabs(os.path.expanduser(path)):
             raise DefinitionError(field, f"'{path}' is relative: give an absolute path "

@@ -18,10 +18,12 @@ from ..board.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    ShareSpec,
     parse_disk_option,
     parse_mac,
     parse_memory,
     parse_net_option,
+    parse_share_option,
     place,
 )
 
@@ -40,6 +42,8 @@ __all__ = [
     "parse_mac",
     "parse_memory",
     "parse_net_option",
+    "parse_share_option",
     "place",
     "RngSpec",
+    "ShareSpec",
 ]

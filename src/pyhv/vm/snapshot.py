@@ -35,6 +35,7 @@ from ..board.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    ShareSpec,
 )
 from ..cpu.hart import HartState
 from ..devices.clint import ClintState
@@ -58,7 +59,7 @@ MAX_META = 1 << 30
 
 _SPECS: dict[str, type[DeviceSpec]] = {
     "disk": DiskSpec, "net": NetSpec, "rng": RngSpec, "balloon": BalloonSpec,
-    "console": ConsoleSpec,
+    "console": ConsoleSpec, "share": ShareSpec,
 }
 
 

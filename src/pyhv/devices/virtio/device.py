@@ -21,6 +21,7 @@ VIRTIO_ID_BLOCK = 2
 VIRTIO_ID_CONSOLE = 3
 VIRTIO_ID_RNG = 4
 VIRTIO_ID_BALLOON = 5
+VIRTIO_ID_9P = 9
 
 # Transport feature bits the shared code implements for every device.
 VIRTIO_F_RING_INDIRECT_DESC = 1 << 28
