@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pyhv.host.definition import VMDefinition
@@ -168,3 +170,31 @@ def test_terms_round_trip_through_toml_and_default_shares_follow_the_size() -> N
     assert plain.memory_terms.shares == 10 * 512 and plain.to_dict()["memory"] == "512M"
     with pytest.raises(DefinitionError, match="memory: 0 must be positive"):
         HostSettings.from_dict({"memory": 0})
+
+
+def test_set_memory_terms_and_bad_ones_change_nothing(tmp_path: Path) -> None:
+    from pyhv.host import Host
+
+    host = Host(tmp_path / "state")
+    host.registry.root.mkdir(parents=True, exist_ok=True)
+    (host.state_dir / "host.toml").write_text('memory = "512M"\n')
+    host.create({"name": "web", "memory": "256M", "devices": {"balloon": True}})
+    d = host.set("web", memory_shares="high", memory_reservation="128M",
+                 memory_limit="192M").definition
+    assert (d.memory_terms.shares, d.memory_terms.reservation, d.memory_terms.limit) == (
+        20 * 256, 128 * MiB, 192 * MiB)
+    before = host.registry.definition_path("web").read_text()
+    for changes, message in (
+            ({"memory_limit": "64M"}, "web: memory.limit: 64 MiB is below memory.reservation"),
+            ({"memory": "1G", "memory_limit": None, "memory_reservation": "768M"},
+             "memory.reservation: 768M is more than the host's memory budget"),
+            ({"memory_shares": 0}, "memory.shares: 0 is out of range")):
+        with pytest.raises(DefinitionError, match=message):
+            host.set("web", **changes)
+        assert host.registry.definition_path("web").read_text() == before
+    d = host.set("web", memory_limit=None, memory="384M").definition
+    assert d.memory_terms.limit is None and d.memory == 384 * MiB
+    assert d.memory_terms.shares == 20 * 256  # set by hand: it stays
+    plain = host.create({"name": "db", "memory": "128M"}).definition
+    assert host.set("db", memory="256M").definition.memory_terms.shares == 2560  # follows
+    assert plain.memory_terms.shares == 1280
