@@ -622,8 +622,8 @@ _SIZE: list[JsonValue] = [{"type": "integer", "minimum": 1}, {"type": "string"}]
 
 class VMChanges(BaseModel):
     """Fields to change (``pyhv set``); give at least one. On a running VM, shares,
-    reservation, limit and io apply at once and balloon sets its balloon target; memory and
-    autostart apply at its next start."""
+    reservation, limit, the memory terms and io apply at once and balloon sets its balloon
+    target; memory and autostart apply at its next start."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={
         "minProperties": 1,
@@ -647,6 +647,18 @@ class VMChanges(BaseModel):
                          json_schema_extra={"anyOf": [*_SIZE, {"type": "null"}]})
     autostart: Any = Field(None, description="start the VM when the daemon starts",
                            json_schema_extra={"type": "boolean"})
+    memory_shares: Any = Field(None, description="memory weight when the host's memory is "
+                               'short: an integer or "low", "normal", "high" (per MiB)',
+                               json_schema_extra={"anyOf": [
+                                   {"type": "integer", "minimum": 1},
+                                   {"enum": ["low", "normal", "high"]}]})
+    memory_reservation: Any = Field(None, description="memory never taken back (bytes or a "
+                                    'size such as "128M"; 0: none)',
+                                    json_schema_extra={"anyOf": [
+                                        {"type": "integer", "minimum": 0}, {"type": "string"}]})
+    memory_limit: Any = Field(None, description="the most memory the guest may hold, through "
+                              "its balloon (bytes or a size); null: its memory",
+                              json_schema_extra={"anyOf": [*_SIZE, {"type": "null"}]})
     io: Any = Field(None, description="I/O budgets, per device (disk0, disk1, ..., net0, "
                     "...): the keys of [[disk]] (bps, iops, bps_burst, iops_burst) or [[net]] "
                     "(tx_bps, tx_pps, tx_bps_burst, rx_bps, rx_pps, rx_bps_burst), a rate "
@@ -665,12 +677,18 @@ class Metrics(BaseModel):
     """What ``pyhv top`` shows (see docs/host-daemon.md)."""
 
     host: dict[str, Any] = Field(description="cpus, policy, vms_running, cpu_pct, "
-                                 "capacity_pct, daemon_cpu_pct, uptime, pid")
+                                 "capacity_pct, daemon_cpu_pct, memory_budget, memory_held, "
+                                 "memory_short, ksm (the host's KSM settings and counters), "
+                                 "uptime, pid")
     vms: list[dict[str, Any]] = Field(description="per VM: name, state, pid, vcpus, memory, "
                                       "shares, reservation, limit and, while it runs, "
                                       "activity, engine, cpu_pct, entitlement_pct, "
                                       "cpu_seconds, mips, instructions, rss, balloon_target, "
-                                      "balloon_actual, disk_read, disk_write, net_tx, net_rx, "
+                                      "balloon_actual, memory_shares, memory_reservation, "
+                                      "memory_limit, memory_entitled, memory_granted, "
+                                      "memory_held, memory_active, memory_shared, "
+                                      "memory_swapped, guest_free, guest_available, "
+                                      "disk_read, disk_write, net_tx, net_rx, "
                                       "console_in, console_out, wakeups, uptime, "
                                       "io_throttled_seconds and io: per disk and NIC "
                                       "direction its device, direction (rw, tx, rx), "
