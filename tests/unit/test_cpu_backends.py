@@ -16,6 +16,7 @@ from pyhv.host.cgroups import (
     CgroupBackend,
     choose_backend,
     correct_shares,
+    period_us,
     quota_us,
     v1_shares,
     v2_weight,
@@ -129,8 +130,12 @@ def test_term_mapping() -> None:
     assert v1_shares(1000) == 1024 and v1_shares(1) == 2 and v1_shares(10**9) == 262144
     assert v2_weight(1000) == 100 and v2_weight(1) == 1 and v2_weight(10**9) == 10000
     assert quota_us(None) is None
-    assert quota_us(30) == 30_000 and quota_us(0.1) == 1000
-    assert quota_us(150) == 150_000  # more than one CPU: for several threads
+    assert quota_us(30) == 6_000 and quota_us(30, 100_000) == 30_000
+    assert quota_us(150) == 30_000  # more than one CPU: for several threads
+    # 20 ms periods, longer where the quota would be under the kernel's 1 ms
+    assert period_us(None) == period_us(30) == CFS_PERIOD_US == 20_000
+    assert period_us(2) == 50_000 and quota_us(2) == 1000
+    assert period_us(0.05) == 1_000_000 and quota_us(0.05) == 1000  # (the longest: 0.1%)
 
 
 def fake_v1(tmp_path: Path) -> Path:
@@ -153,7 +158,7 @@ def test_cgroup_v1_writes_and_cleans_up(tmp_path: Path) -> None:
     child = group / "vm-web"
     assert (child / "cpu.shares").read_text() == "2048"
     assert (child / "cpu.cfs_period_us").read_text() == str(CFS_PERIOD_US)
-    assert (child / "cpu.cfs_quota_us").read_text() == "30000"
+    assert (child / "cpu.cfs_quota_us").read_text() == "6000"
     assert (child / "cgroup.procs").read_text() == "1234"
     backend.set_terms("web", 500, None, boost=4.0)
     assert (child / "cpu.shares").read_text() == "2048"  # 500 x 4
@@ -180,7 +185,7 @@ def test_cgroup_v2_writes(tmp_path: Path) -> None:
     assert (group / "cpu.weight").read_text() == "100"
     backend.attach("a", 5, 4000, 50.0)
     assert (group / "vm-a" / "cpu.weight").read_text() == "400"
-    assert (group / "vm-a" / "cpu.max").read_text() == f"50000 {CFS_PERIOD_US}"
+    assert (group / "vm-a" / "cpu.max").read_text() == f"10000 {CFS_PERIOD_US}"
     backend.set_terms("a", 4000, None)
     assert (group / "vm-a" / "cpu.max").read_text() == f"max {CFS_PERIOD_US}"
     backend.close()
@@ -276,7 +281,7 @@ def test_cgroup_shares_split_is_corrected(tmp_path: Path) -> None:
     assert all(1 / SHARES_RANGE <= f <= SHARES_RANGE for f in factors.values())
     assert factors["s0"] > factors["s1"]  # the short-changed VMs weigh more
     # the limit was written once and left alone
-    assert (root / "pyhv-1" / "vm-s2" / "cpu.cfs_quota_us").read_text() == "90000"
+    assert (root / "pyhv-1" / "vm-s2" / "cpu.cfs_quota_us").read_text() == "18000"  # 90% of 20 ms
 
     # the kernel is right again: back to the plain shares
     got, factors, _ = run_split(backend, shares, dict.fromkeys(shares, 1.0), factors, 30,
