@@ -13,6 +13,7 @@ import errno
 import os
 import struct
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -383,13 +384,18 @@ def test_walks_racing_a_directory_flipped_to_a_symlink_never_leave(client: Clien
             os.rename(share / "link", share / "sub")  # sub is now the symlink
             os.rename(share / "sub", share / "link")
             os.rename(share / "sub.real", share / "sub")
+            time.sleep(0)  # let the walker run between flips too (a loaded host)
 
     root = client.attach()
     flipper = threading.Thread(target=flip)
     flipper.start()
     got = set()
     try:
-        for _ in range(2000):
+        tries = 0
+        # 2,000 walks, and on until one found the inner file (bounded: a loaded host may
+        # keep the flipper running through many walks in a row)
+        while tries < 2000 or (b"inner\n" not in got and tries < 50_000):
+            tries += 1
             try:
                 f = client.walk_all(root, "sub", "inner.txt")
                 client.lopen(f)
