@@ -198,11 +198,13 @@ def run_machine(
     gdb: str | None = None,
     wait_gdb: bool = False,
     gdb_option: str = "--gdb",
+    hold: bool = False,
 ) -> int:
     """Build (or ``restore`` from a snapshot file) and run one machine on the terminal;
     with ``snapshot``, save it there on Ctrl-A s and when it stops before power-off;
     with ``gdb`` (an address), under a gdb remote stub (``wait_gdb``: held until gdb
-    attaches). Returns the process exit status."""
+    attaches; ``hold``: no gdb, the CPU never starts, as QEMU's -S alone). Returns the
+    process exit status."""
     from ..vm.machine import tune_gc_for_vm
 
     tune_gc_for_vm()
@@ -213,12 +215,46 @@ def run_machine(
         server = GdbServer(*parse_gdb_address(gdb, gdb_option), option=gdb_option)
     elif wait_gdb:
         raise PyhvError("--wait-gdb needs --gdb tcp:127.0.0.1:PORT")
+    if hold:
+        return _hold(config, timeout)
     try:
         return _run_console(config, timeout, max_instructions, stats, restore, snapshot,
                             verify, engine, server, wait_gdb)
     finally:
         if server is not None:
             server.close()
+
+
+def _hold(config: MachineConfig | None, timeout: float | None) -> int:
+    """QEMU's -S without a gdb stub: the machine is built, its CPU never starts (QEMU
+    waits for its monitor's 'cont', which pyhv does not have); Ctrl-A x quits."""
+    import select
+
+    from ..vm.console import StdioConsole
+    from ..vm.machine import Machine
+
+    assert config is not None
+    console = StdioConsole()
+    try:
+        machine = Machine(config, console=console)
+        try:
+            print("pyhv: -S: the CPU is held (no gdb stub to start it: add -s); "
+                  "Ctrl-A x quits", file=sys.stderr)
+            began = time.monotonic()
+            fd = console.input_fd()
+            while not console.quit_requested:
+                if timeout is not None and time.monotonic() - began >= timeout:
+                    return 124
+                if fd is not None:
+                    select.select([fd], [], [], 0.2)
+                else:
+                    time.sleep(0.2)
+                console.read_input()  # typed bytes go nowhere: the CPU is held
+        finally:
+            machine.close()
+    finally:
+        console.close()
+    return 0
 
 
 def _run_console(config: MachineConfig | None, timeout: float | None,

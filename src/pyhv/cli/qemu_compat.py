@@ -21,6 +21,10 @@ where llvmlite works, else the block translator); ``-accel pyhv,engine=NAME`` pi
 of ``auto``, ``interp``, ``translate``, ``jit`` (``pyhv run --engine``). Several
 ``-accel`` options are tried in order, as QEMU does, so ``-accel kvm -accel tcg`` works;
 accelerators pyhv does not have (kvm, hvf, ...) are skipped, and an error if none is left.
+
+Debugging: ``-gdb tcp::PORT`` opens pyhv's gdb remote stub (docs/gdb.md) on loopback,
+``-s`` is ``-gdb tcp::1234``, and ``-S`` holds the CPU at its first instruction until gdb
+attaches (without a gdb stub it holds it for good, as QEMU does; Ctrl-A x quits).
 """
 
 from __future__ import annotations
@@ -95,7 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-global", dest="globals", action="append", default=[])
     p.add_argument("-object", dest="objects", action="append", default=[])
     p.add_argument("-chardev", dest="chardevs", action="append", default=[])
+    p.add_argument("-gdb", metavar="tcp::PORT",
+                   help="gdb remote stub on this loopback port (docs/gdb.md)")
+    p.add_argument("-s", dest="gdb_default", action="store_true",
+                   help="shorthand for -gdb tcp::1234")
+    p.add_argument("-S", dest="freeze", action="store_true",
+                   help="do not start the CPU: wait for gdb (or hold it, without one)")
     return p
+
+
+GDB_DEFAULT_PORT = 1234  # QEMU's -s
 
 
 def _opts(text: str, first_key: str) -> dict[str, str]:
@@ -347,7 +360,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, ns = config_from_args(sys.argv[1:] if argv is None else argv)
         if ns.dumpdtb:
             return _dump_dtb(config, ns.dumpdtb)
-        return run_machine(config)
+        gdb, option = (ns.gdb, "-gdb") if ns.gdb is not None else \
+            (f"tcp::{GDB_DEFAULT_PORT}", "-s") if ns.gdb_default else (None, "-gdb")
+        if ns.gdb is not None and ns.gdb_default:
+            raise ConfigError(f"-s and -gdb {ns.gdb}: give one gdb stub address")
+        if gdb is not None and not gdb.startswith("tcp:"):
+            raise ConfigError(f"-gdb {gdb}: only tcp::PORT (or tcp:127.0.0.1:PORT) is "
+                              "supported")
+        return run_machine(config, gdb=gdb, wait_gdb=ns.freeze and gdb is not None,
+                           hold=ns.freeze and gdb is None, gdb_option=option)
     except PyhvError as e:
         print(f"pyhv-qemu: error: {e}", file=sys.stderr)
         return 1

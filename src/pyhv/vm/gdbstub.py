@@ -40,6 +40,8 @@ PACKET_SIZE = 0x4000  # what qSupported offers gdb (bytes of a packet's payload)
 MAX_PACKET = 1 << 20  # a packet longer than this without its '#' is dropped (NAK)
 POLL_SECONDS = 0.01  # how often a running guest's socket is looked at (Ctrl-C)
 SIGINT, SIGTRAP = 2, 5
+REFUSAL = b"E.pyhv: another gdb is already attached to this VM"
+REFUSE_SECONDS = 2.0  # how long a refused second client is waited for (its first packet)
 M64 = (1 << 64) - 1
 
 # -- the packet layer ----------------------------------------------------------------------
@@ -742,11 +744,7 @@ class GdbServer:
         except (BlockingIOError, InterruptedError):
             return False
         if self.client is not None:
-            try:
-                conn.sendall(frame(b"E.pyhv: another gdb is already attached to this VM"))
-            except OSError:
-                pass
-            conn.close()
+            self._refuse(conn)
             self._say(f"refused a second gdb client from {peer[0]}:{peer[1]}: "
                       "one is already attached")
             return False
@@ -757,6 +755,28 @@ class GdbServer:
         self.last_reply = b""
         self._say(f"gdb attached from {peer[0]}:{peer[1]}")
         return True
+
+    @staticmethod
+    def _refuse(conn: socket.socket) -> None:
+        """Answer a second gdb's first packet with an error that says why, then close
+        (gdb prints "Remote failure reply: E.pyhv: another gdb is already attached")."""
+        try:
+            conn.settimeout(REFUSE_SECONDS)
+            reader = PacketReader()
+            got: list[tuple[str, bytes]] = []
+            while not any(kind == "packet" for kind, _ in got):
+                data = conn.recv(4096)
+                if not data:
+                    break
+                got += reader.feed(data)
+            conn.sendall(b"+" + frame(REFUSAL))
+            conn.shutdown(socket.SHUT_WR)
+            while conn.recv(4096):  # until gdb closes its end (no reset on its reads)
+                pass
+        except OSError:
+            pass
+        finally:
+            conn.close()
 
     def _receive(self) -> Iterator[tuple[str, bytes]]:
         assert self.client is not None
