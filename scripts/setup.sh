@@ -11,6 +11,7 @@ need=()
 [ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v dtc >/dev/null || need+=(device-tree-compiler)  # DTB checks in the tests
+command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)  # the gdb stub's tests
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from .linux_guest import IMAGE, INITRD, needs_linux
+
 ROOT = Path(__file__).resolve().parents[2]
 DEBUGME = ROOT / "guests" / "tests" / "debugme.elf"
 SPIN = ROOT / "guests" / "tests" / "spin.elf"
@@ -320,3 +322,78 @@ def test_detach_lets_the_guest_run_on() -> None:
     finally:
         client.close()
     assert proc.wait(timeout=60) == 0
+
+
+# -- the Linux guest -------------------------------------------------------------------------
+
+# RV64 Linux links its kernel at KERNEL_LINK_ADDR (arch/riscv/include/asm/page.h), where
+# the Image's first byte goes: what vmlinux-to-elf needs to place the recovered ELF.
+KERNEL_LINK_ADDR = 0xFFFFFFFF80000000
+EM_RISCV = 243
+
+
+def kernel_symbols(tmp_path: Path) -> Path:
+    """An ELF with the guest kernel's symbols: the Image has no debug info and there is
+    no vmlinux or System.map beside it (/work/shared/guests/build.sh keeps neither),
+    but it has kallsyms (CONFIG_KALLSYMS: text symbols), which vmlinux-to-elf reads."""
+    out = tmp_path / "vmlinux.elf"
+    tool = shutil.which("vmlinux-to-elf")
+    argv = [tool] if tool else [sys.executable, "-m", "vmlinux_to_elf.scripts.vmlinux_to_elf"]
+    done = subprocess.run([*argv, "--e-machine", str(EM_RISCV), "--bit-size", "64",
+                           "--base-address", f"{KERNEL_LINK_ADDR:x}", str(IMAGE), str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and out.exists(), done.stdout + done.stderr
+    return out
+
+
+def comm_offset(vmlinux: Path) -> int:
+    """offsetof(struct task_struct, comm), from the kernel's own code (no debug info to
+    ask): __get_task_comm(buf, size, tsk) passes ``tsk->comm`` to strscpy_pad as its
+    second argument, ``addi a1, <tsk>, OFFSET`` right before the call."""
+    out = subprocess.run([GDB or "gdb-multiarch", "-batch", "-nx", "-ex", f"file {vmlinux}",
+                          "-ex", "x/24i __get_task_comm"],
+                         capture_output=True, text=True, timeout=60).stdout
+    offset = None
+    for line in out.splitlines():
+        m = re.search(r"\s(?:addi?)\s+a1,\w+,(\d+)$", line)
+        if m:
+            offset = int(m.group(1))
+        if "<strscpy_pad>" in line:
+            break
+    assert offset is not None, out
+    return offset
+
+
+@pytest.mark.slow
+@needs_gdb
+@needs_linux
+def test_gdb_breaks_in_linux_start_kernel_and_reads_init_task_comm(tmp_path: Path) -> None:
+    """``hbreak start_kernel`` by symbol (a hardware breakpoint: gdb inserts it at the
+    reset vector, long before the kernel's address is mapped), continue through OpenSBI
+    and the kernel's early boot, then read ``init_task.comm``: ``init_task`` is where
+    the boot hart's ``tp`` points (``current``, set in head.S before start_kernel)."""
+    pytest.importorskip("vmlinux_to_elf", reason="vmlinux-to-elf (pip, test extra)")
+    vmlinux = kernel_symbols(tmp_path)
+    offset = comm_offset(vmlinux)
+    port = free_port()
+    args = ["-m", "pyhv.cli.main", "run", "--kernel", str(IMAGE), "--initrd", str(INITRD),
+            "--append", "console=ttyS0", "--gdb", f"tcp:127.0.0.1:{port}", "--wait-gdb"]
+    proc = subprocess.Popen([sys.executable, *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "listening" in proc.stderr.readline()
+        out = run_gdb(port, "hbreak start_kernel", "continue",
+                      "printf \"PC=%lx\\n\", $pc", "info registers priv",
+                      f"printf \"COMM=%s\\n\", (char *)($tp + {offset})", "kill",
+                      elf=vmlinux)
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    start = subprocess.run([GDB or "gdb-multiarch", "-batch", "-nx", "-ex", f"file {vmlinux}",
+                            "-ex", "printf \"%lx\\n\", &start_kernel"],
+                           capture_output=True, text=True).stdout.strip()
+    assert "Breakpoint 1, " in out and "in start_kernel ()" in out, out
+    assert f"PC={start}" in out, out
+    assert "prv:1 [Supervisor]" in out, out
+    assert "COMM=swapper\n" in out, out  # INIT_TASK_COMM

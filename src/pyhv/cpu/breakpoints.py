@@ -1,12 +1,18 @@
 """A debugger's breakpoints, watchpoints and single step (the gdb stub's, vm/gdbstub.py).
 
-Why a stepper: under the block translator or the JIT, a breakpoint in the middle of a
-compiled block would be run straight through. So while a debugger holds any breakpoint
-or watchpoint, or steps, the machine runs the hart with :class:`DebugStepper`: the
-interpreter's own closures, one instruction a stretch, each checked first, whatever the
-hart's engine (as the guest's own debug triggers do, cpu/triggers.py; the guest's
-triggers stay honoured meanwhile). Nothing changes on the fast path: a machine with no
-debugger attached never looks here.
+Why: under the block translator or the JIT, a breakpoint in the middle of a compiled
+block would be run straight through. So while a debugger holds any breakpoint or
+watchpoint, or steps, the machine runs the hart through one of two strategies here,
+whatever the hart's engine:
+
+- :class:`BreakpointInterpreter`, when there are only execute breakpoints: the
+  decode-cached interpreter with one set lookup before each instruction (a Linux boot
+  to ``start_kernel`` takes seconds, not minutes);
+- :class:`DebugStepper` for a single step, watchpoints, or while the guest's own debug
+  triggers are armed (cpu/triggers.py: they stay honoured): the interpreter's closures,
+  one instruction a stretch, each checked first.
+
+Nothing changes on the fast path: a machine with no debugger attached never looks here.
 
 What a stop means, as gdb expects it (the RSP's stop replies):
 
@@ -25,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .interp import Interpreter
+from .mmu import CodeWatch
 from .run_loop import SLICE_EXITS, SliceStrategy
 from .trap import Trap
 from .triggers import CAUSE_BREAKPOINT, M64, access_of
@@ -127,6 +135,58 @@ class DebugStepper(SliceStrategy):
         return 1
 
 
+class BreakpointInterpreter(Interpreter):
+    """The decode-cached interpreter that stops before any instruction at an address
+    in ``points.execute`` (``stop`` says which). One per hart, kept by the debugger;
+    its SFENCE hooks on the hart are the engine's again when the debugger lets go
+    (:meth:`lend`)."""
+
+    def __init__(self, hart: Hart, code: CodeWatch, points: Breakpoints) -> None:
+        saved = hart.flush_decoded, hart.flush_decoded_page
+        super().__init__(hart, code)
+        hart.flush_decoded, hart.flush_decoded_page = saved
+        self.points = points
+        self.stop: DebugStop | None = None
+
+    def lend(self, take: bool) -> None:
+        """``take``: the hart's SFENCE hooks come here (what it decoded before is
+        dropped: the engine ran meanwhile); else they go back to ``engine``."""
+        hart = self.hart
+        if take:
+            self._saved = hart.flush_decoded, hart.flush_decoded_page
+            self.flush()
+            hart.flush_decoded, hart.flush_decoded_page = self.flush, self.flush_page
+        else:
+            hart.flush_decoded, hart.flush_decoded_page = self._saved
+
+    def stretch(self, n: int) -> int:
+        """Interpreter.stretch, with the breakpoint check (the one difference)."""
+        hart = self.hart
+        hart.context_changed = False
+        cid, cache = self._cache()
+        execute = self.points.execute
+        pc = hart.pc
+        i = 0
+        op: Any = None
+        get = cache.get
+        try:
+            for i in range(n):  # noqa: B007 - i is read after the loop
+                if pc in execute:
+                    self.stop = DebugStop("break", pc)
+                    self.ended = True
+                    hart.pc = pc
+                    return i
+                op = get(pc)
+                if op is None:
+                    op = self._decode_into(pc, cid, cache)
+                pc = op()
+        except SLICE_EXITS:
+            self.at = (i, pc, op, getattr(op, "npc", pc))
+            raise
+        hart.pc = pc
+        return n
+
+
 def run_debug(hart: Hart, points: Breakpoints, budget: int,
               single: bool = False) -> tuple[int, DebugStop | None]:
     """Run up to ``budget`` instructions of ``hart``, each checked against ``points``
@@ -136,5 +196,5 @@ def run_debug(hart: Hart, points: Breakpoints, budget: int,
     return n, stepper.stop
 
 
-__all__ = ["ACCESS", "READ", "WRITE", "Breakpoints", "DebugStepper",
+__all__ = ["ACCESS", "READ", "WRITE", "BreakpointInterpreter", "Breakpoints", "DebugStepper",
            "DebugStop", "run_debug"]

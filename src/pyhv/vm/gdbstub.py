@@ -27,7 +27,15 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..cpu.breakpoints import ACCESS, READ, WRITE, Breakpoints, DebugStop, run_debug
+from ..cpu.breakpoints import (
+    ACCESS,
+    READ,
+    WRITE,
+    BreakpointInterpreter,
+    Breakpoints,
+    DebugStop,
+    run_debug,
+)
 from ..devices.rom import Rom
 from ..errors import ConfigError
 from ..isa import csr as C
@@ -260,6 +268,7 @@ class GdbServer:
         self._killed = False
         self._next_poll = 0.0
         self._was_checked = False  # the last run went through the checked stepper
+        self._bp_interps: list[BreakpointInterpreter] = []
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -312,12 +321,17 @@ class GdbServer:
             ([self.client.fileno()] if self.client is not None else [])
         self.stop = None
         machine.clock.rebase()  # the time gdb held the guest is not guest time
+        lent = self._interpreters() if checked else []
+        for interp in lent:
+            interp.lend(True)
         try:
             result = machine.run(max_instructions=max_instructions, timeout=timeout,
                                  stop_when=self._poll)
         finally:
             machine.debug = None
             machine.watch_fds = []
+            for interp in lent:
+                interp.lend(False)
         if result.reason == "debug" and self.stop is not None:
             index, why = self.stop
             self.stepping = None
@@ -331,12 +345,28 @@ class GdbServer:
             self._send(b"T%02xthread:%x;" % (SIGINT, self.current + 1))
         return result
 
+    def _interpreters(self) -> list[BreakpointInterpreter]:
+        """The harts' breakpoint interpreters, made on first use and kept (their
+        decode caches stay registered with the machine's code watch)."""
+        machine = self.machine
+        assert machine is not None
+        if not self._bp_interps or self._bp_interps[0].points is not self.points:
+            self._bp_interps = [BreakpointInterpreter(h, machine.board.code, self.points)
+                                for h in machine.harts]
+        return self._bp_interps
+
     def run_hart(self, hart: Hart, budget: int) -> int:
         """The machine's hook while gdb holds breakpoints or steps (Machine.debug)."""
         index = hart.hartid
         if self.stepping is not None and index != self.stepping:
             return 0  # a step moves its own hart only
-        n, why = run_debug(hart, self.points, budget, single=self.stepping == index)
+        if self.stepping is None and not self.points.watches and not hart.triggers.armed:
+            interp = self._bp_interps[index]
+            interp.stop = None
+            n = interp.run(budget)
+            why = interp.stop
+        else:
+            n, why = run_debug(hart, self.points, budget, single=self.stepping == index)
         if why is not None:
             self.stop = (index, why)
         return n
@@ -542,7 +572,8 @@ class GdbServer:
 
     def _detach(self) -> None:
         """gdb leaves (D, or its socket closed): its breakpoints go, the guest runs on."""
-        self.points = Breakpoints()
+        self.points.execute.clear()
+        self.points.watches.clear()
         self.stepping = None
         self._drop_client()
         self.held = False
