@@ -200,7 +200,7 @@ def test_breakpoint_then_single_steps_match_the_interpreter(
     server, machine, gdb = stub
     hart = machine.harts[0]
     assert server._command(b"Z0,%x,2" % COMPUTE) == b"OK"
-    server._resume(None)
+    server._resume(None, None)
     result = server._run(None, None)
     assert result.reason == "debug" and hart.pc == COMPUTE
     assert server.stop == (0, DebugStop("break", COMPUTE))
@@ -222,13 +222,13 @@ def test_watchpoint_stops_before_the_store(
     stores = []
     for _ in range(10):
         assert server._command(b"Z2,%x,8" % result_addr) == b"OK"
-        server._resume(None)
+        server._resume(None, None)
         server._run(None, None)
         assert received(gdb) == [b"T05watch:%x;thread:1;" % result_addr]
         stores.append(machine.harts[0].pc)
         assert server._command(b"z2,%x,8" % result_addr) == b"OK"
         before = machine.board.ram.read_bytes(result_addr, 8)
-        server._resume(0)
+        server._resume(0, {0})
         server._run(None, None)  # gdb steps over it
         assert received(gdb) == [b"T05thread:1;"]
         if before != machine.board.ram.read_bytes(result_addr, 8):
@@ -247,7 +247,7 @@ def test_the_guest_clock_does_not_jump_after_a_hold(
     host.advance(100 * 10**9)  # gdb held the guest for 100 s
     machine.clock.time_reads = 10**6  # and it polls the time: guest time follows host
     server._command(b"Z0,%x,2" % COMPUTE)
-    server._resume(None)
+    server._resume(None, None)
     server._run(None, None)
     assert machine.clock.monotonic_ns() - start < 10**9
 
@@ -297,3 +297,34 @@ def test_debugme_symbols_as_the_tests_expect() -> None:
         table = ELFFile(f).get_section_by_name(".symtab")
         assert table.get_symbol_by_name("compute")[0]["st_value"] == COMPUTE
         assert table.get_symbol_by_name("result")[0]["st_value"] == 0x800016C0
+
+
+def test_vcont_actions_per_thread() -> None:
+    """Each hart takes the leftmost action naming it; harts no action names stay
+    stopped (gdb's scheduler-locking, its software single-step's ``vCont;c:1``)."""
+    machine = Machine(MachineConfig(kernel=str(DEBUGME), bios="none", engine="interp",
+                                    smp=2))
+    server = GdbServer("127.0.0.1", 0, log=io.StringIO())
+    server.machine = machine
+    try:
+        assert server._command(b"vCont;s:2;c") is None
+        assert (server.stepping, server.resumed, server.current) == (1, None, 1)
+        assert server._command(b"vCont;c:1") is None
+        assert (server.stepping, server.resumed) == (None, {0})
+        assert server._command(b"vCont;c") is None
+        assert (server.stepping, server.resumed) == (None, None)
+        assert server._command(b"vCont;s:1") is None
+        assert (server.stepping, server.resumed) == (0, {0})
+        assert server._command(b"vCont;s:1;s:2") == b"E01"
+        assert server._command(b"vCont;c:3") == b"E01"
+        assert server._command(b"qfThreadInfo") == b"m1,2"
+        # only hart 0 may run: hart 1 does not move
+        pc1 = machine.harts[1].pc
+        server._command(b"Z0,%x,2" % COMPUTE)
+        assert server._command(b"vCont;c:1") is None
+        server._run(None, None)
+        assert server.stop == (0, DebugStop("break", COMPUTE))
+        assert machine.harts[1].pc == pc1 and machine.harts[1].instret == 0
+    finally:
+        server.close()
+        machine.close()

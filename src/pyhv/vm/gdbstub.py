@@ -24,7 +24,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..cpu.breakpoints import (
@@ -263,6 +263,7 @@ class GdbServer:
         self.held = False  # the guest is stopped, gdb in control
         self.current = 0  # hart index of gdb's selected thread (Hg/Hc)
         self.stepping: int | None = None  # the hart of a single step
+        self.resumed: set[int] | None = None  # the harts gdb lets run (None: all)
         self.stop: tuple[int, DebugStop] | None = None  # why the run just ended
         self._interrupted = False
         self._killed = False
@@ -311,7 +312,7 @@ class GdbServer:
     def _run(self, timeout: float | None, max_instructions: int | None) -> RunResult:
         machine = self.machine
         assert machine is not None
-        checked = self.stepping is not None or bool(self.points)
+        checked = self.stepping is not None or bool(self.points) or self.resumed is not None
         if self._was_checked and not checked:
             for engine in machine.engines:
                 engine.flush()  # its code ran while the stepper did
@@ -358,15 +359,16 @@ class GdbServer:
     def run_hart(self, hart: Hart, budget: int) -> int:
         """The machine's hook while gdb holds breakpoints or steps (Machine.debug)."""
         index = hart.hartid
-        if self.stepping is not None and index != self.stepping:
-            return 0  # a step moves its own hart only
-        if self.stepping is None and not self.points.watches and not hart.triggers.armed:
+        if self.resumed is not None and index not in self.resumed:
+            return 0  # gdb keeps this one stopped
+        single = self.stepping == index
+        if not single and not self.points.watches and not hart.triggers.armed:
             interp = self._bp_interps[index]
             interp.stop = None
             n = interp.run(budget)
             why = interp.stop
         else:
-            n, why = run_debug(hart, self.points, budget, single=self.stepping == index)
+            n, why = run_debug(hart, self.points, budget, single=single)
         if why is not None:
             self.stop = (index, why)
         return n
@@ -491,7 +493,10 @@ class GdbServer:
                 args = args[1:]  # the signal is not delivered: the guest has none
             if args and args[0]:
                 self._hart().pc = int(args[0], 16)
-            self._resume(self.current if c in (b"s", b"S") else None)
+            if c in (b"s", b"S"):
+                self._resume(self.current, {self.current})  # the others stay stopped
+            else:
+                self._resume(None, None)
             return None
         if c == b"D":
             self._send(b"OK")
@@ -548,23 +553,37 @@ class GdbServer:
     def _vcont(self, p: bytes) -> bytes | None:
         if p == b"vCont?":
             return b"vCont;c;C;s;S"
+        assert self.machine is not None
+        count = len(self.machine.harts)
         actions = p[len(b"vCont"):].split(b";")[1:]
         if not actions:
             return b"E01"
-        step: int | None = None
+        # each thread takes the leftmost action that names it (or names no thread);
+        # threads no action names stay stopped
+        plan: dict[int, bytes] = {}
         for action in actions:
             verb, _, tid = action.partition(b":")
-            if verb[:1] in (b"s", b"S") and step is None:
-                step = int(tid, 16) - 1 if tid and tid != b"-1" else self.current
-            elif verb[:1] not in (b"c", b"C", b"s", b"S"):
+            kind = verb[:1].lower()
+            if kind not in (b"c", b"s"):
                 return b"E01"
-        if step is not None and not 0 <= step < len(self.machine.harts):  # type: ignore[union-attr]
-            return b"E01"
-        self._resume(step)
+            if tid and tid != b"-1":
+                target = int(tid, 16) - 1
+                if not 0 <= target < count:
+                    return b"E01"
+                targets: Iterable[int] = (target,)
+            else:
+                targets = range(count)
+            for t in targets:
+                plan.setdefault(t, kind)
+        steps = [t for t, kind in plan.items() if kind == b"s"]
+        if len(steps) > 1:
+            return b"E01"  # one stepping thread at a time (all-stop mode)
+        self._resume(steps[0] if steps else None, set(plan) if len(plan) < count else None)
         return None
 
-    def _resume(self, step: int | None) -> None:
+    def _resume(self, step: int | None, resumed: set[int] | None) -> None:
         self.stepping = step
+        self.resumed = resumed
         if step is not None:
             self.current = step
         self.stop = None
@@ -575,6 +594,7 @@ class GdbServer:
         self.points.execute.clear()
         self.points.watches.clear()
         self.stepping = None
+        self.resumed = None
         self._drop_client()
         self.held = False
 
