@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from . import test_host_daemon as daemon_tests
 from .linux_guest import IMAGE, INITRD, needs_linux
+from .test_host_daemon import Daemon, define, ok
+from .test_host_daemon import error as daemon_error
+from .test_host_daemon import pyhv as daemon_pyhv
 
 ROOT = Path(__file__).resolve().parents[2]
 DEBUGME = ROOT / "guests" / "tests" / "debugme.elf"
@@ -397,3 +401,55 @@ def test_gdb_breaks_in_linux_start_kernel_and_reads_init_task_comm(tmp_path: Pat
     assert f"PC={start}" in out, out
     assert "prv:1 [Supervisor]" in out, out
     assert "COMM=swapper\n" in out, out  # INIT_TASK_COMM
+
+
+# -- a VM of the host daemon -----------------------------------------------------------------
+
+# the daemon tests' fixtures: an environment of its own, a daemon on a fresh state dir
+env = daemon_tests.env
+daemon = daemon_tests.daemon
+
+
+@needs_gdb
+def test_pyhv_debug_opens_a_daemon_vms_stub(daemon: Daemon, env: dict[str, str]) -> None:
+    """``pyhv debug NAME`` prints the port of the VM's stub (opened on demand in its
+    process, loopback); gdb attaches, reads the running guest and detaches, the VM runs
+    on; a VM that does not run is a clear error."""
+    from pyhv.host.api import Host
+
+    host = Host(daemon.state)
+    define(host, "dbg", SPIN, engine="translate")
+    define(host, "off", SPIN)
+    host.start("dbg")
+    out = daemon_pyhv(env, daemon.state, "debug", "dbg")
+    port = int(ok(out).strip())
+    assert f"target remote 127.0.0.1:{port}" in out.stderr
+    assert int(ok(daemon_pyhv(env, daemon.state, "debug", "dbg")).strip()) == port  # same
+    gdb = run_gdb(port, "printf \"PC=%lx\\n\", $pc", "info threads", "monitor info harts",
+                  "detach", elf=SPIN)
+    pc = re.search(r"^PC=([0-9a-f]+)$", gdb, re.M)
+    assert pc and 0x80000000 <= int(pc.group(1), 16) < 0x80100000, gdb
+    assert "Thread 1 (hart 0 (M-mode" in gdb and "hart 0: pc 0x" in gdb, gdb
+    assert "[Inferior 1 (Remote target) detached]" in gdb, gdb
+    assert host.get("dbg").state == "running"
+    before = host.metrics()
+    time.sleep(0.5)
+    after = host.metrics()
+    def ran(metrics: dict) -> int:
+        return int(next(m for m in metrics["vms"] if m["name"] == "dbg")["instructions"])
+
+    assert ran(after) > ran(before)  # the guest runs on after gdb detached
+    daemon_error(daemon_pyhv(env, daemon.state, "debug", "off"), 2,
+                 "VM 'off' is not running")
+    # while gdb holds the guest, the daemon still stops the VM
+    client = RawClient(port)
+    try:
+        assert client.packet(b"?").startswith(b"T05")
+        time.sleep(0.3)  # the status page catches up (its tick)
+        held = ran(host.metrics())
+        time.sleep(0.3)
+        assert ran(host.metrics()) == held  # held: not one instruction more
+        outcome = host.stop("dbg", timeout=1)
+        assert outcome["state"] == "stopped", outcome
+    finally:
+        client.close()

@@ -24,7 +24,7 @@ import select
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..cpu.breakpoints import (
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 PACKET_SIZE = 0x4000  # what qSupported offers gdb (bytes of a packet's payload)
 MAX_PACKET = 1 << 20  # a packet longer than this without its '#' is dropped (NAK)
 POLL_SECONDS = 0.01  # how often a running guest's socket is looked at (Ctrl-C)
+HELD_TICK = 0.05  # run_with: how often the VM process is served while gdb holds it
 SIGINT, SIGTRAP = 2, 5
 REFUSAL = b"E.pyhv: another gdb is already attached to this VM"
 REFUSE_SECONDS = 2.0  # how long a refused second client is waited for (its first packet)
@@ -270,6 +271,8 @@ class GdbServer:
         self._next_poll = 0.0
         self._was_checked = False  # the last run went through the checked stepper
         self._bp_interps: list[BreakpointInterpreter] = []
+        self._tick: Callable[[], bool] | None = None  # run_with's: the VM process's
+        self._tick_stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -304,6 +307,38 @@ class GdbServer:
             result = self._run(left, max_instructions)
             if result.reason in ("debug", "stopped"):
                 continue  # held for gdb now (a stop, Ctrl-C, a new client), or run on
+            self._exited(result)
+            return result
+
+    def run_with(self, machine: Machine, tick: Callable[[], bool]) -> RunResult:
+        """As :meth:`serve`, for the host daemon's VM process (host/worker.py): the
+        process's ``tick`` (its channel, console and status page) is called while the
+        guest runs and while gdb holds it, and a tick that asks to stop returns at
+        once (reason "stopped") for the process to handle its request; it calls again
+        to go on. gdb's ``kill`` returns "quit"."""
+        from .machine import RunResult
+
+        self.machine = machine
+        began = time.monotonic()
+        while True:
+            if self.held:
+                if self._serve_held(tick):
+                    return RunResult("stopped", 0, machine.instructions,
+                                     time.monotonic() - began)
+                if self._killed:
+                    self._killed = False
+                    return RunResult("quit", 0, machine.instructions,
+                                     time.monotonic() - began)
+                continue
+            self._tick, self._tick_stopped = tick, False
+            try:
+                result = self._run(None, None)
+            finally:
+                self._tick = None
+            if result.reason == "stopped" and self._tick_stopped:
+                return result
+            if result.reason in ("debug", "stopped"):
+                continue
             self._exited(result)
             return result
 
@@ -375,7 +410,10 @@ class GdbServer:
 
     def _poll(self) -> bool:
         """The run loop's stop_when: every POLL_SECONDS, look for Ctrl-C, a detach or
-        a new client, without blocking."""
+        a new client, without blocking (and ask the embedding process's tick)."""
+        if self._tick is not None and self._tick():
+            self._tick_stopped = True
+            return True
         now = time.monotonic()
         if now < self._next_poll:
             return False
@@ -402,13 +440,16 @@ class GdbServer:
 
     # -- held: gdb's commands ----------------------------------------------------------------
 
-    def _serve_held(self) -> None:
-        """Answer gdb's packets until one resumes the guest (or gdb leaves)."""
+    def _serve_held(self, tick: Callable[[], bool] | None = None) -> bool:
+        """Answer gdb's packets until one resumes the guest (or gdb leaves). With
+        ``tick`` (the daemon's VM process), call it every HELD_TICK seconds meanwhile
+        and return True as soon as it asks to stop (a request of the daemon)."""
         while self.held and not self._killed:
             if self.client is None:
                 self.held = False
-                return
-            ready, _, _ = select.select([self.client, self.listener], [], [])
+                return False
+            ready, _, _ = select.select([self.client, self.listener], [], [],
+                                        None if tick is None else HELD_TICK)
             if self.listener in ready:
                 self._accept()
             if self.client is not None and self.client in ready:
@@ -416,6 +457,9 @@ class GdbServer:
                     self._event(kind, payload)
                     if not self.held or self._killed or self.client is None:
                         break
+            if tick is not None and tick():
+                return True
+        return False
 
     def _event(self, kind: str, payload: bytes) -> None:
         if kind == "bad":
