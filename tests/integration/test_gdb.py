@@ -163,6 +163,15 @@ def test_pyhv_qemu_s_S_holds_until_gdb_attaches() -> None:
     assert "exited normally" in out and code == 0, out
 
 
+@needs_gdb
+def test_gdb_sees_the_guests_exit_code() -> None:
+    port = free_port()
+    proc = start_stub(DEBUGME.parent / "exit_code.elf", "auto", port)
+    out = run_gdb(port, "continue", elf=DEBUGME.parent / "exit_code.elf")
+    assert "[Inferior 1 (Remote target) exited with code 03]" in out, out
+    assert proc.wait(timeout=60) == 3
+
+
 def test_qemu_s_is_no_longer_ambiguous() -> None:
     """``-s`` used to be 'ambiguous option: -s could match -smp, -serial'."""
     from pyhv.cli.qemu_compat import _parser

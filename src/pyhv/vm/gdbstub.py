@@ -470,8 +470,7 @@ class GdbServer:
             if self.last_reply:
                 self._raw(self.last_reply)
             return
-        if kind == "interrupt":  # already stopped: say so again
-            self._send(b"T%02xthread:%x;" % (SIGINT, self.current + 1))
+        if kind == "interrupt":  # already stopped (its stop reply is on its way): ignored
             return
         if kind != "packet":
             return
@@ -915,6 +914,8 @@ class GdbServer:
         if self.client is not None:
             if result.reason == "crash" and self.machine is not None:
                 self._console(f"pyhv: guest crashed: {self.machine.crash}\n")
+            elif result.reason != "poweroff":
+                self._console(f"pyhv: the machine stopped ({result.reason})\n")
             self._send(b"W%02x" % (result.exit_code & 0xFF))
             self._drop_client()
 
