@@ -172,6 +172,28 @@ def test_gdb_sees_the_guests_exit_code() -> None:
     assert proc.wait(timeout=60) == 3
 
 
+@needs_gdb
+def test_gdb_attaches_to_a_running_guest() -> None:
+    """Without --wait-gdb the guest runs at once; gdb attaching stops it where it is."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.main", "run", "--bios", "none", "--kernel",
+         str(SPIN), "--engine", "auto", "--gdb", f"tcp::{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        while "SPIN-READY" not in (line := proc.stdout.readline()):
+            assert line, "the guest did not start"
+        out = run_gdb(port, "printf \"PC=%lx\\n\", $pc", "kill", elf=SPIN)
+        pc = re.search(r"^PC=([0-9a-f]+)$", out, re.M)
+        assert pc and 0x80000000 <= int(pc.group(1), 16) < 0x80100000, out
+        assert proc.wait(timeout=60) == 0  # gdb's kill ends pyhv
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_qemu_s_is_no_longer_ambiguous() -> None:
     """``-s`` used to be 'ambiguous option: -s could match -smp, -serial'."""
     from pyhv.cli.qemu_compat import _parser
