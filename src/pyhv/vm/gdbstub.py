@@ -273,6 +273,7 @@ class GdbServer:
         self._bp_interps: list[BreakpointInterpreter] = []
         self._tick: Callable[[], bool] | None = None  # run_with's: the VM process's
         self._tick_stopped = False
+        self._announced = False
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -289,8 +290,10 @@ class GdbServer:
 
         self.machine = machine
         began = time.monotonic()
-        self._say(f"gdb stub listening on {self.host}:{self.port}"
-                  + (" (waiting for gdb to attach)" if wait else ""))
+        if not self._announced:
+            self._announced = True
+            self._say(f"gdb stub listening on {self.host}:{self.port}"
+                      + (" (waiting for gdb to attach)" if wait else ""))
         if wait:
             self.held = True
             while self.client is None:
@@ -307,7 +310,8 @@ class GdbServer:
             result = self._run(left, max_instructions)
             if result.reason in ("debug", "stopped"):
                 continue  # held for gdb now (a stop, Ctrl-C, a new client), or run on
-            self._exited(result)
+            if result.reason != "snapshot":  # (Ctrl-A s: saved, then run on, gdb stays)
+                self._exited(result)
             return result
 
     def run_with(self, machine: Machine, tick: Callable[[], bool]) -> RunResult:
@@ -553,9 +557,7 @@ class GdbServer:
             return self._vcont(p)
         if p.startswith(b"q") or p.startswith(b"Q"):
             return self._query(p)
-        if p.startswith(b"vMustReplyEmpty") or p.startswith(b"v"):
-            return b""
-        return b""  # not supported: the empty reply, as the protocol says
+        return b""  # not supported (vMustReplyEmpty, vKill...): the empty reply
 
     def _query(self, p: bytes) -> bytes | None:
         machine = self.machine
