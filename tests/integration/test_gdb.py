@@ -43,7 +43,7 @@ def start_stub(kernel: Path, engine: str, port: int, *, qemu: bool = False,
     if qemu:
         args = ["-m", "pyhv.cli.qemu_compat", "-M", "virt", "-nographic", "-bios", "none",
                 "-kernel", str(kernel), "-accel", f"pyhv,engine={engine}", "-S",
-                "-gdb", f"tcp::{port}", *extra]
+                "-gdb", f"tcp::{port},server,nowait", *extra]
     else:
         args = ["-m", "pyhv.cli.main", "run", "--bios", "none", "--kernel", str(kernel),
                 "--engine", engine, "--gdb", f"tcp:127.0.0.1:{port}", "--wait-gdb", *extra]
@@ -192,6 +192,22 @@ def test_gdb_attaches_to_a_running_guest() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_qemu_S_without_a_stub_holds_the_cpu() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.qemu_compat", "-M", "virt", "-nographic", "-bios",
+         "none", "-kernel", str(DEBUGME), "-S"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        assert "the CPU is held" in proc.stderr.readline()
+        time.sleep(1.0)
+        assert proc.poll() is None  # debugme would have printed and exited by now
+    finally:
+        proc.kill()
+        out, _ = proc.communicate()
+    assert "debugme" not in out
 
 
 def test_qemu_s_is_no_longer_ambiguous() -> None:

@@ -245,11 +245,12 @@ def _hold(config: MachineConfig | None, timeout: float | None) -> int:
             while not console.quit_requested:
                 if timeout is not None and time.monotonic() - began >= timeout:
                     return 124
-                if fd is not None:
-                    select.select([fd], [], [], 0.2)
-                else:
-                    time.sleep(0.2)
-                console.read_input()  # typed bytes go nowhere: the CPU is held
+                ready = select.select([fd], [], [], 0.2)[0] if fd is not None else []
+                if not console.read_input() and not console.quit_requested:
+                    if ready:  # end of input (stdin closed): no busy loop
+                        time.sleep(0.2)
+                    elif fd is None:
+                        time.sleep(0.2)
         finally:
             machine.close()
     finally:

@@ -319,6 +319,24 @@ def _engine(accels: list[str]) -> str:
     )
 
 
+GDB_CHARDEV_KEYS = ("server", "nowait", "server=on", "wait=off", "nodelay",
+                    "nodelay=on")  # what a listening tcp chardev is anyway
+
+
+def _gdb_chardev(text: str) -> str:
+    """-gdb's chardev: ``tcp:[HOST]:PORT`` with the options that only say it listens
+    (QEMU's own ``-gdb tcp::1234,server,nowait``); other chardevs and options refused."""
+    address, *options = text.split(",")
+    if not address.startswith("tcp:"):
+        raise ConfigError(f"-gdb {text}: only tcp::PORT (or tcp:127.0.0.1:PORT) is "
+                          "supported")
+    for option in options:
+        if option not in GDB_CHARDEV_KEYS:
+            raise ConfigError(f"-gdb {text}: option '{option}' is not supported (pyhv "
+                              "honours: server, nowait, server=on, wait=off, nodelay)")
+    return address
+
+
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:
     ns = _parser().parse_args(list(argv))
     machine = _machine(ns.machine)
@@ -364,9 +382,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             (f"tcp::{GDB_DEFAULT_PORT}", "-s") if ns.gdb_default else (None, "-gdb")
         if ns.gdb is not None and ns.gdb_default:
             raise ConfigError(f"-s and -gdb {ns.gdb}: give one gdb stub address")
-        if gdb is not None and not gdb.startswith("tcp:"):
-            raise ConfigError(f"-gdb {gdb}: only tcp::PORT (or tcp:127.0.0.1:PORT) is "
-                              "supported")
+        if gdb is not None:
+            gdb = _gdb_chardev(gdb)
         return run_machine(config, gdb=gdb, wait_gdb=ns.freeze and gdb is not None,
                            hold=ns.freeze and gdb is None, gdb_option=option)
     except PyhvError as e:
