@@ -194,6 +194,41 @@ def test_gdb_attaches_to_a_running_guest() -> None:
             proc.wait()
 
 
+@needs_gdb
+@pytest.mark.parametrize("engine", ["translate", "jit"])
+def test_a_breakpoint_in_hot_compiled_code_is_honoured(engine: str) -> None:
+    """spin.elf's loop runs for a second (compiled into blocks or native code), then
+    gdb attaches, puts a breakpoint where the guest is and continues twice: the guest
+    comes round to it each time instead of running through the compiled loop."""
+    if engine == "jit":
+        from pyhv.cpu.engines import jit_unavailable_reason
+
+        if jit_unavailable_reason() is not None:
+            pytest.skip(f"no JIT here: {jit_unavailable_reason()}")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pyhv.cli.main", "run", "--bios", "none", "--kernel",
+         str(SPIN), "--engine", engine, "--gdb", f"tcp::{port}"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        while "SPIN-READY" not in (line := proc.stdout.readline()):
+            assert line, "the guest did not start"
+        time.sleep(1.0)
+        out = run_gdb(port, "printf \"AT=%lx\\n\", $pc", "break *$pc", "continue",
+                      "printf \"HIT=%lx\\n\", $pc", "continue",
+                      "printf \"HIT=%lx\\n\", $pc", "kill", elf=SPIN)
+        at = re.findall(r"^AT=([0-9a-f]+)$", out, re.M)
+        hits = re.findall(r"^HIT=([0-9a-f]+)$", out, re.M)
+        assert len(at) == 1 and hits == at * 2, out
+        assert out.count("Breakpoint 1, ") == 2, out
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_qemu_S_without_a_stub_holds_the_cpu() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pyhv.cli.qemu_compat", "-M", "virt", "-nographic", "-bios",
