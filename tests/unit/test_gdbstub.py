@@ -328,3 +328,33 @@ def test_vcont_actions_per_thread() -> None:
     finally:
         server.close()
         machine.close()
+
+
+def test_any_packet_gets_an_answer_never_an_exception(
+        stub: tuple[GdbServer, Machine, socket.socket]) -> None:
+    """Hostile or broken clients: whatever follows a command letter, the stub answers
+    (an error, an empty reply, or the command's own) and never raises."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    server, _machine, _gdb = stub
+    letters = [b"?", b"g", b"G", b"p", b"P", b"m", b"M", b"X", b"Z", b"z", b"H", b"T",
+               b"c", b"s", b"C", b"S", b"vCont", b"vCont;", b"qXfer:features:read:",
+               b"qRcmd,", b"qThreadExtraInfo,", b"qSupported", b"QStartNoAckMode", b"q"]
+    noise = st.binary(max_size=40) | st.text("0123456789abcdefx,:;=-#}$*", max_size=40).map(
+        str.encode)
+
+    @settings(max_examples=400, derandomize=True, deadline=None)
+    @given(st.sampled_from(letters), noise)
+    def check(letter: bytes, rest: bytes) -> None:
+        ours, theirs = socket.socketpair()
+        with theirs:
+            server.held, server._killed, server.client = True, False, ours
+            server._event("packet", letter + rest)
+            if server.client is not None:  # (D and k close it)
+                server.client.close()
+                server.client = None
+                # it answered, unless it resumed the guest (the stop reply comes later)
+                assert received(theirs) or not server.held
+
+    check()

@@ -587,6 +587,8 @@ class GdbServer:
             return b"1"
         if p.startswith(b"qThreadExtraInfo,"):
             i = int(p.split(b",")[1], 16) - 1
+            if not 0 <= i < len(machine.harts):
+                return b"E01"
             hart = machine.harts[i]
             state = "stopped" if hart.stopped else "wfi" if hart.waiting else "running"
             name = f"hart {hart.hartid} ({'USM'[min(hart.priv, 2)]}-mode, {state})"
@@ -681,6 +683,8 @@ class GdbServer:
         return self.machine.harts[self.current]
 
     def _get_reg(self, hart: Hart, num: int) -> int | None:
+        if num < 0:
+            return None
         if num < 32:
             return hart.x[num]
         if num == PC_REGNUM:
@@ -695,6 +699,8 @@ class GdbServer:
 
     def _set_reg(self, hart: Hart, num: int, value: int) -> bool:
         value &= M64
+        if num < 0:
+            return False
         if num < 32:
             if num:
                 hart.x[num] = value
