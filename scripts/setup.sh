@@ -16,6 +16,12 @@ command -v dtc >/dev/null || need+=(device-tree-compiler)  # DTB checks in the t
 command -v npm >/dev/null || need+=(npm)
 command -v chromium >/dev/null || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)  # the gdb stub's tests
+# vmlinux-to-elf (a test extra: the Linux guest's symbols for the gdb test) depends on
+# minilzo, which pip builds from source: a C compiler and Python's headers
+command -v gcc >/dev/null || need+=(gcc)
+python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(
+  sysconfig.get_paths()["include"], "Python.h")))' || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -30,6 +30,7 @@ TESTS=(
   "smp|smp.elf|4|0|PASS smp"
   "exit_code|exit_code.elf|1|3|FAIL exit_code: deliberate exit code 3"
   "exit_pass|exit_pass.elf|1|0|PASS exit_pass"
+  "debugme|debugme.elf|1|0|PASS debugme"
   "bench-small|../bench/bench-small.elf|1|0|PASS bench-small"
   "bench|../bench/bench.elf|1|0|PASS bench"
 )

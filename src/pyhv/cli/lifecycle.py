@@ -120,6 +120,12 @@ def add_lifecycle_commands(command: Callable[..., argparse.ArgumentParser]) -> N
                 description="Attach this terminal to a running VM's serial console "
                 "(Ctrl-] detaches). Piped input is sent to the guest.")
     p.add_argument("name", metavar="NAME")
+    p = command("debug", _debug, help="open a running VM's gdb stub and print its port",
+                description="Open the gdb remote stub of a running VM (on a free port of "
+                "127.0.0.1, in the VM's process) and print the port; the guest runs on "
+                "until gdb attaches: gdb-multiarch -ex 'target remote 127.0.0.1:PORT'. "
+                "See docs/gdb.md.")
+    p.add_argument("name", metavar="NAME")
     p = command("top", _top, help="live per-VM CPU, MIPS, memory, I/O and state",
                 description="Show what every VM gets, refreshed every --delay seconds: "
                 "CPU % of one host CPU over the last second (CPU%%) and what the scheduler "
@@ -297,6 +303,14 @@ def _migrate(ns: argparse.Namespace) -> int:
           f"round{'s' if rounds != 1 else ''}, {int(result.get('pages_sent') or 0)} pages "
           f"({int(result.get('last_round_pages') or 0)} in the last), total "
           f"{ms(result.get('total_seconds'))}, downtime {ms(result.get('downtime_seconds'))}")
+    return 0
+
+
+def _debug(ns: argparse.Namespace) -> int:
+    port = _host(ns).debug(ns.name)
+    print(port)
+    print(f"gdb-multiarch -ex 'set architecture riscv:rv64' -ex 'target remote "
+          f"127.0.0.1:{port}'", file=sys.stderr)
     return 0
 
 

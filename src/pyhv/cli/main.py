@@ -106,6 +106,14 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--no-verify", action="store_true",
                    help="with --restore: skip the RAM checksum (reads every stored page)")
+    p.add_argument(
+        "--gdb", metavar="tcp:127.0.0.1:PORT",
+        help="open a gdb remote stub on this loopback address (docs/gdb.md): "
+        "gdb-multiarch's 'target remote :PORT' then debugs the guest",
+    )
+    p.add_argument("--wait-gdb", action="store_true",
+                   help="with --gdb: hold the guest at its first instruction until gdb "
+                   "attaches (QEMU's -S)")
     dev = p.add_argument_group("virtio devices (in slot order, as on QEMU)")
     dev.add_argument(
         "--disk",
@@ -196,14 +204,76 @@ def run_machine(
     snapshot: str | None = None,
     verify: bool = True,
     engine: str | None = None,
+    gdb: str | None = None,
+    wait_gdb: bool = False,
+    gdb_option: str = "--gdb",
+    hold: bool = False,
 ) -> int:
     """Build (or ``restore`` from a snapshot file) and run one machine on the terminal;
-    with ``snapshot``, save it there on Ctrl-A s and when it stops before power-off.
-    Returns the process exit status."""
-    from ..vm.console import StdioConsole
-    from ..vm.machine import Machine, tune_gc_for_vm
+    with ``snapshot``, save it there on Ctrl-A s and when it stops before power-off;
+    with ``gdb`` (an address), under a gdb remote stub (``wait_gdb``: held until gdb
+    attaches; ``hold``: no gdb, the CPU never starts, as QEMU's -S alone). Returns the
+    process exit status."""
+    from ..vm.machine import tune_gc_for_vm
 
     tune_gc_for_vm()
+    server = None
+    if gdb is not None:  # listening first: a port in use stops here, nothing started
+        from ..vm.gdbstub import GdbServer, parse_gdb_address
+
+        server = GdbServer(*parse_gdb_address(gdb, gdb_option), option=gdb_option)
+    elif wait_gdb:
+        raise PyhvError("--wait-gdb needs --gdb tcp:127.0.0.1:PORT")
+    if hold:
+        return _hold(config, timeout)
+    try:
+        return _run_console(config, timeout, max_instructions, stats, restore, snapshot,
+                            verify, engine, server, wait_gdb)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _hold(config: MachineConfig | None, timeout: float | None) -> int:
+    """QEMU's -S without a gdb stub: the machine is built, its CPU never starts (QEMU
+    waits for its monitor's 'cont', which pyhv does not have); Ctrl-A x quits."""
+    import select
+
+    from ..vm.console import StdioConsole
+    from ..vm.machine import Machine
+
+    assert config is not None
+    console = StdioConsole()
+    try:
+        machine = Machine(config, console=console)
+        try:
+            print("pyhv: -S: the CPU is held (no gdb stub to start it: add -s); "
+                  "Ctrl-A x quits", file=sys.stderr)
+            began = time.monotonic()
+            fd = console.input_fd()
+            while not console.quit_requested:
+                if timeout is not None and time.monotonic() - began >= timeout:
+                    return 124
+                ready = select.select([fd], [], [], 0.2)[0] if fd is not None else []
+                if not console.read_input() and not console.quit_requested:
+                    if ready:  # end of input (stdin closed): no busy loop
+                        time.sleep(0.2)
+                    elif fd is None:
+                        time.sleep(0.2)
+        finally:
+            machine.close()
+    finally:
+        console.close()
+    return 0
+
+
+def _run_console(config: MachineConfig | None, timeout: float | None,
+                 max_instructions: int | None, stats: bool, restore: str | None,
+                 snapshot: str | None, verify: bool, engine: str | None, server: Any,
+                 wait_gdb: bool) -> int:
+    from ..vm.console import StdioConsole
+    from ..vm.machine import Machine
+
     console = StdioConsole()
     t_start = time.perf_counter()
     try:
@@ -217,7 +287,12 @@ def run_machine(
             began = time.monotonic()
             while True:
                 left = None if timeout is None else max(0.0, timeout - (time.monotonic() - began))
-                result = machine.run(max_instructions=max_instructions, timeout=left)
+                if server is not None:
+                    result = server.serve(machine, wait=wait_gdb, timeout=left,
+                                          max_instructions=max_instructions)
+                    wait_gdb = False
+                else:
+                    result = machine.run(max_instructions=max_instructions, timeout=left)
                 if snapshot is not None and result.reason in ("snapshot", "limit", "timeout",
                                                               "quit"):
                     _save(machine, snapshot, console)
@@ -303,10 +378,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _restore_options(ns)
             return run_machine(None, ns.timeout, ns.max_instructions, ns.stats,
                                restore=ns.restore, snapshot=ns.snapshot,
-                               verify=not ns.no_verify, engine=ns.engine)
+                               verify=not ns.no_verify, engine=ns.engine, gdb=ns.gdb,
+                               wait_gdb=ns.wait_gdb)
         config = build_config(ns)
         return run_machine(config, ns.timeout, ns.max_instructions, ns.stats,
-                           snapshot=ns.snapshot)
+                           snapshot=ns.snapshot, gdb=ns.gdb, wait_gdb=ns.wait_gdb)
     except PyhvError as e:
         print(f"pyhv: error: {e}", file=sys.stderr)
         return 1

@@ -24,6 +24,10 @@ where llvmlite works, else the block translator); ``-accel pyhv,engine=NAME`` pi
 of ``auto``, ``interp``, ``translate``, ``jit`` (``pyhv run --engine``). Several
 ``-accel`` options are tried in order, as QEMU does, so ``-accel kvm -accel tcg`` works;
 accelerators pyhv does not have (kvm, hvf, ...) are skipped, and an error if none is left.
+
+Debugging: ``-gdb tcp::PORT`` opens pyhv's gdb remote stub (docs/gdb.md) on loopback,
+``-s`` is ``-gdb tcp::1234``, and ``-S`` holds the CPU at its first instruction until gdb
+attaches (without a gdb stub it holds it for good, as QEMU does; Ctrl-A x quits).
 """
 
 from __future__ import annotations
@@ -101,7 +105,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-chardev", dest="chardevs", action="append", default=[])
     p.add_argument("-virtfs", action="append", default=[])
     p.add_argument("-fsdev", action="append", default=[])
+    p.add_argument("-gdb", metavar="tcp::PORT",
+                   help="gdb remote stub on this loopback port (docs/gdb.md)")
+    p.add_argument("-s", dest="gdb_default", action="store_true",
+                   help="shorthand for -gdb tcp::1234")
+    p.add_argument("-S", dest="freeze", action="store_true",
+                   help="do not start the CPU: wait for gdb (or hold it, without one)")
     return p
+
+
+GDB_DEFAULT_PORT = 1234  # QEMU's -s
 
 
 def _opts(text: str, first_key: str) -> dict[str, str]:
@@ -344,6 +357,24 @@ def _engine(accels: list[str]) -> str:
     )
 
 
+GDB_CHARDEV_KEYS = ("server", "nowait", "server=on", "wait=off", "nodelay",
+                    "nodelay=on")  # what a listening tcp chardev is anyway
+
+
+def _gdb_chardev(text: str) -> str:
+    """-gdb's chardev: ``tcp:[HOST]:PORT`` with the options that only say it listens
+    (QEMU's own ``-gdb tcp::1234,server,nowait``); other chardevs and options refused."""
+    address, *options = text.split(",")
+    if not address.startswith("tcp:"):
+        raise ConfigError(f"-gdb {text}: only tcp::PORT (or tcp:127.0.0.1:PORT) is "
+                          "supported")
+    for option in options:
+        if option not in GDB_CHARDEV_KEYS:
+            raise ConfigError(f"-gdb {text}: option '{option}' is not supported (pyhv "
+                              "honours: server, nowait, server=on, wait=off, nodelay)")
+    return address
+
+
 def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Namespace]:
     ns = _parser().parse_args(list(argv))
     machine = _machine(ns.machine)
@@ -385,7 +416,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, ns = config_from_args(sys.argv[1:] if argv is None else argv)
         if ns.dumpdtb:
             return _dump_dtb(config, ns.dumpdtb)
-        return run_machine(config)
+        gdb, option = (ns.gdb, "-gdb") if ns.gdb is not None else \
+            (f"tcp::{GDB_DEFAULT_PORT}", "-s") if ns.gdb_default else (None, "-gdb")
+        if ns.gdb is not None and ns.gdb_default:
+            raise ConfigError(f"-s and -gdb {ns.gdb}: give one gdb stub address")
+        if gdb is not None:
+            gdb = _gdb_chardev(gdb)
+        return run_machine(config, gdb=gdb, wait_gdb=ns.freeze and gdb is not None,
+                           hold=ns.freeze and gdb is None, gdb_option=option)
     except PyhvError as e:
         print(f"pyhv-qemu: error: {e}", file=sys.stderr)
         return 1

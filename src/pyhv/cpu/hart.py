@@ -311,6 +311,26 @@ class Hart:
             return self.triggers.read(num)
         return None
 
+    def debug_csr_read(self, num: int) -> int | None:
+        """A debugger's read of CSR ``num``: at any privilege, FP CSRs even with FS off;
+        None for a CSR this hart does not have."""
+        if num in (C.FFLAGS, C.FRM, C.FCSR):
+            return (self.fflags, self.frm, self.frm << 5 | self.fflags)[num - 1]
+        return self._csr_get(num)
+
+    def debug_csr_write(self, num: int, value: int) -> bool:
+        """A debugger's write of CSR ``num`` with the CSR's own WARL rules, as M-mode
+        would do it (read-only CSRs refuse); returns whether it was written."""
+        priv, self.priv = self.priv, C.PRV_M
+        try:
+            self.csr_write(num, value, 0)
+        except IllegalInstruction:
+            return False
+        finally:
+            self.priv = priv
+        self.context_changed = True
+        return True
+
     def _read_mstatus(self) -> int:
         ms = self.mstatus | C.MSTATUS_UXL | C.MSTATUS_SXL
         if (ms & C.MSTATUS_FS) == C.MSTATUS_FS:

@@ -323,6 +323,33 @@ class Mmu:
             return (ppn | ((va >> 12) & low)) << 12
         raise Trap(_PAGE_FAULT[access], va)  # unreachable: level 0 handled above
 
+    def debug_translate(self, va: int) -> int | None:
+        """The physical address a debugger means by ``va`` (gdb's memory reads): the
+        hart's current data translation, walked without permission checks and without
+        setting A/D bits (a look must not change the guest); None where nothing maps."""
+        if not self.dmode:
+            return va & M64
+        satp = self.hart.satp
+        levels = 3 if satp >> 60 == C.SATP_MODE_SV39 else 4
+        vabits = 12 + 9 * levels
+        top = va >> (vabits - 1)
+        if top != 0 and top != (M64 >> (vabits - 1)):
+            return None
+        a = (satp & _PPN_MASK) << 12
+        for level in range(levels - 1, -1, -1):
+            pte_addr = a + ((va >> (12 + 9 * level)) & 0x1FF) * 8
+            if not self.ram.contains(pte_addr, 8):
+                return None
+            pte = self.u64[(pte_addr - self.ram_base) >> 3]
+            if not pte & PTE_V:
+                return None
+            ppn = (pte >> 10) & _PPN_MASK
+            if pte & (PTE_R | PTE_X):
+                low = (1 << (12 + 9 * level)) - 1
+                return (ppn << 12 & ~low) | (va & low)
+            a = ppn << 12
+        return None
+
     def _fill(self, va: int, access: int) -> int:
         page = self.walk(va, access, self.dpriv)
         (self.tlb_w if access == STORE else self.tlb_r)[va >> 12] = page

@@ -63,7 +63,9 @@ _ACCESSES: dict[str, tuple[int, bool, bool]] = {
 }
 
 
-def _access(name: str) -> tuple[int, bool, bool] | None:
+def access_of(name: str) -> tuple[int, bool, bool] | None:
+    """(bytes, reads, writes) of the memory access the instruction ``name`` makes, or
+    None for an instruction that touches no data memory."""
     got = _ACCESSES.get(name)
     if got is None and name.startswith("amo"):
         return (4 if name.endswith(".w") else 8, True, True)
@@ -155,7 +157,7 @@ class TriggerModule:
                 return True
             if kinds & (LOAD | STORE):
                 if access is None:
-                    access = _access(name) or (0, False, False)
+                    access = access_of(name) or (0, False, False)
                 length, reads, writes = access
                 if not length or not (reads and kinds & LOAD or writes and kinds & STORE):
                     continue

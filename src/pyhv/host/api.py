@@ -612,6 +612,13 @@ class Host:
         result: dict[str, Any] = self._call("metrics", {"name": name})
         return result
 
+    def debug(self, name: str) -> int:
+        """Open running VM ``name``'s gdb stub (or find it open): the loopback TCP port
+        for gdb's ``target remote 127.0.0.1:PORT`` (docs/gdb.md). :class:`Conflict`
+        when the VM does not run (or is paused)."""
+        self.get(name)
+        return int(self._call("debug", {"name": name})["port"])
+
     def console_path(self, name: str) -> Path:
         """The UNIX socket of a running VM's serial console (:class:`Conflict` when it
         does not run)."""

@@ -205,6 +205,7 @@ class _Running:
     stop_waiters: list[Future[Any]] = dataclasses.field(default_factory=list)
     snapshot_waiters: dict[int, tuple[Future[Any], str]] = dataclasses.field(
         default_factory=dict)
+    debug_waiters: dict[int, Future[Any]] = dataclasses.field(default_factory=dict)
     # restored from a snapshot or cloned: its definition was made for this start and is
     # removed again if the start (of any VM of its group) fails
     group: _Group | None = None
@@ -369,6 +370,7 @@ class Daemon:
             "incoming": self.incoming,
             "list": self.list,
             "metrics": self.metrics,
+            "debug": self.debug,
         }
 
     # ================================================================= the loop
@@ -965,6 +967,12 @@ class Daemon:
                     self._group_ready(vm)
             elif event == "snapshot":
                 self._snapshot_done(vm, message)
+            elif event == "debug":
+                waiter = vm.debug_waiters.pop(message.get("id"), None)  # type: ignore[arg-type]
+                if waiter is not None and message.get("ok"):
+                    waiter.set_result({"name": vm.name, "port": message.get("port")})
+                elif waiter is not None:
+                    waiter.set_exception(Conflict(str(message.get("message"))))
             elif event == "listening":
                 self._listening(vm, message)
             elif event == "migrate":
@@ -1015,6 +1023,9 @@ class Daemon:
             future.set_exception(Conflict(f"VM '{vm.name}' stopped before its snapshot "
                                           "was taken"))
         vm.snapshot_waiters.clear()
+        for waiter in vm.debug_waiters.values():
+            waiter.set_exception(Conflict(f"VM '{vm.name}' stopped"))
+        vm.debug_waiters.clear()
         if vm.migrate_waiter is not None:
             _, future, url = vm.migrate_waiter
             vm.migrate_waiter = None
@@ -1557,6 +1568,20 @@ class Daemon:
         self.scheduler.set_urgent(name, True)
         self._resched = True
         log(f"VM '{name}': snapshot to {target}")
+        return future
+
+    def debug(self, name: str) -> Future[Any]:
+        """Open the gdb stub of running VM ``name`` (vm/gdbstub.py) on a free loopback
+        port in its process, or find the one open: resolves with ``{"name", "port"}``.
+        The guest runs on until gdb attaches."""
+        vm = self._running(name)
+        if not vm.ready or vm.stopping or vm.state != "running":
+            raise Conflict(f"VM '{name}' is {vm.state}: resume it to debug it")
+        self._snapshot_ids += 1  # (one id sequence for requests answered by the VM)
+        future: Future[Any] = Future()
+        vm.debug_waiters[self._snapshot_ids] = future
+        self._send(vm, {"op": "debug", "id": self._snapshot_ids})
+        log(f"VM '{name}': gdb stub requested")
         return future
 
     def _snapshot_done(self, vm: _Running, message: dict[str, Any]) -> None:

@@ -195,6 +195,7 @@ class Worker:
         self._next_window = 0.0
         self._sysrq: list[tuple[float, bytes]] = []
         self._io: list[tuple[str, int, int, Any]] | None = None  # see io_devices
+        self.gdb: Any = None  # the gdb stub, once ``debug`` opened it (vm/gdbstub.py)
         if channel is not None:
             channel.setblocking(False)
             console.watch(channel.fileno(), self._on_channel)
@@ -212,7 +213,10 @@ class Worker:
         try:
             self.status.state = RUNNING
             while True:
-                result = machine.run(stop_when=self.tick)
+                if self.gdb is not None:  # gdb may hold the guest: the stub runs it
+                    result = self.gdb.run_with(machine, self.tick)
+                else:
+                    result = machine.run(stop_when=self.tick)
                 if result.reason == "stopped":
                     request, self.request = self.request, None
                     self._take_snapshots()
@@ -239,6 +243,8 @@ class Worker:
                     return "crash", result.exit_code, machine.crash
                 return result.reason, result.exit_code, None
         finally:
+            if self.gdb is not None:
+                self.gdb.close()
             signal.set_wakeup_fd(old)
             self.status.instructions = machine.instructions
             self.status.state = EXITING
@@ -539,6 +545,24 @@ class Worker:
 
     # ----------------------------------------------------------------- the channel
 
+    def _open_gdb(self, request: dict[str, Any]) -> None:
+        """``debug``: open the VM's gdb stub on a free loopback port (once; later
+        requests get the same port) and answer with it. The run loop switches to the
+        stub's at its next tick; the guest runs on until gdb attaches."""
+        reply: dict[str, Any] = {"ev": "debug", "id": request.get("id")}
+        if self.gdb is None:
+            from ..vm.gdbstub import GdbServer
+
+            try:
+                self.gdb = GdbServer("127.0.0.1", 0, option="debug", log=sys.stderr)
+            except PyhvError as e:
+                reply.update(ok=False, message=str(e))
+                self.send(reply)
+                return
+            self.request = self.request or "debug"  # leave machine.run for the stub's
+        reply.update(ok=True, port=self.gdb.port)
+        self.send(reply)
+
     def send(self, message: dict[str, Any]) -> None:
         """A message the daemon must get (blocks until sent; a dead daemon is ignored)."""
         if self.channel is None:
@@ -592,6 +616,8 @@ class Worker:
         elif op == "migrate":
             self.migrations.append(message)
             self.request = self.request or "migrate"
+        elif op == "debug":
+            self._open_gdb(message)
         elif op in ("release", "powerdown"):
             self.held = False
             for pending in self.snapshots:  # resumed before the snapshot was taken

@@ -43,3 +43,9 @@ class GuestTime(Clock):
         else:
             step = min(elapsed, int(instructions * self.max_ns_per_instruction))
         self._now += max(0, step)
+
+    def rebase(self) -> None:
+        """Resume after a hold (a debugger stopped the machine): the host time that
+        passed meanwhile is not guest time, so timers do not fire in a burst."""
+        self._last_host = self.host.monotonic_ns()
+        self.time_reads = 0

@@ -47,7 +47,8 @@ JIT_WARMUP = 30_000
 
 @dataclass
 class RunResult:
-    reason: str  # "poweroff", "quit", "limit", "timeout", "stopped", "crash", "snapshot"
+    # "poweroff", "quit", "limit", "timeout", "stopped", "crash", "snapshot", "debug"
+    reason: str
     exit_code: int
     instructions: int
     seconds: float
@@ -117,6 +118,13 @@ class Machine:
         for hart in self.harts:
             hart.yield_on_pause = len(self.harts) > 1
         self._seen = 0
+        # A debugger's hold on the harts (vm/gdbstub.py): while set, every hart runs
+        # through its ``run_hart`` (checked stepping) and the run ends when it has a
+        # ``stop``; None (no debugger, or one that lets the guest run free): the
+        # engines' fast path, untouched. ``watch_fds``: fds that end an idle wait (a
+        # debugger's socket, so Ctrl-C is seen at once).
+        self.debug: Any = None
+        self.watch_fds: list[int] = []
         self.crash: str | None = None
         self.last_result: RunResult | None = None
 
@@ -227,6 +235,7 @@ class Machine:
         code = 0
         stretch = 1
         clock = time.perf_counter
+        debug = self.debug
         try:
             while True:
                 ran = 0
@@ -241,7 +250,9 @@ class Machine:
                     if multi:
                         hart.reservation = None  # another hart ran since its LR
                     try:
-                        if hart.triggers.armed:  # debug triggers: checked stepping
+                        if debug is not None:  # a debugger holds the harts
+                            n = debug.run_hart(hart, budget * stretch)
+                        elif hart.triggers.armed:  # debug triggers: checked stepping
                             n = run_checked(hart, budget * stretch)
                             if not hart.triggers.armed:
                                 engine.flush()  # its code ran while another did
@@ -255,7 +266,7 @@ class Machine:
                         self.instructions += ran
                         return RunResult("crash", EXIT_GUEST_CRASH, self.instructions,
                                          time.monotonic() - start)
-                    if self._power is not None:
+                    if self._power is not None or debug is not None and debug.stop:
                         break
                 self.instructions += ran
                 self.clock.advance(ran)
@@ -277,6 +288,9 @@ class Machine:
                 board.poll()
                 self._feed_console()
                 console.flush()
+                if debug is not None and debug.stop:
+                    reason, code = "debug", 0
+                    break
                 if stop_when is not None and stop_when():
                     reason, code = "stopped", 0
                     break
@@ -336,7 +350,7 @@ class Machine:
         if board.io_pending():  # requests left for the next round: no sleep
             return
         wait = 86400.0  # no limit (a day keeps the timeout in select()'s range)
-        fds = board.wait_fds()
+        fds = board.wait_fds() + self.watch_fds
         fd = self.console.input_fd()
         if fd is not None and board.uart.rx_space() > 0:
             fds.append(fd)
