@@ -70,10 +70,33 @@ class DiskSpec:
 
 
 @dataclass(frozen=True)
-class NetSpec:
-    """A virtio-net NIC on the in-host virtual switch ``switch``."""
+class UserNetSpec:
+    """User-mode networking (libslirp, ``pyhv.net.user``): the guest's way out to the host
+    and the world. ``hostfwd`` holds QEMU-style forwards as written
+    (``tcp:[ADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT``), each checked here."""
 
-    switch: str
+    hostfwd: tuple[str, ...] = ()
+    restrict: bool = False  # the guest reaches nothing outside (forwards still work)
+
+    def __post_init__(self) -> None:
+        from ..net.user import parse_hostfwd
+
+        object.__setattr__(self, "hostfwd", tuple(self.hostfwd))
+        for text in self.hostfwd:
+            parse_hostfwd(text)
+
+    def describe(self) -> str:
+        """The backend as the ``--net`` option writes it: ``user,hostfwd=...,restrict=on``."""
+        return ",".join(["user", *(f"hostfwd={h}" for h in self.hostfwd),
+                         *(["restrict=on"] if self.restrict else [])])
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """A virtio-net NIC, either on the in-host virtual switch ``switch`` or on its own
+    user-mode network ``user`` (exactly one of the two)."""
+
+    switch: str | None
     mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
     slot: int | None = None
     # I/O budgets per direction (devices/io_budget.py): bytes/s, frames/s, byte burst
@@ -83,6 +106,7 @@ class NetSpec:
     rx_bps: int | None = None
     rx_pps: int | None = None
     rx_bps_burst: int | None = None
+    user: UserNetSpec | None = None
 
     @property
     def tx_limits(self) -> Limits:
@@ -92,12 +116,19 @@ class NetSpec:
     def rx_limits(self) -> Limits:
         return Limits(self.rx_bps, self.rx_pps, self.rx_bps_burst)
 
+    @property
+    def backend(self) -> str:
+        """Where the NIC's frames go, for messages: ``switch NAME`` or ``user,...``."""
+        return self.user.describe() if self.user is not None else f"switch {self.switch}"
+
     def __post_init__(self) -> None:
+        if (self.switch is None) == (self.user is None):
+            raise ConfigError("a NIC needs exactly one of switch=NAME and user")
         try:
             self.tx_limits  # noqa: B018 - checks the terms
             self.rx_limits  # noqa: B018
         except ConfigError as e:
-            raise ConfigError(f"NIC on switch '{self.switch}': {e}") from None
+            raise ConfigError(f"NIC on {self.backend}: {e}") from None
         if self.mac is not None and parse_mac(self.mac) is None:
             raise ConfigError(f"invalid MAC address '{self.mac}' (expected 52:54:00:12:34:56)")
 
@@ -250,20 +281,46 @@ _NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_bu
 
 
 def parse_net_option(text: str) -> NetSpec:
-    """``--net switch=NAME[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
+    """``--net switch=NAME|user[,hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT]...[,restrict=on]``
+    ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
     fields: dict[str, str] = {}
     rates: dict[str, int] = {}
+    hostfwd: list[str] = []
+    user = False
+    restrict: bool | None = None
+    usage = (f"--net '{text}': expected switch=NAME or user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
+             f"...[,restrict=on], then [mac=ADDRESS] and budgets ({', '.join(_NET_RATES)})")
     for opt in text.split(","):
         key, eq, value = opt.partition("=")
         if eq and key in _NET_RATES:
             rates[key] = parse_rate(value, f"--net '{text}': {key}")
-            continue
-        if not eq or key not in ("switch", "mac"):
-            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS] and "
-                              f"budgets ({', '.join(_NET_RATES)})")
-        fields[key] = value
-    if not fields.get("switch"):
-        raise ConfigError(f"--net '{text}': switch=NAME is required")
-    return NetSpec(fields["switch"], fields.get("mac"), None,
+        elif key == "user" and not eq:
+            user = True
+        elif key == "hostfwd" and eq:
+            hostfwd.append(value)
+        elif key == "restrict":
+            if not eq or value in ("on", "yes", "true"):
+                restrict = True
+            elif value in ("off", "no", "false"):
+                restrict = False
+            else:
+                raise ConfigError(f"--net '{text}': restrict= takes on or off, not '{value}'")
+        elif eq and key in ("switch", "mac"):
+            fields[key] = value
+        else:
+            raise ConfigError(f"{usage}; unknown option '{opt}'")
+    if user and "switch" in fields:
+        raise ConfigError(f"--net '{text}': choose switch=NAME or user, not both")
+    if not user and (hostfwd or restrict is not None):
+        raise ConfigError(f"--net '{text}': hostfwd= and restrict= belong to user networking "
+                          "(--net user,...)")
+    if not user and not fields.get("switch"):
+        raise ConfigError(f"--net '{text}': switch=NAME or user is required")
+    try:
+        user_spec = UserNetSpec(tuple(hostfwd), bool(restrict)) if user else None
+    except ConfigError as e:
+        raise ConfigError(f"--net '{text}': {e}") from None
+    return NetSpec(fields.get("switch"), fields.get("mac"), None,
                    rates.get("tx_bps"), rates.get("tx_pps"), rates.get("tx_bps_burst"),
-                   rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"))
+                   rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"),
+                   user=user_spec)

@@ -252,6 +252,10 @@ class VirtBoard:
         if isinstance(spec, NetSpec):
             from ..devices.virtio.net import VirtioNet
 
+            if spec.user is not None:
+                return VirtioNet.on_user_network(spec.user.hostfwd, spec.user.restrict,
+                                                 spec.mac, spec.tx_limits, spec.rx_limits)
+            assert spec.switch is not None
             return VirtioNet.on_switch(spec.switch, spec.mac, spec.tx_limits, spec.rx_limits)
         if isinstance(spec, RngSpec):
             from ..devices.virtio.rng import VirtioRng

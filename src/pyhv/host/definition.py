@@ -113,9 +113,11 @@ class Disk:
 
 @dataclass(frozen=True)
 class Net:
-    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``."""
+    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``, or on a
+    user-mode network of its own (``user = true``: libslirp's DHCP, DNS and NAT, with
+    ``hostfwd`` forwards as QEMU writes them and ``restrict`` keeping the guest in)."""
 
-    switch: str
+    switch: str | None
     mac: str | None = None
     # I/O budgets per direction (tx: frames the guest sends; rx: frames for the guest):
     # bytes/s, frames/s, the byte bucket's size; None: no limit
@@ -125,6 +127,9 @@ class Net:
     rx_bps: int | None = None
     rx_pps: int | None = None
     rx_bps_burst: int | None = None
+    user: bool = False
+    hostfwd: tuple[str, ...] = ()
+    restrict: bool = False
 
 
 #: The I/O budget keys of a ``[[disk]]`` and a ``[[net]]``, and (burst, rate) pairs.
@@ -250,7 +255,8 @@ class VMDefinition:
                 disks.append(Disk(d.path, d.read_only, d.overlay,
                                   **{k: getattr(d, k) for k in DISK_RATES}))
             elif isinstance(d, mc.NetSpec):
-                nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES}))
+                nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES},
+                                **_user_fields(d.user)))
             elif isinstance(d, mc.RngSpec):
                 rng = True
             elif isinstance(d, mc.BalloonSpec):
@@ -292,7 +298,9 @@ class VMDefinition:
             doc["disk"] = disks
         if self.nets:
             doc["net"] = [
-                {"switch": n.switch, **({"mac": n.mac} if n.mac is not None else {}),
+                {**({"user": True, "hostfwd": list(n.hostfwd), "restrict": n.restrict}
+                    if n.user else {"switch": n.switch}),
+                 **({"mac": n.mac} if n.mac is not None else {}),
                  **_rates_doc(n, NET_RATES)}
                 for n in self.nets
             ]
@@ -338,7 +346,9 @@ class VMDefinition:
             devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay,
                                        **{k: getattr(d, k) for k in DISK_RATES}))
         for n in self.nets:
-            devices.append(mc.NetSpec(n.switch, n.mac, **{k: getattr(n, k) for k in NET_RATES}))
+            user = mc.UserNetSpec(n.hostfwd, n.restrict) if n.user else None
+            devices.append(mc.NetSpec(None if n.user else n.switch, n.mac, user=user,
+                                      **{k: getattr(n, k) for k in NET_RATES}))
         if self.rng:
             devices.append(mc.RngSpec())
         if self.balloon:
@@ -519,10 +529,15 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
         where = f"net[{i}]"
         if not isinstance(net, Net):
             raise _bad_type(where, net, "a Net")
-        if not isinstance(net.switch, str):
-            raise _bad_type(f"{where}.switch", net.switch, "a switch name")
         _validate_rates(net, NET_RATES, where)
-        if not SWITCH_RE.match(net.switch):
+        if net.user:
+            _validate_user_net(net, where)
+        elif not isinstance(net.switch, str):
+            raise _bad_type(f"{where}.switch", net.switch, "a switch name")
+        elif net.hostfwd or net.restrict:
+            raise DefinitionError(f"{where}.{'hostfwd' if net.hostfwd else 'restrict'}",
+                                  "belongs to user networking (user = true)")
+        elif not SWITCH_RE.match(net.switch):
             raise DefinitionError(
                 f"{where}.switch",
                 f"'{net.switch}' is not a valid switch name (letters, digits, '_', '.', '-'; "
@@ -540,6 +555,35 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
             if key in macs:
                 raise DefinitionError(f"{where}.mac", f"{net.mac} is also net[{macs[key]}].mac")
             macs[key] = i
+
+
+def _validate_user_net(net: Net, where: str) -> None:
+    """A user-mode NIC: no switch, forwards that parse (``tcp::2222-:22``)."""
+    from ..vm.config import UserNetSpec
+
+    if net.user is not True:
+        raise _bad_type(f"{where}.user", net.user, "true or false")
+    if net.switch is not None:
+        raise DefinitionError(f"{where}.switch", "a NIC is on a switch or on user "
+                              "networking (user = true), not both")
+    if not isinstance(net.restrict, bool):
+        raise _bad_type(f"{where}.restrict", net.restrict, "true or false")
+    if not isinstance(net.hostfwd, tuple | list) or not all(
+            isinstance(h, str) for h in net.hostfwd):
+        raise _bad_type(f"{where}.hostfwd", net.hostfwd,
+                        'a list of forwards such as ["tcp::2222-:22"]')
+    try:
+        UserNetSpec(tuple(net.hostfwd), net.restrict)
+    except ConfigError as e:
+        raise DefinitionError(f"{where}.hostfwd", str(e)) from None
+
+
+def _user_fields(user: object) -> dict[str, Any]:
+    """The ``Net`` fields of a machine config's user-mode NIC (``UserNetSpec`` or None)."""
+    if user is None:
+        return {}
+    return {"user": True, "hostfwd": tuple(getattr(user, "hostfwd", ())),
+            "restrict": bool(getattr(user, "restrict", False))}
 
 
 def _validate_rates(device: Disk | Net, keys: tuple[str, ...], where: str) -> None:
@@ -735,7 +779,7 @@ TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "n
             "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
 DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
-NET_KEYS = ("switch", "mac", *NET_RATES)
+NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mac", *NET_RATES)
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
 
@@ -801,10 +845,21 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
         nets = []
         for i, item in enumerate(top.tables("net")):
             nt = _Table(item, f"net[{i}].", NET_KEYS)
-            if not nt.has("switch"):
-                raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name)")
-            nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None,
-                            **_rates_from(nt, NET_RATES)))
+            user = nt.get_bool("user") if nt.has("user") else False
+            if not user and not nt.has("switch"):
+                raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name, "
+                                      "or user = true for user networking)")
+            hostfwd: tuple[str, ...] = ()
+            if nt.has("hostfwd"):
+                raw = nt.raw("hostfwd")
+                if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+                    raise _bad_type(nt.path("hostfwd"), raw,
+                                    'a list of forwards such as ["tcp::2222-:22"]')
+                hostfwd = tuple(raw)
+            nets.append(Net(nt.get_str("switch") if nt.has("switch") else None,
+                            nt.get_str("mac") if nt.has("mac") else None,
+                            **_rates_from(nt, NET_RATES), user=user, hostfwd=hostfwd,
+                            restrict=nt.get_bool("restrict") if nt.has("restrict") else False))
         kw["nets"] = tuple(nets)
 
     if top.has("devices"):

@@ -18,6 +18,7 @@ from ..board.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    UserNetSpec,
     parse_disk_option,
     parse_mac,
     parse_memory,
@@ -42,4 +43,5 @@ __all__ = [
     "parse_net_option",
     "place",
     "RngSpec",
+    "UserNetSpec",
 ]

@@ -35,6 +35,7 @@ from ..board.config import (
     MachineConfig,
     NetSpec,
     RngSpec,
+    UserNetSpec,
 )
 from ..cpu.hart import HartState
 from ..devices.clint import ClintState
@@ -82,7 +83,11 @@ def config_from_data(data: Any, engine: str | None = None) -> MachineConfig:
         devices = []
         for d in fields.pop("devices"):
             d = dict(d)
-            devices.append(_SPECS[d.pop("kind")](**d))
+            kind = d.pop("kind")
+            if kind == "net" and d.get("user") is not None:  # a nested spec, as data
+                u = dict(d["user"])
+                d["user"] = UserNetSpec(tuple(u["hostfwd"]), bool(u["restrict"]))
+            devices.append(_SPECS[kind](**d))
         if engine is not None:
             fields["engine"] = engine
         return MachineConfig(**fields, devices=tuple(devices))

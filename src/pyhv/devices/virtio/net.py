@@ -1,12 +1,14 @@
-"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch.
+"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch or
+on a user-mode network of its own (``pyhv.net.user``, libslirp).
 
 Two queues, receiveq (0) and transmitq (1), no control queue and no offloads: every
 frame carries the 12-byte ``virtio_net_hdr`` (VERSION_1 layout, num_buffers = 1), which
 the device strips on transmit and writes zeroed on receive. Frames travel through a
-:class:`~pyhv.net.switch.SwitchPort`; frames that arrive while the driver has posted no
-receive buffers wait in a bounded backlog; beyond it they are left in the switch port's
-socket, where the kernel drops what does not fit (a real NIC's full ring), and an idle
-VM does not wake for them until its driver posts buffers.
+:class:`Port` (a :class:`~pyhv.net.switch.SwitchPort` or :class:`~pyhv.net.user.UserPort`);
+frames that arrive while the driver has posted no receive buffers wait in a bounded
+backlog; beyond it they are left in the port (the switch port's socket, where the kernel
+drops what does not fit, or the user port's bounded queue: a real NIC's full ring), and
+an idle VM does not wake for them until its driver posts buffers.
 """
 
 from __future__ import annotations
@@ -74,6 +76,18 @@ class VirtioNet(VirtioDevice):
 
         raw = parse_mac(mac) if mac else None
         return cls(SwitchPort(switch), raw, tx, rx)
+
+    @classmethod
+    def on_user_network(cls, hostfwd: tuple[str, ...] = (), restrict: bool = False,
+                        mac: str | None = None, tx: Limits | None = None,
+                        rx: Limits | None = None) -> VirtioNet:
+        """A NIC on its own user-mode network (libslirp: DHCP, DNS, NAT, ``hostfwd``
+        forwards as QEMU writes them)."""
+        from ...net.user import UserPort, parse_hostfwd
+
+        raw = parse_mac(mac) if mac else None
+        return cls(UserPort(tuple(parse_hostfwd(h) for h in hostfwd), restrict=restrict),
+                   raw, tx, rx)
 
     def device_features(self) -> int:
         return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
