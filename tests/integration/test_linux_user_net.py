@@ -226,3 +226,105 @@ def test_dns_through_10_0_2_3_resolves_a_name_the_test_serves(tmp_path: Path) ->
         assert "192.0.2.42" not in out and "NXDOMAIN" in out, out
     finally:
         g.stop()
+
+
+def _user_net_machine(hport: int):  # type: ignore[no-untyped-def]
+    from pyhv import BufferConsole, Machine, MachineConfig
+    from pyhv.vm.config import NetSpec, UserNetSpec
+
+    cfg = MachineConfig(kernel=str(IMAGE), initrd=str(INITRD), append="console=ttyS0",
+                        devices=(NetSpec(None, "52:54:00:12:34:60",
+                                         user=UserNetSpec((f"tcp::{hport}-:80",))),))
+    console = BufferConsole()
+    return Machine(cfg, console=console), console
+
+
+def _fetch(hport: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", hport), timeout=30) as s:
+        s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+        s.settimeout(30)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def _fetch_while_running(vm, hport: int) -> bytes:  # type: ignore[no-untyped-def]
+    """GET / through the forward while the in-process VM runs on a thread to answer."""
+    import threading
+
+    done = threading.Event()
+    runner = threading.Thread(target=lambda: vm.run(timeout=60, stop_when=done.is_set))
+    runner.start()
+    try:
+        return _fetch(hport)
+    finally:
+        done.set()
+        runner.join(60)
+
+
+def test_a_restored_vm_gets_a_fresh_nat_and_its_forwards_back(
+        tmp_path: Path, web_server: int) -> None:
+    """Snapshot/restore: libslirp's state is not saved (connections are lost, as behind
+    a new NAT), but the restored guest, with the address it had, reaches the host
+    again and its forward listens again."""
+    from pyhv import BufferConsole, Machine
+
+    from .linux_guest import shell
+
+    hport = free_port()
+    vm, console = _user_net_machine(hport)
+    try:
+        assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(vm, console, DHCP_SCRIPT)
+        assert "lease of 10.0.2.15" in shell(vm, console, UDHCPC, timeout=60)
+        shell(vm, console, "mkdir -p /www && echo before-snapshot > /www/index.html && "
+                           "httpd -p 80 -h /www")
+        vm.snapshot(str(tmp_path / "net.snap"))
+    finally:
+        vm.close()
+    console2 = BufferConsole()
+    vm2 = Machine.restore(str(tmp_path / "net.snap"), console=console2)
+    try:
+        out = shell(vm2, console2, f"wget -q -O - http://10.0.2.2:{web_server}/ | head -c 200;"
+                                   " echo; echo rc=$?", timeout=60)
+        assert "rc=0" in out and "Directory listing" in out, out
+        assert _fetch_while_running(vm2, hport).endswith(b"before-snapshot\n")
+    finally:
+        vm2.close()
+
+
+def test_a_migrated_vm_keeps_its_forward_on_the_same_host() -> None:
+    """Live migration on one host: the source closes its user network (and the forward's
+    listening socket) before the destination opens its own on the same port."""
+    import threading
+
+    from pyhv import BufferConsole
+    from pyhv.vm.migration import migrate, receive
+
+    from .linux_guest import shell
+
+    hport = free_port()
+    src, console = _user_net_machine(hport)
+    a, b = socket.socketpair()
+    box: dict[str, object] = {}
+    try:
+        assert src.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        shell(src, console, DHCP_SCRIPT)
+        assert "lease of 10.0.2.15" in shell(src, console, UDHCPC, timeout=60)
+        shell(src, console, "mkdir -p /www && echo migrated > /www/index.html && "
+                            "httpd -p 80 -h /www")
+        thread = threading.Thread(target=lambda: box.update(vm=receive(b, BufferConsole())))
+        thread.start()
+        result = migrate(src, a)
+        thread.join(120)
+        assert result.ok, result
+    finally:
+        src.close()
+        a.close()
+        b.close()
+    dst = box["vm"]
+    try:
+        assert _fetch_while_running(dst, hport).endswith(b"\r\n\r\nmigrated\n")
+    finally:
+        dst.close()  # type: ignore[attr-defined]

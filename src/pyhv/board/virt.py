@@ -9,6 +9,7 @@ a2 = the fw_dynamic_info record naming the payload at 0x8020_0000 for OpenSBI.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from ..devices.uart16550 import Uart16550
 from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.dma import GuestDMA
 from ..devices.virtio.mmio import VirtioMmio
-from ..errors import ImageError
+from ..errors import ConfigError, ImageError
 from ..isa import spec
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
@@ -55,6 +56,8 @@ DEFAULT_BIOS_PATHS = (
 # has them, and Zicond).
 ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause" + "".join(
     f"_{ext.lower()}" for ext in spec.EXTENSIONS)
+
+log = logging.getLogger(__name__)
 
 
 def default_bios() -> str:
@@ -290,6 +293,28 @@ class VirtBoard:
             if isinstance(dev, VirtioBlk) and isinstance(dspec, DiskSpec):
                 dev.disk = open_disk(dspec.path, read_only=dspec.read_only,
                                      overlay=dspec.overlay)
+
+    def release_host_ports(self) -> None:
+        """Close every user-mode NIC's network (its hostfwd sockets with it) so that a
+        migration's destination on the same host can listen on the same ports;
+        ``reclaim_host_ports`` opens fresh ones (the migration failed: the source runs on,
+        its guest's connections lost as after a restore)."""
+        from ..devices.virtio.net import VirtioNet
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.user:
+                dev.port.close()
+
+    def reclaim_host_ports(self) -> None:
+        from ..devices.virtio.net import VirtioNet
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.user:
+                try:
+                    dev.port = VirtioNet.on_user_network(dspec.user.hostfwd,
+                                                         dspec.user.restrict).port
+                except ConfigError as e:  # a forwarded port taken meanwhile: NIC stays down
+                    log.warning("user-mode NIC not reopened: %s", e)
 
     def _temporary_overlay(self, base: str) -> str:
         import tempfile

@@ -169,7 +169,8 @@ class VirtioNet(VirtioDevice):
 
     def wait_fds(self) -> list[int]:
         # A full backlog waits for the driver's receive buffers (a notify), not frames.
-        return [self.port.fileno()] if len(self.backlog) < RX_BACKLOG else []
+        fd = self.port.fileno()  # -1: a closed port (a migrated VM's)
+        return [fd] if fd >= 0 and len(self.backlog) < RX_BACKLOG else []
 
     def reset(self) -> None:
         self.backlog.clear()
