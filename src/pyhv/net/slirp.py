@@ -8,8 +8,8 @@ Only what pyhv uses is bound, after the public header ``libslirp.h`` of libslirp
 ``slirp_new`` with a ``SlirpConfig`` (version 1 fields plus ``disable_dns`` of version 3),
 the ``SlirpCb`` callbacks, ``slirp_input``, ``slirp_pollfds_fill``/``slirp_pollfds_poll``,
 ``slirp_add_hostfwd`` and ``slirp_cleanup``. libslirp is not thread safe: one
-:class:`Slirp` must only ever be called from one thread (``pyhv.net.user`` gives each
-instance a thread of its own).
+:class:`Slirp` must only ever be called from one thread (``pyhv.net.user`` drives it
+from the VM's).
 """
 
 from __future__ import annotations
@@ -296,6 +296,11 @@ class Slirp:
             if nxt is None or t.expire_ms < nxt:
                 nxt = t.expire_ms
         return nxt
+
+    def next_timer(self) -> int | None:
+        """The due time (ms of the clock) of the earliest armed timer, if any."""
+        due = [t.expire_ms for t in self.timers.values() if t.expire_ms is not None]
+        return min(due) if due else None
 
     def add_hostfwd(self, udp: bool, host_addr: str, host_port: int, guest_addr: str,
                     guest_port: int) -> int:

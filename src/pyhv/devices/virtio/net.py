@@ -177,8 +177,11 @@ class VirtioNet(VirtioDevice):
         self._tx_held = None
 
     def io_deadline(self) -> float | None:
+        # a port with timers of its own (user networking: TCP's) says when they are due
+        port_deadline = getattr(self.port, "deadline", None)
         times = [self.tx_budget.next_deadline() if self._tx_held is not None else None,
-                 self.rx_budget.next_deadline() if self.backlog else None]
+                 self.rx_budget.next_deadline() if self.backlog else None,
+                 port_deadline() if port_deadline is not None else None]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
