@@ -146,6 +146,7 @@ def test_udhcpc_gets_the_lease(guest: tuple[GuestProcess, int]) -> None:
     out = g.run(UDHCPC, timeout=60)
     assert "lease of 10.0.2.15 obtained from 10.0.2.2" in out, out
     out = g.run("ip addr show eth0; ip route; cat /etc/resolv.conf")
+    assert "mtu 65520" in out, out  # the NIC's MTU (VIRTIO_NET_F_MTU), as slirp4netns
     assert "inet 10.0.2.15/24" in out, out
     assert "default via 10.0.2.2" in out, out
     assert "nameserver 10.0.2.3" in out, out
@@ -228,13 +229,13 @@ def test_dns_through_10_0_2_3_resolves_a_name_the_test_serves(tmp_path: Path) ->
         g.stop()
 
 
-def _user_net_machine(hport: int):  # type: ignore[no-untyped-def]
+def _user_net_machine(hport: int, mtu: int = 65520):  # type: ignore[no-untyped-def]
     from pyhv import BufferConsole, Machine, MachineConfig
     from pyhv.vm.config import NetSpec, UserNetSpec
 
     cfg = MachineConfig(kernel=str(IMAGE), initrd=str(INITRD), append="console=ttyS0",
                         devices=(NetSpec(None, "52:54:00:12:34:60",
-                                         user=UserNetSpec((f"tcp::{hport}-:80",))),))
+                                         user=UserNetSpec((f"tcp::{hport}-:80",), mtu=mtu)),))
     console = BufferConsole()
     return Machine(cfg, console=console), console
 
@@ -273,9 +274,10 @@ def test_a_restored_vm_gets_a_fresh_nat_and_its_forwards_back(
     from .linux_guest import shell
 
     hport = free_port()
-    vm, console = _user_net_machine(hport)
+    vm, console = _user_net_machine(hport, mtu=1500)  # QEMU's MTU, on this one
     try:
         assert vm.run_until(PROMPT, timeout=BOOT_TIMEOUT), console.text[-3000:]
+        assert "mtu 1500" in shell(vm, console, "ip link show eth0")
         shell(vm, console, DHCP_SCRIPT)
         assert "lease of 10.0.2.15" in shell(vm, console, UDHCPC, timeout=60)
         shell(vm, console, "mkdir -p /www && echo before-snapshot > /www/index.html && "

@@ -47,6 +47,8 @@ def test_net_user_option() -> None:
     assert spec.user == UserNetSpec(("tcp::2222-:22", "udp:127.0.0.2:5353-10.0.2.15:53"), True)
     assert parse_net_option("user").user == UserNetSpec()
     assert parse_net_option("switch=lan").user is None  # the switch stays as it was
+    assert UserNetSpec().mtu == 65520 and parse_net_option("user,mtu=1500").user == \
+        UserNetSpec(mtu=1500)
 
 
 def test_hostfwd_defaults_to_loopback_and_the_first_lease() -> None:
@@ -69,6 +71,9 @@ def test_hostfwd_defaults_to_loopback_and_the_first_lease() -> None:
     ("user,switch=lan", "not both"),
     ("switch=lan,hostfwd=tcp::2222-:22", "belong to user networking"),
     ("mac=52:54:00:00:00:01", "switch=NAME or user is required"),
+    ("user,mtu=70000", "mtu=70000: the link MTU is 576 to 65520"),
+    ("user,mtu=big", "mtu= takes a number of bytes"),
+    ("switch=lan,mtu=9000", "belong to user networking"),
 ])
 def test_bad_net_user_options_name_the_option(text: str, words: str) -> None:
     with pytest.raises(ConfigError, match=words) as info:
@@ -91,7 +96,7 @@ def test_qemu_netdev_user_with_repeated_hostfwd() -> None:
 
 def test_definition_with_user_networking_round_trips() -> None:
     text = ('name = "web"\n[boot]\nkernel = "/boot/Image"\n[[net]]\nuser = true\n'
-            'hostfwd = ["tcp::2222-:22", "udp::5353-:53"]\nrestrict = true\n'
+            'hostfwd = ["tcp::2222-:22", "udp::5353-:53"]\nrestrict = true\nmtu = 9000\n'
             '[[net]]\nswitch = "lan"\n')
     d = VMDefinition.from_toml(text, "vm.toml", base_dir="/vms")
     assert d.nets[0].user and d.nets[0].hostfwd == ("tcp::2222-:22", "udp::5353-:53")
@@ -99,10 +104,28 @@ def test_definition_with_user_networking_round_trips() -> None:
     assert again.nets == d.nets
     user, switch = d.to_machine_config().devices
     assert isinstance(user, NetSpec) and isinstance(switch, NetSpec)
-    assert user.user == UserNetSpec(("tcp::2222-:22", "udp::5353-:53"), True)
+    assert user.user == UserNetSpec(("tcp::2222-:22", "udp::5353-:53"), True, 9000)
     assert switch.switch == "lan" and switch.user is None
     back = VMDefinition.from_machine_config(d.to_machine_config(), "web")
     assert back.nets[0].user and back.nets[0].hostfwd == d.nets[0].hostfwd
+    assert back.nets[0].mtu == 9000
+
+
+def test_the_nic_offers_the_links_mtu() -> None:
+    from pyhv.devices.virtio.net import VIRTIO_NET_F_MTU, VirtioNet
+
+    nic = VirtioNet.on_user_network(mtu=9000)
+    try:
+        assert nic.device_features() & VIRTIO_NET_F_MTU
+        assert nic.config_bytes()[6:12] == struct.pack("<HHH", 1, 1, 9000)
+        assert nic.max_frame == 9018
+    finally:
+        nic.close()
+    plain = VirtioNet.on_user_network(mtu=1500)  # QEMU's view: no MTU feature
+    try:
+        assert not plain.device_features() & VIRTIO_NET_F_MTU and plain.max_frame == 1518
+    finally:
+        plain.close()
 
 
 @pytest.mark.parametrize(("net", "field", "words"), [
@@ -111,6 +134,8 @@ def test_definition_with_user_networking_round_trips() -> None:
     ('user = true\nswitch = "lan"', "net[0].switch", "not both"),
     ('switch = "lan"\nhostfwd = ["tcp::2222-:22"]', "net[0].hostfwd", "user networking"),
     ('user = false', "net[0].switch", "missing"),
+    ('user = true\nmtu = 100', "net[0].mtu", "576 to 65520"),
+    ('switch = "lan"\nmtu = 9000', "net[0].mtu", "user networking"),
 ])
 def test_definition_errors_name_the_field(net: str, field: str, words: str) -> None:
     from pyhv.host.errors import DefinitionError
@@ -123,7 +148,7 @@ def test_definition_errors_name_the_field(net: str, field: str, words: str) -> N
 
 def test_snapshot_config_keeps_user_networking() -> None:
     config = MachineConfig(kernel="/boot/Image", devices=(
-        parse_net_option("user,hostfwd=tcp::2222-:22,mac=52:54:00:00:00:01"),
+        parse_net_option("user,hostfwd=tcp::2222-:22,mac=52:54:00:00:00:01,mtu=4000"),
         parse_net_option("switch=lan")))
     back = config_from_data(json.loads(json.dumps(config_data(config))))
     assert back == config

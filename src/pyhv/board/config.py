@@ -69,6 +69,10 @@ class DiskSpec:
                               "20 printable characters")
 
 
+USER_MTU = 65520  # user networking's default link MTU
+MIN_MTU, MAX_MTU = 576, 65520  # IPv4's minimum; libslirp's maximum is 65521
+
+
 @dataclass(frozen=True)
 class UserNetSpec:
     """User-mode networking (libslirp, ``pyhv.net.user``): the guest's way out to the host
@@ -77,6 +81,10 @@ class UserNetSpec:
 
     hostfwd: tuple[str, ...] = ()
     restrict: bool = False  # the guest reaches nothing outside (forwards still work)
+    # The link's MTU (the NIC offers it, VIRTIO_NET_F_MTU; libslirp's if_mtu/if_mru):
+    # 65520 as slirp4netns, as large frames cost the guest and the device far less per
+    # byte; 1500 gives the guest QEMU's view exactly
+    mtu: int = USER_MTU
 
     def __post_init__(self) -> None:
         from ..net.user import parse_hostfwd
@@ -84,11 +92,14 @@ class UserNetSpec:
         object.__setattr__(self, "hostfwd", tuple(self.hostfwd))
         for text in self.hostfwd:
             parse_hostfwd(text)
+        if not isinstance(self.mtu, int) or not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(f"mtu={self.mtu}: the link MTU is {MIN_MTU} to {MAX_MTU}")
 
     def describe(self) -> str:
         """The backend as the ``--net`` option writes it: ``user,hostfwd=...,restrict=on``."""
         return ",".join(["user", *(f"hostfwd={h}" for h in self.hostfwd),
-                         *(["restrict=on"] if self.restrict else [])])
+                         *(["restrict=on"] if self.restrict else []),
+                         *([f"mtu={self.mtu}"] if self.mtu != USER_MTU else [])])
 
 
 @dataclass(frozen=True)
@@ -282,12 +293,13 @@ _NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_bu
 
 def parse_net_option(text: str) -> NetSpec:
     """``--net switch=NAME|user[,hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT]...[,restrict=on]``
-    ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
+    ``[,mtu=N]`` and ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
     fields: dict[str, str] = {}
     rates: dict[str, int] = {}
     hostfwd: list[str] = []
     user = False
     restrict: bool | None = None
+    mtu: int | None = None
     usage = (f"--net '{text}': expected switch=NAME or user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
              f"...[,restrict=on], then [mac=ADDRESS] and budgets ({', '.join(_NET_RATES)})")
     for opt in text.split(","):
@@ -305,19 +317,25 @@ def parse_net_option(text: str) -> NetSpec:
                 restrict = False
             else:
                 raise ConfigError(f"--net '{text}': restrict= takes on or off, not '{value}'")
+        elif key == "mtu" and eq:
+            if not value.isdigit():
+                raise ConfigError(f"--net '{text}': mtu= takes a number of bytes, not "
+                                  f"'{value}'")
+            mtu = int(value)
         elif eq and key in ("switch", "mac"):
             fields[key] = value
         else:
             raise ConfigError(f"{usage}; unknown option '{opt}'")
     if user and "switch" in fields:
         raise ConfigError(f"--net '{text}': choose switch=NAME or user, not both")
-    if not user and (hostfwd or restrict is not None):
-        raise ConfigError(f"--net '{text}': hostfwd= and restrict= belong to user networking "
-                          "(--net user,...)")
+    if not user and (hostfwd or restrict is not None or mtu is not None):
+        raise ConfigError(f"--net '{text}': hostfwd=, restrict= and mtu= belong to user "
+                          "networking (--net user,...)")
     if not user and not fields.get("switch"):
         raise ConfigError(f"--net '{text}': switch=NAME or user is required")
     try:
-        user_spec = UserNetSpec(tuple(hostfwd), bool(restrict)) if user else None
+        user_spec = UserNetSpec(tuple(hostfwd), bool(restrict),
+                                USER_MTU if mtu is None else mtu) if user else None
     except ConfigError as e:
         raise ConfigError(f"--net '{text}': {e}") from None
     return NetSpec(fields.get("switch"), fields.get("mac"), None,

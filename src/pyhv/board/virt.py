@@ -257,7 +257,8 @@ class VirtBoard:
 
             if spec.user is not None:
                 return VirtioNet.on_user_network(spec.user.hostfwd, spec.user.restrict,
-                                                 spec.mac, spec.tx_limits, spec.rx_limits)
+                                                 spec.mac, spec.tx_limits, spec.rx_limits,
+                                                 spec.user.mtu)
             assert spec.switch is not None
             return VirtioNet.on_switch(spec.switch, spec.mac, spec.tx_limits, spec.rx_limits)
         if isinstance(spec, RngSpec):
@@ -311,8 +312,8 @@ class VirtBoard:
         for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
             if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.user:
                 try:
-                    dev.port = VirtioNet.on_user_network(dspec.user.hostfwd,
-                                                         dspec.user.restrict).port
+                    dev.port = VirtioNet.on_user_network(
+                        dspec.user.hostfwd, dspec.user.restrict, mtu=dspec.user.mtu).port
                 except ConfigError as e:  # a forwarded port taken meanwhile: NIC stays down
                     log.warning("user-mode NIC not reopened: %s", e)
 

@@ -119,7 +119,8 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         help="virtio-net NIC on the in-host virtual switch NAME, or 'user': user-mode "
         "networking (libslirp) with DHCP 10.0.2.15, the host at 10.0.2.2, DNS at 10.0.2.3; "
         "hostfwd=tcp:[ADDR]:HOSTPORT-:GUESTPORT (repeatable; ADDR defaults to 127.0.0.1) "
-        "forwards a host port to the guest, restrict=on keeps the guest in; tx_bps=, rx_bps= "
+        "forwards a host port to the guest, restrict=on keeps the guest in, mtu=N sets the "
+        "link MTU (default 65520; 1500 as QEMU); tx_bps=, rx_bps= "
         "(bytes/s, e.g. 1M), tx_pps=, rx_pps= (frames/s), tx_bps_burst=, rx_bps_burst= "
         "limit each direction",
     )

@@ -286,7 +286,7 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
         spec_n = parse_net_option(text)
         backend: dict[str, Any] = {"switch": spec_n.switch} if spec_n.user is None else {
             "user": True, "hostfwd": list(spec_n.user.hostfwd),
-            "restrict": spec_n.user.restrict}
+            "restrict": spec_n.user.restrict, "mtu": spec_n.user.mtu}
         _append(doc, "net", {**backend,
                              **({"mac": spec_n.mac} if spec_n.mac else {}),
                              **{k: getattr(spec_n, k) for k in NET_RATES
@@ -414,7 +414,8 @@ def _info(ns: argparse.Namespace) -> int:
     for i, net in enumerate(d.nets):
         where = (f"switch {net.switch}" if not net.user else ",".join(
             ["user", *(f"hostfwd={h}" for h in net.hostfwd),
-             *(["restrict=on"] if net.restrict else [])]))
+             *(["restrict=on"] if net.restrict else []),
+             *([f"mtu={net.mtu}"] if net.mtu is not None else [])]))
         lines.append((f"NIC {i}", f"{where}, mac {net.mac or 'random'}"
                       f"{_budgets(net, NET_RATES)}"))
     lines.append(("Devices", ", ".join(devices) or "-"))

@@ -130,6 +130,7 @@ class Net:
     user: bool = False
     hostfwd: tuple[str, ...] = ()
     restrict: bool = False
+    mtu: int | None = None  # user networking's link MTU; None: its default (65520)
 
 
 #: The I/O budget keys of a ``[[disk]]`` and a ``[[net]]``, and (burst, rate) pairs.
@@ -298,7 +299,8 @@ class VMDefinition:
             doc["disk"] = disks
         if self.nets:
             doc["net"] = [
-                {**({"user": True, "hostfwd": list(n.hostfwd), "restrict": n.restrict}
+                {**({"user": True, "hostfwd": list(n.hostfwd), "restrict": n.restrict,
+                     **({"mtu": n.mtu} if n.mtu is not None else {})}
                     if n.user else {"switch": n.switch}),
                  **({"mac": n.mac} if n.mac is not None else {}),
                  **_rates_doc(n, NET_RATES)}
@@ -346,7 +348,8 @@ class VMDefinition:
             devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay,
                                        **{k: getattr(d, k) for k in DISK_RATES}))
         for n in self.nets:
-            user = mc.UserNetSpec(n.hostfwd, n.restrict) if n.user else None
+            user = mc.UserNetSpec(n.hostfwd, n.restrict, *(
+                [n.mtu] if n.mtu is not None else [])) if n.user else None
             devices.append(mc.NetSpec(None if n.user else n.switch, n.mac, user=user,
                                       **{k: getattr(n, k) for k in NET_RATES}))
         if self.rng:
@@ -534,9 +537,9 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
             _validate_user_net(net, where)
         elif not isinstance(net.switch, str):
             raise _bad_type(f"{where}.switch", net.switch, "a switch name")
-        elif net.hostfwd or net.restrict:
-            raise DefinitionError(f"{where}.{'hostfwd' if net.hostfwd else 'restrict'}",
-                                  "belongs to user networking (user = true)")
+        elif net.hostfwd or net.restrict or net.mtu is not None:
+            key = "hostfwd" if net.hostfwd else "restrict" if net.restrict else "mtu"
+            raise DefinitionError(f"{where}.{key}", "belongs to user networking (user = true)")
         elif not SWITCH_RE.match(net.switch):
             raise DefinitionError(
                 f"{where}.switch",
@@ -568,6 +571,8 @@ def _validate_user_net(net: Net, where: str) -> None:
                               "networking (user = true), not both")
     if not isinstance(net.restrict, bool):
         raise _bad_type(f"{where}.restrict", net.restrict, "true or false")
+    if net.mtu is not None and not _is_int(net.mtu):
+        raise _bad_type(f"{where}.mtu", net.mtu, "a number of bytes")
     if not isinstance(net.hostfwd, tuple | list) or not all(
             isinstance(h, str) for h in net.hostfwd):
         raise _bad_type(f"{where}.hostfwd", net.hostfwd,
@@ -576,14 +581,22 @@ def _validate_user_net(net: Net, where: str) -> None:
         UserNetSpec(tuple(net.hostfwd), net.restrict)
     except ConfigError as e:
         raise DefinitionError(f"{where}.hostfwd", str(e)) from None
+    if net.mtu is not None:
+        try:
+            UserNetSpec(mtu=net.mtu)
+        except ConfigError as e:
+            raise DefinitionError(f"{where}.mtu", str(e)) from None
 
 
 def _user_fields(user: object) -> dict[str, Any]:
     """The ``Net`` fields of a machine config's user-mode NIC (``UserNetSpec`` or None)."""
     if user is None:
         return {}
-    return {"user": True, "hostfwd": tuple(getattr(user, "hostfwd", ())),
-            "restrict": bool(getattr(user, "restrict", False))}
+    from ..vm.config import UserNetSpec
+
+    assert isinstance(user, UserNetSpec)
+    return {"user": True, "hostfwd": user.hostfwd, "restrict": user.restrict,
+            "mtu": user.mtu if user.mtu != UserNetSpec.mtu else None}
 
 
 def _validate_rates(device: Disk | Net, keys: tuple[str, ...], where: str) -> None:
@@ -779,7 +792,7 @@ TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "n
             "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
 DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
-NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mac", *NET_RATES)
+NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mtu", "mac", *NET_RATES)
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
 
@@ -859,7 +872,8 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
             nets.append(Net(nt.get_str("switch") if nt.has("switch") else None,
                             nt.get_str("mac") if nt.has("mac") else None,
                             **_rates_from(nt, NET_RATES), user=user, hostfwd=hostfwd,
-                            restrict=nt.get_bool("restrict") if nt.has("restrict") else False))
+                            restrict=nt.get_bool("restrict") if nt.has("restrict") else False,
+                            mtu=nt.get_int("mtu") if nt.has("mtu") else None))
         kw["nets"] = tuple(nets)
 
     if top.has("devices"):

@@ -182,7 +182,7 @@ class Slirp:
                  on_guest_error: Callable[[str], None], restricted: bool = False,
                  network: str = "10.0.2.0", netmask: str = "255.255.255.0",
                  host: str = "10.0.2.2", dhcp_start: str = "10.0.2.15",
-                 nameserver: str = "10.0.2.3") -> None:
+                 nameserver: str = "10.0.2.3", mtu: int = 1500) -> None:
         self._lib = lib = library()
         self._on_frame = on_frame
         self._clock_ns = clock_ns
@@ -201,6 +201,7 @@ class Slirp:
         cfg.in6_enabled = False  # the guest kernel has no IPv6
         cfg.vdhcp_start = in_addr(dhcp_start)
         cfg.vnameserver = in_addr(nameserver)
+        cfg.if_mtu = cfg.if_mru = mtu
         self._cfg = cfg
         # The CFUNCTYPE objects must live as long as the instance: libslirp keeps them.
         cb = SlirpCb()

@@ -139,7 +139,8 @@ class UserPort:
     use raises :class:`ConfigError` naming it, and nothing is left open.
     """
 
-    def __init__(self, forwards: tuple[Forward, ...] = (), *, restrict: bool = False) -> None:
+    def __init__(self, forwards: tuple[Forward, ...] = (), *, restrict: bool = False,
+                 mtu: int = 1500) -> None:
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self.guest_errors: deque[str] = deque(maxlen=16)
         self._rx: deque[bytes] = deque()  # libslirp -> guest
@@ -153,7 +154,8 @@ class UserPort:
         try:
             self._ep.register(self._rx_event, select.EPOLLIN)
             self._slirp = slirp.Slirp(on_frame=self._to_guest, clock_ns=_clock_ns,
-                                      on_guest_error=self._guest_error, restricted=restrict)
+                                      on_guest_error=self._guest_error, restricted=restrict,
+                                      mtu=mtu)
             try:
                 for fwd in forwards:
                     err = self._slirp.add_hostfwd(fwd.udp, fwd.host_addr, fwd.host_port,

@@ -86,7 +86,8 @@ def config_from_data(data: Any, engine: str | None = None) -> MachineConfig:
             kind = d.pop("kind")
             if kind == "net" and d.get("user") is not None:  # a nested spec, as data
                 u = dict(d["user"])
-                d["user"] = UserNetSpec(tuple(u["hostfwd"]), bool(u["restrict"]))
+                d["user"] = UserNetSpec(tuple(u["hostfwd"]), bool(u["restrict"]),
+                                        int(u.get("mtu", UserNetSpec.mtu)))
             devices.append(_SPECS[kind](**d))
         if engine is not None:
             fields["engine"] = engine

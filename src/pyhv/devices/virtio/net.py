@@ -24,6 +24,7 @@ from ..io_budget import IoBudget, Limits
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Chain, Virtqueue
 
+VIRTIO_NET_F_MTU = 1 << 3
 VIRTIO_NET_F_MAC = 1 << 5
 VIRTIO_NET_F_STATUS = 1 << 16
 VIRTIO_NET_S_LINK_UP = 1
@@ -54,9 +55,13 @@ class VirtioNet(VirtioDevice):
     name = "virtio-net"
 
     def __init__(self, port: Port, mac: bytes | None = None, tx: Limits | None = None,
-                 rx: Limits | None = None) -> None:
+                 rx: Limits | None = None, mtu: int | None = None) -> None:
         super().__init__()
         self.port = port
+        # An MTU beyond Ethernet's (VIRTIO_NET_F_MTU): fewer, larger frames, each costing
+        # the guest one trip through its stack and the device one through the queue
+        self.mtu = mtu
+        self.max_frame = MAX_FRAME if mtu is None else max(MAX_FRAME, mtu + 18)
         self.mac = mac if mac is not None else random_mac()
         self.backlog: deque[bytes] = deque()
         self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0,
@@ -80,20 +85,22 @@ class VirtioNet(VirtioDevice):
     @classmethod
     def on_user_network(cls, hostfwd: tuple[str, ...] = (), restrict: bool = False,
                         mac: str | None = None, tx: Limits | None = None,
-                        rx: Limits | None = None) -> VirtioNet:
+                        rx: Limits | None = None, mtu: int = 1500) -> VirtioNet:
         """A NIC on its own user-mode network (libslirp: DHCP, DNS, NAT, ``hostfwd``
-        forwards as QEMU writes them)."""
+        forwards as QEMU writes them) with link MTU ``mtu``."""
         from ...net.user import UserPort, parse_hostfwd
 
         raw = parse_mac(mac) if mac else None
-        return cls(UserPort(tuple(parse_hostfwd(h) for h in hostfwd), restrict=restrict),
-                   raw, tx, rx)
+        return cls(UserPort(tuple(parse_hostfwd(h) for h in hostfwd), restrict=restrict,
+                            mtu=mtu), raw, tx, rx, mtu=mtu if mtu != 1500 else None)
 
     def device_features(self) -> int:
-        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
+        mtu = VIRTIO_NET_F_MTU if self.mtu is not None else 0
+        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | mtu
 
     def config_bytes(self) -> bytes:
-        return self.mac + struct.pack("<HH", VIRTIO_NET_S_LINK_UP, 1)
+        # mac, status, max_virtqueue_pairs, mtu (virtio 1.1, 5.1.4)
+        return self.mac + struct.pack("<HHH", VIRTIO_NET_S_LINK_UP, 1, self.mtu or 1500)
 
     def queue_notify(self, index: int, queue: Virtqueue) -> None:
         if index == TXQ:
@@ -112,9 +119,9 @@ class VirtioNet(VirtioDevice):
             if self.tx_budget.admit(max(0, chain.readable_len - hdr)) > 0:
                 self._tx_held = chain  # on when the budget allows (poll)
                 break
-            data = queue.read_chain(chain, hdr + MAX_FRAME + 1)
+            data = queue.read_chain(chain, hdr + self.max_frame + 1)
             frame = data[hdr:]
-            if 14 <= len(frame) <= MAX_FRAME:
+            if 14 <= len(frame) <= self.max_frame:
                 self.port.send(frame)
                 self.stats["tx_frames"] += 1
             else:
