@@ -11,6 +11,11 @@ need=()
 [ -f /usr/lib/u-boot/qemu-riscv64_smode/u-boot.bin ] || need+=(u-boot-qemu)
 command -v qemu-system-riscv64 >/dev/null || need+=(qemu-system-misc)
 command -v dtc >/dev/null || need+=(device-tree-compiler)  # DTB checks in the tests
+# user-mode networking (--net user): libslirp, the TCP/IP stack QEMU's -netdev user uses;
+# its tests use unshare (util-linux) and ip (iproute2) for a private network namespace
+dpkg -s libslirp0 >/dev/null 2>&1 || need+=(libslirp0)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -276,6 +276,26 @@ def test_udp_from_the_guest_reaches_the_hosts_loopback_and_back(port: UserPort) 
     assert reply[42:] == b"pong from the host"
 
 
+def test_restrict_keeps_the_guest_in_but_dhcp_works() -> None:
+    p = UserPort(restrict=True)
+    try:
+        p.send(dhcp(1))
+        offer = frames_until(p, lambda f: f[12:14] == b"\x08\x00" and f[23] == 17)
+        assert socket.inet_ntoa(offer[14 + 28 + 16:14 + 28 + 20]) == "10.0.2.15"
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.settimeout(1.0)
+            p.send(ether(bytes.fromhex("525500000000"), 0x0800, udp(
+                "10.0.2.15", 40000, "10.0.2.2", server.getsockname()[1], b"let me out")))
+            for _ in range(5):
+                select.select([p.fileno()], [], [], 0.1)
+                p.receive()
+            with pytest.raises(TimeoutError):
+                server.recvfrom(100)
+    finally:
+        p.close()
+
+
 def test_hostfwd_connection_reaches_the_guest_as_a_syn() -> None:
     hport = free_port()
     p = UserPort((parse_hostfwd(f"tcp::{hport}-:8080"),))
