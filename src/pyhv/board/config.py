@@ -104,8 +104,8 @@ class UserNetSpec:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """A virtio-net NIC, either on the in-host virtual switch ``switch`` or on its own
-    user-mode network ``user`` (exactly one of the two)."""
+    """A virtio-net NIC on the in-host virtual switch ``switch``, on its own user-mode
+    network ``user``, or on the host's TAP interface ``tap`` (exactly one of the three)."""
 
     switch: str | None
     mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
@@ -118,6 +118,7 @@ class NetSpec:
     rx_pps: int | None = None
     rx_bps_burst: int | None = None
     user: UserNetSpec | None = None
+    tap: str | None = None  # the host interface's name
 
     @property
     def tx_limits(self) -> Limits:
@@ -130,11 +131,18 @@ class NetSpec:
     @property
     def backend(self) -> str:
         """Where the NIC's frames go, for messages: ``switch NAME`` or ``user,...``."""
-        return self.user.describe() if self.user is not None else f"switch {self.switch}"
+        if self.user is not None:
+            return self.user.describe()
+        return f"tap,ifname={self.tap}" if self.tap is not None else f"switch {self.switch}"
 
     def __post_init__(self) -> None:
-        if (self.switch is None) == (self.user is None):
-            raise ConfigError("a NIC needs exactly one of switch=NAME and user")
+        if [self.switch, self.user, self.tap].count(None) != 2:
+            raise ConfigError("a NIC needs exactly one of switch=NAME, user and "
+                              "tap,ifname=NAME")
+        if self.tap is not None:
+            from ..net.tap import check_ifname
+
+            check_ifname(self.tap)
         try:
             self.tx_limits  # noqa: B018 - checks the terms
             self.rx_limits  # noqa: B018
@@ -293,21 +301,24 @@ _NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_bu
 
 def parse_net_option(text: str) -> NetSpec:
     """``--net switch=NAME|user[,hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT]...[,restrict=on]``
-    ``[,mtu=N]`` and ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
+    ``[,mtu=N]|tap,ifname=NAME`` and ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N]...``."""
     fields: dict[str, str] = {}
     rates: dict[str, int] = {}
     hostfwd: list[str] = []
-    user = False
+    user = tap = False
     restrict: bool | None = None
     mtu: int | None = None
-    usage = (f"--net '{text}': expected switch=NAME or user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
-             f"...[,restrict=on], then [mac=ADDRESS] and budgets ({', '.join(_NET_RATES)})")
+    usage = (f"--net '{text}': expected switch=NAME, user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
+             f"...[,restrict=on][,mtu=N] or tap,ifname=NAME, then [mac=ADDRESS] and budgets "
+             f"({', '.join(_NET_RATES)})")
     for opt in text.split(","):
         key, eq, value = opt.partition("=")
         if eq and key in _NET_RATES:
             rates[key] = parse_rate(value, f"--net '{text}': {key}")
         elif key == "user" and not eq:
             user = True
+        elif key == "tap" and not eq:
+            tap = True
         elif key == "hostfwd" and eq:
             hostfwd.append(value)
         elif key == "restrict":
@@ -322,17 +333,20 @@ def parse_net_option(text: str) -> NetSpec:
                 raise ConfigError(f"--net '{text}': mtu= takes a number of bytes, not "
                                   f"'{value}'")
             mtu = int(value)
-        elif eq and key in ("switch", "mac"):
+        elif eq and key in ("switch", "mac", "ifname"):
             fields[key] = value
         else:
             raise ConfigError(f"{usage}; unknown option '{opt}'")
-    if user and "switch" in fields:
-        raise ConfigError(f"--net '{text}': choose switch=NAME or user, not both")
+    if user + tap + ("switch" in fields) > 1:
+        raise ConfigError(f"--net '{text}': choose one of switch=NAME, user and tap")
+    if tap != ("ifname" in fields):
+        raise ConfigError(f"--net '{text}': a TAP NIC is tap,ifname=NAME (and ifname= "
+                          "belongs to tap)")
     if not user and (hostfwd or restrict is not None or mtu is not None):
         raise ConfigError(f"--net '{text}': hostfwd=, restrict= and mtu= belong to user "
                           "networking (--net user,...)")
-    if not user and not fields.get("switch"):
-        raise ConfigError(f"--net '{text}': switch=NAME or user is required")
+    if not user and not tap and not fields.get("switch"):
+        raise ConfigError(f"--net '{text}': switch=NAME, user or tap,ifname=NAME is required")
     try:
         user_spec = UserNetSpec(tuple(hostfwd), bool(restrict),
                                 USER_MTU if mtu is None else mtu) if user else None
@@ -341,4 +355,4 @@ def parse_net_option(text: str) -> NetSpec:
     return NetSpec(fields.get("switch"), fields.get("mac"), None,
                    rates.get("tx_bps"), rates.get("tx_pps"), rates.get("tx_bps_burst"),
                    rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"),
-                   user=user_spec)
+                   user=user_spec, tap=fields.get("ifname") if tap else None)

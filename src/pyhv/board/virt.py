@@ -259,6 +259,8 @@ class VirtBoard:
                 return VirtioNet.on_user_network(spec.user.hostfwd, spec.user.restrict,
                                                  spec.mac, spec.tx_limits, spec.rx_limits,
                                                  spec.user.mtu)
+            if spec.tap is not None:
+                return VirtioNet.on_tap(spec.tap, spec.mac, spec.tx_limits, spec.rx_limits)
             assert spec.switch is not None
             return VirtioNet.on_switch(spec.switch, spec.mac, spec.tx_limits, spec.rx_limits)
         if isinstance(spec, RngSpec):
@@ -296,14 +298,16 @@ class VirtBoard:
                                      overlay=dspec.overlay)
 
     def release_host_ports(self) -> None:
-        """Close every user-mode NIC's network (its hostfwd sockets with it) so that a
-        migration's destination on the same host can listen on the same ports;
-        ``reclaim_host_ports`` opens fresh ones (the migration failed: the source runs on,
-        its guest's connections lost as after a restore)."""
+        """Close every user-mode NIC's network (its hostfwd sockets with it) and every
+        TAP NIC's attachment, so that a migration's destination on the same host can
+        listen on the same ports and attach to the same interface; ``reclaim_host_ports``
+        opens them again (the migration failed: the source runs on, a user-mode guest's
+        connections lost as after a restore)."""
         from ..devices.virtio.net import VirtioNet
 
         for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
-            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.user:
+            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and (
+                    dspec.user or dspec.tap):
                 dev.port.close()
 
     def reclaim_host_ports(self) -> None:
@@ -316,6 +320,11 @@ class VirtBoard:
                         dspec.user.hostfwd, dspec.user.restrict, mtu=dspec.user.mtu).port
                 except ConfigError as e:  # a forwarded port taken meanwhile: NIC stays down
                     log.warning("user-mode NIC not reopened: %s", e)
+            elif isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.tap:
+                try:
+                    dev.port = VirtioNet.on_tap(dspec.tap).port
+                except ConfigError as e:
+                    log.warning("TAP NIC not reattached: %s", e)
 
     def _temporary_overlay(self, base: str) -> str:
         import tempfile

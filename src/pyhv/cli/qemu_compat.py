@@ -11,7 +11,9 @@ Flags for hardware pyhv does not have are refused with a one-line error rather t
 silently ignored. Devices: ``-drive file=..,format=raw,if=none,id=X[,readonly=on]
 [,snapshot=on]`` with ``-device virtio-blk-device,drive=X``; ``-netdev user,id=N
 [,hostfwd=tcp:[ADDR]:PORT-:PORT]...[,restrict=on]`` (user-mode networking through
-libslirp, as QEMU's; a forward listens on 127.0.0.1 unless ADDR says otherwise) or pyhv's own
+libslirp, as QEMU's; a forward listens on 127.0.0.1 unless ADDR says otherwise),
+``-netdev tap,id=N,ifname=NAME[,script=no][,downscript=no]`` (an existing TAP interface) or
+pyhv's own
 ``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
 ``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
 ``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
@@ -149,7 +151,7 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             drives[o.get("id", "")] = spec
         else:
             raise ConfigError(f"-drive {text}: if={interface} is not supported (use if=none)")
-    netdevs: dict[str, str | UserNetSpec] = {}
+    netdevs: dict[str, NetSpec] = {}  # the backend; the -device adds mac and slot
     for text in ns.netdev:
         o = _opts(text, "type")
         kind, ident = o.get("type"), o.get("id", "")
@@ -160,16 +162,35 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             forwards = tuple(part.partition("=")[2] for part in text.split(",")[1:]
                              if part.startswith("hostfwd="))
             try:
-                netdevs[ident] = UserNetSpec(forwards, _on(o.get("restrict")))
+                netdevs[ident] = NetSpec(None, user=UserNetSpec(forwards,
+                                                                _on(o.get("restrict"))))
+            except ConfigError as e:
+                raise ConfigError(f"-netdev {text}: {e}") from None
+        elif kind == "tap":
+            # An interface made beforehand (or by a process with CAP_NET_ADMIN); pyhv
+            # runs no helper scripts: script=no and downscript=no, as QEMU's default
+            # /etc/qemu-ifup is not pyhv's to run.
+            _known(f"-netdev {text}", o, ("type", "id", "ifname", "script", "downscript"))
+            for key in ("script", "downscript"):
+                if o.get(key, "no") != "no":
+                    raise ConfigError(f"-netdev {text}: {key}={o[key]} is not supported "
+                                      f"(pyhv runs no scripts: {key}=no, and set the "
+                                      "interface up beforehand)")
+            if not o.get("ifname"):
+                raise ConfigError(f"-netdev {text}: ifname=NAME is required (pyhv does not "
+                                  "pick a tapN name)")
+            try:
+                netdevs[ident] = NetSpec(None, tap=o["ifname"])
             except ConfigError as e:
                 raise ConfigError(f"-netdev {text}: {e}") from None
         elif kind == "switch":  # pyhv's own: -netdev switch,id=n0,name=NAME
             _known(f"-netdev {text}", o, ("type", "id", "name"))
             if not o.get("name"):
                 raise ConfigError(f"-netdev {text}: name=SWITCH is required")
-            netdevs[ident] = o["name"]
+            netdevs[ident] = NetSpec(o["name"])
         else:
-            raise ConfigError(f"-netdev {text}: only 'user' and pyhv's 'switch' are supported")
+            raise ConfigError(f"-netdev {text}: only 'user', 'tap' and pyhv's 'switch' are "
+                              "supported")
     for text in ns.objects:
         kind = _opts(text, "type").get("type")
         if kind not in ("rng-builtin", "rng-random"):
@@ -198,10 +219,7 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             backend = netdevs.get(o.get("netdev", ""))
             if backend is None:
                 raise ConfigError(f"{where}: no -netdev with id={o.get('netdev')}")
-            if isinstance(backend, UserNetSpec):
-                devices.append(NetSpec(None, o.get("mac"), slot, user=backend))
-            else:
-                devices.append(NetSpec(backend, o.get("mac"), slot))
+            devices.append(dataclasses.replace(backend, mac=o.get("mac"), slot=slot))
         elif driver == "virtio-rng-device":
             devices.append(RngSpec(slot))
         elif driver == "virtio-balloon-device":

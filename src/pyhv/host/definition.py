@@ -131,6 +131,7 @@ class Net:
     hostfwd: tuple[str, ...] = ()
     restrict: bool = False
     mtu: int | None = None  # user networking's link MTU; None: its default (65520)
+    tap: str | None = None  # instead of a switch: the host's TAP interface of that name
 
 
 #: The I/O budget keys of a ``[[disk]]`` and a ``[[net]]``, and (burst, rate) pairs.
@@ -257,7 +258,7 @@ class VMDefinition:
                                   **{k: getattr(d, k) for k in DISK_RATES}))
             elif isinstance(d, mc.NetSpec):
                 nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES},
-                                **_user_fields(d.user)))
+                                **_user_fields(d.user), tap=d.tap))
             elif isinstance(d, mc.RngSpec):
                 rng = True
             elif isinstance(d, mc.BalloonSpec):
@@ -301,7 +302,8 @@ class VMDefinition:
             doc["net"] = [
                 {**({"user": True, "hostfwd": list(n.hostfwd), "restrict": n.restrict,
                      **({"mtu": n.mtu} if n.mtu is not None else {})}
-                    if n.user else {"switch": n.switch}),
+                    if n.user else {"tap": n.tap} if n.tap is not None
+                    else {"switch": n.switch}),
                  **({"mac": n.mac} if n.mac is not None else {}),
                  **_rates_doc(n, NET_RATES)}
                 for n in self.nets
@@ -350,7 +352,8 @@ class VMDefinition:
         for n in self.nets:
             user = mc.UserNetSpec(n.hostfwd, n.restrict, *(
                 [n.mtu] if n.mtu is not None else [])) if n.user else None
-            devices.append(mc.NetSpec(None if n.user else n.switch, n.mac, user=user,
+            devices.append(mc.NetSpec(None if n.user or n.tap else n.switch, n.mac,
+                                      user=user, tap=n.tap,
                                       **{k: getattr(n, k) for k in NET_RATES}))
         if self.rng:
             devices.append(mc.RngSpec())
@@ -533,8 +536,18 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
         if not isinstance(net, Net):
             raise _bad_type(where, net, "a Net")
         _validate_rates(net, NET_RATES, where)
+        if net.tap is not None and (net.user or net.switch is not None):
+            raise DefinitionError(f"{where}.tap", "a NIC is on one of a switch, user "
+                                  "networking and a TAP interface")
         if net.user:
             _validate_user_net(net, where)
+        elif net.tap is not None:
+            from ..net.tap import check_ifname
+
+            try:
+                check_ifname(net.tap)
+            except ConfigError as e:
+                raise DefinitionError(f"{where}.tap", str(e)) from None
         elif not isinstance(net.switch, str):
             raise _bad_type(f"{where}.switch", net.switch, "a switch name")
         elif net.hostfwd or net.restrict or net.mtu is not None:
@@ -792,7 +805,7 @@ TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "n
             "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
 DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
-NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mtu", "mac", *NET_RATES)
+NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mtu", "tap", "mac", *NET_RATES)
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
 
@@ -859,9 +872,9 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
         for i, item in enumerate(top.tables("net")):
             nt = _Table(item, f"net[{i}].", NET_KEYS)
             user = nt.get_bool("user") if nt.has("user") else False
-            if not user and not nt.has("switch"):
+            if not user and not nt.has("switch") and not nt.has("tap"):
                 raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name, "
-                                      "or user = true for user networking)")
+                                      "user = true for user networking, or tap = NAME)")
             hostfwd: tuple[str, ...] = ()
             if nt.has("hostfwd"):
                 raw = nt.raw("hostfwd")
@@ -873,7 +886,8 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
                             nt.get_str("mac") if nt.has("mac") else None,
                             **_rates_from(nt, NET_RATES), user=user, hostfwd=hostfwd,
                             restrict=nt.get_bool("restrict") if nt.has("restrict") else False,
-                            mtu=nt.get_int("mtu") if nt.has("mtu") else None))
+                            mtu=nt.get_int("mtu") if nt.has("mtu") else None,
+                            tap=nt.get_str("tap") if nt.has("tap") else None))
         kw["nets"] = tuple(nets)
 
     if top.has("devices"):

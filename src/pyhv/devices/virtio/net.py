@@ -1,5 +1,6 @@
-"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch or
-on a user-mode network of its own (``pyhv.net.user``, libslirp).
+"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch,
+on a user-mode network of its own (``pyhv.net.user``, libslirp) or on a host TAP
+interface (``pyhv.net.tap``).
 
 Two queues, receiveq (0) and transmitq (1), no control queue and no offloads: every
 frame carries the 12-byte ``virtio_net_hdr`` (VERSION_1 layout, num_buffers = 1), which
@@ -81,6 +82,15 @@ class VirtioNet(VirtioDevice):
 
         raw = parse_mac(mac) if mac else None
         return cls(SwitchPort(switch), raw, tx, rx)
+
+    @classmethod
+    def on_tap(cls, ifname: str, mac: str | None = None, tx: Limits | None = None,
+               rx: Limits | None = None) -> VirtioNet:
+        """A NIC on the host's TAP interface ``ifname``."""
+        from ...net.tap import TapPort
+
+        raw = parse_mac(mac) if mac else None
+        return cls(TapPort(ifname), raw, tx, rx)
 
     @classmethod
     def on_user_network(cls, hostfwd: tuple[str, ...] = (), restrict: bool = False,
