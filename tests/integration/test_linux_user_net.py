@@ -10,7 +10,9 @@ The DNS test runs the VM in a user, network and mount namespace of its own
 /etc/resolv.conf on port 53 and offers no way to name another one, so the test
 bind-mounts a resolv.conf saying 127.0.0.1 and runs its responder on 127.0.0.1:53 of
 that namespace (which has only a loopback interface). Skipped where namespaces cannot
-be created. Marked slow: real kernels boot.
+be created. Also here: user networking across a snapshot and a live migration, and the
+TAP backend (``--net tap,ifname=``) in a namespace of its own. Marked slow: real
+kernels boot.
 """
 
 from __future__ import annotations
@@ -330,3 +332,35 @@ def test_a_migrated_vm_keeps_its_forward_on_the_same_host() -> None:
         assert _fetch_while_running(dst, hport).endswith(b"\r\n\r\nmigrated\n")
     finally:
         dst.close()  # type: ignore[attr-defined]
+
+
+def test_a_guest_on_a_tap_interface_reaches_the_host(tmp_path: Path) -> None:
+    """``--net tap,ifname=tap0`` in a user+network+mount namespace the test makes (root
+    there: it creates tap0 and gives the host side 10.0.3.1/24; nothing in the
+    namespace reaches any other network): the guest pings the host and fetches a file
+    from a web server bound to 10.0.3.1 in that namespace."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None:
+        pytest.skip("needs unshare(1) and ip(8) (util-linux, iproute2)")
+    namespaces = [unshare, "-rnmpf", "--kill-child"]
+    probe = subprocess.run([*namespaces, ip, "tuntap", "add", "dev", "probe0", "mode", "tap"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot make a TAP interface in a namespace: {probe.stderr.strip()}")
+    (tmp_path / "hello.txt").write_text("hello over tap\n")
+    script = (
+        f"{ip} tuntap add dev tap0 mode tap && {ip} addr add 10.0.3.1/24 dev tap0 && "
+        f"{ip} link set tap0 up && {ip} link set lo up && "
+        f"{sys.executable} -m http.server --bind 10.0.3.1 --directory {tmp_path} 8000 "
+        ">/dev/null 2>&1 & exec \"$@\"")
+    g = GuestProcess([*namespaces, "sh", "-c", script, "sh", *pyhv_run("tap,ifname=tap0")])
+    try:
+        g.expect(PROMPT, BOOT_TIMEOUT)
+        g.run("ip addr add 10.0.3.2/24 dev eth0 && ip link set eth0 up")
+        out = g.run("ping -c 2 -W 10 10.0.3.1", timeout=60)
+        assert "2 packets transmitted, 2 packets received" in out, out
+        out = g.run("for i in 1 2 3 4 5 6 7 8 9 10; do wget -q -O - "
+                    "http://10.0.3.1:8000/hello.txt && break; sleep 1; done", timeout=60)
+        assert "hello over tap" in out, out
+    finally:
+        g.stop()
