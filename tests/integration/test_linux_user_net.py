@@ -364,3 +364,44 @@ def test_a_guest_on_a_tap_interface_reaches_the_host(tmp_path: Path) -> None:
         assert "hello over tap" in out, out
     finally:
         g.stop()
+
+
+def test_vms_on_a_switch_share_one_nat_gateway(web_server: int) -> None:
+    """``pyhv uplink SWITCH``: two VMs on one in-host switch get their own leases from
+    the one gateway, see each other, both reach the host, and a forward reaches the
+    second guest by its address."""
+    switch = f"uplink-{os.getpid()}"
+    hport = free_port()
+    up = subprocess.Popen([sys.executable, "-m", "pyhv.cli.main", "uplink", switch,
+                           "--hostfwd", f"tcp::{hport}-10.0.2.16:80"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    vms: list[GuestProcess] = []
+    try:
+        assert up.stdout is not None
+        assert b"ready" in up.stdout.readline()
+        for mac in ("52:54:00:00:01:0a", "52:54:00:00:01:0b"):
+            vms.append(GuestProcess(pyhv_run(f"switch={switch},mac={mac}")))
+        for g, addr in zip(vms, ("10.0.2.15", "10.0.2.16"), strict=True):
+            g.expect(PROMPT, BOOT_TIMEOUT)
+            g.run(DHCP_SCRIPT)
+            out = g.run(UDHCPC, timeout=60)
+            assert f"lease of {addr} obtained from 10.0.2.2" in out, out
+            out = g.run(f"wget -q -O - http://10.0.2.2:{web_server}/ | grep -c blob.bin")
+            assert "\n1\r\n" in out, out
+        out = vms[0].run("ping -c 2 -W 10 10.0.2.16", timeout=60)
+        assert "2 packets received" in out, out
+        vms[1].run("mkdir -p /www && echo second-guest > /www/index.html && "
+                   "httpd -p 80 -h /www")
+        with socket.create_connection(("127.0.0.1", hport), timeout=30) as s:
+            s.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            s.settimeout(30)
+            reply = b""
+            while chunk := s.recv(65536):
+                reply += chunk
+        assert reply.endswith(b"\r\n\r\nsecond-guest\n"), reply
+    finally:
+        for g in vms:
+            g.stop()
+        up.terminate()
+        up.wait(30)
+    assert up.returncode == 0  # SIGTERM: a clean stop

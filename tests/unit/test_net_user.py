@@ -181,16 +181,16 @@ def udp(src: str, sport: int, dst: str, dport: int, payload: bytes) -> bytes:
     return ipv4(src, dst, 17, struct.pack("!HHHH", sport, dport, length, csum) + payload)
 
 
-def ether(dst: bytes, ethertype: int, payload: bytes) -> bytes:
-    return dst + GUEST_MAC + struct.pack("!H", ethertype) + payload
+def ether(dst: bytes, ethertype: int, payload: bytes, src: bytes = GUEST_MAC) -> bytes:
+    return dst + src + struct.pack("!H", ethertype) + payload
 
 
-def dhcp(msg_type: int, xid: int = 0x1234ABCD) -> bytes:
+def dhcp(msg_type: int, xid: int = 0x1234ABCD, mac: bytes = GUEST_MAC) -> bytes:
     bootp = struct.pack("!BBBBIHH4s4s4s4s16s64s128s", 1, 1, 6, 0, xid, 0, 0x8000,
-                        bytes(4), bytes(4), bytes(4), bytes(4), GUEST_MAC.ljust(16, b"\0"),
+                        bytes(4), bytes(4), bytes(4), bytes(4), mac.ljust(16, b"\0"),
                         b"", b"")
     bootp += bytes.fromhex("63825363") + bytes([53, 1, msg_type, 255])
-    return ether(BCAST, 0x0800, udp("0.0.0.0", 68, "255.255.255.255", 67, bootp))
+    return ether(BCAST, 0x0800, udp("0.0.0.0", 68, "255.255.255.255", 67, bootp), mac)
 
 
 def arp_request(target: str) -> bytes:
@@ -212,7 +212,7 @@ def dhcp_options(frame: bytes) -> dict[int, bytes]:
     return out
 
 
-def frames_until(port: UserPort, want, timeout: float = 5.0) -> bytes:  # type: ignore[no-untyped-def]
+def frames_until(port, want, timeout: float = 5.0) -> bytes:  # type: ignore[no-untyped-def]
     """The first frame for the guest that ``want(frame)`` accepts (waiting on fileno())."""
     deadline = time.monotonic() + timeout
     seen: list[bytes] = []
@@ -342,3 +342,33 @@ def test_missing_library_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(slirp.ctypes.util, "find_library", lambda _name: None)
     with pytest.raises(ConfigError, match="install the Debian package libslirp0"):
         UserPort()
+
+
+def test_a_switch_uplink_gives_each_vm_on_the_switch_its_own_lease(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``pyhv uplink``: two "VMs" (switch ports) on one switch, one libslirp behind it:
+    each MAC gets its own address from the shared gateway."""
+    import threading
+
+    from pyhv.net import SwitchPort
+    from pyhv.net.uplink import SwitchUplink
+
+    up = SwitchUplink("uplinktest", runtime_dir=str(tmp_path))
+    runner = threading.Thread(target=up.serve, kwargs={"timeout": 30})
+    runner.start()
+    vms = [SwitchPort("uplinktest", runtime_dir=str(tmp_path)) for _ in range(2)]
+    macs = [bytes.fromhex("5254000000a1"), bytes.fromhex("5254000000a2")]
+    try:
+        leases = []
+        for vm, mac in zip(vms, macs, strict=True):
+            vm.refresh()
+            vm.send(dhcp(1, mac=mac))
+            offer = frames_until(vm, lambda f, m=mac: f[12:14] == b"\x08\x00"
+                                 and f[23] == 17 and f[14 + 28 + 28:14 + 28 + 34] == m)
+            leases.append(socket.inet_ntoa(offer[14 + 28 + 16:14 + 28 + 20]))
+        assert leases == ["10.0.2.15", "10.0.2.16"]
+    finally:
+        up.stop()
+        runner.join(10)
+        up.close()
+        for vm in vms:
+            vm.close()

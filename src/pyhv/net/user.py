@@ -140,7 +140,7 @@ class UserPort:
     """
 
     def __init__(self, forwards: tuple[Forward, ...] = (), *, restrict: bool = False,
-                 mtu: int = 1500) -> None:
+                 mtu: int = 1500, where: str = "--net user") -> None:
         self.stats: dict[str, int] = dict.fromkeys(_STAT_KEYS, 0)
         self.guest_errors: deque[str] = deque(maxlen=16)
         self._rx: deque[bytes] = deque()  # libslirp -> guest
@@ -165,7 +165,7 @@ class UserPort:
                         if err == errno.EADDRINUSE:
                             why = "the port is already in use"
                         raise ConfigError(
-                            f"--net user: hostfwd={fwd.option}: cannot listen on "
+                            f"{where}: hostfwd={fwd.option}: cannot listen on "
                             f"{fwd.host_addr}:{fwd.host_port} ({why})")
                 self._fill()
             except BaseException:
