@@ -25,6 +25,7 @@ from ..io_budget import IoBudget, Limits
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Chain, Virtqueue
 
+VIRTIO_NET_F_GUEST_CSUM = 1 << 1
 VIRTIO_NET_F_MTU = 1 << 3
 VIRTIO_NET_F_MAC = 1 << 5
 VIRTIO_NET_F_STATUS = 1 << 16
@@ -32,6 +33,8 @@ VIRTIO_NET_S_LINK_UP = 1
 
 HDR_LEN = 12  # struct virtio_net_hdr with num_buffers (VERSION_1)
 RX_HEADER = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 1)
+VIRTIO_NET_HDR_F_DATA_VALID = 2
+RX_HEADER_VALID = struct.pack("<BBHHHHH", VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0, 1)
 LEGACY_HDR_LEN = 10  # without VERSION_1 (and no MRG_RXBUF): no num_buffers field
 MAX_FRAME = 1514 + 4  # Ethernet frame with a VLAN tag; no TSO/GSO offloads negotiated
 RX_BACKLOG = 256
@@ -56,13 +59,18 @@ class VirtioNet(VirtioDevice):
     name = "virtio-net"
 
     def __init__(self, port: Port, mac: bytes | None = None, tx: Limits | None = None,
-                 rx: Limits | None = None, mtu: int | None = None) -> None:
+                 rx: Limits | None = None, mtu: int | None = None,
+                 checksums_valid: bool = False) -> None:
         super().__init__()
         self.port = port
         # An MTU beyond Ethernet's (VIRTIO_NET_F_MTU): fewer, larger frames, each costing
         # the guest one trip through its stack and the device one through the queue
         self.mtu = mtu
         self.max_frame = MAX_FRAME if mtu is None else max(MAX_FRAME, mtu + 18)
+        # The port's frames carry checked checksums (libslirp makes every one itself):
+        # with VIRTIO_NET_F_GUEST_CSUM the guest is told so (DATA_VALID) and skips a
+        # pass over each received byte
+        self.checksums_valid = checksums_valid
         self.mac = mac if mac is not None else random_mac()
         self.backlog: deque[bytes] = deque()
         self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0,
@@ -102,11 +110,13 @@ class VirtioNet(VirtioDevice):
 
         raw = parse_mac(mac) if mac else None
         return cls(UserPort(tuple(parse_hostfwd(h) for h in hostfwd), restrict=restrict,
-                            mtu=mtu), raw, tx, rx, mtu=mtu if mtu != 1500 else None)
+                            mtu=mtu), raw, tx, rx, mtu=mtu if mtu != 1500 else None,
+                   checksums_valid=True)
 
     def device_features(self) -> int:
         mtu = VIRTIO_NET_F_MTU if self.mtu is not None else 0
-        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | mtu
+        csum = VIRTIO_NET_F_GUEST_CSUM if self.checksums_valid else 0
+        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | mtu | csum
 
     def config_bytes(self) -> bytes:
         # mac, status, max_virtqueue_pairs, mtu (virtio 1.1, 5.1.4)
@@ -173,7 +183,9 @@ class VirtioNet(VirtioDevice):
                 break
             frame = self.backlog.popleft()
             self.rx_budget.admit(len(frame))
-            packet = RX_HEADER[:self._hdr_len()] + frame
+            header = RX_HEADER_VALID if self.driver_features & VIRTIO_NET_F_GUEST_CSUM \
+                else RX_HEADER
+            packet = header[:self._hdr_len()] + frame
             if chain.writable_len < len(packet):
                 self.stats["rx_dropped"] += 1
                 queue.push(chain, 0)
