@@ -253,10 +253,14 @@ class UserPort:
 
     def _service(self) -> None:
         """One turn of libslirp's loop, without waiting: what its sockets have to say
-        (as of the last fill), its due timers, then a fresh fill for the next wait."""
+        (as of the last fill), its due timers, then a fresh fill for the next wait.
+        Skipped when no socket is ready, no timer is due and the guest sent nothing."""
+        ready = dict(self._ep.poll(0))
+        if not ready and not self._stale and (
+                self._deadline is None or time.monotonic() < self._deadline):
+            return  # nothing to serve: the common case while the guest computes
         s = self._slirp
         if self._fds:
-            ready = dict(self._ep.poll(0))
             s.pollfds_poll([_slirp_mask(ready.get(fd, 0)) for fd, _e in self._fds])
         s.run_timers(time.monotonic_ns() // 1_000_000)
         self._fill()
