@@ -27,7 +27,7 @@ INSTALL_HINT = "install the Debian package libslirp0 (apt-get install libslirp0)
 
 # SLIRP_POLL_* (libslirp.h)
 POLL_IN, POLL_OUT, POLL_PRI, POLL_ERR, POLL_HUP = 1, 2, 4, 8, 16
-CONFIG_VERSION = 3  # up to disable_dns; libslirp 4.5 and later accept it
+CONFIG_VERSION = 3  # up to disable_dns; libslirp 4.3 (2020) and later accept it
 
 
 class InAddr(ctypes.Structure):
