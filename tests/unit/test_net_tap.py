@@ -63,6 +63,10 @@ def test_definition_with_a_tap_nic() -> None:
     assert nic == NetSpec(None, tap="tap3")
     with pytest.raises(DefinitionError, match=r"net\[0\]\.tap"):
         VMDefinition.from_toml(text + 'switch = "lan"\n', "vm.toml", base_dir="/vms")
+    with pytest.raises(DefinitionError, match=r"net\[0\]\.hostfwd: belongs to user"):
+        VMDefinition.from_toml(text + 'hostfwd = ["tcp::1-:2"]\n', "vm.toml", base_dir="/vms")
+    with pytest.raises(DefinitionError, match=r"net\[0\]\.tap: .* is invalid"):
+        VMDefinition.from_toml(text.replace("tap3", "t/3"), "vm.toml", base_dir="/vms")
 
 
 def test_no_tun_device_is_a_clear_error(tmp_path: Path) -> None:

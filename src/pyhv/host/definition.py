@@ -113,9 +113,10 @@ class Disk:
 
 @dataclass(frozen=True)
 class Net:
-    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``, or on a
+    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``, on a
     user-mode network of its own (``user = true``: libslirp's DHCP, DNS and NAT, with
-    ``hostfwd`` forwards as QEMU writes them and ``restrict`` keeping the guest in)."""
+    ``hostfwd`` forwards as QEMU writes them, ``restrict`` keeping the guest in, ``mtu``),
+    or on the host's TAP interface ``tap``."""
 
     switch: str | None
     mac: str | None = None
@@ -541,6 +542,9 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
                                   "networking and a TAP interface")
         if net.user:
             _validate_user_net(net, where)
+        elif net.hostfwd or net.restrict or net.mtu is not None:
+            key = "hostfwd" if net.hostfwd else "restrict" if net.restrict else "mtu"
+            raise DefinitionError(f"{where}.{key}", "belongs to user networking (user = true)")
         elif net.tap is not None:
             from ..net.tap import check_ifname
 
@@ -550,9 +554,6 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
                 raise DefinitionError(f"{where}.tap", str(e)) from None
         elif not isinstance(net.switch, str):
             raise _bad_type(f"{where}.switch", net.switch, "a switch name")
-        elif net.hostfwd or net.restrict or net.mtu is not None:
-            key = "hostfwd" if net.hostfwd else "restrict" if net.restrict else "mtu"
-            raise DefinitionError(f"{where}.{key}", "belongs to user networking (user = true)")
         elif not SWITCH_RE.match(net.switch):
             raise DefinitionError(
                 f"{where}.switch",
