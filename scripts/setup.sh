@@ -22,6 +22,11 @@ command -v gdb-multiarch >/dev/null || need+=(gdb-multiarch)  # the gdb stub's t
 command -v gcc >/dev/null || need+=(gcc)
 python3 -c 'import os, sys, sysconfig; sys.exit(not os.path.exists(os.path.join(
   sysconfig.get_paths()["include"], "Python.h")))' || need+=(python3-dev)
+# user-mode networking (--net user): libslirp, the TCP/IP stack QEMU's -netdev user uses;
+# its tests use unshare (util-linux) and ip (iproute2) for a private network namespace
+dpkg -s libslirp0 >/dev/null 2>&1 || need+=(libslirp0)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -146,7 +146,8 @@ def test_low32_feature_driver_boots_20_of_20(tmp_path: Path, engine: str, smp: i
     (["-nic", "user"], "use -netdev"),
     (["-m", "128M,maxmem=1G"], "option 'maxmem' is not supported"),
     (["-smp", "2,maxcpus=4"], "no hart hotplug"),
-    (["-netdev", "user,id=n0,hostfwd=tcp::2222-:22"], "option 'hostfwd' is not supported"),
+    (["-netdev", "user,id=n0,smb=/srv"], "option 'smb' is not supported"),
+    (["-netdev", "user,id=n0,hostfwd=tcp::2222:22"], "hostfwd=tcp::2222:22: expected"),
 ])
 def test_other_options_are_honoured_or_refused(argv: list[str], words: str) -> None:
     base = ["-bios", "none", "-kernel", str(EXIT_PASS), "-nographic"]

@@ -69,11 +69,45 @@ class DiskSpec:
                               "20 printable characters")
 
 
+USER_MTU = 65520  # user networking's default link MTU
+MIN_MTU, MAX_MTU = 576, 65520  # IPv4's minimum; libslirp's maximum is 65521
+
+
+@dataclass(frozen=True)
+class UserNetSpec:
+    """User-mode networking (libslirp, ``pyhv.net.user``): the guest's way out to the host
+    and the world. ``hostfwd`` holds QEMU-style forwards as written
+    (``tcp:[ADDR]:HOSTPORT-[GUESTADDR]:GUESTPORT``), each checked here."""
+
+    hostfwd: tuple[str, ...] = ()
+    restrict: bool = False  # the guest reaches nothing outside (forwards still work)
+    # The link's MTU (the NIC offers it, VIRTIO_NET_F_MTU; libslirp's if_mtu/if_mru):
+    # 65520 as slirp4netns, as large frames cost the guest and the device far less per
+    # byte; 1500 gives the guest QEMU's view exactly
+    mtu: int = USER_MTU
+
+    def __post_init__(self) -> None:
+        from ..net.user import parse_hostfwd
+
+        object.__setattr__(self, "hostfwd", tuple(self.hostfwd))
+        for text in self.hostfwd:
+            parse_hostfwd(text)
+        if not isinstance(self.mtu, int) or not MIN_MTU <= self.mtu <= MAX_MTU:
+            raise ConfigError(f"mtu={self.mtu}: the link MTU is {MIN_MTU} to {MAX_MTU}")
+
+    def describe(self) -> str:
+        """The backend as the ``--net`` option writes it: ``user,hostfwd=...,restrict=on``."""
+        return ",".join(["user", *(f"hostfwd={h}" for h in self.hostfwd),
+                         *(["restrict=on"] if self.restrict else []),
+                         *([f"mtu={self.mtu}"] if self.mtu != USER_MTU else [])])
+
+
 @dataclass(frozen=True)
 class NetSpec:
-    """A virtio-net NIC on the in-host virtual switch ``switch``."""
+    """A virtio-net NIC on the in-host virtual switch ``switch``, on its own user-mode
+    network ``user``, or on the host's TAP interface ``tap`` (exactly one of the three)."""
 
-    switch: str
+    switch: str | None
     mac: str | None = None  # None: a random locally administered 52:54:00:xx:xx:xx
     slot: int | None = None
     # I/O budgets per direction (devices/io_budget.py): bytes/s, frames/s, byte burst
@@ -83,6 +117,8 @@ class NetSpec:
     rx_bps: int | None = None
     rx_pps: int | None = None
     rx_bps_burst: int | None = None
+    user: UserNetSpec | None = None
+    tap: str | None = None  # the host interface's name
 
     @property
     def tx_limits(self) -> Limits:
@@ -92,12 +128,26 @@ class NetSpec:
     def rx_limits(self) -> Limits:
         return Limits(self.rx_bps, self.rx_pps, self.rx_bps_burst)
 
+    @property
+    def backend(self) -> str:
+        """Where the NIC's frames go, for messages: ``switch NAME`` or ``user,...``."""
+        if self.user is not None:
+            return self.user.describe()
+        return f"tap,ifname={self.tap}" if self.tap is not None else f"switch {self.switch}"
+
     def __post_init__(self) -> None:
+        if [self.switch, self.user, self.tap].count(None) != 2:
+            raise ConfigError("a NIC needs exactly one of switch=NAME, user and "
+                              "tap,ifname=NAME")
+        if self.tap is not None:
+            from ..net.tap import check_ifname
+
+            check_ifname(self.tap)
         try:
             self.tx_limits  # noqa: B018 - checks the terms
             self.rx_limits  # noqa: B018
         except ConfigError as e:
-            raise ConfigError(f"NIC on switch '{self.switch}': {e}") from None
+            raise ConfigError(f"NIC on {self.backend}: {e}") from None
         if self.mac is not None and parse_mac(self.mac) is None:
             raise ConfigError(f"invalid MAC address '{self.mac}' (expected 52:54:00:12:34:56)")
 
@@ -302,20 +352,59 @@ _NET_RATES = ("tx_bps", "tx_pps", "tx_bps_burst", "rx_bps", "rx_pps", "rx_bps_bu
 
 
 def parse_net_option(text: str) -> NetSpec:
-    """``--net switch=NAME[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N][,tx_pps=N]...``."""
+    """``--net switch=NAME|user[,hostfwd=tcp:[ADDR]:PORT-[GADDR]:GPORT]...[,restrict=on]``
+    ``[,mtu=N]|tap,ifname=NAME`` and ``[,mac=52:54:00:..][,tx_bps=N][,rx_bps=N]...``."""
     fields: dict[str, str] = {}
     rates: dict[str, int] = {}
+    hostfwd: list[str] = []
+    user = tap = False
+    restrict: bool | None = None
+    mtu: int | None = None
+    usage = (f"--net '{text}': expected switch=NAME, user[,hostfwd=tcp::HOSTPORT-:GUESTPORT]"
+             f"...[,restrict=on][,mtu=N] or tap,ifname=NAME, then [mac=ADDRESS] and budgets "
+             f"({', '.join(_NET_RATES)})")
     for opt in text.split(","):
         key, eq, value = opt.partition("=")
         if eq and key in _NET_RATES:
             rates[key] = parse_rate(value, f"--net '{text}': {key}")
-            continue
-        if not eq or key not in ("switch", "mac"):
-            raise ConfigError(f"--net '{text}': expected switch=NAME[,mac=ADDRESS] and "
-                              f"budgets ({', '.join(_NET_RATES)})")
-        fields[key] = value
-    if not fields.get("switch"):
-        raise ConfigError(f"--net '{text}': switch=NAME is required")
-    return NetSpec(fields["switch"], fields.get("mac"), None,
+        elif key == "user" and not eq:
+            user = True
+        elif key == "tap" and not eq:
+            tap = True
+        elif key == "hostfwd" and eq:
+            hostfwd.append(value)
+        elif key == "restrict":
+            if not eq or value in ("on", "yes", "true"):
+                restrict = True
+            elif value in ("off", "no", "false"):
+                restrict = False
+            else:
+                raise ConfigError(f"--net '{text}': restrict= takes on or off, not '{value}'")
+        elif key == "mtu" and eq:
+            if not value.isdigit():
+                raise ConfigError(f"--net '{text}': mtu= takes a number of bytes, not "
+                                  f"'{value}'")
+            mtu = int(value)
+        elif eq and key in ("switch", "mac", "ifname"):
+            fields[key] = value
+        else:
+            raise ConfigError(f"{usage}; unknown option '{opt}'")
+    if user + tap + ("switch" in fields) > 1:
+        raise ConfigError(f"--net '{text}': choose one of switch=NAME, user and tap")
+    if tap != ("ifname" in fields):
+        raise ConfigError(f"--net '{text}': a TAP NIC is tap,ifname=NAME (and ifname= "
+                          "belongs to tap)")
+    if not user and (hostfwd or restrict is not None or mtu is not None):
+        raise ConfigError(f"--net '{text}': hostfwd=, restrict= and mtu= belong to user "
+                          "networking (--net user,...)")
+    if not user and not tap and not fields.get("switch"):
+        raise ConfigError(f"--net '{text}': switch=NAME, user or tap,ifname=NAME is required")
+    try:
+        user_spec = UserNetSpec(tuple(hostfwd), bool(restrict),
+                                USER_MTU if mtu is None else mtu) if user else None
+    except ConfigError as e:
+        raise ConfigError(f"--net '{text}': {e}") from None
+    return NetSpec(fields.get("switch"), fields.get("mac"), None,
                    rates.get("tx_bps"), rates.get("tx_pps"), rates.get("tx_bps_burst"),
-                   rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"))
+                   rates.get("rx_bps"), rates.get("rx_pps"), rates.get("rx_bps_burst"),
+                   user=user_spec, tap=fields.get("ifname") if tap else None)

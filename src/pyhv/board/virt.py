@@ -9,6 +9,7 @@ a2 = the fw_dynamic_info record naming the payload at 0x8020_0000 for OpenSBI.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ DEFAULT_BIOS_PATHS = (
 # has them, and Zicond).
 ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause" + "".join(
     f"_{ext.lower()}" for ext in spec.EXTENSIONS)
+
+log = logging.getLogger(__name__)
 
 
 def default_bios() -> str:
@@ -253,6 +256,13 @@ class VirtBoard:
         if isinstance(spec, NetSpec):
             from ..devices.virtio.net import VirtioNet
 
+            if spec.user is not None:
+                return VirtioNet.on_user_network(spec.user.hostfwd, spec.user.restrict,
+                                                 spec.mac, spec.tx_limits, spec.rx_limits,
+                                                 spec.user.mtu)
+            if spec.tap is not None:
+                return VirtioNet.on_tap(spec.tap, spec.mac, spec.tx_limits, spec.rx_limits)
+            assert spec.switch is not None
             return VirtioNet.on_switch(spec.switch, spec.mac, spec.tx_limits, spec.rx_limits)
         if isinstance(spec, RngSpec):
             from ..devices.virtio.rng import VirtioRng
@@ -296,6 +306,35 @@ class VirtBoard:
             if isinstance(dev, VirtioBlk) and isinstance(dspec, DiskSpec):
                 dev.disk = open_disk(dspec.path, read_only=dspec.read_only,
                                      overlay=dspec.overlay)
+
+    def release_host_ports(self) -> None:
+        """Close every user-mode NIC's network (its hostfwd sockets with it) and every
+        TAP NIC's attachment, so that a migration's destination on the same host can
+        listen on the same ports and attach to the same interface; ``reclaim_host_ports``
+        opens them again (the migration failed: the source runs on, a user-mode guest's
+        connections lost as after a restore)."""
+        from ..devices.virtio.net import VirtioNet
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and (
+                    dspec.user or dspec.tap):
+                dev.port.close()
+
+    def reclaim_host_ports(self) -> None:
+        from ..devices.virtio.net import VirtioNet
+
+        for dspec, dev in zip(self.config.devices, self.virtio_devices, strict=True):
+            if isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.user:
+                try:
+                    dev.port = VirtioNet.on_user_network(
+                        dspec.user.hostfwd, dspec.user.restrict, mtu=dspec.user.mtu).port
+                except ConfigError as e:  # a forwarded port taken meanwhile: NIC stays down
+                    log.warning("user-mode NIC not reopened: %s", e)
+            elif isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.tap:
+                try:
+                    dev.port = VirtioNet.on_tap(dspec.tap).port
+                except ConfigError as e:
+                    log.warning("TAP NIC not reattached: %s", e)
 
     def _temporary_overlay(self, base: str) -> str:
         import tempfile

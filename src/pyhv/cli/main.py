@@ -124,8 +124,12 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         "e.g. 2M), iops= (requests/s) and their bursts bps_burst=, iops_burst= limit it",
     )
     dev.add_argument(
-        "--net", action=_DeviceAction, metavar="switch=NAME[,mac=ADDR]",
-        help="virtio-net NIC on the in-host virtual switch NAME; tx_bps=, rx_bps= "
+        "--net", action=_DeviceAction, metavar="switch=NAME|user[,hostfwd=...][,mac=ADDR]",
+        help="virtio-net NIC on the in-host virtual switch NAME, or 'user': user-mode "
+        "networking (libslirp) with DHCP 10.0.2.15, the host at 10.0.2.2, DNS at 10.0.2.3; "
+        "hostfwd=tcp:[ADDR]:HOSTPORT-:GUESTPORT (repeatable; ADDR defaults to 127.0.0.1) "
+        "forwards a host port to the guest, restrict=on keeps the guest in, mtu=N sets the "
+        "link MTU (default 65520; 1500 as QEMU); tx_bps=, rx_bps= "
         "(bytes/s, e.g. 1M), tx_pps=, rx_pps= (frames/s), tx_bps_burst=, rx_bps_burst= "
         "limit each direction",
     )
@@ -360,6 +364,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="accept qemu-system-riscv64 flags (also installed as pyhv-qemu)",
         add_help=False,
     )
+    uplink = sub.add_parser(
+        "uplink",
+        help="give an in-host switch a NAT gateway (user-mode networking) for all its VMs",
+        description="Join the in-host switch SWITCH as its uplink: a libslirp network "
+        "(DHCP 10.0.2.15 upwards by MAC, gateway 10.0.2.2, DNS 10.0.2.3, NAT to the host "
+        "and the world) that every VM on the switch shares. Runs until interrupted.",
+    )
+    uplink.add_argument("switch", metavar="SWITCH")
+    uplink.add_argument("--hostfwd", action="append", default=[], metavar="FWD",
+                        help="forward a host port to a guest: [tcp|udp]:[ADDR]:HOSTPORT-"
+                        "[GUESTADDR]:GUESTPORT (ADDR defaults to 127.0.0.1, GUESTADDR to "
+                        "10.0.2.15); repeatable")
+    uplink.add_argument("--restrict", action="store_true",
+                        help="the guests reach nothing outside (forwards still work)")
+    uplink.add_argument("--timeout", type=float, default=None, help=argparse.SUPPRESS)
+    uplink.set_defaults(manage_command=_uplink)
     from .manage import add_manage_commands
 
     add_manage_commands(parser, sub)  # create, list, info, set, destroy
@@ -388,6 +408,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _uplink(ns: argparse.Namespace) -> int:
+    """``pyhv uplink SWITCH``: serve the switch's NAT gateway in the foreground."""
+    import signal
+
+    from ..net.uplink import SwitchUplink
+    from ..net.user import parse_hostfwd
+
+    try:
+        try:
+            forwards = tuple(parse_hostfwd(h) for h in ns.hostfwd)
+        except PyhvError as e:
+            raise type(e)(f"--hostfwd: {e}") from None
+        up = SwitchUplink(ns.switch, forwards, restrict=ns.restrict)
+    except PyhvError as e:
+        print(f"pyhv: error: {e}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, lambda *_: up.stop())
+    print(f"pyhv: uplink of switch '{ns.switch}' ready (gateway 10.0.2.2)", flush=True)
+    try:
+        up.serve(ns.timeout)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        up.close()
+    return 0
 
 
 def entry() -> None:

@@ -308,7 +308,12 @@ def _merge_flags(doc: dict[str, Any], ns: argparse.Namespace) -> None:
         _append(doc, "disk", entry)
     for text in ns.net:
         spec_n = parse_net_option(text)
-        _append(doc, "net", {"switch": spec_n.switch,
+        backend: dict[str, Any] = {"switch": spec_n.switch} if spec_n.user is None else {
+            "user": True, "hostfwd": list(spec_n.user.hostfwd),
+            "restrict": spec_n.user.restrict, "mtu": spec_n.user.mtu}
+        if spec_n.tap is not None:
+            backend = {"tap": spec_n.tap}
+        _append(doc, "net", {**backend,
                              **({"mac": spec_n.mac} if spec_n.mac else {}),
                              **{k: getattr(spec_n, k) for k in NET_RATES
                                 if getattr(spec_n, k) is not None}})
@@ -462,7 +467,12 @@ def _info(ns: argparse.Namespace) -> int:
             mode = f"overlay {disk.overlay}" if disk.overlay else "temporary overlay"
         lines.append((f"Disk {i}", f"{disk.path} ({mode}{_budgets(disk, DISK_RATES)})"))
     for i, net in enumerate(d.nets):
-        lines.append((f"NIC {i}", f"switch {net.switch}, mac {net.mac or 'random'}"
+        where = (f"tap {net.tap}" if net.tap is not None else
+                 f"switch {net.switch}" if not net.user else ",".join(
+            ["user", *(f"hostfwd={h}" for h in net.hostfwd),
+             *(["restrict=on"] if net.restrict else []),
+             *([f"mtu={net.mtu}"] if net.mtu is not None else [])]))
+        lines.append((f"NIC {i}", f"{where}, mac {net.mac or 'random'}"
                       f"{_budgets(net, NET_RATES)}"))
     for i, sh in enumerate(d.shares):
         lines.append((f"Share {i}", f"{sh.path} as '{sh.tag}'"

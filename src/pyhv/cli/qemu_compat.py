@@ -9,8 +9,11 @@ Flags that only shape QEMU's own UI (``-nographic``, ``-serial mon:stdio``,
 ``-display none``, ``-monitor none``) are accepted because pyhv always behaves that way.
 Flags for hardware pyhv does not have are refused with a one-line error rather than
 silently ignored. Devices: ``-drive file=..,format=raw,if=none,id=X[,readonly=on]
-[,snapshot=on]`` with ``-device virtio-blk-device,drive=X``; ``-netdev user,id=N``
-(a private switch: no host network, as ``restrict=on``) or pyhv's own
+[,snapshot=on]`` with ``-device virtio-blk-device,drive=X``; ``-netdev user,id=N
+[,hostfwd=tcp:[ADDR]:PORT-:PORT]...[,restrict=on]`` (user-mode networking through
+libslirp, as QEMU's; a forward listens on 127.0.0.1 unless ADDR says otherwise),
+``-netdev tap,id=N,ifname=NAME[,script=no][,downscript=no]`` (an existing TAP interface) or
+pyhv's own
 ``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
 ``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
 ``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Sequence
 
@@ -50,6 +52,7 @@ from ..vm.config import (
     NetSpec,
     RngSpec,
     ShareSpec,
+    UserNetSpec,
     parse_memory,
 )
 from .main import run_machine
@@ -167,22 +170,46 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
             drives[o.get("id", "")] = spec
         else:
             raise ConfigError(f"-drive {text}: if={interface} is not supported (use if=none)")
-    netdevs: dict[str, str] = {}
+    netdevs: dict[str, NetSpec] = {}  # the backend; the -device adds mac and slot
     for text in ns.netdev:
         o = _opts(text, "type")
         kind, ident = o.get("type"), o.get("id", "")
         if kind == "user":
-            # No host network is reachable: the NIC sits alone on a private switch,
-            # which is what QEMU's `user,restrict=on` gives the guest.
-            _known(f"-netdev {text}", o, ("type", "id", "restrict"))
-            netdevs[ident] = f"user-{os.getpid()}-{ident}"
+            # User-mode networking (libslirp), as QEMU's; hostfwd= may repeat, which
+            # the key=value dict cannot hold: those are taken from the text itself.
+            _known(f"-netdev {text}", o, ("type", "id", "restrict", "hostfwd"))
+            forwards = tuple(part.partition("=")[2] for part in text.split(",")[1:]
+                             if part.startswith("hostfwd="))
+            try:
+                netdevs[ident] = NetSpec(None, user=UserNetSpec(forwards,
+                                                                _on(o.get("restrict"))))
+            except ConfigError as e:
+                raise ConfigError(f"-netdev {text}: {e}") from None
+        elif kind == "tap":
+            # An interface made beforehand (or by a process with CAP_NET_ADMIN); pyhv
+            # runs no helper scripts: script=no and downscript=no, as QEMU's default
+            # /etc/qemu-ifup is not pyhv's to run.
+            _known(f"-netdev {text}", o, ("type", "id", "ifname", "script", "downscript"))
+            for key in ("script", "downscript"):
+                if o.get(key, "no") != "no":
+                    raise ConfigError(f"-netdev {text}: {key}={o[key]} is not supported "
+                                      f"(pyhv runs no scripts: {key}=no, and set the "
+                                      "interface up beforehand)")
+            if not o.get("ifname"):
+                raise ConfigError(f"-netdev {text}: ifname=NAME is required (pyhv does not "
+                                  "pick a tapN name)")
+            try:
+                netdevs[ident] = NetSpec(None, tap=o["ifname"])
+            except ConfigError as e:
+                raise ConfigError(f"-netdev {text}: {e}") from None
         elif kind == "switch":  # pyhv's own: -netdev switch,id=n0,name=NAME
             _known(f"-netdev {text}", o, ("type", "id", "name"))
             if not o.get("name"):
                 raise ConfigError(f"-netdev {text}: name=SWITCH is required")
-            netdevs[ident] = o["name"]
+            netdevs[ident] = NetSpec(o["name"])
         else:
-            raise ConfigError(f"-netdev {text}: only 'user' and pyhv's 'switch' are supported")
+            raise ConfigError(f"-netdev {text}: only 'user', 'tap' and pyhv's 'switch' are "
+                              "supported")
     fsdevs = {o.get("id", ""): o for o in (_fsdev(f"-fsdev {t}", t) for t in ns.fsdev)}
     for text in ns.objects:
         kind = _opts(text, "type").get("type")
@@ -209,10 +236,10 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
                 raise ConfigError(f"{where}: no -drive with id={o.get('drive')}")
             devices.append(dataclasses.replace(drive, slot=slot, serial=o.get("serial")))
         elif driver == "virtio-net-device":
-            switch = netdevs.get(o.get("netdev", ""))
-            if switch is None:
+            backend = netdevs.get(o.get("netdev", ""))
+            if backend is None:
                 raise ConfigError(f"{where}: no -netdev with id={o.get('netdev')}")
-            devices.append(NetSpec(switch, o.get("mac"), slot))
+            devices.append(dataclasses.replace(backend, mac=o.get("mac"), slot=slot))
         elif driver == "virtio-9p-device":
             fs = fsdevs.get(o.get("fsdev", ""))
             if fs is None:

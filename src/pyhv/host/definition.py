@@ -113,9 +113,12 @@ class Disk:
 
 @dataclass(frozen=True)
 class Net:
-    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``."""
+    """A virtio-net NIC (``[[net]]``) on the in-host virtual switch ``switch``, on a
+    user-mode network of its own (``user = true``: libslirp's DHCP, DNS and NAT, with
+    ``hostfwd`` forwards as QEMU writes them, ``restrict`` keeping the guest in, ``mtu``),
+    or on the host's TAP interface ``tap``."""
 
-    switch: str
+    switch: str | None
     mac: str | None = None
     # I/O budgets per direction (tx: frames the guest sends; rx: frames for the guest):
     # bytes/s, frames/s, the byte bucket's size; None: no limit
@@ -125,6 +128,11 @@ class Net:
     rx_bps: int | None = None
     rx_pps: int | None = None
     rx_bps_burst: int | None = None
+    user: bool = False
+    hostfwd: tuple[str, ...] = ()
+    restrict: bool = False
+    mtu: int | None = None  # user networking's link MTU; None: its default (65520)
+    tap: str | None = None  # instead of a switch: the host's TAP interface of that name
 
 
 @dataclass(frozen=True)
@@ -297,7 +305,8 @@ class VMDefinition:
                 disks.append(Disk(d.path, d.read_only, d.overlay,
                                   **{k: getattr(d, k) for k in DISK_RATES}))
             elif isinstance(d, mc.NetSpec):
-                nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES}))
+                nets.append(Net(d.switch, d.mac, **{k: getattr(d, k) for k in NET_RATES},
+                                **_user_fields(d.user), tap=d.tap))
             elif isinstance(d, mc.ShareSpec):
                 shares.append(Share(d.path, d.tag, d.read_only))
             elif isinstance(d, mc.RngSpec):
@@ -341,7 +350,11 @@ class VMDefinition:
             doc["disk"] = disks
         if self.nets:
             doc["net"] = [
-                {"switch": n.switch, **({"mac": n.mac} if n.mac is not None else {}),
+                {**({"user": True, "hostfwd": list(n.hostfwd), "restrict": n.restrict,
+                     **({"mtu": n.mtu} if n.mtu is not None else {})}
+                    if n.user else {"tap": n.tap} if n.tap is not None
+                    else {"switch": n.switch}),
+                 **({"mac": n.mac} if n.mac is not None else {}),
                  **_rates_doc(n, NET_RATES)}
                 for n in self.nets
             ]
@@ -407,7 +420,11 @@ class VMDefinition:
             devices.append(mc.DiskSpec(d.path, d.readonly, d.overlay,
                                        **{k: getattr(d, k) for k in DISK_RATES}))
         for n in self.nets:
-            devices.append(mc.NetSpec(n.switch, n.mac, **{k: getattr(n, k) for k in NET_RATES}))
+            user = mc.UserNetSpec(n.hostfwd, n.restrict, *(
+                [n.mtu] if n.mtu is not None else [])) if n.user else None
+            devices.append(mc.NetSpec(None if n.user or n.tap else n.switch, n.mac,
+                                      user=user, tap=n.tap,
+                                      **{k: getattr(n, k) for k in NET_RATES}))
         if self.rng:
             devices.append(mc.RngSpec())
         if self.balloon:
@@ -637,10 +654,25 @@ def _validate_nets(nets: tuple[Net, ...]) -> None:
         where = f"net[{i}]"
         if not isinstance(net, Net):
             raise _bad_type(where, net, "a Net")
-        if not isinstance(net.switch, str):
-            raise _bad_type(f"{where}.switch", net.switch, "a switch name")
         _validate_rates(net, NET_RATES, where)
-        if not SWITCH_RE.match(net.switch):
+        if net.tap is not None and (net.user or net.switch is not None):
+            raise DefinitionError(f"{where}.tap", "a NIC is on one of a switch, user "
+                                  "networking and a TAP interface")
+        if net.user:
+            _validate_user_net(net, where)
+        elif net.hostfwd or net.restrict or net.mtu is not None:
+            key = "hostfwd" if net.hostfwd else "restrict" if net.restrict else "mtu"
+            raise DefinitionError(f"{where}.{key}", "belongs to user networking (user = true)")
+        elif net.tap is not None:
+            from ..net.tap import check_ifname
+
+            try:
+                check_ifname(net.tap)
+            except ConfigError as e:
+                raise DefinitionError(f"{where}.tap", str(e)) from None
+        elif not isinstance(net.switch, str):
+            raise _bad_type(f"{where}.switch", net.switch, "a switch name")
+        elif not SWITCH_RE.match(net.switch):
             raise DefinitionError(
                 f"{where}.switch",
                 f"'{net.switch}' is not a valid switch name (letters, digits, '_', '.', '-'; "
@@ -682,6 +714,45 @@ def _validate_shares(shares: tuple[Share, ...]) -> None:
         if sh.tag in tags:
             raise DefinitionError(f"{where}.tag", f"'{sh.tag}' is also share[{tags[sh.tag]}].tag")
         tags[sh.tag] = i
+
+
+def _validate_user_net(net: Net, where: str) -> None:
+    """A user-mode NIC: no switch, forwards that parse (``tcp::2222-:22``)."""
+    from ..vm.config import UserNetSpec
+
+    if net.user is not True:
+        raise _bad_type(f"{where}.user", net.user, "true or false")
+    if net.switch is not None:
+        raise DefinitionError(f"{where}.switch", "a NIC is on a switch or on user "
+                              "networking (user = true), not both")
+    if not isinstance(net.restrict, bool):
+        raise _bad_type(f"{where}.restrict", net.restrict, "true or false")
+    if net.mtu is not None and not _is_int(net.mtu):
+        raise _bad_type(f"{where}.mtu", net.mtu, "a number of bytes")
+    if not isinstance(net.hostfwd, tuple | list) or not all(
+            isinstance(h, str) for h in net.hostfwd):
+        raise _bad_type(f"{where}.hostfwd", net.hostfwd,
+                        'a list of forwards such as ["tcp::2222-:22"]')
+    try:
+        UserNetSpec(tuple(net.hostfwd), net.restrict)
+    except ConfigError as e:
+        raise DefinitionError(f"{where}.hostfwd", str(e)) from None
+    if net.mtu is not None:
+        try:
+            UserNetSpec(mtu=net.mtu)
+        except ConfigError as e:
+            raise DefinitionError(f"{where}.mtu", str(e)) from None
+
+
+def _user_fields(user: object) -> dict[str, Any]:
+    """The ``Net`` fields of a machine config's user-mode NIC (``UserNetSpec`` or None)."""
+    if user is None:
+        return {}
+    from ..vm.config import UserNetSpec
+
+    assert isinstance(user, UserNetSpec)
+    return {"user": True, "hostfwd": user.hostfwd, "restrict": user.restrict,
+            "mtu": user.mtu if user.mtu != UserNetSpec.mtu else None}
 
 
 def _validate_rates(device: Disk | Net, keys: tuple[str, ...], where: str) -> None:
@@ -894,7 +965,7 @@ TOP_KEYS = ("name", "vcpus", "memory", "engine", "autostart", "boot", "disk", "n
             "share", "devices", "qos")
 BOOT_KEYS = ("firmware", "kernel", "initrd", "cmdline", "dtb")
 DISK_KEYS = ("path", "readonly", "overlay", *DISK_RATES)
-NET_KEYS = ("switch", "mac", *NET_RATES)
+NET_KEYS = ("switch", "user", "hostfwd", "restrict", "mtu", "tap", "mac", *NET_RATES)
 SHARE_KEYS = ("path", "tag", "readonly")
 DEVICE_KEYS = ("rng", "balloon", "vconsole")
 QOS_KEYS = ("shares", "reservation", "limit")
@@ -975,10 +1046,23 @@ def _kwargs_from_dict(data: Mapping[str, Any], base: str) -> dict[str, Any]:
         nets = []
         for i, item in enumerate(top.tables("net")):
             nt = _Table(item, f"net[{i}].", NET_KEYS)
-            if not nt.has("switch"):
-                raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name)")
-            nets.append(Net(nt.get_str("switch"), nt.get_str("mac") if nt.has("mac") else None,
-                            **_rates_from(nt, NET_RATES)))
+            user = nt.get_bool("user") if nt.has("user") else False
+            if not user and not nt.has("switch") and not nt.has("tap"):
+                raise DefinitionError(f"net[{i}].switch", "missing (the virtual switch name, "
+                                      "user = true for user networking, or tap = NAME)")
+            hostfwd: tuple[str, ...] = ()
+            if nt.has("hostfwd"):
+                raw = nt.raw("hostfwd")
+                if not isinstance(raw, list) or not all(isinstance(h, str) for h in raw):
+                    raise _bad_type(nt.path("hostfwd"), raw,
+                                    'a list of forwards such as ["tcp::2222-:22"]')
+                hostfwd = tuple(raw)
+            nets.append(Net(nt.get_str("switch") if nt.has("switch") else None,
+                            nt.get_str("mac") if nt.has("mac") else None,
+                            **_rates_from(nt, NET_RATES), user=user, hostfwd=hostfwd,
+                            restrict=nt.get_bool("restrict") if nt.has("restrict") else False,
+                            mtu=nt.get_int("mtu") if nt.has("mtu") else None,
+                            tap=nt.get_str("tap") if nt.has("tap") else None))
         kw["nets"] = tuple(nets)
 
     if top.has("share"):

@@ -4,7 +4,9 @@ Why it exists: a guest's virtio-net device needs somewhere to put the Ethernet f
 transmits and something to take received frames from. :class:`SwitchPort` is that
 somewhere for VMs on the same host: every VM process attached to the same switch name
 (``pyhv run ... --net switch=NAME``) can reach every other, with no daemon to run. See
-:mod:`pyhv.net.switch` for the protocol.
+:mod:`pyhv.net.switch` for the protocol. :mod:`pyhv.net.user` (``--net user``) gives a
+NIC a private NAT to the host and the world through libslirp (:mod:`pyhv.net.slirp`),
+and :mod:`pyhv.net.tap` (``--net tap,ifname=NAME``) puts it on a host TAP interface.
 """
 
 from .switch import MAX_FRAME, MIN_FRAME, SwitchPort, default_runtime_dir, switch_directory

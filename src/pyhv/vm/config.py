@@ -19,6 +19,7 @@ from ..board.config import (
     NetSpec,
     RngSpec,
     ShareSpec,
+    UserNetSpec,
     parse_disk_option,
     parse_mac,
     parse_memory,
@@ -46,4 +47,5 @@ __all__ = [
     "place",
     "RngSpec",
     "ShareSpec",
+    "UserNetSpec",
 ]

@@ -234,6 +234,7 @@ def migrate(machine: Machine, sock: socket.socket, token: str = "", max_rounds: 
         result.pages_sent += len(dirty)
         _send(sock, b"S", json.dumps({"sections": dump_sections(machine)}).encode())
         board.release_disks()
+        board.release_host_ports()
         released = True
         _send(sock, b"D")
         result.stop_copy_seconds = time.monotonic() - stopped
@@ -252,6 +253,7 @@ def migrate(machine: Machine, sock: socket.socket, token: str = "", max_rounds: 
     except (OSError, MigrationError) as e:
         if released:
             board.reclaim_disks()
+            board.reclaim_host_ports()
         msg = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         result.reason = f"failed: {msg or type(e).__name__}"
         return result

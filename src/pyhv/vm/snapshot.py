@@ -36,6 +36,7 @@ from ..board.config import (
     NetSpec,
     RngSpec,
     ShareSpec,
+    UserNetSpec,
 )
 from ..cpu.hart import HartState
 from ..devices.clint import ClintState
@@ -83,7 +84,12 @@ def config_from_data(data: Any, engine: str | None = None) -> MachineConfig:
         devices = []
         for d in fields.pop("devices"):
             d = dict(d)
-            devices.append(_SPECS[d.pop("kind")](**d))
+            kind = d.pop("kind")
+            if kind == "net" and d.get("user") is not None:  # a nested spec, as data
+                u = dict(d["user"])
+                d["user"] = UserNetSpec(tuple(u["hostfwd"]), bool(u["restrict"]),
+                                        int(u.get("mtu", UserNetSpec.mtu)))
+            devices.append(_SPECS[kind](**d))
         if engine is not None:
             fields["engine"] = engine
         return MachineConfig(**fields, devices=tuple(devices))

@@ -95,6 +95,17 @@ def test_create_gives_nics_a_stable_mac(host: Host) -> None:
     assert host.get("a").definition.nets[0].mac == mac
 
 
+def test_create_with_user_networking_as_the_rest_api_sends_it(host: Host) -> None:
+    """A ``[[net]]`` on user-mode networking, as JSON: kept as given, with a MAC drawn."""
+    vm = host.create({"name": "u", "net": [{"user": True, "hostfwd": ["tcp::2222-:22"],
+                                            "restrict": True}]})
+    (net,) = host.get("u").definition.nets
+    assert net.user and net.hostfwd == ("tcp::2222-:22",) and net.restrict
+    assert net.switch is None and net.mac == vm.definition.nets[0].mac is not None
+    with pytest.raises(DefinitionError, match=r"net\[0\]\.hostfwd"):
+        host.create({"name": "v", "net": [{"user": True, "hostfwd": ["tcp::22:22"]}]})
+
+
 def test_create_refuses_a_duplicate_and_keeps_the_original(host: Host) -> None:
     host.create({"name": "web", "memory": "256M"})
     with pytest.raises(DuplicateName, match="a VM named 'web' already exists") as info:

@@ -1,12 +1,15 @@
-"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch.
+"""virtio-net (virtio 1.1, section 5.1): an Ethernet NIC on the in-host virtual switch,
+on a user-mode network of its own (``pyhv.net.user``, libslirp) or on a host TAP
+interface (``pyhv.net.tap``).
 
 Two queues, receiveq (0) and transmitq (1), no control queue and no offloads: every
 frame carries the 12-byte ``virtio_net_hdr`` (VERSION_1 layout, num_buffers = 1), which
 the device strips on transmit and writes zeroed on receive. Frames travel through a
-:class:`~pyhv.net.switch.SwitchPort`; frames that arrive while the driver has posted no
-receive buffers wait in a bounded backlog; beyond it they are left in the switch port's
-socket, where the kernel drops what does not fit (a real NIC's full ring), and an idle
-VM does not wake for them until its driver posts buffers.
+:class:`Port` (a :class:`~pyhv.net.switch.SwitchPort` or :class:`~pyhv.net.user.UserPort`);
+frames that arrive while the driver has posted no receive buffers wait in a bounded
+backlog; beyond it they are left in the port (the switch port's socket, where the kernel
+drops what does not fit, or the user port's bounded queue: a real NIC's full ring), and
+an idle VM does not wake for them until its driver posts buffers.
 """
 
 from __future__ import annotations
@@ -22,12 +25,16 @@ from ..io_budget import IoBudget, Limits
 from .device import VIRTIO_F_VERSION_1, VIRTIO_ID_NET, VirtioDevice
 from .queue import Chain, Virtqueue
 
+VIRTIO_NET_F_GUEST_CSUM = 1 << 1
+VIRTIO_NET_F_MTU = 1 << 3
 VIRTIO_NET_F_MAC = 1 << 5
 VIRTIO_NET_F_STATUS = 1 << 16
 VIRTIO_NET_S_LINK_UP = 1
 
 HDR_LEN = 12  # struct virtio_net_hdr with num_buffers (VERSION_1)
 RX_HEADER = struct.pack("<BBHHHHH", 0, 0, 0, 0, 0, 0, 1)
+VIRTIO_NET_HDR_F_DATA_VALID = 2
+RX_HEADER_VALID = struct.pack("<BBHHHHH", VIRTIO_NET_HDR_F_DATA_VALID, 0, 0, 0, 0, 0, 1)
 LEGACY_HDR_LEN = 10  # without VERSION_1 (and no MRG_RXBUF): no num_buffers field
 MAX_FRAME = 1514 + 4  # Ethernet frame with a VLAN tag; no TSO/GSO offloads negotiated
 RX_BACKLOG = 256
@@ -52,9 +59,18 @@ class VirtioNet(VirtioDevice):
     name = "virtio-net"
 
     def __init__(self, port: Port, mac: bytes | None = None, tx: Limits | None = None,
-                 rx: Limits | None = None) -> None:
+                 rx: Limits | None = None, mtu: int | None = None,
+                 checksums_valid: bool = False) -> None:
         super().__init__()
         self.port = port
+        # An MTU beyond Ethernet's (VIRTIO_NET_F_MTU): fewer, larger frames, each costing
+        # the guest one trip through its stack and the device one through the queue
+        self.mtu = mtu
+        self.max_frame = MAX_FRAME if mtu is None else max(MAX_FRAME, mtu + 18)
+        # The port's frames carry checked checksums (libslirp makes every one itself):
+        # with VIRTIO_NET_F_GUEST_CSUM the guest is told so (DATA_VALID) and skips a
+        # pass over each received byte
+        self.checksums_valid = checksums_valid
         self.mac = mac if mac is not None else random_mac()
         self.backlog: deque[bytes] = deque()
         self.stats = {"tx_frames": 0, "rx_frames": 0, "rx_dropped": 0, "tx_dropped": 0,
@@ -75,11 +91,36 @@ class VirtioNet(VirtioDevice):
         raw = parse_mac(mac) if mac else None
         return cls(SwitchPort(switch), raw, tx, rx)
 
+    @classmethod
+    def on_tap(cls, ifname: str, mac: str | None = None, tx: Limits | None = None,
+               rx: Limits | None = None) -> VirtioNet:
+        """A NIC on the host's TAP interface ``ifname``."""
+        from ...net.tap import TapPort
+
+        raw = parse_mac(mac) if mac else None
+        return cls(TapPort(ifname), raw, tx, rx)
+
+    @classmethod
+    def on_user_network(cls, hostfwd: tuple[str, ...] = (), restrict: bool = False,
+                        mac: str | None = None, tx: Limits | None = None,
+                        rx: Limits | None = None, mtu: int = 1500) -> VirtioNet:
+        """A NIC on its own user-mode network (libslirp: DHCP, DNS, NAT, ``hostfwd``
+        forwards as QEMU writes them) with link MTU ``mtu``."""
+        from ...net.user import UserPort, parse_hostfwd
+
+        raw = parse_mac(mac) if mac else None
+        return cls(UserPort(tuple(parse_hostfwd(h) for h in hostfwd), restrict=restrict,
+                            mtu=mtu), raw, tx, rx, mtu=mtu if mtu != 1500 else None,
+                   checksums_valid=True)
+
     def device_features(self) -> int:
-        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS
+        mtu = VIRTIO_NET_F_MTU if self.mtu is not None else 0
+        csum = VIRTIO_NET_F_GUEST_CSUM if self.checksums_valid else 0
+        return VIRTIO_NET_F_MAC | VIRTIO_NET_F_STATUS | mtu | csum
 
     def config_bytes(self) -> bytes:
-        return self.mac + struct.pack("<HH", VIRTIO_NET_S_LINK_UP, 1)
+        # mac, status, max_virtqueue_pairs, mtu (virtio 1.1, 5.1.4)
+        return self.mac + struct.pack("<HHH", VIRTIO_NET_S_LINK_UP, 1, self.mtu or 1500)
 
     def queue_notify(self, index: int, queue: Virtqueue) -> None:
         if index == TXQ:
@@ -98,9 +139,9 @@ class VirtioNet(VirtioDevice):
             if self.tx_budget.admit(max(0, chain.readable_len - hdr)) > 0:
                 self._tx_held = chain  # on when the budget allows (poll)
                 break
-            data = queue.read_chain(chain, hdr + MAX_FRAME + 1)
+            data = queue.read_chain(chain, hdr + self.max_frame + 1)
             frame = data[hdr:]
-            if 14 <= len(frame) <= MAX_FRAME:
+            if 14 <= len(frame) <= self.max_frame:
                 self.port.send(frame)
                 self.stats["tx_frames"] += 1
             else:
@@ -142,7 +183,9 @@ class VirtioNet(VirtioDevice):
                 break
             frame = self.backlog.popleft()
             self.rx_budget.admit(len(frame))
-            packet = RX_HEADER[:self._hdr_len()] + frame
+            header = RX_HEADER_VALID if self.driver_features & VIRTIO_NET_F_GUEST_CSUM \
+                else RX_HEADER
+            packet = header[:self._hdr_len()] + frame
             if chain.writable_len < len(packet):
                 self.stats["rx_dropped"] += 1
                 queue.push(chain, 0)
@@ -155,15 +198,19 @@ class VirtioNet(VirtioDevice):
 
     def wait_fds(self) -> list[int]:
         # A full backlog waits for the driver's receive buffers (a notify), not frames.
-        return [self.port.fileno()] if len(self.backlog) < RX_BACKLOG else []
+        fd = self.port.fileno()  # -1: a closed port (a migrated VM's)
+        return [fd] if fd >= 0 and len(self.backlog) < RX_BACKLOG else []
 
     def reset(self) -> None:
         self.backlog.clear()
         self._tx_held = None
 
     def io_deadline(self) -> float | None:
+        # a port with timers of its own (user networking: TCP's) says when they are due
+        port_deadline = getattr(self.port, "deadline", None)
         times = [self.tx_budget.next_deadline() if self._tx_held is not None else None,
-                 self.rx_budget.next_deadline() if self.backlog else None]
+                 self.rx_budget.next_deadline() if self.backlog else None,
+                 port_deadline() if port_deadline is not None else None]
         due = [t for t in times if t is not None]
         return min(due) if due else None
 
