@@ -948,6 +948,9 @@ class Daemon:
             if event in ("idle", "wake"):
                 self._resched = True
             elif event == "ready":
+                if vm.clone_group is not None and vm.forked_pid == 0:
+                    # its group's "forked" (its pid) may wait unread: the answer needs it
+                    self._on_group_channel(vm.clone_group)
                 vm.ready = True
                 if vm.state == "starting":
                     vm.state = "running"
