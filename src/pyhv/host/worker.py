@@ -135,6 +135,7 @@ PR_SET_PDEATHSIG = 1
 INCOMING_TIMEOUT = 60.0  # seconds an --incoming process waits for its source
 CONNECT_TIMEOUT = 10.0  # seconds to reach a migration's destination
 MIGRATION_TIMEOUT = 60.0  # seconds without progress before a migration fails
+WARM_RUN = 0.3  # seconds a clone group's throwaway machine runs before the fork
 
 _IDLE_MSG = encode({"ev": "idle"})
 _WAKE_MSG = encode({"ev": "wake"})
@@ -895,6 +896,7 @@ def clone_group(state_dir: str, path: str, names: Sequence[str], fds: Sequence[i
         forking = _threads() == 1
         warm: _WorkerMachine | None = None  # the clones' shared machine
         if forking and restored.forkable():
+            _warm_jit(path, engine)
             restored.prepare_fork()
             warm = restored
         else:
@@ -955,6 +957,35 @@ def clone_group(state_dir: str, path: str, names: Sequence[str], fds: Sequence[i
                     group.sendall(encode({"ev": "reaped", "name": name, "pid": pid,
                                           "status": code}))
     return 0
+
+
+def _warm_jit(path: str, engine: str | None) -> None:
+    """Run a throwaway clone of ``path`` here for :data:`WARM_RUN` seconds (a newline
+    typed on its console), then close it: the JIT loads from its code cache (or
+    compiles, on this thread: no thread may run at the fork) the code the guest runs
+    there, and the interpreter specialises the Python code the run takes; the clones
+    forked afterwards share that code instead of each loading it again."""
+    from ..cpu.engines import jit_unavailable_reason
+    from ..vm.console import BufferConsole
+
+    jit = None
+    if jit_unavailable_reason() is None:
+        from ..cpu.jit.compiler import compiler
+
+        jit = compiler()
+    background = jit.background if jit is not None else False
+    console = BufferConsole()
+    throwaway = _WorkerMachine.restore(path, console, engine=engine, clone=True, verify=False)
+    throwaway.unplug_nics()  # what it sends must not reach the clones' network
+    try:
+        if jit is not None:
+            jit.background = False
+        console.send("\n")
+        throwaway.run(timeout=WARM_RUN)
+    finally:
+        if jit is not None:
+            jit.background = background
+        throwaway.close()
 
 
 def _clone_child(registry: Any, name: str, fd: int, others: Sequence[int], path: str,

@@ -169,20 +169,26 @@ class Machine:
         return all(isinstance(d, (NetSpec, RngSpec, BalloonSpec)) for d in self.config.devices)
 
     def prepare_fork(self) -> None:
-        """Before forking the processes that take this (never run) machine over: close
-        each NIC's switch port here (each clone opens its own), leaving the machine
+        """Before forking the processes that take this (never run) machine over: take
+        each NIC off its switch here (each clone opens a port of its own), leaving the machine
         otherwise whole for them to share copy-on-write, and have the engines make what
         a first run would (the JIT's dispatch tables and TLBs of the harts' modes): the
         clones then copy only the pages of it they write."""
-        from ..devices.virtio.net import VirtioNet
-
-        for dev in self.board.virtio_devices:
-            if isinstance(dev, VirtioNet):
-                dev.port.close()
+        self.unplug_nics()
         for engine in self.engines:
             prepare = getattr(engine, "prepare", None)
             if prepare is not None:
                 prepare()
+
+    def unplug_nics(self) -> None:
+        """Take each NIC off its switch (its port closed, frames from the guest dropped):
+        a machine that is only run to warm a process up, or only copied into others."""
+        from ..devices.virtio.net import Unplugged, VirtioNet
+
+        for dev in self.board.virtio_devices:
+            if isinstance(dev, VirtioNet):
+                dev.port.close()
+                dev.port = Unplugged()
 
     def take_over_as_clone(self, console: Console) -> None:
         """In a process forked from the one that built this machine (restored as a clone,
@@ -193,13 +199,15 @@ class Machine:
         shared with the siblings until one of them writes it."""
         from ..devices.virtio.net import VirtioNet, random_mac
         from ..net.switch import SwitchPort
+        from .config import NetSpec, place
 
-        for slot in self.board.virtio_slots:
+        devices = self.config.devices
+        for spec, at in zip(devices, place(devices), strict=True):
+            slot = self.board.virtio_slots[at]
             dev = slot.device
-            if isinstance(dev, VirtioNet):
-                if not isinstance(dev.port, SwitchPort):
-                    raise TypeError("a clone's NIC opens a switch port of its own")
-                dev.port = SwitchPort(dev.port.switch)
+            if isinstance(spec, NetSpec) and isinstance(dev, VirtioNet):
+                dev.port.close()
+                dev.port = SwitchPort(spec.switch)
                 dev.mac = random_mac()
                 slot.notify_config()
         self.console = console
