@@ -163,10 +163,12 @@ class Machine:
         """Whether a process forked from this one may take this machine over as a clone
         of its own (:meth:`prepare_fork`, :meth:`take_over_as_clone`): its devices keep
         nothing a clone must not share but their switch ports (NICs, entropy, balloon).
-        Disks (their overlays) and shared directories (open files) are per machine."""
+        Disks (their overlays) and shared directories (open files) are per machine, and
+        so is an engine that says so (its ``forkable``)."""
         from .config import BalloonSpec, NetSpec, RngSpec
 
-        return all(isinstance(d, (NetSpec, RngSpec, BalloonSpec)) for d in self.config.devices)
+        return (all(isinstance(d, (NetSpec, RngSpec, BalloonSpec)) for d in self.config.devices)
+                and all(getattr(e, "forkable", True) for e in self.engines))
 
     def prepare_fork(self) -> None:
         """Before forking the processes that take this (never run) machine over: take

@@ -410,7 +410,10 @@ class JitEngine(SliceStrategy):
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
-        self._dcache = S.new_dcache()
+        # (state.new_dcache's size, mapped private: a process forked with this machine,
+        # a clone group's VM, fills a copy of its own rather than its siblings' pages)
+        self._dcache = mmap.mmap(-1, S.NDCACHE * S.DC_BYTES,
+                                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.st.dcache = S.buffer_address(self._dcache)
         self.st.counters = ctypes.addressof(machine.counters)
         self.st.known = ctypes.addressof(
@@ -536,6 +539,13 @@ class JitEngine(SliceStrategy):
         addr = ctypes.addressof(tlbs)
         st.tlbp0, st.tlbp1 = addr, addr + S.TLB_BYTES
         st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
+
+    @property
+    def forkable(self) -> bool:
+        """Whether a process forked with this engine may run it apart from its
+        siblings: not with the baseline tier, whose code arena is one shared mapping
+        of the process (stencils.py)."""
+        return self.machine.baseline is None
 
     def prepare(self) -> None:
         """Make the context the hart's state runs in, with its dispatch table, and the

@@ -239,9 +239,8 @@ DC_BYTES = 16  # {instruction bits, expanded instruction, op|rd|rs1|rs2, immedia
 
 def new_dcache() -> mmap.mmap:
     """An empty decoded-instruction cache: all zeros (an entry for the illegal
-    instruction 0), mapped anonymously so its pages cost memory only once used; private,
-    so a process forked with its machine (a clone group's VM) fills a copy of its own."""
-    return mmap.mmap(-1, NDCACHE * DC_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    instruction 0), mapped anonymously so its pages cost memory only once used."""
+    return mmap.mmap(-1, NDCACHE * DC_BYTES)
 
 
 def buffer_address(buf: mmap.mmap) -> int:
