@@ -172,10 +172,10 @@ class Machine:
 
     def prepare_fork(self) -> None:
         """Before forking the processes that take this (never run) machine over: take
-        each NIC off its switch here (each clone opens a port of its own), leaving the machine
-        otherwise whole for them to share copy-on-write, and have the engines make what
-        a first run would (the JIT's dispatch tables and TLBs of the harts' modes): the
-        clones then copy only the pages of it they write."""
+        each NIC off its switch here (each clone opens a port of its own), leaving the
+        machine otherwise whole for them to share copy-on-write, and have the engines
+        make what a first run would (the JIT's dispatch tables and TLBs of the harts'
+        modes): the clones then copy only the pages of it they write."""
         self.unplug_nics()
         for engine in self.engines:
             prepare = getattr(engine, "prepare", None)
