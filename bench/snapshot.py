@@ -183,6 +183,8 @@ def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
             found = re.findall(rb"[0-9a-f]{2}(?::[0-9a-f]{2}){5}", seen)
             guest_macs.append(found[-1].decode() if found else "?")
         pids = [vm.pid for vm in vms if vm.pid is not None]
+        if len(pids) != n:  # every clone's process counts, or the sum means nothing
+            raise SystemExit(f"{n - len(pids)} of the clones have no pid: {vms}")
         groups = {_ppid(pid) for pid in pids} - {daemon.pid}
         total = sum(pss_kib(pid) for pid in pids)
         group_pss = sum(pss_kib(pid) for pid in groups)

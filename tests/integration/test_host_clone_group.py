@@ -195,6 +195,32 @@ def test_a_group_that_cannot_start_undoes_every_clone(daemon: Daemon, env: dict[
     assert [vm.state for vm in host.clone(snap, 2)] == ["running", "running"]
 
 
+def test_clones_of_a_machine_with_a_disk_restore_their_own(daemon: Daemon, env: dict[str, str],
+                                                           tmp_path: Path) -> None:
+    """A machine with a disk is not shared through the fork (its overlay and files are
+    each machine's own: Machine.forkable): the group still forks the clones, and each
+    restores its own machine from the file, with a MAC of its own."""
+    host = Host(daemon.state)
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(65536))
+    host.create({"name": "orig", "memory": "32M", "engine": "interp",
+                 "boot": {"firmware": "none", "kernel": str(IDLE)},
+                 "net": [{"switch": "lan"}], "disk": [{"path": str(disk), "readonly": True}]})
+    host.start("orig")
+    echoes(host, "orig", b"up")
+    snap = tmp_path / "orig.snap"
+    host.snapshot("orig", snap)
+    host.stop("orig", force=True)
+    vms = host.clone(snap, 2, "d")
+    pids = [vm.pid for vm in vms]
+    assert None not in pids and len(set(pids)) == 2
+    parents = {ppid(pid) for pid in pids if pid is not None}
+    assert len(parents) == 1 and daemon.proc.pid not in parents  # forked by the group
+    assert len({host.get(vm.name).definition.nets[0].mac for vm in vms}) == 2
+    for vm in vms:
+        echoes(host, vm.name, f"disk clone {vm.name}".encode())
+
+
 def test_fork_clones_off_starts_separate_processes(tmp_path: Path,
                                                     env: dict[str, str]) -> None:
     """PYHV_FORK_CLONES=0: every clone a VM process of the daemon's own, as before."""

@@ -273,3 +273,91 @@ def test_clones_get_fresh_macs_and_a_generation_and_run_on(tmp_path, straight):
         finally:
             c.close()
     assert len(macs) == 2 and bytes.fromhex("525400aabbcc") not in macs
+
+
+_FORK_CLONES = """
+import json, os, sys
+from pyhv import BufferConsole, Machine
+snap, n = sys.argv[1], int(sys.argv[2])
+shared = Machine.restore(snap, clone=True, engine=sys.argv[3])
+assert shared.forkable()
+shared.prepare_fork()  # what a clone group does before it forks
+print(json.dumps({"group": shared.board.virtio_devices[0].mac.hex()}), flush=True)
+kids = []
+for _ in range(n):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            console = BufferConsole()
+            shared.take_over_as_clone(console)
+            dev = shared.board.virtio_devices[0]
+            res = shared.run(timeout=300)
+            os.write(w, json.dumps({
+                "mac": dev.mac.hex(), "port": dev.port.path, "gen": shared.generation,
+                "instructions": res.instructions, "out": console.output.hex(),
+                "told": shared.board.virtio_slots[-1].config_generation}).encode())
+            shared.close()
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    kids.append((pid, r))
+shared.close()
+for pid, r in kids:
+    with os.fdopen(r) as fh:
+        print(fh.read(), flush=True)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+"""
+
+
+@needs_jit
+def test_clones_forked_from_one_restored_machine_run_apart(tmp_path, straight):
+    """A clone group's way (host/worker.py): one process restores the clone, forks, and
+    each child takes the machine over; run at once, each gets its own MAC (the driver
+    told) and switch port and runs the program to its end as the machine it came from
+    would have: nothing the JIT writes as it runs (decoded instructions, code granules,
+    written into by the program itself) is shared between them."""
+    from pyhv.vm.config import NetSpec
+
+    out_ref, total = straight
+    cfg = MachineConfig(kernel=str(CODEGEN), bios="none", engine="jit", no_reboot=True,
+                        devices=(NetSpec(f"forks-{tmp_path.name}", "52:54:00:aa:bb:cc"),))
+    m = Machine(cfg)
+    try:
+        m.run(max_instructions=300_000)
+        m.snapshot(str(tmp_path / "vm.snap"))
+        before = bytes(m.console.output)
+    finally:
+        m.close()
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, "-c", _FORK_CLONES, str(tmp_path / "vm.snap"), "3",
+                           "jit"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stdout.splitlines()]
+    group, kids = lines[0]["group"], lines[1:]
+    assert len(kids) == 3
+    for kid in kids:
+        assert kid["instructions"] == total
+        assert before + bytes.fromhex(kid["out"]) == out_ref
+        assert kid["gen"] == 1 and kid["told"] >= 1
+    macs = {kid["mac"] for kid in kids}
+    assert len(macs) == 3 and group not in macs and "525400aabbcc" not in macs
+    assert len({kid["port"] for kid in kids}) == 3
+
+
+def test_only_machines_without_disks_or_shares_are_forked(tmp_path):
+    from pyhv.vm.config import DiskSpec, RngSpec
+
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(1 << 20))
+    with_rng = Machine(MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp",
+                                     devices=(RngSpec(),)))
+    with_disk = Machine(MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp",
+                                      devices=(DiskSpec(str(disk)),)))
+    try:
+        assert with_rng.forkable() and not with_disk.forkable()
+    finally:
+        with_rng.close()
+        with_disk.close()

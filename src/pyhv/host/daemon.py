@@ -238,6 +238,7 @@ class _Running:
     balloon_sent: int = -1
     entitled: int = 0
     forked_pid: int = 0
+    early_ready: dict[str, Any] | None = None  # a clone's "ready" before its "forked"
     exit_code: int | None = None  # a clone's, as its group's process reaped it
     exit_seen: bool = False  # a clone's pidfd said it ended: its status is to come
 
@@ -879,6 +880,9 @@ class Daemon:
         if not message.get("fork", True):
             log(f"VM '{vm.name}': its clone group could not fork (threads): a process "
                 "of its own")
+        if vm.early_ready is not None:
+            ready, vm.early_ready = vm.early_ready, None
+            self._on_ready(vm, ready)
 
     def _group_channel_closed(self, group: _CloneGroup) -> None:
         if group.closed:
@@ -950,21 +954,12 @@ class Daemon:
             if event in ("idle", "wake"):
                 self._resched = True
             elif event == "ready":
-                vm.ready = True
-                if vm.state == "starting":
-                    vm.state = "running"
-                    self._write_state(vm)
-                if not vm.stopping:
-                    self.scheduler.set_urgent(vm.name, False)
-                    self.scheduler.begin(vm.name, time.monotonic(), vm.cpu_seconds())
-                    self._resched = True
-                log(f"VM '{vm.name}' running (pid {vm.pid}, engine {message.get('engine')})")
-                self._record_macs(vm, message.get("macs"))
-                for future in vm.start_waiters:
-                    future.set_result(self._describe(vm.name))
-                vm.start_waiters.clear()
-                if vm.group is not None:
-                    self._group_ready(vm)
+                if vm.clone_group is not None and vm.forked_pid == 0:
+                    # A clone ready before its group's "forked" (its pid and pidfd) has
+                    # come: it counts as ready once that has (_clone_forked).
+                    vm.early_ready = message
+                else:
+                    self._on_ready(vm, message)
             elif event == "snapshot":
                 self._snapshot_done(vm, message)
             elif event == "debug":
@@ -981,6 +976,24 @@ class Daemon:
                 vm.exit_info = message
             elif event == "error":
                 vm.error = message
+
+    def _on_ready(self, vm: _Running, message: dict[str, Any]) -> None:
+        """VM ``vm``'s process has built its machine and serves it: running."""
+        vm.ready = True
+        if vm.state == "starting":
+            vm.state = "running"
+            self._write_state(vm)
+        if not vm.stopping:
+            self.scheduler.set_urgent(vm.name, False)
+            self.scheduler.begin(vm.name, time.monotonic(), vm.cpu_seconds())
+            self._resched = True
+        log(f"VM '{vm.name}' running (pid {vm.pid}, engine {message.get('engine')})")
+        self._record_macs(vm, message.get("macs"))
+        for future in vm.start_waiters:
+            future.set_result(self._describe(vm.name))
+        vm.start_waiters.clear()
+        if vm.group is not None:
+            self._group_ready(vm)
 
     def _on_exit(self, vm: _Running, final: bool = False) -> None:
         """The VM process is gone: reap it, record how it ended, clean up. A clone's

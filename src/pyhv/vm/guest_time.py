@@ -32,6 +32,11 @@ class GuestTime(Clock):
     def wall_ns(self) -> int:
         return self.host.wall_ns()
 
+    def skip_host_time(self) -> None:
+        """Host time that passed with nothing run (a machine built in one process and
+        run in another, forked from it) is not the guest's: its clock goes on from here."""
+        self._last_host = self.host.monotonic_ns()
+
     def advance(self, instructions: int, idle: bool = False) -> None:
         """Move guest time after ``instructions`` ran (or the machine idled)."""
         host = self.host.monotonic_ns()

@@ -167,6 +167,64 @@ class Machine:
                 overlays.cleanup()
         return machine
 
+    def forkable(self) -> bool:
+        """Whether a process forked from this one may take this machine over as a clone
+        of its own (:meth:`prepare_fork`, :meth:`take_over_as_clone`): its devices keep
+        nothing a clone must not share but their switch ports (NICs, entropy, balloon).
+        Disks (their overlays) and shared directories (open files) are per machine, and
+        so is an engine that says so (its ``forkable``)."""
+        from .config import BalloonSpec, NetSpec, RngSpec
+
+        return (all(isinstance(d, (NetSpec, RngSpec, BalloonSpec)) for d in self.config.devices)
+                and all(getattr(e, "forkable", True) for e in self.engines))
+
+    def prepare_fork(self) -> None:
+        """Before forking the processes that take this (never run) machine over: take
+        each NIC off its switch here (each clone opens a port of its own), leaving the
+        machine otherwise whole for them to share copy-on-write, and have the engines
+        make what a first run would (the JIT's dispatch tables and TLBs of the harts'
+        modes): the clones then copy only the pages of it they write."""
+        self.unplug_nics()
+        for engine in self.engines:
+            prepare = getattr(engine, "prepare", None)
+            if prepare is not None:
+                prepare()
+
+    def unplug_nics(self) -> None:
+        """Take each NIC off its switch (its port closed, frames from the guest dropped):
+        a machine that is only run to warm a process up, or only copied into others."""
+        from ..devices.virtio.net import Unplugged, VirtioNet
+
+        for dev in self.board.virtio_devices:
+            if isinstance(dev, VirtioNet):
+                dev.port.close()
+                dev.port = Unplugged()
+
+    def take_over_as_clone(self, console: Console) -> None:
+        """In a process forked from the one that built this machine (restored as a clone,
+        :meth:`prepare_fork`), make it this process's own clone: each NIC a fresh MAC
+        (the driver told by a config interrupt, as ``restore(clone=True)`` does) on a
+        switch port of its own, ``console`` its console, and guest time going on from
+        now. Everything else (RAM mapped from the snapshot, engines, compiled code) stays
+        shared with the siblings until one of them writes it."""
+        from ..devices.virtio.net import VirtioNet, random_mac
+        from ..net.switch import SwitchPort
+        from .config import NetSpec, place
+
+        devices = self.config.devices
+        for spec, at in zip(devices, place(devices), strict=True):
+            slot = self.board.virtio_slots[at]
+            dev = slot.device
+            if isinstance(spec, NetSpec) and isinstance(dev, VirtioNet):
+                dev.port.close()
+                dev.port = SwitchPort(spec.switch)
+                dev.mac = random_mac()
+                slot.notify_config()
+        self.console = console
+        self.board.console_out = console.write
+        self.board.uart.output = console.write
+        self.clock.skip_host_time()
+
     def snapshot(self, path: str) -> dict[str, int]:
         """Save this machine (stopped: between ``run`` calls) to the file ``path``, its
         disks flushed first; ``Machine.restore`` brings it back. Returns the RAM size,

@@ -324,7 +324,9 @@ class JitMachine:
         # The CodeWatch's code granules (one bit per 8 bytes of RAM), which native stores
         # into pages holding code check. Anonymous memory: only the parts that describe
         # code pages are ever touched (1/64 of RAM's size, most of it never resident).
-        self._codebits_map = mmap.mmap(-1, max(4096, ram.size >> 6))
+        # Private: a process forked with this machine (a clone group's VM) writes its own.
+        self._codebits_map = mmap.mmap(-1, max(4096, ram.size >> 6),
+                                       flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.codebits = (ctypes.c_uint8 * len(self._codebits_map)).from_buffer(
             self._codebits_map)
         self.codebits_addr = ctypes.addressof(self.codebits)
@@ -408,7 +410,10 @@ class JitEngine(SliceStrategy):
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
-        self._dcache = S.new_dcache()
+        # (state.new_dcache's size, mapped private: a process forked with this machine,
+        # a clone group's VM, fills a copy of its own rather than its siblings' pages)
+        self._dcache = mmap.mmap(-1, S.NDCACHE * S.DC_BYTES,
+                                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.st.dcache = S.buffer_address(self._dcache)
         self.st.counters = ctypes.addressof(machine.counters)
         self.st.known = ctypes.addressof(
@@ -534,6 +539,21 @@ class JitEngine(SliceStrategy):
         addr = ctypes.addressof(tlbs)
         st.tlbp0, st.tlbp1 = addr, addr + S.TLB_BYTES
         st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
+
+    @property
+    def forkable(self) -> bool:
+        """Whether a process forked with this engine may run it apart from its
+        siblings: not with the baseline tier, whose code arena is one shared mapping
+        of the process (stencils.py)."""
+        return self.machine.baseline is None
+
+    def prepare(self) -> None:
+        """Make the context the hart's state runs in, with its dispatch table, and the
+        trap contexts and TLB sets of its address space, as its first run would. Made
+        before a fork (a clone group's machine), their pages stay shared with the
+        clones until one writes them."""
+        self._context()
+        self._prepare_traps()
 
     def flush(self, all_contexts: bool = True, supervisor: bool = True) -> None:
         """SFENCE.VMA (``all_contexts=False``) or reset: code fetched through

@@ -48,6 +48,29 @@ class Port(Protocol):
     def close(self) -> None: ...
 
 
+class Unplugged:
+    """A port to nowhere: what the guest sends is dropped, nothing comes (a machine run
+    only to warm a process up must not reach the switch)."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe2(os.O_CLOEXEC)  # an fd that never becomes readable
+
+    def send(self, frame: bytes) -> None:
+        pass
+
+    def receive(self, limit: int | None = None) -> list[bytes]:
+        return []
+
+    def fileno(self) -> int:
+        return self._r
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            if fd >= 0:
+                os.close(fd)
+        self._r = self._w = -1
+
+
 def random_mac() -> bytes:
     """A locally administered unicast address in QEMU's 52:54:00 range."""
     return b"\x52\x54\x00" + os.urandom(3)
