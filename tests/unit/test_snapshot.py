@@ -347,7 +347,7 @@ def test_clones_forked_from_one_restored_machine_run_apart(tmp_path, straight):
     assert len({kid["port"] for kid in kids}) == 3
 
 
-def test_only_machines_without_disks_or_shares_are_forked(tmp_path):
+def test_only_machines_without_disks_shares_or_host_network_are_forked(tmp_path):
     from pyhv.vm.config import DiskSpec, RngSpec
 
     disk = tmp_path / "disk.img"
@@ -356,8 +356,14 @@ def test_only_machines_without_disks_or_shares_are_forked(tmp_path):
                                      devices=(RngSpec(),)))
     with_disk = Machine(MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp",
                                       devices=(DiskSpec(str(disk)),)))
+    from pyhv.vm.config import NetSpec, UserNetSpec
+
+    with_user_net = Machine(MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp",
+                                          devices=(NetSpec(None, user=UserNetSpec()),)))
     try:
         assert with_rng.forkable() and not with_disk.forkable()
+        assert not with_user_net.forkable()  # its libslirp instance holds host sockets
     finally:
         with_rng.close()
         with_disk.close()
+        with_user_net.close()

@@ -32,11 +32,6 @@ class GuestTime(Clock):
     def wall_ns(self) -> int:
         return self.host.wall_ns()
 
-    def skip_host_time(self) -> None:
-        """Host time that passed with nothing run (a machine built in one process and
-        run in another, forked from it) is not the guest's: its clock goes on from here."""
-        self._last_host = self.host.monotonic_ns()
-
     def advance(self, instructions: int, idle: bool = False) -> None:
         """Move guest time after ``instructions`` ran (or the machine idled)."""
         host = self.host.monotonic_ns()
@@ -50,7 +45,9 @@ class GuestTime(Clock):
         self._now += max(0, step)
 
     def rebase(self) -> None:
-        """Resume after a hold (a debugger stopped the machine): the host time that
-        passed meanwhile is not guest time, so timers do not fire in a burst."""
+        """Host time that passed with nothing run is not the guest's: after a hold (a
+        debugger stopped the machine: timers must not fire in a burst), or in a process
+        forked from the one that built the machine (a clone), its clock goes on from
+        here."""
         self._last_host = self.host.monotonic_ns()
         self.time_reads = 0

@@ -170,12 +170,15 @@ class Machine:
     def forkable(self) -> bool:
         """Whether a process forked from this one may take this machine over as a clone
         of its own (:meth:`prepare_fork`, :meth:`take_over_as_clone`): its devices keep
-        nothing a clone must not share but their switch ports (NICs, entropy, balloon).
-        Disks (their overlays) and shared directories (open files) are per machine, and
-        so is an engine that says so (its ``forkable``)."""
+        nothing a clone must not share but their switch ports (NICs on a switch,
+        entropy, balloon). Disks (their overlays), shared directories (open files), user
+        networking and TAP NICs (host sockets) are per machine, and so is an engine that
+        says so (its ``forkable``)."""
         from .config import BalloonSpec, NetSpec, RngSpec
 
-        return (all(isinstance(d, (NetSpec, RngSpec, BalloonSpec)) for d in self.config.devices)
+        return (all(isinstance(d, (RngSpec, BalloonSpec))
+                    or isinstance(d, NetSpec) and d.switch is not None  # (user networking
+                    for d in self.config.devices)  # and TAP hold host sockets and ports)
                 and all(getattr(e, "forkable", True) for e in self.engines))
 
     def prepare_fork(self) -> None:
@@ -216,6 +219,7 @@ class Machine:
             slot = self.board.virtio_slots[at]
             dev = slot.device
             if isinstance(spec, NetSpec) and isinstance(dev, VirtioNet):
+                assert spec.switch is not None  # (forkable: only switch NICs)
                 dev.port.close()
                 dev.port = SwitchPort(spec.switch)
                 dev.mac = random_mac()
@@ -223,7 +227,7 @@ class Machine:
         self.console = console
         self.board.console_out = console.write
         self.board.uart.output = console.write
-        self.clock.skip_host_time()
+        self.clock.rebase()
 
     def snapshot(self, path: str) -> dict[str, int]:
         """Save this machine (stopped: between ``run`` calls) to the file ``path``, its
