@@ -35,3 +35,22 @@ class FakeClock(Clock):
 
     def advance(self, ns: int) -> None:
         self.now += ns
+
+
+#: Ticks a read of the time CSR may run ahead of mtime (100 us at 10 MHz): see next_time_read.
+TIME_READ_SLACK = 1000
+
+
+def next_time_read(last: int, mtime: int) -> int:
+    """What a read of the time CSR returns, ``last`` being what the previous read (by any
+    hart) returned: ``mtime``, but one tick past ``last`` while that stays within
+    :data:`TIME_READ_SLACK` ticks of ``mtime``. Guest time moves between slices only
+    (vm/guest_time.py), so without this two reads in one slice would return the same
+    value: a guest taking IDs or intervals from the clock (busybox nslookup's query IDs)
+    would see no time pass. The slack bounds how far reads in a tight loop can get ahead
+    of the clock; reads never go back, on one hart or across harts. (The JIT's native
+    interpreter does the same: cpu/jit/native_interp.py.)"""
+    cand = last + 1
+    if cand > mtime + TIME_READ_SLACK:
+        cand = last
+    return mtime if mtime > cand else cand

@@ -537,15 +537,20 @@ def _timed_world(engine_threshold=None, mtime=123456789):
     """A world whose time CSR reads ``mtime`` and counts its reads, as the board's does
     (the JIT reads it natively through the board's ``clint`` and hands its reads to the
     board's ``clock``)."""
+    import ctypes
     import types
+
+    from pyhv.clock import next_time_read
 
     world = W.World("interp")
     world.clock = types.SimpleNamespace(time_reads=0)
     world.clint = types.SimpleNamespace(mtime=lambda: mtime)
+    world.time_last = ctypes.c_uint64(0)
 
     def read_time():
         world.clock.time_reads += 1
-        return mtime
+        world.time_last.value = next_time_read(world.time_last.value, mtime)
+        return world.time_last.value
 
     world.hart.read_mtime = read_time
     if engine_threshold is not None:
@@ -580,7 +585,12 @@ def test_time_csr_natively(threshold, allowed):
         results.append((world.state(), world.clock.time_reads))
     interp, jit = results
     if allowed:
-        assert interp[0]["x"][10] == 100 * 123456789 and interp[1] == 100
+        # each read a tick past the last while within TIME_READ_SLACK of mtime: distinct
+        # values for the first reads of a slice, then mtime + slack (never back)
+        from pyhv.clock import TIME_READ_SLACK as K
+
+        want = sum(123456789 + min(i, K) for i in range(100))
+        assert interp[0]["x"][10] == want and interp[1] == 100
     else:
         assert interp[0]["x"][11] == 2 and interp[1] == 0  # illegal instruction
     assert jit == interp

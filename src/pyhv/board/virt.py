@@ -9,12 +9,13 @@ a2 = the fw_dynamic_info record naming the payload at 0x8020_0000 for OpenSBI.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..clock import Clock
+from ..clock import Clock, next_time_read
 from ..cpu.hart import Hart
 from ..cpu.mmu import CodeWatch
 from ..devices.base import Device
@@ -109,6 +110,9 @@ class VirtBoard:
         self.rom = Rom("mrom", memmap.BOOT_ROM.size)
         self.test = SifiveTest(on_power)
         self.clint = Clint(config.smp, clock, set_mip)
+        # what the last read of the time CSR returned (any hart, Python or native code)
+        self.time_last = ctypes.c_uint64(0)
+        self.clint.on_mtime_write = self._mtime_written
         self.plic = Plic(config.smp, set_mip)
         self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
         self.uart_base = memmap.UART0.base  # where the JIT's native window finds it
@@ -236,11 +240,18 @@ class VirtBoard:
         self.reset_harts()
 
     def _read_time(self) -> int:
-        """The `time` CSR. Counting the reads tells GuestTime when the guest polls."""
+        """The `time` CSR. Counting the reads tells GuestTime when the guest polls; each
+        read a tick past the last one while that is close to mtime (next_time_read; the
+        last value is in ``time_last``, which the JIT's native reads share)."""
         reads = getattr(self.clock, "time_reads", None)
         if reads is not None:
             self.clock.time_reads = reads + 1  # type: ignore[attr-defined]
-        return self.clint.mtime()
+        value = next_time_read(self.time_last.value, self.clint.mtime())
+        self.time_last.value = value
+        return value
+
+    def _mtime_written(self) -> None:
+        self.time_last.value = 0  # reads follow the new mtime, even one set back
 
     def _make_device(self, spec: DeviceSpec) -> VirtioDevice:
         if isinstance(spec, DiskSpec):

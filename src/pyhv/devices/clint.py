@@ -74,6 +74,7 @@ class Clint(Device):
         self._start_ns = clock.monotonic_ns()
         self._delta = 0  # mtime = ticks since _start_ns + _delta (mod 2**64)
         self.mtime_writes = 0  # how often the guest set mtime (engines cache its value)
+        self.on_mtime_write: Callable[[], None] | None = None  # the board's time reads
         # Set when a write raised a hart's msip: the writer is likely to wait for that
         # hart (OpenSBI's remote fences spin until the target has run its handler), and
         # with every hart taking turns on one host thread it can only go on once the
@@ -100,6 +101,8 @@ class Clint(Device):
     def _set_mtime(self, value: int, now_ns: int) -> None:
         self._delta = (value & MASK64) - self._ticks(now_ns)
         self.mtime_writes += 1
+        if self.on_mtime_write is not None:
+            self.on_mtime_write()
 
     def _deadline_ns(self, cmp: int, mtime: int, now_ns: int) -> int:
         """Host ns at which ``mtime`` (now ``mtime`` at ``now_ns``) reaches ``cmp``."""

@@ -332,6 +332,7 @@ class JitMachine:
         self.codebits_addr = ctypes.addressof(self.codebits)
         # quick blocks' instruction counters (codegen._Block.count), for every hart
         self.counters = (ctypes.c_uint64 * S.NCOUNTERS)()
+        self.time_last = ctypes.c_uint64(0)  # for a board without its own (tests' worlds)
         # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
         # valid while RAM still holds those bytes (checked on use)
         self.scans: dict[tuple, tuple[list, bytes]] = {}  # (start, pa, sup[, region])
@@ -429,6 +430,12 @@ class JitEngine(SliceStrategy):
         # counted in the state and handed to the guest clock after each run)
         clint = getattr(machine.board, "clint", None)
         self._clint = clint
+        # what the last time read returned, shared with the other harts and Python (the
+        # board's; a board without one gets the JIT machine's, shared by its harts)
+        cell = getattr(machine.board, "time_last", None)
+        if cell is None:
+            cell = machine.time_last
+        self.st.tlast = ctypes.addressof(cell)
         self._mtime_writes = 0  # clint.mtime_writes when st.mtime was last set
         self._mtime = clint.mtime if clint is not None else None
         self._clock = getattr(machine.board, "clock", None)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE
@@ -543,7 +544,18 @@ class _Gen:
         self.label("rdtime1")
         n = self.field(S.TREADS)
         self.set_field(S.TREADS, self.op(f"add i64 {n}, 1"))
-        self.result(self.field(S.MTIME))
+        # clock.next_time_read: a tick past the last read (any hart's, through
+        # the shared tlast), while that stays within TIME_READ_SLACK ticks of mtime
+        cell = self.op(f"inttoptr i64 {self.field(S.TLAST)} to ptr")
+        last = self.op(f"load i64, ptr {cell}")
+        mt = self.field(S.MTIME)
+        cand = self.op(f"add i64 {last}, 1")
+        over = self.op(f"icmp ugt i64 {cand}, {self.op(f'add i64 {mt}, {TIME_READ_SLACK}')}")
+        cand = self.op(f"select i1 {over}, i64 {last}, i64 {cand}")
+        value = self.op(f"select i1 {self.op(f'icmp ugt i64 {mt}, {cand}')}, i64 {mt}, "
+                        f"i64 {cand}")
+        self.emit(f"store i64 {value}, ptr {cell}")
+        self.result(value)
         self.label("sstat")
         iss = self.op(f"icmp eq i64 {self.field(S.PRIV)}, {C.PRV_S}")
         e(f"br i1 {iss}, label %sst1, label %slow")

@@ -64,6 +64,8 @@ Layout (byte offsets, all fields 64-bit):
                entries of DC_BYTES, native_interp.py), one cache per hart
 1008   counters  pointer to the quick blocks' instruction counters (NCOUNTERS u64, one
                array per machine; a block's index comes from its key)
+1016   tlast   pointer to what the last read of the time CSR returned (u64, the board's
+               time_last, shared by the harts and Python: clock.next_time_read)
 1024   itlb[NITLB] {virtual page, physical page}: fetch translations native code checked
 5120   ctxs[2] for U, then S: {dispatch table, heat counters, TLB set, timeok}: the
                contexts a native trap from U-mode (ecall) or SRET to U-mode switches to
@@ -115,6 +117,7 @@ CSRS, CSRDIRTY, MHARTID, SFPEND, SFN, SFVPN = 768, 832, 840, 848, 856, 864
 TLBP, TLBP0, TLBP1, FCOPY = 928, 936, 944, 952
 UART_BASE, UART_FLAGS, UART_LSR, TXN, TXBUF, DCACHE = 960, 968, 976, 984, 992, 1000
 COUNTERS = 1008
+TLAST = 1016
 NCOUNTERS = 1 << 15  # quick blocks' run counters (u64), shared by a machine's harts
 UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
@@ -205,7 +208,7 @@ class HartState(ctypes.Structure):
         ("txbuf", ctypes.c_void_p),
         ("dcache", ctypes.c_void_p),
         ("counters", ctypes.c_void_p),
-        ("_pad", ctypes.c_uint64 * ((ITLB - 1016) // 8)),
+        ("tlast", ctypes.c_void_p),
         ("itlb", ctypes.c_uint64 * (2 * NITLB)),
         ("ctxs", ctypes.c_uint64 * 8),
         ("ctxok", ctypes.c_uint64),
@@ -267,7 +270,7 @@ def _check_layout() -> None:
                       ("tlbp", TLBP), ("tlbp0", TLBP0), ("tlbp1", TLBP1), ("fcopy", FCOPY),
                       ("uart_base", UART_BASE), ("uart_flags", UART_FLAGS),
                       ("uart_lsr", UART_LSR), ("txn", TXN), ("txbuf", TXBUF), ("dcache", DCACHE),
-                      ("counters", COUNTERS),
+                      ("counters", COUNTERS), ("tlast", TLAST),
                       ("itlb", ITLB), ("ctxs", CTXS),
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
