@@ -113,6 +113,7 @@ class VirtBoard:
         # what the last read of the time CSR returned (any hart, Python or native code)
         self.time_last = ctypes.c_uint64(0)
         self.clint.on_mtime_write = self._mtime_written
+        self.clint.read_mtime = self._next_time
         self.plic = Plic(config.smp, set_mip)
         self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
         self.uart_base = memmap.UART0.base  # where the JIT's native window finds it
@@ -246,6 +247,11 @@ class VirtBoard:
         reads = getattr(self.clock, "time_reads", None)
         if reads is not None:
             self.clock.time_reads = reads + 1  # type: ignore[attr-defined]
+        return self._next_time()
+
+    def _next_time(self) -> int:
+        """The next value of the guest's clock as the time CSR and the CLINT's mtime
+        register read it (one sequence for both, and for every hart)."""
         value = next_time_read(self.time_last.value, self.clint.mtime())
         self.time_last.value = value
         return value

@@ -75,6 +75,9 @@ class Clint(Device):
         self._delta = 0  # mtime = ticks since _start_ns + _delta (mod 2**64)
         self.mtime_writes = 0  # how often the guest set mtime (engines cache its value)
         self.on_mtime_write: Callable[[], None] | None = None  # the board's time reads
+        # what a guest's read of mtime returns: the board makes it the time CSR's
+        # sequence (clock.next_time_read), so both read the same clock
+        self.read_mtime: Callable[[], int] = self.mtime
         # Set when a write raised a hart's msip: the writer is likely to wait for that
         # hart (OpenSBI's remote fences spin until the target has run its handler), and
         # with every hart taking turns on one host thread it can only go on once the
@@ -157,10 +160,10 @@ class Clint(Device):
                 return int(self.msip[hart])
             return 0
         if offset == MTIME:
-            value = self.mtime()
+            value = self.read_mtime()
             return value if size == 8 else value & MASK32
         if offset == MTIME + 4:
-            return self.mtime() >> 32
+            return self.read_mtime() >> 32
         rel = offset - MTIMECMP_BASE
         hart = rel >> 3
         if hart < self.num_harts:
