@@ -4,72 +4,28 @@ in-host virtual switch (virtio-net). Marked slow: two real kernels boot."""
 from __future__ import annotations
 
 import os
-import select
-import subprocess
 import sys
-import time
 
 import pytest
 
-from .linux_guest import IMAGE, INITRD, PROMPT, needs_linux
+from .linux_guest import IMAGE, INITRD, PROMPT, GuestProcess, needs_linux
 
 pytestmark = [pytest.mark.slow, needs_linux]
 BOOT_TIMEOUT = float(os.environ.get("PYHV_TEST_BOOT_TIMEOUT", "900"))
 
 
-class GuestProcess:
-    """A `pyhv run` child whose serial console is driven through pipes."""
-
-    def __init__(self, switch: str, mac: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pyhv.cli.main", "run", "--kernel", str(IMAGE),
-             "--initrd", str(INITRD), "--append", "console=ttyS0",
-             "--net", f"switch={switch},mac={mac}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        )
-        self.out = bytearray()
-        self.seen = 0
-
-    def expect(self, text: str, timeout: float) -> str:
-        needle = text.encode()
-        end = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while needle not in self.out[self.seen :]:
-            left = end - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                tail = self.out[-3000:].decode(errors="replace")
-                raise AssertionError(f"no {text!r} in:\n{tail}")
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
-                self.out += os.read(fd, 65536)
-        pos = self.out.index(needle, self.seen) + len(needle)
-        chunk = self.out[self.seen : pos].decode(errors="replace")
-        self.seen = pos
-        return chunk
-
-    def run(self, command: str, timeout: float = 300) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.expect(PROMPT, timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"poweroff -f\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=120)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
+def guest_on_switch(switch: str, mac: str) -> GuestProcess:
+    """`pyhv run` of the Linux guest with one NIC on ``switch``."""
+    return GuestProcess(
+        [sys.executable, "-m", "pyhv.cli.main", "run", "--kernel", str(IMAGE),
+         "--initrd", str(INITRD), "--append", "console=ttyS0",
+         "--net", f"switch={switch},mac={mac}"], run_timeout=300, stop_timeout=120)
 
 
 def test_two_vms_ping_each_other_over_the_switch(tmp_path) -> None:
     switch = f"pingtest-{os.getpid()}"
-    a = GuestProcess(switch, "52:54:00:00:00:0a")
-    b = GuestProcess(switch, "52:54:00:00:00:0b")
+    a = guest_on_switch(switch, "52:54:00:00:00:0a")
+    b = guest_on_switch(switch, "52:54:00:00:00:0b")
     try:
         a.expect(PROMPT, BOOT_TIMEOUT)
         b.expect(PROMPT, BOOT_TIMEOUT)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import select
 import shutil
 import socket
 import subprocess
@@ -30,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from .linux_guest import IMAGE, INITRD, PROMPT, needs_linux
+from .linux_guest import IMAGE, INITRD, PROMPT, GuestProcess, needs_linux
 
 pytestmark = [pytest.mark.slow, needs_linux]
 BOOT_TIMEOUT = float(os.environ.get("PYHV_TEST_BOOT_TIMEOUT", "900"))
@@ -41,52 +40,6 @@ DHCP_SCRIPT = (r"printf '#!/bin/sh\ncase $1 in bound) ip addr add $ip/$mask dev 
                r" ip route add default via $router; echo nameserver $dns > /etc/resolv.conf;;"
                r" esac\n' > /tmp/dhcp.sh && chmod +x /tmp/dhcp.sh")
 UDHCPC = "ip link set eth0 up && udhcpc -i eth0 -q -n -t 5 -s /tmp/dhcp.sh"
-
-
-class GuestProcess:
-    """A `pyhv run` child (or any command ending in one) whose serial console is driven
-    through pipes."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        self.out = bytearray()
-        self.seen = 0
-
-    def expect(self, text: str, timeout: float) -> str:
-        needle = text.encode()
-        end = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        while needle not in self.out[self.seen:]:
-            left = end - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                tail = self.out[-3000:].decode(errors="replace")
-                raise AssertionError(f"no {text!r} in:\n{tail}")
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
-                self.out += os.read(fd, 65536)
-        pos = self.out.index(needle, self.seen) + len(needle)
-        chunk = self.out[self.seen:pos].decode(errors="replace")
-        self.seen = pos
-        return chunk
-
-    def run(self, command: str, timeout: float = 120) -> str:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(command.encode() + b"\n")
-        self.proc.stdin.flush()
-        return self.expect(PROMPT, timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b"poweroff -f\n")
-                self.proc.stdin.flush()
-                self.proc.wait(timeout=60)
-            except (OSError, subprocess.TimeoutExpired):
-                self.proc.kill()
-                self.proc.wait()
 
 
 def pyhv_run(net: str) -> list[str]:
