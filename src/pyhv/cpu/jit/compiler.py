@@ -62,6 +62,17 @@ OPT = "_o"  # key suffix of a block compiled again, optimised (see Compiler.subm
 SWITCH_INTERVAL = float(os.environ.get("PYHV_JIT_SWITCH", "0.001"))
 # IR passes before code generation (PYHV_JIT_OPT=0 skips them: faster compiles, slower code)
 OPT_PASSES = os.environ.get("PYHV_JIT_OPT", "1") != "0"
+# The IR passes of optimised blocks (Compiler._optimise). Blocks keep guest registers in
+# SSA values between one load at entry and stores at the exits, so what pays is folding
+# (instcombine), redundancy removal (GVN), dead stores and a clean CFG; LLVM's whole O2
+# pipeline added loop and inter-procedural passes that found little more here (sort's
+# optimised regions: 5% more machine code with O2) for about twice the IR-pass time
+# (its instcombine runs six times). ``PYHV_JIT_OPT_PIPELINE=o2`` brings O2 back (without
+# unrolling or vectorising), or names passes of llvmlite's pass manager (add_X_pass).
+OPT_PIPELINE = tuple(os.environ.get(
+    "PYHV_JIT_OPT_PIPELINE",
+    "sroa,instruction_combine,simplify_cfg,new_gvn,instruction_combine,"
+    "dead_store_elimination,simplify_cfg").split(","))
 
 
 def generator_modules() -> tuple[Any, ...]:
@@ -77,7 +88,8 @@ def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
     """The code cache's directory name: engine version, host CPU, IR pass setting and the
     sources of :func:`generator_modules`; any change starts a new cache rather than
     reusing machine code the generator would no longer produce."""
-    h = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|opt={int(OPT_PASSES)}|".encode())
+    h = hashlib.sha256(f"{ENGINE_VERSION}|{cpu}|{features}|opt={int(OPT_PASSES)}|"
+                       f"{','.join(OPT_PIPELINE)}|".encode())
     for src in sources:
         h.update(hashlib.sha256(src).digest())
     return h.hexdigest()[:16]
@@ -354,12 +366,11 @@ class Compiler:
     # -- compiling --------------------------------------------------------------------------
     def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None,
                   full: bool = False, unlocked: bool = False) -> None:
-        """The IR passes: a light pipeline (SROA, simplifycfg) for quick blocks; LLVM's
-        O2 pipeline, without unrolling or vectorising (small code), for optimised ones
-        (``full``: LICM, GVN, ...). (Quick blocks went without instcombine: it took 28%
-        of their compile time, sort's quick blocks 1.43 -> 1.11 ms each, for code 7%
-        smaller; paired warm boots, which run mostly quick blocks, took 0.99x the time
-        without it.)"""
+        """The IR passes: a light pipeline (SROA, simplifycfg) for quick blocks;
+        ``OPT_PIPELINE`` for optimised ones (``full``). (Quick blocks went without
+        instcombine: it took 28% of their compile time, sort's quick blocks 1.43 -> 1.11
+        ms each, for code 7% smaller; paired warm boots, which run mostly quick blocks,
+        took 0.99x the time without it.)"""
         if not OPT_PASSES:
             return
         tm = tm or self.tm
@@ -372,10 +383,14 @@ class Compiler:
                 tuning.slp_vectorization = False
             pb = llvm.create_pass_builder(tm, tuning)
             mpm = None
-            if not full:
+            names = OPT_PIPELINE if full else ("sroa", "simplify_cfg")
+            if names != ("o2",):
                 mpm = llvm.create_new_module_pass_manager()
-                mpm.add_sroa_pass()
-                mpm.add_simplify_cfg_pass()
+                for name in names:
+                    add = getattr(mpm, f"add_{name.strip()}_pass", None)
+                    if add is None:
+                        raise RuntimeError(f"PYHV_JIT_OPT_PIPELINE: no LLVM pass {name!r}")
+                    add()
             passes = self._passes[(id(tm), full)] = (tm, pb, mpm)
         # (LLVM's default pipeline gives its passes away when it runs: one per module)
         mpm = passes[2] if passes[2] is not None else passes[1].getModulePassManager()
