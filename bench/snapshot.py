@@ -17,9 +17,16 @@ With ``--daemon`` the clone phase goes through a host daemon instead (``pyhv hos
 serve`` on a temporary state directory): ``pyhv restore`` of the snapshot alone, its
 VM process's PSS once its shell has answered; then ``pyhv clone FILE --count N`` (one
 clone group process that forks the N VM processes), every clone's shell answering,
-and the sum of their PSS plus the group process's.
+and the sum of their PSS plus the group process's, and where a clone's private
+memory (the pages it does not share) is, by kind of mapping.
+
+With ``--stages``, a clone group's steps run in one process (restore as a clone, the
+throwaway warm-up run, ``prepare_fork``, ``gc.freeze``) and a clone forked from it
+takes the machine over and runs (0.2 s, an ``echo``, 2 s idle, a ``cat``, 3 s idle):
+its private memory by kind of mapping after each step.
 
     python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3] [--clones 10] [--daemon]
+                              [--stages]
 """
 
 from __future__ import annotations
@@ -92,6 +99,40 @@ def pss_kib(pid: int, mapping: str | None = None) -> int:
             elif inside and line.startswith("Pss:"):
                 total += int(head[1])
     return total
+
+
+def private_kib(pid: int, snapshot: str) -> dict[str, int]:
+    """The process's private pages (KiB: Private_Dirty + Private_Clean, what no other
+    process shares) by kind of mapping: the guest's RAM (the snapshot's mapping),
+    ``[heap]`` (the C heap: CPython's objects over 512 bytes, LLVM's), anonymous
+    mappings (CPython's object arenas, mmap'd malloc blocks, the JIT's tables), LLVM's
+    library, the JIT's machine code (executable anonymous or memfd mappings), other
+    libraries and the Python binary, the rest."""
+    out: dict[str, int] = {}
+    kind = "other"
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                name = head[5] if len(head) > 5 else ""
+                perms = head[1]
+                if name == snapshot:
+                    kind = "guest RAM"
+                elif name == "[heap]":
+                    kind = "[heap]"
+                elif "LLVM" in name or "llvmlite" in name:
+                    kind = "LLVM library"
+                elif "x" in perms and (not name or name.startswith("/memfd:")):
+                    kind = "JIT code"
+                elif not name:
+                    kind = "anonymous"
+                elif ".so" in name or "python" in name:
+                    kind = "other libraries"
+                else:
+                    kind = "other"
+            elif head and head[0] in ("Private_Dirty:", "Private_Clean:"):
+                out[kind] = out.get(kind, 0) + int(head[1])
+    return out
 
 
 def start_vms(path: str, n: int, clone: bool) -> tuple[list[subprocess.Popen], list[str]]:
@@ -188,13 +229,82 @@ def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
         groups = {_ppid(pid) for pid in pids} - {daemon.pid}
         total = sum(pss_kib(pid) for pid in pids)
         group_pss = sum(pss_kib(pid) for pid in groups)
+        private: dict[str, int] = {}
+        for pid in pids:
+            for kind, kib in private_kib(pid, path).items():
+                private[kind] = private.get(kind, 0) + kib
         return {"one": one, "total": total + group_pss, "clones": total,
                 "group": group_pss, "groups": len(groups), "macs": macs,
-                "guest_macs": guest_macs}
+                "guest_macs": guest_macs,
+                "private": {k: v / len(pids) for k, v in private.items()}}
     finally:
         daemon.terminate()
         daemon.wait(timeout=120)
         log.close()
+
+
+CLONE_STAGES = """
+import gc, json, os, sys, time
+sys.path.insert(0, sys.argv[2])
+import snapshot as bench
+from pyhv import BufferConsole
+from pyhv.cpu.engines import jit_unavailable_reason
+from pyhv.host import worker
+from pyhv.vm.machine import tune_gc_for_vm
+
+snap = sys.argv[1]
+jit_unavailable_reason()  # what a clone group does before it forks (host/worker.py)
+shared = worker._WorkerMachine.restore(snap, BufferConsole(), clone=True, verify=True)
+worker._warm_jit(snap, None)
+shared.prepare_fork()
+gc.collect()
+gc.freeze()
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    stages = []
+
+    def stage(name):
+        kib = bench.private_kib(os.getpid(), snap)
+        stages.append((name, kib))
+
+    stage("forked")
+    tune_gc_for_vm()
+    console = BufferConsole()
+    shared.take_over_as_clone(console)
+    stage("taken over")
+    console.send("\\n")
+    shared.run(timeout=0.2)
+    stage("ran 0.2 s")
+    bench.answer(shared, console, "echo clone-up", b"clone-up\\r\\n")
+    stage("echo answered")
+    shared.run(timeout=2)
+    stage("idle 2 s")
+    bench.answer(shared, console, "cat /sys/class/net/eth0/address", b"\\r\\n")
+    stage("cat answered")
+    shared.run(timeout=3)
+    stage("idle 3 s")
+    os.write(w, json.dumps(stages).encode())
+    os._exit(0)
+os.close(w)
+with os.fdopen(r) as fh:
+    print(fh.read())
+os.waitpid(pid, 0)
+"""
+
+
+def clone_stages(path: str) -> list[tuple[str, dict[str, int]]]:
+    """``--stages``: a clone group's steps in one process (host/worker.py: restore as a
+    clone, the throwaway warm-up run, prepare_fork, gc.freeze), then a forked clone
+    taking the machine over and running, its private memory by kind after each step."""
+    import json
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    done = subprocess.run([sys.executable, "-c", CLONE_STAGES, path, str(ROOT / "bench")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    if done.returncode != 0:
+        raise SystemExit(f"--stages failed: {done.stderr[-2000:]}")
+    return [(name, kib) for name, kib in json.loads(done.stdout.strip().splitlines()[-1])]
 
 
 def _ppid(pid: int) -> int:
@@ -252,6 +362,8 @@ def main() -> int:
     ap.add_argument("--clones", type=int, default=10, help="clone processes (0: none)")
     ap.add_argument("--daemon", action="store_true",
                     help="the clones through a host daemon (pyhv restore, pyhv clone)")
+    ap.add_argument("--stages", action="store_true",
+                    help="also: a forked clone's private memory step by step")
     ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -268,6 +380,7 @@ def main() -> int:
         first = os.path.join(work, f"linux-{sizes[0]}.snap")
         shared = daemon_clones(first, args.clones, work) if args.clones and args.daemon \
             else clones(first, args.clones) if args.clones else None
+        stages = clone_stages(first) if args.stages else []
     print(f"Linux at its shell, snapshot and restore (median of {args.runs}; times in ms, "
           "sizes in MiB)")
     print(f"{'RAM':>5} {'save':>7} {'file':>7} {'on disk':>8} | {'restore':>8} "
@@ -290,6 +403,12 @@ def main() -> int:
               f"restore) {one / 1024:.0f} MiB: {total / one:.2f}x; {len(set(macs))} "
               f"distinct MACs ({', '.join(macs[:3])}, ...); the guests' eth0 shows "
               f"{len(set(shared['guest_macs']))} distinct")  # type: ignore[arg-type]
+        private = shared["private"]
+        assert isinstance(private, dict)
+        print("each clone's private memory (Private_Dirty + Private_Clean, mean of the "
+              f"clones): {sum(private.values()) / 1024:.1f} MiB: " + ", ".join(
+                  f"{kind} {kib / 1024:.1f}" for kind, kib in
+                  sorted(private.items(), key=lambda kv: -kv[1])))
     elif shared is not None:
         one, total, macs = shared["one"], shared["total"], shared["macs"]
         one_ram, ram = shared["one_ram"], shared["ram"]
@@ -301,6 +420,14 @@ def main() -> int:
               f"mapping) {ram / 1024:.1f} MiB against {one_ram / 1024:.1f} MiB: "
               f"{ram / max(one_ram, 1):.2f}x; {len(set(macs))} distinct MACs "
               f"({', '.join(macs[:3])}, ...)")
+    if stages:
+        print("a clone forked from a clone group's process (its steps in one process), "
+              "private memory after each step (MiB, Private_Dirty + Private_Clean):")
+        for name, kib in stages:
+            print(f"  {name:>14}: {sum(kib.values()) / 1024:5.1f}  " + ", ".join(
+                f"{kind} {v / 1024:.2f}" for kind, v in sorted(kib.items(),
+                                                             key=lambda kv: -kv[1])
+                if v >= 50))
     return 0
 
 

@@ -144,3 +144,23 @@ def test_max_instructions_must_be_positive() -> None:
     proc = pyhv("run", "--bios", "none", "--kernel", str(GUESTS / "exit_pass.elf"),
                 "--max-instructions", "0")
     assert proc.returncode == 2 and "argument --max-instructions" in proc.stderr
+
+
+def test_vmgenid_option() -> None:
+    """``pyhv run`` gives a machine the VM generation ID device unless told ``off``; a
+    value that is neither is one line."""
+    import argparse
+
+    from pyhv.cli.main import _add_machine_args, build_config
+
+    p = argparse.ArgumentParser()
+    _add_machine_args(p)
+    base = ["--bios", "none", "--kernel", str(GUESTS / "exit_pass.elf")]
+    assert build_config(p.parse_args(base)).vmgenid == "auto"
+    assert build_config(p.parse_args([*base, "--vmgenid", "off"])).vmgenid is None
+    guid = "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
+    assert build_config(p.parse_args([*base, "--vmgenid", guid])).vmgenid == guid
+    assert_user_error(pyhv("run", *base, "--vmgenid", "nonsense"),
+                      "vmgenid guid 'nonsense'", "expected 'auto' or a UUID")
+    assert_user_error(pyhv("run", "--restore", "x.snap", "--vmgenid", "off"),
+                      "drop --vmgenid")

@@ -172,3 +172,36 @@ def test_dumpdtb_writes_the_guests_device_tree(tmp_path: Path) -> None:
     tree = fdt.parse_dtb(out.read_bytes())
     assert bytes(tree.get_property("bootargs", "/chosen").data) == b"console=ttyS0 a\x01b\0"
     assert len([n for n in tree.get_node("/cpus").nodes if n.name.startswith("cpu@")]) == 2
+
+
+def test_vmgenid_is_a_device_only_when_asked_for_as_on_qemu(tmp_path: Path) -> None:
+    """``-device vmgenid[,guid=auto|UUID]``: QEMU's option (guid=auto its default);
+    without it the machine and its dumped tree are QEMU's, with it the tree has the
+    microsoft,vmgenid node and the guest reads the identifier."""
+    import fdt
+
+    from pyhv.cli.qemu_compat import main
+
+    base = ["-bios", "none", "-kernel", str(EXIT_PASS), "-nographic"]
+    assert config_from_args(base)[0].vmgenid is None
+    assert config_from_args([*base, "-device", "vmgenid"])[0].vmgenid == "auto"
+    guid = "324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"
+    config, _ = config_from_args([*base, "-device", f"vmgenid,id=g0,guid={guid}"])
+    assert config.vmgenid == guid and config.devices == ()
+    vm = Machine(config)
+    try:
+        assert vm.board.bus.read(0x0010_2000, 4) == 0x324E6EAF  # its first field, LE
+    finally:
+        vm.close()
+    for bad, words in (([guid], "expected 'auto' or a UUID"),
+                       (["vmgenid", "vmgenid"], "at most one vmgenid"),
+                       (["vmgenid,size=4"], "option 'size' is not supported")):
+        argv = [*base, *(x for d in bad for x in ("-device", d if d.startswith("vmgenid")
+                                                   else f"vmgenid,guid={d[:8]}"))]
+        with pytest.raises(ConfigError, match=words):
+            config_from_args(argv)
+    for extra, has in (([], False), (["-device", "vmgenid"], True)):
+        out = tmp_path / f"virt-{has}.dtb"
+        assert main(["-M", f"virt,dumpdtb={out}", *base, *extra]) == 0
+        names = [n.name for n in fdt.parse_dtb(out.read_bytes()).get_node("/soc").nodes]
+        assert ("rng@102000" in names) is has

@@ -423,3 +423,24 @@ def test_bootargs_are_the_command_line_bytes_as_qemu_writes_them() -> None:
     assert b"a\x01b \xc3\xa9\x00" in blob
     prop = fdt.parse_dtb(blob).get_property("bootargs", "/chosen")
     assert bytes(prop.data) == bytes([0x61, 0x01, 0x62, 0x20, 0xC3, 0xA9, 0x00])
+
+
+def test_the_vm_generation_id_node_follows_its_binding() -> None:
+    """rng/microsoft,vmgenid.yaml: compatible, reg (the 16-byte identifier), interrupts
+    (on the PLIC); last in /soc, so the nodes before it are QEMU's, in QEMU's order; no
+    such node unless asked for (the QEMU comparisons above)."""
+    t = _tree(vmgenid=True)
+    path = f"/soc/rng@{memmap.VMGENID.base:x}"
+    assert t.get_property("compatible", path).value == "microsoft,vmgenid"
+    assert _words(t, path, "reg") == [0, memmap.VMGENID.base, 0, 16]
+    assert _words(t, path, "interrupts") == [memmap.VMGENID.irq]
+    assert _words(t, path, "interrupt-parent") == _words(t, "/soc/plic@c000000", "phandle")
+    assert [n.name for n in t.get_node("/soc").nodes][-1] == "rng@102000"
+    assert [n.name for n in t.get_node("/soc").nodes][:-1] == [
+        n.name for n in _tree().get_node("/soc").nodes]
+    taken = {r.irq for r in (memmap.UART0, memmap.RTC, *memmap.VIRTIO)}
+    assert memmap.VMGENID.irq not in taken
+    ends = sorted((r.base, r.base + r.size) for r in (
+        memmap.BOOT_ROM, memmap.TEST, memmap.RTC, memmap.VMGENID, memmap.CLINT,
+        memmap.PLIC, memmap.UART0, *memmap.VIRTIO))
+    assert all(a[1] <= b[0] for a, b in zip(ends, ends[1:], strict=False))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyhv import records
+from pyhv.board import memmap
 from pyhv.cpu.engines import jit_unavailable_reason
 from pyhv.vm import snapshot as S
 from pyhv.vm.config import MachineConfig
@@ -246,33 +247,70 @@ def test_clones_get_fresh_macs_and_a_generation_and_run_on(tmp_path, straight):
 
     out_ref, total = straight
     cfg = MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp", no_reboot=True,
-                        devices=(NetSpec(f"clones-{tmp_path.name}", "52:54:00:aa:bb:cc"),))
+                        devices=(NetSpec(f"clones-{tmp_path.name}", "52:54:00:aa:bb:cc"),),
+                        vmgenid="auto")
     m = Machine(cfg)
     try:
         m.run(max_instructions=100_000)
         m.snapshot(str(tmp_path / "vm.snap"))
         before = bytes(m.console.output)
+        origin = m.board.vmgenid.guid
     finally:
         m.close()
     same = Machine.restore(str(tmp_path / "vm.snap"), engine="interp")
     try:
         assert same.board.virtio_devices[0].mac == bytes.fromhex("525400aabbcc")
         assert same.generation == 0
+        assert same.board.vmgenid.guid == origin  # the same machine, going on
+        assert not same.board.plic.pending >> memmap.VMGENID.irq & 1  # nothing to tell
     finally:
         same.close()
-    macs = set()
+    macs, guids = set(), set()
     for _ in range(2):
         c = Machine.restore(str(tmp_path / "vm.snap"), clone=True,
                             engine="jit" if jit_unavailable_reason() is None else "translate")
         try:
             macs.add(c.board.virtio_devices[0].mac)
+            guids.add(c.board.bus.read(memmap.VMGENID.base, 8).to_bytes(8, "little")
+                      + c.board.bus.read(memmap.VMGENID.base + 8, 8).to_bytes(8, "little"))
             assert c.generation == 1
             assert c.board.virtio_slots[-1].config_generation >= 1  # the driver is told
+            assert c.board.plic.pending >> memmap.VMGENID.irq & 1  # and the guest
             r = c.run(timeout=300)
             assert r.instructions == total and before + bytes(c.console.output) == out_ref
         finally:
             c.close()
     assert len(macs) == 2 and bytes.fromhex("525400aabbcc") not in macs
+    assert len(guids) == 2 and origin not in guids
+
+
+def test_a_vmgenid_section_is_checked(tmp_path):
+    """A machine with the VM generation ID device saves its identifier (section
+    ``vmgenid``); a damaged one is an error naming it, and a machine without one
+    (older files: its config lacks the key) restores as before."""
+    m = Machine(MachineConfig(kernel=str(CODEGEN), bios="none", engine="interp",
+                              vmgenid="324e6eaf-d1d1-4bf6-bf41-b9bb6c91fb87"))
+    try:
+        m.run(max_instructions=20_000)
+        m.snapshot(str(tmp_path / "vm.snap"))
+    finally:
+        m.close()
+    path = tmp_path / "vm.snap"
+    snap = S.open_snapshot(path)
+    snap.close()
+    assert snap.meta["sections"]["vmgenid"] == {
+        "version": 1, "state": {"guid": "af6e4e32d1d1f64bbf41b9bb6c91fb87"}}
+    _rewrite_meta(path, lambda m: m["sections"]["vmgenid"]["state"].update(guid="00" * 15))
+    _expect(path, "vmgenid.guid: 15 bytes")
+    _rewrite_meta(path, lambda m: m["sections"].pop("vmgenid"))
+    _expect(path, "another machine", "vmgenid")
+    old = _snap(tmp_path)
+    _rewrite_meta(old, lambda m: m["config"].pop("vmgenid"))
+    r = Machine.restore(str(old), engine="interp")
+    try:
+        assert r.board.vmgenid is None
+    finally:
+        r.close()
 
 
 _FORK_CLONES = """
@@ -282,7 +320,8 @@ snap, n = sys.argv[1], int(sys.argv[2])
 shared = Machine.restore(snap, clone=True, engine=sys.argv[3])
 assert shared.forkable()
 shared.prepare_fork()  # what a clone group does before it forks
-print(json.dumps({"group": shared.board.virtio_devices[0].mac.hex()}), flush=True)
+print(json.dumps({"group": shared.board.virtio_devices[0].mac.hex(),
+                  "guid": shared.board.vmgenid.guid.hex()}), flush=True)
 kids = []
 for _ in range(n):
     r, w = os.pipe()
@@ -297,7 +336,8 @@ for _ in range(n):
             os.write(w, json.dumps({
                 "mac": dev.mac.hex(), "port": dev.port.path, "gen": shared.generation,
                 "instructions": res.instructions, "out": console.output.hex(),
-                "told": shared.board.virtio_slots[-1].config_generation}).encode())
+                "told": shared.board.virtio_slots[-1].config_generation,
+                "guid": shared.board.vmgenid.guid.hex()}).encode())
             shared.close()
             code = 0
         finally:
@@ -323,12 +363,14 @@ def test_clones_forked_from_one_restored_machine_run_apart(tmp_path, straight):
 
     out_ref, total = straight
     cfg = MachineConfig(kernel=str(CODEGEN), bios="none", engine="jit", no_reboot=True,
-                        devices=(NetSpec(f"forks-{tmp_path.name}", "52:54:00:aa:bb:cc"),))
+                        devices=(NetSpec(f"forks-{tmp_path.name}", "52:54:00:aa:bb:cc"),),
+                        vmgenid="auto")
     m = Machine(cfg)
     try:
         m.run(max_instructions=300_000)
         m.snapshot(str(tmp_path / "vm.snap"))
         before = bytes(m.console.output)
+        origin = m.board.vmgenid.guid.hex()
     finally:
         m.close()
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
@@ -344,6 +386,8 @@ def test_clones_forked_from_one_restored_machine_run_apart(tmp_path, straight):
         assert kid["gen"] == 1 and kid["told"] >= 1
     macs = {kid["mac"] for kid in kids}
     assert len(macs) == 3 and group not in macs and "525400aabbcc" not in macs
+    guids = {kid["guid"] for kid in kids}  # each its own generation ID
+    assert len(guids) == 3 and lines[0]["guid"] not in guids and origin not in guids
     assert len({kid["port"] for kid in kids}) == 3
 
 

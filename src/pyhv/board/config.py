@@ -240,6 +240,11 @@ class MachineConfig:
     engine: str = DEFAULT_ENGINE  # one of ENGINES; resolved when the Machine is built
     no_reboot: bool = False
     devices: tuple[DeviceSpec, ...] = ()
+    # The VM generation ID device (devices/vmgenid.py): None (none, QEMU's board as
+    # is), "auto" (a random identifier at boot) or the UUID it starts with. pyhv's own
+    # front ends give every machine one (`pyhv run --vmgenid`); pyhv-qemu, as QEMU,
+    # only with -device vmgenid.
+    vmgenid: str | None = None
 
     def with_fresh_macs(self) -> MachineConfig:
         """This config with every NIC's MAC left to be drawn afresh (a clone's)."""
@@ -275,6 +280,10 @@ class MachineConfig:
                 f"{MAX_VIRTIO_DEVICES} virtio-mmio slots"
             )
         place(self.devices)
+        if self.vmgenid is not None:
+            from ..devices.vmgenid import parse_guid
+
+            parse_guid(self.vmgenid)
         tags = [d.tag for d in self.devices if isinstance(d, ShareSpec)]
         for tag in tags:
             if tags.count(tag) > 1:

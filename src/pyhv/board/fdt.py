@@ -12,6 +12,11 @@ that does not answer at its address): ``pci@30000000``, ``flash@20000000``,
 ``fw-cfg@10100000`` and ``platform-bus@4000000`` (QEMU's container for dynamic sysbus
 devices). ``/chosen/rng-seed`` is left out because it is random per boot.
 
+One node QEMU's ``virt`` never has: ``rng@102000``, the VM generation ID
+(``microsoft,vmgenid``, devices/vmgenid.py), when the machine has one (``vmgenid`` in
+the spec); it comes last in ``/soc``, so the rest of the tree still diffs line by line
+against QEMU's.
+
 ``riscv,ndev`` is ``memmap.PLIC_NUM_SOURCES - 1``: the highest source number the PLIC
 model implements (96 on this board, as QEMU 7.2 says), so the tree never promises a
 source the PLIC lacks.
@@ -55,6 +60,7 @@ _PMU_EVENT_MAP = (
 )  # fmt: skip
 
 _FDT_VERSION = 17  # what libfdt (and so QEMU) writes; last compatible version 16
+VMGENID_SIZE = 16  # bytes of the generation ID (devices/vmgenid.py)
 _GIB = 1 << 30
 _MIB = 1 << 20
 
@@ -71,6 +77,7 @@ class DtbSpec:
     mmu_type: str = "riscv,sv48"
     virtio_slots: int = memmap.VIRTIO_COUNT
     stdout_path: str = STDOUT_PATH
+    vmgenid: bool = False  # the VM generation ID device (not on QEMU's board)
 
 
 def _hi_lo(value: int) -> tuple[int, int]:
@@ -233,6 +240,18 @@ def build_dtb(spec: DtbSpec) -> bytes:
             _text("compatible", "sifive,clint0", "riscv,clint0"),
         )
     )
+
+    if spec.vmgenid:
+        # The binding (rng/microsoft,vmgenid.yaml): reg is the 16-byte identifier.
+        soc.append(
+            _node(
+                f"rng@{memmap.VMGENID.base:x}",
+                _fdt.PropWords("interrupts", memmap.VMGENID.irq),
+                _fdt.PropWords("interrupt-parent", plic_ph),
+                _reg(memmap.VMGENID.base, VMGENID_SIZE),
+                _text("compatible", "microsoft,vmgenid"),
+            )
+        )
 
     # /chosen, in QEMU's property order.
     chosen = _node("chosen")

@@ -25,6 +25,10 @@ class Region:
 BOOT_ROM = Region("mrom", 0x0000_1000, 0x1000)
 TEST = Region("test", 0x0010_0000, 0x1000)
 RTC = Region("rtc", 0x0010_1000, 0x1000, irq=11)
+# pyhv's own: the VM generation ID (devices/vmgenid.py), present only when the machine
+# has one. QEMU's virt board has nothing at 0x0010_2000 nor on PLIC source 12 (its
+# sources: virtio 1..8, UART 10, RTC 11, PCIe 32..35, platform bus 64..95).
+VMGENID = Region("vmgenid", 0x0010_2000, 0x1000, irq=12)
 CLINT = Region("clint", 0x0200_0000, 0x10000)
 PLIC = Region("plic", 0x0C00_0000, 0x60_0000)
 UART0 = Region("uart", 0x1000_0000, 0x100, irq=10)

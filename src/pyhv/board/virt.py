@@ -28,6 +28,7 @@ from ..devices.uart16550 import Uart16550
 from ..devices.virtio.device import VirtioDevice
 from ..devices.virtio.dma import GuestDMA
 from ..devices.virtio.mmio import VirtioMmio
+from ..devices.vmgenid import VmGenId, parse_guid
 from ..errors import ConfigError, ImageError
 from ..isa import spec
 from ..memory.bus import Bus
@@ -139,6 +140,9 @@ class VirtBoard:
             for region, dev in zip(memmap.VIRTIO, slot_devices, strict=True)
         ]
         self._active_slots = [slot for slot in self.virtio_slots if slot.device is not None]
+        self.vmgenid = (VmGenId(self.plic.irq_line(memmap.VMGENID.irq or 0),
+                                parse_guid(config.vmgenid))
+                        if config.vmgenid is not None else None)
         self.devices: list[tuple[memmap.Region, Device]] = [
             (memmap.BOOT_ROM, self.rom),
             (memmap.TEST, self.test),
@@ -148,6 +152,8 @@ class VirtBoard:
             (memmap.UART0, self.uart),
             *zip(memmap.VIRTIO, self.virtio_slots, strict=False),
         ]
+        if self.vmgenid is not None:  # (after the PLIC: a reset lowers its line last)
+            self.devices.append((memmap.VMGENID, self.vmgenid))
         for region, device in self.devices:
             self.bus.attach(region.base, region.size, device)
         for hartid in range(config.smp):
@@ -197,6 +203,7 @@ class VirtBoard:
                     initrd=initrd,
                     isa=ISA_STRING,
                     mmu_type="riscv,sv48",
+                    vmgenid=self.vmgenid is not None,
                 )
             )
         self.dtb = dtb  # what the guest gets (pyhv-qemu -machine virt,dumpdtb=FILE)

@@ -86,6 +86,12 @@ def _add_machine_args(p: argparse.ArgumentParser) -> None:
         "it works, else 'translate')",
     )
     p.add_argument("--no-reboot", action="store_true", help="exit instead of rebooting")
+    p.add_argument(
+        "--vmgenid", default="auto", metavar="auto|UUID|off",
+        help="the VM generation ID device (microsoft,vmgenid), which a clone changes so "
+        "the guest reseeds its RNG: 'auto' (default) a random identifier, a UUID that "
+        "one, 'off' no device (the device tree exactly QEMU's)",
+    )
     p.add_argument("--timeout", type=_seconds, metavar="SECONDS",
                    help="stop after this many seconds")
     p.add_argument(
@@ -181,12 +187,13 @@ def build_config(ns: argparse.Namespace) -> MachineConfig:
         engine=ns.engine,
         no_reboot=ns.no_reboot,
         devices=tuple(_device_spec(k, v) for k, v in (getattr(ns, "devices", None) or [])),
+        vmgenid=None if ns.vmgenid == "off" else ns.vmgenid,
     )
 
 
 _MACHINE_DEFAULTS = {"kernel": None, "bios": "default", "initrd": None, "append": None,
                      "memory": "128M", "smp": 1, "dtb": None, "no_reboot": False,
-                     "devices": None}
+                     "devices": None, "vmgenid": "auto"}
 
 
 def _restore_options(ns: argparse.Namespace) -> None:

@@ -16,7 +16,9 @@ libslirp, as QEMU's; a forward listens on 127.0.0.1 unless ADDR says otherwise),
 pyhv's own
 ``-netdev switch,id=N,name=SWITCH`` with ``-device virtio-net-device,netdev=N[,mac=..]``;
 ``-device virtio-rng-device``, ``virtio-balloon-device``, ``virtio-serial-device`` (+
-``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern).
+``virtconsole``); ``-global virtio-mmio.force-legacy=false`` (pyhv is always modern); ``-device
+vmgenid[,guid=auto|UUID]`` (the VM generation ID, as a ``microsoft,vmgenid`` devicetree
+device: QEMU has it only through ACPI).
 Host directory shares (virtio-9p): ``-virtfs local,path=DIR,mount_tag=TAG,
 security_model=none[,readonly=on]``, or ``-fsdev local,id=F,path=DIR,security_model=none``
 with ``-device virtio-9p-device,fsdev=F,mount_tag=TAG``.
@@ -226,6 +228,8 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
         if driver == "virtconsole":
             _known(where, o, ("driver", "id", "chardev", "name", "bus"))
             continue  # the console port on virtio-serial-device
+        if driver == "vmgenid":
+            continue  # not a virtio device: _vmgenid
         if driver not in DEVICE_KEYS:
             raise ConfigError(f"{where}: device '{driver}' is not supported")
         _known(where, o, ("driver", "id", "bus", *DEVICE_KEYS[driver]))
@@ -263,6 +267,21 @@ def _devices(ns: argparse.Namespace) -> tuple[DeviceSpec, ...]:
         if text not in ("virtio-mmio.force-legacy=false", "virtio-mmio.force-legacy=off"):
             raise ConfigError(f"-global {text}: not supported (pyhv's virtio-mmio is modern)")
     return tuple(devices)
+
+
+def _vmgenid(ns: argparse.Namespace) -> str | None:
+    """``-device vmgenid[,guid=auto|UUID]`` (QEMU's VM generation ID; here the
+    microsoft,vmgenid devicetree device, devices/vmgenid.py): its guid, ``auto`` as on
+    QEMU when none is given; None without one. One at most, as QEMU says."""
+    found: list[str] = []
+    for text in ns.device:
+        o = _opts(text, "driver")
+        if o.get("driver") == "vmgenid":
+            _known(f"-device {text}", o, ("driver", "id", "guid"))
+            found.append(o.get("guid", "auto"))
+    if len(found) > 1:
+        raise ConfigError("-device vmgenid: at most one vmgenid device is permitted")
+    return found[0] if found else None
 
 
 def _fsdev(where: str, text: str, extra: tuple[str, ...] = ()) -> dict[str, str]:
@@ -434,6 +453,7 @@ def config_from_args(argv: Sequence[str]) -> tuple[MachineConfig, argparse.Names
         engine=_engine(ns.accel),
         no_reboot=ns.no_reboot,
         devices=_devices(ns),
+        vmgenid=_vmgenid(ns),
     )
     return config, ns
 

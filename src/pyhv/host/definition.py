@@ -447,6 +447,7 @@ class VMDefinition:
             engine=chosen,
             no_reboot=no_reboot,
             devices=tuple(devices),
+            vmgenid="auto",  # every VM the daemon runs: its clones must tell their guests
         )
 
     def disk_usage(self) -> list[tuple[str, bool]]:

@@ -137,8 +137,8 @@ class Machine:
         page none of them wrote); ``engine`` may differ from the one it was taken under;
         ``verify`` checks its RAM's checksum (reads every stored page). A ``clone`` is a
         new machine, not the saved one come back: each NIC gets a fresh MAC (its config
-        space changes, with a config interrupt) and the machine's ``generation`` goes
-        up by one."""
+        space changes, with a config interrupt), the machine's ``generation`` goes up by
+        one and its VM generation ID device, if it has one, a new identifier."""
         import tempfile
 
         from .snapshot import open_snapshot
@@ -207,9 +207,10 @@ class Machine:
         """In a process forked from the one that built this machine (restored as a clone,
         :meth:`prepare_fork`), make it this process's own clone: each NIC a fresh MAC
         (the driver told by a config interrupt, as ``restore(clone=True)`` does) on a
-        switch port of its own, ``console`` its console, and guest time going on from
-        now. Everything else (RAM mapped from the snapshot, engines, compiled code) stays
-        shared with the siblings until one of them writes it."""
+        switch port of its own, ``console`` its console, a new VM generation ID (its
+        interrupt tells the guest), and guest time going on from now. Everything else
+        (RAM mapped from the snapshot, engines, compiled code) stays shared with the
+        siblings until one of them writes it."""
         from ..devices.virtio.net import VirtioNet, random_mac
         from ..net.switch import SwitchPort
         from .config import NetSpec, place
@@ -224,6 +225,8 @@ class Machine:
                 dev.port = SwitchPort(spec.switch)
                 dev.mac = random_mac()
                 slot.notify_config()
+        if self.board.vmgenid is not None:
+            self.board.vmgenid.new_generation()
         self.console = console
         self.board.console_out = console.write
         self.board.uart.output = console.write

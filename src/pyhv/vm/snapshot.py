@@ -44,6 +44,7 @@ from ..devices.plic import PlicState
 from ..devices.rtc_goldfish import RtcState
 from ..devices.uart16550 import UartState
 from ..devices.virtio.mmio import TransportState
+from ..devices.vmgenid import VmGenIdState
 from ..errors import PyhvError
 from ..memory.ram import GuestRAM
 from ..records import MaxLen, StateError
@@ -112,6 +113,8 @@ def machine_sections(machine: Machine) -> dict[str, records.Record]:
     out["uart"] = board.uart.save()
     out["rtc"] = board.rtc.save()
     out["rom"] = RomState(bytes(board.rom.data))
+    if board.vmgenid is not None:
+        out["vmgenid"] = board.vmgenid.save()
     for i, slot in enumerate(board.virtio_slots):
         if slot.device is not None:
             out[f"virtio{i}"] = slot.save()
@@ -379,6 +382,8 @@ def load_sections(sections: Any, machine: Machine) -> dict[str, records.Record]:
         raise SnapshotError(f"{where}: no machine state")
     want: dict[str, type[records.Record]] = dict(_PARTS)
     board = machine.board
+    if board.vmgenid is not None:
+        want["vmgenid"] = VmGenIdState
     for hart in board.harts:
         want[f"hart{hart.hartid}"] = HartState
     for i, slot in enumerate(board.virtio_slots):
@@ -407,7 +412,8 @@ def restore_sections(machine: Machine, sections: dict[str, records.Record],
                      clone: bool = False) -> None:
     """Give each part its state (harts first: the devices then drive their lines). A
     clone keeps the fresh MACs its NICs were built with (a config interrupt tells the
-    driver) and counts one more generation."""
+    driver), counts one more generation and gets a new VM generation ID (its interrupt
+    tells the guest)."""
     board = machine.board
     try:
         for hart in board.harts:
@@ -428,6 +434,10 @@ def restore_sections(machine: Machine, sections: dict[str, records.Record],
                 if fresh is not None and fresh != getattr(slot.device, "mac", None):
                     slot.device.mac = fresh  # type: ignore[attr-defined]
                     slot.notify_config()
+        if board.vmgenid is not None:
+            board.vmgenid.restore(sections["vmgenid"])  # type: ignore[arg-type]
+            if clone:
+                board.vmgenid.new_generation()
         state = sections["machine"]
         assert isinstance(state, MachineState)
         machine.instructions = state.instructions
