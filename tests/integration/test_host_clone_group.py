@@ -106,6 +106,12 @@ def test_clones_are_forked_from_one_group_process(daemon: Daemon, env: dict[str,
         assert int(text.split()[0]) == pids[n]
     macs = {vm.definition.nets[0].mac for vm in vms.values()}
     assert len(macs) == 3
+    # ... and its own VM generation ID (the one its guest reads), shown by pyhv info
+    gens = {n: vm.generation_id for n, vm in vms.items()}
+    assert None not in gens.values() and len(set(gens.values())) == 3, gens
+    assert f"Generation ID: {gens['c-1']}" in ok(pyhv(env, daemon.state, "info", "c-1"))
+    assert json.loads(ok(pyhv(env, daemon.state, "info", "c-2", "--json")))[
+        "generation_id"] == gens["c-2"]
     for n in names:
         echoes(host, n, f"hello {n}".encode())
     rows = {r["name"]: r for r in json.loads(ok(pyhv(env, daemon.state, "list", "--json")))}

@@ -478,6 +478,9 @@ def _info(ns: argparse.Namespace) -> int:
         lines.append((f"Share {i}", f"{sh.path} as '{sh.tag}'"
                       f"{' (read-only)' if sh.readonly else ''}"))
     lines.append(("Devices", ", ".join(devices) or "-"))
+    gen = vm.generation_id
+    if gen is not None:
+        lines.append(("Generation ID", gen))
     crash = vm.crash if state == "crashed" else None
     if crash is not None:
         lines.append(("Crash", str(crash.get("reason", "unknown"))))

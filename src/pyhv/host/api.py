@@ -251,6 +251,18 @@ class VM:
             return None
         return record if isinstance(record, dict) else None
 
+    @property
+    def generation_id(self) -> str | None:
+        """While it runs, the VM generation ID its guest reads (a UUID; every clone
+        gets a new one: devices/vmgenid.py), as its process reported it; else None."""
+        if self.pid is None:
+            return None
+        try:
+            text = (self.host.registry.run_dir(self.name) / "generation_id").read_text()
+        except OSError:
+            return None
+        return text.strip() or None
+
     def refresh(self) -> VM:
         self.definition = self.host.registry.load(self.name)
         return self
@@ -282,6 +294,9 @@ class VM:
         crash = self.crash
         if crash is not None and data["state"] == "crashed":
             data["crash"] = crash
+        gen = self.generation_id
+        if gen is not None:
+            data["generation_id"] = gen
         return data
 
     def __repr__(self) -> str:

@@ -239,6 +239,7 @@ class _Running:
     entitled: int = 0
     forked_pid: int = 0
     early_ready: dict[str, Any] | None = None  # a clone's "ready" before its "forked"
+    generation_id: str | None = None  # the VM generation ID its guest reads (a UUID)
     exit_code: int | None = None  # a clone's, as its group's process reaped it
     exit_seen: bool = False  # a clone's pidfd said it ended: its status is to come
 
@@ -989,6 +990,13 @@ class Daemon:
             self._resched = True
         log(f"VM '{vm.name}' running (pid {vm.pid}, engine {message.get('engine')})")
         self._record_macs(vm, message.get("macs"))
+        gen = message.get("generation_id")
+        if isinstance(gen, str) and len(gen) <= 64:
+            vm.generation_id = gen
+            with contextlib.suppress(OSError):  # (read by api.VM.generation_id)
+                tmp = vm.run_dir / ".generation_id"
+                tmp.write_text(gen + "\n")
+                tmp.replace(vm.run_dir / "generation_id")
         for future in vm.start_waiters:
             future.set_result(self._describe(vm.name))
         vm.start_waiters.clear()
@@ -1994,6 +2002,7 @@ class Daemon:
             "pid": vm.pid or None,
             "activity": status["state"],  # starting, running, idle, exiting
             "engine": status["engine"],
+            "generation_id": vm.generation_id,
             "vcpus": d.vcpus,
             "memory": d.memory,
             "shares": d.qos.shares,

@@ -499,6 +499,9 @@ class VMInfo(BaseModel):
         description="the definition, as its TOML document (docs/vm-definition.md)")
     crash: dict[str, Any] | None = Field(
         None, description="how its last run crashed (reason, time, status, log)")
+    generation_id: str | None = Field(
+        None, description="while it runs, the VM generation ID its guest reads (a UUID: "
+        "every clone gets a new one)")
 
 
 class VMList(BaseModel):
@@ -682,7 +685,9 @@ class Metrics(BaseModel):
                                  "uptime, pid")
     vms: list[dict[str, Any]] = Field(description="per VM: name, state, pid, vcpus, memory, "
                                       "shares, reservation, limit and, while it runs, "
-                                      "activity, engine, cpu_pct, entitlement_pct, "
+                                      "activity, engine, generation_id (the VM "
+                                      "generation ID its guest reads), cpu_pct, "
+                                      "entitlement_pct, "
                                       "cpu_seconds, mips, instructions, rss, balloon_target, "
                                       "balloon_actual, memory_shares, memory_reservation, "
                                       "memory_limit, memory_entitled, memory_granted, "

@@ -658,6 +658,15 @@ def _continue_when_parent_dies() -> None:
         pass
 
 
+def generation_id(machine: Machine) -> str | None:
+    """The VM generation ID its guest reads (devices/vmgenid.py), as a UUID (the
+    device holds it in QEMU's byte order, ``bytes_le``); None without the device."""
+    import uuid
+
+    dev = machine.board.vmgenid
+    return None if dev is None else str(uuid.UUID(bytes_le=bytes(dev.guid)))
+
+
 def nic_macs(machine: Machine) -> list[str]:
     """The MAC of each NIC of ``machine``, in its config's device order (a definition's
     ``[[net]]`` order)."""
@@ -840,7 +849,7 @@ def serve_vm(state_dir: str, name: str, channel: socket.socket | None, *,
     worker = Worker(machine, console, status, channel)
     machine.worker = worker
     worker.send({"ev": "ready", "pid": os.getpid(), "engine": machine.engine_name,
-                 "macs": nic_macs(machine)})
+                 "macs": nic_macs(machine), "generation_id": generation_id(machine)})
     reason, code, crash = "crash", EXIT_GUEST_CRASH, None
     try:
         reason, code, crash = worker.run()
