@@ -531,6 +531,29 @@ def test_pause_hint_natively(yield_on_pause, threshold):
         assert world.engine.native_instructions > 1000
 
 
+@TIERS
+@pytest.mark.parametrize("yield_on_pause", [False, True])
+def test_linux_cpu_relax_is_a_spin_hint(yield_on_pause, threshold):
+    """Linux's cpu_relax() on a kernel built without Zihintpause, ``div rd, rd, zero``
+    (its ticket locks spin on it), is a spin-wait hint like PAUSE in every tier: the DIV
+    still writes -1, and where harts take turns the slice ends right after it."""
+    relax = (1 << 25) | (15 << 15) | (4 << 12) | (15 << 7) | 0x33  # div a5, a5, zero
+    prog = [addi(6, 0, 500), addi(10, 10, 1), relax, bne(10, 6, -8), WFI]
+    runs = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.hart.yield_on_pause = yield_on_pause
+        world.put(BASE, prog)
+        counts = [world.engine.run(100_000) for _ in range(30)]
+        runs.append((counts, world.state()))
+    assert runs[1] == runs[0]
+    counts, state = runs[0]
+    assert state["x"][15] == (1 << 64) - 1  # the quotient of a division by zero
+    if yield_on_pause:
+        assert counts[:3] == [3, 3, 3] and state["x"][10] == 30
+    else:
+        assert state["x"][10] == 500
+
+
 # -- the native interpreter (cold code) ----------------------------------------------------
 
 def _timed_world(engine_threshold=None, mtime=123456789):

@@ -610,7 +610,13 @@ def test_pause_and_wfi_yield_the_slice() -> None:
         w.hart.mie = w.hart.mip_hw = MIP_MTIP  # pending, but masked by mstatus.MIE
         w.hart.yield_on_pause = True
 
-    for setup in (spin, wfi):
+    def relax(w: World) -> None:  # Linux's cpu_relax() without Zihintpause
+        div = (1 << 25) | (15 << 15) | (4 << 12) | (15 << 7) | 0x33  # div a5, a5, zero
+        w.put(BASE, [div, addi(10, 10, 1), addi(13, 13, -1), bne(13, 0, -12), J_SELF])
+        w.hart.x[13] = 5
+        w.hart.yield_on_pause = True
+
+    for setup in (spin, wfi, relax):
         for kw in ({"threshold": 1}, {}):
             runs = {}
             for engine in ("interp", "translate"):

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..isa import csr as C
 from ..isa import spec
-from ..isa.decoder import PAUSE, Decoded, decode
+from ..isa.decoder import PAUSE, Decoded, decode, spin_hint
 from .code_cache import MAX_CONTEXTS, CodeCache
 from .hart import Hart
 from .mmu import LOAD, STORE, CodeWatch
@@ -577,7 +577,24 @@ def make_op(hart: Hart, d: Decoded, pc: int) -> Op:
     npc = (pc + d.length) & M64
     factory = FACTORIES.get(d.name) or FACTORIES["illegal"]
     op = factory(hart, d, pc, npc)
+    if d.name == "div" and spin_hint(d.raw):
+        op = _relaxing(hart, op, npc)
     op.npc = npc  # type: ignore[attr-defined]  # where a StopRequest resumes
+    return op
+
+
+def _relaxing(hart: Hart, div: Op, npc: int) -> Op:
+    """Linux's cpu_relax() without Zihintpause (isa.decoder.spin_hint): the DIV, then,
+    with other harts taking turns on this thread, the rest of the slice to them (as a
+    PAUSE does: the hart spins until another one releases what it waits for)."""
+
+    def op() -> int:
+        div()
+        if hart.yield_on_pause:
+            hart.pc = npc
+            raise _YIELD
+        return npc
+
     return op
 
 

@@ -118,6 +118,7 @@ from .interp import (
     SIGN,
     STORES,
     make_op,
+    spin_hint,
 )
 from .mmu import CodeWatch
 from .run_loop import (
@@ -332,7 +333,7 @@ def _bits(v: int) -> int:
 
 def _ends_block(d: Decoded) -> bool:
     """Whether ``d`` always ends a block (besides branches and jal not followed)."""
-    return d.name in _ENDS_BLOCK or d.raw == PAUSE  # pause may yield the slice
+    return d.name in _ENDS_BLOCK or spin_hint(d.raw)  # a spin hint may yield the slice
 
 
 def _falls_through(d: Decoded) -> bool:
@@ -817,7 +818,7 @@ class _Emitter:
         n = depth + 1  # instructions of this iteration retired after it
         npc = (pc + d.length) & M64
         rd, rs1, rs2 = d.rd, d.rs1, d.rs2
-        if name in ALU:
+        if name in ALU and not spin_hint(d.raw):  # (a DIV stall: its closure yields)
             self.alu(name, d)
         elif name == "lui" or name == "auipc":
             self.write(rd, hex((d.imm + (pc if name == "auipc" else 0)) & M64))

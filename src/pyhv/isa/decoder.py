@@ -17,6 +17,21 @@ from . import spec
 from .compressed import expand
 
 PAUSE = 0x0100000F  # Zihintpause: fence w, 0 (a hint; the engines end a slice on it)
+# Linux's cpu_relax() on a kernel built without Zihintpause (arch/riscv/include/asm/
+# vdso/processor.h: "In lieu of a halt instruction, induce a long-latency stall"):
+# ``div rd, rd, zero``, in every spin-wait loop (ticket locks, csd_lock_wait, udelay).
+# Any DIV by x0 matches (opcode OP, funct3 4, funct7 1, rs2 0): nothing computes a
+# quotient it knows to be -1 on purpose but such a stall.
+RELAX_MASK = 0xFFF0707F
+RELAX_DIV = 0x02004033
+
+
+def spin_hint(raw: int) -> bool:
+    """Whether the instruction word ``raw`` says its hart is waiting for another one:
+    PAUSE, or Linux's DIV-by-zero stall. Where harts take turns on one host thread,
+    the engines hand the rest of the slice over after it (what it computes still
+    happens: the DIV writes -1)."""
+    return raw == PAUSE or raw & RELAX_MASK == RELAX_DIV
 
 
 class Decoded(NamedTuple):

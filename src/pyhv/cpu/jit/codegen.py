@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 from ...isa import csr as C
 from ...isa import spec
-from ...isa.decoder import PAUSE, Decoded
+from ...isa.decoder import PAUSE, Decoded, spin_hint
 from . import state as S
 
 M64 = (1 << 64) - 1
@@ -636,6 +636,18 @@ class _Block:
         t = self.op(f"trunc i64 {v} to i32")
         return self.op(f"sext i32 {t} to i64")
 
+    def spin_yield(self, k: int, npc: int) -> None:
+        """After spin-wait hint ``k`` (isa.decoder.spin_hint): on a machine whose harts
+        take turns, hand the rest of the slice over (as the interpreter does); else go
+        on."""
+        y = self.field(S.YIELD)
+        go = self.op(f"icmp eq i64 {y}, 0")
+        stay, leave = f"p{k}c", f"p{k}y"
+        self.emit(f"br i1 {go}, label %{stay}, label %{leave}")
+        self.start_label(leave)
+        self.exit(S.EXIT_YIELD, _c(npc), k + 1)
+        self.start_label(stay)
+
     # -- instructions --------------------------------------------------------------------
     def insn(self, k: int, pc: int, d: Decoded, last: bool) -> bool:
         """Emit instruction k; returns False when it ended the block itself."""
@@ -647,6 +659,8 @@ class _Block:
             a = self.rd(d.rs1) if ua else ""
             b = self.rd(d.rs2) if ub else ""
             self.wr(d.rd, spec.llvm(name, self.op, a, b, _c(imm)))
+            if name == "div" and spin_hint(d.raw):
+                self.spin_yield(k, npc)  # Linux's cpu_relax(): as a PAUSE, below
         elif name in FP_NAMES:
             self.fp(k, pc, d)
         elif name in AMO_NAMES:
@@ -659,15 +673,7 @@ class _Block:
             self.wr(d.rd, _c(pc + imm))
         elif name in ("fence", "fence.i"):
             if d.raw == PAUSE:
-                # A spin-wait hint: on a machine whose harts take turns, hand the rest
-                # of the slice over (as the interpreter does); else nothing.
-                y = self.field(S.YIELD)
-                go = self.op(f"icmp eq i64 {y}, 0")
-                stay, leave = f"p{k}c", f"p{k}y"
-                self.emit(f"br i1 {go}, label %{stay}, label %{leave}")
-                self.start_label(leave)
-                self.exit(S.EXIT_YIELD, _c(npc), k + 1)
-                self.start_label(stay)
+                self.spin_yield(k, npc)
         elif name == "jal":
             self.wr(d.rd, _c(npc))
             self.jump((pc + imm) & M64, k + 1, pc)

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
-from ...isa.decoder import PAUSE
+from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
 from . import state as S
 from .codegen import _CANON_D, _CI, _CX, FP_CMP, INT_TO_FP, code_granule_check, fma_invalid
 
@@ -1424,6 +1424,13 @@ class _Gen:
         self.fp_fma()
 
         self.label("opreg")
+        # Linux's cpu_relax() (isa.decoder.spin_hint: DIV by x0) where harts take turns:
+        # to Python, whose DIV hands the rest of the slice over
+        relax = self.op(f"and i32 %w, {_s32(RELAX_MASK)}")
+        relax = self.op(f"icmp eq i32 {relax}, {RELAX_DIV}")
+        both = self.op(f"and i1 {relax}, {self.op('icmp ne i64 %yield, 0')}")
+        e(f"br i1 {both}, label %slow, label %opreg1")
+        self.label("opreg1")
         self.spec_group(spec.OP)
         self.label("opreg32")
         self.spec_group(spec.OP_32)
