@@ -80,18 +80,19 @@ class Unplugged:
         self._r = self._w = -1
 
 
-def complete_checksum(data: bytes, hdr: int) -> bytes | None:
-    """The frame of ``data`` (virtio_net_hdr of ``hdr`` bytes, then the frame) with the
-    partial checksum its header points at completed (VIRTIO_NET_HDR_F_NEEDS_CSUM,
-    virtio 1.1, 5.1.6.2): the one's complement sum of the frame from ``csum_start`` to
-    its end, which the driver seeded with the pseudo-header's sum, folded, inverted and
-    stored at ``csum_start + csum_offset``. None for a header that points outside the frame.
+def complete_checksum(header: bytes, frame: bytes) -> bytes | None:
+    """``frame`` with the partial checksum its virtio_net_hdr ``header`` points at
+    completed (VIRTIO_NET_HDR_F_NEEDS_CSUM, virtio 1.1, 5.1.6.2): the one's complement
+    sum of the frame from ``csum_start`` to its end, which the driver seeded with the
+    pseudo-header's sum, folded, inverted and stored at ``csum_start + csum_offset``.
+    None for a header that points outside the frame.
 
     The sum is taken as the frame's tail read as one big integer modulo 0xFFFF (2**16 is
     1 modulo 0xFFFF, so that is the sum of its 16-bit words, end-around carries
     included): C speed in two builtins, where a loop over words costs ten times more."""
-    _flags, start, offset = _CSUM_FIELDS.unpack_from(data)
-    frame = bytearray(data[hdr:])
+    if len(header) < _CSUM_FIELDS.size:
+        return None
+    _flags, start, offset = _CSUM_FIELDS.unpack_from(header)
     at = start + offset
     if at + 2 > len(frame) or start >= len(frame):
         return None
@@ -99,8 +100,8 @@ def complete_checksum(data: bytes, hdr: int) -> bytes | None:
     total = int.from_bytes(tail, "big") << 8 if len(tail) & 1 else int.from_bytes(tail, "big")
     tail.release()
     # (a sum of 0 goes out as 0xFFFF, its other form: UDP reads 0 as "no checksum")
-    frame[at:at + 2] = ((~(total % 0xFFFF) & 0xFFFF) or 0xFFFF).to_bytes(2, "big")
-    return bytes(frame)
+    csum = ((~(total % 0xFFFF) & 0xFFFF) or 0xFFFF).to_bytes(2, "big")
+    return b"".join((frame[:at], csum, frame[at + 2:]))
 
 
 def random_mac() -> bytes:
@@ -194,19 +195,18 @@ class VirtioNet(VirtioDevice):
             if self.tx_budget.admit(max(0, chain.readable_len - hdr)) > 0:
                 self._tx_held = chain  # on when the budget allows (poll)
                 break
-            data = queue.read_chain(chain, hdr + self.max_frame + 1)
-            frame = data[hdr:]
+            header = queue.read_chain(chain, hdr)
+            frame = queue.read_chain(chain, self.max_frame + 1, skip=hdr)
             if 14 <= len(frame) <= self.max_frame:
-                if data[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM and \
+                out: bytes | None = frame
+                if header and header[0] & VIRTIO_NET_HDR_F_NEEDS_CSUM and \
                         self.driver_features & VIRTIO_NET_F_CSUM:
-                    frame = complete_checksum(data, hdr)
-                    if frame is None:
-                        self.stats["tx_dropped"] += 1
-                        queue.push(chain, 0)
-                        pushed = True
-                        continue
-                self.port.send(frame)
-                self.stats["tx_frames"] += 1
+                    out = complete_checksum(header, frame)
+                if out is None:
+                    self.stats["tx_dropped"] += 1
+                else:
+                    self.port.send(out)
+                    self.stats["tx_frames"] += 1
             else:
                 self.stats["tx_dropped"] += 1
             queue.push(chain, 0)
@@ -248,12 +248,14 @@ class VirtioNet(VirtioDevice):
             self.rx_budget.admit(len(frame))
             header = RX_HEADER_VALID if self.driver_features & VIRTIO_NET_F_GUEST_CSUM \
                 else RX_HEADER
-            packet = header[:self._hdr_len()] + frame
-            if chain.writable_len < len(packet):
+            hlen = self._hdr_len()
+            if chain.writable_len < hlen + len(frame):
                 self.stats["rx_dropped"] += 1
                 queue.push(chain, 0)
-            else:
-                queue.push(chain, queue.write_chain(chain, packet))
+            else:  # (header and frame written apart: no joined copy of the frame)
+                written = queue.write_chain(chain, header[:hlen])
+                written += queue.write_chain(chain, frame, skip=hlen)
+                queue.push(chain, written)
                 self.stats["rx_frames"] += 1
             pushed = True
         if pushed:
