@@ -508,14 +508,20 @@ def test_address_spaces_share_code_by_physical_page(threshold):
         assert world.engine.native_instructions > 300 * 4 * len(order) // 2
 
 
+PAUSE_HINT = 0x0100000F  # Zihintpause
+# Linux's cpu_relax() on a kernel built without Zihintpause: div a5, a5, zero
+DIV_HINT = (1 << 25) | (15 << 15) | (4 << 12) | (15 << 7) | 0x33
+
+
 @TIERS
 @pytest.mark.parametrize("yield_on_pause", [False, True])
-def test_pause_hint_natively(yield_on_pause, threshold):
-    """PAUSE in a hot spin loop runs natively: a no-op on a one-hart machine, the end of
-    the slice where harts take turns (each run() stops right after it, as the
-    interpreter's does)."""
-    pause = 0x0100000F
-    prog = [addi(6, 0, 500), addi(10, 10, 1), pause, bne(10, 6, -8), WFI]
+@pytest.mark.parametrize("hint", [PAUSE_HINT, DIV_HINT], ids=["pause", "div"])
+def test_spin_hints_natively(hint, yield_on_pause, threshold):
+    """A spin-wait hint in a hot loop runs natively, in every tier: PAUSE, and Linux's
+    cpu_relax() without Zihintpause, ``div rd, rd, zero`` (its ticket locks spin on it;
+    the DIV still writes -1). A no-op on a one-hart machine, the end of the slice where
+    harts take turns (each run() stops right after it, as the interpreter's does)."""
+    prog = [addi(6, 0, 500), addi(10, 10, 1), hint, bne(10, 6, -8), WFI]
     runs = []
     for world in (W.World("interp"), jit_world(threshold=threshold)):
         world.hart.yield_on_pause = yield_on_pause
@@ -524,34 +530,13 @@ def test_pause_hint_natively(yield_on_pause, threshold):
         runs.append((counts, world.state()))
     assert runs[1] == runs[0]
     counts, state = runs[0]
+    if hint == DIV_HINT:
+        assert state["x"][15] == (1 << 64) - 1  # the quotient of a division by zero
     if yield_on_pause:
         assert counts[:3] == [3, 3, 3] and state["x"][10] == 30
     else:
         assert state["x"][10] == 500
         assert world.engine.native_instructions > 1000
-
-
-@TIERS
-@pytest.mark.parametrize("yield_on_pause", [False, True])
-def test_linux_cpu_relax_is_a_spin_hint(yield_on_pause, threshold):
-    """Linux's cpu_relax() on a kernel built without Zihintpause, ``div rd, rd, zero``
-    (its ticket locks spin on it), is a spin-wait hint like PAUSE in every tier: the DIV
-    still writes -1, and where harts take turns the slice ends right after it."""
-    relax = (1 << 25) | (15 << 15) | (4 << 12) | (15 << 7) | 0x33  # div a5, a5, zero
-    prog = [addi(6, 0, 500), addi(10, 10, 1), relax, bne(10, 6, -8), WFI]
-    runs = []
-    for world in (W.World("interp"), jit_world(threshold=threshold)):
-        world.hart.yield_on_pause = yield_on_pause
-        world.put(BASE, prog)
-        counts = [world.engine.run(100_000) for _ in range(30)]
-        runs.append((counts, world.state()))
-    assert runs[1] == runs[0]
-    counts, state = runs[0]
-    assert state["x"][15] == (1 << 64) - 1  # the quotient of a division by zero
-    if yield_on_pause:
-        assert counts[:3] == [3, 3, 3] and state["x"][10] == 30
-    else:
-        assert state["x"][10] == 500
 
 
 # -- the native interpreter (cold code) ----------------------------------------------------
