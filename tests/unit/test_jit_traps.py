@@ -231,3 +231,58 @@ def test_page_faults_from_user_mode_natively_as_on_the_interpreter(threshold):
     assert jit.ram.read_bytes(L0, 8 * 17) == interp.ram.read_bytes(L0, 8 * 17)
     stats = jit.engine.stats()
     assert stats["native_page_faults"] >= 5, stats
+
+
+# -- SBI calls: ECALL from S-mode into M-mode and MRET back ----------------------------------
+SBI_N = 240  # calls
+SBI_DATA = BASE + 0x3000
+
+
+def _sbi_program(w) -> None:
+    """S-mode (Sv39) makes SBI_N calls into an M-mode handler that returns a value of
+    a0 and a7 and, on every eighth call, raises a supervisor software interrupt on its
+    way out (the MRET that lets it in stays in Python); between calls S-mode loads and
+    stores through its soft TLB, which the round trip into M-mode must leave usable."""
+    w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+    boot = _lu32(30, 1 << 1) + [csr(1, 0, 0x303, 30)]  # mideleg: SSIP
+    boot += _lu32(30, M_TRAP) + [csr(1, 0, 0x305, 30)]  # mtvec
+    w.put(BASE, boot + s_mode_entry(S_INIT))
+    s_code = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5), csr(6, 0, SIE, 2),  # sie.SSIE
+                                 csr(6, 0, SSTATUS, 2)]  # sstatus.SIE
+    s_code += _lu32(19, SBI_DATA) + [addi(8, 0, SBI_N)]  # s3 = data, s0 = calls
+    loop = len(s_code)
+    s_code += [
+        i_type(0x13, 17, 7, 8, 3),  # a7 = s0 & 3
+        addi(10, 8, 0),  # a0 = s0
+        ECALL,
+        W.add(20, 20, 10),  # s4 += a0
+        W.ld(6, 19, 0), W.add(6, 6, 10), W.sd(6, 19, 0),  # *s3 += a0
+        addi(8, 8, -1),
+    ]
+    s_code += [bne(8, 0, 4 * (loop - len(s_code))), WFI]
+    w.put(S_INIT, s_code)
+    # S-mode's interrupt handler: clear SSIP, count
+    w.put(S_TRAP, [csr(7, 0, SIP, 2), addi(18, 18, 1), SRET])
+    # M-mode: mepc += 4; a0 = 2 * a0 + a7; s5 += 1; every eighth call mip.SSIP = 1
+    m = [csr(2, 30, 0x341, 0), addi(30, 30, 4), csr(1, 0, 0x341, 30),
+         W.add(10, 10, 10), W.add(10, 10, 17), addi(21, 21, 1),
+         i_type(0x13, 31, 7, 21, 7)]  # t6 = s5 & 7
+    m += [bne(31, 0, 8), csr(6, 0, 0x344, 2), 0x30200073]  # (csrrsi mip, SSIP); mret
+    w.put(M_TRAP, m)
+    w.hart.pc = BASE
+
+
+@TIERS
+def test_sbi_calls_run_natively_as_on_the_interpreter(threshold):
+    interp, jit = _pair(threshold, _sbi_program)
+    h = interp.hart
+    total = sum(2 * k + (k & 3) for k in range(1, SBI_N + 1))
+    assert (h.x[21], h.x[20], h.x[18]) == (SBI_N, total, SBI_N // 8)
+    assert int.from_bytes(interp.ram.read_bytes(SBI_DATA, 8), "little") == total
+    assert h.priv == 1 and h.mcause == 9
+    assert jit.state() == interp.state()
+    assert jit.hart.last_trap == interp.hart.last_trap
+    assert int.from_bytes(jit.ram.read_bytes(SBI_DATA, 8), "little") == total
+    stats = jit.engine.stats()
+    assert stats["native_sbi_calls"] >= SBI_N - 10, stats
+    assert stats["native_mrets"] >= SBI_N * 7 // 8 - 10, stats

@@ -1589,8 +1589,6 @@ entry:
   %ppc = getelementptr i8, ptr %s, i64 {S.PC}
   %ptab = getelementptr i8, ptr %s, i64 {S.TABLE}
   %pichk = getelementptr i8, ptr %s, i64 {S.ICHK}
-  %ichk = load i64, ptr %pichk
-  %checked = icmp ne i64 %ichk, 0
   br label %loop
 loop:
   %b = load i64, ptr %pb
@@ -1614,6 +1612,9 @@ way2:
   br i1 %hit2, label %found, label %miss
 found:
   %ent = phi ptr [ %ent0, %look ], [ %ent1, %way2 ]
+  ; (read each time: a native trap into M-mode or MRET out of it switches the context)
+  %ichk = load i64, ptr %pichk
+  %checked = icmp ne i64 %ichk, 0
   br i1 %checked, label %itlb, label %call
 itlb:
   ; a block fetched through translation runs only while its page still maps where it

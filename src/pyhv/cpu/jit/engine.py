@@ -507,6 +507,8 @@ class JitEngine(SliceStrategy):
             "native_syscalls": self.st.ntraps,
             "native_page_faults": self.st.nfaults,
             "native_trap_returns": self.st.nrets,
+            "native_sbi_calls": self.st.nmtraps,
+            "native_mrets": self.st.nmrets,
             "baseline_blocks": self.baseline_blocks,
         }
 
@@ -649,8 +651,9 @@ class JitEngine(SliceStrategy):
     def _prepare_traps(self) -> None:
         """Both contexts of this address space, U-mode's and S-mode's, for native code
         to switch between at an ECALL from U-mode and an SRET to it (native_interp:
-        traps); their TLB sets are kept from last time or made. Prepared again when
-        satp, MXR or the counter enables change, or TLB sets were dropped."""
+        traps), and M-mode's (untranslated) for an ECALL from S-mode into the firmware
+        and its MRET back; their TLB sets are kept from last time or made. Prepared
+        again when satp, MXR or the counter enables change, or TLB sets were dropped."""
         hart, st = self.hart, self.st
         want = (hart.satp, hart.mstatus & C.MSTATUS_MXR, hart.mcounteren, hart.scounteren)
         if want == self._traps_for:
@@ -658,7 +661,7 @@ class JitEngine(SliceStrategy):
         st.ctxok = 0
         self._traps_for = None
         if (not hart.satp >> 60 or not self.machine.native_interp
-                or len(self._contexts) > MAX_CONTEXTS - 2
+                or len(self._contexts) > MAX_CONTEXTS - 3
                 or len(self._tlb_sets) > MAX_TLB_SETS - 2):
             return
         satp, mxr, mcounteren, scounteren = want
@@ -674,18 +677,24 @@ class JitEngine(SliceStrategy):
             i = 4 * priv
             st.ctxs[i:i + 4] = [ctx.table_addr, ctx.runs_addr, ctypes.addressof(tlbs),
                                 int(timeok)]
+        mctx = self._context_of((C.PRV_M, 0, False))
+        st.mctx[:] = [mctx.table_addr, mctx.runs_addr, self._interp[0] or 0,
+                      int(self._mtime is not None)]
+        st.sinterp = self._interp[1]
         st.ctxok = 1
         self._traps_for = want
 
     def _native_switch(self) -> None:
-        """Native code trapped from U-mode into S-mode or returned (native_interp:
-        traps): Python's view of the hart follows."""
+        """Native code trapped from U-mode into S-mode, from S-mode into M-mode, or
+        returned (native_interp: traps): Python's view of the hart follows. (M-mode's
+        data accesses are untranslated: the soft TLB in use stays the one it left.)"""
         hart, st = self.hart, self.st
         hart.priv = st.priv
         hart.mmu.update_mode()
         hart.context_changed = True
         self._tlb_key = (st.dpriv, hart.mstatus & C.MSTATUS_MXR, hart.satp)
-        self._itlb_for = ((hart.priv, 1, True), hart.satp)  # emptied natively
+        if hart.priv <= C.PRV_S:
+            self._itlb_for = ((hart.priv, 1, True), hart.satp)  # emptied natively
         self._entry = None
 
     def _register(self, cid: int, pc: int, spans: tuple[tuple[int, int, int], ...],
@@ -1030,11 +1039,14 @@ class JitEngine(SliceStrategy):
             hart.mstatus = ms
         else:
             st.irqsie = 0
-        if hart.priv <= C.PRV_S and ctx.key[1]:
+        if (ctx.key[1] and hart.priv <= C.PRV_S) or (
+                hart.priv == C.PRV_M and not mmu.dmode and hart.satp >> 60):
             self._prepare_traps()
             st.stvec = hart.stvec
+            st.mtvec = hart.mtvec
             st.medeleg = hart.medeleg
             st.irqpend = 1 if (hart.mip | hart.mip_hw) & hart.mie else 0
+            st.satp = hart.satp  # (what an MRET's context translates with)
         else:
             st.ctxok = 0
             self._traps_for = None
@@ -1042,6 +1054,7 @@ class JitEngine(SliceStrategy):
         if uart is not None and uart.gen != self._uart_gen:
             self._uart_gen = uart.gen
             st.uart_flags, st.uart_lsr = uart.native_window()
+        tlbp0 = st.tlbp0
         code = self._dispatch(self.st_addr)
         if uart is not None and st.txn:  # sent before Python does anything else
             n = st.txn
@@ -1055,6 +1068,8 @@ class JitEngine(SliceStrategy):
                 mmu.update_mode()  # Python's TLBs are kept per SUM too
         if st.priv != hart.priv:
             self._native_switch()
+        elif st.tlbp0 != tlbp0:  # there and back (M -> S -> M): another TLB set in use
+            self._tlb_key = (st.dpriv, hart.mstatus & C.MSTATUS_MXR, hart.satp)
         hart.x[:] = _REGS.unpack_from(mv, S.X)
         pc, left = _PC_BUDGET.unpack_from(mv, S.PC)
         hart.pc = pc
@@ -1074,8 +1089,8 @@ class JitEngine(SliceStrategy):
             st.fflags = 0
         if st.sfpend:
             self._native_fences()
-        if st.ntraps + st.nfaults != self._ntraps:  # (the last of them, for diagnostics)
-            self._ntraps = st.ntraps + st.nfaults
+        if st.ntraps + st.nfaults + st.nmtraps != self._ntraps:  # (the last, for diagnostics)
+            self._ntraps = st.ntraps + st.nfaults + st.nmtraps
             hart.prev_trap, hart.last_trap = hart.last_trap, (st.tcause, st.ttval, st.tpc)
         n = budget - left
         self.native_instructions += n

@@ -528,7 +528,7 @@ class _Gen:
         group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, C.MISA, *plain]}
         fences = {0x120 | rs2: "sfence" for rs2 in range(32)}  # sfence.vma: funct7 9
         self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences,
-                                 0x000: "ecall", 0x102: "sret"}, "slow")
+                                 0x000: "ecall", 0x102: "sret", 0x302: "mret"}, "slow")
         self.sfence()
         self.traps()
         self.label("csrpre")
@@ -652,9 +652,48 @@ class _Gen:
         deleg = self.op(f"and i64 {self.field(S.MEDELEG)}, {1 << 8}")
         deleg = self.op(f"icmp ne i64 {deleg}, 0")
         ok = self.all_of(isecall, fromu, deleg, ok0)
-        e(f"br i1 {ok}, label %ecall1, label %slow")
+        e(f"br i1 {ok}, label %ecall1, label %ecalls")
         self.label("ecall1")
         self.trap_from_u(ms, "8", "0", "%pc", S.NTRAPS)  # environment call from U-mode
+        # from S-mode into the firmware (an SBI call), while MPRV is clear (M-mode's data
+        # accesses are then untranslated: its context's interpreter is the bare one)
+        self.label("ecalls")
+        froms = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
+        mdeleg = self.op(f"and i64 {self.field(S.MEDELEG)}, {1 << 9}")
+        undeleg = self.op(f"icmp eq i64 {mdeleg}, 0")
+        mprv = self.op(f"and i64 {ms}, {C.MSTATUS_MPRV}")
+        nomprv = self.op(f"icmp eq i64 {mprv}, 0")
+        ok = self.all_of(isecall, froms, undeleg, nomprv, ok0)
+        e(f"br i1 {ok}, label %ecallm, label %slow")
+        self.label("ecallm")
+        self.trap_from_s_to_m(ms)
+        self.label("mret")
+        ok0, ms, priv = self.trap_ready()
+        ismret = self.op("icmp eq i32 %w, 807403635")  # 0x30200073
+        fromm = self.op(f"icmp eq i64 {priv}, {C.PRV_M}")
+        mpp = self.op(f"and i64 {ms}, {C.MSTATUS_MPP}")
+        low = self.op(f"icmp ule i64 {mpp}, {C.PRV_S << C.MSTATUS_MPP_SHIFT}")
+        ok = self.all_of(ismret, fromm, low, ok0)
+        e(f"br i1 {ok}, label %mret1, label %slow")
+        self.label("mret1")
+        # MIE = MPIE, MPIE = 1, MPP = U; MPRV cleared (a return below M-mode)
+        mpie = self.op(f"and i64 {ms}, {C.MSTATUS_MPIE}")
+        mie = self.op(f"lshr i64 {mpie}, 4")
+        keep = self.op(f"and i64 {ms}, "
+                       f"{_s64(~(C.MSTATUS_MIE | C.MSTATUS_MPP | C.MSTATUS_MPRV))}")
+        new = self.op(f"or i64 {keep}, {C.MSTATUS_MPIE}")
+        new = self.op(f"or i64 {new}, {mie}")
+        self.set_field(S.MSTATUS, new)
+        e(f"store i64 {self.field(S.CSRS + 8 * 2)}, ptr %pcv")  # mepc
+        self.set_field(S.NMRETS, self.op(f"add i64 {self.field(S.NMRETS)}, 1"))
+        tou = self.op(f"icmp eq i64 {mpp}, 0")
+        e(f"br i1 {tou}, label %mretu, label %mrets")
+        for priv_to, lab in ((C.PRV_U, "mretu"), (C.PRV_S, "mrets")):
+            self.label(lab)
+            self.switch_context(priv_to, new)
+            self.set_field(S.INTERP, self.field(S.SINTERP))
+            self.set_field(S.ICHK, "1")
+            e("br label %retire")
         self.label("sret")
         ok0, ms, priv = self.trap_ready()
         issret = self.op("icmp eq i32 %w, 270532723")  # 0x10200073
@@ -708,6 +747,35 @@ class _Gen:
         vec = self.op(f"and i64 {self.field(S.STVEC)}, -4")
         self.emit(f"store i64 {vec}, ptr %pcv")
         self.set_field(counter, self.op(f"add i64 {self.field(counter)}, 1"))
+        self.emit("br label %leave")
+
+    def trap_from_s_to_m(self, ms: str) -> None:
+        """ECALL from S-mode into M-mode (Hart.take_trap, not delegated): mepc, mcause,
+        mtval; MPIE = MIE, MIE = 0, MPP = S; M-mode's context (its table and heat, the
+        bare interpreter, no I-TLB checks); pc = mtvec's base. Nothing retires."""
+        self.set_field(S.CSRS + 8 * 2, "%pc")  # mepc
+        self.set_field(S.CSRS + 8 * 4, "9")  # mcause: environment call from S-mode
+        self.set_field(S.CSRS + 8 * 6, "0")  # mtval
+        self.set_field(S.CSRDIRTY, "1")
+        self.set_field(S.TPC, "%pc")
+        self.set_field(S.TCAUSE, "9")
+        self.set_field(S.TTVAL, "0")
+        mie = self.op(f"and i64 {ms}, {C.MSTATUS_MIE}")
+        mpie = self.op(f"shl i64 {mie}, 4")  # MIE (bit 3) -> MPIE (bit 7)
+        keep = self.op(f"and i64 {ms}, "
+                       f"{_s64(~(C.MSTATUS_MPIE | C.MSTATUS_MIE | C.MSTATUS_MPP))}")
+        new = self.op(f"or i64 {keep}, {mpie}")
+        new = self.op(f"or i64 {new}, {C.PRV_S << C.MSTATUS_MPP_SHIFT}")
+        self.set_field(S.MSTATUS, new)
+        for k, off in enumerate((S.TABLE, S.HEAT, S.INTERP, S.TIMEOK)):
+            self.set_field(off, self.field(S.MCTX + 8 * k))
+        self.set_field(S.ICHK, "0")
+        # (dpriv stays: with tlbp0 it names the soft TLB set left in place, Python's key)
+        for off in (S.PRIV, S.IPRIV):
+            self.set_field(off, str(C.PRV_M))
+        vec = self.op(f"and i64 {self.field(S.MTVEC)}, -4")
+        self.emit(f"store i64 {vec}, ptr %pcv")
+        self.set_field(S.NMTRAPS, self.op(f"add i64 {self.field(S.NMTRAPS)}, 1"))
         self.emit("br label %leave")
 
     def page_fault(self, go: str, otherwise: str, kind: str,

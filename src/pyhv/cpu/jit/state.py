@@ -80,6 +80,13 @@ Layout (byte offsets, all fields 64-bit):
 5240   tcause
 5248   ttval
 5256   nfaults page faults from U-mode taken natively (statistics)
+5264   mctx    M-mode's context: {dispatch table, heat counters, native interpreter
+               (bare), timeok}, for a native ECALL from S-mode (an SBI call) into the
+               firmware and its MRET back (prepared with ctxs, under ctxok)
+5296   sinterp the native interpreter of the translated contexts (U, S), for that MRET
+5304   mtvec   where a native trap into M-mode goes
+5312   nmtraps ECALLs from S-mode into M-mode taken natively (statistics)
+5320   nmrets  MRETs done natively (statistics)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -123,6 +130,7 @@ UART_READ_LSR, UART_WRITE_THR = 1, 2  # uart_flags bits
 TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write to Python
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
 TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
+MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -221,6 +229,11 @@ class HartState(ctypes.Structure):
         ("tcause", ctypes.c_uint64),
         ("ttval", ctypes.c_uint64),
         ("nfaults", ctypes.c_uint64),
+        ("mctx", ctypes.c_uint64 * 4),
+        ("sinterp", ctypes.c_void_p),
+        ("mtvec", ctypes.c_uint64),
+        ("nmtraps", ctypes.c_uint64),
+        ("nmrets", ctypes.c_uint64),
     ]
 
 
@@ -275,7 +288,8 @@ def _check_layout() -> None:
                       ("ctxok", CTXOK), ("stvec", STVEC), ("medeleg", MEDELEG),
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
                       ("tpc", TPC), ("tcause", TCAUSE), ("ttval", TTVAL),
-                      ("nfaults", NFAULTS)):
+                      ("nfaults", NFAULTS), ("mctx", MCTX), ("sinterp", SINTERP),
+                      ("mtvec", MTVEC), ("nmtraps", NMTRAPS), ("nmrets", NMRETS)):
         assert getattr(s, name).offset == off, name
 
 
