@@ -286,3 +286,54 @@ def test_sbi_calls_run_natively_as_on_the_interpreter(threshold):
     stats = jit.engine.stats()
     assert stats["native_sbi_calls"] >= SBI_N - 10, stats
     assert stats["native_mrets"] >= SBI_N * 7 // 8 - 10, stats
+
+
+# -- the interrupt CSRs: mie, sie, mip, sip ---------------------------------------------------
+IRQ_N = 150
+
+
+def _irq_csr_program(w) -> None:
+    """S-mode masks its software interrupt (sie), makes it pending (sip), reads it back,
+    and unmasks it with SIE set: the interrupt comes exactly at the unmask; its handler
+    clears it (sip). M-mode first sets mie and mideleg the same way, and sets and
+    clears mip.SSIP while a device holds SEIP high (which a read-modify-write of mip
+    must not copy into mip's own SEIP bit). Only the unmask that lets the interrupt in
+    needs Python."""
+    w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+    boot = _lu32(30, 1 << 1) + [csr(1, 0, 0x303, 30)]  # mideleg: SSIP
+    boot += [csr(6, 0, 0x304, 2), csr(2, 29, 0x304, 0)]  # csrsi mie, SSIE; t4 = mie
+    boot += [csr(6, 0, 0x344, 2), csr(7, 28, 0x344, 2)]  # mip.SSIP set, then cleared
+    w.put(BASE, boot + s_mode_entry(S_INIT))
+    s_code = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5), csr(6, 0, SSTATUS, 2)]  # SIE on
+    s_code += [addi(8, 0, IRQ_N)]
+    loop = len(s_code)
+    s_code += [
+        csr(7, 0, SIE, 2),  # mask SSIE
+        csr(6, 0, SIP, 2),  # SSIP pending (masked)
+        csr(2, 6, SIP, 0),  # t1 = sip
+        W.add(20, 20, 6),  # s4 += t1
+        csr(2, 7, SIE, 0),  # t2 = sie
+        W.add(20, 20, 7),
+        csr(6, 0, SIE, 2),  # unmask: the interrupt comes here
+        addi(8, 8, -1),
+    ]
+    s_code += [bne(8, 0, 4 * (loop - len(s_code))), WFI]
+    w.put(S_INIT, s_code)
+    w.put(S_TRAP, [csr(7, 0, SIP, 2), addi(18, 18, 1), csr(2, 9, SIE, 0),  # s1 = sie
+                   SRET])
+    w.put(M_TRAP, [WFI])
+    w.hart.set_mip_hw(1 << 9, True)  # SEIP: an external interrupt (not enabled in mie)
+    w.hart.pc = BASE
+
+
+@TIERS
+def test_interrupt_csrs_natively_as_on_the_interpreter(threshold):
+    interp, jit = _pair(threshold, _irq_csr_program)
+    h = interp.hart
+    assert (h.x[18], h.x[20], h.x[9], h.x[29], h.x[28]) == (IRQ_N, 2 * IRQ_N, 2, 2, 0x202)
+    assert h.mie == 2 and h.mip == 0 and h.scause == (1 << 63) | 1
+    assert jit.state() == interp.state()
+    assert (jit.hart.mie, jit.hart.mip) == (h.mie, h.mip)
+    e = jit.engine
+    assert e.irq_exits >= IRQ_N - 10, e.stats()
+    assert e.slow_exits < IRQ_N, e.stats()  # (before: five a round)

@@ -33,8 +33,9 @@ from .triggers import TRIGGER_CSRS, TriggerModule, TriggerState
 
 M64 = (1 << 64) - 1
 _MIDELEG_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
-_MIE_MASK = MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP
-_MIP_SW_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP  # bits M-mode software may write in mip
+MIE_MASK = MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP
+# bits M-mode software may write in mip
+MIP_SW_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
 # medeleg: every exception except ecall-from-M and the reserved causes.
 _MEDELEG_MASK = sum(1 << c for c in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15))
 _SATP_PPN_ASID = (1 << 60) - 1
@@ -369,13 +370,13 @@ class Hart:
                 self.frm = (value >> 5) & 7
             self.mark_fs_dirty()
         elif num == C.MIE:
-            self.mie = value & _MIE_MASK
+            self.mie = value & MIE_MASK
             self.context_changed = True
         elif num == C.SIE:
-            self.mie = (self.mie & ~self.mideleg) | (value & self.mideleg & _MIE_MASK)
+            self.mie = (self.mie & ~self.mideleg) | (value & self.mideleg & MIE_MASK)
             self.context_changed = True
         elif num == C.MIP:
-            self.mip = (self.mip & ~_MIP_SW_MASK) | (value & _MIP_SW_MASK)
+            self.mip = (self.mip & ~MIP_SW_MASK) | (value & MIP_SW_MASK)
             self.context_changed = True
         elif num == C.SIP:
             mask = self.mideleg & MIP_SSIP

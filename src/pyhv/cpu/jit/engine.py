@@ -1031,6 +1031,7 @@ class JitEngine(SliceStrategy):
         resv = hart.reservation
         st.resv = M64 if resv is None else resv
         st.mstatus = ms
+        st.mie, st.mip, st.miphw, st.mideleg = hart.mie, hart.mip, hart.mip_hw, hart.mideleg
         if (hart.priv == C.PRV_S and not ms & C.MSTATUS_SIE
                 and (hart.mip | hart.mip_hw) & hart.mie):
             # Would setting SIE let a pending interrupt in? (Then native code exits.)
@@ -1087,6 +1088,9 @@ class JitEngine(SliceStrategy):
         if st.fflags:
             hart.fflags |= st.fflags
             st.fflags = 0
+        if st.irqdirty:  # mie, sie, mip or sip written natively
+            st.irqdirty = 0
+            hart.mie, hart.mip = st.mie, st.mip
         if st.sfpend:
             self._native_fences()
         if st.ntraps + st.nfaults + st.nmtraps != self._ntraps:  # (the last, for diagnostics)

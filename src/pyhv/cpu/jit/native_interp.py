@@ -40,6 +40,8 @@ from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
+from ..hart import MIE_MASK, MIP_SW_MASK
+from ..trap import MIP_SEIP, MIP_SSIP
 from . import state as S
 from .codegen import _CANON_D, _CI, _CX, FP_CMP, INT_TO_FP, code_granule_check, fma_invalid
 
@@ -528,9 +530,12 @@ class _Gen:
         group = {c: "csrpre" for c in [C.MHARTID, C.MSTATUS, C.MISA, *plain]}
         fences = {0x120 | rs2: "sfence" for rs2 in range(32)}  # sfence.vma: funct7 9
         self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences,
-                                 0x000: "ecall", 0x102: "sret", 0x302: "mret"}, "slow")
+                                 0x000: "ecall", 0x102: "sret", 0x302: "mret",
+                                 C.MIE: "icsr", C.SIE: "icsr", C.MIP: "icsr",
+                                 C.SIP: "icsr"}, "slow")
         self.sfence()
         self.traps()
+        self.irq_csrs(csr)
         self.label("csrpre")
         self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", C.MISA: "misa",
                               **plain})
@@ -718,6 +723,98 @@ class _Gen:
         self.label("sretu")
         self.switch_context(C.PRV_U, new)
         e("br label %retire")
+
+    def irq_csrs(self, csr: str) -> None:
+        """mie, sie, mip and sip (Hart.csr_read / csr_write: the WARL masks, sie and sip
+        as mideleg shows them, mip's software bits), on the run's copies (mie, mip,
+        miphw). A write after which an enabled interrupt is pending leaves after the
+        instruction (EXIT_IRQ: Python takes it, or sees it cannot yet); one that leaves
+        none pending goes on, and native traps may go on too (irqpend cleared)."""
+        e = self.emit
+        self.label("icsr")
+        kind = self.op("and i32 %f3, 3")
+        okind = self.op(f"icmp ne i32 {kind}, 0")
+        nz = self.op("icmp ne i32 %rs1, 0")
+        writes = self.op(f"or i1 {self.op(f'icmp eq i32 {kind}, 1')}, {nz}")
+        isimm = self.op("and i32 %f3, 4")
+        imm = self.op(f"icmp ne i32 {isimm}, 0")
+        uimm = self.op("zext i32 %rs1 to i64")
+        operand = self.op(f"select i1 {imm}, i64 {uimm}, i64 %a")
+        lvl = self.op(f"lshr i32 {csr}, 8")
+        lvl = self.op(f"zext i32 {self.op(f'and i32 {lvl}, 3')} to i64")
+        allowed = self.op(f"icmp ule i64 {lvl}, {self.field(S.PRIV)}")
+        e(f"br i1 {self.op(f'and i1 {allowed}, {okind}')}, label %icsr1, label %slow")
+        self.label("icsr1")
+        mie, mip, hw, deleg = (self.field(off) for off in (S.MIE, S.MIP, S.MIPHW, S.MIDELEG))
+        sview = self.op(f"icmp eq i32 {self.op(f'and i32 {csr}, 768')}, 256")  # sie, sip
+        ipreg = self.op(f"icmp eq i32 {self.op(f'and i32 {csr}, 255')}, 68")  # mip, sip
+        pend = self.op(f"or i64 {mip}, {hw}")
+        ie = self.op(f"select i1 {sview}, i64 {self.op(f'and i64 {mie}, {deleg}')}, "
+                     f"i64 {mie}")
+        ip = self.op(f"select i1 {sview}, i64 {self.op(f'and i64 {pend}, {deleg}')}, "
+                     f"i64 {pend}")
+        old = self.op(f"select i1 {ipreg}, i64 {ip}, i64 {ie}")
+        # mip.SEIP: only the software-writable bit takes part in a CSRRS/CSRRC
+        # read-modify-write, never the PLIC's signal (priv spec 3.1.9), as in interp.py
+        ismip = self.op(f"and i1 {ipreg}, {self.op(f'xor i1 {sview}, true')}")
+        hw_no_seip = self.op(f"and i64 {hw}, {_s64(~MIP_SEIP)}")
+        base = self.op(f"select i1 {ismip}, i64 {self.op(f'or i64 {mip}, {hw_no_seip}')}, "
+                       f"i64 {old}")
+        set_ = self.op(f"or i64 {base}, {operand}")
+        clr = self.op(f"and i64 {base}, {self.op(f'xor i64 {operand}, -1')}")
+        k2 = self.op(f"icmp eq i32 {kind}, 2")
+        k1 = self.op(f"icmp eq i32 {kind}, 1")
+        new = self.op(f"select i1 {k1}, i64 {operand}, i64 "
+                      f"{self.op(f'select i1 {k2}, i64 {set_}, i64 {clr}')}")
+        # mie / sie
+        smask = self.op(f"and i64 {deleg}, {MIE_MASK}")
+        notdeleg = self.op(f"xor i64 {deleg}, -1")
+        sie_new = self.op(f"or i64 {self.op(f'and i64 {mie}, {notdeleg}')}, "
+                          f"{self.op(f'and i64 {new}, {smask}')}")
+        ie_new = self.op(f"select i1 {sview}, i64 {sie_new}, i64 "
+                         f"{self.op(f'and i64 {new}, {MIE_MASK}')}")
+        # mip / sip: software bits only (sip: SSIP, where delegated)
+        ipmask = self.op(f"select i1 {sview}, i64 {self.op(f'and i64 {deleg}, {MIP_SSIP}')}"
+                         f", i64 {MIP_SW_MASK}")
+        notmask = self.op(f"xor i64 {ipmask}, -1")
+        ip_new = self.op(f"or i64 {self.op(f'and i64 {mip}, {notmask}')}, "
+                         f"{self.op(f'and i64 {new}, {ipmask}')}")
+        wie = self.op(f"and i1 {writes}, {self.op(f'xor i1 {ipreg}, true')}")
+        wip = self.op(f"and i1 {writes}, {ipreg}")
+        mie2 = self.op(f"select i1 {wie}, i64 {ie_new}, i64 {mie}")
+        mip2 = self.op(f"select i1 {wip}, i64 {ip_new}, i64 {mip}")
+        self.set_field(S.MIE, mie2)
+        self.set_field(S.MIP, mip2)
+        dirty = self.op(f"zext i1 {writes} to i64")
+        self.set_field(S.IRQDIRTY, self.op(f"or i64 {self.field(S.IRQDIRTY)}, {dirty}"))
+        rdx = self.op("zext i32 %rd to i64")
+        e(f"store i64 {old}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        e("store i64 0, ptr %s")
+        now = self.op(f"and i64 {self.op(f'or i64 {mip2}, {hw}')}, {mie2}")
+        e(f"br i1 {writes}, label %icsrw, label %next")
+        self.label("icsrw")
+        # Hart.interrupt_to_take: M-level ones unless in M-mode with MIE clear, S-level
+        # ones below S-mode or in S-mode with SIE set
+        priv, ms = self.field(S.PRIV), self.field(S.MSTATUS)
+        below_m = self.op(f"icmp ult i64 {priv}, {C.PRV_M}")
+        mien = self.op(f"icmp ne i64 {self.op(f'and i64 {ms}, {C.MSTATUS_MIE}')}, 0")
+        m_en = self.op(f"or i1 {below_m}, {mien}")
+        sien = self.op(f"icmp ne i64 {self.op(f'and i64 {ms}, {C.MSTATUS_SIE}')}, 0")
+        in_s = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
+        below_s = self.op(f"icmp ult i64 {priv}, {C.PRV_S}")
+        s_en = self.op(f"or i1 {below_s}, {self.op(f'and i1 {in_s}, {sien}')}")
+        m_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {now}, {notdeleg}')}, 0")
+        s_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {now}, {deleg}')}, 0")
+        take = self.op(f"or i1 {self.op(f'and i1 {m_en}, {m_pend}')}, "
+                       f"{self.op(f'and i1 {s_en}, {s_pend}')}")
+        e(f"br i1 {take}, label %irqexit, label %icsrq")
+        self.label("icsrq")
+        # none to take now: traps and returns that could let one in stay in Python
+        # while one is pending, and so does setting SIE (irqsie)
+        waiting = self.op(f"zext i1 {self.op(f'icmp ne i64 {now}, 0')} to i64")
+        self.set_field(S.IRQPEND, waiting)
+        self.set_field(S.IRQSIE, waiting)
+        e("br label %next")
 
     def trap_ready(self) -> tuple[str, str, str]:
         """(native traps allowed now, mstatus, privilege), loaded where it is emitted."""

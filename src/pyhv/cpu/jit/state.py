@@ -87,6 +87,11 @@ Layout (byte offsets, all fields 64-bit):
 5304   mtvec   where a native trap into M-mode goes
 5312   nmtraps ECALLs from S-mode into M-mode taken natively (statistics)
 5320   nmrets  MRETs done natively (statistics)
+5328   mie     the hart's mie, mip (software-written bits) and mip's device-driven bits
+5336   mip     (mip_hw, as at the run's start): native accesses to mie, sie, mip and sip
+5344   miphw   read and write these; Python takes mie and mip back if irqdirty
+5352   mideleg which interrupts S-mode takes (what sie and sip show)
+5360   irqdirty 1: native code wrote mie or mip
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -131,6 +136,7 @@ TXCAP = 4096  # transmit buffer bytes: a full buffer leaves the next THR write t
 CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 5208, 5216, 5224
 TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
 MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
+MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -234,6 +240,11 @@ class HartState(ctypes.Structure):
         ("mtvec", ctypes.c_uint64),
         ("nmtraps", ctypes.c_uint64),
         ("nmrets", ctypes.c_uint64),
+        ("mie", ctypes.c_uint64),
+        ("mip", ctypes.c_uint64),
+        ("miphw", ctypes.c_uint64),
+        ("mideleg", ctypes.c_uint64),
+        ("irqdirty", ctypes.c_uint64),
     ]
 
 
@@ -289,7 +300,9 @@ def _check_layout() -> None:
                       ("irqpend", IRQPEND), ("ntraps", NTRAPS), ("nrets", NRETS),
                       ("tpc", TPC), ("tcause", TCAUSE), ("ttval", TTVAL),
                       ("nfaults", NFAULTS), ("mctx", MCTX), ("sinterp", SINTERP),
-                      ("mtvec", MTVEC), ("nmtraps", NMTRAPS), ("nmrets", NMRETS)):
+                      ("mtvec", MTVEC), ("nmtraps", NMTRAPS), ("nmrets", NMRETS),
+                      ("mie", MIE), ("mip", MIP), ("miphw", MIPHW), ("mideleg", MIDELEG),
+                      ("irqdirty", IRQDIRTY)):
         assert getattr(s, name).offset == off, name
 
 
