@@ -21,21 +21,17 @@ from .trap import (
     ECALL_FROM_S,
     ECALL_FROM_U,
     IRQ_PRIORITY,
-    MIP_MEIP,
-    MIP_MSIP,
-    MIP_MTIP,
+    MIE_MASK,
     MIP_SEIP,
     MIP_SSIP,
     MIP_STIP,
+    MIP_SW_MASK,
     IllegalInstruction,
 )
 from .triggers import TRIGGER_CSRS, TriggerModule, TriggerState
 
 M64 = (1 << 64) - 1
 _MIDELEG_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
-MIE_MASK = MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP
-# bits M-mode software may write in mip
-MIP_SW_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP
 # medeleg: every exception except ecall-from-M and the reserved causes.
 _MEDELEG_MASK = sum(1 << c for c in (0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 13, 15))
 _SATP_PPN_ASID = (1 << 60) - 1

@@ -37,6 +37,8 @@ MIP_STIP = 1 << IRQ_S_TIMER
 MIP_MTIP = 1 << IRQ_M_TIMER
 MIP_SEIP = 1 << IRQ_S_EXT
 MIP_MEIP = 1 << IRQ_M_EXT
+MIE_MASK = MIP_SSIP | MIP_MSIP | MIP_STIP | MIP_MTIP | MIP_SEIP | MIP_MEIP  # mie's bits
+MIP_SW_MASK = MIP_SSIP | MIP_STIP | MIP_SEIP  # bits M-mode software may write in mip
 
 # Order in which pending-and-enabled interrupts are taken (priv spec 3.1.9).
 IRQ_PRIORITY = (IRQ_M_EXT, IRQ_M_SOFT, IRQ_M_TIMER, IRQ_S_EXT, IRQ_S_SOFT, IRQ_S_TIMER)

@@ -37,6 +37,7 @@ from llvmlite.binding import ffi
 from ... import clock
 from ...isa import compressed, csr, decoder, spec
 from ...isa.compressed import expand
+from .. import trap
 from . import codegen, native_interp, perfmap, stencils
 from . import state as S
 
@@ -81,7 +82,7 @@ def generator_modules() -> tuple[Any, ...]:
     their pyhv imports stay within this set; perfmap, which only names code for perf,
     is in it for that rule's sake)."""
     return (codegen, native_interp, stencils, S, decoder, compressed, csr, spec, perfmap,
-            clock, sys.modules[__name__])
+            clock, trap, sys.modules[__name__])
 
 
 def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:

@@ -40,8 +40,7 @@ from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
-from ..hart import MIE_MASK, MIP_SW_MASK
-from ..trap import MIP_SEIP, MIP_SSIP
+from ..trap import MIE_MASK, MIP_SEIP, MIP_SSIP, MIP_SW_MASK
 from . import state as S
 from .codegen import _CANON_D, _CI, _CX, FP_CMP, INT_TO_FP, code_granule_check, fma_invalid
 
