@@ -58,6 +58,7 @@ class Plic(Device):
     """SiFive PLIC with an M-mode and an S-mode context per hart."""
 
     name = "plic"
+    native_access = True  # (see Device)
     size = 0x60_0000
 
     def __init__(

@@ -52,6 +52,7 @@ class GoldfishRtc(Device):
     """google,goldfish-rtc: a 64-bit ns counter with one alarm."""
 
     name = "rtc"
+    native_access = True  # (see Device)
     size = 0x1000
 
     def __init__(self, irq: IrqLine, clock: Clock) -> None:

@@ -112,6 +112,7 @@ class Uart16550(Device):
     """NS16550A UART; ``output`` receives transmitted bytes, ``receive`` feeds input."""
 
     name = "uart"
+    native_access = True  # (see Device)
     size = 0x100
 
     def __init__(self, irq: IrqLine, output: Callable[[bytes], None]) -> None:

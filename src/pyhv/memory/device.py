@@ -18,6 +18,10 @@ class Device(ABC):
 
     name: str = "device"
     size: int = 0x1000
+    # True: an access may be made from inside a running hart's native code (the JIT's
+    # device callback): it changes nothing of the machine but the device and the
+    # interrupt wires (no power event, no stop request, no hart's state)
+    native_access: bool = False
 
     @abstractmethod
     def read(self, offset: int, size: int) -> int:

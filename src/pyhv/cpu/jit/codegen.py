@@ -1408,6 +1408,8 @@ none:
 ; takes gets a one-access entry (see mfill).
 define i1 @pyhv_refill(ptr %s, i64 %va, i64 %store) #0 {{
 entry:
+  %pmva = getelementptr i8, ptr %s, i64 {S.MMIOVA}
+  store i64 -1, ptr %pmva
   %isst0 = icmp ne i64 %store, 0
   br i1 %isst0, label %stchk, label %walk0
 stchk:
@@ -1478,6 +1480,10 @@ mmio2:
   %mvpn = lshr i64 %va, 12
   %mvo = and i64 %va, 4095
   %mpa = or i64 %mpage, %mvo
+  ; (proved: va maps to the device at mpa, with the permission this access needs)
+  store i64 %va, ptr %pmva
+  %pmpa = getelementptr i8, ptr %s, i64 {S.MMIOPA}
+  store i64 %mpa, ptr %pmpa
   %slot = call ptr @pyhv_mmio_slot(ptr %s, i64 %mpa, i64 %store)
   %mgot = icmp ne ptr %slot, null
   br i1 %mgot, label %mfill, label %fail

@@ -114,6 +114,10 @@ _PC_BUDGET = struct.Struct("<Qq")
 _FS_DIRTY = C.MSTATUS_FS | C.MSTATUS_SD
 _DISPATCH = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p)
 _REVOKE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)
+# state.MMIOFN: (physical address, size, store, value) -> 0 not done, 1 done, 2 leave after
+_DEVICE = ctypes.CFUNCTYPE(ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64, ctypes.c_uint64,
+                           ctypes.c_uint64)
+_SIZE_MASK = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFF_FFFF, 8: M64}
 _NOTHING_KNOWN = (ctypes.c_uint8 * (native_interp.NKNOWN // 8))()  # no start may be cached
 
 
@@ -408,6 +412,12 @@ class JitEngine(SliceStrategy):
         self.st.uart_base = getattr(machine.board, "uart_base", 0) if self._uart else 0
         self.console_bytes = 0  # bytes the guest wrote to the UART's THR natively
         self._uart_gen = -1  # uart.gen when st.uart_flags/uart_lsr were last set
+        # device accesses from inside native code (_device_access)
+        self._bus = getattr(hart.mmu, "bus", None)
+        self._device_error: BaseException | None = None
+        self._device_fn = _DEVICE(self._device_access)
+        if self._bus is not None and machine.native_interp:
+            self.st.mmiofn = ctypes.cast(self._device_fn, ctypes.c_void_p).value
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
@@ -509,6 +519,7 @@ class JitEngine(SliceStrategy):
             "native_trap_returns": self.st.nrets,
             "native_sbi_calls": self.st.nmtraps,
             "native_mrets": self.st.nmrets,
+            "native_device_accesses": self.st.nmmio,
             "baseline_blocks": self.baseline_blocks,
         }
 
@@ -683,6 +694,47 @@ class JitEngine(SliceStrategy):
         st.sinterp = self._interp[1]
         st.ctxok = 1
         self._traps_for = want
+
+    def _device_access(self, pa: int, size: int, store: int, value: int) -> int:
+        """``state.MMIOFN``: an aligned load or store of the native interpreter to the
+        device at ``pa``, done while native code waits (no exit, no copying of the
+        hart's state), for devices that allow it (``Device.native_access``): 0 if not
+        done (Python then runs the instruction as before), 1 done (a load's value in
+        ``mmioval``), 2 done, and native code leaves after the instruction: a store
+        raised an interrupt wire of this hart. An interrupt a load raises, or one
+        lowered, updates native code's copy of the wires (and pending interrupts then
+        leave traps and SIE to Python until the next run)."""
+        try:
+            assert self._bus is not None  # (mmiofn is set only with a bus)
+            hit = self._bus.find(pa, size)
+            if hit is None or not hit[0].native_access:
+                return 0
+            dev, off = hit
+            hart, st = self.hart, self.st
+            wires = hart.mip_hw
+            uart = self._uart
+            if dev is uart and st.txn:  # what the native window took goes out first
+                n = st.txn
+                st.txn = 0
+                self.console_bytes += n
+                uart.transmitted(ctypes.string_at(st.txbuf, n))
+            if store:
+                dev.write(off, size, value & _SIZE_MASK[size])
+            else:
+                st.mmioval = dev.read(off, size) & _SIZE_MASK[size]
+            if dev is uart:  # what the native window may do now
+                self._uart_gen = uart.gen
+                st.uart_flags, st.uart_lsr = uart.native_window()
+            now = hart.mip_hw
+            if now != wires:
+                st.miphw = now
+                if now & ~wires:
+                    st.irqpend = st.irqsie = 1
+                    return 2
+            return 1
+        except BaseException as e:  # noqa: BLE001 - raised in Python after the run
+            self._device_error = e
+            return 0
 
     def _native_switch(self) -> None:
         """Native code trapped from U-mode into S-mode, from S-mode into M-mode, or
@@ -1479,6 +1531,9 @@ class JitEngine(SliceStrategy):
             # (native code checks pages of code after a fence itself, through its
             # I-TLB; Python checks a page only before it runs an instruction of it)
             done, code = self._enter(ctx, n)
+            if self._device_error is not None:  # a device failed inside native code
+                err, self._device_error = self._device_error, None
+                raise err
             ctx = self._current()  # native code trapped or returned
             if code == S.EXIT_SLOW:
                 self.slow_exits += 1

@@ -112,6 +112,7 @@ def known_index(pc: int) -> int:
 class _Gen:
     def __init__(self, translated: bool) -> None:
         self.translated = translated
+        self.mmio = False  # integer loads and stores may use the device callback
         self.lines: list[str] = []
         self.n = 0
         self.k = 0  # label counter
@@ -159,15 +160,20 @@ class _Gen:
         return self.op(f"sext i32 {t} to i64")
 
     # -- memory ------------------------------------------------------------------------
-    def access(self, addr: str, size: int, store: bool) -> str:
+    def access(self, addr: str, size: int, store: bool, value: str | None = None) -> str:
         """Host pointer for a guest access of ``size`` bytes; else leave for Python
-        (before the instruction, with the access described for a refill)."""
+        (before the instruction, with the access described for a refill). With
+        ``value`` (integer loads and stores of the interpreter: "0" for a load, the
+        value for a store), an aligned access to a device goes to the device callback
+        (``mmiofn``) first: a load's pointer is then the value it read (``mmioval``), a
+        store is done (its pointer is ``mmioval`` too, written to no effect)."""
         fast, miss, out = self.fresh("mf"), self.fresh("mm"), self.fresh("mo")
         if size > 1:
             low = self.op(f"and i64 {addr}, {size - 1}")
             aligned = self.op(f"icmp eq i64 {low}, 0")
         else:
             aligned = "true"
+        device = value if self.mmio else None
         if self.translated:
             vpn = self.op(f"lshr i64 {addr}, 12")
             idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
@@ -182,6 +188,27 @@ class _Gen:
             got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {size if store else 0})")
             ok2 = self.op(f"and i1 {got}, {aligned}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{out}")
+            if device is not None:
+                # the refill proved addr maps to a device (mmiova, mmiopa): the callback
+                self.label(out)
+                pmva = self.op(f"getelementptr i8, ptr %s, i64 {S.MMIOVA}")
+                proved = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {pmva}')}, {addr}")
+                self.emit(f"store i64 -1, ptr {pmva}")
+                cb, slow = self.fresh("mb"), self.fresh("ms")
+                self.emit(f"br i1 {self.op(f'and i1 {proved}, {aligned}')}, "
+                          f"label %{cb}, label %{slow}")
+                self.label(cb)
+                join = self.fresh("mj")
+                slot, done = self._device(self.field(S.MMIOPA), size, store, device, slow)
+                self.emit(f"br label %{join}")
+                self._slow_access(slow, addr, store, aligned)
+                self.label(fast)
+                addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
+                host = self.op(f"add i64 {addr}, {self.op(f'load i64, ptr {addp}')}")
+                hp = self.op(f"inttoptr i64 {host} to ptr")
+                self.emit(f"br label %{join}")
+                self.label(join)
+                return self.op(f"phi ptr [ {hp}, %{fast} ], [ {slot}, %{done} ]")
             self._slow_access(out, addr, store, aligned)
             self.label(fast)
             addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
@@ -204,19 +231,54 @@ class _Gen:
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
         join = self.fresh("mj")
+        arms = []
         if size == 1:
             self.label(dev)
             mp = self.op(f"call ptr @pyhv_mmio_slot(ptr %s, i64 {addr}, i64 {1 if store else 0})")
             has = self.op(f"icmp ne ptr {mp}, null")
             self.emit(f"br i1 {has}, label %{join}, label %{out}")
+            arms.append((mp, dev))
+        if device is not None:
+            # outside RAM and aligned: the device callback (RAM's other slow paths, a
+            # store over code, stay Python's)
+            self.label(out)
+            cb, slow = self.fresh("mb"), self.fresh("ms")
+            dev_ok = self.op(f"and i1 {self.op(f'xor i1 {inr}, true')}, {aligned}")
+            self.emit(f"br i1 {dev_ok}, label %{cb}, label %{slow}")
+            self.label(cb)
+            slot, done = self._device(addr, size, store, device, slow)
+            self.emit(f"br label %{join}")
+            arms.append((slot, done))
+            out = slow
         self._slow_access(out, addr, store)
         self.label(fast)
         hp = self.op(f"getelementptr i8, ptr %ramhost, i64 {off}")
-        if size != 1:
+        if not arms:
             return hp
         self.emit(f"br label %{join}")
         self.label(join)
-        return self.op(f"phi ptr [ {hp}, %{fast} ], [ {mp}, %{dev} ]")
+        return self.op("phi ptr " + ", ".join(
+            f"[ {v}, %{lab} ]" for v, lab in [(hp, fast), *arms]))
+
+    def _device(self, pa: str, size: int, store: bool, value: str, slow: str
+                ) -> tuple[str, str]:
+        """Call the device callback for the access at ``pa``; (pointer, the label it is
+        valid at, which the caller branches on from). Not done: to ``slow``; done, but
+        leave after the instruction (a store only): EXIT_IRQ, the store retired."""
+        fn = self.field(S.MMIOFN, "ptr")
+        nofn = self.op(f"icmp eq ptr {fn}, null")
+        call = self.fresh("mc")
+        self.emit(f"br i1 {nofn}, label %{slow}, label %{call}")
+        self.label(call)
+        r = self.op(f"call i64 {fn}(i64 {pa}, i64 {size}, i64 {1 if store else 0}, "
+                    f"i64 {value})")
+        done = self.fresh("md")
+        leave = "irqexit" if store else done
+        self.emit(f"switch i64 {r}, label %{slow} [ i64 1, label %{done} i64 2, "
+                  f"label %{leave} ]")
+        self.label(done)
+        self.set_field(S.NMMIO, self.op(f"add i64 {self.field(S.NMMIO)}, 1"))
+        return self.op(f"getelementptr i8, ptr %s, i64 {S.MMIOVAL}"), done
 
     def _slow_access(self, label: str, addr: str, store: bool, aligned: str = "true") -> None:
         self.label(label)
@@ -1308,15 +1370,15 @@ class _Gen:
             ext = "sext" if i.signed else "zext" if bits < 64 else None
             self.label(f"q_{name}")
             addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
-            ptr = self.access(addr, bits // 8, store=False)
+            ptr = self.access(addr, bits // 8, store=False, value="0")
             v = self.op(f"load i{bits}, ptr {ptr}, align 1")
             res(self.op(f"{ext} i{bits} {v} to i64") if ext else v)
         for name, i in spec.STORES.items():
             bits = 8 * i.size
             self.label(f"q_{name}")
             addr = self.op(f"add i64 {reg('%qrs1')}, {imm}")
-            ptr = self.access(addr, bits // 8, store=True)
             b = reg("%qrs2")
+            ptr = self.access(addr, bits // 8, store=True, value=b)
             v = b if bits == 64 else self.op(f"trunc i64 {b} to i{bits}")
             e(f"store i{bits} {v}, ptr {ptr}, align 1")
             n = self.field(S.STORES)
@@ -1415,6 +1477,7 @@ class _Gen:
     # -- the function ----------------------------------------------------------------------
     def build(self, name: str) -> str:  # noqa: PLR0915 - one function, in order
         e = self.emit
+        self.mmio = True
         self.label("entry")
         e("%acc = alloca i64")
         e("%pfok = alloca i1")

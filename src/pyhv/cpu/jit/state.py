@@ -92,6 +92,15 @@ Layout (byte offsets, all fields 64-bit):
 5344   miphw   read and write these; Python takes mie and mip back if irqdirty
 5352   mideleg which interrupts S-mode takes (what sie and sip show)
 5360   irqdirty 1: native code wrote mie or mip
+5368   mmiofn  the device callback (Python, through ctypes; null: none): an aligned access
+               the native interpreter makes to a device gets done by it without leaving
+               native code: ``r = mmiofn(pa, size, store, value)``, r = 0 not done (leave
+               for Python as before), 1 done (a load's value in mmioval), 2 done, leave
+               after the instruction (an interrupt came up, say)
+5376   mmioval the value a device load read
+5384   mmiova  the virtual address the soft-TLB refill last proved maps to a device
+5392   mmiopa  (with the permission the access needs) and that device's physical address
+5400   nmmio   device accesses done through mmiofn (statistics)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -137,6 +146,7 @@ CTXS, CTXOK, STVEC, MEDELEG, IRQPEND, NTRAPS, NRETS = 5120, 5184, 5192, 5200, 52
 TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
 MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
 MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
+MMIOFN, MMIOVAL, MMIOVA, MMIOPA, NMMIO = 5368, 5376, 5384, 5392, 5400
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -245,6 +255,11 @@ class HartState(ctypes.Structure):
         ("miphw", ctypes.c_uint64),
         ("mideleg", ctypes.c_uint64),
         ("irqdirty", ctypes.c_uint64),
+        ("mmiofn", ctypes.c_void_p),
+        ("mmioval", ctypes.c_uint64),
+        ("mmiova", ctypes.c_uint64),
+        ("mmiopa", ctypes.c_uint64),
+        ("nmmio", ctypes.c_uint64),
     ]
 
 
@@ -302,7 +317,8 @@ def _check_layout() -> None:
                       ("nfaults", NFAULTS), ("mctx", MCTX), ("sinterp", SINTERP),
                       ("mtvec", MTVEC), ("nmtraps", NMTRAPS), ("nmrets", NMRETS),
                       ("mie", MIE), ("mip", MIP), ("miphw", MIPHW), ("mideleg", MIDELEG),
-                      ("irqdirty", IRQDIRTY)):
+                      ("irqdirty", IRQDIRTY), ("mmiofn", MMIOFN), ("mmioval", MMIOVAL),
+                      ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO)):
         assert getattr(s, name).offset == off, name
 
 

@@ -58,6 +58,7 @@ class VirtioMmio(Device):
     """One virtio-mmio window (0x1000 bytes) with an optional device behind it."""
 
     size = 0x1000
+    native_access = True  # (see Device)
 
     def __init__(self, irq: IrqLine, dma: GuestDMA, device: VirtioDevice | None = None) -> None:
         self.irq = irq

@@ -1,0 +1,125 @@
+"""Device accesses from native code: done through the device callback, without an exit.
+
+A guest's driver reads and writes device registers all the time (a virtio queue's
+notify, its interrupt status and acknowledge, the PLIC's claim and complete); each used
+to cost a trip out of native code with every register copied out and back. The native
+interpreter now calls the device from where it is (``state.MMIOFN``) for devices that
+allow it. Checked against the interpreter, untranslated (M-mode) and through Sv39 (S-mode):
+the same registers, instret and device log; a store that raises an interrupt wire leaves
+native code right after it (for Python to take the interrupt); a device that does not
+allow it still goes through Python.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pyhv.cpu.engines import jit_unavailable_reason
+from pyhv.cpu.trap import MIP_MEIP
+from pyhv.memory.device import Device
+
+pytestmark = pytest.mark.skipif(jit_unavailable_reason() is not None,
+                                reason=f"jit unavailable: {jit_unavailable_reason()}")
+
+from test_jit import BASE, WFI, addi, bne, i_type, jit_world, run  # noqa: E402
+from test_jit_smc import ROOT, TIERS, _lu32, s_mode_entry  # noqa: E402
+
+import engine_world as W  # noqa: E402
+
+DEV = 0x1000_0000  # the device's physical address (and virtual, through Sv39)
+N = 200
+
+
+class Counter(Device):
+    """Offset 0: reads count up; 4: a write is logged; 8: a write raises the hart's
+    external interrupt wire; 12: a write lowers it."""
+
+    size = 0x1000
+
+    def __init__(self, hart, native: bool) -> None:
+        self.hart = hart
+        self.native_access = native
+        self.count = 0
+        self.log: list[tuple[int, int, int]] = []
+
+    def read(self, offset: int, size: int) -> int:
+        self.count += 1
+        return self.count * 3 if offset == 0 else len(self.log)
+
+    def write(self, offset: int, size: int, value: int) -> None:
+        self.log.append((offset, size, value))
+        if offset == 8:
+            self.hart.set_mip_hw(MIP_MEIP, True)
+        elif offset == 12:
+            self.hart.set_mip_hw(MIP_MEIP, False)
+
+
+def sw(rs2: int, rs1: int, imm: int) -> int:
+    return W.H.enc_s(0x23, 2, rs1, rs2, imm)
+
+
+def lw(rd: int, rs1: int, imm: int) -> int:
+    return i_type(0x03, rd, 2, rs1, imm)
+
+
+def _program(w, translated: bool, native: bool) -> Counter:
+    dev = Counter(w.hart, native)
+    w.bus.attach(DEV, dev.size, dev)
+    # the loop: a load, a store of the counter; every 16th round a store that raises
+    # the external interrupt wire (not enabled: when a device's interrupt is taken
+    # differs between engines) and one that lowers it again
+    loop = _lu32(19, DEV) + [addi(8, 0, N)]
+    top = len(loop)
+    loop += [
+        lw(5, 19, 0), W.add(20, 20, 5),  # s4 += *dev
+        sw(8, 19, 4),  # dev[1] = s0
+        i_type(0x13, 6, 7, 8, 15),  # t1 = s0 & 15
+        bne(6, 0, 12),
+        sw(8, 19, 8),  # raise the wire
+        sw(0, 19, 12),  # lower it
+        addi(8, 8, -1),
+    ]
+    loop += [bne(8, 0, 4 * (top - len(loop))), WFI]
+    if translated:
+        # Sv39: RAM's gigapage onto itself, the device's gigapage (VA 0) onto itself
+        w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+        w.ram.write_bytes(ROOT, ((0 << 10) | 0xC7).to_bytes(8, "little"))  # V R W A D
+        w.put(BASE, s_mode_entry(BASE + 0x1000))
+        w.put(BASE + 0x1000, loop)
+    else:
+        w.put(BASE, loop)
+    w.hart.pc = BASE
+    return dev
+
+
+@TIERS
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_device_accesses_natively_as_on_the_interpreter(threshold, translated):
+    worlds = (W.World("interp"), jit_world(threshold=threshold))
+    devs = []
+    for w in worlds:
+        devs.append(_program(w, translated, native=True))
+        run(w, 400_000)
+        assert w.hart.waiting
+    interp, jit = worlds
+    h = interp.hart
+    assert h.x[20] == 3 * N * (N + 1) // 2 and h.mip_hw == 0
+    assert jit.state() == interp.state()
+    assert devs[1].log == devs[0].log and devs[1].count == devs[0].count == N
+    assert len(devs[0].log) == N + 2 * (N // 16)
+    stats = jit.engine.stats()
+    assert stats["native_device_accesses"] >= 2 * N, stats
+    assert stats["slow_exits"] < N // 4, stats
+    # each raise leaves native code after the store (the wire came up), nothing else
+    assert N // 16 <= jit.engine.irq_exits <= N // 16 + 2
+
+
+def test_a_device_that_does_not_allow_it_stays_in_python():
+
+    w = jit_world(threshold=10**9)
+    dev = _program(w, translated=False, native=False)
+    run(w, 400_000)
+    assert dev.count == N and w.hart.x[20] == 3 * N * (N + 1) // 2
+    stats = w.engine.stats()
+    assert stats["native_device_accesses"] == 0
+    assert stats["slow_exits"] >= 2 * N, stats
