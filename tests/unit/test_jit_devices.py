@@ -32,7 +32,8 @@ N = 200
 
 class Counter(Device):
     """Offset 0: reads count up; 4: a write is logged; 8: a write raises the hart's
-    external interrupt wire; 12: a write lowers it."""
+    external interrupt wire; 12: a write lowers it. Its Python does float arithmetic,
+    whose host flags must not become the guest's fflags."""
 
     size = 0x1000
 
@@ -44,6 +45,7 @@ class Counter(Device):
 
     def read(self, offset: int, size: int) -> int:
         self.count += 1
+        self.mean = self.count / 3  # (host float arithmetic: inexact, not the guest's)
         return self.count * 3 if offset == 0 else len(self.log)
 
     def write(self, offset: int, size: int, value: int) -> None:

@@ -270,8 +270,12 @@ class _Gen:
         call = self.fresh("mc")
         self.emit(f"br i1 {nofn}, label %{slow}, label %{call}")
         self.label(call)
+        # (Python's own float arithmetic in the callback must not reach the guest's
+        # fflags, which the dispatcher takes from MXCSR: it is saved and restored)
+        self.emit("call void @llvm.x86.sse.stmxcsr(ptr %mxsave) #1")
         r = self.op(f"call i64 {fn}(i64 {pa}, i64 {size}, i64 {1 if store else 0}, "
                     f"i64 {value})")
+        self.emit("call void @llvm.x86.sse.ldmxcsr(ptr %mxsave) #1")
         done = self.fresh("md")
         leave = "irqexit" if store else done
         self.emit(f"switch i64 {r}, label %{slow} [ i64 1, label %{done} i64 2, "
@@ -1487,6 +1491,7 @@ class _Gen:
         e("%startv = alloca i64")  # the pc the current stretch started at
         e("%vpagev = alloca i64")  # its page, and host address - guest address there
         e("%deltav = alloca i64")
+        e("%mxsave = alloca i32")  # MXCSR around a device callback (_device)
         pc0 = self.field(S.PC)
         e(f"store i64 {pc0}, ptr %pcv")
         e(f"store i64 {self.field(S.BUDGET)}, ptr %budv")
