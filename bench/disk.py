@@ -21,15 +21,13 @@ ratio to QEMU.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
-import tempfile
 import time
 
 from cpu import byte_compile
-from forkexec import FW, GUESTS, PROMPT, Console
+from forkexec import FW, GUESTS, PROMPT, Console, fresh_jit_cache
 
 MARKS = (b"DISKBENCH-BEGIN", b"DISKBENCH-SMALL", b"DISKBENCH-LARGE")
 
@@ -91,19 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in runners}
     for _ in range(args.runs):
         for name, cmd in runners.items():
-            env = None
-            cache = None
-            if name.startswith("pyhv"):
-                cache = tempfile.mkdtemp(prefix="pyhv-disk-")
-                env = dict(os.environ, PYHV_JIT_CACHE=cache)
-            try:
-                small, large = one_run(cmd, env, args.small, args.passes, args.timeout)
-            except RuntimeError as e:
-                print(f"{name}: {e}", file=sys.stderr)
-                return 1
-            finally:
-                if cache:
-                    shutil.rmtree(cache, ignore_errors=True)
+            with fresh_jit_cache() as env:
+                try:
+                    small, large = one_run(cmd, env if name.startswith("pyhv") else None,
+                                           args.small, args.passes, args.timeout)
+                except RuntimeError as e:
+                    print(f"{name}: {e}", file=sys.stderr)
+                    return 1
             times[name].append((small, large))
             print(f"  {name}: small reads {small:.2f} s, large reads {large:.2f} s",
                   file=sys.stderr, flush=True)

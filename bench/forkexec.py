@@ -20,6 +20,7 @@ QEMU, and pyhv's JIT counters from its last run. The boot itself is not in the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import statistics
@@ -28,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 from cpu import ROOT, byte_compile
 
@@ -78,6 +80,17 @@ class Console:
         assert self.proc.stdin is not None
         self.proc.stdin.write(text.encode())
         self.proc.stdin.flush()
+
+
+@contextlib.contextmanager
+def fresh_jit_cache(env: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """``env`` (default: this process's) with an empty JIT code cache of its own,
+    removed afterwards: every pyhv run of a bench compiles afresh, as a first run does."""
+    cache = tempfile.mkdtemp(prefix="pyhv-bench-cache-")
+    try:
+        yield dict(os.environ if env is None else env, PYHV_JIT_CACHE=cache)
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def workload(execs: int, pipes: int) -> str:
@@ -137,19 +150,13 @@ def main(argv: list[str] | None = None) -> int:
     stats = ""
     for _ in range(args.runs):
         for name, cmd in runners.items():
-            env = None
-            cache = None
-            if name.startswith("pyhv"):
-                cache = tempfile.mkdtemp(prefix="pyhv-forkexec-")
-                env = dict(pyhv_env, PYHV_JIT_CACHE=cache)
-            try:
-                execs, pipes, out = one_run(cmd, env, args.execs, args.pipes, args.timeout)
-            except RuntimeError as e:
-                print(f"{name}: {e}", file=sys.stderr)
-                return 1
-            finally:
-                if cache:
-                    shutil.rmtree(cache, ignore_errors=True)
+            with fresh_jit_cache(pyhv_env) as env:
+                try:
+                    execs, pipes, out = one_run(cmd, env if name.startswith("pyhv") else None,
+                                                args.execs, args.pipes, args.timeout)
+                except RuntimeError as e:
+                    print(f"{name}: {e}", file=sys.stderr)
+                    return 1
             times[name].append((execs, pipes))
             print(f"  {name}: exec loop {execs:.2f} s, pipelines {pipes:.2f} s",
                   file=sys.stderr, flush=True)

@@ -640,13 +640,17 @@ class _Block:
         """After spin-wait hint ``k`` (isa.decoder.spin_hint): on a machine whose harts
         take turns, hand the rest of the slice over (as the interpreter does); else go
         on."""
-        y = self.field(S.YIELD)
-        go = self.op(f"icmp eq i64 {y}, 0")
-        stay, leave = f"p{k}c", f"p{k}y"
-        self.emit(f"br i1 {go}, label %{stay}, label %{leave}")
-        self.start_label(leave)
-        self.exit(S.EXIT_YIELD, _c(npc), k + 1)
-        self.start_label(stay)
+        y = self.op(f"icmp ne i64 {self.field(S.YIELD)}, 0")
+        self.leave_after_if(y, S.EXIT_YIELD, k, npc, "p")
+
+    def leave_after_if(self, cond: str, code: int, k: int, npc: int, tag: str) -> None:
+        """If ``cond``: leave with ``code`` after instruction k (retired; pc = npc);
+        else go on with the block."""
+        go, out = f"{tag}{k}c", f"{tag}{k}x"
+        self.emit(f"br i1 {cond}, label %{out}, label %{go}")
+        self.start_label(out)
+        self.exit(code, _c(npc), k + 1)
+        self.start_label(go)
 
     # -- instructions --------------------------------------------------------------------
     def insn(self, k: int, pc: int, d: Decoded, last: bool) -> bool:
@@ -789,11 +793,7 @@ class _Block:
             on = self.op(f"icmp ne i64 {sie}, 0")
             want = self.op(f"icmp ne i64 {self.field(S.IRQSIE)}, 0")
             irq = self.op(f"and i1 {on}, {want}")
-            go, out = f"c{k}c", f"c{k}x"
-            self.emit(f"br i1 {irq}, label %{out}, label %{go}")
-            self.start_label(out)
-            self.exit(S.EXIT_IRQ, _c(npc), k + 1)
-            self.start_label(go)
+            self.leave_after_if(irq, S.EXIT_IRQ, k, npc, "c")
         return True
 
     def guest_pa(self, ptr: str) -> str:

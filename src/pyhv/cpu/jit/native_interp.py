@@ -746,14 +746,7 @@ class _Gen:
         ok = self.all_of(ismret, fromm, low, ok0)
         e(f"br i1 {ok}, label %mret1, label %slow")
         self.label("mret1")
-        # MIE = MPIE, MPIE = 1, MPP = U; MPRV cleared (a return below M-mode)
-        mpie = self.op(f"and i64 {ms}, {C.MSTATUS_MPIE}")
-        mie = self.op(f"lshr i64 {mpie}, 4")
-        keep = self.op(f"and i64 {ms}, "
-                       f"{_s64(~(C.MSTATUS_MIE | C.MSTATUS_MPP | C.MSTATUS_MPRV))}")
-        new = self.op(f"or i64 {keep}, {C.MSTATUS_MPIE}")
-        new = self.op(f"or i64 {new}, {mie}")
-        self.set_field(S.MSTATUS, new)
+        new = self.trap_pop(ms, C.MSTATUS_MIE, C.MSTATUS_MPIE, C.MSTATUS_MPP)
         e(f"store i64 {self.field(S.CSRS + 8 * 2)}, ptr %pcv")  # mepc
         self.set_field(S.NMRETS, self.op(f"add i64 {self.field(S.NMRETS)}, 1"))
         tou = self.op(f"icmp eq i64 {mpp}, 0")
@@ -773,13 +766,7 @@ class _Gen:
         ok = self.all_of(issret, froms, notsr, ok0)
         e(f"br i1 {ok}, label %sret1, label %slow")
         self.label("sret1")
-        spie = self.op(f"and i64 {ms}, {C.MSTATUS_SPIE}")
-        sie = self.op(f"lshr i64 {spie}, 4")
-        keep = self.op(f"and i64 {ms}, "
-                       f"{_s64(~(C.MSTATUS_SIE | C.MSTATUS_SPP | C.MSTATUS_MPRV))}")
-        new = self.op(f"or i64 {keep}, {C.MSTATUS_SPIE}")
-        new = self.op(f"or i64 {new}, {sie}")
-        self.set_field(S.MSTATUS, new)
+        new = self.trap_pop(ms, C.MSTATUS_SIE, C.MSTATUS_SPIE, C.MSTATUS_SPP)
         e(f"store i64 {self.field(S.CSRS + 8 * 3)}, ptr %pcv")  # sepc
         self.set_field(S.NRETS, self.op(f"add i64 {self.field(S.NRETS)}, 1"))
         spp = self.op(f"and i64 {ms}, {C.MSTATUS_SPP}")
@@ -892,43 +879,55 @@ class _Gen:
         """Take an exception from U-mode into S-mode (Hart.take_trap, delegated): sepc,
         scause, stval; SPIE = SIE, SIE = 0, SPP = U; the S-mode context; pc = stvec's
         base. Nothing retires; the stretch ends."""
-        self.set_field(S.CSRS + 8 * 3, epc)  # sepc
-        self.set_field(S.CSRS + 8 * 5, cause)  # scause
-        self.set_field(S.CSRS + 8 * 7, tval)  # stval
-        self.set_field(S.CSRDIRTY, "1")
-        self.set_field(S.TPC, epc)
-        self.set_field(S.TCAUSE, cause)
-        self.set_field(S.TTVAL, tval)
-        sie = self.op(f"and i64 {ms}, {C.MSTATUS_SIE}")
-        spie = self.op(f"shl i64 {sie}, 4")  # SIE (bit 1) -> SPIE (bit 5)
-        keep = self.op(f"and i64 {ms}, "
-                       f"{_s64(~(C.MSTATUS_SPIE | C.MSTATUS_SIE | C.MSTATUS_SPP))}")
-        new = self.op(f"or i64 {keep}, {spie}")
-        self.set_field(S.MSTATUS, new)
+        self.trap_record(C.PRV_S, epc, cause, tval)
+        new = self.trap_push(ms, C.MSTATUS_SIE, C.MSTATUS_SPIE, C.MSTATUS_SPP, 0)
         self.switch_context(C.PRV_S, new)
         vec = self.op(f"and i64 {self.field(S.STVEC)}, -4")
         self.emit(f"store i64 {vec}, ptr %pcv")
         self.set_field(counter, self.op(f"add i64 {self.field(counter)}, 1"))
         self.emit("br label %leave")
 
+    def trap_record(self, priv: int, epc: str, cause: str, tval: str) -> None:
+        """The trap's epc, cause and tval in the CSRs of ``priv`` (M or S), and as the
+        last trap taken natively (Python's last_trap)."""
+        first = 0 if priv == C.PRV_M else 1  # csrs[]: (M, S) pairs of epc, cause, tval
+        for k, v in enumerate((epc, cause, tval)):
+            self.set_field(S.CSRS + 8 * (2 + 2 * k + first), v)
+        self.set_field(S.CSRDIRTY, "1")
+        self.set_field(S.TPC, epc)
+        self.set_field(S.TCAUSE, cause)
+        self.set_field(S.TTVAL, tval)
+
+    def trap_push(self, ms: str, ie: int, pie: int, pp: int, pp_value: int) -> str:
+        """mstatus on a trap's entry: xPIE = xIE, xIE = 0, xPP = ``pp_value``; stored
+        and returned."""
+        was = self.op(f"and i64 {ms}, {ie}")
+        moved = self.op(f"shl i64 {was}, 4")  # xIE (bit 1 or 3) -> xPIE (bit 5 or 7)
+        keep = self.op(f"and i64 {ms}, {_s64(~(pie | ie | pp))}")
+        new = self.op(f"or i64 {keep}, {moved}")
+        if pp_value:
+            new = self.op(f"or i64 {new}, {pp_value}")
+        self.set_field(S.MSTATUS, new)
+        return new
+
+    def trap_pop(self, ms: str, ie: int, pie: int, pp: int) -> str:
+        """mstatus on a trap return below M-mode: xIE = xPIE, xPIE = 1, xPP = U, MPRV
+        cleared; stored and returned."""
+        was = self.op(f"and i64 {ms}, {pie}")
+        moved = self.op(f"lshr i64 {was}, 4")
+        keep = self.op(f"and i64 {ms}, {_s64(~(ie | pp | C.MSTATUS_MPRV))}")
+        new = self.op(f"or i64 {keep}, {pie}")
+        new = self.op(f"or i64 {new}, {moved}")
+        self.set_field(S.MSTATUS, new)
+        return new
+
     def trap_from_s_to_m(self, ms: str) -> None:
         """ECALL from S-mode into M-mode (Hart.take_trap, not delegated): mepc, mcause,
         mtval; MPIE = MIE, MIE = 0, MPP = S; M-mode's context (its table and heat, the
         bare interpreter, no I-TLB checks); pc = mtvec's base. Nothing retires."""
-        self.set_field(S.CSRS + 8 * 2, "%pc")  # mepc
-        self.set_field(S.CSRS + 8 * 4, "9")  # mcause: environment call from S-mode
-        self.set_field(S.CSRS + 8 * 6, "0")  # mtval
-        self.set_field(S.CSRDIRTY, "1")
-        self.set_field(S.TPC, "%pc")
-        self.set_field(S.TCAUSE, "9")
-        self.set_field(S.TTVAL, "0")
-        mie = self.op(f"and i64 {ms}, {C.MSTATUS_MIE}")
-        mpie = self.op(f"shl i64 {mie}, 4")  # MIE (bit 3) -> MPIE (bit 7)
-        keep = self.op(f"and i64 {ms}, "
-                       f"{_s64(~(C.MSTATUS_MPIE | C.MSTATUS_MIE | C.MSTATUS_MPP))}")
-        new = self.op(f"or i64 {keep}, {mpie}")
-        new = self.op(f"or i64 {new}, {C.PRV_S << C.MSTATUS_MPP_SHIFT}")
-        self.set_field(S.MSTATUS, new)
+        self.trap_record(C.PRV_M, "%pc", "9", "0")  # environment call from S-mode
+        self.trap_push(ms, C.MSTATUS_MIE, C.MSTATUS_MPIE, C.MSTATUS_MPP,
+                       C.PRV_S << C.MSTATUS_MPP_SHIFT)
         for k, off in enumerate((S.TABLE, S.HEAT, S.INTERP, S.TIMEOK)):
             self.set_field(off, self.field(S.MCTX + 8 * k))
         self.set_field(S.ICHK, "0")
