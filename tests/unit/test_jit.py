@@ -904,3 +904,37 @@ def test_a_baseline_block_that_runs_a_lot_gets_its_llvm_block(tmp_path, monkeypa
     assert seen_baseline and world.engine.baseline_blocks >= 1
     assert ctx is not None and loop in ctx.native and loop not in ctx.native.baseline
     assert comp.blocks_compiled >= 1
+
+
+def test_dispatch_table_occupancy_bits_follow_its_entries() -> None:
+    """The bit the native interpreter asks before a table's entries is set while
+    either slot of a pair holds a block and clear when neither does: a clear bit with
+    a block in the pair would hide it from transfers out of interpreted code."""
+    import ctypes
+
+    from pyhv.cpu.jit import native_interp
+    from pyhv.cpu.jit import state as S
+    from pyhv.cpu.jit.engine import _NativeBlocks
+
+    def bit(table, pc) -> bool:
+        pair = S.slot(pc) >> 1
+        return bool(table[4 * S.NDISPATCH + (pair >> 6)] >> (pair & 63) & 1)
+
+    table = S.new_table()
+    runs = (ctypes.c_uint32 * native_interp.HEAT_WORDS)()
+    blocks = _NativeBlocks(table, runs, 256)
+    a, b = 0x8000_1000, 0x8000_1000 + 4 * S.NDISPATCH  # one pair: both slots of it
+    other = 0x8000_1000 + 8  # the next pair
+    assert not any(bit(table, pc) for pc in (a, b, other))
+    blocks.install(a, 0x1234, 0x80001)
+    blocks.install(b, 0x5678, 0x80001)
+    assert bit(table, a) and not bit(table, other)
+    blocks.unlink(a)
+    assert bit(table, b)  # the other slot still holds one
+    blocks.forget(b)
+    assert not bit(table, a)
+    blocks.link(a)  # known, linked again
+    assert bit(table, a)
+    blocks.clear()
+    assert not bit(table, a)
+    assert all(table[4 * i] == S.EMPTY_TAG for i in range(S.NDISPATCH))

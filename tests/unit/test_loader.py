@@ -321,6 +321,26 @@ def test_linux_image_reserves_image_size(tmp_path) -> None:
     assert ram.read(0x8020_0000, len(data)) == data
 
 
+@pytest.mark.parametrize("linux", [False, True])
+def test_large_image_read_straight_into_guest_ram(tmp_path, linux) -> None:
+    """A file past its first 4 KiB is read into real guest RAM in place: every byte
+    lands where it should, none after it."""
+    from pyhv.memory.ram import GuestRAM
+
+    body = os.urandom(300 * KiB + 3)
+    data = linux_image(image_size=0x60000, body=0x1000) + body if linux else body
+    ram = GuestRAM(BASE, 4 * MiB)
+    try:
+        ram.write_bytes(BASE + len(data), b"\xAA" * 8)  # what follows stays untouched
+        img = load_image(write(tmp_path, "img", data), ram, BASE, what="kernel")
+        assert img.high == BASE + max(len(data), 0x60000 if linux else 0)
+        assert img.kind == ("linux-image" if linux else "raw")
+        assert ram.read_bytes(BASE, len(data)) == data
+        assert ram.read_bytes(BASE + len(data), 8) == b"\xAA" * 8
+    finally:
+        ram.close()
+
+
 def test_linux_image_file_larger_than_image_size(tmp_path) -> None:
     data = linux_image(image_size=0x10, body=0x400)
     img = load_image(write(tmp_path, "Image", data), FakeRAM(), BASE, what="kernel")

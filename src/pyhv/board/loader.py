@@ -302,26 +302,42 @@ def load_image(path: str, ram: GuestMemory, default_addr: int, *, what: str) -> 
                 f"{label} is {_fmt_size(file_size)} but the machine has "
                 f"{_fmt_size(ram.size)} of RAM"
             )
-        data = _read_all(f, label)
-    if not data:
-        raise ImageError(f"{label} is empty")
-    reason = _not_an_image_reason(data)
-    if reason is not None:
-        raise ImageError(f"{label} {reason}")
+        # the header decides; the rest goes straight into guest RAM where it can
+        # (a 13 MiB kernel: one copy and ~10 ms fewer than reading it into bytes first)
+        data = _read_all(f, label) if not hasattr(ram, "read_file_into") else f.read(4096)
+        if not data:
+            raise ImageError(f"{label} is empty")
+        reason = _not_an_image_reason(data)
+        if reason is not None:
+            raise ImageError(f"{label} {reason}")
 
-    kind: ImageKind = "raw"
-    footprint = len(data)
-    if _is_linux_image(data):
-        kind = "linux-image"
-        (image_size,) = struct.unpack_from("<Q", data, 16)
-        footprint = max(footprint, image_size)
-        if default_addr % _LINUX_ALIGN:
-            raise ImageError(
-                f"{label} is a Linux Image and must be loaded at a 2 MiB-aligned address, "
-                f"not {default_addr:#x}"
-            )
-    _check_fits(label, default_addr, default_addr + footprint, ram)
-    ram.write_bytes(default_addr, data)
+        kind: ImageKind = "raw"
+        footprint = file_size if len(data) < file_size else len(data)
+        if _is_linux_image(data):
+            kind = "linux-image"
+            (image_size,) = struct.unpack_from("<Q", data, 16)
+            footprint = max(footprint, image_size)
+            if default_addr % _LINUX_ALIGN:
+                raise ImageError(
+                    f"{label} is a Linux Image and must be loaded at a 2 MiB-aligned address, "
+                    f"not {default_addr:#x}"
+                )
+        _check_fits(label, default_addr, default_addr + footprint, ram)
+        if len(data) < file_size:
+            f.seek(0)
+            err: OSError | None = None
+            try:
+                got = ram.read_file_into(default_addr, f, file_size)  # type: ignore[attr-defined]
+            except OSError as e:
+                got, err = -1, e
+            if got != file_size:  # a read error or a file cut short as it was read
+                ram.write_bytes(default_addr, bytes(file_size))
+                why = "it changed while it was read"
+                if err is not None:
+                    why = err.strerror or str(err)
+                raise ImageError(f"{label} cannot be read: {why}")
+        else:
+            ram.write_bytes(default_addr, data)
     return LoadedImage(
         entry=default_addr, low=default_addr, high=default_addr + footprint, kind=kind
     )

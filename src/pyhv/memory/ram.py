@@ -9,8 +9,12 @@ code (the later JIT) can address the same buffer, so tiers share RAM without cop
 from __future__ import annotations
 
 import mmap
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from io import BufferedReader
 
 
 class GuestRAM:
@@ -74,6 +78,20 @@ class GuestRAM:
         if off < 0 or off + len(data) > self.size:
             raise ValueError(f"RAM write {paddr:#x}+{len(data)} outside guest RAM")
         self.mv[off : off + len(data)] = data
+
+    def read_file_into(self, paddr: int, f: BufferedReader, length: int) -> int:
+        """Read ``length`` bytes of ``f`` into RAM at ``paddr`` with no copy in
+        between (a kernel image); the number of bytes read."""
+        off = paddr - self.base
+        if off < 0 or off + length > self.size:
+            raise ValueError(f"RAM write {paddr:#x}+{length} outside guest RAM")
+        done = 0
+        while done < length:
+            n = f.readinto(self.mv[off + done : off + length])
+            if not n:
+                break
+            done += n
+        return done
 
     def read(self, paddr: int, size: int) -> int:
         """Little-endian load of any alignment (slow path)."""

@@ -198,10 +198,14 @@ class _NativeBlocks(dict):
 
     def unlink(self, pc: int) -> None:
         """Take ``pc`` out of the table (it stays known: ``link`` puts it back)."""
+        table = self.table
         i = S.slot(pc)
-        for j in (4 * i, 4 * (i ^ 1)):
-            if self.table[j] == pc:
-                self.table[j] = S.EMPTY_TAG
+        a, b = 4 * i, 4 * (i ^ 1)
+        for j in (a, b):
+            if table[j] == pc:
+                table[j] = S.EMPTY_TAG
+                if table[a] == table[b] == S.EMPTY_TAG:
+                    S.mark_occupied(table, i, False)
 
     def install(self, pc: int, addr: int, ppn: int) -> None:
         self[pc] = (addr, ppn)
@@ -221,6 +225,7 @@ class _NativeBlocks(dict):
         self._flip = not self._flip
         table[j] = pc
         table[j + 1], table[j + 2] = self[pc]
+        S.mark_occupied(table, i, True)
 
     def replace(self, pc: int, addr: int) -> None:
         """The block at ``pc`` compiled again (optimised): new code, same everything."""

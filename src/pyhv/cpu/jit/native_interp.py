@@ -1455,6 +1455,16 @@ class _Gen:
         t = self.op("load i64, ptr %pcv")
         tab = self.field(S.TABLE, "ptr")
         slot = self.op(f"and i64 {self.op(f'lshr i64 {t}, 1')}, {S.NDISPATCH - 1}")
+        # the pair's occupancy bit first (2 KiB, in the host's cache): most targets
+        # of lukewarm code have no block, and their entries would miss
+        pair = self.op(f"lshr i64 {slot}, 1")
+        bits = self.op(f"getelementptr i8, ptr {tab}, i64 {S.OCCUPIED}")
+        wp = self.op(f"getelementptr i64, ptr {bits}, i64 {self.op(f'lshr i64 {pair}, 6')}")
+        word = self.op(f"load i64, ptr {wp}")
+        sh = self.op(f"and i64 {pair}, 63")
+        bit = self.op(f"and i64 {self.op(f'lshr i64 {word}, {sh}')}, 1")
+        e(f"br i1 {self.op(f'icmp ne i64 {bit}, 0')}, label %xtags, label %xpage")
+        self.label("xtags")
         o = self.op(f"shl i64 {slot}, 5")
         tag0 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {tab}, i64 {o}')}")
         o2 = self.op(f"xor i64 {o}, 32")

@@ -118,7 +118,10 @@ entries (32 bytes: an index becomes an offset by a shift)
 (the page a translated block was fetched from: the dispatcher runs it only while its
 virtual page still maps there, checked through the I-TLB), two-way: a pc
 lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of all ones (no pc is
-odd: all ones) marks an empty slot.
+odd: all ones) marks an empty slot. After the entries, one bit per pair of slots
+(``OCCUPIED``, bit ``i >> 1``) says whether either holds a block: the native
+interpreter asks it at every control transfer before the 1 MiB of entries, which lukewarm
+code, whose targets mostly have no block, would otherwise miss in the host's cache.
 """
 
 from __future__ import annotations
@@ -289,7 +292,8 @@ def buffer_address(buf: mmap.mmap) -> int:
     return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
-DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH)  # {pc, function, physical page, spare}
+OCCUPIED = 32 * NDISPATCH  # byte offset of the occupancy bits in a dispatch table
+DispatchTable = ctypes.c_uint64 * (4 * NDISPATCH + NDISPATCH // 128)  # entries, bits
 
 
 def _check_layout() -> None:
@@ -334,7 +338,14 @@ def new_table() -> ctypes.Array:
 
 def empty_table(table: ctypes.Array) -> None:
     """Unlink every block from a dispatch table."""
-    ctypes.memset(ctypes.addressof(table), 0xFF, ctypes.sizeof(table))
+    ctypes.memset(ctypes.addressof(table), 0xFF, OCCUPIED)
+    ctypes.memset(ctypes.addressof(table) + OCCUPIED, 0, NDISPATCH // 16)
+
+
+def mark_occupied(table: ctypes.Array, i: int, occupied: bool) -> None:
+    """Set or clear the occupancy bit of slot ``i``'s pair."""
+    w, b = 4 * NDISPATCH + (i >> 7), 1 << ((i >> 1) & 63)
+    table[w] = table[w] | b if occupied else table[w] & ~b
 
 
 def slot(pc: int) -> int:
