@@ -9,6 +9,22 @@ NIC a private NAT to the host and the world through libslirp (:mod:`pyhv.net.sli
 and :mod:`pyhv.net.tap` (``--net tap,ifname=NAME``) puts it on a host TAP interface.
 """
 
-from .switch import MAX_FRAME, MIN_FRAME, SwitchPort, default_runtime_dir, switch_directory
+from __future__ import annotations
+
+from typing import Any
+
+# Loaded on first use (PEP 562): a machine without a NIC only needs ``pyhv.net.mac``
+# (its config checks MACs), and the switch's imports (socket, secrets, threading...)
+# cost every start ~5 ms.
+_SWITCH = {"MAX_FRAME", "MIN_FRAME", "SwitchPort", "default_runtime_dir", "switch_directory"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SWITCH:
+        from . import switch
+
+        return getattr(switch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = ["MAX_FRAME", "MIN_FRAME", "SwitchPort", "default_runtime_dir", "switch_directory"]

@@ -700,6 +700,14 @@ class JitEngine(SliceStrategy):
         st.ctxok = 1
         self._traps_for = want
 
+    def _flush_tx(self, uart: Any) -> None:
+        """Hand the console UART the bytes native code wrote to its THR."""
+        st = self.st
+        n = st.txn
+        st.txn = 0
+        self.console_bytes += n
+        uart.transmitted(ctypes.string_at(st.txbuf, n))
+
     def _device_access(self, pa: int, size: int, store: int, value: int) -> int:
         """``state.MMIOFN``: an aligned load or store of the native interpreter to the
         device at ``pa``, done while native code waits (no exit, no copying of the
@@ -719,10 +727,7 @@ class JitEngine(SliceStrategy):
             wires = hart.mip_hw
             uart = self._uart
             if dev is uart and st.txn:  # what the native window took goes out first
-                n = st.txn
-                st.txn = 0
-                self.console_bytes += n
-                uart.transmitted(ctypes.string_at(st.txbuf, n))
+                self._flush_tx(uart)
             if store:
                 dev.write(off, size, value & _SIZE_MASK[size])
             else:
@@ -1115,10 +1120,7 @@ class JitEngine(SliceStrategy):
         tlbp0 = st.tlbp0
         code = self._dispatch(self.st_addr)
         if uart is not None and st.txn:  # sent before Python does anything else
-            n = st.txn
-            st.txn = 0
-            self.console_bytes += n
-            uart.transmitted(ctypes.string_at(self.st.txbuf, n))
+            self._flush_tx(uart)
         if st.mstatus != ms:
             changed = st.mstatus ^ ms
             hart.mstatus = st.mstatus
