@@ -125,3 +125,63 @@ def test_a_device_that_does_not_allow_it_stays_in_python():
     stats = w.engine.stats()
     assert stats["native_device_accesses"] == 0
     assert stats["slow_exits"] >= 2 * N, stats
+
+
+def _clint_world(jit: bool):
+    """A one-hart world with a CLINT at QEMU's address, known to the engine as the
+    board's (as ``VirtBoard.clint``), on a clock that stands still."""
+    from test_jit import tier
+
+    from pyhv.clock import FakeClock
+    from pyhv.cpu.jit import make_jit_engines
+    from pyhv.devices.clint import Clint
+
+    w = W.World("interp")
+    w.clint = Clint(1, FakeClock(), lambda _h, bit, level: w.hart.set_mip_hw(bit, level))
+    w.bus.attach(CLINT, w.clint.size, w.clint)
+    if jit:
+        w.engine = make_jit_engines(w, sync=True, **tier(10**9))[0]
+    return w
+
+
+CLINT = 0x0200_0000
+
+
+def sd(rs2: int, rs1: int, imm: int) -> int:
+    return W.H.enc_s(0x23, 3, rs1, rs2, imm)
+
+
+def test_clint_registers_natively_as_on_the_interpreter():
+    """OpenSBI's timer and IPI paths: mtimecmp writes and reads and the msip of the hart
+    itself, from native code, as the interpreter does them; an mtime write still goes
+    through Python (the engine's native time reads follow it)."""
+    worlds = (_clint_world(jit=False), _clint_world(jit=True))
+    for w in worlds:
+        loop = _lu32(19, CLINT) + _lu32(20, CLINT + 0x4000) + _lu32(21, CLINT + 0xBFF8)
+        loop += [addi(8, 0, N)]
+        top = len(loop)
+        loop += [
+            i_type(0x13, 5, 4, 8, -1),  # t0 = ~s0: a deadline far away (MTIP stays low)
+            sd(5, 20, 0),  # mtimecmp = t0
+            i_type(0x03, 6, 3, 20, 0), W.add(22, 22, 6),  # s6 += mtimecmp
+            sw(0, 19, 0),  # msip = 0
+            lw(7, 19, 0), W.add(23, 23, 7),  # s7 += msip
+            i_type(0x13, 6, 7, 8, 15),  # t1 = s0 & 15
+            bne(6, 0, 8),
+            sd(8, 21, 0),  # mtime = s0 (every 16th round)
+            addi(8, 8, -1),
+        ]
+        loop += [bne(8, 0, 4 * (top - len(loop))), WFI]
+        w.put(BASE, loop)
+        w.hart.pc = BASE
+        run(w, 400_000)
+        assert w.hart.waiting
+    interp, jit = worlds
+    assert interp.hart.x[22] == sum((~s) & (1 << 64) - 1 for s in range(1, N + 1)) % (1 << 64)
+    assert jit.state() == interp.state()
+    assert jit.clint.mtimecmp == interp.clint.mtimecmp and jit.clint.mtime_writes == N // 16
+    assert jit.hart.mip_hw == interp.hart.mip_hw == 0
+    stats = jit.engine.stats()
+    assert stats["native_device_accesses"] >= 4 * N, stats
+    # the mtime writes, and little else, left native code
+    assert N // 16 <= stats["slow_exits"] < N // 16 + N // 8, stats

@@ -75,3 +75,60 @@ def test_a_hart_that_sends_an_ipi_hands_over_to_the_target(tmp_path):
     # the hand-over it spun for the rest of its slice: ~20,000 times or more)
     assert 1 <= spins <= 100, spins
     assert handovers == 1
+
+
+ROUNDS = 50
+
+
+def _ping_pong() -> bytes:
+    """Hart 0 sends hart 1 ROUNDS IPIs, each after hart 1 counted the one before in
+    FLAG; hart 0 counts its spins waiting (COUNT) and powers off."""
+    csrr_hartid = (0xF14 << 20) | (2 << 12) | (10 << 7) | 0x73  # csrr a0, mhartid
+    csrr_mip = (0x344 << 20) | (2 << 12) | (5 << 7) | 0x73  # csrr t0, mip
+    hart1 = [  # for ever: wait for mip.MSIP; clear msip; flag += 1
+        csrr_mip, H.enc_i(0x13, 5, 7, 5, 8), H.enc_b(0, 5, 0, -8),  # andi; beqz
+        *_li(6, MSIP1), H.enc_s(0x23, 2, 6, 0, 0),  # sw zero, msip1
+        *_li(7, FLAG), H.enc_i(0x03, 28, 3, 7, 0),  # ld t3, flag
+        H.enc_i(0x13, 28, 0, 28, 1), H.enc_s(0x23, 3, 7, 28, 0),  # t3 += 1; sd t3, flag
+    ]
+    hart1 += [H.enc_j(0, -4 * len(hart1))]
+    hart0 = [*_li(6, MSIP1), *_li(7, FLAG), H.enc_i(0x13, 29, 0, 0, 0),
+             H.enc_i(0x13, 31, 0, 0, 0)]  # t6: rounds sent
+    top = len(hart0)
+    hart0 += [
+        H.enc_i(0x13, 28, 0, 0, 1), H.enc_s(0x23, 2, 6, 28, 0),  # sw 1, msip1
+        H.enc_i(0x13, 31, 0, 31, 1),  # t6 += 1
+        H.enc_i(0x13, 29, 0, 29, 1),  # spin: t4 += 1
+        H.enc_i(0x03, 30, 3, 7, 0),  # ld t5, flag
+        H.enc_b(1, 30, 31, -8),  # bne t5, t6, spin
+        H.enc_i(0x13, 28, 0, 0, ROUNDS),
+    ]
+    hart0 += [H.enc_b(1, 31, 28, 4 * (top - len(hart0)))]  # bne t6, t3, top
+    hart0 += [*_li(7, COUNT), H.enc_s(0x23, 3, 7, 29, 0),
+              *_li(6, TEST_DEV), *_li(28, 0x5555), H.enc_s(0x23, 2, 6, 28, 0),
+              H.enc_j(0, 0)]
+    head = [csrr_hartid, 0]
+    head[1] = H.enc_b(1, 10, 0, 4 * (len(head) + len(hart0) - 1))
+    return struct.pack(f"<{len(head) + len(hart0) + len(hart1)}I", *head, *hart0, *hart1)
+
+
+def test_ipis_sent_from_native_code_hand_over_too(tmp_path):
+    """The CLINT's msip written by the native interpreter (the device callback) ends
+    the sender's slice just as a write through Python does: 50 IPIs, each answered
+    at once, and the sends made natively."""
+    kernel = tmp_path / "pingpong.bin"
+    kernel.write_bytes(_ping_pong())
+    vm = Machine(MachineConfig(kernel=str(kernel), bios="none", smp=2, engine="jit"),
+                 console=BufferConsole())
+    try:
+        result = vm.run(timeout=60)
+        spins = int.from_bytes(vm.board.ram.read_bytes(COUNT, 8), "little")
+        flag = int.from_bytes(vm.board.ram.read_bytes(FLAG, 8), "little")
+        sender, target = (e.stats() for e in vm.engines)
+    finally:
+        vm.close()
+    assert result.reason == "poweroff" and flag == ROUNDS
+    assert sender["ipi_handovers"] == ROUNDS
+    assert spins <= 20 * ROUNDS, spins  # (without the hand-over: ~20,000 a round)
+    assert sender["native_device_accesses"] >= ROUNDS - 5, sender
+    assert target["native_device_accesses"] >= ROUNDS - 5, target

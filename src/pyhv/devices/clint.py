@@ -55,6 +55,13 @@ class Clint(Device):
 
     name = "clint"
     size = 0x10000
+    # From a hart's native code (the JIT's device callback) too: msip and mtimecmp
+    # drive only interrupt wires; an IPI to another hart ends the sender's slice after
+    # the store (the engine hands over, as for the Python path)
+    native_access = True
+
+    def native_store(self, offset: int) -> bool:
+        return offset < MTIME  # mtime written: the engine syncs its native time reads
 
     def __init__(
         self,

@@ -23,6 +23,12 @@ class Device(ABC):
     # interrupt wires (no power event, no stop request, no hart's state)
     native_access: bool = False
 
+    def native_store(self, offset: int) -> bool:
+        """With ``native_access``: whether a store at ``offset`` may be made from native
+        code too (a register whose write has effects beyond the device and the wires,
+        such as moving the clock native code reads, says no)."""
+        return True
+
     @abstractmethod
     def read(self, offset: int, size: int) -> int:
         """Read ``size`` (1, 2, 4 or 8) bytes at ``offset``; unknown registers read as 0."""

@@ -723,6 +723,9 @@ class JitEngine(SliceStrategy):
             if hit is None or not hit[0].native_access:
                 return 0
             dev, off = hit
+            if store and not dev.native_store(off):
+                return 0
+            clint = self._clint
             hart, st = self.hart, self.st
             wires = hart.mip_hw
             uart = self._uart
@@ -741,10 +744,23 @@ class JitEngine(SliceStrategy):
                 if now & ~wires:
                     st.irqpend = st.irqsie = 1
                     return 2
+            if dev is clint and clint.ipi_sent:
+                return 2  # an IPI to another hart: the slice is handed over after it
             return 1
         except BaseException as e:  # noqa: BLE001 - raised in Python after the run
             self._device_error = e
             return 0
+
+    def _handover_after_ipi(self) -> bool:
+        """The hart just sent another one an IPI (CLINT msip): its slice ends, so that
+        the other hart runs now (an IPI is usually waited for). Whether it did."""
+        clint = self._clint
+        if clint is not None and getattr(clint, "ipi_sent", False):
+            clint.ipi_sent = False
+            self.ipi_handovers += 1
+            self.ended = True
+            return True
+        return False
 
     def _native_switch(self) -> None:
         """Native code trapped from U-mode into S-mode, from S-mode into M-mode, or
@@ -1563,6 +1579,7 @@ class JitEngine(SliceStrategy):
                 return done
             elif code == S.EXIT_IRQ:
                 self.irq_exits += 1
+                self._handover_after_ipi()
                 return done
             elif code != S.EXIT_LOOKUP:
                 return done  # the budget is used up
@@ -1576,12 +1593,9 @@ class JitEngine(SliceStrategy):
             op = o[0]
             hart.pc = op()
             done += 1
-            clint = self._clint
-            if clint is not None and getattr(clint, "ipi_sent", False):  # it sent an IPI
-                clint.ipi_sent = False  # hand over
-                self.ipi_handovers += 1
-                self.ended = True
+            if self._handover_after_ipi():
                 return done
+            clint = self._clint
             if st.exit_access == 2 and \
                     getattr(clint, "mtime_writes", 0) != self._mtime_writes:
                 self._sync_time()  # the guest wrote mtime (MMIO): what native reads

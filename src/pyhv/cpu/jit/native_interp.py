@@ -277,9 +277,13 @@ class _Gen:
                     f"i64 {value})")
         self.emit("call void @llvm.x86.sse.ldmxcsr(ptr %mxsave) #1")
         done = self.fresh("md")
-        leave = "irqexit" if store else done
+        leave = self.fresh("ml") if store else done
         self.emit(f"switch i64 {r}, label %{slow} [ i64 1, label %{done} i64 2, "
                   f"label %{leave} ]")
+        if store:  # (counted too)
+            self.label(leave)
+            self.set_field(S.NMMIO, self.op(f"add i64 {self.field(S.NMMIO)}, 1"))
+            self.emit("br label %irqexit")
         self.label(done)
         self.set_field(S.NMMIO, self.op(f"add i64 {self.field(S.NMMIO)}, 1"))
         return self.op(f"getelementptr i8, ptr %s, i64 {S.MMIOVAL}"), done
