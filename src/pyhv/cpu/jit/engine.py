@@ -525,6 +525,7 @@ class JitEngine(SliceStrategy):
             "native_sbi_calls": self.st.nmtraps,
             "native_mrets": self.st.nmrets,
             "native_device_accesses": self.st.nmmio,
+            "native_interrupts": self.st.nirqs,
             "baseline_blocks": self.baseline_blocks,
         }
 
@@ -1168,8 +1169,9 @@ class JitEngine(SliceStrategy):
             hart.mie, hart.mip = st.mie, st.mip
         if st.sfpend:
             self._native_fences()
-        if st.ntraps + st.nfaults + st.nmtraps != self._ntraps:  # (the last, for diagnostics)
-            self._ntraps = st.ntraps + st.nfaults + st.nmtraps
+        traps = st.ntraps + st.nfaults + st.nmtraps + st.nirqs
+        if traps != self._ntraps:  # (the last, for diagnostics)
+            self._ntraps = traps
             hart.prev_trap, hart.last_trap = hart.last_trap, (st.tcause, st.ttval, st.tpc)
         n = budget - left
         self.native_instructions += n

@@ -748,7 +748,11 @@ class _Gen:
         mpp = self.op(f"and i64 {ms}, {C.MSTATUS_MPP}")
         low = self.op(f"icmp ule i64 {mpp}, {C.PRV_S << C.MSTATUS_MPP_SHIFT}")
         ok = self.all_of(ismret, fromm, low, ok0)
-        e(f"br i1 {ok}, label %mret1, label %slow")
+        e(f"br i1 {ok}, label %mret1, label %mretq")
+        self.label("mretq")  # an interrupt is pending
+        ctxok = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
+        e(f"br i1 {self.all_of(ismret, fromm, low, ctxok)}, label %mretirq, label %slow")
+        self.mret_interrupt(ms, mpp)
         self.label("mret1")
         new = self.trap_pop(ms, C.MSTATUS_MIE, C.MSTATUS_MPIE, C.MSTATUS_MPP)
         e(f"store i64 {self.field(S.CSRS + 8 * 2)}, ptr %pcv")  # mepc
@@ -871,6 +875,58 @@ class _Gen:
         self.set_field(S.IRQPEND, waiting)
         self.set_field(S.IRQSIE, waiting)
         e("br label %next")
+
+    def mret_interrupt(self, ms: str, mpp: str) -> None:
+        """An MRET (to S- or U-mode) with an interrupt pending (``irqpend``), at label
+        ``mretirq``: as Python would (the MRET retires, then run_slice takes the
+        interrupt, Hart.interrupt_to_take and take_trap), one delegated to S-mode that
+        the MRET lets in (SEI, SSI or STI; S-mode with SIE set, or U-mode), into a
+        direct-mode stvec, is taken here: an IPI that OpenSBI hands to the kernel (it
+        sets SSIP, then returns) goes on into the kernel's handler without a trip to
+        Python. One not taken after the MRET either (masked) lets it go on natively;
+        anything else (an M-level interrupt, a vectored stvec) goes to Python."""
+        e = self.emit
+        self.label("mretirq")
+        mip, hw, mie = self.field(S.MIP), self.field(S.MIPHW), self.field(S.MIE)
+        pend = self.op(f"and i64 {self.op(f'or i64 {mip}, {hw}')}, {mie}")
+        deleg = self.field(S.MIDELEG)
+        notdeleg = self.op(f"xor i64 {deleg}, -1")
+        m_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {pend}, {notdeleg}')}, 0")
+        sbits = self.op(f"and i64 {pend}, {deleg}")
+        tou = self.op(f"icmp eq i64 {mpp}, 0")
+        sie = self.op(f"icmp ne i64 {self.op(f'and i64 {ms}, {C.MSTATUS_SIE}')}, 0")
+        s_take = self.op(f"and i1 {self.op(f'or i1 {tou}, {sie}')}, "
+                         f"{self.op(f'icmp ne i64 {sbits}, 0')}")
+        e(f"br i1 {m_pend}, label %slow, label %mretirq1")
+        self.label("mretirq1")
+        e(f"br i1 {s_take}, label %mretirq2, label %mret1")
+        self.label("mretirq2")
+
+        def has(bit: int) -> str:
+            return self.op(f"icmp ne i64 {self.op(f'and i64 {sbits}, {1 << bit}')}, 0")
+        sei, ssi, sti = has(9), has(1), has(5)
+        code = self.op(f"select i1 {sei}, i64 9, i64 "
+                       f"{self.op(f'select i1 {ssi}, i64 1, i64 5')}")
+        known = self.op(f"or i1 {sei}, {self.op(f'or i1 {ssi}, {sti}')}")
+        stvec = self.field(S.STVEC)
+        direct = self.op(f"icmp eq i64 {self.op(f'and i64 {stvec}, 3')}, 0")
+        e(f"br i1 {self.op(f'and i1 {known}, {direct}')}, label %mretirq3, label %slow")
+        self.label("mretirq3")
+        new = self.trap_pop(ms, C.MSTATUS_MIE, C.MSTATUS_MPIE, C.MSTATUS_MPP)
+        self.set_field(S.NMRETS, self.op(f"add i64 {self.field(S.NMRETS)}, 1"))
+        epc = self.field(S.CSRS + 8 * 2)  # mepc: where the MRET went
+        cause = self.op(f"or i64 {code}, {_s64(1 << 63)}")
+        self.trap_record(C.PRV_S, epc, cause, "0")
+        pushed = self.trap_push(new, C.MSTATUS_SIE, C.MSTATUS_SPIE, C.MSTATUS_SPP, 0)
+        spp = self.op(f"select i1 {tou}, i64 0, i64 {C.MSTATUS_SPP}")
+        new = self.op(f"or i64 {pushed}, {spp}")
+        self.set_field(S.MSTATUS, new)
+        self.switch_context(C.PRV_S, new)
+        self.set_field(S.INTERP, self.field(S.SINTERP))
+        self.set_field(S.ICHK, "1")
+        e(f"store i64 {self.op(f'and i64 {stvec}, -4')}, ptr %pcv")
+        self.set_field(S.NIRQS, self.op(f"add i64 {self.field(S.NIRQS)}, 1"))
+        e("br label %retire")
 
     def trap_ready(self) -> tuple[str, str, str]:
         """(native traps allowed now, mstatus, privilege), loaded where it is emitted."""

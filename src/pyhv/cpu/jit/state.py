@@ -101,6 +101,7 @@ Layout (byte offsets, all fields 64-bit):
 5384   mmiova  the virtual address the soft-TLB refill last proved maps to a device
 5392   mmiopa  (with the permission the access needs) and that device's physical address
 5400   nmmio   device accesses done through mmiofn (statistics)
+5408   nirqs   interrupts taken natively at an MRET (statistics; last trap as for ntraps)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -150,6 +151,7 @@ TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
 MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
 MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
 MMIOFN, MMIOVAL, MMIOVA, MMIOPA, NMMIO = 5368, 5376, 5384, 5392, 5400
+NIRQS = 5408
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -263,6 +265,7 @@ class HartState(ctypes.Structure):
         ("mmiova", ctypes.c_uint64),
         ("mmiopa", ctypes.c_uint64),
         ("nmmio", ctypes.c_uint64),
+        ("nirqs", ctypes.c_uint64),
     ]
 
 
@@ -322,7 +325,8 @@ def _check_layout() -> None:
                       ("mtvec", MTVEC), ("nmtraps", NMTRAPS), ("nmrets", NMRETS),
                       ("mie", MIE), ("mip", MIP), ("miphw", MIPHW), ("mideleg", MIDELEG),
                       ("irqdirty", IRQDIRTY), ("mmiofn", MMIOFN), ("mmioval", MMIOVAL),
-                      ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO)):
+                      ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO),
+                      ("nirqs", NIRQS)):
         assert getattr(s, name).offset == off, name
 
 
