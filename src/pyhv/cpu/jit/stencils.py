@@ -14,8 +14,9 @@ semantics are the native interpreter's own (``_Gen.fast_ops``, generated with th
 in place of the decoded fields), so the two cannot disagree.
 
 A baseline block counts its runs; at ``hot_after`` runs it asks Python (EXIT_HOT) for
-its LLVM version, which replaces it when ready. It leaves to the dispatcher after its
-control transfer (pc set) or before an instruction it does not do; an access its soft
+its LLVM version, which replaces it when ready. After its control transfer it goes on
+to the block at the target through the dispatch table (as LLVM blocks chain), else to
+the dispatcher, as it does before an instruction it does not do; an access its soft
 TLB cannot do leaves before the instruction (EXIT_SLOW with the access noted), which
 the dispatcher hands to the native interpreter, as for an LLVM block.
 
@@ -119,8 +120,35 @@ class _StencilGen(_Gen):
         self.label("next")
         e(f"%c = musttail call preserve_nonecc i32 @{NEXT}(ptr %s)")
         e("ret i32 %c")
-        self.label("xfer")  # a control transfer: the block ends, the dispatcher goes on
-        self.set_field(S.PC, self.op("load i64, ptr %pcv"))
+        self.label("xfer")  # a control transfer: the block ends
+        target = self.op("load i64, ptr %pcv")
+        self.set_field(S.PC, target)
+        # ... and goes on to the block at the target, if there is one and budget is
+        # left, without the dispatcher: a tail call through the dispatch table, as an
+        # LLVM block chains (a translated block only within its page, whose mapping
+        # was checked when it was entered); else the dispatcher goes on
+        go = self.op(f"icmp sgt i64 {self.field(S.BUDGET)}, 0")
+        if self.translated:
+            same = self.op(f"icmp ult i64 {self.op(f'xor i64 {target}, %start')}, 4096")
+            go = self.op(f"and i1 {go}, {same}")
+        e(f"br i1 {go}, label %chain, label %leave")
+        self.label("chain")
+        tab = self.field(S.TABLE, "ptr")
+        slot = self.op(f"and i64 {self.op(f'lshr i64 {target}, 1')}, {S.NDISPATCH - 1}")
+        o0 = self.op(f"shl i64 {slot}, 5")
+        e0 = self.op(f"getelementptr i8, ptr {tab}, i64 {o0}")
+        e1 = self.op(f"getelementptr i8, ptr {tab}, i64 {self.op(f'xor i64 {o0}, 32')}")
+        hit0 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e0}')}, {target}")
+        e(f"br i1 {hit0}, label %found, label %way2")
+        self.label("way2")
+        hit1 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e1}')}, {target}")
+        e(f"br i1 {hit1}, label %found, label %leave")
+        self.label("found")
+        ent = self.op(f"phi ptr [ {e0}, %chain ], [ {e1}, %way2 ]")
+        fn = self.op(f"load ptr, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 8')}")
+        e(f"%cr = musttail call preserve_nonecc i32 {fn}(ptr %s)")
+        e("ret i32 %cr")
+        self.label("leave")
         e(f"ret i32 {S.EXIT_CONTINUE}")
         self.label("slowmem")  # leave before this instruction, its access noted
         self.set_field(S.EXIT_ACCESS, self.op("load i64, ptr %acc"))
