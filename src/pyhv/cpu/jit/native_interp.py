@@ -1497,6 +1497,13 @@ class _Gen:
         seen = self.op(f"icmp ne i8 {was}, 0")
         e(f"br i1 {seen}, label %{go}, label %{hot}")
 
+    def table_ways(self, tab: str, slot: str) -> tuple[str, str]:
+        """The two entries of dispatch table ``tab`` for slot ``slot`` (state.py: a pc's
+        block is in slot ``(pc >> 1) & (NDISPATCH - 1)`` or the other of its pair)."""
+        o = self.op(f"shl i64 {slot}, 5")
+        return (self.op(f"getelementptr i8, ptr {tab}, i64 {o}"),
+                self.op(f"getelementptr i8, ptr {tab}, i64 {self.op(f'xor i64 {o}, 32')}"))
+
     def transfer(self) -> None:
         """A control transfer (branch, jal, jalr) retires at label ``xfer``, its target
         in ``%pcv``. If the dispatch table has no block there, the target starts the
@@ -1525,10 +1532,8 @@ class _Gen:
         bit = self.op(f"and i64 {self.op(f'lshr i64 {word}, {sh}')}, 1")
         e(f"br i1 {self.op(f'icmp ne i64 {bit}, 0')}, label %xtags, label %xpage")
         self.label("xtags")
-        o = self.op(f"shl i64 {slot}, 5")
-        tag0 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {tab}, i64 {o}')}")
-        o2 = self.op(f"xor i64 {o}, 32")
-        tag1 = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {tab}, i64 {o2}')}")
+        e0, e1 = self.table_ways(tab, slot)
+        tag0, tag1 = self.op(f"load i64, ptr {e0}"), self.op(f"load i64, ptr {e1}")
         hit = self.op(f"or i1 {self.op(f'icmp eq i64 {tag0}, {t}')}, "
                       f"{self.op(f'icmp eq i64 {tag1}, {t}')}")
         e(f"br i1 {hit}, label %leave, label %xpage")
