@@ -135,6 +135,26 @@ def private_kib(pid: int, snapshot: str) -> dict[str, int]:
     return out
 
 
+MAPS = False  # --maps
+
+
+def largest_private(pid: int, most: int = 12) -> list[tuple[int, int, str]]:
+    """The process's ``most`` mappings with the most private pages: (private KiB, the
+    mapping's size in KiB, its address range, permissions and name)."""
+    rows: list[tuple[int, int, str]] = []
+    cur: list[object] = []
+    with open(f"/proc/{pid}/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                lo, hi = (int(v, 16) for v in head[0].split("-"))
+                cur = [0, (hi - lo) >> 10, " ".join([head[0], head[1], *head[5:6]])]
+                rows.append(cur)  # type: ignore[arg-type]
+            elif head and head[0] in ("Private_Dirty:", "Private_Clean:") and cur:
+                cur[0] = int(cur[0]) + int(head[1])  # type: ignore[call-overload]
+    return sorted((tuple(r) for r in rows), reverse=True)[:most]  # type: ignore[misc]
+
+
 def start_vms(path: str, n: int, clone: bool) -> tuple[list[subprocess.Popen], list[str]]:
     procs, macs = [], []
     for _ in range(n):
@@ -233,6 +253,20 @@ def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
         for pid in pids:
             for kind, kib in private_kib(pid, path).items():
                 private[kind] = private.get(kind, 0) + kib
+        if MAPS:
+            print(f"the largest private mappings of clone pid {pids[0]} (KiB private, "
+                  "KiB mapped, mapping):")
+            for kib, size, name in largest_private(pids[0]):
+                print(f"  {kib:7d} {size:9d}  {name}")
+            for tid in os.listdir(f"/proc/{pids[0]}/task"):  # where each thread's stack is
+                try:
+                    with open(f"/proc/{pids[0]}/task/{tid}/syscall") as fh:
+                        sp = int(fh.read().split()[-2], 16)
+                    with open(f"/proc/{pids[0]}/task/{tid}/comm") as fh:
+                        comm = fh.read().strip()
+                except (OSError, ValueError, IndexError):
+                    continue
+                print(f"  thread {tid} ({comm}): stack pointer {sp:#x}")
         return {"one": one, "total": total + group_pss, "clones": total,
                 "group": group_pss, "groups": len(groups), "macs": macs,
                 "guest_macs": guest_macs,
@@ -364,9 +398,13 @@ def main() -> int:
                     help="the clones through a host daemon (pyhv restore, pyhv clone)")
     ap.add_argument("--stages", action="store_true",
                     help="also: a forked clone's private memory step by step")
+    ap.add_argument("--maps", action="store_true",
+                    help="with --daemon: print a clone's largest private mappings")
     ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global MAPS
+    MAPS = args.maps
     if args.worker:
         return clone_worker(args.worker, args.clone)
     if not (GUESTS / "Image").exists():
