@@ -135,24 +135,39 @@ def private_kib(pid: int, snapshot: str) -> dict[str, int]:
     return out
 
 
-MAPS = False  # --maps
-
-
 def largest_private(pid: int, most: int = 12) -> list[tuple[int, int, str]]:
     """The process's ``most`` mappings with the most private pages: (private KiB, the
     mapping's size in KiB, its address range, permissions and name)."""
-    rows: list[tuple[int, int, str]] = []
-    cur: list[object] = []
+    private: list[int] = []  # per mapping, in the order of smaps
+    described: list[tuple[int, str]] = []
     with open(f"/proc/{pid}/smaps") as fh:
         for line in fh:
             head = line.split()
             if head and "-" in head[0] and not head[0].endswith(":"):
                 lo, hi = (int(v, 16) for v in head[0].split("-"))
-                cur = [0, (hi - lo) >> 10, " ".join([head[0], head[1], *head[5:6]])]
-                rows.append(cur)  # type: ignore[arg-type]
-            elif head and head[0] in ("Private_Dirty:", "Private_Clean:") and cur:
-                cur[0] = int(cur[0]) + int(head[1])  # type: ignore[call-overload]
-    return sorted((tuple(r) for r in rows), reverse=True)[:most]  # type: ignore[misc]
+                described.append(((hi - lo) >> 10, " ".join([head[0], head[1], *head[5:6]])))
+                private.append(0)
+            elif head and head[0] in ("Private_Dirty:", "Private_Clean:") and private:
+                private[-1] += int(head[1])
+    rows = [(kib, size, name) for kib, (size, name) in zip(private, described, strict=True)]
+    return sorted(rows, reverse=True)[:most]
+
+
+def print_maps(pid: int) -> None:
+    """--maps: a clone's largest private mappings and where its threads' stacks are."""
+    print(f"the largest private mappings of clone pid {pid} (KiB private, KiB mapped, "
+          "mapping):")
+    for kib, size, name in largest_private(pid):
+        print(f"  {kib:7d} {size:9d}  {name}")
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/syscall") as fh:
+                sp = int(fh.read().split()[-2], 16)
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                comm = fh.read().strip()
+        except (OSError, ValueError, IndexError):
+            continue
+        print(f"  thread {tid} ({comm}): stack pointer {sp:#x}")
 
 
 def start_vms(path: str, n: int, clone: bool) -> tuple[list[subprocess.Popen], list[str]]:
@@ -212,7 +227,8 @@ def console_answer(sock_path: Path, command: str, want: bytes, timeout: float = 
             seen += data
 
 
-def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
+def daemon_clones(path: str, n: int, workdir: str, maps: bool = False
+                  ) -> dict[str, object]:
     """The clone phase through a host daemon (module docstring)."""
     from pyhv.host import Host
 
@@ -253,20 +269,8 @@ def daemon_clones(path: str, n: int, workdir: str) -> dict[str, object]:
         for pid in pids:
             for kind, kib in private_kib(pid, path).items():
                 private[kind] = private.get(kind, 0) + kib
-        if MAPS:
-            print(f"the largest private mappings of clone pid {pids[0]} (KiB private, "
-                  "KiB mapped, mapping):")
-            for kib, size, name in largest_private(pids[0]):
-                print(f"  {kib:7d} {size:9d}  {name}")
-            for tid in os.listdir(f"/proc/{pids[0]}/task"):  # where each thread's stack is
-                try:
-                    with open(f"/proc/{pids[0]}/task/{tid}/syscall") as fh:
-                        sp = int(fh.read().split()[-2], 16)
-                    with open(f"/proc/{pids[0]}/task/{tid}/comm") as fh:
-                        comm = fh.read().strip()
-                except (OSError, ValueError, IndexError):
-                    continue
-                print(f"  thread {tid} ({comm}): stack pointer {sp:#x}")
+        if maps:
+            print_maps(pids[0])
         return {"one": one, "total": total + group_pss, "clones": total,
                 "group": group_pss, "groups": len(groups), "macs": macs,
                 "guest_macs": guest_macs,
@@ -403,8 +407,6 @@ def main() -> int:
     ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
     ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    global MAPS
-    MAPS = args.maps
     if args.worker:
         return clone_worker(args.worker, args.clone)
     if not (GUESTS / "Image").exists():
@@ -416,7 +418,7 @@ def main() -> int:
         for i, size in enumerate(sizes):
             rows.append((size, one_size(size, args.runs, work, keep=i == 0)))
         first = os.path.join(work, f"linux-{sizes[0]}.snap")
-        shared = daemon_clones(first, args.clones, work) if args.clones and args.daemon \
+        shared = daemon_clones(first, args.clones, work, args.maps) if args.clones and args.daemon \
             else clones(first, args.clones) if args.clones else None
         stages = clone_stages(first) if args.stages else []
     print(f"Linux at its shell, snapshot and restore (median of {args.runs}; times in ms, "

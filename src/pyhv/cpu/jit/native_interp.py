@@ -863,8 +863,8 @@ class _Gen:
         in_s = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
         below_s = self.op(f"icmp ult i64 {priv}, {C.PRV_S}")
         s_en = self.op(f"or i1 {below_s}, {self.op(f'and i1 {in_s}, {sien}')}")
-        m_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {now}, {notdeleg}')}, 0")
-        s_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {now}, {deleg}')}, 0")
+        m_pend, s_bits = self.split_pending(now, deleg)
+        s_pend = self.op(f"icmp ne i64 {s_bits}, 0")
         take = self.op(f"or i1 {self.op(f'and i1 {m_en}, {m_pend}')}, "
                        f"{self.op(f'and i1 {s_en}, {s_pend}')}")
         e(f"br i1 {take}, label %irqexit, label %icsrq")
@@ -875,6 +875,14 @@ class _Gen:
         self.set_field(S.IRQPEND, waiting)
         self.set_field(S.IRQSIE, waiting)
         e("br label %next")
+
+    def split_pending(self, pend: str, deleg: str) -> tuple[str, str]:
+        """Pending and enabled interrupts ``pend`` by level (priv spec 3.1.9, as
+        Hart.interrupt_to_take): whether any is M-level (not delegated, i1), and the
+        S-level ones (delegated by mideleg ``deleg``, i64)."""
+        notdeleg = self.op(f"xor i64 {deleg}, -1")
+        m_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {pend}, {notdeleg}')}, 0")
+        return m_pend, self.op(f"and i64 {pend}, {deleg}")
 
     def mret_interrupt(self, ms: str, mpp: str) -> None:
         """An MRET (to S- or U-mode) with an interrupt pending (``irqpend``), at label
@@ -889,10 +897,7 @@ class _Gen:
         self.label("mretirq")
         mip, hw, mie = self.field(S.MIP), self.field(S.MIPHW), self.field(S.MIE)
         pend = self.op(f"and i64 {self.op(f'or i64 {mip}, {hw}')}, {mie}")
-        deleg = self.field(S.MIDELEG)
-        notdeleg = self.op(f"xor i64 {deleg}, -1")
-        m_pend = self.op(f"icmp ne i64 {self.op(f'and i64 {pend}, {notdeleg}')}, 0")
-        sbits = self.op(f"and i64 {pend}, {deleg}")
+        m_pend, sbits = self.split_pending(pend, self.field(S.MIDELEG))
         tou = self.op(f"icmp eq i64 {mpp}, 0")
         sie = self.op(f"icmp ne i64 {self.op(f'and i64 {ms}, {C.MSTATUS_SIE}')}, 0")
         s_take = self.op(f"and i1 {self.op(f'or i1 {tou}, {sie}')}, "
