@@ -906,6 +906,41 @@ def test_a_baseline_block_that_runs_a_lot_gets_its_llvm_block(tmp_path, monkeypa
     assert comp.blocks_compiled >= 1
 
 
+def test_dispatch_table_costs_memory_only_where_blocks_are_linked() -> None:
+    """A hart has a 1 MiB dispatch table for every translation context it ran (16 in a
+    4-hart Linux boot): an empty one is untouched zero pages, a linked block makes
+    its entry's page and the occupancy bits' page resident, and emptying the table
+    gives them back."""
+    import ctypes
+
+    from pyhv.cpu.jit import native_interp
+    from pyhv.cpu.jit import state as S
+    from pyhv.cpu.jit.engine import _NativeBlocks
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    size = ctypes.sizeof(S.DispatchTable)
+    pages = -(-size // 4096)
+
+    def resident(table) -> int:
+        vec = (ctypes.c_ubyte * pages)()
+        assert libc.mincore(ctypes.c_void_p(ctypes.addressof(table)), ctypes.c_size_t(size),
+                            vec) == 0, ctypes.get_errno()
+        return sum(v & 1 for v in vec)
+
+    table = S.new_table()
+    runs = (ctypes.c_uint32 * native_interp.HEAT_WORDS)()
+    blocks = _NativeBlocks(table, runs, 256)
+    assert resident(table) == 0
+    blocks.install(0x8000_2000, 0x1234, 0x80002)
+    assert resident(table) == 2  # (mincore: only pages touched, nothing read yet)
+    blocks.install(0, 0x5678, 0)  # pc 0 (xv6's user programs start there) is a tag too
+    assert resident(table) == 3
+    assert table[0] == S.table_tag(0) != S.FREE_SLOT
+    blocks.clear()
+    assert resident(table) == 0
+    assert all(table[4 * i] == S.FREE_SLOT for i in range(S.NDISPATCH))
+
+
 def test_dispatch_table_occupancy_bits_follow_its_entries() -> None:
     """The bit the native interpreter asks before a table's entries is set while
     either slot of a pair holds a block and clear when neither does: a clear bit with
@@ -937,4 +972,4 @@ def test_dispatch_table_occupancy_bits_follow_its_entries() -> None:
     assert bit(table, a)
     blocks.clear()
     assert not bit(table, a)
-    assert all(table[4 * i] == S.EMPTY_TAG for i in range(S.NDISPATCH))
+    assert all(table[4 * i] == S.FREE_SLOT for i in range(S.NDISPATCH))

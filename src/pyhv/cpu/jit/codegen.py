@@ -1060,10 +1060,13 @@ class _Block:
         out.append(f"%tab{x} = load ptr, ptr %ptabh{x}")
         if const_pc:
             i = S.slot(int(pc) & M64)
+            tag = str(int(pc) | 1)  # state.table_tag
             out.append(f"%ce0{x} = getelementptr i8, ptr %tab{x}, i64 {32 * i}")
             out.append(f"%ce1{x} = getelementptr i8, ptr %tab{x}, i64 {32 * (i ^ 1)}")
         else:
+            tag = f"%ctag{x}"
             out += [
+                f"{tag} = or i64 {pc}, 1",
                 f"%ch{x} = lshr i64 {pc}, 1",
                 f"%ci{x} = and i64 %ch{x}, {S.NDISPATCH - 1}",
                 f"%co{x} = shl i64 %ci{x}, 5",
@@ -1073,11 +1076,11 @@ class _Block:
             ]
         out += [
             f"%ct0{x} = load i64, ptr %ce0{x}",
-            f"%chit0{x} = icmp eq i64 %ct0{x}, {pc}",
+            f"%chit0{x} = icmp eq i64 %ct0{x}, {tag}",
             f"br i1 %chit0{x}, label %next{x}, label %way2{x}",
             f"way2{x}:",
             f"%ct1{x} = load i64, ptr %ce1{x}",
-            f"%chit1{x} = icmp eq i64 %ct1{x}, {pc}",
+            f"%chit1{x} = icmp eq i64 %ct1{x}, {tag}",
             f"br i1 %chit1{x}, label %next{x}, label %leave{x}",
             f"next{x}:",
             f"%ce{x} = phi ptr [ %ce0{x}, %chain{x} ], [ %ce1{x}, %way2{x} ]",
@@ -1607,14 +1610,15 @@ look:
   %i = and i64 %h, {S.NDISPATCH - 1}
   %o = shl i64 %i, 5
   %ent0 = getelementptr i8, ptr %tab, i64 %o
+  %want = or i64 %pc, 1
   %tag = load i64, ptr %ent0
-  %hit = icmp eq i64 %tag, %pc
+  %hit = icmp eq i64 %tag, %want
   br i1 %hit, label %found, label %way2
 way2:
   %o2 = xor i64 %o, 32
   %ent1 = getelementptr i8, ptr %tab, i64 %o2
   %tag2 = load i64, ptr %ent1
-  %hit2 = icmp eq i64 %tag2, %pc
+  %hit2 = icmp eq i64 %tag2, %want
   br i1 %hit2, label %found, label %miss
 found:
   %ent = phi ptr [ %ent0, %look ], [ %ent1, %way2 ]

@@ -199,12 +199,12 @@ class _NativeBlocks(dict):
     def unlink(self, pc: int) -> None:
         """Take ``pc`` out of the table (it stays known: ``link`` puts it back)."""
         table = self.table
-        i = S.slot(pc)
+        i, tag = S.slot(pc), S.table_tag(pc)
         a, b = 4 * i, 4 * (i ^ 1)
         for j in (a, b):
-            if table[j] == pc:
-                table[j] = S.EMPTY_TAG
-                if table[a] == table[b] == S.EMPTY_TAG:
+            if table[j] == tag:
+                table[j] = S.FREE_SLOT
+                if table[a] == table[b] == S.FREE_SLOT:
                     S.mark_occupied(table, i, False)
 
     def install(self, pc: int, addr: int, ppn: int) -> None:
@@ -214,25 +214,25 @@ class _NativeBlocks(dict):
     def link(self, pc: int) -> None:
         """Put ``pc`` in one of its two slots: a free one, else evict the other way's."""
         table = self.table
-        i = S.slot(pc)
+        i, tag = S.slot(pc), S.table_tag(pc)
         a, b = 4 * i, 4 * (i ^ 1)
-        if table[a] == pc or table[b] == pc:
+        if table[a] == tag or table[b] == tag:
             return
-        if table[a] == S.EMPTY_TAG or table[b] != S.EMPTY_TAG and self._flip:
+        if table[a] == S.FREE_SLOT or table[b] != S.FREE_SLOT and self._flip:
             j = a
         else:
             j = b
         self._flip = not self._flip
-        table[j] = pc
+        table[j] = tag
         table[j + 1], table[j + 2] = self[pc]
         S.mark_occupied(table, i, True)
 
     def replace(self, pc: int, addr: int) -> None:
         """The block at ``pc`` compiled again (optimised): new code, same everything."""
         self[pc] = (addr, self[pc][1])
-        i = S.slot(pc)
+        i, tag = S.slot(pc), S.table_tag(pc)
         for j in (4 * i, 4 * (i ^ 1)):
-            if self.table[j] == pc:
+            if self.table[j] == tag:
                 self.table[j + 1] = addr
 
 
@@ -426,10 +426,7 @@ class JitEngine(SliceStrategy):
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
-        # (state.new_dcache's size, mapped private: a process forked with this machine,
-        # a clone group's VM, fills a copy of its own rather than its siblings' pages)
-        self._dcache = mmap.mmap(-1, S.NDCACHE * S.DC_BYTES,
-                                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self._dcache = S.new_dcache()
         self.st.dcache = S.buffer_address(self._dcache)
         self.st.counters = ctypes.addressof(machine.counters)
         self.st.known = ctypes.addressof(

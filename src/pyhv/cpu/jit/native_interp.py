@@ -1539,8 +1539,9 @@ class _Gen:
         self.label("xtags")
         e0, e1 = self.table_ways(tab, slot)
         tag0, tag1 = self.op(f"load i64, ptr {e0}"), self.op(f"load i64, ptr {e1}")
-        hit = self.op(f"or i1 {self.op(f'icmp eq i64 {tag0}, {t}')}, "
-                      f"{self.op(f'icmp eq i64 {tag1}, {t}')}")
+        want = self.op(f"or i64 {t}, 1")  # state.table_tag
+        hit = self.op(f"or i1 {self.op(f'icmp eq i64 {tag0}, {want}')}, "
+                      f"{self.op(f'icmp eq i64 {tag1}, {want}')}")
         e(f"br i1 {hit}, label %leave, label %xpage")
         self.label("xpage")
         vpage = self.op(f"and i64 {t}, -4096")

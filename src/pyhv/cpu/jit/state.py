@@ -118,11 +118,15 @@ The dispatch table is an array of ``NDISPATCH`` {pc, function, physical page, sp
 entries (32 bytes: an index becomes an offset by a shift)
 (the page a translated block was fetched from: the dispatcher runs it only while its
 virtual page still maps there, checked through the I-TLB), two-way: a pc
-lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1``; a tag of all ones (no pc is
-odd: all ones) marks an empty slot. After the entries, one bit per pair of slots
-(``OCCUPIED``, bit ``i >> 1``) says whether either holds a block: the native
-interpreter asks it at every control transfer before the 1 MiB of entries, which lukewarm
-code, whose targets mostly have no block, would otherwise miss in the host's cache.
+lives in slot ``i = (pc >> 1) & (NDISPATCH - 1)`` or ``i ^ 1`` under the tag ``pc | 1``
+(pcs are even, so a tag is never 0); a tag of 0 marks an empty slot, so a new table is
+untouched zero pages of an anonymous mapping and costs memory only where blocks are
+linked (a table is 1 MiB, and each hart has one for every translation context it
+ran: 16 a 4-hart Linux boot, 16 MiB when they were filled with all ones). After the
+entries, one bit per pair of slots (``OCCUPIED``, bit ``i >> 1``) says whether either
+holds a block: the native interpreter asks it at every control transfer before the 1 MiB
+of entries, which lukewarm code, whose targets mostly have no block, would otherwise miss
+in the host's cache.
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ TLB_BYTES = NTLB * TLB_ENTRY
 ITLB = 1024
 NITLB = 256
 NDISPATCH = 32768
-EMPTY_TAG = (1 << 64) - 1  # odd, so no pc matches; all ones, so memset empties a table
+EMPTY_TAG = (1 << 64) - 1  # an empty I-TLB entry: odd, so no vpn matches
+FREE_SLOT = 0  # an empty dispatch-table slot (tags are pc | 1: see table_tag)
 INVALID_TLB = (1 << 64) - 1
 CODE_TAG = 1 << 62  # in a write tag: the page holds code, check the store's granule
 
@@ -287,8 +292,10 @@ DC_BYTES = 16  # {instruction bits, expanded instruction, op|rd|rs1|rs2, immedia
 
 def new_dcache() -> mmap.mmap:
     """An empty decoded-instruction cache: all zeros (an entry for the illegal
-    instruction 0), mapped anonymously so its pages cost memory only once used."""
-    return mmap.mmap(-1, NDCACHE * DC_BYTES)
+    instruction 0), mapped anonymously so its pages cost memory only once used, and
+    private: a process forked with this machine (a clone group's VM) fills a copy of
+    its own rather than its siblings' pages."""
+    return mmap.mmap(-1, NDCACHE * DC_BYTES, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 def buffer_address(buf: mmap.mmap) -> int:
@@ -334,16 +341,27 @@ _check_layout()
 
 
 def new_table() -> ctypes.Array:
-    """An empty dispatch table (every tag odd, so no pc matches)."""
-    table = DispatchTable()
-    empty_table(table)
+    """An empty dispatch table: zero pages of its own anonymous mapping, which cost
+    host memory only once a block is linked in them."""
+    # (private: a process forked with this machine, a clone group's VM, links its own)
+    mem = mmap.mmap(-1, ctypes.sizeof(DispatchTable), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    table = DispatchTable.from_buffer(mem)
+    table.mapping = mem  # type: ignore[attr-defined]  # alive as long as the table
     return table
 
 
 def empty_table(table: ctypes.Array) -> None:
-    """Unlink every block from a dispatch table."""
-    ctypes.memset(ctypes.addressof(table), 0xFF, OCCUPIED)
-    ctypes.memset(ctypes.addressof(table) + OCCUPIED, 0, NDISPATCH // 16)
+    """Unlink every block from a dispatch table (its pages go back to the host)."""
+    mem = getattr(table, "mapping", None)
+    if mem is not None:
+        mem.madvise(mmap.MADV_DONTNEED)  # private and anonymous: reads as zeros again
+    else:
+        ctypes.memset(table, 0, ctypes.sizeof(table))
+
+
+def table_tag(pc: int) -> int:
+    """The tag a block at ``pc`` has in a dispatch table: never FREE_SLOT (pcs are even)."""
+    return pc | 1
 
 
 def mark_occupied(table: ctypes.Array, i: int, occupied: bool) -> None:

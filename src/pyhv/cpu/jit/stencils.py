@@ -136,10 +136,11 @@ class _StencilGen(_Gen):
         tab = self.field(S.TABLE, "ptr")
         slot = self.op(f"and i64 {self.op(f'lshr i64 {target}, 1')}, {S.NDISPATCH - 1}")
         e0, e1 = self.table_ways(tab, slot)
-        hit0 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e0}')}, {target}")
+        want = self.op(f"or i64 {target}, 1")  # state.table_tag
+        hit0 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e0}')}, {want}")
         e(f"br i1 {hit0}, label %found, label %way2")
         self.label("way2")
-        hit1 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e1}')}, {target}")
+        hit1 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e1}')}, {want}")
         e(f"br i1 {hit1}, label %found, label %leave")
         self.label("found")
         ent = self.op(f"phi ptr [ {e0}, %chain ], [ {e1}, %way2 ]")
