@@ -346,3 +346,108 @@ def test_interrupt_csrs_natively_as_on_the_interpreter(threshold):
     e = jit.engine
     assert e.irq_exits >= IRQ_N - 10, e.stats()
     assert e.slow_exits < IRQ_N, e.stats()  # (before: five a round)
+
+
+# -- a kernel with a page table of its own (xv6): satp written at every trap ---------------
+UROOT_A = BASE + 0x23000  # the two processes' root tables (the kernel's is ROOT)
+UROOT_B = BASE + 0x24000
+L1_A, L1_B = BASE + 0x25000, BASE + 0x26000  # their data megapages' level-1 tables
+S_TRAP2 = BASE + 0x1400  # a second trap vector the handler writes on the way (never used)
+
+
+def _xor(rd, rs1, rs2):
+    return H.enc_r(0x33, rd, 4, rs1, rs2, 0)
+
+
+def _satp_into(rd: int, root: int) -> list[int]:
+    """rd = Sv39 satp of ``root`` (t6 as scratch)."""
+    return [addi(rd, 0, 8), i_type(0x13, rd, 1, rd, 60)] + _lu32(31, root >> 12) + [
+        H.enc_r(0x33, rd, 6, rd, 31, 0)]  # or rd, rd, t6
+
+
+def _space_program(w) -> None:
+    """xv6's shape: the kernel runs on a page table of its own (ROOT: its code, no user
+    memory); each process has its own (the kernel's code, supervisor-only, as the
+    trampoline, plus the user's code and a data megapage: A's holds 1, B's 1000 at the
+    same virtual address). The trap handler writes satp (the kernel's), fences, reads
+    satp back, rewrites stvec twice, then fences and switches to the other process (as
+    xv6's userret, without its second fence) and returns: every system call writes
+    satp twice."""
+    kernel = (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little")
+    w.ram.write_bytes(ROOT + 8 * 2, kernel)
+    for root, l1, data in ((UROOT_A, L1_A, BASE), (UROOT_B, L1_B, BASE + (2 << 20))):
+        w.ram.write_bytes(root + 8 * 2, kernel)
+        w.ram.write_bytes(root + 8 * 1, (((BASE >> 12) << 10) | 0xDF).to_bytes(8, "little"))
+        w.ram.write_bytes(root + 8 * 3, (((l1 >> 12) << 10) | 0x01).to_bytes(8, "little"))
+        w.ram.write_bytes(l1, (((data >> 12) << 10) | 0xD7).to_bytes(8, "little"))
+    w.ram.write_bytes(BASE + 0x3000, (1).to_bytes(8, "little"))
+    w.ram.write_bytes(BASE + (2 << 20) + 0x3000, (1000).to_bytes(8, "little"))
+    boot = _lu32(30, 1 << 8) + [csr(1, 0, 0x302, 30)]  # medeleg: ECALL from U
+    boot += _lu32(30, M_TRAP) + [csr(1, 0, 0x305, 30)]  # mtvec
+    w.put(BASE, boot + s_mode_entry(S_INIT))
+    s_init = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5)]
+    s_init += _lu32(5, U_CODE) + [csr(1, 0, SEPC, 5)]
+    s_init += _lu32(5, 1 << 8) + [csr(3, 0, SSTATUS, 5)]  # SPP = U
+    s_init += _satp_into(26, ROOT) + _satp_into(25, UROOT_A) + _satp_into(24, UROOT_B)
+    # s9: the next process; the fence before the write covers every address space (the
+    # moved megapage below), so none is needed after it
+    userret = [0x12000073, csr(1, 0, 0x180, 25), SRET]
+    w.put(S_INIT, s_init + userret)
+    head = [
+        csr(1, 0, 0x180, 26), 0x12000073,  # the kernel's page table; sfence.vma
+        csr(2, 6, 0x180, 0),  # t1 = satp
+        H.enc_r(0x33, 7, 0, 6, 26, 0x20),  # t2 = t1 - s10
+        bne(7, 0, 8), addi(27, 27, 1),  # s11 counts satp reads of the kernel's
+        addi(7, 0, -1),
+        None,  # beq a7, t2, done
+        csr(2, 6, SEPC, 0), addi(6, 6, 4), csr(1, 0, SEPC, 6),  # past the ecall
+        addi(10, 10, 3),
+    ] + _lu32(28, S_TRAP2) + [csr(1, 0, STVEC, 28)] + _lu32(28, S_TRAP) + [
+        csr(1, 0, STVEC, 28),
+        _xor(25, 25, 24), _xor(24, 24, 25), _xor(25, 25, 24),  # the other process next
+    ]
+    # in system call K2 (from B), A's data megapage moves onto B's (its parked TLB set
+    # is stale after the fences: a native switch back to A must empty it first)
+    remap = _lu32(28, REMAP) + [W.ld(29, 28, 0), W.ld(30, 28, 8), W.sd(29, 30, 0)]
+    head += [addi(9, 9, 1), addi(28, 0, K2), bne(9, 28, 4 * (1 + len(remap))), *remap]
+    w.ram.write_bytes(REMAP, ((((BASE + (2 << 20)) >> 12) << 10) | 0xD7).to_bytes(8, "little")
+                      + L1_A.to_bytes(8, "little"))
+    done = len(head) + len(userret)
+    handler = head + userret + [WFI]
+    handler[7] = beq(17, 7, 4 * (done - 7))
+    w.put(S_TRAP, handler)
+    w.put(M_TRAP, [WFI])
+    user = _lu32(19, 0xC000_3000) + [
+        addi(8, 0, N), ECALL, W.ld(21, 19, 0), W.add(20, 20, 21),  # s4 += *s3
+        addi(8, 8, -1), bne(8, 0, -16),
+        addi(17, 0, -1), ECALL]
+    w.put(BASE + 0x2000, user)
+    w.hart.pc = BASE
+
+
+@TIERS
+@pytest.mark.parametrize("native_writes", [True, False], ids=["native", "python"])
+def test_satp_written_at_every_trap_natively_as_on_the_interpreter(threshold, native_writes,
+                                                                  monkeypatch):
+    """Each system call writes satp twice (each was a trip to Python): natively, with
+    the TLB sets of both processes and the kernel kept, emptied after the fences that
+    passed them, and the data each process reads its own. Without the spaces published
+    for native writes, Python does each write and keeps the sets the same way."""
+    if not native_writes:
+        from pyhv.cpu.jit.engine import JitEngine
+        monkeypatch.setattr(JitEngine, "_publish_spaces", lambda self, mxr: None)
+    interp, jit = _pair(threshold, _space_program)
+    h = interp.hart
+    assert (h.x[10], h.x[27], h.x[9]) == (3 * N, N + 1, N)
+    # after system call k the other process reads its word: B (k odd) 1000, A 1 until
+    # its megapage moved (system call K2), then 1000
+    assert h.x[20] == sum(1000 if k % 2 or k >= K2 else 1 for k in range(1, N + 1))
+    assert jit.state() == interp.state()
+    for name in ("satp", "stvec", "stval", "sscratch"):
+        assert getattr(jit.hart, name) == getattr(h, name), name
+    stats = jit.engine.stats()
+    assert stats["native_syscalls"] >= N - 10, stats
+    if native_writes:
+        assert stats["native_satp_writes"] >= 2 * N - 20, stats
+    else:
+        assert stats["native_satp_writes"] == 0, stats

@@ -401,6 +401,10 @@ class JitEngine(SliceStrategy):
         S.flush_tlb(self.st)
         # data-translation context -> its soft TLBs (state.TlbSet)
         self._tlb_sets: dict[tuple[int, ...], ctypes.Array] = {}
+        # ... and the st.tlbgen each was last emptied at: one older than st.tlbgen may
+        # hold what a fence since removed, and is emptied before it is used again
+        self._tlb_stamps: dict[tuple[int, ...], int] = {}
+        self._published: list[tuple[tuple[int, ...], ...]] = []  # keys of st.spaces' sets
         self.st_mv = memoryview(self.st).cast("B")
         self._tlb_key: tuple[int, ...] | None = None
         self._entry: tuple[Any, ...] | None = None  # what _enter last wrote for a context
@@ -425,6 +429,8 @@ class JitEngine(SliceStrategy):
             self.st.mmiofn = ctypes.cast(self._device_fn, ctypes.c_void_p).value
         self._traps_for: tuple[int, ...] | None = None  # what st.ctxs were prepared for
         self._ntraps = 0  # st.ntraps when Python last looked
+        self._nsatp = 0  # st.nsatp when Python last followed a native satp write
+        self._tvecs: tuple[int, int] | None = None  # (stvec, mtvec) as st holds them
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
         self._dcache = S.new_dcache()
         self.st.dcache = S.buffer_address(self._dcache)
@@ -523,6 +529,7 @@ class JitEngine(SliceStrategy):
             "native_mrets": self.st.nmrets,
             "native_device_accesses": self.st.nmmio,
             "native_interrupts": self.st.nirqs,
+            "native_satp_writes": self.st.nsatp,
             "baseline_blocks": self.baseline_blocks,
         }
 
@@ -539,24 +546,46 @@ class JitEngine(SliceStrategy):
 
     def _drop_parked_tlbs(self) -> None:
         """The TLB sets of other contexts may hold stale entries (a fence, a page that
-        now holds code): drop them; they start empty when their context is back."""
-        current = self._tlb_sets.get(self._tlb_key) if self._tlb_key is not None else None
-        self._tlb_sets.clear()
-        self._traps_for = None  # native code may not switch to a set dropped here
-        self.st.ctxok = 0
-        if current is not None:
-            self._tlb_sets[self._tlb_key] = current  # type: ignore[index]
+        now holds code): they are emptied before they are used again (a new count in
+        st.tlbgen; the current set stays as it is, stamped with it)."""
+        st = self.st
+        self._take_space_stamps()
+        self._traps_for = None  # native traps and satp writes wait for _prepare_traps
+        st.ctxok = 0
+        st.spaces[0::4] = [0] * S.NSPACES
+        st.tlbgen += 1
+        if self._tlb_key in self._tlb_sets:
+            self._tlb_stamps[self._tlb_key] = st.tlbgen  # type: ignore[index]
+
+    def _free_parked_tlbs(self) -> None:
+        """Too many TLB sets kept: every one but the current set's goes."""
+        self._drop_parked_tlbs()
+        keep = self._tlb_key
+        for key in [k for k in self._tlb_sets if k != keep]:
+            del self._tlb_sets[key]
+            self._tlb_stamps.pop(key, None)
+
+    def _tlb_set(self, key: tuple[int, ...]) -> ctypes.Array:
+        """The TLB set of data-translation context ``key``, emptied if a fence came
+        since it was last (kept from its last use, else a new one)."""
+        tlbs = self._tlb_sets.get(key)
+        gen = self.st.tlbgen
+        if tlbs is None:
+            if len(self._tlb_sets) >= MAX_TLB_SETS:
+                self._free_parked_tlbs()
+                gen = self.st.tlbgen
+            tlbs = self._tlb_sets[key] = S.new_tlb_set()
+        elif self._tlb_stamps.get(key) != gen:
+            ctypes.memset(tlbs, 0xFF, ctypes.sizeof(tlbs))
+        self._tlb_stamps[key] = gen
+        return tlbs
 
     def _switch_tlb(self, key: tuple[int, ...]) -> None:
         """Another data-translation context (privilege, MXR, satp): point native code at
         the TLB set of ``key`` (two TLBs: without and with SUM, which the kernel's
         uaccess toggles switch between natively), kept from its last use, else a new
         empty one. A trap into the kernel and back, or a process switch, copies nothing."""
-        tlbs = self._tlb_sets.get(key)
-        if tlbs is None:
-            if len(self._tlb_sets) >= MAX_TLB_SETS:
-                self._drop_parked_tlbs()
-            tlbs = self._tlb_sets[key] = S.new_tlb_set()
+        tlbs = self._tlb_set(key)
         self._tlb_key = key
         st = self.st
         addr = ctypes.addressof(tlbs)
@@ -675,17 +704,16 @@ class JitEngine(SliceStrategy):
         st.ctxok = 0
         self._traps_for = None
         if (not hart.satp >> 60 or not self.machine.native_interp
-                or len(self._contexts) > MAX_CONTEXTS - 3
-                or len(self._tlb_sets) > MAX_TLB_SETS - 2):
+                or len(self._contexts) > MAX_CONTEXTS - 3):
             return
+        if len(self._tlb_sets) > MAX_TLB_SETS - 2:
+            self._free_parked_tlbs()
+        self._take_space_stamps()
         satp, mxr, mcounteren, scounteren = want
         tm = 1 << (C.TIME & 31)
         for priv in (C.PRV_U, C.PRV_S):
             ctx = self._context_of((priv, 1, True))
-            key = (priv, mxr, satp)
-            tlbs = self._tlb_sets.get(key)
-            if tlbs is None:
-                tlbs = self._tlb_sets[key] = S.new_tlb_set()
+            tlbs = self._tlb_set((priv, mxr, satp))
             timeok = (self._mtime is not None and bool(mcounteren & tm)
                       and (priv == C.PRV_S or bool(scounteren & tm)))
             i = 4 * priv
@@ -695,8 +723,60 @@ class JitEngine(SliceStrategy):
         st.mctx[:] = [mctx.table_addr, mctx.runs_addr, self._interp[0] or 0,
                       int(self._mtime is not None)]
         st.sinterp = self._interp[1]
+        self._publish_spaces(mxr)
         st.ctxok = 1
         self._traps_for = want
+
+    def _publish_spaces(self, mxr: int) -> None:
+        """The address spaces whose U- and S-mode TLB sets are kept (this one's among
+        them), for a native satp write to switch to (native_interp: satp), with the count of
+        fences their sets were last emptied at: a write to one that a fence has passed
+        since empties its sets first."""
+        sets, stamps, st = self._tlb_sets, self._tlb_stamps, self.st
+        spaces: list[int] = []
+        published: list[tuple[tuple[int, ...], ...]] = []
+        for (priv, m, satp), sset in sets.items():
+            if priv == C.PRV_S and m == mxr and satp >> 60:
+                ukey = (C.PRV_U, mxr, satp)
+                uset = sets.get(ukey)
+                if uset is None:
+                    continue
+                skey = (priv, m, satp)
+                # one stamp for both: the older of the two (the write empties both)
+                gen = min(stamps.get(ukey, -1), stamps.get(skey, -1)) & M64
+                if len(published) < S.NSPACES:
+                    spaces += [satp, ctypes.addressof(uset), ctypes.addressof(sset), gen]
+                    published.append((ukey, skey))
+        st.spaces[:] = spaces + [0] * (4 * S.NSPACES - len(spaces))
+        self._published = published
+
+    def _take_space_stamps(self) -> None:
+        """Native satp writes and fences emptied the sets of published spaces: their
+        stamps come back (so that Python does not empty them again)."""
+        sp, stamps = self.st.spaces, self._tlb_stamps
+        for i, keys in enumerate(self._published):
+            if sp[4 * i]:
+                for key in keys:
+                    if key in stamps:
+                        stamps[key] = max(stamps[key], sp[4 * i + 3])
+        self._published = []
+
+    def _native_satp(self) -> None:
+        """Native code wrote satp (an S-mode switch to a published address space):
+        Python's view of the hart follows, as Hart.csr_write would have left it; the
+        prepared contexts now hold that space's TLB sets."""
+        hart, st = self.hart, self.st
+        self._nsatp = st.nsatp
+        hart.satp = st.satp
+        hart.mmu.flush()
+        hart.mmu.update_mode()
+        hart.context_changed = True
+        mxr = hart.mstatus & C.MSTATUS_MXR
+        self._tlb_key = (st.dpriv, mxr, hart.satp)
+        if hart.priv <= C.PRV_S:
+            self._itlb_for = ((hart.priv, 1, True), hart.satp)  # emptied natively
+        self._traps_for = (hart.satp, mxr, hart.mcounteren, hart.scounteren)
+        self._entry = None
 
     def _flush_tx(self, uart: Any) -> None:
         """Hand the console UART the bytes native code wrote to its THR."""
@@ -1090,6 +1170,7 @@ class JitEngine(SliceStrategy):
         entry = (ctx, hart.priv, hart.satp, mmu.dmode, hart.yield_on_pause)
         if entry != self._entry:
             self._entry = entry
+            st.satp = hart.satp  # (what a native satp read returns)
             st.table = ctx.table_addr
             st.priv = hart.priv
             st.heat = ctx.runs_addr
@@ -1119,14 +1200,16 @@ class JitEngine(SliceStrategy):
         if (ctx.key[1] and hart.priv <= C.PRV_S) or (
                 hart.priv == C.PRV_M and not mmu.dmode and hart.satp >> 60):
             self._prepare_traps()
-            st.stvec = hart.stvec
-            st.mtvec = hart.mtvec
             st.medeleg = hart.medeleg
             st.irqpend = 1 if (hart.mip | hart.mip_hw) & hart.mie else 0
             st.satp = hart.satp  # (what an MRET's context translates with)
         else:
             st.ctxok = 0
             self._traps_for = None
+        tvecs = (hart.stvec, hart.mtvec)
+        if tvecs != self._tvecs:  # (native traps go there; native writes come back)
+            self._tvecs = tvecs
+            st.stvec, st.mtvec = tvecs
         uart = self._uart
         if uart is not None and uart.gen != self._uart_gen:
             self._uart_gen = uart.gen
@@ -1140,6 +1223,11 @@ class JitEngine(SliceStrategy):
             hart.mstatus = st.mstatus
             if changed & (C.MSTATUS_SUM | C.MSTATUS_MXR):
                 mmu.update_mode()  # Python's TLBs are kept per SUM too
+        if st.tvdirty:
+            st.tvdirty = 0
+            hart.stvec, hart.mtvec = self._tvecs = (st.stvec, st.mtvec)
+        if st.nsatp != self._nsatp:
+            self._native_satp()
         if st.priv != hart.priv:
             self._native_switch()
         elif st.tlbp0 != tlbp0:  # there and back (M -> S -> M): another TLB set in use

@@ -601,10 +601,13 @@ class _Gen:
         self.switch(csr, "i32", {C.TIME: "rdtime", C.SSTATUS: "sstat", **group, **fences,
                                  0x000: "ecall", 0x102: "sret", 0x302: "mret",
                                  C.MIE: "icsr", C.SIE: "icsr", C.MIP: "icsr",
-                                 C.SIP: "icsr"}, "slow")
+                                 C.SIP: "icsr", C.STVEC: "tvec", C.MTVEC: "tvec",
+                                 C.SATP: "satp"}, "slow")
         self.sfence()
         self.traps()
         self.irq_csrs(csr)
+        self.trap_vectors(csr)
+        self.satp(csr)
         self.label("csrpre")
         self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", C.MISA: "misa",
                               **plain})
@@ -1077,6 +1080,16 @@ class _Gen:
                             "to ptr")
             e(f"call void @llvm.memset.p0.i64(ptr {other}, i8 -1, i64 {2 * S.TLB_BYTES}, "
               "i1 false)")
+        # other address spaces' sets are stale now (a satp write to one empties them
+        # first); this one's were just emptied: stamped with the new count
+        gen = self.op(f"add i64 {self.field(S.TLBGEN)}, 1")
+        self.set_field(S.TLBGEN, gen)
+        cur = self.field(S.SATP)
+        for i in range(S.NSPACES):
+            base = S.SPACES + S.SPACE_BYTES * i
+            mine = self.op(f"icmp eq i64 {self.field(base)}, {cur}")
+            self.set_field(base + 24, self.op(f"select i1 {mine}, i64 {gen}, "
+                                               f"i64 {self.field(base + 24)}"))
         e("br label %sfence1b")
         self.label("sfence1b")
         tlbs = self.field(S.TLBP0, "ptr")  # both TLBs of the set, one after the other
@@ -1125,6 +1138,131 @@ class _Gen:
         m5 = self.op(f"or i64 {m4}, {sd}")
         return m5 if mask == -1 else self.op(f"and i64 {m5}, {_s64(mask)}")
 
+    def csr_operand(self) -> tuple[str, str, str, str, str]:
+        """(kind, kind is valid, csrrw(i), writes at all, operand) of a CSR instruction:
+        csrrw/s/c and their immediate forms (f3 & 3 = 1, 2, 3; f3 & 4: uimm in rs1);
+        csrrs/csrrc with x0 or uimm 0 only read."""
+        kind = self.op("and i32 %f3, 3")
+        okind = self.op(f"icmp ne i32 {kind}, 0")
+        writes0 = self.op(f"icmp eq i32 {kind}, 1")
+        nz = self.op("icmp ne i32 %rs1, 0")
+        writes = self.op(f"or i1 {writes0}, {nz}")
+        imm = self.op(f"icmp ne i32 {self.op('and i32 %f3, 4')}, 0")
+        uimm = self.op("zext i32 %rs1 to i64")
+        operand = self.op(f"select i1 {imm}, i64 {uimm}, i64 %a")
+        return kind, okind, writes0, writes, operand
+
+    def csr_new_value(self, kind: str, writes0: str, old: str, operand: str) -> str:
+        """What a CSR instruction of ``kind`` writes over ``old``: the operand
+        (csrrw), old | operand (csrrs) or old & ~operand (csrrc)."""
+        ored = self.op(f"or i64 {old}, {operand}")
+        anded = self.op(f"and i64 {old}, {self.op(f'xor i64 {operand}, -1')}")
+        isrs = self.op(f"icmp eq i32 {kind}, 2")
+        new = self.op(f"select i1 {isrs}, i64 {ored}, i64 {anded}")
+        return self.op(f"select i1 {writes0}, i64 {operand}, i64 {new}")
+
+    def trap_vectors(self, csr: str) -> None:
+        """stvec and mtvec (Hart.csr_write: a reserved mode, 2 or 3, keeps the old
+        value): xv6 writes stvec at every trap entry and return, OpenSBI mtvec around
+        its probes. Read and written in the run's copies (stvec, mtvec), which native
+        traps take; Python takes both back after a write (tvdirty)."""
+        e = self.emit
+        self.label("tvec")
+        kind, okind, writes0, writes, operand = self.csr_operand()
+        lvl = self.op(f"lshr i32 {csr}, 8")
+        lvl = self.op(f"zext i32 {self.op(f'and i32 {lvl}, 3')} to i64")
+        allowed = self.op(f"icmp ule i64 {lvl}, {self.field(S.PRIV)}")
+        e(f"br i1 {self.op(f'and i1 {allowed}, {okind}')}, label %tvec1, label %slow")
+        self.label("tvec1")
+        ism = self.op(f"icmp eq i32 {csr}, {C.MTVEC}")
+        off = self.op(f"select i1 {ism}, i64 {S.MTVEC}, i64 {S.STVEC}")
+        p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
+        old = self.op(f"load i64, ptr {p}")
+        new = self.csr_new_value(kind, writes0, old, operand)
+        legal = self.op(f"icmp ult i64 {self.op(f'and i64 {new}, 3')}, 2")
+        e(f"br i1 {self.op(f'and i1 {writes}, {legal}')}, label %tvecw, label %tvecr")
+        self.label("tvecw")
+        e(f"store i64 {new}, ptr {p}")
+        self.set_field(S.TVDIRTY, "1")
+        e("br label %tvecr")
+        self.label("tvecr")
+        self.result(old)
+
+    def satp(self, csr: str) -> None:
+        """satp: read in S-mode (TVM clear) and M-mode; written in S-mode to an Sv39 or
+        Sv48 address space whose TLB sets Python keeps (``spaces``, under ctxok), as a
+        kernel with a page table of its own switches at every trap entry and return
+        (xv6's trampoline: a system call wrote satp twice, each a trip to Python). The
+        write points the soft TLB and both prepared contexts at that space's sets
+        (emptied first if a fence came since they were stamped), empties the I-TLB,
+        and ends the stretch: what follows is fetched through the new page table. Any
+        other write (a space Python has no sets for, Bare, another mode) is Python's."""
+        e = self.emit
+        self.label("satp")
+        kind, okind, writes0, writes, operand = self.csr_operand()
+        priv = self.field(S.PRIV)
+        tvm = self.op(f"and i64 {self.field(S.MSTATUS)}, {C.MSTATUS_TVM}")
+        iss = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
+        sok = self.op(f"and i1 {iss}, {self.op(f'icmp eq i64 {tvm}, 0')}")
+        ism = self.op(f"icmp eq i64 {priv}, {C.PRV_M}")
+        ok = self.op(f"and i1 {self.op(f'or i1 {sok}, {ism}')}, {okind}")
+        e(f"br i1 {ok}, label %satp1, label %slow")
+        self.label("satp1")
+        old = self.field(S.SATP)
+        e(f"br i1 {writes}, label %satpw, label %satpr")
+        self.label("satpr")
+        self.result(old)
+        self.label("satpw")
+        new = self.csr_new_value(kind, writes0, old, operand)
+        mode = self.op(f"lshr i64 {new}, 60")
+        sv = self.op(f"or i1 {self.op(f'icmp eq i64 {mode}, 8')}, "
+                     f"{self.op(f'icmp eq i64 {mode}, 9')}")
+        ready = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
+        e(f"br i1 {self.all_of(sok, sv, ready)}, label %satpl0, label %slow")
+        arms = []
+        for i in range(S.NSPACES):
+            self.label(f"satpl{i}")
+            off = S.SPACES + S.SPACE_BYTES * i
+            hit = self.op(f"icmp eq i64 {self.field(off)}, {new}")
+            nxt = f"satpl{i + 1}" if i + 1 < S.NSPACES else "slow"
+            e(f"br i1 {hit}, label %satph{i}, label %{nxt}")
+            self.label(f"satph{i}")
+            e("br label %satphit")
+            arms.append(f"[ {off}, %satph{i} ]")
+        self.label("satphit")
+        picked = self.op("phi i64 " + ", ".join(arms))
+        ent = self.op(f"getelementptr i8, ptr %s, i64 {picked}")
+        uset = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 8')}")
+        sset = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
+        stamp = self.op(f"getelementptr i8, ptr {ent}, i64 24")
+        gen = self.field(S.TLBGEN)
+        stale = self.op(f"icmp ne i64 {self.op(f'load i64, ptr {stamp}')}, {gen}")
+        e(f"br i1 {stale}, label %satpfl, label %satpgo")
+        self.label("satpfl")
+        for tlbs in (uset, sset):
+            e(f"call void @llvm.memset.p0.i64(ptr {self.op(f'inttoptr i64 {tlbs} to ptr')}, "
+              f"i8 -1, i64 {2 * S.TLB_BYTES}, i1 false)")
+        e(f"store i64 {gen}, ptr {stamp}")
+        e("br label %satpgo")
+        self.label("satpgo")
+        self.set_field(S.CTXS + S.CTX_BYTES * C.PRV_U + 16, uset)
+        self.set_field(S.CTXS + S.CTX_BYTES * C.PRV_S + 16, sset)
+        sset1 = self.op(f"add i64 {sset}, {S.TLB_BYTES}")
+        self.set_field(S.TLBP0, sset)
+        self.set_field(S.TLBP1, sset1)
+        sum_ = self.op(f"and i64 {self.field(S.MSTATUS)}, {C.MSTATUS_SUM}")
+        on = self.op(f"icmp ne i64 {sum_}, 0")
+        self.set_field(S.TLBP, self.op(f"select i1 {on}, i64 {sset1}, i64 {sset}"))
+        self.set_field(S.SATP, new)
+        self.set_field(S.NSATP, self.op(f"add i64 {self.field(S.NSATP)}, 1"))
+        itlb = self.op(f"getelementptr i8, ptr %s, i64 {S.ITLB}")
+        e(f"call void @llvm.memset.p0.i64(ptr {itlb}, i8 -1, i64 {S.NITLB * 16}, i1 false)")
+        rdx = self.op("zext i32 %rd to i64")
+        e(f"store i64 {old}, ptr {self.op(f'getelementptr i64, ptr %s, i64 {rdx}')}")
+        e("store i64 0, ptr %s")
+        e("store i64 %npc, ptr %pcv")
+        e("br label %retire")
+
     def plain_csrs(self, csr: str, labels: dict[int, str]) -> None:
         """CSRs that only hold a value (the trap handlers' scratch, epc, cause and tval
         of M and S mode), mhartid, misa and mstatus reads, and M-mode mstatus writes of
@@ -1132,17 +1270,7 @@ class _Gen:
         number; the rest of the group (writes to read-only CSRs, a too-low privilege,
         other mstatus changes) leaves for Python, which raises or does it."""
         e = self.emit
-        f3 = "%f3"
-        # csrrw/s/c and their immediate forms: f3 & 3 = 1, 2, 3; f3 & 4: uimm in rs1
-        kind = self.op(f"and i32 {f3}, 3")
-        okind = self.op(f"icmp ne i32 {kind}, 0")
-        writes0 = self.op(f"icmp eq i32 {kind}, 1")
-        nz = self.op("icmp ne i32 %rs1, 0")
-        writes = self.op(f"or i1 {writes0}, {nz}")
-        isimm = self.op(f"and i32 {f3}, 4")
-        imm = self.op(f"icmp ne i32 {isimm}, 0")
-        uimm = self.op("zext i32 %rs1 to i64")
-        operand = self.op(f"select i1 {imm}, i64 {uimm}, i64 %a")
+        kind, okind, writes0, writes, operand = self.csr_operand()
         lvl = self.op(f"lshr i32 {csr}, 8")
         lvl = self.op(f"and i32 {lvl}, 3")
         lvl64 = self.op(f"zext i32 {lvl} to i64")
@@ -1208,12 +1336,7 @@ class _Gen:
         off = self.op(f"add i64 {off}, {S.CSRS}")
         p = self.op(f"getelementptr i8, ptr %s, i64 {off}")
         old = self.op(f"load i64, ptr {p}")
-        ored = self.op(f"or i64 {old}, {operand}")
-        inv = self.op(f"xor i64 {operand}, -1")
-        anded = self.op(f"and i64 {old}, {inv}")
-        isrs = self.op(f"icmp eq i32 {kind}, 2")
-        new = self.op(f"select i1 {isrs}, i64 {ored}, i64 {anded}")
-        new = self.op(f"select i1 {writes0}, i64 {operand}, i64 {new}")
+        new = self.csr_new_value(kind, writes0, old, operand)
         isepc = self.op(f"icmp eq i32 {which}, 1")
         even = self.op(f"and i64 {new}, -2")
         new = self.op(f"select i1 {isepc}, i64 {even}, i64 {new}")  # IALIGN 16: bit 0 is 0

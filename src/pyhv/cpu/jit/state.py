@@ -102,6 +102,13 @@ Layout (byte offsets, all fields 64-bit):
 5392   mmiopa  (with the permission the access needs) and that device's physical address
 5400   nmmio   device accesses done through mmiofn (statistics)
 5408   nirqs   interrupts taken natively at an MRET (statistics; last trap as for ntraps)
+5416   tvdirty 1: native code wrote stvec or mtvec (Python takes both back)
+5424   nsatp   satp writes done natively (statistics; Python's view follows when it moves)
+5432   tlbgen  SFENCE.VMAs done natively so far: a TLB set of ``spaces`` stamped with an
+               older count may hold what a fence since removed (emptied when switched to)
+5440   spaces[NSPACES]  {satp, U-mode TLB set, S-mode TLB set, tlbgen stamp}: the address
+               spaces whose TLB sets Python keeps, which an S-mode satp write switches to
+               natively (prepared with ctxs, under ctxok; satp 0: an empty entry)
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -155,7 +162,9 @@ TPC, TCAUSE, TTVAL, NFAULTS = 5232, 5240, 5248, 5256
 MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
 MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
 MMIOFN, MMIOVAL, MMIOVA, MMIOPA, NMMIO = 5368, 5376, 5384, 5392, 5400
-NIRQS = 5408
+NIRQS, TVDIRTY, NSATP, TLBGEN, SPACES = 5408, 5416, 5424, 5432, 5440
+NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
+SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
 NSFVPN = 8
 SF_PAGES, SF_ALL, SF_SUP = 1, 2, 4  # fences of pages in sfvpn; of all; of all, global too
@@ -271,6 +280,10 @@ class HartState(ctypes.Structure):
         ("mmiopa", ctypes.c_uint64),
         ("nmmio", ctypes.c_uint64),
         ("nirqs", ctypes.c_uint64),
+        ("tvdirty", ctypes.c_uint64),
+        ("nsatp", ctypes.c_uint64),
+        ("tlbgen", ctypes.c_uint64),
+        ("spaces", ctypes.c_uint64 * (4 * NSPACES)),
     ]
 
 
@@ -333,7 +346,8 @@ def _check_layout() -> None:
                       ("mie", MIE), ("mip", MIP), ("miphw", MIPHW), ("mideleg", MIDELEG),
                       ("irqdirty", IRQDIRTY), ("mmiofn", MMIOFN), ("mmioval", MMIOVAL),
                       ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO),
-                      ("nirqs", NIRQS)):
+                      ("nirqs", NIRQS), ("tvdirty", TVDIRTY), ("nsatp", NSATP),
+                      ("tlbgen", TLBGEN), ("spaces", SPACES)):
         assert getattr(s, name).offset == off, name
 
 
