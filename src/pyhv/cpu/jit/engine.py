@@ -9,15 +9,18 @@ How control moves:
   native interpreter (native_interp.py), which runs the stretch up to the next control
   transfer one instruction at a time, decoding as it goes. Cold code so never leaves
   native code; Python runs only what native code does not do (CSR accesses other than
-  time, sstatus and the plain scratch/epc/cause/tval ones, traps other than a system
-  call or page fault from U-mode, MRET, SRET with an interrupt waiting, WFI, satp
-  writes, MMIO other
-  than the console UART's LSR polls and THR writes), one instruction at a time, with
-  precise state.
+  time, sstatus, the trap vectors, the interrupt enables and pending bits, satp and the
+  plain scratch/epc/cause/tval ones; traps other than a system call or page fault from
+  U-mode; MRET and SRET with an interrupt waiting; WFI; a satp write to an address
+  space without kept TLB sets; MMIO of devices that do not allow native access), one
+  instruction at a time, with precise state.
 * System calls and page faults: an ECALL from U-mode into S-mode, a page fault of
   U-mode the native walk proves (codegen's ``pyhv_ufault``) and the SRET back switch
   natively between the two contexts of the address space, which Python prepares
-  (``ctxs``) when satp, MXR or the counter enables change (``_prepare_traps``).
+  (``ctxs``) when satp, MXR or the counter enables change (``_prepare_traps``). An
+  S-mode satp write switches natively to another address space whose TLB sets Python
+  keeps (``_publish_spaces``): a kernel on a page table of its own (xv6) writes satp
+  at every trap entry and return.
 * Each stretch start counts its runs; at ``hot_runs`` the interpreter leaves with
   ``EXIT_HOT`` and its block is compiled (codegen.py → compiler.py, on a worker thread)
   and linked into the dispatch table. A start the disk cache may hold leaves at its
