@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """pyhv against QEMU on ordinary small C programs, each linked two ways.
 
-The programs in guests/bench/programs (sort, hash, bytecode, strings, fp, memcpy,
-codegen: picolibc, -O2, one kernel each; codegen writes machine code and runs it after
-fence.i) are built twice: ``X.elf``, linked the default way (code, data and bss packed,
-so data shares a 4 KiB page with code), and ``X-aligned.elf``, the same objects with
+The programs in guests/bench/programs (sort, hash, bytecode, strings, fp, fp32, memcpy,
+codegen: picolibc, -O2, one kernel each; fp32 is fp's work in single precision, an FIR
+filter added; codegen writes machine code and runs it after fence.i) are built twice:
+``X.elf``, linked the default way (code, data and bss packed, so data shares a 4 KiB
+page with code), and ``X-aligned.elf``, the same objects with
 .data onwards on a fresh page. For each program, in the same run and interleaved (run i
 of every runner before run i+1 of any, so machine noise hits them alike), whole
 processes from spawn to exit:
@@ -45,7 +46,7 @@ from cpu import (
 )
 
 PROGRAM_DIR = ROOT / "guests" / "bench" / "programs"
-PROGRAMS = ("sort", "hash", "bytecode", "strings", "fp", "memcpy", "codegen")
+PROGRAMS = ("sort", "hash", "bytecode", "strings", "fp", "fp32", "memcpy", "codegen")
 RUNNERS = ("qemu", "pyhv", "pyhv-aligned", "qemu-aligned")
 
 

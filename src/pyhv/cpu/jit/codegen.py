@@ -60,31 +60,33 @@ LOADS = {n: (8 * i.size, "sext" if i.signed else "zext" if i.size < 8 else None)
          for n, i in spec.LOADS.items()}
 STORES = {n: 8 * i.size for n, i in spec.STORES.items()}
 
-# Double-precision F/D work done natively (round-to-nearest-even, or the static rounding
-# named below); exception flags come from the host FPU (MXCSR, read by the dispatcher),
-# so the host operations must run exactly as the guest's: constrained ("strictfp")
-# intrinsics keep LLVM from folding, dropping or reordering them.
+# F/D work done natively, single and double precision (round-to-nearest-even, or the
+# static rounding named below); exception flags come from the host FPU (MXCSR, read by
+# the dispatcher), so the host operations must run exactly as the guest's: constrained
+# ("strictfp") intrinsics keep LLVM from folding, dropping or reordering them. A single
+# lives NaN-boxed in an F register (upper 32 bits all ones; one that is not reads as
+# the canonical NaN), and every single result is boxed.
 _FP = spec.FP
-FP_ARITH = {n: "f" + i.op for n, i in _FP.items()
-            if i.fmt == "d" and i.op in ("add", "sub", "mul", "div")}
-FP_SQRT = frozenset(n for n, i in _FP.items() if i.fmt == "d" and i.op == "sqrt")
+FP_FMT = {n: i.fmt for n, i in _FP.items()}  # s or d: the operation's (a cvt's: its result)
+FP_ARITH = {n: "f" + i.op for n, i in _FP.items() if i.op in ("add", "sub", "mul", "div")}
+FP_SQRT = frozenset(n for n, i in _FP.items() if i.op == "sqrt")
 FP_FMA = {n: (bool(i.arg & 1), bool(i.arg & 2)) for n, i in _FP.items()
-          if i.fmt == "d" and i.op == "fma"}  # (negate product, negate addend)
+          if i.op == "fma"}  # (negate product, negate addend)
 _CMP_OPS = {"eq": ("fcmp", "oeq"), "lt": ("fcmps", "olt"), "le": ("fcmps", "ole")}
-FP_CMP = {n: _CMP_OPS[i.op] for n, i in _FP.items() if i.fmt == "d" and i.op in _CMP_OPS}
-FP_SGNJ = {n: i.arg for n, i in _FP.items() if i.fmt == "d" and i.op == "sgnj"}
-# double -> signed integer; integer -> double: (extension of the low 32 bits, width)
-FP_TO_INT = {n: i.arg for n, i in _FP.items()
-             if i.fmt == "d" and i.op == "to_int" and i.signed}
+FP_CMP = {n: _CMP_OPS[i.op] for n, i in _FP.items() if i.op in _CMP_OPS}
+FP_SGNJ = {n: i.arg for n, i in _FP.items() if i.op == "sgnj"}
+# FP -> signed integer; integer -> FP: (extension of the low 32 bits, width)
+FP_TO_INT = {n: i.arg for n, i in _FP.items() if i.op == "to_int" and i.signed}
 INT_TO_FP = {n: (("sext" if i.signed else "zext") if i.arg == 32 else None, i.arg)
-             for n, i in _FP.items() if i.fmt == "d" and i.op == "from_int"
-             and (i.arg == 32 or i.signed)}
+             for n, i in _FP.items() if i.op == "from_int" and (i.arg == 32 or i.signed)}
+FP_CVT = frozenset(n for n, i in _FP.items() if i.op == "cvt")  # fcvt.s.d, fcvt.d.s
+FP_MINMAX = {n: i.op == "maxnum" for n, i in _FP.items() if i.op in ("minnum", "maxnum")}
 FP_LOADS = {n: 8 * i.arg for n, i in _FP.items() if i.op == "load"}
 FP_STORES = {n: 8 * i.arg for n, i in _FP.items() if i.op == "store"}
 FP_MOVES = {n: (i.op, i.fmt) for n, i in _FP.items() if i.op in ("mv_x", "mv_f")}
 FP_NAMES = (set(FP_ARITH) | FP_SQRT | set(FP_FMA) | set(FP_CMP) | set(FP_SGNJ)
-            | set(FP_TO_INT) | set(INT_TO_FP) | set(FP_LOADS) | set(FP_STORES)
-            | set(FP_MOVES))
+            | set(FP_TO_INT) | set(INT_TO_FP) | FP_CVT | set(FP_MINMAX) | set(FP_LOADS)
+            | set(FP_STORES) | set(FP_MOVES))
 _FP_TO_X = set(FP_CMP) | set(FP_TO_INT) | {n for n, (op, _) in FP_MOVES.items() if op == "mv_x"}
 _RM_DYN = 7
 _CANON_D = 0x7FF8000000000000
@@ -181,7 +183,8 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
     if d.name in FP_TO_INT:
         return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
     if (d.name in FP_ARITH or d.name in FP_FMA or d.name in FP_SQRT
-            or INT_TO_FP.get(d.name, (None, 32))[1] == 64):  # (these round)
+            or d.name in INT_TO_FP and (INT_TO_FP[d.name][1] == 64 or FP_FMT[d.name] == "s")
+            or d.name in FP_CVT and FP_FMT[d.name] == "s"):  # (these round)
         return d.rm in (0, _RM_DYN)
     return True
 
@@ -220,19 +223,45 @@ def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, 
     ]
 
 
-def fma_invalid(op: Callable[[str], str], a: str, b: str) -> str:
+def fma_invalid(op: Callable[[str], str], a: str, b: str, ty: str = "i64") -> str:
     """The NV flag (16) an FMA of a * b raises on RISC-V for inf * 0 even when the
-    addend is a quiet NaN, which the host does not: IR through ``op`` (expr -> name)."""
-    ma = op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-    mb = op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
-    ia = op(f"icmp eq i64 {ma}, {0x7FF0000000000000}")
-    ib = op(f"icmp eq i64 {mb}, {0x7FF0000000000000}")
-    za = op(f"icmp eq i64 {ma}, 0")
-    zb = op(f"icmp eq i64 {mb}, 0")
+    addend is a quiet NaN, which the host does not: IR through ``op`` (expr -> name);
+    ``a`` and ``b`` are the operands' bits (``ty`` i32: singles)."""
+    mag, inf = (0x7FFFFFFF, 0x7F800000) if ty == "i32" else (0x7FFFFFFFFFFFFFFF,
+                                                              0x7FF0000000000000)
+    ma = op(f"and {ty} {a}, {mag}")
+    mb = op(f"and {ty} {b}, {mag}")
+    ia = op(f"icmp eq {ty} {ma}, {inf}")
+    ib = op(f"icmp eq {ty} {mb}, {inf}")
+    za = op(f"icmp eq {ty} {ma}, 0")
+    zb = op(f"icmp eq {ty} {mb}, 0")
     p1 = op(f"and i1 {ia}, {zb}")
     p2 = op(f"and i1 {za}, {ib}")
     bad = op(f"or i1 {p1}, {p2}")
     return op(f"select i1 {bad}, i64 16, i64 0")
+
+
+def fp_minmax(op: Callable[[str], str], a: str, b: str, is_max: bool, single: bool) -> str:
+    """fmin/fmax (RISC-V 2.2: a NaN operand gives the other; two NaNs the canonical
+    NaN; -0 < +0; a signalling NaN raises invalid, as the quiet compares do) on the
+    operands' bits ``a``, ``b`` (i32 singles or i64 doubles): IR through ``op``."""
+    ty, fty, w = ("i32", "float", "f32") if single else ("i64", "double", "f64")
+    mag, inf, canon = ((0x7FFFFFFF, 0x7F800000, _CANON_S) if single
+                       else (0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000, _CANON_D))
+    fa, fb = op(f"bitcast {ty} {a} to {fty}"), op(f"bitcast {ty} {b} to {fty}")
+    cmp = "ogt" if is_max else "olt"
+    first = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {fa}, {fty} {fb}, '
+               f'metadata !"{cmp}", {_CX}) #1')
+    same = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {fa}, {fty} {fb}, '
+              f'metadata !"oeq", {_CX}) #1')
+    an = op(f"icmp ugt {ty} {op(f'and {ty} {a}, {mag}')}, {inf}")
+    bn = op(f"icmp ugt {ty} {op(f'and {ty} {b}, {mag}')}, {inf}")
+    zeros = op(f"{'and' if is_max else 'or'} {ty} {a}, {b}")  # (+0 and -0 compare equal)
+    r = op(f"select i1 {first}, {ty} {a}, {ty} {b}")
+    r = op(f"select i1 {same}, {ty} {zeros}, {ty} {r}")
+    r = op(f"select i1 {bn}, {ty} {a}, {ty} {r}")
+    r = op(f"select i1 {an}, {ty} {b}, {ty} {r}")
+    return op(f"select i1 {op(f'and i1 {an}, {bn}')}, {ty} {canon}, {ty} {r}")
 
 
 def _c(v: int) -> str:
@@ -375,6 +404,25 @@ class _Block:
         nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
         return self.op(f"select i1 {nan}, i64 {_CANON_D}, i64 {b}")
 
+    def unbox(self, bits: str) -> str:
+        """The single in an F register's bits (i32): the canonical NaN unless the
+        upper half is all ones (NaN-boxing)."""
+        boxed = self.op(f"icmp eq i64 {self.op(f'lshr i64 {bits}, 32')}, {0xFFFFFFFF}")
+        low = self.op(f"trunc i64 {bits} to i32")
+        return self.op(f"select i1 {boxed}, i32 {low}, i32 {_CANON_S}")
+
+    def flt(self, bits: str) -> str:
+        return self.op(f"bitcast i32 {self.unbox(bits)} to float")
+
+    def box(self, f: str) -> str:
+        """An F register's bits for a single result: NaNs canonical, NaN-boxed."""
+        b = self.op(f"bitcast float {f} to i32")
+        nan = self.op(f"icmp ugt i32 {self.op(f'and i32 {b}, {0x7FFFFFFF}')}, {0x7F800000}")
+        return self.box_bits(self.op(f"select i1 {nan}, i32 {_CANON_S}, i32 {b}"))
+
+    def box_bits(self, b: str) -> str:
+        return self.op(f"or i64 {self.op(f'zext i32 {b} to i64')}, {_c(_BOX)}")
+
     def fp_check(self, k: int, pc: int, rm: int | None) -> None:
         """FP disabled (mstatus.FS = Off) or a dynamic rounding mode other than RNE:
         leave before instruction k, Python does it (or raises the illegal instruction).
@@ -422,6 +470,25 @@ class _Block:
                 if bits == 32:
                     v = self.op(f"trunc i64 {v} to i32")
                 self.emit(f"store i{bits} {v}, ptr {ptr}, align 1")
+        elif name in FP_CVT:
+            if FP_FMT[name] == "s":  # fcvt.s.d: rounds
+                x = self.dbl(self.frd(d.rs1))
+                self.fwr(d.rd, self.box(self.call("float", "fptrunc.f32.f64",
+                                                  f"double {x}, {_CI}")))
+            else:  # fcvt.d.s: exact (a signalling NaN raises invalid)
+                x = self.flt(self.frd(d.rs1))
+                self.fwr(d.rd, self.canon(self.call("double", "fpext.f64.f32",
+                                                    f"float {x}, {_CX}")))
+        elif name in FP_MINMAX:
+            if FP_FMT[name] == "s":
+                a, b = self.unbox(self.frd(d.rs1)), self.unbox(self.frd(d.rs2))
+                self.fwr(d.rd, self.box_bits(fp_minmax(self.op, a, b, FP_MINMAX[name], True)))
+            else:
+                self.fwr(d.rd, fp_minmax(self.op, self.frd(d.rs1), self.frd(d.rs2),
+                                         FP_MINMAX[name], False))
+        elif FP_FMT.get(name) == "s" and name not in FP_LOADS and name not in FP_STORES \
+                and name not in FP_MOVES:
+            self.fp_single(d)
         elif name in FP_ARITH:
             a, b = self.dbl(self.frd(d.rs1)), self.dbl(self.frd(d.rs2))
             r = self.call("double", f"{FP_ARITH[name]}.f64", f"double {a}, double {b}, {_CI}")
@@ -438,10 +505,7 @@ class _Block:
             if neg_c:
                 c = self.op(f"xor i64 {c}, {_c(1 << 63)}")
             da, db, dc = self.dbl(a), self.dbl(b), self.dbl(c)
-            nv = fma_invalid(self.op, a, b)
-            pf = self.op(f"getelementptr i8, ptr %s, i64 {S.FFLAGS}")
-            old = self.op(f"load i64, ptr {pf}")
-            self.emit(f"store i64 {self.op(f'or i64 {old}, {nv}')}, ptr {pf}")
+            self.raise_flags(fma_invalid(self.op, a, b))
             r = self.call("double", "fma.f64", f"double {da}, double {db}, double {dc}, {_CI}")
             self.fwr(d.rd, self.canon(r))
         elif name in FP_CMP:
@@ -451,44 +515,13 @@ class _Block:
             self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
             self.fs_dirty = True  # may have raised flags
         elif name in FP_SGNJ:
-            a, b = self.frd(d.rs1), self.frd(d.rs2)
-            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-            sb = self.op(f"and i64 {b}, {_c(1 << 63)}")
-            if FP_SGNJ[name] == 1:  # fsgnjn
-                sb = self.op(f"xor i64 {sb}, {_c(1 << 63)}")
-            elif FP_SGNJ[name] == 2:  # fsgnjx
-                sa = self.op(f"and i64 {a}, {_c(1 << 63)}")
-                sb = self.op(f"xor i64 {sb}, {sa}")
-            self.fwr(d.rd, self.op(f"or i64 {mag}, {sb}"))
+            self.fwr(d.rd, self.sign_inject(FP_SGNJ[name], self.frd(d.rs1), self.frd(d.rs2),
+                                            "i64"))
         elif name in FP_TO_INT:
-            width = FP_TO_INT[name]
-            a = self.frd(d.rs1)
-            x = self.dbl(a)
-            if d.rm != 1:  # round to nearest even first (raises inexact), then convert
-                x = self.call("double", "rint.f64", f"double {x}, {_CI}")
-            ty = f"i{width}"
-            r = self.call(ty, f"fptosi.{ty}.f64", f"double {x}, {_CX}")
-            # The host gives INT_MIN for NaN and out of range (and raises invalid);
-            # RISC-V saturates: NaN and too large give INT_MAX.
-            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-            nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
-            minv = -(1 << (width - 1))
-            ismin = self.op(f"icmp eq {ty} {r}, {minv}")
-            pos = self.op(f"icmp sge i64 {a}, 0")
-            big = self.op(f"and i1 {ismin}, {pos}")
-            sat = self.op(f"or i1 {nan}, {big}")
-            r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
-            if width == 32:
-                r = self.op(f"sext i32 {r} to i64")
-            self.wr(d.rd, r)
+            self.wr(d.rd, self.to_int(d, self.frd(d.rs1), "double", "i64"))
             self.fs_dirty = True
         elif name in INT_TO_FP:
-            ext, width = INT_TO_FP[name]
-            a = self.rd(d.rs1)
-            if ext:
-                a = self.op(f"trunc i64 {a} to i32")
-                a = self.op(f"{ext} i32 {a} to i64")
-            r = self.call("double", "sitofp.f64.i64", f"i64 {a}, {_CI}")
+            r = self.call("double", "sitofp.f64.i64", f"i64 {self.int_operand(d)}, {_CI}")
             self.fwr(d.rd, self.bits(r))
         elif FP_MOVES.get(name) == ("mv_x", "d"):
             self.wr(d.rd, self.frd(d.rs1))
@@ -503,6 +536,92 @@ class _Block:
             self.fwr(d.rd, self.op(f"or i64 {v}, {_c(_BOX)}"))
         else:  # pragma: no cover
             raise AssertionError(name)
+
+    def fp_single(self, d: Decoded) -> None:
+        """Single-precision arithmetic, sqrt, FMA, compares, sign injection and
+        conversions to and from integers: as the double ones, on unboxed operands."""
+        name = d.name
+        if name in FP_ARITH:
+            a, b = self.flt(self.frd(d.rs1)), self.flt(self.frd(d.rs2))
+            self.fwr(d.rd, self.box(self.call("float", f"{FP_ARITH[name]}.f32",
+                                              f"float {a}, float {b}, {_CI}")))
+        elif name in FP_SQRT:
+            a = self.flt(self.frd(d.rs1))
+            self.fwr(d.rd, self.box(self.call("float", "sqrt.f32", f"float {a}, {_CI}")))
+        elif name in FP_FMA:
+            neg_p, neg_c = FP_FMA[name]
+            a, b, c = (self.unbox(self.frd(r)) for r in (d.rs1, d.rs2, d.rs3))
+            if neg_p:
+                a = self.op(f"xor i32 {a}, {-(1 << 31)}")
+            if neg_c:
+                c = self.op(f"xor i32 {c}, {-(1 << 31)}")
+            fa, fb, fc = (self.op(f"bitcast i32 {v} to float") for v in (a, b, c))
+            self.raise_flags(fma_invalid(self.op, a, b, "i32"))
+            self.fwr(d.rd, self.box(self.call("float", "fma.f32",
+                                              f"float {fa}, float {fb}, float {fc}, {_CI}")))
+        elif name in FP_CMP:
+            fn, cc = FP_CMP[name]
+            a, b = self.flt(self.frd(d.rs1)), self.flt(self.frd(d.rs2))
+            c = self.call("i1", f"{fn}.f32", f'float {a}, float {b}, metadata !"{cc}", {_CX}')
+            self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
+            self.fs_dirty = True
+        elif name in FP_SGNJ:
+            r = self.sign_inject(FP_SGNJ[name], self.unbox(self.frd(d.rs1)),
+                                 self.unbox(self.frd(d.rs2)), "i32")
+            self.fwr(d.rd, self.box_bits(r))
+        elif name in FP_TO_INT:
+            self.wr(d.rd, self.to_int(d, self.unbox(self.frd(d.rs1)), "float", "i32"))
+            self.fs_dirty = True
+        elif name in INT_TO_FP:
+            r = self.call("float", "sitofp.f32.i64", f"i64 {self.int_operand(d)}, {_CI}")
+            self.fwr(d.rd, self.box_bits(self.op(f"bitcast float {r} to i32")))
+        else:  # pragma: no cover
+            raise AssertionError(name)
+
+    def raise_flags(self, flags: str) -> None:
+        pf = self.op(f"getelementptr i8, ptr %s, i64 {S.FFLAGS}")
+        old = self.op(f"load i64, ptr {pf}")
+        self.emit(f"store i64 {self.op(f'or i64 {old}, {flags}')}, ptr {pf}")
+
+    def sign_inject(self, kind: int, a: str, b: str, ty: str) -> str:
+        """fsgnj (kind 0), fsgnjn (1), fsgnjx (2) on bits of type ``ty``."""
+        top = -(1 << 31) if ty == "i32" else _c(1 << 63)
+        mag = self.op(f"and {ty} {a}, {0x7FFFFFFF if ty == 'i32' else 0x7FFFFFFFFFFFFFFF}")
+        sb = self.op(f"and {ty} {b}, {top}")
+        if kind == 1:
+            sb = self.op(f"xor {ty} {sb}, {top}")
+        elif kind == 2:
+            sb = self.op(f"xor {ty} {sb}, {self.op(f'and {ty} {a}, {top}')}")
+        return self.op(f"or {ty} {mag}, {sb}")
+
+    def to_int(self, d: Decoded, a: str, fty: str, bty: str) -> str:
+        """fcvt.w/l.s/d: the operand's bits ``a`` (type ``bty``) to a signed integer,
+        rounded to nearest even (or toward zero: rm 1), saturated as RISC-V does."""
+        width = FP_TO_INT[d.name]
+        w = "f32" if fty == "float" else "f64"
+        x = self.op(f"bitcast {bty} {a} to {fty}")
+        if d.rm != 1:  # round to nearest even first (raises inexact), then convert
+            x = self.call(fty, f"rint.{w}", f"{fty} {x}, {_CI}")
+        ty = f"i{width}"
+        r = self.call(ty, f"fptosi.{ty}.{w}", f"{fty} {x}, {_CX}")
+        # The host gives INT_MIN for NaN and out of range (and raises invalid);
+        # RISC-V saturates: NaN and too large give INT_MAX.
+        mag, inf = (0x7FFFFFFF, 0x7F800000) if bty == "i32" else (0x7FFFFFFFFFFFFFFF,
+                                                                   0x7FF0000000000000)
+        nan = self.op(f"icmp ugt {bty} {self.op(f'and {bty} {a}, {mag}')}, {inf}")
+        ismin = self.op(f"icmp eq {ty} {r}, {-(1 << (width - 1))}")
+        pos = self.op(f"icmp sge {bty} {a}, 0")
+        sat = self.op(f"or i1 {nan}, {self.op(f'and i1 {ismin}, {pos}')}")
+        r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
+        return self.op(f"sext i32 {r} to i64") if width == 32 else r
+
+    def int_operand(self, d: Decoded) -> str:
+        """fcvt.s/d.w/wu/l's integer operand, extended to 64 bits."""
+        ext, _width = INT_TO_FP[d.name]
+        a = self.rd(d.rs1)
+        if ext:
+            a = self.op(f"{ext} i32 {self.op(f'trunc i64 {a} to i32')} to i64")
+        return a
 
     def op(self, expr: str) -> str:
         v = self.t()
@@ -1116,8 +1235,20 @@ def block_ir(name: str, start: int, insns: list[tuple[int, Decoded]], translated
 
 
 _DECLS = [
-    f"declare double @llvm.experimental.constrained.{op}.f64(double, double, metadata, metadata)"
-    for op in ("fadd", "fsub", "fmul", "fdiv")
+    f"declare {t} @llvm.experimental.constrained.{op}.{w}({t}, {t}, metadata, metadata)"
+    for op in ("fadd", "fsub", "fmul", "fdiv") for t, w in (("double", "f64"), ("float", "f32"))
+] + [
+    "declare float @llvm.experimental.constrained.sqrt.f32(float, metadata, metadata)",
+    "declare float @llvm.experimental.constrained.rint.f32(float, metadata, metadata)",
+    "declare float @llvm.experimental.constrained.fma.f32(float, float, float, metadata,"
+    " metadata)",
+    "declare i1 @llvm.experimental.constrained.fcmp.f32(float, float, metadata, metadata)",
+    "declare i1 @llvm.experimental.constrained.fcmps.f32(float, float, metadata, metadata)",
+    "declare i32 @llvm.experimental.constrained.fptosi.i32.f32(float, metadata)",
+    "declare i64 @llvm.experimental.constrained.fptosi.i64.f32(float, metadata)",
+    "declare float @llvm.experimental.constrained.sitofp.f32.i64(i64, metadata, metadata)",
+    "declare float @llvm.experimental.constrained.fptrunc.f32.f64(double, metadata, metadata)",
+    "declare double @llvm.experimental.constrained.fpext.f64.f32(float, metadata)",
 ] + [
     "declare void @llvm.memset.p0.i64(ptr, i8, i64, i1)",
     "declare double @llvm.experimental.constrained.sqrt.f64(double, metadata, metadata)",

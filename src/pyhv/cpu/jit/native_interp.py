@@ -42,10 +42,22 @@ from ...isa import spec
 from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
 from ..trap import MIE_MASK, MIP_SEIP, MIP_SSIP, MIP_SW_MASK
 from . import state as S
-from .codegen import _CANON_D, _CI, _CX, FP_CMP, INT_TO_FP, code_granule_check, fma_invalid
+from .codegen import (
+    _CANON_D,
+    _CANON_S,
+    _CI,
+    _CX,
+    FP_CMP,
+    FP_TO_INT,
+    INT_TO_FP,
+    code_granule_check,
+    fma_invalid,
+    fp_minmax,
+)
 
 RAM_BASE = 0x80000000
 _FP_D = [i for i in spec.FP.values() if i.fmt == "d"]  # double precision: isa/spec.py
+_FP_S = [i for i in spec.FP.values() if i.fmt == "s"]  # single precision
 NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
 # ... followed by NHEAT "asked" bits: the code cache was asked about that start's first
 # run (kept across coolings, so a start the cache does not hold asks once)
@@ -107,6 +119,25 @@ def heat_index(pc: int) -> int:
 
 def known_index(pc: int) -> int:
     return (pc >> 1) & (NKNOWN - 1)
+
+
+def _fp_cases() -> dict[int, str]:
+    """OP-FP funct7 -> label of what _Gen.fp_single and fp_to_int do."""
+    rows = [i for i in _FP_S if i.opcode == spec.OP_FP]
+
+    def f7(op: str) -> int:
+        return next(i.funct7 for i in rows if i.op == op)
+
+    sd = next(i for i in rows if i.op == "cvt")
+    ds = next(i for i in _FP_D if i.op == "cvt")
+    tos = next(i for i in _FP_S if i.name in FP_TO_INT)
+    tod = next(i for i in _FP_D if i.name in FP_TO_INT)
+    return {**{f7(op): f"fsa_f{op}" for op in ("add", "sub", "mul", "div")},
+            f7("sqrt"): "fssqrt", f7("sgnj"): "fssgnj", f7("eq"): "fscmp",
+            f7("mv_x"): "fsmvxw", f7("mv_f"): "fsmvwx", f7("from_int"): "fscvtsi",
+            sd.funct7: "fscvtsd", ds.funct7: "fdcvtds", tos.funct7: "ftis",
+            tod.funct7: "ftid",
+            **{i.funct7: f"fmm{i.fmt}" for i in spec.FP.values() if i.op == "minnum"}}
 
 
 class _Gen:
@@ -370,10 +401,165 @@ class _Gen:
     def _dbl(self, bits: str) -> str:
         return self.op(f"bitcast i64 {bits} to double")
 
+    def _unbox(self, bits: str) -> str:
+        """A NaN-boxed single's bits (i32); the canonical NaN if not boxed."""
+        boxed = self.op(f"icmp eq i64 {self.op(f'lshr i64 {bits}, 32')}, {0xFFFFFFFF}")
+        low = self.op(f"trunc i64 {bits} to i32")
+        return self.op(f"select i1 {boxed}, i32 {low}, i32 {_CANON_S}")
+
+    def _flt(self, bits: str) -> str:
+        return self.op(f"bitcast i32 {self._unbox(bits)} to float")
+
+    def _box(self, f: str) -> str:
+        """F register bits of a single result: NaNs canonical, NaN-boxed."""
+        b = self.op(f"bitcast float {f} to i32")
+        nan = self.op(f"icmp ugt i32 {self.op(f'and i32 {b}, {0x7FFFFFFF}')}, {0x7F800000}")
+        return self._box_bits(self.op(f"select i1 {nan}, i32 {_CANON_S}, i32 {b}"))
+
+    def _box_bits(self, b: str) -> str:
+        return self.op(f"or i64 {self.op(f'zext i32 {b} to i64')}, {_s64(0xFFFFFFFF00000000)}")
+
+    def fp_single(self) -> None:
+        """OP-FP, single precision (codegen.fp_single's, on NaN-boxed operands):
+        arithmetic, sqrt, sign injection, compares, moves, conversions from integers
+        and between the formats (_fp_cases: their funct7s)."""
+        e = self.emit
+        rows = [i for i in _FP_S if i.opcode == spec.OP_FP]
+
+        def f7(op: str) -> int:
+            return next(i.funct7 for i in rows if i.op == op)
+
+        arith = {f7(op): "f" + op for op in ("add", "sub", "mul", "div")}
+        for name in arith.values():
+            self.label(f"fsa_{name}")
+            self._rm_rne(f"fsa_{name}1")
+            self.label(f"fsa_{name}1")
+            a, b = self._flt(self._f("%rs1")), self._flt(self._f("%rs2"))
+            r = self.op(f"call float @llvm.experimental.constrained.{name}.f32(float {a}, "
+                        f"float {b}, {_CI}) #1")
+            self._fset(self._box(r))
+        self.label("fssqrt")
+        e(f"br i1 {self.op('icmp eq i32 %rs2, 0')}, label %fssqrt0, label %slow")
+        self.label("fssqrt0")
+        self._rm_rne("fssqrt1")
+        self.label("fssqrt1")
+        a = self._flt(self._f("%rs1"))
+        self._fset(self._box(self.op(
+            f"call float @llvm.experimental.constrained.sqrt.f32(float {a}, {_CI}) #1")))
+        self.label("fssgnj")
+        self.switch("%f3", "i32", {i.funct3: f"fssg{i.arg}" for i in rows if i.op == "sgnj"},
+                    "slow")
+        top = -(1 << 31)
+        for k in range(3):
+            self.label(f"fssg{k}")
+            a, b = self._unbox(self._f("%rs1")), self._unbox(self._f("%rs2"))
+            mag = self.op(f"and i32 {a}, {0x7FFFFFFF}")
+            sb = self.op(f"and i32 {b}, {top}")
+            if k == 1:
+                sb = self.op(f"xor i32 {sb}, {top}")
+            elif k == 2:
+                sb = self.op(f"xor i32 {sb}, {self.op(f'and i32 {a}, {top}')}")
+            self._fset(self._box_bits(self.op(f"or i32 {mag}, {sb}")))
+        self.label("fscmp")
+        cmps = [i for i in rows if i.name in FP_CMP]
+        self.switch("%f3", "i32", {i.funct3: f"fs{i.op}" for i in cmps}, "slow")
+        for i in cmps:
+            fn, cc = FP_CMP[i.name]
+            self.label(f"fs{i.op}")
+            a, b = self._flt(self._f("%rs1")), self._flt(self._f("%rs2"))
+            c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.f32(float {a}, "
+                        f'float {b}, metadata !"{cc}", {_CX}) #1')
+            self.set_field(S.FSDIRTY, "1")
+            self.result(self.op(f"zext i1 {c} to i64"))
+        self.label("fsmvxw")  # fmv.x.w (funct3 1 is fclass.s): the low half, sign-extended
+        plain = self.op("or i32 %f3, %rs2")
+        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvxw1, label %slow")
+        self.label("fsmvxw1")
+        low = self.op(f"trunc i64 {self._f('%rs1')} to i32")
+        self.result(self.op(f"sext i32 {low} to i64"))
+        self.label("fsmvwx")  # fmv.w.x: boxed
+        plain = self.op("or i32 %f3, %rs2")
+        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvwx1, label %slow")
+        self.label("fsmvwx1")
+        self._fset(self._box_bits(self.op("trunc i64 %a to i32")))
+        self.label("fscvtsi")  # fcvt.s.w / .wu / .l: all round (RNE only)
+        cvt = {INT_TO_FP[i.name][0]: i.rs2 for i in rows if i.name in INT_TO_FP}
+        ok = self.op(f"icmp ule i32 %rs2, {max(cvt.values())}")
+        e(f"br i1 {ok}, label %fscvtsi0, label %slow")
+        self.label("fscvtsi0")
+        self._rm_rne("fscvtsi1")
+        self.label("fscvtsi1")
+        t = self.op("trunc i64 %a to i32")
+        sx, zx = self.op(f"sext i32 {t} to i64"), self.op(f"zext i32 {t} to i64")
+        isz = self.op(f"icmp eq i32 %rs2, {cvt['zext']}")
+        iss = self.op(f"icmp eq i32 %rs2, {cvt['sext']}")
+        v = self.op(f"select i1 {isz}, i64 {zx}, i64 %a")
+        v = self.op(f"select i1 {iss}, i64 {sx}, i64 {v}")
+        r = self.op(f"call float @llvm.experimental.constrained.sitofp.f32.i64(i64 {v}, "
+                    f"{_CI}) #1")
+        self._fset(self._box_bits(self.op(f"bitcast float {r} to i32")))
+        # fcvt.s.d (rounds: RNE only) and fcvt.d.s (exact)
+        sd = next(i for i in rows if i.op == "cvt")
+        ds = next(i for i in _FP_D if i.op == "cvt")
+        self.label("fscvtsd")
+        e(f"br i1 {self.op(f'icmp eq i32 %rs2, {sd.rs2}')}, label %fscvtsd0, label %slow")
+        self.label("fscvtsd0")
+        self._rm_rne("fscvtsd1")
+        self.label("fscvtsd1")
+        x = self._dbl(self._f("%rs1"))
+        self._fset(self._box(self.op(
+            f"call float @llvm.experimental.constrained.fptrunc.f32.f64(double {x}, {_CI}) #1")))
+        self.label("fdcvtds")
+        e(f"br i1 {self.op(f'icmp eq i32 %rs2, {ds.rs2}')}, label %fdcvtds1, label %slow")
+        self.label("fdcvtds1")
+        x = self._flt(self._f("%rs1"))
+        self._fset(self._canon(self.op(
+            f"call double @llvm.experimental.constrained.fpext.f64.f32(float {x}, {_CX}) #1")))
+
+    def fp_to_int(self) -> None:
+        """fcvt.w/l.s/d (signed): rounded to nearest even (RNE, or dynamic with frm
+        RNE) or toward zero (RTZ, C's casts), saturated as RISC-V does (the host gives
+        INT_MIN for NaN and out of range)."""
+        e = self.emit
+        for fmt, rows in (("s", _FP_S), ("d", _FP_D)):
+            convs = {i.rs2: i for i in rows if i.name in FP_TO_INT}  # rs2 0: w, 2: l
+            fty, w, bty = ("float", "f32", "i32") if fmt == "s" else ("double", "f64", "i64")
+            mag, inf = (0x7FFFFFFF, 0x7F800000) if fmt == "s" else (0x7FFFFFFFFFFFFFFF,
+                                                                     0x7FF0000000000000)
+            self.label(f"fti{fmt}")
+            self.switch("%rs2", "i32", {rs2: f"fti{fmt}{rs2}" for rs2 in convs}, "slow")
+            for rs2, i in convs.items():
+                width, lab = FP_TO_INT[i.name], f"fti{fmt}{rs2}"
+                ty = f"i{width}"
+                self.label(lab)
+                rtz = self.op("icmp eq i32 %f3, 1")
+                e(f"br i1 {rtz}, label %{lab}z, label %{lab}c")
+                self.label(f"{lab}c")
+                self._rm_rne(f"{lab}n")
+                for mode in ("z", "n"):
+                    self.label(f"{lab}{mode}")
+                    bits = self._unbox(self._f("%rs1")) if fmt == "s" else self._f("%rs1")
+                    x = self.op(f"bitcast {bty} {bits} to {fty}")
+                    if mode == "n":
+                        x = self.op(f"call {fty} @llvm.experimental.constrained.rint.{w}("
+                                    f"{fty} {x}, {_CI}) #1")
+                    r = self.op(f"call {ty} @llvm.experimental.constrained.fptosi.{ty}.{w}("
+                                f"{fty} {x}, {_CX}) #1")
+                    nan = self.op(f"icmp ugt {bty} {self.op(f'and {bty} {bits}, {mag}')}, {inf}")
+                    ismin = self.op(f"icmp eq {ty} {r}, {-(1 << (width - 1))}")
+                    pos = self.op(f"icmp sge {bty} {bits}, 0")
+                    sat = self.op(f"or i1 {nan}, {self.op(f'and i1 {ismin}, {pos}')}")
+                    r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
+                    if width == 32:
+                        r = self.op(f"sext i32 {r} to i64")
+                    self.set_field(S.FSDIRTY, "1")  # it may have raised flags
+                    self.result(r)
+
     def fp_ops(self) -> None:
-        """OP-FP, double precision: arithmetic, sqrt, sign injection, compares, moves and
-        int->double conversions, with host FP (flags from MXCSR, as blocks do); the rest
-        (single precision, other rounding modes, classify, double->int) in Python."""
+        """OP-FP: arithmetic, sqrt, sign injection, compares, moves and conversions
+        (between the formats, from integers, to signed integers) in single and double
+        precision, with host FP (flags from MXCSR, as blocks do); the rest (other
+        rounding modes, classify, min/max, unsigned results) in Python."""
         e = self.emit
         self.fp_on("opfp0")
         self.label("opfp0")
@@ -387,7 +573,23 @@ class _Gen:
         self.switch("%f7", "i32", {**{k: f"fpa_{v}" for k, v in arith.items()},
                                    f7("sqrt"): "fpsqrt", f7("sgnj"): "fpsgnj",
                                    f7("eq"): "fpcmp", f7("mv_x"): "fpmvxd",
-                                   f7("mv_f"): "fpmvdx", f7("from_int"): "fpcvtdi"}, "slow")
+                                   f7("mv_f"): "fpmvdx", f7("from_int"): "fpcvtdi",
+                                   **_fp_cases()}, "slow")
+        self.fp_single()
+        self.fp_to_int()
+        for fmt in ("s", "d"):  # fmin/fmax: funct3 0 min, 1 max
+            mm = {i.funct3: i.op == "maxnum" for i in spec.FP.values()
+                  if i.fmt == fmt and i.op in ("minnum", "maxnum")}
+            self.label(f"fmm{fmt}")
+            self.switch("%f3", "i32", {f3: f"fmm{fmt}{f3}" for f3 in mm}, "slow")
+            for f3, is_max in mm.items():
+                self.label(f"fmm{fmt}{f3}")
+                a, b = self._f("%rs1"), self._f("%rs2")
+                if fmt == "s":
+                    r = fp_minmax(self.op, self._unbox(a), self._unbox(b), is_max, True)
+                    self._fset(self._box_bits(r))
+                else:
+                    self._fset(fp_minmax(self.op, a, b, is_max, False))
         for name in arith.values():
             self.label(f"fpa_{name}")
             self._rm_rne(f"fpa_{name}1")
@@ -464,39 +666,43 @@ class _Gen:
         self._fset(self.op(f"bitcast double {r} to i64"))
 
     def fp_fma(self) -> None:
-        """fmadd/fmsub/fnmsub/fnmadd.d, with RISC-V's invalid flag for inf * 0 + qNaN
-        (the host raises none)."""
-        e = self.emit
+        """fmadd/fmsub/fnmsub/fnmadd.s and .d, with RISC-V's invalid flag for inf * 0 +
+        qNaN (the host raises none)."""
         self.fp_on("fma0")
         self.label("fma0")
         fmas = [i for i in _FP_D if i.op == "fma"]
         fmt = self.op("and i32 %f7, 3")
-        isd = self.op(f"icmp eq i32 {fmt}, {fmas[0].funct7}")
-        e(f"br i1 {isd}, label %fma1, label %slow")
-        self.label("fma1")
-        self._rm_rne("fma2")
-        self.label("fma2")
-        a, b = self._f("%rs1"), self._f("%rs2")
-        c = self._f("%f5")  # rs3 = w[31:27]
-        sign = _s64(1 << 63)
-        # fmadd: a*b+c; fmsub: a*b-c; fnmsub: -(a*b)+c; fnmadd: -(a*b)-c (by opcode)
-        negp = negc = "false"
-        for i in fmas:
-            this = self.op(f"icmp eq i32 %opc, {i.opcode}")
-            if i.arg & 1:
-                negp = self.op(f"or i1 {negp}, {this}")
-            if i.arg & 2:
-                negc = self.op(f"or i1 {negc}, {this}")
-        an = self.op(f"xor i64 {a}, {sign}")
-        a2 = self.op(f"select i1 {negp}, i64 {an}, i64 {a}")
-        cn = self.op(f"xor i64 {c}, {sign}")
-        c2 = self.op(f"select i1 {negc}, i64 {cn}, i64 {c}")
-        nv = fma_invalid(self.op, a, b)
-        old = self.field(S.FFLAGS)
-        self.set_field(S.FFLAGS, self.op(f"or i64 {old}, {nv}"))
-        r = self.op(f"call double @llvm.experimental.constrained.fma.f64(double "
-                    f"{self._dbl(a2)}, double {self._dbl(b)}, double {self._dbl(c2)}, {_CI}) #1")
-        self._fset(self._canon(r))
+        single = next(i for i in _FP_S if i.op == "fma").funct7 & 3
+        self.switch(fmt, "i32", {fmas[0].funct7 & 3: "fma1", single: "fmas1"}, "slow")
+        for fmt_, (ty, fty, w, sign) in (("d", ("i64", "double", "f64", _s64(1 << 63))),
+                                         ("s", ("i32", "float", "f32", str(-(1 << 31))))):
+            lab = "fma" if fmt_ == "d" else "fmas"
+            self.label(f"{lab}1")
+            self._rm_rne(f"{lab}2")
+            self.label(f"{lab}2")
+            a, b = self._f("%rs1"), self._f("%rs2")
+            c = self._f("%f5")  # rs3 = w[31:27]
+            if fmt_ == "s":
+                a, b, c = self._unbox(a), self._unbox(b), self._unbox(c)
+            # fmadd: a*b+c; fmsub: a*b-c; fnmsub: -(a*b)+c; fnmadd: -(a*b)-c (by opcode)
+            negp = negc = "false"
+            for i in fmas:
+                this = self.op(f"icmp eq i32 %opc, {i.opcode}")
+                if i.arg & 1:
+                    negp = self.op(f"or i1 {negp}, {this}")
+                if i.arg & 2:
+                    negc = self.op(f"or i1 {negc}, {this}")
+            an = self.op(f"xor {ty} {a}, {sign}")
+            a2 = self.op(f"select i1 {negp}, {ty} {an}, {ty} {a}")
+            cn = self.op(f"xor {ty} {c}, {sign}")
+            c2 = self.op(f"select i1 {negc}, {ty} {cn}, {ty} {c}")
+            nv = fma_invalid(self.op, a, b, ty)  # (i64: the flag)
+            old = self.field(S.FFLAGS)
+            self.set_field(S.FFLAGS, self.op(f"or i64 {old}, {nv}"))
+            fa, fb, fc = (self.op(f"bitcast {ty} {v} to {fty}") for v in (a2, b, c2))
+            r = self.op(f"call {fty} @llvm.experimental.constrained.fma.{w}({fty} {fa}, "
+                        f"{fty} {fb}, {fty} {fc}, {_CI}) #1")
+            self._fset(self._canon(r) if fmt_ == "d" else self._box(r))
 
     def fp_loads(self) -> None:
         """flw and fld (a kernel's context switch saves and restores the F registers):
