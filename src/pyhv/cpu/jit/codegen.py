@@ -31,6 +31,7 @@ random programs on both.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Callable
 
 from ...isa import csr as C
@@ -80,14 +81,18 @@ FP_TO_INT = {n: i.arg for n, i in _FP.items() if i.op == "to_int" and i.signed}
 INT_TO_FP = {n: (("sext" if i.signed else "zext") if i.arg == 32 else None, i.arg)
              for n, i in _FP.items() if i.op == "from_int" and (i.arg == 32 or i.signed)}
 FP_CVT = frozenset(n for n, i in _FP.items() if i.op == "cvt")  # fcvt.s.d, fcvt.d.s
+FP_TO_UINT = {n: i.arg for n, i in _FP.items() if i.op == "to_int" and not i.signed}
+FP_FROM_U64 = frozenset(n for n, i in _FP.items()
+                        if i.op == "from_int" and i.arg == 64 and not i.signed)
 FP_MINMAX = {n: i.op == "maxnum" for n, i in _FP.items() if i.op in ("minnum", "maxnum")}
 FP_LOADS = {n: 8 * i.arg for n, i in _FP.items() if i.op == "load"}
 FP_STORES = {n: 8 * i.arg for n, i in _FP.items() if i.op == "store"}
 FP_MOVES = {n: (i.op, i.fmt) for n, i in _FP.items() if i.op in ("mv_x", "mv_f")}
 FP_NAMES = (set(FP_ARITH) | FP_SQRT | set(FP_FMA) | set(FP_CMP) | set(FP_SGNJ)
-            | set(FP_TO_INT) | set(INT_TO_FP) | FP_CVT | set(FP_MINMAX) | set(FP_LOADS)
-            | set(FP_STORES) | set(FP_MOVES))
-_FP_TO_X = set(FP_CMP) | set(FP_TO_INT) | {n for n, (op, _) in FP_MOVES.items() if op == "mv_x"}
+            | set(FP_TO_INT) | set(INT_TO_FP) | FP_CVT | set(FP_MINMAX) | set(FP_TO_UINT)
+            | FP_FROM_U64 | set(FP_LOADS) | set(FP_STORES) | set(FP_MOVES))
+_FP_TO_X = (set(FP_CMP) | set(FP_TO_INT) | set(FP_TO_UINT)
+            | {n for n, (op, _) in FP_MOVES.items() if op == "mv_x"})
 _RM_DYN = 7
 _CANON_D = 0x7FF8000000000000
 _CANON_S = 0x7FC00000
@@ -180,11 +185,12 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
         return d.rs1 == 0
     if d.name not in NATIVE:
         return False
-    if d.name in FP_TO_INT:
+    if d.name in FP_TO_INT or d.name in FP_TO_UINT:
         return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
     if (d.name in FP_ARITH or d.name in FP_FMA or d.name in FP_SQRT
             or d.name in INT_TO_FP and (INT_TO_FP[d.name][1] == 64 or FP_FMT[d.name] == "s")
-            or d.name in FP_CVT and FP_FMT[d.name] == "s"):  # (these round)
+            or d.name in FP_CVT and FP_FMT[d.name] == "s"
+            or d.name in FP_FROM_U64):  # (these round)
         return d.rm in (0, _RM_DYN)
     return True
 
@@ -262,6 +268,77 @@ def fp_minmax(op: Callable[[str], str], a: str, b: str, is_max: bool, single: bo
     r = op(f"select i1 {bn}, {ty} {a}, {ty} {r}")
     r = op(f"select i1 {an}, {ty} {b}, {ty} {r}")
     return op(f"select i1 {op(f'and i1 {an}, {bn}')}, {ty} {canon}, {ty} {r}")
+
+
+def _fconst(v: float) -> str:
+    """An FP constant as LLVM IR writes it (a float's too: its value as a double)."""
+    return f"0x{struct.unpack('<Q', struct.pack('<d', v))[0]:016X}"
+
+
+def fp_to_int(op: Callable[[str], str], bits: str, single: bool, width: int, signed: bool,
+              rtz: bool) -> tuple[str, str]:
+    """fcvt.w/wu/l/lu.s/d of the operand's bits (i32 single, i64 double), rounded to
+    nearest even or toward zero (``rtz``): (the i64 result as RISC-V writes it, the
+    fflags to add). In range (what rounds into the destination's range), the host
+    converts the rounded value (inexact from the host); else the result saturates (NaN
+    and too large: the largest value; too small: the smallest) and only invalid is
+    raised: out-of-range operands never reach a host operation that could raise another
+    flag (the quiet compares raise invalid for a signalling NaN only)."""
+    ty, fty, w, prec = ("i32", "float", "f32", 24) if single else ("i64", "double", "f64", 53)
+    x = op(f"bitcast {ty} {bits} to {fty}")
+    top = 2.0 ** (width - 1 if signed else width)  # the first value too large
+    low = -top if signed else 0.0  # the smallest value
+    exact = width + 1 <= prec  # low - 1 and top - 0.5 exist in the format
+    if exact:
+        lo, lo_cc = (low - 1.0, "ogt") if rtz else (low - 0.5, "oge")
+        hi = top if rtz else top - 0.5
+    else:  # (its neighbours are integers: nothing between them and the bound rounds in)
+        lo, lo_cc = (low, "oge") if signed else ((-1.0, "ogt") if rtz else (-0.5, "oge"))
+        hi = top
+    above = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {x}, {fty} '
+               f'{_fconst(lo)}, metadata !"{lo_cc}", {_CX}) #1')
+    below = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {x}, {fty} '
+               f'{_fconst(hi)}, metadata !"olt", {_CX}) #1')
+    valid = op(f"and i1 {above}, {below}")
+    xs = op(f"select i1 {valid}, {fty} {x}, {fty} {_fconst(0.0)}")
+    if not rtz:
+        xs = op(f"call {fty} @llvm.experimental.constrained.rint.{w}({fty} {xs}, {_CI}) #1")
+    if width == 64 and not signed:  # [2**63, 2**64): less 2**63 (exact), the top bit back
+        t63 = _fconst(2.0 ** 63)
+        big = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {xs}, {fty} {t63}, '
+                 f'metadata !"oge", {_CX}) #1')
+        less = op(f"call {fty} @llvm.experimental.constrained.fsub.{w}({fty} "
+                  f"{op(f'select i1 {big}, {fty} {xs}, {fty} {t63}')}, {fty} {t63}, {_CI}) #1")
+        xs = op(f"select i1 {big}, {fty} {less}, {fty} {xs}")
+        v = op(f"call i64 @llvm.experimental.constrained.fptosi.i64.{w}({fty} {xs}, {_CX}) #1")
+        v = op(f"select i1 {big}, i64 {op(f'xor i64 {v}, {_c(1 << 63)}')}, i64 {v}")
+    else:
+        v = op(f"call i64 @llvm.experimental.constrained.fptosi.i64.{w}({fty} {xs}, {_CX}) #1")
+    mag, inf = (0x7FFFFFFF, 0x7F800000) if single else (0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)
+    nan = op(f"icmp ugt {ty} {op(f'and {ty} {bits}, {mag}')}, {inf}")
+    high = op(f"or i1 {op(f'icmp sge {ty} {bits}, 0')}, {nan}")  # (NaNs saturate high)
+    if signed:
+        sat = op(f"select i1 {high}, i64 {(1 << (width - 1)) - 1}, i64 {-(1 << (width - 1))}")
+    else:
+        sat = op(f"select i1 {high}, i64 -1, i64 0")
+    r = op(f"select i1 {valid}, i64 {v}, i64 {sat}")
+    if width == 32:  # (the low 32 bits, sign-extended: wu's too)
+        r = op(f"sext i32 {op(f'trunc i64 {r} to i32')} to i64")
+    return r, op(f"select i1 {valid}, i64 0, i64 16")
+
+
+def fp_from_u64(op: Callable[[str], str], a: str, single: bool) -> str:
+    """fcvt.s/d.lu (round to nearest even): an operand with its top bit set is halved
+    keeping a sticky low bit, converted (rounded once) and doubled (exact), as
+    compilers do it on x86. Returns the result as float or double."""
+    fty, w = ("float", "f32") if single else ("double", "f64")
+    neg = op(f"icmp slt i64 {a}, 0")
+    half = op(f"or i64 {op(f'lshr i64 {a}, 1')}, {op(f'and i64 {a}, 1')}")
+    src = op(f"select i1 {neg}, i64 {half}, i64 {a}")
+    f = op(f"call {fty} @llvm.experimental.constrained.sitofp.{w}.i64(i64 {src}, {_CI}) #1")
+    twice = op(f"call {fty} @llvm.experimental.constrained.fadd.{w}({fty} {f}, {fty} {f}, "
+               f"{_CI}) #1")
+    return op(f"select i1 {neg}, {fty} {twice}, {fty} {f}")
 
 
 def _c(v: int) -> str:
@@ -479,6 +556,20 @@ class _Block:
                 x = self.flt(self.frd(d.rs1))
                 self.fwr(d.rd, self.canon(self.call("double", "fpext.f64.f32",
                                                     f"float {x}, {_CX}")))
+        elif name in FP_TO_UINT or name in FP_TO_INT:
+            single = FP_FMT[name] == "s"
+            a = self.frd(d.rs1)
+            width = FP_TO_INT.get(name) or FP_TO_UINT[name]
+            r, nv = fp_to_int(self.op, self.unbox(a) if single else a, single, width,
+                              name in FP_TO_INT, d.rm == 1)
+            self.raise_flags(nv)
+            self.wr(d.rd, r)
+            self.fs_dirty = True
+        elif name in FP_FROM_U64:
+            single = FP_FMT[name] == "s"
+            r = fp_from_u64(self.op, self.rd(d.rs1), single)
+            self.fwr(d.rd, self.box_bits(self.op(f"bitcast float {r} to i32")) if single
+                     else self.bits(r))
         elif name in FP_MINMAX:
             if FP_FMT[name] == "s":
                 a, b = self.unbox(self.frd(d.rs1)), self.unbox(self.frd(d.rs2))
@@ -517,9 +608,6 @@ class _Block:
         elif name in FP_SGNJ:
             self.fwr(d.rd, self.sign_inject(FP_SGNJ[name], self.frd(d.rs1), self.frd(d.rs2),
                                             "i64"))
-        elif name in FP_TO_INT:
-            self.wr(d.rd, self.to_int(d, self.frd(d.rs1), "double", "i64"))
-            self.fs_dirty = True
         elif name in INT_TO_FP:
             r = self.call("double", "sitofp.f64.i64", f"i64 {self.int_operand(d)}, {_CI}")
             self.fwr(d.rd, self.bits(r))
@@ -539,7 +627,7 @@ class _Block:
 
     def fp_single(self, d: Decoded) -> None:
         """Single-precision arithmetic, sqrt, FMA, compares, sign injection and
-        conversions to and from integers: as the double ones, on unboxed operands."""
+        conversions from integers: as the double ones, on unboxed operands."""
         name = d.name
         if name in FP_ARITH:
             a, b = self.flt(self.frd(d.rs1)), self.flt(self.frd(d.rs2))
@@ -569,9 +657,6 @@ class _Block:
             r = self.sign_inject(FP_SGNJ[name], self.unbox(self.frd(d.rs1)),
                                  self.unbox(self.frd(d.rs2)), "i32")
             self.fwr(d.rd, self.box_bits(r))
-        elif name in FP_TO_INT:
-            self.wr(d.rd, self.to_int(d, self.unbox(self.frd(d.rs1)), "float", "i32"))
-            self.fs_dirty = True
         elif name in INT_TO_FP:
             r = self.call("float", "sitofp.f32.i64", f"i64 {self.int_operand(d)}, {_CI}")
             self.fwr(d.rd, self.box_bits(self.op(f"bitcast float {r} to i32")))
@@ -593,27 +678,6 @@ class _Block:
         elif kind == 2:
             sb = self.op(f"xor {ty} {sb}, {self.op(f'and {ty} {a}, {top}')}")
         return self.op(f"or {ty} {mag}, {sb}")
-
-    def to_int(self, d: Decoded, a: str, fty: str, bty: str) -> str:
-        """fcvt.w/l.s/d: the operand's bits ``a`` (type ``bty``) to a signed integer,
-        rounded to nearest even (or toward zero: rm 1), saturated as RISC-V does."""
-        width = FP_TO_INT[d.name]
-        w = "f32" if fty == "float" else "f64"
-        x = self.op(f"bitcast {bty} {a} to {fty}")
-        if d.rm != 1:  # round to nearest even first (raises inexact), then convert
-            x = self.call(fty, f"rint.{w}", f"{fty} {x}, {_CI}")
-        ty = f"i{width}"
-        r = self.call(ty, f"fptosi.{ty}.{w}", f"{fty} {x}, {_CX}")
-        # The host gives INT_MIN for NaN and out of range (and raises invalid);
-        # RISC-V saturates: NaN and too large give INT_MAX.
-        mag, inf = (0x7FFFFFFF, 0x7F800000) if bty == "i32" else (0x7FFFFFFFFFFFFFFF,
-                                                                   0x7FF0000000000000)
-        nan = self.op(f"icmp ugt {bty} {self.op(f'and {bty} {a}, {mag}')}, {inf}")
-        ismin = self.op(f"icmp eq {ty} {r}, {-(1 << (width - 1))}")
-        pos = self.op(f"icmp sge {bty} {a}, 0")
-        sat = self.op(f"or i1 {nan}, {self.op(f'and i1 {ismin}, {pos}')}")
-        r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
-        return self.op(f"sext i32 {r} to i64") if width == 32 else r
 
     def int_operand(self, d: Decoded) -> str:
         """fcvt.s/d.w/wu/l's integer operand, extended to 64 bits."""

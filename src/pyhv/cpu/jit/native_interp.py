@@ -52,7 +52,9 @@ from .codegen import (
     INT_TO_FP,
     code_granule_check,
     fma_invalid,
+    fp_from_u64,
     fp_minmax,
+    fp_to_int,
 )
 
 RAM_BASE = 0x80000000
@@ -484,8 +486,16 @@ class _Gen:
         self._fset(self._box_bits(self.op("trunc i64 %a to i32")))
         self.label("fscvtsi")  # fcvt.s.w / .wu / .l: all round (RNE only)
         cvt = {INT_TO_FP[i.name][0]: i.rs2 for i in rows if i.name in INT_TO_FP}
+        lu = next(i.rs2 for i in rows if i.op == "from_int" and i.arg == 64 and not i.signed)
         ok = self.op(f"icmp ule i32 %rs2, {max(cvt.values())}")
-        e(f"br i1 {ok}, label %fscvtsi0, label %slow")
+        e(f"br i1 {ok}, label %fscvtsi0, label %fscvtslu")
+        self.label("fscvtslu")
+        e(f"br i1 {self.op(f'icmp eq i32 %rs2, {lu}')}, label %fscvtslu0, label %slow")
+        self.label("fscvtslu0")
+        self._rm_rne("fscvtslu1")
+        self.label("fscvtslu1")
+        r = fp_from_u64(self.op, "%a", True)
+        self._fset(self._box_bits(self.op(f"bitcast float {r} to i32")))
         self.label("fscvtsi0")
         self._rm_rne("fscvtsi1")
         self.label("fscvtsi1")
@@ -517,42 +527,25 @@ class _Gen:
             f"call double @llvm.experimental.constrained.fpext.f64.f32(float {x}, {_CX}) #1")))
 
     def fp_to_int(self) -> None:
-        """fcvt.w/l.s/d (signed): rounded to nearest even (RNE, or dynamic with frm
-        RNE) or toward zero (RTZ, C's casts), saturated as RISC-V does (the host gives
-        INT_MIN for NaN and out of range)."""
+        """fcvt.w/wu/l/lu.s/d: rounded to nearest even (RNE, or dynamic with frm RNE) or
+        toward zero (RTZ, C's casts), saturated as RISC-V does (codegen.fp_to_int)."""
         e = self.emit
         for fmt, rows in (("s", _FP_S), ("d", _FP_D)):
-            convs = {i.rs2: i for i in rows if i.name in FP_TO_INT}  # rs2 0: w, 2: l
-            fty, w, bty = ("float", "f32", "i32") if fmt == "s" else ("double", "f64", "i64")
-            mag, inf = (0x7FFFFFFF, 0x7F800000) if fmt == "s" else (0x7FFFFFFFFFFFFFFF,
-                                                                     0x7FF0000000000000)
+            convs = {i.rs2: i for i in rows if i.op == "to_int"}  # rs2: w, wu, l, lu
             self.label(f"fti{fmt}")
             self.switch("%rs2", "i32", {rs2: f"fti{fmt}{rs2}" for rs2 in convs}, "slow")
             for rs2, i in convs.items():
-                width, lab = FP_TO_INT[i.name], f"fti{fmt}{rs2}"
-                ty = f"i{width}"
+                lab = f"fti{fmt}{rs2}"
                 self.label(lab)
-                rtz = self.op("icmp eq i32 %f3, 1")
-                e(f"br i1 {rtz}, label %{lab}z, label %{lab}c")
+                e(f"br i1 {self.op('icmp eq i32 %f3, 1')}, label %{lab}z, label %{lab}c")
                 self.label(f"{lab}c")
                 self._rm_rne(f"{lab}n")
                 for mode in ("z", "n"):
                     self.label(f"{lab}{mode}")
                     bits = self._unbox(self._f("%rs1")) if fmt == "s" else self._f("%rs1")
-                    x = self.op(f"bitcast {bty} {bits} to {fty}")
-                    if mode == "n":
-                        x = self.op(f"call {fty} @llvm.experimental.constrained.rint.{w}("
-                                    f"{fty} {x}, {_CI}) #1")
-                    r = self.op(f"call {ty} @llvm.experimental.constrained.fptosi.{ty}.{w}("
-                                f"{fty} {x}, {_CX}) #1")
-                    nan = self.op(f"icmp ugt {bty} {self.op(f'and {bty} {bits}, {mag}')}, {inf}")
-                    ismin = self.op(f"icmp eq {ty} {r}, {-(1 << (width - 1))}")
-                    pos = self.op(f"icmp sge {bty} {bits}, 0")
-                    sat = self.op(f"or i1 {nan}, {self.op(f'and i1 {ismin}, {pos}')}")
-                    r = self.op(f"select i1 {sat}, {ty} {(1 << (width - 1)) - 1}, {ty} {r}")
-                    if width == 32:
-                        r = self.op(f"sext i32 {r} to i64")
-                    self.set_field(S.FSDIRTY, "1")  # it may have raised flags
+                    r, nv = fp_to_int(self.op, bits, fmt == "s", i.arg, i.signed, mode == "z")
+                    self.set_field(S.FFLAGS, self.op(f"or i64 {self.field(S.FFLAGS)}, {nv}"))
+                    self.set_field(S.FSDIRTY, "1")
                     self.result(r)
 
     def fp_ops(self) -> None:
@@ -646,8 +639,14 @@ class _Gen:
         self._fset("%a")
         self.label("fpcvtdi")  # fcvt.d.w / .wu (exact) / .l (rounds: RNE only)
         cvt = {INT_TO_FP[i.name][0]: i.rs2 for i in rows if i.name in INT_TO_FP}
+        lu = next(i.rs2 for i in rows if i.op == "from_int" and i.arg == 64 and not i.signed)
         self.switch("%rs2", "i32", {cvt["sext"]: "fpcvw", cvt["zext"]: "fpcvwu",
-                                    cvt[None]: "fpcvl"}, "slow")
+                                    cvt[None]: "fpcvl", lu: "fpcvlu"}, "slow")
+        self.label("fpcvlu")
+        self._rm_rne("fpcvlu1")
+        self.label("fpcvlu1")
+        r = fp_from_u64(self.op, "%a", False)
+        self._fset(self.op(f"bitcast double {r} to i64"))
         self.label("fpcvw")
         e("br label %fpcv1")
         self.label("fpcvwu")
