@@ -178,6 +178,8 @@ OPS = {
     "fcvt.lu.s rtz": ([r_type(0x53, 7, 1, 1, 3, 0x60)], 1),
     "fcvt.d.lu": ([r_type(0x53, 4, 7, 6, 3, 0x69)], 0),
     "fcvt.s.lu": ([r_type(0x53, 4, 7, 6, 3, 0x68)], 0),
+    "fclass.s": ([r_type(0x53, 7, 1, 1, 0, 0x70)], 1),
+    "fclass.d": ([r_type(0x53, 7, 1, 1, 0, 0x71)], 1),
     "fmin.s": ([r_type(0x53, 4, 0, 1, 2, 0x14)], 2),
     "fmax.s": ([r_type(0x53, 4, 1, 1, 2, 0x14)], 2),
     "fmin.d": ([r_type(0x53, 4, 0, 1, 2, 0x15)], 2),

@@ -84,14 +84,15 @@ FP_CVT = frozenset(n for n, i in _FP.items() if i.op == "cvt")  # fcvt.s.d, fcvt
 FP_TO_UINT = {n: i.arg for n, i in _FP.items() if i.op == "to_int" and not i.signed}
 FP_FROM_U64 = frozenset(n for n, i in _FP.items()
                         if i.op == "from_int" and i.arg == 64 and not i.signed)
+FP_CLASS = frozenset(n for n, i in _FP.items() if i.op == "class")
 FP_MINMAX = {n: i.op == "maxnum" for n, i in _FP.items() if i.op in ("minnum", "maxnum")}
 FP_LOADS = {n: 8 * i.arg for n, i in _FP.items() if i.op == "load"}
 FP_STORES = {n: 8 * i.arg for n, i in _FP.items() if i.op == "store"}
 FP_MOVES = {n: (i.op, i.fmt) for n, i in _FP.items() if i.op in ("mv_x", "mv_f")}
 FP_NAMES = (set(FP_ARITH) | FP_SQRT | set(FP_FMA) | set(FP_CMP) | set(FP_SGNJ)
             | set(FP_TO_INT) | set(INT_TO_FP) | FP_CVT | set(FP_MINMAX) | set(FP_TO_UINT)
-            | FP_FROM_U64 | set(FP_LOADS) | set(FP_STORES) | set(FP_MOVES))
-_FP_TO_X = (set(FP_CMP) | set(FP_TO_INT) | set(FP_TO_UINT)
+            | FP_FROM_U64 | FP_CLASS | set(FP_LOADS) | set(FP_STORES) | set(FP_MOVES))
+_FP_TO_X = (set(FP_CMP) | set(FP_TO_INT) | set(FP_TO_UINT) | FP_CLASS
             | {n for n, (op, _) in FP_MOVES.items() if op == "mv_x"})
 _RM_DYN = 7
 _CANON_D = 0x7FF8000000000000
@@ -325,6 +326,32 @@ def fp_to_int(op: Callable[[str], str], bits: str, single: bool, width: int, sig
     if width == 32:  # (the low 32 bits, sign-extended: wu's too)
         r = op(f"sext i32 {op(f'trunc i64 {r} to i32')} to i64")
     return r, op(f"select i1 {valid}, i64 0, i64 16")
+
+
+def fp_class(op: Callable[[str], str], bits: str, single: bool) -> str:
+    """fclass.s/d of the operand's bits (i32 single, i64 double): the i64 with the one
+    bit of its class set (0 -inf, 1 -normal, 2 -subnormal, 3 -0, 4 +0, 5 +subnormal,
+    6 +normal, 7 +inf, 8 signalling NaN, 9 quiet NaN). Raises no flag."""
+    ty, m, emax, fmask, quiet = (("i32", 23, 0xFF, (1 << 23) - 1, 1 << 22) if single
+                                 else ("i64", 52, 0x7FF, (1 << 52) - 1, 1 << 51))
+    neg = op(f"icmp slt {ty} {bits}, 0")
+    exp = op(f"and {ty} {op(f'lshr {ty} {bits}, {m}')}, {emax}")
+    frac = op(f"and {ty} {bits}, {fmask}")
+    top = op(f"icmp eq {ty} {exp}, {emax}")
+    low = op(f"icmp eq {ty} {exp}, 0")
+    nofrac = op(f"icmp eq {ty} {frac}, 0")
+    isq = op(f"icmp ne {ty} {op(f'and {ty} {frac}, {quiet}')}, 0")
+
+    def by_sign(neg_k: int, pos_k: int) -> str:
+        return op(f"select i1 {neg}, i64 {neg_k}, i64 {pos_k}")
+
+    k = by_sign(1, 6)  # normal
+    zero_or_sub = op(f"select i1 {nofrac}, i64 {by_sign(3, 4)}, i64 {by_sign(2, 5)}")
+    k = op(f"select i1 {low}, i64 {zero_or_sub}, i64 {k}")
+    nan = op(f"select i1 {isq}, i64 9, i64 8")
+    inf_or_nan = op(f"select i1 {nofrac}, i64 {by_sign(0, 7)}, i64 {nan}")
+    k = op(f"select i1 {top}, i64 {inf_or_nan}, i64 {k}")
+    return op(f"shl i64 1, {k}")
 
 
 def fp_from_u64(op: Callable[[str], str], a: str, single: bool) -> str:
@@ -570,6 +597,10 @@ class _Block:
             r = fp_from_u64(self.op, self.rd(d.rs1), single)
             self.fwr(d.rd, self.box_bits(self.op(f"bitcast float {r} to i32")) if single
                      else self.bits(r))
+        elif name in FP_CLASS:
+            single = FP_FMT[name] == "s"
+            a = self.frd(d.rs1)
+            self.wr(d.rd, fp_class(self.op, self.unbox(a) if single else a, single))
         elif name in FP_MINMAX:
             if FP_FMT[name] == "s":
                 a, b = self.unbox(self.frd(d.rs1)), self.unbox(self.frd(d.rs2))

@@ -52,6 +52,7 @@ from .codegen import (
     INT_TO_FP,
     code_granule_check,
     fma_invalid,
+    fp_class,
     fp_from_u64,
     fp_minmax,
     fp_to_int,
@@ -475,7 +476,11 @@ class _Gen:
             self.result(self.op(f"zext i1 {c} to i64"))
         self.label("fsmvxw")  # fmv.x.w (funct3 1 is fclass.s): the low half, sign-extended
         plain = self.op("or i32 %f3, %rs2")
-        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvxw1, label %slow")
+        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvxw1, label %fsclass")
+        self.label("fsclass")
+        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 1')}, label %fsclass1, label %slow")
+        self.label("fsclass1")
+        self.result(fp_class(self.op, self._unbox(self._f("%rs1")), True))
         self.label("fsmvxw1")
         low = self.op(f"trunc i64 {self._f('%rs1')} to i32")
         self.result(self.op(f"sext i32 {low} to i64"))
@@ -626,9 +631,13 @@ class _Gen:
             self.set_field(S.FSDIRTY, "1")  # it may have raised flags
             self.result(self.op(f"zext i1 {c} to i64"))
         self.label("fpmvxd")  # fmv.x.d (funct3 1 is fclass.d)
-        ok = self.op("or i32 %f3, %rs2")
-        ok = self.op(f"icmp eq i32 {ok}, 0")
-        e(f"br i1 {ok}, label %fpmvxd1, label %slow")
+        plain = self.op("or i32 %f3, %rs2")
+        ok = self.op(f"icmp eq i32 {plain}, 0")
+        e(f"br i1 {ok}, label %fpmvxd1, label %fpclass")
+        self.label("fpclass")
+        e(f"br i1 {self.op(f'icmp eq i32 {plain}, 1')}, label %fpclass1, label %slow")
+        self.label("fpclass1")
+        self.result(fp_class(self.op, self._f("%rs1"), False))
         self.label("fpmvxd1")
         self.result(self._f("%rs1"))
         self.label("fpmvdx")
