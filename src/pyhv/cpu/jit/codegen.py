@@ -197,19 +197,22 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
 
 
 def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, stem: str,
-                       fresh: Callable[[], str]) -> list[str]:
-    """IR lines for an aligned store of at most 8 bytes at RAM offset ``off`` in bare
-    mode: on to ``fast`` if its page holds no code (``codemap``) or its 8-byte granule
-    holds none (the bitmap ``bits``, CodeWatch's masks; such stores are counted in
-    ``smcok``), else to ``slow`` (Python stores and drops the code it overlaps).
-    ``fresh`` names temporaries; ``stem`` the extra labels."""
+                       fresh: Callable[[], str], aligned: str = "true") -> list[str]:
+    """IR lines for a store of at most 8 bytes within a page at RAM offset ``off`` in
+    bare mode: on to ``fast`` if its page holds no code (``codemap``) or, ``aligned``,
+    its 8-byte granule holds none (the bitmap ``bits``, CodeWatch's masks; such stores
+    are counted in ``smcok``), else to ``slow`` (Python stores and drops the code it
+    overlaps; a misaligned store into a page with code is Python's too). ``fresh``
+    names temporaries; ``stem`` the extra labels."""
     page, mapp, gi, gp, gbyte, g, g7, g8, sh, bit, clear, pok = (fresh() for _ in range(12))
     return [
         f"  {page} = lshr i64 {off}, 12",
         f"  {mapp} = getelementptr i8, ptr {codemap}, i64 {page}",
         f"  %{stem}c = load i8, ptr {mapp}",
         f"  %{stem}z = icmp eq i8 %{stem}c, 0",
-        f"  br i1 %{stem}z, label %{fast}, label %{stem}a",
+        f"  br i1 %{stem}z, label %{fast}, label %{stem}q",
+        f"{stem}q:",
+        f"  br i1 {aligned}, label %{stem}a, label %{slow}",
         f"{stem}a:",
         f"  {gi} = lshr i64 {off}, 6",
         f"  {gp} = getelementptr i8, ptr {bits}, i64 {gi}",
@@ -943,13 +946,13 @@ class _Block:
         addr = self.rd(d.rs1)
         presv = self.op(f"getelementptr i8, ptr %s, i64 {S.RESV}")
         if base == "lr":
-            ptr = self.access(k, pc, addr, bits // 8, store=False)
+            ptr = self.access(k, pc, addr, bits // 8, store=False, atomic=True)
             v = self.op(f"load {ty}, ptr {ptr}, align 1")
             self.emit(f"store i64 {self.guest_pa(ptr)}, ptr {presv}")
             self.wr(d.rd, self.op(f"sext {ty} {v} to i64") if bits == 32 else v)
             return
         if base == "sc":
-            ptr = self.access(k, pc, addr, bits // 8, store=True)
+            ptr = self.access(k, pc, addr, bits // 8, store=True, atomic=True)
             resv = self.op(f"load i64, ptr {presv}")
             ok = self.op(f"icmp eq i64 {resv}, {self.guest_pa(ptr)}")
             yes, join = f"k{k}y", f"k{k}j"
@@ -964,7 +967,7 @@ class _Block:
             self.emit(f"store i64 -1, ptr {presv}")
             self.wr(d.rd, self.op(f"select i1 {ok}, i64 0, i64 1"))
             return
-        ptr = self.access(k, pc, addr, bits // 8, store=True)
+        ptr = self.access(k, pc, addr, bits // 8, store=True, atomic=True)
         old = self.op(f"load {ty}, ptr {ptr}, align 1")
         m = self.op(f"sext {ty} {old} to i64") if bits == 32 else old
         new = spec.llvm(d.name, self.op, b=self.rd(d.rs2), m=m)  # isa/spec.py
@@ -1050,14 +1053,23 @@ class _Block:
         else:
             self.exit(S.EXIT_CONTINUE, _c(target), n)
 
-    def access(self, k: int, pc: int, addr: str, size: int, store: bool) -> str:
-        """Host pointer for a guest access, or the slow exit before instruction k."""
+    def access(self, k: int, pc: int, addr: str, size: int, store: bool,
+               atomic: bool = False) -> str:
+        """Host pointer for a guest access, or the slow exit before instruction k. A
+        misaligned load or store within a page is done here too (the host does it, as
+        pyhv's hart does misaligned accesses in hardware, as QEMU's): C code reading
+        words at byte offsets (hashes, packet and file parsers) would otherwise leave
+        native code at each. An atomic (``atomic``) must be aligned (Python raises)."""
         fast, slow = f"m{k}f", f"m{k}s"
+        aligned = fits = "true"
         if size > 1:
             low = self.op(f"and i64 {addr}, {size - 1}")
             aligned = self.op(f"icmp eq i64 {low}, 0")
-        else:
-            aligned = "true"
+            if atomic:
+                fits = aligned
+            else:
+                page_off = self.op(f"and i64 {addr}, 4095")
+                fits = self.op(f"icmp ule i64 {page_off}, {4096 - size}")
         if self.translated:
             vpn = self.op(f"lshr i64 {addr}, 12")
             idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
@@ -1066,14 +1078,16 @@ class _Block:
             tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
             tag = self.op(f"load i64, ptr {tagp}")
             hit = self.op(f"icmp eq i64 {tag}, {vpn}")
-            ok = self.op(f"and i1 {hit}, {aligned}")
+            ok = self.op(f"and i1 {hit}, {fits}")
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
             # A miss walks the page tables natively (the refill behind the state's
-            # pointer); only what that cannot do leaves for Python.
+            # pointer); only what that cannot do leaves for Python. (A store the refill
+            # lets through may be one into a page with code, whose granule it checked:
+            # aligned only.)
             self.start_label(slow)
             fn = self.field(S.REFILL, "ptr")
             got = self.op(f"call i1 {fn}(ptr %s, i64 {addr}, i64 {size if store else 0})")
-            ok2 = self.op(f"and i1 {got}, {aligned}")
+            ok2 = self.op(f"and i1 {got}, {aligned if store else fits}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{slow}x")
             self.slow_exit(f"{slow}x", addr, store, k, pc)
             self.start_label(fast)
@@ -1085,14 +1099,15 @@ class _Block:
         size_ram = self.field(S.RAM_SIZE)
         lim = self.op(f"sub i64 {size_ram}, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
-        ok = self.op(f"and i1 {inr}, {aligned}")
+        # (RAM is one host mapping: a load may cross pages; a store checks its page's code)
+        ok = self.op(f"and i1 {inr}, {fits if store or atomic else 'true'}")
         if store:
             chk = f"m{k}c"
             self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
             self.start_label(chk)
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
-                f"m{k}g", self.t))
+                f"m{k}g", self.t, aligned))
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)

@@ -194,19 +194,26 @@ class _Gen:
         return self.op(f"sext i32 {t} to i64")
 
     # -- memory ------------------------------------------------------------------------
-    def access(self, addr: str, size: int, store: bool, value: str | None = None) -> str:
+    def access(self, addr: str, size: int, store: bool, value: str | None = None,
+               atomic: bool = False) -> str:
         """Host pointer for a guest access of ``size`` bytes; else leave for Python
         (before the instruction, with the access described for a refill). With
         ``value`` (integer loads and stores of the interpreter: "0" for a load, the
         value for a store), an aligned access to a device goes to the device callback
         (``mmiofn``) first: a load's pointer is then the value it read (``mmioval``), a
-        store is done (its pointer is ``mmioval`` too, written to no effect)."""
+        store is done (its pointer is ``mmioval`` too, written to no effect). A
+        misaligned access within a page is done here (codegen's access), an atomic's
+        (``atomic``) is Python's."""
         fast, miss, out = self.fresh("mf"), self.fresh("mm"), self.fresh("mo")
+        aligned = fits = "true"
         if size > 1:
             low = self.op(f"and i64 {addr}, {size - 1}")
             aligned = self.op(f"icmp eq i64 {low}, 0")
-        else:
-            aligned = "true"
+            if atomic:
+                fits = aligned
+            else:
+                page_off = self.op(f"and i64 {addr}, 4095")
+                fits = self.op(f"icmp ule i64 {page_off}, {4096 - size}")
         device = value if self.mmio else None
         if self.translated:
             vpn = self.op(f"lshr i64 {addr}, 12")
@@ -216,11 +223,11 @@ class _Gen:
             tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
             tag = self.op(f"load i64, ptr {tagp}")
             hit = self.op(f"icmp eq i64 {tag}, {vpn}")
-            ok = self.op(f"and i1 {hit}, {aligned}")
+            ok = self.op(f"and i1 {hit}, {fits}")
             self.emit(f"br i1 {ok}, label %{fast}, label %{miss}")
             self.label(miss)
             got = self.op(f"call i1 @pyhv_refill(ptr %s, i64 {addr}, i64 {size if store else 0})")
-            ok2 = self.op(f"and i1 {got}, {aligned}")
+            ok2 = self.op(f"and i1 {got}, {aligned if store else fits}")
             self.emit(f"br i1 {ok2}, label %{fast}, label %{out}")
             if device is not None:
                 # the refill proved addr maps to a device (mmiova, mmiopa): the callback
@@ -252,7 +259,7 @@ class _Gen:
         off = self.op(f"sub i64 {addr}, {RAM_BASE}")
         lim = self.op(f"sub i64 %ramsize, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
-        ok = self.op(f"and i1 {inr}, {aligned}")
+        ok = self.op(f"and i1 {inr}, {fits if store or atomic else 'true'}")
         # a byte outside RAM may be the console UART's fast window (pyhv_mmio_slot)
         dev = self.fresh("md") if size == 1 else out
         if store:
@@ -261,7 +268,7 @@ class _Gen:
             self.label(chk)
             self.lines.extend(code_granule_check(
                 off, "%codemap", "%codebits", fast, out, self.fresh("mg"),
-                lambda: "%" + self.fresh("gt")))
+                lambda: "%" + self.fresh("gt"), aligned))
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
         join = self.fresh("mj")
@@ -773,13 +780,13 @@ class _Gen:
             go = self.fresh("lr")
             self.emit(f"br i1 {ok}, label %{go}, label %slow")
             self.label(go)
-            ptr = self.access("%a", bits // 8, store=False)
+            ptr = self.access("%a", bits // 8, store=False, atomic=True)
             v = self.op(f"load {ty}, ptr {ptr}, align 1")
             self.set_field(S.RESV, self.guest_pa(ptr))
             self.result(ext(v))
             # sc
             self.label(f"a{width}3")
-            ptr = self.access("%a", bits // 8, store=True)
+            ptr = self.access("%a", bits // 8, store=True, atomic=True)
             resv = self.field(S.RESV)
             ok = self.op(f"icmp eq i64 {resv}, {self.guest_pa(ptr)}")
             yes, join = self.fresh("scy"), self.fresh("scj")
@@ -793,7 +800,7 @@ class _Gen:
             self.result(self.op(f"select i1 {ok}, i64 0, i64 1"))
             for f5, name in ops.items():
                 self.label(f"a{width}{f5}")
-                ptr = self.access("%a", bits // 8, store=True)
+                ptr = self.access("%a", bits // 8, store=True, atomic=True)
                 old = ext(self.op(f"load {ty}, ptr {ptr}, align 1"))
                 new = spec.llvm(name, self.op, b="%b", m=old)  # isa/spec.py
                 if bits == 32:
