@@ -187,7 +187,7 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
     if d.name not in NATIVE:
         return False
     if d.name in FP_TO_INT or d.name in FP_TO_UINT:
-        return d.rm in (0, 1, _RM_DYN)  # RNE, RTZ (C casts) or dynamic
+        return d.rm in (*_ROUND_TO_INT, RM_RTZ, _RM_DYN)  # RTZ: C's casts; RDN: floor ...
     if (d.name in FP_ARITH or d.name in FP_FMA or d.name in FP_SQRT
             or d.name in INT_TO_FP and (INT_TO_FP[d.name][1] == 64 or FP_FMT[d.name] == "s")
             or d.name in FP_CVT and FP_FMT[d.name] == "s"
@@ -279,34 +279,59 @@ def _fconst(v: float) -> str:
     return f"0x{struct.unpack('<Q', struct.pack('<d', v))[0]:016X}"
 
 
+RM_RNE, RM_RTZ, RM_RDN, RM_RUP, RM_RMM = 0, 1, 2, 3, 4
+# what rounds a value to an integer in each mode (RNE: rint, which raises inexact; RTZ:
+# the conversion itself, which truncates and raises it; the others raise none: added)
+_ROUND_TO_INT = {RM_RNE: "rint", RM_RDN: "floor", RM_RUP: "ceil", RM_RMM: "round"}
+
+
+def _int_range(rm: int, low: float, top: float, exact: bool) -> tuple[float, str, float, str]:
+    """(lower bound, its compare, upper bound, its compare) of the operands that round,
+    in mode ``rm``, to an integer in [low, top): with ``exact``, low - 1, low - 0.5,
+    top - 1 and top - 0.5 exist in the format; else the format's values next to low and
+    top are integers, and nothing between them and the bound rounds across it."""
+    if not exact:
+        lower = {RM_RNE: (-0.5, "oge"), RM_RTZ: (-1.0, "ogt"), RM_RDN: (0.0, "oge"),
+                 RM_RUP: (-1.0, "ogt"), RM_RMM: (-0.5, "ogt")}[rm] if low == 0 else (low, "oge")
+        return (*lower, top, "olt")
+    return {RM_RNE: (low - 0.5, "oge", top - 0.5, "olt"),
+            RM_RTZ: (low - 1.0, "ogt", top, "olt"),
+            RM_RDN: (low, "oge", top, "olt"),
+            RM_RUP: (low - 1.0, "ogt", top - 1.0, "ole"),
+            RM_RMM: (low - 0.5, "ogt", top - 0.5, "olt")}[rm]
+
+
 def fp_to_int(op: Callable[[str], str], bits: str, single: bool, width: int, signed: bool,
-              rtz: bool) -> tuple[str, str]:
-    """fcvt.w/wu/l/lu.s/d of the operand's bits (i32 single, i64 double), rounded to
-    nearest even or toward zero (``rtz``): (the i64 result as RISC-V writes it, the
-    fflags to add). In range (what rounds into the destination's range), the host
-    converts the rounded value (inexact from the host); else the result saturates (NaN
-    and too large: the largest value; too small: the smallest) and only invalid is
-    raised: out-of-range operands never reach a host operation that could raise another
-    flag (the quiet compares raise invalid for a signalling NaN only)."""
+              rm: int) -> tuple[str, str]:
+    """fcvt.w/wu/l/lu.s/d of the operand's bits (i32 single, i64 double), rounded in
+    static mode ``rm`` (RNE, RTZ, RDN, RUP, RMM: C's casts, floor, ceil, lround): (the
+    i64 result as RISC-V writes it, the fflags to add). In range (what rounds into the
+    destination's range), the host converts the rounded value (inexact from the host, or
+    added when the rounding changed the value); else the result saturates (NaN and too
+    large: the largest value; too small: the smallest) and only invalid is raised:
+    out-of-range operands never reach a host operation that could raise another flag
+    (the quiet compares raise invalid for a signalling NaN only)."""
     ty, fty, w, prec = ("i32", "float", "f32", 24) if single else ("i64", "double", "f64", 53)
     x = op(f"bitcast {ty} {bits} to {fty}")
     top = 2.0 ** (width - 1 if signed else width)  # the first value too large
     low = -top if signed else 0.0  # the smallest value
-    exact = width + 1 <= prec  # low - 1 and top - 0.5 exist in the format
-    if exact:
-        lo, lo_cc = (low - 1.0, "ogt") if rtz else (low - 0.5, "oge")
-        hi = top if rtz else top - 0.5
-    else:  # (its neighbours are integers: nothing between them and the bound rounds in)
-        lo, lo_cc = (low, "oge") if signed else ((-1.0, "ogt") if rtz else (-0.5, "oge"))
-        hi = top
+    lo, lo_cc, hi, hi_cc = _int_range(rm, low, top, width + 1 <= prec)
     above = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {x}, {fty} '
                f'{_fconst(lo)}, metadata !"{lo_cc}", {_CX}) #1')
     below = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {x}, {fty} '
-               f'{_fconst(hi)}, metadata !"olt", {_CX}) #1')
+               f'{_fconst(hi)}, metadata !"{hi_cc}", {_CX}) #1')
     valid = op(f"and i1 {above}, {below}")
     xs = op(f"select i1 {valid}, {fty} {x}, {fty} {_fconst(0.0)}")
-    if not rtz:
+    nx = "0"
+    if rm == RM_RNE:
         xs = op(f"call {fty} @llvm.experimental.constrained.rint.{w}({fty} {xs}, {_CI}) #1")
+    elif rm != RM_RTZ:
+        r = op(f"call {fty} @llvm.experimental.constrained.{_ROUND_TO_INT[rm]}.{w}("
+               f"{fty} {xs}, {_CX}) #1")
+        moved = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {xs}, {fty} {r}, '
+                   f'metadata !"une", {_CX}) #1')
+        nx = op(f"select i1 {moved}, i64 1, i64 0")
+        xs = r
     if width == 64 and not signed:  # [2**63, 2**64): less 2**63 (exact), the top bit back
         t63 = _fconst(2.0 ** 63)
         big = op(f'call i1 @llvm.experimental.constrained.fcmp.{w}({fty} {xs}, {fty} {t63}, '
@@ -328,7 +353,7 @@ def fp_to_int(op: Callable[[str], str], bits: str, single: bool, width: int, sig
     r = op(f"select i1 {valid}, i64 {v}, i64 {sat}")
     if width == 32:  # (the low 32 bits, sign-extended: wu's too)
         r = op(f"sext i32 {op(f'trunc i64 {r} to i32')} to i64")
-    return r, op(f"select i1 {valid}, i64 0, i64 16")
+    return r, op(f"select i1 {valid}, i64 {nx}, i64 16")
 
 
 def fp_class(op: Callable[[str], str], bits: str, single: bool) -> str:
@@ -591,7 +616,7 @@ class _Block:
             a = self.frd(d.rs1)
             width = FP_TO_INT.get(name) or FP_TO_UINT[name]
             r, nv = fp_to_int(self.op, self.unbox(a) if single else a, single, width,
-                              name in FP_TO_INT, d.rm == 1)
+                              name in FP_TO_INT, RM_RNE if d.rm == _RM_DYN else d.rm)
             self.raise_flags(nv)
             self.wr(d.rd, r)
             self.fs_dirty = True
@@ -1356,6 +1381,8 @@ _DECLS = [
     "declare i1 @llvm.experimental.constrained.fcmps.f32(float, float, metadata, metadata)",
     "declare i32 @llvm.experimental.constrained.fptosi.i32.f32(float, metadata)",
     "declare i64 @llvm.experimental.constrained.fptosi.i64.f32(float, metadata)",
+    *(f"declare {t} @llvm.experimental.constrained.{fn}.{w}({t}, metadata)"
+      for fn in ("floor", "ceil", "round") for t, w in (("double", "f64"), ("float", "f32"))),
     "declare float @llvm.experimental.constrained.sitofp.f32.i64(i64, metadata, metadata)",
     "declare float @llvm.experimental.constrained.fptrunc.f32.f64(double, metadata, metadata)",
     "declare double @llvm.experimental.constrained.fpext.f64.f32(float, metadata)",

@@ -539,9 +539,8 @@ class _Gen:
             f"call double @llvm.experimental.constrained.fpext.f64.f32(float {x}, {_CX}) #1")))
 
     def fp_to_int(self) -> None:
-        """fcvt.w/wu/l/lu.s/d: rounded to nearest even (RNE, or dynamic with frm RNE) or
-        toward zero (RTZ, C's casts), saturated as RISC-V does (codegen.fp_to_int)."""
-        e = self.emit
+        """fcvt.w/wu/l/lu.s/d in each static rounding mode (or dynamic with frm RNE),
+        saturated as RISC-V does (codegen.fp_to_int)."""
         for fmt, rows in (("s", _FP_S), ("d", _FP_D)):
             convs = {i.rs2: i for i in rows if i.op == "to_int"}  # rs2: w, wu, l, lu
             self.label(f"fti{fmt}")
@@ -549,13 +548,14 @@ class _Gen:
             for rs2, i in convs.items():
                 lab = f"fti{fmt}{rs2}"
                 self.label(lab)
-                e(f"br i1 {self.op('icmp eq i32 %f3, 1')}, label %{lab}z, label %{lab}c")
-                self.label(f"{lab}c")
-                self._rm_rne(f"{lab}n")
-                for mode in ("z", "n"):
-                    self.label(f"{lab}{mode}")
+                self.switch("%f3", "i32", {**{rm: f"{lab}r{rm}" for rm in range(5)},
+                                           7: f"{lab}dyn"}, "slow")
+                self.label(f"{lab}dyn")
+                self._rm_rne(f"{lab}r0")
+                for rm in range(5):  # RNE, RTZ, RDN, RUP, RMM
+                    self.label(f"{lab}r{rm}")
                     bits = self._unbox(self._f("%rs1")) if fmt == "s" else self._f("%rs1")
-                    r, nv = fp_to_int(self.op, bits, fmt == "s", i.arg, i.signed, mode == "z")
+                    r, nv = fp_to_int(self.op, bits, fmt == "s", i.arg, i.signed, rm)
                     self.set_field(S.FFLAGS, self.op(f"or i64 {self.field(S.FFLAGS)}, {nv}"))
                     self.set_field(S.FSDIRTY, "1")
                     self.result(r)
