@@ -419,3 +419,30 @@ def test_misaligned_accesses_natively_as_on_the_interpreter(threshold, translate
     # per iteration, the page-crossing load and the store over the code page leave
     # (under Sv39 twice each: a refill is tried first); before, all eight accesses did
     assert stats["slow_exits"] < 5 * n, stats
+
+
+def _csrr(rd, num):
+    return (num << 20) | (2 << 12) | (rd << 7) | 0x73
+
+
+@TIERS
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_counter_reads_natively_as_on_the_interpreter(threshold, translated):
+    """mcycle/minstret (M-mode) or cycle/instret (S-mode, as mcounteren allows) read in
+    a loop, as a benchmark timing each iteration does: the values the interpreter
+    reads (instructions retired before the read), without leaving native code."""
+    n = 300
+    cyc, ins = (0xC00, 0xC02) if translated else (0xB00, 0xB02)
+    loop = [_csrr(5, cyc), addi(6, 6, 3), _csrr(7, ins), W.add(20, 20, 5), W.add(21, 21, 7),
+            H.enc_r(0x33, 22, 4, 22, 7, 0), addi(9, 9, -1), bne(9, 0, -28), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, loop)
+        w.hart.x[9] = n
+        w.hart.mcounteren = 0b101  # cycle and instret for S-mode
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert jit.state() == interp.state()
+    assert interp.hart.x[20] > 0 and interp.hart.x[21] > interp.hart.x[20]
+    assert jit.engine.stats()["slow_exits"] < n // 2, jit.engine.stats()

@@ -124,6 +124,7 @@ def run_slice(engine: SliceStrategy, budget: int) -> int:
                 if irq is not None:
                     hart.take_trap(irq, 0, hart.pc, interrupt=True)
             try:
+                hart.instret = base + done  # (exact as it goes in: native counter reads)
                 done += engine.stretch(budget - done - trapped)
                 if engine.ended:
                     break

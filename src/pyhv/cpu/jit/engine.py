@@ -434,6 +434,7 @@ class JitEngine(SliceStrategy):
         self._ntraps = 0  # st.ntraps when Python last looked
         self._nsatp = 0  # st.nsatp when Python last followed a native satp write
         self._tvecs: tuple[int, int] | None = None  # (stvec, mtvec) as st holds them
+        self._cnten: tuple[int, int] | None = None  # (mcounteren, scounteren) as in st
         self.st.rvc = ctypes.addressof(self.compiler.rvc)
         self._dcache = S.new_dcache()
         self.st.dcache = S.buffer_address(self._dcache)
@@ -1168,6 +1169,11 @@ class JitEngine(SliceStrategy):
         st.fpmode = (S.FP_ENABLED if ms & C.MSTATUS_FS else 0) | (
             S.FP_RNE if hart.frm == 0 else 0)
         _PC_BUDGET.pack_into(mv, S.PC, hart.pc, budget)
+        st.instretb = (hart.instret + budget) & M64
+        cnten = (hart.mcounteren, hart.scounteren)
+        if cnten != self._cnten:
+            self._cnten = cnten
+            st.mcnten, st.scnten = cnten
         # What depends only on the context, the privilege and satp: written when one of
         # them changed since the last run (most runs follow one in the same context).
         entry = (ctx, hart.priv, hart.satp, mmu.dmode, hart.yield_on_pause)

@@ -823,12 +823,14 @@ class _Gen:
                                  0x000: "ecall", 0x102: "sret", 0x302: "mret",
                                  C.MIE: "icsr", C.SIE: "icsr", C.MIP: "icsr",
                                  C.SIP: "icsr", C.STVEC: "tvec", C.MTVEC: "tvec",
-                                 C.SATP: "satp"}, "slow")
+                                 C.SATP: "satp", C.CYCLE: "cntr", C.INSTRET: "cntr",
+                                 C.MCYCLE: "cntr", C.MINSTRET: "cntr"}, "slow")
         self.sfence()
         self.traps()
         self.irq_csrs(csr)
         self.trap_vectors(csr)
         self.satp(csr)
+        self.counters(csr)
         self.label("csrpre")
         self.plain_csrs(csr, {C.MHARTID: "hartid", C.MSTATUS: "mstat", C.MISA: "misa",
                               **plain})
@@ -1415,6 +1417,30 @@ class _Gen:
         e("br label %tvecr")
         self.label("tvecr")
         self.result(old)
+
+    def counters(self, csr: str) -> None:
+        """Reads of cycle, instret, mcycle and minstret (Hart.csr_read: cycle counts as
+        instret does; the user-level ones as mcounteren and scounteren allow): the
+        instructions retired before this one. Writes are Python's."""
+        e = self.emit
+        self.label("cntr")
+        _kind, okind, _w0, writes, _operand = self.csr_operand()
+        priv = self.field(S.PRIV)
+        lvl = self.op(f"lshr i32 {csr}, 8")
+        lvl = self.op(f"zext i32 {self.op(f'and i32 {lvl}, 3')} to i64")
+        low5 = self.op(f"and i32 {csr}, 31")
+        bit = self.op(f"shl i64 1, {self.op(f'zext i32 {low5} to i64')}")
+        ism = self.op(f"icmp eq i64 {priv}, {C.PRV_M}")
+        mok = self.op(f"icmp ne i64 {self.op(f'and i64 {self.field(S.MCNTEN)}, {bit}')}, 0")
+        sok = self.op(f"icmp ne i64 {self.op(f'and i64 {self.field(S.SCNTEN)}, {bit}')}, 0")
+        iss = self.op(f"icmp eq i64 {priv}, {C.PRV_S}")
+        lower = self.op(f"and i1 {mok}, {self.op(f'or i1 {iss}, {sok}')}")
+        allowed = self.op(f"and i1 {self.op(f'icmp ule i64 {lvl}, {priv}')}, "
+                          f"{self.op(f'or i1 {ism}, {lower}')}")
+        reads = self.op(f"and i1 {okind}, {self.op(f'xor i1 {writes}, true')}")
+        e(f"br i1 {self.op(f'and i1 {allowed}, {reads}')}, label %cntr1, label %slow")
+        self.label("cntr1")
+        self.result(self.op(f"sub i64 {self.field(S.INSTRETB)}, %bud"))
 
     def satp(self, csr: str) -> None:
         """satp: read in S-mode (TVM clear) and M-mode; written in S-mode to an Sv39 or

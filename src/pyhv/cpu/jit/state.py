@@ -109,6 +109,10 @@ Layout (byte offsets, all fields 64-bit):
 5440   spaces[NSPACES]  {satp, U-mode TLB set, S-mode TLB set, tlbgen stamp}: the address
                spaces whose TLB sets Python keeps, which an S-mode satp write switches to
                natively (prepared with ctxs, under ctxok; satp 0: an empty entry)
+5696   instretb  the hart's instret at the run's start plus its budget: a native read of
+               instret (or cycle, which counts the same here) is this less the budget left
+5704   mcnten  mcounteren and scounteren (which counters S- and U-mode may read)
+5712   scnten
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -163,6 +167,7 @@ MCTX, SINTERP, MTVEC, NMTRAPS, NMRETS = 5264, 5296, 5304, 5312, 5320
 MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
 MMIOFN, MMIOVAL, MMIOVA, MMIOPA, NMMIO = 5368, 5376, 5384, 5392, 5400
 NIRQS, TVDIRTY, NSATP, TLBGEN, SPACES = 5408, 5416, 5424, 5432, 5440
+INSTRETB, MCNTEN, SCNTEN = 5696, 5704, 5712
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -284,6 +289,9 @@ class HartState(ctypes.Structure):
         ("nsatp", ctypes.c_uint64),
         ("tlbgen", ctypes.c_uint64),
         ("spaces", ctypes.c_uint64 * (4 * NSPACES)),
+        ("instretb", ctypes.c_uint64),
+        ("mcnten", ctypes.c_uint64),
+        ("scnten", ctypes.c_uint64),
     ]
 
 
@@ -347,7 +355,8 @@ def _check_layout() -> None:
                       ("irqdirty", IRQDIRTY), ("mmiofn", MMIOFN), ("mmioval", MMIOVAL),
                       ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO),
                       ("nirqs", NIRQS), ("tvdirty", TVDIRTY), ("nsatp", NSATP),
-                      ("tlbgen", TLBGEN), ("spaces", SPACES)):
+                      ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
+                      ("mcnten", MCNTEN), ("scnten", SCNTEN)):
         assert getattr(s, name).offset == off, name
 
 
