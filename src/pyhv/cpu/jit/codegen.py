@@ -1124,11 +1124,22 @@ class _Block:
         size_ram = self.field(S.RAM_SIZE)
         lim = self.op(f"sub i64 {size_ram}, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
-        # (RAM is one host mapping: a load may cross pages; a store checks its page's code)
-        ok = self.op(f"and i1 {inr}, {fits if store or atomic else 'true'}")
+        # (RAM is one host mapping: a load may cross pages; a store checks its pages' code)
+        ok = self.op(f"and i1 {inr}, {fits if atomic else 'true'}")
         if store:
             chk = f"m{k}c"
-            self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
+            if fits == "true" or atomic:
+                self.emit(f"br i1 {ok}, label %{chk}, label %{slow}")
+            else:  # across two pages: the second must hold no code (the first is checked)
+                cross, inr2 = f"m{k}x", f"m{k}r"
+                self.emit(f"br i1 {ok}, label %{inr2}, label %{slow}")
+                self.start_label(inr2)
+                self.emit(f"br i1 {fits}, label %{chk}, label %{cross}")
+                self.start_label(cross)
+                last = self.op(f"lshr i64 {self.op(f'add i64 {off}, {size - 1}')}, 12")
+                mp = self.op(f"getelementptr i8, ptr {self.field(S.CODEMAP, 'ptr')}, i64 {last}")
+                clean = self.op(f"icmp eq i8 {self.op(f'load i8, ptr {mp}')}, 0")
+                self.emit(f"br i1 {clean}, label %{chk}, label %{slow}")
             self.start_label(chk)
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,

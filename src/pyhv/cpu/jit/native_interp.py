@@ -259,12 +259,23 @@ class _Gen:
         off = self.op(f"sub i64 {addr}, {RAM_BASE}")
         lim = self.op(f"sub i64 %ramsize, {size - 1}")
         inr = self.op(f"icmp ult i64 {off}, {lim}")
-        ok = self.op(f"and i1 {inr}, {fits if store or atomic else 'true'}")
+        ok = self.op(f"and i1 {inr}, {fits if atomic else 'true'}")
         # a byte outside RAM may be the console UART's fast window (pyhv_mmio_slot)
         dev = self.fresh("md") if size == 1 else out
         if store:
             chk = self.fresh("mc")
-            self.emit(f"br i1 {ok}, label %{chk}, label %{dev}")
+            if fits == "true" or atomic:
+                self.emit(f"br i1 {ok}, label %{chk}, label %{dev}")
+            else:  # across two pages: the second must hold no code (the first is checked)
+                inr2, cross = self.fresh("mr"), self.fresh("mx")
+                self.emit(f"br i1 {ok}, label %{inr2}, label %{dev}")
+                self.label(inr2)
+                self.emit(f"br i1 {fits}, label %{chk}, label %{cross}")
+                self.label(cross)
+                last = self.op(f"lshr i64 {self.op(f'add i64 {off}, {size - 1}')}, 12")
+                mp = self.op(f"getelementptr i8, ptr %codemap, i64 {last}")
+                clean = self.op(f"icmp eq i8 {self.op(f'load i8, ptr {mp}')}, 0")
+                self.emit(f"br i1 {clean}, label %{chk}, label %{out}")
             self.label(chk)
             self.lines.extend(code_granule_check(
                 off, "%codemap", "%codebits", fast, out, self.fresh("mg"),
