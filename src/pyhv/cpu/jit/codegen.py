@@ -356,6 +356,43 @@ def fp_to_int(op: Callable[[str], str], bits: str, single: bool, width: int, sig
     return r, op(f"select i1 {valid}, i64 {nx}, i64 16")
 
 
+def fp_unbox(op: Callable[[str], str], bits: str) -> str:
+    """The single in an F register's bits (i32): the canonical NaN unless the upper
+    half is all ones (NaN-boxing)."""
+    boxed = op(f"icmp eq i64 {op(f'lshr i64 {bits}, 32')}, {0xFFFFFFFF}")
+    return op(f"select i1 {boxed}, i32 {op(f'trunc i64 {bits} to i32')}, i32 {_CANON_S}")
+
+
+def fp_box_bits(op: Callable[[str], str], b: str) -> str:
+    """An F register's bits for a single's bits ``b`` (i32): NaN-boxed."""
+    return op(f"or i64 {op(f'zext i32 {b} to i64')}, {_c(_BOX)}")
+
+
+def fp_result(op: Callable[[str], str], r: str, single: bool) -> str:
+    """An F register's bits for an arithmetic result (float or double): NaNs made
+    canonical (RISC-V never propagates payloads), a single NaN-boxed."""
+    ty, fty, mag, inf, canon = (("i32", "float", 0x7FFFFFFF, 0x7F800000, _CANON_S) if single
+                                else ("i64", "double", 0x7FFFFFFFFFFFFFFF,
+                                      0x7FF0000000000000, _CANON_D))
+    b = op(f"bitcast {fty} {r} to {ty}")
+    nan = op(f"icmp ugt {ty} {op(f'and {ty} {b}, {mag}')}, {inf}")
+    b = op(f"select i1 {nan}, {ty} {canon}, {ty} {b}")
+    return fp_box_bits(op, b) if single else b
+
+
+def fp_sign_inject(op: Callable[[str], str], kind: int, a: str, b: str, single: bool) -> str:
+    """fsgnj (kind 0), fsgnjn (1), fsgnjx (2) on the operands' bits (i32 singles,
+    unboxed, or i64 doubles); the result's bits in the same type."""
+    ty, top, mag = ("i32", -(1 << 31), 0x7FFFFFFF) if single else ("i64", _c(1 << 63),
+                                                                   0x7FFFFFFFFFFFFFFF)
+    sb = op(f"and {ty} {b}, {top}")
+    if kind == 1:
+        sb = op(f"xor {ty} {sb}, {top}")
+    elif kind == 2:
+        sb = op(f"xor {ty} {sb}, {op(f'and {ty} {a}, {top}')}")
+    return op(f"or {ty} {op(f'and {ty} {a}, {mag}')}, {sb}")
+
+
 def fp_class(op: Callable[[str], str], bits: str, single: bool) -> str:
     """fclass.s/d of the operand's bits (i32 single, i64 double): the i64 with the one
     bit of its class set (0 -inf, 1 -normal, 2 -subnormal, 3 -0, 4 +0, 5 +subnormal,
@@ -530,30 +567,20 @@ class _Block:
         return self.op(f"bitcast double {d} to i64")
 
     def canon(self, d: str) -> str:
-        """Bits of a double result, NaNs made canonical (RISC-V never propagates payloads)."""
-        b = self.bits(d)
-        mag = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
-        nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
-        return self.op(f"select i1 {nan}, i64 {_CANON_D}, i64 {b}")
+        """Bits of a double result, NaNs made canonical (fp_result)."""
+        return fp_result(self.op, d, False)
 
     def unbox(self, bits: str) -> str:
-        """The single in an F register's bits (i32): the canonical NaN unless the
-        upper half is all ones (NaN-boxing)."""
-        boxed = self.op(f"icmp eq i64 {self.op(f'lshr i64 {bits}, 32')}, {0xFFFFFFFF}")
-        low = self.op(f"trunc i64 {bits} to i32")
-        return self.op(f"select i1 {boxed}, i32 {low}, i32 {_CANON_S}")
+        return fp_unbox(self.op, bits)
 
     def flt(self, bits: str) -> str:
         return self.op(f"bitcast i32 {self.unbox(bits)} to float")
 
     def box(self, f: str) -> str:
-        """An F register's bits for a single result: NaNs canonical, NaN-boxed."""
-        b = self.op(f"bitcast float {f} to i32")
-        nan = self.op(f"icmp ugt i32 {self.op(f'and i32 {b}, {0x7FFFFFFF}')}, {0x7F800000}")
-        return self.box_bits(self.op(f"select i1 {nan}, i32 {_CANON_S}, i32 {b}"))
+        return fp_result(self.op, f, True)
 
     def box_bits(self, b: str) -> str:
-        return self.op(f"or i64 {self.op(f'zext i32 {b} to i64')}, {_c(_BOX)}")
+        return fp_box_bits(self.op, b)
 
     def fp_check(self, k: int, pc: int, rm: int | None) -> None:
         """FP disabled (mstatus.FS = Off) or a dynamic rounding mode other than RNE:
@@ -665,8 +692,8 @@ class _Block:
             self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
             self.fs_dirty = True  # may have raised flags
         elif name in FP_SGNJ:
-            self.fwr(d.rd, self.sign_inject(FP_SGNJ[name], self.frd(d.rs1), self.frd(d.rs2),
-                                            "i64"))
+            self.fwr(d.rd, fp_sign_inject(self.op, FP_SGNJ[name], self.frd(d.rs1),
+                                          self.frd(d.rs2), False))
         elif name in INT_TO_FP:
             r = self.call("double", "sitofp.f64.i64", f"i64 {self.int_operand(d)}, {_CI}")
             self.fwr(d.rd, self.bits(r))
@@ -713,8 +740,8 @@ class _Block:
             self.wr(d.rd, self.op(f"zext i1 {c} to i64"))
             self.fs_dirty = True
         elif name in FP_SGNJ:
-            r = self.sign_inject(FP_SGNJ[name], self.unbox(self.frd(d.rs1)),
-                                 self.unbox(self.frd(d.rs2)), "i32")
+            r = fp_sign_inject(self.op, FP_SGNJ[name], self.unbox(self.frd(d.rs1)),
+                               self.unbox(self.frd(d.rs2)), True)
             self.fwr(d.rd, self.box_bits(r))
         elif name in INT_TO_FP:
             r = self.call("float", "sitofp.f32.i64", f"i64 {self.int_operand(d)}, {_CI}")
@@ -726,17 +753,6 @@ class _Block:
         pf = self.op(f"getelementptr i8, ptr %s, i64 {S.FFLAGS}")
         old = self.op(f"load i64, ptr {pf}")
         self.emit(f"store i64 {self.op(f'or i64 {old}, {flags}')}, ptr {pf}")
-
-    def sign_inject(self, kind: int, a: str, b: str, ty: str) -> str:
-        """fsgnj (kind 0), fsgnjn (1), fsgnjx (2) on bits of type ``ty``."""
-        top = -(1 << 31) if ty == "i32" else _c(1 << 63)
-        mag = self.op(f"and {ty} {a}, {0x7FFFFFFF if ty == 'i32' else 0x7FFFFFFFFFFFFFFF}")
-        sb = self.op(f"and {ty} {b}, {top}")
-        if kind == 1:
-            sb = self.op(f"xor {ty} {sb}, {top}")
-        elif kind == 2:
-            sb = self.op(f"xor {ty} {sb}, {self.op(f'and {ty} {a}, {top}')}")
-        return self.op(f"or {ty} {mag}, {sb}")
 
     def int_operand(self, d: Decoded) -> str:
         """fcvt.s/d.w/wu/l's integer operand, extended to 64 bits."""

@@ -43,8 +43,6 @@ from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
 from ..trap import MIE_MASK, MIP_SEIP, MIP_SSIP, MIP_SW_MASK
 from . import state as S
 from .codegen import (
-    _CANON_D,
-    _CANON_S,
     _CI,
     _CX,
     FP_CMP,
@@ -52,10 +50,14 @@ from .codegen import (
     INT_TO_FP,
     code_granule_check,
     fma_invalid,
+    fp_box_bits,
     fp_class,
     fp_from_u64,
     fp_minmax,
+    fp_result,
+    fp_sign_inject,
     fp_to_int,
+    fp_unbox,
 )
 
 RAM_BASE = 0x80000000
@@ -403,10 +405,7 @@ class _Gen:
         self.emit("br label %next")
 
     def _canon(self, d: str) -> str:
-        b = self.op(f"bitcast double {d} to i64")
-        mag = self.op(f"and i64 {b}, {0x7FFFFFFFFFFFFFFF}")
-        nan = self.op(f"icmp ugt i64 {mag}, {0x7FF0000000000000}")
-        return self.op(f"select i1 {nan}, i64 {_CANON_D}, i64 {b}")
+        return fp_result(self.op, d, False)
 
     def _rm_rne(self, go: str) -> None:
         """On to ``go`` if the instruction rounds to nearest-even: rm = RNE, or dynamic
@@ -423,22 +422,66 @@ class _Gen:
         return self.op(f"bitcast i64 {bits} to double")
 
     def _unbox(self, bits: str) -> str:
-        """A NaN-boxed single's bits (i32); the canonical NaN if not boxed."""
-        boxed = self.op(f"icmp eq i64 {self.op(f'lshr i64 {bits}, 32')}, {0xFFFFFFFF}")
-        low = self.op(f"trunc i64 {bits} to i32")
-        return self.op(f"select i1 {boxed}, i32 {low}, i32 {_CANON_S}")
+        return fp_unbox(self.op, bits)
 
     def _flt(self, bits: str) -> str:
         return self.op(f"bitcast i32 {self._unbox(bits)} to float")
 
     def _box(self, f: str) -> str:
-        """F register bits of a single result: NaNs canonical, NaN-boxed."""
-        b = self.op(f"bitcast float {f} to i32")
-        nan = self.op(f"icmp ugt i32 {self.op(f'and i32 {b}, {0x7FFFFFFF}')}, {0x7F800000}")
-        return self._box_bits(self.op(f"select i1 {nan}, i32 {_CANON_S}, i32 {b}"))
+        return fp_result(self.op, f, True)
 
     def _box_bits(self, b: str) -> str:
-        return self.op(f"or i64 {self.op(f'zext i32 {b} to i64')}, {_s64(0xFFFFFFFF00000000)}")
+        return fp_box_bits(self.op, b)
+
+    def fp_basic(self, fmt: str) -> None:
+        """Arithmetic, sqrt, sign injection and compares of format ``fmt`` (s or d),
+        at labels ``{p}a_fadd`` ..., ``{p}sqrt``, ``{p}sgnj``, ``{p}cmp`` (p: fs or fp)."""
+        e = self.emit
+        single = fmt == "s"
+        p, fty, w = ("fs", "float", "f32") if single else ("fp", "double", "f64")
+        rows = [i for i in (_FP_S if single else _FP_D) if i.opcode == spec.OP_FP]
+
+        def operand(reg: str) -> str:
+            return self._flt(self._f(reg)) if single else self._dbl(self._f(reg))
+
+        for name in ("fadd", "fsub", "fmul", "fdiv"):
+            self.label(f"{p}a_{name}")
+            self._rm_rne(f"{p}a_{name}1")
+            self.label(f"{p}a_{name}1")
+            a, b = operand("%rs1"), operand("%rs2")
+            r = self.op(f"call {fty} @llvm.experimental.constrained.{name}.{w}({fty} {a}, "
+                        f"{fty} {b}, {_CI}) #1")
+            self._fset(fp_result(self.op, r, single))
+        self.label(f"{p}sqrt")
+        e(f"br i1 {self.op('icmp eq i32 %rs2, 0')}, label %{p}sqrt0, label %slow")
+        self.label(f"{p}sqrt0")
+        self._rm_rne(f"{p}sqrt1")
+        self.label(f"{p}sqrt1")
+        a = operand("%rs1")
+        self._fset(fp_result(self.op, self.op(
+            f"call {fty} @llvm.experimental.constrained.sqrt.{w}({fty} {a}, {_CI}) #1"), single))
+        self.label(f"{p}sgnj")
+        self.switch("%f3", "i32", {i.funct3: f"{p}sg{i.arg}" for i in rows if i.op == "sgnj"},
+                    "slow")
+        for k in range(3):
+            self.label(f"{p}sg{k}")
+            a, b = self._f("%rs1"), self._f("%rs2")
+            if single:
+                r = fp_sign_inject(self.op, k, self._unbox(a), self._unbox(b), True)
+                self._fset(self._box_bits(r))
+            else:
+                self._fset(fp_sign_inject(self.op, k, a, b, False))
+        self.label(f"{p}cmp")
+        cmps = [i for i in rows if i.name in FP_CMP]
+        self.switch("%f3", "i32", {i.funct3: f"{p}{i.op}" for i in cmps}, "slow")
+        for i in cmps:
+            fn, cc = FP_CMP[i.name]
+            self.label(f"{p}{i.op}")
+            a, b = operand("%rs1"), operand("%rs2")
+            c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.{w}({fty} {a}, "
+                        f'{fty} {b}, metadata !"{cc}", {_CX}) #1')
+            self.set_field(S.FSDIRTY, "1")  # it may have raised flags
+            self.result(self.op(f"zext i1 {c} to i64"))
 
     def fp_single(self) -> None:
         """OP-FP, single precision (codegen.fp_single's, on NaN-boxed operands):
@@ -447,51 +490,7 @@ class _Gen:
         e = self.emit
         rows = [i for i in _FP_S if i.opcode == spec.OP_FP]
 
-        def f7(op: str) -> int:
-            return next(i.funct7 for i in rows if i.op == op)
-
-        arith = {f7(op): "f" + op for op in ("add", "sub", "mul", "div")}
-        for name in arith.values():
-            self.label(f"fsa_{name}")
-            self._rm_rne(f"fsa_{name}1")
-            self.label(f"fsa_{name}1")
-            a, b = self._flt(self._f("%rs1")), self._flt(self._f("%rs2"))
-            r = self.op(f"call float @llvm.experimental.constrained.{name}.f32(float {a}, "
-                        f"float {b}, {_CI}) #1")
-            self._fset(self._box(r))
-        self.label("fssqrt")
-        e(f"br i1 {self.op('icmp eq i32 %rs2, 0')}, label %fssqrt0, label %slow")
-        self.label("fssqrt0")
-        self._rm_rne("fssqrt1")
-        self.label("fssqrt1")
-        a = self._flt(self._f("%rs1"))
-        self._fset(self._box(self.op(
-            f"call float @llvm.experimental.constrained.sqrt.f32(float {a}, {_CI}) #1")))
-        self.label("fssgnj")
-        self.switch("%f3", "i32", {i.funct3: f"fssg{i.arg}" for i in rows if i.op == "sgnj"},
-                    "slow")
-        top = -(1 << 31)
-        for k in range(3):
-            self.label(f"fssg{k}")
-            a, b = self._unbox(self._f("%rs1")), self._unbox(self._f("%rs2"))
-            mag = self.op(f"and i32 {a}, {0x7FFFFFFF}")
-            sb = self.op(f"and i32 {b}, {top}")
-            if k == 1:
-                sb = self.op(f"xor i32 {sb}, {top}")
-            elif k == 2:
-                sb = self.op(f"xor i32 {sb}, {self.op(f'and i32 {a}, {top}')}")
-            self._fset(self._box_bits(self.op(f"or i32 {mag}, {sb}")))
-        self.label("fscmp")
-        cmps = [i for i in rows if i.name in FP_CMP]
-        self.switch("%f3", "i32", {i.funct3: f"fs{i.op}" for i in cmps}, "slow")
-        for i in cmps:
-            fn, cc = FP_CMP[i.name]
-            self.label(f"fs{i.op}")
-            a, b = self._flt(self._f("%rs1")), self._flt(self._f("%rs2"))
-            c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.f32(float {a}, "
-                        f'float {b}, metadata !"{cc}", {_CX}) #1')
-            self.set_field(S.FSDIRTY, "1")
-            self.result(self.op(f"zext i1 {c} to i64"))
+        self.fp_basic("s")
         self.label("fsmvxw")  # fmv.x.w (funct3 1 is fclass.s): the low half, sign-extended
         plain = self.op("or i32 %f3, %rs2")
         e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvxw1, label %fsclass")
@@ -606,48 +605,7 @@ class _Gen:
                     self._fset(self._box_bits(r))
                 else:
                     self._fset(fp_minmax(self.op, a, b, is_max, False))
-        for name in arith.values():
-            self.label(f"fpa_{name}")
-            self._rm_rne(f"fpa_{name}1")
-            self.label(f"fpa_{name}1")
-            a, b = self._dbl(self._f("%rs1")), self._dbl(self._f("%rs2"))
-            r = self.op(f"call double @llvm.experimental.constrained.{name}.f64(double {a}, "
-                        f"double {b}, {_CI}) #1")
-            self._fset(self._canon(r))
-        self.label("fpsqrt")
-        z = self.op("icmp eq i32 %rs2, 0")
-        e(f"br i1 {z}, label %fpsqrt0, label %slow")
-        self.label("fpsqrt0")
-        self._rm_rne("fpsqrt1")
-        self.label("fpsqrt1")
-        a = self._dbl(self._f("%rs1"))
-        r = self.op(f"call double @llvm.experimental.constrained.sqrt.f64(double {a}, {_CI}) #1")
-        self._fset(self._canon(r))
-        self.label("fpsgnj")
-        self.switch("%f3", "i32", {i.funct3: f"fpsg{i.arg}" for i in rows if i.op == "sgnj"},
-                    "slow")
-        for k in range(3):
-            self.label(f"fpsg{k}")
-            a, b = self._f("%rs1"), self._f("%rs2")
-            mag = self.op(f"and i64 {a}, {0x7FFFFFFFFFFFFFFF}")
-            sb = self.op(f"and i64 {b}, {_s64(1 << 63)}")
-            if k == 1:
-                sb = self.op(f"xor i64 {sb}, {_s64(1 << 63)}")
-            elif k == 2:
-                sa = self.op(f"and i64 {a}, {_s64(1 << 63)}")
-                sb = self.op(f"xor i64 {sb}, {sa}")
-            self._fset(self.op(f"or i64 {mag}, {sb}"))
-        self.label("fpcmp")
-        cmps = [i for i in rows if i.name in FP_CMP]
-        self.switch("%f3", "i32", {i.funct3: f"fp{i.op}" for i in cmps}, "slow")
-        for i in cmps:
-            fn, cc = FP_CMP[i.name]
-            self.label(f"fp{i.op}")
-            a, b = self._dbl(self._f("%rs1")), self._dbl(self._f("%rs2"))
-            c = self.op(f"call i1 @llvm.experimental.constrained.{fn}.f64(double {a}, "
-                        f'double {b}, metadata !"{cc}", {_CX}) #1')
-            self.set_field(S.FSDIRTY, "1")  # it may have raised flags
-            self.result(self.op(f"zext i1 {c} to i64"))
+        self.fp_basic("d")
         self.label("fpmvxd")  # fmv.x.d (funct3 1 is fclass.d)
         plain = self.op("or i32 %f3, %rs2")
         ok = self.op(f"icmp eq i32 {plain}, 0")
