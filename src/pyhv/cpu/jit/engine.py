@@ -374,7 +374,7 @@ class JitMachine:
         if mask and not had:
             host = self.ram_host + (i << 12)
             for e in self.engines:
-                e._drop_parked_tlbs()  # parked TLBs may allow writes to the page
+                e._outdate_parked_tlbs()  # parked TLBs may allow writes to the page
                 e._revoke(e.st_addr, host)
 
 
@@ -546,9 +546,9 @@ class JitEngine(SliceStrategy):
     def flush_tlb(self) -> None:
         """Forget every soft-TLB entry: the current set's, and the parked sets."""
         S.flush_tlb(self.st)
-        self._drop_parked_tlbs()
+        self._outdate_parked_tlbs()
 
-    def _drop_parked_tlbs(self) -> None:
+    def _outdate_parked_tlbs(self) -> None:
         """The TLB sets of other contexts may hold stale entries (a fence, a page that
         now holds code): they are emptied before they are used again (a new count in
         st.tlbgen; the current set stays as it is, stamped with it)."""
@@ -563,7 +563,7 @@ class JitEngine(SliceStrategy):
 
     def _free_parked_tlbs(self) -> None:
         """Too many TLB sets kept: every one but the current set's goes."""
-        self._drop_parked_tlbs()
+        self._outdate_parked_tlbs()
         keep = self._tlb_key
         for key in [k for k in self._tlb_sets if k != keep]:
             del self._tlb_sets[key]
@@ -700,7 +700,7 @@ class JitEngine(SliceStrategy):
         to switch between at an ECALL from U-mode and an SRET to it (native_interp:
         traps), and M-mode's (untranslated) for an ECALL from S-mode into the firmware
         and its MRET back; their TLB sets are kept from last time or made. Prepared
-        again when satp, MXR or the counter enables change, or TLB sets were dropped."""
+        again when satp, MXR or the counter enables change, or parked TLB sets were outdated."""
         hart, st = self.hart, self.st
         want = (hart.satp, hart.mstatus & C.MSTATUS_MXR, hart.mcounteren, hart.scounteren)
         if want == self._traps_for:
@@ -1285,7 +1285,7 @@ class JitEngine(SliceStrategy):
             for vpn in st.sfvpn[:n]:
                 self._mmu_flush_page(vpn)
                 self.flush_page(vpn)
-            self._drop_parked_tlbs()
+            self._outdate_parked_tlbs()
 
     def _fill(self) -> bool:
         """After a slow exit: refill the soft TLB if that is all it takes."""

@@ -1263,7 +1263,7 @@ class _Gen:
         e(f"br i1 {ok}, label %sfence1, label %slow")
         self.label("sfence1")
         # the other privilege's prepared TLB set may hold what this fence removes too:
-        # emptied as well (Python drops it after the run: _native_fences)
+        # emptied as well (Python outdates the parked sets after the run: _native_fences)
         ready = self.op(f"icmp ne i64 {self.field(S.CTXOK)}, 0")
         e(f"br i1 {ready}, label %sfencectx, label %sfence1b")
         self.label("sfencectx")
