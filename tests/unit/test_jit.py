@@ -740,6 +740,40 @@ def test_native_interpreter_makes_hot_code_native():
     assert world.engine.native_instructions >= 3000
 
 
+def test_a_long_straight_line_is_one_block_and_hot_by_its_instructions():
+    """A function of 600 instructions without a branch (unrolled hash rounds, as
+    Linux's blake2s) called fewer times than the hot threshold still gets compiled, as
+    its instructions count (a short loop body would need the threshold's runs), into
+    blocks of up to MAX_STRAIGHT instructions rather than MAX_INSNS; the results stay
+    the interpreter's."""
+    from pyhv.cpu.jit.codegen import MAX_INSNS, MAX_STRAIGHT
+
+    far = BASE + 0x2000
+    body = []
+    for i in range(600):
+        rd, a, b = 10 + i % 6, 10 + (i + 1) % 6, 10 + (i + 3) % 6
+        body.append((r_type(0x33, rd, 0, a, b, 0), r_type(0x33, rd, 4, a, b, 0),
+                     i_type(0x13, rd, 1, a, 7), addi(rd, a, i))[i % 4])
+    callee = body + [i_type(0x67, 0, 0, 1, 0)]  # ret
+    calls, threshold = 20, 50
+    prog = li32(6, calls) + [0, addi(6, 6, -1), bne(6, 0, -8), WFI]
+    call_at = BASE + 4 * (len(prog) - 4)
+    prog[-4] = H.enc_j(1, far - call_at)  # jal ra, far
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=threshold)):
+        world.put(BASE, prog)
+        world.put(far, callee)
+        run(world)
+        results.append(world.state())
+    assert results[1] == results[0]
+    starts = sorted(pc for ctx in world.engine._contexts.values() for pc in ctx.native
+                    if far <= pc < far + 4 * len(callee))
+    assert starts and starts[0] == far, f"not compiled in {calls} runs: {starts}"
+    # two blocks (512 + 89 instructions), not ten of MAX_INSNS
+    assert MAX_STRAIGHT == 512 and MAX_INSNS == 64
+    assert starts == [far, far + 4 * MAX_STRAIGHT][:len(starts)], [hex(p) for p in starts]
+
+
 def test_code_cache_serves_hot_starts_without_compiling(tmp_path, monkeypatch):
     """A second process finds the blocks of its hot starts in the code cache: loaded,
     not compiled (a quick block is installed when its start gets hot; an optimised one

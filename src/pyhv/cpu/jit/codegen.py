@@ -41,6 +41,11 @@ from . import state as S
 
 M64 = (1 << 64) - 1
 MAX_INSNS = 64
+# ... but a straight line of code (no branch or jump yet) goes on to this many: unrolled
+# rounds of a hash or cipher (Linux's blake2s, ~2,300 instructions in three pages, run at
+# each interrupt's entropy mixing) would otherwise be dozens of blocks, each to get hot
+# on its own
+MAX_STRAIGHT = 512
 REGION_REACH = 512  # bytes from its start a block may branch forward within itself
 # Guest instructions a quickly compiled block runs before it asks to be compiled again,
 # optimised (EXIT_OPT; Compiler.submit): ~0.3 ms of its time, a few ms of the compiler's.

@@ -962,7 +962,8 @@ class JitEngine(SliceStrategy):
         first = 0
         ahead = start
         reach = start + codegen.REGION_REACH
-        while len(insns) < codegen.MAX_INSNS and o + 2 <= end:
+        while (len(insns) < codegen.MAX_INSNS
+               or not first and len(insns) < codegen.MAX_STRAIGHT) and o + 2 <= end:
             lo = mv[o] | mv[o + 1] << 8
             if lo & 3 == 3:
                 if o + 4 > end:

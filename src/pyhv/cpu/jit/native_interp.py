@@ -68,6 +68,8 @@ NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
 # run (kept across coolings, so a start the cache does not hold asks once)
 HEAT_WORDS = NHEAT + NHEAT // 32
 NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
+# A stretch counts a run more for every 2**LONG_RUN_SHIFT instructions it ran (heat_length)
+LONG_RUN_SHIFT = 3
 REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
 
 # The instructions the decoded cache runs without the decoder (native_interp's fast_ops),
@@ -1848,6 +1850,33 @@ class _Gen:
         seen = self.op(f"icmp ne i8 {was}, 0")
         e(f"br i1 {seen}, label %{go}, label %{hot}")
 
+    def heat_length(self) -> None:
+        """The stretch that started at ``%startv`` ends here: it counted one run at its
+        start (``heat``); one that ran long (a straight line of code, such as an
+        unrolled hash round of hundreds of instructions) adds a run for every LONG_RUN
+        instructions past that, so that its start gets hot after as many instructions
+        as a short stretch's would (the threshold counts runs). It stops one short of
+        the threshold: the next run's count reaches it and asks Python (``heat``); a
+        start already past the threshold counts runs alone."""
+        e = self.emit
+        add, done = self.fresh("hladd"), self.fresh("hldone")
+        n = self.op(f"sub i64 {self.op('load i64, ptr %sbudv')}, {self.op('load i64, ptr %budv')}")
+        k = self.op(f"lshr i64 {n}, {LONG_RUN_SHIFT}")
+        e(f"br i1 {self.op(f'icmp ne i64 {k}, 0')}, label %{add}, label %{done}")
+        self.label(add)
+        pc = self.op("load i64, ptr %startv")
+        hi = self.op(f"and i64 {self.op(f'lshr i64 {pc}, 1')}, {NHEAT - 1}")
+        hp = self.op(f"getelementptr i32, ptr {self.field(S.HEAT, 'ptr')}, i64 {hi}")
+        h = self.op(f"load i32, ptr {hp}")
+        lim = self.op(f"sub i32 {self.op(f'trunc i64 {self.field(S.THRESH)} to i32')}, 1")
+        room = self.op(f"zext i32 {self.op(f'sub i32 {lim}, {h}')} to i64")
+        below = self.op(f"icmp ult i32 {h}, {lim}")  # (else room wrapped: > k)
+        k = self.op(f"select i1 {self.op(f'icmp ult i64 {k}, {room}')}, i64 {k}, i64 {room}")
+        h2 = self.op(f"add i32 {h}, {self.op(f'trunc i64 {k} to i32')}")
+        e(f"store i32 {self.op(f'select i1 {below}, i32 {h2}, i32 {h}')}, ptr {hp}")
+        e(f"br label %{done}")
+        self.label(done)
+
     def table_ways(self, tab: str, slot: str) -> tuple[str, str]:
         """The two entries of dispatch table ``tab`` for slot ``slot`` (state.py: a pc's
         block is in slot ``(pc >> 1) & (NDISPATCH - 1)`` or the other of its pair)."""
@@ -1899,7 +1928,9 @@ class _Gen:
         e(f"store i64 {self.op(f'sub i64 {hpage}, {vpage}')}, ptr %deltav")
         e("br label %xheat")
         self.label("xheat")
+        self.heat_length()
         e(f"store i64 {t}, ptr %startv")
+        e(f"store i64 {self.op('load i64, ptr %budv')}, ptr %sbudv")
         self.heat(t, self.field(S.HEAT, "ptr"), "xhot", "loop")
         self.label("xhot")
         self._writeback(S.EXIT_HOT)
@@ -1915,6 +1946,7 @@ class _Gen:
         e("%pcv = alloca i64")
         e("%budv = alloca i64")
         e("%startv = alloca i64")  # the pc the current stretch started at
+        e("%sbudv = alloca i64")  # the budget when it started (its length: heat_length)
         e("%vpagev = alloca i64")  # its page, and host address - guest address there
         e("%deltav = alloca i64")
         e("%mxsave = alloca i32")  # MXCSR around a device callback (_device)
@@ -1926,6 +1958,7 @@ class _Gen:
         e(f"%codemap = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEMAP}')}")
         e(f"%codebits = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEBITS}')}")
         e(f"store i64 {pc0}, ptr %startv")
+        e(f"store i64 {self.field(S.BUDGET)}, ptr %sbudv")
         heat = self.field(S.HEAT, "ptr")
         self.heat(pc0, heat, "hot", "fetchpage")
         self.label("hot")
@@ -2160,6 +2193,7 @@ class _Gen:
         return f"define i32 @{name}(ptr noalias %s) #0 {{\n{body}\n}}\n"
 
     def _writeback(self, code: int) -> None:
+        self.heat_length()
         self.set_field(S.PC, self.op("load i64, ptr %pcv"))
         self.set_field(S.BUDGET, self.op("load i64, ptr %budv"))
         self.emit(f"ret i32 {code}")
