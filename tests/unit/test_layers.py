@@ -8,12 +8,13 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "pyhv"
-# Lowest first. The package root is the floor: errors, then its __init__ (the version,
+# Lowest first. The package root is the floor: errors, lightdata (dataclasses without
+# their start-up cost), then its __init__ (the version,
 # and the public API, whose names are imported lazily, on first use), then clock, then
 # records (the typed state records of every machine part);
 # __main__ is the top. Imports under ``if TYPE_CHECKING:`` are annotations only: skipped.
-LAYERS = ["errors", "__init__", "clock", "records", "isa", "memory", "cpu", "net", "devices",
-          "board", "vm", "host", "cli", "__main__"]
+LAYERS = ["errors", "lightdata", "__init__", "clock", "records", "isa", "memory", "cpu", "net",
+          "devices", "board", "vm", "host", "cli", "__main__"]
 
 
 def _layer(parts: tuple[str, ...]) -> str:

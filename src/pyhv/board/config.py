@@ -5,12 +5,10 @@ for the layers above."""
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 from ..cpu.engines import DEFAULT_ENGINE, ENGINE_NAMES
 from ..devices.io_budget import Limits
 from ..errors import ConfigError
+from ..lightdata import dataclass, replace
 from ..net.mac import parse_mac
 from . import memmap
 
@@ -248,8 +246,8 @@ class MachineConfig:
 
     def with_fresh_macs(self) -> MachineConfig:
         """This config with every NIC's MAC left to be drawn afresh (a clone's)."""
-        return dataclasses.replace(self, devices=tuple(
-            dataclasses.replace(d, mac=None) if isinstance(d, NetSpec) else d
+        return replace(self, devices=tuple(
+            replace(d, mac=None) if isinstance(d, NetSpec) else d
             for d in self.devices))
 
     def __post_init__(self) -> None:

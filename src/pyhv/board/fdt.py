@@ -31,11 +31,10 @@ Every address, size and interrupt number comes from :mod:`pyhv.board.memmap`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import fdt as _fdt
 
 from ..errors import ConfigError
+from ..lightdata import dataclass
 from . import memmap
 
 __all__ = ["DtbSpec", "build_dtb", "dtb_address", "STDOUT_PATH"]

@@ -29,10 +29,10 @@ import os
 import re
 import stat
 import struct
-from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol
 
 from ..errors import ConfigError, ImageError
+from ..lightdata import dataclass
 
 __all__ = [
     "GuestMemory",

@@ -7,11 +7,10 @@ generated from this same table, so the two can never disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 # the devices' own figures, which the board's device tree publishes
 from ..devices.clint import CLINT_TIMEBASE_HZ  # noqa: F401
 from ..devices.plic import PLIC_NUM_PRIORITIES, PLIC_NUM_SOURCES  # noqa: F401
+from ..lightdata import dataclass
 
 
 @dataclass(frozen=True)

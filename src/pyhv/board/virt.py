@@ -10,10 +10,9 @@ a2 = the fw_dynamic_info record naming the payload at 0x8020_0000 for OpenSBI.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..clock import Clock, next_time_read
 from ..cpu.hart import Hart
@@ -31,6 +30,7 @@ from ..devices.virtio.mmio import VirtioMmio
 from ..devices.vmgenid import VmGenId, parse_guid
 from ..errors import ConfigError, ImageError
 from ..isa import spec
+from ..lightdata import dataclass
 from ..memory.bus import Bus
 from ..memory.ram import GuestRAM
 from . import memmap
@@ -60,7 +60,16 @@ DEFAULT_BIOS_PATHS = (
 ISA_STRING = "rv64imafdc_zicsr_zifencei_zihintpause" + "".join(
     f"_{ext.lower()}" for ext in spec.EXTENSIONS)
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """This module's logger; ``logging`` is imported only where something is logged
+    (~8 ms of every run's start otherwise)."""
+    import logging
+
+    return logging.getLogger(__name__)
 
 
 def default_bios() -> str:
@@ -353,12 +362,12 @@ class VirtBoard:
                     dev.port = VirtioNet.on_user_network(
                         dspec.user.hostfwd, dspec.user.restrict, mtu=dspec.user.mtu).port
                 except ConfigError as e:  # a forwarded port taken meanwhile: NIC stays down
-                    log.warning("user-mode NIC not reopened: %s", e)
+                    _log().warning("user-mode NIC not reopened: %s", e)
             elif isinstance(dev, VirtioNet) and isinstance(dspec, NetSpec) and dspec.tap:
                 try:
                     dev.port = VirtioNet.on_tap(dspec.tap).port
                 except ConfigError as e:
-                    log.warning("TAP NIC not reattached: %s", e)
+                    _log().warning("TAP NIC not reattached: %s", e)
 
     def _temporary_overlay(self, base: str) -> str:
         import tempfile

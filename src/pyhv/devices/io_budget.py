@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..lightdata import dataclass
 
 
 @dataclass(frozen=True)

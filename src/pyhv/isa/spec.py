@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
+
+from ..lightdata import dataclass
 
 M64 = (1 << 64) - 1
 

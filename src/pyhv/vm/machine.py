@@ -12,7 +12,6 @@ import gc
 import select
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..board.virt import VirtBoard
@@ -21,6 +20,7 @@ from ..cpu.engines import jit_probed, jit_worth_trying, make_engines, resolve_en
 from ..cpu.hart import Hart
 from ..cpu.run_loop import GuestCrash, StopRequest
 from ..cpu.triggers import run_checked
+from ..lightdata import dataclass
 from .config import MachineConfig
 from .console import BufferConsole, Console
 from .guest_time import GuestTime

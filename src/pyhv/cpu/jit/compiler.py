@@ -34,7 +34,7 @@ from typing import Any
 import llvmlite.binding as llvm
 from llvmlite.binding import ffi
 
-from ... import clock
+from ... import clock, lightdata
 from ...isa import compressed, csr, decoder, spec
 from ...isa.compressed import expand
 from .. import trap
@@ -82,7 +82,7 @@ def generator_modules() -> tuple[Any, ...]:
     their pyhv imports stay within this set; perfmap, which only names code for perf,
     is in it for that rule's sake)."""
     return (codegen, native_interp, stencils, S, decoder, compressed, csr, spec, perfmap,
-            clock, trap, sys.modules[__name__])
+            clock, trap, lightdata, sys.modules[__name__])
 
 
 def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:

@@ -14,8 +14,8 @@ device DEVICE_NEEDS_RESET for that guest, as the spec prescribes.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
 
+from ...lightdata import dataclass, field
 from ...records import U16, U64, Record, StateError, record
 from .dma import DmaError, GuestDMA
 
