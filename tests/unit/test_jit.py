@@ -796,6 +796,49 @@ def test_code_cache_serves_hot_starts_without_compiling(tmp_path, monkeypatch):
     assert first == second
 
 
+def test_a_warm_start_brings_the_cached_blocks_of_its_page_along(tmp_path, monkeypatch):
+    """A second process whose code the cache holds: the first start found there
+    installs the other cached blocks of its page in the same trip to Python, instead of
+    one trip each at their first runs; the results stay the interpreter's."""
+    from pyhv.cpu.jit.compiler import Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    far = BASE + 0x2000
+    funcs = 6  # functions on one page, each its own block: x10 += k; ret
+    n = 50
+    prog = li32(6, n) + [0] * funcs + [addi(6, 6, -1), bne(6, 0, -4 * (funcs + 1)), WFI]
+    first_call = BASE + 4 * (len(prog) - 3 - funcs)
+    for k in range(funcs):
+        prog[len(prog) - 3 - funcs + k] = H.enc_j(1, far + 16 * k - (first_call + 4 * k))
+    callees = {far + 16 * k: [addi(10, 10, k + 1), i_type(0x67, 0, 0, 1, 0)]
+               for k in range(funcs)}
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    for at, code in callees.items():
+        interp.put(at, code)
+    run(interp)
+    entries = []
+    for second in (False, True):
+        world = W.World("interp")
+        comp = Compiler()
+        world.engine = JitMachine(world, comp, threshold=10**9 if second else 1,
+                                  sync=True).engines[0]
+        world.put(BASE, prog)
+        for at, code in callees.items():
+            world.put(at, code)
+        run(world)
+        assert world.state() == interp.state()
+        assert interp.hart.x[10] == n * funcs * (funcs + 1) // 2
+        native = world.engine._context().native
+        assert set(callees) <= set(native), "the functions' blocks were not installed"
+        entries.append(world.engine.native_entries)
+    assert comp.blocks_compiled == 0
+    # one trip for the loop's page, one for the functions' page (and the run's ends),
+    # not one for each function
+    assert entries[1] < funcs, entries
+
+
 def test_a_block_that_runs_a_lot_is_compiled_again_optimised(tmp_path, monkeypatch):
     """A quickly compiled loop counts the instructions it runs; past OPT_AFTER it is
     compiled again by the optimising code generator and swapped in, and the results

@@ -236,6 +236,9 @@ class Compiler:
         # these are worth a lookup, and the length finds the bytes to hash without
         # decoding them.
         self.starts: dict[int, set[tuple[str, int]]] = {}
+        # ... and by virtual page: a warm start found in the code cache brings the
+        # others of its page along (engine._relink_page)
+        self.page_starts: dict[int, set[int]] = {}
         self._loaded_files: set[str] = set()
         # For the native interpreter: which starts the code cache may hold (a bit map
         # indexed by pc, shared by every hart), and the compressed-instruction table.
@@ -313,6 +316,7 @@ class Compiler:
         shape = key_shape(key)
         if shape is not None:
             self.starts.setdefault(shape[0], set()).add(shape[1:])
+            self.page_starts.setdefault(shape[0] >> 12, set()).add(shape[0])
             # Installed at its start's first run, quick blocks too (a warm Linux boot
             # 0.91x of the time of installing only optimised ones; before quick blocks
             # had their registers allocated, 1.15x).

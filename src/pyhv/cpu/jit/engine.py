@@ -1573,18 +1573,25 @@ class JitEngine(SliceStrategy):
 
     def _relink_page(self, ctx: _Context, pc: int) -> None:
         """A block came back by its bytes (its page was written, or is another copy of
-        the same program): bring back at once every other block of the page whose
-        bytes are there too, rather than one trip to Python for each as it heats up
-        (a teaching kernel's exec copies a program into fresh pages each time)."""
+        the same program, or a warm start found it in the code cache): bring back at
+        once every other block of the page whose bytes are there too, rather than one
+        trip to Python for each as it heats up or first runs (a teaching kernel's exec
+        copies a program into fresh pages each time; a warm Linux boot installs ~2,000
+        blocks from the cache, and each trip costs ~50-100 us of Python)."""
         native = ctx.native
+        if pc not in native:
+            return
+        comp = self.compiler
+        for start in tuple(comp.page_starts.get(pc >> 12, ())):
+            if start not in native and start not in ctx.queued and start not in ctx.nojit:
+                self._jit(ctx, start, compile_now=False)
         blocks = ctx.page_blocks.get(pc >> 12)
-        if not blocks or pc not in native:
+        if not blocks:
             return
         m = self.machine
         ppn = native[pc][1]
         base = (ppn << 12) - m.ram_base
         sup = ctx.key[0] == C.PRV_S
-        comp = self.compiler
         for start, raw in list(blocks.items()):
             if start in native or start in ctx.queued:
                 continue
