@@ -38,7 +38,7 @@ from ... import clock, lightdata
 from ...isa import compressed, csr, decoder, spec
 from ...isa.compressed import expand
 from .. import trap
-from . import codegen, native_interp, perfmap, stencils
+from . import codegen, native_interp, objfile, perfmap, stencils
 from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
@@ -80,9 +80,9 @@ def generator_modules() -> tuple[Any, ...]:
     """Every pyhv module whose source decides the machine code the JIT generates or the
     tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
     their pyhv imports stay within this set; perfmap, which only names code for perf,
-    is in it for that rule's sake)."""
+    and objfile, which reads object files, are in it for that rule's sake)."""
     return (codegen, native_interp, stencils, S, decoder, compressed, csr, spec, perfmap,
-            clock, trap, lightdata, sys.modules[__name__])
+            objfile, clock, trap, lightdata, sys.modules[__name__])
 
 
 def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
@@ -240,6 +240,8 @@ class Compiler:
         # others of its page along (engine._relink_page)
         self.page_starts: dict[int, set[int]] = {}
         self._loaded_files: set[str] = set()
+        # symbol -> address of the blocks of loaded objects not asked for yet (cached)
+        self._loaded: dict[str, int] = {}
         # For the native interpreter: which starts the code cache may hold (a bit map
         # indexed by pc, shared by every hart), and the compressed-instruction table.
         self.known_map = (ctypes.c_uint8 * (native_interp.NKNOWN // 8))()
@@ -361,7 +363,13 @@ class Compiler:
             self._objects.append(obj)
             self.ee.finalize_object()
             perfmap.record(data, self.ee.get_function_address)
-        addr = self.ee.get_function_address(symbol(key))
+            # every block of the object at once: found by their offsets, not one
+            # execution-engine lookup each (objfile.addresses)
+            for name, where in objfile.addresses(data, self.ee.get_function_address).items():
+                self._loaded[name] = where
+        addr = self._loaded.pop(symbol(key), None)
+        if addr is None:
+            addr = self.ee.get_function_address(symbol(key))
         if not addr:
             return None
         self.blocks_loaded += 1
