@@ -22,13 +22,17 @@ class _Exited(Exception):
 
 @pytest.fixture
 def exits(monkeypatch: pytest.MonkeyPatch):
-    """os._exit and sys.exit raise _Exited; the JIT's LEAVING flag is restored after."""
+    """os._exit raises _Exited, the exit handlers are counted (``exits.handlers``); the
+    JIT's LEAVING flag is restored after."""
     monkeypatch.setattr(jit, "LEAVING", False)
 
     def os_exit(code: int) -> None:
         raise _Exited(code)
 
     monkeypatch.setattr(process.os, "_exit", os_exit)
+    monkeypatch.handlers = []  # type: ignore[attr-defined]
+    monkeypatch.setattr(process.atexit, "_run_exitfuncs",
+                        lambda: monkeypatch.handlers.append(1))  # type: ignore[attr-defined]
     return monkeypatch
 
 
@@ -41,11 +45,12 @@ def test_the_status_is_mains_and_leaving_is_said(exits, busy: bool) -> None:
         seen.append(jit.LEAVING)
         return 3
 
-    with pytest.raises((_Exited, SystemExit)) as e:
+    with pytest.raises(_Exited) as e:
         process.run_and_exit(main)
     assert seen == [True]
     assert e.value.code == 3
-    assert isinstance(e.value, _Exited) is busy  # os._exit only while the JIT compiles
+    # the exit handlers run, but not while the JIT compiles (LLVM's must not)
+    assert exits.handlers == ([] if busy else [1])
 
 
 def test_a_systemexit_from_main_keeps_its_status(exits) -> None:
@@ -82,3 +87,24 @@ def test_a_real_run_exits_with_the_guests_status_and_prints_everything() -> None
     assert out.returncode == 3, out.stderr
     assert "FAIL exit_code" in out.stdout
     assert "pyhv: time:" in out.stderr
+
+
+def test_exit_handlers_run_and_output_is_whole_in_a_real_process(tmp_path) -> None:
+    """The fast exit (no interpreter teardown) still runs what was registered to run at
+    exit (a weakref.finalize callback, an atexit handler) and loses no output."""
+    marker = tmp_path / "ran"
+    code = ("import atexit, pathlib, sys, weakref\n"
+            "from pyhv.cli.process import run_and_exit\n"
+            "class T: pass\n"
+            "t = T()\n"
+            f"weakref.finalize(t, pathlib.Path({str(marker)!r}).write_text, 'finalized')\n"
+            "atexit.register(print, 'handler ran')\n"
+            "def main():\n"
+            "    sys.stdout.write('x' * 100000)\n"
+            "    return 5\n"
+            "run_and_exit(main)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 5, out.stderr
+    assert out.stdout == "x" * 100000 + "handler ran\n"
+    assert marker.read_text() == "finalized"
