@@ -126,7 +126,7 @@ def _methods(cls: type, spec: tuple[tuple[str, Any, Any], ...], frozen: bool) ->
         if other.__class__ is not self.__class__:
             return NotImplemented
         a, b = self.__dict__, other.__dict__
-        return all(a[k] == b[k] for k in names)
+        return tuple(a[k] for k in names) == tuple(b[k] for k in names)  # (as dataclasses)
 
     for method in (__init__, __repr__, __eq__):
         setattr(cls, method.__name__, method)

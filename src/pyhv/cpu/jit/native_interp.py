@@ -1852,10 +1852,10 @@ class _Gen:
 
     def heat_length(self) -> None:
         """The stretch that started at ``%startv`` ends here: it counted one run at its
-        start (``heat``); one that ran long (a straight line of code, such as an
-        unrolled hash round of hundreds of instructions) adds a run for every LONG_RUN
-        instructions past that, so that its start gets hot after as many instructions
-        as a short stretch's would (the threshold counts runs). It stops one short of
+        start (``heat``), and now a run more for every 2**LONG_RUN_SHIFT instructions it
+        ran: one that ran long (a straight line of code, such as an unrolled hash round
+        of hundreds of instructions) gets hot after about as many instructions as a
+        short stretch does (the threshold counts runs). It stops one short of
         the threshold: the next run's count reaches it and asks Python (``heat``); a
         start already past the threshold counts runs alone."""
         e = self.emit
