@@ -429,6 +429,57 @@ def _csrr(rd, num):
     return (num << 20) | (2 << 12) | (rd << 7) | 0x73
 
 
+def _csr(f3, rd, num, rs1):
+    return (num << 20) | (rs1 << 15) | (f3 << 12) | (rd << 7) | 0x73
+
+
+@TIERS
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_fp_csrs_natively_as_on_the_interpreter(threshold, translated):
+    """fflags, frm and fcsr read, written, set and cleared in a loop of FP arithmetic
+    (as Linux saves and restores fcsr at each switch between processes): the values
+    and flags the interpreter has, a rounding mode other than RNE honoured from the
+    next instruction on (that addition is Python's), without leaving native code for
+    the CSR accesses."""
+    n = 200
+    fdiv, fadd = 0x0D, 0x01  # funct7 of fdiv.d, fadd.d; rm 7: the dynamic mode (frm)
+    loop = [
+        H.enc_r(0x53, 1, 7, 2, 3, fdiv),  # fdiv.d f1, f2, f3: 1/3 inexact (NX)
+        _csr(2, 11, 0x001, 0), W.add(20, 20, 11),  # frflags x11
+        _csr(1, 12, 0x003, 13), W.add(21, 21, 12),  # fscsr x12, x13: RTZ, NX set
+        H.enc_r(0x53, 4, 7, 1, 2, fadd),  # fadd.d f4, f1, f2 under RTZ: Python's
+        _csr(2, 14, 0x003, 0), W.add(22, 22, 14),  # frcsr x14
+        _csr(7, 0, 0x001, 1),  # csrci fflags, NX
+        _csr(5, 15, 0x002, 0), W.add(23, 23, 15),  # fsrmi x15, RNE
+        H.enc_r(0x53, 6, 7, 2, 3, fdiv),  # fdiv.d f6, f2, f3: NX natively (MXCSR)
+        H.enc_r(0x53, 18, 1, 7, 0, 0x61),  # fcvt.w.d x18, f7 (NaN), rtz: NV natively
+        _csr(1, 0, 0x001, 0),  # fsflags x0: both gone
+        H.enc_r(0x53, 5, 7, 3, 2, fdiv),  # fdiv.d f5, f3, f2: exact, no flag
+        _csr(2, 16, 0x003, 0), W.add(24, 24, 16),  # frcsr x16
+        _csr(6, 17, 0x001, 4), W.add(25, 25, 17),  # csrrsi x17, fflags, UF
+        addi(9, 9, -1)]
+    loop += [bne(9, 0, -4 * len(loop)), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, loop)
+        h = w.hart
+        h.x[9], h.x[13] = n, 1 << 5 | 1
+        h.f[2], h.f[3] = 0x3FF0000000000000, 0x4008000000000000  # 1.0, 3.0
+        h.f[7] = 0x7FF8000000000000  # NaN
+        h.mstatus |= 1 << 13  # FS = Initial
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert jit.state() == interp.state()
+    h = interp.hart
+    # flags read: NX (fdiv), then NX | UF (the csrrsi of the iteration before);
+    # fcsr after the RTZ addition: frm 1, NX; frm read back: RTZ; then all clear
+    assert (h.x[20], h.x[21], h.x[22], h.x[23], h.x[24], h.x[25]) == (
+        1 + 5 * (n - 1), 1 + 5 * (n - 1), 33 * n, n, 0, 0)
+    assert (h.fflags, h.frm) == (4, 0)
+    assert jit.engine.stats()["slow_exits"] < 2 * n, jit.engine.stats()
+
+
 @TIERS
 @pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
 def test_counter_reads_natively_as_on_the_interpreter(threshold, translated):

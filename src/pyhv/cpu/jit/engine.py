@@ -1169,6 +1169,7 @@ class JitEngine(SliceStrategy):
         _REGS.pack_into(mv, S.F, *hart.f)
         st.fpmode = (S.FP_ENABLED if ms & C.MSTATUS_FS else 0) | (
             S.FP_RNE if hart.frm == 0 else 0)
+        st.fflagsin, st.frm = hart.fflags, hart.frm  # (native fcsr accesses: native_interp)
         _PC_BUDGET.pack_into(mv, S.PC, hart.pc, budget)
         st.instretb = (hart.instret + budget) & M64
         cnten = (hart.mcounteren, hart.scounteren)
@@ -1256,7 +1257,12 @@ class JitEngine(SliceStrategy):
             if st.fsdirty:
                 hart.mstatus |= _FS_DIRTY
             st.fsdirty = st.fcopy = 0
-        if st.fflags:
+        if st.fcsrw:  # native code wrote fflags, frm or fcsr (native_interp.fp_csrs)
+            st.fcsrw = 0
+            hart.frm = st.frm
+            hart.fflags = (st.fflagsin | st.fflags) & 31
+            st.fflags = 0
+        elif st.fflags:
             hart.fflags |= st.fflags
             st.fflags = 0
         if st.irqdirty:  # mie, sie, mip or sip written natively

@@ -795,7 +795,9 @@ class _Gen:
                                  C.MIE: "icsr", C.SIE: "icsr", C.MIP: "icsr",
                                  C.SIP: "icsr", C.STVEC: "tvec", C.MTVEC: "tvec",
                                  C.SATP: "satp", C.CYCLE: "cntr", C.INSTRET: "cntr",
-                                 C.MCYCLE: "cntr", C.MINSTRET: "cntr"}, "slow")
+                                 C.MCYCLE: "cntr", C.MINSTRET: "cntr",
+                                 C.FFLAGS: "fcsr", C.FRM: "fcsr", C.FCSR: "fcsr"}, "slow")
+        self.fp_csrs(csr)
         self.sfence()
         self.traps()
         self.irq_csrs(csr)
@@ -1412,6 +1414,53 @@ class _Gen:
         e(f"br i1 {self.op(f'and i1 {allowed}, {reads}')}, label %cntr1, label %slow")
         self.label("cntr1")
         self.result(self.op(f"sub i64 {self.field(S.INSTRETB)}, %bud"))
+
+    def fp_csrs(self, csr: str) -> None:
+        """fflags, frm and fcsr, read and written (Linux saves and restores fcsr at each
+        switch between processes that used the FPU), while FP is on (else Python
+        raises the illegal instruction). The flags the instruction reads are the hart's
+        at entry (FFLAGSIN) with those native code raised since: explicitly (FFLAGS) and
+        in the host's MXCSR (read here, as the dispatcher does at its exit). A write
+        replaces all three: FFLAGSIN takes the new flags, FFLAGS and MXCSR's are
+        cleared, FRM takes the rounding mode (and FPMODE's RNE bit follows it: blocks
+        check it at their first FP instruction), FCSRW tells Python, FS is made dirty."""
+        e = self.emit
+        self.label("fcsr")
+        self.fp_on("fcsr1")
+        self.label("fcsr1")
+        kind, okind, writes0, writes, operand = self.csr_operand()
+        e(f"br i1 {okind}, label %fcsr2, label %slow")
+        self.label("fcsr2")
+        e("call void @llvm.x86.sse.stmxcsr(ptr %mxsave) #1")
+        mx = self.op(f"zext i32 {self.op('load i32, ptr %mxsave')} to i64")
+        flags = self.op(f"or i64 {self.field(S.FFLAGSIN)}, {self.field(S.FFLAGS)}")
+        flags = self.op(f"or i64 {flags}, {mxcsr_flags(self.op, mx)}")
+        frm = self.field(S.FRM)
+        fcsr = self.op(f"or i64 {self.op(f'shl i64 {frm}, 5')}, {flags}")
+        isfl = self.op(f"icmp eq i32 {csr}, {C.FFLAGS}")
+        isrm = self.op(f"icmp eq i32 {csr}, {C.FRM}")
+        old = self.op(f"select i1 {isrm}, i64 {frm}, i64 {fcsr}")
+        old = self.op(f"select i1 {isfl}, i64 {flags}, i64 {old}")
+        e(f"br i1 {writes}, label %fcsrw, label %fcsrr")
+        self.label("fcsrw")
+        new = self.csr_new_value(kind, writes0, old, operand)
+        nfl = self.op(f"select i1 {isrm}, i64 {flags}, i64 {self.op(f'and i64 {new}, 31')}")
+        nrm_f = self.op(f"and i64 {self.op(f'lshr i64 {new}, 5')}, 7")
+        nrm = self.op(f"select i1 {isrm}, i64 {self.op(f'and i64 {new}, 7')}, i64 {nrm_f}")
+        nrm = self.op(f"select i1 {isfl}, i64 {frm}, i64 {nrm}")
+        self.set_field(S.FFLAGSIN, nfl)
+        self.set_field(S.FFLAGS, "0")
+        e("store i32 8064, ptr %mxsave")  # 0x1F80: as the dispatcher sets it, flags clear
+        e("call void @llvm.x86.sse.ldmxcsr(ptr %mxsave) #1")
+        self.set_field(S.FRM, nrm)
+        self.set_field(S.FCSRW, "1")
+        self.set_field(S.FSDIRTY, "1")
+        mode = self.op(f"and i64 {self.field(S.FPMODE)}, {_s64(~S.FP_RNE)}")
+        rne = self.op(f"select i1 {self.op(f'icmp eq i64 {nrm}, 0')}, i64 {S.FP_RNE}, i64 0")
+        self.set_field(S.FPMODE, self.op(f"or i64 {mode}, {rne}"))
+        e("br label %fcsrr")
+        self.label("fcsrr")
+        self.result(old)
 
     def satp(self, csr: str) -> None:
         """satp: read in S-mode (TVM clear) and M-mode; written in S-mode to an Sv39 or
@@ -2228,6 +2277,17 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 _NEEDS = {"key": ("f7", "f3"), "a": ("rs1",), "b": ("rs2",), "a32": ("a",),
           "sh6r": ("b",), "imms": ("rd",)}
 _FIELD_RE = re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")\b")
+
+
+def mxcsr_flags(op: Callable[[str], str], mx: str) -> str:
+    """RISC-V fflags (NV DZ OF UF NX, bits 4..0) from the host's MXCSR exception flags
+    ``mx`` (i64: IE bit 0, ZE 2, OE 3, UE 4, PE 5), as the dispatcher reads them."""
+    bits = [(0, 4), (2, 3), (3, 2), (4, 1), (5, 0)]  # (MXCSR bit, fflags bit)
+    out = "0"
+    for src, dst in bits:
+        b = op(f"and i64 {op(f'lshr i64 {mx}, {src}')}, 1")
+        out = op(f"or i64 {out}, {op(f'shl i64 {b}, {dst}')}")
+    return out
 
 
 def _decode_lazily(lines: list[str]) -> list[str]:

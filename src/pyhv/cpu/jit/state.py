@@ -168,6 +168,9 @@ MIE, MIP, MIPHW, MIDELEG, IRQDIRTY = 5328, 5336, 5344, 5352, 5360
 MMIOFN, MMIOVAL, MMIOVA, MMIOPA, NMMIO = 5368, 5376, 5384, 5392, 5400
 NIRQS, TVDIRTY, NSATP, TLBGEN, SPACES = 5408, 5416, 5424, 5432, 5440
 INSTRETB, MCNTEN, SCNTEN = 5696, 5704, 5712
+# fflags and frm: the hart's at entry (a native write of fflags, frm or fcsr replaces
+# them, FCSRW says so); flags raised natively since gather in FFLAGS and MXCSR
+FFLAGSIN, FRM, FCSRW = 5720, 5728, 5736
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -292,6 +295,9 @@ class HartState(ctypes.Structure):
         ("instretb", ctypes.c_uint64),
         ("mcnten", ctypes.c_uint64),
         ("scnten", ctypes.c_uint64),
+        ("fflagsin", ctypes.c_uint64),
+        ("frm", ctypes.c_uint64),
+        ("fcsrw", ctypes.c_uint64),
     ]
 
 
@@ -356,7 +362,8 @@ def _check_layout() -> None:
                       ("mmiova", MMIOVA), ("mmiopa", MMIOPA), ("nmmio", NMMIO),
                       ("nirqs", NIRQS), ("tvdirty", TVDIRTY), ("nsatp", NSATP),
                       ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
-                      ("mcnten", MCNTEN), ("scnten", SCNTEN)):
+                      ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
+                      ("frm", FRM), ("fcsrw", FCSRW)):
         assert getattr(s, name).offset == off, name
 
 
