@@ -272,12 +272,14 @@ class _Context:
 
     __slots__ = ("native", "ops", "heat", "nojit", "queued", "native_id", "op_id",
                  "table_addr", "translated", "key", "vmap", "verified", "satp",
-                 "runs", "runs_addr", "page_blocks", "unbased", "deferred")
+                 "runs", "runs_addr", "page_blocks", "cache_swept", "unbased", "deferred")
 
     def __init__(self, code: CodeWatch, key: tuple[int, int, bool], hot_runs: int) -> None:
         table = S.new_table()
         # virtual page -> {start: its bytes} of every block linked there (JitEngine._relink_page)
         self.page_blocks: dict[int, dict[int, bytes]] = {}
+        # virtual pages whose blocks in the code cache were all looked for (_relink_page)
+        self.cache_swept: set[int] = set()
         # stretch start -> (when it was put off, its block's length, its run count then),
         # for starts found hot while the compiler was over its budget (JitEngine._defer)
         self.deferred: dict[int, tuple[float, int, int]] = {}
@@ -1583,14 +1585,20 @@ class JitEngine(SliceStrategy):
         once every other block of the page whose bytes are there too, rather than one
         trip to Python for each as it heats up or first runs (a teaching kernel's exec
         copies a program into fresh pages each time; a warm Linux boot installs ~2,000
-        blocks from the cache, and each trip costs ~50-100 us of Python)."""
+        blocks from the cache, and each trip costs ~50-100 us of Python). The code
+        cache's blocks of the page are looked for once per context and page."""
         native = ctx.native
         if pc not in native:
             return
         comp = self.compiler
-        for start in tuple(comp.page_starts.get(pc >> 12, ())):
-            if start not in native and start not in ctx.queued and start not in ctx.nojit:
-                self._jit(ctx, start, compile_now=False)
+        if pc >> 12 not in ctx.cache_swept:
+            # once a page: a program exec'd again and again into the same virtual pages
+            # (a teaching kernel's) finds its blocks through page_blocks below, and the
+            # page's cache list, every start any program had there, would cost more
+            ctx.cache_swept.add(pc >> 12)
+            for start in tuple(comp.page_starts.get(pc >> 12, ())):
+                if start not in native and start not in ctx.queued and start not in ctx.nojit:
+                    self._jit(ctx, start, compile_now=False)
         blocks = ctx.page_blocks.get(pc >> 12)
         if not blocks:
             return

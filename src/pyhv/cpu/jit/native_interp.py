@@ -68,8 +68,11 @@ NHEAT = 1 << 14  # heat counters per context (u32, indexed by pc >> 1)
 # run (kept across coolings, so a start the cache does not hold asks once)
 HEAT_WORDS = NHEAT + NHEAT // 32
 NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
-# A stretch counts a run more for every 2**LONG_RUN_SHIFT instructions it ran (heat_length)
-LONG_RUN_SHIFT = 3
+# A stretch counts a run more for every 2**LONG_RUN_SHIFT instructions it ran (heat_length):
+# 32. (With 8, a small kernel that execs programs into fresh pages 1,700 times,
+# bench/procs.py, took 1.10x its time: their code got hot sooner, to be dropped at the
+# next exec; Linux's 800-instruction blake2s stretches still heat in ~10 runs.)
+LONG_RUN_SHIFT = 5
 REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
 
 # The instructions the decoded cache runs without the decoder (native_interp's fast_ops),
