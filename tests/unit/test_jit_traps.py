@@ -297,6 +297,48 @@ def test_sbi_calls_run_natively_as_on_the_interpreter(threshold, vectored):
         assert stats["native_mrets"] >= SBI_N - 10, stats
 
 
+@TIERS
+def test_sbi_calls_with_an_s_level_interrupt_pending_run_natively(threshold):
+    """SBI calls made while a timer interrupt for S-mode is pending and masked there (a
+    kernel's timer handler asking for the next one, sbi_set_timer), into a firmware
+    that clears or raises STIP: natively, as on the interpreter (M-mode never takes an
+    interrupt delegated to S-mode; S-mode, SIE clear, does not take it either)."""
+    n = 200
+    w_boot = _lu32(30, 1 << 5)  # t5 = STIP / STIE
+    boot = w_boot + [csr(1, 0, 0x303, 30), csr(2, 0, 0x304, 30)]  # mideleg, mie
+    boot += _lu32(29, M_TRAP) + [csr(1, 0, 0x305, 29)]  # mtvec
+
+    def setup(w) -> None:
+        w.ram.write_bytes(ROOT + 8 * 2, (((BASE >> 12) << 10) | 0xCF).to_bytes(8, "little"))
+        w.put(BASE, boot + s_mode_entry(S_INIT))
+        s_code = _lu32(5, S_TRAP) + [csr(1, 0, STVEC, 5), addi(7, 0, 1 << 5),
+                                     csr(2, 0, SIE, 7)]  # sie.STIE
+        s_code += [addi(8, 0, n)]
+        loop = len(s_code)
+        # (a read of scounteren before each call is Python's: native code is entered
+        # again right before the ECALL, with STIP pending on every other one)
+        s_code += [addi(10, 8, 0), csr(2, 6, 0x106, 0), ECALL, W.add(20, 20, 10),
+                   addi(8, 8, -1)]
+        s_code += [bne(8, 0, 4 * (loop - len(s_code))), WFI]
+        w.put(S_INIT, s_code)
+        w.put(S_TRAP, [WFI])  # (never: SIE stays clear)
+        # M-mode: mepc += 4; a0 *= 2; s5 += 1; STIP raised on odd calls, cleared on even
+        m = [csr(2, 31, 0x341, 0), addi(31, 31, 4), csr(1, 0, 0x341, 31),
+             W.add(10, 10, 10), addi(21, 21, 1), i_type(0x13, 31, 7, 21, 1),
+             addi(28, 0, 1 << 5)]  # t3 = STIP
+        m += [bne(31, 0, 12), csr(3, 0, 0x344, 28), 0x30200073,  # even: clear; mret
+              csr(2, 0, 0x344, 28), 0x30200073]  # odd: raise; mret
+        w.put(M_TRAP, m)
+        w.hart.pc = BASE
+
+    interp, jit = _pair(threshold, setup)
+    h = interp.hart
+    assert (h.x[21], h.x[20], h.mip & (1 << 5)) == (n, n * (n + 1), 0)
+    assert jit.state() == interp.state()
+    stats = jit.engine.stats()
+    assert stats["native_sbi_calls"] >= n - 10, stats
+
+
 # -- the interrupt CSRs: mie, sie, mip, sip ---------------------------------------------------
 IRQ_N = 150
 
