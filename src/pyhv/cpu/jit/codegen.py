@@ -444,7 +444,38 @@ def _c(v: int) -> str:
     return str(v - (1 << 64) if v >> 63 else v)
 
 
-class _Block:
+class FpValues:
+    """FP register values in IR, for both generators (blocks here, the native
+    interpreter): an F register holds 64 bits, a double as they are, a single NaN-boxed.
+    The class using it provides ``op`` (an IR expression -> its value's name)."""
+
+    def op(self, expr: str) -> str:
+        raise NotImplementedError
+
+    def dbl(self, bits: str) -> str:
+        return self.op(f"bitcast i64 {bits} to double")
+
+    def bits(self, d: str) -> str:
+        return self.op(f"bitcast double {d} to i64")
+
+    def canon(self, d: str) -> str:
+        """Bits of a double result, NaNs made canonical (fp_result)."""
+        return fp_result(self.op, d, False)
+
+    def unbox(self, bits: str) -> str:
+        return fp_unbox(self.op, bits)
+
+    def flt(self, bits: str) -> str:
+        return self.op(f"bitcast i32 {self.unbox(bits)} to float")
+
+    def box(self, f: str) -> str:
+        return fp_result(self.op, f, True)
+
+    def box_bits(self, b: str) -> str:
+        return fp_box_bits(self.op, b)
+
+
+class _Block(FpValues):
     def __init__(self, name: str, start: int, insns: list[tuple[int, Decoded]],
                  translated: bool, counted: bool = False) -> None:
         self.name = name
@@ -564,28 +595,6 @@ class _Block:
             self.f[r] = v
         self.fdirty.add(r)
         self.fs_dirty = True
-
-    def dbl(self, bits: str) -> str:
-        return self.op(f"bitcast i64 {bits} to double")
-
-    def bits(self, d: str) -> str:
-        return self.op(f"bitcast double {d} to i64")
-
-    def canon(self, d: str) -> str:
-        """Bits of a double result, NaNs made canonical (fp_result)."""
-        return fp_result(self.op, d, False)
-
-    def unbox(self, bits: str) -> str:
-        return fp_unbox(self.op, bits)
-
-    def flt(self, bits: str) -> str:
-        return self.op(f"bitcast i32 {self.unbox(bits)} to float")
-
-    def box(self, f: str) -> str:
-        return fp_result(self.op, f, True)
-
-    def box_bits(self, b: str) -> str:
-        return fp_box_bits(self.op, b)
 
     def fp_check(self, k: int, pc: int, rm: int | None) -> None:
         """FP disabled (mstatus.FS = Off) or a dynamic rounding mode other than RNE:

@@ -48,16 +48,15 @@ from .codegen import (
     FP_CMP,
     FP_TO_INT,
     INT_TO_FP,
+    FpValues,
     code_granule_check,
     fma_invalid,
-    fp_box_bits,
     fp_class,
     fp_from_u64,
     fp_minmax,
     fp_result,
     fp_sign_inject,
     fp_to_int,
-    fp_unbox,
 )
 
 RAM_BASE = 0x80000000
@@ -150,7 +149,7 @@ def _fp_cases() -> dict[int, str]:
             **{i.funct7: f"fmm{i.fmt}" for i in spec.FP.values() if i.op == "minnum"}}
 
 
-class _Gen:
+class _Gen(FpValues):
     def __init__(self, translated: bool) -> None:
         self.translated = translated
         self.mmio = False  # integer loads and stores may use the device callback
@@ -409,9 +408,6 @@ class _Gen:
         self.set_field(S.FSDIRTY, "1")
         self.emit("br label %next")
 
-    def _canon(self, d: str) -> str:
-        return fp_result(self.op, d, False)
-
     def _rm_rne(self, go: str) -> None:
         """On to ``go`` if the instruction rounds to nearest-even: rm = RNE, or dynamic
         with frm = RNE; other modes are Python's (exact software FP)."""
@@ -423,21 +419,6 @@ class _Gen:
         ok = self.op(f"or i1 {ok}, {r0}")
         self.emit(f"br i1 {ok}, label %{go}, label %slow")
 
-    def _dbl(self, bits: str) -> str:
-        return self.op(f"bitcast i64 {bits} to double")
-
-    def _unbox(self, bits: str) -> str:
-        return fp_unbox(self.op, bits)
-
-    def _flt(self, bits: str) -> str:
-        return self.op(f"bitcast i32 {self._unbox(bits)} to float")
-
-    def _box(self, f: str) -> str:
-        return fp_result(self.op, f, True)
-
-    def _box_bits(self, b: str) -> str:
-        return fp_box_bits(self.op, b)
-
     def fp_basic(self, fmt: str) -> None:
         """Arithmetic, sqrt, sign injection and compares of format ``fmt`` (s or d),
         at labels ``{p}a_fadd`` ..., ``{p}sqrt``, ``{p}sgnj``, ``{p}cmp`` (p: fs or fp)."""
@@ -447,7 +428,7 @@ class _Gen:
         rows = [i for i in (_FP_S if single else _FP_D) if i.opcode == spec.OP_FP]
 
         def operand(reg: str) -> str:
-            return self._flt(self._f(reg)) if single else self._dbl(self._f(reg))
+            return self.flt(self._f(reg)) if single else self.dbl(self._f(reg))
 
         for name in ("fadd", "fsub", "fmul", "fdiv"):
             self.label(f"{p}a_{name}")
@@ -472,8 +453,8 @@ class _Gen:
             self.label(f"{p}sg{k}")
             a, b = self._f("%rs1"), self._f("%rs2")
             if single:
-                r = fp_sign_inject(self.op, k, self._unbox(a), self._unbox(b), True)
-                self._fset(self._box_bits(r))
+                r = fp_sign_inject(self.op, k, self.unbox(a), self.unbox(b), True)
+                self._fset(self.box_bits(r))
             else:
                 self._fset(fp_sign_inject(self.op, k, a, b, False))
         self.label(f"{p}cmp")
@@ -502,7 +483,7 @@ class _Gen:
         self.label("fsclass")
         e(f"br i1 {self.op(f'icmp eq i32 {plain}, 1')}, label %fsclass1, label %slow")
         self.label("fsclass1")
-        self.result(fp_class(self.op, self._unbox(self._f("%rs1")), True))
+        self.result(fp_class(self.op, self.unbox(self._f("%rs1")), True))
         self.label("fsmvxw1")
         low = self.op(f"trunc i64 {self._f('%rs1')} to i32")
         self.result(self.op(f"sext i32 {low} to i64"))
@@ -510,7 +491,7 @@ class _Gen:
         plain = self.op("or i32 %f3, %rs2")
         e(f"br i1 {self.op(f'icmp eq i32 {plain}, 0')}, label %fsmvwx1, label %slow")
         self.label("fsmvwx1")
-        self._fset(self._box_bits(self.op("trunc i64 %a to i32")))
+        self._fset(self.box_bits(self.op("trunc i64 %a to i32")))
         self.label("fscvtsi")  # fcvt.s.w / .wu / .l: all round (RNE only)
         cvt = {INT_TO_FP[i.name][0]: i.rs2 for i in rows if i.name in INT_TO_FP}
         lu = next(i.rs2 for i in rows if i.op == "from_int" and i.arg == 64 and not i.signed)
@@ -522,7 +503,7 @@ class _Gen:
         self._rm_rne("fscvtslu1")
         self.label("fscvtslu1")
         r = fp_from_u64(self.op, "%a", True)
-        self._fset(self._box_bits(self.op(f"bitcast float {r} to i32")))
+        self._fset(self.box_bits(self.op(f"bitcast float {r} to i32")))
         self.label("fscvtsi0")
         self._rm_rne("fscvtsi1")
         self.label("fscvtsi1")
@@ -534,7 +515,7 @@ class _Gen:
         v = self.op(f"select i1 {iss}, i64 {sx}, i64 {v}")
         r = self.op(f"call float @llvm.experimental.constrained.sitofp.f32.i64(i64 {v}, "
                     f"{_CI}) #1")
-        self._fset(self._box_bits(self.op(f"bitcast float {r} to i32")))
+        self._fset(self.box_bits(self.op(f"bitcast float {r} to i32")))
         # fcvt.s.d (rounds: RNE only) and fcvt.d.s (exact)
         sd = next(i for i in rows if i.op == "cvt")
         ds = next(i for i in _FP_D if i.op == "cvt")
@@ -543,14 +524,14 @@ class _Gen:
         self.label("fscvtsd0")
         self._rm_rne("fscvtsd1")
         self.label("fscvtsd1")
-        x = self._dbl(self._f("%rs1"))
-        self._fset(self._box(self.op(
+        x = self.dbl(self._f("%rs1"))
+        self._fset(self.box(self.op(
             f"call float @llvm.experimental.constrained.fptrunc.f32.f64(double {x}, {_CI}) #1")))
         self.label("fdcvtds")
         e(f"br i1 {self.op(f'icmp eq i32 %rs2, {ds.rs2}')}, label %fdcvtds1, label %slow")
         self.label("fdcvtds1")
-        x = self._flt(self._f("%rs1"))
-        self._fset(self._canon(self.op(
+        x = self.flt(self._f("%rs1"))
+        self._fset(self.canon(self.op(
             f"call double @llvm.experimental.constrained.fpext.f64.f32(float {x}, {_CX}) #1")))
 
     def fp_to_int(self) -> None:
@@ -569,7 +550,7 @@ class _Gen:
                 self._rm_rne(f"{lab}r0")
                 for rm in range(5):  # RNE, RTZ, RDN, RUP, RMM
                     self.label(f"{lab}r{rm}")
-                    bits = self._unbox(self._f("%rs1")) if fmt == "s" else self._f("%rs1")
+                    bits = self.unbox(self._f("%rs1")) if fmt == "s" else self._f("%rs1")
                     r, nv = fp_to_int(self.op, bits, fmt == "s", i.arg, i.signed, rm)
                     self.set_field(S.FFLAGS, self.op(f"or i64 {self.field(S.FFLAGS)}, {nv}"))
                     self.set_field(S.FSDIRTY, "1")
@@ -606,8 +587,8 @@ class _Gen:
                 self.label(f"fmm{fmt}{f3}")
                 a, b = self._f("%rs1"), self._f("%rs2")
                 if fmt == "s":
-                    r = fp_minmax(self.op, self._unbox(a), self._unbox(b), is_max, True)
-                    self._fset(self._box_bits(r))
+                    r = fp_minmax(self.op, self.unbox(a), self.unbox(b), is_max, True)
+                    self._fset(self.box_bits(r))
                 else:
                     self._fset(fp_minmax(self.op, a, b, is_max, False))
         self.fp_basic("d")
@@ -672,7 +653,7 @@ class _Gen:
             a, b = self._f("%rs1"), self._f("%rs2")
             c = self._f("%f5")  # rs3 = w[31:27]
             if fmt_ == "s":
-                a, b, c = self._unbox(a), self._unbox(b), self._unbox(c)
+                a, b, c = self.unbox(a), self.unbox(b), self.unbox(c)
             # fmadd: a*b+c; fmsub: a*b-c; fnmsub: -(a*b)+c; fnmadd: -(a*b)-c (by opcode)
             negp = negc = "false"
             for i in fmas:
@@ -691,7 +672,7 @@ class _Gen:
             fa, fb, fc = (self.op(f"bitcast {ty} {v} to {fty}") for v in (a2, b, c2))
             r = self.op(f"call {fty} @llvm.experimental.constrained.fma.{w}({fty} {fa}, "
                         f"{fty} {fb}, {fty} {fc}, {_CI}) #1")
-            self._fset(self._canon(r) if fmt_ == "d" else self._box(r))
+            self._fset(self.canon(r) if fmt_ == "d" else self.box(r))
 
     def fp_loads(self) -> None:
         """flw and fld (a kernel's context switch saves and restores the F registers):
