@@ -1897,6 +1897,33 @@ out:
 }}
 """
 
+def mxcsr_flags(op: Callable[[str], str], mx: str) -> str:
+    """RISC-V fflags (NV DZ OF UF NX, bits 4..0) from the host's MXCSR exception flags
+    ``mx`` (i64: IE bit 0, ZE 2, OE 3, UE 4, PE 5): the dispatcher takes them at its
+    exit, the native interpreter at an fflags or fcsr access."""
+    out = "0"
+    for src, dst in ((0, 4), (2, 3), (3, 2), (4, 1), (5, 0)):  # (MXCSR bit, fflags bit)
+        b = op(f"and i64 {op(f'lshr i64 {mx}, {src}')}, 1")
+        out = op(f"or i64 {out}, {op(f'shl i64 {b}, {dst}')}")
+    return out
+
+
+def _ir_lines(make: Callable[[Callable[[str], str]], str], stem: str) -> tuple[str, str]:
+    """(IR lines, result name) of ``make`` run with an ``op`` writing temporaries
+    ``%{stem}N``: generated IR inside a function written as text."""
+    lines: list[str] = []
+
+    def op(expr: str) -> str:
+        v = f"%{stem}{len(lines)}"
+        lines.append(f"  {v} = {expr}")
+        return v
+
+    result = make(op)
+    return "\n".join(lines), result
+
+
+_HARVEST, _HARVESTED = _ir_lines(lambda op: mxcsr_flags(op, "%m64"), "mxf")
+
 DISPATCH = REFILL + f"""
 define i32 @pyhv_dispatch(ptr %s) #0 {{
 entry:
@@ -2009,26 +2036,10 @@ done:
   call void @llvm.x86.sse.stmxcsr(ptr %mx) #1
   %m = load i32, ptr %mx
   %m64 = zext i32 %m to i64
-  %ie = and i64 %m64, 1
-  %nv = shl i64 %ie, 4
-  %ze = lshr i64 %m64, 2
-  %ze1 = and i64 %ze, 1
-  %dz = shl i64 %ze1, 3
-  %oe = lshr i64 %m64, 3
-  %oe1 = and i64 %oe, 1
-  %of = shl i64 %oe1, 2
-  %ue = lshr i64 %m64, 4
-  %ue1 = and i64 %ue, 1
-  %uf = shl i64 %ue1, 1
-  %pe = lshr i64 %m64, 5
-  %nx = and i64 %pe, 1
-  %f1 = or i64 %nv, %dz
-  %f2 = or i64 %f1, %of
-  %f3 = or i64 %f2, %uf
-  %f4 = or i64 %f3, %nx
+{_HARVEST}
   %pff = getelementptr i8, ptr %s, i64 {S.FFLAGS}
   %old = load i64, ptr %pff
-  %new = or i64 %old, %f4
+  %new = or i64 %old, {_HARVESTED}
   store i64 %new, ptr %pff
   ret i32 %code
 }}

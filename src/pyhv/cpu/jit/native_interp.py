@@ -57,6 +57,7 @@ from .codegen import (
     fp_result,
     fp_sign_inject,
     fp_to_int,
+    mxcsr_flags,
 )
 
 RAM_BASE = 0x80000000
@@ -2272,17 +2273,6 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 _NEEDS = {"key": ("f7", "f3"), "a": ("rs1",), "b": ("rs2",), "a32": ("a",),
           "sh6r": ("b",), "imms": ("rd",)}
 _FIELD_RE = re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")\b")
-
-
-def mxcsr_flags(op: Callable[[str], str], mx: str) -> str:
-    """RISC-V fflags (NV DZ OF UF NX, bits 4..0) from the host's MXCSR exception flags
-    ``mx`` (i64: IE bit 0, ZE 2, OE 3, UE 4, PE 5), as the dispatcher reads them."""
-    bits = [(0, 4), (2, 3), (3, 2), (4, 1), (5, 0)]  # (MXCSR bit, fflags bit)
-    out = "0"
-    for src, dst in bits:
-        b = op(f"and i64 {op(f'lshr i64 {mx}, {src}')}, 1")
-        out = op(f"or i64 {out}, {op(f'shl i64 {b}, {dst}')}")
-    return out
 
 
 def _decode_lazily(lines: list[str]) -> list[str]:
