@@ -185,3 +185,86 @@ def test_clint_registers_natively_as_on_the_interpreter():
     assert stats["native_device_accesses"] >= 4 * N, stats
     # the mtime writes, and little else, left native code
     assert N // 16 <= stats["slow_exits"] < N // 16 + N // 8, stats
+
+
+def _clock_world(threshold: int | None = None):
+    """A one-hart world with a CLINT whose mtime and the time CSR read the board's one
+    sequence of the clock (``VirtBoard._next_time``: a tick past the last read while
+    near mtime; the time CSR's reads counted, ``_read_time``), its mtime register where
+    the board says (``mtime_pa``)."""
+    import ctypes
+
+    from test_jit import tier
+
+    from pyhv.clock import FakeClock, next_time_read
+    from pyhv.cpu.jit import make_jit_engines
+    from pyhv.devices.clint import MTIME, Clint
+
+    w = W.World("interp")
+    w.clock = FakeClock()  # (it stands still: mtime is 0, reads step a tick each)
+    w.clock.time_reads = 0
+    w.clint = Clint(1, w.clock, lambda _h, bit, level: w.hart.set_mip_hw(bit, level))
+    w.bus.attach(CLINT, w.clint.size, w.clint)
+    w.time_last = ctypes.c_uint64(0)
+    w.mtime_pa = CLINT + MTIME
+
+    def next_time() -> int:
+        w.time_last.value = next_time_read(w.time_last.value, w.clint.mtime())
+        return w.time_last.value
+
+    def read_time() -> int:
+        w.clock.time_reads += 1
+        return next_time()
+
+    w.clint.read_mtime, w.hart.read_mtime = next_time, read_time
+    w.python_reads = 0  # CLINT registers read through its Python
+    python_read = w.clint.read
+
+    def counted(offset: int, size: int) -> int:
+        w.python_reads += 1
+        return python_read(offset, size)
+
+    w.clint.read = counted
+    if threshold is not None:
+        w.engine = make_jit_engines(w, sync=True, **tier(threshold))[0]
+    return w
+
+
+@TIERS
+def test_mtime_reads_natively_as_on_the_interpreter(threshold):
+    """A program timing itself through the CLINT's mtime register (a bare-metal
+    ``clock()``): loads of the whole register and of either half read the clock's one
+    sequence natively, as the time CSR does, with no trip to Python per read (each
+    was one, ~2 us: such a program took 22x QEMU's time): the same values and the same
+    count of time CSR reads (which tells guest time that the guest polls) as the
+    interpreter."""
+    worlds = (_clock_world(), _clock_world(threshold))
+    for w in worlds:
+        loop = _lu32(21, CLINT + 0xBFF8) + [addi(8, 0, N)]
+        top = len(loop)
+        loop += [
+            i_type(0x03, 5, 3, 21, 0), W.add(22, 22, 5),  # s6 += mtime (ld)
+            lw(6, 21, 0), W.add(23, 23, 6),  # s7 += its low half (lw: sign-extended)
+            i_type(0x03, 7, 6, 21, 4), W.add(24, 24, 7),  # s8 += its high half (lwu)
+            0xC0102973,  # rdtime s2: the same sequence
+            W.add(25, 25, 18),
+            addi(8, 8, -1),
+        ]
+        loop += [bne(8, 0, 4 * (top - len(loop))), WFI]
+        w.put(BASE, loop)
+        w.hart.pc = BASE
+        run(w, 400_000)
+        assert w.hart.waiting
+    interp, jit = worlds
+    assert interp.clock.time_reads == N  # (the board counts the time CSR's reads)
+    assert interp.time_last.value == 4 * N  # (within TIME_READ_SLACK of mtime)
+    assert interp.hart.x[22] == sum(4 * i + 1 for i in range(N))
+    assert interp.hart.x[24] == 0 and interp.hart.x[25] == sum(4 * i + 4 for i in range(N))
+    assert jit.state() == interp.state()
+    assert jit.clock.time_reads == interp.clock.time_reads
+    assert jit.time_last.value == interp.time_last.value
+    assert interp.python_reads == 3 * N
+    assert jit.python_reads == 0
+    stats = jit.engine.stats()
+    assert stats["native_device_accesses"] >= 3 * N, stats
+    assert stats["slow_exits"] < N // 8, stats

@@ -18,6 +18,7 @@ from ..clock import Clock, next_time_read
 from ..cpu.hart import Hart
 from ..cpu.mmu import CodeWatch
 from ..devices.base import Device
+from ..devices.clint import MTIME as CLINT_MTIME
 from ..devices.clint import Clint
 from ..devices.plic import Plic
 from ..devices.rom import Rom
@@ -124,6 +125,7 @@ class VirtBoard:
         self.time_last = ctypes.c_uint64(0)
         self.clint.on_mtime_write = self._mtime_written
         self.clint.read_mtime = self._next_time
+        self.mtime_pa = memmap.CLINT.base + CLINT_MTIME  # the JIT's native reads of it
         self.plic = Plic(config.smp, set_mip)
         self.uart = Uart16550(self.plic.irq_line(memmap.UART0.irq or 0), console_out)
         self.uart_base = memmap.UART0.base  # where the JIT's native window finds it

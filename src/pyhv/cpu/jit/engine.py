@@ -463,6 +463,10 @@ class JitEngine(SliceStrategy):
         self._mtime_writes = 0  # clint.mtime_writes when st.mtime was last set
         self._mtime = clint.mtime if clint is not None else None
         self._clock = getattr(machine.board, "clock", None)
+        # native loads of the CLINT's mtime read the clock as the time CSR does
+        # (native_interp._device), on a board that says where that register is
+        if self._mtime is not None:
+            self.st.mtimepa = getattr(machine.board, "mtime_pa", 0)
         self._contexts: dict[tuple[int, int, bool], _Context] = {}
         self._vpages: dict[int, dict[int, list[int]]] = {}  # cache id -> vpn -> pcs
         self._op_pool: dict[tuple[int, int], tuple[Any, int]] = {}

@@ -113,6 +113,10 @@ Layout (byte offsets, all fields 64-bit):
                instret (or cycle, which counts the same here) is this less the budget left
 5704   mcnten  mcounteren and scounteren (which counters S- and U-mode may read)
 5712   scnten
+5720   fflagsin  fflags, frm at entry; fcsrw: native code wrote fflags, frm or fcsr
+5744   mtimepa the CLINT's mtime register's physical address (0: none): native loads of it
+               read the time CSR's sequence (as rdtime does: mtime, tlast, treads), not
+               the device callback
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -171,6 +175,7 @@ INSTRETB, MCNTEN, SCNTEN = 5696, 5704, 5712
 # fflags and frm: the hart's at entry (a native write of fflags, frm or fcsr replaces
 # them, FCSRW says so); flags raised natively since gather in FFLAGS and MXCSR
 FFLAGSIN, FRM, FCSRW = 5720, 5728, 5736
+MTIMEPA = 5744
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -298,6 +303,7 @@ class HartState(ctypes.Structure):
         ("fflagsin", ctypes.c_uint64),
         ("frm", ctypes.c_uint64),
         ("fcsrw", ctypes.c_uint64),
+        ("mtimepa", ctypes.c_uint64),
     ]
 
 
@@ -363,7 +369,7 @@ def _check_layout() -> None:
                       ("nirqs", NIRQS), ("tvdirty", TVDIRTY), ("nsatp", NSATP),
                       ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
                       ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
-                      ("frm", FRM), ("fcsrw", FCSRW)):
+                      ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA)):
         assert getattr(s, name).offset == off, name
 
 
