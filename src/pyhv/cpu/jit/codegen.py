@@ -34,6 +34,7 @@ import hashlib
 import struct
 from collections.abc import Callable
 
+from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE, Decoded, spin_hint
@@ -181,8 +182,15 @@ def written_by(insns: list[tuple[int, Decoded]], edges: list[tuple[int, int]]
 CSR_SIE = {"csrrs": "set", "csrrc": "clear", "csrrsi": "set", "csrrci": "clear"}
 
 
+def reads_time(d: Decoded) -> bool:
+    """``rdtime``: csrrs rd, time, x0 (a block reads the clock itself, _Block.rdtime)."""
+    return d.name == "csrrs" and d.csr == C.TIME and d.rs1 == 0
+
+
 def supported(d: Decoded, supervisor: bool = False) -> bool:
     """Whether native code does this instruction (else the block ends before it)."""
+    if reads_time(d):
+        return True
     if d.name in CSR_SIE:  # reads, and immediate forms on SIE; the rest: the native
         if not supervisor or d.csr != C.SSTATUS:  # interpreter (SUM switches the soft
             return False  # TLB, FS the F registers' state)
@@ -475,7 +483,51 @@ class FpValues:
         return fp_box_bits(self.op, b)
 
 
-class _Block(FpValues):
+class TimeReads:
+    """Reads of the guest's clock (the time CSR, the CLINT's mtime register) in IR, for
+    both generators: the class using it provides ``op`` and ``emit``."""
+
+    def op(self, expr: str) -> str:
+        raise NotImplementedError
+
+    def emit(self, line: str) -> None:
+        raise NotImplementedError
+
+    def time_read(self, counted: bool = True) -> str:
+        """What a read returns: clock.next_time_read, a tick past the last read (any
+        hart's, through the shared tlast) while that stays within TIME_READ_SLACK ticks
+        of the run's mtime; with ``counted`` (the time CSR: the board does not count
+        its mtime register's reads as polls) the read counts in treads. Every field
+        is read here, where the read is (treads and tlast change as the guest runs)."""
+        def at(off: int) -> str:
+            return self.op(f"getelementptr i8, ptr %s, i64 {off}")
+
+        if counted:
+            pn = at(S.TREADS)
+            n = self.op(f"load i64, ptr {pn}")
+            self.emit(f"store i64 {self.op(f'add i64 {n}, 1')}, ptr {pn}")
+        tlast = at(S.TLAST)
+        cell = self.op(f"inttoptr i64 {self.op(f'load i64, ptr {tlast}')} to ptr")
+        last = self.op(f"load i64, ptr {cell}")
+        pmt = at(S.MTIME)
+        mt = self.op(f"load i64, ptr {pmt}")
+        cand = self.op(f"add i64 {last}, 1")
+        over = self.op(f"icmp ugt i64 {cand}, {self.op(f'add i64 {mt}, {TIME_READ_SLACK}')}")
+        cand = self.op(f"select i1 {over}, i64 {last}, i64 {cand}")
+        value = self.op(f"select i1 {self.op(f'icmp ugt i64 {mt}, {cand}')}, i64 {mt}, "
+                        f"i64 {cand}")
+        self.emit(f"store i64 {value}, ptr {cell}")
+        return value
+
+    def mtime_half(self, now: str, rel: str) -> str:
+        """A 32-bit load of the mtime register: its low half at ``rel`` 0, else its
+        high half."""
+        hi = self.op(f"lshr i64 {now}, 32")
+        lo = self.op(f"and i64 {now}, 4294967295")
+        return self.op(f"select i1 {self.op(f'icmp eq i64 {rel}, 4')}, i64 {hi}, i64 {lo}")
+
+
+class _Block(FpValues, TimeReads):
     def __init__(self, name: str, start: int, insns: list[tuple[int, Decoded]],
                  translated: bool, counted: bool = False) -> None:
         self.name = name
@@ -941,6 +993,8 @@ class _Block(FpValues):
             self.fp(k, pc, d)
         elif name in AMO_NAMES:
             self.atomic(k, pc, d)
+        elif reads_time(d):
+            self.rdtime(k, pc, d)
         elif name in CSR_SIE:
             return self.sstatus(k, pc, d)
         elif name == "lui":
@@ -1030,6 +1084,18 @@ class _Block(FpValues):
             new = self.op(f"trunc i64 {new} to i32")
         self.emit(f"store {ty} {new}, ptr {ptr}, align 1")
         self.wr(d.rd, m)
+
+    def rdtime(self, k: int, pc: int, d: Decoded) -> None:
+        """rdtime, where the hart may read the time CSR (``timeok``, as the native
+        interpreter); else the block leaves before it (Python raises the fault)."""
+        ok, go = f"t{k}o", f"t{k}g"
+        p = self.op(f"getelementptr i8, ptr %s, i64 {S.TIMEOK}")
+        allowed = self.op(f"icmp ne i64 {self.op(f'load i64, ptr {p}')}, 0")
+        self.emit(f"br i1 {allowed}, label %{go}, label %{ok}")
+        self.start_label(ok)
+        self.exit(S.EXIT_SLOW, _c(pc), k)
+        self.start_label(go)
+        self.wr(d.rd, self.time_read())
 
     def sstatus(self, k: int, pc: int, d: Decoded) -> bool:
         """csrr sstatus, and csrr(s|c)i sstatus on SIE (local_irq_*); the value read is
@@ -1174,6 +1240,37 @@ class _Block(FpValues):
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
                 f"m{k}g", self.t, aligned))
+        elif size in (4, 8) and not atomic:
+            # outside RAM: the CLINT's mtime register (a program timing itself) is read
+            # here, as the native interpreter reads it; any other device leaves
+            dev, clk, join = f"m{k}d", f"m{k}t", f"m{k}j"
+            self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
+            self.start_label(dev)
+            pmtp = self.op(f"getelementptr i8, ptr %s, i64 {S.MTIMEPA}")
+            mtp = self.op(f"load i64, ptr {pmtp}")
+            rel = self.op(f"sub i64 {addr}, {mtp}")
+            hit = self.op(f"icmp eq i64 {rel}, 0")
+            if size == 4:
+                hit = self.op(f"or i1 {hit}, {self.op(f'icmp eq i64 {rel}, 4')}")
+            hit = self.op(f"and i1 {hit}, {self.op(f'icmp ne i64 {mtp}, 0')}")
+            self.emit(f"br i1 {hit}, label %{clk}, label %{slow}")
+            self.start_label(clk)
+            now = self.time_read(counted=False)  # (VirtBoard._next_time)
+            if size == 4:
+                now = self.mtime_half(now, rel)
+            val = self.op(f"getelementptr i8, ptr %s, i64 {S.MMIOVAL}")
+            self.emit(f"store i64 {now}, ptr {val}")
+            pn = self.op(f"getelementptr i8, ptr %s, i64 {S.NMMIO}")  # (a device access)
+            n = self.op(f"load i64, ptr {pn}")
+            self.emit(f"store i64 {self.op(f'add i64 {n}, 1')}, ptr {pn}")
+            self.emit(f"br label %{join}")
+            self.slow_exit(slow, addr, store, k, pc)
+            self.start_label(fast)
+            host = self.field(S.RAM_HOST, "ptr")
+            ram = self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+            self.emit(f"br label %{join}")
+            self.start_label(join)
+            return self.op(f"phi ptr [ {ram}, %{fast} ], [ {val}, %{clk} ]")
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
 from ...isa import spec
 from ...isa.decoder import PAUSE, RELAX_DIV, RELAX_MASK
@@ -49,6 +48,7 @@ from .codegen import (
     FP_TO_INT,
     INT_TO_FP,
     FpValues,
+    TimeReads,
     code_granule_check,
     fma_invalid,
     fp_class,
@@ -150,7 +150,7 @@ def _fp_cases() -> dict[int, str]:
             **{i.funct7: f"fmm{i.fmt}" for i in spec.FP.values() if i.op == "minnum"}}
 
 
-class _Gen(FpValues):
+class _Gen(FpValues, TimeReads):
     def __init__(self, translated: bool) -> None:
         self.translated = translated
         self.mmio = False  # integer loads and stores may use the device callback
@@ -319,26 +319,6 @@ class _Gen(FpValues):
         return self.op("phi ptr " + ", ".join(
             f"[ {v}, %{lab} ]" for v, lab in [(hp, fast), *arms]))
 
-    def time_read(self, counted: bool = True) -> str:
-        """What a read of the guest's clock returns (the time CSR; the CLINT's mtime
-        register, whose reads the board does not count as polls), counted in treads
-        with ``counted``: clock.next_time_read, a tick past the last read (any hart's,
-        through the shared tlast) while that stays within TIME_READ_SLACK ticks of
-        mtime."""
-        if counted:
-            n = self.field(S.TREADS)
-            self.set_field(S.TREADS, self.op(f"add i64 {n}, 1"))
-        cell = self.op(f"inttoptr i64 {self.field(S.TLAST)} to ptr")
-        last = self.op(f"load i64, ptr {cell}")
-        mt = self.field(S.MTIME)
-        cand = self.op(f"add i64 {last}, 1")
-        over = self.op(f"icmp ugt i64 {cand}, {self.op(f'add i64 {mt}, {TIME_READ_SLACK}')}")
-        cand = self.op(f"select i1 {over}, i64 {last}, i64 {cand}")
-        value = self.op(f"select i1 {self.op(f'icmp ugt i64 {mt}, {cand}')}, i64 {mt}, "
-                        f"i64 {cand}")
-        self.emit(f"store i64 {value}, ptr {cell}")
-        return value
-
     def _device(self, pa: str, size: int, store: bool, value: str, slow: str
                 ) -> tuple[str, str]:
         """Call the device callback for the access at ``pa``; (pointer, the label it is
@@ -360,10 +340,7 @@ class _Gen(FpValues):
             self.label(mt)
             now = self.time_read(counted=False)  # (VirtBoard._next_time)
             if size == 4:
-                hi = self.op(f"lshr i64 {now}, 32")
-                lo = self.op(f"and i64 {now}, 4294967295")
-                now = self.op(f"select i1 {self.op(f'icmp eq i64 {rel}, 4')}, i64 {hi}, "
-                              f"i64 {lo}")
+                now = self.mtime_half(now, rel)
             self.set_field(S.MMIOVAL, now)
             self.emit(f"br label %{done}")
             self.label(dev)
