@@ -20,13 +20,17 @@ clone group process that forks the N VM processes), every clone's shell answerin
 and the sum of their PSS plus the group process's, and where a clone's private
 memory (the pages it does not share) is, by kind of mapping.
 
+With ``--one-process`` the N clones live in one process (``pyhv.vm.group.MachineGroup``,
+run in turn on its thread), each answering: that process's PSS against one restored VM's
+process.
+
 With ``--stages``, a clone group's steps run in one process (restore as a clone, the
 throwaway warm-up run, ``prepare_fork``, ``gc.freeze``) and a clone forked from it
 takes the machine over and runs (0.2 s, an ``echo``, 2 s idle, a ``cat``, 3 s idle):
 its private memory by kind of mapping after each step.
 
     python3 bench/snapshot.py [--sizes 128M,512M,2G] [--runs 3] [--clones 10] [--daemon]
-                              [--stages]
+                              [--one-process] [--stages]
 """
 
 from __future__ import annotations
@@ -80,6 +84,50 @@ def clone_worker(path: str, clone: bool) -> int:
     finally:
         vm.close()
     return 0
+
+
+def group_worker(path: str, n: int) -> int:
+    """The process of ``--one-process``: n clones in one MachineGroup, each answering."""
+    from pyhv.vm.group import MachineGroup
+
+    group, consoles = MachineGroup.clones(path, n)
+    try:
+        for i, console in enumerate(consoles):
+            for command, want in ((f"echo clone-up{i}", f"clone-up{i}\r\n".encode()),
+                                  ("cat /sys/class/net/eth0/address", b"\r\n")):
+                start = len(console.output)
+                console.send(command + "\n")
+
+                def done(console: BufferConsole = console, start: int = start,
+                         want: bytes = want) -> bool:
+                    at = console.output.find(want, start)
+                    return at >= 0 and console.output.find(PROMPT, at) >= 0
+
+                if not group.run(timeout=120, stop_when=done):
+                    raise SystemExit(f"clone {i}: no answer to {command!r}")
+        group.run(timeout=0.5)  # all of them idle at their shells a while
+        macs = [vm.board.virtio_devices[0].mac.hex(":") for vm in group.machines]
+        print("READY " + " ".join(macs), flush=True)
+        sys.stdin.read()
+    finally:
+        group.close()
+    return 0
+
+
+def one_process_clones(path: str, n: int) -> dict[str, object]:
+    """One VM's process against one process holding n clones (MachineGroup)."""
+    procs, _ = start_vms(path, 1, clone=False)
+    one = pss_kib(procs[0].pid)
+    stop_vms(procs)
+    proc = subprocess.Popen([sys.executable, __file__, "--group-worker", path, str(n)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        raise SystemExit(f"the group process did not come up: {line!r}")
+    total = pss_kib(proc.pid)
+    stop_vms([proc])
+    return {"one": one, "total": total, "macs": line.split()[1:]}
 
 
 def pss_kib(pid: int, mapping: str | None = None) -> int:
@@ -404,11 +452,18 @@ def main() -> int:
                     help="also: a forked clone's private memory step by step")
     ap.add_argument("--maps", action="store_true",
                     help="with --daemon: print a clone's largest private mappings")
+    ap.add_argument("--one-process", action="store_true",
+                    help="the clones in one process (pyhv.vm.group.MachineGroup)")
     ap.add_argument("--worker", metavar="FILE", help=argparse.SUPPRESS)
+    ap.add_argument("--group-worker", nargs=2, metavar=("FILE", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--clone", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return clone_worker(args.worker, args.clone)
+    if args.group_worker:
+        return group_worker(args.group_worker[0], int(args.group_worker[1]))
+    if args.daemon and args.one_process:
+        ap.error("--daemon and --one-process: one or the other")
     if not (GUESTS / "Image").exists():
         print(f"needs {GUESTS}", file=sys.stderr)
         return 1
@@ -418,8 +473,11 @@ def main() -> int:
         for i, size in enumerate(sizes):
             rows.append((size, one_size(size, args.runs, work, keep=i == 0)))
         first = os.path.join(work, f"linux-{sizes[0]}.snap")
-        shared = daemon_clones(first, args.clones, work, args.maps) if args.clones and args.daemon \
-            else clones(first, args.clones) if args.clones else None
+        shared = None
+        if args.clones:
+            shared = daemon_clones(first, args.clones, work, args.maps) if args.daemon \
+                else one_process_clones(first, args.clones) if args.one_process \
+                else clones(first, args.clones)
         stages = clone_stages(first) if args.stages else []
     print(f"Linux at its shell, snapshot and restore (median of {args.runs}; times in ms, "
           "sizes in MiB)")
@@ -449,6 +507,13 @@ def main() -> int:
               f"clones): {sum(private.values()) / 1024:.1f} MiB: " + ", ".join(
                   f"{kind} {kib / 1024:.1f}" for kind, kib in
                   sorted(private.items(), key=lambda kv: -kv[1])))
+    elif shared is not None and args.one_process:
+        one, total, macs = shared["one"], shared["total"], shared["macs"]
+        assert isinstance(one, int) and isinstance(total, int) and isinstance(macs, list)
+        print(f"{args.clones} clones of the {sizes[0]} snapshot in one process "
+              f"(MachineGroup), each at its shell: {total / 1024:.0f} MiB (PSS), one "
+              f"restored VM's process alone {one / 1024:.0f} MiB: {total / one:.2f}x; "
+              f"{len(set(macs))} distinct MACs ({', '.join(macs[:3])}, ...)")
     elif shared is not None:
         one, total, macs = shared["one"], shared["total"], shared["macs"]
         one_ram, ram = shared["one_ram"], shared["ram"]

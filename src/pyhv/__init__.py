@@ -25,6 +25,7 @@ _LAZY = {
     "Host": "pyhv.host.api",
     "Machine": "pyhv.vm.machine",
     "MachineConfig": "pyhv.vm.config",
+    "MachineGroup": "pyhv.vm.group",
     "RunResult": "pyhv.vm.machine",
     "VM": "pyhv.host.api",
 }
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .host.api import VM, Host
     from .vm.config import MachineConfig
     from .vm.console import BufferConsole
+    from .vm.group import MachineGroup
     from .vm.machine import Machine, RunResult
 
 
@@ -56,6 +58,7 @@ __all__ = [
     "ImageError",
     "Machine",
     "MachineConfig",
+    "MachineGroup",
     "PyhvError",
     "RunResult",
     "VM",

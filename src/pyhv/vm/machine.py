@@ -284,10 +284,13 @@ class Machine:
         max_instructions: int | None = None,
         timeout: float | None = None,
         stop_when: Callable[[], bool] | None = None,
+        until_idle: bool = False,
     ) -> RunResult:
         """Run until power-off (or reset with ``no_reboot``), a quit key, or a limit.
 
-        ``stop_when`` is checked after every round of hart slices.
+        ``stop_when`` is checked after every round of hart slices. With ``until_idle``
+        the run ends (reason ``"idle"``) when every hart waits, instead of sleeping:
+        whoever runs several machines on one thread (vm/group.py) sleeps for them all.
         """
         start = time.monotonic()
         deadline = start + timeout if timeout is not None else None
@@ -373,6 +376,14 @@ class Machine:
                     reason, code = "timeout", 0
                     break
                 if all(h.waiting or h.stopped for h in harts):
+                    if until_idle:
+                        # the host time since its last turn was the idle guest's
+                        self.clock.advance(0, idle=True)
+                        board.poll()
+                        if all(h.waiting or h.stopped for h in harts):
+                            reason, code = "idle", 0
+                            break
+                        continue  # a timer of its own fired meanwhile
                     self._idle(deadline)
                     self.clock.advance(0, idle=True)
         finally:
@@ -411,9 +422,23 @@ class Machine:
         console input held back while the UART's receive queue is full (its fd would
         stay readable and turn the wait into a busy loop).
         """
+        wait, fds = self.idle_wait(run_deadline)
+        if wait <= 0:
+            return
+        if fds:
+            try:
+                select.select(fds, [], [], wait)
+                return
+            except (OSError, ValueError):  # a closed fd: poll as if there were none
+                pass
+        time.sleep(min(wait, MAX_IDLE_SLEEP))
+
+    def idle_wait(self, run_deadline: float | None = None) -> tuple[float, list[int]]:
+        """How long an idle machine may sleep (seconds; 0: not at all) and the fds whose
+        input ends the sleep (see _idle)."""
         board = self.board
         if board.io_pending():  # requests left for the next round: no sleep
-            return
+            return 0.0, []
         wait = 86400.0  # no limit (a day keeps the timeout in select()'s range)
         fds = board.wait_fds() + self.watch_fds
         fd = self.console.input_fd()
@@ -432,15 +457,7 @@ class Machine:
         io_at = board.io_deadline()  # a request waiting for its I/O budget
         if io_at is not None:
             wait = min(wait, max(0.0, io_at - time.monotonic()))
-        if wait <= 0:
-            return
-        if fds:
-            try:
-                select.select(fds, [], [], wait)
-                return
-            except (OSError, ValueError):  # a closed fd: poll as if there were none
-                pass
-        time.sleep(min(wait, MAX_IDLE_SLEEP))
+        return wait, fds
 
     def reset(self) -> None:
         self.board.reset()
