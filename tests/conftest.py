@@ -13,10 +13,20 @@ if _TESTS not in sys.path:
 def pytest_sessionstart(session) -> None:
     """Where llvmlite is installed the JIT must work: a JIT that fails its self-check
     (a code generator error, say) would otherwise only skip its tests, and every
-    machine would quietly fall back to the translate engine."""
+    machine would quietly fall back to the translate engine.
+
+    pyhv's own machine code (the dispatcher and native interpreter, ~3 s to build) is
+    kept under ~/.cache once per version; tests whose processes get a HOME of their own
+    (the daemon's) would each build it again, so its place is fixed for the session."""
     import importlib.util
+    import os
 
     import pytest
+
+    if "PYHV_JIT_RUNTIME" not in os.environ:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                                ".cache")
+        os.environ["PYHV_JIT_RUNTIME"] = os.path.join(base, "pyhv", "runtime")
 
     if importlib.util.find_spec("llvmlite") is None:
         return
