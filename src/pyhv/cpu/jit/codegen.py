@@ -1242,27 +1242,15 @@ class _Block(FpValues, TimeReads):
                 f"m{k}g", self.t, aligned))
         elif size in (4, 8) and not atomic:
             # outside RAM: the CLINT's mtime register (a program timing itself) is read
-            # here, as the native interpreter reads it; any other device leaves
+            # without leaving (pyhv_clock_load); any other device leaves
             dev, clk, join = f"m{k}d", f"m{k}t", f"m{k}j"
             self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
             self.start_label(dev)
-            pmtp = self.op(f"getelementptr i8, ptr %s, i64 {S.MTIMEPA}")
-            mtp = self.op(f"load i64, ptr {pmtp}")
-            rel = self.op(f"sub i64 {addr}, {mtp}")
-            hit = self.op(f"icmp eq i64 {rel}, 0")
-            if size == 4:
-                hit = self.op(f"or i1 {hit}, {self.op(f'icmp eq i64 {rel}, 4')}")
-            hit = self.op(f"and i1 {hit}, {self.op(f'icmp ne i64 {mtp}, 0')}")
+            fn = self.field(S.CLOCKFN, "ptr")  # (_clock_load_ir)
+            hit = self.op(f"call i1 {fn}(ptr %s, i64 {addr}, i64 {size})")
             self.emit(f"br i1 {hit}, label %{clk}, label %{slow}")
             self.start_label(clk)
-            now = self.time_read(counted=False)  # (VirtBoard._next_time)
-            if size == 4:
-                now = self.mtime_half(now, rel)
             val = self.op(f"getelementptr i8, ptr %s, i64 {S.MMIOVAL}")
-            self.emit(f"store i64 {now}, ptr {val}")
-            pn = self.op(f"getelementptr i8, ptr %s, i64 {S.NMMIO}")  # (a device access)
-            n = self.op(f"load i64, ptr {pn}")
-            self.emit(f"store i64 {self.op(f'add i64 {n}, 1')}, ptr {pn}")
             self.emit(f"br label %{join}")
             self.slow_exit(slow, addr, store, k, pc)
             self.start_label(fast)
@@ -2021,7 +2009,55 @@ def _ir_lines(make: Callable[[Callable[[str], str]], str], stem: str) -> tuple[s
 
 _HARVEST, _HARVESTED = _ir_lines(lambda op: mxcsr_flags(op, "%m64"), "mxf")
 
-DISPATCH = REFILL + f"""
+
+class _HelperGen(TimeReads):
+    """IR lines for a helper function of the dispatcher's module."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def op(self, expr: str) -> str:
+        v = f"%c{len(self.lines)}"
+        self.lines.append(f"  {v} = {expr}")
+        return v
+
+    def emit(self, line: str) -> None:
+        self.lines.append("  " + line)
+
+
+def _clock_load_ir() -> str:
+    """``i1 @pyhv_clock_load(s, pa, size)``, for a bare-mode block's aligned 4- or 8-byte
+    load outside RAM (through ``state.CLOCKFN``): a load of the CLINT's mtime register
+    (``mtimepa``; whole, or either 32-bit half) reads the clock as the time CSR does
+    (uncounted, as the board's mtime reads: VirtBoard._next_time), its value in mmioval
+    and counted as a device access: true; anything else false (the block leaves). Out
+    of line: a dozen lines of IR in every such load of every block cost more compile
+    time than the call costs a program that reads the clock in a loop."""
+    g = _HelperGen()
+    pmtp = g.op(f"getelementptr i8, ptr %s, i64 {S.MTIMEPA}")
+    mtp = g.op(f"load i64, ptr {pmtp}")
+    rel = g.op("sub i64 %pa, " + mtp)
+    at0 = g.op(f"icmp eq i64 {rel}, 0")
+    is4 = g.op("icmp eq i64 %size, 4")
+    half = g.op(f"and i1 {is4}, {g.op(f'icmp eq i64 {rel}, 4')}")
+    hit = g.op(f"or i1 {at0}, {half}")
+    hit = g.op(f"and i1 {hit}, {g.op(f'icmp ne i64 {mtp}, 0')}")
+    g.emit(f"br i1 {hit}, label %read, label %other")
+    g.lines.append("read:")
+    now = g.time_read(counted=False)
+    now = g.op(f"select i1 {is4}, i64 {g.mtime_half(now, rel)}, i64 {now}")
+    g.emit(f"store i64 {now}, ptr {g.op(f'getelementptr i8, ptr %s, i64 {S.MMIOVAL}')}")
+    pn = g.op(f"getelementptr i8, ptr %s, i64 {S.NMMIO}")
+    n = g.op(f"load i64, ptr {pn}")
+    g.emit(f"store i64 {g.op(f'add i64 {n}, 1')}, ptr {pn}")
+    g.emit("ret i1 true")
+    g.lines.append("other:")
+    g.emit("ret i1 false")
+    body = "\n".join(g.lines)
+    return f"define i1 @pyhv_clock_load(ptr %s, i64 %pa, i64 %size) #0 {{\nentry:\n{body}\n}}\n"
+
+
+DISPATCH = REFILL + _clock_load_ir() + f"""
 define i32 @pyhv_dispatch(ptr %s) #0 {{
 entry:
   %mx = alloca i32

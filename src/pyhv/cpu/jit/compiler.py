@@ -250,6 +250,7 @@ class Compiler:
         self.dispatch = self._compile_dispatch()
         self.refill = self.ee.get_function_address("pyhv_refill")
         self.revoke = self.ee.get_function_address("pyhv_revoke")
+        self.clock_load = self.ee.get_function_address("pyhv_clock_load")
         self._stencils: list[dict[str, stencils.Stencil]] | None = None  # see baseline()
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, Source]] = []

@@ -417,6 +417,7 @@ class JitEngine(SliceStrategy):
         self._dispatch = _DISPATCH(self.compiler.dispatch)
         self._revoke = _REVOKE(self.compiler.revoke)
         self.st.refill = self.compiler.refill
+        self.st.clockfn = self.compiler.clock_load
         # The console UART's native window (state.UART_*): bytes its THR got natively
         # wait in txbuf until the run ends.
         uart = getattr(machine.board, "uart", None)

@@ -117,6 +117,8 @@ Layout (byte offsets, all fields 64-bit):
 5744   mtimepa the CLINT's mtime register's physical address (0: none): native loads of it
                read the time CSR's sequence (as rdtime does: mtime, tlast, treads), not
                the device callback
+5752   clockfn pyhv_clock_load (codegen._clock_load_ir): a block's load outside RAM
+               asks it whether it is of mtime, and gets the clock's value
 ====== ==================================================================
 
 A soft TLB is NTLB entries {read tag, write tag, addend} (host = vaddr + addend),
@@ -175,7 +177,7 @@ INSTRETB, MCNTEN, SCNTEN = 5696, 5704, 5712
 # fflags and frm: the hart's at entry (a native write of fflags, frm or fcsr replaces
 # them, FCSRW says so); flags raised natively since gather in FFLAGS and MXCSR
 FFLAGSIN, FRM, FCSRW = 5720, 5728, 5736
-MTIMEPA = 5744
+MTIMEPA, CLOCKFN = 5744, 5752
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -304,6 +306,7 @@ class HartState(ctypes.Structure):
         ("frm", ctypes.c_uint64),
         ("fcsrw", ctypes.c_uint64),
         ("mtimepa", ctypes.c_uint64),
+        ("clockfn", ctypes.c_void_p),
     ]
 
 
@@ -369,7 +372,8 @@ def _check_layout() -> None:
                       ("nirqs", NIRQS), ("tvdirty", TVDIRTY), ("nsatp", NSATP),
                       ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
                       ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
-                      ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA)):
+                      ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA),
+                      ("clockfn", CLOCKFN)):
         assert getattr(s, name).offset == off, name
 
 
