@@ -21,12 +21,11 @@ at their shells, not for CPU-bound ones.
 
 from __future__ import annotations
 
-import select
 import time
 from collections.abc import Callable, Iterable
 
 from .console import BufferConsole
-from .machine import MAX_IDLE_SLEEP, Machine, RunResult
+from .machine import Machine, RunResult, sleep_idle
 
 QUANTUM = 0.005  # seconds a machine runs before the next one's turn
 ENDED = ("poweroff", "crash", "quit")  # a machine's part of the group run is over
@@ -101,15 +100,7 @@ class MachineGroup:
             w, f = self.machines[i].idle_wait(deadline)
             wait = min(wait, w)
             fds += f
-        if wait <= 0:
-            return
-        if fds:
-            try:
-                select.select(fds, [], [], wait)
-                return
-            except (OSError, ValueError):  # a closed fd: poll as if there were none
-                pass
-        time.sleep(min(wait, MAX_IDLE_SLEEP))
+        sleep_idle(wait, fds)
 
     def close(self) -> None:
         for vm in self.machines:

@@ -45,6 +45,20 @@ MAX_STRETCH = 16
 JIT_WARMUP = 30_000
 
 
+def sleep_idle(wait: float, fds: list[int]) -> None:
+    """Sleep up to ``wait`` seconds, less if one of ``fds`` gets input (none: at most
+    MAX_IDLE_SLEEP, as input that cannot be waited on is polled)."""
+    if wait <= 0:
+        return
+    if fds:
+        try:
+            select.select(fds, [], [], wait)
+            return
+        except (OSError, ValueError):  # a closed fd: poll as if there were none
+            pass
+    time.sleep(min(wait, MAX_IDLE_SLEEP))
+
+
 @dataclass
 class RunResult:
     # "poweroff", "quit", "limit", "timeout", "stopped", "crash", "snapshot", "debug"
@@ -422,16 +436,7 @@ class Machine:
         console input held back while the UART's receive queue is full (its fd would
         stay readable and turn the wait into a busy loop).
         """
-        wait, fds = self.idle_wait(run_deadline)
-        if wait <= 0:
-            return
-        if fds:
-            try:
-                select.select(fds, [], [], wait)
-                return
-            except (OSError, ValueError):  # a closed fd: poll as if there were none
-                pass
-        time.sleep(min(wait, MAX_IDLE_SLEEP))
+        sleep_idle(*self.idle_wait(run_deadline))
 
     def idle_wait(self, run_deadline: float | None = None) -> tuple[float, list[int]]:
         """How long an idle machine may sleep (seconds; 0: not at all) and the fds whose

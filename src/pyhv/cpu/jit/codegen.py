@@ -457,8 +457,7 @@ class FpValues:
     interpreter): an F register holds 64 bits, a double as they are, a single NaN-boxed.
     The class using it provides ``op`` (an IR expression -> its value's name)."""
 
-    def op(self, expr: str) -> str:
-        raise NotImplementedError
+    op: Callable[[str], str]
 
     def dbl(self, bits: str) -> str:
         return self.op(f"bitcast i64 {bits} to double")
@@ -485,13 +484,11 @@ class FpValues:
 
 class TimeReads:
     """Reads of the guest's clock (the time CSR, the CLINT's mtime register) in IR, for
-    both generators: the class using it provides ``op`` and ``emit``."""
+    both generators: the class using it provides ``op`` (as FpValues) and ``emit`` (an
+    IR line, appended)."""
 
-    def op(self, expr: str) -> str:
-        raise NotImplementedError
-
-    def emit(self, line: str) -> None:
-        raise NotImplementedError
+    op: Callable[[str], str]
+    emit: Callable[[str], None]
 
     def time_read(self, counted: bool = True) -> str:
         """What a read returns: clock.next_time_read, a tick past the last read (any
