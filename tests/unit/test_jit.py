@@ -796,28 +796,6 @@ def test_code_cache_serves_hot_starts_without_compiling(tmp_path, monkeypatch):
     assert first == second
 
 
-def test_an_objects_functions_are_found_by_their_offsets():
-    """objfile.addresses finds every function of a loaded object with one lookup per
-    section, at the addresses the execution engine gives for each."""
-    from pyhv.cpu.jit import objfile
-    from pyhv.cpu.jit.compiler import Compiler
-
-    comp = Compiler()
-    ir = "".join(f"define i64 @f{i}(i64 %a) {{\n  %r = mul i64 %a, {i + 3}\n  ret i64 %r\n}}\n"
-                 for i in range(5))
-    obj = comp._load(ir, opt=False)
-    asked = []
-
-    def lookup(name: str) -> int:
-        asked.append(name)
-        return comp.ee.get_function_address(name)
-
-    found = objfile.addresses(obj, lookup)
-    assert found == {f"f{i}": comp.ee.get_function_address(f"f{i}") for i in range(5)}
-    assert len(asked) == 1
-    assert [f.size > 0 for f in objfile.functions(obj).values()] == [True] * 5
-
-
 def test_a_warm_start_brings_the_cached_blocks_of_its_page_along(tmp_path, monkeypatch):
     """A second process whose code the cache holds: the first start found there
     installs the other cached blocks of its page in the same trip to Python, instead of

@@ -60,7 +60,7 @@ def _probe_jit() -> str | None:
 
 def jit_worth_trying() -> bool:
     """Whether ``auto`` would likely get the JIT, answered without the probe (which
-    imports llvmlite and starts LLVM: ~45 ms): the probe's cached answer if it ran, else
+    loads the JIT's runtime: ~25 ms): the probe's cached answer if it ran, else
     whether llvmlite and the JIT package are installed."""
     if _reason is not _UNKNOWN:
         return _reason is None

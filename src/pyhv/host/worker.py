@@ -925,7 +925,10 @@ def clone_group(state_dir: str, path: str, names: Sequence[str], fds: Sequence[i
             registry.load(name)
         from ..cpu.engines import jit_unavailable_reason
 
-        jit_unavailable_reason()  # LLVM up before the fork: shared by every child
+        if jit_unavailable_reason() is None:  # LLVM up before the fork: shared by every child
+            from ..cpu.jit.compiler import load_llvm
+
+            load_llvm()
         restored = _WorkerMachine.restore(path, BufferConsole(), engine=engine, clone=True,
                                           verify=True)
         assert isinstance(restored, _WorkerMachine)

@@ -39,9 +39,10 @@ MAX_IDLE_SLEEP = 0.05
 # guest's run; interrupt and console latency stays within about a millisecond.
 ROUND_SECONDS = 0.0005
 MAX_STRETCH = 16
-# ``auto`` starts on the interpreter and brings the JIT up (llvmlite's import, LLVM, the
-# dispatcher: ~45 ms) only after this many guest instructions (~10 ms of interpreting):
-# a guest that is done by then never pays for it.
+# ``auto`` starts on the interpreter and brings the JIT up (its modules, the dispatcher
+# and native interpreter loaded from the runtime directory: ~25 ms; LLVM itself loads
+# later, on the compiler's thread) only after this many guest instructions (~10 ms of
+# interpreting): a guest that is done by then never pays for it.
 JIT_WARMUP = 30_000
 
 

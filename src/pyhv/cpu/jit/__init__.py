@@ -24,8 +24,21 @@ def busy() -> bool:
 
 
 def unavailable_reason() -> str | None:
+    """Why the JIT cannot run here, or None. Its machine code is x86-64 (SSE for the
+    FP state; loader.py places it); LLVM is imported only to compile (compiler.py), so
+    the check here is that llvmlite is installed, and the runtime (dispatcher, native
+    interpreter) loads, being built with LLVM first if this pyhv version has not yet."""
     if not _REASON:
+        import os
+        from importlib.util import find_spec
+
+        machine = os.uname().machine
+        if machine.lower() not in ("x86_64", "amd64"):
+            _REASON.append(f"the JIT generates x86-64 code; this host is {machine}")
+            return _REASON[0]
         try:
+            if find_spec("llvmlite") is None:
+                raise ImportError("no module named 'llvmlite'")
             from .compiler import compiler
 
             compiler()

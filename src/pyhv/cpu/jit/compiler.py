@@ -3,12 +3,16 @@
 One :class:`Compiler` per process serves every hart and machine in it. A batch of blocks
 becomes one module, optimised with a light pipeline (SROA/mem2reg, instcombine,
 simplifycfg: most of O2's speed for a fraction of its cost on small blocks), turned into
-an object file by the target machine and loaded into MCJIT from that object. The same
-object is written to the code cache directory, keyed by the blocks' content (engine
+an object file by the target machine and loaded by pyhv's own loader (loader.py). The
+same object is written to the code cache directory, keyed by the blocks' content (engine
 version, host CPU, translation mode, pc and instruction bytes), so a second run of the
-same guest loads machine code instead of compiling it (``add_object_file``). The code
-holds no host addresses (everything goes through the hart-state pointer), which is what
-makes reloading it in another process valid.
+same guest loads machine code instead of compiling it. The code holds no host addresses
+(everything goes through the hart-state pointer), which is what makes reloading it in
+another process valid.
+
+LLVM (llvmlite) is imported only to compile, on the compiler's thread (``load_llvm``):
+a run starts the native interpreter from the runtime object on disk at once, and LLVM
+loads while the guest runs.
 
 Cache location: ``$PYHV_JIT_CACHE`` (``off`` disables it), else
 ``$XDG_CACHE_HOME/pyhv/jit`` or ``~/.cache/pyhv/jit``; one subdirectory per host CPU and
@@ -24,6 +28,7 @@ import hashlib
 import os
 import queue
 import shutil
+import struct
 import sys
 import threading
 import time
@@ -31,14 +36,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import llvmlite.binding as llvm
-from llvmlite.binding import ffi
-
 from ... import clock, lightdata
 from ...isa import compressed, csr, decoder, spec
 from ...isa.compressed import expand
 from .. import trap
-from . import codegen, native_interp, objfile, perfmap, stencils
+from . import codegen, loader, native_interp, perfmap, stencils
 from . import state as S
 
 ENGINE_VERSION = "pyhv-jit-2"
@@ -80,9 +82,9 @@ def generator_modules() -> tuple[Any, ...]:
     """Every pyhv module whose source decides the machine code the JIT generates or the
     tables it keeps in the code cache (tests/unit/test_jit_cache_key.py checks that
     their pyhv imports stay within this set; perfmap, which only names code for perf,
-    and objfile, which reads object files, are in it for that rule's sake)."""
+    and loader, which loads object files, are in it for that rule's sake)."""
     return (codegen, native_interp, stencils, S, decoder, compressed, csr, spec, perfmap,
-            objfile, clock, trap, lightdata, sys.modules[__name__])
+            loader, clock, trap, lightdata, sys.modules[__name__])
 
 
 def cache_tag(cpu: str, features: str, sources: Iterable[bytes]) -> str:
@@ -117,6 +119,75 @@ def _cache_root() -> Path | None:
 
 
 
+_LLVM: Any = None  # llvmlite.binding, once load_llvm() has imported it
+_LLVM_LOCK = threading.Lock()
+
+
+def load_llvm() -> Any:
+    """llvmlite's binding, with LLVM's native target set up: imported on first use,
+    which is the compiler's thread as the first block is queued (or the guest thread
+    when it compiles itself: PYHV_JIT_SYNC, building the runtime). LLVM's library is
+    mapped first by a plain ``dlopen`` call, which lets the guest thread run Python
+    meanwhile (loading it through ctypes holds the GIL for ~15 ms)."""
+    global _LLVM
+    if _LLVM is None:
+        with _LLVM_LOCK:
+            if _LLVM is None:
+                _preload_llvm()
+                import llvmlite.binding as llvm
+
+                llvm.initialize_native_target()
+                llvm.initialize_native_asmprinter()
+                # LLVM's quick code generator (opt level 0) with the optimising register
+                # allocator. At level 0 LLVM pairs its fast instruction selector with its
+                # fast register allocator, which keeps every value that crosses a basic
+                # block in a stack slot; a block's memory accesses branch (TLB, code
+                # watch), so quick blocks spent much of their time storing and reloading
+                # guest registers. The greedy allocator makes them about half as long
+                # for ~30% more compile time. (A command-line option: one per process,
+                # and only level 0 code generation reads it.)
+                llvm.set_option("pyhv", "-optimize-regalloc")
+                _LLVM = llvm
+    return _LLVM
+
+
+def _preload_llvm() -> None:
+    try:
+        from importlib.util import find_spec
+
+        spec = find_spec("llvmlite")
+        if spec is None or not spec.submodule_search_locations:
+            return
+        lib = Path(next(iter(spec.submodule_search_locations))) / "binding" / "libllvmlite.so"
+        if lib.is_file():
+            dlopen = ctypes.CDLL(None).dlopen
+            dlopen.argtypes, dlopen.restype = (ctypes.c_char_p, ctypes.c_int), ctypes.c_void_p
+            dlopen(str(lib).encode(), os.RTLD_NOW | os.RTLD_LOCAL)
+    except (OSError, AttributeError, ValueError, StopIteration):
+        pass  # llvmlite's own import finds (or fails to find) it
+
+
+def host_cpu() -> tuple[str, str]:
+    """(name, features) of the host CPU for the code cache's key, read from
+    /proc/cpuinfo without LLVM (LLVM targets the same CPU: its own names would say
+    the same); LLVM's names where there is no /proc/cpuinfo."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    if not fields.get("flags"):
+        llvm = load_llvm()
+        return llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten()
+    name = "/".join(fields.get(k, "") for k in ("vendor_id", "cpu family", "model",
+                                                 "model name"))
+    return name, hashlib.sha256(fields["flags"].encode()).hexdigest()[:16]
+
+
 # llvmlite runs every LLVM call under one process-wide lock. The worker's two long calls
 # (the IR passes and code generation: tens of ms a batch) work on its own context, module
 # and target machine, which LLVM lets threads use independently; under the lock they
@@ -128,8 +199,10 @@ def _unlocked(fn: Any) -> Callable[..., Any]:
     return fn._cfn if hasattr(fn, "_cfn") else fn
 
 
-def _emit_object_unlocked(tm: llvm.TargetMachine, mod: llvm.ModuleRef) -> bytes:
+def _emit_object_unlocked(tm: Any, mod: Any) -> bytes:
     """``tm.emit_object(mod)`` without llvmlite's lock (see above)."""
+    from llvmlite.binding import ffi
+
     lib = ffi.lib
     with ffi.OutputString() as outerr:
         mb = _unlocked(lib.LLVMPY_TargetMachineEmitToMemory)(tm, mod, 1, outerr)
@@ -139,24 +212,6 @@ def _emit_object_unlocked(tm: llvm.TargetMachine, mod: llvm.ModuleRef) -> bytes:
         return ctypes.string_at(lib.LLVMPY_GetBufferStart(mb), lib.LLVMPY_GetBufferSize(mb))
     finally:
         lib.LLVMPY_DisposeMemoryBuffer(mb)
-
-_OPTIONS_SET = False
-
-
-def _quick_codegen_options() -> None:
-    """LLVM's quick code generator (opt level 0) with the optimising register allocator.
-
-    At level 0 LLVM pairs its fast instruction selector with its fast register
-    allocator, which keeps every value that crosses a basic block in a stack slot; a
-    block's memory accesses branch (TLB, code watch), so quick blocks spent much of
-    their time storing and reloading guest registers. The greedy allocator makes them
-    about half as long for ~30% more compile time. (An LLVM command-line option: one
-    per process, and only level 0 code generation reads it.)"""
-    global _OPTIONS_SET
-    if not _OPTIONS_SET:
-        llvm.set_option("pyhv", "-optimize-regalloc")
-        _OPTIONS_SET = True
-
 
 _SCHEDULING: bool | None = None  # LLVM's machine scheduler as last set
 
@@ -170,8 +225,23 @@ def _schedule(on: bool) -> None:
     code at a time: the worker, or the guest thread with no worker)."""
     global _SCHEDULING
     if _SCHEDULING is not on:
-        llvm.set_option("pyhv", f"-enable-misched={'true' if on else 'false'}")
+        load_llvm().set_option("pyhv", f"-enable-misched={'true' if on else 'false'}")
         _SCHEDULING = on
+
+
+def target_machine(opt: int) -> Any:
+    """A target machine for this host, quick (``opt`` 0) or optimising (1), for one
+    thread. The large code model: the C library's functions the code calls
+    (``memset``, ``round``) may lie further from the code heap than a 32-bit offset
+    reaches; 64-bit references cost nothing measurable here. Static, not PIC:
+    absolute addresses the loader fills in (large PIC code reaches its constants
+    through GOT-relative relocations: MCJIT once resolved them wrongly, FP results
+    with the wrong constants, tests/unit/test_jit.py)."""
+    llvm = load_llvm()
+    target = llvm.Target.from_triple(llvm.get_process_triple())
+    return target.create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
+        opt=opt, reloc="static", codemodel="large")
 
 
 Source = str | Callable[[], str]  # a block's IR, or what makes it (see submit)
@@ -185,26 +255,11 @@ class Compiler:
     """Compiles and loads native blocks; ``address(key)`` finds one compiled before."""
 
     def __init__(self) -> None:
-        llvm.initialize_native_target()
-        llvm.initialize_native_asmprinter()
-        _quick_codegen_options()
-        self.triple = llvm.get_process_triple()
-        target = llvm.Target.from_triple(self.triple)
-        cpu = llvm.get_host_cpu_name()
-        features = llvm.get_host_cpu_features().flatten()
-        # The large code model: MCJIT places an object's code and its constants (jump
-        # tables, FP constant pools) in separate mappings, which guest RAM of 2 GiB or
-        # more can push further apart than a 32-bit offset reaches (LLVM's loader then
-        # aborts the process). 64-bit references cost nothing measurable here. Static,
-        # not PIC: absolute addresses the loader fills in; large PIC code reaches its
-        # constants through GOT-relative relocations that MCJIT resolved wrongly (FP
-        # results with the wrong constants, tests/unit/test_jit.py).
-        self.tm = target.create_target_machine(
-            cpu=cpu, features=features, opt=0, reloc="static", codemodel="large"
-        )
-        self.ee = llvm.create_mcjit_compiler(llvm.parse_assembly(""), self.tm)
-        self._objects: list[object] = []  # keep loaded object files alive
-        self._tm_opt: llvm.TargetMachine | None = None  # optimising, for this thread
+        cpu, features = host_cpu()
+        self.heap = loader.CodeHeap()  # every object's code, and its functions by name
+        # target machines (quick, optimised) of the thread that compiles when there is
+        # no worker (the worker has its own: _work)
+        self._tms: list[Any] = [None, None]
         self._started: float | None = None  # first asked to compile (over_budget)
         self._busy_since = 0.0  # when the batch being compiled was sent (0: none)
         self._passes: dict[tuple[int, bool], tuple[Any, Any, Any]] = {}
@@ -248,9 +303,10 @@ class Compiler:
         self._load_index()
         self.rvc = self._rvc_table()
         self.dispatch = self._compile_dispatch()
-        self.refill = self.ee.get_function_address("pyhv_refill")
-        self.revoke = self.ee.get_function_address("pyhv_revoke")
-        self.clock_load = self.ee.get_function_address("pyhv_clock_load")
+        made = self.heap.externals
+        self.refill = made["pyhv_refill"]
+        self.revoke = made["pyhv_revoke"]
+        self.clock_load = made["pyhv_clock_load"]
         self._stencils: list[dict[str, stencils.Stencil]] | None = None  # see baseline()
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, Source]] = []
@@ -359,18 +415,16 @@ class Compiler:
                 self._index.pop(key, None)
                 return None
             self._loaded_files.add(fname)
-            obj = llvm.ObjectFileRef.from_data(data)
-            self.ee.add_object_file(obj)
-            self._objects.append(obj)
-            self.ee.finalize_object()
-            perfmap.record(data, self.ee.get_function_address)
-            # every block of the object at once: found by their offsets, not one
-            # execution-engine lookup each (objfile.addresses)
-            for name, where in objfile.addresses(data, self.ee.get_function_address).items():
-                self._loaded[name] = where
+            try:
+                addresses = self.heap.load(data)
+            except (loader.LoadError, struct.error, ValueError, IndexError):
+                self._index.pop(key, None)  # damaged: compiled again when hot
+                return None
+            perfmap.record(data, addresses)
+            self._loaded.update(addresses)  # every block of the object at once
         addr = self._loaded.pop(symbol(key), None)
         if addr is None:
-            addr = self.ee.get_function_address(symbol(key))
+            addr = self.heap.externals.get(symbol(key))
         if not addr:
             return None
         self.blocks_loaded += 1
@@ -378,8 +432,8 @@ class Compiler:
         return addr
 
     # -- compiling --------------------------------------------------------------------------
-    def _optimise(self, mod: llvm.ModuleRef, tm: llvm.TargetMachine | None = None,
-                  full: bool = False, unlocked: bool = False) -> None:
+    def _optimise(self, mod: Any, tm: Any, full: bool = False, unlocked: bool = False
+                  ) -> None:
         """The IR passes: a light pipeline (SROA, simplifycfg) for quick blocks;
         ``OPT_PIPELINE`` for optimised ones (``full``). (Quick blocks went without
         instcombine: it took 28% of their compile time, sort's quick blocks 1.43 -> 1.11
@@ -387,7 +441,7 @@ class Compiler:
         took 0.99x the time without it.)"""
         if not OPT_PASSES:
             return
-        tm = tm or self.tm
+        llvm = load_llvm()
         passes = self._passes.get((id(tm), full))
         if passes is None:  # built once per target machine (thread): not per batch
             tuning = llvm.create_pipeline_tuning_options(speed_level=2 if full else 1)
@@ -409,26 +463,22 @@ class Compiler:
         # (LLVM's default pipeline gives its passes away when it runs: one per module)
         mpm = passes[2] if passes[2] is not None else passes[1].getModulePassManager()
         if unlocked:
-            _unlocked(ffi.lib.LLVMPY_RunNewModulePassManager)(mpm, mod, passes[1])
+            _unlocked(llvm.ffi.lib.LLVMPY_RunNewModulePassManager)(mpm, mod, passes[1])
         else:
             mpm.run(mod, passes[1])
 
-    def _load(self, ir: str, opt: bool = False) -> bytes:
-        mod = llvm.parse_assembly(ir)
-        tm = self.tm
-        if opt:
-            if self._tm_opt is None:
-                self._tm_opt = self._worker_tm(1)
-            tm = self._tm_opt
+    def _load(self, ir: str, opt: bool = False) -> tuple[bytes, dict[str, int]]:
+        """Compile ``ir`` on this thread and load it: (object, its functions' addresses)."""
+        mod = load_llvm().parse_assembly(ir)
+        tm = self._tms[opt]
+        if tm is None:
+            tm = self._tms[opt] = target_machine(int(opt))
         self._optimise(mod, tm, full=opt)
         _schedule(opt)
         obj = tm.emit_object(mod)
-        ref = llvm.ObjectFileRef.from_data(obj)
-        self.ee.add_object_file(ref)
-        self._objects.append(ref)
-        self.ee.finalize_object()
-        perfmap.record(obj, self.ee.get_function_address)
-        return obj
+        addresses = self.heap.load(obj)
+        perfmap.record(obj, addresses)
+        return obj, addresses
 
     def _compile_dispatch(self) -> int:
         t0 = time.perf_counter()
@@ -441,21 +491,23 @@ class Compiler:
                 obj = path.read_bytes()
             except OSError:
                 obj = None
+        addresses = None
         if obj and hashlib.sha256(obj[32:]).digest() == obj[:32]:  # whole, not torn
-            ref = llvm.ObjectFileRef.from_data(obj[32:])
-            self.ee.add_object_file(ref)
-            self._objects.append(ref)
-            self.ee.finalize_object()
-            perfmap.record(obj[32:], self.ee.get_function_address)
-        else:
-            obj = self._load(codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir(),
-                             opt=True)
+            try:
+                addresses = self.heap.load(obj[32:])
+            except loader.LoadError:
+                addresses = None  # (another LLVM's object, say): built again
+            else:
+                perfmap.record(obj[32:], addresses)
+        if addresses is None:
+            obj, addresses = self._load(
+                codegen.HEADER + codegen.DISPATCH + native_interp.interpreter_ir(), opt=True)
             if path is not None:
                 self._write_atomic(path, hashlib.sha256(obj).digest() + obj)
-        self.interp_bare = self.ee.get_function_address("pyhv_interp_bare")
-        self.interp_tlb = self.ee.get_function_address("pyhv_interp_tlb")
+        self.interp_bare = addresses["pyhv_interp_bare"]
+        self.interp_tlb = addresses["pyhv_interp_tlb"]
         self.dispatch_seconds = time.perf_counter() - t0
-        return self.ee.get_function_address("pyhv_dispatch")
+        return addresses["pyhv_dispatch"]
 
     def baseline(self) -> stencils.Baseline:
         """A builder of baseline blocks (stencils.py) for one machine; the stencils,
@@ -464,7 +516,8 @@ class Compiler:
             def compile_ir(ir: str) -> bytes:
                 # the small code model: holes are 32-bit fields, calls and the run
                 # counter rel32 (the arena keeps what they reach within its chunk)
-                tm = llvm.Target.from_triple(self.triple).create_target_machine(
+                llvm = load_llvm()
+                tm = llvm.Target.from_triple(llvm.get_process_triple()).create_target_machine(
                     cpu=llvm.get_host_cpu_name(),
                     features=llvm.get_host_cpu_features().flatten(),
                     opt=2, reloc="static", codemodel="small")
@@ -475,16 +528,16 @@ class Compiler:
             self._stencils = stencils.load_or_build(self.runtime_dir, compile_ir)
         return stencils.Baseline(self._stencils, {
             "pyhv_refill": self.refill,
-            "pyhv_mmio_slot": self.ee.get_function_address("pyhv_mmio_slot")})
+            "pyhv_mmio_slot": self.heap.externals["pyhv_mmio_slot"]})
 
     def compile(self, blocks: list[tuple[str, Source]]) -> dict[str, int]:
         """Compile ``(key, ir)`` blocks as one module now; return key -> address."""
         t0 = time.perf_counter()
         ir = codegen.HEADER + "\n".join(_text(ir) for _key, ir in blocks)
-        obj = self._load(ir, opt=blocks[0][0].endswith(OPT))
+        obj, addresses = self._load(ir, opt=blocks[0][0].endswith(OPT))
         keys = [k for k, _ in blocks]
         self._save(keys, obj)
-        out = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+        out = {k: addresses[symbol(k)] for k in keys}
         self.known.update(out)
         for k in keys:
             self._add_start(k)
@@ -601,11 +654,19 @@ class Compiler:
         self._todo.put(batch)
 
     def _work(self) -> None:
-        tms = (self._worker_tm(0), self._worker_tm(1))
+        # LLVM comes up here, while the guest runs (see load_llvm)
+        failed: Exception | None = None
+        try:
+            llvm = load_llvm()
+            tms = (target_machine(0), target_machine(1))
+        except Exception as e:  # noqa: BLE001 - reported on the guest thread, per batch
+            failed = e
         while True:
             batch = self._todo.get()
             t0 = time.perf_counter()
             try:
+                if failed is not None:
+                    raise failed
                 ctx = llvm.create_context()
                 ir = codegen.HEADER + "\n".join(_text(text) for _key, text in batch)
                 mod = llvm.parse_assembly(ir, context=ctx)
@@ -618,12 +679,6 @@ class Compiler:
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0))
             self._finished.set()
-
-    def _worker_tm(self, opt: int) -> llvm.TargetMachine:
-        target = llvm.Target.from_triple(self.triple)
-        return target.create_target_machine(
-            cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(),
-            opt=opt, reloc="static", codemodel="large")  # see __init__
 
     def poll(self, wait: bool = False, finishing: bool = False) -> int:
         """Load what the worker finished (all of it, with ``wait``); returns blocks loaded."""
@@ -648,13 +703,10 @@ class Compiler:
             self.compile_seconds += seconds
             if isinstance(obj, Exception):
                 raise RuntimeError(f"JIT compile failed: {obj}") from obj
-            ref = llvm.ObjectFileRef.from_data(obj)
-            self.ee.add_object_file(ref)
-            self._objects.append(ref)
-            self.ee.finalize_object()
-            perfmap.record(obj, self.ee.get_function_address)
+            loaded_at = self.heap.load(obj)
+            perfmap.record(obj, loaded_at)
             self._save(keys, obj)
-            addrs = {k: self.ee.get_function_address(symbol(k)) for k in keys}
+            addrs = {k: loaded_at[symbol(k)] for k in keys}
             self.known.update(addrs)
             for k in keys:
                 self._add_start(k)

@@ -5,28 +5,26 @@ a map file (one ``ADDRESS SIZE NAME`` line per function, perf's documented JIT
 interface) ``perf report`` names the block (its guest pc and tier) or the runtime
 function (dispatcher, native interpreter, refill) where the host time went. Enabled by
 ``PYHV_JIT_PERFMAP=1``; off, it costs nothing. Sizes come from the object file's own
-symbol table (``objfile``).
+symbol table (``loader``).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Mapping
 
-from .objfile import functions
+from .loader import function_sizes
 
 ENABLED = os.environ.get("PYHV_JIT_PERFMAP", "") not in ("", "0")
 
 
-def record(obj: bytes, address_of: Callable[[str], int]) -> None:
-    """Append the functions of a just-loaded object to this process's map file."""
+def record(obj: bytes, addresses: Mapping[str, int]) -> None:
+    """Append the functions of a just-loaded object (at ``addresses``) to this
+    process's map file."""
     if not ENABLED:
         return
-    lines = []
-    for name, (_section, _offset, size) in functions(obj).items():
-        addr = address_of(name)
-        if addr:
-            lines.append(f"{addr:x} {size:x} {name}\n")
+    lines = [f"{addresses[name]:x} {size:x} {name}\n"
+             for name, size in function_sizes(obj).items() if addresses.get(name)]
     try:
         with open(f"/tmp/perf-{os.getpid()}.map", "a") as f:
             f.writelines(lines)

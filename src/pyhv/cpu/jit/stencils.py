@@ -300,7 +300,9 @@ class Arena:
         self.resets = 0
 
     def _new_chunk(self) -> None:
-        mem = mmap.mmap(-1, CHUNK, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+        # private: a process forked from this one writes its own blocks in its own copy
+        mem = mmap.mmap(-1, CHUNK, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                        prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
         base = ctypes.addressof(ctypes.c_char.from_buffer(mem))
         for i, name in enumerate(EXTERNAL):
             at = NCOUNTERS * 4 + i * TRAMP
