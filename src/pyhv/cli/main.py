@@ -366,34 +366,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Boot a QEMU-virt compatible RISC-V machine. Ctrl-A x quits.",
     )
     _add_machine_args(run)
-    sub.add_parser(
-        "qemu-compat",
-        help="accept qemu-system-riscv64 flags (also installed as pyhv-qemu)",
-        add_help=False,
-    )
-    uplink = sub.add_parser(
-        "uplink",
-        help="give an in-host switch a NAT gateway (user-mode networking) for all its VMs",
-        description="Join the in-host switch SWITCH as its uplink: a libslirp network "
-        "(DHCP 10.0.2.15 upwards by MAC, gateway 10.0.2.2, DNS 10.0.2.3, NAT to the host "
-        "and the world) that every VM on the switch shares. Runs until interrupted.",
-    )
-    uplink.add_argument("switch", metavar="SWITCH")
-    uplink.add_argument("--hostfwd", action="append", default=[], metavar="FWD",
-                        help="forward a host port to a guest: [tcp|udp]:[ADDR]:HOSTPORT-"
-                        "[GUESTADDR]:GUESTPORT (ADDR defaults to 127.0.0.1, GUESTADDR to "
-                        "10.0.2.15); repeatable")
-    uplink.add_argument("--restrict", action="store_true",
-                        help="the guests reach nothing outside (forwards still work)")
-    uplink.add_argument("--timeout", type=float, default=None, help=argparse.SUPPRESS)
-    uplink.set_defaults(manage_command=_uplink)
-    from .manage import add_manage_commands
-
-    add_manage_commands(parser, sub)  # create, list, info, set, destroy
     if argv[:1] == ["qemu-compat"]:
         from .qemu_compat import main as qemu_main
 
         return qemu_main(argv[1:])
+    if argv[:1] != ["run"]:
+        # the other commands' parsers (~10 ms to import and build) only when asked for,
+        # or for the top-level help and errors, which list them
+        _add_other_commands(sub)
+        from .manage import add_manage_commands
+
+        add_manage_commands(parser, sub)  # create, list, info, set, destroy
     ns = parser.parse_args(argv)
     if ns.command is None:
         parser.print_help()
@@ -415,6 +398,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _add_other_commands(sub: Any) -> None:
+    """The subcommands besides ``run`` that this module parses itself."""
+    sub.add_parser(
+        "qemu-compat",
+        help="accept qemu-system-riscv64 flags (also installed as pyhv-qemu)",
+        add_help=False,
+    )
+    uplink = sub.add_parser(
+        "uplink",
+        help="give an in-host switch a NAT gateway (user-mode networking) for all its VMs",
+        description="Join the in-host switch SWITCH as its uplink: a libslirp network "
+        "(DHCP 10.0.2.15 upwards by MAC, gateway 10.0.2.2, DNS 10.0.2.3, NAT to the host "
+        "and the world) that every VM on the switch shares. Runs until interrupted.",
+    )
+    uplink.add_argument("switch", metavar="SWITCH")
+    uplink.add_argument("--hostfwd", action="append", default=[], metavar="FWD",
+                        help="forward a host port to a guest: [tcp|udp]:[ADDR]:HOSTPORT-"
+                        "[GUESTADDR]:GUESTPORT (ADDR defaults to 127.0.0.1, GUESTADDR to "
+                        "10.0.2.15); repeatable")
+    uplink.add_argument("--restrict", action="store_true",
+                        help="the guests reach nothing outside (forwards still work)")
+    uplink.add_argument("--timeout", type=float, default=None, help=argparse.SUPPRESS)
+    uplink.set_defaults(manage_command=_uplink)
 
 
 def _uplink(ns: argparse.Namespace) -> int:
