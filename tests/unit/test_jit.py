@@ -1116,3 +1116,39 @@ def test_dispatch_table_occupancy_bits_follow_its_entries() -> None:
     blocks.clear()
     assert not bit(table, a)
     assert all(table[4 * i] == S.FREE_SLOT for i in range(S.NDISPATCH))
+
+
+def test_an_optimised_region_inside_another_is_not_compiled_twice(tmp_path, monkeypatch):
+    """A loop's head asks for its optimised region as well as the code that holds the
+    loop: the one inside is put off while the holding region is queued or compiled
+    (withdrawn from the queue if it was waiting there), and compiled only if its start
+    asks again (it still runs on its own, entered from outside)."""
+    from pyhv.cpu.jit.compiler import OPT, Compiler
+    from pyhv.cpu.jit.engine import JitMachine
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(Compiler, "_send", lambda self: None)  # everything stays queued
+    prog = li32(6, 1000) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    loop = BASE + 4 * len(li32(6, 1000))
+    for outer_first in (True, False):
+        world = W.World("interp")
+        comp = Compiler()
+        engine = JitMachine(world, comp, threshold=10**9).engines[0]
+        world.put(BASE, prog)
+        ctx = engine._context()
+        native = ctx.native
+        for start in (BASE, loop):  # (quick blocks there: what asks to be optimised)
+            dict.__setitem__(native, start, (0, BASE >> 12))
+        def queued(comp: Compiler = comp) -> list[int]:
+            return sorted(int(k[2:].split("_")[0], 16) for k, _ in comp._batch_opt
+                          if k.endswith(OPT))
+
+        first, second = (BASE, loop) if outer_first else (loop, BASE)
+        engine._reoptimise(ctx, first)
+        engine._reoptimise(ctx, second)
+        # the loop's region: put off (outer first) or withdrawn (outer second)
+        assert queued() == [BASE]
+        assert engine.inner_regions_put_off == 1
+        engine._reoptimise(ctx, loop)  # it asks again: compiled on its own now
+        assert queued() == [BASE, loop]
+        assert engine.stats()["inner_regions_put_off"] == 1

@@ -590,6 +590,17 @@ class Compiler:
         if self.background and self._inflight == 0:
             self._send()
 
+    def withdraw(self, key: str) -> bool:
+        """Take the optimised block ``key`` out of the queue if it is still waiting
+        there (not sent to the worker): whoever asked no longer wants it."""
+        for i, (k, _ir) in enumerate(self._batch_opt):
+            if k == key:
+                del self._batch_opt[i]
+                self._waiting.pop(key, None)
+                self._heat.pop(key, None)
+                return True
+        return False
+
     def find(self, key: str) -> tuple[int, bool] | None:
         """(address, optimised) of block ``key`` compiled before (this process or the
         disk cache): its optimised version if there is one."""

@@ -147,6 +147,10 @@ class _NativeBlocks(dict):
         self.waited: dict[int, int] = {}  # start -> rounds of heat it waited since
         # start -> address of its run counter, for starts whose code is a baseline block
         self.baseline: dict[int, int] = {}
+        # virtual page -> {start: (end, key)} of each optimised region compiled or queued
+        # there, and starts put off once for lying inside one (JitEngine._reoptimise)
+        self.regions: dict[int, dict[int, tuple[int, str]]] = {}
+        self.inner_asks: dict[int, int] = {}
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
         """The CodeWatch drops the block: a write overlapped its bytes. Its start heats
@@ -196,6 +200,8 @@ class _NativeBlocks(dict):
         self.waited.clear()
         self.optimised.clear()
         self.baseline.clear()
+        self.regions.clear()
+        self.inner_asks.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
@@ -479,6 +485,7 @@ class JitEngine(SliceStrategy):
         self.ipi_handovers = 0  # slices ended after sending another hart an IPI
         self._invalidated_gone = 0  # invalidations counted by contexts since dropped
         self.deferred = 0  # compiles put off while the compiler was over its budget
+        self.inner_regions_put_off = 0  # optimised regions not compiled: inside another
         self._cooled = time.monotonic()  # when run counts were last forgotten (_cool)
         self._coolings = 0
         self.slow_stores = 0  # stores done in Python (a TLB miss Python walks, MMIO, code)
@@ -529,6 +536,7 @@ class JitEngine(SliceStrategy):
             "code_pages_swept": self.code.sweeps if self.hart.hartid == 0 else 0,
             "retranslations": self.retranslations,
             "compiles_deferred": self.deferred,
+            "inner_regions_put_off": self.inner_regions_put_off,
             "soft_tlb_fills": self.tlb_fills,
             "irq_exits": self.irq_exits,
             "ipi_handovers": self.ipi_handovers,
@@ -1114,6 +1122,29 @@ class JitEngine(SliceStrategy):
         if found is not None and found[1]:
             done(found[0])
             return
+        regions = native.regions.setdefault(start >> 12, {})
+        if not native.inner_asks.get(start) and any(
+                lo < start < hi for lo, (hi, _key) in regions.items()):
+            # Inside a region compiled (or queued) from an earlier start, which runs this
+            # code from now on: a loop's inner blocks each ran hot before the region that
+            # holds them was ready, and each region of them took as long to compile
+            # (the clock program: four regions of the same 200 bytes, ~40 ms each). The
+            # block asks again after codegen.RECOUNT more instructions if it still runs
+            # (entered from outside: a region's exit mid-loop), and gets its own then.
+            native.inner_asks[start] = 1
+            native.optimised.discard(start)
+            self.inner_regions_put_off += 1
+            return
+        end = start + len(raw)
+        for inner, (_hi, inner_key) in list(regions.items()):
+            # ... and the regions of such blocks still waiting in the queue when the one
+            # holding them asks: withdrawn, put off the same way
+            if start < inner < end and comp.withdraw(inner_key):
+                del regions[inner]
+                native.inner_asks[inner] = 1
+                native.optimised.discard(inner)
+                self.inner_regions_put_off += 1
+        regions[start] = (end, key)
         translated = ctx.translated
         # its heat: what its quick block has run since it asked (Compiler._worth_first)
         heat: Callable[[], int] | None = None
