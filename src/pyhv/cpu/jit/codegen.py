@@ -613,10 +613,11 @@ class _Block(FpValues, TimeReads):
             else:
                 out.append(line)
             return p
-        p = self.ptrs.get(offset)
-        if p is None:
-            p = self.ptrs[offset] = f"%pfld{offset}"
-            self.prologue.append(f"  {p} = getelementptr i8, ptr %s, i64 {offset}")
+        known = self.ptrs.get(offset)
+        if known is not None:
+            return known
+        p = self.ptrs[offset] = f"%pfld{offset}"
+        self.prologue.append(f"  {p} = getelementptr i8, ptr %s, i64 {offset}")
         return p
 
     def address(self, base: str, imm: int) -> str:
