@@ -50,6 +50,7 @@ from pathlib import Path
 from ...isa.decoder import Decoded
 from . import state as S
 from .codegen import ENDS, MAX_INSNS
+from .loader import R_32, R_32S, R_64, R_PC32, R_PLT32
 from .native_interp import FAST_OPS, _Gen
 
 # Holes: external symbols with the value ranges LLVM may assume (absolute symbols).
@@ -63,8 +64,7 @@ EXTERNAL = ("pyhv_refill", "pyhv_mmio_slot")  # the dispatcher module's helpers
 NEXT = "H_next"  # the next stencil (a jump, dropped where it falls through)
 COUNT = "H_count"  # the block's run counter (RIP-relative, in the arena)
 
-# x86-64 relocation types (System V ABI): what a hole's bytes hold
-R_64, R_PC32, R_PLT32, R_32, R_32S = 1, 2, 4, 10, 11
+# (x86-64 relocation types, loader.py: what a hole's bytes hold)
 
 CHUNK = 1 << 20  # arena chunk: counters, trampolines, then code
 NCOUNTERS = 4096
