@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 
 from ...isa import csr as C
 from ...isa import spec
@@ -2366,7 +2367,13 @@ _FIELDS: dict[str, tuple[str, ...]] = {
 }
 _NEEDS = {"key": ("f7", "f3"), "a": ("rs1",), "b": ("rs2",), "a32": ("a",),
           "sh6r": ("b",), "imms": ("rd",)}
-_FIELD_RE = re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")\b")
+
+
+@lru_cache(maxsize=1)
+def _field_re() -> re.Pattern[str]:
+    """(Compiled on first use: only building the interpreter's IR needs it, once per
+    pyhv version, not every run's import.)"""
+    return re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) + r")\b")
 
 
 # The current instruction's values, which the ops and the decoder's groups read (each
@@ -2374,7 +2381,11 @@ _FIELD_RE = re.compile(r"%(" + "|".join(sorted(_FIELDS, key=len, reverse=True)) 
 _THREADED = {"pc": "i64", "bud": "i64", "w": "i32", "len": "i64", "qf": "i32",
              "qimm": "i64", "npc": "i64", "qop": "i32", "qrd": "i32", "qrs1": "i32",
              "qrs2": "i32"}
-_THREADED_RE = re.compile(r"%(" + "|".join(_THREADED) + r")(?![\w.])")
+
+
+@lru_cache(maxsize=1)
+def _threaded_re() -> re.Pattern[str]:
+    return re.compile(r"%(" + "|".join(_THREADED) + r")(?![\w.])")
 
 
 def _load_threaded(lines: list[str]) -> list[str]:
@@ -2385,7 +2396,7 @@ def _load_threaded(lines: list[str]) -> list[str]:
     out: list[str] = []
     k = 0
     for line in lines:
-        names = sorted(set(_THREADED_RE.findall(line)))
+        names = sorted(set(_threaded_re().findall(line)))
         if not names or line.endswith(":"):
             out.append(line)
             continue
@@ -2413,7 +2424,7 @@ def _decode_lazily(lines: list[str]) -> list[str]:
     def flush() -> None:
         used: set[str] = set()
         for line in group:
-            used.update(_FIELD_RE.findall(line))
+            used.update(_field_re().findall(line))
         order: list[str] = []
 
         def need(f: str) -> None:
@@ -2429,7 +2440,7 @@ def _decode_lazily(lines: list[str]) -> list[str]:
         for f in order:
             t, u = f"%t.{f}{sfx}", f"%u.{f}{sfx}"
             defs += ["  " + d.format(t=t, u=u) for d in _FIELDS[f]]
-        body = [_FIELD_RE.sub(lambda m: f"%{m.group(1)}{sfx}", line) for line in
+        body = [_field_re().sub(lambda m: f"%{m.group(1)}{sfx}", line) for line in
                 [*defs, *group[1:]]]
         out.extend([group[0], *body] if group else [])
 

@@ -42,7 +42,6 @@ import io
 import marshal
 import mmap
 import os
-import platform
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -80,7 +79,7 @@ MAX_BLOCK_BYTES = MAX_INSNS * 256
 
 def host_supported() -> bool:
     """Stencils are x86-64 code patched with x86-64 relocations."""
-    return platform.machine() in ("x86_64", "AMD64")
+    return os.uname().machine in ("x86_64", "AMD64")
 
 
 _HOLE_OF = {"%qrd": "rd", "%qrs1": "rs1", "%qrs2": "rs2"}  # the interpreter's fields
