@@ -115,16 +115,10 @@ def group_worker(path: str, n: int) -> int:
 
 
 def one_process_clones(path: str, n: int) -> dict[str, object]:
-    """One VM's process against one process holding n clones (MachineGroup), each
-    process having done the same per clone (answered the same commands: what a clone
-    runs may need compiling, and LLVM is loaded only then)."""
-    one, _macs = _group_pss(path, 1)
-    total, macs = _group_pss(path, n)
-    return {"one": one, "total": total, "macs": macs}
-
-
-def _group_pss(path: str, n: int) -> tuple[int, list[str]]:
-    """PSS (KiB) of a process holding n clones at their shells, and their MACs."""
+    """One VM's process against one process holding n clones (MachineGroup)."""
+    procs, _ = start_vms(path, 1, clone=False)
+    one = pss_kib(procs[0].pid)
+    stop_vms(procs)
     proc = subprocess.Popen([sys.executable, __file__, "--group-worker", path, str(n)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -133,7 +127,7 @@ def _group_pss(path: str, n: int) -> tuple[int, list[str]]:
         raise SystemExit(f"the group process did not come up: {line!r}")
     total = pss_kib(proc.pid)
     stop_vms([proc])
-    return total, line.split()[1:]
+    return {"one": one, "total": total, "macs": line.split()[1:]}
 
 
 def pss_kib(pid: int, mapping: str | None = None) -> int:
@@ -517,9 +511,8 @@ def main() -> int:
         one, total, macs = shared["one"], shared["total"], shared["macs"]
         assert isinstance(one, int) and isinstance(total, int) and isinstance(macs, list)
         print(f"{args.clones} clones of the {sizes[0]} snapshot in one process "
-              f"(MachineGroup), each at its shell having answered echo and cat: "
-              f"{total / 1024:.0f} MiB (PSS), one restored VM's process having done the "
-              f"same {one / 1024:.0f} MiB: {total / one:.2f}x; "
+              f"(MachineGroup), each at its shell: {total / 1024:.0f} MiB (PSS), one "
+              f"restored VM's process alone {one / 1024:.0f} MiB: {total / one:.2f}x; "
               f"{len(set(macs))} distinct MACs ({', '.join(macs[:3])}, ...)")
     elif shared is not None:
         one, total, macs = shared["one"], shared["total"], shared["macs"]
