@@ -161,6 +161,8 @@ def load_llvm() -> Any:
 
 
 def _preload_llvm() -> None:
+    """Map llvmlite's library with a plain ``dlopen`` call (ctypes releases the GIL
+    around foreign calls), so that ``import llvmlite.binding`` finds it mapped."""
     try:
         from importlib.util import find_spec
 
@@ -560,10 +562,10 @@ class Compiler:
     # Generating machine code is the expensive part (a few ms a block) and llvmlite drops
     # the GIL while LLVM works, so a worker thread does it on another host CPU while the
     # hart goes on running the block cold. Only the worker parses, optimises and emits
-    # (in its own LLVMContext and target machine); loading objects into MCJIT stays on
-    # the thread that runs guest code, at a point of its choosing (``poll``): done by
-    # the worker, its many short LLVM calls each take the GIL back from the guest
-    # thread, which measured 20% slower on a Linux boot.
+    # (in its own LLVMContext and target machine); loading objects (loader.py) stays on
+    # the thread that runs guest code, at a point of its choosing (``poll``): when MCJIT
+    # loaded them on the worker, its many short LLVM calls each took the GIL back from
+    # the guest thread, which measured 20% slower on a Linux boot.
 
     def submit(self, key: str, ir: Source, done: Callable[[int], None],
                heat: Callable[[], int] | None = None) -> None:

@@ -150,7 +150,7 @@ class _NativeBlocks(dict):
         # virtual page -> {start: (end, key)} of each optimised region compiled or queued
         # there, and starts put off once for lying inside one (JitEngine._reoptimise)
         self.regions: dict[int, dict[int, tuple[int, str]]] = {}
-        self.inner_asks: dict[int, int] = {}
+        self.put_off: set[int] = set()
 
     def pop(self, pc: int, default: Any = None) -> Any:  # type: ignore[override]
         """The CodeWatch drops the block: a write overlapped its bytes. Its start heats
@@ -201,7 +201,7 @@ class _NativeBlocks(dict):
         self.optimised.clear()
         self.baseline.clear()
         self.regions.clear()
-        self.inner_asks.clear()
+        self.put_off.clear()
         S.empty_table(self.table)
         ctypes.memset(self.runs, 0, ctypes.sizeof(self.runs))
 
@@ -1123,7 +1123,7 @@ class JitEngine(SliceStrategy):
             done(found[0])
             return
         regions = native.regions.setdefault(start >> 12, {})
-        if not native.inner_asks.get(start) and any(
+        if start not in native.put_off and any(
                 lo < start < hi for lo, (hi, _key) in regions.items()):
             # Inside a region compiled (or queued) from an earlier start, which runs this
             # code from now on: a loop's inner blocks each ran hot before the region that
@@ -1131,7 +1131,7 @@ class JitEngine(SliceStrategy):
             # (the clock program: four regions of the same 200 bytes, ~40 ms each). The
             # block asks again after codegen.RECOUNT more instructions if it still runs
             # (entered from outside: a region's exit mid-loop), and gets its own then.
-            native.inner_asks[start] = 1
+            native.put_off.add(start)
             native.optimised.discard(start)
             self.inner_regions_put_off += 1
             return
@@ -1141,7 +1141,7 @@ class JitEngine(SliceStrategy):
             # holding them asks: withdrawn, put off the same way
             if start < inner < end and comp.withdraw(inner_key):
                 del regions[inner]
-                native.inner_asks[inner] = 1
+                native.put_off.add(inner)
                 native.optimised.discard(inner)
                 self.inner_regions_put_off += 1
         regions[start] = (end, key)
