@@ -1152,3 +1152,44 @@ def test_an_optimised_region_inside_another_is_not_compiled_twice(tmp_path, monk
         engine._reoptimise(ctx, loop)  # it asks again: compiled on its own now
         assert queued() == [BASE, loop]
         assert engine.stats()["inner_regions_put_off"] == 1
+
+
+def test_a_start_waiting_for_the_compiler_does_not_keep_asking(tmp_path, monkeypatch):
+    """A hot loop whose block waits in the compiler's queue runs in the native
+    interpreter without leaving for Python to ask again (each ask a trip through Python
+    for nothing), across coolings too; once the block is ready it is installed and runs,
+    and the results are the interpreter's."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    n = 300_000
+    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp, 4 * n)
+    send = Compiler._send
+    monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, threshold=64).engines[0]
+    world.put(BASE, prog)
+    engine = world.engine
+    try:
+        run(world, 2 * n)
+        ctx = engine._context()
+        loop = BASE + 8
+        assert loop in ctx.queued and loop not in ctx.native
+        for _ in range(3):  # coolings keep it quiet
+            engine._cool(engine._cooled + 1)
+            run(world, n // 4)
+        # ~270,000 runs of the loop interpreted: one trip to ask, a few more at most
+        # (every 4,096 runs it was ~70)
+        assert engine.native_entries < 20, engine.native_entries
+        monkeypatch.setattr(Compiler, "_send", send)
+        comp.poll(wait=True)
+        assert loop in ctx.native and loop not in ctx.queued
+        run(world, 4 * n)
+    finally:
+        engine.close()
+    assert world.state() == interp.state()

@@ -1053,6 +1053,8 @@ class JitEngine(SliceStrategy):
         if start in ctx.queued:
             return False
         ctx.queued.add(start)
+        # the native interpreter stops asking about it while it waits (native_interp)
+        ctx.runs[native_interp.heat_index(start)] |= native_interp.WAITING
         translated = ctx.translated
 
         def ir() -> str:  # made by the compiler's thread
@@ -1060,6 +1062,7 @@ class JitEngine(SliceStrategy):
 
         def done(addr: int) -> None:
             ctx.queued.discard(start)
+            ctx.runs[native_interp.heat_index(start)] &= native_interp.WAITING - 1
             if m.closed:
                 return  # its machine is gone (RAM unmapped)
             # Still wanted? The context may be gone, the page rewritten, or the block
@@ -1074,7 +1077,7 @@ class JitEngine(SliceStrategy):
         n = len(insns)
         if runs is None:
             counts, hi = ctx.runs, native_interp.heat_index(start)
-            runs = lambda: counts[hi]  # noqa: E731
+            runs = lambda: counts[hi] & (native_interp.WAITING - 1)  # noqa: E731
         comp.submit(key, ir, done, heat=lambda: runs() * n)
         if self.machine.sync:
             comp.poll(wait=True)
@@ -1677,6 +1680,8 @@ class JitEngine(SliceStrategy):
             size = native_interp.HEAT_WORDS * 4
         for ctx in self._contexts.values():
             ctypes.memset(ctx.runs, 0, size)
+            for start in ctx.queued:  # (still waiting: still not asking)
+                ctx.runs[native_interp.heat_index(start)] = native_interp.WAITING
         if self.st.thresh != self.machine.interp_runs and not self.compiler.over_budget():
             self.st.thresh = min(self.machine.interp_runs, (1 << 32) - 1)
 

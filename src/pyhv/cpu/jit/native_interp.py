@@ -31,7 +31,8 @@ Heat: each stretch start counts its runs in the context's heat table (``HEAT``);
 run that reaches the threshold leaves with ``EXIT_HOT`` before doing anything, and Python
 queues the block there for the compiler; a start still interpreted after that asks again
 every ``REHEAT`` runs (a safety net: a block dropped since, its page written, re-arms its
-start's counter to leave at the next run). A
+start's counter to leave at the next run), unless its block waits in the compiler's
+queue (``WAITING``). A
 start that the code cache may hold (its bit set in the ``KNOWN`` map) leaves on its
 first run, so that a warm start installs cached machine code at once.
 
@@ -83,6 +84,11 @@ NKNOWN = 1 << 16  # bits of the map of starts the code cache may hold
 # next exec; Linux's 800-instruction blake2s stretches still heat in ~10 runs.)
 LONG_RUN_SHIFT = 5
 REHEAT = 4096  # a start past the threshold but still interpreted asks again this often
+# The top bit of a start's count: its block is in the compiler's queue, so it does not ask
+# (engine.py sets it when it queues the block and clears it when the block is ready; a
+# cooling keeps it). Asking again every REHEAT runs, and once each cooling, took sort's
+# first run out of native code ~1,900 times, a trip through Python each, for nothing.
+WAITING = 1 << 31
 
 # The instructions the decoded cache runs without the decoder (native_interp's fast_ops),
 # numbered for the cache entries; branches, loads and stores are numbered by funct3 from
@@ -1962,7 +1968,8 @@ class _Gen(FpValues, TimeReads):
         # page written, say) is linked again or recompiled
         low = self.op(f"and i32 {h1}, {REHEAT - 1}")
         again = self.op(f"icmp eq i32 {low}, 0")
-        past = self.op(f"icmp ugt i32 {h1}, {thr}")
+        # (signed: a count with WAITING set, a start in the compiler's queue, never asks)
+        past = self.op(f"icmp sgt i32 {h1}, {thr}")
         again = self.op(f"and i1 {again}, {past}")
         is_hot = self.op(f"or i1 {is_hot}, {again}")
         e(f"br i1 {is_hot}, label %{hot}, label %{first}")
@@ -2468,4 +2475,5 @@ def interpreter_ir() -> str:
             + _Gen(True).build("pyhv_interp_tlb"))
 
 
-__all__ = ["interpreter_ir", "heat_index", "known_index", "NHEAT", "NKNOWN", "HEAT_WORDS"]
+__all__ = ["interpreter_ir", "heat_index", "WAITING", "known_index", "NHEAT", "NKNOWN",
+           "HEAT_WORDS"]
