@@ -1193,3 +1193,39 @@ def test_a_start_waiting_for_the_compiler_does_not_keep_asking(tmp_path, monkeyp
     finally:
         engine.close()
     assert world.state() == interp.state()
+
+
+def test_a_finished_batch_brings_the_native_interpreter_back_to_python(tmp_path, monkeypatch):
+    """When the compiler's thread has a batch ready (Compiler.kick), the native
+    interpreter leaves at its next stretch start rather than at the end of its
+    budget, so that the block is loaded at once; the instructions it ran count, and
+    the results stay the interpreter's."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    n = 50_000
+    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp, 4 * n)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, threshold=10**9).engines[0]  # nothing compiled
+    world.put(BASE, prog)
+    engine = world.engine
+    try:
+        engine.run(100)  # the native interpreter comes up
+        comp.kick.value = 1
+        before = world.hart.instret
+        ran = engine.run(100_000)
+        # it left at a stretch start (the loop's branch back) and came back after
+        # Python's poll cleared the kick: one more entry, the budget still used up
+        assert ran == 100_000 and world.hart.instret == before + ran
+        assert comp.kick.value == 0
+        entries = engine.native_entries
+        assert 2 <= entries <= 4, entries
+        run(world, 4 * n)
+    finally:
+        engine.close()
+    assert world.state() == interp.state()

@@ -329,6 +329,10 @@ class Compiler:
         # it costs nothing on the guest thread's hot path, unlike a Queue's locks).
         self._done: collections.deque = collections.deque()
         self._finished = threading.Event()
+        # set by the worker when a batch is done, cleared by ``poll``: the native
+        # interpreter of every hart leaves at its next stretch start while it is set
+        # (state.KICKP), so a block the guest waits for is loaded at once
+        self.kick = ctypes.c_uint32(0)
         self._inflight = 0
         self._worker: threading.Thread | None = None
 
@@ -712,6 +716,7 @@ class Compiler:
                 self._done.append((keys, obj, seconds, self._store(keys, obj)))
             except Exception as e:  # noqa: BLE001 - reported on the guest thread
                 self._done.append(([k for k, _ in batch], e, time.perf_counter() - t0, None))
+            self.kick.value = 1
             self._finished.set()
 
     def poll(self, wait: bool = False, finishing: bool = False) -> int:
@@ -724,6 +729,8 @@ class Compiler:
                 loaded += len(batch)
             return loaded
         loaded = 0
+        if self.kick.value:
+            self.kick.value = 0  # (before taking what is done: a later batch sets it again)
         while self._inflight:
             if not self._done:
                 if not wait:

@@ -424,6 +424,7 @@ class JitEngine(SliceStrategy):
         self._revoke = _REVOKE(self.compiler.revoke)
         self.st.refill = self.compiler.refill
         self.st.clockfn = self.compiler.clock_load
+        self.st.kickp = ctypes.addressof(self.compiler.kick)
         # The console UART's native window (state.UART_*): bytes its THR got natively
         # wait in txbuf until the run ends.
         uart = getattr(machine.board, "uart", None)
@@ -1703,7 +1704,9 @@ class JitEngine(SliceStrategy):
         hart = self.hart
         comp = self.compiler
         st = self.st
-        if comp._done or comp._batch or comp._batch_opt:
+        # (the kick too: the worker sets it just after it hands a batch over, so a poll
+        # in between may find the batch and leave the kick set, nothing else to do)
+        if comp._done or comp._batch or comp._batch_opt or comp.kick.value:
             comp.poll()
         ctx = self._current()
         pc = hart.pc

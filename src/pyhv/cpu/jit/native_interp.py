@@ -2070,12 +2070,21 @@ class _Gen(FpValues, TimeReads):
         self.label("xpage")
         vpage = self.op(f"and i64 {t}, -4096")
         same = self.op(f"icmp eq i64 {vpage}, {self.op('load i64, ptr %vpagev')}")
-        e(f"br i1 {same}, label %xheat, label %xfetch")
+        e(f"br i1 {same}, label %xkick, label %xfetch")
         self.label("xfetch")
         hpage = self.fetch_page(t, "leave")
         e(f"store i64 {vpage}, ptr %vpagev")
         e(f"store i64 {self.op(f'sub i64 {hpage}, {vpage}')}, ptr %deltav")
-        e("br label %xheat")
+        e("br label %xkick")
+        # The compiler's thread finished a batch (state.KICKP): leave before the next
+        # stretch, so that Python loads it now, not when the run's budget runs out
+        # (several ms of interpreting a loop whose block is ready; starts waiting in
+        # the queue no longer leave to ask again, engine.py).
+        self.label("xkick")
+        kick = self.op(f"load atomic i32, ptr {self.field(S.KICKP, 'ptr')} monotonic, align 4")
+        e(f"br i1 {self.op(f'icmp ne i32 {kick}, 0')}, label %xkicked, label %xheat")
+        self.label("xkicked")
+        self._writeback(S.EXIT_BUDGET)
         self.label("xheat")
         self.heat_length()
         e(f"store i64 {t}, ptr %startv")

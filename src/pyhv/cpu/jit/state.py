@@ -178,6 +178,9 @@ INSTRETB, MCNTEN, SCNTEN = 5696, 5704, 5712
 # them, FCSRW says so); flags raised natively since gather in FFLAGS and MXCSR
 FFLAGSIN, FRM, FCSRW = 5720, 5728, 5736
 MTIMEPA, CLOCKFN = 5744, 5752
+# the compiler's word that says a finished batch waits to be loaded (Compiler.kick): the
+# native interpreter leaves at its next stretch start when it is set
+KICKP = 5760
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -307,6 +310,7 @@ class HartState(ctypes.Structure):
         ("fcsrw", ctypes.c_uint64),
         ("mtimepa", ctypes.c_uint64),
         ("clockfn", ctypes.c_void_p),
+        ("kickp", ctypes.c_void_p),
     ]
 
 
@@ -373,7 +377,7 @@ def _check_layout() -> None:
                       ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
                       ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
                       ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA),
-                      ("clockfn", CLOCKFN)):
+                      ("clockfn", CLOCKFN), ("kickp", KICKP)):
         assert getattr(s, name).offset == off, name
 
 
