@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ...clock import TIME_READ_SLACK
 from ...isa import csr as C
@@ -527,8 +527,9 @@ class TimeReads:
 
 class _Block(FpValues, TimeReads):
     def __init__(self, name: str, start: int, insns: list[tuple[int, Decoded]],
-                 translated: bool, counted: bool = False) -> None:
+                 translated: bool, counted: bool = False, clock: Collection[int] = ()) -> None:
         self.name = name
+        self.clock = clock  # pcs of loads that read mtime (block_ir)
         self.quick = counted  # (asked for by the quick tier; see state_ptr)
         # a quickly compiled block counts the instructions it runs (see count)
         self.counted = counted and opt_cost(insns) <= OPT_MAX_COST
@@ -1266,9 +1267,12 @@ class _Block(FpValues, TimeReads):
             self.lines.extend(code_granule_check(
                 off, self.field(S.CODEMAP, "ptr"), self.field(S.CODEBITS, "ptr"), fast, slow,
                 f"m{k}g", self.t, aligned))
-        elif size in (4, 8) and not atomic:
+        elif size in (4, 8) and not atomic and pc in self.clock:
             # outside RAM: the CLINT's mtime register (a program timing itself) is read
-            # without leaving (pyhv_clock_load); any other device leaves
+            # without leaving (pyhv_clock_load); any other device leaves. Only at a load
+            # seen reading mtime: the call and its joins in every 4- and 8-byte load
+            # took ~10% of the code generator's time (sort's batches, quick and
+            # optimised alike) for the few loads that ever read the clock.
             dev, clk, join = f"m{k}d", f"m{k}t", f"m{k}j"
             self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
             self.start_label(dev)
@@ -1549,12 +1553,14 @@ def _writes_f(d: Decoded) -> bool:
 
 
 def block_ir(name: str, start: int, insns: list[tuple[int, Decoded]], translated: bool,
-             counted: bool = False) -> str:
+             counted: bool = False, clock: Collection[int] = ()) -> str:
     """LLVM IR for one block (a function named ``name``). The caller chose the
     instructions with :func:`supported` (sstatus accesses only for S-mode blocks).
     ``counted``: the block counts the instructions it runs and asks to be compiled
-    again, optimised, after OPT_AFTER (see :meth:`_Block.count`)."""
-    return _Block(name, start, insns, translated, counted).build()
+    again, optimised, after OPT_AFTER (see :meth:`_Block.count`). ``clock``: the pcs
+    of its loads that read the CLINT's mtime (engine.py marks them at their first
+    slow exit): only those read it natively."""
+    return _Block(name, start, insns, translated, counted, clock).build()
 
 
 _DECLS = [
@@ -2202,6 +2208,26 @@ bexit:
   %try = and i1 %t0, %hasint
   br i1 %try, label %retry, label %out
 retry:
+  ; a load of the CLINT's mtime: its pc is noted (CLOCKPC), and Python has the blocks
+  ; holding it compiled again to read the clock themselves (engine._clock_read)
+  %cppc = getelementptr i8, ptr %s, i64 {S.PC}
+  %clpc = load i64, ptr %cppc
+  %cpmt = getelementptr i8, ptr %s, i64 {S.MTIMEPA}
+  %cmtpa = load i64, ptr %cpmt
+  %cpva = getelementptr i8, ptr %s, i64 {S.EXIT_VADDR}
+  %cva = load i64, ptr %cpva
+  %crel = sub i64 %cva, %cmtpa
+  %cnear = icmp ult i64 %crel, 8
+  %cisld = icmp eq i64 %acc, 1
+  %chasmt = icmp ne i64 %cmtpa, 0
+  %cck0 = and i1 %cnear, %cisld
+  %cck = and i1 %cck0, %chasmt
+  br i1 %cck, label %clockpc, label %retry2
+clockpc:
+  %cpcp = getelementptr i8, ptr %s, i64 {S.CLOCKPC}
+  store i64 %clpc, ptr %cpcp
+  br label %retry2
+retry2:
   %r3 = call i32 %ifn0(ptr %s)
   %c3 = icmp eq i32 %r3, 0
   br i1 %c3, label %loop, label %out3

@@ -874,9 +874,13 @@ def key_shape(key: str) -> tuple[int, str, int] | None:
         return None
 
 
-def block_key(translated: bool, start: int, raw: bytes, supervisor: bool = False) -> str:
-    """Content key of a block: translation mode, privilege class, start pc and bytes."""
-    digest = hashlib.blake2b(raw, digest_size=16).hexdigest()
+def block_key(translated: bool, start: int, raw: bytes, supervisor: bool = False,
+              clock: bool = False) -> str:
+    """Content key of a block: translation mode, privilege class, start pc and bytes;
+    ``clock``: compiled with native reads of mtime at some of its loads (a block of the
+    same bytes without them is another block: codegen.block_ir)."""
+    digest = hashlib.blake2b(raw + (b"\0clock" if clock else b""),
+                             digest_size=16).hexdigest()
     return f"{int(translated)}{int(supervisor)}{start:x}_{len(raw):x}_{digest}"
 
 

@@ -356,6 +356,9 @@ class JitMachine:
         # (virtual start, physical start) -> (instructions, bytes) of a scanned block;
         # valid while RAM still holds those bytes (checked on use)
         self.scans: dict[tuple, tuple[list, bytes]] = {}  # (start, pa, sup[, region])
+        # pcs of (bare-mode) loads seen reading the CLINT's mtime: compiled to read it
+        # natively from then on (JitEngine._clock_read; codegen.block_ir's ``clock``)
+        self.clock_loads: set[int] = set()
         self.engines = [JitEngine(h, self, threshold) for h in board.harts]
         code: CodeWatch = board.code
         for ppn, mask in code.masks.items():
@@ -1032,7 +1035,8 @@ class JitEngine(SliceStrategy):
             for shape, length in comp.starts.get(start, ()):
                 if shape != mode or length > room:
                     continue
-                key = block_key(ctx.translated, start, bytes(m.ram_mv[off:off + length]), sup)
+                key = block_key(ctx.translated, start, bytes(m.ram_mv[off:off + length]), sup,
+                                bool(self._clock_pcs(ctx, start, length)))
                 found = comp.find(key)
                 if found is None:
                     continue
@@ -1047,7 +1051,8 @@ class JitEngine(SliceStrategy):
         if not insns:
             ctx.nojit.add(start)
             return False
-        key = block_key(ctx.translated, start, raw, sup)
+        clock = self._clock_pcs(ctx, start, len(raw))
+        key = block_key(ctx.translated, start, raw, sup, bool(clock))
         found = comp.find(key)
         if found is not None:
             return self._install(ctx, start, page, found, len(raw))
@@ -1059,7 +1064,8 @@ class JitEngine(SliceStrategy):
         translated = ctx.translated
 
         def ir() -> str:  # made by the compiler's thread
-            return codegen.block_ir(f"b{key}", start, insns, translated, counted=True)
+            return codegen.block_ir(f"b{key}", start, insns, translated, counted=True,
+                                    clock=clock)
 
         def done(addr: int) -> None:
             ctx.queued.discard(start)
@@ -1085,6 +1091,31 @@ class JitEngine(SliceStrategy):
             return start in ctx.native
         return False
 
+    def _clock_pcs(self, ctx: _Context, start: int, length: int) -> frozenset[int]:
+        """The loads of the block at ``start`` (``length`` bytes) that read mtime
+        natively (bare mode: the only one where compiled loads call the clock)."""
+        marks = self.machine.clock_loads
+        if not marks or ctx.translated:
+            return frozenset()
+        return frozenset(pc for pc in marks if start <= pc < start + length)
+
+    def _clock_read(self, ctx: _Context, pc: int) -> None:
+        """A load at ``pc`` read the CLINT's mtime in the native interpreter (a
+        compiled block without the native read leaves it there) or in Python: it is
+        compiled to read it natively from now on, so the blocks holding it are dropped,
+        to be found again (in the code cache, under their key with the clock) or
+        compiled."""
+        marks = self.machine.clock_loads
+        if pc in marks:
+            return
+        marks.add(pc)
+        for c in self._contexts.values():
+            if c.translated:
+                continue
+            for start, raw in list(c.page_blocks.get(pc >> 12, {}).items()):
+                if start <= pc < start + len(raw) and start in c.native:
+                    c.native.forget(start)
+
     def _reoptimise(self, ctx: _Context, start: int) -> None:
         """The quickly compiled block at ``start`` ran codegen.OPT_AFTER instructions:
         have it compiled again, optimised, and swap it in when it is ready (if its code
@@ -1107,7 +1138,8 @@ class JitEngine(SliceStrategy):
             insns, raw = m.scans[(start, pa, sup, True)] = self._scan(start, pa, sup, True)
         if not insns:
             return
-        key = block_key(ctx.translated, start, raw, sup) + OPT
+        clock = self._clock_pcs(ctx, start, len(raw))
+        key = block_key(ctx.translated, start, raw, sup, bool(clock)) + OPT
         comp = self.compiler
 
         def done(addr: int) -> None:
@@ -1155,10 +1187,12 @@ class JitEngine(SliceStrategy):
         quick = ctx.page_blocks.get(start >> 12, {}).get(start)
         if quick is not None:
             counters = m.counters
-            i = codegen.counter_index("b" + block_key(translated, start, quick, sup))
+            i = codegen.counter_index("b" + block_key(
+                translated, start, quick, sup, bool(self._clock_pcs(ctx, start, len(quick)))))
             at = counters[i]
             heat = lambda: counters[i] - at  # noqa: E731 - the queue calls it later
-        comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated), done,
+        comp.submit(key, lambda: codegen.block_ir(f"b{key}", start, insns, translated,
+                                                  clock=clock), done,
                     heat=heat)
         if self.machine.sync:
             comp.poll(wait=True)
@@ -1312,6 +1346,9 @@ class JitEngine(SliceStrategy):
             hart.mie, hart.mip = st.mie, st.mip
         if st.sfpend:
             self._native_fences()
+        if st.clockpc:  # the native interpreter read mtime by a load there
+            self._clock_read(ctx, st.clockpc)
+            st.clockpc = 0
         traps = st.ntraps + st.nfaults + st.nmtraps + st.nirqs
         if traps != self._ntraps:  # (the last, for diagnostics)
             self._ntraps = traps
@@ -1652,7 +1689,8 @@ class JitEngine(SliceStrategy):
             off = base + (start & 0xFFF)
             if m.ram_mv[off:off + len(raw)] != raw:
                 continue
-            found = comp.find(block_key(ctx.translated, start, raw, sup))
+            found = comp.find(block_key(ctx.translated, start, raw, sup,
+                                        bool(self._clock_pcs(ctx, start, len(raw)))))
             if found is not None:
                 self._install(ctx, start, ppn << 12, found, len(raw))
 
@@ -1730,6 +1768,9 @@ class JitEngine(SliceStrategy):
                     self.slow_stores += 1
                 elif not st.exit_access and pc not in ctx.nojit:
                     self._slow_heat(ctx, pc)
+                elif (st.mtimepa and not ctx.translated
+                      and st.mtimepa <= st.exit_vaddr < st.mtimepa + 8):
+                    self._clock_read(ctx, pc)
             elif code == S.EXIT_HOT:
                 self._hot(ctx, hart.pc)
                 return done

@@ -181,6 +181,9 @@ MTIMEPA, CLOCKFN = 5744, 5752
 # the compiler's word that says a finished batch waits to be loaded (Compiler.kick): the
 # native interpreter leaves at its next stretch start when it is set
 KICKP = 5760
+# the pc of the last load that left a compiled block for the CLINT's mtime (the dispatcher
+# notes it; 0: none since Python looked): such loads are compiled to read the clock
+CLOCKPC = 5768
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -311,6 +314,7 @@ class HartState(ctypes.Structure):
         ("mtimepa", ctypes.c_uint64),
         ("clockfn", ctypes.c_void_p),
         ("kickp", ctypes.c_void_p),
+        ("clockpc", ctypes.c_uint64),
     ]
 
 
@@ -377,7 +381,8 @@ def _check_layout() -> None:
                       ("tlbgen", TLBGEN), ("spaces", SPACES), ("instretb", INSTRETB),
                       ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
                       ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA),
-                      ("clockfn", CLOCKFN), ("kickp", KICKP)):
+                      ("clockfn", CLOCKFN), ("kickp", KICKP),
+                      ("clockpc", CLOCKPC)):
         assert getattr(s, name).offset == off, name
 
 
