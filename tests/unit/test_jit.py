@@ -888,10 +888,7 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     if hot_ips is not None:
         monkeypatch.setattr(E, "HOT_IPS", hot_ips)
     n = 200_000
-    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
-    interp = W.World("interp")
-    interp.put(BASE, prog)
-    run(interp, 4 * n)
+    prog, interp = counted_loop(n)
     world = W.World("interp")
     comp = Compiler()
     world.engine = E.JitMachine(world, comp).engines[0]
@@ -906,6 +903,15 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     assert world.engine.deferred >= 1
     asked = loop in ctx.queued or loop in ctx.native
     assert asked == (hot_ips is None), (world.engine.deferred, ctx.deferred)
+
+
+def counted_loop(n: int) -> tuple[list[int], W.World]:
+    """A loop of ``n`` iterations (x10 += 3) and the interpreter's world that ran it."""
+    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp, 4 * n)
+    return prog, interp
 
 
 def beq(rs1, rs2, off):
@@ -1164,10 +1170,7 @@ def test_a_start_waiting_for_the_compiler_does_not_keep_asking(tmp_path, monkeyp
 
     monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
     n = 300_000
-    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
-    interp = W.World("interp")
-    interp.put(BASE, prog)
-    run(interp, 4 * n)
+    prog, interp = counted_loop(n)
     send = Compiler._send
     monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
     world = W.World("interp")
@@ -1205,10 +1208,7 @@ def test_a_finished_batch_brings_the_native_interpreter_back_to_python(tmp_path,
 
     monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
     n = 50_000
-    prog = li32(6, n) + [addi(10, 10, 3), addi(6, 6, -1), bne(6, 0, -8), WFI]
-    interp = W.World("interp")
-    interp.put(BASE, prog)
-    run(interp, 4 * n)
+    prog, interp = counted_loop(n)
     world = W.World("interp")
     comp = Compiler()
     world.engine = E.JitMachine(world, comp, threshold=10**9).engines[0]  # nothing compiled

@@ -1767,26 +1767,8 @@ plain:
   store i64 %vpn, ptr %pw
   ret i1 true
 bits:
-  %pcb = getelementptr i8, ptr %s, i64 {S.CODEBITS}
-  %cbits = load ptr, ptr %pcb
-  %gi = lshr i64 %poff, 6
-  %gp = getelementptr i8, ptr %cbits, i64 %gi
-  %gb = load i8, ptr %gp
-  %sh = lshr i64 %poff, 3
-  %sh7 = and i64 %sh, 7
-  %sh8 = trunc i64 %sh7 to i8
-  %bit0 = lshr i8 %gb, %sh8
-  %bit = and i8 %bit0, 1
-  %clear = icmp eq i8 %bit, 0
-  br i1 %clear, label %count, label %code
-count:
-  %pok = getelementptr i8, ptr %s, i64 {S.SMCOK}
-  %n0 = load i64, ptr %pok
-  %n1 = add i64 %n0, 1
-  store i64 %n1, ptr %pok
-  ret i1 true
-code:
-  ret i1 false
+  %gok = call i1 @pyhv_granule_clear(ptr %s, i64 %poff)
+  ret i1 %gok
 }}
 
 ; The console UART's fast window: the host pointer a byte access to guest physical
