@@ -209,15 +209,19 @@ def supported(d: Decoded, supervisor: bool = False) -> bool:
     return True
 
 
-def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, stem: str,
-                       fresh: Callable[[], str], aligned: str = "true") -> list[str]:
+def code_granule_check(off: str, codemap: str, granule_fn: str, fast: str, slow: str,
+                       stem: str, fresh: Callable[[], str], aligned: str = "true") -> list[str]:
     """IR lines for a store of at most 8 bytes within a page at RAM offset ``off`` in
     bare mode: on to ``fast`` if its page holds no code (``codemap``) or, ``aligned``,
-    its 8-byte granule holds none (the bitmap ``bits``, CodeWatch's masks; such stores
-    are counted in ``smcok``), else to ``slow`` (Python stores and drops the code it
-    overlaps; a misaligned store into a page with code is Python's too). ``fresh``
-    names temporaries; ``stem`` the extra labels."""
-    page, mapp, gi, gp, gbyte, g, g7, g8, sh, bit, clear, pok = (fresh() for _ in range(12))
+    its 8-byte granule holds none (asked of the runtime's ``pyhv_granule_clear``,
+    ``granule_fn``: the function itself in the runtime's module, a pointer to it from
+    the hart state in a block's; it counts such stores in ``smcok``), else to ``slow``
+    (Python stores and drops the code it overlaps; a misaligned store into a page with
+    code is Python's too). Out of line: the bitmap test inline took ~10% of quick
+    blocks' and ~20% of optimised regions' code generation (sort's batches), for the
+    few stores that go to pages with code. ``fresh`` names temporaries; ``stem`` the
+    extra labels."""
+    page, mapp, ok = fresh(), fresh(), fresh()
     return [
         f"  {page} = lshr i64 {off}, 12",
         f"  {mapp} = getelementptr i8, ptr {codemap}, i64 {page}",
@@ -228,22 +232,8 @@ def code_granule_check(off: str, codemap: str, bits: str, fast: str, slow: str, 
         f"  br label %{stem}a" if aligned == "true" else
         f"  br i1 {aligned}, label %{stem}a, label %{slow}",
         f"{stem}a:",
-        f"  {gi} = lshr i64 {off}, 6",
-        f"  {gp} = getelementptr i8, ptr {bits}, i64 {gi}",
-        f"  {gbyte} = load i8, ptr {gp}",
-        f"  {g} = lshr i64 {off}, 3",
-        f"  {g7} = and i64 {g}, 7",
-        f"  {g8} = trunc i64 {g7} to i8",
-        f"  {sh} = lshr i8 {gbyte}, {g8}",
-        f"  {bit} = and i8 {sh}, 1",
-        f"  {clear} = icmp eq i8 {bit}, 0",
-        f"  br i1 {clear}, label %{stem}n, label %{slow}",
-        f"{stem}n:",
-        f"  {pok} = getelementptr i8, ptr %s, i64 {S.SMCOK}",
-        f"  %{stem}v = load i64, ptr {pok}",
-        f"  %{stem}w = add i64 %{stem}v, 1",
-        f"  store i64 %{stem}w, ptr {pok}",
-        f"  br label %{fast}",
+        f"  {ok} = call i1 {granule_fn}(ptr %s, i64 {off})",
+        f"  br i1 {ok}, label %{fast}, label %{slow}",
     ]
 
 
@@ -1264,20 +1254,9 @@ class _Block(FpValues, TimeReads):
                 clean = self.op(f"icmp eq i8 {self.op(f'load i8, ptr {mp}')}, 0")
                 self.emit(f"br i1 {clean}, label %{chk}, label %{slow}")
             self.start_label(chk)
-            # its page's code map here; the granule's bit, if the page holds code, in
-            # the runtime (GRANULE)
-            page = self.op(f"lshr i64 {off}, 12")
-            mapp = self.op(f"getelementptr i8, ptr {self.field(S.CODEMAP, 'ptr')}, i64 {page}")
-            clean = self.op(f"icmp eq i8 {self.op(f'load i8, ptr {mapp}')}, 0")
-            ask = f"m{k}g"
-            self.emit(f"br i1 {clean}, label %{fast}, label %{ask}")
-            self.start_label(ask)
-            if aligned != "true":
-                self.emit(f"br i1 {aligned}, label %{ask}a, label %{slow}")
-                self.start_label(f"{ask}a")
-            fn = self.field(S.GRANULEFN, "ptr")
-            ok = self.op(f"call i1 {fn}(ptr %s, i64 {off})")
-            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+            self.lines.extend(code_granule_check(
+                off, self.field(S.CODEMAP, "ptr"), self.field(S.GRANULEFN, "ptr"), fast, slow,
+                f"m{k}g", self.t, aligned))
         elif size in (4, 8) and not atomic and pc in self.clock:
             # outside RAM: the CLINT's mtime register (a program timing itself) is read
             # without leaving (pyhv_clock_load); any other device leaves. Only at a load
@@ -2118,10 +2097,9 @@ def _clock_load_ir() -> str:
     return f"define i1 @pyhv_clock_load(ptr %s, i64 %pa, i64 %size) #0 {{\nentry:\n{body}\n}}\n"
 
 
-# A compiled store into a page that holds code (bare mode, aligned): whether its 8-byte
-# granule holds none (CodeWatch's bits; counted in smcok), out of line (state.GRANULEFN):
-# inline, the test took ~10% of quick blocks' and ~20% of optimised regions' code
-# generation (sort's batches), for the few stores that go to pages with code.
+# A store into a page that holds code (bare mode, aligned): whether its 8-byte granule
+# holds none (CodeWatch's bits; counted in smcok). Called by blocks (state.GRANULEFN), the
+# native interpreter and the refill: code_granule_check.
 GRANULE = f"""
 define i1 @pyhv_granule_clear(ptr %s, i64 %off) #0 {{
 entry:

@@ -554,7 +554,8 @@ class Compiler:
             self._stencils = stencils.load_or_build(self.runtime_dir, compile_ir)
         return stencils.Baseline(self._stencils, {
             "pyhv_refill": self.refill,
-            "pyhv_mmio_slot": self.heap.externals["pyhv_mmio_slot"]})
+            "pyhv_mmio_slot": self.heap.externals["pyhv_mmio_slot"],
+            "pyhv_granule_clear": self.granule_clear})
 
     def compile(self, blocks: list[tuple[str, Source]]) -> dict[str, int]:
         """Compile ``(key, ir)`` blocks as one module now; return key -> address."""

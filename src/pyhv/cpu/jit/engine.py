@@ -1100,9 +1100,9 @@ class JitEngine(SliceStrategy):
             return frozenset()
         return frozenset(pc for pc in marks if start <= pc < start + length)
 
-    def _clock_read(self, ctx: _Context, pc: int) -> None:
-        """A load at ``pc`` read the CLINT's mtime in the native interpreter (a
-        compiled block without the native read leaves it there) or in Python: it is
+    def _clock_read(self, pc: int) -> None:
+        """A compiled load at ``pc`` left its block to read the CLINT's mtime (the
+        native interpreter or Python read it): it is
         compiled to read it natively from now on, so the blocks holding it are dropped,
         to be found again (in the code cache, under their key with the clock) or
         compiled."""
@@ -1347,8 +1347,8 @@ class JitEngine(SliceStrategy):
             hart.mie, hart.mip = st.mie, st.mip
         if st.sfpend:
             self._native_fences()
-        if st.clockpc:  # the native interpreter read mtime by a load there
-            self._clock_read(ctx, st.clockpc)
+        if st.clockpc:  # a block left at a load of mtime there (the dispatcher noted it)
+            self._clock_read(st.clockpc)
             st.clockpc = 0
         traps = st.ntraps + st.nfaults + st.nmtraps + st.nirqs
         if traps != self._ntraps:  # (the last, for diagnostics)
@@ -1771,7 +1771,7 @@ class JitEngine(SliceStrategy):
                     self._slow_heat(ctx, pc)
                 elif (st.mtimepa and not ctx.translated
                       and st.mtimepa <= st.exit_vaddr < st.mtimepa + 8):
-                    self._clock_read(ctx, pc)
+                    self._clock_read(pc)
             elif code == S.EXIT_HOT:
                 self._hot(ctx, hart.pc)
                 return done

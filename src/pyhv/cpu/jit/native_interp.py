@@ -303,7 +303,7 @@ class _Gen(FpValues, TimeReads):
                 self.emit(f"br i1 {clean}, label %{chk}, label %{out}")
             self.label(chk)
             self.lines.extend(code_granule_check(
-                off, "%codemap", "%codebits", fast, out, self.fresh("mg"),
+                off, "%codemap", "@pyhv_granule_clear", fast, out, self.fresh("mg"),
                 lambda: "%" + self.fresh("gt"), aligned))
         else:
             self.emit(f"br i1 {ok}, label %{fast}, label %{dev}")
@@ -2114,7 +2114,6 @@ class _Gen(FpValues, TimeReads):
         e(f"%ramhost = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_HOST}')}")
         e(f"%ramsize = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.RAM_SIZE}')}")
         e(f"%codemap = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEMAP}')}")
-        e(f"%codebits = load ptr, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.CODEBITS}')}")
         e(f"store i64 {pc0}, ptr %startv")
         e(f"store i64 {self.field(S.BUDGET)}, ptr %sbudv")
         heat = self.field(S.HEAT, "ptr")

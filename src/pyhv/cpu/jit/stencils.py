@@ -59,7 +59,7 @@ from .native_interp import FAST_OPS, _Gen
 HOLES = {"rd": (0, 256), "rs1": (0, 256), "rs2": (0, 256),
          "imm": (-(1 << 31), 1 << 31), "pcoff": (0, 1 << 13), "npcoff": (0, 1 << 13),
          "n": (0, 1 << 16), "rem": (0, 1 << 16), "lim": (0, 1 << 31)}
-EXTERNAL = ("pyhv_refill", "pyhv_mmio_slot")  # the dispatcher module's helpers
+EXTERNAL = ("pyhv_refill", "pyhv_mmio_slot", "pyhv_granule_clear")  # the dispatcher's helpers
 NEXT = "H_next"  # the next stencil (a jump, dropped where it falls through)
 COUNT = "H_count"  # the block's run counter (RIP-relative, in the arena)
 
@@ -202,7 +202,8 @@ def stencil_ir(translated: bool) -> str:
     decls += [f"@{COUNT} = external dso_local global i32",
               f"declare preserve_nonecc i32 @{NEXT}(ptr)",
               "declare dso_local i1 @pyhv_refill(ptr, i64, i64)",
-              "declare dso_local ptr @pyhv_mmio_slot(ptr, i64, i64)"]
+              "declare dso_local ptr @pyhv_mmio_slot(ptr, i64, i64)",
+              "declare dso_local i1 @pyhv_granule_clear(ptr, i64)"]
     meta = [f"!{i} = !{{i64 {lo}, i64 {hi}}}" for i, (lo, hi) in enumerate(HOLES.values())]
     return ("\n".join(decls) + '\nattributes #0 = { nounwind "frame-pointer"="none" }\n'
             + "\n".join(parts) + "\n".join(meta) + "\n")
