@@ -879,7 +879,8 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     """A loop that gets hot after the compiler has spent its budget (a program run after
     a Linux boot) is put off once, then compiled when its start asks again having run
     HOT_IPS instructions a second or more; with an unreachable HOT_IPS it stays put off
-    and interpreted. Either way the results are the interpreter's."""
+    and interpreted. Either way the results are the interpreter's. (Without the
+    baseline tier: with it, see the next test.)"""
     from pyhv.cpu.jit import engine as E
     from pyhv.cpu.jit.compiler import Compiler
 
@@ -891,7 +892,7 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     prog, interp = counted_loop(n)
     world = W.World("interp")
     comp = Compiler()
-    world.engine = E.JitMachine(world, comp).engines[0]
+    world.engine = E.JitMachine(world, comp, baseline=False).engines[0]
     world.put(BASE, prog)
     try:
         run(world, 4 * n)
@@ -903,6 +904,39 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     assert world.engine.deferred >= 1
     asked = loop in ctx.queued or loop in ctx.native
     assert asked == (hot_ips is None), (world.engine.deferred, ctx.deferred)
+
+
+def test_over_its_budget_the_compiler_gets_no_work_from_baseline_blocks(tmp_path, monkeypatch):
+    """With the baseline tier, a loop that gets hot while the compiler is over its
+    budget runs as a baseline block at once (built on the guest's thread, in
+    microseconds), but neither its quick block nor, below HOT_IPS, its region is
+    queued: the compiler's thread gets nothing from it. Results as the interpreter's."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit import stencils
+    from pyhv.cpu.jit.compiler import Compiler
+
+    if not stencils.host_supported():
+        pytest.skip("the baseline tier is for x86-64 hosts")
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(Compiler, "over_budget", lambda self: True)
+    monkeypatch.setattr(E, "HOT_IPS", float("inf"))
+    n = 200_000
+    prog, interp = counted_loop(n)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, baseline=True).engines[0]
+    world.put(BASE, prog)
+    try:
+        run(world, 4 * n)
+    finally:
+        world.engine.close()
+    assert world.state() == interp.state()
+    ctx = world.engine._context()
+    loop = BASE + 8
+    assert loop in ctx.native.baseline
+    assert not ctx.queued and comp.pending() == 0 and comp.blocks_compiled == 0
+    # asked twice (its quick block, then its region, ~87,000 runs later), put off both
+    assert world.engine.deferred >= 2
 
 
 def counted_loop(n: int) -> tuple[list[int], W.World]:
@@ -1175,7 +1209,7 @@ def test_a_start_waiting_for_the_compiler_does_not_keep_asking(tmp_path, monkeyp
     monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
     world = W.World("interp")
     comp = Compiler()
-    world.engine = E.JitMachine(world, comp, threshold=64).engines[0]
+    world.engine = E.JitMachine(world, comp, threshold=64, baseline=False).engines[0]
     world.put(BASE, prog)
     engine = world.engine
     try:
@@ -1211,7 +1245,8 @@ def test_a_finished_batch_brings_the_native_interpreter_back_to_python(tmp_path,
     prog, interp = counted_loop(n)
     world = W.World("interp")
     comp = Compiler()
-    world.engine = E.JitMachine(world, comp, threshold=10**9).engines[0]  # nothing compiled
+    # nothing compiled: the native interpreter alone
+    world.engine = E.JitMachine(world, comp, threshold=10**9, baseline=False).engines[0]
     world.put(BASE, prog)
     engine = world.engine
     try:

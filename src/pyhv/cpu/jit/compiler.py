@@ -54,6 +54,9 @@ ENGINE_VERSION = "pyhv-jit-2"
 # boot was the same with either.
 MAX_BATCH = 8
 MAX_BATCH_OPT = 2
+# Blocks compiled only while nothing else waits (submit's ``idle``), this many a batch:
+# a region asked for meanwhile waits for one such batch at most.
+MAX_BATCH_IDLE = 4
 # An optimised block is compiled before waiting quick ones once its quick block ran this
 # many times the instructions they ran interpreted (Compiler._worth_first)
 OPT_FIRST = 100
@@ -324,6 +327,7 @@ class Compiler:
         self._batch: list[tuple[str, Source]] = []
         self._heat: dict[str, Callable[[], int]] = {}  # key -> its heat (submit)
         self._batch_opt: list[tuple[str, Source]] = []  # optimised recompiles, sent after
+        self._batch_idle: list[tuple[str, Source]] = []  # quick ones for when idle
         self._waiting: dict[str, list[Callable[[int], None]]] = {}
         self._todo: queue.Queue = queue.Queue()
         # Finished batches: appended by the worker, taken by ``poll`` (a deque: checking
@@ -584,7 +588,7 @@ class Compiler:
     # the guest thread, which measured 20% slower on a Linux boot.
 
     def submit(self, key: str, ir: Source, done: Callable[[int], None],
-               heat: Callable[[], int] | None = None) -> None:
+               heat: Callable[[], int] | None = None, idle: bool = False) -> None:
         """Queue one block (its IR, or a function that makes it: the worker calls it,
         in parallel with native guest code, which runs without the GIL); ``done(address)``
         runs on the guest thread once it is loaded;
@@ -596,13 +600,18 @@ class Compiler:
         lot is compiled again, usually as a region, under the key ``key + OPT`` with
         the O2 pipeline and the optimising code generator (several times the compile
         time). Optimised batches wait for the quick ones, which cold code is waiting
-        for, unless none of those runs now (``_next_batch``)."""
+        for, unless none of those runs now (``_next_batch``). A quick block asked for
+        ``idle`` (code that already runs as a baseline block: stencils.py) is compiled
+        only while nothing else waits: it makes that code a little faster and, through
+        the disk cache, the next run's start cheaper, but the regions the guest's hot
+        loops wait for must not queue behind it."""
         waiting = self._waiting.get(key)
         if waiting is not None:
             waiting.append(done)
             return
         self._waiting[key] = [done]
-        (self._batch_opt if key.endswith(OPT) else self._batch).append((key, ir))
+        (self._batch_opt if key.endswith(OPT) else self._batch_idle if idle
+         else self._batch).append((key, ir))
         if heat is not None:
             self._heat[key] = heat
         if self.background and self._inflight == 0:
@@ -651,10 +660,18 @@ class Compiler:
             return batch
         if self._batch:
             batch, self._batch = self._batch[:MAX_BATCH], self._batch[MAX_BATCH:]
-        else:
+        elif self._batch_opt:
             batch = self._batch_opt[:MAX_BATCH_OPT]
             self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
+        else:
+            if len(self._batch_idle) > MAX_BATCH_IDLE and heat:
+                self._batch_idle.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
+            batch = self._batch_idle[:MAX_BATCH_IDLE]
+            self._batch_idle = self._batch_idle[MAX_BATCH_IDLE:]
         return batch
+
+    def _queued(self) -> bool:
+        return bool(self._batch or self._batch_opt or self._batch_idle)
 
     def _worth_first(self, opt_key: str, quick: list[tuple[str, Source]]) -> bool:
         """Whether the optimised block ``opt_key`` should go before the quick batch
@@ -725,7 +742,7 @@ class Compiler:
         """Load what the worker finished (all of it, with ``wait``); returns blocks loaded."""
         if not self.background:
             loaded = 0
-            while self._batch or self._batch_opt:
+            while self._queued():
                 batch = self._next_batch()
                 self._finish([k for k, _ in batch], self.compile(batch))
                 loaded += len(batch)
@@ -757,7 +774,7 @@ class Compiler:
             self._recent[0] += len(keys)
             self._finish(keys, addrs)
             loaded += len(keys)
-        if (self._batch or self._batch_opt) and self._inflight == 0 and not finishing:
+        if self._queued() and self._inflight == 0 and not finishing:
             self._send()
             if wait:
                 loaded += self.poll(wait=True)
@@ -772,7 +789,7 @@ class Compiler:
             elif self._inflight:
                 self._finished.wait(0.5)
                 self._finished.clear()
-            elif self._batch or self._batch_opt:
+            elif self._queued():
                 if not self.background:
                     self.poll()
                 else:
@@ -811,7 +828,7 @@ class Compiler:
         first by ~40%), and most code that gets warm runs little after: so it may use
         COMPILE_SHARE of the time since it started (after a grace period), with at
         most QUEUE_LIMIT blocks waiting. Hot code asks again later (engine._hot)."""
-        if len(self._waiting) >= QUEUE_LIMIT:
+        if len(self._waiting) - len(self._batch_idle) >= QUEUE_LIMIT:
             return True
         if self._started is None:
             self._started = time.perf_counter()
@@ -824,14 +841,25 @@ class Compiler:
         # 0.70x, sort 0.78x; an empty cache compiles as before.) A guest that goes on to
         # new code gets the whole share back as its compiles outweigh the cache's blocks.
         now = time.perf_counter()
-        if now - self._recent_at >= 1.0:
-            self._recent_at = now
-            self._recent = [n / 2 for n in self._recent]
         share = COMPILE_SHARE
-        compiled, loaded = self._recent
+        compiled, loaded = self._lately(now)
         if compiled + loaded:
             share *= max(WARM_SHARE, compiled / (compiled + loaded))
         return spent > COMPILE_GRACE + share * (now - self._started)
+
+    def _lately(self, now: float) -> list[float]:
+        """Blocks compiled and blocks loaded from the code cache lately (halved every
+        second)."""
+        if now - self._recent_at >= 1.0:
+            self._recent_at = now
+            self._recent = [n / 2 for n in self._recent]
+        return self._recent
+
+    def mostly_cached(self) -> bool:
+        """Whether the code cache has lately supplied most of the blocks that got hot
+        (the same guest run again): code not in it then is lukewarm, mostly."""
+        compiled, loaded = self._lately(time.perf_counter())
+        return loaded > 2 * compiled
 
 
 KEEP_VERSIONS = 4  # code cache and runtime directories kept per root (prune_versions)

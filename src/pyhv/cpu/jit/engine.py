@@ -87,10 +87,11 @@ HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
 # With the native interpreter: runs of a stretch start before its block is compiled.
 HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", "256"))
 # With the baseline tier (stencils.py): runs of a stretch start in the native interpreter
-# before it gets a baseline block (copied stencils); its LLVM block comes at HOT_RUNS.
-BASE_RUNS = int(os.environ.get("PYHV_JIT_BASE_RUNS", "32"))
-# PYHV_JIT_BASELINE=1: the baseline tier (off by default: see stencils.py for why).
-BASELINE = os.environ.get("PYHV_JIT_BASELINE", "0") not in ("", "0")
+# before it gets a baseline block (copied stencils), which asks for its quick LLVM block
+# at HOT_RUNS runs in all (at once, by default).
+BASE_RUNS = int(os.environ.get("PYHV_JIT_BASE_RUNS", str(HOT_RUNS)))
+# PYHV_JIT_BASELINE=0: no baseline tier (warm code waits for its quick LLVM block).
+BASELINE = os.environ.get("PYHV_JIT_BASELINE", "1") not in ("", "0")
 # PYHV_JIT_INTERP=0: cold code runs in Python (the tier before the native interpreter).
 NATIVE_INTERP = os.environ.get("PYHV_JIT_INTERP", "1") != "0"
 # PYHV_JIT_STATS=1: each hart prints its native-run counters when the machine stops.
@@ -129,6 +130,11 @@ def _decode(word: int, length: int) -> Decoded:
     return decode(word, length)
 
 
+def _region_runs(n: int) -> int:
+    """Runs of a baseline block of ``n`` instructions after which it asks for its region."""
+    return max(1, codegen.OPT_AFTER // n)
+
+
 class _NativeBlocks(dict):
     """pc -> (native function address, physical page) for one context; dropping an
     entry (CodeWatch, a page that maps elsewhere) also unlinks it from the context's
@@ -145,8 +151,8 @@ class _NativeBlocks(dict):
         self.dropped: set[int] = set()  # starts dropped by writes, not installed since
         self.drops: dict[int, int] = {}  # start -> blocks of it dropped by writes
         self.waited: dict[int, int] = {}  # start -> rounds of heat it waited since
-        # start -> address of its run counter, for starts whose code is a baseline block
-        self.baseline: dict[int, int] = {}
+        # start -> what Python keeps of it, for starts whose code is a baseline block
+        self.baseline: dict[int, _Based] = {}
         # virtual page -> {start: (end, key)} of each optimised region compiled or queued
         # there, and starts put off once for lying inside one (JitEngine._reoptimise)
         self.regions: dict[int, dict[int, tuple[int, str]]] = {}
@@ -245,6 +251,26 @@ class _NativeBlocks(dict):
                 self.table[j + 1] = addr
 
 
+class _Based:
+    """A baseline block's run counter (in the arena), its instructions, the count at
+    which it asks Python (its ``lim``: the counter is set back from it to ask again),
+    and whether its quick block was asked for yet and since when it counts."""
+
+    __slots__ = ("counter", "n", "lim", "quick", "since")
+
+    def __init__(self, counter: int, n: int, lim: int, quick: bool) -> None:
+        self.counter = ctypes.c_uint32.from_address(counter)
+        self.n = n
+        self.lim = lim
+        self.quick = quick
+        self.since = time.monotonic()
+
+    def ask_after(self, runs: int) -> None:
+        """Count ``runs`` more runs, then ask again."""
+        self.counter.value = (self.lim - max(1, min(runs, 1 << 31))) & 0xFFFFFFFF
+        self.since = time.monotonic()
+
+
 class _OpCache(dict):
     """pc -> (closure, next pc) of the instructions one context ran cold. Registered with
     the CodeWatch under one key per virtual page (``("v", vpn)``), with the bytes of
@@ -323,7 +349,9 @@ class JitMachine:
         self.hot_runs = hot_runs or (HOT_RUNS if threshold == HOT_THRESHOLD else threshold)
         self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
         # The baseline tier: a start the native interpreter ran interp_runs times gets a
-        # baseline block, which asks for its LLVM block after hot_runs in all.
+        # baseline block, which asks for its quick LLVM block (for when the compiler is
+        # idle) after hot_runs in all, and for its region as a quick block would
+        # (JitEngine._promote).
         want = (BASELINE or base_runs is not None) if baseline is None else baseline
         self.baseline: stencils.Baseline | None = (
             compiler.baseline() if want and compiled and self.native_interp
@@ -331,8 +359,6 @@ class JitMachine:
         self.interp_runs = self.hot_runs
         if self.baseline is not None:
             self.interp_runs = min(base_runs or BASE_RUNS, self.hot_runs)
-            self.baseline.hot_after = min(max(1, self.hot_runs - self.interp_runs),
-                                          (1 << 31) - 1)
         self.closed = False
         self.compiler = compiler
         ram = board.ram
@@ -615,13 +641,6 @@ class JitEngine(SliceStrategy):
         addr = ctypes.addressof(tlbs)
         st.tlbp0, st.tlbp1 = addr, addr + S.TLB_BYTES
         st.dpriv, st.satp = key[0], key[2]  # what the native refill walks with
-
-    @property
-    def forkable(self) -> bool:
-        """Whether a process forked with this engine may run it apart from its
-        siblings: not with the baseline tier, whose code arena is one shared mapping
-        of the process (stencils.py)."""
-        return self.machine.baseline is None
 
     def prepare(self) -> None:
         """Make the context the hart's state runs in, with its dispatch table, and the
@@ -957,13 +976,11 @@ class JitEngine(SliceStrategy):
             return None
         return pa
 
-    def _scan(self, start: int, pa: int, supervisor: bool, region: bool = False,
-              supported: Callable[[Decoded], bool] | None = None
+    def _scan(self, start: int, pa: int, supervisor: bool, region: bool = False
               ) -> tuple[list[tuple[int, Decoded]], bytes]:
         """The native block at ``start`` (physical ``pa``, in RAM; blocks never leave
         its page): its instructions and their bytes; with ``region``, the region
-        there (for an optimised block: see below); with ``supported``, only the
-        instructions it accepts (a baseline block's)."""
+        there (for an optimised block: see below)."""
         m = self.machine
         off = pa - m.ram_base
         end = (off | 0xFFF) + 1
@@ -991,7 +1008,7 @@ class JitEngine(SliceStrategy):
                 d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
             else:
                 d = _decode(lo, 2)
-            if not (codegen.supported(d, supervisor) if supported is None else supported(d)):
+            if not codegen.supported(d, supervisor):
                 break
             insns.append((pc, d))
             o += d.length
@@ -1015,9 +1032,10 @@ class JitEngine(SliceStrategy):
         return insns, bytes(mv[off:o])
 
     def _jit(self, ctx: _Context, start: int, compile_now: bool,
-             runs: Callable[[], int] | None = None) -> bool:
+             runs: Callable[[], int] | None = None, idle: bool = False) -> bool:
         """Install the native block at ``start`` if it exists (this process or the disk
-        cache); else, with ``compile_now``, queue it for the compiler. True if installed."""
+        cache); else, with ``compile_now``, queue it for the compiler (``idle``: for
+        when it has nothing else to do). True if installed."""
         if not self.machine.compiled:
             return False
         m = self.machine
@@ -1086,7 +1104,7 @@ class JitEngine(SliceStrategy):
         if runs is None:
             counts, hi = ctx.runs, native_interp.heat_index(start)
             runs = lambda: counts[hi] & (native_interp.WAITING - 1)  # noqa: E731
-        comp.submit(key, ir, done, heat=lambda: runs() * n)
+        comp.submit(key, ir, done, heat=lambda: runs() * n, idle=idle)
         if self.machine.sync:
             comp.poll(wait=True)
             return start in ctx.native
@@ -1117,10 +1135,12 @@ class JitEngine(SliceStrategy):
                 if start <= pc < start + len(raw) and start in c.native:
                     c.native.forget(start)
 
-    def _reoptimise(self, ctx: _Context, start: int) -> None:
-        """The quickly compiled block at ``start`` ran codegen.OPT_AFTER instructions:
-        have it compiled again, optimised, and swap it in when it is ready (if its code
-        and mapping are still what it was compiled from)."""
+    def _reoptimise(self, ctx: _Context, start: int,
+                    heat: Callable[[], int] | None = None) -> None:
+        """The quickly compiled (or baseline) block at ``start`` ran codegen.OPT_AFTER
+        instructions: have it compiled again, optimised, and swap it in when it is
+        ready (if its code and mapping are still what it was compiled from). ``heat``:
+        its instructions run since (a quick block's are found here)."""
         native = ctx.native
         if start in native.optimised or start not in native:
             return
@@ -1153,6 +1173,7 @@ class JitEngine(SliceStrategy):
                 self._register(ctx.native_id, start, ((ppn, start & 0xFFF, len(raw)),),
                                {start >> 12})
                 ctx.page_blocks.setdefault(start >> 12, {})[start] = raw
+                native.baseline.pop(start, None)  # (a baseline block's region: it is gone)
                 native.replace(start, addr)
 
         found = comp.find(key[:-len(OPT)])
@@ -1184,9 +1205,8 @@ class JitEngine(SliceStrategy):
         regions[start] = (end, key)
         translated = ctx.translated
         # its heat: what its quick block has run since it asked (Compiler._worth_first)
-        heat: Callable[[], int] | None = None
         quick = ctx.page_blocks.get(start >> 12, {}).get(start)
-        if quick is not None:
+        if heat is None and quick is not None and start not in native.baseline:
             counters = m.counters
             i = codegen.counter_index("b" + block_key(
                 translated, start, quick, sup, bool(self._clock_pcs(ctx, start, len(quick)))))
@@ -1448,7 +1468,7 @@ class JitEngine(SliceStrategy):
         hart = self.hart
         comp = self.compiler
         threshold = self.threshold
-        if comp._done or comp._batch or comp._batch_opt:
+        if comp._done or comp._batch or comp._batch_opt or comp._batch_idle:
             comp.poll()
         ctx = self._current()
         native = ctx.native
@@ -1548,11 +1568,19 @@ class JitEngine(SliceStrategy):
         if pc in self.compiler.starts and self._jit(ctx, pc, compile_now=False):
             self._relink_page(ctx, pc)
             return
-        if ctx.native.backoff(pc):
-            return
         i = native_interp.heat_index(pc)
+        if ctx.native.backoff(pc):
+            m = self.machine
+            if m.interp_runs < m.hot_runs:
+                # (with the baseline tier the start asks at interp_runs: it waits rounds
+                # of hot_runs all the same)
+                ctx.runs[i] = (m.interp_runs - m.hot_runs + 1) & 0xFFFFFFFF
+            return
         if self.machine.baseline is not None:
-            if self._baseline(ctx, pc):
+            # (code that writes were dropping, a JIT's inside the guest, goes on as
+            # without the tier: built at once, it would only be dropped again)
+            if (pc not in ctx.native.drops and not self.compiler.mostly_cached()
+                    and self._baseline(ctx, pc)):
                 return
             # No baseline block starts here (its first instruction is not a fast op):
             # its LLVM block after hot_runs runs, as without the tier. The run counter
@@ -1617,45 +1645,84 @@ class JitEngine(SliceStrategy):
         pa = self._code_pa(ctx, start)
         if pa is None:
             return False
-        insns, raw = self._scan(start, pa, ctx.key[0] == C.PRV_S, supported=bl.supported)
-        pc = (start + len(raw)) & M64
+        # its quick block's scan (kept for it: _jit), up to the first instruction that
+        # is no fast op
+        sup = ctx.key[0] == C.PRV_S
+        off = pa - m.ram_base
+        cached = m.scans.get((start, pa, sup))
+        if cached is not None and m.ram_mv[off:off + len(cached[1])] == cached[1]:
+            insns, raw = cached
+        else:
+            insns, raw = m.scans[(start, pa, sup)] = self._scan(start, pa, sup)
+        for k, (at, d) in enumerate(insns):
+            if not bl.supported(d):
+                insns, raw = insns[:k], raw[:at - start]
+                break
         if not insns:
             return False
-        built = bl.build(ctx.translated, insns, start, pc)
+        pc = (start + len(raw)) & M64
+        n = len(insns)
+        # its first ask: for its quick block, or (asked for at once) its region
+        quick_after = m.hot_runs - m.interp_runs
+        lim = min(quick_after if quick_after > 0 else _region_runs(n), (1 << 31) - 1)
+        built = bl.build(ctx.translated, insns, start, pc, lim)
         if built is None and bl.arena.full(stencils.MAX_BLOCK_BYTES):
             m.reset_baseline()
-            built = bl.build(ctx.translated, insns, start, pc)
+            built = bl.build(ctx.translated, insns, start, pc, lim)
         if built is None:
             return False
         addr, counter = built
         if not self._install(ctx, start, pa & ~0xFFF, (addr, False), len(raw)):
             return False
-        ctx.native.baseline[start] = counter
+        based = ctx.native.baseline[start] = _Based(counter, n, lim, quick_after <= 0)
         self.baseline_blocks += 1
+        if based.quick:
+            self._ask_quick(ctx, start, based)
         return True
 
-    def _promote(self, ctx: _Context, start: int) -> None:
-        """The baseline block at ``start`` ran its runs: compile its LLVM block, which
-        takes its place when ready."""
-        bl = self.machine.baseline
-        assert bl is not None
-        counter = ctypes.c_uint32.from_address(ctx.native.baseline[start])
-        if counter.value < bl.hot_after:
-            ctx.native.link(start)  # (the interpreter found it out of its table slots)
-            return
-        if start in ctx.queued:
-            return
+    def _ask_quick(self, ctx: _Context, start: int, based: _Based) -> None:
+        """Queue the quick LLVM block of the baseline block at ``start``, to be compiled
+        while the compiler has nothing else to do (unless it is over its budget)."""
         if self.compiler.over_budget() and not self.machine.sync:
-            # ask again after twice as many runs as last time (the baseline block is
-            # the better part of the gain; the compiler has hotter code to do first)
-            waits = ctx.native.waited.get(start, 0) + 1
-            ctx.native.waited[start] = waits
-            lim = bl.hot_after
-            counter.value = (lim - (lim << min(waits, 12))) & 0xFFFFFFFF
+            self.deferred += 1
+        elif start not in ctx.queued:
+            counter, n, v0 = based.counter, based.n, based.counter.value
+            self._jit(ctx, start, compile_now=True, idle=True,
+                      runs=lambda: (counter.value - v0) % (1 << 32) * n)
+
+    def _promote(self, ctx: _Context, start: int) -> None:
+        """The baseline block at ``start`` asks (its counter reached its ``lim``). Its
+        quick LLVM block is asked for once (after hot_runs runs in all; at once by
+        default): it is compiled while the compiler has nothing else to do, takes the
+        baseline block's place when ready, and goes to the disk cache for the next
+        run. Then its counter goes on to codegen.OPT_AFTER instructions, as a quick
+        block's does, and its optimised region is asked for, as a quick block's is.
+        So the regions a program's hot loops wait for come first, not after every
+        warm block's quick compile (sort's first run: ~130 quick blocks, ~0.3 s of
+        the compiler's thread, before its ~15 regions). While the compiler is over
+        its budget, only a block that ran those instructions at HOT_IPS or more gets
+        its region: the many blocks of a Linux boot that get there slowly would take
+        ~80 ms each of it."""
+        native = ctx.native
+        based = native.baseline[start]
+        if based.counter.value != based.lim:
+            native.link(start)  # (the interpreter found it out of its table slots)
+            return
+        n = based.n
+        if not based.quick:
+            based.quick = True
+            based.ask_after(_region_runs(n))
+            self._ask_quick(ctx, start, based)
+            return
+        rate = _region_runs(n) * n / max(time.monotonic() - based.since, 1e-6)
+        if rate < HOT_IPS and self.compiler.over_budget() and not self.machine.sync:
+            based.ask_after(_region_runs(n))
             self.deferred += 1
             return
-        ctx.native.waited.pop(start, None)
-        self._jit(ctx, start, compile_now=True, runs=lambda: counter.value)
+        counter, lim = based.counter, based.lim
+        self._reoptimise(ctx, start, heat=lambda: (counter.value - lim) % (1 << 32) * n)
+        if start in native.put_off and start in native.baseline:
+            based.ask_after(codegen.RECOUNT // n)  # inside a region already
 
     def _relink_page(self, ctx: _Context, pc: int) -> None:
         """A block came back by its bytes (its page was written, or is another copy of
@@ -1745,7 +1812,7 @@ class JitEngine(SliceStrategy):
         st = self.st
         # (the kick too: the worker sets it just after it hands a batch over, so a poll
         # in between may find the batch and leave the kick set, nothing else to do)
-        if comp._done or comp._batch or comp._batch_opt or comp.kick.value:
+        if comp._done or comp._batch or comp._batch_opt or comp._batch_idle or comp.kick.value:
             comp.poll()
         ctx = self._current()
         pc = hart.pc

@@ -13,8 +13,11 @@ executable memory with their holes patched, each falling through into the next. 
 semantics are the native interpreter's own (``_Gen.fast_ops``, generated with the holes
 in place of the decoded fields), so the two cannot disagree.
 
-A baseline block counts its runs; at ``hot_after`` runs it asks Python (EXIT_HOT) for
-its LLVM version, which replaces it when ready. After its control transfer it goes on
+A baseline block counts its runs; when the count reaches the block's ``lim`` it asks
+Python (EXIT_HOT), which asks the compiler for its quick LLVM block (compiled while the
+compiler has nothing else to do) and, once the block ran ``codegen.OPT_AFTER``
+instructions, for its optimised region, as a quick block would (engine._promote).
+After its control transfer it goes on
 to the block at the target through the dispatch table (as LLVM blocks chain), else to
 the dispatcher, as it does before an instruction it does not do; an access its soft
 TLB cannot do leaves before the instruction (EXIT_SLOW with the access noted), which
@@ -24,14 +27,13 @@ Stencils are built per data-translation mode (bare, soft TLB), kept in the runti
 directory like the dispatcher; the code lives in :class:`Arena`, which is emptied
 (every baseline block dropped first) when it fills up, as QEMU flushes its code buffer.
 
-Opt-in (``PYHV_JIT_BASELINE=1``; engine.BASE_RUNS) for now: with nothing else compiled,
-baseline blocks run bench.elf at ~540 guest MIPS against the native interpreter's ~225,
-and short C programs with an empty code cache took 0.93x of their time (sort, strings),
-but a block costs ~40 us of Python to build and link (patching ~20, CodeWatch and the
-tables ~11, scanning ~8), which a Linux boot's lukewarm blocks do not pay back: paired
-boots took 1.0x (first) to 1.07-1.19x (warm) of the time. What would make it pay:
-building blocks natively, or far cheaper in Python, and longer blocks (past untaken
-branches) that chain to each other without the dispatcher. x86-64 hosts only.
+On by default (``PYHV_JIT_BASELINE=0`` turns it off; engine.BASE_RUNS): a start the
+native interpreter ran 256 times gets its baseline block at once, where it used to wait
+for its quick LLVM block (~2 ms of the compiler's thread each, one after another), and
+its region is asked for as soon as it ran enough; LLVM then compiles the regions of hot
+loops first and quick blocks only when idle. A block costs ~0.1-0.2 ms of Python to
+scan, build and link (a Linux boot builds ~800); building them natively would make
+it cheaper still. x86-64 hosts only.
 """
 
 from __future__ import annotations
@@ -343,25 +345,25 @@ _PACK = {R_32: "<I", R_32S: "<i", R_PC32: "<i", R_PLT32: "<i", R_64: "<Q"}
 class Baseline:
     """Builds baseline blocks of one machine (both modes) into its arena."""
 
-    def __init__(self, modes: Sequence[dict[str, Stencil]], externals: dict[str, int],
-                 hot_after: int = 1) -> None:
+    def __init__(self, modes: Sequence[dict[str, Stencil]], externals: dict[str, int]
+                 ) -> None:
         self.modes = modes  # [bare, soft TLB]
         self.arena = Arena(externals)
-        self.hot_after = hot_after  # runs after which a block asks for its LLVM block
         self.built = 0
 
     def supported(self, d: Decoded) -> bool:
         return d.name in FAST_OPS
 
     def build(self, translated: bool, insns: list[tuple[int, Decoded]], start: int,
-              end: int) -> tuple[int, int] | None:
+              end: int, lim: int) -> tuple[int, int] | None:
         """Machine code for ``insns`` (all supported, from ``start``, in one page);
-        ``end`` is the pc after the last one. Returns (its address, the address of its
-        run counter), or None if the arena is full or a hole would not fit."""
+        ``end`` is the pc after the last one; the block asks Python when its run
+        counter reaches ``lim``. Returns (its address, the address of its run
+        counter), or None if the arena is full or a hole would not fit."""
         st = self.modes[1 if translated else 0]
         n = len(insns)
         pieces: list[tuple[Stencil, tuple[int, ...]]] = [
-            (st["st_enter"], (0, 0, 0, 0, 0, 0, n, 0, self.hot_after))]
+            (st["st_enter"], (0, 0, 0, 0, 0, 0, n, 0, lim))]
         for i, (pc, d) in enumerate(insns):
             off = pc - start
             pieces.append((st["st_" + d.name], (8 * d.rd, 8 * d.rs1, 8 * d.rs2, d.imm, off,
