@@ -87,9 +87,15 @@ HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
 # With the native interpreter: runs of a stretch start before its block is compiled.
 HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", "256"))
 # With the baseline tier (stencils.py): runs of a stretch start in the native interpreter
-# before it gets a baseline block (copied stencils), which asks for its quick LLVM block
-# at HOT_RUNS runs in all (at once, by default).
-BASE_RUNS = int(os.environ.get("PYHV_JIT_BASE_RUNS", str(HOT_RUNS)))
+# (within a cooling period, COOL_PERIOD) before it gets a baseline block (copied
+# stencils), which asks for its quick LLVM block at once. A block costs ~0.15-0.2 ms of
+# Python to scan, build and link, and saves ~50 ns a run of ten instructions against the
+# native interpreter: ~4,000 runs pay it back, which a start run 1,024 times in 50 ms
+# (20,000 a second) does within ~0.2 s; a Linux boot's lukewarm code mostly does not.
+# (Paired first runs, 2026-12-07: at 256 runs `sort` 0.76-0.85x the time without the
+# tier but a Linux boot 1.10x, 1.16x at -smp 4; at 1,024 `sort` 0.83-0.98x, the boot
+# 0.93x, 1.02x at -smp 4.)
+BASE_RUNS = int(os.environ.get("PYHV_JIT_BASE_RUNS", "1024"))
 # PYHV_JIT_BASELINE=0: no baseline tier (warm code waits for its quick LLVM block).
 BASELINE = os.environ.get("PYHV_JIT_BASELINE", "1") not in ("", "0")
 # PYHV_JIT_INTERP=0: cold code runs in Python (the tier before the native interpreter).
@@ -350,15 +356,21 @@ class JitMachine:
         self.sync = sync  # compile on the guest thread, at once (tests: deterministic)
         # The baseline tier: a start the native interpreter ran interp_runs times gets a
         # baseline block, which asks for its quick LLVM block (for when the compiler is
-        # idle) after hot_runs in all, and for its region as a quick block would
-        # (JitEngine._promote).
+        # idle) after hot_runs in all (at once if that is fewer), and for its region as
+        # a quick block would (JitEngine._promote). An explicit hot threshold (tests)
+        # that is lower comes first.
         want = (BASELINE or base_runs is not None) if baseline is None else baseline
         self.baseline: stencils.Baseline | None = (
             compiler.baseline() if want and compiled and self.native_interp
             and stencils.host_supported() else None)
         self.interp_runs = self.hot_runs
         if self.baseline is not None:
-            self.interp_runs = min(base_runs or BASE_RUNS, self.hot_runs)
+            explicit = hot_runs is not None or threshold != HOT_THRESHOLD
+            self.interp_runs = base_runs or (
+                min(BASE_RUNS, self.hot_runs) if explicit else BASE_RUNS)
+        # baseline blocks also while the code cache supplies most blocks (JitEngine._hot):
+        # with base_runs given (tests' baseline tier)
+        self.always_baseline = base_runs is not None
         self.closed = False
         self.compiler = compiler
         ram = board.ram
@@ -1550,8 +1562,8 @@ class JitEngine(SliceStrategy):
     # -- the run loop with the native interpreter -------------------------------------------
     def _hot(self, ctx: _Context, pc: int) -> None:
         """The native interpreter found the stretch start ``pc`` hot (or its first run,
-        with a block for it perhaps in the code cache): install or queue its block; or
-        a baseline block at ``pc`` ran its runs (stencils.Baseline.hot_after)."""
+        with a block for it perhaps in the code cache): install, build or queue its
+        block; or the baseline block at ``pc`` asks (its counter reached its lim)."""
         if pc in ctx.native:
             if pc in ctx.native.baseline:
                 self._promote(ctx, pc)
@@ -1579,11 +1591,13 @@ class JitEngine(SliceStrategy):
         if self.machine.baseline is not None:
             # (code that writes were dropping, a JIT's inside the guest, goes on as
             # without the tier: built at once, it would only be dropped again)
-            if (pc not in ctx.native.drops and not self.compiler.mostly_cached()
+            if (pc not in ctx.native.drops
+                    and (self.machine.always_baseline or not self.compiler.mostly_cached())
                     and self._baseline(ctx, pc)):
                 return
-            # No baseline block starts here (its first instruction is not a fast op):
-            # its LLVM block after hot_runs runs, as without the tier. The run counter
+            # No baseline block starts here (its first instruction is not a fast op; or
+            # none is built): its LLVM block after hot_runs runs, as without the tier
+            # (at once if the start asked later than that). The run counter
             # is set back (modulo 2**32: it asks when it equals the threshold) so that
             # the start asks again only then.
             if pc not in ctx.unbased:
