@@ -85,7 +85,8 @@ M64 = (1 << 64) - 1
 # Cold instructions run from a block start before it is compiled (PYHV_JIT_THRESHOLD).
 HOT_THRESHOLD = int(os.environ.get("PYHV_JIT_THRESHOLD", "300"))
 # With the native interpreter: runs of a stretch start before its block is compiled.
-HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", "256"))
+DEFAULT_HOT_RUNS = 256
+HOT_RUNS = int(os.environ.get("PYHV_JIT_HOT_RUNS", str(DEFAULT_HOT_RUNS)))
 # With the baseline tier (stencils.py): runs of a stretch start in the native interpreter
 # (within a cooling period, COOL_PERIOD) before it gets a baseline block (copied
 # stencils), which asks for its quick LLVM block at once. A block costs ~0.15-0.2 ms of
@@ -357,17 +358,17 @@ class JitMachine:
         # The baseline tier: a start the native interpreter ran interp_runs times gets a
         # baseline block, which asks for its quick LLVM block (for when the compiler is
         # idle) after hot_runs in all (at once if that is fewer), and for its region as
-        # a quick block would (JitEngine._promote). An explicit hot threshold (tests)
-        # that is lower comes first.
+        # a quick block would (JitEngine._promote). A hot threshold set lower than
+        # that (tests, PYHV_JIT_HOT_RUNS) comes first.
         want = (BASELINE or base_runs is not None) if baseline is None else baseline
         self.baseline: stencils.Baseline | None = (
             compiler.baseline() if want and compiled and self.native_interp
             and stencils.host_supported() else None)
         self.interp_runs = self.hot_runs
         if self.baseline is not None:
-            explicit = hot_runs is not None or threshold != HOT_THRESHOLD
             self.interp_runs = base_runs or (
-                min(BASE_RUNS, self.hot_runs) if explicit else BASE_RUNS)
+                BASE_RUNS if self.hot_runs == DEFAULT_HOT_RUNS
+                else min(BASE_RUNS, self.hot_runs))
         # baseline blocks also while the code cache supplies most blocks (JitEngine._hot):
         # with base_runs given (tests' baseline tier)
         self.always_baseline = base_runs is not None
