@@ -1089,6 +1089,50 @@ def test_a_baseline_block_that_runs_a_lot_gets_its_llvm_block(tmp_path, monkeypa
     assert comp.blocks_compiled >= 1
 
 
+def test_a_baseline_blocks_region_goes_before_quick_blocks_compiled_when_idle(
+        tmp_path, monkeypatch):
+    """A hot loop's baseline block asks for its quick LLVM block for when the compiler
+    is idle, then, after OPT_AFTER of its instructions, for its optimised region, which
+    the compiler takes first; the region replaces the baseline block, and the results
+    stay the interpreter's."""
+    from pyhv.cpu.jit import codegen, stencils
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import OPT, Compiler
+
+    if not stencils.host_supported():
+        pytest.skip("the baseline tier is for x86-64 hosts")
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(codegen, "OPT_AFTER", 3_000)  # its region after 1,000 runs
+    n = 300_000
+    prog, interp = counted_loop(n)
+    send = Compiler._send
+    monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, threshold=64, base_runs=16).engines[0]
+    world.put(BASE, prog)
+    engine = world.engine
+    loop = BASE + 8
+    try:
+        run(world, 20_000)
+        ctx = engine._context()
+        assert loop in ctx.native.baseline and loop in ctx.queued
+        assert [k for k, _ in comp._batch_opt] and all(k.endswith(OPT) for k, _ in comp._batch_opt)
+        assert comp._batch_idle and not comp._batch
+        assert loop in ctx.native.optimised  # asked for
+        monkeypatch.setattr(Compiler, "_send", send)
+        batch = comp._next_batch()
+        assert batch and all(k.endswith(OPT) for k, _ in batch)  # the region first
+        comp._batch_opt[:0] = batch
+        comp.poll(wait=True)  # the region, then the quick block (too late: not linked)
+        assert loop in ctx.native and loop not in ctx.native.baseline
+        assert ctx.native[loop][0] == comp.known[next(k for k in comp.known if k.endswith(OPT))]
+        run(world, 4 * n)
+    finally:
+        engine.close()
+    assert world.state() == interp.state()
+
+
 def test_dispatch_table_costs_memory_only_where_blocks_are_linked() -> None:
     """A hart has a 1 MiB dispatch table for every translation context it ran (16 in a
     4-hart Linux boot): an empty one is untouched zero pages, a linked block makes
