@@ -1133,6 +1133,39 @@ def test_a_baseline_blocks_region_goes_before_quick_blocks_compiled_when_idle(
     assert world.state() == interp.state()
 
 
+def test_a_loop_with_divisions_and_remainders_is_one_baseline_block():
+    """M's divisions, remainders and high multiplies are fast ops (the decoded cache runs
+    them, the stencils copy them): a loop with ``x % 13`` in it is one baseline block,
+    not two with the native interpreter between them; the results (division by zero
+    and overflow included) are the interpreter's. Linux's spin hint, a DIV by x0,
+    still ends a block."""
+    from pyhv.isa.decoder import RELAX_DIV
+
+    m = 0x33  # OP; OP-32 is 0x3B; M's funct7 is 1
+    body = [r_type(0x33, 11, 7, 10, 12, 1),   # remu a1, a0, a2 (a2 = 13)
+            r_type(0x3B, 13, 6, 10, 14, 1),   # remw a3, a0, a4 (a4 = 0: a3 = a0)
+            r_type(m, 15, 4, 5, 16, 1),       # div a5, t0, a6 (t0 = -2**63, a6 = -1)
+            r_type(m, 17, 3, 10, 12, 1),      # mulhu a7, a0, a2
+            r_type(m, 28, 5, 10, 14, 1),      # divu t3, a0, a4 (by zero: all ones)
+            r_type(0x33, 10, 0, 10, 11, 0),   # add a0, a0, a1
+            addi(6, 6, -1)]
+    prog = (li32(6, 3000) + [addi(12, 0, 13), addi(14, 0, 0), addi(16, 0, -1),
+                             addi(5, 0, 1), i_type(0x13, 5, 1, 5, 63)]  # slli t0, t0, 63
+            + body + [bne(6, 0, -4 * len(body)), RELAX_DIV | (18 << 7) | (18 << 15), WFI])
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=BASELINE_TIER)):
+        world.put(BASE, prog)
+        run(world, 200_000)
+        assert world.hart.waiting
+        results.append(world.state())
+    assert results[1] == results[0]
+    x = results[0]["x"]
+    assert x[28] == (1 << 64) - 1 and x[15] == 1 << 63 and x[18] == (1 << 64) - 1
+    ctx = world.engine._context()
+    loop = BASE + 4 * (len(prog) - len(body) - 3)
+    assert ctx.native.baseline[loop].n == len(body) + 1  # the whole loop, its branch too
+
+
 def test_dispatch_table_costs_memory_only_where_blocks_are_linked() -> None:
     """A hart has a 1 MiB dispatch table for every translation context it ran (16 in a
     4-hart Linux boot): an empty one is untouched zero pages, a linked block makes

@@ -101,7 +101,12 @@ for _i, _name in enumerate((
         "sb", "sh", "sw", "sd",
         "addi", "slti", "sltiu", "xori", "ori", "andi", "slli", "srli", "srai",
         "add", "sub", "sll", "slt", "sltu", "xor", "srl", "sra", "or", "and", "mul",
-        "addiw", "slliw", "srliw", "sraiw", "addw", "subw", "sllw", "srlw", "sraw"), 1):
+        "addiw", "slliw", "srliw", "sraiw", "addw", "subw", "sllw", "srlw", "sraw",
+        # M's other instructions: a loop with a modulo or a division in it would
+        # otherwise end its baseline block there (stencils.py), and each run leave the
+        # decoded cache for the decoder's groups
+        "mulh", "mulhsu", "mulhu", "div", "divu", "rem", "remu",
+        "mulw", "divw", "divuw", "remw", "remuw"), 1):
     if _name:
         FAST_OPS[_name] = _i
 
@@ -405,7 +410,7 @@ class _Gen(FpValues, TimeReads):
 
     def spec_group(self, opcode: int) -> None:
         """The instructions of ``opcode`` (an integer ALU major opcode) that are no fast
-        op (M's mulh and divisions, Zba, Zbb, Zbs, Zicond), from their description in
+        op (Zba, Zbb, Zbs, Zicond), from their description in
         isa/spec.py: matched by encoding, one after another; else Python (a reserved
         encoding: an illegal instruction)."""
         insns = [i for i in spec.ALU.values() if i.opcode == opcode and i.name not in FAST_OPS]
@@ -1794,7 +1799,15 @@ class _Gen(FpValues, TimeReads):
         arm("ld", lambda: (self.op(f"add i32 {f3}, {F['lb']}"), imm_i()))
         arm("st", stores)
         arm("oi", op_imm)
-        arm("or", lambda: (pick(key(), _fast(spec.OP, ("R",))), "0"))
+        def op_reg() -> tuple[str, str]:
+            # (Linux's cpu_relax(), a DIV by x0, stays with the decoder's groups: where
+            # harts take turns it hands the slice over, "opreg")
+            num = pick(key(), _fast(spec.OP, ("R",)))
+            relax = self.op(f"icmp eq i32 {self.op(f'and i32 {w}, {_s32(RELAX_MASK)}')}, "
+                            f"{RELAX_DIV}")
+            return self.op(f"select i1 {relax}, i32 0, i32 {num}"), "0"
+
+        arm("or", op_reg)
         arm("ow", op_imm32)
         arm("ox", lambda: (pick(key(), _fast(spec.OP_32, ("R",))), "0"))
         self.label(f"{k}j")

@@ -48,7 +48,7 @@ import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ...isa.decoder import Decoded
+from ...isa.decoder import Decoded, spin_hint
 from . import state as S
 from .codegen import ENDS, MAX_INSNS
 from .loader import R_32, R_32S, R_64, R_PC32, R_PLT32
@@ -352,7 +352,9 @@ class Baseline:
         self.built = 0
 
     def supported(self, d: Decoded) -> bool:
-        return d.name in FAST_OPS
+        # (a spin-wait hint ends the block: where harts take turns it hands the slice
+        # over, which the dispatcher's slow path does)
+        return d.name in FAST_OPS and not spin_hint(d.raw)
 
     def build(self, translated: bool, insns: list[tuple[int, Decoded]], start: int,
               end: int, lim: int) -> tuple[int, int] | None:
