@@ -261,9 +261,10 @@ class _NativeBlocks(dict):
 class _Based:
     """A baseline block's run counter (in the arena), its instructions, the count at
     which it asks Python (its ``lim``: the counter is set back from it to ask again),
-    and whether its quick block was asked for yet and since when it counts."""
+    whether its quick block was asked for yet, and since when it counts how many runs
+    (its rate at the next ask)."""
 
-    __slots__ = ("counter", "n", "lim", "quick", "since")
+    __slots__ = ("counter", "n", "lim", "quick", "since", "runs")
 
     def __init__(self, counter: int, n: int, lim: int, quick: bool) -> None:
         self.counter = ctypes.c_uint32.from_address(counter)
@@ -271,11 +272,17 @@ class _Based:
         self.lim = lim
         self.quick = quick
         self.since = time.monotonic()
+        self.runs = lim
 
     def ask_after(self, runs: int) -> None:
         """Count ``runs`` more runs, then ask again."""
-        self.counter.value = (self.lim - max(1, min(runs, 1 << 31))) & 0xFFFFFFFF
+        self.runs = max(1, min(runs, 1 << 31))
+        self.counter.value = (self.lim - self.runs) & 0xFFFFFFFF
         self.since = time.monotonic()
+
+    def rate(self) -> float:
+        """Instructions a second it ran since it last counted from the start."""
+        return self.runs * self.n / max(time.monotonic() - self.since, 1e-6)
 
 
 class _OpCache(dict):
@@ -1729,8 +1736,7 @@ class JitEngine(SliceStrategy):
             based.ask_after(_region_runs(n))
             self._ask_quick(ctx, start, based)
             return
-        rate = _region_runs(n) * n / max(time.monotonic() - based.since, 1e-6)
-        if rate < HOT_IPS and self.compiler.over_budget() and not self.machine.sync:
+        if based.rate() < HOT_IPS and self.compiler.over_budget() and not self.machine.sync:
             based.ask_after(_region_runs(n))
             self.deferred += 1
             return
