@@ -88,6 +88,31 @@ def test_old_versions_of_the_code_cache_are_pruned(tmp_path):
     assert sorted(removed) == sorted(olds[:len(olds) - (KEEP_VERSIONS - 1)])
 
 
+def test_temporary_files_of_processes_gone_are_swept(tmp_path):
+    """A process that exits while its compiler's thread writes a batch leaves the
+    batch's temporary file (``.NAME.PID.THREAD``) in the cache: the next one removes
+    it, and leaves those of running processes, the objects and the index alone."""
+    import os
+    import subprocess
+    import sys
+
+    from pyhv.cpu.jit.compiler import sweep_temporaries
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = int(gone.stdout)
+    left = [tmp_path / f".0123456789abcdef01234567.o.{dead}.140000000000",
+            tmp_path / f".rvc.bin.{dead}"]
+    kept = [tmp_path / f".89abcdef0123456789abcdef.o.{os.getpid()}.1",
+            tmp_path / "0123456789abcdef01234567.o", tmp_path / "index",
+            tmp_path / ".hidden"]
+    for p in left + kept:
+        p.write_bytes(b"x")
+    assert sorted(sweep_temporaries(tmp_path)) == sorted(left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in kept)
+    assert sweep_temporaries(tmp_path / "missing") == []
+
+
 def test_the_compile_share_shrinks_while_the_code_cache_feeds_the_run(monkeypatch):
     """The compiler's budget (a share of the time since it started): whole while what
     gets hot is compiled, a quarter while the code cache supplies it (the same guest

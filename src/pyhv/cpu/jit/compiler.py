@@ -716,6 +716,8 @@ class Compiler:
             tms = (target_machine(0), target_machine(1))
         except Exception as e:  # noqa: BLE001 - reported on the guest thread, per batch
             failed = e
+        if self.cache_dir is not None:
+            sweep_temporaries(self.cache_dir)  # (once a process, off the guest's thread)
         while True:
             batch = self._todo.get()
             t0 = time.perf_counter()
@@ -886,6 +888,37 @@ def prune_versions(current: Path, keep: int = KEEP_VERSIONS) -> list[Path]:
         try:
             shutil.rmtree(old)
             removed.append(old)
+        except OSError:
+            pass
+    return removed
+
+
+def sweep_temporaries(directory: Path) -> list[Path]:
+    """Remove the temporary files (``.NAME.PID[.THREAD]``, written and then renamed
+    into place: ``_store``, ``_write_atomic``) that processes no longer running left
+    in ``directory``: a process that exits while its compiler's thread writes a batch
+    leaves one. Files of running processes stay. Returns what it removed."""
+    removed: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(directory) if e.name.startswith(".")]
+    except OSError:
+        return removed
+    for entry in entries:
+        parts = entry.name.split(".")
+        # "", NAME's parts (a hash, an extension), PID[, THREAD]
+        pids = [p for p in parts[3:] if p.isdigit()][:1]
+        if not pids:
+            continue
+        try:
+            os.kill(int(pids[0]), 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # another user's process, or no pid at all
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
         except OSError:
             pass
     return removed
