@@ -881,24 +881,7 @@ def test_a_hot_loop_is_compiled_while_the_compiler_is_over_its_budget(tmp_path, 
     HOT_IPS instructions a second or more; with an unreachable HOT_IPS it stays put off
     and interpreted. Either way the results are the interpreter's. (Without the
     baseline tier: with it, see the next test.)"""
-    from pyhv.cpu.jit import engine as E
-    from pyhv.cpu.jit.compiler import Compiler
-
-    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(Compiler, "over_budget", lambda self: True)
-    if hot_ips is not None:
-        monkeypatch.setattr(E, "HOT_IPS", hot_ips)
-    n = 200_000
-    prog, interp = counted_loop(n)
-    world = W.World("interp")
-    comp = Compiler()
-    world.engine = E.JitMachine(world, comp, baseline=False).engines[0]
-    world.put(BASE, prog)
-    try:
-        run(world, 4 * n)
-    finally:
-        world.engine.close()
-    assert world.state() == interp.state()
+    world, _comp = _loop_over_budget(tmp_path, monkeypatch, hot_ips, baseline=False)
     ctx = world.engine._context()
     loop = BASE + 8
     assert world.engine.deferred >= 1
@@ -911,32 +894,42 @@ def test_over_its_budget_the_compiler_gets_no_work_from_baseline_blocks(tmp_path
     budget runs as a baseline block at once (built on the guest's thread, in
     microseconds), but neither its quick block nor, below HOT_IPS, its region is
     queued: the compiler's thread gets nothing from it. Results as the interpreter's."""
-    from pyhv.cpu.jit import engine as E
     from pyhv.cpu.jit import stencils
-    from pyhv.cpu.jit.compiler import Compiler
 
     if not stencils.host_supported():
         pytest.skip("the baseline tier is for x86-64 hosts")
-    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
-    monkeypatch.setattr(Compiler, "over_budget", lambda self: True)
-    monkeypatch.setattr(E, "HOT_IPS", float("inf"))
-    n = 200_000
-    prog, interp = counted_loop(n)
-    world = W.World("interp")
-    comp = Compiler()
-    world.engine = E.JitMachine(world, comp, baseline=True).engines[0]
-    world.put(BASE, prog)
-    try:
-        run(world, 4 * n)
-    finally:
-        world.engine.close()
-    assert world.state() == interp.state()
+    world, comp = _loop_over_budget(tmp_path, monkeypatch, float("inf"), baseline=True)
     ctx = world.engine._context()
     loop = BASE + 8
     assert loop in ctx.native.baseline
     assert not ctx.queued and comp.pending() == 0 and comp.blocks_compiled == 0
     # asked twice (its quick block, then its region, ~87,000 runs later), put off both
     assert world.engine.deferred >= 2
+
+
+def _loop_over_budget(tmp_path, monkeypatch, hot_ips, baseline: bool):
+    """A counted loop of 200,000 iterations run with the compiler always over its budget
+    (and HOT_IPS as given, if not None), checked against the interpreter: (its world,
+    its compiler)."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(Compiler, "over_budget", lambda self: True)
+    if hot_ips is not None:
+        monkeypatch.setattr(E, "HOT_IPS", hot_ips)
+    n = 200_000
+    prog, interp = counted_loop(n)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, baseline=baseline).engines[0]
+    world.put(BASE, prog)
+    try:
+        run(world, 4 * n)
+    finally:
+        world.engine.close()
+    assert world.state() == interp.state()
+    return world, comp
 
 
 def counted_loop(n: int) -> tuple[list[int], W.World]:

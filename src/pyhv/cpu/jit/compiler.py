@@ -641,15 +641,18 @@ class Compiler:
                 return addr, k is not key
         return None
 
-    def _next_batch(self) -> list[tuple[str, Source]]:
+    def _hottest_first(self, queue: list[tuple[str, Source]], batch: int) -> None:
+        """Sort ``queue`` hottest first if it holds more than one ``batch``."""
         heat = self._heat
-        if len(self._batch) > MAX_BATCH and heat:
-            # The hottest first: code that became hot early may have cooled since,
-            # while the loop the guest is in now waits behind it, interpreted.
-            self._batch.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
-        if len(self._batch_opt) > MAX_BATCH_OPT and heat:
-            # optimised ones too: the quick block running most since it asked first
-            self._batch_opt.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
+        if len(queue) > batch and heat:
+            queue.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
+
+    def _next_batch(self) -> list[tuple[str, Source]]:
+        # The hottest first: code that became hot early may have cooled since, while
+        # the loop the guest is in now waits behind it, interpreted; optimised ones
+        # too: the quick block running most since it asked first.
+        self._hottest_first(self._batch, MAX_BATCH)
+        self._hottest_first(self._batch_opt, MAX_BATCH_OPT)
         if self._batch and self._batch_opt and (
                 all(self._cold(k) for k, _ in self._batch[:MAX_BATCH])
                 or self._worth_first(self._batch_opt[0][0], self._batch[:MAX_BATCH])):
@@ -663,9 +666,8 @@ class Compiler:
         elif self._batch_opt:
             batch = self._batch_opt[:MAX_BATCH_OPT]
             self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
-        else:
-            if len(self._batch_idle) > MAX_BATCH_IDLE and heat:
-                self._batch_idle.sort(key=lambda b: -heat[b[0]]() if b[0] in heat else 0)
+        else:  # nothing else waits: the quick blocks of baseline blocks
+            self._hottest_first(self._batch_idle, MAX_BATCH_IDLE)
             batch = self._batch_idle[:MAX_BATCH_IDLE]
             self._batch_idle = self._batch_idle[MAX_BATCH_IDLE:]
         return batch
@@ -904,13 +906,13 @@ def sweep_temporaries(directory: Path) -> list[Path]:
     except OSError:
         return removed
     for entry in entries:
+        # ".NAME.PID.THREAD" (_store) or ".NAME.PID" (_write_atomic); NAME has a dot
         parts = entry.name.split(".")
-        # "", NAME's parts (a hash, an extension), PID[, THREAD]
-        pids = [p for p in parts[3:] if p.isdigit()][:1]
-        if not pids:
+        if len(parts) < 4 or not parts[-1].isdigit():
             continue
+        pid = parts[-2] if parts[-2].isdigit() else parts[-1]
         try:
-            os.kill(int(pids[0]), 0)
+            os.kill(int(pid), 0)
             continue  # its writer still runs
         except ProcessLookupError:
             pass
