@@ -907,6 +907,34 @@ def test_over_its_budget_the_compiler_gets_no_work_from_baseline_blocks(tmp_path
     assert world.engine.deferred >= 2
 
 
+def test_quick_blocks_compiled_when_idle_use_only_what_the_budget_leaves(tmp_path,
+                                                                        monkeypatch):
+    """The quick blocks of baseline blocks (the idle queue) are compiled only while all
+    compiling so far is within the compiler's budget, and the seconds they took do not
+    count against the budget of regions and hot quick blocks: a run whose compiler was
+    idle early must not put off the regions of the loops it goes on to. Waiting for
+    every block (poll with wait, a guest stuck on one) takes the idle queue too."""
+    import time
+
+    from pyhv.cpu.jit.compiler import Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    comp = Compiler()
+    monkeypatch.setattr(comp, "background", False)
+    sent = []
+    monkeypatch.setattr(comp, "_send", lambda force_idle=False: sent.append(force_idle))
+    comp.submit("b_idle", "", lambda addr: None, idle=True)
+    assert not comp.over_budget()  # (the budget's clock starts)
+    comp._started -= 1.0
+    spent = comp._allowance(time.perf_counter()) + 1.0
+    comp.compile_seconds = comp.idle_seconds = spent  # all of it on idle batches
+    assert not comp.over_budget()
+    assert comp._next_batch() == []  # the idle queue waits
+    assert comp._next_batch(force_idle=True) == [("b_idle", "")]
+    comp.idle_seconds = 0.0  # the same seconds on regions and hot quick blocks
+    assert comp.over_budget()
+
+
 def _loop_over_budget(tmp_path, monkeypatch, hot_ips, baseline: bool):
     """A counted loop of 200,000 iterations run with the compiler always over its budget
     (and HOT_IPS as given, if not None), checked against the interpreter: (its world,
@@ -1099,7 +1127,7 @@ def test_a_baseline_blocks_region_goes_before_quick_blocks_compiled_when_idle(
     n = 300_000
     prog, interp = counted_loop(n)
     send = Compiler._send
-    monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
+    monkeypatch.setattr(Compiler, "_send", lambda self, force_idle=False: False)  # busy
     world = W.World("interp")
     comp = Compiler()
     world.engine = E.JitMachine(world, comp, threshold=64, base_runs=16).engines[0]
@@ -1276,7 +1304,7 @@ def test_a_start_waiting_for_the_compiler_does_not_keep_asking(tmp_path, monkeyp
     n = 300_000
     prog, interp = counted_loop(n)
     send = Compiler._send
-    monkeypatch.setattr(Compiler, "_send", lambda self: None)  # the worker is busy
+    monkeypatch.setattr(Compiler, "_send", lambda self, force_idle=False: False)  # busy
     world = W.World("interp")
     comp = Compiler()
     world.engine = E.JitMachine(world, comp, threshold=64, baseline=False).engines[0]
