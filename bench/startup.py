@@ -7,7 +7,10 @@ pyhv's imports, building the board, and teardown. Runs are interleaved (QEMU run
 then pyhv run i), each pyhv run with an empty JIT code cache and the default engine
 (``auto``: the JIT where it works). It prints the medians, the ratio, and pyhv's own
 breakdown (``--stats``: imports, building the machine, running, stopping) from the run
-nearest the median.
+nearest the median. For reference it also times the same Python interpreter starting and
+doing nothing (``python3 -c pass``, with the same site-packages): the floor under any
+Python program on the machine (on this workplace's machines ~0.04 s, most of it a
+``.pth`` file of the sandbox that imports ``certifi``).
 
     python3 bench/startup.py [--runs 15] [--guest guests/tests/exit_pass.elf]
 """
@@ -38,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{args.guest}: no such file")
     byte_compile()
     qemu = shutil.which("qemu-system-riscv64")
-    cmds = {"pyhv": pyhv_command(args.guest.resolve())}
+    cmds = {"pyhv": pyhv_command(args.guest.resolve()), "python": [sys.executable, "-c", "pass"]}
     if qemu:
         cmds["qemu"] = qemu_command(qemu, args.guest.resolve())
     else:
@@ -61,10 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     shown = args.guest.relative_to(ROOT) if args.guest.is_relative_to(ROOT) else args.guest
     print(f"guest: {shown}; whole process, median of {args.runs} interleaved runs")
     print(f"{'runner':28} {'median s':>9} {'min s':>7} {'max s':>7} {'vs QEMU':>8}")
-    for name in ("qemu", "pyhv"):
+    labels = {"qemu": "qemu-system-riscv64 (TCG)", "pyhv": "pyhv (default engine)",
+              "python": "python3 -c pass (the floor)"}
+    for name in ("qemu", "pyhv", "python"):
         if name not in med:
             continue
-        label = "qemu-system-riscv64 (TCG)" if name == "qemu" else "pyhv (default engine)"
+        label = labels[name]
         ratio = f"{med[name] / med['qemu']:.1f}x" if "qemu" in med else "-"
         print(f"{label:28} {med[name]:9.3f} {min(walls[name]):7.3f} {max(walls[name]):7.3f} "
               f"{ratio:>8}")
