@@ -1154,6 +1154,34 @@ def test_a_baseline_blocks_region_goes_before_quick_blocks_compiled_when_idle(
     assert world.state() == interp.state()
 
 
+def test_baseline_blocks_are_named_for_perf(tmp_path, monkeypatch):
+    """With PYHV_JIT_PERFMAP, a baseline block's code gets a line in perf's map file
+    (``base_<guest pc>``, its address and size), as compiled blocks do: without it,
+    perf reports the time in copied stencils as anonymous addresses."""
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit import perfmap, stencils
+    from pyhv.cpu.jit.compiler import Compiler
+
+    if not stencils.host_supported():
+        pytest.skip("the baseline tier is for x86-64 hosts")
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    lines: list[str] = []
+    monkeypatch.setattr(perfmap, "ENABLED", True)
+    monkeypatch.setattr(perfmap, "_append", lines.extend)
+    prog, interp = counted_loop(50_000)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, threshold=1 << 30, base_runs=16).engines[0]
+    world.put(BASE, prog)
+    try:
+        run(world, 200_000)
+    finally:
+        world.engine.close()
+    assert world.state() == interp.state()
+    named = [ln.split() for ln in lines if ln.split()[2] == f"base_{BASE + 8:x}"]
+    assert len(named) == 1 and int(named[0][1], 16) > 0, lines
+
+
 def test_a_loop_with_divisions_and_remainders_is_one_baseline_block():
     """M's divisions, remainders and high multiplies are fast ops (the decoded cache runs
     them, the stencils copy them): a loop with ``x % 13`` in it is one baseline block,

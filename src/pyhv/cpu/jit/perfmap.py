@@ -18,13 +18,22 @@ from .loader import function_sizes
 ENABLED = os.environ.get("PYHV_JIT_PERFMAP", "") not in ("", "0")
 
 
+def name(addr: int, size: int, what: str) -> None:
+    """Name one piece of generated code (a baseline block: stencils.py)."""
+    if ENABLED:
+        _append([f"{addr:x} {size:x} {what}\n"])
+
+
 def record(obj: bytes, addresses: Mapping[str, int]) -> None:
     """Append the functions of a just-loaded object (at ``addresses``) to this
     process's map file."""
     if not ENABLED:
         return
-    lines = [f"{addresses[name]:x} {size:x} {name}\n"
-             for name, size in function_sizes(obj).items() if addresses.get(name)]
+    _append([f"{addresses[name]:x} {size:x} {name}\n"
+             for name, size in function_sizes(obj).items() if addresses.get(name)])
+
+
+def _append(lines: list[str]) -> None:
     try:
         with open(f"/tmp/perf-{os.getpid()}.map", "a") as f:
             f.writelines(lines)

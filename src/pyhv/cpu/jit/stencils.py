@@ -49,6 +49,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ...isa.decoder import Decoded, spin_hint
+from . import perfmap
 from . import state as S
 from .codegen import ENDS, MAX_INSNS
 from .loader import R_32, R_32S, R_64, R_PC32, R_PLT32
@@ -396,6 +397,7 @@ class Baseline:
                 pack(fmt, buf, at_k + off, v & 0xFFFFFFFFFFFFFFFF if fmt == "<Q" else v)
         mem[at:at + len(buf)] = buf
         self.built += 1
+        perfmap.name(addr, len(buf), f"base_{start:x}")
         return addr, base + counter
 
 
