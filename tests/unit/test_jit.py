@@ -1182,6 +1182,77 @@ def test_baseline_blocks_are_named_for_perf(tmp_path, monkeypatch):
     assert len(named) == 1 and int(named[0][1], 16) > 0, lines
 
 
+@pytest.mark.parametrize("before, call", [
+    (H.enc_j(1, 64).to_bytes(4, "little"), True),               # jal ra
+    (H.enc_j(5, 64).to_bytes(4, "little"), True),               # jal t0
+    (i_type(0x67, 1, 0, 6, 0).to_bytes(4, "little"), True),     # jalr ra, 0(t1)
+    ((0x9002 | 6 << 7).to_bytes(2, "little"), True),            # c.jalr t1
+    (H.enc_j(0, 64).to_bytes(4, "little"), False),              # j (no link)
+    (i_type(0x67, 0, 0, 1, 0).to_bytes(4, "little"), False),    # ret
+    ((0x9002).to_bytes(2, "little"), False),                    # c.ebreak
+    (addi(1, 1, 8).to_bytes(4, "little"), False),
+])
+def test_a_return_address_is_known_by_the_call_before_it(before, call):
+    from pyhv.cpu.jit.engine import _after_call
+
+    ram = memoryview(bytearray(0x2000))
+    pc = 0x80001100
+    off = 0x1100
+    ram[off - len(before):off] = before
+    assert _after_call(ram, off, pc) == call
+    assert not _after_call(ram, 0, 0x80001000)  # (a page's first instruction: not looked at)
+
+
+def test_a_return_address_inside_a_loops_region_gets_a_region_of_its_own(tmp_path,
+                                                                        monkeypatch):
+    """A loop that calls a function: every return enters the loop's code at the return
+    address, inside the region compiled from the loop's head, which cannot be entered
+    there. A start inside a region is otherwise put off (a loop's inner blocks stop
+    running once the region holding them is in); a return address is entered by every
+    return, so it gets its own optimised region (recursive and call-heavy code ran
+    there as baseline blocks, ~30% of a recursive fib's time). Results stay the
+    interpreter's."""
+    from pyhv.cpu.jit import codegen
+    from pyhv.cpu.jit import engine as E
+    from pyhv.cpu.jit.compiler import OPT, Compiler
+
+    monkeypatch.setenv("PYHV_JIT_CACHE", str(tmp_path))
+    monkeypatch.setattr(codegen, "OPT_AFTER", 3_000)
+    n = 20_000
+    prog = li32(6, n) + [
+        addi(12, 12, 1),                # loop: (its block runs more instructions than
+        addi(13, 13, 2),                # the return address's: its region comes first)
+        addi(14, 14, 3),
+        addi(15, 15, 4),
+        beq(6, 0, 8),                   # (never taken: the region goes on past the call)
+        H.enc_j(1, 20),                 # jal ra, func
+        addi(10, 10, 3),                # the return address
+        addi(6, 6, -1),
+        bne(6, 0, -32),                 # to loop
+        WFI,
+        addi(11, 11, 1),                # func: a1 += 1
+        i_type(0x67, 0, 0, 1, 0),       # ret
+    ]
+    interp = W.World("interp")
+    interp.put(BASE, prog)
+    run(interp, 20 * n)
+    world = W.World("interp")
+    comp = Compiler()
+    world.engine = E.JitMachine(world, comp, threshold=64, sync=True).engines[0]
+    world.put(BASE, prog)
+    back = BASE + 32
+    try:
+        run(world, 20 * n)
+        ctx = world.engine._context()
+        assert back in ctx.native and back not in ctx.native.put_off
+        regions = {comp.known[k] for k in comp.known if k.endswith(OPT)}
+        assert ctx.native[back][0] in regions
+    finally:
+        world.engine.close()
+    assert world.state() == interp.state()
+    assert world.hart.x[10] == 3 * n and world.hart.x[11] == n
+
+
 def test_a_loop_with_divisions_and_remainders_is_one_baseline_block():
     """M's divisions, remainders and high multiplies are fast ops (the decoded cache runs
     them, the stencils copy them): a loop with ``x % 13`` in it is one baseline block,
