@@ -5,7 +5,9 @@ The programs in guests/bench/programs (sort, hash, bytecode, strings, fp, fp32,
 unaligned, memcpy, codegen, clock: picolibc, -O2, one kernel each; fp32 is fp's work in
 single precision, an FIR filter added; unaligned reads words at byte offsets, as hashes
 and parsers do; codegen writes machine code and runs it after fence.i; clock times each
-operation of a priority queue with the CLINT's mtime, as a bare-metal harness does)
+operation of a priority queue with the CLINT's mtime, as a bare-metal harness does;
+recursion: naive Fibonacci, Ackermann, N-queens and recursive tree walks, every return
+an indirect jump)
 are built twice:
 ``X.elf``, linked the default way (code, data and bss packed, so data shares a 4 KiB
 page with code), and ``X-aligned.elf``, the same objects with
@@ -50,7 +52,7 @@ from cpu import (
 
 PROGRAM_DIR = ROOT / "guests" / "bench" / "programs"
 PROGRAMS = ("sort", "hash", "bytecode", "strings", "fp", "fp32", "unaligned", "memcpy",
-            "codegen", "clock")
+            "codegen", "clock", "recursion")
 RUNNERS = ("qemu", "pyhv", "pyhv-aligned", "qemu-aligned")
 
 

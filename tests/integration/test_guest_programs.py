@@ -103,3 +103,29 @@ def test_single_precision_program_runs_natively() -> None:
     assert "BENCH-CHECKSUM 0x2232f1919fe005eb" in console.text, console.text
     assert result.instructions > 100_000_000
     assert stats["slow_exits"] < 100, stats
+
+
+@pytest.mark.slow
+def test_a_recursive_program_runs_native_and_gets_the_checksum_qemu_prints():
+    """guests/bench/programs/recursion.c (naive Fibonacci, Ackermann, N-queens,
+    recursive tree walks: a call and an indirect return every few instructions) under
+    the JIT: the checksum QEMU prints (the Makefile's check), nearly all of it in
+    native code, and regions compiled at its return addresses, which every return
+    enters (the regions of the code around them cannot be entered there)."""
+    from pyhv.cpu.engines import jit_unavailable_reason
+
+    if jit_unavailable_reason() is not None:
+        pytest.skip("the JIT cannot run on this host")
+    program = GUESTS.parent / "bench" / "programs" / "recursion.elf"
+    console = BufferConsole()
+    vm = Machine(MachineConfig(bios="none", kernel=str(program), engine="jit"), console=console)
+    try:
+        result = vm.run(timeout=120)
+        stats = vm.engines[0].stats()
+    finally:
+        vm.close()
+    assert result.reason == "poweroff", console.text
+    assert "BENCH-CHECKSUM 0x0d5780558b47fa82" in console.text, console.text
+    assert result.instructions > 200_000_000
+    assert stats["native_instructions"] > 0.99 * result.instructions, stats
+    assert stats["slow_exits"] < 100, stats
