@@ -132,6 +132,8 @@ def test_the_compile_share_shrinks_while_the_code_cache_feeds_the_run(monkeypatc
     # between a quarter of the share and the whole of it
     spent = COMPILE_GRACE + 10.0 * COMPILE_SHARE * (1 + WARM_SHARE) / 2
     monkeypatch.setattr(comp, "compile_seconds", spent)
+    monkeypatch.setattr(comp, "idle_seconds", 0.0)  # (none of it on the idle queue)
+    monkeypatch.setattr(comp, "_busy_idle", False)
     monkeypatch.setattr(comp, "_recent", [100.0, 0.0])  # everything compiled
     assert not comp.over_budget()
     monkeypatch.setattr(comp, "_recent", [10.0, 90.0])  # mostly from the cache
