@@ -2014,7 +2014,10 @@ class Daemon:
             "mips": round(vm.mips, 3),
             "instructions": status["instructions"],
             "rss": _rss(vm.pid),
-            "balloon_target": status["balloon_target"],
+            # what the host asked (the VM's process reports it back once it has the
+            # message: a status it wrote just before still holds the old target)
+            "balloon_target": vm.balloon_sent if vm.balloon_sent >= 0
+            else status["balloon_target"],
             "balloon_actual": status["balloon_actual"],
             # memory terms and what the VM holds (host/memory.py)
             "memory_shares": d.memory_terms.shares,

@@ -680,7 +680,8 @@ class Compiler:
         elif self._batch_opt:
             batch = self._batch_opt[:MAX_BATCH_OPT]
             self._batch_opt = self._batch_opt[MAX_BATCH_OPT:]
-        elif force_idle or self._idle_allowed():  # nothing else waits: the quick blocks of baseline blocks
+        elif force_idle or self._idle_allowed():
+            # nothing else waits: the quick blocks of baseline blocks
             self._hottest_first(self._batch_idle, MAX_BATCH_IDLE)
             batch = self._batch_idle[:MAX_BATCH_IDLE]
             self._batch_idle = self._batch_idle[MAX_BATCH_IDLE:]
