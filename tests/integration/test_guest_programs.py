@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pyhv import BufferConsole, Machine, MachineConfig
+from pyhv import BufferConsole, Machine, MachineConfig, RunResult
 
 GUESTS = Path(__file__).resolve().parents[2] / "guests" / "tests"
 # echo waits for typed input (tests/integration/test_console_tty.py); idle and spin run
@@ -81,17 +81,14 @@ def test_uart_burst_under_every_engine(engine: str) -> None:
         assert "PASS uart_burst" in console.text
 
 
-def test_single_precision_program_runs_natively() -> None:
-    """An ordinary C program written with ``float`` (guests/bench/programs/fp32.c: an
-    FIR filter, n-body and a matrix multiply in single precision) under the JIT: its
-    checksum is the one QEMU prints (guests/bench/programs/Makefile's check), and its
-    single-precision instructions run in native code, not one trip to Python each (it
-    took over 300 s so; about 1 s now)."""
+def _run_bench_program(name: str) -> tuple[RunResult, dict[str, int], str]:
+    """guests/bench/programs/NAME.elf under the JIT to its power-off: (the run's result,
+    the hart's JIT counters, the console text). Skips where the JIT cannot run."""
     from pyhv.cpu.engines import jit_unavailable_reason
 
     if jit_unavailable_reason() is not None:
         pytest.skip("the JIT cannot run on this host")
-    program = GUESTS.parent / "bench" / "programs" / "fp32.elf"
+    program = GUESTS.parent / "bench" / "programs" / f"{name}.elf"
     console = BufferConsole()
     vm = Machine(MachineConfig(bios="none", kernel=str(program), engine="jit"), console=console)
     try:
@@ -100,7 +97,17 @@ def test_single_precision_program_runs_natively() -> None:
     finally:
         vm.close()
     assert result.reason == "poweroff", console.text
-    assert "BENCH-CHECKSUM 0x2232f1919fe005eb" in console.text, console.text
+    return result, stats, console.text
+
+
+def test_single_precision_program_runs_natively() -> None:
+    """An ordinary C program written with ``float`` (guests/bench/programs/fp32.c: an
+    FIR filter, n-body and a matrix multiply in single precision) under the JIT: its
+    checksum is the one QEMU prints (guests/bench/programs/Makefile's check), and its
+    single-precision instructions run in native code, not one trip to Python each (it
+    took over 300 s so; about 1 s now)."""
+    result, stats, text = _run_bench_program("fp32")
+    assert "BENCH-CHECKSUM 0x2232f1919fe005eb" in text, text
     assert result.instructions > 100_000_000
     assert stats["slow_exits"] < 100, stats
 
@@ -109,23 +116,10 @@ def test_single_precision_program_runs_natively() -> None:
 def test_a_recursive_program_runs_native_and_gets_the_checksum_qemu_prints():
     """guests/bench/programs/recursion.c (naive Fibonacci, Ackermann, N-queens,
     recursive tree walks: a call and an indirect return every few instructions) under
-    the JIT: the checksum QEMU prints (the Makefile's check), nearly all of it in
-    native code, and regions compiled at its return addresses, which every return
-    enters (the regions of the code around them cannot be entered there)."""
-    from pyhv.cpu.engines import jit_unavailable_reason
-
-    if jit_unavailable_reason() is not None:
-        pytest.skip("the JIT cannot run on this host")
-    program = GUESTS.parent / "bench" / "programs" / "recursion.elf"
-    console = BufferConsole()
-    vm = Machine(MachineConfig(bios="none", kernel=str(program), engine="jit"), console=console)
-    try:
-        result = vm.run(timeout=120)
-        stats = vm.engines[0].stats()
-    finally:
-        vm.close()
-    assert result.reason == "poweroff", console.text
-    assert "BENCH-CHECKSUM 0x0d5780558b47fa82" in console.text, console.text
+    the JIT: the checksum QEMU prints (the Makefile's check), and nearly all of it in
+    native code (its return addresses, which every return enters, are linked blocks)."""
+    result, stats, text = _run_bench_program("recursion")
+    assert "BENCH-CHECKSUM 0x0d5780558b47fa82" in text, text
     assert result.instructions > 200_000_000
     assert stats["native_instructions"] > 0.99 * result.instructions, stats
     assert stats["slow_exits"] < 100, stats
