@@ -1461,3 +1461,44 @@ def test_a_finished_batch_brings_the_native_interpreter_back_to_python(tmp_path,
     finally:
         engine.close()
     assert world.state() == interp.state()
+
+
+def _insns(words: list[int]) -> list:
+    from pyhv.isa.decoder import decode
+
+    return [(BASE + 4 * i, decode(w, 4)) for i, w in enumerate(words)]
+
+
+def test_access_groups_check_a_prologue_once_and_stop_where_the_base_may_change():
+    """Loads or stores (integer or FP) through one base register on one straight path
+    are checked together (codegen.access_groups): a prologue's saves through sp are one
+    group; a write of the base, a branch target or a branch ends a group; bytes more
+    than 4 KiB apart, a load of the clock and a lone access are not grouped."""
+    from pyhv.cpu.jit.codegen import access_groups
+
+    sp, ra, s0, s1, a0, a5 = 2, 1, 8, 9, 10, 15
+    prologue = _insns([addi(sp, sp, -32), sd(ra, sp, 24), sd(s0, sp, 16), addi(a5, a0, 1),
+                       sd(s1, sp, 8), addi(sp, sp, 16), sd(s1, sp, 0), sd(s0, sp, -8)])
+    groups = access_groups(prologue, set())
+    # (first member, lowest offset, span, members): sp's stores before and after it moves
+    assert groups == {1: (1, 8, 24, 3), 2: (1, 8, 24, 3), 4: (1, 8, 24, 3),
+                      6: (6, -8, 16, 2), 7: (6, -8, 16, 2)}
+    # a branch target between two stores: two lone stores
+    assert access_groups(prologue[:3], {prologue[2][0]}) == {}
+    # a branch between them: the same
+    split = _insns([sd(ra, sp, 8), bne(a0, 0, 8), sd(s0, sp, 0)])
+    assert access_groups(split, set()) == {}
+    # a load that writes its own base ends the group after itself
+    chain = _insns([i_type(0x03, a0, 3, a0, 0), i_type(0x03, a5, 3, a0, 8),
+                    i_type(0x03, s0, 3, a0, 16)])
+    assert access_groups(chain, set()) == {1: (1, 8, 16, 2), 2: (1, 8, 16, 2)}
+    # bytes more than 4 KiB apart (three pages, maybe): not grouped; 4 KiB: grouped
+    assert access_groups(_insns([sd(ra, a5, -2048), sd(s0, a5, 2041)]), set()) == {}
+    assert access_groups(_insns([sd(ra, a5, -2048), sd(s0, a5, 2040)]), set()) == {
+        0: (0, -2048, 4096, 2), 1: (0, -2048, 4096, 2)}
+    # FP stores are members too, and other instructions between members do not matter
+    fp = _insns([sd(ra, sp, 16), csrrw_fflags(0, 0), fsd(8, sp, 8), fsd(9, sp, 0)])
+    assert access_groups(fp, set()) == {k: (0, 0, 24, 3) for k in (0, 2, 3)}
+    # a load that reads the clock: alone
+    loads = _insns([i_type(0x03, ra, 3, a5, 0), i_type(0x03, s0, 3, a5, 8)])
+    assert access_groups(loads, set(), clock={loads[0][0]}) == {}

@@ -504,3 +504,97 @@ def test_counter_reads_natively_as_on_the_interpreter(threshold, translated):
     assert jit.state() == interp.state()
     assert interp.hart.x[20] > 0 and interp.hart.x[21] > interp.hart.x[20]
     assert jit.engine.stats()["slow_exits"] < n // 2, jit.engine.stats()
+
+
+def ld(rd: int, rs1: int, imm: int) -> int:
+    return i_type(0x03, rd, 3, rs1, imm)
+
+
+@TIERS
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_a_group_of_stores_to_data_in_a_code_page_stays_native(threshold, translated):
+    """Three stores through one base register (a group, checked once: codegen's
+    access_groups) into data that shares its page with the loop's code: done natively,
+    counted near code, no exit to Python, as a lone store there is."""
+    n = 3000
+    loop = [sw(11, 12, 0x400), sw(13, 12, 0x404), sw(11, 12, 0x40C),
+            addi(11, 11, 1), addi(13, 13, -1), bne(13, 0, -20), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, loop)
+        w.hart.x[12], w.hart.x[13] = CODE, n
+        _enter(w, translated, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert jit.state() == interp.state()
+    assert jit.ram.read(CODE + 0x400, 16) == interp.ram.read(CODE + 0x400, 16)
+    stats = jit.engine.stats()
+    assert stats["slow_path_stores"] <= 2, stats
+    assert stats["blocks_invalidated_by_writes"] == 0, stats
+    if threshold == 1:
+        # every store of the group checked against the code once, natively, in its
+        # block (a group that left its block for the native interpreter would count
+        # its stores twice: the group's check, then the interpreter's)
+        assert 3 * (n - 2) <= stats["native_stores_near_code"] <= 3 * (n + 2), stats
+
+
+@TIERS
+def test_a_group_of_stores_over_the_running_block(threshold):
+    """Two stores through one base, the second over the instruction right after them
+    (the running block's own bytes): the group's check finds code in the bytes it spans,
+    so Python does both stores, drops the block, and the new instruction runs from the
+    iteration that wrote it on, exactly as on the interpreter."""
+    n = 40
+    new = addi(5, 5, 100)
+    old = addi(5, 5, 1)
+    body = [
+        sw(6, 8, 0x400),  # 0: data
+        sw(7, 8, 8),  # 4: over the instruction at 8
+        old,  # 8: the instruction rewritten
+        addi(6, 6, -1),
+        addi(9, 6, -20),
+        bne(9, 0, 8),
+        addi(7, 28, 0),  # at 20 left: t2 = the new instruction
+        bne(6, 0, 0),  # patched below: back to the first store
+        WFI,
+    ]
+    back = len(body) - 2
+    body[back] = bne(6, 0, -4 * back)
+
+    def setup(w) -> None:
+        w.put(CODE, body)
+        w.hart.x[6], w.hart.x[7], w.hart.x[8], w.hart.x[28] = n, old, CODE, new
+        _enter(w, False, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert interp.hart.x[5] == 20 + 20 * 100
+    assert jit.state() == interp.state()
+    assert jit.ram.read(CODE + 0x400, 4) == interp.ram.read(CODE + 0x400, 4)
+
+
+@TIERS
+def test_a_group_of_loads_that_leaves_ram_faults_where_the_interpreter_does(threshold):
+    """Two loads through one base (a group), the second past the end of RAM: the first
+    is done, the second raises a load access fault with the interpreter's pc, tval and
+    registers (the group's check fails, so the block leaves before its first load)."""
+    end = BASE + (4 << 20)
+    handler = BASE + 0x3800
+    prog = [ld(10, 12, -8), ld(11, 12, 0), WFI]
+
+    def setup(w) -> None:
+        w.put(CODE, prog)
+        w.put(handler, [WFI])
+        w.ram.write_bytes(end - 8, (0x1122334455667788).to_bytes(8, "little"))
+        w.hart.mtvec = handler
+        w.hart.x[12] = end
+        w.hart.pc = CODE
+
+    worlds = []
+    for w in (W.World("interp"), jit_world(threshold=threshold)):
+        setup(w)
+        run(w, 10_000)
+        worlds.append(w)
+    interp, jit = worlds
+    assert interp.hart.mcause == 5 and interp.hart.mtval == end
+    assert interp.hart.x[10] == 0x1122334455667788
+    assert jit.state() == interp.state()

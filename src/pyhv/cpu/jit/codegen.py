@@ -146,6 +146,57 @@ def internal_edges(start: int, insns: list[tuple[int, Decoded]]) -> list[tuple[i
     return out
 
 
+def _signed(v: int) -> int:
+    v &= M64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def access_groups(insns: list[tuple[int, Decoded]], targets: Collection[int],
+                  clock: Collection[int] = ()) -> dict[int, tuple[int, int, int, int]]:
+    """Loads (or stores) of one block through the same base register, on one straight
+    path (no branch, jump or branch target between them) while that register keeps
+    its value, whose bytes lie within 4 KiB of each other (so on two pages at most):
+    instruction index -> (the group's first member, its lowest offset from the base,
+    the bytes it spans from there, members). A function's prologue saves a dozen
+    registers through ``sp``, its epilogue loads them back: checked once each."""
+    out: dict[int, tuple[int, int, int, int]] = {}
+    runs: dict[tuple[bool, int], list[tuple[int, int, int]]] = {}
+
+    def close(key: tuple[bool, int]) -> None:
+        members = runs.pop(key)
+        if len(members) < 2:
+            return
+        lo = min(i for _, i, _ in members)
+        hi = max(i + n for _, i, n in members)
+        if hi - lo <= 4096:
+            for k, _, _ in members:
+                out[k] = (members[0][0], lo, hi - lo, len(members))
+
+    for k, (pc, d) in enumerate(insns):
+        if pc in targets:
+            for key in list(runs):
+                close(key)
+        name = d.name
+        bits = STORES.get(name) or FP_STORES.get(name)
+        store = bits is not None
+        if not store:
+            bits = LOADS[name][0] if name in LOADS else FP_LOADS.get(name)
+        if bits is not None and pc not in clock:
+            runs.setdefault((store, d.rs1), []).append((k, _signed(d.imm), bits // 8))
+        # (an instruction between members may leave the block: those before it are done,
+        # in order, and the check stays true, as nothing native changes RAM's bounds
+        # or which of its bytes hold code)
+        if ends_block(d):
+            for key in list(runs):
+                close(key)
+        elif d.rd and _writes_x(d):
+            for key in [key for key in runs if key[1] == d.rd]:
+                close(key)
+    for key in list(runs):
+        close(key)
+    return out
+
+
 def written_by(insns: list[tuple[int, Decoded]], edges: list[tuple[int, int]]
                ) -> list[tuple[frozenset[int], frozenset[int]]]:
     """For each instruction of a region, the x and f registers some path from the
@@ -562,6 +613,8 @@ class _Block(FpValues, TimeReads):
         self.reachable = True  # (region) the instruction being emitted can be reached
         self.loop = not self.region and self._is_loop()
         self.header: list[str] = []  # phis of the loop header
+        # loads and stores checked together (access_groups), in bare mode
+        self.groups = {} if translated else access_groups(insns, self.targets, clock)
 
     def _is_loop(self) -> bool:
         pc, d = self.insns[-1]
@@ -1196,6 +1249,9 @@ class _Block(FpValues, TimeReads):
         words at byte offsets (hashes, packet and file parsers) would otherwise leave
         native code at each. An atomic (``atomic``) must be aligned (Python raises)."""
         fast, slow = f"m{k}f", f"m{k}s"
+        group = None if atomic else self.groups.get(k)
+        if group is not None:
+            return self.group_access(k, pc, addr, store, group)
         aligned = fits = "true"
         if size > 1:
             low = self.op(f"and i64 {addr}, {size - 1}")
@@ -1283,6 +1339,46 @@ class _Block(FpValues, TimeReads):
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
         self.start_label(fast)
+        host = self.field(S.RAM_HOST, "ptr")
+        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+
+    def group_access(self, k: int, pc: int, addr: str, store: bool,
+                     group: tuple[int, int, int, int]) -> str:
+        """(Bare mode) host pointer for member ``k`` of an access group: the group's first
+        member checks the bytes all of them touch, once (in RAM and, for stores, on pages
+        that hold no code), and leaves before itself if they fail; the others just
+        access."""
+        first, lo, span, members = group
+        off = self.op(f"add i64 {addr}, {-RAM_BASE}")
+        if k == first:
+            fast, slow = f"m{k}f", f"m{k}s"
+            imm = _signed(self.insns[k][1].imm)
+            low = off if lo == imm else self.op(f"add i64 {off}, {lo - imm}")
+            lim = self.op(f"sub i64 {self.field(S.RAM_SIZE)}, {span - 1}")
+            inr = self.op(f"icmp ult i64 {low}, {lim}")
+            if store:
+                chk = f"m{k}c"
+                self.emit(f"br i1 {inr}, label %{chk}, label %{slow}")
+                self.start_label(chk)
+                cmap = self.field(S.CODEMAP, "ptr")
+                p0 = self.op(f"lshr i64 {low}, 12")
+                p1 = self.op(f"lshr i64 {self.op(f'add i64 {low}, {span - 1}')}, 12")
+                c0 = self.op(f"load i8, ptr {self.op(f'getelementptr i8, ptr {cmap}, i64 {p0}')}")
+                c1 = self.op(f"load i8, ptr {self.op(f'getelementptr i8, ptr {cmap}, i64 {p1}')}")
+                clean = self.op(f"icmp eq i8 {self.op(f'or i8 {c0}, {c1}')}, 0")
+                near = f"m{k}q"
+                self.emit(f"br i1 {clean}, label %{fast}, label %{near}")
+                # a page that holds code: the group goes on natively if none of the
+                # 8-byte granules its stores span does (the runtime's pyhv_range_clear,
+                # as a lone store asks pyhv_granule_clear); else Python does the stores
+                self.start_label(near)
+                fn = self.field(S.RANGEFN, "ptr")
+                ok = self.op(f"call i1 {fn}(ptr %s, i64 {low}, i64 {span}, i64 {members})")
+                self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+            else:
+                self.emit(f"br i1 {inr}, label %{fast}, label %{slow}")
+            self.slow_exit(slow, addr, store, k, pc)
+            self.start_label(fast)
         host = self.field(S.RAM_HOST, "ptr")
         return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
 
@@ -2119,6 +2215,40 @@ ok:
   %pok = getelementptr i8, ptr %s, i64 {S.SMCOK}
   %v = load i64, ptr %pok
   %w = add i64 %v, 1
+  store i64 %w, ptr %pok
+  ret i1 true
+no:
+  ret i1 false
+}}
+
+define i1 @pyhv_range_clear(ptr %s, i64 %off, i64 %len, i64 %n) #0 {{
+entry:
+  %pbits = getelementptr i8, ptr %s, i64 {S.CODEBITS}
+  %bits = load ptr, ptr %pbits
+  %g0 = lshr i64 %off, 3
+  %end = add i64 %off, %len
+  %last = sub i64 %end, 1
+  %g1 = lshr i64 %last, 3
+  br label %loop
+loop:
+  %g = phi i64 [ %g0, %entry ], [ %gn, %next ]
+  %gi = lshr i64 %g, 3
+  %gp = getelementptr i8, ptr %bits, i64 %gi
+  %gbyte = load i8, ptr %gp
+  %g7 = and i64 %g, 7
+  %g8 = trunc i64 %g7 to i8
+  %sh = lshr i8 %gbyte, %g8
+  %bit = and i8 %sh, 1
+  %clear = icmp eq i8 %bit, 0
+  br i1 %clear, label %next, label %no
+next:
+  %gn = add i64 %g, 1
+  %more = icmp ule i64 %gn, %g1
+  br i1 %more, label %loop, label %ok
+ok:
+  %pok = getelementptr i8, ptr %s, i64 {S.SMCOK}
+  %v = load i64, ptr %pok
+  %w = add i64 %v, %n
   store i64 %w, ptr %pok
   ret i1 true
 no:

@@ -327,6 +327,7 @@ class Compiler:
         self.revoke = made["pyhv_revoke"]
         self.clock_load = made["pyhv_clock_load"]
         self.granule_clear = made["pyhv_granule_clear"]
+        self.range_clear = made["pyhv_range_clear"]
         self._stencils: list[dict[str, stencils.Stencil]] | None = None  # see baseline()
         self.background = os.environ.get("PYHV_JIT_SYNC", "0") in ("", "0")
         self._batch: list[tuple[str, Source]] = []

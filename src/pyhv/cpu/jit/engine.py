@@ -496,6 +496,7 @@ class JitEngine(SliceStrategy):
         self.st.clockfn = self.compiler.clock_load
         self.st.kickp = ctypes.addressof(self.compiler.kick)
         self.st.granulefn = self.compiler.granule_clear
+        self.st.rangefn = self.compiler.range_clear
         # The console UART's native window (state.UART_*): bytes its THR got natively
         # wait in txbuf until the run ends.
         uart = getattr(machine.board, "uart", None)

@@ -187,6 +187,9 @@ CLOCKPC = 5768
 # the runtime's pyhv_granule_clear: a compiled store into a page that holds code asks it
 # whether its 8-byte granule holds none (out of line: ~10-20% of the code generator's time)
 GRANULEFN = 5776
+# the runtime's pyhv_range_clear: the same for the bytes a group of stores spans
+# (codegen.access_groups)
+RANGEFN = 5784
 NSPACES = 8  # address spaces native satp writes switch between (xv6: kernel, processes)
 SPACE_BYTES = 32
 CTX_BYTES = 32  # one ctxs[] record: table, heat, TLB set, timeok
@@ -319,6 +322,7 @@ class HartState(ctypes.Structure):
         ("kickp", ctypes.c_void_p),
         ("clockpc", ctypes.c_uint64),
         ("granulefn", ctypes.c_void_p),
+        ("rangefn", ctypes.c_void_p),
     ]
 
 
@@ -386,7 +390,8 @@ def _check_layout() -> None:
                       ("mcnten", MCNTEN), ("scnten", SCNTEN), ("fflagsin", FFLAGSIN),
                       ("frm", FRM), ("fcsrw", FCSRW), ("mtimepa", MTIMEPA),
                       ("clockfn", CLOCKFN), ("kickp", KICKP),
-                      ("clockpc", CLOCKPC), ("granulefn", GRANULEFN)):
+                      ("clockpc", CLOCKPC), ("granulefn", GRANULEFN),
+                      ("rangefn", RANGEFN)):
         assert getattr(s, name).offset == off, name
 
 
