@@ -137,6 +137,14 @@ def _decode(word: int, length: int) -> Decoded:
     return decode(word, length)
 
 
+@lru_cache(maxsize=1 << 16)
+def _scanned(word: int, length: int, supervisor: bool) -> tuple[Decoded, bool, bool]:
+    """An instruction as a block scan sees it: decoded, whether native code does it
+    (codegen.supported) and whether it ends a block, remembered by its bits."""
+    d = _decode(word, length)
+    return d, codegen.supported(d, supervisor), codegen.ends_block(d)
+
+
 def _after_call(ram: memoryview, off: int, pc: int) -> bool:
     """Whether the instruction before ``pc`` (RAM offset ``off``), in its page, looks
     like a call (jal or jalr linking ra or t0; c.jalr): ``pc`` is a return address,
@@ -1047,14 +1055,14 @@ class JitEngine(SliceStrategy):
             if lo & 3 == 3:
                 if o + 4 > end:
                     break  # straddles the page end
-                d = _decode(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4)
+                d, ok, ends = _scanned(lo | (mv[o + 2] | mv[o + 3] << 8) << 16, 4, supervisor)
             else:
-                d = _decode(lo, 2)
-            if not codegen.supported(d, supervisor):
+                d, ok, ends = _scanned(lo, 2, supervisor)
+            if not ok:
                 break
             insns.append((pc, d))
             o += d.length
-            if codegen.ends_block(d):
+            if ends:
                 if not first:
                     first = len(insns)
                 if d.name != "jalr":

@@ -217,11 +217,13 @@ _NEXT_AT, _COUNT_AT, _TRAMP_AT = len(HOLES), len(HOLES) + 1, len(HOLES) + 2
 _FITS = {R_32: (0, 1 << 32), R_32S: (-(1 << 31), 1 << 31), R_PC32: (-(1 << 31), 1 << 31),
          R_PLT32: (-(1 << 31), 1 << 31), R_64: (-(1 << 63), 1 << 64)}
 _PACK = {R_32: "<I", R_32S: "<i", R_PC32: "<i", R_PLT32: "<i", R_64: "<Q"}
-Patch = tuple[int, str, int, int, bool, int, int]  # offset, format, value, addend, pc-rel, range
+_PACKERS = {t: struct.Struct(f).pack_into for t, f in _PACK.items()}
+# offset, packer (pack_into of the field's struct), value, addend, pc-rel, range, 64-bit
+Patch = tuple[int, Callable[..., None], int, int, bool, int, int, bool]
 
 
 class Stencil:
-    """One stencil's bytes and its patches (offset, struct format, which value, addend,
+    """One stencil's bytes and its patches (offset, the field's packer, which value, addend,
     relative to the patched field's address, the range the result must be in)."""
 
     __slots__ = ("code", "patches")
@@ -245,8 +247,8 @@ class Stencil:
             else:
                 which = names.index(sym[2:])
             lo, hi = _FITS[typ]
-            self.patches.append((off, _PACK[typ], which, add, typ in (R_PC32, R_PLT32),
-                                 lo, hi))
+            self.patches.append((off, _PACKERS[typ], which, add, typ in (R_PC32, R_PLT32),
+                                 lo, hi, typ == R_64))
 
 
 def _parse_relocs(obj: bytes) -> dict[str, tuple[bytes, list[tuple[int, int, str, int]]]]:
@@ -338,10 +340,6 @@ class Arena:
         return mem, base, at, counter
 
 
-_FITS = {R_32: (0, 1 << 32), R_32S: (-(1 << 31), 1 << 31), R_PC32: (-(1 << 31), 1 << 31),
-         R_PLT32: (-(1 << 31), 1 << 31), R_64: (-(1 << 63), 1 << 64)}
-_PACK = {R_32: "<I", R_32S: "<i", R_PC32: "<i", R_PLT32: "<i", R_64: "<Q"}
-
 
 class Baseline:
     """Builds baseline blocks of one machine (both modes) into its arena."""
@@ -384,17 +382,17 @@ class Baseline:
         mem, base, at, counter = self.arena.place(len(buf))
         addr = base + at
         tramps = tuple(base + NCOUNTERS * 4 + i * TRAMP for i in range(len(EXTERNAL)))
-        pack = struct.pack_into
+        tail = (base + counter, *tramps)
         for k, (p, values) in enumerate(pieces):
             at_k = offsets[k]
-            vals = values + (addr + offsets[k + 1], base + counter) + tramps
-            for off, fmt, which, add, rel, lo, hi in p.patches:
+            vals = (*values, addr + offsets[k + 1], *tail)
+            for off, pack, which, add, rel, lo, hi, wide in p.patches:
                 v = vals[which] + add
                 if rel:
                     v -= addr + at_k + off
                 if not lo <= v < hi:
                     return None  # (the arena keeps the room: rare)
-                pack(fmt, buf, at_k + off, v & 0xFFFFFFFFFFFFFFFF if fmt == "<Q" else v)
+                pack(buf, at_k + off, v & 0xFFFFFFFFFFFFFFFF if wide else v)
         mem[at:at + len(buf)] = buf
         self.built += 1
         perfmap.name(addr, len(buf), f"base_{start:x}")
