@@ -193,10 +193,13 @@ def byte_compile() -> None:
     (with PYTHONDONTWRITEBYTECODE set every process would otherwise recompile what it
     imports, ~0.2 s), and pyhv's own native code (the JIT's dispatcher and native
     interpreter, ~/.cache/pyhv/runtime) built. The guest code cache stays as each run
-    asks (empty, or warm)."""
+    asks (empty, or warm). Forced: compileall trusts a byte-compiled file whose source
+    has the same mtime second, and a source rewritten within that second (a checkout)
+    was compiled again by every process (~15 ms of the JIT's start-up, unseen)."""
     import compileall
 
-    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src" / "pyhv"), quiet=1)
+    compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "src" / "pyhv"), quiet=1,
+                           force=True)
     subprocess.run([sys.executable, "-c", "from pyhv.cpu.engines import jit_unavailable_reason"
                     " as r; r()"], env=_env(), check=False)
 
