@@ -598,3 +598,43 @@ def test_a_group_of_loads_that_leaves_ram_faults_where_the_interpreter_does(thre
     assert interp.hart.mcause == 5 and interp.hart.mtval == end
     assert interp.hart.x[10] == 0x1122334455667788
     assert jit.state() == interp.state()
+
+
+@TIERS
+def test_interleaved_groups_on_differently_mapped_pages(threshold):
+    """Sv39 with two data pages mapped to physical pages far apart (each its own soft-TLB
+    addend): a loop that loads through one base and stores through another, their
+    accesses interleaved, so two groups are open at once; each must use its own page's
+    translation, as on the interpreter."""
+    l1 = BASE + 0x21000  # level-1 table for the gigapage at 0x4000_0000
+    l0 = BASE + 0x22000  # level-0 table: its first two 4 KiB pages
+    src, dst = BASE + 0x10000, BASE + 0x30000
+    va = 0x4000_0000
+    n = 500
+    loop = [ld(5, 10, 0), sd_(5, 11, 8), ld(6, 10, 8), sd_(6, 11, 0), ld(7, 10, 16),
+            sd_(7, 11, 16), addi(5, 5, 1), sd_(5, 10, 0), addi(12, 12, -1), bne(12, 0, -36),
+            WFI]
+
+    def setup(w) -> None:
+        w.ram.write_bytes(ROOT + 8 * 1, _pte(l1, 0x01).to_bytes(8, "little"))
+        w.ram.write_bytes(l1, _pte(l0, 0x01).to_bytes(8, "little"))
+        w.ram.write_bytes(l0, _pte(src, 0xC7).to_bytes(8, "little"))  # V R W A D
+        w.ram.write_bytes(l0 + 8, _pte(dst, 0xC7).to_bytes(8, "little"))
+        w.ram.write_bytes(src, bytes(range(24)))
+        w.put(CODE, loop)
+        w.hart.x[10], w.hart.x[11], w.hart.x[12] = va, va + 0x1000, n
+        _enter(w, True, CODE)
+
+    interp, jit = _pair(threshold, setup)
+    assert jit.state() == interp.state()
+    assert jit.ram.read_bytes(dst, 24) == interp.ram.read_bytes(dst, 24)
+    assert jit.ram.read_bytes(src, 24) == interp.ram.read_bytes(src, 24)
+    assert interp.ram.read(dst + 16, 8) == 0x1716151413121110
+
+
+def sd_(rs2: int, rs1: int, imm: int) -> int:
+    return H.enc_s(0x23, 3, rs1, rs2, imm)
+
+
+def _pte(pa: int, flags: int) -> int:
+    return ((pa >> 12) << 10) | flags

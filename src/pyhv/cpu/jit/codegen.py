@@ -613,8 +613,10 @@ class _Block(FpValues, TimeReads):
         self.reachable = True  # (region) the instruction being emitted can be reached
         self.loop = not self.region and self._is_loop()
         self.header: list[str] = []  # phis of the loop header
-        # loads and stores checked together (access_groups), in bare mode
-        self.groups = {} if translated else access_groups(insns, self.targets, clock)
+        # loads and stores checked together (access_groups)
+        self.groups = access_groups(insns, self.targets, clock)
+        # (translated) each group's host addend, by its first member (groups interleave)
+        self.group_adds: dict[int, str] = {}
 
     def _is_loop(self) -> bool:
         pc, d = self.insns[-1]
@@ -1344,11 +1346,16 @@ class _Block(FpValues, TimeReads):
 
     def group_access(self, k: int, pc: int, addr: str, store: bool,
                      group: tuple[int, int, int, int]) -> str:
-        """(Bare mode) host pointer for member ``k`` of an access group: the group's first
-        member checks the bytes all of them touch, once (in RAM and, for stores, on pages
-        that hold no code), and leaves before itself if they fail; the others just
-        access."""
+        """Host pointer for member ``k`` of an access group: the group's first member
+        checks the bytes all of them touch, once (bare mode: in RAM and, for stores, on
+        pages that hold no code; translated: :meth:`translated_group`), and leaves before
+        itself if they fail; the others just access."""
         first, lo, span, members = group
+        if self.translated:
+            if k == first:
+                self.group_adds[first] = self.translated_group(k, pc, addr, store, group)
+            host = self.op(f"add i64 {addr}, {self.group_adds[first]}")
+            return self.op(f"inttoptr i64 {host} to ptr")
         off = self.op(f"add i64 {addr}, {-RAM_BASE}")
         if k == first:
             fast, slow = f"m{k}f", f"m{k}s"
@@ -1381,6 +1388,60 @@ class _Block(FpValues, TimeReads):
             self.start_label(fast)
         host = self.field(S.RAM_HOST, "ptr")
         return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+
+    def translated_group(self, k: int, pc: int, addr: str, store: bool,
+                         group: tuple[int, int, int, int]) -> str:
+        """(Translated) the check of a group whose first member is ``k``: its bytes on
+        one page, that page's soft-TLB entry allowing the access (refilled natively on
+        a miss, as a lone access's is), and for stores to a page that holds code, none of
+        the granules the group spans holding any (pyhv_range_clear). Returns the entry's
+        host addend, which every member adds to its address."""
+        _first, lo, span, members = group
+        fast, slow, miss, again = f"m{k}f", f"m{k}s", f"m{k}m", f"m{k}a"
+        imm = _signed(self.insns[k][1].imm)
+        low = addr if lo == imm else self.op(f"add i64 {addr}, {lo - imm}")
+        last = self.op(f"add i64 {low}, {span - 1}")
+        same = self.op(f"icmp ult i64 {self.op(f'xor i64 {low}, {last}')}, 4096")
+        vpn = self.op(f"lshr i64 {low}, 12")
+        idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
+        ent = self.op(f"getelementptr i8, ptr {self.field(S.TLBP, 'ptr')}, i64 "
+                      f"{self.op(f'mul i64 {idx}, {S.TLB_ENTRY}')}")
+        tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
+        hit = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {tagp}')}, {vpn}")
+        self.emit(f"br i1 {self.op(f'and i1 {hit}, {same}')}, label %{fast}, label %{miss}")
+        # a miss (on one page only): refilled natively as for a load, then the entry is
+        # asked again. (A store's refill has effects a group must not have before its
+        # first store leaves: it takes the console UART's next transmit slot; a load's
+        # has none, and fills a writable, dirty page's write tag too.)
+        self.start_label(miss)
+        self.emit(f"br i1 {same}, label %{again}, label %{slow}")
+        self.start_label(again)
+        fn = self.field(S.REFILL, "ptr")
+        self.op(f"call i1 {fn}(ptr %s, i64 {low}, i64 0)")
+        tag2 = self.op(f"load i64, ptr {tagp}")
+        hit2 = self.op(f"icmp eq i64 {tag2}, {vpn}")
+        if store:
+            # a page that holds code keeps a write tag of vpn | CODE_TAG: the group goes
+            # on if none of the granules it spans holds any
+            near = f"m{k}q"
+            self.emit(f"br i1 {hit2}, label %{fast}, label %{near}")
+            self.start_label(near)
+            code = self.op(f"icmp eq i64 {tag2}, {self.op(f'or i64 {vpn}, {S.CODE_TAG}')}")
+            rng = f"m{k}r"
+            self.emit(f"br i1 {code}, label %{rng}, label %{slow}")
+            self.start_label(rng)
+            add = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
+            host = self.op(f"add i64 {low}, {add}")
+            ram = self.op(f"ptrtoint ptr {self.field(S.RAM_HOST, 'ptr')} to i64")
+            poff = self.op(f"sub i64 {host}, {ram}")
+            rfn = self.field(S.RANGEFN, "ptr")
+            ok = self.op(f"call i1 {rfn}(ptr %s, i64 {poff}, i64 {span}, i64 {members})")
+            self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
+        else:
+            self.emit(f"br i1 {hit2}, label %{fast}, label %{slow}")
+        self.slow_exit(slow, addr, store, k, pc)
+        self.start_label(fast)
+        return self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
 
     def slow_exit(self, label: str, addr: str, store: bool, k: int, pc: int) -> None:
         self.start_label(label)
