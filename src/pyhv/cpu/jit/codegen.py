@@ -17,7 +17,9 @@ goes through one shared exit block. A load or store the native fast path cannot 
 (soft-TLB miss the native walk cannot fill, misaligned, outside RAM, a store over
 translated code) leaves *before* the instruction with ``EXIT_SLOW``: the instruction
 then runs in Python with exactly the state the interpreter would have, so traps stay
-precise. A branch back to the block's start becomes a loop inside the function,
+precise; loads or stores through one base register are checked as a group at the first
+of them (:func:`access_groups`), which leaves before itself if the check fails. A
+branch back to the block's start becomes a loop inside the function,
 bounded by the budget (kept in a register).
 
 Blocks are compiled twice at most: first quickly, counting the instructions they run
