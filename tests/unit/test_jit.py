@@ -1502,3 +1502,35 @@ def test_access_groups_check_a_prologue_once_and_stop_where_the_base_may_change(
     # a load that reads the clock: alone
     loads = _insns([i_type(0x03, ra, 3, a5, 0), i_type(0x03, s0, 3, a5, 8)])
     assert access_groups(loads, set(), clock={loads[0][0]}) == {}
+
+
+def test_a_baseline_blocks_branch_names_both_targets_table_slots():
+    """A baseline block ending in a branch (or jal) goes on through the dispatch table
+    to the block at either target without hashing the pc: each way's table slot is
+    patched into its stencil when the block is built (stencils.py, ``ways_out``)."""
+    import ctypes
+
+    from pyhv.cpu.jit import state as S
+    from pyhv.cpu.jit import stencils
+
+    if not stencils.host_supported():
+        pytest.skip("x86-64 stencils")
+    world = jit_world(threshold=BASELINE_TIER)
+    baseline = world.engine.machine.baseline
+    start = BASE + 0x1F0
+    for last, taken in ((bne(10, 11, -0x1F0), start + 4 - 0x1F0),
+                        (H.enc_j(1, 0x40), start + 4 + 0x40)):
+        insns = _insns([addi(10, 10, 1)])
+        insns = [(start, insns[0][1]), (start + 4, _insns([last])[0][1])]
+        addr, _counter = baseline.build(False, insns, start, start + 8, 1000)
+        st = baseline.modes[0]["st_" + insns[1][1].name]
+        at = len(baseline.modes[0]["st_enter"].code) + len(baseline.modes[0]["st_addi"].code)
+        holes = list(stencils.HOLES)
+        seen = {}
+        for off, _pack, which, add, _rel, _lo, _hi, _wide in st.patches:
+            if which in (holes.index("tslot"), holes.index("fslot")):
+                v = ctypes.c_uint32.from_address(addr + at + off).value
+                seen[holes[which]] = v - add
+        assert seen["tslot"] == 32 * S.slot(taken)
+        if insns[1][1].name == "bne":
+            assert seen["fslot"] == 32 * S.slot(start + 8)

@@ -48,6 +48,7 @@ import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ...isa import spec
 from ...isa.decoder import Decoded, spin_hint
 from . import perfmap
 from . import state as S
@@ -59,9 +60,13 @@ from .native_interp import FAST_OPS, _Gen
 # rd, rs1 and rs2 are byte offsets of x registers in the state (8 x number); pcoff and
 # npcoff the instruction's pc and the next one's, less the block's start (which is in
 # s->pc while a block runs); n the block's instructions, rem those from this one on.
-HOLES = {"rd": (0, 256), "rs1": (0, 256), "rs2": (0, 256),
-         "imm": (-(1 << 31), 1 << 31), "pcoff": (0, 1 << 13), "npcoff": (0, 1 << 13),
-         "n": (0, 1 << 16), "rem": (0, 1 << 16), "lim": (0, 1 << 31)}
+HOLES: dict[str, tuple[int, int]] = {
+    "rd": (0, 256), "rs1": (0, 256), "rs2": (0, 256),
+    "imm": (-(1 << 31), 1 << 31), "pcoff": (0, 1 << 13), "npcoff": (0, 1 << 13),
+    "n": (0, 1 << 16), "rem": (0, 1 << 16), "lim": (0, 1 << 31),
+    # a branch's or jal's two ways out (a jal's one): the byte offset of the first
+    # dispatch-table slot of the target's pair (Baseline.build)
+    "tslot": (0, 32 * S.NDISPATCH), "fslot": (0, 32 * S.NDISPATCH)}
 EXTERNAL = ("pyhv_refill", "pyhv_mmio_slot", "pyhv_granule_clear")  # the dispatcher's helpers
 NEXT = "H_next"  # the next stencil (a jump, dropped where it falls through)
 COUNT = "H_count"  # the block's run counter (RIP-relative, in the arena)
@@ -94,7 +99,62 @@ class _StencilGen(_Gen):
     def xptr(self, r: str) -> str:
         return self.op(f"getelementptr i8, ptr %s, i64 ptrtoint (ptr @H_{_HOLE_OF[r]} to i64)")
 
+    def ways_out(self, name: str) -> str:
+        """A branch's or jal's stencil: the condition (a branch), then each way's own
+        tail, which sets the pc and goes on through the dispatch table to the block at
+        that constant target, its table slot patched in at build time (a control
+        transfer otherwise hashes the pc it computed at run time, and selects it)."""
+        self.lines = []
+        e = self.emit
+        self.label("entry")
+        e(f"%start = load i64, ptr {self.op(f'getelementptr i8, ptr %s, i64 {S.PC}')}")
+        pc = self.op("add i64 %start, ptrtoint (ptr @H_pcoff to i64)")
+        npc = self.op("add i64 %start, ptrtoint (ptr @H_npcoff to i64)")
+        taken = self.op(f"add i64 {pc}, ptrtoint (ptr @H_imm to i64)")
+        if name == "jal":
+            e(f"store i64 {npc}, ptr {self.xptr('%qrd')}")
+            e("store i64 0, ptr %s")
+            self._way(taken, "t")
+        else:
+            a = self.op(f"load i64, ptr {self.xptr('%qrs1')}")
+            b = self.op(f"load i64, ptr {self.xptr('%qrs2')}")
+            e(f"br i1 {spec.llvm(name, self.op, a, b)}, label %wt, label %wf")
+            self.label("wt")
+            self._way(taken, "t")
+            self.label("wf")
+            self._way(npc, "f")
+        return self._function(f"st_{name}")
+
+    def _way(self, target: str, way: str) -> None:
+        e = self.emit
+        self.set_field(S.PC, target)
+        go = self.op(f"icmp sgt i64 {self.field(S.BUDGET)}, 0")
+        if self.translated:  # (within its page only, as a control transfer's xfer)
+            same = self.op(f"icmp ult i64 {self.op(f'xor i64 {target}, %start')}, 4096")
+            go = self.op(f"and i1 {go}, {same}")
+        e(f"br i1 {go}, label %c{way}, label %l{way}")
+        self.label(f"c{way}")
+        tab = self.field(S.TABLE, "ptr")
+        off = f"ptrtoint (ptr @H_{way}slot to i64)"
+        tag = self.op(f"or i64 {target}, 1")  # state.table_tag
+        e0 = self.op(f"getelementptr i8, ptr {tab}, i64 {off}")
+        hit0 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e0}')}, {tag}")
+        e(f"br i1 {hit0}, label %h{way}, label %o{way}")
+        self.label(f"o{way}")
+        e1 = self.op(f"getelementptr i8, ptr {tab}, i64 {self.op(f'xor i64 {off}, 32')}")
+        hit1 = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {e1}')}, {tag}")
+        e(f"br i1 {hit1}, label %h{way}, label %l{way}")
+        self.label(f"h{way}")
+        ent = self.op(f"phi ptr [ {e0}, %c{way} ], [ {e1}, %o{way} ]")
+        fn = self.op(f"load ptr, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 8')}")
+        e(f"%r{way} = musttail call preserve_nonecc i32 {fn}(ptr %s)")
+        e(f"ret i32 %r{way}")
+        self.label(f"l{way}")
+        e(f"ret i32 {S.EXIT_CONTINUE}")
+
     def stencil(self, name: str) -> str:
+        if name in spec.BRANCHES or name == "jal":
+            return self.ways_out(name)
         self.lines = []
         e = self.emit
         self.label("entry")
@@ -341,6 +401,10 @@ class Arena:
 
 
 
+_WAYS = frozenset(("jal", *spec.BRANCHES))
+_M64 = (1 << 64) - 1
+
+
 class Baseline:
     """Builds baseline blocks of one machine (both modes) into its arena."""
 
@@ -364,13 +428,16 @@ class Baseline:
         st = self.modes[1 if translated else 0]
         n = len(insns)
         pieces: list[tuple[Stencil, tuple[int, ...]]] = [
-            (st["st_enter"], (0, 0, 0, 0, 0, 0, n, 0, lim))]
+            (st["st_enter"], (0, 0, 0, 0, 0, 0, n, 0, lim, 0, 0))]
         for i, (pc, d) in enumerate(insns):
             off = pc - start
+            ways = (0, 0)
+            if d.name in _WAYS:  # (a jal's way on is its target only)
+                ways = (32 * S.slot((pc + d.imm) & _M64), 32 * S.slot((pc + d.length) & _M64))
             pieces.append((st["st_" + d.name], (8 * d.rd, 8 * d.rs1, 8 * d.rs2, d.imm, off,
-                                                off + d.length, n, n - i, 0)))
+                                                off + d.length, n, n - i, 0, *ways)))
         if insns[-1][1].name not in ENDS:
-            pieces.append((st["st_leave"], (0, 0, 0, 0, end - start, 0, 0, 0, 0)))
+            pieces.append((st["st_leave"], (0, 0, 0, 0, end - start, 0, 0, 0, 0, 0, 0)))
         buf = bytearray()
         offsets = []
         for p, _ in pieces:
