@@ -1523,8 +1523,14 @@ def test_a_baseline_blocks_branch_names_both_targets_table_slots():
         insns = _insns([addi(10, 10, 1)])
         insns = [(start, insns[0][1]), (start + 4, _insns([last])[0][1])]
         addr, _counter = baseline.build(False, insns, start, start + 8, 1000)
-        st = baseline.modes[0]["st_" + insns[1][1].name]
-        at = len(baseline.modes[0]["st_enter"].code) + len(baseline.modes[0]["st_addi"].code)
+        mode = baseline.modes[0]
+
+        def piece(d):  # (an rd other than x0: the stencil without x0's reset)
+            return mode["st_" + d.name + ("_nz" if d.rd and "st_" + d.name + "_nz" in mode
+                                          else "")]
+
+        st = piece(insns[1][1])
+        at = len(mode["st_enter"].code) + len(piece(insns[0][1]).code)
         holes = list(stencils.HOLES)
         seen = {}
         for off, _pack, which, add, _rel, _lo, _hi, _wide in st.patches:
@@ -1534,3 +1540,22 @@ def test_a_baseline_blocks_branch_names_both_targets_table_slots():
         assert seen["tslot"] == 32 * S.slot(taken)
         if insns[1][1].name == "bne":
             assert seen["fslot"] == 32 * S.slot(start + 8)
+
+
+def test_baseline_blocks_keep_x0_zero_when_an_instruction_writes_it():
+    """Instructions whose rd is x0 (an ALU op, a load, a jal) in baseline blocks, among
+    ones with other rds (whose stencils skip resetting x0): x0 reads as zero after each,
+    as on the interpreter."""
+    body = [addi(0, 10, 5), r_type(0x33, 11, 0, 11, 0, 0),  # x0 = a0 + 5; a1 += x0
+            i_type(0x03, 0, 3, 7, 0), addi(12, 0, 3),  # ld x0, 0(t2); a2 = x0 + 3
+            addi(10, 10, 1), addi(6, 6, -1), H.enc_b(1, 6, 0, 8),  # bne t1, x0, +8
+            WFI, H.enc_j(0, -32)]  # jal x0, back to the top
+    results = []
+    for world in (W.World("interp"), jit_world(threshold=BASELINE_TIER)):
+        world.put(BASE, li32(6, 200) + _la(7, OUT) + body)
+        run(world, 100_000)
+        assert world.hart.waiting
+        results.append(world.state())
+    assert results[1] == results[0]
+    assert results[0]["x"][0] == 0 and results[0]["x"][11] == 0 and results[0]["x"][12] == 3
+    assert world.engine.baseline_blocks >= 1

@@ -70,6 +70,11 @@ HOLES: dict[str, tuple[int, int]] = {
 EXTERNAL = ("pyhv_refill", "pyhv_mmio_slot", "pyhv_granule_clear")  # the dispatcher's helpers
 NEXT = "H_next"  # the next stencil (a jump, dropped where it falls through)
 COUNT = "H_count"  # the block's run counter (RIP-relative, in the arena)
+_WAYS = frozenset(("jal", *spec.BRANCHES))
+_X0_ZERO = "store i64 0, ptr %s"  # (the interpreter's handlers: x0 is zero again)
+# fast ops that write rd: each also has a stencil for an rd that is not x0
+_WRITES_RD = frozenset(n for n in FAST_OPS
+                       if n not in spec.BRANCHES and n not in spec.STORES)
 
 # (x86-64 relocation types, loader.py: what a hole's bytes hold)
 
@@ -99,7 +104,7 @@ class _StencilGen(_Gen):
     def xptr(self, r: str) -> str:
         return self.op(f"getelementptr i8, ptr %s, i64 ptrtoint (ptr @H_{_HOLE_OF[r]} to i64)")
 
-    def ways_out(self, name: str) -> str:
+    def ways_out(self, name: str, rd_x0: bool = True) -> str:
         """A branch's or jal's stencil: the condition (a branch), then each way's own
         tail, which sets the pc and goes on through the dispatch table to the block at
         that constant target, its table slot patched in at build time (a control
@@ -113,7 +118,8 @@ class _StencilGen(_Gen):
         taken = self.op(f"add i64 {pc}, ptrtoint (ptr @H_imm to i64)")
         if name == "jal":
             e(f"store i64 {npc}, ptr {self.xptr('%qrd')}")
-            e("store i64 0, ptr %s")
+            if rd_x0:
+                e(_X0_ZERO)
             self._way(taken, "t")
         else:
             a = self.op(f"load i64, ptr {self.xptr('%qrs1')}")
@@ -123,7 +129,7 @@ class _StencilGen(_Gen):
             self._way(taken, "t")
             self.label("wf")
             self._way(npc, "f")
-        return self._function(f"st_{name}")
+        return self._function(f"st_{name}" if rd_x0 else f"st_{name}_nz")
 
     def _way(self, target: str, way: str) -> None:
         e = self.emit
@@ -152,9 +158,12 @@ class _StencilGen(_Gen):
         self.label(f"l{way}")
         e(f"ret i32 {S.EXIT_CONTINUE}")
 
-    def stencil(self, name: str) -> str:
+    def stencil(self, name: str, rd_x0: bool = True) -> str:
+        """The stencil of fast op ``name``; without ``rd_x0``, for an ``rd`` that is
+        not x0 (``st_NAME_nz``): the interpreter's handler writes rd, then zero to x0
+        again (rd may be x0), a store that a block with rd known not to be x0 spares."""
         if name in spec.BRANCHES or name == "jal":
-            return self.ways_out(name)
+            return self.ways_out(name, rd_x0)
         self.lines = []
         e = self.emit
         self.label("entry")
@@ -178,7 +187,10 @@ class _StencilGen(_Gen):
         first = handlers.index(f"q_{name}:")
         end = next((i for i in range(first + 1, len(handlers))
                     if handlers[i].startswith("q_")), len(handlers))
-        self.lines += handlers[first:end]
+        handler = handlers[first:end]
+        if not rd_x0:
+            handler = [ln for ln in handler if ln.strip() != _X0_ZERO]
+        self.lines += handler
         self.label("next")
         e(f"%c = musttail call preserve_nonecc i32 @{NEXT}(ptr %s)")
         e("ret i32 %c")
@@ -217,7 +229,7 @@ class _StencilGen(_Gen):
         b = self.field(S.BUDGET)
         self.set_field(S.BUDGET, self.op(f"add i64 {b}, ptrtoint (ptr @H_rem to i64)"))
         e(f"ret i32 {S.EXIT_SLOW}")
-        return self._function(f"st_{name}")
+        return self._function(f"st_{name}" if rd_x0 else f"st_{name}_nz")
 
     def enter(self) -> str:
         """A block's first stencil: count the run (at ``lim``, ask for the LLVM
@@ -259,6 +271,7 @@ def stencil_ir(translated: bool) -> str:
     """The stencil module of one data-translation mode."""
     g = _StencilGen(translated)
     parts = [g.stencil(name) for name in FAST_OPS]
+    parts += [g.stencil(name, rd_x0=False) for name in FAST_OPS if name in _WRITES_RD]
     parts += [g.enter(), g.leave()]
     decls = [f"@H_{h} = external dso_local global i8, !absolute_symbol !{i}"
              for i, h in enumerate(HOLES)]
@@ -401,7 +414,6 @@ class Arena:
 
 
 
-_WAYS = frozenset(("jal", *spec.BRANCHES))
 _M64 = (1 << 64) - 1
 
 
@@ -434,8 +446,9 @@ class Baseline:
             ways = (0, 0)
             if d.name in _WAYS:  # (a jal's way on is its target only)
                 ways = (32 * S.slot((pc + d.imm) & _M64), 32 * S.slot((pc + d.length) & _M64))
-            pieces.append((st["st_" + d.name], (8 * d.rd, 8 * d.rs1, 8 * d.rs2, d.imm, off,
-                                                off + d.length, n, n - i, 0, *ways)))
+            name = "st_" + d.name + ("_nz" if d.rd and d.name in _WRITES_RD else "")
+            pieces.append((st[name], (8 * d.rd, 8 * d.rs1, 8 * d.rs2, d.imm, off,
+                                      off + d.length, n, n - i, 0, *ways)))
         if insns[-1][1].name not in ENDS:
             pieces.append((st["st_leave"], (0, 0, 0, 0, end - start, 0, 0, 0, 0, 0, 0)))
         buf = bytearray()
