@@ -1517,18 +1517,18 @@ def test_a_baseline_blocks_branch_names_both_targets_table_slots():
         pytest.skip("x86-64 stencils")
     world = jit_world(threshold=BASELINE_TIER)
     baseline = world.engine.machine.baseline
+    mode = baseline.modes[0]
+
+    def piece(d):  # (an rd other than x0: the stencil without x0's reset)
+        return mode["st_" + d.name + ("_nz" if d.rd and "st_" + d.name + "_nz" in mode
+                                      else "")]
+
     start = BASE + 0x1F0
     for last, taken in ((bne(10, 11, -0x1F0), start + 4 - 0x1F0),
                         (H.enc_j(1, 0x40), start + 4 + 0x40)):
         insns = _insns([addi(10, 10, 1)])
         insns = [(start, insns[0][1]), (start + 4, _insns([last])[0][1])]
         addr, _counter = baseline.build(False, insns, start, start + 8, 1000)
-        mode = baseline.modes[0]
-
-        def piece(d):  # (an rd other than x0: the stencil without x0's reset)
-            return mode["st_" + d.name + ("_nz" if d.rd and "st_" + d.name + "_nz" in mode
-                                          else "")]
-
         st = piece(insns[1][1])
         at = len(mode["st_enter"].code) + len(piece(insns[0][1]).code)
         holes = list(stencils.HOLES)
