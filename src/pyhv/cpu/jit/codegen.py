@@ -1266,13 +1266,7 @@ class _Block(FpValues, TimeReads):
                 page_off = self.op(f"and i64 {addr}, 4095")
                 fits = self.op(f"icmp ule i64 {page_off}, {4096 - size}")
         if self.translated:
-            vpn = self.op(f"lshr i64 {addr}, 12")
-            idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
-            off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
-            ent = self.op(f"getelementptr i8, ptr {self.field(S.TLBP, 'ptr')}, i64 {off}")
-            tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
-            tag = self.op(f"load i64, ptr {tagp}")
-            hit = self.op(f"icmp eq i64 {tag}, {vpn}")
+            _vpn, ent, _tagp, hit = self.tlb_probe(addr, store)
             ok = self.op(f"and i1 {hit}, {fits}")
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
             # A miss walks the page tables natively (the refill behind the state's
@@ -1286,9 +1280,7 @@ class _Block(FpValues, TimeReads):
             self.emit(f"br i1 {ok2}, label %{fast}, label %{slow}x")
             self.slow_exit(f"{slow}x", addr, store, k, pc)
             self.start_label(fast)
-            addp = self.op(f"getelementptr i8, ptr {ent}, i64 16")
-            add = self.op(f"load i64, ptr {addp}")
-            host = self.op(f"add i64 {addr}, {add}")
+            host = self.op(f"add i64 {addr}, {self.tlb_addend(ent)}")
             return self.op(f"inttoptr i64 {host} to ptr")
         # (an add of -RAM_BASE: a 32-bit immediate, where a sub of RAM_BASE is not; the
         # quick tier has no pass that folds what is left out here)
@@ -1334,8 +1326,7 @@ class _Block(FpValues, TimeReads):
             self.emit(f"br label %{join}")
             self.slow_exit(slow, addr, store, k, pc)
             self.start_label(fast)
-            host = self.field(S.RAM_HOST, "ptr")
-            ram = self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+            ram = self.ram_pointer(off)
             self.emit(f"br label %{join}")
             self.start_label(join)
             return self.op(f"phi ptr [ {ram}, %{fast} ], [ {val}, %{clk} ]")
@@ -1343,8 +1334,11 @@ class _Block(FpValues, TimeReads):
             self.emit(f"br i1 {ok}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
         self.start_label(fast)
-        host = self.field(S.RAM_HOST, "ptr")
-        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+        return self.ram_pointer(off)
+
+    def ram_pointer(self, off: str) -> str:
+        """The host pointer to RAM offset ``off`` (bare mode: RAM is one host mapping)."""
+        return self.op(f"getelementptr i8, ptr {self.field(S.RAM_HOST, 'ptr')}, i64 {off}")
 
     def group_access(self, k: int, pc: int, addr: str, store: bool,
                      group: tuple[int, int, int, int]) -> str:
@@ -1388,8 +1382,22 @@ class _Block(FpValues, TimeReads):
                 self.emit(f"br i1 {inr}, label %{fast}, label %{slow}")
             self.slow_exit(slow, addr, store, k, pc)
             self.start_label(fast)
-        host = self.field(S.RAM_HOST, "ptr")
-        return self.op(f"getelementptr i8, ptr {host}, i64 {off}")
+        return self.ram_pointer(off)
+
+    def tlb_probe(self, addr: str, store: bool) -> tuple[str, str, str, str]:
+        """(vpn, entry, tag pointer, hit) of ``addr``'s soft-TLB entry: its read tag,
+        or with ``store`` its write tag, asked for ``addr``'s page."""
+        vpn = self.op(f"lshr i64 {addr}, 12")
+        idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
+        off = self.op(f"mul i64 {idx}, {S.TLB_ENTRY}")
+        ent = self.op(f"getelementptr i8, ptr {self.field(S.TLBP, 'ptr')}, i64 {off}")
+        tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
+        hit = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {tagp}')}, {vpn}")
+        return vpn, ent, tagp, hit
+
+    def tlb_addend(self, ent: str) -> str:
+        """A soft-TLB entry's host addend (host address = guest virtual + it)."""
+        return self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
 
     def translated_group(self, k: int, pc: int, addr: str, store: bool,
                          group: tuple[int, int, int, int]) -> str:
@@ -1404,12 +1412,7 @@ class _Block(FpValues, TimeReads):
         low = addr if lo == imm else self.op(f"add i64 {addr}, {lo - imm}")
         last = self.op(f"add i64 {low}, {span - 1}")
         same = self.op(f"icmp ult i64 {self.op(f'xor i64 {low}, {last}')}, 4096")
-        vpn = self.op(f"lshr i64 {low}, 12")
-        idx = self.op(f"and i64 {vpn}, {S.NTLB - 1}")
-        ent = self.op(f"getelementptr i8, ptr {self.field(S.TLBP, 'ptr')}, i64 "
-                      f"{self.op(f'mul i64 {idx}, {S.TLB_ENTRY}')}")
-        tagp = self.op(f"getelementptr i8, ptr {ent}, i64 {8 if store else 0}")
-        hit = self.op(f"icmp eq i64 {self.op(f'load i64, ptr {tagp}')}, {vpn}")
+        vpn, ent, tagp, hit = self.tlb_probe(low, store)
         self.emit(f"br i1 {self.op(f'and i1 {hit}, {same}')}, label %{fast}, label %{miss}")
         # a miss (on one page only): refilled natively as for a load, then the entry is
         # asked again. (A store's refill has effects a group must not have before its
@@ -1432,7 +1435,7 @@ class _Block(FpValues, TimeReads):
             rng = f"m{k}r"
             self.emit(f"br i1 {code}, label %{rng}, label %{slow}")
             self.start_label(rng)
-            add = self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
+            add = self.tlb_addend(ent)
             host = self.op(f"add i64 {low}, {add}")
             ram = self.op(f"ptrtoint ptr {self.field(S.RAM_HOST, 'ptr')} to i64")
             poff = self.op(f"sub i64 {host}, {ram}")
@@ -1443,7 +1446,7 @@ class _Block(FpValues, TimeReads):
             self.emit(f"br i1 {hit2}, label %{fast}, label %{slow}")
         self.slow_exit(slow, addr, store, k, pc)
         self.start_label(fast)
-        return self.op(f"load i64, ptr {self.op(f'getelementptr i8, ptr {ent}, i64 16')}")
+        return self.tlb_addend(ent)
 
     def slow_exit(self, label: str, addr: str, store: bool, k: int, pc: int) -> None:
         self.start_label(label)
