@@ -25,12 +25,14 @@ from test_jit import (  # noqa: E402
     BASE,
     BASELINE_TIER,
     WFI,
+    _pte,
     addi,
     bne,
     i_type,
     jit_world,
     li32,
     run,
+    sd,
 )
 
 import engine_world as W  # noqa: E402 - tests/conftest.py puts tests/ on sys.path
@@ -118,25 +120,20 @@ def test_stores_to_data_in_a_code_page_stay_native(threshold, translated):
         assert stats["native_stores_near_code"] >= n - 2, stats
 
 
-@TIERS
-@pytest.mark.parametrize("fence_i", [False, True], ids=["no-fence.i", "fence.i"])
-@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
-def test_store_over_the_running_block(threshold, fence_i, translated):
-    """Each iteration stores t2 over the instruction right after the store (the block
-    that is running); t2 holds that instruction's own bytes until iteration 25, then
-    ``addi t0, t0, 100``: from then on the new instruction runs, as on the interpreter."""
-    n = 50
+def _rewriting_loop(threshold: int, stores: list[int], after: list[int], n: int,
+                    switch: int, translated: bool) -> tuple:
+    """Run a loop of ``n`` iterations on the interpreter and the JIT: ``stores`` (through
+    s0 = its start; the last over the instruction right after them, ``addi t0, t0, 1``,
+    with t2), that instruction, ``after``; t2 holds the instruction's own bytes until
+    ``switch`` iterations are left, then ``addi t0, t0, 100``. Returns the two worlds."""
     new = addi(5, 5, 100)
     old = addi(5, 5, 1)
-    body = [
-        sw(7, 8, 4),  # 0: store t2 over the next instruction
-        old,  # 4: the instruction rewritten
-    ] + ([0x0000100F] if fence_i else []) + [  # fence.i
+    body = stores + [old] + after + [
         addi(6, 6, -1),
-        addi(9, 6, -25),
+        addi(9, 6, -switch),
         bne(9, 0, 8),
-        addi(7, 28, 0),  # at 25 left: t2 = the new instruction
-        bne(6, 0, 0),  # patched below: back to the store
+        addi(7, 28, 0),  # at ``switch`` left: t2 = the new instruction
+        bne(6, 0, 0),  # patched below: back to the first store
         WFI,
     ]
     back = len(body) - 2
@@ -147,7 +144,19 @@ def test_store_over_the_running_block(threshold, fence_i, translated):
         w.hart.x[6], w.hart.x[7], w.hart.x[8], w.hart.x[28] = n, old, CODE, new
         _enter(w, translated, CODE)
 
-    interp, jit = _pair(threshold, setup)
+    return _pair(threshold, setup)
+
+
+@TIERS
+@pytest.mark.parametrize("fence_i", [False, True], ids=["no-fence.i", "fence.i"])
+@pytest.mark.parametrize("translated", [False, True], ids=["bare", "sv39"])
+def test_store_over_the_running_block(threshold, fence_i, translated):
+    """Each iteration stores t2 over the instruction right after the store (the block
+    that is running); t2 holds that instruction's own bytes until iteration 25, then
+    ``addi t0, t0, 100``: from then on the new instruction runs, as on the interpreter."""
+    store = [sw(7, 8, 4)]  # 0: store t2 over the next instruction (at 4)
+    interp, jit = _rewriting_loop(threshold, store, [0x0000100F] if fence_i else [],
+                                  n=50, switch=25, translated=translated)
     assert interp.hart.x[5] == 25 + 25 * 100
     assert jit.state() == interp.state()
     if threshold == 1:
@@ -544,29 +553,8 @@ def test_a_group_of_stores_over_the_running_block(threshold):
     (the running block's own bytes): the group's check finds code in the bytes it spans,
     so Python does both stores, drops the block, and the new instruction runs from the
     iteration that wrote it on, exactly as on the interpreter."""
-    n = 40
-    new = addi(5, 5, 100)
-    old = addi(5, 5, 1)
-    body = [
-        sw(6, 8, 0x400),  # 0: data
-        sw(7, 8, 8),  # 4: over the instruction at 8
-        old,  # 8: the instruction rewritten
-        addi(6, 6, -1),
-        addi(9, 6, -20),
-        bne(9, 0, 8),
-        addi(7, 28, 0),  # at 20 left: t2 = the new instruction
-        bne(6, 0, 0),  # patched below: back to the first store
-        WFI,
-    ]
-    back = len(body) - 2
-    body[back] = bne(6, 0, -4 * back)
-
-    def setup(w) -> None:
-        w.put(CODE, body)
-        w.hart.x[6], w.hart.x[7], w.hart.x[8], w.hart.x[28] = n, old, CODE, new
-        _enter(w, False, CODE)
-
-    interp, jit = _pair(threshold, setup)
+    stores = [sw(6, 8, 0x400), sw(7, 8, 8)]  # data; then over the instruction at 8
+    interp, jit = _rewriting_loop(threshold, stores, [], n=40, switch=20, translated=False)
     assert interp.hart.x[5] == 20 + 20 * 100
     assert jit.state() == interp.state()
     assert jit.ram.read(CODE + 0x400, 4) == interp.ram.read(CODE + 0x400, 4)
@@ -611,8 +599,8 @@ def test_interleaved_groups_on_differently_mapped_pages(threshold):
     src, dst = BASE + 0x10000, BASE + 0x30000
     va = 0x4000_0000
     n = 500
-    loop = [ld(5, 10, 0), sd_(5, 11, 8), ld(6, 10, 8), sd_(6, 11, 0), ld(7, 10, 16),
-            sd_(7, 11, 16), addi(5, 5, 1), sd_(5, 10, 0), addi(12, 12, -1), bne(12, 0, -36),
+    loop = [ld(5, 10, 0), sd(5, 11, 8), ld(6, 10, 8), sd(6, 11, 0), ld(7, 10, 16),
+            sd(7, 11, 16), addi(5, 5, 1), sd(5, 10, 0), addi(12, 12, -1), bne(12, 0, -36),
             WFI]
 
     def setup(w) -> None:
@@ -630,11 +618,3 @@ def test_interleaved_groups_on_differently_mapped_pages(threshold):
     assert jit.ram.read_bytes(dst, 24) == interp.ram.read_bytes(dst, 24)
     assert jit.ram.read_bytes(src, 24) == interp.ram.read_bytes(src, 24)
     assert interp.ram.read(dst + 16, 8) == 0x1716151413121110
-
-
-def sd_(rs2: int, rs1: int, imm: int) -> int:
-    return H.enc_s(0x23, 3, rs1, rs2, imm)
-
-
-def _pte(pa: int, flags: int) -> int:
-    return ((pa >> 12) << 10) | flags
